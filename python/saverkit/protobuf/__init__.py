@@ -1,0 +1,1 @@
+"""Protocol buffer modules generated at build time from proto/saverkit/protobuf/*.proto."""
