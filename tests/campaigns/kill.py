@@ -1,0 +1,359 @@
+"""Kill campaign: SIGKILL a process that is saving checkpoints, at random moments, many times.
+
+A child process restores the latest checkpoint of its directory (if any) and then saves step after
+step for ever; the values of every variable are a pure function of the step
+(:func:`model_values`), so a checker can tell exactly which generation it is looking at. After each
+SIGKILL a *fresh* process (``check``) must find ``latest_checkpoint``, restore it, and see every value
+equal to the generation named by the checkpoint's step — with every tensor passing its CRC. The step
+must also be the one the child last reported saved, or the save that was in flight.
+
+Leftover temporary files are allowed right after a kill, but the next completed save in the same
+directory must remove them: the campaign ends with one clean save per directory and then requires
+that no temporary file is left at all.
+
+    python tests/campaigns/kill.py run --kills 200 --report kills.json      # the long run
+    python tests/campaigns/kill.py child --dir D [--sharded] [--api saver|bundle]
+    python tests/campaigns/kill.py check --dir D [--api saver|bundle]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+MAX_TO_KEEP = 3
+# Temporary names used while saving: bundle files (".tempstate<n>"), the state file
+# ("checkpoint.tmp<hex>") and a sharded save's per-shard directory ("<prefix>_temp...").
+TEMP_PATTERN = re.compile(r"\.tempstate\d+|\.tmp[0-9a-f]{32}$|_temp")
+
+
+def model_values(step: int, sharded: bool) -> dict[str, np.ndarray]:
+    """The model's variables after `step` steps (~1.2 MiB, big enough that saves take a while)."""
+    import ml_dtypes
+
+    rng = np.random.default_rng(step)
+    vals = {f"layer{i}/kernel": rng.standard_normal((256, 256)).astype(np.float32) for i in range(4)}
+    vals.update({f"layer{i}/bias": np.full((256,), step + i, np.float32) for i in range(4)})
+    vals["embedding"] = rng.standard_normal((300, 64)).astype(ml_dtypes.bfloat16)
+    vals["counts"] = np.arange(1000, dtype=np.int64) * step
+    vals["vocab"] = np.array([b"step-%d" % step, b"", b"w" * (step % 300)], dtype=object)
+    vals["global_step"] = np.array(step, np.int64)
+    return vals
+
+
+def step_of(prefix: str) -> int:
+    return int(prefix.rsplit("-", 1)[1])
+
+
+def temp_files(directory: Path) -> list[str]:
+    out = []
+    for root, dirs, files in os.walk(directory):
+        for n in dirs + files:
+            if TEMP_PATTERN.search(n):
+                out.append(os.path.relpath(os.path.join(root, n), directory))
+    return sorted(out)
+
+
+# --- saving, two ways: the Saver (the real API), or the bundle + state functions underneath --------
+class BundleSaver:
+    """What Saver.save does, spelled out with saverkit.bundle and the state-file functions (used until
+    the Saver is available, and as a second path under test)."""
+
+    def __init__(self, directory: Path, sharded: bool, durable: bool = False) -> None:
+        self.dir, self.sharded, self.durable = directory, sharded, durable
+
+    def save(self, values: dict[str, np.ndarray], step: int) -> str:
+        import uuid
+
+        from saverkit.bundle import merge_bundles, write_bundle
+        from saverkit.train import get_checkpoint_state, remove_checkpoint, update_checkpoint_state
+
+        prefix = str(self.dir / f"model-{step}")
+        names = sorted(values)
+        if self.sharded:
+            tmp = f"{prefix}_temp_{uuid.uuid4().hex}"
+            parts = []
+            for shard in range(2):
+                part = f"{tmp}/part-{shard:05d}-of-00002"
+                mine = names[shard::2]
+                write_bundle(part, mine, [values[n] for n in mine], durable=self.durable)
+                parts.append(part)
+            merge_bundles(parts, prefix, delete_old_dirs=True)
+        else:
+            write_bundle(prefix, names, [values[n] for n in names], durable=self.durable)
+        state = get_checkpoint_state(str(self.dir))
+        kept = [p for p in (state.all_model_checkpoint_paths if state else []) if p != prefix] + [prefix]
+        update_checkpoint_state(str(self.dir), prefix, kept[-MAX_TO_KEEP:])
+        for old in kept[:-MAX_TO_KEEP]:
+            remove_checkpoint(old)
+        return prefix
+
+    def restore(self, prefix: str, names: list[str], dtypes: list) -> dict[str, np.ndarray]:
+        from saverkit.bundle import read_tensors
+
+        return dict(zip(names, read_tensors(prefix, names, [""] * len(names), dtypes), strict=True))
+
+
+class SaverSaver:
+    """The real thing: variables in a graph, a Session, and saverkit.train.Saver."""
+
+    def __init__(self, directory: Path, sharded: bool, durable: bool = False) -> None:
+        import saverkit as sk
+
+        self.dir = directory
+        self.graph = sk.Graph()
+        template = model_values(0, sharded)
+        self.vars = {}
+        with self.graph.as_default():
+            for i, (name, v) in enumerate(sorted(template.items())):
+                device = f"/cpu:{i % 2}" if sharded else ""
+                with sk.device(device):
+                    self.vars[name] = sk.Variable(v, name=name)
+            kwargs = {"durable": True} if durable else {}
+            self.saver = sk.train.Saver(max_to_keep=MAX_TO_KEEP, sharded=sharded, **kwargs)
+            self.init = sk.global_variables_initializer()
+        self.sess = sk.Session(graph=self.graph)
+        self.sess.run(self.init)
+
+    def save(self, values: dict[str, np.ndarray], step: int) -> str:
+        for name, var in self.vars.items():
+            var.load(values[name], self.sess)
+        return self.saver.save(self.sess, str(self.dir / "model"), global_step=step)
+
+    def restore(self, prefix: str, names: list[str], dtypes: list) -> dict[str, np.ndarray]:
+        self.saver.restore(self.sess, prefix)
+        return dict(zip(names, self.sess.run([self.vars[n] for n in names]), strict=True))
+
+
+def make_saver(api: str, directory: Path, sharded: bool, durable: bool = False):
+    return (SaverSaver if api == "saver" else BundleSaver)(directory, sharded, durable)
+
+
+# --- child: restore, then save forever ------------------------------------------------------------
+def child(directory: Path, sharded: bool, api: str, saves: int | None, durable: bool) -> None:
+    from saverkit.train import latest_checkpoint
+
+    directory.mkdir(parents=True, exist_ok=True)
+    saver = make_saver(api, directory, sharded, durable)
+    latest = latest_checkpoint(str(directory))
+    step = 0
+    if latest:
+        step = step_of(latest)
+        template = model_values(step, sharded)
+        names = sorted(template)
+        got = saver.restore(latest, names, [template[n].dtype if template[n].dtype != object else "string"
+                                            for n in names])
+        if int(got["global_step"]) != step:
+            raise SystemExit(f"restored global_step {got['global_step']} from {latest}")
+    print(f"ready {step}", flush=True)
+    done = 0
+    while saves is None or done < saves:
+        step += 1
+        print(f"saving {step} {time.monotonic():.6f}", flush=True)
+        saver.save(model_values(step, sharded), step)
+        print(f"saved {step} {time.monotonic():.6f}", flush=True)
+        done += 1
+
+
+# --- check: what a fresh process finds --------------------------------------------------------------
+def check(directory: Path, sharded: bool, api: str) -> dict:
+    """Finds the latest checkpoint, restores it and compares every value; never raises."""
+    from saverkit.train import latest_checkpoint, load_checkpoint
+
+    out: dict = {"latest": None, "step": None, "problems": [], "temps": temp_files(directory)}
+    try:
+        latest = latest_checkpoint(str(directory))
+        out["latest"] = latest
+        if latest is None:
+            return out
+        step = out["step"] = step_of(latest)
+        want = model_values(step, sharded)
+        names = sorted(want)
+        # every tensor through the plain reader: each CRC checked
+        reader = load_checkpoint(latest)
+        got_map = reader.get_variable_to_shape_map()
+        if sorted(got_map) != names:
+            out["problems"].append(f"keys {sorted(got_map)} != {names}")
+        for n in names:
+            _compare(out, "load_checkpoint", n, reader.get_tensor(n), want[n])
+        # and through the restore path a user would take
+        dtypes = [want[n].dtype if want[n].dtype != object else "string" for n in names]
+        restored = make_saver(api, directory, sharded).restore(latest, names, dtypes)
+        for n in names:
+            _compare(out, "restore", n, restored[n], want[n])
+    except Exception as e:  # noqa: BLE001 - the report says what went wrong
+        out["problems"].append(f"{type(e).__name__}: {e}")
+    return out
+
+
+def _compare(out: dict, how: str, name: str, got, want: np.ndarray) -> None:
+    got = np.asarray(got)
+    if want.dtype == object:
+        same = got.shape == want.shape and got.dtype == object and list(got.flat) == list(want.flat)
+    else:
+        same = got.shape == want.shape and got.dtype == want.dtype and got.tobytes() == want.tobytes()
+    if not same:
+        out["problems"].append(f"{how}: {name} differs from generation {out['step']}")
+
+
+# --- parent: the campaign -------------------------------------------------------------------------------
+class ChildWatch:
+    """Runs a child and follows what it reports on stdout."""
+
+    def __init__(self, argv: list[str]) -> None:
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.ready = threading.Event()
+        self.saved: int | None = None
+        self.saving: int | None = None
+        self.save_times: list[float] = []
+        self._t = threading.Thread(target=self._follow, daemon=True)
+        self._t.start()
+
+    def _follow(self) -> None:
+        started = None
+        for line in self.proc.stdout:
+            word, *rest = line.split()
+            if word == "ready":
+                self.ready.set()
+            elif word == "saving":
+                self.saving, started = int(rest[0]), float(rest[1])
+            elif word == "saved":
+                self.saved = int(rest[0])
+                if started is not None:
+                    self.save_times.append(float(rest[1]) - started)
+
+    def finish(self) -> tuple[int, str]:
+        rc = self.proc.wait()
+        self._t.join()
+        err = self.proc.stderr.read()
+        self.proc.stderr.close()
+        self.proc.stdout.close()
+        return rc, err
+
+
+def _script_argv(*args: str) -> list[str]:
+    return [sys.executable, str(Path(__file__).resolve()), *args]
+
+
+def run_campaign(kills: int, seed: int = 0, api: str = "saver", workdir: Path | None = None,
+                 progress: bool = False) -> dict:
+    rng = random.Random(seed)
+    root = Path(tempfile.mkdtemp(prefix="sk-kill-", dir=workdir))
+    started = time.monotonic()
+    report = {"api": api, "kills": 0, "kills_mid_save": 0, "checks": 0, "problems": [],
+              "temps_seen_after_kill": 0, "temps_not_cleaned": [], "final_temps": {}, "max_step": {},
+              "save_seconds_median": None}
+    save_times: list[float] = []
+    last_saved = {False: None, True: None}
+    try:
+        for k in range(kills):
+            sharded = bool(k % 2)
+            d = root / ("sharded" if sharded else "single")
+            flags = ["--dir", str(d), "--api", api] + (["--sharded"] if sharded else [])
+            watch = ChildWatch(_script_argv("child", *flags))
+            if not watch.ready.wait(120):
+                report["problems"].append(f"kill {k}: child never became ready")
+            # land anywhere in the next few saves (the first kills use a guess of 0.1 s per save)
+            per_save = float(np.median(save_times)) if save_times else 0.1
+            time.sleep(rng.uniform(0, 3 * per_save))
+            mid_save = watch.saving is not None and watch.saving != watch.saved
+            watch.proc.send_signal(signal.SIGKILL)
+            rc, err = watch.finish()
+            if rc != -signal.SIGKILL:
+                report["problems"].append(f"kill {k}: child exited by itself ({rc}): {err[-2000:]}")
+            report["kills"] += 1
+            report["kills_mid_save"] += mid_save
+            save_times += watch.save_times
+            if watch.saved is not None:
+                last_saved[sharded] = watch.saved
+            res = _run_check(flags)
+            report["checks"] += 1
+            problems = list(res["problems"])
+            lo = last_saved[sharded]
+            if res["latest"] is None and lo is not None:
+                problems.append(f"latest_checkpoint is None after step {lo} was saved")
+            if res["step"] is not None and lo is not None and not lo <= res["step"] <= lo + 1:
+                problems.append(f"latest step {res['step']} but the child last saved {lo}")
+            if res["step"] is not None:
+                last_saved[sharded] = res["step"]
+                report["max_step"][d.name] = res["step"]
+            report["temps_seen_after_kill"] += bool(res["temps"])
+            report["problems"] += [f"kill {k} ({d.name}): {p}" for p in problems]
+            if progress and (k + 1) % 10 == 0:
+                print(f"{k + 1}/{kills} kills, {len(report['problems'])} problems, "
+                      f"{time.monotonic() - started:.0f} s", file=sys.stderr, flush=True)
+        # one clean save per directory must leave no temporary file behind
+        for sharded in (False, True):
+            d = root / ("sharded" if sharded else "single")
+            flags = ["--dir", str(d), "--api", api] + (["--sharded"] if sharded else [])
+            r = subprocess.run(_script_argv("child", *flags, "--saves", "1"), capture_output=True, text=True,
+                               timeout=300)
+            if r.returncode != 0:
+                report["problems"].append(f"final save in {d.name} failed: {r.stderr[-2000:]}")
+            res = _run_check(flags)
+            report["problems"] += [f"final ({d.name}): {p}" for p in res["problems"]]
+            report["final_temps"][d.name] = res["temps"]
+            if res["temps"]:
+                report["temps_not_cleaned"] += [f"{d.name}/{t}" for t in res["temps"]]
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    report["save_seconds_median"] = round(float(np.median(save_times)), 4) if save_times else None
+    report["seconds"] = round(time.monotonic() - started, 1)
+    return report
+
+
+def _run_check(flags: list[str]) -> dict:
+    r = subprocess.run(_script_argv("check", *flags), capture_output=True, text=True, timeout=300)
+    try:
+        return json.loads(r.stdout.strip().splitlines()[-1])
+    except (IndexError, json.JSONDecodeError):
+        return {"latest": None, "step": None, "temps": [],
+                "problems": [f"checker died ({r.returncode}): {r.stderr[-2000:]}"]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    for name in ("child", "check"):
+        p = sub.add_parser(name)
+        p.add_argument("--dir", type=Path, required=True)
+        p.add_argument("--sharded", action="store_true")
+        p.add_argument("--api", choices=["saver", "bundle"], default="saver")
+        if name == "child":
+            p.add_argument("--saves", type=int, default=None, help="stop after this many saves")
+            p.add_argument("--durable", action="store_true")
+    p = sub.add_parser("run")
+    p.add_argument("--kills", type=int, default=200)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--api", choices=["saver", "bundle"], default="saver")
+    p.add_argument("--report", type=Path)
+    args = ap.parse_args(argv)
+    if args.cmd == "child":
+        child(args.dir, args.sharded, args.api, args.saves, args.durable)
+        return 0
+    if args.cmd == "check":
+        print(json.dumps(check(args.dir, args.sharded, args.api)))
+        return 0
+    report = run_campaign(args.kills, args.seed, args.api, progress=True)
+    text = json.dumps(report, indent=1)
+    if args.report:
+        args.report.write_text(text)
+    print(text)
+    return 0 if not report["problems"] and not report["temps_not_cleaned"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
