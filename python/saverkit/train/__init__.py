@@ -1,5 +1,19 @@
-"""TF-style ``train`` namespace: checkpoint inspection (more names are added by other modules)."""
+"""TF's ``tf.compat.v1.train`` / ``tf.train`` names: checkpoint bookkeeping, readers, savers."""
+# ruff: noqa: F401
 
+from .checkpoint_management import (
+    CheckpointState,
+    checkpoint_exists,
+    find_latest_checkpoint,
+    generate_checkpoint_state_proto,
+    get_checkpoint_mtimes,
+    get_checkpoint_state,
+    latest_checkpoint,
+    meta_graph_filename,
+    remove_checkpoint,
+    update_checkpoint_state,
+    update_checkpoint_state_internal,
+)
 from saverkit.train.checkpoint_utils import CheckpointReader as CheckpointReader
 from saverkit.train.checkpoint_utils import NewCheckpointReader as NewCheckpointReader
 from saverkit.train.checkpoint_utils import list_variables as list_variables
