@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -122,7 +123,7 @@ def write_own_checkpoints(root: Path) -> list[tuple[Path, str, str]]:
     out.append((root, "partitioned", "own:partitioned"))
 
     # more than one data block in the index (> 256 KiB of entries)
-    many = {f"layer_{i:04d}/" + "k" * 180: np.array(i, np.int32) for i in range(1500)}
+    many = {f"layer_{i:03d}/" + "k" * 1000: np.array(i, np.int32) for i in range(300)}
     save("multiblock", many)
     out.append((root, "multiblock", "own:multiblock"))
     return out
@@ -194,11 +195,22 @@ def judge(m: Mutation, answer: dict) -> tuple[str, list[str]]:
     return ("detected" if detected else "intact"), problems
 
 
-def _error_messages(answer: dict) -> list[str]:
+def _errors_not_naming_the_checkpoint(answer: dict) -> list[str]:
     out = []
     for res in answer["modes"].values():
         outcomes = [res["open"]] if res["open"] is not None else list(res["values"].values())
-        out += [o["message"] for o in outcomes if "error" in o]
+        out += [o["message"][:300] for o in outcomes if "error" in o and not o["names_checkpoint"]]
+    return out
+
+
+def _distinct(messages: list[str]) -> list[str]:
+    """One example per message template (digits and quoted keys blanked)."""
+    seen, out = set(), []
+    for m in messages:
+        shape = re.sub(r"'[^']*'|\d+", "#", m.split(": ", 1)[-1])
+        if shape not in seen:
+            seen.add(shape)
+            out.append(m)
     return out
 
 
@@ -234,9 +246,8 @@ def run_campaign(total: int, seed: int = 1, timeout: float = 20.0, save_failures
                     answer = worker.request(req, timeout)
                     verdict, problems = judge(m, answer)
                     maxrss = max(maxrss, answer.get("maxrss_kib", 0))
-                    for msg in _error_messages(answer):
-                        if m.subject.prefix not in msg:
-                            unnamed_errors.append(f"{m.describe()}: {msg}")
+                    unnamed = _errors_not_naming_the_checkpoint(answer)
+                    unnamed_errors += [f"{m.describe()}: {msg}" for msg in unnamed]
                 except WorkerCrashed as e:
                     verdict, problems = "crash", [str(e)]
                 except WorkerHung as e:
@@ -263,7 +274,7 @@ def run_campaign(total: int, seed: int = 1, timeout: float = 20.0, save_failures
                                                   "crash", "hang")},
                 "by_kind": {k: dict(v) for k, v in sorted(stats.items())},
                 "errors_not_naming_the_checkpoint": len(unnamed_errors),
-                "examples_not_naming_the_checkpoint": unnamed_errors[:5],
+                "examples_not_naming_the_checkpoint": _distinct(unnamed_errors)[:10],
                 "worker_restarts": worker.restarts,
                 "worker_max_rss_kib": maxrss,
                 "seconds": round(time.monotonic() - started, 1),

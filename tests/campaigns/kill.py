@@ -80,6 +80,7 @@ class BundleSaver:
 
         from saverkit.bundle import merge_bundles, write_bundle
         from saverkit.train import get_checkpoint_state, remove_checkpoint, update_checkpoint_state
+        from saverkit.train.stale_files import remove_stale_temp_files
 
         prefix = str(self.dir / f"model-{step}")
         names = sorted(values)
@@ -99,6 +100,7 @@ class BundleSaver:
         update_checkpoint_state(str(self.dir), prefix, kept[-MAX_TO_KEEP:])
         for old in kept[:-MAX_TO_KEEP]:
             remove_checkpoint(old)
+        remove_stale_temp_files(prefix)
         return prefix
 
     def restore(self, prefix: str, names: list[str], dtypes: list) -> dict[str, np.ndarray]:

@@ -5,7 +5,8 @@ Protocol: one JSON request per stdin line, one JSON answer per stdout line.
   answer   {"modes": {mode: {"open": outcome | None, "entries": {name: [dtype, shape]} | None,
                                "values": {name: outcome}}}, "maxrss_kib": int}
   outcome  {"digest": hex, "dtype": str, "shape": [int]}            a value was returned
-           {"error": class name, "message": str, "op_error": bool}  an exception was raised
+           {"error": class name, "message": str, "op_error": bool,
+            "names_checkpoint": bool}                               an exception was raised
 A segfault/abort shows as EOF on stdout; a hang as no answer before the parent's deadline.
 
 Digests follow tests/fixtures/tf-2.21/manifest.json: sha256 of the C-order little-endian bytes;
@@ -38,10 +39,14 @@ def digest(value) -> dict:
     return {"digest": h.hexdigest(), "shape": list(arr.shape)}
 
 
+_prefix_name = ""  # basename of the checkpoint being read: error messages should name it
+
+
 def outcome_of(exc: BaseException) -> dict:
     return {
         "error": type(exc).__name__,
         "message": str(exc)[:500],
+        "names_checkpoint": _prefix_name in str(exc),
         "op_error": isinstance(exc, errors.OpError),
         **({} if isinstance(exc, errors.OpError) else {"traceback": traceback.format_exc()[-1500:]}),
     }
@@ -113,6 +118,8 @@ MODES = {"reader": read_with_reader, "batch": read_batch, "load": read_with_load
 def serve(stdin, stdout) -> None:
     for line in stdin:
         req = json.loads(line)
+        global _prefix_name
+        _prefix_name = req["prefix"].rsplit("/", 1)[-1]
         answer = {"modes": {}}
         for mode in req.get("modes", ["reader"]):
             answer["modes"][mode] = MODES[mode](req["prefix"], req["names"], req["dtypes"])

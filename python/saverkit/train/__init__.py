@@ -1,6 +1,12 @@
 """TF's ``tf.compat.v1.train`` / ``tf.train`` names: checkpoint bookkeeping, readers, savers."""
 # ruff: noqa: F401
 
+from saverkit.train.checkpoint_utils import CheckpointReader as CheckpointReader
+from saverkit.train.checkpoint_utils import NewCheckpointReader as NewCheckpointReader
+from saverkit.train.checkpoint_utils import list_variables as list_variables
+from saverkit.train.checkpoint_utils import load_checkpoint as load_checkpoint
+from saverkit.train.checkpoint_utils import load_variable as load_variable
+
 from .checkpoint_management import (
     CheckpointState,
     checkpoint_exists,
@@ -14,8 +20,3 @@ from .checkpoint_management import (
     update_checkpoint_state,
     update_checkpoint_state_internal,
 )
-from saverkit.train.checkpoint_utils import CheckpointReader as CheckpointReader
-from saverkit.train.checkpoint_utils import NewCheckpointReader as NewCheckpointReader
-from saverkit.train.checkpoint_utils import list_variables as list_variables
-from saverkit.train.checkpoint_utils import load_checkpoint as load_checkpoint
-from saverkit.train.checkpoint_utils import load_variable as load_variable
