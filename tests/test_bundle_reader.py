@@ -1,4 +1,4 @@
-"""BundleReader/read_tensors: TF fixtures vs the manifest, slices, out=, dtypes, paths, versions, endianness."""
+"""BundleReader/read_tensors: TF fixtures vs the manifest, slices, out=, dtypes, paths, versions, BE."""
 
 import os
 import shutil
