@@ -139,6 +139,38 @@ def test_directory_without_state_file_uses_newest_complete_checkpoint(capsys, tm
                    f"checkpoint {d / 'model.ckpt-4'}\n")
 
 
+def test_directory_whose_state_file_names_a_missing_checkpoint_falls_back(capsys, tmp_path):
+    d = Path(shutil.copytree(FIXTURES / "v1_max_to_keep", tmp_path / "run"))
+    (d / "checkpoint").write_text('model_checkpoint_path: "model.ckpt-9"\n')
+    code, out, err = call(capsys, "inspect", d)
+    assert code == 0 and "step" in out
+    assert err == (f"saverkit: warning: {d}: its 'checkpoint' state file names {d / 'model.ckpt-9'}, which "
+                   f"does not exist; using the newest complete checkpoint {d / 'model.ckpt-4'}\n")
+
+
+@pytest.mark.parametrize("content", ["garbage\n", 'all_model_checkpoint_paths: "x"\n'])
+def test_directory_with_unusable_state_file_falls_back(capsys, tmp_path, content):
+    d = Path(shutil.copytree(FIXTURES / "v1_max_to_keep", tmp_path / "run"))
+    (d / "checkpoint").write_text(content)
+    code, out, err = call(capsys, "inspect", d)
+    assert code == 0 and "step" in out
+    assert err.endswith(f"saverkit: warning: {d}: its 'checkpoint' state file is unusable; using the newest "
+                        f"complete checkpoint {d / 'model.ckpt-4'}\n")
+
+
+def test_moved_directory_is_followed_with_a_one_line_warning(tmp_path):
+    from saverkit import train
+
+    old = Path(shutil.copytree(FIXTURES / "v1_max_to_keep", tmp_path / "old"))
+    train.update_checkpoint_state(old, str(old / "model.ckpt-4"))
+    new = old.rename(tmp_path / "new")
+    proc = run("inspect", new)
+    assert proc.returncode == 0 and "step" in proc.stdout
+    assert proc.stderr.count("\n") == 1
+    assert re.fullmatch(r"saverkit: warning: .*no longer exist.*old/model.ckpt-4 -> .*new/model.ckpt-4\n",
+                        proc.stderr)
+
+
 # --- subprocess / console script -----------------------------------------------------------------------
 
 def test_python_dash_m_saverkit_matches_main(capsys):

@@ -29,12 +29,14 @@ import argparse
 import contextlib
 import difflib
 import json
+import logging
 import os
 import re
 import shutil
 import sys
 import time
 import uuid
+import warnings
 import zipfile
 from collections.abc import Iterable, Sequence
 from typing import IO
@@ -95,26 +97,25 @@ class TensorSource:
 
 class CheckpointSource(TensorSource):
     def __init__(self, prefix: str) -> None:
-        from saverkit.bundle import BundleReader  # the reader lives on the engine side
+        from saverkit.train import load_checkpoint  # imports the compiled engine: only when needed
 
         self.path = prefix
-        self._reader = BundleReader(prefix)
-        self._entries = self._reader.entries()  # partitioned tensors appear whole
-
-    def close(self) -> None:
-        self._reader.close()
+        self._reader = load_checkpoint(prefix)
+        # Partitioned tensors appear whole, as TF's reader shows them.
+        self._dtypes = self._reader.get_variable_to_dtype_map()
+        self._shapes = {k: tuple(v) for k, v in self._reader.get_variable_to_shape_map().items()}
 
     def names(self) -> list[str]:
-        return sorted(self._entries)
+        return sorted(self._shapes)
 
     def dtype(self, name: str) -> _dtypes.DType:
-        return self._entries[name][0]
+        return self._dtypes[name]
 
     def shape(self, name: str) -> tuple[int, ...]:
-        return tuple(self._entries[name][1])
+        return self._shapes[name]
 
     def get(self, name: str) -> np.ndarray:
-        return self._reader.read(name)
+        return self._reader.get_tensor(name)
 
 
 class NpzSource(TensorSource):
@@ -239,15 +240,23 @@ def _import_safetensors():
 def resolve_checkpoint(path: str) -> str:
     """The checkpoint prefix meant by ``path``: a prefix, a directory or one of the checkpoint's files."""
     if os.path.isdir(path):
-        latest = _cm.latest_checkpoint(path)
-        if latest is not None:
-            return latest
+        try:
+            state = _cm.get_checkpoint_state(path)
+        except ValueError:  # parses, but names no checkpoint
+            state = None
+        if state is not None and _cm.checkpoint_exists(state.model_checkpoint_path):
+            return state.model_checkpoint_path
         found = _cm.find_latest_checkpoint(path)
         if found is None:
             raise CliError(f"{path}: directory holds no checkpoint (no usable 'checkpoint' state file "
                            "and no complete <prefix>.index + .data-* files)")
-        if not os.path.exists(os.path.join(path, "checkpoint")):
-            _warn(f"{path}: no 'checkpoint' state file; using the newest complete checkpoint {found}")
+        if state is not None:
+            why = f"its 'checkpoint' state file names {state.model_checkpoint_path}, which does not exist"
+        elif os.path.exists(os.path.join(path, "checkpoint")):
+            why = "its 'checkpoint' state file is unusable"
+        else:
+            why = "no 'checkpoint' state file"
+        _warn(f"{path}: {why}; using the newest complete checkpoint {found}")
         return found
     for suffix in (".index", ".meta"):
         if path.endswith(suffix) and os.path.isfile(path):
@@ -541,7 +550,7 @@ def _write_safetensors(dst: str, src: TensorSource, names: Sequence[str], progre
 
 
 def _write_checkpoint(dst: str, src: TensorSource, names: Sequence[str], progress: Progress) -> list[str]:
-    from saverkit.bundle import write_bundle  # the writer lives on the engine side
+    from saverkit.bundle import write_bundle  # imports the compiled engine: only when needed
 
     kept, tensors, kept_dtypes = [], [], []
     for i, name in enumerate(names):
@@ -639,8 +648,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _StderrLog(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        print(f"saverkit: {record.levelname.lower()}: {record.getMessage()}", file=sys.stderr)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    _warn(" ".join(str(message).split()))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # Library warnings and log records become one "saverkit: warning: ..." line each.
+    log, handler = logging.getLogger("saverkit"), _StderrLog(logging.WARNING)
+    log.addHandler(handler)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            warnings.showwarning = _show_warning
+            return _run(args)
+    finally:
+        log.removeHandler(handler)
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         return args.func(args)
     except KeyboardInterrupt:
