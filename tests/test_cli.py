@@ -282,6 +282,24 @@ def test_quantized_tensors_keep_their_dtype_through_npz(capsys, tmp_path):
         assert r.read("q").view(np.int8).tolist() == [-3, 0, 7]
 
 
+def test_ml_dtypes_tensors_travel_through_npz_as_declared_bit_patterns(capsys, tmp_path):
+    import ml_dtypes
+
+    kinds = ["float8_e4m3fn", "float8_e5m2", "int4", "uint4", "float4_e2m1fn"]
+    arrays = [np.array([1, 2, 3, 0.5 if k.startswith("float") else 0], getattr(ml_dtypes, k)) for k in kinds]
+    write_bundle(str(tmp_path / "src"), kinds, arrays)
+    assert call(capsys, "convert", tmp_path / "src", tmp_path / "m.npz")[0] == 0
+    with np.load(tmp_path / "m.npz") as z:
+        assert json.loads(z[cli.NPZ_DTYPES_KEY][()]) == {k: k for k in kinds}
+        assert all(z[k].dtype == np.uint8 for k in kinds)
+    assert call(capsys, "convert", tmp_path / "m.npz", tmp_path / "back")[0] == 0
+    with BundleReader(str(tmp_path / "back")) as r:
+        for k, a in zip(kinds, arrays, strict=True):
+            back = r.read(k)
+            assert back.dtype == a.dtype and back.tobytes() == a.tobytes(), k
+    assert call(capsys, "diff", tmp_path / "src", tmp_path / "m.npz")[0] == 0
+
+
 def test_safetensors_round_trip_of_numeric_tensors(capsys, tmp_path):
     from safetensors.numpy import load_file
 

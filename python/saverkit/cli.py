@@ -618,8 +618,9 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="saverkit",
-        description="Inspect, compare and convert TensorFlow checkpoints without TensorFlow.")
+        prog="saverkit", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Inspect, compare and convert TensorFlow checkpoints without TensorFlow.",
+        epilog=(__doc__ or "").split("\n\n", 2)[-1].replace("``", ""))
     parser.add_argument("--traceback", action="store_true", help="show the full traceback on errors")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
