@@ -226,6 +226,21 @@ def test_bad_paths_give_one_line_errors_without_traceback(tmp_path, case):
     assert str(tmp_path) in lines[0]
 
 
+def test_npz_entry_claiming_more_data_than_it_holds_is_rejected_before_allocating(capsys, tmp_path):
+    import zipfile
+
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f8", "fortran_order": False,
+                                                  "shape": (10**6, 10**6)})
+    with zipfile.ZipFile(tmp_path / "huge.npz", "w") as zf:
+        zf.writestr("w.npy", header.getvalue() + b"\0" * 64)
+    code, out, err = call(capsys, "inspect", tmp_path / "huge.npz", "--tensor", "w")
+    assert code == 2
+    assert err == (f"saverkit inspect: error: {tmp_path / 'huge.npz'}: entry 'w' claims shape "
+                   "[1000000, 1000000] of float64 (8000000000000 bytes) but holds only "
+                   f"{len(header.getvalue()) + 64} bytes\n")
+
+
 def test_traceback_flag_shows_the_exception(tmp_path):
     proc = run("--traceback", "inspect", tmp_path / "missing")
     assert proc.returncode != 0 and "Traceback" in proc.stderr and "CliError" in proc.stderr

@@ -126,6 +126,7 @@ class NpzSource(TensorSource):
         except (zipfile.BadZipFile, OSError) as e:
             raise CliError(f"{path}: not a readable .npz file ({e})") from None
         self._members = {m[:-4]: m for m in self._zip.namelist() if m.endswith(".npy")}
+        self._headers: dict[str, tuple[tuple[int, ...], np.dtype]] = {}
         self._declared: dict[str, str] = {}
         if NPZ_DTYPES_KEY in self._members:
             raw = self._read(NPZ_DTYPES_KEY)
@@ -134,7 +135,6 @@ class NpzSource(TensorSource):
             except (ValueError, TypeError, UnicodeDecodeError) as e:
                 raise CliError(f"{path}: bad {NPZ_DTYPES_KEY} entry ({e})") from None
             del self._members[NPZ_DTYPES_KEY]
-        self._headers: dict[str, tuple[tuple[int, ...], np.dtype]] = {}
 
     def close(self) -> None:
         self._zip.close()
@@ -159,7 +159,11 @@ class NpzSource(TensorSource):
 
     def dtype(self, name: str) -> _dtypes.DType:
         if name in self._declared:
-            return _dtypes.as_dtype(self._declared[name])
+            try:
+                return _dtypes.as_dtype(self._declared[name])
+            except TypeError:
+                raise CliError(f"{self.path}: {NPZ_DTYPES_KEY} gives {name!r} the unknown dtype "
+                               f"{self._declared[name]!r}") from None
         np_dtype = self._header(name)[1]
         try:
             return _dtypes.as_dtype(np_dtype)
@@ -171,7 +175,16 @@ class NpzSource(TensorSource):
         return self._header(name)[0]
 
     def _read(self, name: str) -> np.ndarray:
-        with self._zip.open(self._members.get(name, name + ".npy")) as f:
+        member = self._members[name]
+        # numpy allocates what the header claims before reading: check the claim against the entry.
+        shape, dtype = self._header(name)
+        claimed = int(np.prod(shape, dtype=object)) * dtype.itemsize
+        held = self._zip.getinfo(member).file_size
+        if dtype.kind != "O" and claimed > held:
+            raise errors.DataLossError(
+                None, None, f"{self.path}: entry {name!r} claims shape {list(shape)} of {dtype} "
+                f"({claimed} bytes) but holds only {held} bytes")
+        with self._zip.open(member) as f:
             try:
                 return np.lib.format.read_array(f, allow_pickle=False)
             except ValueError as e:
