@@ -1,5 +1,4 @@
-"""TF's ``tf.compat.v1.train`` / ``tf.train`` names: checkpoint bookkeeping, readers, savers."""
-# ruff: noqa: F401
+"""TF-style ``train`` namespace: checkpoint inspection (more names are added by other modules)."""
 
 from saverkit.train.checkpoint_utils import CheckpointReader as CheckpointReader
 from saverkit.train.checkpoint_utils import NewCheckpointReader as NewCheckpointReader
@@ -7,16 +6,14 @@ from saverkit.train.checkpoint_utils import list_variables as list_variables
 from saverkit.train.checkpoint_utils import load_checkpoint as load_checkpoint
 from saverkit.train.checkpoint_utils import load_variable as load_variable
 
-from .checkpoint_management import (
-    CheckpointState,
-    checkpoint_exists,
-    find_latest_checkpoint,
-    generate_checkpoint_state_proto,
-    get_checkpoint_mtimes,
-    get_checkpoint_state,
-    latest_checkpoint,
-    meta_graph_filename,
-    remove_checkpoint,
-    update_checkpoint_state,
-    update_checkpoint_state_internal,
-)
+from .checkpoint_management import CheckpointState as CheckpointState
+from .checkpoint_management import checkpoint_exists as checkpoint_exists
+from .checkpoint_management import find_latest_checkpoint as find_latest_checkpoint
+from .checkpoint_management import generate_checkpoint_state_proto as generate_checkpoint_state_proto
+from .checkpoint_management import get_checkpoint_mtimes as get_checkpoint_mtimes
+from .checkpoint_management import get_checkpoint_state as get_checkpoint_state
+from .checkpoint_management import latest_checkpoint as latest_checkpoint
+from .checkpoint_management import meta_graph_filename as meta_graph_filename
+from .checkpoint_management import remove_checkpoint as remove_checkpoint
+from .checkpoint_management import update_checkpoint_state as update_checkpoint_state
+from .checkpoint_management import update_checkpoint_state_internal as update_checkpoint_state_internal
