@@ -46,7 +46,9 @@ class Worker:
 
     def __init__(self, address_space_limit: int | None = 4 << 30, python: str = sys.executable,
                  env: dict | None = None) -> None:
-        self.limit = address_space_limit
+        # ASan reserves terabytes of shadow address space: no limit under scripts/sanitize.sh
+        sanitized = "libasan" in os.environ.get("LD_PRELOAD", "")
+        self.limit = None if sanitized else address_space_limit
         self.python = python
         self.env = dict(os.environ if env is None else env)
         # one BLAS thread: keeps the worker's virtual size small and predictable
