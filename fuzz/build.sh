@@ -19,7 +19,18 @@ OUT=build/fuzz
 OBJ=$OUT/obj
 mkdir -p "$OBJ"
 SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer"
-CXXFLAGS="-std=c++17 -g -O1 $SAN -Icsrc -Ifuzz -DSAVERKIT_FUZZ"
+CXXFLAGS="-std=c++17 -gline-tables-only -O1 $SAN -Icsrc -Ifuzz -DSAVERKIT_FUZZ"
+
+# clang without the libFuzzer runtime (Debian: libclang-rt-<ver>-dev) cannot link a fuzzer.
+if [ ! -f "$OUT/.runtime-ok" ]; then
+  probe=$OUT/probe
+  echo 'extern "C" int LLVMFuzzerTestOneInput(const unsigned char*, unsigned long) { return 0; }' > "$probe.cc"
+  if ! $CXX -fsanitize=fuzzer,address,undefined "$probe.cc" -o "$probe" 2>"$probe.err"; then
+    echo "fuzz/build.sh: $CXX cannot link -fsanitize=fuzzer (libFuzzer runtime missing?): $(head -3 "$probe.err")" >&2
+    exit 3
+  fi
+  touch "$OUT/.runtime-ok"
+fi
 
 newest_header=$(ls -t csrc/*.h fuzz/*.h | head -1)
 compile() {  # src obj extra-flags
