@@ -19,3 +19,6 @@ from saverkit.train.checkpoint_utils import NewCheckpointReader as NewCheckpoint
 from saverkit.train.checkpoint_utils import list_variables as list_variables
 from saverkit.train.checkpoint_utils import load_checkpoint as load_checkpoint
 from saverkit.train.checkpoint_utils import load_variable as load_variable
+from saverkit.train.saver import Saver as Saver
+from saverkit.train.saver import export_meta_graph as export_meta_graph
+from saverkit.train.saver import import_meta_graph as import_meta_graph
