@@ -7,7 +7,6 @@ import json
 import pathlib
 
 import numpy as np
-
 from saverkit import _core, bundle
 from saverkit.protobuf import tensor_bundle_pb2
 
@@ -110,4 +109,5 @@ def rewrite_single_shard(src: str, dst: str) -> None:
 
 def files_of(prefix) -> dict[str, bytes]:
     p = pathlib.Path(prefix)
-    return {f.name[len(p.name):]: f.read_bytes() for f in p.parent.iterdir() if f.name.startswith(p.name + ".")}
+    return {f.name[len(p.name):]: f.read_bytes()
+            for f in p.parent.iterdir() if f.name.startswith(p.name + ".")}

@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 from bundle_helpers import FIXTURES, read_index
-
 from saverkit import _core
 from saverkit.protobuf import tensor_bundle_pb2
 
@@ -95,7 +94,8 @@ def test_every_numeric_crc_stored_by_tf_matches():
             e = tensor_bundle_pb2.BundleEntryProto.FromString(value)
             if e.slices or e.dtype == 7:
                 continue
-            data = (index.parent / f"{index.name[:-6]}.data-{e.shard_id:05d}-of-{num_shards:05d}").read_bytes()
+            data_file = index.parent / f"{index.name[:-6]}.data-{e.shard_id:05d}-of-{num_shards:05d}"
+            data = data_file.read_bytes()
             payload = data[e.offset:e.offset + e.size]
             assert _core.crc32c_mask(_core.crc32c(payload)) == e.crc32c, key
             checked += 1

@@ -5,7 +5,6 @@ import struct
 
 import numpy as np
 import pytest
-
 from saverkit import _core, bundle, errors
 
 # Spec 3.9: the 142-byte index TF writes for SaveV2(['b','a'], [[b'ab', b''], [1.0, 2.0]]).
@@ -50,7 +49,8 @@ def test_table_builder_reproduces_spec_index(tmp_path):
 
 def test_bundle_writer_reproduces_spec_example(tmp_path):
     prefix = str(tmp_path / "m")
-    bundle.write_bundle(prefix, ["b", "a"], [np.array([b"ab", b""], dtype=object), np.array([1.0, 2.0], "f4")])
+    strings = np.array([b"ab", b""], dtype=object)
+    bundle.write_bundle(prefix, ["b", "a"], [strings, np.array([1.0, 2.0], "f4")])
     assert pathlib.Path(prefix + ".index").read_bytes() == SPEC_INDEX
     assert pathlib.Path(prefix + ".data-00000-of-00001").read_bytes() == SPEC_DATA
 
