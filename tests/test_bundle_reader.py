@@ -233,6 +233,8 @@ def test_reader_context_manager_and_num_shards():
     with bundle.BundleReader(str(FIXTURES / "v1_sharded" / "model.ckpt")) as r:
         assert r.num_shards == 3
         assert r.read("dev2/b").shape == (17,)
+    with pytest.raises(errors.FailedPreconditionError, match="closed"):
+        r.read("dev2/b")
 
 
 def test_index_without_tensors_reads_as_empty(tmp_path):
