@@ -1,24 +1,22 @@
-"""TF's ``tf.compat.v1.train`` / ``tf.train`` names: checkpoint bookkeeping, readers, savers."""
-# ruff: noqa: F401
+"""TF-style ``train`` namespace: checkpoint inspection (more names are added by other modules)."""
 
-from .checkpoint_management import (
-    CheckpointState,
-    checkpoint_exists,
-    find_latest_checkpoint,
-    generate_checkpoint_state_proto,
-    get_checkpoint_mtimes,
-    get_checkpoint_state,
-    latest_checkpoint,
-    meta_graph_filename,
-    remove_checkpoint,
-    update_checkpoint_state,
-    update_checkpoint_state_internal,
-)
 from saverkit.train.checkpoint_utils import CheckpointReader as CheckpointReader
 from saverkit.train.checkpoint_utils import NewCheckpointReader as NewCheckpointReader
 from saverkit.train.checkpoint_utils import list_variables as list_variables
 from saverkit.train.checkpoint_utils import load_checkpoint as load_checkpoint
 from saverkit.train.checkpoint_utils import load_variable as load_variable
+
+from .checkpoint_management import CheckpointState as CheckpointState
+from .checkpoint_management import checkpoint_exists as checkpoint_exists
+from .checkpoint_management import find_latest_checkpoint as find_latest_checkpoint
+from .checkpoint_management import generate_checkpoint_state_proto as generate_checkpoint_state_proto
+from .checkpoint_management import get_checkpoint_mtimes as get_checkpoint_mtimes
+from .checkpoint_management import get_checkpoint_state as get_checkpoint_state
+from .checkpoint_management import latest_checkpoint as latest_checkpoint
+from .checkpoint_management import meta_graph_filename as meta_graph_filename
+from .checkpoint_management import remove_checkpoint as remove_checkpoint
+from .checkpoint_management import update_checkpoint_state as update_checkpoint_state
+from .checkpoint_management import update_checkpoint_state_internal as update_checkpoint_state_internal
 from saverkit.train.training_util import assert_global_step as assert_global_step
 from saverkit.train.training_util import create_global_step as create_global_step
 from saverkit.train.training_util import get_global_step as get_global_step
