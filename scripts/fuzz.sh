@@ -3,7 +3,8 @@
 #   scripts/fuzz.sh N_SECONDS [target...]     (targets: table_fuzzer bundle_fuzzer; default both)
 # N_SECONDS is the total budget, split evenly between the targets. Builds with
 # fuzz/build.sh, starts from the committed seeds in fuzz/corpus/<target>/ plus
-# the corpus grown by earlier runs (build/fuzz/corpus/<target>/, not committed),
+# the corpus grown by earlier runs (build/fuzz/corpus/<target>/, not committed; $FUZZ_WORK
+# overrides that directory, e.g. to start from the committed seeds only),
 # writes crashing inputs to build/fuzz/artifacts/ and a summary to
 # build/fuzz/last-run.json. Exits non-zero if any target found a crash, leak,
 # timeout or out-of-memory.
@@ -22,7 +23,7 @@ mkdir -p "$OUT/artifacts"
 status=0
 summary="["
 for t in "${targets[@]}"; do
-  corpus=$OUT/corpus/$t
+  corpus=${FUZZ_WORK:-$OUT/corpus}/$t
   mkdir -p "$corpus"
   log=$OUT/$t.log
   set +e

@@ -20,7 +20,6 @@ def _api() -> str:
 def _check(report: dict, kills: int) -> None:
     print(json.dumps(report, indent=1))
     assert report["kills"] == kills
-    assert report["checks"] == kills
     assert report["problems"] == []
     # kills must really land inside saves, or the campaign proves nothing
     assert report["kills_mid_save"] >= kills // 2

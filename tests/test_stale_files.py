@@ -20,14 +20,17 @@ def test_removes_every_kind_of_temporary_of_this_model(tmp_path):
         f"{d}/model-3.data-00000-of-00001.tempstate99",
         f"{d}/model-4.data-00001-of-00002.tempstate1",
         f"{d}/model-3.meta.tmp{HEX}",
+        f"{d}/model-3.meta.tmpk2_9zqa1",
         f"{d}/checkpoint.tmp{HEX}",
         f"{d}/model-5_temp_{HEX}/part-00000-of-00002.index",
+        f"{d}/model-6_temp/part-00001-of-00002.data-00000-of-00001",
         f"{d}/model.index.tempstate5",
     ]
     for p in stale:
         touch(p)
     removed = remove_stale_temp_files(f"{d}/model-6")
-    assert sorted(removed) == sorted([p for p in stale if "_temp_" not in p] + [f"{d}/model-5_temp_{HEX}"])
+    dirs = [f"{d}/model-5_temp_{HEX}", f"{d}/model-6_temp"]
+    assert sorted(removed) == sorted([p for p in stale if "_temp" not in p] + dirs)
     assert os.listdir(d) == []
 
 

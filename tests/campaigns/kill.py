@@ -1,19 +1,19 @@
 """Kill campaign: SIGKILL a process that is saving checkpoints, at random moments, many times.
 
-A child process restores the latest checkpoint of its directory (if any) and then saves step after
-step for ever; the values of every variable are a pure function of the step
+A child process checks and restores the latest checkpoint of its directory (if any) and then saves
+step after step for ever; the values of every variable are a pure function of the step
 (:func:`model_values`), so a checker can tell exactly which generation it is looking at. After each
-SIGKILL a *fresh* process (``check``) must find ``latest_checkpoint``, restore it, and see every value
-equal to the generation named by the checkpoint's step — with every tensor passing its CRC. The step
-must also be the one the child last reported saved, or the save that was in flight.
+SIGKILL the next child — a *fresh* process — must find ``latest_checkpoint``, read every tensor
+(each CRC checked) and restore it through the Saver, and see every value equal to the generation
+named by the checkpoint's step. The step must also be the one the killed child last reported saved,
+or the save that was in flight. A single-file and a sharded directory are driven in parallel.
 
 Leftover temporary files are allowed right after a kill, but the next completed save in the same
 directory must remove them: the campaign ends with one clean save per directory and then requires
 that no temporary file is left at all.
 
     python tests/campaigns/kill.py run --kills 200 --report kills.json      # the long run
-    python tests/campaigns/kill.py child --dir D [--sharded] [--api saver|bundle]
-    python tests/campaigns/kill.py check --dir D [--api saver|bundle]
+    python tests/campaigns/kill.py child --dir D [--sharded] [--api saver|bundle] [--saves N]
 """
 
 from __future__ import annotations
@@ -35,9 +35,10 @@ from pathlib import Path
 import numpy as np
 
 MAX_TO_KEEP = 3
-# Temporary names used while saving: bundle files (".tempstate<n>"), the state file
-# ("checkpoint.tmp<hex>") and a sharded save's per-shard directory ("<prefix>_temp...").
-TEMP_PATTERN = re.compile(r"\.tempstate\d+|\.tmp[0-9a-f]{32}$|_temp")
+# Temporary names used while saving: bundle files (".tempstate<n>"), the state file and the meta
+# graph ("checkpoint.tmp<hex>", "model-3.meta.tmp<random>") and a sharded save's per-shard directory
+# ("<prefix>_temp...").
+TEMP_PATTERN = re.compile(r"\.tempstate\d+|\.tmp[A-Za-z0-9_]+$|_temp")
 
 
 def model_values(step: int, sharded: bool) -> dict[str, np.ndarray]:
@@ -112,12 +113,13 @@ class BundleSaver:
 class SaverSaver:
     """The real thing: variables in a graph, a Session, and saverkit.train.Saver."""
 
-    def __init__(self, directory: Path, sharded: bool, durable: bool = False) -> None:
+    def __init__(self, directory: Path, sharded: bool, durable: bool = False,
+                 template: dict[str, np.ndarray] | None = None) -> None:
         import saverkit as sk
 
         self.dir = directory
         self.graph = sk.Graph()
-        template = model_values(0, sharded)
+        template = model_values(0, sharded) if template is None else template
         self.vars = {}
         with self.graph.as_default():
             for i, (name, v) in enumerate(sorted(template.items())):
@@ -144,22 +146,17 @@ def make_saver(api: str, directory: Path, sharded: bool, durable: bool = False):
     return (SaverSaver if api == "saver" else BundleSaver)(directory, sharded, durable)
 
 
-# --- child: restore, then save forever ------------------------------------------------------------
+# --- child: check what it finds, restore, then save for ever ---------------------------------------
 def child(directory: Path, sharded: bool, api: str, saves: int | None, durable: bool) -> None:
-    from saverkit.train import latest_checkpoint
-
+    """Prints `check <json>` (what this fresh process finds), `ready <step>`, then
+    `saving <step> <t>` / `saved <step> <t>` around every save."""
     directory.mkdir(parents=True, exist_ok=True)
     saver = make_saver(api, directory, sharded, durable)
-    latest = latest_checkpoint(str(directory))
-    step = 0
-    if latest:
-        step = step_of(latest)
-        template = model_values(step, sharded)
-        names = sorted(template)
-        got = saver.restore(latest, names, [template[n].dtype if template[n].dtype != object else "string"
-                                            for n in names])
-        if int(got["global_step"]) != step:
-            raise SystemExit(f"restored global_step {got['global_step']} from {latest}")
+    report = check(directory, sharded, saver)
+    print("check " + json.dumps(report), flush=True)
+    if report["problems"]:
+        raise SystemExit(1)
+    step = report["step"] or 0
     print(f"ready {step}", flush=True)
     done = 0
     while saves is None or done < saves:
@@ -170,9 +167,9 @@ def child(directory: Path, sharded: bool, api: str, saves: int | None, durable: 
         done += 1
 
 
-# --- check: what a fresh process finds --------------------------------------------------------------
-def check(directory: Path, sharded: bool, api: str) -> dict:
-    """Finds the latest checkpoint, restores it and compares every value; never raises."""
+def check(directory: Path, sharded: bool, saver) -> dict:
+    """Finds the latest checkpoint, reads every tensor (each CRC checked) and restores it through
+    `saver`; every value must be the generation its step names. Never raises."""
     from saverkit.train import latest_checkpoint, load_checkpoint
 
     out: dict = {"latest": None, "step": None, "problems": [], "temps": temp_files(directory)}
@@ -184,16 +181,14 @@ def check(directory: Path, sharded: bool, api: str) -> dict:
         step = out["step"] = step_of(latest)
         want = model_values(step, sharded)
         names = sorted(want)
-        # every tensor through the plain reader: each CRC checked
         reader = load_checkpoint(latest)
         got_map = reader.get_variable_to_shape_map()
         if sorted(got_map) != names:
             out["problems"].append(f"keys {sorted(got_map)} != {names}")
         for n in names:
             _compare(out, "load_checkpoint", n, reader.get_tensor(n), want[n])
-        # and through the restore path a user would take
         dtypes = [want[n].dtype if want[n].dtype != object else "string" for n in names]
-        restored = make_saver(api, directory, sharded).restore(latest, names, dtypes)
+        restored = saver.restore(latest, names, dtypes)
         for n in names:
             _compare(out, "restore", n, restored[n], want[n])
     except Exception as e:  # noqa: BLE001 - the report says what went wrong
@@ -218,6 +213,7 @@ class ChildWatch:
     def __init__(self, argv: list[str]) -> None:
         self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.ready = threading.Event()
+        self.check: dict | None = None
         self.saved: int | None = None
         self.saving: int | None = None
         self.save_times: list[float] = []
@@ -227,15 +223,18 @@ class ChildWatch:
     def _follow(self) -> None:
         started = None
         for line in self.proc.stdout:
-            word, *rest = line.split()
-            if word == "ready":
+            word, _, rest = line.strip().partition(" ")
+            if word == "check":
+                self.check = json.loads(rest)
+            elif word == "ready":
                 self.ready.set()
             elif word == "saving":
-                self.saving, started = int(rest[0]), float(rest[1])
+                self.saving, started = int(rest.split()[0]), float(rest.split()[1])
             elif word == "saved":
-                self.saved = int(rest[0])
+                self.saved = int(rest.split()[0])
                 if started is not None:
-                    self.save_times.append(float(rest[1]) - started)
+                    self.save_times.append(float(rest.split()[1]) - started)
+        self.ready.set()  # EOF: don't keep the parent waiting
 
     def finish(self) -> tuple[int, str]:
         rc = self.proc.wait()
@@ -250,93 +249,121 @@ def _script_argv(*args: str) -> list[str]:
     return [sys.executable, str(Path(__file__).resolve()), *args]
 
 
+class Lane:
+    """One save directory (sharded or not) and what is known about it between kills."""
+
+    def __init__(self, root: Path, sharded: bool, api: str, seed: int) -> None:
+        self.sharded = sharded
+        self.dir = root / ("sharded" if sharded else "single")
+        self.flags = ["--dir", str(self.dir), "--api", api] + (["--sharded"] if sharded else [])
+        self.rng = random.Random(seed)
+        self.last_saved: int | None = None  # highest step known to be saved (state file updated)
+        self.kills = self.mid_save = self.temps_seen = 0
+        self.problems: list[str] = []
+        self.save_times: list[float] = []
+
+    def judge_check(self, label: str, res: dict | None, stderr: str) -> None:
+        """The fresh process's view must be the last saved step, or the one in flight."""
+        if res is None:
+            self.problems.append(f"{label}: child reported no check: {stderr[-2000:]}")
+            return
+        problems = list(res["problems"])
+        lo = self.last_saved
+        if res["latest"] is None and lo is not None:
+            problems.append(f"latest_checkpoint is None after step {lo} was saved")
+        if res["step"] is not None and lo is not None and not lo <= res["step"] <= lo + 1:
+            problems.append(f"latest step {res['step']} but the child last saved {lo}")
+        if res["step"] is not None:
+            self.last_saved = res["step"]
+        self.problems += [f"{label} ({self.dir.name}): {p}" for p in problems]
+
+    def kill_once(self, k: int) -> None:
+        watch = ChildWatch(_script_argv("child", *self.flags))
+        if not watch.ready.wait(300):
+            self.problems.append(f"kill {k}: child never became ready")
+        # land anywhere in the next few saves (the first kill uses a guess of 0.1 s per save)
+        per_save = float(np.median(self.save_times)) if self.save_times else 0.1
+        time.sleep(self.rng.uniform(0, 6 * per_save))
+        mid_save = watch.saving is not None and watch.saving != watch.saved
+        watch.proc.send_signal(signal.SIGKILL)
+        rc, err = watch.finish()
+        # the check this child made at start-up judges the previous kill
+        self.judge_check(f"after kill {k - 1}" if k else "start", watch.check, err)
+        if rc != -signal.SIGKILL:
+            self.problems.append(f"kill {k}: child exited by itself ({rc}): {err[-2000:]}")
+        self.kills += 1
+        self.mid_save += mid_save
+        self.temps_seen += bool(watch.check and watch.check["temps"])
+        self.save_times += watch.save_times
+        if watch.saved is not None:
+            self.last_saved = watch.saved
+
+    def finish(self) -> list[str]:
+        """A fresh process checks the last kill; one clean save; then no temporary file may remain."""
+        r = subprocess.run(_script_argv("child", *self.flags, "--saves", "1"), capture_output=True, text=True,
+                           timeout=600)
+        checks = [json.loads(line[6:]) for line in r.stdout.splitlines() if line.startswith("check ")]
+        self.judge_check("after the last kill", checks[0] if checks else None, r.stderr)
+        if r.returncode != 0:
+            self.problems.append(f"final save in {self.dir.name} failed: {r.stderr[-2000:]}")
+        else:
+            self.last_saved = (self.last_saved or 0) + 1
+        r = subprocess.run(_script_argv("child", *self.flags, "--saves", "0"), capture_output=True, text=True,
+                           timeout=600)
+        checks = [json.loads(line[6:]) for line in r.stdout.splitlines() if line.startswith("check ")]
+        self.judge_check("after the clean save", checks[0] if checks else None, r.stderr)
+        return checks[0]["temps"] if checks else []
+
+
 def run_campaign(kills: int, seed: int = 0, api: str = "saver", workdir: Path | None = None,
                  progress: bool = False) -> dict:
-    rng = random.Random(seed)
+    """`kills` SIGKILLs, half in a single-file and half in a sharded save directory; the two
+    directories are driven in parallel."""
     root = Path(tempfile.mkdtemp(prefix="sk-kill-", dir=workdir))
     started = time.monotonic()
-    report = {"api": api, "kills": 0, "kills_mid_save": 0, "checks": 0, "problems": [],
-              "temps_seen_after_kill": 0, "temps_not_cleaned": [], "final_temps": {}, "max_step": {},
-              "save_seconds_median": None}
-    save_times: list[float] = []
-    last_saved = {False: None, True: None}
-    try:
-        for k in range(kills):
-            sharded = bool(k % 2)
-            d = root / ("sharded" if sharded else "single")
-            flags = ["--dir", str(d), "--api", api] + (["--sharded"] if sharded else [])
-            watch = ChildWatch(_script_argv("child", *flags))
-            if not watch.ready.wait(120):
-                report["problems"].append(f"kill {k}: child never became ready")
-            # land anywhere in the next few saves (the first kills use a guess of 0.1 s per save)
-            per_save = float(np.median(save_times)) if save_times else 0.1
-            time.sleep(rng.uniform(0, 3 * per_save))
-            mid_save = watch.saving is not None and watch.saving != watch.saved
-            watch.proc.send_signal(signal.SIGKILL)
-            rc, err = watch.finish()
-            if rc != -signal.SIGKILL:
-                report["problems"].append(f"kill {k}: child exited by itself ({rc}): {err[-2000:]}")
-            report["kills"] += 1
-            report["kills_mid_save"] += mid_save
-            save_times += watch.save_times
-            if watch.saved is not None:
-                last_saved[sharded] = watch.saved
-            res = _run_check(flags)
-            report["checks"] += 1
-            problems = list(res["problems"])
-            lo = last_saved[sharded]
-            if res["latest"] is None and lo is not None:
-                problems.append(f"latest_checkpoint is None after step {lo} was saved")
-            if res["step"] is not None and lo is not None and not lo <= res["step"] <= lo + 1:
-                problems.append(f"latest step {res['step']} but the child last saved {lo}")
-            if res["step"] is not None:
-                last_saved[sharded] = res["step"]
-                report["max_step"][d.name] = res["step"]
-            report["temps_seen_after_kill"] += bool(res["temps"])
-            report["problems"] += [f"kill {k} ({d.name}): {p}" for p in problems]
+    lanes = [Lane(root, sharded, api, seed * 2 + sharded) for sharded in (False, True)]
+    final_temps: dict[str, list[str]] = {}
+
+    def drive(lane: Lane, n: int) -> None:
+        for k in range(n):
+            lane.kill_once(k)
             if progress and (k + 1) % 10 == 0:
-                print(f"{k + 1}/{kills} kills, {len(report['problems'])} problems, "
+                print(f"{lane.dir.name}: {k + 1}/{n} kills, {len(lane.problems)} problems, "
                       f"{time.monotonic() - started:.0f} s", file=sys.stderr, flush=True)
-        # one clean save per directory must leave no temporary file behind
-        for sharded in (False, True):
-            d = root / ("sharded" if sharded else "single")
-            flags = ["--dir", str(d), "--api", api] + (["--sharded"] if sharded else [])
-            r = subprocess.run(_script_argv("child", *flags, "--saves", "1"), capture_output=True, text=True,
-                               timeout=300)
-            if r.returncode != 0:
-                report["problems"].append(f"final save in {d.name} failed: {r.stderr[-2000:]}")
-            res = _run_check(flags)
-            report["problems"] += [f"final ({d.name}): {p}" for p in res["problems"]]
-            report["final_temps"][d.name] = res["temps"]
-            if res["temps"]:
-                report["temps_not_cleaned"] += [f"{d.name}/{t}" for t in res["temps"]]
+        final_temps[lane.dir.name] = lane.finish()
+
+    try:
+        threads = [threading.Thread(target=drive, args=(lane, kills // 2 + (lane.sharded and kills % 2)))
+                   for lane in lanes]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    report["save_seconds_median"] = round(float(np.median(save_times)), 4) if save_times else None
-    report["seconds"] = round(time.monotonic() - started, 1)
-    return report
-
-
-def _run_check(flags: list[str]) -> dict:
-    r = subprocess.run(_script_argv("check", *flags), capture_output=True, text=True, timeout=300)
-    try:
-        return json.loads(r.stdout.strip().splitlines()[-1])
-    except (IndexError, json.JSONDecodeError):
-        return {"latest": None, "step": None, "temps": [],
-                "problems": [f"checker died ({r.returncode}): {r.stderr[-2000:]}"]}
+    times = [t for lane in lanes for t in lane.save_times]
+    return {
+        "api": api,
+        "kills": sum(lane.kills for lane in lanes),
+        "kills_mid_save": sum(lane.mid_save for lane in lanes),
+        "problems": [p for lane in lanes for p in lane.problems],
+        "temps_seen_after_kill": sum(lane.temps_seen for lane in lanes),
+        "temps_not_cleaned": [f"{name}/{t}" for name, ts in final_temps.items() for t in ts],
+        "max_step": {lane.dir.name: lane.last_saved for lane in lanes},
+        "save_seconds_median": round(float(np.median(times)), 4) if times else None,
+        "seconds": round(time.monotonic() - started, 1),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
-    for name in ("child", "check"):
-        p = sub.add_parser(name)
-        p.add_argument("--dir", type=Path, required=True)
-        p.add_argument("--sharded", action="store_true")
-        p.add_argument("--api", choices=["saver", "bundle"], default="saver")
-        if name == "child":
-            p.add_argument("--saves", type=int, default=None, help="stop after this many saves")
-            p.add_argument("--durable", action="store_true")
+    p = sub.add_parser("child")
+    p.add_argument("--dir", type=Path, required=True)
+    p.add_argument("--sharded", action="store_true")
+    p.add_argument("--api", choices=["saver", "bundle"], default="saver")
+    p.add_argument("--saves", type=int, default=None, help="stop after this many saves")
+    p.add_argument("--durable", action="store_true")
     p = sub.add_parser("run")
     p.add_argument("--kills", type=int, default=200)
     p.add_argument("--seed", type=int, default=0)
@@ -345,9 +372,6 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.cmd == "child":
         child(args.dir, args.sharded, args.api, args.saves, args.durable)
-        return 0
-    if args.cmd == "check":
-        print(json.dumps(check(args.dir, args.sharded, args.api)))
         return 0
     report = run_campaign(args.kills, args.seed, args.api, progress=True)
     text = json.dumps(report, indent=1)

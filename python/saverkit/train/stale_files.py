@@ -2,10 +2,11 @@
 
 Every save writes under temporary names and renames into place, so a save killed half-way leaves
 the previous checkpoint intact but may leave temporary files: ``<prefix>.index.tempstate<n>`` and
-``<prefix>.data-*.tempstate<n>`` (bundle files), ``<prefix>_temp_<hex>/`` (a sharded save's
-per-shard parts), ``<prefix>.meta.tmp<hex>`` and ``checkpoint.tmp<hex>`` (the meta graph and state
-file). TensorFlow never removes them; saverkit's savers call :func:`remove_stale_temp_files` after
-each successful save, so at most one interrupted save's worth of temporaries exists at any time.
+``<prefix>.data-*.tempstate<n>`` (bundle files), ``<prefix>_temp/`` or ``<prefix>_temp_<hex>/`` (a
+sharded save's per-shard parts), ``<prefix>.meta.tmp<random>`` and ``checkpoint.tmp<hex>`` (the
+meta graph and the state file). TensorFlow never removes them; saverkit's Saver calls
+:func:`remove_stale_temp_files` after each successful save, so temporaries of interrupted saves
+never accumulate.
 
 Only names derived from the saver's own base name (``model`` for ``model-1234``) are touched, so
 other models saved into the same directory are left alone. Two processes saving the *same* model
@@ -26,7 +27,7 @@ def _patterns(base: str, latest_filename: str) -> tuple[re.Pattern, re.Pattern]:
     b = re.escape(base)
     files = re.compile(
         rf"^{b}(-\d+)?\.(index|data-\d{{5}}-of-\d{{5}})\.tempstate\d+$"
-        rf"|^{b}(-\d+)?\.meta\.tmp{_HEX32}$"
+        rf"|^{b}(-\d+)?\.meta\.tmp[A-Za-z0-9_]+$"  # tempfile.mkstemp's suffix
         rf"|^{re.escape(latest_filename)}\.tmp{_HEX32}$"
     )
     dirs = re.compile(rf"^{b}(-\d+)?_temp(_{_HEX32})?$")
