@@ -34,15 +34,15 @@ for t in "${targets[@]}"; do
     -print_final_stats=1 -artifact_prefix="$OUT/artifacts/$t-" "$corpus" "fuzz/corpus/$t" >"$log" 2>&1
   rc=$?
   set -e
-  execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' || echo 0)
-  last=$(grep -E '^#[0-9]+' "$log" | tail -1)
-  cov=$(echo "$last" | grep -o 'cov: [0-9]*' | grep -o '[0-9]*' || echo 0)
-  ft=$(echo "$last" | grep -o 'ft: [0-9]*' | grep -o '[0-9]*' || echo 0)
+  execs=$(grep -ao 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -ao '[0-9]*$' || echo 0)
+  last=$(grep -aE '^#[0-9]+' "$log" | tail -1)
+  cov=$(echo "$last" | grep -ao 'cov: [0-9]*' | grep -ao '[0-9]*' || echo 0)
+  ft=$(echo "$last" | grep -ao 'ft: [0-9]*' | grep -ao '[0-9]*' || echo 0)
   corp=$(ls "$corpus" | wc -l)
   echo "$t: exit $rc, ${execs} executions in ${per}s, coverage ${cov} edges / ${ft} features, corpus ${corp} inputs (log: $log)"
   if [ $rc -ne 0 ]; then
     status=1
-    grep -E 'ERROR|SUMMARY|==[0-9]+==|runtime error|Test unit written' "$log" | head -20 >&2 || true
+    grep -aE 'ERROR|SUMMARY|==[0-9]+==|runtime error|Test unit written' "$log" | head -20 >&2 || true
   fi
   [ "$summary" = "[" ] || summary="$summary,"
   summary="$summary{\"target\":\"$t\",\"exit\":$rc,\"seconds\":$per,\"executions\":${execs:-0},\"cov\":${cov:-0},\"ft\":${ft:-0},\"corpus\":$corp}"
