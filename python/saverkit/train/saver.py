@@ -27,6 +27,7 @@ import contextlib
 import functools
 import gc
 import math
+import operator
 import os
 import time
 import warnings
@@ -35,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from saverkit import dtypes as dtypes_lib
 from saverkit import errors
 from saverkit.framework import (
     array_ops,
@@ -188,7 +190,17 @@ def _assign(ref, value, name: str):
 
 
 _ASSIGN_INFO = op_registry.get("Assign")
-_base_dtype = functools.lru_cache(maxsize=None)(lambda dtype: dtype.base_dtype)
+# The graph layer shares one empty control-input list between ops (it never mutates it); None: not available.
+_NO_CONTROL_INPUTS = getattr(ops, "_NO_OPS", None)
+_BASE_DTYPES: dict[int, Any] = {}
+
+
+def _base_dtype(dtype):
+    """``dtype.base_dtype``, memoized by identity (DTypes are singletons; this runs once per variable)."""
+    base = _BASE_DTYPES.get(id(dtype))
+    if base is None:
+        base = _BASE_DTYPES[id(dtype)] = dtype.base_dtype
+    return base
 
 
 @contextlib.contextmanager
@@ -204,26 +216,31 @@ def _gc_paused():
             gc.enable()
 
 
-def _unique_names(g, base_name: str, n: int) -> list[str]:
-    """The names ``n`` calls of ``g.unique_name(base_name)`` would give, each ending in "/" (use as is)."""
+def _unique_names(g, base_name: str, n: int) -> tuple[list[str], list[str]]:
+    """The names ``n`` calls of ``g.unique_name(base_name)`` would give, and their lower-case forms (the
+    keys the graph tracks names by), marking only the base name as used: record the others with
+    ``g._names_in_use`` once the nodes exist (as ``_create_op`` does for names ending in "/")."""
     if n < 8 or not hasattr(g, "_names_in_use"):
-        return [g.unique_name(base_name) + "/" for _ in range(n)]
+        names = [g.unique_name(base_name) for _ in range(n)]
+        return names, [x.lower() for x in names]
     scope = g.get_name_scope()
     base = f"{scope}/{base_name}" if scope else base_name
     in_use = g._names_in_use
     key = base.lower()
-    i = in_use.get(key, 0)
-    names = []
-    if i == 0:
-        names.append(base + "/")
-        i = 1
-    while len(names) < n:
-        cand = f"{base}_{i}"
-        i += 1
-        if cand.lower() not in in_use:
-            names.append(cand + "/")
-    in_use[key] = max(in_use.get(key, 0), i)
-    return names
+    start = in_use.get(key, 0)
+    # "_<i>" has no letters, so the lower-cased candidates are key + "_<i>": one set test for all of them.
+    first = 1 if start == 0 else start
+    suffixes = [f"_{i}" for i in range(first, first + n - (start == 0))]
+    keys = [key + x for x in suffixes]
+    if in_use.keys().isdisjoint(keys):
+        names = [base + x for x in suffixes]
+        if start == 0:
+            names.insert(0, base)
+            keys.insert(0, key)
+        in_use[key] = first + len(suffixes)
+        return names, keys
+    names = [g.unique_name(base_name) for _ in range(n)]  # some taken: let the graph skip them
+    return names, [x.lower() for x in names]
 
 
 # The fields _bulk_assigns fills in, as Graph._create_op does. If the graph layer's classes change, the
@@ -261,7 +278,7 @@ def _bulk_assigns(g, refs: list, values: list) -> list:
     Equivalent to calling ``_assign`` per pair (what it falls back to outside a plain context), at a third
     of the cost: no per-op name search, regex check or context lookups.
     """
-    names = _unique_names(g, "Assign", len(refs))
+    names, keys = _unique_names(g, "Assign", len(refs))
     if not (
         _BULK_OK
         and not g._finalized
@@ -269,19 +286,19 @@ def _bulk_assigns(g, refs: list, values: list) -> list:
         and not g._colocation_stack
         and not g._attr_scope_map
         and g._device_now is not None
+        and g._nodes_by_name.keys().isdisjoint(names)
     ):
-        return [_assign(r, v, n) for r, v, n in zip(refs, values, names, strict=True)]
-    nodes, in_use = g._nodes_by_name, g._names_in_use
+        return [_assign(r, v, n + "/") for r, v, n in zip(refs, values, names, strict=True)]
+    nodes = g._nodes_by_name
     new, Operation, Tensor = object.__new__, ops.Operation, ops.Tensor  # noqa: N806
     info = _ASSIGN_INFO
-    last = g._last_id
+    no_ops = _NO_CONTROL_INPUTS
+    first_id = g._last_id + 1
     out = []
     try:
-        for ref, value, name in zip(refs, values, names, strict=True):
-            name = name[:-1]
-            if name in nodes:
-                raise ValueError(f"Duplicate node name in graph: '{name}'")
-            var = ref._op
+        for op_id, ref, value, name in zip(
+            range(first_id, first_id + len(refs)), refs, values, names, strict=False
+        ):
             dtype = ref._dtype
             op = new(Operation)
             op._graph = g
@@ -290,24 +307,42 @@ def _bulk_assigns(g, refs: list, values: list) -> list:
             op._inputs = [ref, value]
             op._attrs = {"T": _base_dtype(dtype), "validate_shape": True, "use_locking": True}
             op._info = info
-            last += 1
-            op._id = last
-            op._control_inputs = []
-            op._device = var._device  # TF colocates ops that write a ref with the variable
+            op._id = op_id
+            op._control_inputs = no_ops if no_ops is not None else []
+            op._device = ref._op._device  # TF colocates ops that write a ref with the variable
             t = Tensor(op, 0, dtype)
             t._shape = ref._shape
             op._outputs = [t]
             nodes[name] = op
-            in_use.setdefault(name.lower(), 1)
-            for x in (ref, value):
-                if x._consumers is None:
-                    x._consumers = [op]
-                else:
-                    x._consumers.append(op)
+            if ref._consumers is None:
+                ref._consumers = [op]
+            else:
+                ref._consumers.append(op)
+            if value._consumers is None:
+                value._consumers = [op]
+            else:
+                value._consumers.append(op)
             out.append(op)
     finally:
-        g._last_id = last
+        g._last_id = first_id - 1 + len(out)
+        in_use = g._names_in_use  # what _create_op records for a name given with a trailing "/"
+        for k in keys[: len(out)]:
+            in_use.setdefault(k, 1)
     return out
+
+
+def _string_constant(g, values: list[str], name: str):
+    """A 1-D string ``Const`` (what ``constant(values)`` makes), without per-element type checks: the
+    values are our own checkpoint keys and slice specs."""
+    arr = np.empty(len(values), dtype=object)
+    arr[:] = [v.encode() for v in values] if any(values) else [b""] * len(values)
+    arr.flags.writeable = False  # Const values are shared by every run
+    return g._create_op(
+        "Const", [], {"value": arr, "dtype": _STRING}, [_STRING], name, op_registry.get("Const")
+    )._outputs[0]
+
+
+_STRING = dtypes_lib.string
 
 
 def _group(g, deps: list, name: str):
@@ -321,14 +356,16 @@ def _group(g, deps: list, name: str):
 
 def _flat_specs(saveables) -> tuple[list, list, list, list]:
     """Checkpoint keys, tensors, slice specs and dtypes of all specs of ``saveables``, in order."""
+    if all(type(s) is ReferenceVariableSaveable for s in saveables):  # the common case, column by column
+        tensors = [s.op for s in saveables]
+        return (
+            [s.name for s in saveables],
+            tensors,
+            [s.slice_spec for s in saveables],
+            [_base_dtype(t._dtype) for t in tensors],
+        )
     names, tensors, slices, dtypes = [], [], [], []
     for saveable in saveables:
-        if type(saveable) is ReferenceVariableSaveable:
-            names.append(saveable.name)
-            tensors.append(saveable.op)
-            slices.append(saveable.slice_spec)
-            dtypes.append(_base_dtype(saveable.op._dtype))
-            continue
         for spec in saveable.specs:
             names.append(spec.name)
             tensors.append(spec.tensor)
@@ -354,9 +391,13 @@ def op_list_to_dict(op_list: Iterable, convert_variable_to_tensor: bool = True) 
     """
     if not isinstance(op_list, (list, tuple, set)):
         raise TypeError(f"Variables to save should be passed in a dict or a list. Got {op_list}")
+    flat = _flatten(op_list)
+    fast = _plain_variables_to_dict(flat) if convert_variable_to_tensor else None
+    if fast is not None:
+        return fast
     names_to_saveables: dict[str, Any] = {}
     Variable, Tensor = variables.Variable, ops.Tensor  # noqa: N806 - local aliases in the hot loop
-    for var in _flatten(op_list):
+    for var in flat:
         if isinstance(var, Variable):
             info = var._save_slice_info
             if info:
@@ -394,6 +435,25 @@ def op_list_to_dict(op_list: Iterable, convert_variable_to_tensor: bool = True) 
             raise ValueError(f"At least two variables have the same name: {name}")
         names_to_saveables[name] = var
     return names_to_saveables
+
+
+def _plain_variables_to_dict(flat: list) -> dict[str, Any] | None:
+    """op_list_to_dict for the common case (only ordinary ref Variables), column by column; None
+    when any item needs the general path."""
+    Variable = variables.Variable  # noqa: N806
+    if not all(type(v) is Variable and not v._save_slice_info for v in flat):
+        return None
+    refs = [v._variable for v in flat]
+    if not all(r._op._type in _REF_VARIABLE_OPS for r in refs):
+        return None
+    out = _PlainRefs(zip([r._op._name for r in refs], refs, strict=True))
+    if len(out) != len(refs):
+        return None  # a duplicate name: the general path reports it
+    return out
+
+
+class _PlainRefs(dict):
+    """``{op name: ref tensor}`` of distinct ordinary variables, as op_list_to_dict checked them."""
 
 
 def _flatten(items: Iterable) -> list:
@@ -450,23 +510,34 @@ def saveable_objects_for_op(op: Any, name: str) -> list[SaveableObject]:
 
 def validate_and_slice_inputs(names_to_saveables: dict[str, Any]) -> list[SaveableObject]:
     """SaveableObjects sorted by checkpoint key; each variable may appear under one key only."""
+    Tensor, RVS, ref_ops = ops.Tensor, ReferenceVariableSaveable, _REF_VARIABLE_OPS  # noqa: N806
+    items = sorted(names_to_saveables.items(), key=operator.itemgetter(0))
+    if type(names_to_saveables) is _PlainRefs:
+        return [RVS(t, "", n) for n, t in items]
+    if all(type(t) is Tensor and type(n) is str and t._op._type in ref_ops for n, t in items):
+        # The common case (plain ref variables), column by column.
+        if len({t._op for _, t in items}) == len(items):
+            return [RVS(t, "", n) for n, t in items]
     saveables: list[SaveableObject] = []
     seen_ops: set = set()
-    Tensor = ops.Tensor  # noqa: N806
-    for name, op in sorted(names_to_saveables.items(), key=lambda x: x[0]):
-        if type(op) is Tensor and op._op._type in _REF_VARIABLE_OPS and type(name) is str:
-            converted = [ReferenceVariableSaveable(op, "", name)]  # the common case, without the checks below
-        else:
-            converted = saveable_objects_for_op(op, name)
-        for saveable in converted:
+    append, seen = saveables.append, seen_ops.add
+    for name, op in items:
+        if type(op) is Tensor and type(name) is str and op._op._type in ref_ops:
+            # The common case (a plain ref variable), without the generic checks below.
+            if op._op in seen_ops:
+                raise ValueError(f"The same saveable will be restored with two names: {name}")
+            seen(op._op)
+            append(RVS(op, "", name))
+            continue
+        for saveable in saveable_objects_for_op(op, name):
             key = saveable.op
             if isinstance(key, variables.Variable):
                 key = key.op
             key = key._op if isinstance(key, Tensor) else key  # a variable is its op, whatever the handle
             if key is not None and key in seen_ops:
                 raise ValueError(f"The same saveable will be restored with two names: {saveable.name}")
-            saveables.append(saveable)
-            seen_ops.add(key)
+            append(saveable)
+            seen(key)
     return saveables
 
 
@@ -505,8 +576,8 @@ class BaseSaverBuilder:
         g = filename_tensor.graph
         name = g.unique_name("SaveV2")
         with g.name_scope(name + "/"):
-            names_t = constant_op.constant(np.array(names, dtype=object), name="tensor_names")
-            slices_t = constant_op.constant(np.array(slices, dtype=object), name="shape_and_slices")
+            names_t = _string_constant(g, names, "tensor_names")
+            slices_t = _string_constant(g, slices, "shape_and_slices")
         return _create(
             g, "SaveV2", [filename_tensor, names_t, slices_t, *tensors], {"dtypes": dtypes}, [], name + "/"
         )
@@ -524,8 +595,8 @@ class BaseSaverBuilder:
         else:
             names, _, slices, dtypes = _flat_specs(saveables)
             with g.name_scope(name + "/"):
-                names_t = constant_op.constant(np.array(names, dtype=object), name="tensor_names")
-                slices_t = constant_op.constant(np.array(slices, dtype=object), name="shape_and_slices")
+                names_t = _string_constant(g, names, "tensor_names")
+                slices_t = _string_constant(g, slices, "shape_and_slices")
         with g.device("/device:CPU:0"):
             op = _create(
                 g, "RestoreV2", [filename_tensor, names_t, slices_t], {"dtypes": dtypes}, dtypes, name + "/"
