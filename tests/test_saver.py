@@ -571,3 +571,33 @@ def test_canonical_device_names():
     assert c("/device:CPU:0") == "/device:CPU:0"
     assert saver_module._set_cpu0("/job:w/task:2/device:GPU:3") == "/job:w/task:2/device:CPU:0"
     assert saver_module._set_cpu0("") == "/device:CPU:0"
+
+
+# --- object-based checkpoints through a name-based Saver
+def test_name_based_saver_restores_object_based_checkpoint(graph, caplog):
+    """TF's fallback: keys come from the checkpoint's object graph (the variable names when saved)."""
+    import json
+    import pathlib
+
+    fixtures = pathlib.Path(__file__).parent / "fixtures" / "tf-2.21"
+    records = json.loads((fixtures / "manifest.json").read_text())["cases"]["tf2_object"]["checkpoints"][
+        "tf2_object/ckpt-4"
+    ]
+    counter = sk.Variable(np.int64(0), name="save_counter")
+    kernel = sk.Variable(np.zeros((3, 2), np.float32), name="kernel")  # the last "kernel" in the graph wins
+    saver = sk.train.Saver()
+    with sk.Session() as sess:
+        saver.restore(sess, str(fixtures / "tf2_object" / "ckpt-4"))
+        assert "object-based checkpoint using a name-based saver" in caplog.text
+        assert sess.run(counter) == 4
+        want = records["model/layers/1/kernel/.ATTRIBUTES/VARIABLE_VALUE"]
+        assert sess.run(kernel).tobytes().hex() == want["hex"]
+        saver.restore(sess, str(fixtures / "tf2_object" / "ckpt-4"))  # again, through the cached saver
+
+    with sk.Graph().as_default():
+        sk.Variable(1.0, name="not_there")
+        with (
+            sk.Session() as sess,
+            pytest.raises(errors.NotFoundError, match="Existing variables not in the checkpoint: not_there"),
+        ):
+            sk.train.Saver().restore(sess, str(fixtures / "tf2_object" / "ckpt-4"))

@@ -26,11 +26,11 @@ import collections
 import contextlib
 import functools
 import gc
+import logging
 import math
 import operator
 import os
 import time
-import warnings
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -55,6 +55,7 @@ from saverkit.framework import (
 from saverkit.protobuf import meta_graph_pb2, saver_pb2
 from saverkit.train import checkpoint_management
 
+_logger = logging.getLogger(__name__)
 SaverDef = saver_pb2.SaverDef
 
 _REF_VARIABLE_OPS = ("Variable", "VariableV2", "AutoReloadVariable")
@@ -868,6 +869,7 @@ class Saver:
         self._last_checkpoints: list[tuple[str, float]] = []
         self._checkpoints_to_be_deleted: list[tuple[str, float]] = []
         self._next_checkpoint_time = 0.0
+        self._object_restore_saver: Saver | None = None  # built on demand for object-based checkpoints
         if not defer_build:
             self.build()
         if self.saver_def:
@@ -1034,7 +1036,7 @@ class Saver:
             try:
                 checkpoint_management.remove_checkpoint(path, self.saver_def.version, meta_graph_suffix)
             except Exception as e:  # noqa: BLE001 - TF ignores failed deletions (logged) and carries on
-                warnings.warn(f"Ignoring: {e}", stacklevel=3)
+                _logger.warning(f"Ignoring: {e}")
 
     def _last_preserved_timestamp(self) -> float:
         return self._next_checkpoint_time - self.saver_def.keep_checkpoint_every_n_hours * 3600
@@ -1185,9 +1187,27 @@ class Saver:
         try:
             sess.run(self.saver_def.restore_op_name, {self.saver_def.filename_tensor_name: prefix})
         except errors.NotFoundError as err:
-            raise _wrap_restore_error_with_msg(
-                err, "a Variable name or other graph key that is missing", self._diagnose(prefix)
-            ) from err
+            # Missing keys: either the graph changed, or this is an object-based (tf.train.Checkpoint)
+            # checkpoint, whose keys are object paths; TF then restores through the object graph's names.
+            try:
+                names_to_keys = object_graph_key_mapping(prefix)
+            except errors.NotFoundError:
+                raise _wrap_restore_error_with_msg(
+                    err, "a Variable name or other graph key that is missing", self._diagnose(prefix)
+                ) from err
+            _logger.warning(
+                "Restoring an object-based checkpoint using a name-based saver. This may be somewhat "
+                "fragile, and will re-build the Saver. Instead, consider loading object-based checkpoints "
+                "using saverkit.train.Checkpoint()."
+            )
+            self._object_restore_saver = saver_from_object_based_checkpoint(
+                checkpoint_path=prefix,
+                var_list=self._var_list,
+                builder=self._builder,
+                names_to_keys=names_to_keys,
+                cached_saver=self._object_restore_saver,
+            )
+            self._object_restore_saver.restore(sess=sess, save_path=prefix)
         except errors.InvalidArgumentError as err:
             raise _wrap_restore_error_with_msg(
                 err, "a mismatch between the current graph and the graph", self._diagnose(prefix)
@@ -1379,6 +1399,72 @@ def import_meta_graph(
     if _all_saveable_objects(scope=import_scope):
         return Saver()
     return None
+
+
+OBJECT_GRAPH_PROTO_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
+
+
+def object_graph_key_mapping(checkpoint_path: str) -> dict[str, str]:
+    """``{variable name when saved: checkpoint key}`` of an object-based checkpoint (NotFoundError if the
+    checkpoint has no object graph)."""
+    from saverkit.protobuf import trackable_object_graph_pb2
+    from saverkit.train import checkpoint_utils
+
+    reader = checkpoint_utils.load_checkpoint(checkpoint_path)
+    if not reader.has_tensor(OBJECT_GRAPH_PROTO_KEY):
+        raise errors.NotFoundError(None, None, f"Key {OBJECT_GRAPH_PROTO_KEY} not found in checkpoint")
+    raw = np.asarray(reader.get_tensor(OBJECT_GRAPH_PROTO_KEY)).reshape(-1)[0]
+    graph = trackable_object_graph_pb2.TrackableObjectGraph.FromString(bytes(raw))
+    return {a.full_name: a.checkpoint_key for node in graph.nodes for a in node.attributes}
+
+
+def saver_from_object_based_checkpoint(
+    checkpoint_path: str, var_list=None, builder=None, names_to_keys=None, cached_saver=None
+) -> Saver:
+    """A Saver that restores ``var_list`` (default: all saveables) from an object-based checkpoint, each
+    variable from the key its name had when the checkpoint was written (TF's fallback for name-based
+    restores). NotFoundError lists the variables the checkpoint does not know."""
+    if names_to_keys is None:
+        try:
+            names_to_keys = object_graph_key_mapping(checkpoint_path)
+        except errors.NotFoundError as e:
+            raise ValueError(f"Checkpoint in {checkpoint_path} not an object-based checkpoint.") from e
+    if var_list is None:
+        var_list = _all_saveable_objects()
+    if builder is None:
+        builder = BulkSaverBuilder()
+    if not isinstance(var_list, dict):
+        var_list = op_list_to_dict(var_list)
+    saveables = validate_and_slice_inputs(var_list)
+    current = {s.name for s in saveables}
+    previous = set(names_to_keys)
+    missing = current - previous
+    if missing:
+        extra = previous - current
+        raise errors.NotFoundError(
+            None,
+            None,
+            f"\n\nExisting variables not in the checkpoint: {', '.join(sorted(missing))}\n\n"
+            f"Variables names when this checkpoint was written which don't exist now: "
+            f"{', '.join(sorted(extra))}\n\n({len(current & previous)} variable name(s) did match)\n\n"
+            "Could not find some variables in the checkpoint (see names above). Saver was attempting to "
+            "load an object-based checkpoint (saved using tf.train.Checkpoint) using variable names. You "
+            "can construct a Saver(var_list=...) with only the variables which previously existed, and if "
+            "variable names have changed you may need to make this a dictionary with the old names as keys.",
+        )
+    if cached_saver is not None:
+        return cached_saver
+    renamed = {}
+    for s in saveables:
+        if type(s) is ReferenceVariableSaveable:
+            renamed[s.name] = ReferenceVariableSaveable(s.op, s.slice_spec, names_to_keys[s.name])
+        elif isinstance(s, ResourceVariableSaveable):
+            renamed[s.name] = ResourceVariableSaveable(s._var, s.specs[0].slice_spec, names_to_keys[s.name])
+        else:
+            for spec in s.specs:
+                spec.name = names_to_keys[spec.name]
+            renamed[s.name] = s
+    return Saver(list(renamed.values()), builder=builder)
 
 
 def _get_saver_or_default() -> Saver:
