@@ -142,8 +142,7 @@ def constant(
 
 
 def _const(arr: np.ndarray, dt: dtypes.DType, name: str) -> ops.Tensor:
-    if arr.flags.writeable:
-        arr.flags.writeable = False  # Const values are shared by every run: nobody may write them
+    arr.setflags(write=False)  # Const values are shared by every run: nobody may write them
     g = ops.get_default_graph()
     op = g._create_op("Const", [], {"value": arr, "dtype": dt}, [dt], name or "Const", _CONST)
     return op._outputs[0]
