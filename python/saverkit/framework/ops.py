@@ -218,6 +218,7 @@ def _binary(fn_name: str, x: Any, y: Any, reverse: bool = False) -> Tensor:
 
 _UNKNOWN_SHAPE = TensorShape(None)
 _NO_OPS: list = []  # shared "no control inputs" (never mutated: adding one builds a new list)
+NO_INPUTS: tuple = ()  # shared inputs of source ops (inputs are never mutated)
 
 
 def _binary_overloads(cls: type) -> None:
