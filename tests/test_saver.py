@@ -601,3 +601,35 @@ def test_name_based_saver_restores_object_based_checkpoint(graph, caplog):
             pytest.raises(errors.NotFoundError, match="Existing variables not in the checkpoint: not_there"),
         ):
             sk.train.Saver().restore(sess, str(fixtures / "tf2_object" / "ckpt-4"))
+
+
+def test_bulk_assign_path_builds_the_same_graph_as_create_op(monkeypatch):
+    """The Saver writes its Assign nodes with a bulk constructor that mirrors Graph._create_op; it must
+    stay switched on (a change of the graph layer's classes turns it off) and agree with the slow path."""
+    assert saver_module._BULK_OK, "the graph layer's Operation fields changed: update saver._OP_FIELDS"
+
+    def build():
+        g = sk.Graph()
+        with g.as_default():
+            for i in range(12):
+                with sk.device(f"/cpu:{i % 2}"):
+                    sk.Variable(np.full(2, i, np.float32 if i % 3 else np.int64), name=f"v{i}")
+            sk.train.Saver()
+        return g
+
+    fast = build()
+    monkeypatch.setattr(saver_module, "_BULK_OK", False)
+    slow = build()
+    assert fast.as_graph_def() == slow.as_graph_def()
+    for a, b in zip(fast.get_operations(), slow.get_operations(), strict=True):
+        assert (a.name, a._id, a.device, [t.get_shape() for t in a.outputs]) == (
+            b.name,
+            b._id,
+            b.device,
+            [t.get_shape() for t in b.outputs],
+        )
+        assert [c.name for t in a.inputs for c in t.consumers()] == [
+            c.name for t in b.inputs for c in t.consumers()
+        ]
+    assert fast._names_in_use == slow._names_in_use
+    assert fast.unique_name("save/Assign") == slow.unique_name("save/Assign") == "save/Assign_12"

@@ -257,6 +257,7 @@ _OP_FIELDS = (
     "_attrs",
     "_id",
     "_info",
+    "_serialized",
 )
 _GRAPH_FIELDS = (
     "_nodes_by_name",
@@ -308,6 +309,7 @@ def _bulk_assigns(g, refs: list, values: list) -> list:
             op._inputs = [ref, value]
             op._attrs = {"T": _base_dtype(dtype), "validate_shape": True, "use_locking": True}
             op._info = info
+            op._serialized = None  # the NodeDef cache, filled on first serialization
             op._id = op_id
             op._control_inputs = no_ops if no_ops is not None else []
             op._device = ref._op._device  # TF colocates ops that write a ref with the variable
