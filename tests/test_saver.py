@@ -340,7 +340,12 @@ def test_save_errors(graph, tmp_path):
             saver.save(sess, str(tmp_path / "checkpoint"))
         with pytest.raises(TypeError, match="must be a Session"):
             saver.save(object(), str(tmp_path / "m"))
-    assert _files(tmp_path) == []
+        # one missing level is created, as TF's bundle writer does
+        assert saver.save(sess, str(tmp_path / "new" / "m"), write_meta_graph=False) == str(
+            tmp_path / "new" / "m"
+        )
+    assert _files(tmp_path) == ["new"]
+    assert _files(tmp_path / "new") == ["checkpoint", "m.data-00000-of-00001", "m.index"]
 
 
 def test_uninitialized_variable_save_fails_cleanly(graph, tmp_path):

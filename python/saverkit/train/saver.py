@@ -155,7 +155,6 @@ class ResourceVariableSaveable(SaveableObject):
 # A Saver over N variables adds N Assign nodes (TF's structure). Going through the generic op constructor
 # (input conversion, type inference, shape functions) costs ~30 us per node; the Saver knows every input type
 # and output shape already, so it creates its nodes directly with Graph._create_op.
-_ASSIGN_ATTRS_CACHE: dict[Any, dict] = {}
 
 
 def _create(g, op_type: str, inputs: list, attrs: dict, output_types: list, name: str, control_inputs=None):
@@ -1029,12 +1028,22 @@ class Saver:
             self._checkpoints_to_be_deleted.append(self._last_checkpoints.pop(0))
 
     def _MaybeDeleteOldCheckpoints(self, meta_graph_suffix: str = "meta") -> None:  # noqa: N802
+        self._delete_checkpoints(self._checkpoints_to_delete(), meta_graph_suffix)
+
+    def _checkpoints_to_delete(self) -> list[str]:
+        """Takes the checkpoints that left the max_to_keep window; returns those not kept by age."""
+        doomed = []
         while self._checkpoints_to_be_deleted:
             path, stamp = self._checkpoints_to_be_deleted.pop(0)
             if stamp > self._next_checkpoint_time:
                 # One kept per keep_checkpoint_every_n_hours of training.
                 self._next_checkpoint_time += self.saver_def.keep_checkpoint_every_n_hours * 3600
                 continue
+            doomed.append(path)
+        return doomed
+
+    def _delete_checkpoints(self, paths: list[str], meta_graph_suffix: str) -> None:
+        for path in paths:
             try:
                 checkpoint_management.remove_checkpoint(path, self.saver_def.version, meta_graph_suffix)
             except Exception as e:  # noqa: BLE001 - TF ignores failed deletions (logged) and carries on
@@ -1091,7 +1100,13 @@ class Saver:
         save_path_parent = os.path.dirname(save_path)
         model_checkpoint_path = None
         if not self._is_empty:
-            if save_path_parent and not os.path.isdir(save_path_parent):
+            # Like TF's bundle writer, a save creates the checkpoint's directory, but only one level.
+            grandparent = os.path.dirname(save_path_parent)
+            if (
+                save_path_parent
+                and not os.path.isdir(save_path_parent)
+                and not os.path.isdir(grandparent or ".")
+            ):
                 raise ValueError(f"Parent directory of {save_path} doesn't exist, can't save.")
             try:
                 result = sess.run(
@@ -1116,8 +1131,9 @@ class Saver:
 
         if model_checkpoint_path is not None and write_state:
             self._RecordLastCheckpoint(model_checkpoint_path)
+            doomed = self._checkpoints_to_delete()  # decided first: last_preserved_timestamp is current
             self._update_state(save_path_parent, model_checkpoint_path, latest_filename, durable)
-            self._MaybeDeleteOldCheckpoints(meta_graph_suffix=meta_graph_suffix)
+            self._delete_checkpoints(doomed, meta_graph_suffix)  # after the state file stops naming them
         return model_checkpoint_path
 
     def _update_state(
@@ -1285,21 +1301,21 @@ def _global_step_value(sess, global_step: Any) -> int:
 
 
 def _fsync_checkpoint(prefix: str) -> None:
-    """fsync every file of the checkpoint and its directory, so a rename after this is durable."""
+    """fsync every file of the checkpoint, its directory and the directory's parent (the save may have
+    created the directory), so that a rename after this is durable."""
     dirname = os.path.dirname(prefix) or "."
     base = os.path.basename(prefix)
-    for name in os.listdir(dirname):
-        if name == base + ".index" or name.startswith(base + ".data-"):
-            fd = os.open(os.path.join(dirname, name), os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-    fd = os.open(dirname, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    paths = [
+        os.path.join(dirname, name)
+        for name in os.listdir(dirname)
+        if name == base + ".index" or name.startswith(base + ".data-")
+    ]
+    for path in [*paths, dirname, os.path.dirname(os.path.abspath(dirname))]:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 class _CheckpointNotFoundError(errors.NotFoundError, ValueError):
