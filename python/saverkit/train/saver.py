@@ -48,6 +48,7 @@ from saverkit.framework import (
     op_registry,
     ops,
     resource_variable_ops,
+    resource_variables,
     state_ops,
     string_ops,
     variables,
@@ -412,7 +413,7 @@ def op_list_to_dict(op_list: Iterable, convert_variable_to_tensor: bool = True) 
                 else:
                     existing.append(var)
                 continue
-            if not convert_variable_to_tensor or isinstance(var, resource_variable_ops.ResourceVariable):
+            if not convert_variable_to_tensor or isinstance(var, resource_variables.ResourceVariable):
                 name = var.op.name
                 if name in names_to_saveables:
                     raise ValueError(f"At least two variables have the same name: {name}")
@@ -484,7 +485,7 @@ def saveable_objects_for_op(op: Any, name: str) -> list[SaveableObject]:
         return [ReferenceVariableSaveable(op, "", name)]
     if isinstance(op, SaveableObject):
         return [op]
-    if isinstance(op, resource_variable_ops.ResourceVariable):
+    if isinstance(op, resource_variables.ResourceVariable):
         return [ResourceVariableSaveable(op, "", name)]
     if isinstance(op, (list, tuple, _PartitionedVariable)):
         out = []
@@ -502,7 +503,7 @@ def saveable_objects_for_op(op: Any, name: str) -> list[SaveableObject]:
                 slice_name = info.full_name
             elif slice_name != info.full_name:
                 raise ValueError(f"Slices must all be from the same tensor: {slice_name} != {info.full_name}")
-            if isinstance(variable, resource_variable_ops.ResourceVariable):
+            if isinstance(variable, resource_variables.ResourceVariable):
                 out.append(ResourceVariableSaveable(variable, info.spec, name))
             else:
                 out.append(ReferenceVariableSaveable(variable._ref(), info.spec, name))
