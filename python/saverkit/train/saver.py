@@ -1319,7 +1319,7 @@ def _fsync_checkpoint(prefix: str) -> None:
             os.close(fd)
 
 
-class _CheckpointNotFoundError(errors.NotFoundError, ValueError):
+class CheckpointNotFoundError(errors.NotFoundError, ValueError):
     """No checkpoint at the given prefix. Also a ValueError: TensorFlow's Saver raises ValueError here."""
 
 
@@ -1347,7 +1347,7 @@ def _missing_checkpoint_error(prefix: str) -> errors.NotFoundError:
         f"Failed to find any matching files for {prefix}: looked for {looked}; {found}. "
         "The passed save_path is not a valid checkpoint."
     )
-    return _CheckpointNotFoundError(None, None, msg)
+    return CheckpointNotFoundError(None, None, msg)
 
 
 def _wrap_restore_error_with_msg(
