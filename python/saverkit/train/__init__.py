@@ -5,3 +5,15 @@ from saverkit.train.checkpoint_utils import NewCheckpointReader as NewCheckpoint
 from saverkit.train.checkpoint_utils import list_variables as list_variables
 from saverkit.train.checkpoint_utils import load_checkpoint as load_checkpoint
 from saverkit.train.checkpoint_utils import load_variable as load_variable
+
+from .checkpoint_management import CheckpointState as CheckpointState
+from .checkpoint_management import checkpoint_exists as checkpoint_exists
+from .checkpoint_management import find_latest_checkpoint as find_latest_checkpoint
+from .checkpoint_management import generate_checkpoint_state_proto as generate_checkpoint_state_proto
+from .checkpoint_management import get_checkpoint_mtimes as get_checkpoint_mtimes
+from .checkpoint_management import get_checkpoint_state as get_checkpoint_state
+from .checkpoint_management import latest_checkpoint as latest_checkpoint
+from .checkpoint_management import meta_graph_filename as meta_graph_filename
+from .checkpoint_management import remove_checkpoint as remove_checkpoint
+from .checkpoint_management import update_checkpoint_state as update_checkpoint_state
+from .checkpoint_management import update_checkpoint_state_internal as update_checkpoint_state_internal
