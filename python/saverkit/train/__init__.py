@@ -17,3 +17,8 @@ from .checkpoint_management import meta_graph_filename as meta_graph_filename
 from .checkpoint_management import remove_checkpoint as remove_checkpoint
 from .checkpoint_management import update_checkpoint_state as update_checkpoint_state
 from .checkpoint_management import update_checkpoint_state_internal as update_checkpoint_state_internal
+from saverkit.train.training_util import assert_global_step as assert_global_step
+from saverkit.train.training_util import create_global_step as create_global_step
+from saverkit.train.training_util import get_global_step as get_global_step
+from saverkit.train.training_util import get_or_create_global_step as get_or_create_global_step
+from saverkit.train.training_util import global_step as global_step

@@ -1,0 +1,391 @@
+"""Running a pruned subgraph: build a plan once per (fetches, feeds), then a short loop per run.
+
+A :class:`Plan` holds the ops the fetches need (pruned at fed tensors), in
+topological order, with every input resolved to a slot of a flat value list.
+Cheap kernels run inline in that order. When the plan contains expensive
+kernels (file I/O, which releases the GIL), a ready-queue scheduler runs those
+on the session's thread pool while the main thread keeps executing whatever
+else is ready, so e.g. the SaveV2 ops of a sharded save write concurrently.
+"""
+
+from __future__ import annotations
+
+import errno
+import heapq
+import operator
+import queue
+from collections import deque
+from typing import Any
+
+import numpy as np
+
+from saverkit import errors
+from saverkit.framework.ops import Operation, Tensor
+from saverkit.framework.variable_store import Ref, VariableStore, is_shared, resource_key, variable_key
+
+
+class OpKernelContext:
+    """What a kernel sees besides its inputs: its op, the session's variables, in-place output targets."""
+
+    __slots__ = ("op", "variables", "session", "_out_refs", "_ref")
+
+    def __init__(self, op: Operation, variables: VariableStore, session: Any) -> None:
+        self.op = op
+        self.variables = variables
+        self.session = session
+        self._out_refs: list[tuple[Ref, bool] | None] | None = None
+        self._ref: Ref | None = None
+
+    def attr(self, name: str) -> Any:
+        """The stored Python value of an attr (DType, bytes, int, TensorShape, numpy array...)."""
+        return self.op._attrs[name]
+
+    def variable_ref(self) -> Ref:
+        """The Ref of this (VariableV2) op's variable."""
+        if self._ref is None:
+            op = self.op
+            self._ref = self.variables.ref(variable_key(op), op._name, op._attrs["dtype"], op._attrs["shape"])
+        return self._ref
+
+    def output_buffer(self, index: int) -> np.ndarray | None:
+        """The buffer output ``index`` will be assigned into, if the kernel may write there directly.
+
+        Set only when the output flows (through Identity ops) into a single ``Assign`` /
+        ``AssignVariableOp`` of an initialized variable and nothing else uses it: writing the value into
+        this array and returning it as the output makes the assignment a no-op (no second copy, no new
+        allocation). The array has the variable's current shape, which may differ from the value's: a
+        kernel then allocates instead.
+        """
+        targets = self._out_refs
+        if targets is None or targets[index] is None:
+            return None
+        ref, copy_on_write = targets[index]
+        buf = ref.buffer
+        # A resource variable's earlier reads are snapshots that still share its buffer: don't overwrite.
+        if buf is None or copy_on_write and is_shared(buf):
+            return None
+        return buf
+
+
+class _Node:
+    __slots__ = (
+        "op",
+        "kernel",
+        "ctx",
+        "in_slots",
+        "deref",
+        "out_slot",
+        "n_out",
+        "expensive",
+        "deps",
+        "consumers",
+        "n_deps",
+    )
+
+
+class Plan:
+    """The executable form of one (fetches, feeds, targets) request on a graph."""
+
+    def __init__(
+        self,
+        fetches: list[Tensor],
+        targets: list[Operation],
+        feeds: list[Tensor],
+        variables: VariableStore,
+        session: Any,
+    ) -> None:
+        fed = {t: i for i, t in enumerate(feeds)}
+        # 1. Prune: everything the fetches and targets need, stopping at fed tensors.
+        needed: dict[Operation, list[Operation]] = {}  # op -> the distinct ops it waits for
+        stack = [t._op for t in fetches if t not in fed] + list(targets)
+        while stack:
+            op = stack.pop()
+            if op in needed:
+                continue
+            deps = [t._op for t in op._inputs if t not in fed]
+            if op._control_inputs:
+                deps += op._control_inputs
+            if len(deps) > 1:
+                deps = list(dict.fromkeys(deps))
+            needed[op] = deps
+            stack.extend(deps)
+        # 2. Topological order.
+        order = _toposort(needed)
+        # 3. Slots: each op's outputs are contiguous; fed values come after all op outputs.
+        slot_of: dict[Operation, int] = {}
+        n = 0
+        for op in order:
+            slot_of[op] = n
+            n += len(op._outputs)
+        feed_base = n
+        self.n_slots = n + len(feeds)
+        self.feeds = feeds
+        self.feed_slots = [feed_base + i for i in range(len(feeds))]
+        fetched = set(fetches)
+        self.fetch_slots = [
+            feed_base + fed[t] if t in fed else slot_of[t._op] + t._value_index for t in fetches
+        ]
+        nodes: list[_Node] = []
+        for op in order:
+            info = op._info
+            kernel = info.kernel if info is not None else None
+            if kernel is None:
+                why = (
+                    "saverkit has no OpDef for it (it was imported as an opaque node)"
+                    if info is None
+                    else "no kernel is registered for it"
+                )
+                raise errors.NotFoundError(
+                    op.node_def, op, f"Cannot run op type '{op._type}' of node '{op._name}': {why}."
+                )
+            node = _Node()
+            node.op = op
+            node.kernel = kernel
+            node.ctx = OpKernelContext(op, variables, session)
+            inputs = op._inputs
+            node.in_slots = [
+                feed_base + fed[t] if t in fed else slot_of[t._op] + t._value_index for t in inputs
+            ]
+            # Ref inputs are read (dereferenced) unless the op's argument itself is a Ref.
+            node.deref = [i for i, t in enumerate(inputs) if t._dtype._enum > _REF_OFFSET]
+            if node.deref and info.has_ref_inputs:
+                is_ref = info.input_is_ref(op._attrs)
+                node.deref = [i for i in node.deref if not is_ref[i]]
+            node.out_slot = slot_of[op]
+            node.n_out = len(op._outputs)
+            node.expensive = info.expensive
+            node.deps = needed[op]
+            if info.output_buffers:
+                node.ctx._out_refs = _in_place_targets(op, needed, fetched, variables)
+            nodes.append(node)
+        self.nodes = nodes
+        self.has_expensive = any(nd.expensive for nd in nodes)
+        self._roots: list[_Node] | None = None  # scheduler bookkeeping, built on first scheduled run
+
+    def _schedule_graph(self) -> list[_Node]:
+        if self._roots is None:
+            node_of = {nd.op: nd for nd in self.nodes}
+            for nd in self.nodes:
+                nd.consumers = []
+                nd.n_deps = len(nd.deps)
+            for nd in self.nodes:
+                for d in nd.deps:
+                    node_of[d].consumers.append(nd)
+            self._roots = [nd for nd in self.nodes if nd.n_deps == 0]
+        return self._roots
+
+    # --- running -------------------------------------------------------------------------------
+    def run(self, feed_values: list[Any], pool_fn: Any) -> list[Any]:
+        vals: list[Any] = [None] * self.n_slots
+        for s, v in zip(self.feed_slots, feed_values, strict=False):
+            vals[s] = v
+        with np.errstate(all="ignore"):  # TF semantics: overflow / NaN are values, not errors
+            if self.has_expensive:
+                self._run_scheduled(vals, pool_fn())
+            else:
+                self._run_inline(vals)
+        return [vals[s] for s in self.fetch_slots]
+
+    def _run_inline(self, vals: list[Any]) -> None:
+        node = None
+        try:
+            for node in self.nodes:  # the hot loop: _execute() inlined
+                args = [vals[s] for s in node.in_slots]
+                for j in node.deref:
+                    if type(args[j]) is Ref:
+                        args[j] = args[j].value()
+                outs = node.kernel(node.ctx, *args)
+                n = node.n_out
+                if n:
+                    if len(outs) != n:
+                        raise errors.InternalError(
+                            None,
+                            node.op,
+                            f"Kernel of {node.op._type} returned {len(outs)} outputs, expected {n}",
+                        )
+                    vals[node.out_slot : node.out_slot + n] = outs
+        except Exception as e:
+            error = as_op_error(e, node.op)
+            if error is e:
+                raise
+            raise error from e
+
+    def _run_scheduled(self, vals: list[Any], pool: Any) -> None:
+        ready = deque(self._schedule_graph())
+        pending = {nd: nd.n_deps for nd in self.nodes}
+        done: queue.SimpleQueue = queue.SimpleQueue()
+        in_flight = 0
+        failure: BaseException | None = None
+
+        def finish(nd: _Node) -> None:
+            for c in nd.consumers:
+                pending[c] -= 1
+                if pending[c] == 0:
+                    ready.append(c)
+
+        def background(nd: _Node, args: list[Any]) -> None:
+            try:
+                done.put((nd, _call(nd, args), None))
+            except BaseException as e:  # noqa: BLE001 - handed to the scheduler thread
+                done.put((nd, None, e))
+
+        while ready or in_flight:
+            # Collect finished background ops first so their successors start as early as possible.
+            while in_flight and (not ready or not done.empty()):
+                nd, outs, exc = done.get()
+                in_flight -= 1
+                if exc is not None:
+                    if failure is None:
+                        failure = _chained(as_op_error(exc, nd.op), exc)
+                elif failure is None:
+                    _store(nd, outs, vals)
+                    finish(nd)
+            if failure is not None:
+                ready.clear()
+                continue
+            if not ready:
+                continue
+            nd = ready.popleft()
+            if nd.expensive:
+                try:
+                    args = _gather(nd, vals)
+                except Exception as e:
+                    failure = _chained(as_op_error(e, nd.op), e)
+                    continue
+                in_flight += 1
+                pool.submit(background, nd, args)
+            else:
+                try:
+                    _execute(nd, vals)
+                except Exception as e:
+                    failure = _chained(as_op_error(e, nd.op), e)
+                    continue
+                finish(nd)
+        if failure is not None:
+            raise failure
+
+
+def _toposort(needed: dict[Operation, list[Operation]]) -> list[Operation]:
+    """Ops in an order where each comes after those it waits for."""
+    # Ops are created after their inputs, so creation order almost always works: check it first.
+    order = sorted(needed, key=_creation_id)
+    if all(d._id < op._id for op, deps in needed.items() for d in deps):
+        return order
+    # An edge added later (_add_control_input) can point backwards: Kahn's algorithm, earliest first.
+    pending = {op: len(deps) for op, deps in needed.items()}
+    users: dict[Operation, list[Operation]] = {}
+    for op, deps in needed.items():
+        for d in deps:
+            users.setdefault(d, []).append(op)
+    ready = [(op._id, op) for op in order if pending[op] == 0]
+    heapq.heapify(ready)
+    out: list[Operation] = []
+    while ready:
+        op = heapq.heappop(ready)[1]
+        out.append(op)
+        for u in users.get(op, ()):
+            pending[u] -= 1
+            if pending[u] == 0:
+                heapq.heappush(ready, (u._id, u))
+    if len(out) != len(needed):
+        stuck = sorted(op._name for op, k in pending.items() if k > 0)[:5]
+        raise errors.InvalidArgumentError(None, None, f"Graph has a cycle through {stuck}; cannot run it.")
+    return out
+
+
+_creation_id = operator.attrgetter("_id")
+_REF_OFFSET = 100  # DataType numbers above this are ref types
+
+
+def _chained(error: errors.OpError, cause: BaseException) -> errors.OpError:
+    if error is not cause:
+        error.__cause__ = cause
+    return error
+
+
+def _gather(node: _Node, vals: list[Any]) -> list[Any]:
+    args = [vals[s] for s in node.in_slots]
+    for j in node.deref:
+        a = args[j]
+        if type(a) is Ref:
+            args[j] = a.value()
+    return args
+
+
+def _call(node: _Node, args: list[Any]) -> Any:
+    outs = node.kernel(node.ctx, *args)
+    if node.n_out != (0 if outs is None else len(outs)):
+        raise errors.InternalError(
+            None,
+            node.op,
+            f"Kernel of {node.op._type} returned "
+            f"{0 if outs is None else len(outs)} outputs, expected {node.n_out}",
+        )
+    return outs
+
+
+def _store(node: _Node, outs: Any, vals: list[Any]) -> None:
+    if node.n_out:
+        vals[node.out_slot : node.out_slot + node.n_out] = outs
+
+
+def _execute(node: _Node, vals: list[Any]) -> None:
+    _store(node, _call(node, _gather(node, vals)), vals)
+
+
+def _in_place_targets(
+    op: Operation, needed: dict, fetched: set, variables: VariableStore
+) -> list[tuple[Ref, bool] | None]:
+    """For each output of ``op``: (Ref, copy_on_write) of the variable it may be written straight into.
+
+    That is when the output flows, through Identity ops only, into a single assignment of a variable
+    (``Assign`` of a VariableV2, or ``AssignVariableOp`` of a VarHandleOp) and nothing else in the plan
+    reads or fetches it on the way.
+    """
+    targets: list[tuple[Ref, bool] | None] = []
+    for t in op._outputs:
+        target = None
+        while t not in fetched:
+            users = [c for c in t._consumers or () if c in needed]
+            if len(users) != 1:
+                break
+            user = users[0]
+            if user._type == "Identity":
+                t = user._outputs[0]
+                continue
+            var_op = user._inputs[0]._op
+            if user._inputs[1] is t and var_op in needed and user._inputs[0] not in fetched:
+                if user._type == "Assign" and var_op._type == "VariableV2":
+                    key, cow = variable_key(var_op), False
+                elif user._type == "AssignVariableOp" and var_op._type == "VarHandleOp":
+                    key, cow = resource_key(var_op), True
+                else:
+                    break
+                name = key[-1]
+                target = (variables.ref(key, name, var_op._attrs["dtype"], var_op._attrs["shape"]), cow)
+            break
+        targets.append(target)
+    return targets
+
+
+def as_op_error(e: BaseException, op: Operation | None) -> errors.OpError:
+    """``e`` as an OpError naming ``op`` (kernel errors come without one)."""
+    if isinstance(e, errors.OpError):
+        if e.op is not None or op is None:
+            return e
+        cls = errors.exception_type_from_error_code(e.error_code)
+        return cls(op.node_def, op, e.message)
+    if isinstance(e, (ValueError, TypeError, IndexError, ArithmeticError, KeyError)):
+        cls = errors.InvalidArgumentError
+    elif isinstance(e, MemoryError):
+        cls = errors.ResourceExhaustedError
+    elif isinstance(e, FileNotFoundError):
+        cls = errors.NotFoundError
+    elif isinstance(e, PermissionError):
+        cls = errors.PermissionDeniedError
+    elif isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+        cls = errors.ResourceExhaustedError
+    else:
+        cls = errors.UnknownError
+    node_def = op.node_def if op is not None else None
+    return cls(node_def, op, f"{type(e).__name__}: {e}")
