@@ -249,6 +249,14 @@ def _script_argv(*args: str) -> list[str]:
     return [sys.executable, str(Path(__file__).resolve()), *args]
 
 
+def _temp_kind(name: str) -> str:
+    if "_temp" in name:
+        return "sharded part directory"
+    if ".tempstate" in name:
+        return "index temp" if ".index." in name else "data temp"
+    return "meta temp" if ".meta.tmp" in name else "state file temp"
+
+
 class Lane:
     """One save directory (sharded or not) and what is known about it between kills."""
 
@@ -259,6 +267,7 @@ class Lane:
         self.rng = random.Random(seed)
         self.last_saved: int | None = None  # highest step known to be saved (state file updated)
         self.kills = self.mid_save = self.temps_seen = 0
+        self.temp_kinds: dict[str, int] = {}  # where the kills landed, as told by what they left
         self.problems: list[str] = []
         self.save_times: list[float] = []
 
@@ -294,6 +303,8 @@ class Lane:
         self.kills += 1
         self.mid_save += mid_save
         self.temps_seen += bool(watch.check and watch.check["temps"])
+        for kind in {_temp_kind(t) for t in (watch.check or {}).get("temps", [])}:
+            self.temp_kinds[kind] = self.temp_kinds.get(kind, 0) + 1
         self.save_times += watch.save_times
         if watch.saved is not None:
             self.last_saved = watch.saved
@@ -348,6 +359,8 @@ def run_campaign(kills: int, seed: int = 0, api: str = "saver", workdir: Path | 
         "kills_mid_save": sum(lane.mid_save for lane in lanes),
         "problems": [p for lane in lanes for p in lane.problems],
         "temps_seen_after_kill": sum(lane.temps_seen for lane in lanes),
+        "temps_seen_by_kind": {k: sum(lane.temp_kinds.get(k, 0) for lane in lanes)
+                               for k in sorted({k for lane in lanes for k in lane.temp_kinds})},
         "temps_not_cleaned": [f"{name}/{t}" for name, ts in final_temps.items() for t in ts],
         "max_step": {lane.dir.name: lane.last_saved for lane in lanes},
         "save_seconds_median": round(float(np.median(times)), 4) if times else None,
