@@ -28,6 +28,7 @@ class System:
     ops: tuple[str, ...] = ("save", "restore")
     kinds = ("float32", "string")
     module = ""  # importable module that must exist
+    slow_construct = False  # construction takes minutes: one cold run instead of warm-up + repetitions
     about = ""
 
     def unavailable(self) -> str | None:
@@ -198,10 +199,12 @@ def _import_tf():
 class TF1Saver(_GraphSaver):
     name, module = "tf1-saver", "tensorflow"
     ops = ("construct", "save", "restore", "restore_inplace")
-    about = "tf.compat.v1.train.Saver"
+    slow_construct = True
+    about = "tf.compat.v1.train.Saver, TF1 behaviour (ref variables, graph mode)"
 
     def load(self):
         self.tf = _import_tf()
+        self.tf.compat.v1.disable_v2_behavior()  # this process only: the classic TF1 Saver path
 
     def build(self, wl, with_saver=True):
         tf = self.tf
