@@ -290,7 +290,31 @@ def measure(args) -> dict:
     report["elapsed_s"] = time.time() - t_start
     report["ratios"] = ratios(report["results"])
     report["targets"] = targets(report)
+    report["extras"] = extras(report["results"])
     return report
+
+
+def extras(results: list[dict]) -> list[str]:
+    """Figures that are not rates: durability cost, graph-building and first-save times."""
+    got = lookup(results)
+    out = []
+    for w in ("W1", "W3"):
+        for plain, durable in (("saverkit-saver", "saverkit-saver-durable"),
+                               ("saverkit-engine", "saverkit-engine-durable"),
+                               ("bound-write-1file", "bound-write-fdatasync")):
+            a, b = got.get((w, plain, "save")), got.get((w, durable, "save"))
+            if a and b:
+                out.append(f"{w} durable cost, {durable}: {b['median_s']:.3f} s vs {a['median_s']:.3f} s "
+                           f"(+{(b['median_s'] - a['median_s']) / (a['payload_bytes'] / 2**30):.2f} s/GiB)")
+    for s in ("saverkit-saver", "tf1-saver"):
+        c = got.get(("W2", s, "construct"))
+        if c:
+            out.append(f"W2 {s}: building 10,000 variables {c['median_build_s']:.3f} s, "
+                       f"Saver construction {c['median_s']:.3f} s")
+        sv = got.get(("W2", s, "save"))
+        if sv and sv.get("warmup_s"):
+            out.append(f"W2 {s}: first save {sv['warmup_s'][0]:.3f} s, later saves {sv['median_s']:.3f} s")
+    return out
 
 
 def add_rates(row: dict) -> None:
@@ -471,6 +495,9 @@ def render(report: dict) -> str:
                 f"{q['versus']} x{q['ratio']:.2f}")
         for (w, s, op), parts in groups.items():
             lines.append(f"  {w} {s} {op}: " + ", ".join(parts))
+    if report.get("extras"):
+        lines.append("")
+        lines += report["extras"]
     lines.append("")
     lines.append("targets (issue 6)")
     for t in report["targets"]:
