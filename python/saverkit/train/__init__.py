@@ -10,3 +10,15 @@ from saverkit.train.training_util import create_global_step as create_global_ste
 from saverkit.train.training_util import get_global_step as get_global_step
 from saverkit.train.training_util import get_or_create_global_step as get_or_create_global_step
 from saverkit.train.training_util import global_step as global_step
+
+from .checkpoint_management import CheckpointState as CheckpointState
+from .checkpoint_management import checkpoint_exists as checkpoint_exists
+from .checkpoint_management import find_latest_checkpoint as find_latest_checkpoint
+from .checkpoint_management import generate_checkpoint_state_proto as generate_checkpoint_state_proto
+from .checkpoint_management import get_checkpoint_mtimes as get_checkpoint_mtimes
+from .checkpoint_management import get_checkpoint_state as get_checkpoint_state
+from .checkpoint_management import latest_checkpoint as latest_checkpoint
+from .checkpoint_management import meta_graph_filename as meta_graph_filename
+from .checkpoint_management import remove_checkpoint as remove_checkpoint
+from .checkpoint_management import update_checkpoint_state as update_checkpoint_state
+from .checkpoint_management import update_checkpoint_state_internal as update_checkpoint_state_internal
