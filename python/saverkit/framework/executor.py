@@ -60,6 +60,13 @@ class OpKernelContext:
             return None
         return refs[index].buffer
 
+    def output_target(self, index: int) -> Ref | None:
+        """The variable output ``index`` is assigned into (same conditions as ``output_buffer``), also
+        while it is uninitialized: a kernel that made the value in a fresh array of its own may hand that
+        array to the variable (``Ref.adopt``) instead of having the Assign copy it."""
+        refs = self._out_refs
+        return None if refs is None else refs[index]
+
 
 class _Node:
     __slots__ = (

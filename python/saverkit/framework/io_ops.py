@@ -138,7 +138,15 @@ def _restore_v2(ctx: Any, prefix: Any, tensor_names: Any, shape_and_slices: Any)
         )
     out = [ctx.output_buffer(i) for i in range(len(dts))]
     has_out = any(o is not None for o in out)
-    return list(_bundle().read_tensors(_path(prefix), names, slices, dts, out=out if has_out else None))
+    values = list(_bundle().read_tensors(_path(prefix), names, slices, dts, out=out if has_out else None))
+    # Arrays read fresh for an uninitialized variable become its buffer: the Assign then has nothing to
+    # copy, so restoring into a new session peaks at 1x the checkpoint, not 2x.
+    for i, v in enumerate(values):
+        if out[i] is None:
+            target = ctx.output_target(i)
+            if target is not None:
+                target.adopt(v)
+    return values
 
 
 @register_kernel("MergeV2Checkpoints", expensive=True)
