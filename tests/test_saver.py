@@ -6,7 +6,6 @@ import time
 import ml_dtypes
 import numpy as np
 import pytest
-
 import saverkit as sk
 from saverkit import errors
 from saverkit.protobuf import saver_pb2
@@ -47,28 +46,43 @@ def _assert_equal(a, b):
         assert list(a.reshape(-1)) == list(b.reshape(-1))
     else:
         assert a.dtype == b.dtype
-        np.testing.assert_array_equal(a.view(np.uint8) if a.dtype == ml_dtypes.bfloat16 else a,
-                                      b.view(np.uint8) if b.dtype == ml_dtypes.bfloat16 else b)
+        np.testing.assert_array_equal(
+            a.view(np.uint8) if a.dtype == ml_dtypes.bfloat16 else a,
+            b.view(np.uint8) if b.dtype == ml_dtypes.bfloat16 else b,
+        )
 
 
-# --- graph structure ------------------------------------------------------------------------------------------
+# --- graph structure
 def test_builds_tf_node_names_and_saver_def(graph):
     sk.Variable(np.zeros((2, 3), np.float32), name="w")
     sk.Variable(np.int64(0), name="b")
     saver = sk.train.Saver()
     types = {op.name: op.type for op in graph.get_operations() if op.name.startswith("save/")}
     assert types == {
-        "save/filename/input": "Const", "save/filename": "PlaceholderWithDefault",
+        "save/filename/input": "Const",
+        "save/filename": "PlaceholderWithDefault",
         "save/Const": "PlaceholderWithDefault",
-        "save/SaveV2/tensor_names": "Const", "save/SaveV2/shape_and_slices": "Const",
-        "save/SaveV2": "SaveV2", "save/control_dependency": "Identity",
-        "save/RestoreV2": "RestoreV2", "save/Assign": "Assign", "save/Assign_1": "Assign",
-        "save/restore_all": "NoOp"}
+        "save/SaveV2/tensor_names": "Const",
+        "save/SaveV2/shape_and_slices": "Const",
+        "save/SaveV2": "SaveV2",
+        "save/control_dependency": "Identity",
+        "save/RestoreV2": "RestoreV2",
+        "save/Assign": "Assign",
+        "save/Assign_1": "Assign",
+        "save/restore_all": "NoOp",
+    }
     d = saver.as_saver_def()
     assert (d.filename_tensor_name, d.save_tensor_name, d.restore_op_name) == (
-        "save/Const:0", "save/control_dependency:0", "save/restore_all")
+        "save/Const:0",
+        "save/control_dependency:0",
+        "save/restore_all",
+    )
     assert (d.max_to_keep, d.sharded, d.keep_checkpoint_every_n_hours, d.version) == (
-        5, False, 10000.0, saver_pb2.SaverDef.V2)
+        5,
+        False,
+        10000.0,
+        saver_pb2.SaverDef.V2,
+    )
     # Keys are sorted, as TF's validate_and_slice_inputs does; RestoreV2 reads SaveV2's own name list.
     names = graph.get_operation_by_name("save/SaveV2/tensor_names").get_attr("value")
     assert [s for s in names.string_val] == [b"b", b"w"]
@@ -92,11 +106,18 @@ def test_sharded_graph_structure(graph):
             sk.Variable(np.zeros(2, np.float32), name=f"v{dev}")
     saver = sk.train.Saver(sharded=True)
     types = {op.name: op.type for op in graph.get_operations() if op.name.startswith("save/")}
-    for name, op_type in [("save/StringJoin", "StringJoin"), ("save/num_shards", "Const"),
-                          ("save/ShardedFilename", "ShardedFilename"), ("save/ShardedFilename_2", "ShardedFilename"),
-                          ("save/SaveV2", "SaveV2"), ("save/SaveV2_1", "SaveV2"), ("save/SaveV2_2", "SaveV2"),
-                          ("save/MergeV2Checkpoints", "MergeV2Checkpoints"), ("save/Identity", "Identity"),
-                          ("save/restore_all", "NoOp")]:
+    for name, op_type in [
+        ("save/StringJoin", "StringJoin"),
+        ("save/num_shards", "Const"),
+        ("save/ShardedFilename", "ShardedFilename"),
+        ("save/ShardedFilename_2", "ShardedFilename"),
+        ("save/SaveV2", "SaveV2"),
+        ("save/SaveV2_1", "SaveV2"),
+        ("save/SaveV2_2", "SaveV2"),
+        ("save/MergeV2Checkpoints", "MergeV2Checkpoints"),
+        ("save/Identity", "Identity"),
+        ("save/restore_all", "NoOp"),
+    ]:
         assert types[name] == op_type, name
     assert sum(t == "SaveV2" for t in types.values()) == 3
     assert sum(t == "RestoreV2" for t in types.values()) == 3
@@ -122,7 +143,7 @@ def test_build_time_for_10000_variables():
     assert best <= 0.1, f"building a Saver for 10,000 variables took {best:.3f} s"
 
 
-# --- save and restore -----------------------------------------------------------------------------------------
+# --- save and restore
 def test_save_restore_round_trip_several_dtypes(graph, tmp_path):
     values = _values()
     variables = _make_vars(values)
@@ -173,15 +194,22 @@ def test_sharded_save_writes_one_index_and_n_data_files(graph, tmp_path):
     vals = {}
     for dev in range(3):
         with sk.device(f"/cpu:{dev}"):
-            vals[f"d{dev}/x"] = (sk.Variable(np.full((4, dev + 1), dev, np.float32), name=f"d{dev}/x"),
-                                 np.full((4, dev + 1), dev, np.float32))
+            vals[f"d{dev}/x"] = (
+                sk.Variable(np.full((4, dev + 1), dev, np.float32), name=f"d{dev}/x"),
+                np.full((4, dev + 1), dev, np.float32),
+            )
     saver = sk.train.Saver(sharded=True)
     with sk.Session() as sess:
         sess.run(sk.global_variables_initializer())
         p = saver.save(sess, str(tmp_path / "model"), write_meta_graph=False)
         assert p == str(tmp_path / "model")
-        assert _files(tmp_path) == ["checkpoint", "model.data-00000-of-00003", "model.data-00001-of-00003",
-                                    "model.data-00002-of-00003", "model.index"]  # no model_temp/ left
+        assert _files(tmp_path) == [
+            "checkpoint",
+            "model.data-00000-of-00003",
+            "model.data-00001-of-00003",
+            "model.data-00002-of-00003",
+            "model.index",
+        ]  # no model_temp/ left
         for v, _ in vals.values():
             sess.run(v.assign(np.zeros(v.shape, np.float32)))
         saver.restore(sess, p)
@@ -196,14 +224,18 @@ def test_global_step_int_variable_and_padding(graph, tmp_path):
     padded = sk.train.Saver([v], pad_step_number=True)
     with sk.Session() as sess:
         sess.run(sk.global_variables_initializer())
-        assert saver.save(sess, str(tmp_path / "m"), global_step=1000, write_meta_graph=False) == \
-            str(tmp_path / "m-1000")
-        assert saver.save(sess, str(tmp_path / "m"), global_step=step, write_meta_graph=False) == \
-            str(tmp_path / "m-42")
-        assert saver.save(sess, str(tmp_path / "m"), global_step="global_step:0", write_meta_graph=False) == \
-            str(tmp_path / "m-42")
-        assert padded.save(sess, str(tmp_path / "p"), global_step=7, write_meta_graph=True) == \
-            str(tmp_path / "p-00000007")
+        assert saver.save(sess, str(tmp_path / "m"), global_step=1000, write_meta_graph=False) == str(
+            tmp_path / "m-1000"
+        )
+        assert saver.save(sess, str(tmp_path / "m"), global_step=step, write_meta_graph=False) == str(
+            tmp_path / "m-42"
+        )
+        assert saver.save(
+            sess, str(tmp_path / "m"), global_step="global_step:0", write_meta_graph=False
+        ) == str(tmp_path / "m-42")
+        assert padded.save(sess, str(tmp_path / "p"), global_step=7, write_meta_graph=True) == str(
+            tmp_path / "p-00000007"
+        )
     assert "p-00000007.meta" in _files(tmp_path)
 
 
@@ -226,7 +258,9 @@ def test_durable_save_fsyncs_before_state_file(graph, tmp_path, monkeypatch):
     saver = sk.train.Saver(durable=True)
     synced = []
     real_fsync = os.fsync
-    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(os.readlink(f"/proc/self/fd/{fd}")), real_fsync(fd)))
+    monkeypatch.setattr(
+        os, "fsync", lambda fd: (synced.append(os.readlink(f"/proc/self/fd/{fd}")), real_fsync(fd))
+    )
     with sk.Session() as sess:
         sess.run(v.initializer)
         saver.save(sess, str(tmp_path / "m"), write_meta_graph=False)
@@ -236,7 +270,7 @@ def test_durable_save_fsyncs_before_state_file(graph, tmp_path, monkeypatch):
     assert names.index("m.index") < max(i for i, n in enumerate(names) if n.startswith("checkpoint"))
 
 
-# --- var_list validation and errors ---------------------------------------------------------------------------
+# --- var_list validation and errors
 def test_duplicate_and_empty_var_lists(graph):
     a = sk.Variable(1.0, name="a")
     with pytest.raises(ValueError, match="No variables to save"):
@@ -329,7 +363,7 @@ def test_restore_errors_name_what_is_wrong(graph, tmp_path):
         assert "w" in msg and "[3, 2]" in msg and "[2, 3]" in msg
 
 
-# --- retention ----------------------------------------------------------------------------------------------------
+# --- retention
 class FakeClock:
     def __init__(self, t=1_700_000_000.0):
         self.t = t
@@ -354,7 +388,10 @@ def test_max_to_keep_three_of_ten(graph, tmp_path):
             saver.save(sess, str(tmp_path / "model"), global_step=step)
     assert _saved_prefixes(tmp_path) == ["model-7", "model-8", "model-9"]
     assert sorted(n for n in _files(tmp_path) if n.endswith(".meta")) == [
-        "model-7.meta", "model-8.meta", "model-9.meta"]
+        "model-7.meta",
+        "model-8.meta",
+        "model-9.meta",
+    ]
     state = sk.train.get_checkpoint_state(str(tmp_path))
     assert list(state.all_model_checkpoint_paths) == [str(tmp_path / f"model-{i}") for i in (7, 8, 9)]
     assert state.model_checkpoint_path == str(tmp_path / "model-9")
@@ -412,7 +449,9 @@ def test_recover_last_checkpoints_after_restart(graph, tmp_path):
         second.save(sess, str(tmp_path / "model"), global_step=5, write_meta_graph=False)
     assert _saved_prefixes(tmp_path) == ["model-4", "model-5"]
     assert list(sk.train.get_checkpoint_state(str(tmp_path)).all_model_checkpoint_paths) == [
-        str(tmp_path / "model-4"), str(tmp_path / "model-5")]
+        str(tmp_path / "model-4"),
+        str(tmp_path / "model-5"),
+    ]
 
 
 def test_recover_last_checkpoints_from_directory_and_missing_paths(graph, tmp_path):
@@ -460,13 +499,18 @@ def test_save_relative_paths_and_state_flags(graph, tmp_path):
         assert sk.train.latest_checkpoint(str(tmp_path)) == str(tmp_path / "model-1")
         saver.save(sess, str(tmp_path / "model"), global_step=2, write_state=False, write_meta_graph=False)
         assert sk.train.latest_checkpoint(str(tmp_path)) == str(tmp_path / "model-1")
-        saver.save(sess, str(tmp_path / "model"), global_step=3, latest_filename="other_state",
-                   write_meta_graph=False)
+        saver.save(
+            sess,
+            str(tmp_path / "model"),
+            global_step=3,
+            latest_filename="other_state",
+            write_meta_graph=False,
+        )
         assert sk.train.latest_checkpoint(str(tmp_path), "other_state") == str(tmp_path / "model-3")
     assert "model-2.meta" not in _files(tmp_path) and "model-1.meta" in _files(tmp_path)
 
 
-# --- SaverDef handling --------------------------------------------------------------------------------------------
+# --- SaverDef handling
 def test_saver_def_round_trip_and_scopes(graph, tmp_path):
     v = sk.Variable(np.float32(3), name="v")
     saver = sk.train.Saver()

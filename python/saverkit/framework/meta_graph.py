@@ -1,14 +1,19 @@
 """MetaGraphDef export and import, as TensorFlow's ``tensorflow/python/framework/meta_graph.py``.
 
-A ``.meta`` file is a serialized ``MetaGraphDef``: the graph (``GraphDef``), the ``SaverDef`` naming the save
-and restore nodes, the graph's collections (``CollectionDef``) and a ``MetaInfoDef`` whose ``stripped_op_list``
-holds the ``OpDef`` of every op type the graph uses. TensorFlow's ``tf.compat.v1.train.import_meta_graph``
-reads the files written here, and :func:`import_scoped_meta_graph` reads TensorFlow's.
+A ``.meta`` file is a serialized ``MetaGraphDef``: the graph (``GraphDef``), the ``SaverDef`` naming
+the save and restore nodes, the graph's collections (``CollectionDef``) and a ``MetaInfoDef`` whose
+``stripped_op_list`` holds the ``OpDef`` of every op type the graph uses. TensorFlow's
+``tf.compat.v1.train.import_meta_graph`` reads the files written here, and
+:func:`import_scoped_meta_graph` reads TensorFlow's.
 
-Collections are encoded as TensorFlow encodes them: a collection with registered proto functions (variables,
-savers) as ``bytes_list`` of serialized protos; graph elements (ops, tensors, variables without proto
-functions) as ``node_list`` of names; Python ``str``/``bytes`` as ``bytes_list``, ``int`` as ``int64_list`` and
-``float`` as ``float_list``. Items that cannot be encoded are skipped with a warning, like TensorFlow.
+Collections are encoded as TensorFlow encodes them: a collection with registered proto functions
+(variables, savers) as ``bytes_list`` of serialized protos; graph elements (ops, tensors, variables
+without proto functions) as ``node_list`` of names; Python ``str``/``bytes`` as ``bytes_list``, ``int``
+as ``int64_list`` and ``float`` as ``float_list``. Items that cannot be encoded are skipped with a
+warning, like TensorFlow.
+
+Unlike ``as_graph_def(add_shapes=True)`` in TensorFlow's Saver, no ``_output_shapes`` attributes are
+written: TensorFlow recomputes them on import, and they would only make the file bigger.
 """
 
 from __future__ import annotations
@@ -27,18 +32,28 @@ from saverkit.protobuf import graph_pb2, meta_graph_pb2, op_def_pb2, saver_pb2
 # Prefix given to the names of inputs that lie outside ``export_scope``.
 _UNBOUND_INPUT_PREFIX = "$unbound_inputs_"
 
-SAVE_AND_RESTORE_OPS = ["SaveV2", "Save", "SaveSlice", "LegacySave", "LegacySaveSlice",
-                        "RestoreV2", "Restore", "RestoreSlice", "LegacyRestore", "LegacyRestoreSlice"]
+SAVE_AND_RESTORE_OPS = [
+    "SaveV2",
+    "Save",
+    "SaveSlice",
+    "LegacySave",
+    "LegacySaveSlice",
+    "RestoreV2",
+    "Restore",
+    "RestoreSlice",
+    "LegacyRestore",
+    "LegacyRestoreSlice",
+]
 
 
 def _producer_version() -> str:
-    """Stored in MetaInfoDef.tensorflow_version / tensorflow_git_version so a reader can tell who wrote it."""
+    """Stored in MetaInfoDef.tensorflow_git_version so a reader can tell who wrote the file."""
     import saverkit
 
     return f"saverkit-{saverkit.__version__}"
 
 
-# --- names ------------------------------------------------------------------------------------------------------
+# --- names
 def strip_name_scope(name: str, export_scope: str | None) -> str:
     """Removes ``export_scope`` (and its ``/``) from ``name``, also inside ``^ctrl`` and ``loc:@`` forms."""
     if not export_scope:
@@ -70,7 +85,7 @@ def _get_scope(node_name: str) -> str:
     return node_name.rsplit("/", 1)[0] if "/" in node_name else ""
 
 
-# --- op lists ---------------------------------------------------------------------------------------------------
+# --- op lists
 def ops_used_by_graph_def(graph_def: graph_pb2.GraphDef) -> list[str]:
     """The op types a graph uses (functions in the library are followed, not listed)."""
     functions = {f.signature.name: f for f in graph_def.library.function}
@@ -102,7 +117,7 @@ def stripped_op_list_for_graph(graph_def: graph_pb2.GraphDef) -> op_def_pb2.OpLi
     return op_registry.op_list(used)
 
 
-# --- collections ------------------------------------------------------------------------------------------------
+# --- collections
 def _get_kind_name(item: Any) -> str:
     if isinstance(item, (str, bytes)):
         return "bytes_list"
@@ -130,15 +145,22 @@ def _should_include_node(node_or_name: Any, export_scope: str | None, exclude_no
     return name.startswith(_UNBOUND_INPUT_PREFIX) or not export_scope or name.startswith(export_scope)
 
 
-def add_collection_def(meta_graph_def: meta_graph_pb2.MetaGraphDef, key: str, graph: Any = None,
-                       export_scope: str | None = None, exclude_nodes: Iterable | None = None,
-                       override_contents: list | None = None) -> None:
+def add_collection_def(
+    meta_graph_def: meta_graph_pb2.MetaGraphDef,
+    key: str,
+    graph: Any = None,
+    export_scope: str | None = None,
+    exclude_nodes: Iterable | None = None,
+    override_contents: list | None = None,
+) -> None:
     """Adds collection ``key`` of ``graph`` to ``meta_graph_def.collection_def`` (TF's encoding)."""
     from saverkit.framework import ops
 
     if not isinstance(key, (str, bytes)):
-        warnings.warn(f"Only collections with string type keys will be serialized. This key has {type(key)}",
-                      stacklevel=2)
+        warnings.warn(
+            f"Only collections with string type keys will be serialized. This key has {type(key)}",
+            stacklevel=2,
+        )
         return
     graph = graph or ops.get_default_graph()
     items = override_contents if override_contents else graph.get_collection(key)
@@ -169,19 +191,27 @@ def add_collection_def(meta_graph_def: meta_graph_pb2.MetaGraphDef, key: str, gr
         else:
             col_def.float_list.value.extend(items)
     except Exception as e:  # noqa: BLE001 - TF skips collections it cannot encode, with a warning
-        warnings.warn(f"Error encountered when serializing {key}.\nType is unsupported, or the types of the "
-                      f"items don't match field type in CollectionDef.\n{e}", stacklevel=2)
+        warnings.warn(
+            f"Error encountered when serializing {key}.\nType is unsupported, or the types of the "
+            f"items don't match field type in CollectionDef.\n{e}",
+            stacklevel=2,
+        )
         del meta_graph_def.collection_def[key]
 
 
-# --- graph_def rewriting ----------------------------------------------------------------------------------------
-def _find_extraneous_saver_nodes(graph_def: graph_pb2.GraphDef, saver_def: saver_pb2.SaverDef | None) -> set[str]:
-    """Names of nodes in the name scopes of savers other than ``saver_def``'s (each saver has its own scope)."""
+# --- graph_def rewriting
+def _find_extraneous_saver_nodes(
+    graph_def: graph_pb2.GraphDef, saver_def: saver_pb2.SaverDef | None
+) -> set[str]:
+    """Names of the nodes in the name scopes of savers other than ``saver_def``'s (a saver owns its
+    scope)."""
     names = {n.name: n.op for n in graph_def.node}
     keep = set()
     if saver_def is not None:
-        keep = {_get_scope(_op_name(saver_def.restore_op_name)) + "/",
-                _get_scope(_op_name(saver_def.save_tensor_name)) + "/"}
+        keep = {
+            _get_scope(_op_name(saver_def.restore_op_name)) + "/",
+            _get_scope(_op_name(saver_def.save_tensor_name)) + "/",
+        }
     saver_nodes = {name for name, op in names.items() if op in SAVE_AND_RESTORE_OPS}
     scopes = {_get_scope(x) for x in saver_nodes} - saver_nodes
     extraneous = {s + "/" for s in scopes} - keep
@@ -200,8 +230,11 @@ def _node_def(from_node_def, export_scope: str | None, unbound_inputs: list, cle
                 node_def.input[i] = strip_name_scope(v, export_scope)
         node_def.name = strip_name_scope(from_node_def.name, export_scope)
         if "_class" in node_def.attr:
-            kept = [strip_name_scope(s.decode(), export_scope).encode() for s in node_def.attr["_class"].list.s
-                    if s.decode().split("@", 1)[-1].startswith(export_scope)]
+            kept = [
+                strip_name_scope(s.decode(), export_scope).encode()
+                for s in node_def.attr["_class"].list.s
+                if s.decode().split("@", 1)[-1].startswith(export_scope)
+            ]
             del node_def.attr["_class"].list.s[:]
             node_def.attr["_class"].list.s.extend(kept)
     if clear_devices:
@@ -219,8 +252,11 @@ def _is_default_attr_value(op_def, attr_name: str, attr_value) -> bool:
 def _attr_equal(a, b) -> bool:
     if a.WhichOneof("value") != b.WhichOneof("value"):
         # An empty list default ("list: {}") equals a list attr with no values.
-        return a.WhichOneof("value") in (None, "list") and b.WhichOneof("value") in (None, "list") and \
-            a.list.SerializeToString(deterministic=True) == b.list.SerializeToString(deterministic=True)
+        return (
+            a.WhichOneof("value") in (None, "list")
+            and b.WhichOneof("value") in (None, "list")
+            and a.list.SerializeToString(deterministic=True) == b.list.SerializeToString(deterministic=True)
+        )
     return a.SerializeToString(deterministic=True) == b.SerializeToString(deterministic=True)
 
 
@@ -244,11 +280,20 @@ def _strip_graph_default_valued_attrs(meta_graph_def: meta_graph_pb2.MetaGraphDe
     meta_graph_def.meta_info_def.stripped_default_attrs = True
 
 
-# --- building ---------------------------------------------------------------------------------------------------
-def create_meta_graph_def(meta_info_def=None, graph_def=None, saver_def=None, collection_list=None, graph=None,
-                          export_scope=None, exclude_nodes=None, clear_extraneous_savers=False,
-                          strip_default_attrs=False) -> meta_graph_pb2.MetaGraphDef:
-    """Assembles a ``MetaGraphDef`` from a graph (default graph), a ``SaverDef`` and the graph's collections."""
+# --- building
+def create_meta_graph_def(
+    meta_info_def=None,
+    graph_def=None,
+    saver_def=None,
+    collection_list=None,
+    graph=None,
+    export_scope=None,
+    exclude_nodes=None,
+    clear_extraneous_savers=False,
+    strip_default_attrs=False,
+) -> meta_graph_pb2.MetaGraphDef:
+    """Assembles a ``MetaGraphDef`` from a graph (default graph), a ``SaverDef`` and the graph's
+    collections."""
     from saverkit.framework import ops
 
     if graph is not None and not isinstance(graph, ops.Graph):
@@ -264,13 +309,17 @@ def create_meta_graph_def(meta_info_def=None, graph_def=None, saver_def=None, co
     meta_graph_def = meta_graph_pb2.MetaGraphDef()
     if meta_info_def is not None:
         meta_graph_def.meta_info_def.MergeFrom(meta_info_def)
-    meta_graph_def.meta_info_def.tensorflow_version = _producer_version()
+    # TensorFlow parses tensorflow_version as a PEP 440 version (>= 1.9 means VariableDef.trainable is set);
+    # empty means the same to it. The writer is named in the git version field.
+    meta_graph_def.meta_info_def.tensorflow_version = ""
     meta_graph_def.meta_info_def.tensorflow_git_version = _producer_version()
     # Plain assignment instead of MergeFrom: the graph's constants are large, and a copy would double them
     # in memory while we build the file.
     meta_graph_def.graph_def.CopyFrom(graph_def if graph_def is not None else graph.as_graph_def())
     if not meta_graph_def.meta_info_def.stripped_op_list.op:
-        meta_graph_def.meta_info_def.stripped_op_list.CopyFrom(stripped_op_list_for_graph(meta_graph_def.graph_def))
+        meta_graph_def.meta_info_def.stripped_op_list.CopyFrom(
+            stripped_op_list_for_graph(meta_graph_def.graph_def)
+        )
     if strip_default_attrs:
         _strip_graph_default_valued_attrs(meta_graph_def)
     if saver_def:
@@ -283,15 +332,31 @@ def create_meta_graph_def(meta_info_def=None, graph_def=None, saver_def=None, co
             override = [ops.get_from_proto_function(key)(saver_def)] if saver_def else None
             if override is None:
                 continue
-        add_collection_def(meta_graph_def, key, graph=graph, export_scope=export_scope,
-                           exclude_nodes=exclude_nodes, override_contents=override)
+        add_collection_def(
+            meta_graph_def,
+            key,
+            graph=graph,
+            export_scope=export_scope,
+            exclude_nodes=exclude_nodes,
+            override_contents=override,
+        )
     return meta_graph_def
 
 
-def export_scoped_meta_graph(filename=None, graph_def=None, graph=None, export_scope=None, as_text=False,
-                             unbound_inputs_col_name="unbound_inputs", clear_devices=False, saver_def=None,
-                             clear_extraneous_savers=False, strip_default_attrs=False, meta_info_def=None,
-                             collection_list=None):
+def export_scoped_meta_graph(
+    filename=None,
+    graph_def=None,
+    graph=None,
+    export_scope=None,
+    as_text=False,
+    unbound_inputs_col_name="unbound_inputs",
+    clear_devices=False,
+    saver_def=None,
+    clear_extraneous_savers=False,
+    strip_default_attrs=False,
+    meta_info_def=None,
+    collection_list=None,
+):
     """Returns ``(MetaGraphDef, {name: variable})`` for the graph (or the part under ``export_scope``);
     writes the proto to ``filename`` (atomically; text when ``as_text``) if given."""
     from saverkit.framework import ops
@@ -321,16 +386,24 @@ def export_scoped_meta_graph(filename=None, graph_def=None, graph=None, export_s
             var_list[strip_name_scope(v.name, export_scope)] = v
 
     meta_graph_def = create_meta_graph_def(
-        meta_info_def=meta_info_def, graph_def=graph_def, saver_def=saver_def, collection_list=collection_list,
-        graph=graph, export_scope=export_scope, exclude_nodes=exclude_nodes,
-        clear_extraneous_savers=clear_extraneous_savers, strip_default_attrs=strip_default_attrs)
+        meta_info_def=meta_info_def,
+        graph_def=graph_def,
+        saver_def=saver_def,
+        collection_list=collection_list,
+        graph=graph,
+        export_scope=export_scope,
+        exclude_nodes=exclude_nodes,
+        clear_extraneous_savers=clear_extraneous_savers,
+        strip_default_attrs=strip_default_attrs,
+    )
     if filename:
         write_meta_graph_file(meta_graph_def, filename, as_text=as_text)
     return meta_graph_def, var_list
 
 
-def write_meta_graph_file(meta_graph_def, filename: str | os.PathLike, as_text: bool = False,
-                          durable: bool = False) -> str:
+def write_meta_graph_file(
+    meta_graph_def, filename: str | os.PathLike, as_text: bool = False, durable: bool = False
+) -> str:
     """Writes ``meta_graph_def`` to ``filename`` through a temporary file and a rename, so a reader never sees
     a half-written file. Creates the parent directory like TF's ``write_graph``."""
     filename = os.fspath(filename)
@@ -357,7 +430,7 @@ def write_meta_graph_file(meta_graph_def, filename: str | os.PathLike, as_text: 
     return filename
 
 
-# --- reading and importing --------------------------------------------------------------------------------------
+# --- reading and importing
 def read_meta_graph_file(filename: str | os.PathLike) -> meta_graph_pb2.MetaGraphDef:
     """Parses a ``.meta`` file: binary first, then text format (``.pbtxt``). IOError if neither works."""
     filename = os.fspath(filename)
@@ -378,14 +451,20 @@ def read_meta_graph_file(filename: str | os.PathLike) -> meta_graph_pb2.MetaGrap
     return meta_graph_def
 
 
-def import_scoped_meta_graph(meta_graph_or_file, clear_devices=False, graph=None, import_scope=None,
-                             input_map=None, unbound_inputs_col_name="unbound_inputs",
-                             restore_collections_predicate=lambda key: True) -> dict:
+def import_scoped_meta_graph(
+    meta_graph_or_file,
+    clear_devices=False,
+    graph=None,
+    import_scope=None,
+    input_map=None,
+    unbound_inputs_col_name="unbound_inputs",
+    restore_collections_predicate=lambda key: True,
+) -> dict:
     """Imports the graph and collections of a ``MetaGraphDef`` (or a file) into ``graph`` (default graph).
 
     Returns ``{name without import scope: variable}`` for the imported global variables.
     """
-    from saverkit.framework import ops
+    from saverkit.framework import importer, ops
 
     if isinstance(meta_graph_or_file, meta_graph_pb2.MetaGraphDef):
         meta_graph_def = meta_graph_or_file
@@ -395,11 +474,15 @@ def import_scoped_meta_graph(meta_graph_or_file, clear_devices=False, graph=None
     if unbound_inputs_col_name and unbound_inputs_col_name in meta_graph_def.collection_def:
         col_def = meta_graph_def.collection_def[unbound_inputs_col_name]
         kind = col_def.WhichOneof("kind")
-        values = [v.decode() if isinstance(v, bytes) else v for v in getattr(col_def, kind).value] if kind else []
+        values = (
+            [v.decode() if isinstance(v, bytes) else v for v in getattr(col_def, kind).value] if kind else []
+        )
         if values and (not input_map or sorted(values) != sorted(input_map)):
             missing = [v for v in values if not input_map or v not in input_map]
-            raise ValueError(f"Graph contains unbound inputs: {','.join(missing)}. "
-                             "Must provide these inputs through input_map.")
+            raise ValueError(
+                f"Graph contains unbound inputs: {','.join(missing)}. "
+                "Must provide these inputs through input_map."
+            )
 
     graph = graph or ops.get_default_graph()
     with graph.as_default():
@@ -410,7 +493,7 @@ def import_scoped_meta_graph(meta_graph_or_file, clear_devices=False, graph=None
             for node in input_graph_def.node:
                 node.device = ""
         scope = graph.unique_name(import_scope or "", mark_as_used=False)
-        ops.import_graph_def(input_graph_def, name=(import_scope or scope), input_map=input_map)
+        importer.import_graph_def(input_graph_def, name=(import_scope or scope), input_map=input_map)
 
         variable_objects: dict[bytes, Any] = {}
         for key, col_def in sorted(meta_graph_def.collection_def.items()):
@@ -424,11 +507,14 @@ def import_scoped_meta_graph(meta_graph_or_file, clear_devices=False, graph=None
             if from_proto and kind == "bytes_list":
                 proto_type = ops.get_collection_proto_type(key)
                 for value in col_def.bytes_list.value:
-                    if key in ops.GraphKeys._VARIABLE_COLLECTIONS:  # one object per variable, shared across keys
+                    if (
+                        key in ops.GraphKeys._VARIABLE_COLLECTIONS
+                    ):  # one object per variable, shared across keys
                         obj = variable_objects.get(value)
                         if obj is None:
-                            obj = variable_objects[value] = from_proto(proto_type.FromString(value),
-                                                                       import_scope=scope)
+                            obj = variable_objects[value] = from_proto(
+                                proto_type.FromString(value), import_scope=scope
+                            )
                     else:
                         obj = from_proto(proto_type.FromString(value), import_scope=scope)
                     graph.add_to_collection(key, obj)

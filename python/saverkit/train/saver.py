@@ -36,22 +36,22 @@ from typing import Any
 import numpy as np
 
 from saverkit import errors
-from saverkit.framework import meta_graph
-from saverkit.protobuf import meta_graph_pb2, saver_pb2
-from saverkit.train import checkpoint_management
-
 from saverkit.framework import (
     array_ops,
     constant_op,
     control_flow_ops,
     device_spec,
     io_ops,
+    meta_graph,
     op_registry,
     ops,
+    resource_variable_ops,
     state_ops,
     string_ops,
     variables,
 )
+from saverkit.protobuf import meta_graph_pb2, saver_pb2
+from saverkit.train import checkpoint_management
 
 SaverDef = saver_pb2.SaverDef
 
@@ -62,11 +62,12 @@ _PartitionedVariable = getattr(variables, "PartitionedVariable", ())
 
 def _all_saveable_objects(scope: str | None = None) -> list:
     """What a Saver with ``var_list=None`` saves: global variables plus the SAVEABLE_OBJECTS collection."""
-    return (ops.get_collection(ops.GraphKeys.GLOBAL_VARIABLES, scope)
-            + ops.get_collection(ops.GraphKeys.SAVEABLE_OBJECTS, scope))
+    return ops.get_collection(ops.GraphKeys.GLOBAL_VARIABLES, scope) + ops.get_collection(
+        ops.GraphKeys.SAVEABLE_OBJECTS, scope
+    )
 
 
-# --- saveable objects ---------------------------------------------------------------------------------------------
+# --- saveable objects
 class SaveSpec:
     """One tensor to save: the value to write, its slice spec, and its checkpoint key."""
 
@@ -127,7 +128,27 @@ class ReferenceVariableSaveable(SaveableObject):
         return _assign(self.op, restored, self.op.graph.unique_name("Assign") + "/")
 
 
-# --- cheap graph construction -----------------------------------------------------------------------------------
+class ResourceVariableSaveable(SaveableObject):
+    """A resource variable (from an imported TF graph): saved from its read value, restored with
+    ``Identity`` + ``AssignVariableOp`` (TF's nodes for it)."""
+
+    def __init__(self, var: Any, slice_spec: str, name: str):
+        self._var = var
+        spec = SaveSpec(var.value(), slice_spec, name, var.dtype.base_dtype, var.device)
+        super().__init__(var, [spec], name)
+
+    def restore(self, restored_tensors, restored_shapes):
+        restored = restored_tensors[0]
+        if restored_shapes is not None:
+            restored = array_ops.reshape(restored, restored_shapes[0])
+        with ops.device(self._var.device or None):
+            restored = array_ops.identity(restored)
+            return resource_variable_ops.assign_variable_op(
+                self._var.handle, restored, validate_shape=restored_shapes is None
+            )
+
+
+# --- cheap graph construction
 # A Saver over N variables adds N Assign nodes (TF's structure). Going through the generic op constructor
 # (input conversion, type inference, shape functions) costs ~30 us per node; the Saver knows every input type
 # and output shape already, so it creates its nodes directly with Graph._create_op.
@@ -135,17 +156,32 @@ _ASSIGN_ATTRS_CACHE: dict[Any, dict] = {}
 
 
 def _create(g, op_type: str, inputs: list, attrs: dict, output_types: list, name: str, control_inputs=None):
-    return g._create_op(op_type, inputs, attrs, output_types, name, op_registry.get(op_type),
-                        control_inputs=control_inputs, compute_shapes=False)
+    return g._create_op(
+        op_type,
+        inputs,
+        attrs,
+        output_types,
+        name,
+        op_registry.get(op_type),
+        control_inputs=control_inputs,
+        compute_shapes=False,
+    )
 
 
 def _assign(ref, value, name: str):
-    """``Assign(ref, value)`` with validate_shape and use_locking (as TF's saver), on the variable's device."""
+    """``Assign(ref, value)`` with validate_shape and use_locking (as TF's saver), on the variable's
+    device."""
     dtype = ref._dtype
     var = ref._op
-    op = var._graph._create_op("Assign", [ref, value], {"T": _base_dtype(dtype), "validate_shape": True,
-                                                        "use_locking": True},
-                               [dtype], name, _ASSIGN_INFO, compute_shapes=False)
+    op = var._graph._create_op(
+        "Assign",
+        [ref, value],
+        {"T": _base_dtype(dtype), "validate_shape": True, "use_locking": True},
+        [dtype],
+        name,
+        _ASSIGN_INFO,
+        compute_shapes=False,
+    )
     op._device = var._device  # TF colocates ops that write a ref with the variable
     op._outputs[0]._shape = ref._shape  # value has the variable's shape, or the Assign fails at run time
     return op
@@ -192,12 +228,31 @@ def _unique_names(g, base_name: str, n: int) -> list[str]:
 
 # The fields _bulk_assigns fills in, as Graph._create_op does. If the graph layer's classes change, the
 # bulk path switches itself off and every Assign goes through _create_op.
-_OP_FIELDS = ("_graph", "_name", "_type", "_inputs", "_outputs", "_control_inputs", "_device", "_attrs", "_id",
-              "_info")
-_GRAPH_FIELDS = ("_nodes_by_name", "_names_in_use", "_last_id", "_finalized", "_control_stack",
-                 "_colocation_stack", "_attr_scope_map", "_device_now")
-_BULK_OK = (tuple(x for x in getattr(ops.Operation, "__slots__", ()) if x != "__weakref__") == _OP_FIELDS
-            and all(hasattr(ops.Graph(), f) for f in _GRAPH_FIELDS))
+_OP_FIELDS = (
+    "_graph",
+    "_name",
+    "_type",
+    "_inputs",
+    "_outputs",
+    "_control_inputs",
+    "_device",
+    "_attrs",
+    "_id",
+    "_info",
+)
+_GRAPH_FIELDS = (
+    "_nodes_by_name",
+    "_names_in_use",
+    "_last_id",
+    "_finalized",
+    "_control_stack",
+    "_colocation_stack",
+    "_attr_scope_map",
+    "_device_now",
+)
+_BULK_OK = tuple(
+    x for x in getattr(ops.Operation, "__slots__", ()) if x != "__weakref__"
+) == _OP_FIELDS and all(hasattr(ops.Graph(), f) for f in _GRAPH_FIELDS)
 
 
 def _bulk_assigns(g, refs: list, values: list) -> list:
@@ -207,16 +262,22 @@ def _bulk_assigns(g, refs: list, values: list) -> list:
     of the cost: no per-op name search, regex check or context lookups.
     """
     names = _unique_names(g, "Assign", len(refs))
-    if not (_BULK_OK and not g._finalized and not g._control_stack and not g._colocation_stack
-            and not g._attr_scope_map and g._device_now is not None):
-        return [_assign(r, v, n) for r, v, n in zip(refs, values, names)]
+    if not (
+        _BULK_OK
+        and not g._finalized
+        and not g._control_stack
+        and not g._colocation_stack
+        and not g._attr_scope_map
+        and g._device_now is not None
+    ):
+        return [_assign(r, v, n) for r, v, n in zip(refs, values, names, strict=True)]
     nodes, in_use = g._nodes_by_name, g._names_in_use
     new, Operation, Tensor = object.__new__, ops.Operation, ops.Tensor  # noqa: N806
     info = _ASSIGN_INFO
     last = g._last_id
     out = []
     try:
-        for ref, value, name in zip(refs, values, names):
+        for ref, value, name in zip(refs, values, names, strict=True):
             name = name[:-1]
             if name in nodes:
                 raise ValueError(f"Duplicate node name in graph: '{name}'")
@@ -276,7 +337,7 @@ def _flat_specs(saveables) -> tuple[list, list, list, list]:
     return names, tensors, slices, dtypes
 
 
-# --- turning var_list into saveables ------------------------------------------------------------------------------
+# --- turning var_list into saveables
 def _as_ref_tensor(var: Any) -> Any:
     """The ref tensor (output 0 of the variable op) of a Variable, or the tensor itself."""
     if isinstance(var, variables.Variable):
@@ -308,8 +369,11 @@ def op_list_to_dict(op_list: Iterable, convert_variable_to_tensor: bool = True) 
                 else:
                     existing.append(var)
                 continue
-            if not convert_variable_to_tensor:
-                names_to_saveables[var.op.name] = var
+            if not convert_variable_to_tensor or isinstance(var, resource_variable_ops.ResourceVariable):
+                name = var.op.name
+                if name in names_to_saveables:
+                    raise ValueError(f"At least two variables have the same name: {name}")
+                names_to_saveables[name] = var
                 continue
             var = var._ref()
         elif isinstance(var, SaveableObject):
@@ -345,15 +409,21 @@ def _flatten(items: Iterable) -> list:
 def saveable_objects_for_op(op: Any, name: str) -> list[SaveableObject]:
     """The SaveableObjects that save ``op`` (a variable, its ref tensor, or a list of slices) as ``name``."""
     if not isinstance(name, str):
-        raise TypeError("names_to_saveables must be a dict mapping string names to trackable operations. "
-                        f"Name is not a string: {name}")
+        raise TypeError(
+            "names_to_saveables must be a dict mapping string names to trackable operations. "
+            f"Name is not a string: {name}"
+        )
     if isinstance(op, ops.Tensor):
         if op.op.type not in _REF_VARIABLE_OPS:
-            raise TypeError("names_to_saveables must be a dict mapping string names to Tensors/Variables. "
-                            f"Not a variable: {op}")
+            raise TypeError(
+                "names_to_saveables must be a dict mapping string names to Tensors/Variables. "
+                f"Not a variable: {op}"
+            )
         return [ReferenceVariableSaveable(op, "", name)]
     if isinstance(op, SaveableObject):
         return [op]
+    if isinstance(op, resource_variable_ops.ResourceVariable):
+        return [ResourceVariableSaveable(op, "", name)]
     if isinstance(op, (list, tuple, _PartitionedVariable)):
         out = []
         slice_name = None
@@ -370,7 +440,10 @@ def saveable_objects_for_op(op: Any, name: str) -> list[SaveableObject]:
                 slice_name = info.full_name
             elif slice_name != info.full_name:
                 raise ValueError(f"Slices must all be from the same tensor: {slice_name} != {info.full_name}")
-            out.append(ReferenceVariableSaveable(variable._ref(), info.spec, name))
+            if isinstance(variable, resource_variable_ops.ResourceVariable):
+                out.append(ResourceVariableSaveable(variable, info.spec, name))
+            else:
+                out.append(ReferenceVariableSaveable(variable._ref(), info.spec, name))
         return out
     return saveable_objects_for_op(_as_ref_tensor(op), name)
 
@@ -387,6 +460,8 @@ def validate_and_slice_inputs(names_to_saveables: dict[str, Any]) -> list[Saveab
             converted = saveable_objects_for_op(op, name)
         for saveable in converted:
             key = saveable.op
+            if isinstance(key, variables.Variable):
+                key = key.op
             key = key._op if isinstance(key, Tensor) else key  # a variable is its op, whatever the handle
             if key is not None and key in seen_ops:
                 raise ValueError(f"The same saveable will be restored with two names: {saveable.name}")
@@ -395,7 +470,7 @@ def validate_and_slice_inputs(names_to_saveables: dict[str, Any]) -> list[Saveab
     return saveables
 
 
-# --- devices ------------------------------------------------------------------------------------------------------
+# --- devices
 def _canonical_device(device: str | None) -> str:
     """``/cpu:1`` -> ``/device:CPU:1``; job/replica/task kept; ``""`` stays ``""`` (TF's canonical_name)."""
     return device_spec.canonical_name(device) if device else ""
@@ -408,7 +483,7 @@ def _set_cpu0(device: str) -> str:
     return head + "/device:CPU:0"
 
 
-# --- the builder --------------------------------------------------------------------------------------------------
+# --- the builder
 class BaseSaverBuilder:
     """Adds the save/restore subgraph for a list of SaveableObjects (TF's BaseSaverBuilder)."""
 
@@ -420,18 +495,21 @@ class BaseSaverBuilder:
         self._write_version = write_version
 
     def save_op(self, filename_tensor, saveables: list[SaveableObject]):
-        """One SaveV2 for all ``saveables`` (its tensor_names/shape_and_slices constants are named as TF's)."""
+        """One SaveV2 for all ``saveables``; its tensor_names/shape_and_slices constants are named as TF's."""
         if self._write_version != SaverDef.V2:
-            raise ValueError(f"saverkit writes only V2 checkpoints; write_version={self._write_version} "
-                             "(the V1 format is deprecated in TensorFlow too)")
+            raise ValueError(
+                f"saverkit writes only V2 checkpoints; write_version={self._write_version} "
+                "(the V1 format is deprecated in TensorFlow too)"
+            )
         names, tensors, slices, dtypes = _flat_specs(saveables)
         g = filename_tensor.graph
         name = g.unique_name("SaveV2")
         with g.name_scope(name + "/"):
             names_t = constant_op.constant(np.array(names, dtype=object), name="tensor_names")
             slices_t = constant_op.constant(np.array(slices, dtype=object), name="shape_and_slices")
-        return _create(g, "SaveV2", [filename_tensor, names_t, slices_t, *tensors], {"dtypes": dtypes}, [],
-                       name + "/")
+        return _create(
+            g, "SaveV2", [filename_tensor, names_t, slices_t, *tensors], {"dtypes": dtypes}, [], name + "/"
+        )
 
     def bulk_restore(self, filename_tensor, saveables, preferred_shard, restore_sequentially, save_op=None):
         """One RestoreV2 for all specs. With ``save_op`` its name/slice constants are reused."""
@@ -449,8 +527,9 @@ class BaseSaverBuilder:
                 names_t = constant_op.constant(np.array(names, dtype=object), name="tensor_names")
                 slices_t = constant_op.constant(np.array(slices, dtype=object), name="shape_and_slices")
         with g.device("/device:CPU:0"):
-            op = _create(g, "RestoreV2", [filename_tensor, names_t, slices_t], {"dtypes": dtypes}, dtypes,
-                         name + "/")
+            op = _create(
+                g, "RestoreV2", [filename_tensor, names_t, slices_t], {"dtypes": dtypes}, dtypes, name + "/"
+            )
         return op._outputs
 
     def sharded_filename(self, filename_tensor, shard: int, num_shards):
@@ -484,10 +563,19 @@ class BaseSaverBuilder:
                 with ops.control_dependencies([merge]):
                     return array_ops.identity(checkpoint_prefix), save_ops
 
-    def _AddRestoreOps(self, filename_tensor, saveables, restore_sequentially, reshape,  # noqa: N802
-                       preferred_shard=-1, name="restore_all", save_op=None):
-        all_tensors = self.bulk_restore(filename_tensor, saveables, preferred_shard, restore_sequentially,
-                                        save_op=save_op)
+    def _AddRestoreOps(
+        self,
+        filename_tensor,
+        saveables,
+        restore_sequentially,
+        reshape,  # noqa: N802
+        preferred_shard=-1,
+        name="restore_all",
+        save_op=None,
+    ):
+        all_tensors = self.bulk_restore(
+            filename_tensor, saveables, preferred_shard, restore_sequentially, save_op=save_op
+        )
         g = filename_tensor.graph
         assign_ops = []
         if not reshape and all(type(s) is ReferenceVariableSaveable for s in saveables):
@@ -498,19 +586,33 @@ class BaseSaverBuilder:
             for saveable in saveables:
                 shapes = [spec.tensor.get_shape() for spec in saveable.specs] if reshape else None
                 n = len(saveable.specs)
-                restored = saveable.restore(all_tensors[idx:idx + n], shapes)
+                restored = saveable.restore(all_tensors[idx : idx + n], shapes)
                 assign_ops.append(restored.op if isinstance(restored, ops.Tensor) else restored)
                 idx += n
         return _group(g, assign_ops, name)
 
-    def _AddShardedRestoreOps(self, filename_tensor, per_device, restore_sequentially, reshape,  # noqa: N802
-                              save_ops=None):
+    def _AddShardedRestoreOps(
+        self,
+        filename_tensor,
+        per_device,
+        restore_sequentially,
+        reshape,  # noqa: N802
+        save_ops=None,
+    ):
         sharded_restores = []
         for shard, (device, saveables) in enumerate(per_device):
             with ops.device(device):
-                sharded_restores.append(self._AddRestoreOps(
-                    filename_tensor, saveables, restore_sequentially, reshape, preferred_shard=shard,
-                    name="restore_shard", save_op=save_ops[shard] if save_ops else None))
+                sharded_restores.append(
+                    self._AddRestoreOps(
+                        filename_tensor,
+                        saveables,
+                        restore_sequentially,
+                        reshape,
+                        preferred_shard=shard,
+                        name="restore_shard",
+                        save_op=save_ops[shard] if save_ops else None,
+                    )
+                )
         return control_flow_ops.group(*sharded_restores, name="restore_all")
 
     def _GroupByDevices(self, saveables):  # noqa: N802
@@ -522,22 +624,51 @@ class BaseSaverBuilder:
                 continue
             devices = {canonical(spec.device) for spec in saveable.specs}
             if len(devices) != 1:
-                raise ValueError(f"All tensors of a saveable object must be on the same device: {saveable.name}")
+                raise ValueError(
+                    f"All tensors of a saveable object must be on the same device: {saveable.name}"
+                )
             per_device[devices.pop()].append(saveable)
         return sorted(per_device.items(), key=lambda t: t[0])
 
-    def build(self, names_to_saveables, reshape=False, sharded=False, max_to_keep=5,
-              keep_checkpoint_every_n_hours=10000.0, name=None, restore_sequentially=False, filename="model"):
-        return self._build_internal(names_to_saveables, reshape=reshape, sharded=sharded, max_to_keep=max_to_keep,
-                                    keep_checkpoint_every_n_hours=keep_checkpoint_every_n_hours, name=name,
-                                    restore_sequentially=restore_sequentially, filename=filename)
+    def build(
+        self,
+        names_to_saveables,
+        reshape=False,
+        sharded=False,
+        max_to_keep=5,
+        keep_checkpoint_every_n_hours=10000.0,
+        name=None,
+        restore_sequentially=False,
+        filename="model",
+    ):
+        return self._build_internal(
+            names_to_saveables,
+            reshape=reshape,
+            sharded=sharded,
+            max_to_keep=max_to_keep,
+            keep_checkpoint_every_n_hours=keep_checkpoint_every_n_hours,
+            name=name,
+            restore_sequentially=restore_sequentially,
+            filename=filename,
+        )
 
-    def _build_internal(self, names_to_saveables, reshape=False, sharded=False, max_to_keep=5,
-                        keep_checkpoint_every_n_hours=10000.0, name=None, restore_sequentially=False,
-                        filename="model", build_save=True, build_restore=True) -> saver_pb2.SaverDef:
+    def _build_internal(
+        self,
+        names_to_saveables,
+        reshape=False,
+        sharded=False,
+        max_to_keep=5,
+        keep_checkpoint_every_n_hours=10000.0,
+        name=None,
+        restore_sequentially=False,
+        filename="model",
+        build_save=True,
+        build_restore=True,
+    ) -> saver_pb2.SaverDef:
         if not build_save or not build_restore:
-            raise ValueError("save and restore operations need to be built together  when eager execution is "
-                             "not enabled.")
+            raise ValueError(
+                "save and restore operations need to be built together  when eager execution is not enabled."
+            )
         if not isinstance(names_to_saveables, dict):
             names_to_saveables = op_list_to_dict(names_to_saveables)
         saveables = validate_and_slice_inputs(names_to_saveables)
@@ -545,18 +676,22 @@ class BaseSaverBuilder:
             max_to_keep = 0
 
         with ops.name_scope(name, "save", [s.specs[0].tensor for s in saveables[:1]]):
-            filename_tensor = array_ops.placeholder_with_default(filename or "model", shape=(), name="filename")
+            filename_tensor = array_ops.placeholder_with_default(
+                filename or "model", shape=(), name="filename"
+            )
             # "Const" is the name every TF SaverDef has used for the filename tensor.
             filename_tensor = array_ops.placeholder_with_default(filename_tensor, shape=(), name="Const")
             if sharded:
                 per_device = self._GroupByDevices(saveables)
                 save_tensor, save_ops = self._AddShardedSaveOpsForV2(filename_tensor, per_device)
-                restore_op = self._AddShardedRestoreOps(filename_tensor, per_device, restore_sequentially,
-                                                        reshape, save_ops=save_ops)
+                restore_op = self._AddShardedRestoreOps(
+                    filename_tensor, per_device, restore_sequentially, reshape, save_ops=save_ops
+                )
             else:
                 save_tensor, save_op = self._AddSaveOps(filename_tensor, saveables)
-                restore_op = self._AddRestoreOps(filename_tensor, saveables, restore_sequentially, reshape,
-                                                 save_op=save_op)
+                restore_op = self._AddRestoreOps(
+                    filename_tensor, saveables, restore_sequentially, reshape, save_op=save_op
+                )
         return saver_pb2.SaverDef(
             filename_tensor_name=filename_tensor.name,
             save_tensor_name=save_tensor.name,
@@ -564,14 +699,15 @@ class BaseSaverBuilder:
             max_to_keep=max_to_keep,
             sharded=sharded,
             keep_checkpoint_every_n_hours=keep_checkpoint_every_n_hours,
-            version=self._write_version)
+            version=self._write_version,
+        )
 
 
 class BulkSaverBuilder(BaseSaverBuilder):
-    """TF's default builder: one RestoreV2 for all variables of a device (the base class does the same here)."""
+    """TF's default builder: one RestoreV2 for all variables of a device (as the base class here)."""
 
 
-# --- the Saver ----------------------------------------------------------------------------------------------------
+# --- the Saver
 class Saver:
     """Saves and restores variables (TensorFlow's ``tf.compat.v1.train.Saver``).
 
@@ -583,11 +719,11 @@ class Saver:
 
     Retention follows TensorFlow's documentation:
 
-    * ``max_to_keep``: keep the N most recent checkpoints; older ones are deleted as new ones are written.
-      ``None`` or ``0``: nothing is ever deleted and the ``checkpoint`` file lists only the latest.
-    * ``keep_checkpoint_every_n_hours``: in addition, keep one checkpoint per N hours of training (a checkpoint
-      that falls out of the ``max_to_keep`` window is kept if it is more than N hours newer than the last one
-      kept this way). The default, 10,000 hours, disables it.
+    * ``max_to_keep``: keep the N most recent checkpoints; older ones are deleted as new ones are
+      written. ``None`` or ``0``: nothing is ever deleted and the ``checkpoint`` file lists only the latest.
+    * ``keep_checkpoint_every_n_hours``: in addition, keep one checkpoint per N hours of training (a
+      checkpoint that falls out of the ``max_to_keep`` window is kept if it is more than N hours newer
+      than the last one kept this way). The default, 10,000 hours, disables it.
 
     A new Saver knows nothing about the checkpoints an earlier process wrote, so it will not delete them.
     To continue managing them after a restart::
@@ -599,26 +735,44 @@ class Saver:
                 saver.recover_last_checkpoints(state.all_model_checkpoint_paths)
                 saver.restore(sess, state.model_checkpoint_path)
             ...
-            saver.save(sess, os.path.join(ckpt_dir, "model"), global_step=step)  # deletes the oldest as needed
+            # deletes the oldest as needed, including those of the earlier run:
+            saver.save(sess, os.path.join(ckpt_dir, "model"), global_step=step)
 
     (``saver.recover_last_checkpoints(ckpt_dir)`` does the same lookup in one call and also keeps the
     ``keep_checkpoint_every_n_hours`` schedule stored in the state file.)
 
-    Beyond TensorFlow: ``durable=True`` fsyncs the data and index files and the directory before the state
-    file is replaced, so after a power loss ``latest_checkpoint`` never names a checkpoint that is not on disk;
+    Beyond TensorFlow: ``durable=True`` fsyncs the data and index files and the directory before the
+    state file is replaced, so after a power loss ``latest_checkpoint`` never names a checkpoint that is not
+    on disk;
     ``clock`` replaces ``time.time`` for the retention timestamps (tests, simulations).
     """
 
-    def __init__(self, var_list=None, reshape: bool = False, sharded: bool = False, max_to_keep: int | None = 5,
-                 keep_checkpoint_every_n_hours: float = 10000.0, name: str | None = None,
-                 restore_sequentially: bool = False, saver_def: saver_pb2.SaverDef | None = None,
-                 builder: BaseSaverBuilder | None = None, defer_build: bool = False, allow_empty: bool = False,
-                 write_version: int = SaverDef.V2, pad_step_number: bool = False,
-                 save_relative_paths: bool = False, filename: str | None = None, *, durable: bool = False,
-                 clock: Callable[[], float] | None = None) -> None:
+    def __init__(
+        self,
+        var_list=None,
+        reshape: bool = False,
+        sharded: bool = False,
+        max_to_keep: int | None = 5,
+        keep_checkpoint_every_n_hours: float = 10000.0,
+        name: str | None = None,
+        restore_sequentially: bool = False,
+        saver_def: saver_pb2.SaverDef | None = None,
+        builder: BaseSaverBuilder | None = None,
+        defer_build: bool = False,
+        allow_empty: bool = False,
+        write_version: int = SaverDef.V2,
+        pad_step_number: bool = False,
+        save_relative_paths: bool = False,
+        filename: str | None = None,
+        *,
+        durable: bool = False,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
         if defer_build and var_list:
-            raise ValueError("If `var_list` is provided then build cannot be deferred. "
-                             "Either set defer_build=False or var_list=None.")
+            raise ValueError(
+                "If `var_list` is provided then build cannot be deferred. "
+                "Either set defer_build=False or var_list=None."
+            )
         self._var_list = var_list
         self._reshape = reshape
         self._sharded = sharded
@@ -650,7 +804,7 @@ class Saver:
             self._write_version = self.saver_def.version
         self._save_relative_paths = save_relative_paths
 
-    # --- building -------------------------------------------------------------------------------------------
+    # --- building
     def build(self) -> None:
         """Adds the save/restore nodes (once). Needed before ``save`` when built with ``defer_build=True``."""
         if self._is_built:
@@ -669,17 +823,26 @@ class Saver:
             self._is_empty = False
             with _gc_paused():
                 self.saver_def = self._builder._build_internal(
-                    self._var_list, reshape=self._reshape, sharded=self._sharded, max_to_keep=self._max_to_keep,
-                    keep_checkpoint_every_n_hours=self._keep_checkpoint_every_n_hours, name=self._name,
-                    restore_sequentially=self._restore_sequentially, filename=self._filename)
+                    self._var_list,
+                    reshape=self._reshape,
+                    sharded=self._sharded,
+                    max_to_keep=self._max_to_keep,
+                    keep_checkpoint_every_n_hours=self._keep_checkpoint_every_n_hours,
+                    name=self._name,
+                    restore_sequentially=self._restore_sequentially,
+                    filename=self._filename,
+                )
         elif self._name:
             # A SaverDef imported into a name scope: its names move into that scope (TF overloads `name` so).
             self.saver_def.filename_tensor_name = meta_graph.prepend_name_scope(
-                self.saver_def.filename_tensor_name, self._name)
+                self.saver_def.filename_tensor_name, self._name
+            )
             self.saver_def.save_tensor_name = meta_graph.prepend_name_scope(
-                self.saver_def.save_tensor_name, self._name)
+                self.saver_def.save_tensor_name, self._name
+            )
             self.saver_def.restore_op_name = meta_graph.prepend_name_scope(
-                self.saver_def.restore_op_name, self._name)
+                self.saver_def.restore_op_name, self._name
+            )
         self._check_saver_def()
         self._next_checkpoint_time = self._clock() + self.saver_def.keep_checkpoint_every_n_hours * 3600
 
@@ -700,8 +863,11 @@ class Saver:
         if export_scope is None:
             return self.saver_def
         d = self.saver_def
-        if not (d.filename_tensor_name.startswith(export_scope) and d.save_tensor_name.startswith(export_scope)
-                and d.restore_op_name.startswith(export_scope)):
+        if not (
+            d.filename_tensor_name.startswith(export_scope)
+            and d.save_tensor_name.startswith(export_scope)
+            and d.restore_op_name.startswith(export_scope)
+        ):
             return None
         out = _copy_saver_def(d)
         out.filename_tensor_name = meta_graph.strip_name_scope(out.filename_tensor_name, export_scope)
@@ -714,7 +880,7 @@ class Saver:
         """A Saver for the nodes a ``SaverDef`` names (in ``import_scope`` if given)."""
         return Saver(saver_def=saver_def, name=import_scope)
 
-    # --- retention ------------------------------------------------------------------------------------------
+    # --- retention
     @property
     def last_checkpoints(self) -> list[str]:
         """Checkpoint prefixes not yet deleted, oldest first; any of them can be passed to ``restore``."""
@@ -768,11 +934,14 @@ class Saver:
         if len(stamps) != len(paths):
             self.recover_last_checkpoints(paths)
         else:
+            exists = checkpoint_management.checkpoint_exists
             self.set_last_checkpoints_with_time(
-                [(p, t) for p, t in zip(paths, stamps) if checkpoint_management.checkpoint_exists(p)])
+                [(p, t) for p, t in zip(paths, stamps, strict=True) if exists(p)]
+            )
         if state.last_preserved_timestamp and self.saver_def is not None:
-            self._next_checkpoint_time = (state.last_preserved_timestamp
-                                          + self.saver_def.keep_checkpoint_every_n_hours * 3600)
+            self._next_checkpoint_time = (
+                state.last_preserved_timestamp + self.saver_def.keep_checkpoint_every_n_hours * 3600
+            )
 
     def _RecordLastCheckpoint(self, latest_save_path: str) -> None:  # noqa: N802 - TF's name
         if not self.saver_def.max_to_keep:
@@ -799,10 +968,20 @@ class Saver:
     def _last_preserved_timestamp(self) -> float:
         return self._next_checkpoint_time - self.saver_def.keep_checkpoint_every_n_hours * 3600
 
-    # --- save -----------------------------------------------------------------------------------------------
-    def save(self, sess, save_path: str | os.PathLike, global_step: Any = None, latest_filename: str | None = None,
-             meta_graph_suffix: str = "meta", write_meta_graph: bool = True, write_state: bool = True,
-             strip_default_attrs: bool = False, *, durable: bool | None = None) -> str | None:
+    # --- save
+    def save(
+        self,
+        sess,
+        save_path: str | os.PathLike,
+        global_step: Any = None,
+        latest_filename: str | None = None,
+        meta_graph_suffix: str = "meta",
+        write_meta_graph: bool = True,
+        write_state: bool = True,
+        strip_default_attrs: bool = False,
+        *,
+        durable: bool | None = None,
+    ) -> str | None:
         """Saves the variables; returns the checkpoint prefix (``save_path`` or ``save_path-<step>``).
 
         ``global_step`` (an int, a variable/tensor or a tensor name, evaluated in ``sess``) is appended to
@@ -828,8 +1007,9 @@ class Saver:
         else:
             checkpoint_file = save_path
             if os.path.basename(save_path) == latest_filename and not self._sharded:
-                raise ValueError(f"'latest_filename' collides with 'save_path': '{latest_filename}' and "
-                                 f"'{save_path}'")
+                raise ValueError(
+                    f"'latest_filename' collides with 'save_path': '{latest_filename}' and '{save_path}'"
+                )
         if not hasattr(sess, "run"):
             raise TypeError(f"'sess' must be a Session; {sess}")
 
@@ -839,8 +1019,9 @@ class Saver:
             if save_path_parent and not os.path.isdir(save_path_parent):
                 raise ValueError(f"Parent directory of {save_path} doesn't exist, can't save.")
             try:
-                result = sess.run(self.saver_def.save_tensor_name,
-                                  {self.saver_def.filename_tensor_name: checkpoint_file})
+                result = sess.run(
+                    self.saver_def.save_tensor_name, {self.saver_def.filename_tensor_name: checkpoint_file}
+                )
             except (errors.FailedPreconditionError, errors.NotFoundError) as exc:
                 if save_path_parent and not os.path.isdir(save_path_parent):
                     raise ValueError(f"Parent directory of {save_path} doesn't exist, can't save.") from exc
@@ -854,7 +1035,9 @@ class Saver:
             meta_file = checkpoint_management.meta_graph_filename(checkpoint_file, meta_graph_suffix)
             graph = getattr(sess, "graph", None) or ops.get_default_graph()
             with graph.as_default():
-                self._export_meta_graph_file(meta_file, strip_default_attrs=strip_default_attrs, durable=durable)
+                self._export_meta_graph_file(
+                    meta_file, strip_default_attrs=strip_default_attrs, durable=durable
+                )
 
         if model_checkpoint_path is not None and write_state:
             self._RecordLastCheckpoint(model_checkpoint_path)
@@ -862,7 +1045,9 @@ class Saver:
             self._MaybeDeleteOldCheckpoints(meta_graph_suffix=meta_graph_suffix)
         return model_checkpoint_path
 
-    def _update_state(self, save_dir: str, model_checkpoint_path: str, latest_filename: str, durable: bool) -> None:
+    def _update_state(
+        self, save_dir: str, model_checkpoint_path: str, latest_filename: str, durable: bool
+    ) -> None:
         paths = self.last_checkpoints
         stamps = [t for _, t in self._last_checkpoints]
         if not paths or paths[-1] != model_checkpoint_path:  # max_to_keep=0: the state lists only the latest
@@ -871,27 +1056,47 @@ class Saver:
         if not all(math.isfinite(t) for t in stamps):
             stamps = None  # set_last_checkpoints() entries have no real time; write none rather than "inf"
         checkpoint_management.update_checkpoint_state_internal(
-            save_dir=save_dir, model_checkpoint_path=model_checkpoint_path, all_model_checkpoint_paths=paths,
-            latest_filename=latest_filename, save_relative_paths=self._save_relative_paths,
-            all_model_checkpoint_timestamps=stamps, last_preserved_timestamp=self._last_preserved_timestamp(),
-            durable=durable)
+            save_dir=save_dir,
+            model_checkpoint_path=model_checkpoint_path,
+            all_model_checkpoint_paths=paths,
+            latest_filename=latest_filename,
+            save_relative_paths=self._save_relative_paths,
+            all_model_checkpoint_timestamps=stamps,
+            last_preserved_timestamp=self._last_preserved_timestamp(),
+            durable=durable,
+        )
 
-    # --- meta graph -----------------------------------------------------------------------------------------
-    def export_meta_graph(self, filename=None, collection_list=None, as_text=False, export_scope=None,
-                          clear_devices=False, clear_extraneous_savers=False, strip_default_attrs=False):
+    # --- meta graph
+    def export_meta_graph(
+        self,
+        filename=None,
+        collection_list=None,
+        as_text=False,
+        export_scope=None,
+        clear_devices=False,
+        clear_extraneous_savers=False,
+        strip_default_attrs=False,
+    ):
         """Returns (and writes to ``filename`` if given) the ``MetaGraphDef`` of the default graph with this
         saver's ``SaverDef``."""
-        return export_meta_graph(filename=filename, saver_def=self.saver_def, collection_list=collection_list,
-                                 as_text=as_text, export_scope=export_scope, clear_devices=clear_devices,
-                                 clear_extraneous_savers=clear_extraneous_savers,
-                                 strip_default_attrs=strip_default_attrs)
+        return export_meta_graph(
+            filename=filename,
+            saver_def=self.saver_def,
+            collection_list=collection_list,
+            as_text=as_text,
+            export_scope=export_scope,
+            clear_devices=clear_devices,
+            clear_extraneous_savers=clear_extraneous_savers,
+            strip_default_attrs=strip_default_attrs,
+        )
 
     def _export_meta_graph_file(self, filename: str, strip_default_attrs: bool, durable: bool) -> None:
         meta_graph_def, _ = meta_graph.export_scoped_meta_graph(
-            saver_def=self.saver_def, strip_default_attrs=strip_default_attrs)
+            saver_def=self.saver_def, strip_default_attrs=strip_default_attrs
+        )
         meta_graph.write_meta_graph_file(meta_graph_def, filename, durable=durable)
 
-    # --- restore --------------------------------------------------------------------------------------------
+    # --- restore
     def restore(self, sess, save_path: str | os.PathLike | None) -> None:
         """Restores the variables from the checkpoint ``save_path`` (a prefix, as ``save`` returns).
 
@@ -910,10 +1115,12 @@ class Saver:
             sess.run(self.saver_def.restore_op_name, {self.saver_def.filename_tensor_name: prefix})
         except errors.NotFoundError as err:
             raise _wrap_restore_error_with_msg(
-                err, "a Variable name or other graph key that is missing", self._diagnose(prefix)) from err
+                err, "a Variable name or other graph key that is missing", self._diagnose(prefix)
+            ) from err
         except errors.InvalidArgumentError as err:
             raise _wrap_restore_error_with_msg(
-                err, "a mismatch between the current graph and the graph", self._diagnose(prefix)) from err
+                err, "a mismatch between the current graph and the graph", self._diagnose(prefix)
+            ) from err
 
     def _diagnose(self, prefix: str) -> str:
         """On a failed restore: which of our variables' keys are missing or differ in the checkpoint."""
@@ -931,8 +1138,8 @@ class Saver:
             return ""
         lines = []
         for saveable in saveables:
+            var_name = _variable_name(saveable)
             for spec in saveable.specs:
-                var_name = spec.tensor.op.name
                 if spec.name not in shapes:
                     lines.append(f"Key {spec.name} not found in checkpoint {prefix} (variable {var_name})")
                     continue
@@ -941,12 +1148,23 @@ class Saver:
                 if spec.slice_spec:
                     continue
                 if not self._reshape and want.is_fully_defined() and list(want.as_list()) != have:
-                    lines.append(f"Variable {var_name} has shape {want.as_list()} but checkpoint {prefix} "
-                                 f"has shape {have} for key {spec.name}")
+                    lines.append(
+                        f"Variable {var_name} has shape {want.as_list()} but checkpoint {prefix} "
+                        f"has shape {have} for key {spec.name}"
+                    )
                 if dtypes[spec.name] != spec.dtype.base_dtype:
-                    lines.append(f"Variable {var_name} has dtype {spec.dtype.base_dtype.name} but checkpoint "
-                                 f"{prefix} has {dtypes[spec.name].name} for key {spec.name}")
+                    lines.append(
+                        f"Variable {var_name} has dtype {spec.dtype.base_dtype.name} but checkpoint "
+                        f"{prefix} has {dtypes[spec.name].name} for key {spec.name}"
+                    )
         return "\n".join(lines)
+
+
+def _variable_name(saveable: SaveableObject) -> str:
+    op = saveable.op
+    if isinstance(op, (variables.Variable, ops.Tensor)):
+        return op.op.name
+    return saveable.name
 
 
 def _copy_saver_def(saver_def: saver_pb2.SaverDef) -> saver_pb2.SaverDef:
@@ -1003,41 +1221,72 @@ def _missing_checkpoint_error(prefix: str) -> errors.NotFoundError:
         found = f"directory {dirname} does not exist"
     else:
         names = sorted(n for n in os.listdir(dirname) if n.endswith(".index"))
-        found = (f"{dirname} holds the checkpoints {', '.join(n[:-len('.index')] for n in names[:10])}"
-                 + (" ..." if len(names) > 10 else "")) if names else f"{dirname} holds no checkpoint"
+        found = (
+            (
+                f"{dirname} holds the checkpoints {', '.join(n[: -len('.index')] for n in names[:10])}"
+                + (" ..." if len(names) > 10 else "")
+            )
+            if names
+            else f"{dirname} holds no checkpoint"
+        )
         if os.path.isdir(prefix):
             found += f"; {prefix} is a directory (pass saverkit.train.latest_checkpoint({prefix!r}))"
         elif base.endswith(".index") or ".data-" in base:
             found += "; pass the checkpoint prefix, without .index/.data-... suffix"
-    msg = (f"Failed to find any matching files for {prefix}: looked for {looked}; {found}. "
-           "The passed save_path is not a valid checkpoint.")
+    msg = (
+        f"Failed to find any matching files for {prefix}: looked for {looked}; {found}. "
+        "The passed save_path is not a valid checkpoint."
+    )
     return _CheckpointNotFoundError(None, None, msg)
 
 
-def _wrap_restore_error_with_msg(err: errors.OpError, extra_verbiage: str, details: str = "") -> errors.OpError:
-    msg = (f"Restoring from checkpoint failed. This is most likely due to {extra_verbiage} from the checkpoint. "
-           "Please ensure that you have not altered the graph expected based on the checkpoint. "
-           f"Original error:\n\n{err.message}")
+def _wrap_restore_error_with_msg(
+    err: errors.OpError, extra_verbiage: str, details: str = ""
+) -> errors.OpError:
+    msg = (
+        f"Restoring from checkpoint failed. This is most likely due to {extra_verbiage} from the checkpoint. "
+        "Please ensure that you have not altered the graph expected based on the checkpoint. "
+        f"Original error:\n\n{err.message}"
+    )
     if details:
         msg += "\n\n" + details
     return type(err)(err.node_def, err.op, msg)
 
 
-# --- meta graph functions -----------------------------------------------------------------------------------------
-def export_meta_graph(filename=None, meta_info_def=None, graph_def=None, saver_def=None, collection_list=None,
-                      as_text=False, graph=None, export_scope=None, clear_devices=False,
-                      clear_extraneous_savers=False, strip_default_attrs=False) -> meta_graph_pb2.MetaGraphDef:
+# --- meta graph functions
+def export_meta_graph(
+    filename=None,
+    meta_info_def=None,
+    graph_def=None,
+    saver_def=None,
+    collection_list=None,
+    as_text=False,
+    graph=None,
+    export_scope=None,
+    clear_devices=False,
+    clear_extraneous_savers=False,
+    strip_default_attrs=False,
+) -> meta_graph_pb2.MetaGraphDef:
     """Returns the ``MetaGraphDef`` of ``graph`` (default graph); writes it to ``filename`` if given."""
     meta_graph_def, _ = meta_graph.export_scoped_meta_graph(
-        filename=filename, meta_info_def=meta_info_def, graph_def=graph_def, saver_def=saver_def,
-        collection_list=collection_list, as_text=as_text, graph=graph, export_scope=export_scope,
-        clear_devices=clear_devices, clear_extraneous_savers=clear_extraneous_savers,
-        strip_default_attrs=strip_default_attrs)
+        filename=filename,
+        meta_info_def=meta_info_def,
+        graph_def=graph_def,
+        saver_def=saver_def,
+        collection_list=collection_list,
+        as_text=as_text,
+        graph=graph,
+        export_scope=export_scope,
+        clear_devices=clear_devices,
+        clear_extraneous_savers=clear_extraneous_savers,
+        strip_default_attrs=strip_default_attrs,
+    )
     return meta_graph_def
 
 
-def import_meta_graph(meta_graph_or_file, clear_devices: bool = False, import_scope: str | None = None,
-                      **kwargs) -> Saver | None:
+def import_meta_graph(
+    meta_graph_or_file, clear_devices: bool = False, import_scope: str | None = None, **kwargs
+) -> Saver | None:
     """Imports a ``MetaGraphDef`` (or a binary/text ``.meta`` file) into the default graph.
 
     Returns a Saver built from its ``saver_def``; without one, a default Saver over the imported variables;
@@ -1047,13 +1296,14 @@ def import_meta_graph(meta_graph_or_file, clear_devices: bool = False, import_sc
         meta_graph_def = meta_graph_or_file
     else:
         meta_graph_def = meta_graph.read_meta_graph_file(meta_graph_or_file)
-    imported_vars = meta_graph.import_scoped_meta_graph(meta_graph_def, clear_devices=clear_devices,
-                                                        import_scope=import_scope, **kwargs)
+    imported_vars = meta_graph.import_scoped_meta_graph(
+        meta_graph_def, clear_devices=clear_devices, import_scope=import_scope, **kwargs
+    )
     if meta_graph_def.HasField("saver_def"):
         scope = import_scope
         if imported_vars:
             sample_key, sample_var = next(iter(imported_vars.items()))
-            scope = sample_var.name[:-len(sample_key)]
+            scope = sample_var.name[: -len(sample_key)]
         return Saver(saver_def=meta_graph_def.saver_def, name=scope)
     if _all_saveable_objects(scope=import_scope):
         return Saver()
@@ -1066,13 +1316,16 @@ def _get_saver_or_default() -> Saver:
     savers = ops.get_collection(key)
     if savers:
         if len(savers) > 1:
-            raise RuntimeError(f"More than one item in collection {key}. "
-                               "Please indicate which one to use by passing it to the constructor.")
+            raise RuntimeError(
+                f"More than one item in collection {key}. "
+                "Please indicate which one to use by passing it to the constructor."
+            )
         return savers[0]
     saver = Saver(sharded=True, allow_empty=True)
     ops.add_to_collection(key, saver)
     return saver
 
 
-ops.register_proto_function(ops.GraphKeys.SAVERS, proto_type=saver_pb2.SaverDef, to_proto=Saver.to_proto,
-                            from_proto=Saver.from_proto)
+ops.register_proto_function(
+    ops.GraphKeys.SAVERS, proto_type=saver_pb2.SaverDef, to_proto=Saver.to_proto, from_proto=Saver.from_proto
+)
