@@ -15,6 +15,10 @@ namespace saverkit {
 namespace {
 
 const uint64_t kReadChunk = 8ull << 20;  // multiple of every swap unit
+// Tensors up to kGroupBytes are read whole, several to a task (at most
+// kGroupBytes or kGroupPlans per task); larger ones in kReadChunk pieces.
+const uint64_t kGroupBytes = 1ull << 20;
+const uint64_t kGroupPlans = 256;
 const int kFormatVersion = 1;
 
 bool HostIsBigEndian() {
@@ -335,37 +339,51 @@ Status BundleReader::CopyPiece(const ReadPlan& plan, const ReadPlan::Piece& piec
 
 Status BundleReader::Execute(const std::vector<ReadPlan>& plans, const std::vector<char*>& dst,
                              std::vector<std::vector<std::string>>* strings) {
-  // A task is either one chunk of a directly-read numeric tensor or a whole
-  // plan (strings, slices).
+  // A task is either one chunk of a large directly-read numeric tensor, or a
+  // run of consecutive whole plans (small tensors, strings, slices) grouped up
+  // to about kGroupBytes so that 10,000 small tensors are a few hundred tasks,
+  // not 10,000 hand-offs to the pool.
   struct Task {
     size_t plan;
     bool chunk;
-    uint64_t begin, len;
+    uint64_t begin, len;  // chunk: byte range of the tensor; group: len = plans in the run
     uint32_t crc;
   };
   std::vector<Task> tasks;
   strings->resize(plans.size());
+  uint64_t group_bytes = 0;
+  bool grouping = false;
   for (size_t i = 0; i < plans.size(); ++i) {
     const ReadPlan& plan = plans[i];
     if (plan.dtype == DT_STRING) (*strings)[i].resize(static_cast<size_t>(plan.num_elements));
-    if (plan.dtype != DT_STRING && plan.direct && plan.pieces.size() == 1) {
-      uint64_t size = static_cast<uint64_t>(plan.pieces[0].entry->size);
-      for (uint64_t off = 0; off < size; off += kReadChunk) {
-        tasks.push_back({i, true, off, std::min(kReadChunk, size - off), 0});
+    uint64_t stored = 0;
+    for (const ReadPlan::Piece& piece : plan.pieces) stored += static_cast<uint64_t>(piece.entry->size);
+    if (plan.dtype != DT_STRING && plan.direct && plan.pieces.size() == 1 && stored > kGroupBytes) {
+      grouping = false;
+      for (uint64_t off = 0; off < stored; off += kReadChunk) {
+        tasks.push_back({i, true, off, std::min(kReadChunk, stored - off), 0});
       }
-    } else {
-      tasks.push_back({i, false, 0, 0, 0});
+      continue;
     }
+    if (!grouping || group_bytes + stored > kGroupBytes || tasks.back().len >= kGroupPlans) {
+      tasks.push_back({i, false, 0, 0, 0});
+      group_bytes = 0;
+      grouping = true;
+    }
+    tasks.back().len += 1;
+    group_bytes += stored;
   }
   SK_RETURN_IF_ERROR(RunParallel(tasks.size(), [&](size_t t) -> Status {
     Task& task = tasks[t];
-    const ReadPlan& plan = plans[task.plan];
     if (!task.chunk) {
-      for (const ReadPlan::Piece& piece : plan.pieces) {
-        SK_RETURN_IF_ERROR(CopyPiece(plan, piece, dst[task.plan], &(*strings)[task.plan]));
+      for (size_t p = task.plan; p < task.plan + task.len; ++p) {
+        for (const ReadPlan::Piece& piece : plans[p].pieces) {
+          SK_RETURN_IF_ERROR(CopyPiece(plans[p], piece, dst[p], &(*strings)[p]));
+        }
       }
       return Status::OK();
     }
+    const ReadPlan& plan = plans[task.plan];
     const ReadPlan::Piece& piece = plan.pieces[0];
     const RandomAccessFile* file;
     SK_RETURN_IF_ERROR(DataFile(piece.key, *piece.entry, &file));
