@@ -96,6 +96,7 @@ def run_child(spec: dict) -> dict:
     warmup, reps = spec["warmup"], spec["reps"]
     res = {"payload_bytes": wl.nbytes, "elements": wl.elements}
     gc.collect()
+    _trim_heap()
     baseline = _status_kb("VmRSS")
 
     if op == "construct":
@@ -137,7 +138,8 @@ def run_child(spec: dict) -> dict:
         raise AssertionError(f"{system.name} restored wrong values")
     return {**res, "times_s": times, "warmup_s": warm, "median_s": statistics.median(times),
             "baseline_rss": baseline, "steady_rss": steady, "peak_rss": peak,
-            "peak_rss_extra": peak - baseline, "peak_reset": peak_reset, "verified": verified}
+            # max(): setup may free a little import-time garbage below the baseline
+            "peak_rss_extra": max(0, peak - baseline), "peak_reset": peak_reset, "verified": verified}
 
 
 def child_main(spec_path: str) -> None:
@@ -570,6 +572,7 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="smoke-test settings (a few minutes)")
     p.add_argument("--json", metavar="PATH", help="write the full report as JSON ('-' for stdout)")
     p.add_argument("--png", metavar="PATH", help="write a bar chart (needs matplotlib)")
+    p.add_argument("--text", metavar="PATH", help="also write the printed report to a file")
     p.add_argument("--dir", help="scratch directory (default: a temporary one under --tmp, removed after)")
     p.add_argument("--tmp", default=None, help="where to create the scratch directory")
     p.add_argument("--timeout", type=float, default=1800, help="seconds per measurement subprocess")
@@ -603,6 +606,9 @@ def main(argv=None) -> int:
         if args.json:
             with open(args.json, "w") as f:
                 json.dump(report, f, indent=1)
+    if args.text:
+        with open(args.text, "w") as f:
+            f.write(text + "\n")
     if args.png:
         chart(report, args.png)
     return 0

@@ -152,6 +152,14 @@ def write_bundle(
     memo: dict = {}
     for name, value, dt in zip(names, tensors, given, strict=True):
         key = name.encode("utf-8", "surrogateescape") if type(name) is str else _as_key(name)
+        if type(value) is np.ndarray and value.dtype.kind == "O" and value.flags.c_contiguous and (
+                dt is None or _dtypes.as_dtype(dt) == _dtypes.string):
+            # String tensors as object arrays go to the engine whole: it reads the bytes/str elements.
+            keys.append(key)
+            enums.append(_dtypes.string.as_datatype_enum)
+            shapes.append(value.shape)
+            datas.append(value)
+            continue
         dtype = _plain_numeric(value, dt, memo)
         if dtype is not None:  # the common case, without per-tensor conversions
             keys.append(key)
@@ -288,12 +296,6 @@ def _as_dtype_or_data_loss(enum: int, key: bytes, prefix: str) -> DType:
             None, None, f"Tensor {key!r} in {prefix} has invalid dtype {enum}") from None
 
 
-def _strings_array(items: list[bytes], shape: tuple[int, ...]) -> np.ndarray:
-    flat = np.empty(len(items), dtype=object)
-    flat[:] = items
-    return flat.reshape(shape)
-
-
 class BundleReader:
     """An open checkpoint: list its tensors and read them (``with BundleReader(p) as r: ...``)."""
 
@@ -378,8 +380,8 @@ class BundleReader:
             buffers.append(_buffer(target))
         strings = self._core.execute(keys, specs, buffers)
         for i, items in enumerate(strings):
-            if items is not None:
-                results[i] = _strings_array(items, tuple(plans[i][1]))
+            if items is not None:  # the engine builds string tensors as object arrays of bytes
+                results[i] = items
         return results  # type: ignore[return-value]
 
     def close(self) -> None:
