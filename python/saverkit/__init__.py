@@ -87,6 +87,6 @@ __all__ += [  # noqa: PLE0605
     "placeholder", "placeholder_with_default", "reduce_mean", "reduce_sum",
     "register_tensor_conversion_function",
     "report_uninitialized_variables", "reset_default_graph", "reshape", "shape", "square", "squeeze", "stack",
-    "string_join", "subtract", "trainable_variables", "train", "tuple", "variables_initializer", "where",
+    "string_join", "subtract", "trainable_variables", "train", "variables_initializer", "where",
     "with_dependencies", "zeros",
 ]
