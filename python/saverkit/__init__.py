@@ -26,7 +26,8 @@ from saverkit.framework.array_ops import (  # noqa: E402
     zeros,
 )
 from saverkit.framework.constant_op import constant  # noqa: E402
-from saverkit.framework.control_flow_ops import group, no_op, tuple, with_dependencies  # noqa: E402
+from saverkit.framework.control_flow_ops import group, no_op, with_dependencies  # noqa: E402
+from saverkit.framework.control_flow_ops import tuple as tuple  # noqa: E402  (not in __all__: keeps the builtin)
 from saverkit.framework.importer import import_graph_def  # noqa: E402
 from saverkit.framework.math_ops import (  # noqa: E402
     add,
