@@ -5,6 +5,14 @@ from saverkit.train.checkpoint_utils import NewCheckpointReader as NewCheckpoint
 from saverkit.train.checkpoint_utils import list_variables as list_variables
 from saverkit.train.checkpoint_utils import load_checkpoint as load_checkpoint
 from saverkit.train.checkpoint_utils import load_variable as load_variable
+from saverkit.train.saver import Saver as Saver
+from saverkit.train.saver import export_meta_graph as export_meta_graph
+from saverkit.train.saver import import_meta_graph as import_meta_graph
+from saverkit.train.training_util import assert_global_step as assert_global_step
+from saverkit.train.training_util import create_global_step as create_global_step
+from saverkit.train.training_util import get_global_step as get_global_step
+from saverkit.train.training_util import get_or_create_global_step as get_or_create_global_step
+from saverkit.train.training_util import global_step as global_step
 
 from .checkpoint_management import CheckpointState as CheckpointState
 from .checkpoint_management import checkpoint_exists as checkpoint_exists
@@ -17,8 +25,3 @@ from .checkpoint_management import meta_graph_filename as meta_graph_filename
 from .checkpoint_management import remove_checkpoint as remove_checkpoint
 from .checkpoint_management import update_checkpoint_state as update_checkpoint_state
 from .checkpoint_management import update_checkpoint_state_internal as update_checkpoint_state_internal
-from saverkit.train.training_util import assert_global_step as assert_global_step
-from saverkit.train.training_util import create_global_step as create_global_step
-from saverkit.train.training_util import get_global_step as get_global_step
-from saverkit.train.training_util import get_or_create_global_step as get_or_create_global_step
-from saverkit.train.training_util import global_step as global_step
