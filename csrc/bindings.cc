@@ -1,10 +1,378 @@
 // Python bindings for the saverkit engine. Kept thin: argument unpacking,
 // GIL release around I/O, and Status -> saverkit.errors translation.
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <string>
+#include <vector>
+
+#include "block_builder.h"
+#include "bundle_reader.h"
+#include "bundle_writer.h"
+#include "crc32c.h"
+#include "dtype.h"
+#include "env.h"
+#include "merge.h"
+#include "snappy.h"
+#include "table.h"
+#include "table_builder.h"
+#include "table_format.h"
+#include "tensor_slice.h"
+#include "thread_pool.h"
 
 namespace py = pybind11;
+using namespace saverkit;
+
+namespace {
+
+struct StatusError : std::exception {
+  int code;
+  std::string message;
+  explicit StatusError(const Status& s) : code(static_cast<int>(s.code())), message(s.message()) {}
+  const char* what() const noexcept override { return message.c_str(); }
+};
+
+void Check(const Status& s) {
+  if (!s.ok()) throw StatusError(s);
+}
+
+std::string AsBytes(const py::handle& h) {
+  if (PyBytes_Check(h.ptr())) return std::string(PyBytes_AS_STRING(h.ptr()), PyBytes_GET_SIZE(h.ptr()));
+  if (PyUnicode_Check(h.ptr())) return h.cast<std::string>();  // UTF-8
+  throw py::type_error("expected bytes or str");
+}
+
+std::vector<int64_t> AsShape(const py::handle& h) {
+  std::vector<int64_t> shape;
+  for (py::handle d : h) shape.push_back(d.cast<int64_t>());
+  return shape;
+}
+
+py::tuple ShapeTuple(const std::vector<int64_t>& shape) {
+  py::tuple t(shape.size());
+  for (size_t i = 0; i < shape.size(); ++i) t[i] = py::int_(shape[i]);
+  return t;
+}
+
+py::list SliceList(const TensorSliceProto& slice) {
+  py::list out;
+  for (const SliceExtent& e : slice.extents) {
+    if (e.has_length) {
+      out.append(py::make_tuple(e.start, e.length));
+    } else {
+      out.append(py::none());
+    }
+  }
+  return out;
+}
+
+// Parses a request's shape_and_slice ("" = the whole tensor).
+ReadRequest MakeRequest(const py::handle& key, const std::string& spec) {
+  ReadRequest r;
+  r.key = AsBytes(key);
+  if (!spec.empty()) {
+    r.has_slice = true;
+    Check(ParseShapeAndSlice(spec, &r.spec_shape, &r.slice));
+  }
+  return r;
+}
+
+class PyReader {
+ public:
+  explicit PyReader(const std::string& prefix) {
+    Status s;
+    {
+      py::gil_scoped_release release;
+      s = reader_.Open(prefix);
+    }
+    Check(s);
+  }
+
+  std::string prefix() const { return reader_.prefix(); }
+  int num_shards() const { return reader_.header().num_shards; }
+  int endianness() const { return reader_.header().endianness; }
+
+  // Full tensors only (slice keys hidden): (key, dtype, shape, has_slices).
+  py::list list_entries() const {
+    py::list out;
+    for (const auto& kv : reader_.entries()) {
+      if (reader_.IsSliceKey(kv.first)) continue;
+      out.append(py::make_tuple(py::bytes(kv.first), kv.second.dtype, ShapeTuple(kv.second.shape),
+                                !kv.second.slices.empty()));
+    }
+    return out;
+  }
+
+  py::list all_keys() const {
+    py::list out;
+    for (const auto& kv : reader_.entries()) out.append(py::bytes(kv.first));
+    return out;
+  }
+
+  py::dict entry(const py::handle& key) const {
+    std::string k = AsBytes(key);
+    auto it = reader_.entries().find(k);
+    if (it == reader_.entries().end()) {
+      Check(NotFound("Key " + PrintableKey(k) + " not found in checkpoint " + reader_.prefix()));
+    }
+    const BundleEntry& e = it->second;
+    py::dict d;
+    d["dtype"] = e.dtype;
+    d["shape"] = ShapeTuple(e.shape);
+    d["shard_id"] = e.shard_id;
+    d["offset"] = e.offset;
+    d["size"] = e.size;
+    d["crc32c"] = e.crc32c;
+    py::list slices;
+    for (const TensorSliceProto& s : e.slices) slices.append(SliceList(s));
+    d["slices"] = slices;
+    return d;
+  }
+
+  // Validates every request before anything is allocated: (dtype, shape) each.
+  py::list prepare(const py::list& keys, const std::vector<std::string>& specs) {
+    std::vector<ReadPlan> plans = Plan(keys, specs);
+    py::list out;
+    for (const ReadPlan& p : plans) out.append(py::make_tuple(p.dtype, ShapeTuple(p.shape)));
+    return out;
+  }
+
+  // Fills outs[i] (numeric, sized as prepare() said) in place; returns a list
+  // holding, for string tensors, the flat list of bytes (None otherwise).
+  py::list execute(const py::list& keys, const std::vector<std::string>& specs, const py::list& outs) {
+    std::vector<ReadPlan> plans = Plan(keys, specs);
+    if (outs.size() != plans.size()) throw py::value_error("outs must have one slot per key");
+    std::vector<py::buffer_info> buffers;
+    std::vector<char*> dst(plans.size(), nullptr);
+    buffers.reserve(plans.size());
+    for (size_t i = 0; i < plans.size(); ++i) {
+      if (plans[i].dtype == DT_STRING) continue;
+      buffers.push_back(py::reinterpret_borrow<py::buffer>(outs[i]).request(true));
+      const py::buffer_info& info = buffers.back();
+      uint64_t want = plans[i].num_elements * DataTypeSize(plans[i].dtype);
+      if (static_cast<uint64_t>(info.size) * static_cast<uint64_t>(info.itemsize) != want) {
+        Check(InvalidArgument(StrCat("Output buffer for tensor ", PrintableKey(plans[i].key), " holds ",
+                                     info.size * info.itemsize, " bytes; ", want, " needed")));
+      }
+      dst[i] = static_cast<char*>(info.ptr);
+    }
+    std::vector<std::vector<std::string>> strings;
+    Status s;
+    {
+      py::gil_scoped_release release;
+      s = reader_.Execute(plans, dst, &strings);
+    }
+    Check(s);
+    py::list result;
+    for (size_t i = 0; i < plans.size(); ++i) {
+      if (plans[i].dtype != DT_STRING) {
+        result.append(py::none());
+        continue;
+      }
+      py::list items(strings[i].size());
+      for (size_t j = 0; j < strings[i].size(); ++j) items[j] = py::bytes(strings[i][j]);
+      result.append(items);
+    }
+    return result;
+  }
+
+ private:
+  std::vector<ReadPlan> Plan(const py::list& keys, const std::vector<std::string>& specs) {
+    if (specs.size() != keys.size()) throw py::value_error("keys and shape_and_slices differ in length");
+    std::vector<ReadRequest> requests;
+    for (size_t i = 0; i < keys.size(); ++i) requests.push_back(MakeRequest(keys[i], specs[i]));
+    std::vector<ReadPlan> plans(requests.size());
+    Status s;
+    {
+      py::gil_scoped_release release;  // may open and stat data files
+      for (size_t i = 0; i < requests.size() && s.ok(); ++i) s = reader_.Prepare(requests[i], &plans[i]);
+    }
+    Check(s);
+    return plans;
+  }
+
+  BundleReader reader_;
+};
+
+void WriteBundle(const std::string& prefix, const py::list& names, const std::vector<std::string>& specs,
+                 const std::vector<int>& dtypes, const py::list& shapes, const py::list& datas, int num_shards,
+                 int shard_id, bool durable) {
+  size_t n = names.size();
+  if (specs.size() != n || dtypes.size() != n || shapes.size() != n || datas.size() != n) {
+    throw py::value_error("write_bundle: argument lists differ in length");
+  }
+  BundleWriterOptions options;
+  options.num_shards = num_shards;
+  options.shard_id = shard_id;
+  options.durable = durable;
+  BundleWriter writer(prefix, options);
+  std::vector<py::buffer_info> buffers;  // keep every numeric buffer pinned until Finish
+  buffers.reserve(n);
+  for (size_t i = 0; i < n; ++i) {
+    std::string name = AsBytes(names[i]);
+    std::vector<int64_t> shape = AsShape(shapes[i]);
+    bool sliced = !specs[i].empty();
+    std::vector<int64_t> full_shape;
+    TensorSliceProto slice;
+    if (sliced) {
+      Status s = ParseShapeAndSlice(specs[i], &full_shape, &slice);
+      if (!s.ok()) Check(InvalidArgument("Tensor " + PrintableKey(name) + ": " + s.message()));
+    }
+    if (dtypes[i] == DT_STRING) {
+      std::vector<StringRef> elems;
+      for (py::handle item : datas[i]) {
+        if (!PyBytes_Check(item.ptr())) throw py::type_error("string tensor elements must be bytes");
+        elems.push_back({PyBytes_AS_STRING(item.ptr()), static_cast<size_t>(PyBytes_GET_SIZE(item.ptr()))});
+      }
+      Check(sliced ? writer.AddSliceStrings(name, full_shape, slice, shape, elems)
+                   : writer.AddStrings(name, shape, elems));
+      continue;
+    }
+    buffers.push_back(py::reinterpret_borrow<py::buffer>(datas[i]).request());
+    const py::buffer_info& info = buffers.back();
+    uint64_t nbytes = static_cast<uint64_t>(info.size) * static_cast<uint64_t>(info.itemsize);
+    const char* ptr = static_cast<const char*>(info.ptr);
+    Check(sliced ? writer.AddSliceNumeric(name, full_shape, slice, dtypes[i], shape, ptr, nbytes)
+                 : writer.AddNumeric(name, dtypes[i], shape, ptr, nbytes));
+  }
+  Status s;
+  {
+    py::gil_scoped_release release;
+    s = writer.Finish();
+  }
+  Check(s);
+}
+
+uint32_t BufferCrc(const py::buffer& data, uint32_t init, int which) {
+  py::buffer_info info = data.request();
+  const char* p = static_cast<const char*>(info.ptr);
+  size_t n = static_cast<size_t>(info.size * info.itemsize);
+  py::gil_scoped_release release;
+  if (which == 1) return crc32c::ExtendSoftware(init, p, n);
+  if (which == 2) return crc32c::ExtendHardware(init, p, n);
+  return crc32c::Extend(init, p, n);
+}
+
+}  // namespace
 
 PYBIND11_MODULE(_core, m) {
   m.doc() = "saverkit's compiled checkpoint engine (private; use the saverkit API)";
   m.attr("__version__") = "0.1.0";
+
+  py::register_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) std::rethrow_exception(p);
+    } catch (const StatusError& e) {
+      py::object cls = py::module_::import("saverkit.errors").attr("exception_type_from_error_code")(e.code);
+      py::object exc = cls(py::none(), py::none(), e.message);
+      PyErr_SetObject(cls.ptr(), exc.ptr());
+    }
+  });
+
+  // --- CRC32C ---
+  m.def("crc32c", [](const py::buffer& b, uint32_t init) { return BufferCrc(b, init, 0); }, py::arg("data"),
+        py::arg("init") = 0);
+  m.def("crc32c_software", [](const py::buffer& b, uint32_t init) { return BufferCrc(b, init, 1); },
+        py::arg("data"), py::arg("init") = 0);
+  m.def("crc32c_hardware", [](const py::buffer& b, uint32_t init) {
+    if (!crc32c::HardwareAvailable()) Check(Unimplemented("no CRC32C instruction on this CPU"));
+    return BufferCrc(b, init, 2);
+  }, py::arg("data"), py::arg("init") = 0);
+  m.def("crc32c_hardware_available", &crc32c::HardwareAvailable);
+  m.def("crc32c_combine", &crc32c::Combine, py::arg("crc_a"), py::arg("crc_b"), py::arg("len_b"));
+  m.def("crc32c_mask", &crc32c::Mask);
+  m.def("crc32c_unmask", &crc32c::Unmask);
+
+  // --- SSTable pieces (exposed for tests and tools) ---
+  m.def("build_block", [](const std::vector<std::pair<py::bytes, py::bytes>>& kvs, int restart_interval) {
+    BlockBuilder b(restart_interval);
+    for (const auto& kv : kvs) b.Add(std::string(kv.first), std::string(kv.second));
+    return py::bytes(b.Finish());
+  });
+  m.def("block_trailer", [](const py::bytes& contents, int type) {
+    return py::bytes(BlockTrailer(std::string(contents), static_cast<BlockType>(type)));
+  });
+  m.def("find_shortest_separator", [](const py::bytes& start, const py::bytes& limit) {
+    std::string s(start);
+    FindShortestSeparator(&s, std::string(limit));
+    return py::bytes(s);
+  });
+  m.def("find_short_successor", [](const py::bytes& key) {
+    std::string s(key);
+    FindShortSuccessor(&s);
+    return py::bytes(s);
+  });
+  m.def("write_table", [](const std::string& path, const std::vector<std::pair<py::bytes, py::bytes>>& kvs) {
+    WritableFile f;
+    Check(f.Create(path));
+    TableBuilder t(&f);
+    for (const auto& kv : kvs) Check(t.Add(std::string(kv.first), std::string(kv.second)));
+    Check(t.Finish());
+    Check(f.Close());
+  });
+  m.def("read_table", [](const std::string& path) {
+    RandomAccessFile f;
+    Check(f.Open(path));
+    Table t;
+    Check(t.Open(&f));
+    std::vector<std::pair<std::string, std::string>> kvs;
+    Check(t.ForEach([&](const std::string& k, const std::string& v) {
+      kvs.emplace_back(k, v);
+      return Status::OK();
+    }));
+    py::list out;
+    for (const auto& kv : kvs) out.append(py::make_tuple(py::bytes(kv.first), py::bytes(kv.second)));
+    return out;
+  });
+  m.def("snappy_uncompress", [](const py::bytes& data) {
+    std::string in(data), out;
+    Check(SnappyUncompress(in.data(), in.size(), "input", &out));
+    return py::bytes(out);
+  });
+
+  // --- slices ---
+  m.def("parse_shape_and_slice", [](const std::string& spec) {
+    std::vector<int64_t> shape;
+    TensorSliceProto slice;
+    Check(ParseShapeAndSlice(spec, &shape, &slice));
+    return py::make_tuple(ShapeTuple(shape), SliceList(slice));
+  });
+  m.def("slice_key", [](const py::object& name, const std::string& spec) {
+    std::vector<int64_t> shape;
+    TensorSliceProto slice;
+    Check(ParseShapeAndSlice(spec, &shape, &slice));
+    return py::bytes(EncodeTensorNameSlice(AsBytes(name), slice));
+  });
+  m.def("dtype_size", &DataTypeSize);
+
+  // --- bundles ---
+  m.def("write_bundle", &WriteBundle, py::arg("prefix"), py::arg("names"), py::arg("shape_and_slices"),
+        py::arg("dtypes"), py::arg("shapes"), py::arg("datas"), py::arg("num_shards") = 1, py::arg("shard_id") = 0,
+        py::arg("durable") = false);
+  m.def("merge_bundles", [](const std::vector<std::string>& prefixes, const std::string& dest, bool delete_old_dirs,
+                            bool allow_missing_files) {
+    Status s;
+    {
+      py::gil_scoped_release release;
+      s = MergeBundles(prefixes, dest, delete_old_dirs, allow_missing_files);
+    }
+    Check(s);
+  }, py::arg("checkpoint_prefixes"), py::arg("destination_prefix"), py::arg("delete_old_dirs") = true,
+        py::arg("allow_missing_files") = false);
+  m.def("set_io_threads", [](int n) {
+    py::gil_scoped_release release;  // may join the old pool's workers
+    SetIoThreads(n);
+  });
+  m.def("get_io_threads", &GetIoThreads);
+
+  py::class_<PyReader>(m, "Reader")
+      .def(py::init<const std::string&>())
+      .def_property_readonly("prefix", &PyReader::prefix)
+      .def_property_readonly("num_shards", &PyReader::num_shards)
+      .def_property_readonly("endianness", &PyReader::endianness)
+      .def("list_entries", &PyReader::list_entries)
+      .def("all_keys", &PyReader::all_keys)
+      .def("entry", &PyReader::entry)
+      .def("prepare", &PyReader::prepare)
+      .def("execute", &PyReader::execute);
 }

@@ -1,0 +1,81 @@
+// Reads a tensor bundle. Open() loads and validates the index (every block
+// CRC, the header's version rules); Prepare() resolves a request to a plan,
+// validating every size, offset and shape against the data files before the
+// caller allocates anything; Execute() reads many plans at once on the shared
+// I/O pool, straight into caller buffers, verifying CRCs in parallel chunks.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "bundle_proto.h"
+#include "env.h"
+#include "status.h"
+#include "tensor_slice.h"
+
+namespace saverkit {
+
+struct ReadRequest {
+  std::string key;
+  bool has_slice = false;          // from a non-empty shape_and_slice
+  std::vector<int64_t> spec_shape; // full shape named by the shape_and_slice
+  TensorSliceProto slice;
+};
+
+struct ReadPlan {
+  struct Piece {
+    std::string key;  // index key of the stored payload
+    const BundleEntry* entry;
+    Box box;          // what it holds, in full-tensor coordinates
+  };
+  std::string key;
+  int dtype = 0;
+  std::vector<int64_t> shape;  // shape of the result
+  uint64_t num_elements = 0;
+  Box box;                     // the requested region
+  bool direct = false;         // one stored payload that is exactly the result
+  std::vector<Piece> pieces;
+};
+
+class BundleReader {
+ public:
+  Status Open(const std::string& prefix);
+
+  const std::string& prefix() const { return prefix_; }
+  const BundleHeader& header() const { return header_; }
+  // Every stored entry (slice keys included), in key order.
+  const std::map<std::string, BundleEntry>& entries() const { return entries_; }
+  // True for keys that are the stored slices of a partitioned tensor.
+  bool IsSliceKey(const std::string& key) const { return slice_keys_.count(key) > 0; }
+
+  Status Prepare(const ReadRequest& request, ReadPlan* plan);
+  // dst[i]: buffer of plan i's bytes (numeric); strings[i] receives string
+  // results. Both vectors have one slot per plan.
+  Status Execute(const std::vector<ReadPlan>& plans, const std::vector<char*>& dst,
+                 std::vector<std::vector<std::string>>* strings);
+
+ private:
+  Status DataFile(const std::string& key, const BundleEntry& entry, const RandomAccessFile** file);
+  Status CheckStored(const std::string& key, const BundleEntry& entry, uint64_t* num_elements);
+  Status ReadNumeric(const std::string& key, const BundleEntry& entry, char* dst);
+  Status ReadStrings(const std::string& key, const BundleEntry& entry, std::vector<std::string>* out);
+  Status CopyPiece(const ReadPlan& plan, const ReadPlan::Piece& piece, char* dst,
+                   std::vector<std::string>* strings);
+  Status ChecksumError(const std::string& key, const BundleEntry& entry, const RandomAccessFile& file,
+                       uint32_t actual);
+  void SwapIfBigEndian(int dtype, char* data, uint64_t n) const;
+
+  std::string prefix_;
+  BundleHeader header_;
+  std::map<std::string, BundleEntry> entries_;
+  std::set<std::string> slice_keys_;
+  std::mutex files_mu_;
+  std::map<int, std::unique_ptr<RandomAccessFile>> data_files_;
+};
+
+}  // namespace saverkit

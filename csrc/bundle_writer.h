@@ -1,0 +1,90 @@
+// Writes one tensor bundle (prefix.index + prefix.data-SSSSS-of-NNNNN) the
+// way TensorFlow's SaveV2 does. Add*() only records what to write (numeric
+// tensors are referenced, not copied); Finish() writes all payloads with
+// large positional writes on the shared I/O pool, checksumming chunks in
+// parallel, then writes the index, all under temporary names renamed into
+// place at the end.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "bundle_proto.h"
+#include "env.h"
+#include "status.h"
+
+namespace saverkit {
+
+std::string DataFilename(const std::string& prefix, int shard_id, int num_shards);
+std::string MetaFilename(const std::string& prefix);
+
+struct StringRef {
+  const char* data;
+  size_t size;
+};
+
+struct BundleWriterOptions {
+  int num_shards = 1;
+  int shard_id = 0;
+  bool durable = false;  // fdatasync files and fsync the directory
+};
+
+class BundleWriter {
+ public:
+  BundleWriter(const std::string& prefix, const BundleWriterOptions& options);
+  ~BundleWriter();  // removes temporary files unless Finish() succeeded
+  BundleWriter(const BundleWriter&) = delete;
+  BundleWriter& operator=(const BundleWriter&) = delete;
+
+  // `data` must stay valid and unchanged until Finish() returns.
+  Status AddNumeric(const std::string& key, int dtype, const std::vector<int64_t>& shape, const char* data,
+                    uint64_t nbytes);
+  Status AddStrings(const std::string& key, const std::vector<int64_t>& shape, const std::vector<StringRef>& elems);
+
+  // A slice of a partitioned tensor: records it in the full tensor's entry and
+  // stores the data under the slice key. A slice covering the whole tensor is
+  // stored as a plain entry. `data`/`elems` hold the slice's values.
+  Status AddSliceNumeric(const std::string& name, const std::vector<int64_t>& full_shape,
+                         const TensorSliceProto& slice, int dtype, const std::vector<int64_t>& slice_shape,
+                         const char* data, uint64_t nbytes);
+  Status AddSliceStrings(const std::string& name, const std::vector<int64_t>& full_shape,
+                         const TensorSliceProto& slice, const std::vector<int64_t>& slice_shape,
+                         const std::vector<StringRef>& elems);
+
+  Status Finish();
+
+ private:
+  struct Payload {
+    std::string key;
+    const char* data;     // numeric: caller memory; strings: staged.data()
+    uint64_t size;
+    uint64_t offset;
+    std::string staged;   // string tensors only
+    bool is_string = false;
+    bool crc_known = false;
+    uint32_t crc = 0;     // unmasked
+  };
+
+  Status CheckKey(const std::string& key);
+  Status RecordSlice(const std::string& name, const std::vector<int64_t>& full_shape, const TensorSliceProto& slice,
+                     int dtype, const std::vector<int64_t>& slice_shape, std::string* slice_key);
+  Status WritePayloads(WritableFile* file);
+  Status WriteIndex(const std::string& path);
+  void RemoveTemps();
+
+  std::string prefix_;
+  BundleWriterOptions options_;
+  Status status_;  // first error from the constructor
+  std::map<std::string, BundleEntry> entries_;
+  std::vector<Payload> payloads_;  // in add order
+  uint64_t data_size_ = 0;
+  std::string data_path_, data_tmp_, index_path_, index_tmp_;
+  bool finished_ = false;
+};
+
+// Builds a DT_STRING payload (spec 5.3); returns the unmasked entry CRC.
+uint32_t BuildStringPayload(const std::vector<StringRef>& elems, std::string* payload);
+
+}  // namespace saverkit

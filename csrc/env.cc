@@ -1,0 +1,197 @@
+#include "env.h"
+
+#include "coding.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <random>
+
+namespace saverkit {
+
+Status IOError(const std::string& context, int err) {
+  std::string msg = context + ": " + std::strerror(err);
+  switch (err) {
+    case ENOENT:
+      return Status(Code::kNotFound, msg);
+    case EACCES:
+    case EPERM:
+    case EROFS:
+      return Status(Code::kPermissionDenied, msg);
+    case ENOSPC:
+    case EFBIG:
+    case EDQUOT:
+    case ENOMEM:
+    case EMFILE:
+    case ENFILE:
+      return Status(Code::kResourceExhausted, msg);
+    case EEXIST:
+      return Status(Code::kAlreadyExists, msg);
+    case ENAMETOOLONG:
+    case EINVAL:
+      return Status(Code::kInvalidArgument, msg);
+    case EISDIR:
+    case ENOTDIR:
+    case ENOTEMPTY:
+      return Status(Code::kFailedPrecondition, msg);
+    default:
+      return Status(Code::kUnknown, msg);
+  }
+}
+
+RandomAccessFile::~RandomAccessFile() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+Status RandomAccessFile::Open(const std::string& path) {
+  path_ = path;
+  fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd_ < 0) return IOError("Could not open " + path, errno);
+  struct stat st;
+  if (::fstat(fd_, &st) != 0) return IOError("Could not stat " + path, errno);
+  if (S_ISDIR(st.st_mode)) return FailedPrecondition(path + " is a directory, not a checkpoint file");
+  size_ = static_cast<uint64_t>(st.st_size);
+  return Status::OK();
+}
+
+Status RandomAccessFile::Read(uint64_t offset, size_t n, char* dst) const {
+  uint64_t end;
+  if (!CheckedAdd(offset, n, &end) || end > size_) {
+    return DataLoss(StrCat("Read of ", n, " bytes at offset ", offset, " runs past the end of ", path_,
+                           " (", size_, " bytes): file truncated or corrupt"));
+  }
+  while (n > 0) {
+    // Large reads are split: some kernels cap a single pread at ~2 GiB.
+    size_t want = n > (1u << 30) ? (1u << 30) : n;
+    ssize_t got = ::pread(fd_, dst, want, static_cast<off_t>(offset));
+    if (got < 0) {
+      if (errno == EINTR) continue;
+      return IOError("Read failed on " + path_, errno);
+    }
+    if (got == 0) {
+      return DataLoss(StrCat("Unexpected end of file in ", path_, " at offset ", offset));
+    }
+    dst += got;
+    offset += static_cast<uint64_t>(got);
+    n -= static_cast<size_t>(got);
+  }
+  return Status::OK();
+}
+
+WritableFile::~WritableFile() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+Status WritableFile::Create(const std::string& path) {
+  path_ = path;
+  fd_ = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd_ < 0) return IOError("Could not create " + path, errno);
+  pos_ = 0;
+  return Status::OK();
+}
+
+Status WritableFile::PWrite(uint64_t offset, const char* data, size_t n) const {
+  while (n > 0) {
+    size_t want = n > (1u << 30) ? (1u << 30) : n;
+    ssize_t put = ::pwrite(fd_, data, want, static_cast<off_t>(offset));
+    if (put < 0) {
+      if (errno == EINTR) continue;
+      return IOError(StrCat("Write of ", n, " bytes at offset ", offset, " failed on ", path_), errno);
+    }
+    data += put;
+    offset += static_cast<uint64_t>(put);
+    n -= static_cast<size_t>(put);
+  }
+  return Status::OK();
+}
+
+Status WritableFile::Append(const char* data, size_t n) {
+  SK_RETURN_IF_ERROR(PWrite(pos_, data, n));
+  pos_ += n;
+  return Status::OK();
+}
+
+Status WritableFile::Reserve(uint64_t total_size) const {
+  if (total_size == 0) return Status::OK();
+  int err = ::posix_fallocate(fd_, 0, static_cast<off_t>(total_size));
+  // File systems without fallocate support just skip the early check.
+  if (err == 0 || err == EINVAL || err == EOPNOTSUPP) return Status::OK();
+  return IOError(StrCat("Could not reserve ", total_size, " bytes for ", path_), err);
+}
+
+Status WritableFile::Sync() const {
+  if (::fdatasync(fd_) != 0) return IOError("fdatasync failed on " + path_, errno);
+  return Status::OK();
+}
+
+Status WritableFile::Close() {
+  if (fd_ < 0) return Status::OK();
+  int r = ::close(fd_);
+  fd_ = -1;
+  if (r != 0) return IOError("close failed on " + path_, errno);
+  return Status::OK();
+}
+
+bool FileExists(const std::string& path) { return ::access(path.c_str(), F_OK) == 0; }
+
+bool IsDirectory(const std::string& path) {
+  struct stat st;
+  return ::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+Status RenameFile(const std::string& from, const std::string& to) {
+  if (::rename(from.c_str(), to.c_str()) != 0) return IOError("Could not rename " + from + " to " + to, errno);
+  return Status::OK();
+}
+
+Status DeleteFile(const std::string& path) {
+  if (::unlink(path.c_str()) != 0) return IOError("Could not delete " + path, errno);
+  return Status::OK();
+}
+
+void DeleteDirIfEmpty(const std::string& path) { ::rmdir(path.c_str()); }
+
+Status CreateDirs(const std::string& path) {
+  if (path.empty() || IsDirectory(path)) return Status::OK();
+  SK_RETURN_IF_ERROR(CreateDirs(Dirname(path)));
+  if (::mkdir(path.c_str(), 0755) != 0 && errno != EEXIST) {
+    return IOError("Could not create directory " + path, errno);
+  }
+  return Status::OK();
+}
+
+Status SyncDir(const std::string& dir) {
+  int fd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return IOError("Could not open directory " + dir, errno);
+  int r = ::fsync(fd);
+  int err = errno;
+  ::close(fd);
+  if (r != 0 && err != EINVAL) return IOError("fsync failed on directory " + dir, err);
+  return Status::OK();
+}
+
+std::string Dirname(const std::string& path) {
+  size_t slash = path.find_last_of('/');
+  if (slash == std::string::npos) return "";
+  if (slash == 0) return "/";
+  return path.substr(0, slash);
+}
+
+std::string TempFilename(const std::string& path) {
+  static thread_local std::mt19937_64 rng(std::random_device{}() ^
+                                          (static_cast<uint64_t>(::getpid()) << 32));
+  return path + ".tempstate" + std::to_string(rng());
+}
+
+Status ReadWholeFile(const std::string& path, std::string* out) {
+  RandomAccessFile f;
+  SK_RETURN_IF_ERROR(f.Open(path));
+  out->resize(f.size());
+  return f.Read(0, f.size(), &(*out)[0]);
+}
+
+}  // namespace saverkit

@@ -1,0 +1,69 @@
+// Thin POSIX file layer: positional reads/writes, atomic renames, fsync, and
+// errno -> Status translation that names the file.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "status.h"
+
+namespace saverkit {
+
+Status IOError(const std::string& context, int err);
+
+class RandomAccessFile {
+ public:
+  RandomAccessFile() = default;
+  ~RandomAccessFile();
+  RandomAccessFile(const RandomAccessFile&) = delete;
+  RandomAccessFile& operator=(const RandomAccessFile&) = delete;
+
+  Status Open(const std::string& path);
+  // Reads exactly n bytes at offset (pread loop; safe from many threads).
+  // A short file is DATA_LOSS naming the file.
+  Status Read(uint64_t offset, size_t n, char* dst) const;
+  uint64_t size() const { return size_; }
+  const std::string& path() const { return path_; }
+
+ private:
+  int fd_ = -1;
+  uint64_t size_ = 0;
+  std::string path_;
+};
+
+class WritableFile {
+ public:
+  WritableFile() = default;
+  ~WritableFile();
+  WritableFile(const WritableFile&) = delete;
+  WritableFile& operator=(const WritableFile&) = delete;
+
+  Status Create(const std::string& path);
+  Status Append(const char* data, size_t n);               // at the current end
+  Status PWrite(uint64_t offset, const char* data, size_t n) const;  // thread-safe
+  Status Reserve(uint64_t total_size) const;               // preallocate; early ENOSPC
+  Status Sync() const;                                     // fdatasync
+  Status Close();
+  uint64_t position() const { return pos_; }
+  const std::string& path() const { return path_; }
+  int fd() const { return fd_; }
+
+ private:
+  int fd_ = -1;
+  uint64_t pos_ = 0;
+  std::string path_;
+};
+
+bool FileExists(const std::string& path);
+bool IsDirectory(const std::string& path);
+Status RenameFile(const std::string& from, const std::string& to);
+Status DeleteFile(const std::string& path);
+void DeleteDirIfEmpty(const std::string& path);
+Status CreateDirs(const std::string& path);
+Status SyncDir(const std::string& dir);
+std::string Dirname(const std::string& path);
+// "<path>.tempstate<random decimal>", as TF names its in-progress files.
+std::string TempFilename(const std::string& path);
+Status ReadWholeFile(const std::string& path, std::string* out);
+
+}  // namespace saverkit

@@ -1,0 +1,233 @@
+#include "tensor_slice.h"
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdlib>
+
+namespace saverkit {
+namespace {
+
+bool ParseInt64(const std::string& s, int64_t* out) {
+  if (s.empty()) return false;
+  errno = 0;
+  char* end = nullptr;
+  long long v = std::strtoll(s.c_str(), &end, 10);
+  if (errno != 0 || end != s.c_str() + s.size()) return false;
+  *out = v;
+  return true;
+}
+
+std::vector<std::string> Split(const std::string& s, char sep, bool skip_empty) {
+  std::vector<std::string> out;
+  size_t start = 0;
+  while (true) {
+    size_t pos = s.find(sep, start);
+    std::string piece = s.substr(start, pos == std::string::npos ? std::string::npos : pos - start);
+    if (!piece.empty() || !skip_empty) out.push_back(piece);
+    if (pos == std::string::npos) break;
+    start = pos + 1;
+  }
+  return out;
+}
+
+void PutNumIncreasing(std::string* out, uint64_t v) {
+  char buf[9];
+  int n = 0;
+  while (v > 0) {
+    buf[8 - n] = static_cast<char>(v & 0xff);
+    v >>= 8;
+    ++n;
+  }
+  out->push_back(static_cast<char>(n));
+  out->append(buf + 9 - n, n);
+}
+
+void PutStringIncreasing(std::string* out, const std::string& s) {
+  for (char c : s) {
+    if (c == '\x00') {
+      out->append("\x00\xff", 2);
+    } else if (c == '\xff') {
+      out->append("\xff\x00", 2);
+    } else {
+      out->push_back(c);
+    }
+  }
+  out->append("\x00\x01", 2);
+}
+
+void PutSignedNumIncreasing(std::string* out, int64_t v) {
+  static const unsigned char kHeader[11][2] = {{0, 0},       {0x80, 0},    {0xc0, 0},    {0xe0, 0},
+                                               {0xf0, 0},    {0xf8, 0},    {0xfc, 0},    {0xfe, 0},
+                                               {0xff, 0},    {0xff, 0x80}, {0xff, 0xc0}};
+  uint64_t x = v < 0 ? ~static_cast<uint64_t>(v) : static_cast<uint64_t>(v);
+  int bits = 0;
+  while (x >> bits) ++bits;  // bit length of x
+  int n = bits / 7 + 1;
+  unsigned char buf[10];
+  unsigned char sign = v < 0 ? 0xff : 0x00;
+  buf[0] = buf[1] = sign;
+  uint64_t u = static_cast<uint64_t>(v);
+  for (int i = 0; i < 8; ++i) buf[9 - i] = static_cast<unsigned char>((u >> (8 * i)) & 0xff);
+  unsigned char* begin = buf + 10 - n;
+  begin[0] ^= kHeader[n][0];
+  if (n > 1) begin[1] ^= kHeader[n][1];
+  out->append(reinterpret_cast<const char*>(begin), n);
+}
+
+}  // namespace
+
+int64_t Box::NumElements() const {
+  int64_t n = 1;
+  for (int64_t l : length) n *= l;
+  return n;
+}
+
+Status ParseShapeAndSlice(const std::string& spec, std::vector<int64_t>* full_shape, TensorSliceProto* slice) {
+  std::vector<std::string> parts = Split(spec, ' ', false);
+  if (parts.size() < 2) {
+    return InvalidArgument("Need at least two elements in shape_and_slice specification: '" + spec + "'");
+  }
+  full_shape->clear();
+  for (size_t i = 0; i + 1 < parts.size(); ++i) {
+    int64_t d;
+    if (!ParseInt64(parts[i], &d) || d < 0) {
+      return InvalidArgument("Bad dimension '" + parts[i] + "' in shape_and_slice: '" + spec + "'");
+    }
+    full_shape->push_back(d);
+  }
+  slice->extents.clear();
+  for (const std::string& x : Split(parts.back(), ':', true)) {
+    SliceExtent e;
+    if (x != "-") {
+      std::vector<std::string> sl = Split(x, ',', true);
+      int64_t s, l;
+      if (sl.size() != 2 || !ParseInt64(sl[0], &s) || !ParseInt64(sl[1], &l) || s < 0 || l < -1 ||
+          (l == -1 && s != 0)) {
+        return InvalidArgument("Expected a pair of numbers or '-' but got '" + x + "' in shape_and_slice: '" +
+                               spec + "'");
+      }
+      if (l != -1) {
+        e.start = s;
+        e.has_length = true;
+        e.length = l;
+      }
+    }
+    slice->extents.push_back(e);
+  }
+  Box box;
+  return SliceToBox(*slice, *full_shape, "shape_and_slice '" + spec + "'", &box);
+}
+
+Status SliceToBox(const TensorSliceProto& slice, const std::vector<int64_t>& shape, const std::string& what,
+                  Box* box) {
+  if (slice.extents.size() != shape.size()) {
+    return InvalidArgument(StrCat("Slice ", SliceString(slice), " has rank ", slice.extents.size(),
+                                  " but the tensor shape ", ShapeString(shape), " has rank ", shape.size(),
+                                  " in ", what));
+  }
+  box->start.clear();
+  box->length.clear();
+  for (size_t d = 0; d < shape.size(); ++d) {
+    const SliceExtent& e = slice.extents[d];
+    int64_t start = e.has_length ? e.start : 0;
+    int64_t length = e.has_length ? e.length : shape[d];
+    if (start < 0 || length < 0 || start > shape[d] || length > shape[d] - start) {
+      return InvalidArgument(StrCat("Slice ", SliceString(slice), " is out of bounds of shape ", ShapeString(shape),
+                                    " in dimension ", d, " in ", what));
+    }
+    box->start.push_back(start);
+    box->length.push_back(length);
+  }
+  return Status::OK();
+}
+
+bool IsFullSlice(const TensorSliceProto& slice, const std::vector<int64_t>& shape) {
+  if (slice.extents.size() != shape.size()) return false;
+  for (size_t d = 0; d < shape.size(); ++d) {
+    const SliceExtent& e = slice.extents[d];
+    if (e.has_length && !(e.start == 0 && e.length == shape[d])) return false;
+  }
+  return true;
+}
+
+std::string EncodeTensorNameSlice(const std::string& name, const TensorSliceProto& slice) {
+  std::string key;
+  PutNumIncreasing(&key, 0);
+  PutStringIncreasing(&key, name);
+  PutNumIncreasing(&key, slice.extents.size());
+  for (const SliceExtent& e : slice.extents) {
+    PutSignedNumIncreasing(&key, e.has_length ? e.start : 0);
+    PutSignedNumIncreasing(&key, e.has_length ? e.length : -1);
+  }
+  return key;
+}
+
+bool Intersect(const Box& a, const Box& b, Box* out) {
+  out->start.resize(a.start.size());
+  out->length.resize(a.start.size());
+  for (size_t d = 0; d < a.start.size(); ++d) {
+    int64_t lo = std::max(a.start[d], b.start[d]);
+    int64_t hi = std::min(a.start[d] + a.length[d], b.start[d] + b.length[d]);
+    if (hi <= lo) return false;
+    out->start[d] = lo;
+    out->length[d] = hi - lo;
+  }
+  return true;
+}
+
+void ForEachRun(const Box& region, const Box& src, const Box& dst,
+                const std::function<void(int64_t, int64_t, int64_t)>& fn) {
+  const size_t rank = region.start.size();
+  if (rank == 0) {
+    fn(0, 0, 1);
+    return;
+  }
+  for (int64_t l : region.length)
+    if (l == 0) return;
+  // Row-major strides of both layouts.
+  std::vector<int64_t> src_stride(rank), dst_stride(rank);
+  int64_t s = 1, t = 1;
+  for (size_t d = rank; d-- > 0;) {
+    src_stride[d] = s;
+    dst_stride[d] = t;
+    s *= src.length[d];
+    t *= dst.length[d];
+  }
+  std::vector<int64_t> idx(rank, 0);  // odometer over all but the last dimension
+  const int64_t run = region.length[rank - 1];
+  while (true) {
+    int64_t si = 0, di = 0;
+    for (size_t d = 0; d < rank; ++d) {
+      int64_t pos = region.start[d] + idx[d];
+      si += (pos - src.start[d]) * src_stride[d];
+      di += (pos - dst.start[d]) * dst_stride[d];
+    }
+    fn(si, di, run);
+    size_t d = rank - 1;
+    while (d > 0) {
+      --d;
+      if (++idx[d] < region.length[d]) break;
+      idx[d] = 0;
+      if (d == 0) return;
+    }
+    if (rank == 1) return;
+  }
+}
+
+std::string ShapeString(const std::vector<int64_t>& shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i) s += (i ? "," : "") + std::to_string(shape[i]);
+  return s + "]";
+}
+
+std::string SliceString(const TensorSliceProto& slice) {
+  std::string s;
+  for (size_t i = 0; i < slice.extents.size(); ++i) {
+    const SliceExtent& e = slice.extents[i];
+    if (i) s += ":";
+    s += e.has_length ? std::to_string(e.start) + "," + std::to_string(e.length) : "-";
+  }
+  return s;
+}
+
+}  // namespace saverkit

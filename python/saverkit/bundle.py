@@ -1,0 +1,357 @@
+"""Read and write TensorFlow V2 checkpoints ("tensor bundles") as numpy arrays.
+
+A thin layer over the compiled engine (``saverkit._core``): every call is one
+batched engine call that releases the GIL, writes straight from the arrays'
+memory and reads straight into them, on a process-wide pool of I/O threads.
+
+Names may be ``str`` (stored as UTF-8) or ``bytes``. Names read back from a
+checkpoint are ``str``; bytes that are not UTF-8 come back surrogate-escaped so
+they round-trip.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from saverkit import _core, errors
+from saverkit import dtypes as _dtypes
+from saverkit.dtypes import DType
+
+__all__ = [
+    "BundleReader", "get_io_threads", "merge_bundles", "read_tensors", "resolve_prefix", "set_io_threads",
+    "write_bundle",
+]
+
+_DATA_SUFFIX = re.compile(r"\.data-\d{5,}-of-\d{5,}$")
+
+
+def _as_key(name: str | bytes) -> bytes:
+    if isinstance(name, bytes):
+        return name
+    if isinstance(name, str):
+        return name.encode("utf-8", "surrogateescape")
+    raise TypeError(f"tensor names must be str or bytes, got {type(name).__name__}")
+
+
+def _as_name(key: bytes) -> str:
+    return key.decode("utf-8", "surrogateescape")
+
+
+def _dtype_of_array(arr: np.ndarray) -> DType:
+    for q in _dtypes.QUANTIZED_DTYPES:
+        if arr.dtype == q.np_dtype:
+            return q
+    return _dtypes.as_dtype(arr.dtype)
+
+
+def _byte_view(arr: np.ndarray) -> np.ndarray:
+    # ml_dtypes types cannot cross the buffer protocol; raw bytes always can.
+    return arr.reshape(-1).view(np.uint8)
+
+
+# --- writing ------------------------------------------------------------------
+
+def _string_elements(key: bytes, value: Any) -> tuple[list[int], list[bytes]]:
+    arr = np.asarray(value, dtype=object) if not isinstance(value, np.ndarray) else value
+    if arr.dtype.kind not in "OSU":
+        raise errors.InvalidArgumentError(None, None, f"Tensor {key!r} is declared string but holds {arr.dtype}")
+    items = []
+    for x in arr.reshape(-1).tolist():
+        if isinstance(x, bytes):
+            items.append(bytes(x))
+        elif isinstance(x, str):
+            items.append(x.encode("utf-8"))
+        else:
+            raise errors.InvalidArgumentError(
+                None, None, f"String tensor {key!r} has an element of type {type(x).__name__}; need bytes or str")
+    return list(arr.shape), items
+
+
+def _numeric_array(key: bytes, value: Any, dtype: DType | None) -> tuple[DType, np.ndarray]:
+    if dtype is None:
+        arr = np.asarray(value)
+        return _dtype_of_array(arr), np.ascontiguousarray(arr).reshape(arr.shape)
+    want = dtype.np_dtype
+    if not isinstance(value, np.ndarray):
+        value = np.asarray(value, dtype=want)
+    if value.dtype != want:
+        # Quantized types share layouts with plain integers: reinterpret, don't convert.
+        if dtype.is_quantized and value.dtype.kind in "iu" and value.dtype.itemsize == want.itemsize:
+            value = np.ascontiguousarray(value).reshape(value.shape).view(want)
+        else:
+            raise errors.InvalidArgumentError(
+                None, None, f"Tensor {key!r} has numpy dtype {value.dtype} but dtype {dtype.name} was given")
+    # 0-d arrays stay 0-d (ascontiguousarray alone would make them 1-d).
+    return dtype, np.ascontiguousarray(value).reshape(value.shape)
+
+
+def write_bundle(
+    prefix: str,
+    names: Sequence[str | bytes],
+    tensors: Sequence[Any],
+    shape_and_slices: Sequence[str] | None = None,
+    dtypes: Sequence[DType | int | None] | None = None,
+    *,
+    num_shards: int = 1,
+    shard_id: int = 0,
+    durable: bool = False,
+) -> None:
+    """Write tensors to ``prefix.index`` + ``prefix.data-<shard_id>-of-<num_shards>``, like SaveV2.
+
+    ``shape_and_slices[i]`` (TF syntax, e.g. ``"10 4 0,4:-"``) saves ``tensors[i]`` as that slice of a
+    partitioned tensor; ``""`` saves a whole tensor. ``dtypes`` overrides the dtype inferred from numpy
+    (needed for quantized types). String tensors are object arrays or lists of bytes/str.
+    """
+    prefix = os.fspath(prefix)
+    n = len(names)
+    if len(tensors) != n:
+        raise ValueError(f"write_bundle: {n} names but {len(tensors)} tensors")
+    specs = list(shape_and_slices) if shape_and_slices is not None else [""] * n
+    given = list(dtypes) if dtypes is not None else [None] * n
+    if len(specs) != n or len(given) != n:
+        raise ValueError("write_bundle: names, tensors, shape_and_slices and dtypes must have equal lengths")
+    keys, enums, shapes, datas = [], [], [], []
+    for name, value, dt in zip(names, tensors, given):
+        key = _as_key(name)
+        dtype = _dtypes.as_dtype(dt) if dt is not None else None
+        is_string = dtype == _dtypes.string if dtype is not None else (
+            not isinstance(value, np.ndarray) and _looks_like_strings(value)
+            or isinstance(value, np.ndarray) and value.dtype.kind in "OSU")
+        if is_string:
+            shape, data = _string_elements(key, value)
+            dtype = _dtypes.string
+        else:
+            dtype, arr = _numeric_array(key, value, dtype)
+            if not dtype.is_numeric or dtype.is_ref_dtype:
+                raise errors.InvalidArgumentError(None, None, f"Cannot save tensor {key!r} of dtype {dtype.name}")
+            shape, data = list(arr.shape), _byte_view(arr)
+        keys.append(key)
+        enums.append(dtype.as_datatype_enum)
+        shapes.append(shape)
+        datas.append(data)
+    _core.write_bundle(prefix, keys, specs, enums, shapes, datas, num_shards, shard_id, durable)
+
+
+def _looks_like_strings(value: Any) -> bool:
+    if isinstance(value, (bytes, str)):
+        return True
+    if isinstance(value, (list, tuple)):
+        flat = np.asarray(value, dtype=object).reshape(-1)
+        return flat.size > 0 and all(isinstance(x, (bytes, str)) for x in flat)
+    return False
+
+
+def merge_bundles(
+    checkpoint_prefixes: Sequence[str],
+    destination_prefix: str,
+    delete_old_dirs: bool = True,
+    allow_missing_files: bool = False,
+) -> None:
+    """MergeV2Checkpoints: merge single-shard bundles into ``destination_prefix`` (data files are renamed)."""
+    _core.merge_bundles([os.fspath(p) for p in checkpoint_prefixes], os.fspath(destination_prefix),
+                        delete_old_dirs, allow_missing_files)
+
+
+def set_io_threads(n: int | None) -> None:
+    """Size of the process-wide I/O pool shared by all reads and writes (None: one per core)."""
+    _core.set_io_threads(0 if n is None else int(n))
+
+
+def get_io_threads() -> int:
+    return _core.get_io_threads()
+
+
+# --- locating checkpoints -----------------------------------------------------
+
+def _state_file_prefix(directory: str, latest_filename: str = "checkpoint") -> str | None:
+    from google.protobuf import text_format
+
+    from saverkit.protobuf import checkpoint_state_pb2
+
+    path = os.path.join(directory, latest_filename)
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    state = checkpoint_state_pb2.CheckpointState()
+    try:
+        text_format.Parse(text, state)
+    except text_format.ParseError as e:
+        raise errors.DataLossError(None, None, f"Cannot parse checkpoint state file {path}: {e}") from None
+    if not state.model_checkpoint_path:
+        return None
+    prefix = state.model_checkpoint_path
+    if not os.path.isabs(prefix):
+        return os.path.join(directory, prefix)
+    if not os.path.exists(prefix + ".index"):
+        # The directory was moved since the state file was written.
+        moved = os.path.join(directory, os.path.basename(prefix))
+        if os.path.exists(moved + ".index"):
+            warnings.warn(f"{path} names {prefix}, which does not exist; using {moved} found beside the state file",
+                          stacklevel=3)
+            return moved
+    return prefix
+
+
+def _describe_neighbours(path: str) -> str:
+    directory = os.path.dirname(path) or "."
+    try:
+        found = sorted(f for f in os.listdir(directory) if f.endswith(".index"))
+    except OSError:
+        return f"directory {directory} does not exist"
+    if not found:
+        return f"no checkpoint (.index file) in {directory}"
+    shown = ", ".join(f[: -len(".index")] for f in found[:8])
+    return f"checkpoints found in {directory}: {shown}{', ...' if len(found) > 8 else ''}"
+
+
+def resolve_prefix(path: str | os.PathLike) -> str:
+    """Turn a prefix, a checkpoint directory, or one of a checkpoint's own files into its prefix."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        prefix = _state_file_prefix(path)
+        if prefix is None:
+            raise errors.NotFoundError(
+                None, None, f"Couldn't find a 'checkpoint' state file (or a checkpoint named in it) in directory "
+                f"{path}; pass a checkpoint prefix instead ({_describe_neighbours(os.path.join(path, 'x'))})")
+        return prefix
+    for suffix in (".index", ".meta"):
+        if path.endswith(suffix):
+            return path[: -len(suffix)]
+    m = _DATA_SUFFIX.search(path)
+    if m:
+        return path[: m.start()]
+    if not os.path.exists(path + ".index"):
+        what = "a file that is not part of a checkpoint" if os.path.isfile(path) else "nothing"
+        raise errors.NotFoundError(
+            None, None, f"Failed to find a checkpoint at {path}: looked for {path}.index and found {what}; "
+            f"{_describe_neighbours(path)}")
+    return path
+
+
+# --- reading ------------------------------------------------------------------
+
+def _as_dtype_or_data_loss(enum: int, key: bytes, prefix: str) -> DType:
+    try:
+        return _dtypes.as_dtype(enum)
+    except TypeError:
+        raise errors.DataLossError(None, None, f"Tensor {key!r} in {prefix} has invalid dtype {enum}") from None
+
+
+def _strings_array(items: list[bytes], shape: tuple[int, ...]) -> np.ndarray:
+    flat = np.empty(len(items), dtype=object)
+    flat[:] = items
+    return flat.reshape(shape)
+
+
+class BundleReader:
+    """An open checkpoint: list its tensors and read them (``with BundleReader(p) as r: ...``)."""
+
+    def __init__(self, prefix: str | os.PathLike) -> None:
+        self.prefix = resolve_prefix(prefix)
+        self._core = _core.Reader(self.prefix)
+        self._entries: dict[str, tuple[DType, tuple[int, ...]]] = {}
+        for key, enum, shape, _ in self._core.list_entries():
+            if key == b"":
+                continue
+            self._entries[_as_name(key)] = (_as_dtype_or_data_loss(enum, key, self.prefix), tuple(shape))
+
+    @property
+    def num_shards(self) -> int:
+        return self._core.num_shards
+
+    def entries(self) -> dict[str, tuple[DType, tuple[int, ...]]]:
+        """Full tensors (slices of partitioned tensors hidden): name -> (dtype, shape)."""
+        return dict(self._entries)
+
+    def has_tensor(self, name: str | bytes) -> bool:
+        return _as_name(_as_key(name)) in self._entries
+
+    def read(self, name: str | bytes) -> np.ndarray:
+        return self.read_many([name])[0]
+
+    def read_slice(self, name: str | bytes, shape_and_slice: str) -> np.ndarray:
+        return self.read_many([name], [shape_and_slice])[0]
+
+    def read_many(
+        self,
+        names: Sequence[str | bytes],
+        shape_and_slices: Sequence[str] | None = None,
+        dtypes: Sequence[DType | int | None] | None = None,
+        out: Sequence[np.ndarray | None] | None = None,
+    ) -> list[np.ndarray]:
+        keys = [_as_key(n) for n in names]
+        n = len(keys)
+        specs = list(shape_and_slices) if shape_and_slices is not None else [""] * n
+        if len(specs) != n or (dtypes is not None and len(dtypes) != n) or (out is not None and len(out) != n):
+            raise ValueError("read_tensors: names, shape_and_slices, dtypes and out must have equal lengths")
+        plans = self._core.prepare(keys, specs)
+        buffers: list[np.ndarray | None] = []
+        results: list[np.ndarray | None] = []
+        for i, (enum, shape) in enumerate(plans):
+            dtype = _as_dtype_or_data_loss(enum, keys[i], self.prefix)
+            if dtypes is not None and dtypes[i] is not None and _dtypes.as_dtype(dtypes[i]) != dtype:
+                raise errors.InvalidArgumentError(
+                    None, None, f"Tensor {keys[i]!r} in checkpoint {self.prefix} has dtype {dtype.name}, but "
+                    f"{_dtypes.as_dtype(dtypes[i]).name} was requested")
+            if dtype == _dtypes.string:
+                buffers.append(None)
+                results.append(None)
+                continue
+            target = out[i] if out is not None else None
+            if target is None:
+                target = np.empty(shape, dtype=dtype.np_dtype)
+            else:
+                _check_out(target, dtype, tuple(shape), keys[i])
+            results.append(target)
+            buffers.append(_byte_view(target))
+        strings = self._core.execute(keys, specs, buffers)
+        for i, items in enumerate(strings):
+            if items is not None:
+                results[i] = _strings_array(items, tuple(plans[i][1]))
+        return results  # type: ignore[return-value]
+
+    def close(self) -> None:
+        self._core = None  # data files close with the engine reader
+
+    def __enter__(self) -> BundleReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _check_out(target: Any, dtype: DType, shape: tuple[int, ...], key: bytes) -> None:
+    problem = None
+    if not isinstance(target, np.ndarray):
+        problem = f"is a {type(target).__name__}, not a numpy array"
+    elif target.dtype != dtype.np_dtype:
+        problem = f"has dtype {target.dtype}, tensor is {dtype.name}"
+    elif target.shape != shape:
+        problem = f"has shape {target.shape}, tensor is {shape}"
+    elif not target.flags.c_contiguous:
+        problem = "is not C-contiguous"
+    elif not target.flags.writeable:
+        problem = "is read-only"
+    if problem:
+        raise errors.InvalidArgumentError(None, None, f"Output array for tensor {key!r} {problem}")
+
+
+def read_tensors(
+    prefix: str,
+    names: Sequence[str | bytes],
+    shape_and_slices: Sequence[str] | None = None,
+    dtypes: Sequence[DType | int | None] | None = None,
+    out: Sequence[np.ndarray | None] | None = None,
+) -> list[np.ndarray]:
+    """Read tensors (or slices, in TF shape_and_slice syntax) like RestoreV2, in one parallel batch.
+
+    ``out[i]``, when given, is filled in place and returned; otherwise a new array is allocated.
+    """
+    return BundleReader(prefix).read_many(names, shape_and_slices, dtypes, out)

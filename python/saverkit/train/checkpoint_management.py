@@ -1,0 +1,440 @@
+"""Checkpoint bookkeeping: the ``checkpoint`` state file and the files that make up a checkpoint.
+
+Same names, arguments and semantics as ``tf.compat.v1.train``'s functions, with three additions users
+asked for (see docs/users.md):
+
+* the state file is always written atomically (temp file + rename), optionally durably (``durable=True``
+  fsyncs the file and its directory);
+* :func:`get_checkpoint_state` resolves an absolute entry that no longer exists (the directory was moved)
+  by its basename next to the state file, and says so in a ``UserWarning``;
+* :func:`find_latest_checkpoint` finds the newest complete checkpoint from the files alone, for when the
+  state file is missing.
+
+Deliberate differences from TF, all on inputs where TF misbehaves: the caller's path list is never
+modified; a directory is never taken for a V1 checkpoint file; a non-UTF-8 state file is treated like an
+unparsable one (TF raises ``UnicodeDecodeError``); ``save_relative_paths=True`` accepts
+``all_model_checkpoint_paths=None`` (TF raises ``TypeError``); the check that the state file does not
+overwrite the checkpoint itself also catches relative spellings of the same path.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import math
+import os
+import re
+import uuid
+import warnings
+from collections.abc import Sequence
+
+from google.protobuf import text_format
+
+from saverkit import errors
+from saverkit.protobuf.checkpoint_state_pb2 import CheckpointState
+from saverkit.protobuf.saver_pb2 import SaverDef
+
+__all__ = [
+    "CheckpointState",
+    "checkpoint_exists",
+    "find_latest_checkpoint",
+    "generate_checkpoint_state_proto",
+    "get_checkpoint_mtimes",
+    "get_checkpoint_state",
+    "latest_checkpoint",
+    "meta_graph_filename",
+    "remove_checkpoint",
+    "update_checkpoint_state",
+    "update_checkpoint_state_internal",
+]
+
+PathLike = str | bytes | os.PathLike
+
+_logger = logging.getLogger(__name__)
+
+# Last 8 bytes of every complete .index file (the SSTable magic, spec §3.7).
+_TABLE_MAGIC = bytes.fromhex("57fb808b247547db")
+_DATA_FILE_RE = re.compile(r"\.data-(\d{5})-of-(\d{5})\Z")
+_STEP_RE = re.compile(r"-(\d+)\Z")
+_GLOB_MAGIC_RE = re.compile(r"[*?[]")
+
+
+def _path(p: PathLike) -> str:
+    return os.fsdecode(os.fspath(p))
+
+
+def _state_filename(save_dir: str, latest_filename: PathLike | None) -> str:
+    return os.path.join(save_dir, "checkpoint" if latest_filename is None else _path(latest_filename))
+
+
+# --- the text format -----------------------------------------------------------------------------------
+# Written by hand rather than with text_format.MessageToString so the bytes do not depend on the protobuf
+# runtime's defaults (its as_utf8 default has changed before, spec §13.13). Tests check both agree.
+
+_ESCAPES = {i: f"\\{i:03o}" for i in [*range(32), 127]}
+_ESCAPES.update({ord("\t"): r"\t", ord("\n"): r"\n", ord("\r"): r"\r"})
+_ESCAPES.update({ord('"'): r"\"", ord("'"): r"\'", ord("\\"): r"\\"})
+
+
+def _quote(s: str) -> str:
+    return '"' + s.translate(_ESCAPES) + '"'
+
+
+def _is_set(x: float) -> bool:
+    # proto3 omits a double only when all its bits are zero: -0.0 is printed.
+    return x != 0.0 or math.copysign(1.0, x) < 0
+
+
+def _format_checkpoint_state(state: CheckpointState) -> str:
+    """The exact text TF writes for ``state`` (spec §9): Python's shortest repr for doubles."""
+    lines = []
+    if state.model_checkpoint_path:
+        lines.append(f"model_checkpoint_path: {_quote(state.model_checkpoint_path)}")
+    lines += [f"all_model_checkpoint_paths: {_quote(p)}" for p in state.all_model_checkpoint_paths]
+    lines += [f"all_model_checkpoint_timestamps: {float(t)!r}" for t in state.all_model_checkpoint_timestamps]
+    if _is_set(state.last_preserved_timestamp):
+        lines.append(f"last_preserved_timestamp: {state.last_preserved_timestamp!r}")
+    return "".join(line + "\n" for line in lines)
+
+
+def _atomic_write(filename: str, data: bytes, durable: bool) -> None:
+    """Readers see the old file or the new one, never a partial one (same temp name as TF)."""
+    tmp = f"{filename}.tmp{uuid.uuid4().hex}"
+    try:
+        with open(tmp, "xb") as f:
+            f.write(data)
+            f.flush()
+            if durable:
+                os.fsync(f.fileno())
+        os.replace(tmp, filename)
+    except BaseException as e:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        if isinstance(e, OSError):
+            raise _op_error(e, f"Failed to write checkpoint state file {filename}") from e
+        raise
+    if durable:
+        _fsync_dir(os.path.dirname(filename) or ".")
+
+
+def _fsync_dir(dirname: str) -> None:
+    fd = os.open(dirname, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _op_error(e: OSError, what: str) -> errors.OpError:
+    cls = {FileNotFoundError: errors.NotFoundError, NotADirectoryError: errors.NotFoundError,
+           PermissionError: errors.PermissionDeniedError}.get(type(e), errors.UnknownError)
+    return cls(None, None, f"{what}: {e.strerror or e}")
+
+
+# --- writing the state ---------------------------------------------------------------------------------
+
+def generate_checkpoint_state_proto(
+    save_dir: PathLike,
+    model_checkpoint_path: PathLike,
+    all_model_checkpoint_paths: Sequence[PathLike] | None = None,
+    all_model_checkpoint_timestamps: Sequence[float] | None = None,
+    last_preserved_timestamp: float | None = None,
+) -> CheckpointState:
+    """Builds a ``CheckpointState``; ``model_checkpoint_path`` is appended to the list unless already last.
+
+    When ``save_dir`` is relative, relative paths are rewritten relative to it (TF's rule: they were
+    given relative to the working directory). Raises ``ValueError`` when timestamps are given and their
+    count differs from the number of paths.
+    """
+    save_dir = _path(save_dir)
+    model_checkpoint_path = _path(model_checkpoint_path)
+    paths = [_path(p) for p in (all_model_checkpoint_paths or [])]
+    if not paths or paths[-1] != model_checkpoint_path:
+        _logger.info("%s is not in all_model_checkpoint_paths. Manually adding it.", model_checkpoint_path)
+        paths.append(model_checkpoint_path)
+    if all_model_checkpoint_timestamps and len(all_model_checkpoint_timestamps) != len(paths):
+        raise ValueError(
+            "Checkpoint timestamps, if provided, must match checkpoint paths (got paths "
+            f"{paths} and timestamps {list(all_model_checkpoint_timestamps)})")
+    if not os.path.isabs(save_dir):
+        if not os.path.isabs(model_checkpoint_path):
+            model_checkpoint_path = os.path.relpath(model_checkpoint_path, save_dir)
+        paths = [p if os.path.isabs(p) else os.path.relpath(p, save_dir) for p in paths]
+    for p in [model_checkpoint_path, *paths]:
+        try:
+            p.encode("utf-8")
+        except UnicodeEncodeError:
+            raise errors.InvalidArgumentError(
+                None, None, f"Checkpoint path {p!r} is not valid UTF-8 and cannot be stored in a "
+                "CheckpointState") from None
+    return CheckpointState(
+        model_checkpoint_path=model_checkpoint_path,
+        all_model_checkpoint_paths=paths,
+        all_model_checkpoint_timestamps=all_model_checkpoint_timestamps,
+        last_preserved_timestamp=last_preserved_timestamp,
+    )
+
+
+def update_checkpoint_state(
+    save_dir: PathLike,
+    model_checkpoint_path: PathLike,
+    all_model_checkpoint_paths: Sequence[PathLike] | None = None,
+    latest_filename: PathLike | None = None,
+    all_model_checkpoint_timestamps: Sequence[float] | None = None,
+    last_preserved_timestamp: float | None = None,
+    *,
+    durable: bool = False,
+) -> None:
+    """Writes ``save_dir/checkpoint`` (or ``latest_filename``) with paths stored as given."""
+    update_checkpoint_state_internal(
+        save_dir, model_checkpoint_path, all_model_checkpoint_paths, latest_filename,
+        save_relative_paths=False, all_model_checkpoint_timestamps=all_model_checkpoint_timestamps,
+        last_preserved_timestamp=last_preserved_timestamp, durable=durable)
+
+
+def update_checkpoint_state_internal(
+    save_dir: PathLike,
+    model_checkpoint_path: PathLike,
+    all_model_checkpoint_paths: Sequence[PathLike] | None = None,
+    latest_filename: PathLike | None = None,
+    save_relative_paths: bool = False,
+    all_model_checkpoint_timestamps: Sequence[float] | None = None,
+    last_preserved_timestamp: float | None = None,
+    *,
+    durable: bool = False,
+) -> None:
+    """Writes the state file atomically; ``save_relative_paths`` stores absolute paths relative to save_dir.
+
+    Raises ``RuntimeError`` when the state file would overwrite the checkpoint itself.
+    """
+    save_dir = _path(save_dir)
+    filename = _state_filename(save_dir, latest_filename)
+    model_checkpoint_path = _path(model_checkpoint_path)
+    paths = [_path(p) for p in (all_model_checkpoint_paths or [])]
+    if save_relative_paths:
+        def rel(p: str) -> str:
+            return os.path.relpath(p, save_dir) if os.path.isabs(p) else p
+
+        model_checkpoint_path = rel(model_checkpoint_path)
+        paths = [rel(p) for p in paths]
+    ckpt = generate_checkpoint_state_proto(
+        save_dir, model_checkpoint_path, paths,
+        all_model_checkpoint_timestamps=all_model_checkpoint_timestamps,
+        last_preserved_timestamp=last_preserved_timestamp)
+
+    stored = ckpt.model_checkpoint_path
+    if os.path.normpath(os.path.join(save_dir, stored)) == os.path.normpath(filename) or stored == filename:
+        raise RuntimeError(
+            f"Save path '{model_checkpoint_path}' conflicts with path used for checkpoint state.  "
+            "Please use a different save path.")
+    _atomic_write(filename, _format_checkpoint_state(ckpt).encode("utf-8"), durable)
+
+
+# --- reading the state ---------------------------------------------------------------------------------
+
+def get_checkpoint_state(checkpoint_dir: PathLike, latest_filename: PathLike | None = None
+                         ) -> CheckpointState | None:
+    """Reads the state file; relative paths come back joined onto ``checkpoint_dir``.
+
+    Returns None when the file does not exist, cannot be read or does not parse (logged, like TF). Raises
+    ``ValueError`` when it parses but names no ``model_checkpoint_path``. An absolute entry whose
+    checkpoint no longer exists, while one with the same basename exists in ``checkpoint_dir``, is
+    replaced by that one with a ``UserWarning`` (the directory was moved after saving).
+    """
+    checkpoint_dir = _path(checkpoint_dir)
+    filename = _state_filename(checkpoint_dir, latest_filename)
+    if not os.path.exists(filename):
+        return None
+    try:
+        with open(filename, "rb") as f:
+            content = f.read().decode("utf-8")
+        ckpt = CheckpointState()
+        text_format.Merge(content, ckpt)
+    except (OSError, UnicodeDecodeError, text_format.ParseError) as e:
+        _logger.warning("%s: %s", type(e).__name__, e)
+        _logger.warning("%s: Checkpoint ignored", filename)
+        return None
+    if not ckpt.model_checkpoint_path:
+        raise ValueError("Invalid checkpoint state loaded from " + checkpoint_dir)
+
+    moved = []
+
+    def resolve(p: str) -> str:
+        if not os.path.isabs(p):
+            return os.path.join(checkpoint_dir, p)
+        if _prefix_exists(p) or not os.path.basename(p):
+            return p
+        candidate = os.path.join(checkpoint_dir, os.path.basename(p))
+        if not _prefix_exists(candidate):
+            return p
+        moved.append(f"{p} -> {candidate}")
+        return candidate
+
+    ckpt.model_checkpoint_path = resolve(ckpt.model_checkpoint_path)
+    ckpt.all_model_checkpoint_paths[:] = [resolve(p) for p in ckpt.all_model_checkpoint_paths]
+    if moved:
+        warnings.warn(
+            f"{filename}: checkpoint path(s) recorded there no longer exist; using the checkpoint(s) with "
+            "the same name next to the state file (was the directory moved?): "
+            + "; ".join(dict.fromkeys(moved)), UserWarning, stacklevel=2)
+    return ckpt
+
+
+def latest_checkpoint(checkpoint_dir: PathLike, latest_filename: PathLike | None = None) -> str | None:
+    """The prefix named by the state file, if that checkpoint's files exist (V2 ``.index`` or V1 file)."""
+    ckpt = get_checkpoint_state(checkpoint_dir, latest_filename)
+    if ckpt is None or not ckpt.model_checkpoint_path:
+        return None
+    if checkpoint_exists(ckpt.model_checkpoint_path):
+        return ckpt.model_checkpoint_path
+    _logger.error("Couldn't match files for checkpoint %s", ckpt.model_checkpoint_path)
+    return None
+
+
+def find_latest_checkpoint(checkpoint_dir: PathLike) -> str | None:
+    """The newest complete V2 checkpoint in ``checkpoint_dir``, found from its files alone.
+
+    Fallback for a missing or stale state file. A prefix is complete when its ``.index`` ends with the
+    table magic and ``.data-00000-of-N`` ... ``.data-(N-1)-of-N`` all exist. The newest is the one with
+    the highest trailing ``-<step>`` number (prefixes without one count as step -1); ties are broken by
+    the ``.index`` modification time, then by name. Returns None if there is none (or no directory).
+    """
+    checkpoint_dir = _path(checkpoint_dir)
+    try:
+        names = os.listdir(checkpoint_dir)
+    except OSError:
+        return None
+    best_key, best = None, None
+    for name in names:
+        if not name.endswith(".index"):
+            continue
+        prefix = os.path.join(checkpoint_dir, name[: -len(".index")])
+        index = prefix + ".index"
+        try:
+            st = os.stat(index)
+        except OSError:
+            continue
+        if not _index_looks_complete(index, st.st_size) or not _has_all_data_files(prefix):
+            continue
+        step = _STEP_RE.search(os.path.basename(prefix))
+        key = (int(step.group(1)) if step else -1, st.st_mtime_ns, prefix)
+        if best_key is None or key > best_key:
+            best_key, best = key, prefix
+    return best
+
+
+def _index_looks_complete(index: str, size: int) -> bool:
+    if size < 48:
+        return False
+    try:
+        with open(index, "rb") as f:
+            f.seek(size - len(_TABLE_MAGIC))
+            return f.read(len(_TABLE_MAGIC)) == _TABLE_MAGIC
+    except OSError:
+        return False
+
+
+def _data_files(prefix: str) -> list[tuple[str, int, int]]:
+    """(path, shard, num_shards) of every ``prefix.data-SSSSS-of-NNNNN`` file (prefix taken literally)."""
+    dirname, base = os.path.split(prefix)
+    try:
+        names = os.listdir(dirname or ".")
+    except OSError:
+        return []
+    out = []
+    for name in sorted(names):
+        if name.startswith(base):
+            m = _DATA_FILE_RE.match(name, len(base))
+            if m:
+                out.append((os.path.join(dirname, name), int(m.group(1)), int(m.group(2))))
+    return out
+
+
+def _has_all_data_files(prefix: str) -> bool:
+    by_count: dict[int, set[int]] = {}
+    for _, shard, n in _data_files(prefix):
+        by_count.setdefault(n, set()).add(shard)
+    return any(n > 0 and shards >= set(range(n)) for n, shards in by_count.items())
+
+
+# --- files of a checkpoint -----------------------------------------------------------------------------
+
+def _glob(pattern: str) -> list[str]:
+    """Paths matching ``pattern``: ``*``, ``?``, ``[...]`` within one path component, like TF's glob."""
+    if not _GLOB_MAGIC_RE.search(pattern):
+        return [pattern] if os.path.lexists(pattern) else []
+    head, tail = os.path.split(pattern)
+    out = []
+    for d in _glob(head) if _GLOB_MAGIC_RE.search(head) else [head]:
+        if not _GLOB_MAGIC_RE.search(tail):  # a literal component, maybe ".." (which listdir never shows)
+            if os.path.lexists(os.path.join(d, tail)):
+                out.append(os.path.join(d, tail))
+            continue
+        try:
+            names = sorted(os.listdir(d or "."))
+        except OSError:  # not a directory, or unreadable: matches nothing, as in TF
+            continue
+        out += [os.path.join(d, n) for n in names if fnmatch.fnmatchcase(n, tail)]
+    return out
+
+
+def _matching_files(pattern: str) -> list[str]:
+    """Regular files named ``pattern``: taken literally first, then as a glob pattern (as TF does)."""
+    if os.path.isfile(pattern):
+        return [pattern]
+    return [p for p in _glob(pattern) if os.path.isfile(p)] if _GLOB_MAGIC_RE.search(pattern) else []
+
+
+def _prefix_exists(prefix: str) -> bool:
+    return os.path.isfile(prefix + ".index") or os.path.isfile(prefix)
+
+
+def checkpoint_exists(checkpoint_prefix: PathLike) -> bool:
+    """True if a V2 (``prefix.index``) or V1 (the prefix itself) checkpoint exists; globs allowed."""
+    prefix = _path(checkpoint_prefix)
+    return bool(_matching_files(prefix + ".index") or _matching_files(prefix))
+
+
+def get_checkpoint_mtimes(checkpoint_prefixes: Sequence[PathLike]) -> list[float]:
+    """Modification times (seconds) of the checkpoints that exist; missing ones are skipped, like TF."""
+    mtimes = []
+    for p in checkpoint_prefixes:
+        prefix = _path(p)
+        files = _matching_files(prefix + ".index") or _matching_files(prefix)
+        if files:
+            mtimes.append(os.stat(files[0]).st_mtime_ns / 1e9)
+    return mtimes
+
+
+def remove_checkpoint(checkpoint_prefix: PathLike, checkpoint_format_version: int = SaverDef.V2,
+                      meta_graph_suffix: str = "meta") -> None:
+    """Deletes a checkpoint's files: ``.meta``, then ``.index`` and every ``.data-*`` (V2) or the V1 file.
+
+    Files that do not exist (or vanish meanwhile, another process deleting them) are ignored.
+    """
+    prefix = _path(checkpoint_prefix)
+    doomed = _matching_files(meta_graph_filename(prefix, meta_graph_suffix))
+    if checkpoint_format_version == SaverDef.V2:
+        doomed += _matching_files(prefix + ".index")
+        if _GLOB_MAGIC_RE.search(prefix):
+            doomed += _matching_files(prefix + ".data-?????-of-?????")
+        else:
+            doomed += [path for path, _, _ in _data_files(prefix)]
+    else:
+        doomed += _matching_files(prefix)
+    for path in dict.fromkeys(doomed):
+        try:
+            os.remove(path)
+        except FileNotFoundError:
+            _logger.warning("Hit NotFoundError when deleting '%s', possibly because another "
+                            "process/thread is also deleting/moving the same file", path)
+        except OSError as e:
+            raise _op_error(e, f"Failed to delete {path}") from e
+
+
+def meta_graph_filename(checkpoint_filename: PathLike, meta_graph_suffix: str = "meta") -> str:
+    """``prefix.meta``; a sharded name's ``-?????-of-NNNNN`` (or ``-00001-of-00002``) tail is dropped."""
+    basename = re.sub(r"-[\d\?]+-of-\d+$", "", _path(checkpoint_filename))
+    return f"{basename}.{meta_graph_suffix}"
