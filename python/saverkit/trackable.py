@@ -123,7 +123,9 @@ class Trackable:
         """Declare that checkpoints of `self` include `trackable` under `name`."""
         self._maybe_initialize_trackable()
         if not is_trackable(trackable):
-            raise TypeError(f"Only trackable objects (variables, Modules, ...) can be tracked; got {type(trackable)}.")
+            raise TypeError(
+                f"Only trackable objects (variables, Modules, ...) can be tracked; got {type(trackable)}."
+            )
         deps = self._self_dependencies
         for index, ref in enumerate(deps):
             if ref.name != name:
@@ -422,7 +424,7 @@ class _TupleWrapper(_ContainerTrackable, tuple):
         children = {}
         fields = getattr(self, "_fields", None)
         if fields is not None:  # TF names namedtuple elements by field first, then by index
-            children.update({f: v for f, v in zip(fields, self) if is_trackable(v)})
+            children.update({f: v for f, v in zip(fields, self, strict=True) if is_trackable(v)})
         children.update({str(i): v for i, v in enumerate(self) if is_trackable(v)})
         return children
 

@@ -36,7 +36,6 @@ from saverkit.trackable import (
     OBJECT_GRAPH_PROTO_KEY,
     VARIABLE_VALUE_KEY,
     AutoTrackable,
-    NoDependency,
     Trackable,
     TrackableReference,
     breadth_first_traversal,
@@ -156,18 +155,20 @@ def _node_names(object_graph_proto) -> dict[int, str]:
 
 
 class _ValueSource:
-    """Where restored values come from: one checkpoint prefix, read in batches through the engine."""
+    """Where restored values come from: one open checkpoint, read in batches through the engine."""
 
-    def __init__(self, save_path: str, reader):
-        self.save_path = save_path
+    def __init__(self, reader):
         self.reader = reader
-        self.dtype_map = reader.get_variable_to_dtype_map()
-        self.shape_map = reader.get_variable_to_shape_map()
+        self.save_path = reader.prefix
+        entries = reader.entries()
+        self.dtype_map = {k: dt for k, (dt, _) in entries.items()}
+        self.shape_map = {k: shape for k, (_, shape) in entries.items()}
+
+    def has_tensor(self, key: str) -> bool:
+        return key in self.dtype_map
 
     def read(self, keys: list[str]) -> list[np.ndarray]:
-        from saverkit import bundle
-
-        return bundle.read_tensors(self.save_path, keys)
+        return self.reader.read_many(keys)
 
 
 class _Assigner:
@@ -180,7 +181,9 @@ class _Assigner:
         self.pending: list[tuple[object, str]] = []  # matched but not yet assigned
 
     def add(self, var, key: str) -> None:
-        _check_compatible(var, key, self.source.dtype_map[key], self.source.shape_map[key], self.source.save_path)
+        _check_compatible(
+            var, key, self.source.dtype_map[key], self.source.shape_map[key], self.source.save_path
+        )
         self.bound.append((var, key))
         self.pending.append((var, key))
 
@@ -194,7 +197,7 @@ class _Assigner:
 
     def run(self, session, pairs) -> None:
         values = self.source.read([key for _, key in pairs])
-        _assign_values(session, list(zip([v for v, _ in pairs], values)))
+        _assign_values(session, list(zip([v for v, _ in pairs], values, strict=True)))
         done = {id(v) for v, _ in pairs}
         self.pending = [(v, k) for v, k in self.pending if id(v) not in done]
 
@@ -327,8 +330,10 @@ class _LoadStatus:
 
 def _objects_and_paths(graph_view):
     objects, paths, _ = breadth_first_traversal(graph_view.root, graph_view.attached_dependencies())
-    names = {id(o): "(root)." + ".".join(r.name for r in paths[id(o)]) if paths[id(o)] else "(root)"
-             for o in objects}
+    names = {
+        id(o): "(root)." + ".".join(r.name for r in paths[id(o)]) if paths[id(o)] else "(root)"
+        for o in objects
+    }
     return objects, names
 
 
@@ -376,7 +381,9 @@ class CheckpointLoadStatus(_LoadStatus):
         names = _node_names(checkpoint.object_graph_proto)
         for node_id, obj in checkpoint.object_by_proto_id.items():
             if get_update_uid(obj) < checkpoint.restore_uid:
-                raise AssertionError(f"Object {names.get(node_id, node_id)} not assigned a value from checkpoint.")
+                raise AssertionError(
+                    f"Object {names.get(node_id, node_id)} not assigned a value from checkpoint."
+                )
         if checkpoint.variables_without_value:
             raise AssertionError(
                 "These variables correspond to checkpoint objects that hold no VARIABLE_VALUE: "
@@ -407,12 +414,16 @@ class CheckpointLoadStatus(_LoadStatus):
                     "the checkpoint does not match the Python program. The following objects have no "
                     f"matching checkpointed value: {unmatched}"
                 )
-            raise AssertionError(f"Nothing to load. No dependencies have been added to {self._graph_view.root!r} yet.")
+            raise AssertionError(
+                f"Nothing to load. No dependencies have been added to {self._graph_view.root!r} yet."
+            )
         return self
 
     def run_restore_ops(self, session=None):
         """Assign every value matched so far (again) in `session` (default: the default session)."""
-        session = session if session is not None else (_default_session() or self._checkpoint.assigner.session)
+        session = (
+            session if session is not None else (_default_session() or self._checkpoint.assigner.session)
+        )
         session = _require_session(session, "run_restore_ops()")
         assigner = self._checkpoint.assigner
         assigner.run(session, list(assigner.bound))
@@ -420,7 +431,9 @@ class CheckpointLoadStatus(_LoadStatus):
 
     def initialize_or_restore(self, session=None):
         """Restore matched variables; run the initializers of reachable variables with no checkpoint value."""
-        session = session if session is not None else (_default_session() or self._checkpoint.assigner.session)
+        session = (
+            session if session is not None else (_default_session() or self._checkpoint.assigner.session)
+        )
         session = _require_session(session, "initialize_or_restore()")
         objects, _ = _objects_and_paths(self._graph_view)
         bound = {id(o) for o in self._checkpoint.object_by_proto_id.values()}
@@ -441,7 +454,8 @@ class CheckpointLoadStatus(_LoadStatus):
 
 
 class InitializationOnlyStatus(_LoadStatus):
-    """Returned by `restore(None)` (no checkpoint yet): assertions fail, `initialize_or_restore` initializes."""
+    """Returned by `restore(None)` (no checkpoint yet): assertions fail, `initialize_or_restore` initializes
+    the variables."""
 
     def __init__(self, graph_view, restore_uid: int):
         self._graph_view = graph_view
@@ -467,7 +481,9 @@ class InitializationOnlyStatus(_LoadStatus):
     def initialize_or_restore(self, session=None):
         session = _require_session(session, "initialize_or_restore()")
         objects, _ = _objects_and_paths(self._graph_view)
-        initializers = [o.initializer for o in objects if is_variable(o) and get_update_uid(o) < self._restore_uid]
+        initializers = [
+            o.initializer for o in objects if is_variable(o) and get_update_uid(o) < self._restore_uid
+        ]
         if initializers:
             session.run(initializers)
         return self
@@ -547,7 +563,8 @@ class NameBasedSaverStatus(_LoadStatus):
         self._checkpoint.restore_objects(objects)  # pick up variables attached since restore()
         if self.unmatched:
             raise AssertionError(
-                f"Some variables were not found by name in the name-based checkpoint {self._checkpoint.save_path}:"
+                f"Some variables were not found by name in the name-based checkpoint "
+                f"{self._checkpoint.save_path}:"
                 f" {self.unmatched}. Checkpoint keys not restored: {self.unused_keys}"
             )
         return self
@@ -560,7 +577,9 @@ class NameBasedSaverStatus(_LoadStatus):
         return self.assert_consumed()
 
     def run_restore_ops(self, session=None):
-        session = session if session is not None else (_default_session() or self._checkpoint.assigner.session)
+        session = (
+            session if session is not None else (_default_session() or self._checkpoint.assigner.session)
+        )
         session = _require_session(session, "run_restore_ops()")
         objects, _ = _objects_and_paths(self._graph_view)
         self._checkpoint.restore_objects(objects)
@@ -578,12 +597,15 @@ class NameBasedSaverStatus(_LoadStatus):
 
 
 def serialize_object_graph(root, attached_dependencies=()):
-    """Build TF's TrackableObjectGraph for `root`; return (proto, [(checkpoint key, variable)] in node order)."""
+    """Build TF's TrackableObjectGraph for `root`.
+
+    Returns (proto, [(checkpoint key, variable)] in node order).
+    """
     objects, paths, children = breadth_first_traversal(root, attached_dependencies)
     node_ids = {id(o): i for i, o in enumerate(objects)}
     graph = trackable_object_graph_pb2.TrackableObjectGraph()
     to_save = []
-    for obj, refs in zip(objects, children):
+    for obj, refs in zip(objects, children, strict=True):
         node = graph.nodes.add()
         for ref in refs:
             node.children.add(node_id=node_ids[id(ref.ref)], local_name=ref.name)
@@ -695,7 +717,10 @@ class Checkpoint(AutoTrackable):
                 if child is None:
                     attached.append(TrackableReference(name, converted))
                 elif child is not converted:
-                    raise ValueError(f"Cannot create a Checkpoint with keyword argument {name} if root.{name} already exists.")
+                    raise ValueError(
+                        f"Cannot create a Checkpoint with keyword argument {name} if root.{name} "
+                        "already exists."
+                    )
         object.__setattr__(self, "_attached", attached)
         object.__setattr__(self, "_graph_view", _GraphView(root if root is not None else self, attached))
 
@@ -745,13 +770,15 @@ class Checkpoint(AutoTrackable):
     # -- writing --------------------------------------------------------------------------------------
 
     def write(self, file_prefix, session=None) -> str:
-        """Write a checkpoint to exactly `file_prefix`: no numbering, no state-file update (read with `read`)."""
+        """Write a checkpoint to exactly `file_prefix`: no numbering, no state file (read it with `read`)."""
         file_prefix = os.fspath(file_prefix)
         session = _require_session(session, "Checkpoint.write()")
-        return write_object_checkpoint(file_prefix, session, self._graph_view.root, self._graph_view.attached_dependencies())
+        return write_object_checkpoint(
+            file_prefix, session, self._graph_view.root, self._graph_view.attached_dependencies()
+        )
 
     def save(self, file_prefix, session=None) -> str:
-        """Increment `save_counter`, write `file_prefix-<counter>`, record it in the directory's state file."""
+        """Increment `save_counter`, write `file_prefix-<counter>`, record it in the directory state file."""
         from saverkit.train import checkpoint_management
 
         file_prefix = os.fspath(file_prefix)
@@ -777,18 +804,22 @@ class Checkpoint(AutoTrackable):
         if session is None:
             session = _default_session()
         source = _open_checkpoint(save_path)
-        if not source.reader.has_tensor(OBJECT_GRAPH_PROTO_KEY):
+        if not source.has_tensor(OBJECT_GRAPH_PROTO_KEY):
             return self._restore_name_based(source, session)
-        graph_bytes = source.reader.get_tensor(OBJECT_GRAPH_PROTO_KEY)
+        (graph_bytes,) = source.read([OBJECT_GRAPH_PROTO_KEY])
         proto = trackable_object_graph_pb2.TrackableObjectGraph()
         try:
             proto.ParseFromString(bytes(np.asarray(graph_bytes, dtype=object).reshape(()).item()))
         except Exception as e:
             raise errors.DataLossError(
-                None, None, f"{save_path}: the {OBJECT_GRAPH_PROTO_KEY} entry is not a TrackableObjectGraph ({e})"
+                None,
+                None,
+                f"{save_path}: the {OBJECT_GRAPH_PROTO_KEY} entry is not a TrackableObjectGraph ({e})",
             ) from e
         if not proto.nodes:
-            raise errors.DataLossError(None, None, f"{save_path}: the object graph in the checkpoint has no nodes")
+            raise errors.DataLossError(
+                None, None, f"{save_path}: the object graph in the checkpoint has no nodes"
+            )
         coordinator = _CheckpointRestoreCoordinator(proto, source, session)
         CheckpointPosition(coordinator, 0).restore(view.root)
         # Attached dependencies (Checkpoint(root=..., **kwargs)) are not children of root: restore them here.
@@ -820,14 +851,15 @@ class Checkpoint(AutoTrackable):
             raise errors.NotFoundError(
                 None,
                 None,
-                f"Error when restoring from checkpoint {save_path}: {e.message}\nPlease double-check that the "
-                "path is correct. You may be missing the checkpoint suffix (e.g. the '-1' in 'path/to/ckpt-1').",
+                f"Error when restoring from checkpoint {save_path}: {e.message}\nPlease double-check that "
+                "the path is correct. You may be missing the checkpoint suffix (e.g. the '-1' in "
+                "'path/to/ckpt-1').",
             ) from e
         graph = session.graph if session is not None else None
         try:
             self._maybe_create_save_counter(graph)
         except RuntimeError:
-            pass  # finalized graph: the counter is created (and filled from the deferred restore) on first save
+            pass  # finalized graph: created (and filled from the deferred restore) on first save
         if isinstance(status, NameBasedSaverStatus) and self._save_counter is not None:
             status.add_to_optionally_restored(self._save_counter)
         return status
@@ -838,8 +870,8 @@ class Checkpoint(AutoTrackable):
         coordinator.restore_objects(objects)
         status = NameBasedSaverStatus(coordinator, self._graph_view)
         warnings.warn(
-            f"Restoring the name-based checkpoint {source.save_path} (written by a TF1-style Saver, it has no "
-            f"object graph) by matching variable names: {len(coordinator.matched)} variables matched, "
+            f"Restoring the name-based checkpoint {source.save_path} (written by a TF1-style Saver, it "
+            f"has no object graph) by matching variable names: {len(coordinator.matched)} variables matched, "
             f"{len(coordinator.unmatched)} not found ({sorted(coordinator.unmatched)[:10]}). Re-save it "
             "with Checkpoint.save to get an object-based checkpoint.",
             stacklevel=3,
@@ -851,10 +883,6 @@ class Checkpoint(AutoTrackable):
 
 
 def _open_checkpoint(save_path: str) -> _ValueSource:
-    from saverkit.train import load_checkpoint
+    from saverkit import bundle
 
-    reader = load_checkpoint(save_path)
-    prefix = getattr(reader, "prefix", None) or save_path
-    return _ValueSource(prefix, reader)
-
-
+    return _ValueSource(bundle.BundleReader(save_path))

@@ -1,0 +1,515 @@
+"""saverkit.train.Checkpoint: TF's object-based format, save numbering, restore matching and statuses."""
+
+import base64
+import json
+import os
+import pathlib
+
+import numpy as np
+import pytest
+import saverkit as sk
+from saverkit import _core, bundle, errors
+from saverkit.protobuf import tensor_bundle_pb2, trackable_object_graph_pb2
+from saverkit.train import Checkpoint
+
+FIXTURES = pathlib.Path(__file__).parent / "fixtures" / "tf-2.21"
+MANIFEST = json.loads((FIXTURES / "manifest.json").read_text())
+STRINGS = np.array([b"", b"a", "h\u00e9llo \u2603".encode()], dtype=object)
+
+
+def manifest_value(case, prefix, key):
+    rec = MANIFEST["cases"][case]["checkpoints"][prefix][key]
+    if rec["dtype"] == "string":
+        return np.array([base64.b64decode(x) for x in rec["b64"]], dtype=object).reshape(rec["shape"])
+    return np.frombuffer(bytes.fromhex(rec["hex"]), dtype=np.dtype(rec["dtype"]).newbyteorder("<")).reshape(
+        rec["shape"]
+    )
+
+
+@pytest.fixture
+def graph():
+    g = sk.Graph()
+    with g.as_default():
+        yield g
+
+
+@pytest.fixture
+def sess(graph):
+    with sk.Session(graph=graph) as s:
+        yield s
+
+
+class Dense(sk.Module):
+    def __init__(self, n_in, n_out, seed=0, name=None):
+        super().__init__(name=name)
+        rng = np.random.default_rng(seed)
+        self.kernel = sk.Variable(rng.standard_normal((n_in, n_out)).astype(np.float32), name="kernel")
+        self.bias = sk.Variable(rng.standard_normal(n_out).astype(np.float32), name="bias")
+
+
+class Net(sk.Module):
+    """The structure of the tf2_object fixture's model."""
+
+    def __init__(self, seed=0):
+        super().__init__()
+        self.layers = [Dense(4, 3, seed), Dense(3, 2, seed + 1)]
+        self.head = Dense(2, 1, seed + 2)
+        self.vocab = sk.Variable(STRINGS if seed == 0 else np.array([b"x", b"y", b"z"], dtype=object))
+
+
+def fresh_net_values(net, sess):
+    sess.run(sk.global_variables_initializer())
+    return {v.name: sess.run(v.value()) for v in net.variables}
+
+
+def read_object_graph(prefix):
+    (raw,) = bundle.read_tensors(prefix, ["_CHECKPOINTABLE_OBJECT_GRAPH"])
+    return trackable_object_graph_pb2.TrackableObjectGraph.FromString(raw.item())
+
+
+def data_order(prefix):
+    """Checkpoint keys sorted by their offset in the (single) data file."""
+    entries = []
+    for key, value in _core.read_table(prefix + ".index"):
+        if key == b"":
+            continue
+        e = tensor_bundle_pb2.BundleEntryProto.FromString(value)
+        entries.append((e.shard_id, e.offset, key.decode()))
+    return [k for _, _, k in sorted(entries)]
+
+
+# --- saving -----------------------------------------------------------------------------------------
+
+
+def test_save_numbers_checkpoints_and_writes_a_relative_state_file(tmp_path, sess):
+    ckpt = Checkpoint(step=sk.Variable(np.int64(5), name="step"))
+    sess.run(sk.global_variables_initializer())
+    p1 = ckpt.save(str(tmp_path / "ckpt"), session=sess)
+    p2 = ckpt.save(str(tmp_path / "ckpt"), session=sess)
+    assert (p1, p2) == (str(tmp_path / "ckpt-1"), str(tmp_path / "ckpt-2"))
+    assert sess.run(ckpt.save_counter.value()) == 2
+    assert (tmp_path / "checkpoint").read_text() == (
+        'model_checkpoint_path: "ckpt-2"\nall_model_checkpoint_paths: "ckpt-2"\n'
+    )
+    assert sorted(os.listdir(tmp_path)) == [
+        "checkpoint",
+        "ckpt-1.data-00000-of-00001",
+        "ckpt-1.index",
+        "ckpt-2.data-00000-of-00001",
+        "ckpt-2.index",
+    ]
+    assert bundle.read_tensors(p2, ["save_counter/.ATTRIBUTES/VARIABLE_VALUE"])[0] == 2
+
+
+def test_save_uses_the_default_session(tmp_path, sess):
+    ckpt = Checkpoint(v=sk.Variable(np.float32(1.0)))
+    sess.run(sk.global_variables_initializer())
+    with sess.as_default():
+        assert ckpt.save(str(tmp_path / "c")) == str(tmp_path / "c-1")
+
+
+def test_save_without_any_session_says_how_to_provide_one(tmp_path, graph):
+    ckpt = Checkpoint(v=sk.Variable(np.float32(1.0)))
+    with pytest.raises(RuntimeError, match="needs a Session"):
+        ckpt.save(str(tmp_path / "c"))
+
+
+def test_write_neither_counts_nor_touches_the_state_file(tmp_path, sess):
+    ckpt = Checkpoint(v=sk.Variable(np.float32(3.0), name="v"))
+    sess.run(sk.global_variables_initializer())
+    assert ckpt.write(str(tmp_path / "w"), session=sess) == str(tmp_path / "w")
+    assert sorted(os.listdir(tmp_path)) == ["w.data-00000-of-00001", "w.index"]
+    assert bundle.BundleReader(str(tmp_path / "w")).entries().keys() == {
+        "v/.ATTRIBUTES/VARIABLE_VALUE",
+        "_CHECKPOINTABLE_OBJECT_GRAPH",
+    }
+
+
+def test_object_graph_matches_tf_for_the_same_structure(tmp_path, sess):
+    """Same node ids, edges, keys and flags as TF's tf2_object fixture (only full names differ)."""
+    net = Net()
+    step = sk.Variable(np.int64(4), name="Variable")
+    ckpt = Checkpoint(model=net, step=step)
+    sess.run(sk.global_variables_initializer())
+    path = ckpt.save(str(tmp_path / "ckpt"), session=sess)
+    ours = read_object_graph(path)
+    theirs = read_object_graph(str(FIXTURES / "tf2_object" / "ckpt-4"))
+    full_names = [[a.full_name for a in n.attributes] for n in ours.nodes]
+    assert full_names[11] == ["kernel"] and full_names[13] == ["kernel_1"] and full_names[9] == ["kernel_2"]
+    for g in (ours, theirs):
+        for node in g.nodes:
+            for a in node.attributes:
+                a.full_name = ""
+    assert ours == theirs
+    assert data_order(path) == data_order(str(FIXTURES / "tf2_object" / "ckpt-4"))
+    assert data_order(path)[-1] == "_CHECKPOINTABLE_OBJECT_GRAPH"
+
+
+def test_full_name_is_the_variables_graph_name(tmp_path, sess):
+    m = sk.Module(name="outer")
+    with m.name_scope:
+        m.w = sk.Variable(np.float32(1), name="w")
+    Checkpoint(model=m).write(
+        str(tmp_path / "c"), session=(sess.run(sk.global_variables_initializer()), sess)[1]
+    )
+    node = read_object_graph(str(tmp_path / "c")).nodes[2]
+    assert [(a.name, a.full_name, a.checkpoint_key) for a in node.attributes] == [
+        ("VARIABLE_VALUE", "outer/w", "model/w/.ATTRIBUTES/VARIABLE_VALUE")
+    ]
+
+
+def test_local_names_are_escaped_in_keys_but_not_in_the_graph(tmp_path, sess):
+    m = sk.Module()
+    m.d = {"p.q": sk.Variable(np.float32(1)), "x/y": sk.Variable(np.float32(2))}
+    sess.run(sk.global_variables_initializer())
+    Checkpoint(m=m).write(str(tmp_path / "c"), session=sess)
+    keys = set(bundle.BundleReader(str(tmp_path / "c")).entries())
+    assert {"m/d/p..q/.ATTRIBUTES/VARIABLE_VALUE", "m/d/x.Sy/.ATTRIBUTES/VARIABLE_VALUE"} <= keys
+    graph = read_object_graph(str(tmp_path / "c"))
+    assert [c.local_name for c in graph.nodes[2].children] == ["p.q", "x/y"]
+
+
+def test_empty_containers_have_no_checkpoint_values(tmp_path, sess):
+    m = sk.Module()
+    m.empty = []
+    m.w = sk.Variable(np.float32(1))
+    sess.run(sk.global_variables_initializer())
+    Checkpoint(m=m).write(str(tmp_path / "c"), session=sess)
+    g = read_object_graph(str(tmp_path / "c"))
+    assert [n.has_checkpoint_values.value for n in g.nodes] == [True, True, False, True]
+
+
+def test_shared_variable_is_one_node_with_two_edges(tmp_path, sess):
+    m = sk.Module()
+    v = sk.Variable(np.float32(1), name="shared")
+    m.a, m.b = v, [v]
+    sess.run(sk.global_variables_initializer())
+    Checkpoint(m=m).write(str(tmp_path / "c"), session=sess)
+    g = read_object_graph(str(tmp_path / "c"))
+    assert len(g.nodes) == 4
+    assert [(c.local_name, c.node_id) for c in g.nodes[3].children] == [("0", 2)]
+
+
+def test_uninitialized_variables_fail_the_save(tmp_path, sess):
+    ckpt = Checkpoint(v=sk.Variable(np.float32(1)))
+    with pytest.raises(errors.FailedPreconditionError):
+        ckpt.write(str(tmp_path / "c"), session=sess)
+
+
+def test_save_and_restore_work_on_a_finalized_graph(tmp_path, graph, sess):
+    net = Net()
+    ckpt = Checkpoint(model=net)
+    assert ckpt.save_counter is not None  # created before finalizing, like any variable
+    sess.run(sk.global_variables_initializer())
+    graph.finalize()
+    path = ckpt.save(str(tmp_path / "c"), session=sess)
+    ckpt.restore(path, session=sess).assert_consumed()
+
+
+# --- restoring ---------------------------------------------------------------------------------------
+
+
+def test_round_trip_of_a_module_tree(tmp_path):
+    with sk.Graph().as_default() as g1, sk.Session(graph=g1) as s1:
+        net = Net(seed=0)
+        net.extra = {"scale": sk.Variable(np.float64(2.5)), "ids": sk.Variable(np.arange(4, dtype=np.int32))}
+        ckpt = Checkpoint(model=net)
+        expected = fresh_net_values(net, s1)
+        path = ckpt.save(str(tmp_path / "ckpt"), session=s1)
+    with sk.Graph().as_default() as g2, sk.Session(graph=g2) as s2:
+        net2 = Net(seed=7)
+        net2.extra = {"scale": sk.Variable(np.float64(0)), "ids": sk.Variable(np.zeros(4, dtype=np.int32))}
+        s2.run(sk.global_variables_initializer())
+        Checkpoint(model=net2).restore(path, session=s2).assert_consumed()
+        got = {v.name: s2.run(v.value()) for v in net2.variables}
+    assert got.keys() == expected.keys()
+    for name in expected:
+        np.testing.assert_array_equal(got[name], expected[name])
+
+
+def test_restore_continues_the_save_counter(tmp_path, sess):
+    ckpt = Checkpoint(v=sk.Variable(np.float32(1)))
+    sess.run(sk.global_variables_initializer())
+    ckpt.save(str(tmp_path / "c"), session=sess)
+    path = ckpt.save(str(tmp_path / "c"), session=sess)
+    with sk.Graph().as_default() as g, sk.Session(graph=g) as s:
+        again = Checkpoint(v=sk.Variable(np.float32(0)))
+        s.run(sk.global_variables_initializer())
+        again.restore(path, session=s).assert_consumed()
+        assert again.save(str(tmp_path / "c"), session=s) == str(tmp_path / "c-3")
+
+
+def test_tf_written_object_checkpoint_restores_with_values_from_the_manifest(sess):
+    net = Net(seed=3)
+    step = sk.Variable(np.int64(0))
+    ckpt = Checkpoint(model=net, step=step)
+    sess.run(sk.global_variables_initializer())
+    ckpt.restore(str(FIXTURES / "tf2_object" / "ckpt-4"), session=sess).assert_consumed()
+    for key, var in {
+        "model/layers/0/kernel": net.layers[0].kernel,
+        "model/layers/1/bias": net.layers[1].bias,
+        "model/head/kernel": net.head.kernel,
+        "model/vocab": net.vocab,
+        "step": step,
+        "save_counter": ckpt.save_counter,
+    }.items():
+        want = manifest_value("tf2_object", "tf2_object/ckpt-4", key + "/.ATTRIBUTES/VARIABLE_VALUE")
+        np.testing.assert_array_equal(sess.run(var.value()), want)
+
+
+def test_restore_accepts_the_directory_and_reports_missing_paths(tmp_path, sess):
+    net, step = Net(), sk.Variable(np.int64(0))
+    sess.run(sk.global_variables_initializer())
+    Checkpoint(model=net, step=step).restore(str(FIXTURES / "tf2_object"), session=sess).assert_consumed()
+    assert sess.run(step.value()) == 4
+    with pytest.raises(errors.NotFoundError, match="missing the checkpoint suffix"):
+        Checkpoint(model=net).restore(str(tmp_path / "nope"), session=sess)
+
+
+def test_restore_without_a_session_waits_for_run_restore_ops(tmp_path, graph, sess):
+    v = sk.Variable(np.float32(7), name="v")
+    sess.run(sk.global_variables_initializer())
+    path = Checkpoint(v=v).write(str(tmp_path / "c"), session=sess)
+    sess.run(v.assign(np.float32(0)))
+    status = Checkpoint(v=v).read(path)
+    assert sess.run(v.value()) == 0
+    status.assert_consumed().run_restore_ops(sess)
+    assert sess.run(v.value()) == 7
+
+
+def test_initialize_or_restore_initializes_only_what_the_checkpoint_lacks(tmp_path, sess):
+    a = sk.Variable(np.float32(1), name="a")
+    sess.run(sk.global_variables_initializer())
+    path = Checkpoint(a=a).write(str(tmp_path / "c"), session=sess)
+    with sk.Graph().as_default() as g, sk.Session(graph=g) as s:
+        a2, b2 = sk.Variable(np.float32(5), name="a"), sk.Variable(np.float32(9), name="b")
+        a2_init = sk.Variable(np.float32(5), name="unused")  # noqa: F841  (not in the checkpointed tree)
+        status = Checkpoint(a=a2, b=b2).read(path)
+        status.initialize_or_restore(s)
+        assert (s.run(a2.value()), s.run(b2.value())) == (1, 9)
+
+
+def test_restore_none_only_initializes(sess):
+    v = sk.Variable(np.float32(3))
+    status = Checkpoint(v=v).restore(None)
+    with pytest.raises(AssertionError, match="No checkpoint specified"):
+        status.assert_consumed()
+    status.initialize_or_restore(sess)
+    assert sess.run(v.value()) == 3
+
+
+# --- deferred restoration ----------------------------------------------------------------------------
+
+
+def test_a_variable_attached_after_restore_gets_its_value(tmp_path, sess):
+    net = Net(seed=0)
+    ckpt = Checkpoint(model=net)
+    net.late = sk.Variable(np.full((2,), 42, np.float32), name="late")
+    sess.run(sk.global_variables_initializer())
+    path = ckpt.save(str(tmp_path / "c"), session=sess)
+
+    with sk.Graph().as_default() as g, sk.Session(graph=g) as s:
+        net2 = Net(seed=1)
+        s.run(sk.global_variables_initializer())
+        ckpt2 = Checkpoint(model=net2)
+        status = ckpt2.restore(path, session=s)
+        with pytest.raises(AssertionError, match="late"):
+            status.assert_consumed()
+        status.assert_existing_objects_matched()
+        net2.late = sk.Variable(np.zeros(2, np.float32), name="late")  # created and attached afterwards
+        np.testing.assert_array_equal(s.run(net2.late.value()), [42, 42])
+        status.assert_consumed()
+
+
+def test_deferred_restoration_reaches_into_new_submodules_and_containers(tmp_path, sess):
+    root = sk.Module(name="root")
+    root.blocks = [Dense(2, 2, seed=5)]
+    root.table = {"emb": sk.Variable(np.arange(6, dtype=np.float32).reshape(3, 2))}
+    sess.run(sk.global_variables_initializer())
+    path = Checkpoint(model=root).write(str(tmp_path / "c"), session=sess)
+    want_kernel = sess.run(root.blocks[0].kernel.value())
+
+    with sk.Graph().as_default() as g, sk.Session(graph=g) as s:
+        root2 = sk.Module(name="root")
+        root2.blocks = []
+        root2.table = {}
+        status = Checkpoint(model=root2).read(path, session=s)
+        root2.blocks.append(Dense(2, 2, seed=9))  # appended to a list that existed at restore time
+        root2.table["emb"] = sk.Variable(np.zeros((3, 2), np.float32))
+        np.testing.assert_array_equal(s.run(root2.blocks[0].kernel.value()), want_kernel)
+        np.testing.assert_array_equal(s.run(root2.table["emb"].value()), np.arange(6).reshape(3, 2))
+        status.assert_consumed()
+
+
+def test_deferred_values_without_a_session_are_assigned_by_run_restore_ops(tmp_path, sess):
+    m = sk.Module()
+    m.w = sk.Variable(np.float32(8))
+    sess.run(sk.global_variables_initializer())
+    path = Checkpoint(m=m).write(str(tmp_path / "c"), session=sess)
+    with sk.Graph().as_default() as g:
+        m2 = sk.Module()
+        status = Checkpoint(m=m2).read(path)
+        m2.w = sk.Variable(np.float32(0))
+        with sk.Session(graph=g) as s:
+            status.initialize_or_restore(s)
+            assert s.run(m2.w.value()) == 8
+
+
+def test_save_counter_created_after_restore_is_restored(tmp_path, sess):
+    ckpt = Checkpoint(v=sk.Variable(np.float32(1)))
+    sess.run(sk.global_variables_initializer())
+    for _ in range(3):
+        path = ckpt.save(str(tmp_path / "c"), session=sess)
+    with sk.Graph().as_default() as g, sk.Session(graph=g) as s:
+        again = Checkpoint(v=sk.Variable(np.float32(0)))
+        s.run(sk.global_variables_initializer())
+        again.restore(path, session=s)
+        assert s.run(again.save_counter.value()) == 3
+
+
+# --- status assertions -------------------------------------------------------------------------------
+
+
+def test_assertions_report_both_directions_of_mismatch(tmp_path, sess):
+    m = sk.Module()
+    m.a = sk.Variable(np.float32(1), name="a")
+    m.b = sk.Variable(np.float32(2), name="b")
+    sess.run(sk.global_variables_initializer())
+    path = Checkpoint(m=m).write(str(tmp_path / "c"), session=sess)
+
+    with sk.Graph().as_default() as g, sk.Session(graph=g) as s:
+        m2 = sk.Module()
+        m2.a = sk.Variable(np.float32(0), name="a")
+        m2.c = sk.Variable(np.float32(0), name="c")
+        s.run(sk.global_variables_initializer())
+        status = Checkpoint(m=m2).read(path, session=s)
+        with pytest.raises(AssertionError, match=r"\(root\)\.m\.c \(variable 'c:0'\)"):
+            status.assert_existing_objects_matched()
+        with pytest.raises(AssertionError):
+            status.assert_consumed()
+        status.assert_nontrivial_match()
+        assert status.expect_partial() is status
+        assert s.run(m2.a.value()) == 1
+
+        m3 = sk.Module()
+        m3.a = sk.Variable(np.float32(0), name="a")
+        s.run(m3.a.initializer)
+        status = Checkpoint(m=m3).read(path, session=s)
+        status.assert_existing_objects_matched()
+        with pytest.raises(AssertionError, match=r"\(root\)\.m\.b \(m/b/\.ATTRIBUTES/VARIABLE_VALUE\)"):
+            status.assert_consumed()
+
+
+def test_nontrivial_match_fails_when_nothing_matches(tmp_path, sess):
+    sess.run(sk.global_variables_initializer())
+    v = sk.Variable(np.float32(1))
+    sess.run(v.initializer)
+    path = Checkpoint(v=v).write(str(tmp_path / "c"), session=sess)
+    other = Checkpoint(w=sk.Variable(np.float32(1))).read(path, session=sess)
+    with pytest.raises(AssertionError, match="Nothing except the root object matched"):
+        other.assert_nontrivial_match()
+
+
+def test_shape_and_dtype_mismatches_name_the_key_and_both_sides(tmp_path, sess):
+    v = sk.Variable(np.zeros((2, 3), np.float32), name="v")
+    sess.run(v.initializer)
+    path = Checkpoint(v=v).write(str(tmp_path / "c"), session=sess)
+    with sk.Graph().as_default() as g, sk.Session(graph=g) as s:
+        with pytest.raises(
+            errors.InvalidArgumentError, match=r"'v/\.ATTRIBUTES/VARIABLE_VALUE'.*shape \[2, 3\].*\[3, 2\]"
+        ):
+            Checkpoint(v=sk.Variable(np.zeros((3, 2), np.float32))).read(path, session=s)
+        with pytest.raises(errors.InvalidArgumentError, match="holds float32, the variable is int32"):
+            Checkpoint(v=sk.Variable(np.zeros((2, 3), np.int32))).read(path, session=s)
+
+
+def test_corrupt_object_graph_is_a_data_loss_error(tmp_path):
+    bundle.write_bundle(
+        str(tmp_path / "c"),
+        ["_CHECKPOINTABLE_OBJECT_GRAPH"],
+        [np.array(b"\xff\xff not a proto", dtype=object)],
+    )
+    with sk.Graph().as_default():
+        with pytest.raises(errors.DataLossError, match="TrackableObjectGraph"):
+            Checkpoint(v=sk.Variable(np.float32(1))).read(str(tmp_path / "c"))
+
+
+# --- Checkpoint(root=...) ----------------------------------------------------------------------------
+
+
+def test_root_checkpoint_saves_the_root_with_attached_kwargs(tmp_path, sess):
+    net = Net()
+    step = sk.Variable(np.int64(3), name="step")
+    ckpt = Checkpoint(root=net, step=step)
+    sess.run(sk.global_variables_initializer())
+    path = ckpt.save(str(tmp_path / "c"), session=sess)
+    keys = set(bundle.BundleReader(path).entries())
+    assert "layers/0/kernel/.ATTRIBUTES/VARIABLE_VALUE" in keys
+    assert {"step/.ATTRIBUTES/VARIABLE_VALUE", "save_counter/.ATTRIBUTES/VARIABLE_VALUE"} <= keys
+    root_children = [c.local_name for c in read_object_graph(path).nodes[0].children]
+    assert root_children == ["layers", "head", "vocab", "root", "step", "save_counter"]
+
+    with sk.Graph().as_default() as g, sk.Session(graph=g) as s:
+        net2, step2 = Net(seed=4), sk.Variable(np.int64(0))
+        s.run(sk.global_variables_initializer())
+        ckpt2 = Checkpoint(root=net2, step=step2)
+        ckpt2.restore(path, session=s).assert_consumed()
+        assert s.run(step2.value()) == 3 and s.run(ckpt2.save_counter.value()) == 1
+
+
+def test_root_kwarg_conflicting_with_an_existing_child_is_rejected(graph):
+    net = Net()
+    with pytest.raises(ValueError, match="root.head already exists"):
+        Checkpoint(root=net, head=Dense(1, 1))
+
+
+def test_non_trackable_kwargs_are_rejected(graph):
+    with pytest.raises(ValueError, match="expecting x to be a trackable object"):
+        Checkpoint(x=3)
+
+
+# --- name-based checkpoints --------------------------------------------------------------------------
+
+
+def test_name_based_tf_checkpoint_restores_by_variable_name_with_a_warning(sess):
+    prefix = str(FIXTURES / "v1_dtypes" / "model.ckpt-7")
+    m = sk.Module()
+    with sk.name_scope("scope/nested/deep/"):
+        m.kernel = sk.Variable(np.zeros((16, 8), np.float32), name="kernel")
+    m.step = sk.Variable(np.int64(0), name="global_step")
+    m.strings = sk.Variable(np.array([b""] * 9, dtype=object), name="string/vec")
+    m.missing = sk.Variable(np.float32(0), name="not_in_checkpoint")
+    sess.run(sk.global_variables_initializer())
+    with pytest.warns(UserWarning, match="name-based checkpoint .* 3 variables matched, 1 not found"):
+        status = Checkpoint(model=m).restore(prefix, session=sess)
+    assert status.matched == {
+        "scope/nested/deep/kernel": "scope/nested/deep/kernel",
+        "global_step": "global_step",
+        "string/vec": "string/vec",
+    }
+    assert status.unmatched == ["not_in_checkpoint"]
+    assert "float32/v2" in status.unused_keys and "global_step" not in status.unused_keys
+    with pytest.raises(AssertionError, match="not_in_checkpoint"):
+        status.assert_consumed()
+    case = "v1_dtypes/model.ckpt-7"
+    np.testing.assert_array_equal(
+        sess.run(m.kernel.value()), manifest_value("v1_dtypes", case, "scope/nested/deep/kernel")
+    )
+    assert sess.run(m.step.value()) == manifest_value("v1_dtypes", case, "global_step")
+    np.testing.assert_array_equal(
+        sess.run(m.strings.value()), manifest_value("v1_dtypes", case, "string/vec")
+    )
+
+
+def test_name_based_restore_matches_variables_attached_later(tmp_path, sess):
+    bundle.write_bundle(str(tmp_path / "v1"), ["a", "b"], [np.float32(1.5), np.arange(3, dtype=np.int64)])
+    m = sk.Module()
+    m.a = sk.Variable(np.float32(0), name="a")
+    sess.run(sk.global_variables_initializer())
+    with pytest.warns(UserWarning, match="1 variables matched, 0 not found"):
+        status = Checkpoint(m=m).restore(str(tmp_path / "v1"), session=sess)
+    status.assert_consumed()  # save_counter is optional for name-based checkpoints
+    m.b = sk.Variable(np.zeros(3, np.int64), name="b")
+    np.testing.assert_array_equal(sess.run(m.b.value()), [0, 1, 2])
+    assert sess.run(m.a.value()) == 1.5
+    assert status.matched == {"a": "a", "b": "b"} and status.unused_keys == []
