@@ -1,6 +1,7 @@
 """TF's ``tf.compat.v1.train`` / ``tf.train`` names: checkpoint bookkeeping, readers, savers."""
 # ruff: noqa: F401
 
+from .checkpoint import Checkpoint, CheckpointLoadStatus, InitializationOnlyStatus, NameBasedSaverStatus
 from .checkpoint_management import (
     CheckpointState,
     checkpoint_exists,
@@ -14,3 +15,5 @@ from .checkpoint_management import (
     update_checkpoint_state,
     update_checkpoint_state_internal,
 )
+from .checkpoint_manager import CheckpointManager
+from .init_from_checkpoint import init_from_checkpoint
