@@ -845,6 +845,8 @@ class Checkpoint(AutoTrackable):
         an `InitializationOnlyStatus` if `save_path` is None, or a `NameBasedSaverStatus` for a
         checkpoint written by a name-based `Saver`.
         """
+        if session is None:
+            session = _default_session()
         try:
             status = self.read(save_path, session=session)
         except errors.NotFoundError as e:
