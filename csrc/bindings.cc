@@ -264,7 +264,10 @@ PYBIND11_MODULE(_core, m) {
       if (p) std::rethrow_exception(p);
     } catch (const StatusError& e) {
       py::object cls = py::module_::import("saverkit.errors").attr("exception_type_from_error_code")(e.code);
-      py::object exc = cls(py::none(), py::none(), e.message);
+      // Paths and keys may hold bytes that are not UTF-8: never fail on the message itself.
+      py::object message = py::reinterpret_steal<py::object>(
+          PyUnicode_DecodeUTF8(e.message.data(), static_cast<Py_ssize_t>(e.message.size()), "backslashreplace"));
+      py::object exc = cls(py::none(), py::none(), message);
       PyErr_SetObject(cls.ptr(), exc.ptr());
     }
   });

@@ -80,14 +80,22 @@ Status BundleReader::Open(const std::string& prefix) {
     return DataLoss(StrCat("Checkpoint index ", index_path, " header has invalid endianness ", header_.endianness));
   }
   for (const auto& kv : entries_) {
-    for (const TensorSliceProto& slice : kv.second.slices) slice_keys_.insert(EncodeTensorNameSlice(kv.first, slice));
+    for (const TensorSliceProto& slice : kv.second.slices) {
+      slice_keys_[EncodeTensorNameSlice(kv.first, slice)] =
+          PrintableKey(kv.first) + " (slice " + SliceString(slice) + ")";
+    }
   }
   return Status::OK();
 }
 
+std::string BundleReader::DisplayKey(const std::string& key) const {
+  auto it = slice_keys_.find(key);
+  return it != slice_keys_.end() ? it->second : PrintableKey(key);
+}
+
 Status BundleReader::DataFile(const std::string& key, const BundleEntry& entry, const RandomAccessFile** file) {
   if (entry.shard_id < 0 || entry.shard_id >= header_.num_shards) {
-    return DataLoss(StrCat("Tensor ", PrintableKey(key), " in checkpoint ", prefix_, " names shard ",
+    return DataLoss(StrCat("Tensor ", DisplayKey(key), " in checkpoint ", prefix_, " names shard ",
                            entry.shard_id, " but the checkpoint has ", header_.num_shards, " shards"));
   }
   std::lock_guard<std::mutex> lock(files_mu_);
@@ -97,7 +105,7 @@ Status BundleReader::DataFile(const std::string& key, const BundleEntry& entry, 
     std::string path = DataFilename(prefix_, entry.shard_id, header_.num_shards);
     Status s = f->Open(path);
     if (s.code() == Code::kNotFound) {
-      return NotFound("Data file " + path + " of checkpoint " + prefix_ + " (holding tensor " + PrintableKey(key) +
+      return NotFound("Data file " + path + " of checkpoint " + prefix_ + " (holding tensor " + DisplayKey(key) +
                       ") does not exist: the checkpoint is incomplete");
     }
     SK_RETURN_IF_ERROR(s);
@@ -108,7 +116,7 @@ Status BundleReader::DataFile(const std::string& key, const BundleEntry& entry, 
 }
 
 Status BundleReader::CheckStored(const std::string& key, const BundleEntry& entry, uint64_t* num_elements) {
-  const std::string what = "tensor " + PrintableKey(key) + " in checkpoint " + prefix_;
+  const std::string what = "tensor " + DisplayKey(key) + " in checkpoint " + prefix_;
   if (entry.dtype == DT_VARIANT) {
     return Unimplemented("Cannot read " + what + ": DT_VARIANT tensors are opaque TensorFlow objects");
   }
@@ -232,7 +240,7 @@ void BundleReader::SwapIfBigEndian(int dtype, char* data, uint64_t n) const {
 
 Status BundleReader::ChecksumError(const std::string& key, const BundleEntry& entry, const RandomAccessFile& file,
                                    uint32_t actual) {
-  return DataLoss(StrCat("Checksum does not match for tensor ", PrintableKey(key), " in ", file.path(),
+  return DataLoss(StrCat("Checksum does not match for tensor ", DisplayKey(key), " in ", file.path(),
                          " at offset ", entry.offset, " (size ", entry.size, "): stored crc32c 0x", std::hex,
                          crc32c::Unmask(entry.crc32c), ", calculated 0x", actual));
 }
@@ -258,7 +266,7 @@ Status BundleReader::ReadStrings(const std::string& key, const BundleEntry& entr
   std::string buf(static_cast<size_t>(entry.size), '\0');
   SK_RETURN_IF_ERROR(file->Read(static_cast<uint64_t>(entry.offset), buf.size(), &buf[0]));
   const bool big = header_.endianness == kBig;
-  const std::string what = StrCat("string tensor ", PrintableKey(key), " in ", file->path(), " at offset ",
+  const std::string what = StrCat("string tensor ", DisplayKey(key), " in ", file->path(), " at offset ",
                                   entry.offset);
   const char* p = buf.data();
   const char* limit = buf.data() + buf.size();

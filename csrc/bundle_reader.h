@@ -52,6 +52,8 @@ class BundleReader {
   const std::map<std::string, BundleEntry>& entries() const { return entries_; }
   // True for keys that are the stored slices of a partitioned tensor.
   bool IsSliceKey(const std::string& key) const { return slice_keys_.count(key) > 0; }
+  // How messages name a key: 'name', or 'name' (slice 0,2:-) for slice keys.
+  std::string DisplayKey(const std::string& key) const;
 
   Status Prepare(const ReadRequest& request, ReadPlan* plan);
   // dst[i]: buffer of plan i's bytes (numeric); strings[i] receives string
@@ -73,7 +75,7 @@ class BundleReader {
   std::string prefix_;
   BundleHeader header_;
   std::map<std::string, BundleEntry> entries_;
-  std::set<std::string> slice_keys_;
+  std::map<std::string, std::string> slice_keys_;  // slice key -> display name
   std::mutex files_mu_;
   std::map<int, std::unique_ptr<RandomAccessFile>> data_files_;
 };

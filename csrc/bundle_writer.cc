@@ -19,8 +19,10 @@ namespace saverkit {
 
 namespace {
 
-// Payloads are cut into chunks of this size for parallel checksum + write.
+// Payloads are checksummed in chunks of this size, in parallel.
 const uint64_t kChunkSize = 8ull << 20;
+// Bytes handed to one pwritev call.
+const uint64_t kWriteBatch = 64ull << 20;
 
 bool NumElements(const std::vector<int64_t>& shape, uint64_t* n) {
   uint64_t total = 1;
@@ -216,83 +218,72 @@ Status BundleWriter::AddSliceStrings(const std::string& name, const std::vector<
 }
 
 Status BundleWriter::WritePayloads(WritableFile* file) {
-  // Work items: pieces of payloads, grouped into tasks of about kChunkSize so
-  // many small tensors go out in one pwritev and a big one is split.
-  struct Piece {
-    size_t payload;
-    const char* data;
-    uint64_t size;
-    uint64_t offset;
-    uint32_t crc = 0;
-  };
   for (Payload& p : payloads_) {
     if (p.is_string) p.data = p.staged.data();  // moves of the vector may have relocated short strings
   }
-  std::vector<Piece> pieces;
-  std::vector<size_t> task_start;  // index of the first piece of each task
-  uint64_t in_task = kChunkSize;   // forces a new task at the first piece
+  // Numeric payloads are checksummed in chunks on the pool while one task
+  // streams every payload to the file in add order: concurrent writes to one
+  // file serialize in the kernel anyway, and this keeps the writer busy.
+  struct Chunk {
+    size_t payload;
+    uint64_t begin, len;
+    uint32_t crc;
+  };
+  std::vector<Chunk> chunks;
   for (size_t i = 0; i < payloads_.size(); ++i) {
     const Payload& p = payloads_[i];
+    if (p.crc_known) continue;
     for (uint64_t off = 0; off < p.size; off += kChunkSize) {
-      uint64_t len = std::min(kChunkSize, p.size - off);
-      if (in_task + len > kChunkSize) {
-        task_start.push_back(pieces.size());
-        in_task = 0;
-      }
-      pieces.push_back({i, p.data + off, len, p.offset + off});
-      in_task += len;
+      chunks.push_back({i, off, std::min(kChunkSize, p.size - off), 0});
     }
   }
-  task_start.push_back(pieces.size());
   SK_RETURN_IF_ERROR(file->Reserve(data_size_));
-  Status st = RunParallel(task_start.size() - 1, [&](size_t t) -> Status {
-    size_t begin = task_start[t], end = task_start[t + 1];
+  Status st = RunParallel(chunks.size() + 1, [&](size_t t) -> Status {
+    if (t > 0) {
+      Chunk& c = chunks[t - 1];
+      c.crc = crc32c::Value(payloads_[c.payload].data + c.begin, c.len);
+      return Status::OK();
+    }
     std::vector<struct iovec> iov;
-    uint64_t run_offset = pieces[begin].offset, run_bytes = 0;
-    for (size_t i = begin; i < end; ++i) {
-      Piece& pc = pieces[i];
-      if (!payloads_[pc.payload].crc_known) pc.crc = crc32c::Value(pc.data, pc.size);
-      iov.push_back({const_cast<char*>(pc.data), static_cast<size_t>(pc.size)});
-      run_bytes += pc.size;
-      if (iov.size() == IOV_MAX || i + 1 == end) {
-        uint64_t off = run_offset;
-        size_t k = 0;
-        while (k < iov.size()) {  // pwritev may write less than asked
-          ssize_t put = ::pwritev(file->fd(), iov.data() + k, static_cast<int>(iov.size() - k), off);
-          if (put < 0) {
-            if (errno == EINTR) continue;
-            return IOError(StrCat("Write of ", run_bytes, " bytes at offset ", run_offset, " failed on ",
-                                  file->path()),
-                           errno);
-          }
-          off += static_cast<uint64_t>(put);
-          size_t left = static_cast<size_t>(put);
-          while (k < iov.size() && left >= iov[k].iov_len) left -= iov[k++].iov_len;
-          if (k < iov.size()) {
-            iov[k].iov_base = static_cast<char*>(iov[k].iov_base) + left;
-            iov[k].iov_len -= left;
-          }
-        }
-        iov.clear();
-        run_offset = off;
-        run_bytes = 0;
+    uint64_t offset = 0, batch = 0;
+    for (size_t i = 0; i <= payloads_.size(); ++i) {
+      bool last = i == payloads_.size();
+      if (!last && payloads_[i].size > 0) {
+        iov.push_back({const_cast<char*>(payloads_[i].data), static_cast<size_t>(payloads_[i].size)});
+        batch += payloads_[i].size;
       }
+      if (iov.empty() || (!last && iov.size() < IOV_MAX && batch < kWriteBatch)) continue;
+      size_t k = 0;
+      while (k < iov.size()) {  // pwritev may write less than asked
+        ssize_t put = ::pwritev(file->fd(), iov.data() + k, static_cast<int>(std::min<size_t>(iov.size() - k, IOV_MAX)),
+                                static_cast<off_t>(offset));
+        if (put < 0) {
+          if (errno == EINTR) continue;
+          return IOError(StrCat("Write of ", batch, " bytes at offset ", offset, " failed on ", file->path()), errno);
+        }
+        offset += static_cast<uint64_t>(put);
+        size_t left = static_cast<size_t>(put);
+        while (k < iov.size() && left >= iov[k].iov_len) left -= iov[k++].iov_len;
+        if (k < iov.size()) {
+          iov[k].iov_base = static_cast<char*>(iov[k].iov_base) + left;
+          iov[k].iov_len -= left;
+        }
+      }
+      iov.clear();
+      batch = 0;
     }
     return Status::OK();
   });
   SK_RETURN_IF_ERROR(st);
   // Stitch the chunk CRCs of each numeric payload together.
-  for (size_t i = 0; i < pieces.size();) {
-    Payload& p = payloads_[pieces[i].payload];
-    uint32_t crc = pieces[i].crc;
+  for (size_t i = 0; i < chunks.size();) {
+    uint32_t crc = chunks[i].crc;
     size_t j = i + 1;
-    for (; j < pieces.size() && pieces[j].payload == pieces[i].payload; ++j) {
-      crc = crc32c::Combine(crc, pieces[j].crc, pieces[j].size);
+    for (; j < chunks.size() && chunks[j].payload == chunks[i].payload; ++j) {
+      crc = crc32c::Combine(crc, chunks[j].crc, chunks[j].len);
     }
-    if (!p.crc_known) {
-      p.crc = crc;
-      p.crc_known = true;
-    }
+    payloads_[chunks[i].payload].crc = crc;
+    payloads_[chunks[i].payload].crc_known = true;
     i = j;
   }
   for (Payload& p : payloads_) {

@@ -60,7 +60,8 @@ def _byte_view(arr: np.ndarray) -> np.ndarray:
 def _string_elements(key: bytes, value: Any) -> tuple[list[int], list[bytes]]:
     arr = np.asarray(value, dtype=object) if not isinstance(value, np.ndarray) else value
     if arr.dtype.kind not in "OSU":
-        raise errors.InvalidArgumentError(None, None, f"Tensor {key!r} is declared string but holds {arr.dtype}")
+        raise errors.InvalidArgumentError(
+            None, None, f"Tensor {key!r} is declared string but holds {arr.dtype}")
     items = []
     for x in arr.reshape(-1).tolist():
         if isinstance(x, bytes):
@@ -69,7 +70,8 @@ def _string_elements(key: bytes, value: Any) -> tuple[list[int], list[bytes]]:
             items.append(x.encode("utf-8"))
         else:
             raise errors.InvalidArgumentError(
-                None, None, f"String tensor {key!r} has an element of type {type(x).__name__}; need bytes or str")
+                None, None,
+                f"String tensor {key!r} has an element of type {type(x).__name__}; need bytes or str")
     return list(arr.shape), items
 
 
@@ -117,7 +119,7 @@ def write_bundle(
     if len(specs) != n or len(given) != n:
         raise ValueError("write_bundle: names, tensors, shape_and_slices and dtypes must have equal lengths")
     keys, enums, shapes, datas = [], [], [], []
-    for name, value, dt in zip(names, tensors, given):
+    for name, value, dt in zip(names, tensors, given, strict=True):
         key = _as_key(name)
         dtype = _dtypes.as_dtype(dt) if dt is not None else None
         is_string = dtype == _dtypes.string if dtype is not None else (
@@ -129,7 +131,8 @@ def write_bundle(
         else:
             dtype, arr = _numeric_array(key, value, dtype)
             if not dtype.is_numeric or dtype.is_ref_dtype:
-                raise errors.InvalidArgumentError(None, None, f"Cannot save tensor {key!r} of dtype {dtype.name}")
+                raise errors.InvalidArgumentError(
+                    None, None, f"Cannot save tensor {key!r} of dtype {dtype.name}")
             shape, data = list(arr.shape), _byte_view(arr)
         keys.append(key)
         enums.append(dtype.as_datatype_enum)
@@ -193,8 +196,9 @@ def _state_file_prefix(directory: str, latest_filename: str = "checkpoint") -> s
         # The directory was moved since the state file was written.
         moved = os.path.join(directory, os.path.basename(prefix))
         if os.path.exists(moved + ".index"):
-            warnings.warn(f"{path} names {prefix}, which does not exist; using {moved} found beside the state file",
-                          stacklevel=3)
+            warnings.warn(
+                f"{path} names {prefix}, which does not exist; using {moved} found beside the state file",
+                stacklevel=3)
             return moved
     return prefix
 
@@ -218,7 +222,8 @@ def resolve_prefix(path: str | os.PathLike) -> str:
         prefix = _state_file_prefix(path)
         if prefix is None:
             raise errors.NotFoundError(
-                None, None, f"Couldn't find a 'checkpoint' state file (or a checkpoint named in it) in directory "
+                None, None,
+                f"Couldn't find a 'checkpoint' state file (or a checkpoint named in it) in directory "
                 f"{path}; pass a checkpoint prefix instead ({_describe_neighbours(os.path.join(path, 'x'))})")
         return prefix
     for suffix in (".index", ".meta"):
@@ -241,7 +246,8 @@ def _as_dtype_or_data_loss(enum: int, key: bytes, prefix: str) -> DType:
     try:
         return _dtypes.as_dtype(enum)
     except TypeError:
-        raise errors.DataLossError(None, None, f"Tensor {key!r} in {prefix} has invalid dtype {enum}") from None
+        raise errors.DataLossError(
+            None, None, f"Tensor {key!r} in {prefix} has invalid dtype {enum}") from None
 
 
 def _strings_array(items: list[bytes], shape: tuple[int, ...]) -> np.ndarray:
@@ -289,7 +295,8 @@ class BundleReader:
         keys = [_as_key(n) for n in names]
         n = len(keys)
         specs = list(shape_and_slices) if shape_and_slices is not None else [""] * n
-        if len(specs) != n or (dtypes is not None and len(dtypes) != n) or (out is not None and len(out) != n):
+        if len(specs) != n or len(dtypes if dtypes is not None else keys) != n \
+                or len(out if out is not None else keys) != n:
             raise ValueError("read_tensors: names, shape_and_slices, dtypes and out must have equal lengths")
         plans = self._core.prepare(keys, specs)
         buffers: list[np.ndarray | None] = []

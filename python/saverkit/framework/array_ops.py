@@ -1,0 +1,329 @@
+"""Array ops: placeholders, identity, zeros/ones/fill, stack, reshape, shape, squeeze, gather, where."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from saverkit import dtypes, errors
+from saverkit.framework import common_shapes, ops, tensor_util
+from saverkit.framework.constant_op import constant
+from saverkit.framework.op_def_library import apply_op
+from saverkit.framework.op_registry import register_kernel, register_shape_fn
+from saverkit.framework.tensor_shape import TensorShape, as_shape, unknown_shape
+
+# --- builders ----------------------------------------------------------------------------------------
+
+
+def placeholder(dtype: Any, shape: Any = None, name: str | None = None) -> ops.Tensor:
+    """A tensor that must be fed: ``sess.run(..., feed_dict={p: value})``."""
+    return apply_op("Placeholder", dtype=dtype, shape=as_shape(shape), name=name)._outputs[0]
+
+
+def placeholder_with_default(input: Any, shape: Any, name: str | None = None) -> ops.Tensor:  # noqa: A002
+    """``input`` unless a value is fed for the result."""
+    return apply_op("PlaceholderWithDefault", input=input, shape=as_shape(shape), name=name)._outputs[0]
+
+
+def identity(input: Any, name: str | None = None) -> ops.Tensor:  # noqa: A002
+    return apply_op("Identity", input=input, name=name)._outputs[0]
+
+
+def fill(dims: Any, value: Any, name: str | None = None) -> ops.Tensor:
+    return apply_op("Fill", dims=dims, value=value, name=name)._outputs[0]
+
+
+def _filled(value: Any, shape: Any, dtype: Any, name: str | None, default_name: str) -> ops.Tensor:
+    dtype = dtypes.as_dtype(dtype).base_dtype
+    with ops.name_scope(name, default_name, [shape] if isinstance(shape, ops.Tensor) else None) as scope:
+        if not isinstance(shape, ops.Tensor):
+            try:
+                static = as_shape(shape)
+            except (TypeError, ValueError):
+                static = None
+            # Small results become one Const (TF does the same: < 1000 elements); big ones a Fill, so
+            # GraphDefs stay small either way.
+            if static is not None and static.is_fully_defined():
+                if static.num_elements() < 1000:
+                    return constant(value, dtype=dtype, shape=static, name=scope)
+                shape = constant(
+                    np.array(
+                        static.as_list(),
+                        dtype=np.int32 if max(static.as_list(), default=0) < 2**31 else np.int64,
+                    ),
+                    name="shape_as_tensor",
+                )
+            else:
+                shape = ops.convert_to_tensor(shape, dtype=dtypes.int32)
+        return fill(shape, constant(value, dtype=dtype), name=scope)
+
+
+def zeros(shape: Any, dtype: Any = dtypes.float32, name: str | None = None) -> ops.Tensor:
+    dt = dtypes.as_dtype(dtype)
+    zero = False if dt == dtypes.bool_ else b"" if dt == dtypes.string else 0
+    return _filled(zero, shape, dt, name, "zeros")
+
+
+def ones(shape: Any, dtype: Any = dtypes.float32, name: str | None = None) -> ops.Tensor:
+    dt = dtypes.as_dtype(dtype)
+    return _filled(True if dt == dtypes.bool_ else 1, shape, dt, name, "ones")
+
+
+def stack(values: Any, axis: int = 0, name: str = "stack") -> ops.Tensor:
+    return apply_op("Pack", values=list(values), axis=axis, name=name)._outputs[0]
+
+
+def reshape(tensor: Any, shape: Any, name: str | None = None) -> ops.Tensor:
+    return apply_op("Reshape", tensor=tensor, shape=shape, name=name)._outputs[0]
+
+
+def shape(input: Any, name: str | None = None, out_type: Any = dtypes.int32) -> ops.Tensor:  # noqa: A002
+    return apply_op("Shape", input=input, out_type=out_type, name=name)._outputs[0]
+
+
+def squeeze(input: Any, axis: Any = None, name: str | None = None) -> ops.Tensor:  # noqa: A002
+    axis = [] if axis is None else [axis] if isinstance(axis, int) else list(axis)
+    return apply_op("Squeeze", input=input, squeeze_dims=axis, name=name)._outputs[0]
+
+
+def gather(params: Any, indices: Any, axis: Any = 0, name: str | None = None) -> ops.Tensor:
+    return apply_op("GatherV2", params=params, indices=indices, axis=axis, name=name)._outputs[0]
+
+
+def where(condition: Any, x: Any = None, y: Any = None, name: str | None = None) -> ops.Tensor:
+    """TF1 ``where``: indices of true elements (``Where``), or elementwise choice (``Select``)."""
+    if x is None and y is None:
+        return apply_op("Where", input=condition, name=name)._outputs[0]
+    if x is None or y is None:
+        raise ValueError("x and y must both be given, or neither")
+    return apply_op("Select", condition=condition, t=x, e=y, name=name)._outputs[0]
+
+
+def boolean_mask(tensor: Any, mask: Any, name: str = "boolean_mask") -> ops.Tensor:
+    """The elements of ``tensor`` (along its first dimension) where the 1-D ``mask`` is true."""
+    with ops.name_scope(name, values=[tensor, mask]):
+        tensor = ops.convert_to_tensor(tensor, name="tensor")
+        mask = ops.convert_to_tensor(mask, name="mask")
+        if mask.shape.rank not in (None, 1):
+            raise ValueError(f"boolean_mask supports 1-D masks, got shape {mask.shape}")
+        indices = squeeze(where(mask), axis=[1])
+        return gather(tensor, indices, axis=0)
+
+
+def _autopack(value: Any, dtype: Any = None, name: str | None = None, as_ref: bool = False) -> Any:
+    """Lists holding tensors become a ``Pack`` of their (converted) elements, as in TF."""
+    if not _has_tensor(value):
+        return NotImplemented
+    with ops.name_scope(name or "packed", values=_flat_tensors(value)) as scope:
+        parts = [ops.convert_to_tensor(v, dtype=dtype) for v in value]
+        return stack(parts, name=scope)
+
+
+def _flat_tensors(value: Any) -> list:
+    if isinstance(value, (list, tuple)):
+        return [t for v in value for t in _flat_tensors(v)]
+    return [value] if _has_tensor(value) else []
+
+
+def _has_tensor(value: Any) -> bool:
+    if isinstance(value, (list, tuple)):
+        return any(_has_tensor(v) for v in value)
+    return isinstance(value, ops.Tensor) or hasattr(value, "_as_graph_element")
+
+
+ops.register_tensor_conversion_function((list, tuple), _autopack, priority=99)
+
+
+# --- kernels and shapes --------------------------------------------------------------------------------
+
+
+@register_kernel("Placeholder")
+def _placeholder(ctx: Any) -> list:
+    shape = ctx.attr("shape")
+    shown = (
+        "<unknown>"
+        if shape.rank is None
+        else "[" + ",".join("?" if d is None else str(d) for d in shape) + "]"
+    )
+    raise errors.InvalidArgumentError(
+        None,
+        None,
+        f"You must feed a value for placeholder tensor '{ctx.op.name}' "
+        f"with dtype {ctx.attr('dtype').name} and shape {shown}",
+    )
+
+
+@register_shape_fn("Placeholder")
+def _placeholder_shape(op: ops.Operation) -> list:
+    return [op._attrs["shape"]]
+
+
+@register_kernel("PlaceholderWithDefault")
+def _placeholder_with_default(ctx: Any, x: Any) -> list:
+    if not ctx.attr("shape").is_compatible_with(np.shape(x)):
+        raise errors.InvalidArgumentError(
+            None,
+            None,
+            f"The default value of {ctx.op.name} has shape "
+            f"{np.shape(x)}, not compatible with {ctx.attr('shape')}",
+        )
+    return [x]
+
+
+@register_shape_fn("PlaceholderWithDefault")
+def _placeholder_with_default_shape(op: ops.Operation) -> list:
+    declared = op._attrs["shape"]
+    if not declared.is_compatible_with(op._inputs[0]._shape):
+        raise ValueError(
+            f"PlaceholderWithDefault {op.name}: default of shape {op._inputs[0]._shape} is not "
+            f"compatible with shape {declared}"
+        )
+    return [declared]
+
+
+register_kernel("Identity")(lambda ctx, x: [x])
+register_shape_fn("Identity")(common_shapes.unchanged)
+
+
+@register_kernel("Fill")
+def _fill(ctx: Any, dims: Any, value: Any) -> list:
+    value = np.asarray(value)
+    if value.ndim != 0:
+        raise errors.InvalidArgumentError(None, None, f"value must be a scalar, got shape {value.shape}")
+    dims = np.asarray(dims)
+    if dims.ndim != 1:
+        raise errors.InvalidArgumentError(None, None, f"dims must be a vector, got shape {dims.shape}")
+    if (dims < 0).any():
+        raise errors.InvalidArgumentError(None, None, f"dims must be non-negative, got {dims.tolist()}")
+    return [np.full(tuple(dims.tolist()), value, dtype=value.dtype)]
+
+
+@register_shape_fn("Fill")
+def _fill_shape(op: ops.Operation) -> list:
+    dims = tensor_util.constant_value(op._inputs[0])
+    if dims is not None:
+        return [TensorShape([int(d) for d in dims.reshape(-1)])]
+    n = op._inputs[0]._shape
+    return [unknown_shape(n[0] if n.rank == 1 else None)]
+
+
+@register_kernel("Pack")
+def _pack(ctx: Any, *values: Any) -> list:
+    return [np.stack([np.asarray(v) for v in values], axis=ctx.attr("axis"))]
+
+
+@register_shape_fn("Pack")
+def _pack_shape(op: ops.Operation) -> list:
+    shape = op._inputs[0]._shape
+    for t in op._inputs[1:]:
+        shape = shape.merge_with(t._shape)
+    if shape.rank is None:
+        return [unknown_shape()]
+    dims = shape.as_list()
+    axis = op._attrs["axis"]
+    if axis < 0:
+        axis += len(dims) + 1
+    if not 0 <= axis <= len(dims):
+        raise ValueError(f"axis {op._attrs['axis']} is out of range for packing tensors of rank {len(dims)}")
+    return [TensorShape(dims[:axis] + [len(op._inputs)] + dims[axis:])]
+
+
+@register_kernel("Reshape")
+def _reshape(ctx: Any, x: Any, shape: Any) -> list:
+    return [np.reshape(x, tuple(np.asarray(shape).reshape(-1).tolist()))]
+
+
+@register_shape_fn("Reshape")
+def _reshape_shape(op: ops.Operation) -> list:
+    target = tensor_util.constant_value(op._inputs[1])
+    if target is None:
+        return [unknown_shape()]
+    dims = [int(d) for d in target.reshape(-1)]
+    n = op._inputs[0]._shape.num_elements()
+    if -1 in dims and n is not None:
+        known = int(np.prod([d for d in dims if d != -1]))
+        dims = [n // known if d == -1 and known else d for d in dims]
+    return [TensorShape([None if d == -1 else d for d in dims])]
+
+
+@register_kernel("Shape")
+def _shape(ctx: Any, x: Any) -> list:
+    return [np.array(np.shape(x), dtype=ctx.attr("out_type").as_numpy_dtype)]
+
+
+@register_shape_fn("Shape")
+def _shape_shape(op: ops.Operation) -> list:
+    return [TensorShape([op._inputs[0]._shape.rank])]
+
+
+@register_kernel("Squeeze")
+def _squeeze(ctx: Any, x: Any) -> list:
+    dims = ctx.attr("squeeze_dims")
+    return [np.squeeze(x, axis=tuple(dims)) if dims else np.squeeze(x)]
+
+
+@register_shape_fn("Squeeze")
+def _squeeze_shape(op: ops.Operation) -> list:
+    shape = op._inputs[0]._shape
+    if shape.rank is None:
+        return [unknown_shape()]
+    dims = shape.as_list()
+    axes = {a % len(dims) for a in op._attrs["squeeze_dims"]} if dims else set()
+    if axes:
+        for a in axes:
+            if dims[a] not in (1, None):
+                raise ValueError(f"Can not squeeze dim[{a}], expected a dimension of 1, got {dims[a]}")
+        return [TensorShape([d for i, d in enumerate(dims) if i not in axes])]
+    if None in dims:
+        return [unknown_shape()]
+    return [TensorShape([d for d in dims if d != 1])]
+
+
+@register_kernel("Where")
+def _where(ctx: Any, x: Any) -> list:
+    return [np.argwhere(np.asarray(x)).astype(np.int64)]
+
+
+@register_shape_fn("Where")
+def _where_shape(op: ops.Operation) -> list:
+    return [TensorShape([None, op._inputs[0]._shape.rank])]
+
+
+@register_kernel("GatherV2")
+def _gather_v2(ctx: Any, params: Any, indices: Any, axis: Any) -> list:
+    if ctx.attr("batch_dims") != 0:
+        raise errors.UnimplementedError(None, None, "GatherV2 with batch_dims != 0 is not supported")
+    return [np.take(params, indices, axis=int(axis))]
+
+
+@register_shape_fn("GatherV2")
+def _gather_v2_shape(op: ops.Operation) -> list:
+    params, indices = op._inputs[0]._shape, op._inputs[1]._shape
+    axis = tensor_util.constant_value(op._inputs[2])
+    if params.rank is None or indices.rank is None or axis is None:
+        return [unknown_shape()]
+    a = int(axis) % max(params.rank, 1)
+    dims = params.as_list()
+    return [TensorShape(dims[:a] + indices.as_list() + dims[a + 1 :])]
+
+
+@register_kernel("Select")
+def _select(ctx: Any, cond: Any, t: Any, e: Any) -> list:
+    cond, t, e = np.asarray(cond), np.asarray(t), np.asarray(e)
+    if t.shape != e.shape:
+        raise errors.InvalidArgumentError(
+            None, None, f"'then' and 'else' must have the same size, got {t.shape} and {e.shape}"
+        )
+    if cond.ndim == 1 and t.ndim > 1:  # a vector condition picks whole rows
+        cond = cond.reshape((-1,) + (1,) * (t.ndim - 1))
+    elif cond.shape != t.shape and cond.ndim != 0:
+        raise errors.InvalidArgumentError(
+            None, None, f"condition of shape {cond.shape} does not match {t.shape}"
+        )
+    return [np.where(cond, t, e)]
+
+
+@register_shape_fn("Select")
+def _select_shape(op: ops.Operation) -> list:
+    return [op._inputs[1]._shape.merge_with(op._inputs[2]._shape)]

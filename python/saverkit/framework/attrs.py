@@ -1,0 +1,176 @@
+"""Op attributes: ``AttrValue`` protos <-> the Python values operations keep.
+
+Operations store attributes as plain Python values so building and running a
+graph never touches protobufs: ``type`` -> DType, ``shape`` -> TensorShape,
+``tensor`` -> read-only numpy array, ``string`` -> bytes, ``int``/``float``/
+``bool`` -> themselves, ``list(X)`` -> list of those. Attributes whose type is
+not known (opaque imported ops, ``_``-prefixed extras) keep their ``AttrValue``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from saverkit import dtypes
+from saverkit.framework import tensor_util
+from saverkit.framework.tensor_shape import TensorShape, as_shape
+from saverkit.protobuf import attr_value_pb2
+
+AttrValue = attr_value_pb2.AttrValue
+
+
+def canonicalize(value: Any, attr_type: str) -> Any:
+    """A user-supplied attribute value as the Python value an Operation stores."""
+    if isinstance(value, AttrValue):
+        return to_python(value, attr_type)
+    if attr_type.startswith("list("):
+        inner = attr_type[5:-1]
+        if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+            raise TypeError(f"Expected a list for an attr of type {attr_type}, got {value!r}")
+        return [canonicalize(v, inner) for v in value]
+    if attr_type == "type":
+        return dtypes.as_dtype(value)
+    if attr_type == "shape":
+        return as_shape(value)
+    if attr_type == "string":
+        if isinstance(value, str):
+            return value.encode("utf-8")
+        if isinstance(value, bytes):
+            return value
+        raise TypeError(f"Expected a string attr, got {value!r}")
+    if attr_type == "int":
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+            raise TypeError(f"Expected an int attr, got {value!r}")
+        return int(value)
+    if attr_type == "float":
+        return float(value)
+    if attr_type == "bool":
+        if not isinstance(value, (bool, np.bool_)):
+            raise TypeError(f"Expected a bool attr, got {value!r}")
+        return bool(value)
+    if attr_type == "tensor":
+        if isinstance(value, np.ndarray):
+            return value
+        return tensor_util.MakeNdarray(value)
+    return value  # func, placeholder: carried as given
+
+
+def to_python(attr: AttrValue, attr_type: str | None = None) -> Any:
+    """Decode an AttrValue; without ``attr_type`` the set oneof field decides."""
+    kind = attr.WhichOneof("value")
+    if kind == "list":
+        lst = attr.list
+        inner = attr_type[5:-1] if attr_type and attr_type.startswith("list(") else None
+        for field in ("s", "i", "f", "b", "type", "shape", "tensor", "func"):
+            items = getattr(lst, field)
+            if items or _LIST_FIELD.get(inner) == field:
+                return [_scalar(field, v) for v in items]
+        return []
+    if kind is None:
+        return [] if attr_type and attr_type.startswith("list(") else None
+    return _scalar(kind, getattr(attr, kind))
+
+
+_LIST_FIELD = {
+    "string": "s",
+    "int": "i",
+    "float": "f",
+    "bool": "b",
+    "type": "type",
+    "shape": "shape",
+    "tensor": "tensor",
+    "func": "func",
+}
+
+
+def _scalar(field: str, v: Any) -> Any:
+    if field == "type":
+        return dtypes.as_dtype(v)
+    if field == "shape":
+        return TensorShape(v)
+    if field == "tensor":
+        return _read_only(tensor_util.MakeNdarray(v))
+    if field in ("i", "f", "b", "s"):
+        return v
+    return v  # func / placeholder: keep the proto
+
+
+def _read_only(a: np.ndarray) -> np.ndarray:
+    a.flags.writeable = False
+    return a
+
+
+def to_proto(value: Any, attr_type: str | None) -> AttrValue:
+    """Encode a stored attribute value as an AttrValue."""
+    if isinstance(value, AttrValue):
+        return value
+    if attr_type is None:
+        attr_type = _guess_type(value)
+    if attr_type.startswith("list("):
+        inner = attr_type[5:-1]
+        out = AttrValue()
+        out.list.SetInParent()
+        field = getattr(out.list, _LIST_FIELD[inner])
+        if inner in ("shape", "tensor", "func"):
+            for v in value:
+                field.add().CopyFrom(_scalar_proto(v, inner))
+        else:
+            field.extend(_scalar_proto(v, inner) for v in value)
+        return out
+    if attr_type == "type":
+        return AttrValue(type=value.as_datatype_enum)
+    if attr_type == "shape":
+        return AttrValue(shape=value.as_proto())
+    if attr_type == "tensor":
+        return AttrValue(tensor=tensor_util.encode(value, array_dtype(value)))
+    if attr_type == "string":
+        return AttrValue(s=value.encode("utf-8") if isinstance(value, str) else value)
+    if attr_type == "int":
+        return AttrValue(i=value)
+    if attr_type == "float":
+        return AttrValue(f=value)
+    if attr_type == "bool":
+        return AttrValue(b=value)
+    if attr_type == "func":
+        return AttrValue(func=value)
+    raise TypeError(f"Cannot encode an attr of type {attr_type}")
+
+
+def _scalar_proto(v: Any, inner: str) -> Any:
+    if inner == "type":
+        return v.as_datatype_enum
+    if inner == "shape":
+        return v.as_proto()
+    if inner == "tensor":
+        return to_proto(v, "tensor").tensor
+    if inner == "string" and isinstance(v, str):
+        return v.encode("utf-8")
+    return v
+
+
+def array_dtype(a: np.ndarray) -> dtypes.DType:
+    """The DType of an array; quantized types are numpy records named after the type."""
+    if a.dtype.fields:
+        return dtypes.as_dtype(next(iter(a.dtype.fields)))
+    return dtypes.as_dtype(a.dtype)
+
+
+def _guess_type(value: Any) -> str:
+    """Attr type of a value set without an OpDef to say (e.g. ``_class`` on any op)."""
+    if isinstance(value, (list, tuple)):
+        return f"list({_guess_type(value[0])})" if value else "list(string)"
+    for t, name in (
+        (bool, "bool"),
+        (int, "int"),
+        (float, "float"),
+        (bytes, "string"),
+        (str, "string"),
+        (dtypes.DType, "type"),
+        (TensorShape, "shape"),
+        (np.ndarray, "tensor"),
+    ):
+        if isinstance(value, t):
+            return name
+    raise TypeError(f"Cannot tell the attr type of {value!r}")

@@ -1,0 +1,359 @@
+"""Running a pruned subgraph: build a plan once per (fetches, feeds), then a short loop per run.
+
+A :class:`Plan` holds the ops the fetches need (pruned at fed tensors), in
+topological order, with every input resolved to a slot of a flat value list.
+Cheap kernels run inline in that order. When the plan contains expensive
+kernels (file I/O, which releases the GIL), a ready-queue scheduler runs those
+on the session's thread pool while the main thread keeps executing whatever
+else is ready, so e.g. the SaveV2 ops of a sharded save write concurrently.
+"""
+
+from __future__ import annotations
+
+import errno
+import queue
+from collections import deque
+from typing import Any
+
+import numpy as np
+
+from saverkit import errors
+from saverkit.framework.ops import Operation, Tensor
+from saverkit.framework.variable_store import Ref, VariableStore, variable_key
+
+# Ops that write a variable through their first (ref) input; their value input may be produced in place.
+_ASSIGN_OPS = frozenset({"Assign"})
+
+
+class OpKernelContext:
+    """What a kernel sees besides its inputs: its op, the session's variables, in-place output targets."""
+
+    __slots__ = ("op", "variables", "session", "_out_refs", "_ref")
+
+    def __init__(self, op: Operation, variables: VariableStore, session: Any) -> None:
+        self.op = op
+        self.variables = variables
+        self.session = session
+        self._out_refs: list[Ref | None] | None = None
+        self._ref: Ref | None = None
+
+    def attr(self, name: str) -> Any:
+        """The stored Python value of an attr (DType, bytes, int, TensorShape, numpy array...)."""
+        return self.op._attrs[name]
+
+    def variable_ref(self) -> Ref:
+        """The Ref of this (VariableV2) op's variable."""
+        if self._ref is None:
+            op = self.op
+            self._ref = self.variables.ref(variable_key(op), op._name, op._attrs["dtype"], op._attrs["shape"])
+        return self._ref
+
+    def output_buffer(self, index: int) -> np.ndarray | None:
+        """The buffer output ``index`` will be assigned into, if the kernel may write there directly.
+
+        Set only when the output's sole consumer in this plan is an ``Assign`` (validate_shape) of an
+        initialized variable and it is not fetched: then writing the value into this array and returning
+        it as the output makes the Assign a no-op (no second copy, no new allocation).
+        """
+        refs = self._out_refs
+        if refs is None or refs[index] is None:
+            return None
+        return refs[index].buffer
+
+
+class _Node:
+    __slots__ = (
+        "op",
+        "kernel",
+        "ctx",
+        "in_slots",
+        "deref",
+        "out_slot",
+        "n_out",
+        "expensive",
+        "consumers",
+        "n_deps",
+    )
+
+
+class Plan:
+    """The executable form of one (fetches, feeds, targets) request on a graph."""
+
+    def __init__(
+        self,
+        fetches: list[Tensor],
+        targets: list[Operation],
+        feeds: list[Tensor],
+        variables: VariableStore,
+        session: Any,
+    ) -> None:
+        fed = {t: i for i, t in enumerate(feeds)}
+        # 1. Prune: everything the fetches and targets need, stopping at fed tensors.
+        needed: dict[Operation, list[Operation]] = {}  # op -> the ops it waits for
+        stack = [t._op for t in fetches if t not in fed] + list(targets)
+        while stack:
+            op = stack.pop()
+            if op in needed:
+                continue
+            deps = [t._op for t in op._inputs if t not in fed]
+            deps.extend(op._control_inputs)
+            needed[op] = deps
+            stack.extend(deps)
+        # 2. Topological order (Kahn), lowest creation id first among ready ops.
+        order = self._toposort(needed)
+        # 3. Slots: each op's outputs are contiguous; fed values come after all op outputs.
+        index = {op: i for i, op in enumerate(order)}
+        slot_of: dict[Operation, int] = {}
+        n = 0
+        for op in order:
+            slot_of[op] = n
+            n += len(op._outputs)
+        feed_base = n
+        self.n_slots = n + len(feeds)
+        self.feeds = feeds
+        self.feed_slots = [feed_base + i for i in range(len(feeds))]
+
+        def slot(t: Tensor) -> int:
+            i = fed.get(t)
+            return feed_base + i if i is not None else slot_of[t._op] + t._value_index
+
+        fetched = set(fetches)
+        self.fetch_slots = [slot(t) for t in fetches]
+        nodes: list[_Node] = []
+        for op in order:
+            info = op._info
+            kernel = info.kernel if info is not None else None
+            if kernel is None:
+                why = (
+                    "saverkit has no OpDef for it (it was imported as an opaque node)"
+                    if info is None
+                    else "no kernel is registered for it"
+                )
+                raise errors.NotFoundError(
+                    op.node_def, op, f"Cannot run op type '{op._type}' of node '{op._name}': {why}."
+                )
+            node = _Node()
+            node.op = op
+            node.kernel = kernel
+            node.ctx = OpKernelContext(op, variables, session)
+            node.in_slots = [slot(t) for t in op._inputs]
+            is_ref = info.input_is_ref(op._attrs) if info.has_ref_inputs else ()
+            node.deref = [
+                i for i, t in enumerate(op._inputs) if t._dtype.is_ref_dtype and not (is_ref and is_ref[i])
+            ]
+            node.out_slot = slot_of[op]
+            node.n_out = len(op._outputs)
+            node.expensive = info.expensive
+            node.consumers = []
+            node.n_deps = 0
+            if info.output_buffers:
+                node.ctx._out_refs = _in_place_targets(op, needed, fetched, variables)
+            nodes.append(node)
+        for op, deps in needed.items():
+            node = nodes[index[op]]
+            unique = set(deps)
+            node.n_deps = len(unique)
+            for d in unique:
+                nodes[index[d]].consumers.append(node)
+        self.nodes = nodes
+        self.has_expensive = any(nd.expensive for nd in nodes)
+        self.roots = [nd for nd in nodes if nd.n_deps == 0]
+
+    @staticmethod
+    def _toposort(needed: dict[Operation, list[Operation]]) -> list[Operation]:
+        pending = {op: len(set(deps)) for op, deps in needed.items()}
+        users: dict[Operation, list[Operation]] = {}
+        for op, deps in needed.items():
+            for d in set(deps):
+                users.setdefault(d, []).append(op)
+        ready = sorted((op for op, k in pending.items() if k == 0), key=lambda o: o._id, reverse=True)
+        order: list[Operation] = []
+        while ready:
+            op = ready.pop()
+            order.append(op)
+            for u in users.get(op, ()):
+                pending[u] -= 1
+                if pending[u] == 0:
+                    ready.append(u)
+        if len(order) != len(needed):
+            stuck = sorted(op._name for op, k in pending.items() if k > 0)[:5]
+            raise errors.InvalidArgumentError(
+                None, None, f"Graph has a cycle through {stuck}; cannot run it."
+            )
+        return order
+
+    # --- running -------------------------------------------------------------------------------
+    def run(self, feed_values: list[Any], pool_fn: Any) -> list[Any]:
+        vals: list[Any] = [None] * self.n_slots
+        for s, v in zip(self.feed_slots, feed_values, strict=False):
+            vals[s] = v
+        with np.errstate(all="ignore"):  # TF semantics: overflow / NaN are values, not errors
+            if self.has_expensive:
+                self._run_scheduled(vals, pool_fn())
+            else:
+                self._run_inline(vals)
+        return [vals[s] for s in self.fetch_slots]
+
+    def _run_inline(self, vals: list[Any]) -> None:
+        node = None
+        try:
+            for node in self.nodes:  # the hot loop: _execute() inlined
+                args = [vals[s] for s in node.in_slots]
+                for j in node.deref:
+                    if type(args[j]) is Ref:
+                        args[j] = args[j].value()
+                outs = node.kernel(node.ctx, *args)
+                n = node.n_out
+                if n:
+                    if len(outs) != n:
+                        raise errors.InternalError(
+                            None,
+                            node.op,
+                            f"Kernel of {node.op._type} returned {len(outs)} outputs, expected {n}",
+                        )
+                    vals[node.out_slot : node.out_slot + n] = outs
+        except Exception as e:
+            error = as_op_error(e, node.op)
+            if error is e:
+                raise
+            raise error from e
+
+    def _run_scheduled(self, vals: list[Any], pool: Any) -> None:
+        pending = {nd: nd.n_deps for nd in self.nodes}
+        ready = deque(self.roots)
+        done: queue.SimpleQueue = queue.SimpleQueue()
+        in_flight = 0
+        failure: BaseException | None = None
+
+        def finish(nd: _Node) -> None:
+            for c in nd.consumers:
+                pending[c] -= 1
+                if pending[c] == 0:
+                    ready.append(c)
+
+        def background(nd: _Node, args: list[Any]) -> None:
+            try:
+                done.put((nd, _call(nd, args), None))
+            except BaseException as e:  # noqa: BLE001 - handed to the scheduler thread
+                done.put((nd, None, e))
+
+        while ready or in_flight:
+            # Collect finished background ops first so their successors start as early as possible.
+            while in_flight and (not ready or not done.empty()):
+                nd, outs, exc = done.get()
+                in_flight -= 1
+                if exc is not None:
+                    if failure is None:
+                        failure = _chained(as_op_error(exc, nd.op), exc)
+                elif failure is None:
+                    _store(nd, outs, vals)
+                    finish(nd)
+            if failure is not None:
+                ready.clear()
+                continue
+            if not ready:
+                continue
+            nd = ready.popleft()
+            if nd.expensive:
+                try:
+                    args = _gather(nd, vals)
+                except Exception as e:
+                    failure = _chained(as_op_error(e, nd.op), e)
+                    continue
+                in_flight += 1
+                pool.submit(background, nd, args)
+            else:
+                try:
+                    _execute(nd, vals)
+                except Exception as e:
+                    failure = _chained(as_op_error(e, nd.op), e)
+                    continue
+                finish(nd)
+        if failure is not None:
+            raise failure
+
+
+def _chained(error: errors.OpError, cause: BaseException) -> errors.OpError:
+    if error is not cause:
+        error.__cause__ = cause
+    return error
+
+
+def _gather(node: _Node, vals: list[Any]) -> list[Any]:
+    args = [vals[s] for s in node.in_slots]
+    for j in node.deref:
+        a = args[j]
+        if type(a) is Ref:
+            args[j] = a.value()
+    return args
+
+
+def _call(node: _Node, args: list[Any]) -> Any:
+    outs = node.kernel(node.ctx, *args)
+    if node.n_out != (0 if outs is None else len(outs)):
+        raise errors.InternalError(
+            None,
+            node.op,
+            f"Kernel of {node.op._type} returned "
+            f"{0 if outs is None else len(outs)} outputs, expected {node.n_out}",
+        )
+    return outs
+
+
+def _store(node: _Node, outs: Any, vals: list[Any]) -> None:
+    if node.n_out:
+        vals[node.out_slot : node.out_slot + node.n_out] = outs
+
+
+def _execute(node: _Node, vals: list[Any]) -> None:
+    _store(node, _call(node, _gather(node, vals)), vals)
+
+
+def _in_place_targets(
+    op: Operation, needed: dict, fetched: set, variables: VariableStore
+) -> list[Ref | None]:
+    """For each output of ``op``: the Ref of the variable it can be written straight into, or None."""
+    targets: list[Ref | None] = []
+    for t in op._outputs:
+        ref = None
+        users = [c for c in t._consumers or () if c in needed]
+        if len(users) == 1 and t not in fetched:
+            user = users[0]
+            var_op = user._inputs[0]._op if user._inputs else None
+            if (
+                user._type in _ASSIGN_OPS
+                and user._inputs[1] is t
+                and user._attrs.get("validate_shape")
+                and var_op is not None
+                and var_op._type == "VariableV2"
+                and var_op in needed
+                and user._inputs[0] not in fetched
+            ):
+                ref = variables.ref(
+                    variable_key(var_op), var_op._name, var_op._attrs["dtype"], var_op._attrs["shape"]
+                )
+        targets.append(ref)
+    return targets
+
+
+def as_op_error(e: BaseException, op: Operation | None) -> errors.OpError:
+    """``e`` as an OpError naming ``op`` (kernel errors come without one)."""
+    if isinstance(e, errors.OpError):
+        if e.op is not None or op is None:
+            return e
+        cls = errors.exception_type_from_error_code(e.error_code)
+        return cls(op.node_def, op, e.message)
+    if isinstance(e, (ValueError, TypeError, IndexError, ArithmeticError, KeyError)):
+        cls = errors.InvalidArgumentError
+    elif isinstance(e, MemoryError):
+        cls = errors.ResourceExhaustedError
+    elif isinstance(e, FileNotFoundError):
+        cls = errors.NotFoundError
+    elif isinstance(e, PermissionError):
+        cls = errors.PermissionDeniedError
+    elif isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+        cls = errors.ResourceExhaustedError
+    else:
+        cls = errors.UnknownError
+    node_def = op.node_def if op is not None else None
+    return cls(node_def, op, f"{type(e).__name__}: {e}")

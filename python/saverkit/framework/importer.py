@@ -1,0 +1,271 @@
+"""``import_graph_def``: add the nodes of a GraphDef (ours or TensorFlow's) to the default graph.
+
+Known op types are checked against their OpDef (inputs, attrs, defaults filled
+in) and become runnable operations. Unknown op types are kept as opaque nodes:
+they export unchanged and only fail if a Session tries to run them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from saverkit import dtypes
+from saverkit.framework import attrs as attrs_lib
+from saverkit.framework import op_registry, ops
+from saverkit.framework.tensor_shape import TensorShape
+from saverkit.protobuf import graph_pb2
+
+
+def _parse_input(s: str) -> tuple[str, int, bool]:
+    """NodeDef input string -> (node name, output index, is_control)."""
+    if s.startswith("^"):
+        return s[1:], -1, True
+    name, sep, idx = s.rpartition(":")
+    if sep and idx.isdigit():
+        return name, int(idx), False
+    return s, 0, False
+
+
+def import_graph_def(
+    graph_def: Any,
+    input_map: dict | None = None,
+    return_elements: list | None = None,
+    name: str | None = "import",
+    op_dict: Any = None,
+    producer_op_list: Any = None,
+) -> list | None:
+    """Import ``graph_def`` into the default graph, under the name scope ``name`` (None: "import";
+    "": no prefix). ``input_map`` maps tensor names of the GraphDef ("x:0", "x", or "^x" for control
+    inputs) to tensors/ops of this graph; ``return_elements`` names tensors/ops to return."""
+    if isinstance(graph_def, bytes):
+        graph_def = graph_pb2.GraphDef.FromString(graph_def)
+    elif not isinstance(graph_def, graph_pb2.GraphDef):
+        try:  # e.g. TensorFlow's own GraphDef message: same wire format
+            graph_def = graph_pb2.GraphDef.FromString(graph_def.SerializeToString())
+        except AttributeError:
+            raise TypeError(f"graph_def must be a GraphDef proto, got {type(graph_def).__name__}") from None
+    g = ops.get_default_graph()
+    input_map = _normalize_input_map(input_map or {}, g)
+    if return_elements is not None and not all(isinstance(x, str) for x in return_elements):
+        raise TypeError("return_elements must be a list of strings.")
+    nodes = {}
+    for node in graph_def.node:
+        if node.name in nodes:
+            raise ValueError(f"Duplicate node name in graph_def: '{node.name}'")
+        nodes[node.name] = node
+    order = _toposort(graph_def, nodes, input_map)
+    n_outputs = _output_counts(graph_def)
+    used_keys: set[str] = set()
+    consumers = _consumer_index(graph_def)
+    created: dict[str, ops.Operation] = {}
+    with g.as_default(), g.name_scope("import" if name is None else name) as prefix:
+        for node in order:
+            inputs, controls = [], []
+            for s in node.input:
+                src, idx, is_control = _parse_input(s)
+                key = "^" + src if is_control else f"{src}:{idx}"
+                if key in input_map:
+                    used_keys.add(key)
+                    mapped = input_map[key]
+                    (controls if is_control else inputs).append(mapped)
+                    continue
+                op = created[src]
+                if is_control:
+                    controls.append(op)
+                elif idx >= len(op._outputs):
+                    raise ValueError(
+                        f"Node '{node.name}': input '{s}' names output {idx} of '{src}', which has "
+                        f"{len(op._outputs)} outputs."
+                    )
+                else:
+                    inputs.append(op._outputs[idx])
+            created[node.name] = _create(g, node, inputs, controls, prefix, n_outputs, consumers)
+    unused = sorted(set(input_map) - used_keys)
+    if unused:
+        raise ValueError(f"Attempted to map inputs that were not found in graph_def: [{', '.join(unused)}]")
+    if return_elements is None:
+        return None
+    out = []
+    for el in return_elements:
+        src, idx, _ = _parse_input(el)
+        if src not in created:
+            raise ValueError(f"Requested return_element '{el}' not found in graph_def.")
+        op = created[src]
+        out.append(op._outputs[idx] if ":" in el else op)
+    return out
+
+
+def _normalize_input_map(input_map: dict, g: ops.Graph) -> dict[str, Any]:
+    out = {}
+    for key, value in input_map.items():
+        if not isinstance(key, str):
+            raise TypeError(f"input_map keys must be strings, got {key!r}")
+        if key.startswith("^"):
+            el = g.as_graph_element(value)
+            out[key] = el.op if isinstance(el, ops.Tensor) else el
+        else:
+            src, idx, _ = _parse_input(key)
+            out[f"{src}:{idx}"] = ops.convert_to_tensor(value)
+    return out
+
+
+def _toposort(graph_def: graph_pb2.GraphDef, nodes: dict, input_map: dict) -> list:
+    """Nodes in an order where every node comes after the nodes it reads (GraphDefs may be unordered)."""
+    pending: dict[str, int] = {}
+    users: dict[str, list[str]] = {}
+    for node in graph_def.node:
+        deps = set()
+        for s in node.input:
+            src, idx, is_control = _parse_input(s)
+            key = "^" + src if is_control else f"{src}:{idx}"
+            if key in input_map:
+                continue
+            if src not in nodes:
+                raise ValueError(f"Node '{node.name}': input '{s}' is not in the graph_def.")
+            deps.add(src)
+        pending[node.name] = len(deps)
+        for d in deps:
+            users.setdefault(d, []).append(node.name)
+    ready = [n.name for n in reversed(graph_def.node) if pending[n.name] == 0]
+    order = []
+    while ready:
+        n = ready.pop()
+        order.append(nodes[n])
+        for u in users.get(n, ()):
+            pending[u] -= 1
+            if pending[u] == 0:
+                ready.append(u)
+    if len(order) != len(nodes):
+        cyclic = sorted(n for n, k in pending.items() if k)[:5]
+        raise ValueError(f"graph_def has a cycle (control flow loops are not supported): {cyclic}")
+    return order
+
+
+def _output_counts(graph_def: graph_pb2.GraphDef) -> dict[str, int]:
+    """For nodes of unknown op type: how many outputs they must have (from consumers / _output_shapes)."""
+    counts: dict[str, int] = {}
+    for node in graph_def.node:
+        if "_output_shapes" in node.attr:
+            counts[node.name] = max(counts.get(node.name, 0), len(node.attr["_output_shapes"].list.shape))
+        for s in node.input:
+            src, idx, is_control = _parse_input(s)
+            if not is_control:
+                counts[src] = max(counts.get(src, 0), idx + 1)
+    return counts
+
+
+def _create(
+    g: ops.Graph,
+    node: Any,
+    inputs: list[ops.Tensor],
+    controls: list[ops.Operation],
+    prefix: str,
+    n_outputs: dict[str, int],
+    consumers: dict,
+) -> ops.Operation:
+    info = op_registry.get(node.op)
+    # Under a prefix names cannot clash; without one, clashing names get "_1"... as TF does.
+    name = prefix + node.name + "/" if prefix else g.unique_name(node.name) + "/"
+    attrs: dict[str, Any] = {}
+    if info is None:
+        for key, value in node.attr.items():
+            attrs[key] = _prefixed_class(value, prefix) if key == "_class" else _copy(value)
+        types = [_guess_output_type(node, i, consumers) for i in range(n_outputs.get(node.name, 0))]
+        op = g._create_op(
+            node.op, inputs, attrs, types, name, None, control_inputs=controls, compute_shapes=False
+        )
+    else:
+        for key, value in node.attr.items():
+            if key == "_class":
+                attrs[key] = list(_prefixed_class(value, prefix).list.s)
+            elif key.startswith("_"):
+                attrs[key] = _copy(value)
+            elif key in info.attr_types:
+                attrs[key] = attrs_lib.to_python(value, info.attr_types[key])
+                if info.attr_types[key] == "tensor":
+                    attrs[key] = ops._read_only(attrs[key])
+            else:
+                raise ValueError(
+                    f"NodeDef '{node.name}' mentions attr '{key}' not in Op<name={node.op}>; "
+                    "the GraphDef was produced by a newer TensorFlow?"
+                )
+        for key, default in info.defaults.items():
+            attrs.setdefault(key, list(default) if isinstance(default, list) else default)
+        missing = [k for k in info.attr_types if k not in attrs]
+        if missing:
+            raise ValueError(f"NodeDef '{node.name}' ({node.op}) is missing attrs {missing}")
+        for key in info.attr_types:
+            info.check_attr(key, attrs[key])
+        expected = info.input_types(attrs)
+        if len(expected) != len(inputs):
+            raise ValueError(
+                f"NodeDef '{node.name}' ({node.op}) has {len(inputs)} inputs, its OpDef takes "
+                f"{len(expected)}."
+            )
+        for i, (t, want) in enumerate(zip(inputs, expected, strict=False)):
+            if t.dtype.base_dtype != want.base_dtype or (want.is_ref_dtype and not t.dtype.is_ref_dtype):
+                raise ValueError(
+                    f"Input {i} of node '{node.name}' ({node.op}) was passed {t.dtype.name} from "
+                    f"{t.name}, incompatible with expected {want.name}."
+                )
+        op = g._create_op(
+            node.op, inputs, attrs, info.output_types(attrs), name, info, control_inputs=controls
+        )
+    if node.device:
+        op._device = node.device  # kept as written; ops without one took the importing graph's device scope
+    if "_output_shapes" in node.attr:
+        for t, s in zip(op._outputs, node.attr["_output_shapes"].list.shape, strict=False):
+            t._shape = (
+                t._shape.merge_with(TensorShape(s))
+                if t._shape.is_compatible_with(TensorShape(s))
+                else t._shape
+            )
+    return op
+
+
+def _copy(value: attrs_lib.AttrValue) -> attrs_lib.AttrValue:
+    out = attrs_lib.AttrValue()
+    out.CopyFrom(value)
+    return out
+
+
+def _prefixed_class(value: attrs_lib.AttrValue, prefix: str) -> attrs_lib.AttrValue:
+    """``_class: loc:@x`` names a node of the imported graph: it moves under the import scope too."""
+    out = _copy(value)
+    if prefix:
+        out.list.s[:] = [
+            b"loc:@" + prefix.encode() + s[5:] if s.startswith(b"loc:@") else s for s in out.list.s
+        ]
+    return out
+
+
+def _consumer_index(graph_def: graph_pb2.GraphDef) -> dict[str, list[tuple[Any, int, int]]]:
+    """node name -> [(consumer NodeDef, input position, output index read)]."""
+    index: dict[str, list[tuple[Any, int, int]]] = {}
+    for node in graph_def.node:
+        for pos, s in enumerate(node.input):
+            src, idx, is_control = _parse_input(s)
+            if not is_control:
+                index.setdefault(src, []).append((node, pos, idx))
+    return index
+
+
+def _guess_output_type(node: Any, index: int, consumers: dict) -> dtypes.DType:
+    """The dtype of output ``index`` of an opaque node: from a known consumer's OpDef, else its own attrs."""
+    for other, pos, idx in consumers.get(node.name, ()):
+        info = op_registry.get(other.op)
+        if info is None or idx != index:
+            continue
+        try:
+            attrs = {
+                k: attrs_lib.to_python(v, info.attr_types[k])
+                for k, v in other.attr.items()
+                if k in info.attr_types
+            }
+            return info.input_types({**info.defaults, **attrs})[pos].base_dtype
+        except (KeyError, IndexError, TypeError):
+            continue
+    for key in ("dtype", "T", "out_type", "Tout"):
+        if key in node.attr and node.attr[key].WhichOneof("value") == "type":
+            return dtypes.as_dtype(node.attr[key].type)
+    return dtypes.variant  # nothing says: an opaque value

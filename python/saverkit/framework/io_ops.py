@@ -1,0 +1,173 @@
+"""Checkpoint I/O ops (TF's ``gen_io_ops``): SaveV2, RestoreV2, MergeV2Checkpoints, ShardedFilename...
+
+The kernels hand their tensors to the compiled engine (:mod:`saverkit.bundle`);
+they are registered ``expensive`` so a Session runs them on its thread pool, and
+independent SaveV2 nodes (one per shard) write concurrently while the engine
+releases the GIL. RestoreV2 reads straight into the buffers of the variables its
+outputs are assigned to, when the executor finds such an Assign.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+from saverkit import errors
+from saverkit.framework import common_shapes, ops
+from saverkit.framework.op_def_library import apply_op
+from saverkit.framework.op_registry import register_kernel, register_shape_fn
+from saverkit.framework.string_ops import string_join  # noqa: F401  (TF keeps it among the I/O helpers)
+from saverkit.framework.tensor_shape import unknown_shape
+
+# --- builders --------------------------------------------------------------------------------------
+
+
+def save_v2(
+    prefix: Any, tensor_names: Any, shape_and_slices: Any, tensors: Any, name: str | None = None
+) -> ops.Operation:
+    """Write ``tensors`` under ``tensor_names`` to the V2 checkpoint ``prefix`` (``prefix.index`` + data)."""
+    return apply_op(
+        "SaveV2",
+        prefix=prefix,
+        tensor_names=tensor_names,
+        shape_and_slices=shape_and_slices,
+        tensors=list(tensors),
+        name=name,
+    )
+
+
+def restore_v2(
+    prefix: Any, tensor_names: Any, shape_and_slices: Any, dtypes: Any, name: str | None = None
+) -> list[ops.Tensor]:
+    """Tensors ``tensor_names`` (slices ``shape_and_slices``; "" = whole tensor) read from ``prefix``."""
+    return apply_op(
+        "RestoreV2",
+        prefix=prefix,
+        tensor_names=tensor_names,
+        shape_and_slices=shape_and_slices,
+        dtypes=list(dtypes),
+        name=name,
+    ).outputs
+
+
+def merge_v2_checkpoints(
+    checkpoint_prefixes: Any,
+    destination_prefix: Any,
+    delete_old_dirs: bool = True,
+    allow_missing_files: bool = False,
+    name: str | None = None,
+) -> ops.Operation:
+    """Merge the per-shard checkpoints ``checkpoint_prefixes`` into one at ``destination_prefix``."""
+    return apply_op(
+        "MergeV2Checkpoints",
+        checkpoint_prefixes=checkpoint_prefixes,
+        destination_prefix=destination_prefix,
+        delete_old_dirs=delete_old_dirs,
+        allow_missing_files=allow_missing_files,
+        name=name,
+    )
+
+
+def sharded_filename(basename: Any, shard: Any, num_shards: Any, name: str | None = None) -> ops.Tensor:
+    """``"%s-%05d-of-%05d" % (basename, shard, num_shards)``."""
+    return apply_op(
+        "ShardedFilename", basename=basename, shard=shard, num_shards=num_shards, name=name
+    )._outputs[0]
+
+
+def sharded_filespec(basename: Any, num_shards: Any, name: str | None = None) -> ops.Tensor:
+    """``"%s-?????-of-%05d" % (basename, num_shards)``."""
+    return apply_op("ShardedFilespec", basename=basename, num_shards=num_shards, name=name)._outputs[0]
+
+
+# --- kernels ---------------------------------------------------------------------------------------------
+
+
+def _scalar(x: Any, what: str) -> Any:
+    x = np.asarray(x)
+    if x.ndim != 0:
+        raise errors.InvalidArgumentError(None, None, f"{what} must be a scalar, got shape {list(x.shape)}")
+    return x[()]
+
+
+def _path(x: Any, what: str = "prefix") -> str:
+    return os.fsdecode(_scalar(x, what))
+
+
+def _strings(x: Any, what: str) -> list[str]:
+    x = np.asarray(x, dtype=object)
+    if x.ndim != 1:
+        raise errors.InvalidArgumentError(None, None, f"{what} must be a vector, got shape {list(x.shape)}")
+    return [s.decode("utf-8") if isinstance(s, bytes) else str(s) for s in x]
+
+
+def _bundle() -> Any:
+    from saverkit import bundle  # the compiled engine's Python API
+
+    return bundle
+
+
+@register_kernel("SaveV2", expensive=True)
+def _save_v2(ctx: Any, prefix: Any, tensor_names: Any, shape_and_slices: Any, *tensors: Any) -> list:
+    names = _strings(tensor_names, "tensor_names")
+    slices = _strings(shape_and_slices, "shape_and_slices")
+    if len(names) != len(tensors) or len(slices) != len(tensors):
+        raise errors.InvalidArgumentError(
+            None,
+            None,
+            f"Expected {len(tensors)} tensor_names and shape_and_slices, got {len(names)} and {len(slices)}",
+        )
+    _bundle().write_bundle(
+        _path(prefix), names, [np.asarray(t) for t in tensors], slices, list(ctx.attr("dtypes"))
+    )
+    return []
+
+
+@register_kernel("RestoreV2", expensive=True, output_buffers=True)
+def _restore_v2(ctx: Any, prefix: Any, tensor_names: Any, shape_and_slices: Any) -> list:
+    names = _strings(tensor_names, "tensor_names")
+    slices = _strings(shape_and_slices, "shape_and_slices")
+    dts = list(ctx.attr("dtypes"))
+    if len(names) != len(dts) or len(slices) != len(dts):
+        raise errors.InvalidArgumentError(
+            None,
+            None,
+            f"Expected {len(dts)} tensor_names and shape_and_slices, got {len(names)} and {len(slices)}",
+        )
+    out = [ctx.output_buffer(i) for i in range(len(dts))]
+    has_out = any(o is not None for o in out)
+    return list(_bundle().read_tensors(_path(prefix), names, slices, dts, out=out if has_out else None))
+
+
+@register_kernel("MergeV2Checkpoints", expensive=True)
+def _merge_v2_checkpoints(ctx: Any, checkpoint_prefixes: Any, destination_prefix: Any) -> list:
+    prefixes = [os.fsdecode(p) for p in np.asarray(checkpoint_prefixes, dtype=object).reshape(-1)]
+    _bundle().merge_bundles(
+        prefixes,
+        _path(destination_prefix, "destination_prefix"),
+        delete_old_dirs=ctx.attr("delete_old_dirs"),
+        allow_missing_files=ctx.attr("allow_missing_files"),
+    )
+    return []
+
+
+@register_kernel("ShardedFilename")
+def _sharded_filename(ctx: Any, basename: Any, shard: Any, num_shards: Any) -> list:
+    base = _scalar(basename, "basename")
+    name = b"%s-%05d-of-%05d" % (base, int(_scalar(shard, "shard")), int(_scalar(num_shards, "num_shards")))
+    return [np.array(name, dtype=object)]
+
+
+@register_kernel("ShardedFilespec")
+def _sharded_filespec(ctx: Any, basename: Any, num_shards: Any) -> list:
+    base = _scalar(basename, "basename")
+    return [np.array(b"%s-?????-of-%05d" % (base, int(_scalar(num_shards, "num_shards"))), dtype=object)]
+
+
+register_shape_fn("SaveV2")(common_shapes.no_outputs)
+register_shape_fn("MergeV2Checkpoints")(common_shapes.no_outputs)
+register_shape_fn("ShardedFilename")(common_shapes.scalar_output)
+register_shape_fn("ShardedFilespec")(common_shapes.scalar_output)
+register_shape_fn("RestoreV2")(lambda op: [unknown_shape()] * len(op._outputs))

@@ -1,0 +1,239 @@
+"""The op table: op type -> OpDef (what the op is) + kernel (how to run it) + shape function.
+
+OpDefs are data: ``ops.pbtxt`` next to this file holds TensorFlow's own OpDefs
+for every op saverkit runs (regenerate with ``tools/gen_ops_pbtxt.py``), so the
+graphs we write validate in TensorFlow and meta graphs can carry an exact
+``stripped_op_list``. Kernels and shape functions are registered by the op
+modules (``array_ops``, ``state_ops``, ``io_ops``...) when they are imported.
+
+A kernel is ``kernel(ctx, *inputs) -> list of outputs``: ``ctx`` is the
+:class:`saverkit.framework.executor.OpKernelContext` of the node (``ctx.op``,
+``ctx.attr(name)``, ``ctx.variables``...), ``inputs`` are numpy arrays (or, for
+``Ref(...)`` inputs, :class:`saverkit.framework.variable_store.Ref` objects) and
+it returns one value per output of the op. ``expensive=True`` marks kernels the
+session runs on its thread pool (blocking I/O that releases the GIL); cheap
+kernels run inline, as TensorFlow's executor does.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from google.protobuf import text_format
+
+from saverkit import dtypes
+from saverkit.framework import attrs as attrs_lib
+from saverkit.protobuf import op_def_pb2
+
+OpDef = op_def_pb2.OpDef
+Kernel = Callable[..., Any]
+ShapeFn = Callable[[Any], list]
+
+_OPS_PBTXT = pathlib.Path(__file__).with_name("ops.pbtxt")
+
+
+class ArgSpec:
+    """One input or output argument of an OpDef, in a form cheap to consult."""
+
+    __slots__ = ("name", "dtype", "type_attr", "number_attr", "type_list_attr", "is_ref")
+
+    def __init__(self, arg: op_def_pb2.OpDef.ArgDef) -> None:
+        self.name = arg.name
+        self.dtype = dtypes.as_dtype(arg.type) if arg.type else None
+        self.type_attr = arg.type_attr or None
+        self.number_attr = arg.number_attr or None
+        self.type_list_attr = arg.type_list_attr or None
+        self.is_ref = arg.is_ref
+
+    def types(self, attrs: dict[str, Any]) -> list[dtypes.DType]:
+        """The flat list of tensor types this argument stands for, given the op's attrs."""
+        if not (self.type_list_attr or self.number_attr):
+            t = self.dtype if self.dtype is not None else attrs[self.type_attr]
+            return [t._as_ref if self.is_ref else t]
+        if self.type_list_attr:
+            ts = list(attrs[self.type_list_attr])
+        else:
+            t = self.dtype if self.dtype is not None else attrs[self.type_attr]
+            ts = [t] * attrs[self.number_attr] if self.number_attr else [t]
+        return [t._as_ref for t in ts] if self.is_ref else ts
+
+
+class OpInfo:
+    """Everything saverkit knows about one op type."""
+
+    __slots__ = (
+        "name",
+        "op_def",
+        "inputs",
+        "outputs",
+        "attr_types",
+        "defaults",
+        "allowed",
+        "minimums",
+        "kernel",
+        "expensive",
+        "output_buffers",
+        "shape_fn",
+        "has_ref_inputs",
+        "is_stateful",
+        "simple_inputs",
+        "constrained",
+    )
+
+    def __init__(self, op_def: OpDef) -> None:
+        self.name = op_def.name
+        self.op_def = op_def
+        self.inputs = [ArgSpec(a) for a in op_def.input_arg]
+        self.outputs = [ArgSpec(a) for a in op_def.output_arg]
+        self.attr_types = {a.name: a.type for a in op_def.attr}
+        self.defaults = {
+            a.name: attrs_lib.to_python(a.default_value, a.type)
+            for a in op_def.attr
+            if a.HasField("default_value")
+        }
+        self.allowed = {
+            a.name: attrs_lib.to_python(a.allowed_values, a.type)
+            for a in op_def.attr
+            if a.HasField("allowed_values")
+        }
+        self.minimums = {a.name: a.minimum for a in op_def.attr if a.has_minimum}
+        self.has_ref_inputs = any(a.is_ref for a in self.inputs)
+        self.is_stateful = op_def.is_stateful
+        # Precomputed for op creation: most ops have one tensor per argument.
+        self.simple_inputs = not any(a.number_attr or a.type_list_attr for a in self.inputs)
+        self.constrained = [k for k in self.attr_types if k in self.allowed or k in self.minimums]
+        self.kernel: Kernel | None = None
+        self.expensive = False
+        self.output_buffers = False
+        self.shape_fn: ShapeFn | None = None
+
+    def input_types(self, attrs: dict[str, Any]) -> list[dtypes.DType]:
+        return [t for a in self.inputs for t in a.types(attrs)]
+
+    def output_types(self, attrs: dict[str, Any]) -> list[dtypes.DType]:
+        return [t for a in self.outputs for t in a.types(attrs)]
+
+    def input_is_ref(self, attrs: dict[str, Any]) -> list[bool]:
+        return [a.is_ref for a in self.inputs for _ in a.types(attrs)]
+
+    def check_attr(self, name: str, value: Any) -> None:
+        """Raise ValueError if ``value`` breaks the OpDef's allowed values or minimum for ``name``."""
+        allowed = self.allowed.get(name)
+        if allowed is not None:
+            for v in value if isinstance(value, list) else [value]:
+                if v not in allowed:
+                    shown = ", ".join(getattr(a, "name", repr(a)) for a in allowed)
+                    raise TypeError(
+                        f"Value passed to parameter '{name}' has {getattr(v, 'name', repr(v))} "
+                        f"not in the list of allowed values for {self.name}: {shown}"
+                    )
+        minimum = self.minimums.get(name)
+        if minimum is not None:
+            n = len(value) if isinstance(value, list) else value
+            if n < minimum:
+                raise ValueError(f"Attr '{name}' of '{self.name}' Op must be at least {minimum}, got {n}")
+
+
+_lock = threading.Lock()
+_OPS: dict[str, OpInfo] = {}
+_KERNELS: dict[str, tuple[Kernel, bool, bool]] = {}
+_SHAPE_FNS: dict[str, ShapeFn] = {}
+_loaded = False
+
+
+def _load() -> None:
+    global _loaded
+    with _lock:
+        if _loaded:
+            return
+        op_list = text_format.Parse(_OPS_PBTXT.read_text(), op_def_pb2.OpList())
+        for op_def in op_list.op:
+            _add(op_def)
+        _loaded = True
+
+
+def _add(op_def: OpDef) -> OpInfo:
+    info = OpInfo(op_def)
+    if info.name in _KERNELS:
+        info.kernel, info.expensive, info.output_buffers = _KERNELS[info.name]
+    info.shape_fn = _SHAPE_FNS.get(info.name)
+    _OPS[info.name] = info
+    return info
+
+
+def get(op_type: str) -> OpInfo | None:
+    """The OpInfo of ``op_type``, or None if saverkit does not know that op."""
+    info = _OPS.get(op_type)
+    if info is None and not _loaded:
+        _load()
+        info = _OPS.get(op_type)
+    return info
+
+
+def get_op_def(op_type: str) -> OpDef | None:
+    info = get(op_type)
+    return None if info is None else info.op_def
+
+
+def registered_ops() -> list[str]:
+    _load()
+    return sorted(_OPS)
+
+
+def op_list(op_types: Iterable[str]) -> op_def_pb2.OpList:
+    """An OpList of the known OpDefs among ``op_types``, sorted by name (a meta graph's stripped_op_list)."""
+    out = op_def_pb2.OpList()
+    for name in sorted(set(op_types)):
+        info = get(name)
+        if info is not None:
+            out.op.add().CopyFrom(info.op_def)
+    return out
+
+
+def register_op_def(op_def: OpDef | str) -> OpInfo:
+    """Add an op type (an OpDef proto or its text form). Re-registering an identical OpDef is a no-op."""
+    if isinstance(op_def, str):
+        op_def = text_format.Parse(op_def, OpDef())
+    _load()
+    with _lock:
+        existing = _OPS.get(op_def.name)
+        if existing is not None:
+            if existing.op_def != op_def:
+                raise ValueError(f"Op type {op_def.name!r} is already registered with a different OpDef")
+            return existing
+        return _add(op_def)
+
+
+def register_kernel(
+    op_type: str, *, expensive: bool = False, output_buffers: bool = False
+) -> Callable[[Kernel], Kernel]:
+    """Decorator: ``@register_kernel("Add")`` on ``def add(ctx, x, y): return [x + y]``.
+
+    ``expensive``: run on the session's thread pool (blocking I/O). ``output_buffers``: the kernel asks
+    ``ctx.output_buffer(i)`` for arrays to write output ``i`` into (the executor works out which).
+    """
+
+    def decorate(fn: Kernel) -> Kernel:
+        _KERNELS[op_type] = (fn, expensive, output_buffers)
+        info = _OPS.get(op_type)
+        if info is not None:
+            info.kernel, info.expensive, info.output_buffers = fn, expensive, output_buffers
+        return fn
+
+    return decorate
+
+
+def register_shape_fn(op_type: str) -> Callable[[ShapeFn], ShapeFn]:
+    """Decorator for ``fn(op) -> [TensorShape per output]``, run when an op of this type is created."""
+
+    def decorate(fn: ShapeFn) -> ShapeFn:
+        _SHAPE_FNS[op_type] = fn
+        info = _OPS.get(op_type)
+        if info is not None:
+            info.shape_fn = fn
+        return fn
+
+    return decorate

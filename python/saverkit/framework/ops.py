@@ -1,0 +1,1119 @@
+"""The graph: ``Graph`` owns ``Operation`` nodes whose outputs are ``Tensor`` edges.
+
+Names, scopes, devices, control dependencies and collections behave as in
+TensorFlow 1.x (``tf.compat.v1``): ``w``, ``w_1``..., ``scope/op``, ``GraphKeys``
+with TF's string values. Operations are plain data (type, inputs, attrs as
+Python values); what an op *does* lives in the kernel table
+(:mod:`saverkit.framework.op_registry`) and runs in a :class:`Session`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+
+from saverkit import dtypes
+from saverkit.framework import attrs as attrs_lib
+from saverkit.framework import device_spec, op_registry
+from saverkit.framework.tensor_shape import TensorShape, as_shape
+from saverkit.protobuf import graph_pb2, node_def_pb2, versions_pb2
+
+# TensorFlow's GraphDef version (producer) of the TF release whose OpDefs ops.pbtxt holds (2.21).
+GRAPH_DEF_VERSION = 2474
+GRAPH_DEF_VERSION_MIN_CONSUMER = 0
+GRAPH_DEF_VERSION_MIN_PRODUCER = 0
+
+_VALID_OP_NAME_REGEX = re.compile(r"^[A-Za-z0-9.][A-Za-z0-9_.\\/>-]*$")
+_VALID_SCOPE_NAME_REGEX = re.compile(r"^[A-Za-z0-9_.\\/>-]*$")
+
+
+class GraphKeys:
+    """Standard collection names, with TensorFlow's values."""
+
+    GLOBAL_VARIABLES = "variables"
+    LOCAL_VARIABLES = "local_variables"
+    METRIC_VARIABLES = "metric_variables"
+    MODEL_VARIABLES = "model_variables"
+    TRAINABLE_VARIABLES = "trainable_variables"
+    SUMMARIES = "summaries"
+    QUEUE_RUNNERS = "queue_runners"
+    TABLE_INITIALIZERS = "table_initializer"
+    ASSET_FILEPATHS = "asset_filepaths"
+    MOVING_AVERAGE_VARIABLES = "moving_average_variables"
+    REGULARIZATION_LOSSES = "regularization_losses"
+    CONCATENATED_VARIABLES = "concatenated_variables"
+    SAVERS = "savers"
+    WEIGHTS = "weights"
+    BIASES = "biases"
+    ACTIVATIONS = "activations"
+    UPDATE_OPS = "update_ops"
+    LOSSES = "losses"
+    SAVEABLE_OBJECTS = "saveable_objects"
+    RESOURCES = "resources"
+    LOCAL_RESOURCES = "local_resources"
+    TRAINABLE_RESOURCE_VARIABLES = "trainable_resource_variables"
+    INIT_OP = "init_op"
+    LOCAL_INIT_OP = "local_init_op"
+    READY_OP = "ready_op"
+    READY_FOR_LOCAL_INIT_OP = "ready_for_local_init_op"
+    SUMMARY_OP = "summary_op"
+    GLOBAL_STEP = "global_step"
+    EVAL_STEP = "eval_step"
+    TRAIN_OP = "train_op"
+    COND_CONTEXT = "cond_context"
+    WHILE_CONTEXT = "while_context"
+    _SUMMARY_COLLECTION = "_SUMMARY_V2"
+    _VARIABLE_COLLECTIONS = [
+        GLOBAL_VARIABLES,
+        LOCAL_VARIABLES,
+        METRIC_VARIABLES,
+        MODEL_VARIABLES,
+        TRAINABLE_VARIABLES,
+        MOVING_AVERAGE_VARIABLES,
+        CONCATENATED_VARIABLES,
+        TRAINABLE_RESOURCE_VARIABLES,
+    ]
+    _STREAMING_MODEL_PORTS = "streaming_model_ports"
+    VARIABLES = GLOBAL_VARIABLES  # deprecated alias kept by TF
+
+
+# --- Tensor -------------------------------------------------------------------------------
+
+
+class Tensor:
+    """The ``value_index``-th output of an Operation: a symbolic value computed when a Session runs it."""
+
+    __slots__ = ("_op", "_value_index", "_dtype", "_shape", "_consumers", "__weakref__")
+
+    def __init__(self, op: Operation, value_index: int, dtype: dtypes.DType) -> None:
+        self._op = op
+        self._value_index = value_index
+        self._dtype = dtype
+        self._shape = _UNKNOWN_SHAPE
+        self._consumers: list[Operation] | None = None  # created on first use: graphs hold many tensors
+
+    @property
+    def op(self) -> Operation:
+        return self._op
+
+    @property
+    def value_index(self) -> int:
+        return self._value_index
+
+    @property
+    def dtype(self) -> dtypes.DType:
+        return self._dtype
+
+    @property
+    def graph(self) -> Graph:
+        return self._op._graph
+
+    @property
+    def name(self) -> str:
+        return f"{self._op._name}:{self._value_index}"
+
+    @property
+    def device(self) -> str:
+        return self._op._device
+
+    @property
+    def shape(self) -> TensorShape:
+        return self._shape
+
+    def get_shape(self) -> TensorShape:
+        return self._shape
+
+    def set_shape(self, shape: Any) -> None:
+        """Refine the static shape; raises ValueError if ``shape`` contradicts what is known."""
+        self._shape = self._shape.merge_with(as_shape(shape))
+
+    @property
+    def ndim(self) -> int | None:
+        return self._shape.rank
+
+    def consumers(self) -> list[Operation]:
+        return list(self._consumers or ())
+
+    def eval(self, feed_dict: dict | None = None, session: Any = None) -> Any:
+        """The value of this tensor, computed by ``session`` (default: the default session)."""
+        return _run_using_default_session(self, feed_dict, self.graph, session)
+
+    def _as_node_def_input(self) -> str:
+        return self._op._name if self._value_index == 0 else f"{self._op._name}:{self._value_index}"
+
+    def _as_tf_output(self) -> tuple[Operation, int]:
+        return self._op, self._value_index
+
+    def __repr__(self) -> str:
+        return f"<saverkit.Tensor '{self.name}' shape={self._shape} dtype={self._dtype.name}>"
+
+    def __str__(self) -> str:
+        return f'Tensor("{self.name}", shape={self._shape}, dtype={self._dtype.name})'
+
+    # A symbolic tensor has no value until it runs: refuse the conversions that would silently lie.
+    def __bool__(self) -> bool:
+        raise TypeError("Using a saverkit Tensor as a Python bool is not allowed; run it in a Session.")
+
+    def __iter__(self):
+        raise TypeError("A symbolic Tensor is not iterable.")
+
+    def __array__(self, dtype: Any = None, copy: Any = None):
+        raise TypeError(
+            f"Cannot convert a symbolic Tensor ({self.name}) to a numpy array; run it in a Session."
+        )
+
+    __hash__ = object.__hash__
+
+    # Operators build ops, TensorFlow style: the right operand takes the left one's dtype.
+    def __add__(self, other: Any) -> Tensor:
+        return _binary("add", self, other)
+
+    def __radd__(self, other: Any) -> Tensor:
+        return _binary("add", other, self, reverse=True)
+
+    def __sub__(self, other: Any) -> Tensor:
+        return _binary("subtract", self, other)
+
+    def __rsub__(self, other: Any) -> Tensor:
+        return _binary("subtract", other, self, reverse=True)
+
+    def __mul__(self, other: Any) -> Tensor:
+        return _binary("multiply", self, other)
+
+    def __rmul__(self, other: Any) -> Tensor:
+        return _binary("multiply", other, self, reverse=True)
+
+    def __matmul__(self, other: Any) -> Tensor:
+        return _binary("matmul", self, other)
+
+    def __rmatmul__(self, other: Any) -> Tensor:
+        return _binary("matmul", other, self, reverse=True)
+
+    def __neg__(self) -> Tensor:
+        from saverkit.framework import math_ops
+
+        return math_ops.negative(self)
+
+
+def _binary(fn_name: str, x: Any, y: Any, reverse: bool = False) -> Tensor:
+    from saverkit.framework import math_ops
+
+    with name_scope(None, fn_name, [x, y]) as name:
+        if reverse:
+            y = convert_to_tensor(y)
+            x = convert_to_tensor(x, dtype=y.dtype.base_dtype, name="x")
+        else:
+            x = convert_to_tensor(x)
+            y = convert_to_tensor(y, dtype=x.dtype.base_dtype, name="y")
+        return getattr(math_ops, fn_name)(x, y, name=name)
+
+
+_UNKNOWN_SHAPE = TensorShape(None)
+_NO_OPS: list = []  # shared "no control inputs" (never mutated: adding one builds a new list)
+
+
+def _binary_overloads(cls: type) -> None:
+    """Give ``cls`` (anything convertible to a Tensor, e.g. Variable) the Tensor operators."""
+    for name in (
+        "__add__",
+        "__radd__",
+        "__sub__",
+        "__rsub__",
+        "__mul__",
+        "__rmul__",
+        "__matmul__",
+        "__rmatmul__",
+        "__neg__",
+    ):
+        setattr(cls, name, lambda self, *a, _n=name: getattr(Tensor, _n)(convert_to_tensor(self), *a))
+
+
+# --- Operation ----------------------------------------------------------------------------
+
+
+class Operation:
+    """A node: an op type, input Tensors, attributes, and output Tensors."""
+
+    __slots__ = (
+        "_graph",
+        "_name",
+        "_type",
+        "_inputs",
+        "_outputs",
+        "_control_inputs",
+        "_device",
+        "_attrs",
+        "_id",
+        "_info",
+        "__weakref__",
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        raise TypeError("Operations are created by Graph.create_op or the op functions (constant, add, ...).")
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def type(self) -> str:
+        return self._type
+
+    @property
+    def graph(self) -> Graph:
+        return self._graph
+
+    @property
+    def inputs(self) -> tuple[Tensor, ...]:
+        return tuple(self._inputs)
+
+    @property
+    def outputs(self) -> list[Tensor]:
+        return list(self._outputs)
+
+    def values(self) -> tuple[Tensor, ...]:
+        return tuple(self._outputs)
+
+    @property
+    def control_inputs(self) -> list[Operation]:
+        return list(self._control_inputs)
+
+    @property
+    def device(self) -> str:
+        return self._device
+
+    @property
+    def op_def(self) -> Any:
+        return None if self._info is None else self._info.op_def
+
+    @property
+    def node_def(self) -> node_def_pb2.NodeDef:
+        """A fresh NodeDef describing this operation."""
+        nd = node_def_pb2.NodeDef(name=self._name, op=self._type, device=self._device)
+        nd.input.extend([t._as_node_def_input() for t in self._inputs])
+        nd.input.extend(["^" + c._name for c in self._control_inputs])
+        types = self._info.attr_types if self._info is not None else {}
+        for key, value in self._attrs.items():
+            nd.attr[key].CopyFrom(attrs_lib.to_proto(value, types.get(key)))
+        return nd
+
+    def get_attr(self, name: str) -> Any:
+        """The attribute ``name`` as TF returns it (DType, bytes, int, TensorShapeProto, TensorProto...)."""
+        try:
+            value = self._attrs[name]
+        except KeyError:
+            raise ValueError(f"Operation {self._name!r} has no attr named {name!r}.") from None
+        types = self._info.attr_types if self._info is not None else {}
+        proto = attrs_lib.to_proto(value, types.get(name))
+        kind = proto.WhichOneof("value")
+        if kind == "list":
+            for field in ("s", "i", "f", "b", "type", "shape", "tensor", "func"):
+                items = getattr(proto.list, field)
+                if items:
+                    return [dtypes.as_dtype(x) for x in items] if field == "type" else list(items)
+            return []
+        if kind == "type":
+            return dtypes.as_dtype(proto.type)
+        return None if kind is None else getattr(proto, kind)
+
+    def _get_attr_value(self, name: str) -> Any:
+        """The stored Python value of an attribute (DType, TensorShape, numpy array...)."""
+        return self._attrs[name]
+
+    def _set_attr(self, name: str, value: Any) -> None:
+        """Set an attribute from an AttrValue proto or a Python value."""
+        attr_type = self._info.attr_types.get(name) if self._info is not None else None
+        if attr_type is not None:
+            value = attrs_lib.canonicalize(value, attr_type)
+            if attr_type == "tensor":
+                value = _read_only(value)
+        self._attrs[name] = value
+
+    def _clear_attr(self, name: str) -> None:
+        self._attrs.pop(name, None)
+
+    def _set_device(self, device: Any) -> None:
+        self._device = device_spec.canonical_name(
+            device if isinstance(device, str) or device is None else device.to_string()
+        )
+
+    def _set_device_from_string(self, device: str) -> None:
+        self._set_device(device)
+
+    def _add_control_input(self, op: Operation) -> None:
+        self._add_control_inputs([op])
+
+    def _add_control_inputs(self, ops: list[Operation]) -> None:
+        for op in ops:
+            if not isinstance(op, Operation):
+                raise TypeError(f"op must be an Operation: {op!r}")
+            if op._graph is not self._graph:
+                raise ValueError(f"{op.name} is not from the graph of {self._name}")
+            if op not in self._control_inputs:
+                self._control_inputs = [*self._control_inputs, op]
+        self._graph._version += 1  # cached run plans may now miss this edge
+
+    def _remove_all_control_inputs(self) -> None:
+        self._control_inputs = []
+        self._graph._version += 1
+
+    def colocation_groups(self) -> list[bytes]:
+        cls = self._attrs.get("_class")
+        if cls is None:
+            return [b"loc:@" + self._name.encode()]
+        items = cls.list.s if isinstance(cls, attrs_lib.AttrValue) else cls
+        return [s for s in items if isinstance(s, bytes) and s.startswith(b"loc:@")] or [
+            b"loc:@" + self._name.encode()
+        ]
+
+    def run(self, feed_dict: dict | None = None, session: Any = None) -> None:
+        """Run this operation in ``session`` (default: the default session)."""
+        _run_using_default_session(self, feed_dict, self._graph, session)
+
+    def __repr__(self) -> str:
+        return f"<saverkit.Operation '{self._name}' type={self._type}>"
+
+    def __str__(self) -> str:
+        return str(self.node_def)
+
+
+def _read_only(a: np.ndarray) -> np.ndarray:
+    if a.flags.writeable:
+        a = a.view()
+        a.flags.writeable = False
+    return a
+
+
+def _run_using_default_session(fetch: Any, feed_dict: dict | None, graph: Graph, session: Any) -> Any:
+    from saverkit.framework.session import get_default_session
+
+    if session is None:
+        session = get_default_session()
+        if session is None:
+            raise ValueError(
+                "Cannot evaluate: no default session is registered. Use `with sess.as_default()` "
+                "or pass an explicit session."
+            )
+    if session.graph is not graph:
+        raise ValueError("Cannot use the given session: the fetch and the session are in different graphs.")
+    return session.run(fetch, feed_dict)
+
+
+# --- Graph ---------------------------------------------------------------------------------
+
+
+class _ControlDependencies:
+    """One ``with graph.control_dependencies(...)`` level: its ops and the ops created inside it."""
+
+    __slots__ = ("control_inputs", "seen", "clears")
+
+    def __init__(self, control_inputs: list[Operation] | None) -> None:
+        self.clears = control_inputs is None
+        self.control_inputs = control_inputs or []
+        self.seen: set[Operation] = set()
+
+
+class Graph:
+    """A dataflow graph: operations, their names and scopes, devices, dependencies and collections."""
+
+    def __init__(self) -> None:
+        self._nodes_by_name: dict[str, Operation] = {}  # creation order
+        self._last_id = 0
+        self._names_in_use: dict[str, int] = {}
+        self._name_stack = ""
+        self._device_stack: list[Any] = []
+        self._device_now: str | None = ""  # merged device of the stack; None when it holds a function
+        self._control_stack: list[_ControlDependencies] = []
+        self._colocation_stack: list[Operation] = []
+        self._attr_scope_map: dict[str, Any] = {}
+        self._collections: dict[Any, list] = {}
+        self._finalized = False
+        self._version = 0  # bumped when an existing op's edges change (invalidates cached run plans)
+        self._graph_def_versions = versions_pb2.VersionDef(
+            producer=GRAPH_DEF_VERSION, min_consumer=GRAPH_DEF_VERSION_MIN_CONSUMER
+        )
+        self.seed: int | None = None
+
+    # --- default graph ----------------------------------------------------------------
+    @contextlib.contextmanager
+    def as_default(self) -> Iterator[Graph]:
+        """Make this the default graph (the one op functions add to) inside the ``with`` block."""
+        stack = _default_graph_stack.stack
+        stack.append(self)
+        try:
+            yield self
+        finally:
+            if stack and stack[-1] is self:
+                stack.pop()
+            else:
+                stack.remove(self)
+
+    # --- finalization -------------------------------------------------------------------
+    @property
+    def finalized(self) -> bool:
+        return self._finalized
+
+    def finalize(self) -> None:
+        """Make the graph read-only: adding ops or collection items afterwards raises RuntimeError."""
+        self._finalized = True
+
+    def _unsafe_unfinalize(self) -> None:
+        self._finalized = False
+
+    def _check_not_finalized(self) -> None:
+        if self._finalized:
+            raise RuntimeError("Graph is finalized and cannot be modified.")
+
+    # --- names ----------------------------------------------------------------------------
+    def unique_name(self, name: str, mark_as_used: bool = True) -> str:
+        """``name`` inside the current scope, suffixed ``_1``, ``_2``... if taken (case-insensitively)."""
+        if self._name_stack:
+            name = self._name_stack + "/" + name
+        name_key = name.lower()
+        i = self._names_in_use.get(name_key, 0)
+        if mark_as_used:
+            self._names_in_use[name_key] = i + 1
+        if i > 0:
+            base_name_key = name_key
+            while name_key in self._names_in_use:
+                name_key = f"{base_name_key}_{i}"
+                i += 1
+            if mark_as_used:
+                self._names_in_use[name_key] = 1
+            name = f"{name}_{i - 1}"
+        return name
+
+    def get_name_scope(self) -> str:
+        return self._name_stack
+
+    @contextlib.contextmanager
+    def name_scope(self, name: str | None) -> Iterator[str]:
+        """Prefix the names of ops created inside with ``name/`` (made unique); yields the scope string.
+
+        ``name`` ending in ``/`` re-enters that exact scope; None or ``""`` resets to the root scope.
+        """
+        if name:
+            regex = _VALID_SCOPE_NAME_REGEX if self._name_stack else _VALID_OP_NAME_REGEX
+            if not regex.match(name):
+                raise ValueError(f"'{name}' is not a valid scope name")
+        old = self._name_stack
+        if not name:
+            new_stack, scope = "", ""
+        elif name[-1] == "/":
+            new_stack, scope = name[:-1], name
+        else:
+            new_stack = self.unique_name(name)
+            scope = new_stack + "/"
+        self._name_stack = new_stack
+        try:
+            yield scope
+        finally:
+            self._name_stack = old
+
+    # --- devices ---------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def device(self, device_name_or_function: Any) -> Iterator[None]:
+        """Place ops created inside on a device: a string (merged with outer ones), a function of the op,
+        or None to clear outer placements."""
+        spec = device_name_or_function
+        if spec is not None and not isinstance(spec, str) and not callable(spec):
+            spec = spec.to_string()  # a DeviceSpec-like object
+        if isinstance(spec, str):
+            device_spec.parse(spec)  # validate now, not when the first op is created
+        old_now = self._device_now
+        self._device_stack.append(spec)
+        if spec is None:
+            self._device_now = ""
+        elif isinstance(spec, str):
+            self._device_now = None if old_now is None else device_spec.merge(spec, old_now)
+        else:
+            self._device_now = None
+        try:
+            yield
+        finally:
+            self._device_stack.pop()
+            self._device_now = old_now
+
+    def _apply_device_functions(self, op: Operation) -> str:
+        # Innermost first, as TF: each level fills in what inner levels left unspecified.
+        device = ""
+        for spec in reversed(self._device_stack):
+            if spec is None:
+                break
+            if isinstance(spec, str):
+                device = device_spec.merge(device, spec) if device else device_spec.canonical_name(spec)
+            else:
+                op._device = device
+                result = spec(op)
+                device = device_spec.canonical_name(
+                    result if isinstance(result, str) or result is None else result.to_string()
+                )
+        return device
+
+    @contextlib.contextmanager
+    def colocate_with(self, op: Any, ignore_existing: bool = False) -> Iterator[None]:
+        """Ops created inside share ``op``'s device and get its ``_class: loc:@...`` colocation attr."""
+        if op is None:
+            if not ignore_existing:
+                raise ValueError("Trying to reset colocation (op is None) but ignore_existing is not True")
+            old, self._colocation_stack = self._colocation_stack, []
+        else:
+            el = self.as_graph_element(op)
+            op = el.op if isinstance(el, Tensor) else el
+            old = self._colocation_stack
+            self._colocation_stack = ([] if ignore_existing else old) + [op]
+        try:
+            yield
+        finally:
+            self._colocation_stack = old
+
+    @contextlib.contextmanager
+    def _attr_scope(self, attr_map: dict[str, Any]) -> Iterator[None]:
+        """Ops created inside get these extra attrs (e.g. ``_class`` for a variable's initializer)."""
+        old = self._attr_scope_map
+        self._attr_scope_map = {**old, **attr_map}
+        try:
+            yield
+        finally:
+            self._attr_scope_map = old
+
+    # --- control dependencies ---------------------------------------------------------------
+    @contextlib.contextmanager
+    def control_dependencies(self, control_inputs: Any) -> Iterator[None]:
+        """Ops created inside run only after ``control_inputs`` (ops, tensors or variables); None clears."""
+        if control_inputs is None:
+            level = _ControlDependencies(None)
+        else:
+            current = {op for lvl in self._control_stack for op in lvl.control_inputs}
+            ops = []
+            for c in control_inputs:
+                c = self.as_graph_element(c)
+                if isinstance(c, Tensor):
+                    c = c.op
+                if c not in current:
+                    ops.append(c)
+                    current.add(c)
+            level = _ControlDependencies(ops)
+        old = self._control_stack
+        self._control_stack = [level] if level.clears else old + [level]
+        try:
+            yield
+        finally:
+            self._control_stack = old
+
+    def _control_dependencies_for_inputs(self, input_ops: list[Operation]) -> list[Operation]:
+        ret: list[Operation] = []
+        skip = set(input_ops)  # a data input already orders the op after it
+        for level in self._control_stack:
+            # An input created inside this level already waits for its control inputs.
+            if level.seen and any(op in level.seen for op in input_ops):
+                continue
+            for c in level.control_inputs:
+                if c not in skip:
+                    skip.add(c)
+                    ret.append(c)
+        return ret
+
+    # --- op creation -----------------------------------------------------------------------
+    def _create_op(
+        self,
+        op_type: str,
+        inputs: list[Tensor],
+        attrs: dict[str, Any],
+        output_types: list[dtypes.DType],
+        name: str,
+        info: Any = None,
+        control_inputs: list[Operation] | None = None,
+        compute_shapes: bool = True,
+    ) -> Operation:
+        """Add an op whose attrs are already complete Python values. ``name`` ending in "/" is used as is."""
+        if self._finalized:
+            raise RuntimeError("Graph is finalized and cannot be modified.")
+        if name[-1:] == "/":
+            name = name[:-1]
+            self._names_in_use.setdefault(name.lower(), 1)
+        else:
+            name = self.unique_name(name)
+        if name in self._nodes_by_name:
+            raise ValueError(f"Duplicate node name in graph: '{name}'")
+        if not _VALID_OP_NAME_REGEX.match(name):
+            raise ValueError(f"'{name}' is not a valid node name")
+        for t in inputs:
+            if t._op._graph is not self:
+                raise ValueError(
+                    f"Tensor {t.name} must be from the same graph as the op {name!r} being created."
+                )
+        op = object.__new__(Operation)
+        op._graph = self
+        op._name = name
+        op._type = op_type
+        op._inputs = inputs
+        op._attrs = attrs
+        op._info = info
+        self._last_id += 1
+        op._id = self._last_id
+        controls = list(dict.fromkeys(control_inputs)) if control_inputs else _NO_OPS
+        if self._control_stack:
+            controls = list(controls)
+            known = set(controls)
+            controls.extend(
+                c for c in self._control_dependencies_for_inputs([t._op for t in inputs]) if c not in known
+            )
+        op._control_inputs = controls
+        if self._attr_scope_map:
+            for key, value in self._attr_scope_map.items():
+                attrs.setdefault(key, value)
+        device = self._device_now
+        if device is None:
+            device = self._apply_device_functions(op)
+        op._device = device
+        if self._colocation_stack:
+            stack = self._colocation_stack
+            attrs["_class"] = (
+                stack[0].colocation_groups()
+                if len(stack) == 1
+                else sorted({g for c in stack for g in c.colocation_groups()})
+            )
+            if self._colocation_stack[-1]._device:
+                op._device = self._colocation_stack[-1]._device
+        op._outputs = [Tensor(op, i, t) for i, t in enumerate(output_types)]
+        if compute_shapes and info is not None and info.shape_fn is not None:
+            shapes = info.shape_fn(op)
+            for t, s in zip(op._outputs, shapes, strict=False):
+                if s is not None:
+                    t._shape = s
+        # Only now is the op part of the graph: a failing shape function leaves no trace.
+        self._nodes_by_name[name] = op
+        for t in inputs:
+            if t._consumers is None:
+                t._consumers = [op]
+            else:
+                t._consumers.append(op)
+        for level in self._control_stack:
+            level.seen.add(op)
+        return op
+
+    def create_op(
+        self,
+        op_type: str,
+        inputs: list[Any],
+        dtypes: list[Any] | None = None,
+        input_types: list[Any] | None = None,
+        name: str | None = None,
+        attrs: dict[str, Any] | None = None,
+        op_def: Any = None,
+        compute_shapes: bool = True,
+        compute_device: bool = True,
+    ) -> Operation:
+        """TF1's low-level op constructor: ``attrs`` may be AttrValue protos or Python values."""
+        from saverkit.framework import op_def_library
+
+        return op_def_library.create_op(
+            self,
+            op_type,
+            inputs,
+            output_types=dtypes,
+            name=name,
+            attrs=attrs or {},
+            compute_shapes=compute_shapes,
+        )
+
+    # --- lookup ---------------------------------------------------------------------------------
+    @property
+    def version(self) -> int:
+        return self._last_id
+
+    @property
+    def graph_def_versions(self) -> versions_pb2.VersionDef:
+        return self._graph_def_versions
+
+    def get_operations(self) -> list[Operation]:
+        return list(self._nodes_by_name.values())
+
+    def get_operation_by_name(self, name: str) -> Operation:
+        if not isinstance(name, str):
+            raise TypeError(f"Operation names are strings (or similar), not {type(name).__name__}.")
+        return self.as_graph_element(name, allow_tensor=False, allow_operation=True)
+
+    def _get_operation_by_name(self, name: str) -> Operation:
+        return self._nodes_by_name[name]
+
+    _get_operation_by_name_unsafe = _get_operation_by_name
+
+    def get_tensor_by_name(self, name: str) -> Tensor:
+        if not isinstance(name, str):
+            raise TypeError(f"Tensor names are strings (or similar), not {type(name).__name__}.")
+        return self.as_graph_element(name, allow_tensor=True, allow_operation=False)
+
+    def as_graph_element(self, obj: Any, allow_tensor: bool = True, allow_operation: bool = True) -> Any:
+        """The Tensor or Operation ``obj`` names or is (also accepts objects with ``_as_graph_element``)."""
+        kind = type(obj)
+        if kind is Tensor and allow_tensor or kind is Operation and allow_operation:
+            if obj.graph is not self:
+                raise ValueError(f"{kind.__name__} {obj} is not an element of this graph.")
+            return obj
+        if allow_tensor and allow_operation:
+            kinds = "Tensor or Operation"
+        elif allow_tensor:
+            kinds = "Tensor"
+        elif allow_operation:
+            kinds = "Operation"
+        else:
+            raise ValueError("allow_tensor and allow_operation can't both be False.")
+        conv = getattr(obj, "_as_graph_element", None)
+        if conv is not None and not isinstance(obj, (Tensor, Operation)):
+            obj = conv()
+        if isinstance(obj, bytes):
+            obj = obj.decode("utf-8")
+        if isinstance(obj, str):
+            return self._element_by_name(obj, allow_tensor, allow_operation, kinds)
+        if isinstance(obj, Tensor) and allow_tensor:
+            if obj.graph is not self:
+                raise ValueError(f"Tensor {obj} is not an element of this graph.")
+            return obj
+        if isinstance(obj, Operation) and allow_operation:
+            if obj._graph is not self:
+                raise ValueError(f"Operation {obj} is not an element of this graph.")
+            return obj
+        raise TypeError(f"Can not convert a {type(obj).__name__} into a {kinds}.")
+
+    def _element_by_name(self, name: str, allow_tensor: bool, allow_operation: bool, kinds: str) -> Any:
+        if ":" in name:
+            if not allow_tensor:
+                raise ValueError(f"Name '{name}' appears to refer to a Tensor, not a {kinds}.")
+            op_name, _, index = name.rpartition(":")
+            try:
+                out_n = int(index)
+                if out_n < 0 or not op_name:
+                    raise ValueError
+            except ValueError:
+                raise ValueError(
+                    f"The name '{name}' looks a like a Tensor name, but is not a valid one. "
+                    'Tensor names must be of the form "<op_name>:<output_index>".'
+                ) from None
+            op = self._nodes_by_name.get(op_name)
+            if op is None:
+                raise KeyError(
+                    f"The name '{name}' refers to a Tensor which does not exist. "
+                    f"The operation, '{op_name}', does not exist in the graph."
+                )
+            if out_n >= len(op._outputs):
+                raise KeyError(
+                    f"The name '{name}' refers to a Tensor which does not exist. The operation, "
+                    f"'{op_name}', exists but only has {len(op._outputs)} outputs."
+                )
+            return op._outputs[out_n]
+        if allow_operation:
+            op = self._nodes_by_name.get(name)
+            if op is None:
+                raise KeyError(f"The name '{name}' refers to an Operation not in the graph.")
+            return op
+        if name in self._nodes_by_name:
+            raise ValueError(
+                f"The name '{name}' refers to an Operation, not a {kinds}. "
+                'Tensor names must be of the form "<op_name>:<output_index>".'
+            )
+        raise ValueError(
+            f"The name '{name}' looks like an (invalid) Operation name, not a {kinds}. "
+            'Tensor names must be of the form "<op_name>:<output_index>".'
+        )
+
+    # --- serialization -----------------------------------------------------------------------
+    def as_graph_def(self, from_version: int | None = None, add_shapes: bool = False) -> graph_pb2.GraphDef:
+        """A GraphDef of this graph (ops in creation order), importable by TensorFlow."""
+        graph_def = graph_pb2.GraphDef()
+        graph_def.versions.CopyFrom(self._graph_def_versions)
+        for op in self._nodes_by_name.values():
+            if from_version is not None and op._id <= from_version:
+                continue
+            nd = graph_def.node.add()
+            nd.CopyFrom(op.node_def)
+            if add_shapes:
+                nd.attr["_output_shapes"].list.shape.extend([t._shape.as_proto() for t in op._outputs])
+        return graph_def
+
+    # --- collections ----------------------------------------------------------------------------
+    def add_to_collection(self, name: Any, value: Any) -> None:
+        self._check_not_finalized()
+        self._collections.setdefault(name, []).append(value)
+
+    def add_to_collections(self, names: Any, value: Any) -> None:
+        names = (names,) if isinstance(names, str) else set(names)
+        for name in names:
+            self.add_to_collection(name, value)
+
+    def get_collection_ref(self, name: Any) -> list:
+        """The collection's own list (mutations change the collection)."""
+        coll = self._collections.get(name)
+        if coll is None:
+            coll = self._collections[name] = []
+        return coll
+
+    def get_collection(self, name: Any, scope: str | None = None) -> list:
+        """A copy of the collection; with ``scope``, only items whose ``name`` matches it (re.match)."""
+        coll = self._collections.get(name)
+        if coll is None:
+            return []
+        if scope is None:
+            return list(coll)
+        regex = re.compile(scope)
+        out = []
+        for item in coll:
+            item_name = getattr(item, "name", None)
+            if isinstance(item_name, str) and regex.match(item_name):
+                out.append(item)
+        return out
+
+    def get_all_collection_keys(self) -> list[str]:
+        return [k for k in self._collections if isinstance(k, str)]
+
+    @property
+    def collections(self) -> list[str]:
+        return list(self._collections)
+
+    def clear_collection(self, name: Any) -> None:
+        self._check_not_finalized()
+        self._collections.pop(name, None)
+
+    # --- misc -------------------------------------------------------------------------------------
+    @property
+    def building_function(self) -> bool:
+        return False
+
+    def is_feedable(self, tensor: Tensor) -> bool:
+        return True
+
+    def is_fetchable(self, tensor_or_op: Any) -> bool:
+        return True
+
+    def __repr__(self) -> str:
+        return f"<saverkit.Graph with {len(self._nodes_by_name)} ops at {id(self):#x}>"
+
+
+class _DefaultGraphStack(threading.local):
+    def __init__(self) -> None:
+        self.stack: list[Graph] = []
+
+
+_default_graph_stack = _DefaultGraphStack()
+_global_default_graph: Graph | None = None
+_global_lock = threading.Lock()
+
+
+def get_default_graph() -> Graph:
+    """The innermost ``Graph.as_default()`` graph of this thread, else the global default graph."""
+    stack = _default_graph_stack.stack
+    if stack:
+        return stack[-1]
+    global _global_default_graph
+    if _global_default_graph is None:
+        with _global_lock:
+            if _global_default_graph is None:
+                _global_default_graph = Graph()
+    return _global_default_graph
+
+
+def reset_default_graph() -> None:
+    """Replace the global default graph by a new, empty one."""
+    if _default_graph_stack.stack:
+        raise AssertionError(
+            "Do not use reset_default_graph() to clear nested graphs. If you need a "
+            "cleared graph, exit the nesting and create a new graph."
+        )
+    global _global_default_graph
+    _global_default_graph = None
+
+
+def _get_graph_from_inputs(values: Any) -> Graph:
+    """The graph the given tensors/ops/variables live in (they must agree), else the default graph."""
+    graph = None
+    for v in values or ():
+        el = v if isinstance(v, (Tensor, Operation)) else getattr(v, "_as_graph_element", lambda: None)()
+        if isinstance(el, (Tensor, Operation)):
+            g = el.graph
+            if graph is None:
+                graph = g
+            elif g is not graph:
+                raise ValueError(f"{v!r} must be from the same graph as {values[0]!r}.")
+    return graph or get_default_graph()
+
+
+# --- module-level context managers and collection helpers (tf.* names) ----------------------------
+
+
+@contextlib.contextmanager
+def name_scope(name: str | None, default_name: str | None = None, values: Any = None) -> Iterator[str]:
+    """``with name_scope("layer") as scope:`` -- TF1 signature (``default_name`` used when name is None)."""
+    n = default_name if name is None else name
+    g = _get_graph_from_inputs(values) if values else get_default_graph()
+    with g.as_default(), g.name_scope(n) as scope:
+        yield scope
+
+
+def device(device_name_or_function: Any) -> contextlib.AbstractContextManager:
+    return get_default_graph().device(device_name_or_function)
+
+
+def control_dependencies(control_inputs: Any) -> contextlib.AbstractContextManager:
+    return get_default_graph().control_dependencies(control_inputs)
+
+
+def colocate_with(op: Any, ignore_existing: bool = False) -> contextlib.AbstractContextManager:
+    return get_default_graph().colocate_with(op, ignore_existing)
+
+
+def get_name_scope() -> str:
+    return get_default_graph().get_name_scope()
+
+
+def add_to_collection(name: Any, value: Any) -> None:
+    get_default_graph().add_to_collection(name, value)
+
+
+def add_to_collections(names: Any, value: Any) -> None:
+    get_default_graph().add_to_collections(names, value)
+
+
+def get_collection(key: Any, scope: str | None = None) -> list:
+    return get_default_graph().get_collection(key, scope)
+
+
+def get_collection_ref(key: Any) -> list:
+    return get_default_graph().get_collection_ref(key)
+
+
+def get_all_collection_keys() -> list[str]:
+    return get_default_graph().get_all_collection_keys()
+
+
+def clear_collection(key: Any) -> None:
+    get_default_graph().clear_collection(key)
+
+
+def name_from_scope_name(name: str) -> str:
+    return name[:-1] if name and name[-1] == "/" else name
+
+
+def prepend_name_scope(name: str, import_scope: str | None) -> str:
+    """``import_scope/name`` (also for ``^name`` and ``loc:@name``)."""
+    if not import_scope:
+        return name
+    import_scope = import_scope.rstrip("/")
+    return re.sub(
+        r"([\^]|loc:@|^)(.*)", lambda m: m.group(1) + import_scope + "/" + m.group(2), name, count=1
+    )
+
+
+def strip_name_scope(name: str, export_scope: str | None) -> str:
+    """``name`` without a leading ``export_scope/`` (also for ``^name`` and ``loc:@name``)."""
+    if not export_scope:
+        return name
+    export_scope = export_scope.rstrip("/")
+    return re.sub(r"([\^]|loc:@|^)" + re.escape(export_scope) + r"[\/]+(.*)", r"\1\2", name, count=1)
+
+
+# --- tensor conversion ------------------------------------------------------------------------------
+
+_conversion_functions: list[tuple[int, int, type, Callable]] = []
+
+
+def register_tensor_conversion_function(
+    base_type: Any, conversion_func: Callable, priority: int = 100
+) -> None:
+    """Register ``conversion_func(value, dtype=None, name=None, as_ref=False) -> Tensor`` for base_type."""
+    _conversion_functions.append((priority, len(_conversion_functions), base_type, conversion_func))
+    _conversion_functions.sort(key=lambda e: (e[0], e[1]))
+
+
+def convert_to_tensor(
+    value: Any,
+    dtype: Any = None,
+    name: str | None = None,
+    as_ref: bool = False,
+    preferred_dtype: Any = None,
+    dtype_hint: Any = None,
+) -> Tensor:
+    """A Tensor for ``value``: tensors pass through, Variables give their value, Python/numpy values
+    become ``Const`` ops."""
+    if isinstance(value, Tensor):
+        if dtype is not None and not dtypes.as_dtype(dtype).is_compatible_with(value.dtype):
+            raise ValueError(
+                f"Tensor conversion requested dtype {dtypes.as_dtype(dtype).name} for Tensor "
+                f"with dtype {value.dtype.name}: {value!r}"
+            )
+        return value
+    dtype = dtypes.as_dtype(dtype) if dtype is not None else None
+    preferred = preferred_dtype if preferred_dtype is not None else dtype_hint
+    for _, _, base_type, fn in _conversion_functions:
+        if not isinstance(value, base_type):
+            continue
+        if dtype is None and preferred is not None:
+            try:
+                ret = fn(value, dtype=dtypes.as_dtype(preferred), name=name, as_ref=as_ref)
+            except (TypeError, ValueError):
+                ret = NotImplemented
+            if ret is not NotImplemented:
+                return ret
+        ret = fn(value, dtype=dtype, name=name, as_ref=as_ref)
+        if ret is NotImplemented:
+            continue
+        if not isinstance(ret, Tensor):
+            raise RuntimeError(f"Conversion function {fn!r} for {type(value)} returned non-Tensor: {ret!r}")
+        if dtype is not None and not dtype.is_compatible_with(ret.dtype):
+            raise ValueError(
+                f"Tensor conversion requested dtype {dtype.name} for {value!r}, which converted "
+                f"to {ret.dtype.name}"
+            )
+        return ret
+    raise TypeError(f"Cannot convert {value!r} of type {type(value).__name__} to a Tensor.")
+
+
+def convert_n_to_tensor(
+    values: Any, dtype: Any = None, name: str | None = None, preferred_dtype: Any = None
+) -> list[Tensor]:
+    return [
+        convert_to_tensor(
+            v, dtype, name=None if name is None else f"{name}_{i}", preferred_dtype=preferred_dtype
+        )
+        for i, v in enumerate(values)
+    ]
+
+
+# --- collection protos (used by meta graph export/import) -----------------------------------------
+
+_proto_functions: dict[str, tuple[Any, Callable | None, Callable | None]] = {}
+
+
+def register_proto_function(
+    collection_name: str,
+    proto_type: Any = None,
+    to_proto: Callable | None = None,
+    from_proto: Callable | None = None,
+) -> None:
+    """How items of a collection are written to / read from a MetaGraphDef's CollectionDef."""
+    if to_proto and not callable(to_proto):
+        raise TypeError("to_proto must be callable.")
+    if from_proto and not callable(from_proto):
+        raise TypeError("from_proto must be callable.")
+    _proto_functions[collection_name] = (proto_type, to_proto, from_proto)
+
+
+def get_collection_proto_type(collection_name: str) -> Any:
+    return _proto_functions.get(collection_name, (None, None, None))[0]
+
+
+def get_to_proto_function(collection_name: str) -> Callable | None:
+    return _proto_functions.get(collection_name, (None, None, None))[1]
+
+
+def get_from_proto_function(collection_name: str) -> Callable | None:
+    return _proto_functions.get(collection_name, (None, None, None))[2]
+
+
+def get_op_info(op_type: str) -> Any:
+    return op_registry.get(op_type)

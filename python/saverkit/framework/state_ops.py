@@ -1,0 +1,178 @@
+"""Ref-variable ops: ``VariableV2`` (the storage) and ``Assign``/``AssignAdd``/``AssignSub`` writing it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from saverkit import dtypes, errors
+from saverkit.framework import op_registry, ops
+from saverkit.framework.op_def_library import apply_op
+from saverkit.framework.op_registry import register_kernel, register_shape_fn
+from saverkit.framework.tensor_shape import as_shape, scalar
+from saverkit.framework.variable_store import Ref
+
+# --- builders ------------------------------------------------------------------------------------------
+
+
+def variable_op_v2(
+    shape: Any, dtype: Any, name: str = "Variable", container: str = "", shared_name: str = ""
+) -> ops.Tensor:
+    """A ``VariableV2`` op; its output is a ref tensor (dtype ``<T>_ref``) naming the storage."""
+    # Built directly (every attr is given): variables are the one op graphs hold by the ten thousand.
+    dtype = dtypes.as_dtype(dtype).base_dtype
+    attrs = {
+        "shape": as_shape(shape),
+        "dtype": dtype,
+        "container": _bytes(container),
+        "shared_name": _bytes(shared_name),
+    }
+    g = ops.get_default_graph()
+    return g._create_op("VariableV2", [], attrs, [dtype._as_ref], name or "Variable", _VARIABLE_V2)._outputs[
+        0
+    ]
+
+
+def _bytes(s: str | bytes) -> bytes:
+    return s.encode("utf-8") if isinstance(s, str) else s
+
+
+def _assign_to_variable(ref: ops.Tensor, value: ops.Tensor, validate_shape: bool) -> ops.Operation:
+    """``assign(ref, value)`` for a Variable's initializer: both already tensors of the same dtype."""
+    dtype = ref._dtype.base_dtype
+    if value._dtype.base_dtype != dtype:
+        raise TypeError(
+            f"Input 'value' of 'Assign' Op has type {value._dtype.base_dtype.name} that does not match "
+            f"type {dtype.name} of argument 'ref'."
+        )
+    g = ref.graph
+    attrs = {"T": dtype, "validate_shape": validate_shape, "use_locking": True}
+    old = g._colocation_stack
+    g._colocation_stack = old + [ref._op]  # lives with its variable, like every op writing a ref
+    try:
+        return g._create_op("Assign", [ref, value], attrs, [ref._dtype], "Assign", _ASSIGN)
+    finally:
+        g._colocation_stack = old
+
+
+def _snapshot(ref: ops.Tensor) -> ops.Tensor:
+    """The ``<var>/read`` Identity of a Variable, colocated with it."""
+    g = ref.graph
+    old = g._colocation_stack
+    g._colocation_stack = old + [ref._op]
+    try:
+        return g._create_op(
+            "Identity", [ref], {"T": ref._dtype.base_dtype}, [ref._dtype.base_dtype], "read", _IDENTITY
+        )._outputs[0]
+    finally:
+        g._colocation_stack = old
+
+
+def assign(
+    ref: Any,
+    value: Any,
+    validate_shape: bool | None = None,
+    use_locking: bool | None = None,
+    name: str | None = None,
+) -> ops.Tensor:
+    """Store ``value`` in the variable ``ref``; the result is the ref, holding the new value once run."""
+    kwargs = {}
+    if validate_shape is not None:
+        kwargs["validate_shape"] = validate_shape
+    if use_locking is not None:
+        kwargs["use_locking"] = use_locking
+    return apply_op("Assign", ref=ref, value=value, name=name, **kwargs)._outputs[0]
+
+
+def assign_add(ref: Any, value: Any, use_locking: bool | None = None, name: str | None = None) -> ops.Tensor:
+    kwargs = {} if use_locking is None else {"use_locking": use_locking}
+    return apply_op("AssignAdd", ref=ref, value=value, name=name, **kwargs)._outputs[0]
+
+
+def assign_sub(ref: Any, value: Any, use_locking: bool | None = None, name: str | None = None) -> ops.Tensor:
+    kwargs = {} if use_locking is None else {"use_locking": use_locking}
+    return apply_op("AssignSub", ref=ref, value=value, name=name, **kwargs)._outputs[0]
+
+
+def is_variable_initialized(ref: Any, name: str | None = None) -> ops.Tensor:
+    """A bool scalar: has ``ref`` been assigned in this session?"""
+    return apply_op("IsVariableInitialized", ref=ref, name=name)._outputs[0]
+
+
+_VARIABLE_V2 = op_registry.get("VariableV2")
+_ASSIGN = op_registry.get("Assign")
+_IDENTITY = op_registry.get("Identity")
+
+
+# --- kernels and shapes ----------------------------------------------------------------------------------
+
+
+def _as_ref(ctx: Any, ref: Any) -> Ref:
+    if type(ref) is not Ref:
+        raise errors.InvalidArgumentError(
+            None,
+            None,
+            f"{ctx.op.type} needs a variable for input 'ref', got a plain value (was a ref tensor fed?)",
+        )
+    return ref
+
+
+@register_kernel("VariableV2")
+def _variable_v2(ctx: Any) -> list:
+    return [ctx.variable_ref()]
+
+
+@register_shape_fn("VariableV2")
+def _variable_v2_shape(op: ops.Operation) -> list:
+    return [op._attrs["shape"]]
+
+
+@register_kernel("Assign")
+def _assign(ctx: Any, ref: Any, value: Any) -> list:
+    ref = _as_ref(ctx, ref)
+    ref.assign(value, ctx.op._attrs["validate_shape"])
+    return [ref]
+
+
+@register_shape_fn("Assign")
+def _assign_shape(op: ops.Operation) -> list:
+    ref, value = op._inputs[0]._shape, op._inputs[1]._shape
+    if not op._attrs["validate_shape"]:
+        return [value]
+    if not ref.is_compatible_with(value):
+        raise ValueError(f"Assign {op.name}: shapes must be equal, but are {ref} and {value}")
+    return [ref.merge_with(value)]
+
+
+@register_kernel("AssignAdd")
+def _assign_add(ctx: Any, ref: Any, value: Any) -> list:
+    ref = _as_ref(ctx, ref)
+    ref.update(value, np.add)
+    return [ref]
+
+
+@register_kernel("AssignSub")
+def _assign_sub(ctx: Any, ref: Any, value: Any) -> list:
+    ref = _as_ref(ctx, ref)
+    ref.update(value, np.subtract)
+    return [ref]
+
+
+def _update_shape(op: ops.Operation) -> list:
+    ref, value = op._inputs[0]._shape, op._inputs[1]._shape
+    if not ref.is_compatible_with(value):
+        raise ValueError(f"{op.type} {op.name}: shapes must be equal, but are {ref} and {value}")
+    return [ref.merge_with(value)]
+
+
+register_shape_fn("AssignAdd")(_update_shape)
+register_shape_fn("AssignSub")(_update_shape)
+
+
+@register_kernel("IsVariableInitialized")
+def _is_variable_initialized(ctx: Any, ref: Any) -> list:
+    return [np.array(ref.is_initialized() if type(ref) is Ref else True)]
+
+
+register_shape_fn("IsVariableInitialized")(lambda op: [scalar()])

@@ -1,0 +1,224 @@
+"""numpy arrays <-> ``TensorProto`` (the ``value`` of a ``Const`` node), following TensorFlow's encoding.
+
+Arrays of more than one element of a fixed-size type go to ``tensor_content``
+(raw little-endian bytes); scalars, strings and the rest use the typed
+``*_val`` fields, where a short list means "repeat the last value" (that is how
+``zeros([1000, 1000])`` stays a few bytes in a GraphDef).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import numpy as np
+
+from saverkit import dtypes
+from saverkit.protobuf import tensor_pb2
+
+_CONTENT_TYPES = frozenset(
+    {
+        dtypes.float16,
+        dtypes.float32,
+        dtypes.float64,
+        dtypes.int32,
+        dtypes.uint8,
+        dtypes.int16,
+        dtypes.int8,
+        dtypes.int64,
+        dtypes.qint8,
+        dtypes.quint8,
+        dtypes.qint16,
+        dtypes.quint16,
+        dtypes.qint32,
+        dtypes.uint32,
+        dtypes.uint64,
+        dtypes.float8_e5m2,
+        dtypes.float8_e4m3fn,
+        dtypes.float8_e4m3fnuz,
+        dtypes.float8_e4m3b11fnuz,
+        dtypes.float8_e5m2fnuz,
+        dtypes.float4_e2m1fn,
+        dtypes.bfloat16,
+    }
+)
+_FLOAT8 = frozenset(
+    {
+        dtypes.float8_e5m2,
+        dtypes.float8_e4m3fn,
+        dtypes.float8_e4m3fnuz,
+        dtypes.float8_e4m3b11fnuz,
+        dtypes.float8_e5m2fnuz,
+        dtypes.float4_e2m1fn,
+    }
+)
+_INT_VAL = frozenset(
+    {
+        dtypes.int32,
+        dtypes.uint8,
+        dtypes.uint16,
+        dtypes.int16,
+        dtypes.int8,
+        dtypes.qint32,
+        dtypes.quint8,
+        dtypes.qint8,
+        dtypes.qint16,
+        dtypes.quint16,
+        dtypes.int4,
+        dtypes.uint4,
+        dtypes.int2,
+        dtypes.uint2,
+    }
+)
+# Typed field -> numpy type of its elements, for the types stored as plain numbers.
+_FIELD = {
+    dtypes.float32: ("float_val", np.float32),
+    dtypes.float64: ("double_val", np.float64),
+    dtypes.int64: ("int64_val", np.int64),
+    dtypes.uint32: ("uint32_val", np.uint32),
+    dtypes.uint64: ("uint64_val", np.uint64),
+    dtypes.bool_: ("bool_val", np.bool_),
+}
+_LITTLE = sys.byteorder == "little"
+
+
+def _plain(array: np.ndarray) -> np.ndarray:
+    """Quantized types are numpy records of one integer; view them as that integer."""
+    if array.dtype.fields is not None:
+        return array.view(array.dtype.fields[next(iter(array.dtype.fields))][0])
+    return array
+
+
+def make_tensor_proto(values: Any, dtype: Any = None, shape: Any = None) -> tensor_pb2.TensorProto:
+    """Encode ``values`` (array-like) as a TensorProto, like ``tf.make_tensor_proto``."""
+    from saverkit.framework.constant_op import as_numpy  # value inference lives with constant()
+
+    array = as_numpy(values, dtype)
+    dt = dtypes.as_dtype(dtype) if dtype is not None else dtypes.as_dtype(array.dtype)
+    if shape is not None:
+        shape = [int(d) for d in shape]
+        n = int(np.prod(shape, dtype=np.int64))
+        if array.size not in (1, n):
+            raise ValueError(f"Cannot encode {array.size} values as a tensor of shape {shape}")
+        if array.size == 1 and n != 1:
+            array = np.broadcast_to(array.reshape(()), shape)
+        else:
+            array = array.reshape(shape)
+    return encode(array, dt)
+
+
+def encode(array: np.ndarray, dt: dtypes.DType) -> tensor_pb2.TensorProto:
+    """TensorProto for an array already of ``dt``'s numpy type (fast path for Const nodes)."""
+    proto = tensor_pb2.TensorProto(dtype=dt.as_datatype_enum)
+    proto.tensor_shape.SetInParent()
+    for d in array.shape:
+        proto.tensor_shape.dim.add(size=d)
+    # A broadcast value (every stride 0: zeros(), fill, constant(x, shape=...)) is stored once.
+    repeated = array.size > 1 and all(s == 0 for s in array.strides)
+    flat = array.reshape(-1)[:1] if repeated else array.reshape(-1)
+    if flat.size > 1 and dt in _CONTENT_TYPES:
+        data = np.ascontiguousarray(flat)
+        if not _LITTLE:
+            data = data.byteswap()
+        if data.nbytes >= 1 << 31:
+            raise ValueError("Cannot create a tensor proto whose content is larger than 2GB.")
+        proto.tensor_content = data.tobytes()
+        return proto
+    if dt == dtypes.string:
+        proto.string_val.extend(_as_bytes(x) for x in flat)
+    elif dt in (dtypes.float16, dtypes.bfloat16):
+        proto.half_val.extend(flat.view(np.uint16).tolist())
+    elif dt in _FLOAT8:
+        proto.float8_val = flat.view(np.uint8).tobytes()
+    elif dt in _INT_VAL:
+        proto.int_val.extend(_plain(flat).astype(np.int32).tolist())
+    elif dt in (dtypes.complex64, dtypes.complex128):
+        pairs = np.stack([flat.real, flat.imag], axis=-1).reshape(-1).tolist()
+        (proto.scomplex_val if dt == dtypes.complex64 else proto.dcomplex_val).extend(pairs)
+    elif dt in _FIELD:
+        getattr(proto, _FIELD[dt][0]).extend(flat.tolist())
+    else:
+        raise TypeError(f"Cannot encode a tensor of type {dt.name} in a TensorProto")
+    return proto
+
+
+def MakeNdarray(tensor: tensor_pb2.TensorProto) -> np.ndarray:  # noqa: N802 - TensorFlow's name
+    """Decode a TensorProto into a new numpy array, like ``tf.make_ndarray``."""
+    shape = [d.size for d in tensor.tensor_shape.dim]
+    n = int(np.prod(shape, dtype=np.int64))
+    dt = dtypes.as_dtype(tensor.dtype)
+    np_type = np.dtype(dt.as_numpy_dtype)
+    if tensor.tensor_content:
+        if dt not in _CONTENT_TYPES and dt not in (
+            dtypes.uint16,
+            dtypes.complex64,
+            dtypes.complex128,
+            dtypes.bool_,
+        ):
+            raise TypeError(f"tensor_content is not valid for {dt.name}")
+        content = tensor.tensor_content
+        if len(content) != n * np_type.itemsize:
+            raise ValueError(
+                f"TensorProto of {dt.name}{shape} has {len(content)} content bytes, "
+                f"expected {n * np_type.itemsize}"
+            )
+        values = np.frombuffer(content, dtype=np_type).copy()
+        if not _LITTLE:
+            values = values.byteswap()
+        return values.reshape(shape)
+    if dt == dtypes.string:
+        values = list(tensor.string_val)
+        if n > len(values):
+            values.extend([values[-1] if values else b""] * (n - len(values)))
+        out = np.empty(len(values), dtype=object)
+        out[:] = values
+    elif dt in (dtypes.float16, dtypes.bfloat16):
+        out = np.array(tensor.half_val, dtype=np.uint16).view(np_type)
+    elif dt in _FLOAT8:
+        out = np.frombuffer(tensor.float8_val, dtype=np.uint8).view(np_type)
+    elif dt in _INT_VAL:
+        base = np_type.fields[next(iter(np_type.fields))][0] if np_type.fields else np_type
+        out = np.array(tensor.int_val, dtype=np.int64).astype(base).view(np_type)
+    elif dt in (dtypes.complex64, dtypes.complex128):
+        raw = np.array(tensor.scomplex_val if dt == dtypes.complex64 else tensor.dcomplex_val)
+        out = (raw[0::2] + 1j * raw[1::2]).astype(np_type) if raw.size else np.zeros(0, np_type)
+    elif dt in _FIELD:
+        out = np.array(getattr(tensor, _FIELD[dt][0]), dtype=_FIELD[dt][1])
+    else:
+        raise TypeError(f"Cannot decode a TensorProto of type {dt.name}")
+    if out.size == 0:
+        return np.zeros(shape, np_type) if dt != dtypes.string else np.full(shape, b"", dtype=object)
+    if out.size > n:
+        raise ValueError(f"TensorProto of shape {shape} holds {out.size} values")
+    if out.size < n:
+        out = np.concatenate([out, np.repeat(out[-1:], n - out.size)])
+    return out.reshape(shape)
+
+
+def _as_bytes(x: Any) -> bytes:
+    if isinstance(x, bytes):
+        return x
+    if isinstance(x, str):
+        return x.encode("utf-8")
+    if isinstance(x, (bytearray, memoryview, np.bytes_)):
+        return bytes(x)
+    raise TypeError(f"Expected bytes or str for a string tensor, got {type(x).__name__}: {x!r}")
+
+
+def constant_value(tensor: Any) -> np.ndarray | None:
+    """The value of ``tensor`` if it is known while building the graph (a Const output), else None."""
+    op = getattr(tensor, "op", None)
+    if op is None:
+        return None
+    if op.type == "Const":
+        return op._attrs["value"]
+    if op.type == "Identity":
+        return constant_value(op.inputs[0])
+    if op.type == "Shape" and op.inputs[0].shape.is_fully_defined():
+        return np.array(op.inputs[0].shape.as_list(), dtype=op._attrs["out_type"].as_numpy_dtype)
+    if op.type == "Pack":
+        parts = [constant_value(t) for t in op.inputs]
+        if any(p is None for p in parts):
+            return None
+        return np.stack(parts, axis=op._attrs["axis"])
+    return None

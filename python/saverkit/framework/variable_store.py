@@ -1,0 +1,139 @@
+"""Variable state of a Session: one numpy buffer per variable, reached through ``Ref`` handles.
+
+A ``VariableV2`` op outputs a :class:`Ref` (TF's "ref tensor"). Ops taking
+``Ref(T)`` inputs (``Assign``, ``AssignAdd``...) write through it; every other
+consumer gets the value, as a read-only view of the buffer, so no kernel can
+modify a variable behind the store's back and fetches know they must copy.
+
+Assigning a value of the buffer's dtype and shape copies into the existing
+buffer (``np.copyto``), so a variable keeps one allocation for its lifetime and
+kernels like RestoreV2 can fill it in place (see ``OpKernelContext.output_buffer``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from saverkit import dtypes, errors
+from saverkit.framework.tensor_shape import TensorShape
+
+
+class Ref:
+    """Handle on one variable of a session's store."""
+
+    __slots__ = ("_values", "key", "name", "dtype", "shape", "_np_dtype")
+
+    def __init__(self, values: dict, key: Any, name: str, dtype: dtypes.DType, shape: TensorShape) -> None:
+        self._values = values
+        self.key = key
+        self.name = name
+        self.dtype = dtype.base_dtype
+        self.shape = shape
+        self._np_dtype = np.dtype(self.dtype.as_numpy_dtype)
+
+    @property
+    def buffer(self) -> np.ndarray | None:
+        """The variable's own (writable) buffer, or None while uninitialized."""
+        return self._values.get(self.key)
+
+    def is_initialized(self) -> bool:
+        return self.key in self._values
+
+    def value(self) -> np.ndarray:
+        """A read-only view of the current value; FailedPreconditionError if uninitialized."""
+        buf = self._values.get(self.key)
+        if buf is None:
+            raise errors.FailedPreconditionError(
+                None, None, f"Attempting to use uninitialized value {self.name}"
+            )
+        view = buf.view()
+        view.flags.writeable = False
+        return view
+
+    def assign(self, value: Any, validate_shape: bool = True) -> None:
+        value = np.asarray(value)
+        if value.dtype != self._np_dtype:
+            raise errors.InvalidArgumentError(
+                None,
+                None,
+                f"Cannot assign a value of dtype {value.dtype} to variable {self.name} of dtype "
+                f"{self.dtype.name}",
+            )
+        buf = self._values.get(self.key)
+        if buf is not None and buf.shape == value.shape:
+            if value is not buf:  # a kernel may already have written the value into the buffer
+                np.copyto(buf, value)
+            return
+        if validate_shape:
+            expected = TensorShape(buf.shape) if buf is not None else self.shape
+            if not expected.is_compatible_with(value.shape):
+                raise errors.InvalidArgumentError(
+                    None,
+                    None,
+                    f"Assign requires shapes of both tensors to match. lhs shape= {_dims(expected)} "
+                    f"rhs shape= {list(value.shape)}",
+                )
+        self._values[self.key] = np.array(value, copy=True, order="C")
+
+    def update(self, value: Any, ufunc: Any) -> None:
+        """In-place ``buffer = ufunc(buffer, value)`` (AssignAdd / AssignSub)."""
+        buf = self._values.get(self.key)
+        if buf is None:
+            raise errors.FailedPreconditionError(
+                None, None, f"Attempting to use uninitialized value {self.name}"
+            )
+        value = np.asarray(value)
+        if value.shape != buf.shape:
+            raise errors.InvalidArgumentError(
+                None,
+                None,
+                f"Cannot update variable with shape {list(buf.shape)} using a Tensor with shape "
+                f"{list(value.shape)}, shapes must be equal.",
+            )
+        ufunc(buf, value, out=buf)
+
+    def __repr__(self) -> str:
+        return f"<Ref {self.name} {self.dtype.name}{_dims(self.shape)}>"
+
+
+def _dims(shape: TensorShape) -> str:
+    return "<unknown>" if shape.rank is None else str(["?" if d is None else d for d in shape.as_list()])
+
+
+class VariableStore:
+    """All variables of one session, keyed like TF's resource manager: (container, shared_name)."""
+
+    def __init__(self) -> None:
+        self._values: dict[Any, np.ndarray] = {}
+        self._refs: dict[Any, Ref] = {}
+
+    def ref(self, key: Any, name: str, dtype: dtypes.DType, shape: TensorShape) -> Ref:
+        r = self._refs.get(key)
+        if r is None:
+            r = self._refs[key] = Ref(self._values, key, name, dtype, shape)
+        elif r.dtype != dtype.base_dtype:
+            raise errors.InvalidArgumentError(
+                None,
+                None,
+                f"Trying to share variable {name}, but specified dtype {dtype.base_dtype.name} and "
+                f"found dtype {r.dtype.name}.",
+            )
+        return r
+
+    def get(self, key: Any) -> np.ndarray | None:
+        return self._values.get(key)
+
+    def keys(self) -> list:
+        return list(self._values)
+
+    def clear(self) -> None:
+        self._values.clear()
+        self._refs.clear()
+
+
+def variable_key(op: Any) -> tuple[bytes, str]:
+    """The store key of a VariableV2 op: (container, shared_name or the op's name), as TF."""
+    shared = op._attrs.get("shared_name", b"")
+    return (op._attrs.get("container", b""), shared.decode() if shared else op._name)

@@ -1,0 +1,68 @@
+"""Inspect checkpoints without TensorFlow: ``tf.train.load_checkpoint`` and friends."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from saverkit.bundle import BundleReader
+from saverkit.dtypes import DType
+
+__all__ = ["CheckpointReader", "NewCheckpointReader", "list_variables", "load_checkpoint", "load_variable"]
+
+# TF's DataType enum names differ from the dtype names for three types.
+_ENUM_NAMES = {"float32": "DT_FLOAT", "float64": "DT_DOUBLE", "float16": "DT_HALF"}
+
+
+class CheckpointReader:
+    """Reads tensors from a checkpoint, like TF's ``py_checkpoint_reader.CheckpointReader``."""
+
+    def __init__(self, filepattern: str | os.PathLike) -> None:
+        self._reader = BundleReader(filepattern)
+        self._entries = self._reader.entries()
+
+    @property
+    def prefix(self) -> str:
+        return self._reader.prefix
+
+    def get_tensor(self, tensor_str: str) -> np.ndarray:
+        return self._reader.read(tensor_str)
+
+    def has_tensor(self, tensor_str: str) -> bool:
+        return tensor_str in self._entries
+
+    def get_variable_to_shape_map(self) -> dict[str, list[int]]:
+        return {name: list(shape) for name, (_, shape) in self._entries.items()}
+
+    def get_variable_to_dtype_map(self) -> dict[str, DType]:
+        return {name: dtype for name, (dtype, _) in self._entries.items()}
+
+    def debug_string(self) -> bytes:
+        lines = []
+        for name, (dtype, shape) in sorted(self._entries.items()):
+            enum = _ENUM_NAMES.get(dtype.name, "DT_" + dtype.name.upper())
+            lines.append(f"{name} ({enum}) [{','.join(str(d) for d in shape)}]\n")
+        return "".join(lines).encode("utf-8", "surrogateescape")
+
+
+NewCheckpointReader = CheckpointReader
+
+
+def load_checkpoint(ckpt_dir_or_file: str | os.PathLike) -> CheckpointReader:
+    """A reader for a checkpoint prefix, one of its files, or a directory with a ``checkpoint`` state file."""
+    return CheckpointReader(ckpt_dir_or_file)
+
+
+def list_variables(ckpt_dir_or_file: str | os.PathLike) -> list[tuple[str, list[int]]]:
+    """(name, shape) of every tensor in the checkpoint, sorted by name."""
+    return sorted(load_checkpoint(ckpt_dir_or_file).get_variable_to_shape_map().items())
+
+
+def load_variable(ckpt_dir_or_file: str | os.PathLike, name: str) -> np.ndarray:
+    """One tensor's value. A trailing ``:0`` (a tensor, not a variable, name) is ignored, as in TF."""
+    if name.endswith(":0"):
+        name = name[:-2]
+    return load_checkpoint(ckpt_dir_or_file).get_tensor(name)
+
+

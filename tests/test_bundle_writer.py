@@ -1,0 +1,269 @@
+"""write_bundle: TF's entry encoding, data order, strings, slices, sharding, atomicity, rewriting TF files."""
+
+import os
+import pathlib
+import subprocess
+import sys
+import textwrap
+
+import ml_dtypes
+import numpy as np
+import pytest
+from bundle_helpers import FIXTURES, entry_of, files_of, read_index, rewrite_single_shard
+from saverkit import _core, bundle, dtypes, errors
+from saverkit.protobuf import tensor_bundle_pb2
+
+
+def _data(prefix, shard=0, num_shards=1):
+    return pathlib.Path(f"{prefix}.data-{shard:05d}-of-{num_shards:05d}").read_bytes()
+
+
+def test_entries_are_byte_identical_to_protobufs_serialisation(tmp_path):
+    # Our hand-coded encoder must equal protobuf's proto3 output for every entry.
+    prefix = str(tmp_path / "m")
+    names = ["f32", "scalar", "empty", "neg", "s", "big"]
+    tensors = [np.arange(6, dtype="f4").reshape(2, 3), np.float64(2.5), np.zeros((2, 0, 3), "i4"),
+               np.array([-1], "i8"), np.array([b"x", b""], dtype=object), np.zeros(300, "u1")]
+    bundle.write_bundle(prefix, names, tensors)
+    kvs = read_index(prefix)
+    assert kvs[0] == (b"", bytes.fromhex("08011a020801"))
+    for key, value in kvs[1:]:
+        e = tensor_bundle_pb2.BundleEntryProto.FromString(value)
+        assert e.SerializeToString() == value, key
+
+
+def test_spec_entry_example_bytes(tmp_path):
+    prefix = str(tmp_path / "m")
+    # 77 bytes of padding tensor first so "f32" lands at offset 77.
+    bundle.write_bundle(prefix, ["pad", "f32"], [np.zeros(77, "u1"), np.arange(6, dtype="f4").reshape(2, 3)])
+    value = dict(read_index(prefix))[b"f32"]
+    crc = _core.crc32c_mask(_core.crc32c(np.arange(6, dtype="<f4").tobytes()))
+    expected = bytes.fromhex("0801120812020802120208032" + "04d2818") + b"\x35" + crc.to_bytes(4, "little")
+    assert value == expected
+
+
+def test_scalar_keeps_an_empty_shape(tmp_path):
+    prefix = str(tmp_path / "m")
+    bundle.write_bundle(prefix, ["s"], [np.array(3.0, "f4")])
+    assert dict(read_index(prefix))[b"s"].startswith(bytes.fromhex("08011200"))
+    assert bundle.read_tensors(prefix, ["s"])[0].shape == ()
+
+
+def test_empty_tensors_point_at_end_of_data_with_crc_of_nothing(tmp_path):
+    prefix = str(tmp_path / "m")
+    bundle.write_bundle(prefix, ["a", "e", "es", "z"],
+                        [np.ones(3, "f4"), np.zeros((0,), "f4"), np.array([], dtype=object),
+                         np.ones(2, "i1")])
+    e = entry_of(prefix, b"e")
+    assert (e.offset, e.size, e.crc32c) == (12, 0, 0xA282EAD8)
+    es = entry_of(prefix, b"es")
+    assert (es.offset, es.size, es.crc32c) == (12, 4, 0x640CC1F6)
+    assert entry_of(prefix, b"z").offset == 16
+    assert _data(prefix)[12:16] == bytes.fromhex("d8ea82a2")
+
+
+def test_payloads_follow_add_order_and_index_is_sorted(tmp_path):
+    prefix = str(tmp_path / "m")
+    bundle.write_bundle(prefix, ["zeta", "alpha", "mid"], [np.array([1], "u1"), np.array([2], "u1"),
+                                                           np.array([3], "u1")])
+    assert _data(prefix) == b"\x01\x02\x03"
+    assert [k for k, _ in read_index(prefix)] == [b"", b"alpha", b"mid", b"zeta"]
+
+
+def test_string_payload_layout_and_crc_match_the_spec(tmp_path):
+    prefix = str(tmp_path / "m")
+    bundle.write_bundle(prefix, ["s", "h"], [np.array([b"ab", b""], dtype=object), np.array(b"hello world",
+                                                                                             dtype=object)])
+    data = _data(prefix)
+    assert data[:8] == bytes.fromhex("020078270b346162")
+    assert data[8:] == bytes.fromhex("0bdba2b4e4") + b"hello world"
+    assert entry_of(prefix, b"s").crc32c == 0x4DB08891
+
+
+def test_strings_accept_str_lists_and_unicode(tmp_path):
+    prefix = str(tmp_path / "m")
+    bundle.write_bundle(prefix, ["u", "l"], [np.array(["h\u00e9", ""], dtype=object), ["a", b"\x00\xff"]])
+    u, lst = bundle.read_tensors(prefix, ["u", "l"])
+    assert u.tolist() == ["h\u00e9".encode(), b""]
+    assert lst.tolist() == [b"a", b"\x00\xff"]
+
+
+def test_long_strings_use_multibyte_varints(tmp_path):
+    prefix = str(tmp_path / "m")
+    items = [b"", b"a", b"x" * 200, bytes(range(256)) * 100]
+    bundle.write_bundle(prefix, ["s"], [np.array(items, dtype=object).reshape(2, 2)])
+    assert _data(prefix)[:7] == bytes.fromhex("0001c80180c801")
+    assert bundle.read_tensors(prefix, ["s"])[0].reshape(-1).tolist() == items
+
+
+ALL_NUMERIC = [d for d in dtypes._BY_ENUM.values()
+               if not d.is_ref_dtype and d.is_numeric and d not in (dtypes.resource, dtypes.variant)]
+
+
+@pytest.mark.parametrize("dtype", ALL_NUMERIC, ids=lambda d: d.name)
+def test_every_numeric_dtype_round_trips(tmp_path, dtype):
+    prefix = str(tmp_path / "m")
+    raw = np.random.default_rng(dtype.as_datatype_enum).integers(0, 256, 24 * dtype.size, dtype=np.uint8)
+    if dtype.name in ("int4", "uint4", "float4_e2m1fn"):
+        raw &= 0x0F
+    if dtype.name in ("int2", "uint2"):
+        raw &= 0x03
+    if dtype == dtypes.bool_:
+        raw &= 1
+    value = raw.view(dtype.np_dtype).reshape(2, 3, 4)
+    bundle.write_bundle(prefix, ["t"], [value], dtypes=[dtype])
+    assert entry_of(prefix, b"t").dtype == dtype.as_datatype_enum
+    assert _data(prefix) == raw.tobytes()
+    back = bundle.read_tensors(prefix, ["t"])[0]
+    assert back.dtype == dtype.np_dtype and back.shape == (2, 3, 4)
+    assert back.tobytes() == raw.tobytes()
+
+
+def test_dtype_is_inferred_from_numpy(tmp_path):
+    prefix = str(tmp_path / "m")
+    bundle.write_bundle(prefix, ["b", "h", "c"], [np.ones(2, ml_dtypes.bfloat16), np.ones(2, np.float16),
+                                                  np.ones(2, np.complex64)])
+    assert [entry_of(prefix, k).dtype for k in (b"b", b"h", b"c")] == [14, 19, 8]
+
+
+def test_quantized_override_reinterprets_plain_integers(tmp_path):
+    prefix = str(tmp_path / "m")
+    bundle.write_bundle(prefix, ["q"], [np.array([-1, 2], "i1")], dtypes=[dtypes.qint8])
+    back = bundle.read_tensors(prefix, ["q"], dtypes=[dtypes.qint8])[0]
+    assert back.dtype == dtypes.qint8.np_dtype and back.view(np.int8).tolist() == [-1, 2]
+
+
+def test_dtype_override_mismatch_is_an_error(tmp_path):
+    with pytest.raises(errors.InvalidArgumentError, match="float64"):
+        bundle.write_bundle(str(tmp_path / "m"), ["x"], [np.ones(2, "f8")], dtypes=[dtypes.float32])
+
+
+def test_non_contiguous_arrays_are_written_in_c_order(tmp_path):
+    prefix = str(tmp_path / "m")
+    a = np.arange(12, dtype="i4").reshape(3, 4)
+    bundle.write_bundle(prefix, ["t", "f"], [a.T, np.asfortranarray(a)])
+    t, f = bundle.read_tensors(prefix, ["t", "f"])
+    np.testing.assert_array_equal(t, a.T)
+    np.testing.assert_array_equal(f, a)
+
+
+def test_duplicate_names_are_rejected(tmp_path):
+    with pytest.raises(errors.InvalidArgumentError, match="duplicate key 'x'"):
+        bundle.write_bundle(str(tmp_path / "m"), ["x", b"x"], [np.ones(1), np.ones(1)])
+    assert not list(tmp_path.iterdir()) or not (tmp_path / "m.index").exists()
+
+
+def test_slices_make_a_full_entry_and_ordered_code_slice_entries(tmp_path):
+    prefix = str(tmp_path / "m")
+    full = np.arange(40, dtype="f4").reshape(10, 4)
+    bundle.write_bundle(prefix, ["v", "v"], [full[4:7], full[0:4]], ["10 4 4,3:-", "10 4 0,4:0,4"])
+    kvs = dict(read_index(prefix))
+    e = tensor_bundle_pb2.BundleEntryProto.FromString(kvs[b"v"])
+    assert [d.size for d in e.shape.dim] == [10, 4] and e.size == 0 and e.offset == 0
+    assert e.slices[0].SerializeToString() == bytes.fromhex("0a04080410030a00")
+    assert e.slices[1].SerializeToString() == bytes.fromhex("0a0210040a021004")
+    assert bytes.fromhex("0076000101028483807f") in kvs  # spec 6.3 "-" key shape
+    assert _core.slice_key("v", "10 4 0,4:0,4") in kvs
+    with pytest.raises(errors.DataLossError, match="sufficient slices"):
+        bundle.read_tensors(prefix, ["v"])  # rows 7..9 never saved
+    np.testing.assert_array_equal(bundle.read_tensors(prefix, ["v"], ["10 4 0,7:-"])[0], full[:7])
+
+
+def test_a_slice_covering_everything_is_stored_plainly(tmp_path):
+    prefix = str(tmp_path / "m")
+    bundle.write_bundle(prefix, ["v"], [np.ones((3, 2), "f4")], ["3 2 0,3:-"])
+    assert [k for k, _ in read_index(prefix)] == [b"", b"v"]
+    assert not entry_of(prefix, b"v").slices
+
+
+@pytest.mark.parametrize("spec,shape,msg", [
+    ("10 4 0,5:-", (4, 4), "shape"),
+    ("10 4 8,5:-", (5, 4), "out of bounds"),
+    ("10 4 0,4", (4, 4), "rank"),
+    ("10 x 0,4:-", (4, 4), "dimension"),
+    ("0,4:-", (4, 4), "two elements"),
+])
+def test_bad_slice_specs_are_invalid_arguments(tmp_path, spec, shape, msg):
+    with pytest.raises(errors.InvalidArgumentError, match=msg):
+        bundle.write_bundle(str(tmp_path / "m"), ["v"], [np.ones(shape, "f4")], [spec])
+
+
+def test_num_shards_and_shard_id_name_the_data_file(tmp_path):
+    prefix = str(tmp_path / "m")
+    bundle.write_bundle(prefix, ["a"], [np.ones(2, "f4")], num_shards=3, shard_id=2)
+    assert sorted(files_of(prefix)) == [".data-00002-of-00003", ".index"]
+    assert read_index(prefix)[0][1] == bytes.fromhex("08031a020801")
+    assert entry_of(prefix, b"a").shard_id == 2
+    with pytest.raises(errors.InvalidArgumentError):
+        bundle.write_bundle(prefix, ["a"], [np.ones(2)], num_shards=2, shard_id=2)
+
+
+def test_durable_write_and_creates_parent_dirs(tmp_path):
+    prefix = str(tmp_path / "a" / "b" / "m")
+    bundle.write_bundle(prefix, ["a"], [np.ones(2, "f4")], durable=True)
+    assert bundle.read_tensors(prefix, ["a"])[0].tolist() == [1, 1]
+
+
+def test_no_temporary_files_remain_and_failure_leaves_nothing_behind(tmp_path):
+    prefix = str(tmp_path / "m")
+    bundle.write_bundle(prefix, ["a"], [np.ones(2, "f4")])
+    assert sorted(os.listdir(tmp_path)) == ["m.data-00000-of-00001", "m.index"]
+    # A directory squatting on the data file name makes the final rename fail.
+    other = str(tmp_path / "o")
+    os.mkdir(other + ".data-00000-of-00001")
+    with pytest.raises(errors.OpError, match="rename"):
+        bundle.write_bundle(other, ["a"], [np.ones(2, "f4")])
+    assert sorted(os.listdir(tmp_path)) == ["m.data-00000-of-00001", "m.index", "o.data-00000-of-00001"]
+
+
+def test_rewriting_replaces_an_existing_checkpoint(tmp_path):
+    prefix = str(tmp_path / "m")
+    bundle.write_bundle(prefix, ["a"], [np.ones(2, "f4")])
+    bundle.write_bundle(prefix, ["a"], [np.zeros(3, "f4")])
+    assert bundle.read_tensors(prefix, ["a"])[0].tolist() == [0, 0, 0]
+
+
+def test_file_size_limit_is_resource_exhausted(tmp_path):
+    # EFBIG from RLIMIT_FSIZE stands in for a full disk (ENOSPC maps the same way).
+    script = textwrap.dedent(f"""
+        import resource, signal, numpy as np
+        from saverkit import bundle, errors
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, resource.RLIM_INFINITY))
+        try:
+            bundle.write_bundle({str(tmp_path / 'm')!r}, ["a"], [np.ones(1_000_000, "f4")])
+        except errors.ResourceExhaustedError as e:
+            print("RESOURCE_EXHAUSTED", e)
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert "RESOURCE_EXHAUSTED" in out.stdout, out.stderr
+    assert "m.data-00000-of-00001" in out.stdout
+    assert not [f for f in os.listdir(tmp_path) if "tempstate" in f]
+
+
+@pytest.mark.parametrize("rel", ["v1_dtypes/model.ckpt-7", "tf2_object/ckpt-4", "tf2_object/ckpt-2",
+                                 "v1_max_to_keep/model.ckpt-4", "v1_partitioned/model.ckpt"])
+def test_rewriting_a_tf_checkpoint_is_byte_identical(tmp_path, rel):
+    src = str(FIXTURES / rel)
+    dst = str(tmp_path / "copy")
+    rewrite_single_shard(src, dst)
+    tf_files = {k: v for k, v in files_of(src).items() if k != ".meta"}
+    assert files_of(dst) == tf_files
+
+
+def test_many_threads_and_one_thread_write_the_same_bytes(tmp_path):
+    rng = np.random.default_rng(0)
+    tensors = [rng.standard_normal(n).astype("f4") for n in (3_000_000, 10, 0, 5_000_000, 7)]
+    names = [f"t{i}" for i in range(len(tensors))]
+    before = bundle.get_io_threads()
+    try:
+        bundle.set_io_threads(1)
+        bundle.write_bundle(str(tmp_path / "one"), names, tensors)
+        bundle.set_io_threads(4)
+        assert bundle.get_io_threads() == 4
+        bundle.write_bundle(str(tmp_path / "four"), names, tensors)
+    finally:
+        bundle.set_io_threads(before)
+    assert files_of(tmp_path / "one") == files_of(tmp_path / "four")
+    for i, t in enumerate(bundle.read_tensors(str(tmp_path / "four"), names)):
+        np.testing.assert_array_equal(t, tensors[i])
