@@ -266,15 +266,19 @@ def test_restore_accepts_the_directory_and_reports_missing_paths(tmp_path, sess)
         Checkpoint(model=net).restore(str(tmp_path / "nope"), session=sess)
 
 
-def test_restore_without_a_session_waits_for_run_restore_ops(tmp_path, graph, sess):
+def test_restore_without_a_session_waits_for_run_restore_ops(tmp_path, graph):
     v = sk.Variable(np.float32(7), name="v")
-    sess.run(sk.global_variables_initializer())
-    path = Checkpoint(v=v).write(str(tmp_path / "c"), session=sess)
-    sess.run(v.assign(np.float32(0)))
-    status = Checkpoint(v=v).read(path)
-    assert sess.run(v.value()) == 0
-    status.assert_consumed().run_restore_ops(sess)
-    assert sess.run(v.value()) == 7
+    sess = sk.Session(graph=graph)  # not entered: there is no default session
+    try:
+        sess.run(v.initializer)
+        path = Checkpoint(v=v).write(str(tmp_path / "c"), session=sess)
+        sess.run(v.assign(np.float32(0)))
+        status = Checkpoint(v=v).read(path)
+        assert sess.run(v.value()) == 0
+        status.assert_consumed().run_restore_ops(sess)
+        assert sess.run(v.value()) == 7
+    finally:
+        sess.close()
 
 
 def test_initialize_or_restore_initializes_only_what_the_checkpoint_lacks(tmp_path, sess):

@@ -163,9 +163,10 @@ def test_checkpoint_with_root_matches_tf_both_ways(tmp_path):
         assert sess.run(step.value()) == 5
         sk_path = ckpt.save(str(tmp_path / "sk"), session=sess)
     assert graph_of(sk_path) == graph_of(tf_path)
-    tf.train.Checkpoint(root=tf_tree(tf), step=tf.Variable(0, dtype=tf.int64)).restore(
-        sk_path
-    ).assert_consumed()
+    # TF's Checkpoint(root=...) holds its objects weakly: keep them alive here.
+    tf_net2, tf_step2 = tf_tree(tf), tf.Variable(0, dtype=tf.int64)
+    tf.train.Checkpoint(root=tf_net2, step=tf_step2).restore(sk_path).assert_consumed()
+    assert tf_step2.numpy() == 5
 
 
 def test_checkpoint_manager_state_is_shared_with_tf(tmp_path):

@@ -116,8 +116,11 @@ def _set_checkpoint_initializer(variable, prefix: str, tensor_name: str, slice_s
         restored = io_ops.restore_v2(
             prefix, [tensor_name], [slice_spec], [variable.dtype.base_dtype], name="checkpoint_initializer"
         )[0]
-        init_op = assign(variable, restored, validate_shape=variable.shape.is_fully_defined())
-    variable._set_initializer(init_op.op if hasattr(init_op, "op") else init_op, restored)
+        restored.set_shape(variable.shape)
+        init = assign(variable, restored, validate_shape=variable.shape.is_fully_defined())
+    # What TF's init_from_checkpoint does to a variable: initializer and initial value now read the file.
+    variable._initializer_op = init.op
+    variable._initial_value = restored
 
 
 def _check_tensor(var_or_parts, tensor_name: str, prefix: str, entries: dict, entry: str) -> None:
