@@ -517,3 +517,71 @@ def test_name_based_restore_matches_variables_attached_later(tmp_path, sess):
     np.testing.assert_array_equal(sess.run(m.b.value()), [0, 1, 2])
     assert sess.run(m.a.value()) == 1.5
     assert status.matched == {"a": "a", "b": "b"} and status.unused_keys == []
+
+
+def test_name_based_restore_reads_partitioned_tensors_whole_or_by_slice(sess):
+    prefix = str(FIXTURES / "v1_partitioned" / "model.ckpt")
+    emb = manifest_value("v1_partitioned", "v1_partitioned/model.ckpt", "emb")
+    m = sk.Module()
+    m.emb = sk.Variable(np.zeros((10, 6), np.float32), name="emb")  # the whole tensor, assembled from slices
+    m.parts = []
+    for i, (offset, rows) in enumerate(((0, 4), (4, 3), (7, 3))):
+        part = sk.Variable(np.zeros((rows, 6), np.float32), name=f"wide_emb/part_{i}")
+        part._set_save_slice_info(sk.Variable.SaveSliceInfo("emb", [10, 6], [offset, 0], [rows, 6]))
+        m.parts.append(part)
+    sess.run(sk.global_variables_initializer())
+    with pytest.warns(UserWarning, match="4 variables matched, 0 not found"):
+        status = Checkpoint(m=m).restore(prefix, session=sess)
+    status.assert_consumed()
+    np.testing.assert_array_equal(sess.run(m.emb.value()), emb)
+    np.testing.assert_array_equal(np.concatenate([sess.run(p.value()) for p in m.parts]), emb)
+    assert status.matched["wide_emb/part_1"] == "emb"
+
+
+def test_object_graph_pointing_to_missing_nodes_or_keys_is_reported(tmp_path, graph):
+    g = trackable_object_graph_pb2.TrackableObjectGraph()
+    g.nodes.add().children.add(node_id=5, local_name="v")
+    bundle.write_bundle(str(tmp_path / "bad"), ["_CHECKPOINTABLE_OBJECT_GRAPH"],
+                        [np.array(g.SerializeToString(), dtype=object)])
+    with pytest.raises(errors.DataLossError, match="node 0 refers to node 5, but the graph has 1 nodes"):
+        Checkpoint(v=sk.Variable(np.float32(1))).read(str(tmp_path / "bad"))
+
+    g = trackable_object_graph_pb2.TrackableObjectGraph()
+    g.nodes.add().children.add(node_id=1, local_name="v")
+    g.nodes.add().attributes.add(name="VARIABLE_VALUE", full_name="v", checkpoint_key="v/.ATTRIBUTES/VARIABLE_VALUE")
+    bundle.write_bundle(str(tmp_path / "nokey"), ["_CHECKPOINTABLE_OBJECT_GRAPH"],
+                        [np.array(g.SerializeToString(), dtype=object)])
+    with pytest.raises(errors.NotFoundError, match=r"has no tensor 'v/\.ATTRIBUTES/VARIABLE_VALUE'"):
+        Checkpoint(v=sk.Variable(np.float32(1))).read(str(tmp_path / "nokey"))
+
+
+def test_variables_with_computed_initial_values_restore(tmp_path, sess):
+    m = sk.Module()
+    m.a = sk.Variable(sk.zeros([2, 2]) + 1.0, name="a")
+    m.b = sk.Variable(lambda: sk.ones([3], dtype=sk.int64), name="b")
+    sess.run(sk.global_variables_initializer())
+    sess.run([m.a.assign(np.full((2, 2), 5, np.float32)), m.b.assign(np.array([7, 8, 9], np.int64))])
+    path = Checkpoint(m=m).write(str(tmp_path / "c"), session=sess)
+    sess.run(sk.global_variables_initializer())
+    Checkpoint(m=m).read(path, session=sess).assert_consumed()
+    np.testing.assert_array_equal(sess.run(m.a.value()), np.full((2, 2), 5))
+    np.testing.assert_array_equal(sess.run(m.b.value()), [7, 8, 9])
+
+
+def test_a_session_on_another_graph_is_an_error_not_a_silent_skip(tmp_path, sess):
+    v = sk.Variable(np.float32(1), name="v")
+    sess.run(v.initializer)
+    path = Checkpoint(v=v).write(str(tmp_path / "c"), session=sess)
+    with sk.Graph().as_default() as other, sk.Session(graph=other) as s:
+        with pytest.raises(ValueError, match="different graph than the session"):
+            Checkpoint(v=v).read(path, session=s)
+        with pytest.raises(ValueError, match="different graph than the session"):
+            Checkpoint(v=v).write(str(tmp_path / "d"), session=s)
+
+
+def test_save_counter_is_created_next_to_the_checkpointed_variables(tmp_path):
+    g = sk.Graph()
+    with g.as_default():
+        v = sk.Variable(np.float32(1), name="v")
+    ckpt = Checkpoint(v=v)  # the default graph here is not g
+    assert ckpt.save_counter.graph is g

@@ -209,3 +209,15 @@ def test_empty_scope_mapping_warns(graph, own_ckpt):
 def test_bad_value_type_is_a_type_error(graph, own_ckpt):
     with pytest.raises(TypeError, match="values must be variables"):
         init_from_checkpoint(own_ckpt, {"old/w": 3})
+
+
+def test_parts_with_save_slice_info_load_the_slices_it_names(graph):
+    # Parts listed out of order: their SaveSliceInfo, not their position, says which rows they hold.
+    second = var("e/part_1", (6, 6))
+    first = var("e/part_0", (4, 6))
+    second._set_save_slice_info(sk.Variable.SaveSliceInfo("emb", [10, 6], [4, 0], [6, 6]))
+    first._set_save_slice_info(sk.Variable.SaveSliceInfo("emb", [10, 6], [0, 0], [4, 6]))
+    init_from_checkpoint(PARTITIONED_PREFIX, {"emb": [second, first]})
+    got_second, got_first = initialized_values(second, first)
+    np.testing.assert_array_equal(got_first, EMB[:4])
+    np.testing.assert_array_equal(got_second, EMB[4:])

@@ -167,45 +167,55 @@ class _ValueSource:
     def has_tensor(self, key: str) -> bool:
         return key in self.dtype_map
 
-    def read(self, keys: list[str]) -> list[np.ndarray]:
-        return self.reader.read_many(keys)
+    def read(self, keys: list[str], specs: list[str] | None = None) -> list[np.ndarray]:
+        return self.reader.read_many(keys, specs)
 
 
 class _Assigner:
     """Restorations (variable <- checkpoint key) of one restore call: pending until a session runs them."""
 
-    def __init__(self, source: _ValueSource, session):
+    def __init__(self, source: _ValueSource, session, explicit: bool):
         self.source = source
         self.session = session  # the session restore() ran with (or None): deferred matches assign there
-        self.bound: list[tuple[object, str]] = []  # every (variable, key) matched so far, in order
-        self.pending: list[tuple[object, str]] = []  # matched but not yet assigned
+        self.explicit = explicit  # passed by the caller, rather than the default session at restore time
+        self.bound: list[tuple[object, str, str]] = []  # every (variable, key, slice spec) matched, in order
+        self.pending: list[tuple[object, str, str]] = []  # matched but not yet assigned
 
-    def add(self, var, key: str) -> None:
-        _check_compatible(
-            var, key, self.source.dtype_map[key], self.source.shape_map[key], self.source.save_path
-        )
-        self.bound.append((var, key))
-        self.pending.append((var, key))
+    def add(self, var, key: str, spec: str = "", slice_shape=None) -> None:
+        """Match `var` with tensor `key` (or the slice `spec` of it, whose shape is `slice_shape`)."""
+        source = self.source
+        if key not in source.dtype_map:
+            raise errors.NotFoundError(
+                None, None, f"Checkpoint {source.save_path} has no tensor {key!r} (needed for {var.name!r})"
+            )
+        shape = source.shape_map[key] if slice_shape is None else slice_shape
+        _check_compatible(var, key, source.dtype_map[key], shape, source.save_path)
+        self.bound.append((var, key, spec))
+        self.pending.append((var, key, spec))
 
     def flush(self) -> None:
         """Assign pending values now if restore() had a session that can still run them."""
         if not self.pending or self.session is None or getattr(self.session, "_closed", False):
             return
-        if any(v.graph is not self.session.graph for v, _ in self.pending):
-            return  # wait for run_restore_ops() with the right session
-        self.run(self.session, self.pending)
+        pending = self.pending
+        if not self.explicit:
+            # The default session of another graph is not a session for these variables: wait for
+            # run_restore_ops(). A session passed explicitly must fit (run() raises otherwise).
+            pending = [t for t in pending if t[0].graph is self.session.graph]
+        if pending:
+            self.run(self.session, pending)
 
-    def run(self, session, pairs) -> None:
-        values = self.source.read([key for _, key in pairs])
-        _assign_values(session, list(zip([v for v, _ in pairs], values, strict=True)))
-        done = {id(v) for v, _ in pairs}
-        self.pending = [(v, k) for v, k in self.pending if id(v) not in done]
+    def run(self, session, triples) -> None:
+        values = self.source.read([key for _, key, _ in triples], [spec for _, _, spec in triples])
+        _assign_values(session, list(zip([v for v, _, _ in triples], values, strict=True)))
+        done = {id(v) for v, _, _ in triples}
+        self.pending = [t for t in self.pending if id(t[0]) not in done]
 
 
 class _CheckpointRestoreCoordinator:
     """State of one object-based restore: which proto node is bound to which Python object, and so on."""
 
-    def __init__(self, object_graph_proto, source: _ValueSource, session):
+    def __init__(self, object_graph_proto, source: _ValueSource, session, explicit: bool):
         self.object_graph_proto = object_graph_proto
         self.save_path = source.save_path
         self.restore_uid = new_uid()
@@ -213,7 +223,7 @@ class _CheckpointRestoreCoordinator:
         self.matched_proto_ids: set[int] = set()
         self.unused_attributes: dict[int, list[str]] = {}
         self.variables_without_value: dict[int, object] = {}
-        self.assigner = _Assigner(source, session)
+        self.assigner = _Assigner(source, session, explicit)
         self.expect_partial = False
 
     @property
@@ -497,10 +507,10 @@ class InitializationOnlyStatus(_LoadStatus):
 class _NameBasedRestoreCoordinator:
     """Restores variables from a name-keyed checkpoint by their graph names (`dense/kernel`)."""
 
-    def __init__(self, source: _ValueSource, session):
+    def __init__(self, source: _ValueSource, session, explicit: bool):
         self.save_path = source.save_path
         self.restore_uid = new_uid()
-        self.assigner = _Assigner(source, session)
+        self.assigner = _Assigner(source, session, explicit)
         self.matched: dict[str, str] = {}  # variable name -> checkpoint key
         self.unmatched: dict[str, object] = {}  # variable name -> variable without a key of that name
 
@@ -513,9 +523,15 @@ class _NameBasedRestoreCoordinator:
                 continue
             set_update_uid(obj, self.restore_uid)
             name = _variable_name(obj)
-            if name in keys:
-                self.assigner.add(obj, name)
-                self.matched[name] = name
+            # A part of a partitioned variable is saved (by TF1 Savers) as a slice of its full variable.
+            info = getattr(obj, "_save_slice_info", None)
+            key = name if info is None else info.full_name
+            if key in keys:
+                if info is None:
+                    self.assigner.add(obj, key)
+                else:
+                    self.assigner.add(obj, key, info.spec, tuple(info.var_shape))
+                self.matched[name] = key
                 self.unmatched.pop(name, None)
             else:
                 self.unmatched[name] = obj
@@ -732,7 +748,8 @@ class Checkpoint(AutoTrackable):
             return False
         from saverkit import Variable, dtypes, get_default_graph
 
-        graph = graph if graph is not None else get_default_graph()
+        if graph is None:  # next to the checkpointed variables, else in the default graph
+            graph = self._objects_graph() or get_default_graph()
         with graph.as_default():
             counter = Variable(0, name="save_counter", dtype=dtypes.int64, trainable=False)
         object.__setattr__(self, "_save_counter", counter)
@@ -746,6 +763,11 @@ class Checkpoint(AutoTrackable):
                 for position in root._deferred_dependencies.pop("save_counter", ())[:1]:
                     position.restore(counter)
         return True
+
+    def _objects_graph(self):
+        """The graph of the first checkpointed variable (where a new save_counter belongs), if any."""
+        objects, _, _ = breadth_first_traversal(self._graph_view.root, self._graph_view.attached_dependencies())
+        return next((o.graph for o in objects if is_variable(o)), None)
 
     @property
     def save_counter(self):
@@ -801,11 +823,21 @@ class Checkpoint(AutoTrackable):
         if save_path is None:
             return InitializationOnlyStatus(view, new_uid())
         save_path = os.fspath(save_path)
+        explicit = session is not None
         if session is None:
             session = _default_session()
-        source = _open_checkpoint(save_path)
+        try:
+            source = _open_checkpoint(save_path)
+        except errors.NotFoundError as e:
+            raise errors.NotFoundError(
+                None,
+                None,
+                f"Error when restoring from checkpoint {save_path}: {e.message}\nPlease double-check that "
+                "the path is correct. You may be missing the checkpoint suffix (e.g. the '-1' in "
+                "'path/to/ckpt-1').",
+            ) from e
         if not source.has_tensor(OBJECT_GRAPH_PROTO_KEY):
-            return self._restore_name_based(source, session)
+            return self._restore_name_based(source, session, explicit)
         (graph_bytes,) = source.read([OBJECT_GRAPH_PROTO_KEY])
         proto = trackable_object_graph_pb2.TrackableObjectGraph()
         try:
@@ -816,11 +848,8 @@ class Checkpoint(AutoTrackable):
                 None,
                 f"{save_path}: the {OBJECT_GRAPH_PROTO_KEY} entry is not a TrackableObjectGraph ({e})",
             ) from e
-        if not proto.nodes:
-            raise errors.DataLossError(
-                None, None, f"{save_path}: the object graph in the checkpoint has no nodes"
-            )
-        coordinator = _CheckpointRestoreCoordinator(proto, source, session)
+        _validate_object_graph(proto, save_path)
+        coordinator = _CheckpointRestoreCoordinator(proto, source, session, explicit)
         CheckpointPosition(coordinator, 0).restore(view.root)
         # Attached dependencies (Checkpoint(root=..., **kwargs)) are not children of root: restore them here.
         for ref in view.attached_dependencies():
@@ -845,29 +874,17 @@ class Checkpoint(AutoTrackable):
         an `InitializationOnlyStatus` if `save_path` is None, or a `NameBasedSaverStatus` for a
         checkpoint written by a name-based `Saver`.
         """
-        if session is None:
-            session = _default_session()
+        status = self.read(save_path, session=session)
         try:
-            status = self.read(save_path, session=session)
-        except errors.NotFoundError as e:
-            raise errors.NotFoundError(
-                None,
-                None,
-                f"Error when restoring from checkpoint {save_path}: {e.message}\nPlease double-check that "
-                "the path is correct. You may be missing the checkpoint suffix (e.g. the '-1' in "
-                "'path/to/ckpt-1').",
-            ) from e
-        graph = session.graph if session is not None else None
-        try:
-            self._maybe_create_save_counter(graph)
+            self._maybe_create_save_counter(session.graph if session is not None else None)
         except RuntimeError:
             pass  # finalized graph: created (and filled from the deferred restore) on first save
         if isinstance(status, NameBasedSaverStatus) and self._save_counter is not None:
             status.add_to_optionally_restored(self._save_counter)
         return status
 
-    def _restore_name_based(self, source: _ValueSource, session):
-        coordinator = _NameBasedRestoreCoordinator(source, session)
+    def _restore_name_based(self, source: _ValueSource, session, explicit: bool):
+        coordinator = _NameBasedRestoreCoordinator(source, session, explicit)
         objects, _ = _objects_and_paths(self._graph_view)
         coordinator.restore_objects(objects)
         status = NameBasedSaverStatus(coordinator, self._graph_view)
@@ -882,6 +899,24 @@ class Checkpoint(AutoTrackable):
 
     def sync(self) -> None:
         """Saves are synchronous; present for TF API compatibility."""
+
+
+def _validate_object_graph(proto, save_path: str) -> None:
+    """Reject object graphs whose node references point nowhere (a corrupt or foreign checkpoint)."""
+    n = len(proto.nodes)
+    if n == 0:
+        raise errors.DataLossError(None, None, f"{save_path}: the object graph in the checkpoint has no nodes")
+    for node_id, node in enumerate(proto.nodes):
+        refs = [c.node_id for c in node.children]
+        for slot in node.slot_variables:
+            refs += [slot.original_variable_node_id, slot.slot_variable_node_id]
+        bad = [r for r in refs if not 0 <= r < n]
+        if bad:
+            raise errors.DataLossError(
+                None,
+                None,
+                f"{save_path}: object graph node {node_id} refers to node {bad[0]}, but the graph has {n} nodes",
+            )
 
 
 def _open_checkpoint(save_path: str) -> _ValueSource:
