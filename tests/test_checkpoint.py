@@ -543,12 +543,13 @@ def test_object_graph_pointing_to_missing_nodes_or_keys_is_reported(tmp_path, gr
     g.nodes.add().children.add(node_id=5, local_name="v")
     bundle.write_bundle(str(tmp_path / "bad"), ["_CHECKPOINTABLE_OBJECT_GRAPH"],
                         [np.array(g.SerializeToString(), dtype=object)])
-    with pytest.raises(errors.DataLossError, match="node 0 refers to node 5, but the graph has 1 nodes"):
+    with pytest.raises(errors.DataLossError, match="node 0 refers to node 5, but there are 1 nodes"):
         Checkpoint(v=sk.Variable(np.float32(1))).read(str(tmp_path / "bad"))
 
     g = trackable_object_graph_pb2.TrackableObjectGraph()
     g.nodes.add().children.add(node_id=1, local_name="v")
-    g.nodes.add().attributes.add(name="VARIABLE_VALUE", full_name="v", checkpoint_key="v/.ATTRIBUTES/VARIABLE_VALUE")
+    g.nodes.add().attributes.add(
+        name="VARIABLE_VALUE", full_name="v", checkpoint_key="v/.ATTRIBUTES/VARIABLE_VALUE")
     bundle.write_bundle(str(tmp_path / "nokey"), ["_CHECKPOINTABLE_OBJECT_GRAPH"],
                         [np.array(g.SerializeToString(), dtype=object)])
     with pytest.raises(errors.NotFoundError, match=r"has no tensor 'v/\.ATTRIBUTES/VARIABLE_VALUE'"):

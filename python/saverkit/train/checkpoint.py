@@ -766,7 +766,8 @@ class Checkpoint(AutoTrackable):
 
     def _objects_graph(self):
         """The graph of the first checkpointed variable (where a new save_counter belongs), if any."""
-        objects, _, _ = breadth_first_traversal(self._graph_view.root, self._graph_view.attached_dependencies())
+        view = self._graph_view
+        objects, _, _ = breadth_first_traversal(view.root, view.attached_dependencies())
         return next((o.graph for o in objects if is_variable(o)), None)
 
     @property
@@ -905,7 +906,7 @@ def _validate_object_graph(proto, save_path: str) -> None:
     """Reject object graphs whose node references point nowhere (a corrupt or foreign checkpoint)."""
     n = len(proto.nodes)
     if n == 0:
-        raise errors.DataLossError(None, None, f"{save_path}: the object graph in the checkpoint has no nodes")
+        raise errors.DataLossError(None, None, f"{save_path}: the checkpoint's object graph has no nodes")
     for node_id, node in enumerate(proto.nodes):
         refs = [c.node_id for c in node.children]
         for slot in node.slot_variables:
@@ -915,7 +916,7 @@ def _validate_object_graph(proto, save_path: str) -> None:
             raise errors.DataLossError(
                 None,
                 None,
-                f"{save_path}: object graph node {node_id} refers to node {bad[0]}, but the graph has {n} nodes",
+                f"{save_path}: object graph node {node_id} refers to node {bad[0]}, but there are {n} nodes",
             )
 
 
