@@ -233,6 +233,8 @@ def test_reader_context_manager_and_num_shards():
     with bundle.BundleReader(str(FIXTURES / "v1_sharded" / "model.ckpt")) as r:
         assert r.num_shards == 3
         assert r.read("dev2/b").shape == (17,)
+    with pytest.raises(errors.FailedPreconditionError, match="closed"):
+        r.read("dev2/b")
 
 
 def test_index_without_tensors_reads_as_empty(tmp_path):
@@ -241,3 +243,35 @@ def test_index_without_tensors_reads_as_empty(tmp_path):
     assert bundle.BundleReader(prefix).entries() == {}
     assert read_index(prefix) == [(b"", bytes.fromhex("08011a020801"))]
     assert os.path.getsize(prefix + ".data-00000-of-00001") == 0
+
+
+def test_concurrent_calls_share_the_pool_and_stay_correct(tmp_path):
+    import threading
+
+    rng = np.random.default_rng(5)
+    values = [rng.standard_normal(2_500_000).astype("f4") for _ in range(3)]
+    prefix = str(tmp_path / "m")
+    bundle.write_bundle(prefix, ["a", "b", "c"], values)
+    failures = []
+
+    def worker(i):
+        try:
+            for _ in range(3):
+                got = bundle.read_tensors(prefix, ["a", "b", "c"])
+                if not all(np.array_equal(g, v) for g, v in zip(got, values, strict=True)):
+                    failures.append(i)
+                bundle.write_bundle(str(tmp_path / f"w{i}"), ["x"], [values[i % 3]])
+        except Exception as e:  # noqa: BLE001 - reported below
+            failures.append(e)
+
+    before = bundle.get_io_threads()
+    try:
+        threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        bundle.set_io_threads(3)  # resizing while calls are in flight
+        for t in threads:
+            t.join()
+    finally:
+        bundle.set_io_threads(before)
+    assert failures == []

@@ -298,6 +298,8 @@ class BundleReader:
         if len(specs) != n or len(dtypes if dtypes is not None else keys) != n \
                 or len(out if out is not None else keys) != n:
             raise ValueError("read_tensors: names, shape_and_slices, dtypes and out must have equal lengths")
+        if self._core is None:
+            raise errors.FailedPreconditionError(None, None, f"BundleReader for {self.prefix} is closed")
         plans = self._core.prepare(keys, specs)
         buffers: list[np.ndarray | None] = []
         results: list[np.ndarray | None] = []

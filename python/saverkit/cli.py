@@ -1,0 +1,705 @@
+"""``saverkit`` command-line tool: inspect, diff and convert checkpoints without TensorFlow.
+
+    saverkit inspect PATH [--tensor NAME ... | --all] [--full]
+    saverkit diff A B [--quiet]
+    saverkit convert SRC DST [--force]
+
+PATH, A, B and SRC may be a TF checkpoint (its prefix, its directory -- through the ``checkpoint`` state
+file, or the newest complete checkpoint there when that file is missing -- or any of its own files), an
+``.npz`` or a ``.safetensors`` file. ``convert`` chooses the output format by DST's extension: ``.npz``,
+``.safetensors``, anything else is written as a TF checkpoint prefix.
+
+``.npz`` layout (read back with ``numpy.load(path)``, no pickles): one array per tensor, keyed by tensor
+name. String tensors become fixed-width ``S`` arrays; numpy's ``S`` type drops trailing NUL bytes, so a
+string tensor with an element ending in ``b"\\0"`` (or one that would be huge at fixed width) is skipped
+with a warning rather than stored wrongly. Types numpy's file format cannot name (bfloat16, float8_*,
+int4... from ml_dtypes) are stored as same-width unsigned-integer bit patterns, and a JSON object under the
+key ``__saverkit_dtypes__`` (a 0-d ``S`` array) gives the real TF dtype of every tensor whose array dtype
+alone does not say it. ``.safetensors`` holds numeric tensors only (bfloat16 as BF16); strings,
+complex128, quantized, float8 and 2/4-bit types are skipped with a warning (safetensors' numpy loader cannot
+read float8 back). It needs the ``safetensors`` package, and holds the whole checkpoint in memory while
+writing (as does writing a TF checkpoint; ``.npz`` is written one tensor at a time).
+
+Exit status: 0 success (``diff``: identical), 1 ``diff``: different, 2 error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import difflib
+import json
+import logging
+import os
+import re
+import shutil
+import sys
+import time
+import uuid
+import warnings
+import zipfile
+from collections.abc import Iterable, Sequence
+from typing import IO
+
+import numpy as np
+
+from saverkit import dtypes as _dtypes
+from saverkit import errors
+from saverkit.train import checkpoint_management as _cm
+
+NPZ_DTYPES_KEY = "__saverkit_dtypes__"
+_DATA_FILE_RE = re.compile(r"\.data-\d{5}-of-\d{5}\Z")
+_PROGRESS_DELAY = 0.5  # seconds before a progress line appears: quick runs stay quiet
+# safetensors dtype code -> TF dtype name, for the types its numpy loader reads back (not float8, in 0.8).
+_SAFETENSORS_DTYPES = {"BOOL": "bool", "I8": "int8", "U8": "uint8", "I16": "int16", "U16": "uint16",
+                       "I32": "int32", "U32": "uint32", "I64": "int64", "U64": "uint64", "F16": "float16",
+                       "F32": "float32", "F64": "float64", "BF16": "bfloat16", "C64": "complex64"}
+
+
+class CliError(Exception):
+    """A problem to report in one line, without a traceback."""
+
+
+# --- tensor sources --------------------------------------------------------------------------------------
+
+class TensorSource:
+    """Named tensors with their TF dtype and shape, read one at a time."""
+
+    path: str
+
+    def names(self) -> list[str]:
+        raise NotImplementedError
+
+    def dtype(self, name: str) -> _dtypes.DType:
+        raise NotImplementedError
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        raise NotImplementedError
+
+    def get(self, name: str) -> np.ndarray:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> TensorSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def check_name(self, name: str) -> None:
+        if name not in self.names():
+            close = difflib.get_close_matches(name, self.names(), n=3)
+            hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+            raise errors.NotFoundError(None, None, f"{self.path}: no tensor named {name!r}{hint}")
+
+
+class CheckpointSource(TensorSource):
+    def __init__(self, prefix: str) -> None:
+        from saverkit.train import load_checkpoint  # imports the compiled engine: only when needed
+
+        self.path = prefix
+        self._reader = load_checkpoint(prefix)
+        # Partitioned tensors appear whole, as TF's reader shows them.
+        self._dtypes = self._reader.get_variable_to_dtype_map()
+        self._shapes = {k: tuple(v) for k, v in self._reader.get_variable_to_shape_map().items()}
+
+    def names(self) -> list[str]:
+        return sorted(self._shapes)
+
+    def dtype(self, name: str) -> _dtypes.DType:
+        return self._dtypes[name]
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return self._shapes[name]
+
+    def get(self, name: str) -> np.ndarray:
+        return self._reader.get_tensor(name)
+
+
+class NpzSource(TensorSource):
+    def __init__(self, path: str) -> None:
+        self.path = path
+        try:
+            self._zip = zipfile.ZipFile(path)
+        except (zipfile.BadZipFile, OSError) as e:
+            raise CliError(f"{path}: not a readable .npz file ({e})") from None
+        self._members = {m[:-4]: m for m in self._zip.namelist() if m.endswith(".npy")}
+        self._headers: dict[str, tuple[tuple[int, ...], np.dtype]] = {}
+        self._declared: dict[str, str] = {}
+        if NPZ_DTYPES_KEY in self._members:
+            raw = self._read(NPZ_DTYPES_KEY)
+            try:
+                self._declared = dict(json.loads(bytes(raw[()]).decode("utf-8")))
+            except (ValueError, TypeError, UnicodeDecodeError) as e:
+                raise CliError(f"{path}: bad {NPZ_DTYPES_KEY} entry ({e})") from None
+            del self._members[NPZ_DTYPES_KEY]
+
+    def close(self) -> None:
+        self._zip.close()
+
+    def names(self) -> list[str]:
+        return sorted(self._members)
+
+    def _header(self, name: str) -> tuple[tuple[int, ...], np.dtype]:
+        if name not in self._headers:
+            with self._zip.open(self._members[name]) as f:
+                try:
+                    version = np.lib.format.read_magic(f)
+                    read = {(1, 0): np.lib.format.read_array_header_1_0,
+                            (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+                    if read is None:
+                        raise ValueError(f"unsupported .npy version {version}")
+                    shape, _, dtype = read(f)
+                except ValueError as e:
+                    raise CliError(f"{self.path}: entry {name!r}: {e}") from None
+            self._headers[name] = (tuple(shape), dtype)
+        return self._headers[name]
+
+    def dtype(self, name: str) -> _dtypes.DType:
+        if name in self._declared:
+            try:
+                return _dtypes.as_dtype(self._declared[name])
+            except TypeError:
+                raise CliError(f"{self.path}: {NPZ_DTYPES_KEY} gives {name!r} the unknown dtype "
+                               f"{self._declared[name]!r}") from None
+        np_dtype = self._header(name)[1]
+        try:
+            return _dtypes.as_dtype(np_dtype)
+        except TypeError:
+            raise CliError(f"{self.path}: entry {name!r} has dtype {np_dtype} which is no TF dtype "
+                           f"(and {NPZ_DTYPES_KEY} does not name one)") from None
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return self._header(name)[0]
+
+    def _read(self, name: str) -> np.ndarray:
+        member = self._members[name]
+        # numpy allocates what the header claims before reading: check the claim against the entry.
+        shape, dtype = self._header(name)
+        claimed = int(np.prod(shape, dtype=object)) * dtype.itemsize
+        held = self._zip.getinfo(member).file_size
+        if dtype.kind != "O" and claimed > held:
+            raise errors.DataLossError(
+                None, None, f"{self.path}: entry {name!r} claims shape {list(shape)} of {dtype} "
+                f"({claimed} bytes) but holds only {held} bytes")
+        with self._zip.open(member) as f:
+            try:
+                return np.lib.format.read_array(f, allow_pickle=False)
+            except ValueError as e:
+                raise CliError(f"{self.path}: entry {name!r}: {e}") from None
+
+    def get(self, name: str) -> np.ndarray:
+        arr = self._read(name)
+        dtype = self.dtype(name)
+        if dtype == _dtypes.string:
+            if arr.dtype.kind == "U":
+                return np.vectorize(lambda s: s.encode("utf-8"), otypes=[object])(arr).reshape(arr.shape)
+            return arr.astype(object)  # S -> bytes elements
+        want = np.dtype(dtype.as_numpy_dtype)
+        if arr.dtype != want:
+            if arr.dtype.itemsize != want.itemsize:
+                raise CliError(f"{self.path}: entry {name!r} holds {arr.dtype}, which cannot carry "
+                               f"{dtype.name}")
+            arr = arr.view(want)
+        return arr
+
+
+class SafetensorsSource(TensorSource):
+    def __init__(self, path: str) -> None:
+        safetensors = _import_safetensors()
+        self.path = path
+        try:
+            self._file = safetensors.safe_open(path, framework="numpy")
+            self._file.__enter__()
+        except Exception as e:  # SafetensorError / OSError: report, do not trace
+            raise CliError(f"{path}: not a readable .safetensors file ({e})") from None
+        self._names = sorted(self._file.keys())
+
+    def close(self) -> None:
+        self._file.__exit__(None, None, None)
+
+    def names(self) -> list[str]:
+        return self._names
+
+    def get(self, name: str) -> np.ndarray:
+        try:
+            return self._file.get_tensor(name)
+        except Exception as e:
+            raise CliError(f"{self.path}: tensor {name!r}: {e}") from None
+
+    def dtype(self, name: str) -> _dtypes.DType:
+        code = self._file.get_slice(name).get_dtype()  # header only: no data read
+        if code not in _SAFETENSORS_DTYPES:
+            raise CliError(f"{self.path}: tensor {name!r} has safetensors dtype {code}, which saverkit "
+                           "cannot read")
+        return _dtypes.as_dtype(_SAFETENSORS_DTYPES[code])
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return tuple(self._file.get_slice(name).get_shape())
+
+
+def _import_safetensors():
+    try:
+        import safetensors
+        import safetensors.numpy  # noqa: F401
+    except ImportError:
+        raise CliError("the .safetensors format needs the 'safetensors' package: "
+                       "pip install safetensors (or saverkit[safetensors])") from None
+    return safetensors
+
+
+def resolve_checkpoint(path: str) -> str:
+    """The checkpoint prefix meant by ``path``: a prefix, a directory or one of the checkpoint's files."""
+    if os.path.isdir(path):
+        try:
+            state = _cm.get_checkpoint_state(path)
+        except ValueError:  # parses, but names no checkpoint
+            state = None
+        if state is not None and _cm.checkpoint_exists(state.model_checkpoint_path):
+            return state.model_checkpoint_path
+        found = _cm.find_latest_checkpoint(path)
+        if found is None:
+            raise CliError(f"{path}: directory holds no checkpoint (no usable 'checkpoint' state file "
+                           "and no complete <prefix>.index + .data-* files)")
+        if state is not None:
+            why = f"its 'checkpoint' state file names {state.model_checkpoint_path}, which does not exist"
+        elif os.path.exists(os.path.join(path, "checkpoint")):
+            why = "its 'checkpoint' state file is unusable"
+        else:
+            why = "no 'checkpoint' state file"
+        _warn(f"{path}: {why}; using the newest complete checkpoint {found}")
+        return found
+    for suffix in (".index", ".meta"):
+        if path.endswith(suffix) and os.path.isfile(path):
+            return path[: -len(suffix)]
+    m = _DATA_FILE_RE.search(path)
+    if m and os.path.isfile(path):
+        return path[: m.start()]
+    if os.path.isfile(path + ".index"):
+        return path
+    raise CliError(_not_found_message(path))
+
+
+def _not_found_message(path: str) -> str:
+    if os.path.isfile(path):
+        return (f"{path}: not a checkpoint: expected a prefix P with a file P.index, a directory, or one "
+                "of the files P.index / P.data-*-of-* / P.meta (or a .npz / .safetensors file)")
+    dirname, base = os.path.split(path)
+    try:
+        near = sorted(n[: -len(".index")] for n in os.listdir(dirname or ".")
+                      if n.endswith(".index") and n.startswith(base[:1]))
+    except OSError:
+        return f"{path}: no such file or directory"
+    hint = f"; checkpoints there: {', '.join(near[:5])}" if near else ""
+    return f"{path}: no such checkpoint (neither {path} nor {path}.index exists){hint}"
+
+
+def open_source(path: str) -> TensorSource:
+    lowered = path.lower()
+    if lowered.endswith(".npz"):
+        if not os.path.isfile(path):
+            raise CliError(f"{path}: no such file")
+        return NpzSource(path)
+    if lowered.endswith(".safetensors"):
+        if not os.path.isfile(path):
+            raise CliError(f"{path}: no such file")
+        return SafetensorsSource(path)
+    return CheckpointSource(resolve_checkpoint(path))
+
+
+# --- output helpers ------------------------------------------------------------------------------------
+
+def _warn(message: str) -> None:
+    print(f"saverkit: warning: {message}", file=sys.stderr)
+
+
+def _shape_str(shape: Iterable[int]) -> str:
+    return "[" + ", ".join(str(d) for d in shape) + "]"
+
+
+def _human(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{n} B" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")
+
+
+def _nbytes(source: TensorSource, name: str) -> int | None:
+    """Bytes of the tensor's values; strings count their element lengths (read to find out)."""
+    dtype = source.dtype(name)
+    if dtype == _dtypes.string:
+        return sum(len(x) for x in source.get(name).reshape(-1))
+    if dtype in (_dtypes.resource, _dtypes.variant):
+        return None
+    return int(np.prod(source.shape(name), dtype=np.int64)) * np.dtype(dtype.as_numpy_dtype).itemsize
+
+
+class Progress:
+    """One self-overwriting status line on stderr, only on a terminal and only for runs > 0.5 s."""
+
+    def __init__(self, label: str, total: int, stream: IO[str] | None = None) -> None:
+        self.stream = stream if stream is not None else sys.stderr
+        self.enabled = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.label, self.total = label, total
+        self.start = self.last = time.monotonic()
+        self.shown = False
+
+    def update(self, done: int, item: str = "") -> None:
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if now - self.start < _PROGRESS_DELAY or (self.shown and now - self.last < 0.1):
+            return
+        self.last, self.shown = now, True
+        width = max(20, shutil.get_terminal_size().columns - 1)
+        line = f"{self.label} {done}/{self.total} ({100 * done // max(self.total, 1)}%) {item}"
+        self.stream.write("\r" + line[:width].ljust(width))
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.shown:
+            width = max(20, shutil.get_terminal_size().columns - 1)
+            self.stream.write("\r" + " " * width + "\r")
+            self.stream.flush()
+
+
+# --- inspect -------------------------------------------------------------------------------------------
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    with open_source(args.path) as src:
+        names = src.names() if args.all else (args.tensor or [])
+        for name in names:
+            src.check_name(name)
+        if names:
+            with np.printoptions(threshold=sys.maxsize) if args.full else contextlib.nullcontext():
+                for name in names:
+                    shape = _shape_str(src.shape(name))
+                    print(f"tensor_name: {name}  dtype: {src.dtype(name).name}  shape: {shape}")
+                    print(repr(src.get(name)))
+            return 0
+        rows = []
+        total_bytes, total_elems, unknown = 0, 0, 0
+        for name in src.names():
+            shape = src.shape(name)
+            size = _nbytes(src, name)
+            total_elems += int(np.prod(shape, dtype=np.int64))
+            if size is None:
+                unknown += 1
+            else:
+                total_bytes += size
+            rows.append((name, src.dtype(name).name, _shape_str(shape), "?" if size is None else f"{size:,}"))
+        header = ("name", "dtype", "shape", "bytes")
+        widths = [max(len(r[i]) for r in [header, *rows]) for i in range(4)]
+        for r in [header, *rows]:
+            left = [f"{c:<{w}}" for c, w in zip(r[:3], widths, strict=False)]
+            print("  ".join([*left, f"{r[3]:>{widths[3]}}"]))
+        more = f" (+{unknown} of unknown size)" if unknown else ""
+        human = f" ({_human(total_bytes)})" if total_bytes >= 1024 else ""
+        print(f"total: {len(rows)} tensors, {total_elems:,} elements, {total_bytes:,} bytes{human}{more}")
+    return 0
+
+
+# --- diff ----------------------------------------------------------------------------------------------
+
+def compare_values(a: np.ndarray, b: np.ndarray, dtype: _dtypes.DType) -> str | None:
+    """None if the tensors are identical bit for bit, else a short description of how they differ."""
+    n = a.size
+    if dtype == _dtypes.string:
+        differ = sum(x != y for x, y in zip(a.reshape(-1), b.reshape(-1), strict=True))
+        return f"{differ} of {n} strings differ" if differ else None
+    a = np.ascontiguousarray(a).reshape(-1)
+    b = np.ascontiguousarray(b).reshape(-1)
+    size = a.dtype.itemsize
+    mask = (a.view(np.uint8).reshape(n, size) != b.view(np.uint8).reshape(n, size)).any(axis=1)
+    differ = int(mask.sum())
+    if not differ:
+        return None
+    text = f"{differ} of {n} elements differ"
+    da, db = a[mask], b[mask]
+    if a.dtype.kind in "iu" and _npy_native(a.dtype):
+        # The true |a-b| of n-bit integers fits in n unsigned bits: compute it there, no overflow.
+        u = np.dtype(f"u{size}")
+        hi, lo = np.maximum(da, db).astype(u), np.minimum(da, db).astype(u)
+        return f"{text}, max abs diff {int((hi - lo).max())}"
+    if dtype.is_floating or dtype.is_complex:
+        wide = np.complex128 if dtype.is_complex else np.float64
+        d = np.abs(da.astype(wide) - db.astype(wide))
+        nan = int(np.isnan(d).sum())
+        finite = d[~np.isnan(d)]
+        text += f", max abs diff {finite.max():.6g}" if finite.size else ""
+        return text + (f" ({nan} involve NaN)" if nan else "")
+    return text
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    out = (lambda *a, **k: None) if args.quiet else print
+    with open_source(args.a) as a, open_source(args.b) as b:
+        names_a, names_b = set(a.names()), set(b.names())
+        differences = 0
+        for name in sorted(names_a - names_b):
+            out(f"only in A: {name} ({a.dtype(name).name} {_shape_str(a.shape(name))})")
+            differences += 1
+        for name in sorted(names_b - names_a):
+            out(f"only in B: {name} ({b.dtype(name).name} {_shape_str(b.shape(name))})")
+            differences += 1
+        common = sorted(names_a & names_b)
+        progress = Progress("diff", len(common))
+        try:
+            for i, name in enumerate(common):
+                progress.update(i, name)
+                da, db = a.dtype(name), b.dtype(name)
+                sa, sb = a.shape(name), b.shape(name)
+                if da != db:
+                    out(f"dtype differs: {name}: {da.name} vs {db.name}")
+                elif sa != sb:
+                    out(f"shape differs: {name}: {_shape_str(sa)} vs {_shape_str(sb)}")
+                elif da in (_dtypes.resource, _dtypes.variant):
+                    continue  # opaque payloads: not compared
+                else:
+                    how = compare_values(a.get(name), b.get(name), da)
+                    if how is None:
+                        continue
+                    out(f"values differ: {name}: {how}")
+                differences += 1
+        finally:
+            progress.close()
+        if differences:
+            out(f"{differences} difference(s); {len(common)} tensors in both, "
+                f"{len(names_a - names_b)} only in A, {len(names_b - names_a)} only in B")
+            return 1
+        out(f"identical: {len(common)} tensors")
+        return 0
+
+
+# --- convert -------------------------------------------------------------------------------------------
+
+def _contiguous(arr: np.ndarray) -> np.ndarray:
+    # np.ascontiguousarray alone turns a 0-d array into shape [1] (spec pitfall 1).
+    return np.ascontiguousarray(arr).reshape(arr.shape)
+
+
+def _npy_native(dt: np.dtype) -> bool:
+    """Whether numpy's .npy header can name ``dt`` (ml_dtypes' types it cannot: they load as void)."""
+    try:
+        back = np.lib.format.descr_to_dtype(np.lib.format.dtype_to_descr(dt))
+    except (TypeError, ValueError):
+        return False
+    return back == dt and back.type is dt.type
+
+
+def _npz_array(name: str, arr: np.ndarray, dtype: _dtypes.DType) -> tuple[np.ndarray | None, bool]:
+    """(array to store or None to skip, whether its dtype must be declared in the metadata)."""
+    if dtype == _dtypes.string:
+        items = [bytes(x) for x in arr.reshape(-1)]
+        if any(x.endswith(b"\0") for x in items):
+            _warn(f"skipping string tensor {name!r}: an element ends with a NUL byte, which numpy's "
+                  "fixed-width 'S' type cannot keep")
+            return None, False
+        width = max((len(x) for x in items), default=0)
+        if width * len(items) > 2 * sum(map(len, items)) + (64 << 20):
+            _warn(f"skipping string tensor {name!r}: as fixed-width 'S{width}' it would take "
+                  f"{_human(width * len(items))}")
+            return None, False
+        return np.array(items, dtype=f"S{max(width, 1)}").reshape(arr.shape), False
+    if _npy_native(arr.dtype):
+        try:
+            exact = _dtypes.as_dtype(arr.dtype) == dtype
+        except TypeError:
+            exact = False
+        return arr, not exact
+    return arr.view(f"u{arr.dtype.itemsize}"), True
+
+
+def _write_npz(dst: str, src: TensorSource, names: Sequence[str], progress: Progress) -> list[str]:
+    declared: dict[str, str] = {}
+    written = []
+
+    def write(zf: zipfile.ZipFile) -> None:
+        for i, name in enumerate(names):
+            progress.update(i, name)
+            if name == NPZ_DTYPES_KEY:
+                raise CliError(f"tensor name {name!r} is reserved in saverkit's .npz layout")
+            dtype = src.dtype(name)
+            if dtype in (_dtypes.resource, _dtypes.variant):
+                _warn(f"skipping {dtype.name} tensor {name!r}: it has no array form")
+                continue
+            arr, declare = _npz_array(name, src.get(name), dtype)
+            if arr is None:
+                continue
+            if declare:
+                declared[name] = dtype.name
+            with zf.open(name + ".npy", "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, _contiguous(arr), allow_pickle=False)
+            written.append(name)
+        if declared:
+            with zf.open(NPZ_DTYPES_KEY + ".npy", "w", force_zip64=True) as f:
+                meta = np.array(json.dumps(declared, sort_keys=True).encode("utf-8"))
+                np.lib.format.write_array(f, meta, allow_pickle=False)
+
+    def writer(tmp: str) -> None:
+        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+            write(zf)
+
+    _atomic_file(dst, writer)
+    return written
+
+
+def _write_safetensors(dst: str, src: TensorSource, names: Sequence[str], progress: Progress) -> list[str]:
+    safetensors = _import_safetensors()
+    tensors = {}
+    for i, name in enumerate(names):
+        progress.update(i, name)
+        dtype = src.dtype(name)
+        if dtype.name not in _SAFETENSORS_DTYPES.values():
+            _warn(f"skipping {dtype.name} tensor {name!r}: not a safetensors dtype saverkit can read back")
+            continue
+        tensors[name] = _contiguous(src.get(name))
+    _atomic_file(dst, lambda tmp: safetensors.numpy.save_file(tensors, tmp))
+    return list(tensors)
+
+
+def _write_checkpoint(dst: str, src: TensorSource, names: Sequence[str], progress: Progress) -> list[str]:
+    from saverkit.bundle import write_bundle  # imports the compiled engine: only when needed
+
+    kept, tensors, kept_dtypes = [], [], []
+    for i, name in enumerate(names):
+        progress.update(i, name)
+        dtype = src.dtype(name)
+        if dtype in (_dtypes.resource, _dtypes.variant):
+            _warn(f"skipping {dtype.name} tensor {name!r}: it cannot be rebuilt from its value")
+            continue
+        kept.append(name)
+        tensors.append(src.get(name))
+        kept_dtypes.append(dtype)
+    if os.path.dirname(dst):
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
+    write_bundle(dst, kept, tensors, dtypes=kept_dtypes)
+    return kept
+
+
+def _atomic_file(dst: str, write) -> None:
+    """Write via a temp name then rename: a reader (or mmap) of an old DST never sees a half file."""
+    if os.path.dirname(dst):
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
+    tmp = f"{dst}.tmp{uuid.uuid4().hex}"
+    try:
+        write(tmp)
+        os.replace(tmp, dst)
+    except BaseException as e:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        if isinstance(e, OSError):
+            raise CliError(f"{dst}: cannot write: {e.strerror or e}") from e
+        raise
+
+
+def _output_format(dst: str) -> str:
+    lowered = dst.lower()
+    return "npz" if lowered.endswith(".npz") else "safetensors" if lowered.endswith(".safetensors") else "tf"
+
+
+def _output_exists(dst: str, fmt: str) -> bool:
+    if fmt != "tf":
+        return os.path.exists(dst)
+    return os.path.exists(dst + ".index") or bool(_cm._data_files(dst))
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    fmt = _output_format(args.dst)
+    if fmt == "safetensors":
+        _import_safetensors()  # fail before reading anything
+    if _output_exists(args.dst, fmt) and not args.force:
+        raise CliError(f"{args.dst}: already exists (pass --force to overwrite)")
+    with open_source(args.src) as src:
+        names = src.names()
+        progress = Progress("convert", len(names))
+        try:
+            write = {"npz": _write_npz, "safetensors": _write_safetensors, "tf": _write_checkpoint}[fmt]
+            written = write(args.dst, src, names, progress)
+        finally:
+            progress.close()
+    skipped = len(names) - len(written)
+    print(f"wrote {args.dst}: {len(written)} tensors" + (f", {skipped} skipped" if skipped else ""))
+    return 0
+
+
+# --- entry point ---------------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="saverkit", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Inspect, compare and convert TensorFlow checkpoints without TensorFlow.",
+        epilog=(__doc__ or "").split("\n\n", 2)[-1].replace("``", ""))
+    parser.add_argument("--traceback", action="store_true", help="show the full traceback on errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("inspect", help="list a checkpoint's tensors, or print some",
+                       description="List names, dtypes, shapes and sizes; or print tensors' values.")
+    p.add_argument("path", help="checkpoint prefix, directory or file; or a .npz / .safetensors file")
+    p.add_argument("--tensor", action="append", metavar="NAME", help="print this tensor (repeatable)")
+    p.add_argument("--all", action="store_true", help="print every tensor")
+    p.add_argument("--full", action="store_true", help="print whole arrays, without '...'")
+    p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("diff", help="compare two checkpoints tensor by tensor",
+                       description="Exit status 0 if identical (bit for bit), 1 if different, 2 on error.")
+    p.add_argument("a")
+    p.add_argument("b")
+    p.add_argument("-q", "--quiet", action="store_true", help="print nothing, only set the exit status")
+    p.set_defaults(func=cmd_diff)
+
+    p = sub.add_parser("convert", help="convert between TF checkpoints, .npz and .safetensors",
+                       description="Output format by DST's extension: .npz, .safetensors, otherwise a TF "
+                       "checkpoint prefix.")
+    p.add_argument("src")
+    p.add_argument("dst")
+    p.add_argument("--force", action="store_true", help="overwrite DST if it exists")
+    p.set_defaults(func=cmd_convert)
+    return parser
+
+
+class _StderrLog(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        print(f"saverkit: {record.levelname.lower()}: {record.getMessage()}", file=sys.stderr)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    _warn(" ".join(str(message).split()))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    # Library warnings and log records become one "saverkit: warning: ..." line each.
+    log, handler = logging.getLogger("saverkit"), _StderrLog(logging.WARNING)
+    log.addHandler(handler)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            warnings.showwarning = _show_warning
+            return _run(args)
+    finally:
+        log.removeHandler(handler)
+
+
+def _run(args: argparse.Namespace) -> int:
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("saverkit: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # Output piped into e.g. `head`: stop quietly, and keep Python from complaining at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except Exception as e:  # one line for users; --traceback for bug reports
+        if args.traceback:
+            raise
+        message = " ".join(str(e).split()) or type(e).__name__
+        if not isinstance(e, (CliError, errors.OpError)):
+            message = f"{type(e).__name__}: {message}"
+        print(f"saverkit {args.command}: error: {message}", file=sys.stderr)
+        return 2
