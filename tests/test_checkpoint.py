@@ -586,3 +586,26 @@ def test_save_counter_is_created_next_to_the_checkpointed_variables(tmp_path):
         v = sk.Variable(np.float32(1), name="v")
     ckpt = Checkpoint(v=v)  # the default graph here is not g
     assert ckpt.save_counter.graph is g
+
+
+def test_variables_sharing_an_initial_value_tensor_restore_their_own_values(tmp_path, sess):
+    init = sk.zeros([2])
+    m = sk.Module()
+    m.a, m.b = sk.Variable(init, name="a"), sk.Variable(init, name="b")
+    sess.run(sk.global_variables_initializer())
+    sess.run([m.a.assign(np.array([1, 2], np.float32)), m.b.assign(np.array([3, 4], np.float32))])
+    path = Checkpoint(m=m).write(str(tmp_path / "c"), session=sess)
+    sess.run(sk.global_variables_initializer())
+    Checkpoint(m=m).read(path, session=sess).assert_consumed()
+    np.testing.assert_array_equal(sess.run(m.a.value()), [1, 2])
+    np.testing.assert_array_equal(sess.run(m.b.value()), [3, 4])
+
+
+def test_variables_whose_initializer_is_not_an_assign_still_restore(tmp_path, sess):
+    v = sk.Variable(np.float32(4), name="v")
+    sess.run(v.initializer)
+    path = Checkpoint(v=v).write(str(tmp_path / "c"), session=sess)
+    sess.run(v.assign(np.float32(0)))
+    v._initializer_op = sk.group(v.initializer)  # e.g. a meta graph naming a grouping op as initializer
+    Checkpoint(v=v).read(path, session=sess).assert_consumed()
+    assert sess.run(v.value()) == 4

@@ -86,21 +86,44 @@ def _fetch_values(session, variables) -> list[np.ndarray]:
 
 
 def _assign_values(session, pairs) -> None:
-    """Assign numpy values to variables in one `session.run`, feeding each variable's initializer input.
+    """Assign numpy values to variables in `session`, feeding each variable's initializer input.
 
     A variable's initializer is `Assign(variable, initial_value)`; feeding `initial_value` turns it into
     "assign this value" (what TF's `Variable.load` does) without adding ops to a possibly finalized graph.
+    Variables sharing one initial-value tensor cannot be fed in the same run, so they go in later runs.
     """
     if not pairs:
         return
     _check_same_graph(session, [v for v, _ in pairs])
-    fetches = []
-    feed = {}
+    batches: list[tuple[list, dict]] = []
     for var, value in pairs:
-        initializer = var.initializer
-        feed[initializer.inputs[1]] = value
-        fetches.append(initializer)
-    session.run(fetches, feed_dict=feed)
+        target, feed_tensor = _assign_target(var)
+        batch = next((b for b in batches if feed_tensor not in b[1]), None)
+        if batch is None:
+            batch = ([], {})
+            batches.append(batch)
+        batch[0].append(target)
+        batch[1][feed_tensor] = value
+    for fetches, feed in batches:
+        session.run(fetches, feed_dict=feed)
+
+
+def _assign_target(var):
+    """(op to run, tensor to feed) that assigns a fed value to `var`."""
+    init = var.initializer
+    if init is not None and init.type == "Assign" and len(init.inputs) == 2:
+        return init, init.inputs[1]
+    # An initializer of another shape (e.g. from a hand-written meta graph): build a placeholder-fed
+    # Assign once, next to the variable.
+    cached = getattr(var, "_saverkit_assign", None)
+    if cached is None:
+        from saverkit import assign, placeholder
+
+        with var.graph.as_default(), var.graph.name_scope(var.op.name + "/"):
+            value = placeholder(var.dtype.base_dtype, shape=var.shape, name="restore_value")
+            cached = (assign(var, value, validate_shape=False).op, value)
+        var._saverkit_assign = cached
+    return cached
 
 
 def _check_same_graph(session, variables) -> None:

@@ -48,8 +48,19 @@ class CheckpointManager:
     Behaves like `tf.train.CheckpointManager`: a new manager recovers the list of checkpoints (and their
     timestamps) from `directory`'s state file, and old checkpoints beyond `max_to_keep` are deleted when
     the next checkpoint is saved (not on construction), unless `keep_checkpoint_every_n_hours` preserves
-    them. `max_to_keep=None` keeps everything. Graph mode: `save` and `restore_or_initialize` run in
-    `session` (their argument, else the one given to the constructor, else the default session).
+    them. `max_to_keep=None` keeps everything (0 is an error, as in TF). Graph mode: `save` and
+    `restore_or_initialize` run in `session` (their argument, else the one given to the constructor, else
+    the default session).
+
+    Resuming after a restart picks up where the previous run stopped, including deleting its old
+    checkpoints:
+
+    >>> ckpt = saverkit.train.Checkpoint(model=model, step=step)
+    >>> manager = saverkit.train.CheckpointManager(ckpt, "/tmp/run", max_to_keep=3)
+    >>> manager.restore_or_initialize(session=sess)  # latest checkpoint of the previous run, if any
+    >>> for _ in range(steps):
+    ...     sess.run(train_op)
+    ...     manager.save(session=sess)  # ckpt-<n>; only the newest 3 stay on disk and in /tmp/run/checkpoint
     """
 
     def __init__(

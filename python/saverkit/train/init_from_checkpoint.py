@@ -6,8 +6,8 @@ checkpoint value. Errors are raised at call time instead, naming the assignment-
 checkpoint lacks (with the closest names it has), a variable the graph lacks (with the closest variable
 names), or a shape/dtype that does not fit.
 
-Variables are looked up by graph name among the default graph's global variables (TF looks in its
-`get_variable` store, which only knows variables made with `tf.compat.v1.get_variable`). A partitioned
+Variables are looked up by graph name among the default graph's global and local variables (TF looks in
+its `get_variable` store, which only knows variables made with `tf.compat.v1.get_variable`). A partitioned
 variable is a list of variables named `<name>/part_0`, `<name>/part_1`, ...: each part loads its slice of the
 checkpoint tensor. Parts without slice information (`_save_slice_info`, as TF's partitioner sets) are taken
 to split one axis in list order, which is what TF's partitioners produce.
@@ -174,12 +174,12 @@ def init_from_checkpoint(ckpt_dir_or_file, assignment_map) -> None:
     Values are loaded when the initializers run, e.g. by `session.run(global_variables_initializer())`.
     Raises ValueError (naming the entry) for a missing tensor or variable and for a shape or dtype mismatch.
     """
-    from saverkit import bundle, global_variables
+    from saverkit import bundle, global_variables, local_variables
 
     prefix = _checkpoint_prefix(ckpt_dir_or_file)
     entries = bundle.BundleReader(prefix).entries()
     pairs = list(assignment_map.items()) if isinstance(assignment_map, Mapping) else list(assignment_map)
-    store = {_var_name(v): v for v in global_variables()}
+    store = {_var_name(v): v for v in global_variables() + local_variables()}
     for tensor_name, current in sorted(pairs, key=lambda pair: pair[0]):
         entry = _entry(tensor_name, current)
         if _is_variable(current) or (
