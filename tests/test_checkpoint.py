@@ -609,3 +609,18 @@ def test_variables_whose_initializer_is_not_an_assign_still_restore(tmp_path, se
     v._initializer_op = sk.group(v.initializer)  # e.g. a meta graph naming a grouping op as initializer
     Checkpoint(v=v).read(path, session=sess).assert_consumed()
     assert sess.run(v.value()) == 4
+
+
+def test_a_failed_save_leaves_no_temporary_files_and_spares_foreign_ones(tmp_path, sess):
+    ok = sk.Variable(np.float32(1), name="ok")
+    sess.run(ok.initializer)
+    bad = sk.Variable(np.float32(1), name="bad")  # never initialized: the save fails after fetching starts
+    (tmp_path / "c_temp").mkdir()
+    (tmp_path / "c_temp" / "mine.txt").write_text("user data")
+    with pytest.raises(errors.FailedPreconditionError):
+        Checkpoint(ok=ok, bad=bad).write(str(tmp_path / "c"), session=sess)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c_temp"]
+    assert [p.name for p in (tmp_path / "c_temp").iterdir()] == ["mine.txt"]
+    path = Checkpoint(ok=ok).write(str(tmp_path / "c"), session=sess)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.data-00000-of-00001", "c.index", "c_temp"]
+    assert bundle.read_tensors(path, ["ok/.ATTRIBUTES/VARIABLE_VALUE"])[0] == 1

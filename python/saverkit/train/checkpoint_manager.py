@@ -35,9 +35,9 @@ def _evaluate(value, session) -> int:
     """An int from an int, a variable or a tensor (evaluated in `session`)."""
     if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
         return int(value)
-    from saverkit.train.checkpoint import _require_session
+    from saverkit.train._variable_io import require_session
 
-    session = _require_session(session, "CheckpointManager (to read a step counter)")
+    session = require_session(session, "CheckpointManager (to read a step counter)")
     fetch = value.value() if hasattr(value, "initializer") and hasattr(value, "value") else value
     return int(session.run(fetch))
 
@@ -173,7 +173,7 @@ class CheckpointManager:
         `checkpoint_interval`, returns None (and saves nothing) unless the step counter advanced by at least
         the interval since the last save (`check_interval=False`: unless it did not advance at all).
         """
-        from saverkit.train.checkpoint import _require_session
+        from saverkit.train._variable_io import require_session
 
         session = session if session is not None else self._session
         if self._checkpoint_interval is not None:
@@ -184,7 +184,7 @@ class CheckpointManager:
                 if check_interval and current_step < self._last_checkpoint_step + self._checkpoint_interval:
                     return None
             self._last_checkpoint_step = current_step
-        session = _require_session(session, "CheckpointManager.save()")
+        session = require_session(session, "CheckpointManager.save()")
         counter_value = self._checkpoint._next_checkpoint_number(session)
         number = counter_value if checkpoint_number is None else _evaluate(checkpoint_number, session)
         prefix = f"{self._prefix}-{number}"
