@@ -1,6 +1,6 @@
 """`saverkit.train.Checkpoint`: object-based checkpoints, byte-compatible with `tf.train.Checkpoint`.
 
-How values move (a design decision, see also `fetch_values` / `assign_values`): variables live in a
+How values move (a design decision; see `saverkit.train._variable_io`): variables live in a
 `Session`, so saving fetches their current values with one `session.run` of the variables' existing read
 tensors and hands the numpy arrays to the compiled engine (`saverkit.bundle.write_bundle` into
 `P_temp/part-00000-of-00001`, then `merge_bundles` into `P`, exactly the files TF2 writes); restoring reads
@@ -15,8 +15,8 @@ building SaveV2/RestoreV2/Assign nodes into the user's graph:
 * restore needs the dtype/shape check before assigning anyway, which we do in Python with the key named
   in the error, and batching all reads into one engine call keeps the parallel reader busy.
 
-The cost is one host copy of each value between the session and the engine, the same copy a SaveV2
-kernel of this library makes when it calls the engine.
+The cost is one extra host copy per value (a fetch copies the variable's buffer, an assign copies into
+it), which in-graph SaveV2/RestoreV2 kernels avoid; memory bandwidth is far above checkpoint I/O speed.
 
 Object graph, key scheme and node order follow TF (`saverkit.trackable`); the data file holds tensors in
 node order with `_CHECKPOINTABLE_OBJECT_GRAPH` last.
