@@ -588,7 +588,7 @@ def test_save_counter_is_created_next_to_the_checkpointed_variables(tmp_path):
     assert ckpt.save_counter.graph is g
 
 
-def test_variables_sharing_an_initial_value_tensor_restore_their_own_values(tmp_path, sess):
+def test_variables_sharing_an_initial_value_tensor_restore_their_own_values(tmp_path, graph, sess):
     init = sk.zeros([2])
     m = sk.Module()
     m.a, m.b = sk.Variable(init, name="a"), sk.Variable(init, name="b")
@@ -596,19 +596,80 @@ def test_variables_sharing_an_initial_value_tensor_restore_their_own_values(tmp_
     sess.run([m.a.assign(np.array([1, 2], np.float32)), m.b.assign(np.array([3, 4], np.float32))])
     path = Checkpoint(m=m).write(str(tmp_path / "c"), session=sess)
     sess.run(sk.global_variables_initializer())
+    graph.finalize()  # restore by feeding the initializers' shared input, in two runs
     Checkpoint(m=m).read(path, session=sess).assert_consumed()
     np.testing.assert_array_equal(sess.run(m.a.value()), [1, 2])
     np.testing.assert_array_equal(sess.run(m.b.value()), [3, 4])
 
 
-def test_variables_whose_initializer_is_not_an_assign_still_restore(tmp_path, sess):
+def test_variables_whose_initializer_is_not_an_assign_restore_in_a_finalized_graph(tmp_path, graph, sess):
     v = sk.Variable(np.float32(4), name="v")
     sess.run(v.initializer)
     path = Checkpoint(v=v).write(str(tmp_path / "c"), session=sess)
     sess.run(v.assign(np.float32(0)))
     v._initializer_op = sk.group(v.initializer)  # e.g. a meta graph naming a grouping op as initializer
-    Checkpoint(v=v).read(path, session=sess).assert_consumed()
+    status = Checkpoint(v=v).read(path)  # builds the placeholder-fed assign it needs now...
+    graph.finalize()
+    status.run_restore_ops(sess)  # ...and uses it once the graph is finalized
     assert sess.run(v.value()) == 4
+
+
+@pytest.mark.parametrize("finalized", [False, True], ids=["in_graph_ops", "engine_direct"])
+def test_both_io_paths_write_identical_files_and_restore_everything(tmp_path, finalized):
+    with sk.Graph().as_default() as g, sk.Session(graph=g) as s:
+        net = Net(seed=0)
+        net.extra = {"i8": sk.Variable(np.arange(-3, 3, dtype=np.int8)),
+                     "empty": sk.Variable(np.zeros((0, 2)))}
+        ckpt = Checkpoint(model=net)
+        assert ckpt.save_counter is not None
+        init = sk.global_variables_initializer()
+        s.run(init)
+        want = {v.name: s.run(v.value()) for v in net.variables}
+        if finalized:
+            g.finalize()
+        path = ckpt.write(str(tmp_path / "c"), session=s)
+        s.run(init)  # forget, then restore
+        ckpt.read(path, session=s).assert_existing_objects_matched()
+        got = {v.name: s.run(v.value()) for v in net.variables}
+    for name, value in want.items():
+        np.testing.assert_array_equal(got[name], value)
+    reference = tmp_path / "reference"
+    reference.mkdir()
+    with sk.Graph().as_default() as g, sk.Session(graph=g) as s:  # the other path, same values
+        net = Net(seed=0)
+        net.extra = {"i8": sk.Variable(np.arange(-3, 3, dtype=np.int8)),
+                     "empty": sk.Variable(np.zeros((0, 2)))}
+        ckpt = Checkpoint(model=net)
+        assert ckpt.save_counter is not None
+        s.run(sk.global_variables_initializer())
+        if not finalized:
+            g.finalize()
+        ckpt.write(str(reference / "c"), session=s)
+    for suffix in (".index", ".data-00000-of-00001"):
+        assert (tmp_path / ("c" + suffix)).read_bytes() == (reference / ("c" + suffix)).read_bytes()
+
+
+def test_repeated_saves_and_restores_reuse_their_ops(tmp_path, graph, sess):
+    net = Net()
+    ckpt = Checkpoint(model=net)
+    sess.run(sk.global_variables_initializer())
+    ckpt.save(str(tmp_path / "c"), session=sess)
+    path = ckpt.save(str(tmp_path / "c"), session=sess)
+    ckpt.restore(path, session=sess)
+    n_ops = len(graph.get_operations())
+    for _ in range(3):
+        path = ckpt.save(str(tmp_path / "c"), session=sess)
+        ckpt.restore(path, session=sess).assert_consumed()
+    assert len(graph.get_operations()) == n_ops
+    with sk.name_scope("user_scope"), sk.control_dependencies([net.head.bias.initializer]):
+        net.extra = sk.Variable(np.float32(1), name="extra")
+        sess.run(net.extra.initializer)
+        ckpt.save(str(tmp_path / "c"), session=sess)  # a new structure: new ops, outside the user's scope
+    new = [op.name for op in graph.get_operations()[n_ops:]]
+    assert all(name.startswith(("user_scope/", "checkpoint")) for name in new), new
+    user_dep = net.head.bias.initializer
+    assert not any(user_dep in op.control_inputs for op in graph.get_operations()[n_ops:]
+                   if op.name.startswith("checkpoint"))
 
 
 def test_a_failed_save_leaves_no_temporary_files_and_spares_foreign_ones(tmp_path, sess):

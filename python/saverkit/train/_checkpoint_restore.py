@@ -24,10 +24,10 @@ from saverkit.trackable import (
     set_update_uid,
 )
 from saverkit.train._variable_io import (
-    assign_values,
     check_compatible,
     default_session,
     require_session,
+    restore_tensors,
     variable_name,
 )
 
@@ -103,8 +103,7 @@ class _Assigner:
             self.run(self.session, pending)
 
     def run(self, session, triples) -> None:
-        values = self.source.read([key for _, key, _ in triples], [spec for _, _, spec in triples])
-        assign_values(session, list(zip([v for v, _, _ in triples], values, strict=True)))
+        restore_tensors(session, self.source.reader, triples)
         done = {id(v) for v, _, _ in triples}
         self.pending = [t for t in self.pending if id(t[0]) not in done]
 

@@ -1,11 +1,22 @@
-"""Moving variable values between a Session and numpy, without adding ops to the graph.
+"""Moving values between checkpoint files and the variables of a Session.
 
-Saving fetches the variables' existing read tensors (`<name>/read`) in one `session.run`; restoring feeds
-values into the variables' existing initializer assigns (what TF's `Variable.load` does). See
-`saverkit.train.checkpoint` for why object-based checkpoints move values this way.
+Two ways, chosen per call:
+
+* in-graph (the default): SaveV2 + MergeV2Checkpoints, or RestoreV2 + Assign ops, built once per set of
+  variables and cached per graph, with the paths (and the object graph) fed through placeholders. The
+  kernels read the variables' buffers and restore straight into them, so no value is copied on the way
+  (about twice as fast as the other way on a 512 MiB model);
+* engine-direct, when the graph is finalized and no cached op fits: values are fetched through the
+  variables' existing read tensors and written by `saverkit.bundle`, or read by it and fed into the
+  variables' existing initializer assigns (what TF's `Variable.load` does). Nothing is added to the graph,
+  at the cost of one host copy per value.
+
+Both write the same bytes; see `saverkit.train.checkpoint` for the reasoning.
 """
 
 from __future__ import annotations
+
+import weakref
 
 import numpy as np
 
@@ -107,3 +118,93 @@ def check_compatible(var, key: str, dtype, shape, save_path: str) -> None:
             f"Cannot restore {key!r} from {save_path} into variable {var.name!r}: the checkpoint holds "
             f"shape {list(shape)}, the variable has shape {var_shape.as_list()}.",
         )
+
+
+# Per graph: signature of a save/restore -> the cached ops (and the variables, which keeps their ids
+# from being reused by new objects while the entry exists).
+_op_cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _cached_ops(graph, signature, build):
+    cache = _op_cache.setdefault(graph, {})
+    entry = cache.get(signature)
+    if entry is None and not graph.finalized:
+        # Like TF's init_scope: the user's current name scope, device and control dependencies must not
+        # leak into ops that are reused later from anywhere.
+        with (
+            graph.as_default(),
+            graph.name_scope(None),
+            graph.device(None),
+            graph.control_dependencies(None),
+            graph.name_scope("checkpoint"),
+        ):
+            entry = cache[signature] = build()
+    return entry
+
+
+def save_tensors(session, file_prefix: str, part: str, variables, keys, extra_strings) -> None:
+    """Write `variables` under `keys`, then `extra_strings` (key -> bytes), into part `part` and merge
+    the part into `file_prefix` (TF2's temp-part-then-merge sequence)."""
+    from saverkit import bundle, control_dependencies, dtypes, placeholder
+    from saverkit.framework import io_ops
+
+    check_same_graph(session, variables)
+    extra_keys = list(extra_strings)
+    signature = ("save", tuple(keys), tuple(map(id, variables)), tuple(extra_keys))
+
+    def build():
+        part_ph = placeholder(dtypes.string, [], name="part")
+        parts_ph = placeholder(dtypes.string, [1], name="parts")
+        prefix_ph = placeholder(dtypes.string, [], name="prefix")
+        extra_phs = [placeholder(dtypes.string, [], name="value") for _ in extra_keys]
+        tensors = [v.value() for v in variables] + extra_phs
+        save = io_ops.save_v2(part_ph, list(keys) + extra_keys, [""] * len(tensors), tensors)
+        with control_dependencies([save]):
+            merge = io_ops.merge_v2_checkpoints(parts_ph, prefix_ph, delete_old_dirs=True)
+        return merge, part_ph, parts_ph, prefix_ph, extra_phs, list(variables)
+
+    entry = _cached_ops(session.graph, signature, build)
+    if entry is not None:
+        merge, part_ph, parts_ph, prefix_ph, extra_phs, _ = entry
+        feed = {part_ph: part, parts_ph: np.array([part], dtype=object), prefix_ph: file_prefix}
+        for ph, key in zip(extra_phs, extra_keys, strict=True):
+            feed[ph] = np.array(extra_strings[key], dtype=object)
+        session.run(merge, feed_dict=feed)
+        return
+    values = fetch_values(session, variables)
+    names = list(keys) + extra_keys
+    tensors = values + [np.array(extra_strings[k], dtype=object) for k in extra_keys]
+    tensor_dtypes = [v.dtype.base_dtype for v in variables] + [dtypes.string] * len(extra_keys)
+    bundle.write_bundle(part, names, tensors, dtypes=tensor_dtypes)
+    bundle.merge_bundles([part], file_prefix, delete_old_dirs=True)
+
+
+def restore_tensors(session, reader, triples) -> None:
+    """Assign tensor `key` (slice `spec`, "" = all of it) of the checkpoint open in `reader` to each
+    variable of `triples` = [(variable, key, spec)]."""
+    from saverkit import assign, dtypes, group, placeholder
+    from saverkit.framework import io_ops
+
+    variables = [v for v, _, _ in triples]
+    check_same_graph(session, variables)
+    signature = ("restore", tuple((id(v), k, s) for v, k, s in triples))
+
+    def build():
+        prefix_ph = placeholder(dtypes.string, [], name="prefix")
+        restored = io_ops.restore_v2(
+            prefix_ph, [k for _, k, _ in triples], [s for _, _, s in triples],
+            [v.dtype.base_dtype for v in variables],
+        )
+        assigns = [
+            assign(v, t, validate_shape=v.shape.is_fully_defined()).op
+            for v, t in zip(variables, restored, strict=True)
+        ]
+        return group(*assigns), prefix_ph, variables
+
+    entry = _cached_ops(session.graph, signature, build)
+    if entry is not None:
+        op, prefix_ph, _ = entry
+        session.run(op, feed_dict={prefix_ph: reader.prefix})
+        return
+    values = reader.read_many([k for _, k, _ in triples], [s for _, _, s in triples])
+    assign_values(session, list(zip(variables, values, strict=True)))

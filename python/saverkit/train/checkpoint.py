@@ -62,6 +62,7 @@ from saverkit.train._variable_io import (
     default_session,
     fetch_values,
     require_session,
+    save_tensors,
     variable_name,
 )
 
@@ -111,14 +112,7 @@ def _set_has_checkpoint_values(graph) -> None:
 
 def write_object_checkpoint(file_prefix: str, session, root, attached_dependencies=()) -> str:
     """Write `root`'s object graph and variable values to `file_prefix` the way TF2 does."""
-    from saverkit import bundle, dtypes
-
     graph, to_save = serialize_object_graph(root, attached_dependencies)
-    variables = [v for _, v in to_save]
-    values = fetch_values(session, variables)
-    names = [k for k, _ in to_save] + [OBJECT_GRAPH_PROTO_KEY]
-    tensors = values + [np.array(graph.SerializeToString(), dtype=object)]
-    tensor_dtypes = [v.dtype.base_dtype for v in variables] + [dtypes.string]
     directory = os.path.dirname(file_prefix)
     if directory:
         os.makedirs(directory, exist_ok=True)
@@ -126,8 +120,14 @@ def write_object_checkpoint(file_prefix: str, session, root, attached_dependenci
     temp_dir = file_prefix + "_temp"
     part = os.path.join(temp_dir, "part-00000-of-00001")
     try:
-        bundle.write_bundle(part, names, tensors, dtypes=tensor_dtypes)
-        bundle.merge_bundles([part], file_prefix, delete_old_dirs=True)
+        save_tensors(
+            session,
+            file_prefix,
+            part,
+            [v for _, v in to_save],
+            [k for k, _ in to_save],
+            {OBJECT_GRAPH_PROTO_KEY: graph.SerializeToString()},
+        )
     except BaseException:
         # Remove what this save left behind, but never more: P_temp could be someone else's directory.
         for leftover in (part + ".index", part + ".data-00000-of-00001"):
