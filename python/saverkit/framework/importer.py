@@ -7,6 +7,7 @@ they export unchanged and only fail if a Session tries to run them.
 
 from __future__ import annotations
 
+import heapq
 from typing import Any
 
 from saverkit import dtypes
@@ -126,15 +127,18 @@ def _toposort(graph_def: graph_pb2.GraphDef, nodes: dict, input_map: dict) -> li
         pending[node.name] = len(deps)
         for d in deps:
             users.setdefault(d, []).append(node.name)
-    ready = [n.name for n in reversed(graph_def.node) if pending[n.name] == 0]
+    # Kahn's algorithm, always taking the earliest ready node: a sorted GraphDef keeps its order.
+    position = {node.name: i for i, node in enumerate(graph_def.node)}
+    ready = [position[n] for n, k in pending.items() if k == 0]
+    heapq.heapify(ready)
     order = []
     while ready:
-        n = ready.pop()
-        order.append(nodes[n])
-        for u in users.get(n, ()):
+        node = graph_def.node[heapq.heappop(ready)]
+        order.append(node)
+        for u in users.get(node.name, ()):
             pending[u] -= 1
             if pending[u] == 0:
-                ready.append(u)
+                heapq.heappush(ready, position[u])
     if len(order) != len(nodes):
         cyclic = sorted(n for n, k in pending.items() if k)[:5]
         raise ValueError(f"graph_def has a cycle (control flow loops are not supported): {cyclic}")

@@ -82,7 +82,7 @@ class GraphKeys:
     VARIABLES = GLOBAL_VARIABLES  # deprecated alias kept by TF
 
 
-# --- Tensor -------------------------------------------------------------------------------
+# --- Tensor ---------------------------------------------------------------------------------------
 
 
 class Tensor:
@@ -200,10 +200,13 @@ class Tensor:
         return math_ops.negative(self)
 
 
+_OPERATOR_SCOPES = {"add": "add", "subtract": "sub", "multiply": "mul", "matmul": "matmul"}
+
+
 def _binary(fn_name: str, x: Any, y: Any, reverse: bool = False) -> Tensor:
     from saverkit.framework import math_ops
 
-    with name_scope(None, fn_name, [x, y]) as name:
+    with name_scope(None, _OPERATOR_SCOPES[fn_name], [x, y]) as name:
         if reverse:
             y = convert_to_tensor(y)
             x = convert_to_tensor(x, dtype=y.dtype.base_dtype, name="x")
@@ -233,7 +236,7 @@ def _binary_overloads(cls: type) -> None:
         setattr(cls, name, lambda self, *a, _n=name: getattr(Tensor, _n)(convert_to_tensor(self), *a))
 
 
-# --- Operation ----------------------------------------------------------------------------
+# --- Operation ------------------------------------------------------------------------------------
 
 
 class Operation:
@@ -296,7 +299,7 @@ class Operation:
         """A fresh NodeDef describing this operation."""
         nd = node_def_pb2.NodeDef(name=self._name, op=self._type, device=self._device)
         nd.input.extend([t._as_node_def_input() for t in self._inputs])
-        nd.input.extend(["^" + c._name for c in self._control_inputs])
+        nd.input.extend(sorted("^" + c._name for c in self._control_inputs))  # TF sorts them by name
         types = self._info.attr_types if self._info is not None else {}
         for key, value in self._attrs.items():
             nd.attr[key].CopyFrom(attrs_lib.to_proto(value, types.get(key)))
@@ -404,7 +407,7 @@ def _run_using_default_session(fetch: Any, feed_dict: dict | None, graph: Graph,
     return session.run(fetch, feed_dict)
 
 
-# --- Graph ---------------------------------------------------------------------------------
+# --- Graph ----------------------------------------------------------------------------------------
 
 
 class _ControlDependencies:
@@ -1017,7 +1020,7 @@ def strip_name_scope(name: str, export_scope: str | None) -> str:
     return re.sub(r"([\^]|loc:@|^)" + re.escape(export_scope) + r"[\/]+(.*)", r"\1\2", name, count=1)
 
 
-# --- tensor conversion ------------------------------------------------------------------------------
+# --- tensor conversion ----------------------------------------------------------------------------
 
 _conversion_functions: list[tuple[int, int, type, Callable]] = []
 

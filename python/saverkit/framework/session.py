@@ -214,7 +214,7 @@ class InteractiveSession(Session):
             self._interactive = None
 
 
-# --- fetches -----------------------------------------------------------------------------------
+# --- fetches --------------------------------------------------------------------------------------
 
 
 def _fetch_structure(fetch: Any, graph: ops.Graph, elements: list[Any]) -> Any:
@@ -277,7 +277,7 @@ def _fetched(value: Any) -> Any:
     return value
 
 
-# --- feeds ---------------------------------------------------------------------------------------
+# --- feeds ----------------------------------------------------------------------------------------
 
 
 def _feed_value(t: ops.Tensor, value: Any) -> np.ndarray:

@@ -13,7 +13,7 @@ from saverkit.framework.op_registry import register_kernel, register_shape_fn
 from saverkit.framework.tensor_shape import as_shape, scalar
 from saverkit.framework.variable_store import Ref
 
-# --- builders ------------------------------------------------------------------------------------------
+# --- builders -------------------------------------------------------------------------------------
 
 
 def variable_op_v2(
@@ -105,7 +105,7 @@ _ASSIGN = op_registry.get("Assign")
 _IDENTITY = op_registry.get("Identity")
 
 
-# --- kernels and shapes ----------------------------------------------------------------------------------
+# --- kernels and shapes ---------------------------------------------------------------------------
 
 
 def _as_ref(ctx: Any, ref: Any) -> Ref:

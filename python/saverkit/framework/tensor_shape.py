@@ -152,7 +152,10 @@ def _as_dim(d: Any) -> int | None:
         d = d.value
         if d is None:
             return None
-    d = int(d.__index__())
+    try:
+        d = int(d.__index__())
+    except AttributeError:
+        raise TypeError(f"Dimension value must be an integer or None, got {d!r}") from None
     if d < 0:
         if d == -1:
             return None

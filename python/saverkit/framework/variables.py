@@ -359,7 +359,7 @@ for _key in (
     )
 
 
-# --- collections and initializers -------------------------------------------------------------------------
+# --- collections and initializers -----------------------------------------------------------------
 
 
 def global_variables(scope: str | None = None) -> list[Variable]:

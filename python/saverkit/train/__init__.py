@@ -5,6 +5,9 @@ from saverkit.train.checkpoint_utils import NewCheckpointReader as NewCheckpoint
 from saverkit.train.checkpoint_utils import list_variables as list_variables
 from saverkit.train.checkpoint_utils import load_checkpoint as load_checkpoint
 from saverkit.train.checkpoint_utils import load_variable as load_variable
+from saverkit.train.saver import Saver as Saver
+from saverkit.train.saver import export_meta_graph as export_meta_graph
+from saverkit.train.saver import import_meta_graph as import_meta_graph
 from saverkit.train.training_util import assert_global_step as assert_global_step
 from saverkit.train.training_util import create_global_step as create_global_step
 from saverkit.train.training_util import get_global_step as get_global_step

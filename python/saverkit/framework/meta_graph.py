@@ -1,0 +1,539 @@
+"""MetaGraphDef export and import, as TensorFlow's ``tensorflow/python/framework/meta_graph.py``.
+
+A ``.meta`` file is a serialized ``MetaGraphDef``: the graph (``GraphDef``), the ``SaverDef`` naming
+the save and restore nodes, the graph's collections (``CollectionDef``) and a ``MetaInfoDef`` whose
+``stripped_op_list`` holds the ``OpDef`` of every op type the graph uses. TensorFlow's
+``tf.compat.v1.train.import_meta_graph`` reads the files written here, and
+:func:`import_scoped_meta_graph` reads TensorFlow's.
+
+Collections are encoded as TensorFlow encodes them: a collection with registered proto functions
+(variables, savers) as ``bytes_list`` of serialized protos; graph elements (ops, tensors, variables
+without proto functions) as ``node_list`` of names; Python ``str``/``bytes`` as ``bytes_list``, ``int``
+as ``int64_list`` and ``float`` as ``float_list``. Items that cannot be encoded are skipped with a
+warning, like TensorFlow.
+
+Unlike ``as_graph_def(add_shapes=True)`` in TensorFlow's Saver, no ``_output_shapes`` attributes are
+written: TensorFlow recomputes them on import, and they would only make the file bigger.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+import warnings
+from collections.abc import Iterable
+from typing import Any
+
+from google.protobuf import text_format
+
+from saverkit.protobuf import graph_pb2, meta_graph_pb2, op_def_pb2, saver_pb2
+
+# Prefix given to the names of inputs that lie outside ``export_scope``.
+_UNBOUND_INPUT_PREFIX = "$unbound_inputs_"
+
+SAVE_AND_RESTORE_OPS = [
+    "SaveV2",
+    "Save",
+    "SaveSlice",
+    "LegacySave",
+    "LegacySaveSlice",
+    "RestoreV2",
+    "Restore",
+    "RestoreSlice",
+    "LegacyRestore",
+    "LegacyRestoreSlice",
+]
+
+
+def _producer_version() -> str:
+    """Stored in MetaInfoDef.tensorflow_git_version so a reader can tell who wrote the file."""
+    import saverkit
+
+    return f"saverkit-{saverkit.__version__}"
+
+
+# --- names
+def strip_name_scope(name: str, export_scope: str | None) -> str:
+    """Removes ``export_scope`` (and its ``/``) from ``name``, also inside ``^ctrl`` and ``loc:@`` forms."""
+    if not export_scope:
+        return name
+    scope = export_scope if export_scope.endswith("/") else export_scope + "/"
+    return re.sub(r"([\^]|loc:@|^)" + re.escape(scope), r"\1", name, count=1)
+
+
+def prepend_name_scope(name: str, import_scope: str | None) -> str:
+    """Prefixes ``name`` (or the name inside ``^ctrl`` / ``loc:@name``) with ``import_scope``."""
+    if not import_scope:
+        return name
+    scope = import_scope.rstrip("/")
+    m = re.match(r"([\^]|loc:@|)(.*)", name)
+    return f"{m.group(1)}{scope}/{m.group(2)}"
+
+
+def _op_name(tensor_name: str) -> str:
+    if not tensor_name:
+        raise ValueError("Tensor name cannot be empty or None.")
+    tensor_name = tensor_name.lstrip("^")
+    return tensor_name.split(":", 1)[0]
+
+
+def _get_scope(node_name: str) -> str:
+    if not node_name:
+        raise ValueError("Node name cannot be empty or None.")
+    node_name = node_name.lstrip("^")
+    return node_name.rsplit("/", 1)[0] if "/" in node_name else ""
+
+
+# --- op lists
+def ops_used_by_graph_def(graph_def: graph_pb2.GraphDef) -> list[str]:
+    """The op types a graph uses (functions in the library are followed, not listed)."""
+    functions = {f.signature.name: f for f in graph_def.library.function}
+    used: set[str] = set()
+    pending = []
+
+    def mark(op: str) -> None:
+        if op not in used and op in functions:
+            pending.append(functions[op])
+        used.add(op)
+
+    for node in graph_def.node:
+        mark(node.op)
+    while pending:
+        for node in pending.pop().node_def:
+            mark(node.op)
+    return [op for op in used if op not in functions]
+
+
+def stripped_op_list_for_graph(graph_def: graph_pb2.GraphDef) -> op_def_pb2.OpList:
+    """``OpList`` of exactly the op types ``graph_def`` uses, sorted by name, from the op registry."""
+    from saverkit.framework import op_registry
+
+    used = ops_used_by_graph_def(graph_def)
+    internal = ("_Arg", "_Retval", "_ListToArray", "_ArrayToList")
+    for op in used:
+        if op_registry.get(op) is None and op not in internal:
+            raise ValueError(f"Op {op} is used by the graph, but is not registered")
+    return op_registry.op_list(used)
+
+
+# --- collections
+def _get_kind_name(item: Any) -> str:
+    if isinstance(item, (str, bytes)):
+        return "bytes_list"
+    if isinstance(item, bool):  # bool is an int subclass; TF stores it as int64 too
+        return "int64_list"
+    if isinstance(item, int):
+        return "int64_list"
+    if isinstance(item, float):
+        return "float_list"
+    return "node_list"
+
+
+def _should_include_node(node_or_name: Any, export_scope: str | None, exclude_nodes: Iterable | None) -> bool:
+    if isinstance(node_or_name, str):
+        name = node_or_name
+    else:
+        try:
+            name = node_or_name.name
+        except AttributeError:
+            return True  # not a graph element: keep it, the encoder decides
+        if not isinstance(name, str):
+            return True
+    if exclude_nodes and name in exclude_nodes:
+        return False
+    return name.startswith(_UNBOUND_INPUT_PREFIX) or not export_scope or name.startswith(export_scope)
+
+
+def add_collection_def(
+    meta_graph_def: meta_graph_pb2.MetaGraphDef,
+    key: str,
+    graph: Any = None,
+    export_scope: str | None = None,
+    exclude_nodes: Iterable | None = None,
+    override_contents: list | None = None,
+) -> None:
+    """Adds collection ``key`` of ``graph`` to ``meta_graph_def.collection_def`` (TF's encoding)."""
+    from saverkit.framework import ops
+
+    if not isinstance(key, (str, bytes)):
+        warnings.warn(
+            f"Only collections with string type keys will be serialized. This key has {type(key)}",
+            stacklevel=2,
+        )
+        return
+    graph = graph or ops.get_default_graph()
+    items = override_contents if override_contents else graph.get_collection(key)
+    items = [x for x in items if _should_include_node(x, export_scope, exclude_nodes)]
+    if not items:
+        return
+    col_def = meta_graph_def.collection_def[key]
+    try:
+        to_proto = ops.get_to_proto_function(key)
+        if to_proto:
+            proto_type = ops.get_collection_proto_type(key)
+            for x in items:
+                proto = to_proto(x, export_scope=export_scope)
+                if proto:
+                    if not isinstance(proto, proto_type):
+                        raise TypeError(f"to_proto for {key!r} returned {type(proto).__name__}")
+                    col_def.bytes_list.value.append(proto.SerializeToString(deterministic=True))
+            return
+        kind = _get_kind_name(items[0])
+        if kind == "node_list":
+            for x in items:
+                if not export_scope or x.name.startswith(export_scope):
+                    col_def.node_list.value.append(strip_name_scope(x.name, export_scope))
+        elif kind == "bytes_list":
+            col_def.bytes_list.value.extend([x.encode() if isinstance(x, str) else x for x in items])
+        elif kind == "int64_list":
+            col_def.int64_list.value.extend([int(x) for x in items])
+        else:
+            col_def.float_list.value.extend(items)
+    except Exception as e:  # noqa: BLE001 - TF skips collections it cannot encode, with a warning
+        warnings.warn(
+            f"Error encountered when serializing {key}.\nType is unsupported, or the types of the "
+            f"items don't match field type in CollectionDef.\n{e}",
+            stacklevel=2,
+        )
+        del meta_graph_def.collection_def[key]
+
+
+# --- graph_def rewriting
+def _find_extraneous_saver_nodes(
+    graph_def: graph_pb2.GraphDef, saver_def: saver_pb2.SaverDef | None
+) -> set[str]:
+    """Names of the nodes in the name scopes of savers other than ``saver_def``'s (a saver owns its
+    scope)."""
+    names = {n.name: n.op for n in graph_def.node}
+    keep = set()
+    if saver_def is not None:
+        keep = {
+            _get_scope(_op_name(saver_def.restore_op_name)) + "/",
+            _get_scope(_op_name(saver_def.save_tensor_name)) + "/",
+        }
+    saver_nodes = {name for name, op in names.items() if op in SAVE_AND_RESTORE_OPS}
+    scopes = {_get_scope(x) for x in saver_nodes} - saver_nodes
+    extraneous = {s + "/" for s in scopes} - keep
+    return {name for name in names if any(name.startswith(s) for s in extraneous)}
+
+
+def _node_def(from_node_def, export_scope: str | None, unbound_inputs: list, clear_devices: bool = False):
+    node_def = type(from_node_def)()
+    node_def.CopyFrom(from_node_def)
+    if export_scope:
+        for i, v in enumerate(node_def.input):
+            if not v.lstrip("^").startswith(export_scope):
+                node_def.input[i] = ("^" if v.startswith("^") else "") + _UNBOUND_INPUT_PREFIX + v.lstrip("^")
+                unbound_inputs.append(node_def.input[i])
+            else:
+                node_def.input[i] = strip_name_scope(v, export_scope)
+        node_def.name = strip_name_scope(from_node_def.name, export_scope)
+        if "_class" in node_def.attr:
+            kept = [
+                strip_name_scope(s.decode(), export_scope).encode()
+                for s in node_def.attr["_class"].list.s
+                if s.decode().split("@", 1)[-1].startswith(export_scope)
+            ]
+            del node_def.attr["_class"].list.s[:]
+            node_def.attr["_class"].list.s.extend(kept)
+    if clear_devices:
+        node_def.device = ""
+    return node_def
+
+
+def _is_default_attr_value(op_def, attr_name: str, attr_value) -> bool:
+    for attr_def in op_def.attr:
+        if attr_def.name == attr_name:
+            return attr_def.HasField("default_value") and _attr_equal(attr_value, attr_def.default_value)
+    return False
+
+
+def _attr_equal(a, b) -> bool:
+    if a.WhichOneof("value") != b.WhichOneof("value"):
+        # An empty list default ("list: {}") equals a list attr with no values.
+        return (
+            a.WhichOneof("value") in (None, "list")
+            and b.WhichOneof("value") in (None, "list")
+            and a.list.SerializeToString(deterministic=True) == b.list.SerializeToString(deterministic=True)
+        )
+    return a.SerializeToString(deterministic=True) == b.SerializeToString(deterministic=True)
+
+
+def _strip_graph_default_valued_attrs(meta_graph_def: meta_graph_pb2.MetaGraphDef) -> None:
+    from saverkit.framework import op_registry
+
+    functions = {f.signature.name for f in meta_graph_def.graph_def.library.function}
+
+    def strip(node_def) -> None:
+        op_def = None if node_def.op in functions else op_registry.get_op_def(node_def.op)
+        if op_def is None:
+            return
+        for name in [k for k, v in node_def.attr.items() if _is_default_attr_value(op_def, k, v)]:
+            del node_def.attr[name]
+
+    for node_def in meta_graph_def.graph_def.node:
+        strip(node_def)
+    for function_def in meta_graph_def.graph_def.library.function:
+        for node_def in function_def.node_def:
+            strip(node_def)
+    meta_graph_def.meta_info_def.stripped_default_attrs = True
+
+
+# --- building
+def create_meta_graph_def(
+    meta_info_def=None,
+    graph_def=None,
+    saver_def=None,
+    collection_list=None,
+    graph=None,
+    export_scope=None,
+    exclude_nodes=None,
+    clear_extraneous_savers=False,
+    strip_default_attrs=False,
+) -> meta_graph_pb2.MetaGraphDef:
+    """Assembles a ``MetaGraphDef`` from a graph (default graph), a ``SaverDef`` and the graph's
+    collections."""
+    from saverkit.framework import ops
+
+    if graph is not None and not isinstance(graph, ops.Graph):
+        raise TypeError(f"graph must be of type Graph, not {type(graph)}")
+    if meta_info_def is not None and not isinstance(meta_info_def, meta_graph_pb2.MetaGraphDef.MetaInfoDef):
+        raise TypeError(f"meta_info_def must be of type MetaInfoDef, not {type(meta_info_def)}")
+    if graph_def is not None and not isinstance(graph_def, graph_pb2.GraphDef):
+        raise TypeError(f"graph_def must be of type GraphDef, not {type(graph_def)}")
+    if saver_def is not None and not isinstance(saver_def, saver_pb2.SaverDef):
+        raise TypeError(f"saver_def must be of type SaverDef, not {type(saver_def)}")
+    graph = graph or ops.get_default_graph()
+
+    meta_graph_def = meta_graph_pb2.MetaGraphDef()
+    if meta_info_def is not None:
+        meta_graph_def.meta_info_def.MergeFrom(meta_info_def)
+    # TensorFlow parses tensorflow_version as a PEP 440 version (>= 1.9 means VariableDef.trainable is set);
+    # empty means the same to it. The writer is named in the git version field.
+    meta_graph_def.meta_info_def.tensorflow_version = ""
+    meta_graph_def.meta_info_def.tensorflow_git_version = _producer_version()
+    # Plain assignment instead of MergeFrom: the graph's constants are large, and a copy would double them
+    # in memory while we build the file.
+    meta_graph_def.graph_def.CopyFrom(graph_def if graph_def is not None else graph.as_graph_def())
+    if not meta_graph_def.meta_info_def.stripped_op_list.op:
+        meta_graph_def.meta_info_def.stripped_op_list.CopyFrom(
+            stripped_op_list_for_graph(meta_graph_def.graph_def)
+        )
+    if strip_default_attrs:
+        _strip_graph_default_valued_attrs(meta_graph_def)
+    if saver_def:
+        meta_graph_def.saver_def.CopyFrom(saver_def)
+
+    keys = collection_list if collection_list is not None else graph.get_all_collection_keys()
+    for key in keys:
+        override = None
+        if clear_extraneous_savers and key == ops.GraphKeys.SAVERS:
+            override = [ops.get_from_proto_function(key)(saver_def)] if saver_def else None
+            if override is None:
+                continue
+        add_collection_def(
+            meta_graph_def,
+            key,
+            graph=graph,
+            export_scope=export_scope,
+            exclude_nodes=exclude_nodes,
+            override_contents=override,
+        )
+    return meta_graph_def
+
+
+def export_scoped_meta_graph(
+    filename=None,
+    graph_def=None,
+    graph=None,
+    export_scope=None,
+    as_text=False,
+    unbound_inputs_col_name="unbound_inputs",
+    clear_devices=False,
+    saver_def=None,
+    clear_extraneous_savers=False,
+    strip_default_attrs=False,
+    meta_info_def=None,
+    collection_list=None,
+):
+    """Returns ``(MetaGraphDef, {name: variable})`` for the graph (or the part under ``export_scope``);
+    writes the proto to ``filename`` (atomically; text when ``as_text``) if given."""
+    from saverkit.framework import ops
+
+    graph = graph or ops.get_default_graph()
+    exclude_nodes = None
+    unbound_inputs: list[str] = []
+    if export_scope or clear_extraneous_savers or clear_devices:
+        source = graph_def if graph_def is not None else graph.as_graph_def()
+        new_graph_def = graph_pb2.GraphDef()
+        new_graph_def.versions.CopyFrom(source.versions)
+        new_graph_def.library.CopyFrom(source.library)
+        if clear_extraneous_savers:
+            exclude_nodes = _find_extraneous_saver_nodes(source, saver_def)
+        for node_def in source.node:
+            if _should_include_node(node_def.name, export_scope, exclude_nodes):
+                new_graph_def.node.append(_node_def(node_def, export_scope, unbound_inputs, clear_devices))
+        graph_def = new_graph_def
+        if unbound_inputs_col_name:
+            graph.clear_collection(unbound_inputs_col_name)
+            for k in unbound_inputs:
+                graph.add_to_collection(unbound_inputs_col_name, k)
+
+    var_list = {}
+    for v in graph.get_collection(ops.GraphKeys.GLOBAL_VARIABLES, scope=export_scope):
+        if _should_include_node(v, export_scope, exclude_nodes):
+            var_list[strip_name_scope(v.name, export_scope)] = v
+
+    meta_graph_def = create_meta_graph_def(
+        meta_info_def=meta_info_def,
+        graph_def=graph_def,
+        saver_def=saver_def,
+        collection_list=collection_list,
+        graph=graph,
+        export_scope=export_scope,
+        exclude_nodes=exclude_nodes,
+        clear_extraneous_savers=clear_extraneous_savers,
+        strip_default_attrs=strip_default_attrs,
+    )
+    if filename:
+        write_meta_graph_file(meta_graph_def, filename, as_text=as_text)
+    return meta_graph_def, var_list
+
+
+def write_meta_graph_file(
+    meta_graph_def, filename: str | os.PathLike, as_text: bool = False, durable: bool = False
+) -> str:
+    """Writes ``meta_graph_def`` to ``filename`` through a temporary file and a rename, so a reader never sees
+    a half-written file. Creates the parent directory like TF's ``write_graph``."""
+    filename = os.fspath(filename)
+    dirname = os.path.dirname(filename) or "."
+    os.makedirs(dirname, exist_ok=True)
+    if as_text:
+        data = text_format.MessageToString(meta_graph_def).encode()
+    else:
+        data = meta_graph_def.SerializeToString(deterministic=True)
+    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(filename) + ".tmp", dir=dirname)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp, filename)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return filename
+
+
+# --- reading and importing
+def read_meta_graph_file(filename: str | os.PathLike) -> meta_graph_pb2.MetaGraphDef:
+    """Parses a ``.meta`` file: binary first, then text format (``.pbtxt``). IOError if neither works."""
+    filename = os.fspath(filename)
+    if not os.path.isfile(filename):
+        raise OSError(f"File {filename} does not exist.")
+    with open(filename, "rb") as f:
+        content = f.read()
+    meta_graph_def = meta_graph_pb2.MetaGraphDef()
+    try:
+        meta_graph_def.ParseFromString(content)
+        return meta_graph_def
+    except Exception:  # noqa: BLE001 - not binary; try text below
+        meta_graph_def.Clear()
+    try:
+        text_format.Merge(content.decode("utf-8"), meta_graph_def, allow_unknown_extension=True)
+    except (text_format.ParseError, UnicodeDecodeError) as e:
+        raise OSError(f"Cannot parse file {filename}: {e}.") from e
+    return meta_graph_def
+
+
+def import_scoped_meta_graph(
+    meta_graph_or_file,
+    clear_devices=False,
+    graph=None,
+    import_scope=None,
+    input_map=None,
+    unbound_inputs_col_name="unbound_inputs",
+    restore_collections_predicate=lambda key: True,
+) -> dict:
+    """Imports the graph and collections of a ``MetaGraphDef`` (or a file) into ``graph`` (default graph).
+
+    Returns ``{name without import scope: variable}`` for the imported global variables.
+    """
+    from saverkit.framework import importer, ops
+
+    if isinstance(meta_graph_or_file, meta_graph_pb2.MetaGraphDef):
+        meta_graph_def = meta_graph_or_file
+    else:
+        meta_graph_def = read_meta_graph_file(meta_graph_or_file)
+
+    if unbound_inputs_col_name and unbound_inputs_col_name in meta_graph_def.collection_def:
+        col_def = meta_graph_def.collection_def[unbound_inputs_col_name]
+        kind = col_def.WhichOneof("kind")
+        values = (
+            [v.decode() if isinstance(v, bytes) else v for v in getattr(col_def, kind).value] if kind else []
+        )
+        if values and (not input_map or sorted(values) != sorted(input_map)):
+            missing = [v for v in values if not input_map or v not in input_map]
+            raise ValueError(
+                f"Graph contains unbound inputs: {','.join(missing)}. "
+                "Must provide these inputs through input_map."
+            )
+
+    graph = graph or ops.get_default_graph()
+    with graph.as_default():
+        input_graph_def = meta_graph_def.graph_def
+        if clear_devices:
+            input_graph_def = graph_pb2.GraphDef()
+            input_graph_def.CopyFrom(meta_graph_def.graph_def)
+            for node in input_graph_def.node:
+                node.device = ""
+        scope = graph.unique_name(import_scope or "", mark_as_used=False)
+        importer.import_graph_def(input_graph_def, name=(import_scope or scope), input_map=input_map)
+
+        variable_objects: dict[bytes, Any] = {}
+        for key, col_def in sorted(meta_graph_def.collection_def.items()):
+            if key == unbound_inputs_col_name or not restore_collections_predicate(key):
+                continue
+            kind = col_def.WhichOneof("kind")
+            if kind is None:
+                warnings.warn(f"Cannot identify data type for collection {key}. Skipping.", stacklevel=2)
+                continue
+            from_proto = ops.get_from_proto_function(key)
+            if from_proto and kind == "bytes_list":
+                proto_type = ops.get_collection_proto_type(key)
+                for value in col_def.bytes_list.value:
+                    if (
+                        key in ops.GraphKeys._VARIABLE_COLLECTIONS
+                    ):  # one object per variable, shared across keys
+                        obj = variable_objects.get(value)
+                        if obj is None:
+                            obj = variable_objects[value] = from_proto(
+                                proto_type.FromString(value), import_scope=scope
+                            )
+                    else:
+                        obj = from_proto(proto_type.FromString(value), import_scope=scope)
+                    graph.add_to_collection(key, obj)
+            elif kind == "node_list":
+                for value in col_def.node_list.value:
+                    graph.add_to_collection(key, graph.as_graph_element(prepend_name_scope(value, scope)))
+            elif kind == "int64_list":
+                for value in col_def.int64_list.value:
+                    graph.add_to_collection(key, int(value))
+            elif kind == "float_list":
+                for value in col_def.float_list.value:
+                    graph.add_to_collection(key, float(value))
+            elif kind == "bytes_list":
+                for value in col_def.bytes_list.value:
+                    graph.add_to_collection(key, value)
+            else:
+                warnings.warn(f"Collection {key} of kind {kind} is not supported. Skipping.", stacklevel=2)
+
+        var_list = {}
+        for v in graph.get_collection(ops.GraphKeys.GLOBAL_VARIABLES, scope=scope):
+            var_list[strip_name_scope(v.name, scope)] = v
+    return var_list

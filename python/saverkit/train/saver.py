@@ -1,0 +1,1331 @@
+"""``saverkit.train.Saver``: TensorFlow's ``tf.compat.v1.train.Saver`` on saverkit's graph and Session.
+
+The Saver adds save/restore nodes to the graph with TensorFlow's names and op types, so the graph, the
+``SaverDef`` and the ``.meta`` file mean the same thing to TensorFlow::
+
+    save/filename/input  Const                   the default checkpoint prefix ("model")
+    save/filename        PlaceholderWithDefault
+    save/Const           PlaceholderWithDefault  <- SaverDef.filename_tensor_name "save/Const:0"
+    save/SaveV2/tensor_names, save/SaveV2/shape_and_slices   Const (shared with RestoreV2: no duplicates)
+    save/SaveV2          SaveV2 (one node for all variables)
+    save/control_dependency  Identity(save/Const) after SaveV2  <- save_tensor_name
+    save/RestoreV2       RestoreV2 (one node, one output per variable)
+    save/Assign, save/Assign_1, ...  Assign per variable
+    save/restore_all     NoOp                    <- restore_op_name
+
+Sharded savers (``sharded=True``) group variables by device (groups sorted by device string) and give each
+group its own ``ShardedFilename``/``SaveV2`` writing ``<prefix>_temp/part-0000k-of-0000n``;
+``MergeV2Checkpoints`` then merges the parts into ``<prefix>.index`` + ``<prefix>.data-0000k-of-0000n`` and
+``save/Identity`` returns the prefix. The kernels of SaveV2/RestoreV2/MergeV2Checkpoints call
+``saverkit.bundle`` (compiled C++), so the files are TensorFlow's V2 checkpoint format.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import functools
+import gc
+import math
+import os
+import time
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+from saverkit import errors
+from saverkit.framework import (
+    array_ops,
+    constant_op,
+    control_flow_ops,
+    device_spec,
+    io_ops,
+    meta_graph,
+    op_registry,
+    ops,
+    resource_variable_ops,
+    state_ops,
+    string_ops,
+    variables,
+)
+from saverkit.protobuf import meta_graph_pb2, saver_pb2
+from saverkit.train import checkpoint_management
+
+SaverDef = saver_pb2.SaverDef
+
+_REF_VARIABLE_OPS = ("Variable", "VariableV2", "AutoReloadVariable")
+# saverkit's graph layer has no PartitionedVariable class (yet); lists of slices work without it.
+_PartitionedVariable = getattr(variables, "PartitionedVariable", ())
+
+
+def _all_saveable_objects(scope: str | None = None) -> list:
+    """What a Saver with ``var_list=None`` saves: global variables plus the SAVEABLE_OBJECTS collection."""
+    return ops.get_collection(ops.GraphKeys.GLOBAL_VARIABLES, scope) + ops.get_collection(
+        ops.GraphKeys.SAVEABLE_OBJECTS, scope
+    )
+
+
+# --- saveable objects
+class SaveSpec:
+    """One tensor to save: the value to write, its slice spec, and its checkpoint key."""
+
+    __slots__ = ("tensor", "slice_spec", "name", "dtype", "device")
+
+    def __init__(self, tensor: Any, slice_spec: str, name: str, dtype: Any = None, device: str | None = None):
+        self.tensor = tensor
+        self.slice_spec = slice_spec
+        self.name = name
+        self.dtype = dtype if dtype is not None else tensor.dtype
+        self.device = device if device is not None else tensor.device
+
+
+class SaveableObject:
+    """Something the Saver saves as one or more tensors (``specs``) and restores with ``restore``."""
+
+    def __init__(self, op: Any, specs: list[SaveSpec], name: str):
+        self.op = op
+        self.specs = specs
+        self.name = name
+
+    @property
+    def device(self) -> str:
+        return self.specs[0].device
+
+    def restore(self, restored_tensors: list, restored_shapes: list | None):
+        raise NotImplementedError
+
+
+class ReferenceVariableSaveable(SaveableObject):
+    """A TF1 ref variable (``VariableV2``): saved from its ref tensor, restored with ``Assign``.
+
+    ``op`` is the variable's ref tensor (TF's naming). The SaveSpec is made on demand: the builder reads
+    ``op``/``name``/``slice_spec`` directly, which keeps a Saver over 10,000 variables cheap to build.
+    """
+
+    __slots__ = ("op", "name", "slice_spec")
+
+    def __init__(self, var: Any, slice_spec: str, name: str):
+        self.op = var
+        self.slice_spec = slice_spec
+        self.name = name
+
+    @property
+    def specs(self) -> list[SaveSpec]:
+        var = self.op
+        return [SaveSpec(var, self.slice_spec, self.name, var._dtype.base_dtype, var._op._device)]
+
+    @property
+    def device(self) -> str:
+        return self.op._op._device
+
+    def restore(self, restored_tensors, restored_shapes):
+        restored = restored_tensors[0]
+        if restored_shapes is not None:
+            restored = array_ops.reshape(restored, restored_shapes[0])
+            return state_ops.assign(self.op, restored, validate_shape=False)
+        return _assign(self.op, restored, self.op.graph.unique_name("Assign") + "/")
+
+
+class ResourceVariableSaveable(SaveableObject):
+    """A resource variable (from an imported TF graph): saved from its read value, restored with
+    ``Identity`` + ``AssignVariableOp`` (TF's nodes for it)."""
+
+    def __init__(self, var: Any, slice_spec: str, name: str):
+        self._var = var
+        spec = SaveSpec(var.value(), slice_spec, name, var.dtype.base_dtype, var.device)
+        super().__init__(var, [spec], name)
+
+    def restore(self, restored_tensors, restored_shapes):
+        restored = restored_tensors[0]
+        if restored_shapes is not None:
+            restored = array_ops.reshape(restored, restored_shapes[0])
+        with ops.device(self._var.device or None):
+            restored = array_ops.identity(restored)
+            return resource_variable_ops.assign_variable_op(
+                self._var.handle, restored, validate_shape=restored_shapes is None
+            )
+
+
+# --- cheap graph construction
+# A Saver over N variables adds N Assign nodes (TF's structure). Going through the generic op constructor
+# (input conversion, type inference, shape functions) costs ~30 us per node; the Saver knows every input type
+# and output shape already, so it creates its nodes directly with Graph._create_op.
+_ASSIGN_ATTRS_CACHE: dict[Any, dict] = {}
+
+
+def _create(g, op_type: str, inputs: list, attrs: dict, output_types: list, name: str, control_inputs=None):
+    return g._create_op(
+        op_type,
+        inputs,
+        attrs,
+        output_types,
+        name,
+        op_registry.get(op_type),
+        control_inputs=control_inputs,
+        compute_shapes=False,
+    )
+
+
+def _assign(ref, value, name: str):
+    """``Assign(ref, value)`` with validate_shape and use_locking (as TF's saver), on the variable's
+    device."""
+    dtype = ref._dtype
+    var = ref._op
+    op = var._graph._create_op(
+        "Assign",
+        [ref, value],
+        {"T": _base_dtype(dtype), "validate_shape": True, "use_locking": True},
+        [dtype],
+        name,
+        _ASSIGN_INFO,
+        compute_shapes=False,
+    )
+    op._device = var._device  # TF colocates ops that write a ref with the variable
+    op._outputs[0]._shape = ref._shape  # value has the variable's shape, or the Assign fails at run time
+    return op
+
+
+_ASSIGN_INFO = op_registry.get("Assign")
+_base_dtype = functools.lru_cache(maxsize=None)(lambda dtype: dtype.base_dtype)
+
+
+@contextlib.contextmanager
+def _gc_paused():
+    """Building thousands of nodes allocates ~10 objects each; generational GC passes over the (large,
+    long-lived) graph would cost more than the building itself, so collection waits until we are done."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _unique_names(g, base_name: str, n: int) -> list[str]:
+    """The names ``n`` calls of ``g.unique_name(base_name)`` would give, each ending in "/" (use as is)."""
+    if n < 8 or not hasattr(g, "_names_in_use"):
+        return [g.unique_name(base_name) + "/" for _ in range(n)]
+    scope = g.get_name_scope()
+    base = f"{scope}/{base_name}" if scope else base_name
+    in_use = g._names_in_use
+    key = base.lower()
+    i = in_use.get(key, 0)
+    names = []
+    if i == 0:
+        names.append(base + "/")
+        i = 1
+    while len(names) < n:
+        cand = f"{base}_{i}"
+        i += 1
+        if cand.lower() not in in_use:
+            names.append(cand + "/")
+    in_use[key] = max(in_use.get(key, 0), i)
+    return names
+
+
+# The fields _bulk_assigns fills in, as Graph._create_op does. If the graph layer's classes change, the
+# bulk path switches itself off and every Assign goes through _create_op.
+_OP_FIELDS = (
+    "_graph",
+    "_name",
+    "_type",
+    "_inputs",
+    "_outputs",
+    "_control_inputs",
+    "_device",
+    "_attrs",
+    "_id",
+    "_info",
+)
+_GRAPH_FIELDS = (
+    "_nodes_by_name",
+    "_names_in_use",
+    "_last_id",
+    "_finalized",
+    "_control_stack",
+    "_colocation_stack",
+    "_attr_scope_map",
+    "_device_now",
+)
+_BULK_OK = tuple(
+    x for x in getattr(ops.Operation, "__slots__", ()) if x != "__weakref__"
+) == _OP_FIELDS and all(hasattr(ops.Graph(), f) for f in _GRAPH_FIELDS)
+
+
+def _bulk_assigns(g, refs: list, values: list) -> list:
+    """``Assign(ref_i, value_i)`` for all i, named like consecutive ``Assign`` ops in the current scope.
+
+    Equivalent to calling ``_assign`` per pair (what it falls back to outside a plain context), at a third
+    of the cost: no per-op name search, regex check or context lookups.
+    """
+    names = _unique_names(g, "Assign", len(refs))
+    if not (
+        _BULK_OK
+        and not g._finalized
+        and not g._control_stack
+        and not g._colocation_stack
+        and not g._attr_scope_map
+        and g._device_now is not None
+    ):
+        return [_assign(r, v, n) for r, v, n in zip(refs, values, names, strict=True)]
+    nodes, in_use = g._nodes_by_name, g._names_in_use
+    new, Operation, Tensor = object.__new__, ops.Operation, ops.Tensor  # noqa: N806
+    info = _ASSIGN_INFO
+    last = g._last_id
+    out = []
+    try:
+        for ref, value, name in zip(refs, values, names, strict=True):
+            name = name[:-1]
+            if name in nodes:
+                raise ValueError(f"Duplicate node name in graph: '{name}'")
+            var = ref._op
+            dtype = ref._dtype
+            op = new(Operation)
+            op._graph = g
+            op._name = name
+            op._type = "Assign"
+            op._inputs = [ref, value]
+            op._attrs = {"T": _base_dtype(dtype), "validate_shape": True, "use_locking": True}
+            op._info = info
+            last += 1
+            op._id = last
+            op._control_inputs = []
+            op._device = var._device  # TF colocates ops that write a ref with the variable
+            t = Tensor(op, 0, dtype)
+            t._shape = ref._shape
+            op._outputs = [t]
+            nodes[name] = op
+            in_use.setdefault(name.lower(), 1)
+            for x in (ref, value):
+                if x._consumers is None:
+                    x._consumers = [op]
+                else:
+                    x._consumers.append(op)
+            out.append(op)
+    finally:
+        g._last_id = last
+    return out
+
+
+def _group(g, deps: list, name: str):
+    """``group(*deps, name=name)``; one NoOp with control inputs when all deps share a device."""
+    devices = {op._device for op in deps}
+    if len(devices) != 1:
+        return control_flow_ops.group(*deps, name=name)
+    with g.device(devices.pop() or None):
+        return _create(g, "NoOp", [], {}, [], g.unique_name(name) + "/", control_inputs=deps)
+
+
+def _flat_specs(saveables) -> tuple[list, list, list, list]:
+    """Checkpoint keys, tensors, slice specs and dtypes of all specs of ``saveables``, in order."""
+    names, tensors, slices, dtypes = [], [], [], []
+    for saveable in saveables:
+        if type(saveable) is ReferenceVariableSaveable:
+            names.append(saveable.name)
+            tensors.append(saveable.op)
+            slices.append(saveable.slice_spec)
+            dtypes.append(_base_dtype(saveable.op._dtype))
+            continue
+        for spec in saveable.specs:
+            names.append(spec.name)
+            tensors.append(spec.tensor)
+            slices.append(spec.slice_spec)
+            dtypes.append(spec.dtype.base_dtype)
+    return names, tensors, slices, dtypes
+
+
+# --- turning var_list into saveables
+def _as_ref_tensor(var: Any) -> Any:
+    """The ref tensor (output 0 of the variable op) of a Variable, or the tensor itself."""
+    if isinstance(var, variables.Variable):
+        return var._ref()
+    if isinstance(var, ops.Tensor):
+        return var
+    raise TypeError(f"Variable to save is not a Variable: {var}")
+
+
+def op_list_to_dict(op_list: Iterable, convert_variable_to_tensor: bool = True) -> dict[str, Any]:
+    """``{checkpoint key: variable}`` for a list of variables, keyed by their op names (as TF).
+
+    Partitioned variables (variables with ``_save_slice_info``) are grouped under their full name.
+    """
+    if not isinstance(op_list, (list, tuple, set)):
+        raise TypeError(f"Variables to save should be passed in a dict or a list. Got {op_list}")
+    names_to_saveables: dict[str, Any] = {}
+    Variable, Tensor = variables.Variable, ops.Tensor  # noqa: N806 - local aliases in the hot loop
+    for var in _flatten(op_list):
+        if isinstance(var, Variable):
+            info = var._save_slice_info
+            if info:
+                name = info.full_name
+                existing = names_to_saveables.get(name)
+                if existing is None:
+                    names_to_saveables[name] = [var]
+                elif not isinstance(existing, list):
+                    raise ValueError(f"Mixing slices and non-slices with the same name: {name}")
+                else:
+                    existing.append(var)
+                continue
+            if not convert_variable_to_tensor or isinstance(var, resource_variable_ops.ResourceVariable):
+                name = var.op.name
+                if name in names_to_saveables:
+                    raise ValueError(f"At least two variables have the same name: {name}")
+                names_to_saveables[name] = var
+                continue
+            var = var._ref()
+        elif isinstance(var, SaveableObject):
+            names_to_saveables[var.name] = var
+            continue
+        elif isinstance(var, _PartitionedVariable):
+            if var.name in names_to_saveables:
+                raise ValueError(f"At least two variables have the same name: {var.name}")
+            names_to_saveables[var.name] = var
+            continue
+        elif not isinstance(var, Tensor):
+            raise TypeError(f"Variable to save is not a Variable: {var}")
+        op = var._op
+        if op._type not in _REF_VARIABLE_OPS:
+            raise TypeError(f"Variable to save is not a Variable: {var}")
+        name = op._name
+        if name in names_to_saveables:
+            raise ValueError(f"At least two variables have the same name: {name}")
+        names_to_saveables[name] = var
+    return names_to_saveables
+
+
+def _flatten(items: Iterable) -> list:
+    out = []
+    for x in items:
+        if isinstance(x, (list, tuple)):
+            out.extend(_flatten(x))
+        else:
+            out.append(x)
+    return out
+
+
+def saveable_objects_for_op(op: Any, name: str) -> list[SaveableObject]:
+    """The SaveableObjects that save ``op`` (a variable, its ref tensor, or a list of slices) as ``name``."""
+    if not isinstance(name, str):
+        raise TypeError(
+            "names_to_saveables must be a dict mapping string names to trackable operations. "
+            f"Name is not a string: {name}"
+        )
+    if isinstance(op, ops.Tensor):
+        if op.op.type not in _REF_VARIABLE_OPS:
+            raise TypeError(
+                "names_to_saveables must be a dict mapping string names to Tensors/Variables. "
+                f"Not a variable: {op}"
+            )
+        return [ReferenceVariableSaveable(op, "", name)]
+    if isinstance(op, SaveableObject):
+        return [op]
+    if isinstance(op, resource_variable_ops.ResourceVariable):
+        return [ResourceVariableSaveable(op, "", name)]
+    if isinstance(op, (list, tuple, _PartitionedVariable)):
+        out = []
+        slice_name = None
+        for variable in list(op):
+            if isinstance(variable, SaveableObject):
+                out.append(variable)
+                continue
+            if not isinstance(variable, variables.Variable):
+                raise ValueError(f"Slices must all be Variables: {variable}")
+            info = variable._save_slice_info
+            if not info:
+                raise ValueError(f"Slices must all be slices: {variable}")
+            if slice_name is None:
+                slice_name = info.full_name
+            elif slice_name != info.full_name:
+                raise ValueError(f"Slices must all be from the same tensor: {slice_name} != {info.full_name}")
+            if isinstance(variable, resource_variable_ops.ResourceVariable):
+                out.append(ResourceVariableSaveable(variable, info.spec, name))
+            else:
+                out.append(ReferenceVariableSaveable(variable._ref(), info.spec, name))
+        return out
+    return saveable_objects_for_op(_as_ref_tensor(op), name)
+
+
+def validate_and_slice_inputs(names_to_saveables: dict[str, Any]) -> list[SaveableObject]:
+    """SaveableObjects sorted by checkpoint key; each variable may appear under one key only."""
+    saveables: list[SaveableObject] = []
+    seen_ops: set = set()
+    Tensor = ops.Tensor  # noqa: N806
+    for name, op in sorted(names_to_saveables.items(), key=lambda x: x[0]):
+        if type(op) is Tensor and op._op._type in _REF_VARIABLE_OPS and type(name) is str:
+            converted = [ReferenceVariableSaveable(op, "", name)]  # the common case, without the checks below
+        else:
+            converted = saveable_objects_for_op(op, name)
+        for saveable in converted:
+            key = saveable.op
+            if isinstance(key, variables.Variable):
+                key = key.op
+            key = key._op if isinstance(key, Tensor) else key  # a variable is its op, whatever the handle
+            if key is not None and key in seen_ops:
+                raise ValueError(f"The same saveable will be restored with two names: {saveable.name}")
+            saveables.append(saveable)
+            seen_ops.add(key)
+    return saveables
+
+
+# --- devices
+def _canonical_device(device: str | None) -> str:
+    """``/cpu:1`` -> ``/device:CPU:1``; job/replica/task kept; ``""`` stays ``""`` (TF's canonical_name)."""
+    return device_spec.canonical_name(device) if device else ""
+
+
+def _set_cpu0(device: str) -> str:
+    """The CPU:0 of the task that holds ``device`` (TF's saveable_object_util.set_cpu0)."""
+    canonical = _canonical_device(device)
+    head = canonical.split("/device:", 1)[0]
+    return head + "/device:CPU:0"
+
+
+# --- the builder
+class BaseSaverBuilder:
+    """Adds the save/restore subgraph for a list of SaveableObjects (TF's BaseSaverBuilder)."""
+
+    SaveSpec = SaveSpec
+    SaveableObject = SaveableObject
+    VariableSaveable = ReferenceVariableSaveable
+
+    def __init__(self, write_version: int = SaverDef.V2):
+        self._write_version = write_version
+
+    def save_op(self, filename_tensor, saveables: list[SaveableObject]):
+        """One SaveV2 for all ``saveables``; its tensor_names/shape_and_slices constants are named as TF's."""
+        if self._write_version != SaverDef.V2:
+            raise ValueError(
+                f"saverkit writes only V2 checkpoints; write_version={self._write_version} "
+                "(the V1 format is deprecated in TensorFlow too)"
+            )
+        names, tensors, slices, dtypes = _flat_specs(saveables)
+        g = filename_tensor.graph
+        name = g.unique_name("SaveV2")
+        with g.name_scope(name + "/"):
+            names_t = constant_op.constant(np.array(names, dtype=object), name="tensor_names")
+            slices_t = constant_op.constant(np.array(slices, dtype=object), name="shape_and_slices")
+        return _create(
+            g, "SaveV2", [filename_tensor, names_t, slices_t, *tensors], {"dtypes": dtypes}, [], name + "/"
+        )
+
+    def bulk_restore(self, filename_tensor, saveables, preferred_shard, restore_sequentially, save_op=None):
+        """One RestoreV2 for all specs. With ``save_op`` its name/slice constants are reused."""
+        del preferred_shard, restore_sequentially
+        g = filename_tensor.graph
+        name = g.unique_name("RestoreV2")
+        if save_op is not None:
+            # The SaveV2 node already holds the same two string constants; a second copy would only make
+            # the .meta bigger.
+            names_t, slices_t = save_op._inputs[1], save_op._inputs[2]
+            dtypes = list(save_op._attrs["dtypes"])
+        else:
+            names, _, slices, dtypes = _flat_specs(saveables)
+            with g.name_scope(name + "/"):
+                names_t = constant_op.constant(np.array(names, dtype=object), name="tensor_names")
+                slices_t = constant_op.constant(np.array(slices, dtype=object), name="shape_and_slices")
+        with g.device("/device:CPU:0"):
+            op = _create(
+                g, "RestoreV2", [filename_tensor, names_t, slices_t], {"dtypes": dtypes}, dtypes, name + "/"
+            )
+        return op._outputs
+
+    def sharded_filename(self, filename_tensor, shard: int, num_shards):
+        return io_ops.sharded_filename(filename_tensor, shard, num_shards)
+
+    def _AddSaveOps(self, filename_tensor, saveables):  # noqa: N802 - TF's name
+        save = self.save_op(filename_tensor, saveables)
+        return control_flow_ops.with_dependencies([save], filename_tensor), save
+
+    def _AddShardedSaveOpsForV2(self, checkpoint_prefix, per_device):  # noqa: N802
+        # Parts go to "<prefix>_temp/part-0000k-of-0000n"; MergeV2Checkpoints moves them next to <prefix> and
+        # removes the _temp directory, so a crash mid-save never leaves a half-written <prefix>.index.
+        with ops.device("CPU"):
+            suffix = constant_op.constant(os.path.normpath("_temp/part"))
+            tmp_prefix = string_ops.string_join([checkpoint_prefix, suffix])
+        num_shards = len(per_device)
+        num_shards_tensor = constant_op.constant(num_shards, name="num_shards")
+        sharded_saves, sharded_prefixes, save_ops = [], [], []
+        last_device = None
+        for shard, (device, saveables) in enumerate(per_device):
+            last_device = device
+            with ops.device(_set_cpu0(device)):
+                prefix = self.sharded_filename(tmp_prefix, shard, num_shards_tensor)
+                sharded_prefixes.append(prefix)
+                saved, save_op = self._AddSaveOps(prefix, saveables)
+                sharded_saves.append(saved)
+                save_ops.append(save_op)
+        with ops.control_dependencies([x.op for x in sharded_saves]):
+            with ops.device(_set_cpu0(last_device)):
+                merge = io_ops.merge_v2_checkpoints(sharded_prefixes, checkpoint_prefix, delete_old_dirs=True)
+                with ops.control_dependencies([merge]):
+                    return array_ops.identity(checkpoint_prefix), save_ops
+
+    def _AddRestoreOps(
+        self,
+        filename_tensor,
+        saveables,
+        restore_sequentially,
+        reshape,  # noqa: N802
+        preferred_shard=-1,
+        name="restore_all",
+        save_op=None,
+    ):
+        all_tensors = self.bulk_restore(
+            filename_tensor, saveables, preferred_shard, restore_sequentially, save_op=save_op
+        )
+        g = filename_tensor.graph
+        assign_ops = []
+        if not reshape and all(type(s) is ReferenceVariableSaveable for s in saveables):
+            # The common case, in bulk: one Assign per variable, named save/Assign, save/Assign_1, ...
+            assign_ops = _bulk_assigns(g, [s.op for s in saveables], all_tensors)
+        else:
+            idx = 0
+            for saveable in saveables:
+                shapes = [spec.tensor.get_shape() for spec in saveable.specs] if reshape else None
+                n = len(saveable.specs)
+                restored = saveable.restore(all_tensors[idx : idx + n], shapes)
+                assign_ops.append(restored.op if isinstance(restored, ops.Tensor) else restored)
+                idx += n
+        return _group(g, assign_ops, name)
+
+    def _AddShardedRestoreOps(
+        self,
+        filename_tensor,
+        per_device,
+        restore_sequentially,
+        reshape,  # noqa: N802
+        save_ops=None,
+    ):
+        sharded_restores = []
+        for shard, (device, saveables) in enumerate(per_device):
+            with ops.device(device):
+                sharded_restores.append(
+                    self._AddRestoreOps(
+                        filename_tensor,
+                        saveables,
+                        restore_sequentially,
+                        reshape,
+                        preferred_shard=shard,
+                        name="restore_shard",
+                        save_op=save_ops[shard] if save_ops else None,
+                    )
+                )
+        return control_flow_ops.group(*sharded_restores, name="restore_all")
+
+    def _GroupByDevices(self, saveables):  # noqa: N802
+        per_device = collections.defaultdict(list)
+        canonical = functools.lru_cache(maxsize=None)(_canonical_device)
+        for saveable in saveables:
+            if type(saveable) is ReferenceVariableSaveable:
+                per_device[canonical(saveable.device)].append(saveable)
+                continue
+            devices = {canonical(spec.device) for spec in saveable.specs}
+            if len(devices) != 1:
+                raise ValueError(
+                    f"All tensors of a saveable object must be on the same device: {saveable.name}"
+                )
+            per_device[devices.pop()].append(saveable)
+        return sorted(per_device.items(), key=lambda t: t[0])
+
+    def build(
+        self,
+        names_to_saveables,
+        reshape=False,
+        sharded=False,
+        max_to_keep=5,
+        keep_checkpoint_every_n_hours=10000.0,
+        name=None,
+        restore_sequentially=False,
+        filename="model",
+    ):
+        return self._build_internal(
+            names_to_saveables,
+            reshape=reshape,
+            sharded=sharded,
+            max_to_keep=max_to_keep,
+            keep_checkpoint_every_n_hours=keep_checkpoint_every_n_hours,
+            name=name,
+            restore_sequentially=restore_sequentially,
+            filename=filename,
+        )
+
+    def _build_internal(
+        self,
+        names_to_saveables,
+        reshape=False,
+        sharded=False,
+        max_to_keep=5,
+        keep_checkpoint_every_n_hours=10000.0,
+        name=None,
+        restore_sequentially=False,
+        filename="model",
+        build_save=True,
+        build_restore=True,
+    ) -> saver_pb2.SaverDef:
+        if not build_save or not build_restore:
+            raise ValueError(
+                "save and restore operations need to be built together  when eager execution is not enabled."
+            )
+        if not isinstance(names_to_saveables, dict):
+            names_to_saveables = op_list_to_dict(names_to_saveables)
+        saveables = validate_and_slice_inputs(names_to_saveables)
+        if max_to_keep is None:
+            max_to_keep = 0
+
+        with ops.name_scope(name, "save", [s.specs[0].tensor for s in saveables[:1]]):
+            filename_tensor = array_ops.placeholder_with_default(
+                filename or "model", shape=(), name="filename"
+            )
+            # "Const" is the name every TF SaverDef has used for the filename tensor.
+            filename_tensor = array_ops.placeholder_with_default(filename_tensor, shape=(), name="Const")
+            if sharded:
+                per_device = self._GroupByDevices(saveables)
+                save_tensor, save_ops = self._AddShardedSaveOpsForV2(filename_tensor, per_device)
+                restore_op = self._AddShardedRestoreOps(
+                    filename_tensor, per_device, restore_sequentially, reshape, save_ops=save_ops
+                )
+            else:
+                save_tensor, save_op = self._AddSaveOps(filename_tensor, saveables)
+                restore_op = self._AddRestoreOps(
+                    filename_tensor, saveables, restore_sequentially, reshape, save_op=save_op
+                )
+        return saver_pb2.SaverDef(
+            filename_tensor_name=filename_tensor.name,
+            save_tensor_name=save_tensor.name,
+            restore_op_name=restore_op.name,
+            max_to_keep=max_to_keep,
+            sharded=sharded,
+            keep_checkpoint_every_n_hours=keep_checkpoint_every_n_hours,
+            version=self._write_version,
+        )
+
+
+class BulkSaverBuilder(BaseSaverBuilder):
+    """TF's default builder: one RestoreV2 for all variables of a device (as the base class here)."""
+
+
+# --- the Saver
+class Saver:
+    """Saves and restores variables (TensorFlow's ``tf.compat.v1.train.Saver``).
+
+    ``var_list`` is a list of variables (keyed in the checkpoint by their op names) or a dict
+    ``{checkpoint key: variable}``; ``None`` means every global variable and saveable object of the graph.
+
+    ``save(sess, "dir/model", global_step=1000)`` writes ``dir/model-1000.index``,
+    ``dir/model-1000.data-00000-of-00001``, ``dir/model-1000.meta`` and then updates ``dir/checkpoint``.
+
+    Retention follows TensorFlow's documentation:
+
+    * ``max_to_keep``: keep the N most recent checkpoints; older ones are deleted as new ones are
+      written. ``None`` or ``0``: nothing is ever deleted and the ``checkpoint`` file lists only the latest.
+    * ``keep_checkpoint_every_n_hours``: in addition, keep one checkpoint per N hours of training (a
+      checkpoint that falls out of the ``max_to_keep`` window is kept if it is more than N hours newer
+      than the last one kept this way). The default, 10,000 hours, disables it.
+
+    A new Saver knows nothing about the checkpoints an earlier process wrote, so it will not delete them.
+    To continue managing them after a restart::
+
+        saver = saverkit.train.Saver(max_to_keep=3)
+        with saverkit.Session() as sess:
+            state = saverkit.train.get_checkpoint_state(ckpt_dir)
+            if state is not None:
+                saver.recover_last_checkpoints(state.all_model_checkpoint_paths)
+                saver.restore(sess, state.model_checkpoint_path)
+            ...
+            # deletes the oldest as needed, including those of the earlier run:
+            saver.save(sess, os.path.join(ckpt_dir, "model"), global_step=step)
+
+    (``saver.recover_last_checkpoints(ckpt_dir)`` does the same lookup in one call and also keeps the
+    ``keep_checkpoint_every_n_hours`` schedule stored in the state file.)
+
+    Beyond TensorFlow: ``durable=True`` fsyncs the data and index files and the directory before the
+    state file is replaced, so after a power loss ``latest_checkpoint`` never names a checkpoint that is not
+    on disk;
+    ``clock`` replaces ``time.time`` for the retention timestamps (tests, simulations).
+    """
+
+    def __init__(
+        self,
+        var_list=None,
+        reshape: bool = False,
+        sharded: bool = False,
+        max_to_keep: int | None = 5,
+        keep_checkpoint_every_n_hours: float = 10000.0,
+        name: str | None = None,
+        restore_sequentially: bool = False,
+        saver_def: saver_pb2.SaverDef | None = None,
+        builder: BaseSaverBuilder | None = None,
+        defer_build: bool = False,
+        allow_empty: bool = False,
+        write_version: int = SaverDef.V2,
+        pad_step_number: bool = False,
+        save_relative_paths: bool = False,
+        filename: str | None = None,
+        *,
+        durable: bool = False,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        if defer_build and var_list:
+            raise ValueError(
+                "If `var_list` is provided then build cannot be deferred. "
+                "Either set defer_build=False or var_list=None."
+            )
+        self._var_list = var_list
+        self._reshape = reshape
+        self._sharded = sharded
+        self._max_to_keep = max_to_keep
+        self._keep_checkpoint_every_n_hours = keep_checkpoint_every_n_hours
+        self._name = name
+        self._restore_sequentially = restore_sequentially
+        if saver_def is not None:
+            if not isinstance(saver_def, saver_pb2.SaverDef):
+                raise ValueError(f"saver_def must be a saver_pb2.SaverDef: {saver_def}")
+            saver_def = _copy_saver_def(saver_def)  # scoping below edits it; never edit the caller's proto
+        self.saver_def = saver_def
+        self._builder = builder
+        self._is_built = False
+        self._allow_empty = allow_empty
+        self._is_empty: bool | None = None
+        self._write_version = write_version
+        self._pad_step_number = pad_step_number
+        self._filename = filename
+        self._durable = durable
+        self._clock = clock or time.time
+        self._last_checkpoints: list[tuple[str, float]] = []
+        self._checkpoints_to_be_deleted: list[tuple[str, float]] = []
+        self._next_checkpoint_time = 0.0
+        if not defer_build:
+            self.build()
+        if self.saver_def:
+            self._check_saver_def()
+            self._write_version = self.saver_def.version
+        self._save_relative_paths = save_relative_paths
+
+    # --- building
+    def build(self) -> None:
+        """Adds the save/restore nodes (once). Needed before ``save`` when built with ``defer_build=True``."""
+        if self._is_built:
+            return
+        self._is_built = True
+        if not self.saver_def:
+            if self._builder is None:
+                self._builder = BulkSaverBuilder(self._write_version)
+            if self._var_list is None:
+                self._var_list = _all_saveable_objects()
+            if not self._var_list:
+                if self._allow_empty:
+                    self._is_empty = True
+                    return
+                raise ValueError("No variables to save")
+            self._is_empty = False
+            with _gc_paused():
+                self.saver_def = self._builder._build_internal(
+                    self._var_list,
+                    reshape=self._reshape,
+                    sharded=self._sharded,
+                    max_to_keep=self._max_to_keep,
+                    keep_checkpoint_every_n_hours=self._keep_checkpoint_every_n_hours,
+                    name=self._name,
+                    restore_sequentially=self._restore_sequentially,
+                    filename=self._filename,
+                )
+        elif self._name:
+            # A SaverDef imported into a name scope: its names move into that scope (TF overloads `name` so).
+            self.saver_def.filename_tensor_name = meta_graph.prepend_name_scope(
+                self.saver_def.filename_tensor_name, self._name
+            )
+            self.saver_def.save_tensor_name = meta_graph.prepend_name_scope(
+                self.saver_def.save_tensor_name, self._name
+            )
+            self.saver_def.restore_op_name = meta_graph.prepend_name_scope(
+                self.saver_def.restore_op_name, self._name
+            )
+        self._check_saver_def()
+        self._next_checkpoint_time = self._clock() + self.saver_def.keep_checkpoint_every_n_hours * 3600
+
+    def _check_saver_def(self) -> None:
+        if not isinstance(self.saver_def, saver_pb2.SaverDef):
+            raise ValueError(f"saver_def must be a saver_pb2.SaverDef: {self.saver_def}")
+        if not self.saver_def.save_tensor_name:
+            raise ValueError(f"saver_def must specify the save_tensor_name: {self.saver_def}")
+        if not self.saver_def.restore_op_name:
+            raise ValueError(f"saver_def must specify the restore_op_name: {self.saver_def}")
+
+    def as_saver_def(self) -> saver_pb2.SaverDef:
+        """The ``SaverDef`` naming this saver's filename tensor, save tensor and restore op."""
+        return self.saver_def
+
+    def to_proto(self, export_scope: str | None = None) -> saver_pb2.SaverDef | None:
+        """The ``SaverDef``, with ``export_scope`` removed from its names (None if they are outside it)."""
+        if export_scope is None:
+            return self.saver_def
+        d = self.saver_def
+        if not (
+            d.filename_tensor_name.startswith(export_scope)
+            and d.save_tensor_name.startswith(export_scope)
+            and d.restore_op_name.startswith(export_scope)
+        ):
+            return None
+        out = _copy_saver_def(d)
+        out.filename_tensor_name = meta_graph.strip_name_scope(out.filename_tensor_name, export_scope)
+        out.save_tensor_name = meta_graph.strip_name_scope(out.save_tensor_name, export_scope)
+        out.restore_op_name = meta_graph.strip_name_scope(out.restore_op_name, export_scope)
+        return out
+
+    @staticmethod
+    def from_proto(saver_def: saver_pb2.SaverDef, import_scope: str | None = None) -> Saver:
+        """A Saver for the nodes a ``SaverDef`` names (in ``import_scope`` if given)."""
+        return Saver(saver_def=saver_def, name=import_scope)
+
+    # --- retention
+    @property
+    def last_checkpoints(self) -> list[str]:
+        """Checkpoint prefixes not yet deleted, oldest first; any of them can be passed to ``restore``."""
+        return [p for p, _ in self._last_checkpoints]
+
+    def set_last_checkpoints(self, last_checkpoints: list[str]) -> None:
+        """DEPRECATED (use ``set_last_checkpoints_with_time``). Timestamps become +inf: never kept by age."""
+        assert isinstance(last_checkpoints, list)
+        self._last_checkpoints = [(s, math.inf) for s in last_checkpoints]
+
+    def set_last_checkpoints_with_time(self, last_checkpoints_with_time: list[tuple[str, float]]) -> None:
+        """Sets the managed checkpoints as ``[(prefix, timestamp), ...]``, oldest first."""
+        assert isinstance(last_checkpoints_with_time, list)
+        self._last_checkpoints = [(p, float(t)) for p, t in last_checkpoints_with_time]
+
+    def recover_last_checkpoints(self, checkpoint_paths: Sequence[str] | str | os.PathLike) -> None:
+        """Takes over the checkpoints of an earlier run so that ``max_to_keep`` deletes them in turn.
+
+        ``checkpoint_paths`` is a list of checkpoint prefixes (typically
+        ``get_checkpoint_state(dir).all_model_checkpoint_paths``); those that still exist are kept with
+        their file modification time as timestamp, in the given order. It may also be the checkpoint
+        directory itself: then the paths, their timestamps and ``last_preserved_timestamp`` come from the
+        directory's ``checkpoint`` file (an absent state file recovers nothing).
+
+        Example (restart of a training job)::
+
+            saver = saverkit.train.Saver(max_to_keep=3)
+            saver.recover_last_checkpoints(ckpt_dir)   # or the list of paths, as in TensorFlow
+            saver.restore(sess, saverkit.train.latest_checkpoint(ckpt_dir))
+        """
+        if isinstance(checkpoint_paths, (str, os.PathLike)):
+            self._recover_from_directory(os.fspath(checkpoint_paths))
+            return
+        recovered = []
+        for path in checkpoint_paths:
+            try:
+                mtime = checkpoint_management.get_checkpoint_mtimes([path])
+            except errors.NotFoundError:
+                continue  # deleted meanwhile by another process: nothing to manage
+            if mtime:
+                recovered.append((path, mtime[0]))
+        self.set_last_checkpoints_with_time(recovered)
+
+    def _recover_from_directory(self, checkpoint_dir: str) -> None:
+        state = checkpoint_management.get_checkpoint_state(checkpoint_dir)
+        if state is None:
+            self.set_last_checkpoints_with_time([])
+            return
+        paths = list(state.all_model_checkpoint_paths)
+        stamps = list(state.all_model_checkpoint_timestamps)
+        if len(stamps) != len(paths):
+            self.recover_last_checkpoints(paths)
+        else:
+            exists = checkpoint_management.checkpoint_exists
+            self.set_last_checkpoints_with_time(
+                [(p, t) for p, t in zip(paths, stamps, strict=True) if exists(p)]
+            )
+        if state.last_preserved_timestamp and self.saver_def is not None:
+            self._next_checkpoint_time = (
+                state.last_preserved_timestamp + self.saver_def.keep_checkpoint_every_n_hours * 3600
+            )
+
+    def _RecordLastCheckpoint(self, latest_save_path: str) -> None:  # noqa: N802 - TF's name
+        if not self.saver_def.max_to_keep:
+            return
+        self._last_checkpoints = [p for p in self._last_checkpoints if p[0] != latest_save_path]
+        self._last_checkpoints.append((latest_save_path, self._clock()))
+        # TF pops one per save, so a list recovered from a longer run never shrinks back to max_to_keep;
+        # the documented behaviour is "keep the max_to_keep most recent", so drop every excess entry.
+        while len(self._last_checkpoints) > self.saver_def.max_to_keep:
+            self._checkpoints_to_be_deleted.append(self._last_checkpoints.pop(0))
+
+    def _MaybeDeleteOldCheckpoints(self, meta_graph_suffix: str = "meta") -> None:  # noqa: N802
+        while self._checkpoints_to_be_deleted:
+            path, stamp = self._checkpoints_to_be_deleted.pop(0)
+            if stamp > self._next_checkpoint_time:
+                # One kept per keep_checkpoint_every_n_hours of training.
+                self._next_checkpoint_time += self.saver_def.keep_checkpoint_every_n_hours * 3600
+                continue
+            try:
+                checkpoint_management.remove_checkpoint(path, self.saver_def.version, meta_graph_suffix)
+            except Exception as e:  # noqa: BLE001 - TF ignores failed deletions (logged) and carries on
+                warnings.warn(f"Ignoring: {e}", stacklevel=3)
+
+    def _last_preserved_timestamp(self) -> float:
+        return self._next_checkpoint_time - self.saver_def.keep_checkpoint_every_n_hours * 3600
+
+    # --- save
+    def save(
+        self,
+        sess,
+        save_path: str | os.PathLike,
+        global_step: Any = None,
+        latest_filename: str | None = None,
+        meta_graph_suffix: str = "meta",
+        write_meta_graph: bool = True,
+        write_state: bool = True,
+        strip_default_attrs: bool = False,
+        *,
+        durable: bool | None = None,
+    ) -> str | None:
+        """Saves the variables; returns the checkpoint prefix (``save_path`` or ``save_path-<step>``).
+
+        ``global_step`` (an int, a variable/tensor or a tensor name, evaluated in ``sess``) is appended to
+        ``save_path`` (zero-padded to 8 digits with ``pad_step_number``). The data and index files are written
+        first, then the ``.meta`` (unless ``write_meta_graph=False``), then the ``checkpoint`` state file
+        (unless ``write_state=False``), and finally checkpoints beyond ``max_to_keep`` are deleted.
+        Returns None for an empty saver (``allow_empty=True`` and no variables).
+        """
+        if not self._is_built:
+            raise RuntimeError("`build()` should be called before save if defer_build==True")
+        durable = self._durable if durable is None else durable
+        if latest_filename is None:
+            latest_filename = "checkpoint"
+        if self._write_version != SaverDef.V2:
+            raise ValueError("saverkit writes only V2 checkpoints (SaverDef.V2)")
+        if os.path.split(latest_filename)[0]:
+            raise ValueError("'latest_filename' must not contain path components")
+
+        save_path = os.fsdecode(os.fspath(save_path))
+        if global_step is not None:
+            step = _global_step_value(sess, global_step)
+            checkpoint_file = f"{save_path}-{step:08d}" if self._pad_step_number else f"{save_path}-{step}"
+        else:
+            checkpoint_file = save_path
+            if os.path.basename(save_path) == latest_filename and not self._sharded:
+                raise ValueError(
+                    f"'latest_filename' collides with 'save_path': '{latest_filename}' and '{save_path}'"
+                )
+        if not hasattr(sess, "run"):
+            raise TypeError(f"'sess' must be a Session; {sess}")
+
+        save_path_parent = os.path.dirname(save_path)
+        model_checkpoint_path = None
+        if not self._is_empty:
+            if save_path_parent and not os.path.isdir(save_path_parent):
+                raise ValueError(f"Parent directory of {save_path} doesn't exist, can't save.")
+            try:
+                result = sess.run(
+                    self.saver_def.save_tensor_name, {self.saver_def.filename_tensor_name: checkpoint_file}
+                )
+            except (errors.FailedPreconditionError, errors.NotFoundError) as exc:
+                if save_path_parent and not os.path.isdir(save_path_parent):
+                    raise ValueError(f"Parent directory of {save_path} doesn't exist, can't save.") from exc
+                raise
+            model_checkpoint_path = _as_str(result)
+            if durable:
+                _fsync_checkpoint(model_checkpoint_path)
+
+        if write_meta_graph:
+            # Before the state file: whoever finds the checkpoint through `checkpoint` also finds its .meta.
+            meta_file = checkpoint_management.meta_graph_filename(checkpoint_file, meta_graph_suffix)
+            graph = getattr(sess, "graph", None) or ops.get_default_graph()
+            with graph.as_default():
+                self._export_meta_graph_file(
+                    meta_file, strip_default_attrs=strip_default_attrs, durable=durable
+                )
+
+        if model_checkpoint_path is not None and write_state:
+            self._RecordLastCheckpoint(model_checkpoint_path)
+            self._update_state(save_path_parent, model_checkpoint_path, latest_filename, durable)
+            self._MaybeDeleteOldCheckpoints(meta_graph_suffix=meta_graph_suffix)
+        return model_checkpoint_path
+
+    def _update_state(
+        self, save_dir: str, model_checkpoint_path: str, latest_filename: str, durable: bool
+    ) -> None:
+        paths = self.last_checkpoints
+        stamps = [t for _, t in self._last_checkpoints]
+        if not paths or paths[-1] != model_checkpoint_path:  # max_to_keep=0: the state lists only the latest
+            paths.append(model_checkpoint_path)
+            stamps.append(self._clock())
+        if not all(math.isfinite(t) for t in stamps):
+            stamps = None  # set_last_checkpoints() entries have no real time; write none rather than "inf"
+        checkpoint_management.update_checkpoint_state_internal(
+            save_dir=save_dir,
+            model_checkpoint_path=model_checkpoint_path,
+            all_model_checkpoint_paths=paths,
+            latest_filename=latest_filename,
+            save_relative_paths=self._save_relative_paths,
+            all_model_checkpoint_timestamps=stamps,
+            last_preserved_timestamp=self._last_preserved_timestamp(),
+            durable=durable,
+        )
+
+    # --- meta graph
+    def export_meta_graph(
+        self,
+        filename=None,
+        collection_list=None,
+        as_text=False,
+        export_scope=None,
+        clear_devices=False,
+        clear_extraneous_savers=False,
+        strip_default_attrs=False,
+    ):
+        """Returns (and writes to ``filename`` if given) the ``MetaGraphDef`` of the default graph with this
+        saver's ``SaverDef``."""
+        return export_meta_graph(
+            filename=filename,
+            saver_def=self.saver_def,
+            collection_list=collection_list,
+            as_text=as_text,
+            export_scope=export_scope,
+            clear_devices=clear_devices,
+            clear_extraneous_savers=clear_extraneous_savers,
+            strip_default_attrs=strip_default_attrs,
+        )
+
+    def _export_meta_graph_file(self, filename: str, strip_default_attrs: bool, durable: bool) -> None:
+        meta_graph_def, _ = meta_graph.export_scoped_meta_graph(
+            saver_def=self.saver_def, strip_default_attrs=strip_default_attrs
+        )
+        meta_graph.write_meta_graph_file(meta_graph_def, filename, durable=durable)
+
+    # --- restore
+    def restore(self, sess, save_path: str | os.PathLike | None) -> None:
+        """Restores the variables from the checkpoint ``save_path`` (a prefix, as ``save`` returns).
+
+        Raises ValueError for ``None``; NotFoundError when no checkpoint is there ("Failed to find any
+        matching files for ...") or a variable's key is missing; InvalidArgumentError when a shape or dtype
+        differs. Errors name the variable, the key and the checkpoint.
+        """
+        if self._is_empty:
+            return
+        if save_path is None:
+            raise ValueError("Can't load save_path when it is None.")
+        prefix = os.fsdecode(os.fspath(save_path))
+        if not checkpoint_management.checkpoint_exists(prefix):
+            raise _missing_checkpoint_error(prefix)
+        try:
+            sess.run(self.saver_def.restore_op_name, {self.saver_def.filename_tensor_name: prefix})
+        except errors.NotFoundError as err:
+            raise _wrap_restore_error_with_msg(
+                err, "a Variable name or other graph key that is missing", self._diagnose(prefix)
+            ) from err
+        except errors.InvalidArgumentError as err:
+            raise _wrap_restore_error_with_msg(
+                err, "a mismatch between the current graph and the graph", self._diagnose(prefix)
+            ) from err
+
+    def _diagnose(self, prefix: str) -> str:
+        """On a failed restore: which of our variables' keys are missing or differ in the checkpoint."""
+        if self._var_list is None or isinstance(self._var_list, str):
+            return ""
+        try:
+            from saverkit.train import checkpoint_utils
+
+            reader = checkpoint_utils.load_checkpoint(prefix)
+            shapes = reader.get_variable_to_shape_map()
+            dtypes = reader.get_variable_to_dtype_map()
+            var_list = self._var_list if isinstance(self._var_list, dict) else op_list_to_dict(self._var_list)
+            saveables = validate_and_slice_inputs(var_list)
+        except Exception:  # noqa: BLE001 - only an aid for the message; the original error stands
+            return ""
+        lines = []
+        for saveable in saveables:
+            var_name = _variable_name(saveable)
+            for spec in saveable.specs:
+                if spec.name not in shapes:
+                    lines.append(f"Key {spec.name} not found in checkpoint {prefix} (variable {var_name})")
+                    continue
+                want = spec.tensor.get_shape()
+                have = list(shapes[spec.name])
+                if spec.slice_spec:
+                    continue
+                if not self._reshape and want.is_fully_defined() and list(want.as_list()) != have:
+                    lines.append(
+                        f"Variable {var_name} has shape {want.as_list()} but checkpoint {prefix} "
+                        f"has shape {have} for key {spec.name}"
+                    )
+                if dtypes[spec.name] != spec.dtype.base_dtype:
+                    lines.append(
+                        f"Variable {var_name} has dtype {spec.dtype.base_dtype.name} but checkpoint "
+                        f"{prefix} has {dtypes[spec.name].name} for key {spec.name}"
+                    )
+        return "\n".join(lines)
+
+
+def _variable_name(saveable: SaveableObject) -> str:
+    op = saveable.op
+    if isinstance(op, (variables.Variable, ops.Tensor)):
+        return op.op.name
+    return saveable.name
+
+
+def _copy_saver_def(saver_def: saver_pb2.SaverDef) -> saver_pb2.SaverDef:
+    out = saver_pb2.SaverDef()
+    out.CopyFrom(saver_def)
+    return out
+
+
+def _as_str(x: Any) -> str:
+    if isinstance(x, bytes):
+        return x.decode()
+    if hasattr(x, "item"):  # numpy scalar / 0-d object array
+        return _as_str(x.item())
+    return str(x)
+
+
+def _global_step_value(sess, global_step: Any) -> int:
+    if isinstance(global_step, bool):
+        raise TypeError(f"global_step must be an int, a tensor or a variable, not {global_step!r}")
+    if isinstance(global_step, int):
+        return global_step
+    if hasattr(global_step, "__index__") and not hasattr(global_step, "op"):
+        return int(global_step)
+    return int(sess.run(global_step))
+
+
+def _fsync_checkpoint(prefix: str) -> None:
+    """fsync every file of the checkpoint and its directory, so a rename after this is durable."""
+    dirname = os.path.dirname(prefix) or "."
+    base = os.path.basename(prefix)
+    for name in os.listdir(dirname):
+        if name == base + ".index" or name.startswith(base + ".data-"):
+            fd = os.open(os.path.join(dirname, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+    fd = os.open(dirname, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class _CheckpointNotFoundError(errors.NotFoundError, ValueError):
+    """No checkpoint at the given prefix. Also a ValueError: TensorFlow's Saver raises ValueError here."""
+
+
+def _missing_checkpoint_error(prefix: str) -> errors.NotFoundError:
+    dirname = os.path.dirname(prefix) or "."
+    base = os.path.basename(prefix)
+    looked = f"{prefix}.index and {prefix}.data-?????-of-?????"
+    if not os.path.isdir(dirname):
+        found = f"directory {dirname} does not exist"
+    else:
+        names = sorted(n for n in os.listdir(dirname) if n.endswith(".index"))
+        found = (
+            (
+                f"{dirname} holds the checkpoints {', '.join(n[: -len('.index')] for n in names[:10])}"
+                + (" ..." if len(names) > 10 else "")
+            )
+            if names
+            else f"{dirname} holds no checkpoint"
+        )
+        if os.path.isdir(prefix):
+            found += f"; {prefix} is a directory (pass saverkit.train.latest_checkpoint({prefix!r}))"
+        elif base.endswith(".index") or ".data-" in base:
+            found += "; pass the checkpoint prefix, without .index/.data-... suffix"
+    msg = (
+        f"Failed to find any matching files for {prefix}: looked for {looked}; {found}. "
+        "The passed save_path is not a valid checkpoint."
+    )
+    return _CheckpointNotFoundError(None, None, msg)
+
+
+def _wrap_restore_error_with_msg(
+    err: errors.OpError, extra_verbiage: str, details: str = ""
+) -> errors.OpError:
+    msg = (
+        f"Restoring from checkpoint failed. This is most likely due to {extra_verbiage} from the checkpoint. "
+        "Please ensure that you have not altered the graph expected based on the checkpoint. "
+        f"Original error:\n\n{err.message}"
+    )
+    if details:
+        msg += "\n\n" + details
+    return type(err)(err.node_def, err.op, msg)
+
+
+# --- meta graph functions
+def export_meta_graph(
+    filename=None,
+    meta_info_def=None,
+    graph_def=None,
+    saver_def=None,
+    collection_list=None,
+    as_text=False,
+    graph=None,
+    export_scope=None,
+    clear_devices=False,
+    clear_extraneous_savers=False,
+    strip_default_attrs=False,
+) -> meta_graph_pb2.MetaGraphDef:
+    """Returns the ``MetaGraphDef`` of ``graph`` (default graph); writes it to ``filename`` if given."""
+    meta_graph_def, _ = meta_graph.export_scoped_meta_graph(
+        filename=filename,
+        meta_info_def=meta_info_def,
+        graph_def=graph_def,
+        saver_def=saver_def,
+        collection_list=collection_list,
+        as_text=as_text,
+        graph=graph,
+        export_scope=export_scope,
+        clear_devices=clear_devices,
+        clear_extraneous_savers=clear_extraneous_savers,
+        strip_default_attrs=strip_default_attrs,
+    )
+    return meta_graph_def
+
+
+def import_meta_graph(
+    meta_graph_or_file, clear_devices: bool = False, import_scope: str | None = None, **kwargs
+) -> Saver | None:
+    """Imports a ``MetaGraphDef`` (or a binary/text ``.meta`` file) into the default graph.
+
+    Returns a Saver built from its ``saver_def``; without one, a default Saver over the imported variables;
+    None when there are no variables to restore.
+    """
+    if isinstance(meta_graph_or_file, meta_graph_pb2.MetaGraphDef):
+        meta_graph_def = meta_graph_or_file
+    else:
+        meta_graph_def = meta_graph.read_meta_graph_file(meta_graph_or_file)
+    imported_vars = meta_graph.import_scoped_meta_graph(
+        meta_graph_def, clear_devices=clear_devices, import_scope=import_scope, **kwargs
+    )
+    if meta_graph_def.HasField("saver_def"):
+        scope = import_scope
+        if imported_vars:
+            sample_key, sample_var = next(iter(imported_vars.items()))
+            scope = sample_var.name[: -len(sample_key)]
+        return Saver(saver_def=meta_graph_def.saver_def, name=scope)
+    if _all_saveable_objects(scope=import_scope):
+        return Saver()
+    return None
+
+
+def _get_saver_or_default() -> Saver:
+    """The single Saver of the SAVERS collection, or a new sharded one added to it (TF's default saver)."""
+    key = ops.GraphKeys.SAVERS
+    savers = ops.get_collection(key)
+    if savers:
+        if len(savers) > 1:
+            raise RuntimeError(
+                f"More than one item in collection {key}. "
+                "Please indicate which one to use by passing it to the constructor."
+            )
+        return savers[0]
+    saver = Saver(sharded=True, allow_empty=True)
+    ops.add_to_collection(key, saver)
+    return saver
+
+
+ops.register_proto_function(
+    ops.GraphKeys.SAVERS, proto_type=saver_pb2.SaverDef, to_proto=Saver.to_proto, from_proto=Saver.from_proto
+)
