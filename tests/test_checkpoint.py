@@ -685,3 +685,54 @@ def test_a_failed_save_leaves_no_temporary_files_and_spares_foreign_ones(tmp_pat
     path = Checkpoint(ok=ok).write(str(tmp_path / "c"), session=sess)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.data-00000-of-00001", "c.index", "c_temp"]
     assert bundle.read_tensors(path, ["ok/.ATTRIBUTES/VARIABLE_VALUE"])[0] == 1
+
+
+@pytest.mark.parametrize("finalized", [False, True], ids=["in_graph_ops", "engine_direct"])
+def test_resource_variables_of_an_imported_tf_graph(tmp_path, finalized):
+    """TF 2.x graphs use resource variables: restore their name-based checkpoint, then round-trip them."""
+    prefix = str(FIXTURES / "v1_dtypes" / "model.ckpt-7")
+    with sk.Graph().as_default() as g, sk.Session(graph=g) as s:
+        sk.train.import_meta_graph(prefix + ".meta")
+        by_name = {v.op.name: v for v in sk.global_variables()}
+        assert type(by_name["global_step"]).__name__ == "ResourceVariable"
+        m = sk.Module()
+        m.vars = dict(by_name)
+        ckpt = Checkpoint(m=m)
+        assert ckpt.save_counter is not None
+        init = sk.global_variables_initializer()
+        if finalized:
+            g.finalize()
+        s.run(init)
+        with pytest.warns(UserWarning, match="38 variables matched, 0 not found"):
+            ckpt.restore(prefix, session=s).assert_consumed()
+        for name in ("scope/nested/deep/kernel", "string/mat", "bfloat16/v1", "uint64/v0"):
+            np.testing.assert_array_equal(
+                s.run(by_name[name].value()), manifest_value("v1_dtypes", "v1_dtypes/model.ckpt-7", name))
+        path = ckpt.write(str(tmp_path / "obj"), session=s)
+        s.run(init)
+        ckpt.read(path, session=s).assert_consumed()
+        assert s.run(by_name["global_step"].value()) == manifest_value(
+            "v1_dtypes", "v1_dtypes/model.ckpt-7", "global_step")
+
+
+def test_checkpoint_written_by_our_v1_saver_restores_by_name(tmp_path):
+    with sk.Graph().as_default() as g, sk.Session(graph=g) as s:
+        with sk.name_scope("dense"):
+            w = sk.Variable(np.arange(6, dtype=np.float32).reshape(2, 3), name="w")
+        step = sk.Variable(np.int64(12), name="global_step")
+        s.run(sk.global_variables_initializer())
+        prefix = sk.train.Saver().save(s, str(tmp_path / "model.ckpt"), global_step=12)
+    with sk.Graph().as_default() as g, sk.Session(graph=g) as s:
+        m = sk.Module()
+        with sk.name_scope("dense"):
+            m.w = sk.Variable(np.zeros((2, 3), np.float32), name="w")
+        m.step = sk.Variable(np.int64(0), name="global_step")
+        m.new = sk.Variable(np.float32(0), name="new")
+        s.run(sk.global_variables_initializer())
+        with pytest.warns(UserWarning, match=r"2 variables matched, 1 not found \(\['new'\]\)"):
+            status = Checkpoint(model=m).restore(prefix, session=s)
+        assert status.matched == {"dense/w": "dense/w", "global_step": "global_step"}
+        assert status.unmatched == ["new"] and status.unused_keys == []
+        np.testing.assert_array_equal(s.run(m.w.value()), np.arange(6).reshape(2, 3))
+        assert s.run(m.step.value()) == 12
+    del w, step

@@ -221,3 +221,12 @@ def test_parts_with_save_slice_info_load_the_slices_it_names(graph):
     got_second, got_first = initialized_values(second, first)
     np.testing.assert_array_equal(got_first, EMB[:4])
     np.testing.assert_array_equal(got_second, EMB[4:])
+
+
+def test_resource_variables_of_an_imported_tf_graph_initialize_from_a_checkpoint(graph):
+    sk.train.import_meta_graph(DTYPES_PREFIX + ".meta", import_scope="copy")
+    kernel = next(v for v in sk.global_variables() if v.op.name == "copy/scope/nested/deep/kernel")
+    assert type(kernel).__name__ == "ResourceVariable"
+    init_from_checkpoint(DTYPES_PREFIX, {"scope/": "copy/scope/"})
+    assert kernel.initializer.type == "AssignVariableOp"
+    np.testing.assert_array_equal(initialized_values(kernel)[0], KERNEL)

@@ -75,20 +75,33 @@ def assign_values(session, pairs) -> None:
         session.run(fetches, feed_dict=feed)
 
 
+def assign_op(var, value, validate_shape: bool | None = None):
+    """An op storing tensor `value` in `var`: Assign for ref variables, AssignVariableOp for resource
+    variables (imported from TF meta graphs)."""
+    from saverkit import assign
+    from saverkit.framework.resource_variable_ops import ResourceVariable
+
+    if isinstance(var, ResourceVariable):
+        return var.assign(value, read_value=False)
+    if validate_shape is None:
+        validate_shape = var.shape.is_fully_defined()
+    return assign(var, value, validate_shape=validate_shape).op
+
+
 def assign_target(var):
     """(op to run, tensor to feed) that assigns a fed value to `var`."""
     init = var.initializer
-    if init is not None and init.type == "Assign" and len(init.inputs) == 2:
+    if init is not None and init.type in ("Assign", "AssignVariableOp") and len(init.inputs) == 2:
         return init, init.inputs[1]
     # An initializer of another shape (e.g. from a hand-written meta graph): build a placeholder-fed
-    # Assign once, next to the variable.
+    # assign once, next to the variable.
     cached = getattr(var, "_saverkit_assign", None)
     if cached is None:
-        from saverkit import assign, placeholder
+        from saverkit import placeholder
 
         with var.graph.as_default(), var.graph.name_scope(var.op.name + "/"):
             value = placeholder(var.dtype.base_dtype, shape=var.shape, name="restore_value")
-            cached = (assign(var, value, validate_shape=False).op, value)
+            cached = (assign_op(var, value, validate_shape=False), value)
         var._saverkit_assign = cached
     return cached
 
@@ -182,7 +195,7 @@ def save_tensors(session, file_prefix: str, part: str, variables, keys, extra_st
 def restore_tensors(session, reader, triples) -> None:
     """Assign tensor `key` (slice `spec`, "" = all of it) of the checkpoint open in `reader` to each
     variable of `triples` = [(variable, key, spec)]."""
-    from saverkit import assign, dtypes, group, placeholder
+    from saverkit import dtypes, group, placeholder
     from saverkit.framework import io_ops
 
     variables = [v for v, _, _ in triples]
@@ -195,10 +208,7 @@ def restore_tensors(session, reader, triples) -> None:
             prefix_ph, [k for _, k, _ in triples], [s for _, _, s in triples],
             [v.dtype.base_dtype for v in variables],
         )
-        assigns = [
-            assign(v, t, validate_shape=v.shape.is_fully_defined()).op
-            for v, t in zip(variables, restored, strict=True)
-        ]
+        assigns = [assign_op(v, t) for v, t in zip(variables, restored, strict=True)]
         return group(*assigns), prefix_ph, variables
 
     entry = _cached_ops(session.graph, signature, build)

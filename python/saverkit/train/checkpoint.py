@@ -343,11 +343,15 @@ class Checkpoint(AutoTrackable):
         objects, _ = objects_and_paths(self._graph_view)
         coordinator.restore_objects(objects)
         status = NameBasedSaverStatus(coordinator, self._graph_view)
+        if self._save_counter is not None:
+            # Checkpoint bookkeeping that a name-based Saver never writes: not a mismatch.
+            status.add_to_optionally_restored(self._save_counter)
+        unmatched = status.unmatched
         warnings.warn(
             f"Restoring the name-based checkpoint {source.save_path} (written by a TF1-style Saver, it "
             f"has no object graph) by matching variable names: {len(coordinator.matched)} variables matched, "
-            f"{len(coordinator.unmatched)} not found ({sorted(coordinator.unmatched)[:10]}). Re-save it "
-            "with Checkpoint.save to get an object-based checkpoint.",
+            f"{len(unmatched)} not found ({unmatched[:10]}). Re-save it with Checkpoint.save to get an "
+            "object-based checkpoint.",
             stacklevel=3,
         )
         return status

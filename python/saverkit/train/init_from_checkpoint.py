@@ -109,17 +109,17 @@ def _slice_specs(parts, full_shape, entry: str) -> list[str]:
 
 def _set_checkpoint_initializer(variable, prefix: str, tensor_name: str, slice_spec: str) -> None:
     """Replace the variable's initializer with `Assign(variable, RestoreV2(prefix, tensor_name))`."""
-    from saverkit import assign
     from saverkit.framework import io_ops
+    from saverkit.train._variable_io import assign_op
 
     with variable.graph.as_default():
         restored = io_ops.restore_v2(
             prefix, [tensor_name], [slice_spec], [variable.dtype.base_dtype], name="checkpoint_initializer"
         )[0]
         restored.set_shape(variable.shape)
-        init = assign(variable, restored, validate_shape=variable.shape.is_fully_defined())
+        init = assign_op(variable, restored)
     # What TF's init_from_checkpoint does to a variable: initializer and initial value now read the file.
-    variable._initializer_op = init.op
+    variable._initializer_op = init
     variable._initial_value = restored
 
 
