@@ -736,3 +736,20 @@ def test_checkpoint_written_by_our_v1_saver_restores_by_name(tmp_path):
         np.testing.assert_array_equal(s.run(m.w.value()), np.arange(6).reshape(2, 3))
         assert s.run(m.step.value()) == 12
     del w, step
+
+
+def test_pending_restorations_keep_no_files_open(tmp_path, sess):
+    m = sk.Module()
+    m.a, m.b = sk.Variable(np.float32(1)), sk.Variable(np.float32(2))
+    sess.run(sk.global_variables_initializer())
+    path = Checkpoint(m=m).write(str(tmp_path / "c"), session=sess)
+    before = len(os.listdir("/proc/self/fd"))
+    keep = []
+    for _ in range(50):  # each leaves "b" waiting to be attached (a deferred restoration)
+        partial = sk.Module()
+        partial.a = sk.Variable(np.float32(0))
+        sess.run(partial.a.initializer)
+        keep.append((partial, Checkpoint(m=partial).read(path, session=sess)))
+    assert len(os.listdir("/proc/self/fd")) <= before + 2
+    partial.b = sk.Variable(np.float32(0))  # the last one is still served, reopening the file
+    assert sess.run(partial.b.value()) == 2

@@ -52,12 +52,19 @@ def _node_names(object_graph_proto) -> dict[int, str]:
 
 
 class _ValueSource:
-    """Where restored values come from: one open checkpoint, read in batches through the engine."""
+    """Where restored values come from: a checkpoint's prefix and its table of contents.
 
-    def __init__(self, reader):
-        self.reader = reader
-        self.save_path = reader.prefix
-        entries = reader.entries()
+    No file stays open: restores can wait for objects that are never attached (a partial restore), and
+    each would otherwise hold the checkpoint's files open for as long as the objects live.
+    """
+
+    def __init__(self, save_path: str):
+        from saverkit import bundle
+
+        with bundle.BundleReader(save_path) as reader:
+            self.prefix = reader.prefix
+            entries = reader.entries()
+        self.save_path = self.prefix
         self.dtype_map = {k: dt for k, (dt, _) in entries.items()}
         self.shape_map = {k: shape for k, (_, shape) in entries.items()}
 
@@ -65,7 +72,10 @@ class _ValueSource:
         return key in self.dtype_map
 
     def read(self, keys: list[str], specs: list[str] | None = None) -> list[np.ndarray]:
-        return self.reader.read_many(keys, specs)
+        from saverkit import bundle
+
+        with bundle.BundleReader(self.prefix) as reader:
+            return reader.read_many(keys, specs)
 
 
 class _Assigner:
@@ -103,7 +113,7 @@ class _Assigner:
             self.run(self.session, pending)
 
     def run(self, session, triples) -> None:
-        restore_tensors(session, self.source.reader, triples)
+        restore_tensors(session, self.source, triples)
         done = {id(v) for v, _, _ in triples}
         self.pending = [t for t in self.pending if id(t[0]) not in done]
 
@@ -522,6 +532,4 @@ def validate_object_graph(proto, save_path: str) -> None:
 
 
 def open_checkpoint(save_path: str) -> _ValueSource:
-    from saverkit import bundle
-
-    return _ValueSource(bundle.BundleReader(save_path))
+    return _ValueSource(save_path)

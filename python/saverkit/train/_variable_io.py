@@ -192,9 +192,9 @@ def save_tensors(session, file_prefix: str, part: str, variables, keys, extra_st
     bundle.merge_bundles([part], file_prefix, delete_old_dirs=True)
 
 
-def restore_tensors(session, reader, triples) -> None:
-    """Assign tensor `key` (slice `spec`, "" = all of it) of the checkpoint open in `reader` to each
-    variable of `triples` = [(variable, key, spec)]."""
+def restore_tensors(session, source, triples) -> None:
+    """Assign tensor `key` (slice `spec`, "" = all of it) of checkpoint `source` (`.prefix`, `.read`) to
+    each variable of `triples` = [(variable, key, spec)]."""
     from saverkit import dtypes, group, placeholder
     from saverkit.framework import io_ops
 
@@ -214,7 +214,7 @@ def restore_tensors(session, reader, triples) -> None:
     entry = _cached_ops(session.graph, signature, build)
     if entry is not None:
         op, prefix_ph, _ = entry
-        session.run(op, feed_dict={prefix_ph: reader.prefix})
+        session.run(op, feed_dict={prefix_ph: source.prefix})
         return
-    values = reader.read_many([k for _, k, _ in triples], [s for _, _, s in triples])
+    values = source.read([k for _, k, _ in triples], [s for _, _, s in triples])
     assign_values(session, list(zip(variables, values, strict=True)))
