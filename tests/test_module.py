@@ -248,3 +248,14 @@ def test_cyclic_module_references_terminate():
     a.w = var(name="w")
     assert a.variables == (a.w,)
     assert a.submodules == (b,)
+
+
+def test_building_a_long_list_stays_fast():
+    import time
+
+    m = sk.Module()
+    m.items = []
+    t0 = time.perf_counter()
+    for i in range(20000):
+        m.items.append(i)
+    assert time.perf_counter() - t0 < 2.0  # quadratic work (the old bug) took ~30 s

@@ -218,16 +218,16 @@ class _ContainerTrackable(Trackable):
 
     TF's wrappers refuse to save after some in-place mutations (replacing or moving list elements) because
     its restore-on-create could have put values in the wrong place. Here children are simply what the
-    container holds at save time, and every mutation runs `_children_changed`, which restores any deferred
-    values into elements that newly appear under a name. Modifying the original list/dict after assigning
-    it (bypassing the wrapper) is detected at save time, as in TF, since those changes are not visible here.
+    container holds at save time, and every mutation runs `_children_changed`, which restores deferred
+    values into elements that now sit under the name they wait for. Modifying the original list/dict
+    after assigning it (bypassing the wrapper) is detected at save time, as in TF: those changes are not
+    visible here.
     """
 
     def _init_container(self, original) -> None:
         self._maybe_initialize_trackable()
         object.__setattr__(self, "_self_original", original)
         object.__setattr__(self, "_self_original_snapshot", self._snapshot_of(original))
-        object.__setattr__(self, "_self_last_children", self._content_children())
 
     @staticmethod
     def _snapshot_of(original):
@@ -253,11 +253,12 @@ class _ContainerTrackable(Trackable):
         return self._content_children()
 
     def _children_changed(self) -> None:
-        new = self._content_children()
-        old = self._self_last_children
-        object.__setattr__(self, "_self_last_children", new)
-        for name, child in new.items():
-            if old.get(name) is not child:
+        """Serve restorations waiting for a name the container now holds an object under."""
+        deferred, name_based = self._self_deferred_dependencies, self._self_name_based_restores
+        if not deferred and not name_based:
+            return  # the usual case: O(1), so that building a long list stays linear
+        for name, child in self._content_children().items():
+            if name in deferred or name_based:
                 self._handle_deferred_dependencies(name, child)
 
     def _track_trackable(self, trackable, name, overwrite=False):
@@ -418,7 +419,6 @@ class _TupleWrapper(_ContainerTrackable, tuple):
 
     def __init__(self, values=()):
         self._maybe_initialize_trackable()
-        object.__setattr__(self, "_self_last_children", self._content_children())
 
     def _content_children(self) -> dict:
         children = {}
@@ -455,7 +455,6 @@ def _wrap_tuple(value: tuple):
         _namedtuple_wrappers[original] = wrapper_type
     wrapped = tuple.__new__(wrapper_type, elements)
     wrapped._maybe_initialize_trackable()
-    object.__setattr__(wrapped, "_self_last_children", wrapped._content_children())
     return wrapped
 
 
