@@ -11,6 +11,8 @@ else is ready, so e.g. the SaveV2 ops of a sharded save write concurrently.
 from __future__ import annotations
 
 import errno
+import heapq
+import operator
 import queue
 from collections import deque
 from typing import Any
@@ -71,6 +73,7 @@ class _Node:
         "out_slot",
         "n_out",
         "expensive",
+        "deps",
         "consumers",
         "n_deps",
     )
@@ -89,20 +92,22 @@ class Plan:
     ) -> None:
         fed = {t: i for i, t in enumerate(feeds)}
         # 1. Prune: everything the fetches and targets need, stopping at fed tensors.
-        needed: dict[Operation, list[Operation]] = {}  # op -> the ops it waits for
+        needed: dict[Operation, list[Operation]] = {}  # op -> the distinct ops it waits for
         stack = [t._op for t in fetches if t not in fed] + list(targets)
         while stack:
             op = stack.pop()
             if op in needed:
                 continue
             deps = [t._op for t in op._inputs if t not in fed]
-            deps.extend(op._control_inputs)
+            if op._control_inputs:
+                deps += op._control_inputs
+            if len(deps) > 1:
+                deps = list(dict.fromkeys(deps))
             needed[op] = deps
             stack.extend(deps)
-        # 2. Topological order (Kahn), lowest creation id first among ready ops.
-        order = self._toposort(needed)
+        # 2. Topological order.
+        order = _toposort(needed)
         # 3. Slots: each op's outputs are contiguous; fed values come after all op outputs.
-        index = {op: i for i, op in enumerate(order)}
         slot_of: dict[Operation, int] = {}
         n = 0
         for op in order:
@@ -112,13 +117,10 @@ class Plan:
         self.n_slots = n + len(feeds)
         self.feeds = feeds
         self.feed_slots = [feed_base + i for i in range(len(feeds))]
-
-        def slot(t: Tensor) -> int:
-            i = fed.get(t)
-            return feed_base + i if i is not None else slot_of[t._op] + t._value_index
-
         fetched = set(fetches)
-        self.fetch_slots = [slot(t) for t in fetches]
+        self.fetch_slots = [
+            feed_base + fed[t] if t in fed else slot_of[t._op] + t._value_index for t in fetches
+        ]
         nodes: list[_Node] = []
         for op in order:
             info = op._info
@@ -136,51 +138,37 @@ class Plan:
             node.op = op
             node.kernel = kernel
             node.ctx = OpKernelContext(op, variables, session)
-            node.in_slots = [slot(t) for t in op._inputs]
-            is_ref = info.input_is_ref(op._attrs) if info.has_ref_inputs else ()
-            node.deref = [
-                i for i, t in enumerate(op._inputs) if t._dtype.is_ref_dtype and not (is_ref and is_ref[i])
+            inputs = op._inputs
+            node.in_slots = [
+                feed_base + fed[t] if t in fed else slot_of[t._op] + t._value_index for t in inputs
             ]
+            # Ref inputs are read (dereferenced) unless the op's argument itself is a Ref.
+            node.deref = [i for i, t in enumerate(inputs) if t._dtype._enum > _REF_OFFSET]
+            if node.deref and info.has_ref_inputs:
+                is_ref = info.input_is_ref(op._attrs)
+                node.deref = [i for i in node.deref if not is_ref[i]]
             node.out_slot = slot_of[op]
             node.n_out = len(op._outputs)
             node.expensive = info.expensive
-            node.consumers = []
-            node.n_deps = 0
+            node.deps = needed[op]
             if info.output_buffers:
                 node.ctx._out_refs = _in_place_targets(op, needed, fetched, variables)
             nodes.append(node)
-        for op, deps in needed.items():
-            node = nodes[index[op]]
-            unique = set(deps)
-            node.n_deps = len(unique)
-            for d in unique:
-                nodes[index[d]].consumers.append(node)
         self.nodes = nodes
         self.has_expensive = any(nd.expensive for nd in nodes)
-        self.roots = [nd for nd in nodes if nd.n_deps == 0]
+        self._roots: list[_Node] | None = None  # scheduler bookkeeping, built on first scheduled run
 
-    @staticmethod
-    def _toposort(needed: dict[Operation, list[Operation]]) -> list[Operation]:
-        pending = {op: len(set(deps)) for op, deps in needed.items()}
-        users: dict[Operation, list[Operation]] = {}
-        for op, deps in needed.items():
-            for d in set(deps):
-                users.setdefault(d, []).append(op)
-        ready = sorted((op for op, k in pending.items() if k == 0), key=lambda o: o._id, reverse=True)
-        order: list[Operation] = []
-        while ready:
-            op = ready.pop()
-            order.append(op)
-            for u in users.get(op, ()):
-                pending[u] -= 1
-                if pending[u] == 0:
-                    ready.append(u)
-        if len(order) != len(needed):
-            stuck = sorted(op._name for op, k in pending.items() if k > 0)[:5]
-            raise errors.InvalidArgumentError(
-                None, None, f"Graph has a cycle through {stuck}; cannot run it."
-            )
-        return order
+    def _schedule_graph(self) -> list[_Node]:
+        if self._roots is None:
+            node_of = {nd.op: nd for nd in self.nodes}
+            for nd in self.nodes:
+                nd.consumers = []
+                nd.n_deps = len(nd.deps)
+            for nd in self.nodes:
+                for d in nd.deps:
+                    node_of[d].consumers.append(nd)
+            self._roots = [nd for nd in self.nodes if nd.n_deps == 0]
+        return self._roots
 
     # --- running -------------------------------------------------------------------------------
     def run(self, feed_values: list[Any], pool_fn: Any) -> list[Any]:
@@ -219,8 +207,8 @@ class Plan:
             raise error from e
 
     def _run_scheduled(self, vals: list[Any], pool: Any) -> None:
+        ready = deque(self._schedule_graph())
         pending = {nd: nd.n_deps for nd in self.nodes}
-        ready = deque(self.roots)
         done: queue.SimpleQueue = queue.SimpleQueue()
         in_flight = 0
         failure: BaseException | None = None
@@ -271,6 +259,38 @@ class Plan:
                 finish(nd)
         if failure is not None:
             raise failure
+
+
+def _toposort(needed: dict[Operation, list[Operation]]) -> list[Operation]:
+    """Ops in an order where each comes after those it waits for."""
+    # Ops are created after their inputs, so creation order almost always works: check it first.
+    order = sorted(needed, key=_creation_id)
+    if all(d._id < op._id for op, deps in needed.items() for d in deps):
+        return order
+    # An edge added later (_add_control_input) can point backwards: Kahn's algorithm, earliest first.
+    pending = {op: len(deps) for op, deps in needed.items()}
+    users: dict[Operation, list[Operation]] = {}
+    for op, deps in needed.items():
+        for d in deps:
+            users.setdefault(d, []).append(op)
+    ready = [(op._id, op) for op in order if pending[op] == 0]
+    heapq.heapify(ready)
+    out: list[Operation] = []
+    while ready:
+        op = heapq.heappop(ready)[1]
+        out.append(op)
+        for u in users.get(op, ()):
+            pending[u] -= 1
+            if pending[u] == 0:
+                heapq.heappush(ready, (u._id, u))
+    if len(out) != len(needed):
+        stuck = sorted(op._name for op, k in pending.items() if k > 0)[:5]
+        raise errors.InvalidArgumentError(None, None, f"Graph has a cycle through {stuck}; cannot run it.")
+    return out
+
+
+_creation_id = operator.attrgetter("_id")
+_REF_OFFSET = 100  # DataType numbers above this are ref types
 
 
 def _chained(error: errors.OpError, cause: BaseException) -> errors.OpError:

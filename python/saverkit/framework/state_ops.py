@@ -29,9 +29,8 @@ def variable_op_v2(
         "shared_name": _bytes(shared_name),
     }
     g = ops.get_default_graph()
-    return g._create_op("VariableV2", [], attrs, [dtype._as_ref], name or "Variable", _VARIABLE_V2)._outputs[
-        0
-    ]
+    op = g._create_op("VariableV2", ops.NO_INPUTS, attrs, [dtype._as_ref], name or "Variable", _VARIABLE_V2)
+    return op._outputs[0]
 
 
 def _bytes(s: str | bytes) -> bytes:

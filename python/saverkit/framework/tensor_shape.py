@@ -167,6 +167,20 @@ def as_shape(shape: Any) -> TensorShape:
     return shape if isinstance(shape, TensorShape) else TensorShape(shape)
 
 
+_INTERNED: dict[tuple, TensorShape] = {}
+
+
+def shape_of(dims: tuple[int, ...]) -> TensorShape:
+    """The TensorShape of a numpy shape, shared between equal shapes (they are immutable): a big graph
+    holds a shape per tensor, and most of them repeat."""
+    shape = _INTERNED.get(dims)
+    if shape is None:
+        shape = TensorShape(dims)
+        if len(_INTERNED) < 10_000:
+            _INTERNED[dims] = shape
+    return shape
+
+
 def unknown_shape(rank: int | None = None) -> TensorShape:
     return TensorShape(None if rank is None else [None] * rank)
 
