@@ -112,6 +112,18 @@ class _Assigner:
         if pending:
             self.run(self.session, pending)
 
+    def pick_session(self, session, what: str):
+        """`session`, else the default session, else the one restore() ran with: the first open one on
+        the graph of the matched variables."""
+        if session is not None:
+            return session
+        graph = self.bound[0][0].graph if self.bound else None
+        for candidate in (default_session(), self.session):
+            if candidate is not None and not getattr(candidate, "_closed", False):
+                if graph is None or candidate.graph is graph:
+                    return candidate
+        return require_session(None, what)
+
     def run(self, session, triples) -> None:
         restore_tensors(session, self.source, triples)
         done = {id(v) for v, _, _ in triples}
@@ -126,15 +138,10 @@ class _CheckpointRestoreCoordinator:
         self.save_path = source.save_path
         self.restore_uid = new_uid()
         self.object_by_proto_id: dict[int, object] = {}
-        self.matched_proto_ids: set[int] = set()
         self.unused_attributes: dict[int, list[str]] = {}
         self.variables_without_value: dict[int, object] = {}
         self.assigner = _Assigner(source, session, explicit)
         self.expect_partial = False
-
-    @property
-    def dtype_map(self):
-        return self.assigner.source.dtype_map
 
 
 class CheckpointPosition:
@@ -161,7 +168,6 @@ class CheckpointPosition:
     def bind_object(self, trackable) -> bool:
         checkpoint = self.checkpoint
         current = checkpoint.object_by_proto_id.get(self.proto_id)
-        checkpoint.matched_proto_ids.add(self.proto_id)
         if current is None:
             checkpoint.object_by_proto_id[self.proto_id] = trackable
             return True
@@ -337,20 +343,14 @@ class CheckpointLoadStatus(_LoadStatus):
 
     def run_restore_ops(self, session=None):
         """Assign every value matched so far (again) in `session` (default: the default session)."""
-        session = (
-            session if session is not None else (default_session() or self._checkpoint.assigner.session)
-        )
-        session = require_session(session, "run_restore_ops()")
+        session = self._checkpoint.assigner.pick_session(session, "run_restore_ops()")
         assigner = self._checkpoint.assigner
         assigner.run(session, list(assigner.bound))
         return self
 
     def initialize_or_restore(self, session=None):
         """Restore matched variables; run the initializers of reachable variables with no checkpoint value."""
-        session = (
-            session if session is not None else (default_session() or self._checkpoint.assigner.session)
-        )
-        session = require_session(session, "initialize_or_restore()")
+        session = self._checkpoint.assigner.pick_session(session, "initialize_or_restore()")
         objects, _ = objects_and_paths(self._graph_view)
         bound = {id(o) for o in self._checkpoint.object_by_proto_id.values()}
         initializers = [
@@ -499,10 +499,7 @@ class NameBasedSaverStatus(_LoadStatus):
         return self.assert_consumed()
 
     def run_restore_ops(self, session=None):
-        session = (
-            session if session is not None else (default_session() or self._checkpoint.assigner.session)
-        )
-        session = require_session(session, "run_restore_ops()")
+        session = self._checkpoint.assigner.pick_session(session, "run_restore_ops()")
         objects, _ = objects_and_paths(self._graph_view)
         self._checkpoint.restore_objects(objects)
         assigner = self._checkpoint.assigner
