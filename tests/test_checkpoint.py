@@ -149,9 +149,8 @@ def test_full_name_is_the_variables_graph_name(tmp_path, sess):
     m = sk.Module(name="outer")
     with m.name_scope:
         m.w = sk.Variable(np.float32(1), name="w")
-    Checkpoint(model=m).write(
-        str(tmp_path / "c"), session=(sess.run(sk.global_variables_initializer()), sess)[1]
-    )
+    sess.run(sk.global_variables_initializer())
+    Checkpoint(model=m).write(str(tmp_path / "c"), session=sess)
     node = read_object_graph(str(tmp_path / "c")).nodes[2]
     assert [(a.name, a.full_name, a.checkpoint_key) for a in node.attributes] == [
         ("VARIABLE_VALUE", "outer/w", "model/w/.ATTRIBUTES/VARIABLE_VALUE")
@@ -287,10 +286,11 @@ def test_initialize_or_restore_initializes_only_what_the_checkpoint_lacks(tmp_pa
     path = Checkpoint(a=a).write(str(tmp_path / "c"), session=sess)
     with sk.Graph().as_default() as g, sk.Session(graph=g) as s:
         a2, b2 = sk.Variable(np.float32(5), name="a"), sk.Variable(np.float32(9), name="b")
-        a2_init = sk.Variable(np.float32(5), name="unused")  # noqa: F841  (not in the checkpointed tree)
+        outside = sk.Variable(np.float32(5), name="outside")  # not in the checkpointed tree
         status = Checkpoint(a=a2, b=b2).read(path)
         status.initialize_or_restore(s)
         assert (s.run(a2.value()), s.run(b2.value())) == (1, 9)
+        assert not s.run(sk.is_variable_initialized(outside))
 
 
 def test_restore_none_only_initializes(sess):
