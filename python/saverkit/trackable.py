@@ -242,7 +242,7 @@ class _ContainerTrackable(Trackable):
                 f"Unable to save {type(self).__name__} {self!r}: the {type(original).__name__} it was "
                 f"created from was modified outside the wrapper (now {original!r}), so those changes are not "
                 "tracked. Modify the container through the attribute it was assigned to, or wrap it in "
-                "saverkit.NoDependency to keep it out of checkpoints."
+                "saverkit.trackable.NoDependency to keep it out of checkpoints."
             )
 
     def _content_children(self) -> dict:
@@ -362,7 +362,7 @@ class _DictWrapper(_ContainerTrackable, dict):
             raise ValueError(
                 f"Unable to save the dictionary {self!r}: the trackable value under the non-string key "
                 f"{bad[0]!r} cannot be named in a checkpoint. Use string keys, or wrap the dict in "
-                "saverkit.NoDependency to keep it out of checkpoints."
+                "saverkit.trackable.NoDependency to keep it out of checkpoints."
             )
         return super()._trackable_children()
 

@@ -10,6 +10,7 @@ graph names instead.
 from __future__ import annotations
 
 import warnings
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -30,6 +31,9 @@ from saverkit.train._variable_io import (
     restore_tensors,
     variable_name,
 )
+
+if TYPE_CHECKING:
+    from saverkit import Session
 
 
 def _node_names(object_graph_proto) -> dict[int, str]:
@@ -271,7 +275,7 @@ class CheckpointLoadStatus(_LoadStatus):
         self._checkpoint = checkpoint
         self._graph_view = graph_view
 
-    def assert_consumed(self):
+    def assert_consumed(self) -> CheckpointLoadStatus:
         """Every value in the checkpoint has a Python object, and every Python variable got a value."""
         self.assert_existing_objects_matched()
         checkpoint = self._checkpoint
@@ -297,7 +301,7 @@ class CheckpointLoadStatus(_LoadStatus):
             )
         return self
 
-    def assert_existing_objects_matched(self):
+    def assert_existing_objects_matched(self) -> CheckpointLoadStatus:
         """Every variable currently reachable from the root was matched to a value in the checkpoint."""
         checkpoint = self._checkpoint
         names = _node_names(checkpoint.object_graph_proto)
@@ -324,7 +328,7 @@ class CheckpointLoadStatus(_LoadStatus):
             )
         return self
 
-    def assert_nontrivial_match(self):
+    def assert_nontrivial_match(self) -> CheckpointLoadStatus:
         """Something besides the root object was matched."""
         checkpoint = self._checkpoint
         if len(checkpoint.object_by_proto_id) <= 1:
@@ -341,14 +345,14 @@ class CheckpointLoadStatus(_LoadStatus):
             )
         return self
 
-    def run_restore_ops(self, session=None):
+    def run_restore_ops(self, session: Session | None = None) -> CheckpointLoadStatus:
         """Assign every value matched so far (again) in `session` (default: the default session)."""
         session = self._checkpoint.assigner.pick_session(session, "run_restore_ops()")
         assigner = self._checkpoint.assigner
         assigner.run(session, list(assigner.bound))
         return self
 
-    def initialize_or_restore(self, session=None):
+    def initialize_or_restore(self, session: Session | None = None) -> CheckpointLoadStatus:
         """Restore matched variables; run the initializers of reachable variables with no checkpoint value."""
         session = self._checkpoint.assigner.pick_session(session, "initialize_or_restore()")
         objects, _ = objects_and_paths(self._graph_view)
@@ -363,7 +367,7 @@ class CheckpointLoadStatus(_LoadStatus):
             session.run(initializers)
         return self
 
-    def expect_partial(self):
+    def expect_partial(self) -> CheckpointLoadStatus:
         """Declare that a partial restore is intended (kept for TF compatibility; saverkit never logs)."""
         self._checkpoint.expect_partial = True
         return self
@@ -479,7 +483,7 @@ class NameBasedSaverStatus(_LoadStatus):
         used = set(self._checkpoint.matched.values())
         return sorted(k for k in self._checkpoint.assigner.source.dtype_map if k not in used)
 
-    def assert_consumed(self):
+    def assert_consumed(self) -> NameBasedSaverStatus:
         """Every reachable variable found a value of the same name in the checkpoint."""
         objects, _ = objects_and_paths(self._graph_view)
         self._checkpoint.restore_objects(objects)  # pick up variables attached since restore()
@@ -498,7 +502,7 @@ class NameBasedSaverStatus(_LoadStatus):
     def assert_nontrivial_match(self):
         return self.assert_consumed()
 
-    def run_restore_ops(self, session=None):
+    def run_restore_ops(self, session: Session | None = None) -> NameBasedSaverStatus:
         session = self._checkpoint.assigner.pick_session(session, "run_restore_ops()")
         objects, _ = objects_and_paths(self._graph_view)
         self._checkpoint.restore_objects(objects)
@@ -506,7 +510,7 @@ class NameBasedSaverStatus(_LoadStatus):
         assigner.run(session, list(assigner.bound))
         return self
 
-    def initialize_or_restore(self, session=None):
+    def initialize_or_restore(self, session: Session | None = None) -> NameBasedSaverStatus:
         return self.run_restore_ops(session)
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import os
 import warnings
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -49,6 +50,7 @@ from saverkit.train._checkpoint_restore import (
     InitializationOnlyStatus,
     NameBasedSaverStatus,
     _CheckpointRestoreCoordinator,
+    _LoadStatus,
     _NameBasedRestoreCoordinator,
     _ValueSource,
     objects_and_paths,
@@ -63,6 +65,9 @@ from saverkit.train._variable_io import (
     save_tensors,
     variable_name,
 )
+
+if TYPE_CHECKING:
+    from saverkit import Session, Variable
 
 __all__ = ["Checkpoint", "CheckpointLoadStatus", "InitializationOnlyStatus", "NameBasedSaverStatus"]
 
@@ -162,7 +167,7 @@ class Checkpoint(AutoTrackable):
     Every `session` argument defaults to the default session (`saverkit.get_default_session()`).
     """
 
-    def __init__(self, root=None, **kwargs):
+    def __init__(self, root: Any = None, **kwargs: Any):
         super().__init__()
         object.__setattr__(self, "_root", root)
         object.__setattr__(self, "_save_counter", None)  # created lazily, so that restore can fill it in
@@ -225,7 +230,7 @@ class Checkpoint(AutoTrackable):
         return next((o.graph for o in objects if is_variable(o)), None)
 
     @property
-    def save_counter(self):
+    def save_counter(self) -> Variable:
         """An int64 variable counting `save()` calls, used to number checkpoints (created on first use)."""
         self._maybe_create_save_counter()
         return self._save_counter
@@ -246,7 +251,7 @@ class Checkpoint(AutoTrackable):
 
     # -- writing --------------------------------------------------------------------------------------
 
-    def write(self, file_prefix, session=None) -> str:
+    def write(self, file_prefix: str | os.PathLike, session: Session | None = None) -> str:
         """Write a checkpoint to exactly `file_prefix`: no numbering, no state file (read it with `read`)."""
         file_prefix = os.fspath(file_prefix)
         session = require_session(session, "Checkpoint.write()")
@@ -254,7 +259,7 @@ class Checkpoint(AutoTrackable):
             file_prefix, session, self._graph_view.root, self._graph_view.attached_dependencies()
         )
 
-    def save(self, file_prefix, session=None) -> str:
+    def save(self, file_prefix: str | os.PathLike, session: Session | None = None) -> str:
         """Increment `save_counter`, write `file_prefix-<counter>`, record it in the directory state file."""
         from saverkit.train import checkpoint_management
 
@@ -272,7 +277,7 @@ class Checkpoint(AutoTrackable):
 
     # -- reading --------------------------------------------------------------------------------------
 
-    def read(self, save_path, session=None):
+    def read(self, save_path: str | os.PathLike | None, session: Session | None = None) -> _LoadStatus:
         """Restore a checkpoint written by `write` (does not expect a `save_counter`); see `restore`."""
         view = self._graph_view
         if save_path is None:
@@ -316,7 +321,9 @@ class Checkpoint(AutoTrackable):
             CheckpointPosition(coordinator, proto_id).restore(ref.ref)
         return CheckpointLoadStatus(coordinator, view)
 
-    def restore(self, save_path, session=None):
+    def restore(
+        self, save_path: str | os.PathLike | None, session: Session | None = None
+    ) -> _LoadStatus:
         """Restore a checkpoint written by `save` (or by TF), matching objects by their dependency names.
 
         Existing objects get their values now if a session is available (`session` or the default one);

@@ -12,10 +12,16 @@ import glob
 import logging
 import os
 import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from saverkit.train import checkpoint_management
+
+if TYPE_CHECKING:
+    from saverkit import Session
+    from saverkit.train.checkpoint import Checkpoint
 
 __all__ = ["CheckpointManager"]
 
@@ -65,15 +71,15 @@ class CheckpointManager:
 
     def __init__(
         self,
-        checkpoint,
-        directory,
+        checkpoint: Checkpoint,
+        directory: str | os.PathLike,
         max_to_keep: int | None,
         keep_checkpoint_every_n_hours: float | None = None,
         checkpoint_name: str = "ckpt",
-        step_counter=None,
+        step_counter: Any = None,
         checkpoint_interval: int | None = None,
-        init_fn=None,
-        session=None,
+        init_fn: Callable[[], Any] | None = None,
+        session: Session | None = None,
     ):
         self._checkpoint = checkpoint
         if max_to_keep is not None and max_to_keep <= 0:
@@ -134,7 +140,7 @@ class CheckpointManager:
         return list(self._maybe_delete.keys())
 
     @property
-    def checkpoint(self):
+    def checkpoint(self) -> Checkpoint:
         return self._checkpoint
 
     @property
@@ -165,7 +171,9 @@ class CheckpointManager:
             save_relative_paths=True,
         )
 
-    def save(self, checkpoint_number=None, check_interval: bool = True, session=None) -> str | None:
+    def save(
+        self, checkpoint_number: Any = None, check_interval: bool = True, session: Session | None = None
+    ) -> str | None:
         """Write a new checkpoint, record it in the state file, and delete the ones beyond `max_to_keep`.
 
         Numbered by `checkpoint_number` (an int, or an integer variable/tensor evaluated in the session) or
@@ -198,7 +206,7 @@ class CheckpointManager:
         self._record_state()
         return save_path
 
-    def restore_or_initialize(self, session=None) -> str | None:
+    def restore_or_initialize(self, session: Session | None = None) -> str | None:
         """Restore the latest checkpoint and return its path; with none, call `init_fn` and return None."""
         session = session if session is not None else self._session
         if self._latest_checkpoint is not None:

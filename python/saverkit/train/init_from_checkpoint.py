@@ -18,7 +18,8 @@ from __future__ import annotations
 import difflib
 import os
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 __all__ = ["init_from_checkpoint"]
 
@@ -156,7 +157,9 @@ def _initialize(var_or_parts, prefix: str, tensor_name: str, entries: dict, entr
         _set_checkpoint_initializer(var_or_parts, prefix, tensor_name, "")
 
 
-def init_from_checkpoint(ckpt_dir_or_file, assignment_map) -> None:
+def init_from_checkpoint(
+    ckpt_dir_or_file: str | os.PathLike, assignment_map: Mapping[str, Any] | Iterable[tuple[str, Any]]
+) -> None:
     """Make the mapped variables' initializers load values from a checkpoint (TF1's init_from_checkpoint).
 
     `ckpt_dir_or_file` is a checkpoint prefix (or one of its files, or a directory with a `checkpoint`
