@@ -18,16 +18,18 @@ written: TensorFlow recomputes them on import, and they would only make the file
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import tempfile
-import warnings
 from collections.abc import Iterable
 from typing import Any
 
 from google.protobuf import text_format
 
 from saverkit.protobuf import graph_pb2, meta_graph_pb2, op_def_pb2, saver_pb2
+
+_logger = logging.getLogger(__name__)
 
 # Prefix given to the names of inputs that lie outside ``export_scope``.
 _UNBOUND_INPUT_PREFIX = "$unbound_inputs_"
@@ -157,9 +159,8 @@ def add_collection_def(
     from saverkit.framework import ops
 
     if not isinstance(key, (str, bytes)):
-        warnings.warn(
-            f"Only collections with string type keys will be serialized. This key has {type(key)}",
-            stacklevel=2,
+        _logger.warning(
+            f"Only collections with string type keys will be serialized. This key has {type(key)}"
         )
         return
     graph = graph or ops.get_default_graph()
@@ -191,10 +192,9 @@ def add_collection_def(
         else:
             col_def.float_list.value.extend(items)
     except Exception as e:  # noqa: BLE001 - TF skips collections it cannot encode, with a warning
-        warnings.warn(
+        _logger.warning(
             f"Error encountered when serializing {key}.\nType is unsupported, or the types of the "
-            f"items don't match field type in CollectionDef.\n{e}",
-            stacklevel=2,
+            f"items don't match field type in CollectionDef.\n{e}"
         )
         del meta_graph_def.collection_def[key]
 
@@ -501,7 +501,7 @@ def import_scoped_meta_graph(
                 continue
             kind = col_def.WhichOneof("kind")
             if kind is None:
-                warnings.warn(f"Cannot identify data type for collection {key}. Skipping.", stacklevel=2)
+                _logger.warning(f"Cannot identify data type for collection {key}. Skipping.")
                 continue
             from_proto = ops.get_from_proto_function(key)
             if from_proto and kind == "bytes_list":
@@ -531,7 +531,7 @@ def import_scoped_meta_graph(
                 for value in col_def.bytes_list.value:
                     graph.add_to_collection(key, value)
             else:
-                warnings.warn(f"Collection {key} of kind {kind} is not supported. Skipping.", stacklevel=2)
+                _logger.warning(f"Collection {key} of kind {kind} is not supported. Skipping.")
 
         var_list = {}
         for v in graph.get_collection(ops.GraphKeys.GLOBAL_VARIABLES, scope=scope):
