@@ -753,3 +753,16 @@ def test_pending_restorations_keep_no_files_open(tmp_path, sess):
     assert len(os.listdir("/proc/self/fd")) <= before + 2
     partial.b = sk.Variable(np.float32(0))  # the last one is still served, reopening the file
     assert sess.run(partial.b.value()) == 2
+
+
+def test_a_name_based_saver_can_restore_our_object_checkpoint_through_full_names(tmp_path):
+    with sk.Graph().as_default() as g, sk.Session(graph=g) as s:
+        net = Net(seed=0)
+        s.run(sk.global_variables_initializer())
+        want = {v.op.name: s.run(v.value()) for v in net.variables}
+        path = Checkpoint(model=net).save(str(tmp_path / "c"), session=s)
+    with sk.Graph().as_default() as g, sk.Session(graph=g) as s:
+        net = Net(seed=5)  # same graph names, other values
+        sk.train.Saver(var_list=list(net.variables)).restore(s, path)
+        for v in net.variables:
+            np.testing.assert_array_equal(s.run(v.value()), want[v.op.name])
