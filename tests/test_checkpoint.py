@@ -766,3 +766,13 @@ def test_a_name_based_saver_can_restore_our_object_checkpoint_through_full_names
         sk.train.Saver(var_list=list(net.variables)).restore(s, path)
         for v in net.variables:
             np.testing.assert_array_equal(s.run(v.value()), want[v.op.name])
+
+
+def test_save_counter_ignores_the_callers_name_scope(tmp_path, sess):
+    v = sk.Variable(np.float32(1), name="v")
+    sess.run(v.initializer)
+    ckpt = Checkpoint(v=v)
+    with sk.name_scope("training_loop"):
+        path = ckpt.save(str(tmp_path / "c"), session=sess)
+    assert ckpt.save_counter.name == "save_counter:0"
+    assert read_object_graph(path).nodes[2].attributes[0].full_name == "save_counter"

@@ -209,7 +209,8 @@ class Checkpoint(AutoTrackable):
 
         if graph is None:  # next to the checkpointed variables, else in the default graph
             graph = self._objects_graph() or get_default_graph()
-        with graph.as_default():
+        # Outside the caller's name scope and control dependencies (TF: init_scope), like TF's counter.
+        with graph.as_default(), graph.name_scope(None), graph.control_dependencies(None):
             counter = Variable(0, name="save_counter", dtype=dtypes.int64, trainable=False)
         object.__setattr__(self, "_save_counter", counter)
         if self._attached is None:
