@@ -776,3 +776,22 @@ def test_save_counter_ignores_the_callers_name_scope(tmp_path, sess):
         path = ckpt.save(str(tmp_path / "c"), session=sess)
     assert ckpt.save_counter.name == "save_counter:0"
     assert read_object_graph(path).nodes[2].attributes[0].full_name == "save_counter"
+
+
+def test_cached_checkpoint_ops_do_not_keep_graphs_alive(tmp_path):
+    import gc
+    import weakref
+
+    refs = []
+    for i in range(3):
+        g = sk.Graph()
+        with g.as_default(), sk.Session(graph=g) as s:
+            v = sk.Variable(np.float32(i), name="v")
+            s.run(v.initializer)
+            ckpt = Checkpoint(v=v)
+            path = ckpt.write(str(tmp_path / f"c{i}"), session=s)
+            ckpt.read(path, session=s)
+        refs.append(weakref.ref(g))
+        del g, v, ckpt, s
+    gc.collect()
+    assert [r() for r in refs] == [None, None, None]

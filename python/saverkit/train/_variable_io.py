@@ -16,8 +16,6 @@ Both write the same bytes; see `saverkit.train.checkpoint` for the reasoning.
 
 from __future__ import annotations
 
-import weakref
-
 import numpy as np
 
 from saverkit import errors
@@ -133,13 +131,11 @@ def check_compatible(var, key: str, dtype, shape, save_path: str) -> None:
         )
 
 
-# Per graph: signature of a save/restore -> the cached ops (and the variables, which keeps their ids
-# from being reused by new objects while the entry exists).
-_op_cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
 def _cached_ops(graph, signature, build):
-    cache = _op_cache.setdefault(graph, {})
+    # The cache lives on the graph (signature of a save/restore -> its ops, plus the variables, which keeps
+    # their ids from being reused while the entry exists), so it goes away with the graph. A module-level
+    # weak-keyed dict would keep every graph alive: its values refer to the graph's ops.
+    cache = graph.__dict__.setdefault("_saverkit_checkpoint_ops", {})
     entry = cache.get(signature)
     if entry is None and not graph.finalized:
         # Like TF's init_scope: the user's current name scope, device and control dependencies must not
