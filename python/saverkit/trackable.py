@@ -50,11 +50,17 @@ def checkpoint_key(object_path: str, local_name: str) -> str:
     return f"{object_path}/{OBJECT_ATTRIBUTES_NAME}/{escape_local_name(local_name)}"
 
 
-def is_variable(obj) -> bool:
-    # Imported lazily: the graph layer imports saverkit.module (via saverkit/__init__) in some orders.
-    from saverkit import Variable
+_variable_class = None
 
-    return isinstance(obj, Variable)
+
+def is_variable(obj) -> bool:
+    global _variable_class
+    if _variable_class is None:
+        # Imported on first use: saverkit/__init__ imports this module before the graph layer.
+        from saverkit.framework.variables import Variable
+
+        _variable_class = Variable
+    return isinstance(obj, _variable_class)
 
 
 def is_trackable(obj) -> bool:

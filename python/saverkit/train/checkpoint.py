@@ -79,38 +79,38 @@ def serialize_object_graph(root, attached_dependencies=()):
     """
     objects, paths, children = breadth_first_traversal(root, attached_dependencies)
     node_ids = {id(o): i for i, o in enumerate(objects)}
+    edges = [[node_ids[id(ref.ref)] for ref in refs] for refs in children]
+    has_values = _has_checkpoint_values([is_variable(o) for o in objects], edges)
     graph = trackable_object_graph_pb2.TrackableObjectGraph()
     to_save = []
-    for obj, refs in zip(objects, children, strict=True):
+    ObjectReference = trackable_object_graph_pb2.TrackableObjectGraph.TrackableObject.ObjectReference
+    for obj, refs, ids, flag in zip(objects, children, edges, has_values, strict=True):
         node = graph.nodes.add()
-        for ref in refs:
-            node.children.add(node_id=node_ids[id(ref.ref)], local_name=ref.name)
+        node.children.extend(
+            ObjectReference(node_id=i, local_name=r.name) for i, r in zip(ids, refs, strict=True)
+        )
         if is_variable(obj):
             key = checkpoint_key(object_path_to_string(r.name for r in paths[id(obj)]), VARIABLE_VALUE_KEY)
             node.attributes.add(name=VARIABLE_VALUE_KEY, full_name=variable_name(obj), checkpoint_key=key)
             to_save.append((key, obj))
-    _set_has_checkpoint_values(graph)
+        node.has_checkpoint_values.value = flag
     return graph, to_save
 
 
-def _set_has_checkpoint_values(graph) -> None:
-    """A node has checkpoint values if it or any descendant has attributes (TF's rule, same flags)."""
-    parents: dict[int, set[int]] = {}
-    marked = set()
-    for node_id, node in enumerate(graph.nodes):
-        if node.attributes or node.slot_variables or node.HasField("registered_saver"):
-            marked.add(node_id)
-        for child in node.children:
-            parents.setdefault(child.node_id, set()).add(node_id)
-    queue = list(marked)
+def _has_checkpoint_values(has_attributes: list[bool], edges: list[list[int]]) -> list[bool]:
+    """TF's `has_checkpoint_values`: a node has values if it or any descendant has attributes."""
+    parents: list[list[int]] = [[] for _ in edges]
+    for node_id, children in enumerate(edges):
+        for child in children:
+            parents[child].append(node_id)
+    marked = list(has_attributes)
+    queue = [i for i, m in enumerate(marked) if m]
     while queue:
-        node_id = queue.pop()
-        for parent in parents.pop(node_id, ()):
-            if parent not in marked:
-                marked.add(parent)
-            queue.append(parent)
-    for node_id, node in enumerate(graph.nodes):
-        node.has_checkpoint_values.value = node_id in marked
+        for parent in parents[queue.pop()]:
+            if not marked[parent]:
+                marked[parent] = True
+                queue.append(parent)
+    return marked
 
 
 def write_object_checkpoint(file_prefix: str, session, root, attached_dependencies=()) -> str:
