@@ -13,7 +13,6 @@ import argparse
 import time
 
 import numpy as np
-
 import saverkit as sk
 
 
@@ -53,8 +52,8 @@ def main() -> None:
     init = g.get_operation_by_name("init")
     var_list = g.get_collection(sk.GraphKeys.GLOBAL_VARIABLES)
     with sk.Session(graph=g) as sess:
-        show("run global_variables_initializer (first)", *best_of(1, lambda: sess.run(init))[:2], "plan built")
-        show("run global_variables_initializer", *best_of(args.repeat, lambda: sess.run(init))[:2], "plan cached")
+        show("run initializer (first)", *best_of(1, lambda: sess.run(init))[:2], "plan built")
+        show("run initializer", *best_of(args.repeat, lambda: sess.run(init))[:2], "plan cached")
         show("fetch all variables (first)", *best_of(1, lambda: sess.run(var_list))[:2], "plan built")
         wall, cpu, fetched = best_of(args.repeat, lambda: sess.run(var_list))
         show("fetch all variables", wall, cpu, "plan cached")

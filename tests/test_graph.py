@@ -394,3 +394,22 @@ def test_create_op_low_level(graph):
     assert opaque.node_def.attr["k"].i == 3
     with pytest.raises(ValueError, match="output dtypes"):
         graph.create_op("AnotherUnknown", [a])
+
+
+def test_graph_def_reflects_changes_after_an_earlier_export(graph):
+    a = sk.constant(1.0, name="a")
+    b = sk.identity(a, name="b")
+    first = graph.as_graph_def()
+    assert first.node[1].device == "" and list(first.node[1].input) == ["a"]
+    b.op._set_device("/cpu:0")
+    b.op._set_attr("_note", [b"x"])
+    c = sk.no_op(name="c")
+    b.op._add_control_input(c)
+    second = graph.as_graph_def()
+    node = second.node[1]
+    assert node.device == "/device:CPU:0"
+    assert list(node.attr["_note"].list.s) == [b"x"]
+    assert list(node.input) == ["a", "^c"]
+    assert graph.as_graph_def() == second
+    b.op._remove_all_control_inputs()
+    assert list(graph.as_graph_def().node[1].input) == ["a"]

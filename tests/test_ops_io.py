@@ -4,6 +4,7 @@ import binascii
 import json
 import pathlib
 import time
+import weakref
 
 import numpy as np
 import pytest
@@ -189,8 +190,8 @@ def test_sharded_save_runs_save_ops_concurrently_then_merges(graph, tmp_path, mo
         sess.run(merge)
         wall = time.perf_counter() - start
     assert len(spans) == 3
-    assert wall < 0.8, wall  # three 0.3 s writes in sequence would take 0.9 s
     assert max(s for s, _ in spans) < min(e for _, e in spans)  # all three were in flight at once
+    assert wall < 0.9 + 0.5, wall  # (in sequence the writes alone take 0.9 s; loose bound: shared CI box)
     files = sorted(p.name for p in tmp_path.iterdir())
     assert files == [
         "model.ckpt.data-00000-of-00003",
@@ -217,3 +218,56 @@ def test_restore_every_dtype_from_a_tf_written_checkpoint(graph):
         assert list(arr.shape) == want["shape"]
         raw = np.ascontiguousarray(arr).astype(arr.dtype.newbyteorder("<")).tobytes()
         assert binascii.hexlify(raw).decode() == want["hex"], name
+
+
+def test_restore_through_identity_into_a_resource_variable_is_in_place(graph, tmp_path, monkeypatch):
+    from saverkit.framework import resource_variable_ops as rv
+
+    saved = np.arange(8, dtype=np.float32)
+    bundle.write_bundle(str(tmp_path / "ckpt"), ["v"], [saved])
+    h = rv.var_handle_op(sk.float32, [8], shared_name="v", name="v")
+    init = rv.assign_variable_op(h, np.zeros(8, np.float32))
+    (restored,) = io_ops.restore_v2(str(tmp_path / "ckpt"), ["v"], [""], [sk.float32])
+    restore = rv.assign_variable_op(h, sk.identity(restored))  # the shape of TF's own Saver graphs
+    calls = []
+    real = bundle.read_tensors
+    monkeypatch.setattr(
+        bundle, "read_tensors", lambda *a, out=None, **k: calls.append(out) or real(*a, out=out, **k)
+    )
+    with sk.Session() as sess:
+        sess.run(init)
+        buf = weakref.ref(sess._variables.get(("resource", b"", "v")))
+        sess.run(restore)
+        assert calls[-1][0] is not None
+        assert sess._variables.get(("resource", b"", "v")) is buf()
+        np.testing.assert_array_equal(buf(), saved)
+
+
+def test_restore_does_not_overwrite_a_snapshot_read_in_the_same_run(graph, tmp_path):
+    from saverkit.framework import resource_variable_ops as rv
+
+    bundle.write_bundle(str(tmp_path / "ckpt"), ["v"], [np.ones(3, np.float32)])
+    h = rv.var_handle_op(sk.float32, [3], name="v")
+    init = rv.assign_variable_op(h, np.zeros(3, np.float32))
+    before = rv.read_variable_op(h, sk.float32)
+    with sk.control_dependencies([before]):
+        (restored,) = io_ops.restore_v2(str(tmp_path / "ckpt"), ["v"], [""], [sk.float32])
+        restore = rv.assign_variable_op(h, restored)
+    with sk.control_dependencies([restore]):
+        after = rv.read_variable_op(h, sk.float32)
+    with sk.Session() as sess:
+        sess.run(init)
+        b, a = sess.run([before, after])
+    np.testing.assert_array_equal(b, [0, 0, 0])
+    np.testing.assert_array_equal(a, [1, 1, 1])
+
+
+def test_restore_of_a_different_shape_replaces_an_unvalidated_variable(graph, tmp_path):
+    bundle.write_bundle(str(tmp_path / "ckpt"), ["w"], [np.ones(5, np.float32)])
+    w = sk.Variable(np.zeros(3, np.float32), name="w", validate_shape=False)
+    (restored,) = io_ops.restore_v2(str(tmp_path / "ckpt"), ["w"], [""], [sk.float32])
+    restore = sk.assign(w, restored, validate_shape=False)
+    with sk.Session() as sess:
+        sess.run(w.initializer)
+        sess.run(restore)
+        np.testing.assert_array_equal(sess.run(w), np.ones(5))

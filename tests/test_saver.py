@@ -302,6 +302,8 @@ def test_duplicate_and_empty_var_lists(graph):
         saver_module.op_list_to_dict([a, a])
     with pytest.raises(ValueError, match="build cannot be deferred"):
         sk.train.Saver([a], defer_build=True)
+    with pytest.raises(ValueError, match="only V2 checkpoints"):
+        sk.train.Saver([a], write_version=saver_pb2.SaverDef.V1)
 
 
 def test_empty_graph_saver(graph, tmp_path):
@@ -340,7 +342,12 @@ def test_save_errors(graph, tmp_path):
             saver.save(sess, str(tmp_path / "checkpoint"))
         with pytest.raises(TypeError, match="must be a Session"):
             saver.save(object(), str(tmp_path / "m"))
-    assert _files(tmp_path) == []
+        # one missing level is created, as TF's bundle writer does
+        assert saver.save(sess, str(tmp_path / "new" / "m"), write_meta_graph=False) == str(
+            tmp_path / "new" / "m"
+        )
+    assert _files(tmp_path) == ["new"]
+    assert _files(tmp_path / "new") == ["checkpoint", "m.data-00000-of-00001", "m.index"]
 
 
 def test_uninitialized_variable_save_fails_cleanly(graph, tmp_path):
@@ -380,6 +387,31 @@ def test_restore_errors_name_what_is_wrong(graph, tmp_path):
             sk.train.Saver().restore(sess, p)
         msg = str(e.value)
         assert "w" in msg and "[3, 2]" in msg and "[2, 3]" in msg
+
+
+def test_partitioned_variables_as_slices(graph, tmp_path):
+    """Variables with SaveSliceInfo save as slices of one checkpoint tensor and restore from it."""
+    full = np.arange(20, dtype=np.float32).reshape(5, 4)
+    parts = []
+    for i, (off, n) in enumerate([(0, 3), (3, 2)]):
+        v = sk.Variable(full[off : off + n], name=f"emb/part_{i}")
+        v._set_save_slice_info(sk.Variable.SaveSliceInfo("emb", [5, 4], [off, 0], [n, 4]))
+        parts.append(v)
+    saver = sk.train.Saver({"emb": parts})
+    with sk.Session() as sess:
+        sess.run(sk.global_variables_initializer())
+        p = saver.save(sess, str(tmp_path / "m"), write_meta_graph=False)
+        np.testing.assert_array_equal(sk.train.load_variable(p, "emb"), full)
+        for v in parts:
+            sess.run(v.assign(np.zeros(v.shape, np.float32)))
+        saver.restore(sess, p)
+        np.testing.assert_array_equal(np.concatenate(sess.run(parts)), full)
+    other = sk.Variable(np.zeros((1, 4), np.float32), name="other/part_0")
+    other._set_save_slice_info(sk.Variable.SaveSliceInfo("other", [1, 4], [0, 0], [1, 4]))
+    with pytest.raises(ValueError, match="Slices must all be from the same tensor: emb != other"):
+        sk.train.Saver({"emb": [parts[0], other]})
+    with pytest.raises(ValueError, match="Slices must all be slices"):
+        sk.train.Saver({"emb": [parts[0], sk.Variable(1.0, name="plain")]})
 
 
 # --- retention

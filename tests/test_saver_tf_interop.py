@@ -285,6 +285,11 @@ def test_saverkit_import_of_tf_meta_without_saver_def_builds_a_default_saver(tmp
             for v in sk.global_variables():
                 key = v.op.name.split("/", 1)[1]
                 _check(key, sess.run(v), records[key])
+            # and saves them (SaveV2 reads ReadVariableOp values) under the same keys
+            out = s2.save(sess, str(tmp_path / "resource"), write_meta_graph=False)
+    reader = sk.train.load_checkpoint(out)
+    for key, rec in records.items():
+        _check(key, reader.get_tensor(key), rec)
 
 
 # --- the `checkpoint` state file

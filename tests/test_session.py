@@ -32,10 +32,15 @@ op_registry.register_op_def("""
 RUNS = collections.Counter()
 
 
+SPANS = {}
+
+
 @op_registry.register_kernel("SleepForTest", expensive=True)
 def _sleep(ctx):
     RUNS[ctx.op.name] += 1
+    start = time.perf_counter()
     time.sleep(ctx.attr("seconds"))
+    SPANS[ctx.op.name] = (start, time.perf_counter())
     return [np.array(threading.get_ident() % 1000, np.int32)]
 
 
@@ -61,6 +66,7 @@ def count_op(name="count"):
 @pytest.fixture(autouse=True)
 def graph():
     RUNS.clear()
+    SPANS.clear()
     with sk.Graph().as_default() as g:
         yield g
 
@@ -351,7 +357,9 @@ def test_independent_expensive_ops_run_concurrently(graph):
         wall = time.perf_counter() - start
     assert RUNS == {"a": 1, "b": 1}
     assert ta != tb  # ran on two different pool threads
-    assert wall < 0.75, wall  # sequentially they take 0.8 s
+    (sa, ea), (sb, eb) = SPANS["a"], SPANS["b"]
+    assert max(sa, sb) < min(ea, eb)  # both were sleeping at the same time
+    assert wall < 0.8, wall  # sequentially they take 0.8 s
 
 
 def test_dependent_expensive_ops_run_in_order(graph):

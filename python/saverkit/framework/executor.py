@@ -21,10 +21,7 @@ import numpy as np
 
 from saverkit import errors
 from saverkit.framework.ops import Operation, Tensor
-from saverkit.framework.variable_store import Ref, VariableStore, variable_key
-
-# Ops that write a variable through their first (ref) input; their value input may be produced in place.
-_ASSIGN_OPS = frozenset({"Assign"})
+from saverkit.framework.variable_store import Ref, VariableStore, is_shared, resource_key, variable_key
 
 
 class OpKernelContext:
@@ -36,7 +33,7 @@ class OpKernelContext:
         self.op = op
         self.variables = variables
         self.session = session
-        self._out_refs: list[Ref | None] | None = None
+        self._out_refs: list[tuple[Ref, bool] | None] | None = None
         self._ref: Ref | None = None
 
     def attr(self, name: str) -> Any:
@@ -53,14 +50,21 @@ class OpKernelContext:
     def output_buffer(self, index: int) -> np.ndarray | None:
         """The buffer output ``index`` will be assigned into, if the kernel may write there directly.
 
-        Set only when the output's sole consumer in this plan is an ``Assign`` (validate_shape) of an
-        initialized variable and it is not fetched: then writing the value into this array and returning
-        it as the output makes the Assign a no-op (no second copy, no new allocation).
+        Set only when the output flows (through Identity ops) into a single ``Assign`` /
+        ``AssignVariableOp`` of an initialized variable and nothing else uses it: writing the value into
+        this array and returning it as the output makes the assignment a no-op (no second copy, no new
+        allocation). The array has the variable's current shape, which may differ from the value's: a
+        kernel then allocates instead.
         """
-        refs = self._out_refs
-        if refs is None or refs[index] is None:
+        targets = self._out_refs
+        if targets is None or targets[index] is None:
             return None
-        return refs[index].buffer
+        ref, copy_on_write = targets[index]
+        buf = ref.buffer
+        # A resource variable's earlier reads are snapshots that still share its buffer: don't overwrite.
+        if buf is None or copy_on_write and is_shared(buf):
+            return None
+        return buf
 
 
 class _Node:
@@ -331,28 +335,36 @@ def _execute(node: _Node, vals: list[Any]) -> None:
 
 def _in_place_targets(
     op: Operation, needed: dict, fetched: set, variables: VariableStore
-) -> list[Ref | None]:
-    """For each output of ``op``: the Ref of the variable it can be written straight into, or None."""
-    targets: list[Ref | None] = []
+) -> list[tuple[Ref, bool] | None]:
+    """For each output of ``op``: (Ref, copy_on_write) of the variable it may be written straight into.
+
+    That is when the output flows, through Identity ops only, into a single assignment of a variable
+    (``Assign`` of a VariableV2, or ``AssignVariableOp`` of a VarHandleOp) and nothing else in the plan
+    reads or fetches it on the way.
+    """
+    targets: list[tuple[Ref, bool] | None] = []
     for t in op._outputs:
-        ref = None
-        users = [c for c in t._consumers or () if c in needed]
-        if len(users) == 1 and t not in fetched:
+        target = None
+        while t not in fetched:
+            users = [c for c in t._consumers or () if c in needed]
+            if len(users) != 1:
+                break
             user = users[0]
-            var_op = user._inputs[0]._op if user._inputs else None
-            if (
-                user._type in _ASSIGN_OPS
-                and user._inputs[1] is t
-                and user._attrs.get("validate_shape")
-                and var_op is not None
-                and var_op._type == "VariableV2"
-                and var_op in needed
-                and user._inputs[0] not in fetched
-            ):
-                ref = variables.ref(
-                    variable_key(var_op), var_op._name, var_op._attrs["dtype"], var_op._attrs["shape"]
-                )
-        targets.append(ref)
+            if user._type == "Identity":
+                t = user._outputs[0]
+                continue
+            var_op = user._inputs[0]._op
+            if user._inputs[1] is t and var_op in needed and user._inputs[0] not in fetched:
+                if user._type == "Assign" and var_op._type == "VariableV2":
+                    key, cow = variable_key(var_op), False
+                elif user._type == "AssignVariableOp" and var_op._type == "VarHandleOp":
+                    key, cow = resource_key(var_op), True
+                else:
+                    break
+                name = key[-1]
+                target = (variables.ref(key, name, var_op._attrs["dtype"], var_op._attrs["shape"]), cow)
+            break
+        targets.append(target)
     return targets
 
 

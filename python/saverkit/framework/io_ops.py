@@ -138,8 +138,16 @@ def _restore_v2(ctx: Any, prefix: Any, tensor_names: Any, shape_and_slices: Any)
         )
     # Numeric tensors can be read straight into the variable they are restored to; strings cannot.
     out = [None if dt == dtypes.string else ctx.output_buffer(i) for i, dt in enumerate(dts)]
-    has_out = any(o is not None for o in out)
-    return list(_bundle().read_tensors(_path(prefix), names, slices, dts, out=out if has_out else None))
+    path, engine = _path(prefix), _bundle()
+    if any(o is not None for o in out):
+        try:
+            return list(engine.read_tensors(path, names, slices, dts, out=out))
+        except errors.InvalidArgumentError:
+            # A saved shape differs from the variable's: the engine checks out= before reading anything,
+            # so read into new arrays and let the assignment decide (Assign with validate_shape fails as
+            # in TF, AssignVariableOp / validate_shape=False replace the variable).
+            pass
+    return list(engine.read_tensors(path, names, slices, dts))
 
 
 @register_kernel("MergeV2Checkpoints", expensive=True)

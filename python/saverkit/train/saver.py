@@ -48,6 +48,7 @@ from saverkit.framework import (
     op_registry,
     ops,
     resource_variable_ops,
+    resource_variables,
     state_ops,
     string_ops,
     variables,
@@ -155,7 +156,6 @@ class ResourceVariableSaveable(SaveableObject):
 # A Saver over N variables adds N Assign nodes (TF's structure). Going through the generic op constructor
 # (input conversion, type inference, shape functions) costs ~30 us per node; the Saver knows every input type
 # and output shape already, so it creates its nodes directly with Graph._create_op.
-_ASSIGN_ATTRS_CACHE: dict[Any, dict] = {}
 
 
 def _create(g, op_type: str, inputs: list, attrs: dict, output_types: list, name: str, control_inputs=None):
@@ -413,7 +413,7 @@ def op_list_to_dict(op_list: Iterable, convert_variable_to_tensor: bool = True) 
                 else:
                     existing.append(var)
                 continue
-            if not convert_variable_to_tensor or isinstance(var, resource_variable_ops.ResourceVariable):
+            if not convert_variable_to_tensor or isinstance(var, resource_variables.ResourceVariable):
                 name = var.op.name
                 if name in names_to_saveables:
                     raise ValueError(f"At least two variables have the same name: {name}")
@@ -485,7 +485,7 @@ def saveable_objects_for_op(op: Any, name: str) -> list[SaveableObject]:
         return [ReferenceVariableSaveable(op, "", name)]
     if isinstance(op, SaveableObject):
         return [op]
-    if isinstance(op, resource_variable_ops.ResourceVariable):
+    if isinstance(op, resource_variables.ResourceVariable):
         return [ResourceVariableSaveable(op, "", name)]
     if isinstance(op, (list, tuple, _PartitionedVariable)):
         out = []
@@ -503,7 +503,7 @@ def saveable_objects_for_op(op: Any, name: str) -> list[SaveableObject]:
                 slice_name = info.full_name
             elif slice_name != info.full_name:
                 raise ValueError(f"Slices must all be from the same tensor: {slice_name} != {info.full_name}")
-            if isinstance(variable, resource_variable_ops.ResourceVariable):
+            if isinstance(variable, resource_variables.ResourceVariable):
                 out.append(ResourceVariableSaveable(variable, info.spec, name))
             else:
                 out.append(ReferenceVariableSaveable(variable._ref(), info.spec, name))
@@ -1029,12 +1029,22 @@ class Saver:
             self._checkpoints_to_be_deleted.append(self._last_checkpoints.pop(0))
 
     def _MaybeDeleteOldCheckpoints(self, meta_graph_suffix: str = "meta") -> None:  # noqa: N802
+        self._delete_checkpoints(self._checkpoints_to_delete(), meta_graph_suffix)
+
+    def _checkpoints_to_delete(self) -> list[str]:
+        """Takes the checkpoints that left the max_to_keep window; returns those not kept by age."""
+        doomed = []
         while self._checkpoints_to_be_deleted:
             path, stamp = self._checkpoints_to_be_deleted.pop(0)
             if stamp > self._next_checkpoint_time:
                 # One kept per keep_checkpoint_every_n_hours of training.
                 self._next_checkpoint_time += self.saver_def.keep_checkpoint_every_n_hours * 3600
                 continue
+            doomed.append(path)
+        return doomed
+
+    def _delete_checkpoints(self, paths: list[str], meta_graph_suffix: str) -> None:
+        for path in paths:
             try:
                 checkpoint_management.remove_checkpoint(path, self.saver_def.version, meta_graph_suffix)
             except Exception as e:  # noqa: BLE001 - TF ignores failed deletions (logged) and carries on
@@ -1091,7 +1101,13 @@ class Saver:
         save_path_parent = os.path.dirname(save_path)
         model_checkpoint_path = None
         if not self._is_empty:
-            if save_path_parent and not os.path.isdir(save_path_parent):
+            # Like TF's bundle writer, a save creates the checkpoint's directory, but only one level.
+            grandparent = os.path.dirname(save_path_parent)
+            if (
+                save_path_parent
+                and not os.path.isdir(save_path_parent)
+                and not os.path.isdir(grandparent or ".")
+            ):
                 raise ValueError(f"Parent directory of {save_path} doesn't exist, can't save.")
             try:
                 result = sess.run(
@@ -1116,8 +1132,9 @@ class Saver:
 
         if model_checkpoint_path is not None and write_state:
             self._RecordLastCheckpoint(model_checkpoint_path)
+            doomed = self._checkpoints_to_delete()  # decided first: last_preserved_timestamp is current
             self._update_state(save_path_parent, model_checkpoint_path, latest_filename, durable)
-            self._MaybeDeleteOldCheckpoints(meta_graph_suffix=meta_graph_suffix)
+            self._delete_checkpoints(doomed, meta_graph_suffix)  # after the state file stops naming them
         return model_checkpoint_path
 
     def _update_state(
@@ -1285,24 +1302,24 @@ def _global_step_value(sess, global_step: Any) -> int:
 
 
 def _fsync_checkpoint(prefix: str) -> None:
-    """fsync every file of the checkpoint and its directory, so a rename after this is durable."""
+    """fsync every file of the checkpoint, its directory and the directory's parent (the save may have
+    created the directory), so that a rename after this is durable."""
     dirname = os.path.dirname(prefix) or "."
     base = os.path.basename(prefix)
-    for name in os.listdir(dirname):
-        if name == base + ".index" or name.startswith(base + ".data-"):
-            fd = os.open(os.path.join(dirname, name), os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-    fd = os.open(dirname, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    paths = [
+        os.path.join(dirname, name)
+        for name in os.listdir(dirname)
+        if name == base + ".index" or name.startswith(base + ".data-")
+    ]
+    for path in [*paths, dirname, os.path.dirname(os.path.abspath(dirname))]:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
-class _CheckpointNotFoundError(errors.NotFoundError, ValueError):
+class CheckpointNotFoundError(errors.NotFoundError, ValueError):
     """No checkpoint at the given prefix. Also a ValueError: TensorFlow's Saver raises ValueError here."""
 
 
@@ -1330,7 +1347,7 @@ def _missing_checkpoint_error(prefix: str) -> errors.NotFoundError:
         f"Failed to find any matching files for {prefix}: looked for {looked}; {found}. "
         "The passed save_path is not a valid checkpoint."
     )
-    return _CheckpointNotFoundError(None, None, msg)
+    return CheckpointNotFoundError(None, None, msg)
 
 
 def _wrap_restore_error_with_msg(
