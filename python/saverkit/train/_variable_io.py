@@ -77,9 +77,8 @@ def assign_op(var, value, validate_shape: bool | None = None):
     """An op storing tensor `value` in `var`: Assign for ref variables, AssignVariableOp for resource
     variables (imported from TF meta graphs)."""
     from saverkit import assign
-    from saverkit.framework.resource_variable_ops import ResourceVariable
 
-    if isinstance(var, ResourceVariable):
+    if var.op.type == "VarHandleOp":  # a ResourceVariable (the graph layer's class for them)
         return var.assign(value, read_value=False)
     if validate_shape is None:
         validate_shape = var.shape.is_fully_defined()
