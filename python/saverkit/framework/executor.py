@@ -160,19 +160,18 @@ class Plan:
             nodes.append(node)
         self.nodes = nodes
         self.has_expensive = any(nd.expensive for nd in nodes)
-        self._roots: list[_Node] | None = None  # scheduler bookkeeping, built on first scheduled run
+        # The scheduler's bookkeeping, only for plans with pool ops (built here: plans are shared by threads).
+        self._roots = self._schedule_graph() if self.has_expensive else []
 
     def _schedule_graph(self) -> list[_Node]:
-        if self._roots is None:
-            node_of = {nd.op: nd for nd in self.nodes}
-            for nd in self.nodes:
-                nd.consumers = []
-                nd.n_deps = len(nd.deps)
-            for nd in self.nodes:
-                for d in nd.deps:
-                    node_of[d].consumers.append(nd)
-            self._roots = [nd for nd in self.nodes if nd.n_deps == 0]
-        return self._roots
+        node_of = {nd.op: nd for nd in self.nodes}
+        for nd in self.nodes:
+            nd.consumers = []
+            nd.n_deps = len(nd.deps)
+        for nd in self.nodes:
+            for d in nd.deps:
+                node_of[d].consumers.append(nd)
+        return [nd for nd in self.nodes if nd.n_deps == 0]
 
     # --- running -------------------------------------------------------------------------------
     def run(self, feed_values: list[Any], pool_fn: Any) -> list[Any]:
@@ -211,7 +210,7 @@ class Plan:
             raise error from e
 
     def _run_scheduled(self, vals: list[Any], pool: Any) -> None:
-        ready = deque(self._schedule_graph())
+        ready = deque(self._roots)
         pending = {nd: nd.n_deps for nd in self.nodes}
         done: queue.SimpleQueue = queue.SimpleQueue()
         in_flight = 0

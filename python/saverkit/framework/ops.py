@@ -19,7 +19,7 @@ import numpy as np
 
 from saverkit import dtypes
 from saverkit.framework import attrs as attrs_lib
-from saverkit.framework import device_spec, op_registry
+from saverkit.framework import device_spec
 from saverkit.framework.tensor_shape import TensorShape, as_shape
 from saverkit.protobuf import graph_pb2, node_def_pb2, versions_pb2
 
@@ -1160,7 +1160,3 @@ def get_to_proto_function(collection_name: str) -> Callable | None:
 
 def get_from_proto_function(collection_name: str) -> Callable | None:
     return _proto_functions.get(collection_name, (None, None, None))[2]
-
-
-def get_op_info(op_type: str) -> Any:
-    return op_registry.get(op_type)
