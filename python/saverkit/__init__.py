@@ -3,6 +3,7 @@
 from saverkit import dtypes, errors
 from saverkit.dtypes import *  # noqa: F401,F403  (tf-style top-level dtype names)
 from saverkit.dtypes import DType, as_dtype
+from saverkit.module import Module  # noqa: F401
 
 __version__ = "0.1.0"
 
