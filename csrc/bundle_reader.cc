@@ -245,8 +245,8 @@ void BundleReader::SwapIfBigEndian(int dtype, char* data, uint64_t n) const {
 Status BundleReader::ChecksumError(const std::string& key, const BundleEntry& entry, const RandomAccessFile& file,
                                    uint32_t actual) {
   return DataLoss(StrCat("Checksum does not match for tensor ", DisplayKey(key), " in ", file.path(),
-                         " at offset ", entry.offset, " (size ", entry.size, "): stored crc32c 0x", std::hex,
-                         crc32c::Unmask(entry.crc32c), ", calculated 0x", actual));
+                         " at offset ", entry.offset, " (size ", entry.size, "): stored crc32c ", Hex32(crc32c::Unmask(entry.crc32c)),
+                         ", calculated ", Hex32(actual)));
 }
 
 Status BundleReader::ReadNumeric(const std::string& key, const BundleEntry& entry, char* dst) {
@@ -300,8 +300,8 @@ Status BundleReader::ParseStrings(const std::string& key, const BundleEntry& ent
   if (limit - p < 4) return DataLoss("Truncated length checksum of " + what);
   uint32_t stored = big ? DecodeFixed32BE(p) : DecodeFixed32(p);
   if (crc32c::Unmask(stored) != crc) {
-    return DataLoss(StrCat("The length checksum does not match for ", what, ": stored 0x", std::hex,
-                           crc32c::Unmask(stored), ", calculated 0x", crc));
+    return DataLoss(StrCat("The length checksum does not match for ", what, ": stored ", Hex32(crc32c::Unmask(stored)),
+                           ", calculated ", Hex32(crc)));
   }
   crc = crc32c::Extend(crc, p, 4);
   p += 4;

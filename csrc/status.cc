@@ -47,4 +47,10 @@ std::string PrintableKey(const std::string& key) {
   return out + "'";
 }
 
+std::string Hex32(uint32_t v) {
+  char buf[16];
+  std::snprintf(buf, sizeof(buf), "0x%08x", v);
+  return buf;
+}
+
 }  // namespace saverkit

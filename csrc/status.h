@@ -3,6 +3,7 @@
 // non-OK Status into the matching saverkit.errors exception.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <utility>
 
@@ -49,6 +50,10 @@ Status FailedPrecondition(const std::string& msg);
 Status Unimplemented(const std::string& msg);
 Status Internal(const std::string& msg);
 Status ResourceExhausted(const std::string& msg);
+
+// "0x" followed by 8 hex digits; for checksums in messages (StrCat has no
+// stream state, so std::hex cannot be passed through it).
+std::string Hex32(uint32_t v);
 
 // Human-readable, quoted form of a key that may hold arbitrary bytes.
 std::string PrintableKey(const std::string& key);

@@ -64,8 +64,8 @@ Status ReadBlock(const RandomAccessFile& file, const BlockHandle& handle, std::s
   uint32_t actual = crc32c::Value(raw.data(), handle.size + 1);  // contents + type byte
   if (expected != actual) {
     return DataLoss(StrCat("Block checksum mismatch in ", file.path(), " at offset ", handle.offset,
-                           " (", handle.size, " bytes): expected crc32c 0x", std::hex, expected, ", got 0x",
-                           actual));
+                           " (", handle.size, " bytes): expected crc32c ", Hex32(expected), ", got ",
+                           Hex32(actual)));
   }
   switch (trailer[0]) {
     case kNoCompression:

@@ -85,3 +85,20 @@ def test_truncation_anywhere_is_data_loss(tmp_path, cut):
         path.write_bytes(data[: max(0, len(data) - cut)])
         with pytest.raises(errors.DataLossError):
             hostile.good_values(prefix)
+
+
+def test_checksum_errors_print_the_crcs_in_hex(tmp_path):
+    # Regression: the CRCs were printed in decimal behind a "0x" prefix.
+    prefix = str(tmp_path / "crc")
+    bundle.write_bundle(prefix, ["v"], [np.arange(16, dtype=np.float32)])
+    data = tmp_path / "crc.data-00000-of-00001"
+    raw = bytearray(data.read_bytes())
+    raw[5] ^= 0x40
+    data.write_bytes(bytes(raw))
+    with pytest.raises(errors.DataLossError) as info:
+        bundle.read_tensors(prefix, ["v"])
+    import re
+
+    crcs = re.findall(r"0x([0-9a-fA-F]+)", str(info.value))
+    assert len(crcs) == 2 and all(len(c) == 8 for c in crcs), str(info.value)
+    assert crcs[0] != crcs[1]

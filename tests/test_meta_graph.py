@@ -3,8 +3,10 @@
 import os
 import pathlib
 
+import numpy as np
 import pytest
-from saverkit.framework import meta_graph
+import saverkit as sk
+from saverkit.framework import meta_graph, op_registry
 from saverkit.protobuf import graph_pb2, meta_graph_pb2, saver_pb2
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures" / "tf-2.21"
@@ -124,3 +126,176 @@ def test_node_def_export_scope_marks_unbound_inputs():
     assert list(out.input) == ["x", "$unbound_inputs_other/y", "^$unbound_inputs_elsewhere/z"]
     assert unbound == ["$unbound_inputs_other/y", "^$unbound_inputs_elsewhere/z"]
     assert out.device == ""
+
+
+# --- export / import with saverkit graphs
+
+
+def _model():
+    w = sk.Variable(np.ones((2, 3), np.float32), name="w")
+    step = sk.Variable(np.int64(0), name="global_step", trainable=False)
+    train_op = sk.group(w.assign_add(np.ones((2, 3), np.float32)), step.assign_add(1), name="train_op")
+    return w, step, train_op
+
+
+def test_collections_are_encoded_as_tf_does():
+    g = sk.Graph()
+    with g.as_default():
+        w, step, train_op = _model()
+        sk.add_to_collection("train_op", train_op)
+        sk.add_to_collection("tensors", w.value())
+        sk.add_to_collection("ints", 3)
+        sk.add_to_collection("ints", 4)
+        sk.add_to_collection("floats", 0.5)
+        sk.add_to_collection("strings", "hello")
+        sk.add_to_collection("strings", b"bytes")
+        saver = sk.train.Saver()
+        sk.add_to_collection(sk.GraphKeys.SAVERS, saver)
+        m = sk.train.export_meta_graph(saver_def=saver.saver_def)
+    c = m.collection_def
+    assert c["train_op"].node_list.value == ["train_op"]
+    assert c["tensors"].node_list.value == ["w/read:0"]
+    assert list(c["ints"].int64_list.value) == [3, 4]
+    assert list(c["floats"].float_list.value) == [0.5]
+    assert list(c["strings"].bytes_list.value) == [b"hello", b"bytes"]
+    assert saver_pb2.SaverDef.FromString(c["savers"].bytes_list.value[0]) == saver.saver_def
+    from saverkit.protobuf import variable_pb2
+
+    defs = [variable_pb2.VariableDef.FromString(b) for b in c["variables"].bytes_list.value]
+    assert [(d.variable_name, d.initializer_name, d.snapshot_name, d.trainable) for d in defs] == [
+        ("w:0", "w/Assign", "w/read:0", True),
+        ("global_step:0", "global_step/Assign", "global_step/read:0", False),
+    ]
+    assert len(c["trainable_variables"].bytes_list.value) == 1
+    assert m.saver_def == saver.saver_def
+    assert m.meta_info_def.tensorflow_git_version.startswith("saverkit-")
+
+
+def test_unencodable_collection_is_skipped_with_a_warning(caplog):
+    g = sk.Graph()
+    with g.as_default():
+        _model()
+        sk.add_to_collection("odd", object())
+        m = sk.train.export_meta_graph()
+    assert "odd" not in m.collection_def
+    assert "Error encountered when serializing odd" in caplog.text  # logged, as TF does
+
+
+def test_stripped_op_list_is_exactly_the_ops_used():
+    g = sk.Graph()
+    with g.as_default():
+        _model()
+        saver = sk.train.Saver(sharded=True)
+        m = saver.export_meta_graph()
+    used = sorted({n.op for n in m.graph_def.node})
+    assert [op.name for op in m.meta_info_def.stripped_op_list.op] == used
+    for op in m.meta_info_def.stripped_op_list.op:
+        assert op == op_registry.get_op_def(op.name)
+    assert "MergeV2Checkpoints" in used and "AssignAdd" in used
+
+
+def test_meta_graph_is_lean():
+    g = sk.Graph()
+    with g.as_default():
+        _model()
+        saver = sk.train.Saver()
+        m = saver.export_meta_graph()
+    consts = sorted(n.name for n in m.graph_def.node if n.op == "Const" and n.name.startswith("save/"))
+    assert consts == ["save/SaveV2/shape_and_slices", "save/SaveV2/tensor_names", "save/filename/input"]
+    assert not any("_output_shapes" in n.attr for n in m.graph_def.node)
+    # the variable's initial value is stored once, in w/initial_value
+    sizes = sorted((n.ByteSize(), n.name) for n in m.graph_def.node)
+    assert sizes[-1][0] < 200
+
+
+def test_round_trip_restores_graph_collections_and_values(tmp_path):
+    g = sk.Graph()
+    with g.as_default():
+        w, step, train_op = _model()
+        sk.add_to_collection("train_op", train_op)
+        sk.add_to_collection("ints", 7)
+        saver = sk.train.Saver()
+        with sk.Session() as sess:
+            sess.run(sk.global_variables_initializer())
+            sess.run(train_op)
+            prefix = saver.save(sess, str(tmp_path / "model"), global_step=step)
+    assert prefix == str(tmp_path / "model-1")
+    g2 = sk.Graph()
+    with g2.as_default():
+        saver2 = sk.train.import_meta_graph(prefix + ".meta")
+        assert saver2.saver_def == saver.saver_def
+        train_op2 = sk.get_collection("train_op")[0]
+        assert isinstance(train_op2, sk.Operation) and train_op2.name == "train_op"
+        assert sk.get_collection("ints") == [7]
+        names = [v.op.name for v in sk.global_variables()]
+        assert names == ["w", "global_step"]
+        assert [v.op.name for v in sk.trainable_variables()] == ["w"]
+        with sk.Session() as sess:
+            saver2.restore(sess, prefix)
+            sess.run(train_op2)  # training continues from the imported graph
+            w2, step2 = sk.global_variables()
+            np.testing.assert_array_equal(sess.run(w2), np.full((2, 3), 3, np.float32))
+            assert sess.run(step2) == 2
+
+
+def test_export_scope_import_scope_and_clear_devices(tmp_path):
+    g = sk.Graph()
+    with g.as_default():
+        with sk.name_scope("outer"), sk.device("/cpu:0"):
+            v = sk.Variable(np.arange(3, dtype=np.float32), name="v")
+        sk.Variable(1.0, name="elsewhere")
+        m = sk.train.export_meta_graph(export_scope="outer", clear_devices=True)
+    names = {n.name for n in m.graph_def.node}
+    assert "v" in names and "v/read" in names and "elsewhere" not in names
+    assert all(n.device == "" for n in m.graph_def.node)
+    assert [b for b in m.collection_def["variables"].bytes_list.value]  # only outer's variable
+    assert len(m.collection_def["variables"].bytes_list.value) == 1
+    g2 = sk.Graph()
+    with g2.as_default():
+        assert sk.train.import_meta_graph(m, import_scope="imp") is not None  # no SaverDef: a default Saver
+        (v2,) = sk.global_variables()
+        assert v2.op.name == "imp/v"
+        with sk.Session() as sess:
+            sess.run(v2.initializer)
+            np.testing.assert_array_equal(sess.run(v2), np.arange(3, dtype=np.float32))
+    del v
+
+
+def test_clear_extraneous_savers_and_strip_default_attrs():
+    g = sk.Graph()
+    with g.as_default():
+        _model()
+        first = sk.train.Saver()
+        second = sk.train.Saver()
+        sk.add_to_collection(sk.GraphKeys.SAVERS, first)
+        sk.add_to_collection(sk.GraphKeys.SAVERS, second)
+        m = second.export_meta_graph(clear_extraneous_savers=True, strip_default_attrs=True)
+    names = {n.name for n in m.graph_def.node}
+    assert "save_1/SaveV2" in names and not any(n.startswith("save/") for n in names)
+    assert len(m.collection_def["savers"].bytes_list.value) == 1
+    assert m.meta_info_def.stripped_default_attrs
+    assign = next(n for n in m.graph_def.node if n.name == "save_1/Assign")
+    assert "use_locking" not in assign.attr and "validate_shape" not in assign.attr  # both default true
+    assert "T" in assign.attr
+
+
+def test_import_meta_graph_without_variables_or_saver_returns_none():
+    g = sk.Graph()
+    with g.as_default():
+        sk.constant(1.0, name="c")
+        m = sk.train.export_meta_graph()
+    with sk.Graph().as_default():
+        assert sk.train.import_meta_graph(m) is None
+
+
+def test_export_writes_text_and_binary(tmp_path):
+    g = sk.Graph()
+    with g.as_default():
+        _model()
+        saver = sk.train.Saver()
+        saver.export_meta_graph(str(tmp_path / "m.pbtxt"), as_text=True)
+        saver.export_meta_graph(str(tmp_path / "m.meta"))
+    assert (tmp_path / "m.pbtxt").read_text().startswith("meta_info_def {")
+    assert meta_graph.read_meta_graph_file(tmp_path / "m.pbtxt") == meta_graph.read_meta_graph_file(
+        tmp_path / "m.meta"
+    )

@@ -122,10 +122,13 @@ def test_tensorflow_saver_restores_saverkit_checkpoint(tmp_path):
         made = _tf_values(
             tf,
             DTYPE_VALUES,
+            # A constant initial value keeps the static shape fully defined: TF's Saver silently
+            # leaves out variables whose shape is not (tf.fill would drop the string variable).
             lambda n, d, s: tf.compat.v1.Variable(
-                tf.zeros(s, d) if d != tf.string else tf.fill(s, ""), name=n
+                tf.zeros(s, d) if d != tf.string else tf.constant("", shape=s), name=n
             ),
         )
+        assert "s" in made and made["s"].shape.is_fully_defined()
         saver = tf.compat.v1.train.Saver()
         with tf.compat.v1.Session() as sess:
             saver.restore(sess, prefix)
@@ -285,6 +288,11 @@ def test_saverkit_import_of_tf_meta_without_saver_def_builds_a_default_saver(tmp
             for v in sk.global_variables():
                 key = v.op.name.split("/", 1)[1]
                 _check(key, sess.run(v), records[key])
+            # and saves them (SaveV2 reads ReadVariableOp values) under the same keys
+            out = s2.save(sess, str(tmp_path / "resource"), write_meta_graph=False)
+    reader = sk.train.load_checkpoint(out)
+    for key, rec in records.items():
+        _check(key, reader.get_tensor(key), rec)
 
 
 # --- the `checkpoint` state file
@@ -330,3 +338,33 @@ def test_resource_variable_op_defs_match_tensorflow():
             name
         ).SerializeToString(deterministic=True), name
     assert tf is not None
+
+
+def test_tensorflow_continues_training_from_saverkit_meta_graph(tmp_path):
+    """TF imports our graph with its collections (train_op as node_list, ints) and runs the training op."""
+    tf = _tf()
+    g = sk.Graph()
+    with g.as_default():
+        w = sk.Variable(np.ones((2, 2), np.float32), name="w")
+        step = sk.Variable(np.int64(0), name="global_step", trainable=False)
+        train_op = sk.group(w.assign_add(np.full((2, 2), 0.5, np.float32)), step.assign_add(1), name="train")
+        sk.add_to_collection("train_op", train_op)
+        sk.add_to_collection("epochs", 12)
+        sk.add_to_collection("lr", 0.25)
+        sk.add_to_collection("note", "hello")
+        saver = sk.train.Saver()
+        with sk.Session() as sess:
+            sess.run(sk.global_variables_initializer())
+            sess.run(train_op)
+            prefix = saver.save(sess, str(tmp_path / "model"), global_step=step)
+    with tf.Graph().as_default():
+        tf_saver = tf.compat.v1.train.import_meta_graph(prefix + ".meta")
+        assert tf.compat.v1.get_collection("epochs") == [12]
+        assert tf.compat.v1.get_collection("lr") == [0.25]
+        assert tf.compat.v1.get_collection("note") == [b"hello"]
+        (tf_train,) = tf.compat.v1.get_collection("train_op")
+        with tf.compat.v1.Session() as sess:
+            tf_saver.restore(sess, prefix)
+            sess.run(tf_train)
+            assert sess.run("global_step:0") == 2
+            np.testing.assert_array_equal(sess.run("w:0"), np.full((2, 2), 2.0, np.float32))

@@ -159,7 +159,7 @@ def test_keys_out_of_order_are_rejected_by_the_builder(tmp_path):
         _core.write_table(str(tmp_path / "x"), [(b"b", b""), (b"a", b"")])
 
 
-# --- Snappy blocks (TF's reader accepts them; TF never writes them) ----------------
+# --- Snappy blocks (TF's reader accepts them; TF never writes them) -------------------------------
 
 def _snappy_literal(data: bytes) -> bytes:
     out = bytearray()

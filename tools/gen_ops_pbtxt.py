@@ -26,6 +26,8 @@ VariableV2 Assign AssignAdd AssignSub IsVariableInitialized
 Add AddV2 Sub Mul MatMul Sum Mean Square Neg Cast LogicalNot
 Fill Pack Reshape Shape Squeeze Where GatherV2 Select
 StringJoin StaticRegexFullMatch ShardedFilename ShardedFilespec SaveV2 RestoreV2 MergeV2Checkpoints
+VarHandleOp ReadVariableOp AssignVariableOp AssignAddVariableOp AssignSubVariableOp VarIsInitializedOp
+DisableCopyOnRead Slice
 """.split()
 
 

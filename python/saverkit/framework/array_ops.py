@@ -13,7 +13,7 @@ from saverkit.framework.op_def_library import apply_op
 from saverkit.framework.op_registry import register_kernel, register_shape_fn
 from saverkit.framework.tensor_shape import TensorShape, as_shape, unknown_shape
 
-# --- builders ----------------------------------------------------------------------------------------
+# --- builders -------------------------------------------------------------------------------------
 
 
 def placeholder(dtype: Any, shape: Any = None, name: str | None = None) -> ops.Tensor:
@@ -135,7 +135,7 @@ def _has_tensor(value: Any) -> bool:
 ops.register_tensor_conversion_function((list, tuple), _autopack, priority=99)
 
 
-# --- kernels and shapes --------------------------------------------------------------------------------
+# --- kernels and shapes ---------------------------------------------------------------------------
 
 
 @register_kernel("Placeholder")

@@ -87,7 +87,7 @@ _LIST_FIELD = {
 
 def _scalar(field: str, v: Any) -> Any:
     if field == "type":
-        return dtypes.as_dtype(v)
+        return dtypes._BY_ENUM.get(v) or dtypes.as_dtype(v)
     if field == "shape":
         return TensorShape(v)
     if field == "tensor":
@@ -102,40 +102,65 @@ def _read_only(a: np.ndarray) -> np.ndarray:
     return a
 
 
+# Types of the private attrs TF puts on any op, so they encode without guessing.
+PRIVATE_ATTR_TYPES = {"_class": "list(string)", "_output_shapes": "list(shape)"}
+
+
 def to_proto(value: Any, attr_type: str | None) -> AttrValue:
     """Encode a stored attribute value as an AttrValue."""
     if isinstance(value, AttrValue):
         return value
+    return fill(AttrValue(), value, attr_type)
+
+
+def fill(out: AttrValue, value: Any, attr_type: str | None) -> AttrValue:
+    """Encode ``value`` into the (empty) AttrValue ``out``, e.g. a NodeDef's ``attr[key]``."""
+    if isinstance(value, AttrValue):
+        out.CopyFrom(value)
+        return out
     if attr_type is None:
         attr_type = _guess_type(value)
-    if attr_type.startswith("list("):
+    if attr_type == "type":
+        out.type = value.as_datatype_enum
+    elif attr_type == "shape":
+        _fill_shape(out.shape, value)
+    elif attr_type == "tensor":
+        tensor_util.encode(value, array_dtype(value), out=out.tensor)
+    elif attr_type == "string":
+        out.s = value.encode("utf-8") if isinstance(value, str) else value
+    elif attr_type == "int":
+        out.i = value
+    elif attr_type == "float":
+        out.f = value
+    elif attr_type == "bool":
+        out.b = value
+    elif attr_type == "func":
+        out.func.CopyFrom(value)
+    elif attr_type.startswith("list("):
         inner = attr_type[5:-1]
-        out = AttrValue()
         out.list.SetInParent()
         field = getattr(out.list, _LIST_FIELD[inner])
-        if inner in ("shape", "tensor", "func"):
+        if inner == "shape":
+            for v in value:
+                _fill_shape(field.add(), v)
+        elif inner in ("tensor", "func"):
             for v in value:
                 field.add().CopyFrom(_scalar_proto(v, inner))
         else:
-            field.extend(_scalar_proto(v, inner) for v in value)
-        return out
-    if attr_type == "type":
-        return AttrValue(type=value.as_datatype_enum)
-    if attr_type == "shape":
-        return AttrValue(shape=value.as_proto())
-    if attr_type == "tensor":
-        return AttrValue(tensor=tensor_util.encode(value, array_dtype(value)))
-    if attr_type == "string":
-        return AttrValue(s=value.encode("utf-8") if isinstance(value, str) else value)
-    if attr_type == "int":
-        return AttrValue(i=value)
-    if attr_type == "float":
-        return AttrValue(f=value)
-    if attr_type == "bool":
-        return AttrValue(b=value)
-    if attr_type == "func":
-        return AttrValue(func=value)
-    raise TypeError(f"Cannot encode an attr of type {attr_type}")
+            field.extend([_scalar_proto(v, inner) for v in value])
+    else:
+        raise TypeError(f"Cannot encode an attr of type {attr_type}")
+    return out
+
+
+def _fill_shape(out: Any, shape: TensorShape) -> None:
+    dims = shape._dims
+    if dims is None:
+        out.unknown_rank = True
+    else:
+        out.SetInParent()
+        for d in dims:
+            out.dim.add(size=-1 if d is None else d)
 
 
 def _scalar_proto(v: Any, inner: str) -> Any:

@@ -49,6 +49,8 @@ def broadcast(a: TensorShape, b: TensorShape) -> TensorShape:
 
 
 def broadcast_all(op: Any) -> list[TensorShape]:
+    if not op._inputs:
+        return [scalar()]
     shape = op._inputs[0]._shape
     for t in op._inputs[1:]:
         shape = broadcast(shape, t._shape)

@@ -9,7 +9,7 @@ import numpy as np
 
 from saverkit import dtypes
 from saverkit.framework import op_registry, ops
-from saverkit.framework.tensor_shape import TensorShape, as_shape
+from saverkit.framework.tensor_shape import TensorShape, as_shape, shape_of
 
 
 def _bytes_array(values: Any) -> np.ndarray:
@@ -142,10 +142,9 @@ def constant(
 
 
 def _const(arr: np.ndarray, dt: dtypes.DType, name: str) -> ops.Tensor:
-    if arr.flags.writeable:
-        arr.flags.writeable = False  # Const values are shared by every run: nobody may write them
+    arr.setflags(write=False)  # Const values are shared by every run: nobody may write them
     g = ops.get_default_graph()
-    op = g._create_op("Const", [], {"value": arr, "dtype": dt}, [dt], name or "Const", _CONST)
+    op = g._create_op("Const", ops.NO_INPUTS, {"value": arr, "dtype": dt}, [dt], name or "Const", _CONST)
     return op._outputs[0]
 
 
@@ -154,7 +153,7 @@ _CONST = op_registry.get("Const")
 
 @op_registry.register_shape_fn("Const")
 def _const_shape(op: ops.Operation) -> list[TensorShape]:
-    return [TensorShape(op._attrs["value"].shape)]
+    return [shape_of(op._attrs["value"].shape)]
 
 
 @op_registry.register_kernel("Const")

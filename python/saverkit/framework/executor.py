@@ -11,6 +11,8 @@ else is ready, so e.g. the SaveV2 ops of a sharded save write concurrently.
 from __future__ import annotations
 
 import errno
+import heapq
+import operator
 import queue
 from collections import deque
 from typing import Any
@@ -19,10 +21,7 @@ import numpy as np
 
 from saverkit import errors
 from saverkit.framework.ops import Operation, Tensor
-from saverkit.framework.variable_store import Ref, VariableStore, variable_key
-
-# Ops that write a variable through their first (ref) input; their value input may be produced in place.
-_ASSIGN_OPS = frozenset({"Assign"})
+from saverkit.framework.variable_store import Ref, VariableStore, is_shared, resource_key, variable_key
 
 
 class OpKernelContext:
@@ -34,7 +33,7 @@ class OpKernelContext:
         self.op = op
         self.variables = variables
         self.session = session
-        self._out_refs: list[Ref | None] | None = None
+        self._out_refs: list[tuple[Ref, bool] | None] | None = None
         self._ref: Ref | None = None
 
     def attr(self, name: str) -> Any:
@@ -51,14 +50,21 @@ class OpKernelContext:
     def output_buffer(self, index: int) -> np.ndarray | None:
         """The buffer output ``index`` will be assigned into, if the kernel may write there directly.
 
-        Set only when the output's sole consumer in this plan is an ``Assign`` (validate_shape) of an
-        initialized variable and it is not fetched: then writing the value into this array and returning
-        it as the output makes the Assign a no-op (no second copy, no new allocation).
+        Set only when the output flows (through Identity ops) into a single ``Assign`` /
+        ``AssignVariableOp`` of an initialized variable and nothing else uses it: writing the value into
+        this array and returning it as the output makes the assignment a no-op (no second copy, no new
+        allocation). The array has the variable's current shape, which may differ from the value's: a
+        kernel then allocates instead.
         """
-        refs = self._out_refs
-        if refs is None or refs[index] is None:
+        targets = self._out_refs
+        if targets is None or targets[index] is None:
             return None
-        return refs[index].buffer
+        ref, copy_on_write = targets[index]
+        buf = ref.buffer
+        # A resource variable's earlier reads are snapshots that still share its buffer: don't overwrite.
+        if buf is None or copy_on_write and is_shared(buf):
+            return None
+        return buf
 
     def output_target(self, index: int) -> Ref | None:
         """The variable output ``index`` is assigned into (same conditions as ``output_buffer``), also
@@ -78,6 +84,7 @@ class _Node:
         "out_slot",
         "n_out",
         "expensive",
+        "deps",
         "consumers",
         "n_deps",
     )
@@ -96,20 +103,22 @@ class Plan:
     ) -> None:
         fed = {t: i for i, t in enumerate(feeds)}
         # 1. Prune: everything the fetches and targets need, stopping at fed tensors.
-        needed: dict[Operation, list[Operation]] = {}  # op -> the ops it waits for
+        needed: dict[Operation, list[Operation]] = {}  # op -> the distinct ops it waits for
         stack = [t._op for t in fetches if t not in fed] + list(targets)
         while stack:
             op = stack.pop()
             if op in needed:
                 continue
             deps = [t._op for t in op._inputs if t not in fed]
-            deps.extend(op._control_inputs)
+            if op._control_inputs:
+                deps += op._control_inputs
+            if len(deps) > 1:
+                deps = list(dict.fromkeys(deps))
             needed[op] = deps
             stack.extend(deps)
-        # 2. Topological order (Kahn), lowest creation id first among ready ops.
-        order = self._toposort(needed)
+        # 2. Topological order.
+        order = _toposort(needed)
         # 3. Slots: each op's outputs are contiguous; fed values come after all op outputs.
-        index = {op: i for i, op in enumerate(order)}
         slot_of: dict[Operation, int] = {}
         n = 0
         for op in order:
@@ -119,13 +128,10 @@ class Plan:
         self.n_slots = n + len(feeds)
         self.feeds = feeds
         self.feed_slots = [feed_base + i for i in range(len(feeds))]
-
-        def slot(t: Tensor) -> int:
-            i = fed.get(t)
-            return feed_base + i if i is not None else slot_of[t._op] + t._value_index
-
         fetched = set(fetches)
-        self.fetch_slots = [slot(t) for t in fetches]
+        self.fetch_slots = [
+            feed_base + fed[t] if t in fed else slot_of[t._op] + t._value_index for t in fetches
+        ]
         nodes: list[_Node] = []
         for op in order:
             info = op._info
@@ -143,51 +149,36 @@ class Plan:
             node.op = op
             node.kernel = kernel
             node.ctx = OpKernelContext(op, variables, session)
-            node.in_slots = [slot(t) for t in op._inputs]
-            is_ref = info.input_is_ref(op._attrs) if info.has_ref_inputs else ()
-            node.deref = [
-                i for i, t in enumerate(op._inputs) if t._dtype.is_ref_dtype and not (is_ref and is_ref[i])
+            inputs = op._inputs
+            node.in_slots = [
+                feed_base + fed[t] if t in fed else slot_of[t._op] + t._value_index for t in inputs
             ]
+            # Ref inputs are read (dereferenced) unless the op's argument itself is a Ref.
+            node.deref = [i for i, t in enumerate(inputs) if t._dtype._enum > _REF_OFFSET]
+            if node.deref and info.has_ref_inputs:
+                is_ref = info.input_is_ref(op._attrs)
+                node.deref = [i for i in node.deref if not is_ref[i]]
             node.out_slot = slot_of[op]
             node.n_out = len(op._outputs)
             node.expensive = info.expensive
-            node.consumers = []
-            node.n_deps = 0
+            node.deps = needed[op]
             if info.output_buffers:
                 node.ctx._out_refs = _in_place_targets(op, needed, fetched, variables)
             nodes.append(node)
-        for op, deps in needed.items():
-            node = nodes[index[op]]
-            unique = set(deps)
-            node.n_deps = len(unique)
-            for d in unique:
-                nodes[index[d]].consumers.append(node)
         self.nodes = nodes
         self.has_expensive = any(nd.expensive for nd in nodes)
-        self.roots = [nd for nd in nodes if nd.n_deps == 0]
+        # The scheduler's bookkeeping, only for plans with pool ops (built here: plans are shared by threads).
+        self._roots = self._schedule_graph() if self.has_expensive else []
 
-    @staticmethod
-    def _toposort(needed: dict[Operation, list[Operation]]) -> list[Operation]:
-        pending = {op: len(set(deps)) for op, deps in needed.items()}
-        users: dict[Operation, list[Operation]] = {}
-        for op, deps in needed.items():
-            for d in set(deps):
-                users.setdefault(d, []).append(op)
-        ready = sorted((op for op, k in pending.items() if k == 0), key=lambda o: o._id, reverse=True)
-        order: list[Operation] = []
-        while ready:
-            op = ready.pop()
-            order.append(op)
-            for u in users.get(op, ()):
-                pending[u] -= 1
-                if pending[u] == 0:
-                    ready.append(u)
-        if len(order) != len(needed):
-            stuck = sorted(op._name for op, k in pending.items() if k > 0)[:5]
-            raise errors.InvalidArgumentError(
-                None, None, f"Graph has a cycle through {stuck}; cannot run it."
-            )
-        return order
+    def _schedule_graph(self) -> list[_Node]:
+        node_of = {nd.op: nd for nd in self.nodes}
+        for nd in self.nodes:
+            nd.consumers = []
+            nd.n_deps = len(nd.deps)
+        for nd in self.nodes:
+            for d in nd.deps:
+                node_of[d].consumers.append(nd)
+        return [nd for nd in self.nodes if nd.n_deps == 0]
 
     # --- running -------------------------------------------------------------------------------
     def run(self, feed_values: list[Any], pool_fn: Any) -> list[Any]:
@@ -226,8 +217,8 @@ class Plan:
             raise error from e
 
     def _run_scheduled(self, vals: list[Any], pool: Any) -> None:
+        ready = deque(self._roots)
         pending = {nd: nd.n_deps for nd in self.nodes}
-        ready = deque(self.roots)
         done: queue.SimpleQueue = queue.SimpleQueue()
         in_flight = 0
         failure: BaseException | None = None
@@ -280,6 +271,38 @@ class Plan:
             raise failure
 
 
+def _toposort(needed: dict[Operation, list[Operation]]) -> list[Operation]:
+    """Ops in an order where each comes after those it waits for."""
+    # Ops are created after their inputs, so creation order almost always works: check it first.
+    order = sorted(needed, key=_creation_id)
+    if all(d._id < op._id for op, deps in needed.items() for d in deps):
+        return order
+    # An edge added later (_add_control_input) can point backwards: Kahn's algorithm, earliest first.
+    pending = {op: len(deps) for op, deps in needed.items()}
+    users: dict[Operation, list[Operation]] = {}
+    for op, deps in needed.items():
+        for d in deps:
+            users.setdefault(d, []).append(op)
+    ready = [(op._id, op) for op in order if pending[op] == 0]
+    heapq.heapify(ready)
+    out: list[Operation] = []
+    while ready:
+        op = heapq.heappop(ready)[1]
+        out.append(op)
+        for u in users.get(op, ()):
+            pending[u] -= 1
+            if pending[u] == 0:
+                heapq.heappush(ready, (u._id, u))
+    if len(out) != len(needed):
+        stuck = sorted(op._name for op, k in pending.items() if k > 0)[:5]
+        raise errors.InvalidArgumentError(None, None, f"Graph has a cycle through {stuck}; cannot run it.")
+    return out
+
+
+_creation_id = operator.attrgetter("_id")
+_REF_OFFSET = 100  # DataType numbers above this are ref types
+
+
 def _chained(error: errors.OpError, cause: BaseException) -> errors.OpError:
     if error is not cause:
         error.__cause__ = cause
@@ -318,28 +341,36 @@ def _execute(node: _Node, vals: list[Any]) -> None:
 
 def _in_place_targets(
     op: Operation, needed: dict, fetched: set, variables: VariableStore
-) -> list[Ref | None]:
-    """For each output of ``op``: the Ref of the variable it can be written straight into, or None."""
-    targets: list[Ref | None] = []
+) -> list[tuple[Ref, bool] | None]:
+    """For each output of ``op``: (Ref, copy_on_write) of the variable it may be written straight into.
+
+    That is when the output flows, through Identity ops only, into a single assignment of a variable
+    (``Assign`` of a VariableV2, or ``AssignVariableOp`` of a VarHandleOp) and nothing else in the plan
+    reads or fetches it on the way.
+    """
+    targets: list[tuple[Ref, bool] | None] = []
     for t in op._outputs:
-        ref = None
-        users = [c for c in t._consumers or () if c in needed]
-        if len(users) == 1 and t not in fetched:
+        target = None
+        while t not in fetched:
+            users = [c for c in t._consumers or () if c in needed]
+            if len(users) != 1:
+                break
             user = users[0]
-            var_op = user._inputs[0]._op if user._inputs else None
-            if (
-                user._type in _ASSIGN_OPS
-                and user._inputs[1] is t
-                and user._attrs.get("validate_shape")
-                and var_op is not None
-                and var_op._type == "VariableV2"
-                and var_op in needed
-                and user._inputs[0] not in fetched
-            ):
-                ref = variables.ref(
-                    variable_key(var_op), var_op._name, var_op._attrs["dtype"], var_op._attrs["shape"]
-                )
-        targets.append(ref)
+            if user._type == "Identity":
+                t = user._outputs[0]
+                continue
+            var_op = user._inputs[0]._op
+            if user._inputs[1] is t and var_op in needed and user._inputs[0] not in fetched:
+                if user._type == "Assign" and var_op._type == "VariableV2":
+                    key, cow = variable_key(var_op), False
+                elif user._type == "AssignVariableOp" and var_op._type == "VarHandleOp":
+                    key, cow = resource_key(var_op), True
+                else:
+                    break
+                name = key[-1]
+                target = (variables.ref(key, name, var_op._attrs["dtype"], var_op._attrs["shape"]), cow)
+            break
+        targets.append(target)
     return targets
 
 

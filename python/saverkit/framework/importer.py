@@ -7,6 +7,7 @@ they export unchanged and only fail if a Session tries to run them.
 
 from __future__ import annotations
 
+import heapq
 from typing import Any
 
 from saverkit import dtypes
@@ -18,6 +19,8 @@ from saverkit.protobuf import graph_pb2
 
 def _parse_input(s: str) -> tuple[str, int, bool]:
     """NodeDef input string -> (node name, output index, is_control)."""
+    if ":" not in s and s[:1] != "^":
+        return s, 0, False
     if s.startswith("^"):
         return s[1:], -1, True
     name, sep, idx = s.rpartition(":")
@@ -54,9 +57,12 @@ def import_graph_def(
             raise ValueError(f"Duplicate node name in graph_def: '{node.name}'")
         nodes[node.name] = node
     order = _toposort(graph_def, nodes, input_map)
-    n_outputs = _output_counts(graph_def)
+    n_outputs: dict[str, int] = {}
+    consumers: dict = {}
+    if any(op_registry.get(node.op) is None for node in graph_def.node):  # opaque nodes need these
+        n_outputs = _output_counts(graph_def)
+        consumers = _consumer_index(graph_def)
     used_keys: set[str] = set()
-    consumers = _consumer_index(graph_def)
     created: dict[str, ops.Operation] = {}
     with g.as_default(), g.name_scope("import" if name is None else name) as prefix:
         for node in order:
@@ -111,6 +117,23 @@ def _normalize_input_map(input_map: dict, g: ops.Graph) -> dict[str, Any]:
 
 def _toposort(graph_def: graph_pb2.GraphDef, nodes: dict, input_map: dict) -> list:
     """Nodes in an order where every node comes after the nodes it reads (GraphDefs may be unordered)."""
+    seen: set[str] = set()
+    for node in graph_def.node:  # the common case: already in order (as TF and saverkit write them)
+        for s in node.input:
+            src = _parse_input(s)[0]
+            if src not in seen and src in nodes:
+                break
+        else:
+            seen.add(node.name)
+            continue
+        break
+    else:
+        for node in graph_def.node:
+            for s in node.input:
+                src, idx, is_control = _parse_input(s)
+                if src not in nodes and ("^" + src if is_control else f"{src}:{idx}") not in input_map:
+                    raise ValueError(f"Node '{node.name}': input '{s}' is not in the graph_def.")
+        return list(graph_def.node)
     pending: dict[str, int] = {}
     users: dict[str, list[str]] = {}
     for node in graph_def.node:
@@ -126,15 +149,18 @@ def _toposort(graph_def: graph_pb2.GraphDef, nodes: dict, input_map: dict) -> li
         pending[node.name] = len(deps)
         for d in deps:
             users.setdefault(d, []).append(node.name)
-    ready = [n.name for n in reversed(graph_def.node) if pending[n.name] == 0]
+    # Kahn's algorithm, always taking the earliest ready node: a sorted GraphDef keeps its order.
+    position = {node.name: i for i, node in enumerate(graph_def.node)}
+    ready = [position[n] for n, k in pending.items() if k == 0]
+    heapq.heapify(ready)
     order = []
     while ready:
-        n = ready.pop()
-        order.append(nodes[n])
-        for u in users.get(n, ()):
+        node = graph_def.node[heapq.heappop(ready)]
+        order.append(node)
+        for u in users.get(node.name, ()):
             pending[u] -= 1
             if pending[u] == 0:
-                ready.append(u)
+                heapq.heappush(ready, position[u])
     if len(order) != len(nodes):
         cyclic = sorted(n for n, k in pending.items() if k)[:5]
         raise ValueError(f"graph_def has a cycle (control flow loops are not supported): {cyclic}")
@@ -167,6 +193,7 @@ def _create(
     # Under a prefix names cannot clash; without one, clashing names get "_1"... as TF does.
     name = prefix + node.name + "/" if prefix else g.unique_name(node.name) + "/"
     attrs: dict[str, Any] = {}
+    output_shapes = None
     if info is None:
         for key, value in node.attr.items():
             attrs[key] = _prefixed_class(value, prefix) if key == "_class" else _copy(value)
@@ -174,27 +201,34 @@ def _create(
         op = g._create_op(
             node.op, inputs, attrs, types, name, None, control_inputs=controls, compute_shapes=False
         )
+        output_shapes = attrs.get("_output_shapes")
     else:
+        attr_types = info.attr_types
         for key, value in node.attr.items():
-            if key == "_class":
-                attrs[key] = list(_prefixed_class(value, prefix).list.s)
-            elif key.startswith("_"):
+            t = attr_types.get(key)
+            if t is not None:
+                v = attrs_lib.to_python(value, t)
+                if t == "tensor":
+                    v.setflags(write=False)
+                attrs[key] = v
+            elif key == "_class":
+                attrs[key] = _prefixed_groups(value, prefix)
+            elif key[:1] == "_":
                 attrs[key] = _copy(value)
-            elif key in info.attr_types:
-                attrs[key] = attrs_lib.to_python(value, info.attr_types[key])
-                if info.attr_types[key] == "tensor":
-                    attrs[key] = ops._read_only(attrs[key])
+                if key == "_output_shapes":
+                    output_shapes = attrs[key]
             else:
                 raise ValueError(
                     f"NodeDef '{node.name}' mentions attr '{key}' not in Op<name={node.op}>; "
                     "the GraphDef was produced by a newer TensorFlow?"
                 )
         for key, default in info.defaults.items():
-            attrs.setdefault(key, list(default) if isinstance(default, list) else default)
-        missing = [k for k in info.attr_types if k not in attrs]
+            if key not in attrs:
+                attrs[key] = list(default) if isinstance(default, list) else default
+        missing = [k for k in attr_types if k not in attrs]
         if missing:
             raise ValueError(f"NodeDef '{node.name}' ({node.op}) is missing attrs {missing}")
-        for key in info.attr_types:
+        for key in info.constrained:
             info.check_attr(key, attrs[key])
         expected = info.input_types(attrs)
         if len(expected) != len(inputs):
@@ -202,8 +236,11 @@ def _create(
                 f"NodeDef '{node.name}' ({node.op}) has {len(inputs)} inputs, its OpDef takes "
                 f"{len(expected)}."
             )
-        for i, (t, want) in enumerate(zip(inputs, expected, strict=False)):
-            if t.dtype.base_dtype != want.base_dtype or (want.is_ref_dtype and not t.dtype.is_ref_dtype):
+        for i, (t, want) in enumerate(zip(inputs, expected, strict=True)):
+            # DTypes are singletons: identity is equality.
+            if t._dtype.base_dtype is not want.base_dtype or (
+                want.is_ref_dtype and not t._dtype.is_ref_dtype
+            ):
                 raise ValueError(
                     f"Input {i} of node '{node.name}' ({node.op}) was passed {t.dtype.name} from "
                     f"{t.name}, incompatible with expected {want.name}."
@@ -213,13 +250,11 @@ def _create(
         )
     if node.device:
         op._device = node.device  # kept as written; ops without one took the importing graph's device scope
-    if "_output_shapes" in node.attr:
-        for t, s in zip(op._outputs, node.attr["_output_shapes"].list.shape, strict=False):
-            t._shape = (
-                t._shape.merge_with(TensorShape(s))
-                if t._shape.is_compatible_with(TensorShape(s))
-                else t._shape
-            )
+    if output_shapes is not None:
+        for t, proto in zip(op._outputs, output_shapes.list.shape, strict=False):
+            s = TensorShape(proto)
+            if t._shape.is_compatible_with(s):
+                t._shape = t._shape.merge_with(s)
     return op
 
 
@@ -227,6 +262,13 @@ def _copy(value: attrs_lib.AttrValue) -> attrs_lib.AttrValue:
     out = attrs_lib.AttrValue()
     out.CopyFrom(value)
     return out
+
+
+def _prefixed_groups(value: attrs_lib.AttrValue, prefix: str) -> list[bytes]:
+    if not prefix:
+        return list(value.list.s)
+    p = prefix.encode()
+    return [b"loc:@" + p + s[5:] if s.startswith(b"loc:@") else s for s in value.list.s]
 
 
 def _prefixed_class(value: attrs_lib.AttrValue, prefix: str) -> attrs_lib.AttrValue:

@@ -14,14 +14,14 @@ from typing import Any
 
 import numpy as np
 
-from saverkit import errors
+from saverkit import dtypes, errors
 from saverkit.framework import common_shapes, ops
 from saverkit.framework.op_def_library import apply_op
 from saverkit.framework.op_registry import register_kernel, register_shape_fn
 from saverkit.framework.string_ops import string_join  # noqa: F401  (TF keeps it among the I/O helpers)
 from saverkit.framework.tensor_shape import unknown_shape
 
-# --- builders --------------------------------------------------------------------------------------
+# --- builders -------------------------------------------------------------------------------------
 
 
 def save_v2(
@@ -82,7 +82,7 @@ def sharded_filespec(basename: Any, num_shards: Any, name: str | None = None) ->
     return apply_op("ShardedFilespec", basename=basename, num_shards=num_shards, name=name)._outputs[0]
 
 
-# --- kernels ---------------------------------------------------------------------------------------------
+# --- kernels --------------------------------------------------------------------------------------
 
 
 def _scalar(x: Any, what: str) -> Any:
@@ -136,9 +136,20 @@ def _restore_v2(ctx: Any, prefix: Any, tensor_names: Any, shape_and_slices: Any)
             None,
             f"Expected {len(dts)} tensor_names and shape_and_slices, got {len(names)} and {len(slices)}",
         )
-    out = [ctx.output_buffer(i) for i in range(len(dts))]
-    has_out = any(o is not None for o in out)
-    values = list(_bundle().read_tensors(_path(prefix), names, slices, dts, out=out if has_out else None))
+    # Numeric tensors can be read straight into the variable they are restored to; strings cannot.
+    out = [None if dt == dtypes.string else ctx.output_buffer(i) for i, dt in enumerate(dts)]
+    path, engine = _path(prefix), _bundle()
+    values = None
+    if any(o is not None for o in out):
+        try:
+            values = list(engine.read_tensors(path, names, slices, dts, out=out))
+        except errors.InvalidArgumentError:
+            # A saved shape differs from the variable's: the engine checks out= before reading anything,
+            # so read into new arrays and let the assignment decide (Assign with validate_shape fails as
+            # in TF, AssignVariableOp / validate_shape=False replace the variable).
+            out = [None] * len(dts)
+    if values is None:
+        values = list(engine.read_tensors(path, names, slices, dts))
     # Arrays read fresh for an uninitialized variable become its buffer: the Assign then has nothing to
     # copy, so restoring into a new session peaks at 1x the checkpoint, not 2x.
     for i, v in enumerate(values):

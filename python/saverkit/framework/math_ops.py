@@ -12,12 +12,12 @@ from saverkit.framework.op_def_library import apply_op
 from saverkit.framework.op_registry import register_kernel, register_shape_fn
 from saverkit.framework.tensor_shape import TensorShape, unknown_shape
 
-# --- builders ------------------------------------------------------------------------------------------
+# --- builders -------------------------------------------------------------------------------------
 
 
 def add(x: Any, y: Any, name: str | None = None) -> ops.Tensor:
     """``x + y`` elementwise with broadcasting (op ``AddV2``, as TF emits)."""
-    return apply_op("AddV2", x=x, y=y, name=name)._outputs[0]
+    return apply_op("AddV2", x=x, y=y, name=name or "Add")._outputs[0]  # TF names it "Add"
 
 
 def subtract(x: Any, y: Any, name: str | None = None) -> ops.Tensor:
@@ -83,7 +83,7 @@ def reduce_mean(
     return _reduction("Mean", "Mean", input_tensor, axis, keepdims, name)
 
 
-# --- kernels and shapes --------------------------------------------------------------------------------
+# --- kernels and shapes ---------------------------------------------------------------------------
 
 
 def _binary_kernel(fn: Any) -> Any:

@@ -19,7 +19,7 @@ import numpy as np
 
 from saverkit import dtypes
 from saverkit.framework import attrs as attrs_lib
-from saverkit.framework import device_spec, op_registry
+from saverkit.framework import device_spec
 from saverkit.framework.tensor_shape import TensorShape, as_shape
 from saverkit.protobuf import graph_pb2, node_def_pb2, versions_pb2
 
@@ -82,7 +82,7 @@ class GraphKeys:
     VARIABLES = GLOBAL_VARIABLES  # deprecated alias kept by TF
 
 
-# --- Tensor -------------------------------------------------------------------------------
+# --- Tensor ---------------------------------------------------------------------------------------
 
 
 class Tensor:
@@ -200,10 +200,13 @@ class Tensor:
         return math_ops.negative(self)
 
 
+_OPERATOR_SCOPES = {"add": "add", "subtract": "sub", "multiply": "mul", "matmul": "matmul"}
+
+
 def _binary(fn_name: str, x: Any, y: Any, reverse: bool = False) -> Tensor:
     from saverkit.framework import math_ops
 
-    with name_scope(None, fn_name, [x, y]) as name:
+    with name_scope(None, _OPERATOR_SCOPES[fn_name], [x, y]) as name:
         if reverse:
             y = convert_to_tensor(y)
             x = convert_to_tensor(x, dtype=y.dtype.base_dtype, name="x")
@@ -215,6 +218,7 @@ def _binary(fn_name: str, x: Any, y: Any, reverse: bool = False) -> Tensor:
 
 _UNKNOWN_SHAPE = TensorShape(None)
 _NO_OPS: list = []  # shared "no control inputs" (never mutated: adding one builds a new list)
+NO_INPUTS: tuple = ()  # shared inputs of source ops (inputs are never mutated)
 
 
 def _binary_overloads(cls: type) -> None:
@@ -233,7 +237,7 @@ def _binary_overloads(cls: type) -> None:
         setattr(cls, name, lambda self, *a, _n=name: getattr(Tensor, _n)(convert_to_tensor(self), *a))
 
 
-# --- Operation ----------------------------------------------------------------------------
+# --- Operation ------------------------------------------------------------------------------------
 
 
 class Operation:
@@ -250,6 +254,7 @@ class Operation:
         "_attrs",
         "_id",
         "_info",
+        "_serialized",
         "__weakref__",
     )
 
@@ -294,13 +299,21 @@ class Operation:
     @property
     def node_def(self) -> node_def_pb2.NodeDef:
         """A fresh NodeDef describing this operation."""
-        nd = node_def_pb2.NodeDef(name=self._name, op=self._type, device=self._device)
-        nd.input.extend([t._as_node_def_input() for t in self._inputs])
-        nd.input.extend(["^" + c._name for c in self._control_inputs])
-        types = self._info.attr_types if self._info is not None else {}
-        for key, value in self._attrs.items():
-            nd.attr[key].CopyFrom(attrs_lib.to_proto(value, types.get(key)))
-        return nd
+        return node_def_pb2.NodeDef.FromString(self._node_def_bytes())
+
+    def _node_def_bytes(self) -> bytes:
+        """The serialized NodeDef, cached until the op changes (exports of big graphs repeat often:
+        a Saver writes the meta graph with every checkpoint)."""
+        cached = self._serialized
+        if cached is None:
+            nd = node_def_pb2.NodeDef(name=self._name, op=self._type, device=self._device)
+            nd.input.extend([t._as_node_def_input() for t in self._inputs])
+            nd.input.extend(sorted("^" + c._name for c in self._control_inputs))  # TF sorts them by name
+            types = self._info.attr_types if self._info is not None else attrs_lib.PRIVATE_ATTR_TYPES
+            for key, value in self._attrs.items():
+                attrs_lib.fill(nd.attr[key], value, types.get(key) or attrs_lib.PRIVATE_ATTR_TYPES.get(key))
+            cached = self._serialized = nd.SerializeToString()
+        return cached
 
     def get_attr(self, name: str) -> Any:
         """The attribute ``name`` as TF returns it (DType, bytes, int, TensorShapeProto, TensorProto...)."""
@@ -333,11 +346,14 @@ class Operation:
             if attr_type == "tensor":
                 value = _read_only(value)
         self._attrs[name] = value
+        self._serialized = None
 
     def _clear_attr(self, name: str) -> None:
         self._attrs.pop(name, None)
+        self._serialized = None
 
     def _set_device(self, device: Any) -> None:
+        self._serialized = None
         self._device = device_spec.canonical_name(
             device if isinstance(device, str) or device is None else device.to_string()
         )
@@ -357,9 +373,11 @@ class Operation:
             if op not in self._control_inputs:
                 self._control_inputs = [*self._control_inputs, op]
         self._graph._version += 1  # cached run plans may now miss this edge
+        self._serialized = None
 
     def _remove_all_control_inputs(self) -> None:
         self._control_inputs = []
+        self._serialized = None
         self._graph._version += 1
 
     def colocation_groups(self) -> list[bytes]:
@@ -389,6 +407,15 @@ def _read_only(a: np.ndarray) -> np.ndarray:
     return a
 
 
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
 def _run_using_default_session(fetch: Any, feed_dict: dict | None, graph: Graph, session: Any) -> Any:
     from saverkit.framework.session import get_default_session
 
@@ -404,7 +431,7 @@ def _run_using_default_session(fetch: Any, feed_dict: dict | None, graph: Graph,
     return session.run(fetch, feed_dict)
 
 
-# --- Graph ---------------------------------------------------------------------------------
+# --- Graph ----------------------------------------------------------------------------------------
 
 
 class _ControlDependencies:
@@ -416,6 +443,41 @@ class _ControlDependencies:
         self.clears = control_inputs is None
         self.control_inputs = control_inputs or []
         self.seen: set[Operation] = set()
+
+
+class _NameScope:
+    """``with graph.name_scope(name) as scope:`` (a class, not a generator: variables enter one each)."""
+
+    __slots__ = ("_graph", "_name", "_old", "_default")
+
+    def __init__(self, graph: Graph, name: str | None, make_default: bool = False) -> None:
+        self._graph = graph
+        self._name = name
+        self._default = graph.as_default() if make_default else None
+
+    def __enter__(self) -> str:
+        g, name = self._graph, self._name
+        if name:
+            regex = _VALID_SCOPE_NAME_REGEX if g._name_stack else _VALID_OP_NAME_REGEX
+            if not regex.match(name):
+                raise ValueError(f"'{name}' is not a valid scope name")
+        if self._default is not None:
+            self._default.__enter__()
+        self._old = g._name_stack
+        if not name:
+            new_stack, scope = "", ""
+        elif name[-1] == "/":
+            new_stack, scope = name[:-1], name
+        else:
+            new_stack = g.unique_name(name)
+            scope = new_stack + "/"
+        g._name_stack = new_stack
+        return scope
+
+    def __exit__(self, *exc: Any) -> None:
+        self._graph._name_stack = self._old
+        if self._default is not None:
+            self._default.__exit__(*exc)
 
 
 class Graph:
@@ -491,29 +553,12 @@ class Graph:
     def get_name_scope(self) -> str:
         return self._name_stack
 
-    @contextlib.contextmanager
-    def name_scope(self, name: str | None) -> Iterator[str]:
-        """Prefix the names of ops created inside with ``name/`` (made unique); yields the scope string.
+    def name_scope(self, name: str | None) -> _NameScope:
+        """Prefix the names of ops created inside with ``name/`` (made unique); ``as`` gives the scope string.
 
         ``name`` ending in ``/`` re-enters that exact scope; None or ``""`` resets to the root scope.
         """
-        if name:
-            regex = _VALID_SCOPE_NAME_REGEX if self._name_stack else _VALID_OP_NAME_REGEX
-            if not regex.match(name):
-                raise ValueError(f"'{name}' is not a valid scope name")
-        old = self._name_stack
-        if not name:
-            new_stack, scope = "", ""
-        elif name[-1] == "/":
-            new_stack, scope = name[:-1], name
-        else:
-            new_stack = self.unique_name(name)
-            scope = new_stack + "/"
-        self._name_stack = new_stack
-        try:
-            yield scope
-        finally:
-            self._name_stack = old
+        return _NameScope(self, name)
 
     # --- devices ---------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -655,6 +700,7 @@ class Graph:
         op._inputs = inputs
         op._attrs = attrs
         op._info = info
+        op._serialized = None
         self._last_id += 1
         op._id = self._last_id
         controls = list(dict.fromkeys(control_inputs)) if control_inputs else _NO_OPS
@@ -681,10 +727,9 @@ class Graph:
             )
             if self._colocation_stack[-1]._device:
                 op._device = self._colocation_stack[-1]._device
-        op._outputs = [Tensor(op, i, t) for i, t in enumerate(output_types)]
+        outputs = op._outputs = [Tensor(op, i, t) for i, t in enumerate(output_types)]
         if compute_shapes and info is not None and info.shape_fn is not None:
-            shapes = info.shape_fn(op)
-            for t, s in zip(op._outputs, shapes, strict=False):
+            for t, s in zip(outputs, info.shape_fn(op), strict=False):
                 if s is not None:
                     t._shape = s
         # Only now is the op part of the graph: a failing shape function leaves no trace.
@@ -826,15 +871,17 @@ class Graph:
     # --- serialization -----------------------------------------------------------------------
     def as_graph_def(self, from_version: int | None = None, add_shapes: bool = False) -> graph_pb2.GraphDef:
         """A GraphDef of this graph (ops in creation order), importable by TensorFlow."""
-        graph_def = graph_pb2.GraphDef()
+        ops = [op for op in self._nodes_by_name.values() if from_version is None or op._id > from_version]
+        # Assembled from each op's cached NodeDef bytes (field 1 of GraphDef), parsed once in C.
+        parts = []
+        for op in ops:
+            nd = op._node_def_bytes()
+            parts.append(b"\n" + _varint(len(nd)) + nd)
+        graph_def = graph_pb2.GraphDef.FromString(b"".join(parts))
         graph_def.versions.CopyFrom(self._graph_def_versions)
-        for op in self._nodes_by_name.values():
-            if from_version is not None and op._id <= from_version:
-                continue
-            nd = graph_def.node.add()
-            nd.CopyFrom(op.node_def)
-            if add_shapes:
-                nd.attr["_output_shapes"].list.shape.extend([t._shape.as_proto() for t in op._outputs])
+        if add_shapes:
+            for op, nd in zip(ops, graph_def.node, strict=True):
+                attrs_lib.fill(nd.attr["_output_shapes"], [t._shape for t in op._outputs], "list(shape)")
         return graph_def
 
     # --- collections ----------------------------------------------------------------------------
@@ -946,13 +993,13 @@ def _get_graph_from_inputs(values: Any) -> Graph:
 # --- module-level context managers and collection helpers (tf.* names) ----------------------------
 
 
-@contextlib.contextmanager
-def name_scope(name: str | None, default_name: str | None = None, values: Any = None) -> Iterator[str]:
-    """``with name_scope("layer") as scope:`` -- TF1 signature (``default_name`` used when name is None)."""
+def name_scope(name: str | None, default_name: str | None = None, values: Any = None) -> _NameScope:
+    """``with name_scope("layer") as scope:`` -- TF1 signature (``default_name`` used when name is None);
+    the scope opens in the graph of ``values`` (made the default graph inside) or the default graph."""
     n = default_name if name is None else name
-    g = _get_graph_from_inputs(values) if values else get_default_graph()
-    with g.as_default(), g.name_scope(n) as scope:
-        yield scope
+    default = get_default_graph()
+    g = _get_graph_from_inputs(values) if values else default
+    return _NameScope(g, n, make_default=g is not default)
 
 
 def device(device_name_or_function: Any) -> contextlib.AbstractContextManager:
@@ -1017,7 +1064,7 @@ def strip_name_scope(name: str, export_scope: str | None) -> str:
     return re.sub(r"([\^]|loc:@|^)" + re.escape(export_scope) + r"[\/]+(.*)", r"\1\2", name, count=1)
 
 
-# --- tensor conversion ------------------------------------------------------------------------------
+# --- tensor conversion ----------------------------------------------------------------------------
 
 _conversion_functions: list[tuple[int, int, type, Callable]] = []
 
@@ -1113,7 +1160,3 @@ def get_to_proto_function(collection_name: str) -> Callable | None:
 
 def get_from_proto_function(collection_name: str) -> Callable | None:
     return _proto_functions.get(collection_name, (None, None, None))[2]
-
-
-def get_op_info(op_type: str) -> Any:
-    return op_registry.get(op_type)

@@ -1,11 +1,6 @@
-"""Resource variables (TF2's ``VarHandleOp``/``ReadVariableOp``/``AssignVariableOp``) in saverkit graphs.
-
-saverkit builds TF1 ref variables (``VariableV2``), but the graphs TensorFlow 2.x writes with
-``tf.compat.v1`` use resource variables. This module lets such graphs run: it registers TensorFlow's OpDefs
-for the resource-variable ops with kernels on the Session's variable store (a handle is the store's
-:class:`~saverkit.framework.variable_store.Ref`), and :class:`ResourceVariable` is what a ``VariableDef``
-with ``is_resource`` becomes when a TF meta graph is imported. Variables created by saverkit itself stay
-ref variables.
+"""Resource-variable ops (``VarHandleOp``, ``ReadVariableOp``, ``AssignVariableOp``...), so graphs written
+by TensorFlow 2 / ``tf.compat.v1`` with resource variables (what TF's Saver meta graphs hold today) run
+in a saverkit Session. Reads are snapshots: an assign never overwrites a value read earlier in a run.
 """
 
 from __future__ import annotations
@@ -14,159 +9,42 @@ from typing import Any
 
 import numpy as np
 
-from saverkit import dtypes, errors
-from saverkit.framework import common_shapes, op_registry, ops, variables
+from saverkit import errors
+from saverkit.framework import common_shapes, ops, tensor_util
 from saverkit.framework.op_def_library import apply_op
-from saverkit.framework.tensor_shape import TensorShape, scalar, unknown_shape
-from saverkit.framework.variable_store import Ref, variable_key
-from saverkit.protobuf import variable_pb2
-
-# TensorFlow 2.21's OpDefs, copied from its registry (tests/test_saver_tf_interop.py checks they still match).
-_OP_DEFS = """
-op {
-  name: "AssignAddVariableOp"
-  input_arg {
-    name: "resource"
-    type: DT_RESOURCE
-  }
-  input_arg {
-    name: "value"
-    type_attr: "dtype"
-  }
-  attr {
-    name: "dtype"
-    type: "type"
-  }
-  is_stateful: true
-}
-op {
-  name: "AssignSubVariableOp"
-  input_arg {
-    name: "resource"
-    type: DT_RESOURCE
-  }
-  input_arg {
-    name: "value"
-    type_attr: "dtype"
-  }
-  attr {
-    name: "dtype"
-    type: "type"
-  }
-  is_stateful: true
-}
-op {
-  name: "AssignVariableOp"
-  input_arg {
-    name: "resource"
-    type: DT_RESOURCE
-  }
-  input_arg {
-    name: "value"
-    type_attr: "dtype"
-  }
-  attr {
-    name: "dtype"
-    type: "type"
-  }
-  attr {
-    name: "validate_shape"
-    type: "bool"
-    default_value {
-      b: false
-    }
-  }
-  is_stateful: true
-}
-op {
-  name: "ReadVariableOp"
-  input_arg {
-    name: "resource"
-    type: DT_RESOURCE
-  }
-  output_arg {
-    name: "value"
-    type_attr: "dtype"
-  }
-  attr {
-    name: "dtype"
-    type: "type"
-  }
-  is_stateful: true
-}
-op {
-  name: "VarHandleOp"
-  output_arg {
-    name: "resource"
-    type: DT_RESOURCE
-  }
-  attr {
-    name: "container"
-    type: "string"
-    default_value {
-      s: ""
-    }
-  }
-  attr {
-    name: "shared_name"
-    type: "string"
-    default_value {
-      s: ""
-    }
-  }
-  attr {
-    name: "debug_name"
-    type: "string"
-    default_value {
-      s: ""
-    }
-  }
-  attr {
-    name: "dtype"
-    type: "type"
-  }
-  attr {
-    name: "shape"
-    type: "shape"
-  }
-  attr {
-    name: "allowed_devices"
-    type: "list(string)"
-    default_value {
-      list {
-      }
-    }
-  }
-  is_stateful: true
-}
-op {
-  name: "VarIsInitializedOp"
-  input_arg {
-    name: "resource"
-    type: DT_RESOURCE
-  }
-  output_arg {
-    name: "is_initialized"
-    type: DT_BOOL
-  }
-  is_stateful: true
-}
-"""
+from saverkit.framework.op_registry import register_kernel, register_shape_fn
+from saverkit.framework.tensor_shape import TensorShape, as_shape, scalar, unknown_shape
+from saverkit.framework.variable_store import Ref, resource_key
 
 
-def _register_op_defs() -> None:
-    from google.protobuf import text_format
+class ResourceHandle:
+    """The value of a ``resource`` tensor: names a variable in the session's store."""
 
-    from saverkit.protobuf import op_def_pb2
+    __slots__ = ("ref",)
 
-    for op_def in text_format.Parse(_OP_DEFS, op_def_pb2.OpList()).op:
-        op_registry.register_op_def(op_def)
+    def __init__(self, ref: Ref) -> None:
+        self.ref = ref
+
+    def __repr__(self) -> str:
+        return f"<ResourceHandle {self.ref.name} {self.ref.dtype.name}{list(self.ref.shape.dims or [])}>"
 
 
-_register_op_defs()
+# --- builders (TF's gen_resource_variable_ops names) ----------------------------------------------------
 
 
-# --- builders
+def var_handle_op(
+    dtype: Any, shape: Any, container: str = "", shared_name: str = "", name: str | None = None
+) -> ops.Tensor:
+    return apply_op(
+        "VarHandleOp",
+        dtype=dtype,
+        shape=as_shape(shape),
+        container=container,
+        shared_name=shared_name,
+        name=name,
+    )._outputs[0]
+
+
 def read_variable_op(resource: Any, dtype: Any, name: str | None = None) -> ops.Tensor:
     return apply_op("ReadVariableOp", resource=resource, dtype=dtype, name=name)._outputs[0]
 
@@ -175,179 +53,113 @@ def assign_variable_op(
     resource: Any, value: Any, validate_shape: bool = False, name: str | None = None
 ) -> ops.Operation:
     return apply_op(
-        "AssignVariableOp",
-        resource=resource,
-        value=value,
-        dtype=value.dtype.base_dtype,
-        validate_shape=validate_shape,
-        name=name,
+        "AssignVariableOp", resource=resource, value=value, validate_shape=validate_shape, name=name
     )
 
 
-# --- kernels
-def _handle(ctx: Any, resource: Any) -> Ref:
-    if type(resource) is not Ref:
+def var_is_initialized_op(resource: Any, name: str | None = None) -> ops.Tensor:
+    return apply_op("VarIsInitializedOp", resource=resource, name=name)._outputs[0]
+
+
+# --- kernels -------------------------------------------------------------------------------------------
+
+
+def _handle(ctx: Any, h: Any) -> Ref:
+    if type(h) is not ResourceHandle:
+        raise errors.InvalidArgumentError(None, None, f"{ctx.op.type} needs a resource handle, got {type(h)}")
+    ref = h.ref
+    want = ctx.op._attrs.get("dtype")
+    if want is not None and want.base_dtype != ref.dtype:
         raise errors.InvalidArgumentError(
-            None,
-            None,
-            f"{ctx.op.type} {ctx.op.name}: input 'resource' is not a variable handle (was it fed?)",
+            None, None, f"Trying to access variable {ref.name} of dtype {ref.dtype.name} as {want.name}"
         )
-    return resource
+    return ref
 
 
-@op_registry.register_kernel("VarHandleOp")
+@register_kernel("VarHandleOp")
 def _var_handle_op(ctx: Any) -> list:
-    op = ctx.op
-    return [
-        ctx.variables.ref(
-            variable_key(op),
-            op._attrs.get("shared_name", b"").decode() or op._name,
-            op._attrs["dtype"],
-            op._attrs["shape"],
-        )
-    ]
+    if ctx._ref is None:
+        op = ctx.op
+        key = resource_key(op)
+        ctx._ref = ctx.variables.ref(key, key[-1], op._attrs["dtype"], op._attrs["shape"])
+    return [ResourceHandle(ctx._ref)]
 
 
-@op_registry.register_kernel("ReadVariableOp")
-def _read_variable_op(ctx: Any, resource: Any) -> list:
-    ref = _handle(ctx, resource)
-    if ref.dtype != ctx.attr("dtype"):
-        raise errors.InvalidArgumentError(
-            None,
-            None,
-            f"Trying to read variable {ref.name} with wrong dtype. "
-            f"Expected {ref.dtype.name} got {ctx.attr('dtype').name}",
-        )
+@register_kernel("ReadVariableOp")
+def _read_variable_op(ctx: Any, h: Any) -> list:
+    ref = _handle(ctx, h)
     if not ref.is_initialized():
         raise errors.FailedPreconditionError(
             None,
             None,
-            f"Could not find variable {ref.name}. This could mean that the variable has been "
-            "deleted. In TF1, it can also mean the variable is uninitialized.",
+            f"Could not find variable {ref.name}. In TF1 graphs this means the variable is uninitialized.",
         )
     return [ref.value()]
 
 
-@op_registry.register_kernel("AssignVariableOp")
-def _assign_variable_op(ctx: Any, resource: Any, value: Any) -> list:
-    ref = _handle(ctx, resource)
-    validate = bool(ctx.attr("validate_shape")) and ref.is_initialized()
-    ref.assign(np.asarray(value), validate_shape=validate)
+@register_kernel("AssignVariableOp")
+def _assign_variable_op(ctx: Any, h: Any, value: Any) -> list:
+    _handle(ctx, h).assign(value, ctx.attr("validate_shape"), copy_on_write=True)
     return []
 
 
-def _update(ctx: Any, resource: Any, value: Any, ufunc: Any) -> list:
-    _handle(ctx, resource).update(value, ufunc)
+@register_kernel("AssignAddVariableOp")
+def _assign_add_variable_op(ctx: Any, h: Any, value: Any) -> list:
+    _handle(ctx, h).update(value, np.add, copy_on_write=True)
     return []
 
 
-op_registry.register_kernel("AssignAddVariableOp")(lambda ctx, r, v: _update(ctx, r, v, np.add))
-op_registry.register_kernel("AssignSubVariableOp")(lambda ctx, r, v: _update(ctx, r, v, np.subtract))
+@register_kernel("AssignSubVariableOp")
+def _assign_sub_variable_op(ctx: Any, h: Any, value: Any) -> list:
+    _handle(ctx, h).update(value, np.subtract, copy_on_write=True)
+    return []
 
 
-@op_registry.register_kernel("VarIsInitializedOp")
-def _var_is_initialized_op(ctx: Any, resource: Any) -> list:
-    return [np.array(_handle(ctx, resource).is_initialized())]
+@register_kernel("VarIsInitializedOp")
+def _var_is_initialized_op(ctx: Any, h: Any) -> list:
+    return [np.array(h.ref.is_initialized())]
 
 
-def _read_shape(op: Any) -> list:
-    handle_op = op._inputs[0]._op
-    if handle_op._type == "VarHandleOp":
-        return [handle_op._attrs["shape"]]
-    return [unknown_shape()]
+@register_kernel("DisableCopyOnRead")
+def _disable_copy_on_read(ctx: Any, h: Any) -> list:
+    return []  # a hint about TF's buffer sharing; reads here never copy anyway
 
 
-op_registry.register_shape_fn("VarHandleOp")(lambda op: [scalar()])
-op_registry.register_shape_fn("ReadVariableOp")(_read_shape)
-op_registry.register_shape_fn("VarIsInitializedOp")(lambda op: [scalar()])
-for _t in ("AssignVariableOp", "AssignAddVariableOp", "AssignSubVariableOp"):
-    op_registry.register_shape_fn(_t)(common_shapes.no_outputs)
+@register_kernel("Slice")
+def _slice(ctx: Any, x: Any, begin: Any, size: Any) -> list:
+    x = np.asarray(x)
+    begin, size = np.asarray(begin).reshape(-1), np.asarray(size).reshape(-1)
+    if len(begin) != x.ndim or len(size) != x.ndim:
+        raise errors.InvalidArgumentError(
+            None,
+            None,
+            f"Slice of a rank-{x.ndim} tensor needs {x.ndim} begin "
+            f"and size values, got {len(begin)} and {len(size)}",
+        )
+    index = []
+    for d, (b, n) in enumerate(zip(begin.tolist(), size.tolist(), strict=True)):
+        end = x.shape[d] if n == -1 else b + n
+        if not 0 <= b <= end <= x.shape[d]:
+            raise errors.InvalidArgumentError(
+                None, None, f"Slice [{b}, {end}) is out of bounds for dimension {d} of size {x.shape[d]}"
+            )
+        index.append(slice(b, end))
+    return [x[tuple(index)]]
 
 
-# --- variables
-class ResourceVariable(variables.Variable):
-    """A resource variable of an imported TensorFlow graph (``VariableDef.is_resource``).
-
-    Reading it (``sess.run(v)``, ``v.value()``) reads its snapshot ``<name>/Read/ReadVariableOp:0``;
-    ``v.handle`` is the ``VarHandleOp`` tensor.
-    """
-
-    @property
-    def handle(self) -> ops.Tensor:
-        return self._variable
-
-    @property
-    def dtype(self) -> dtypes.DType:
-        return self._variable._op._attrs["dtype"]
-
-    @property
-    def shape(self) -> TensorShape:
-        return self._variable._op._attrs["shape"]
-
-    def get_shape(self) -> TensorShape:
-        return self.shape
-
-    def _ref(self) -> ops.Tensor:
-        return self._variable
-
-    def _as_graph_element(self) -> ops.Tensor:
-        return self._snapshot
-
-    def value(self) -> ops.Tensor:
-        return self._snapshot
-
-    def read_value(self) -> ops.Tensor:
-        return read_variable_op(self._variable, self.dtype)
-
-    def assign(
-        self, value: Any, use_locking: bool = False, name: str | None = None, read_value: bool = True
-    ) -> Any:
-        op = assign_variable_op(self._variable, ops.convert_to_tensor(value, dtype=self.dtype), name=name)
-        if not read_value:
-            return op
-        with ops.control_dependencies([op]):
-            return read_variable_op(self._variable, self.dtype)
-
-    def to_proto(self, export_scope: str | None = None) -> variable_pb2.VariableDef | None:
-        var_def = super().to_proto(export_scope=export_scope)
-        if var_def is not None:
-            var_def.is_resource = True
-        return var_def
-
-    @staticmethod
-    def from_proto(
-        variable_def: variable_pb2.VariableDef, import_scope: str | None = None
-    ) -> ResourceVariable:
-        return ResourceVariable(variable_def=variable_def, import_scope=import_scope)
-
-    def __repr__(self) -> str:
-        return f"<saverkit.ResourceVariable '{self.name}' shape={self.shape} dtype={self.dtype.name}>"
+register_shape_fn("VarHandleOp")(common_shapes.scalar_output)
+register_shape_fn("ReadVariableOp")(lambda op: [unknown_shape()])
+register_shape_fn("AssignVariableOp")(common_shapes.no_outputs)
+register_shape_fn("AssignAddVariableOp")(common_shapes.no_outputs)
+register_shape_fn("AssignSubVariableOp")(common_shapes.no_outputs)
+register_shape_fn("DisableCopyOnRead")(common_shapes.no_outputs)
+register_shape_fn("VarIsInitializedOp")(lambda op: [scalar()])
 
 
-def _variable_to_tensor(
-    v: ResourceVariable, dtype: Any = None, name: str | None = None, as_ref: bool = False
-) -> ops.Tensor:
-    return v._variable if as_ref else v._snapshot
-
-
-ops.register_tensor_conversion_function(ResourceVariable, _variable_to_tensor, priority=50)
-
-
-def _from_proto_fn(variable_def: Any, import_scope: str | None = None) -> variables.Variable:
-    """A VariableDef from a meta graph: ResourceVariable if ``is_resource``, else the graph's Variable."""
-    if variable_def.is_resource:
-        return ResourceVariable.from_proto(variable_def, import_scope=import_scope)
-    return variables.Variable.from_proto(variable_def, import_scope=import_scope)
-
-
-def _register_variable_proto_functions() -> None:
-    for key in ops.GraphKeys._VARIABLE_COLLECTIONS + [
-        ops.GraphKeys.GLOBAL_STEP,
-        ops.GraphKeys.METRIC_VARIABLES,
-    ]:
-        proto_type = ops.get_collection_proto_type(key) or variable_pb2.VariableDef
-        to_proto = ops.get_to_proto_function(key) or (lambda v, export_scope=None: v.to_proto(export_scope))
-        ops.register_proto_function(key, proto_type=proto_type, to_proto=to_proto, from_proto=_from_proto_fn)
-
-
-_register_variable_proto_functions()
+@register_shape_fn("Slice")
+def _slice_shape(op: ops.Operation) -> list:
+    size = tensor_util.constant_value(op._inputs[2])
+    shape = op._inputs[0]._shape
+    if size is None or shape.rank is None:
+        return [unknown_shape(shape.rank)]
+    return [TensorShape([shape[i] if s == -1 else int(s) for i, s in enumerate(size.reshape(-1).tolist())])]

@@ -13,7 +13,7 @@ from saverkit.framework.op_registry import register_kernel, register_shape_fn
 from saverkit.framework.tensor_shape import as_shape, scalar
 from saverkit.framework.variable_store import Ref
 
-# --- builders ------------------------------------------------------------------------------------------
+# --- builders -------------------------------------------------------------------------------------
 
 
 def variable_op_v2(
@@ -29,9 +29,8 @@ def variable_op_v2(
         "shared_name": _bytes(shared_name),
     }
     g = ops.get_default_graph()
-    return g._create_op("VariableV2", [], attrs, [dtype._as_ref], name or "Variable", _VARIABLE_V2)._outputs[
-        0
-    ]
+    op = g._create_op("VariableV2", ops.NO_INPUTS, attrs, [dtype._as_ref], name or "Variable", _VARIABLE_V2)
+    return op._outputs[0]
 
 
 def _bytes(s: str | bytes) -> bytes:
@@ -105,7 +104,7 @@ _ASSIGN = op_registry.get("Assign")
 _IDENTITY = op_registry.get("Identity")
 
 
-# --- kernels and shapes ----------------------------------------------------------------------------------
+# --- kernels and shapes ---------------------------------------------------------------------------
 
 
 def _as_ref(ctx: Any, ref: Any) -> Ref:

@@ -152,7 +152,10 @@ def _as_dim(d: Any) -> int | None:
         d = d.value
         if d is None:
             return None
-    d = int(d.__index__())
+    try:
+        d = int(d.__index__())
+    except AttributeError:
+        raise TypeError(f"Dimension value must be an integer or None, got {d!r}") from None
     if d < 0:
         if d == -1:
             return None
@@ -162,6 +165,20 @@ def _as_dim(d: Any) -> int | None:
 
 def as_shape(shape: Any) -> TensorShape:
     return shape if isinstance(shape, TensorShape) else TensorShape(shape)
+
+
+_INTERNED: dict[tuple, TensorShape] = {}
+
+
+def shape_of(dims: tuple[int, ...]) -> TensorShape:
+    """The TensorShape of a numpy shape, shared between equal shapes (they are immutable): a big graph
+    holds a shape per tensor, and most of them repeat."""
+    shape = _INTERNED.get(dims)
+    if shape is None:
+        shape = TensorShape(dims)
+        if len(_INTERNED) < 10_000:
+            _INTERNED[dims] = shape
+    return shape
 
 
 def unknown_shape(rank: int | None = None) -> TensorShape:

@@ -16,68 +16,39 @@ import numpy as np
 from saverkit import dtypes
 from saverkit.protobuf import tensor_pb2
 
-_CONTENT_TYPES = frozenset(
-    {
-        dtypes.float16,
-        dtypes.float32,
-        dtypes.float64,
-        dtypes.int32,
-        dtypes.uint8,
-        dtypes.int16,
-        dtypes.int8,
-        dtypes.int64,
-        dtypes.qint8,
-        dtypes.quint8,
-        dtypes.qint16,
-        dtypes.quint16,
-        dtypes.qint32,
-        dtypes.uint32,
-        dtypes.uint64,
-        dtypes.float8_e5m2,
-        dtypes.float8_e4m3fn,
-        dtypes.float8_e4m3fnuz,
-        dtypes.float8_e4m3b11fnuz,
-        dtypes.float8_e5m2fnuz,
-        dtypes.float4_e2m1fn,
-        dtypes.bfloat16,
-    }
-)
-_FLOAT8 = frozenset(
-    {
-        dtypes.float8_e5m2,
-        dtypes.float8_e4m3fn,
-        dtypes.float8_e4m3fnuz,
-        dtypes.float8_e4m3b11fnuz,
-        dtypes.float8_e5m2fnuz,
-        dtypes.float4_e2m1fn,
-    }
-)
-_INT_VAL = frozenset(
-    {
-        dtypes.int32,
-        dtypes.uint8,
-        dtypes.uint16,
-        dtypes.int16,
-        dtypes.int8,
-        dtypes.qint32,
-        dtypes.quint8,
-        dtypes.qint8,
-        dtypes.qint16,
-        dtypes.quint16,
-        dtypes.int4,
-        dtypes.uint4,
-        dtypes.int2,
-        dtypes.uint2,
-    }
-)
+
+def _enums(*types: dtypes.DType) -> frozenset[int]:
+    # Sets of DataType numbers, not DTypes: membership is then a C-level int lookup.
+    return frozenset(t.as_datatype_enum for t in types)
+
+
+_CONTENT_TYPES = _enums(
+    dtypes.float16, dtypes.float32, dtypes.float64, dtypes.int32, dtypes.uint8, dtypes.int16, dtypes.int8,
+    dtypes.int64, dtypes.qint8, dtypes.quint8, dtypes.qint16, dtypes.quint16, dtypes.qint32, dtypes.uint32,
+    dtypes.uint64, dtypes.float8_e5m2, dtypes.float8_e4m3fn, dtypes.float8_e4m3fnuz,
+    dtypes.float8_e4m3b11fnuz, dtypes.float8_e5m2fnuz, dtypes.float4_e2m1fn, dtypes.bfloat16,
+)  # fmt: skip
+# tensor_content is also accepted for these when reading (TF writes them in typed fields).
+_CONTENT_READABLE = _CONTENT_TYPES | _enums(dtypes.uint16, dtypes.complex64, dtypes.complex128, dtypes.bool_)
+_HALF = _enums(dtypes.float16, dtypes.bfloat16)
+_FLOAT8 = _enums(
+    dtypes.float8_e5m2, dtypes.float8_e4m3fn, dtypes.float8_e4m3fnuz, dtypes.float8_e4m3b11fnuz,
+    dtypes.float8_e5m2fnuz, dtypes.float4_e2m1fn,
+)  # fmt: skip
+_INT_VAL = _enums(
+    dtypes.int32, dtypes.uint8, dtypes.uint16, dtypes.int16, dtypes.int8, dtypes.qint32, dtypes.quint8,
+    dtypes.qint8, dtypes.qint16, dtypes.quint16, dtypes.int4, dtypes.uint4, dtypes.int2, dtypes.uint2,
+)  # fmt: skip
+_COMPLEX = _enums(dtypes.complex64, dtypes.complex128)
+_STRING = dtypes.string.as_datatype_enum
 # Typed field -> numpy type of its elements, for the types stored as plain numbers.
 _FIELD = {
-    dtypes.float32: ("float_val", np.float32),
-    dtypes.float64: ("double_val", np.float64),
-    dtypes.int64: ("int64_val", np.int64),
-    dtypes.uint32: ("uint32_val", np.uint32),
-    dtypes.uint64: ("uint64_val", np.uint64),
-    dtypes.bool_: ("bool_val", np.bool_),
+    dtypes.float32.as_datatype_enum: ("float_val", np.float32),
+    dtypes.float64.as_datatype_enum: ("double_val", np.float64),
+    dtypes.int64.as_datatype_enum: ("int64_val", np.int64),
+    dtypes.uint32.as_datatype_enum: ("uint32_val", np.uint32),
+    dtypes.uint64.as_datatype_enum: ("uint64_val", np.uint64),
+    dtypes.bool_.as_datatype_enum: ("bool_val", np.bool_),
 }
 _LITTLE = sys.byteorder == "little"
 
@@ -107,36 +78,38 @@ def make_tensor_proto(values: Any, dtype: Any = None, shape: Any = None) -> tens
     return encode(array, dt)
 
 
-def encode(array: np.ndarray, dt: dtypes.DType) -> tensor_pb2.TensorProto:
-    """TensorProto for an array already of ``dt``'s numpy type (fast path for Const nodes)."""
-    proto = tensor_pb2.TensorProto(dtype=dt.as_datatype_enum)
+def encode(array: np.ndarray, dt: dtypes.DType, out: tensor_pb2.TensorProto | None = None
+           ) -> tensor_pb2.TensorProto:
+    """TensorProto for an array already of ``dt``'s numpy type (filled into ``out`` if given)."""
+    proto = tensor_pb2.TensorProto() if out is None else out
+    enum = dt.as_datatype_enum
+    proto.dtype = enum
     proto.tensor_shape.SetInParent()
     for d in array.shape:
         proto.tensor_shape.dim.add(size=d)
     # A broadcast value (every stride 0: zeros(), fill, constant(x, shape=...)) is stored once.
-    repeated = array.size > 1 and all(s == 0 for s in array.strides)
+    repeated = array.size > 1 and not any(array.strides)
     flat = array.reshape(-1)[:1] if repeated else array.reshape(-1)
-    if flat.size > 1 and dt in _CONTENT_TYPES:
+    if flat.size > 1 and enum in _CONTENT_TYPES:
         data = np.ascontiguousarray(flat)
         if not _LITTLE:
             data = data.byteswap()
         if data.nbytes >= 1 << 31:
             raise ValueError("Cannot create a tensor proto whose content is larger than 2GB.")
         proto.tensor_content = data.tobytes()
-        return proto
-    if dt == dtypes.string:
-        proto.string_val.extend(_as_bytes(x) for x in flat)
-    elif dt in (dtypes.float16, dtypes.bfloat16):
+    elif enum == _STRING:
+        proto.string_val.extend([_as_bytes(x) for x in flat])
+    elif enum in _HALF:
         proto.half_val.extend(flat.view(np.uint16).tolist())
-    elif dt in _FLOAT8:
+    elif enum in _FLOAT8:
         proto.float8_val = flat.view(np.uint8).tobytes()
-    elif dt in _INT_VAL:
+    elif enum in _INT_VAL:
         proto.int_val.extend(_plain(flat).astype(np.int32).tolist())
-    elif dt in (dtypes.complex64, dtypes.complex128):
+    elif enum in _COMPLEX:
         pairs = np.stack([flat.real, flat.imag], axis=-1).reshape(-1).tolist()
         (proto.scomplex_val if dt == dtypes.complex64 else proto.dcomplex_val).extend(pairs)
-    elif dt in _FIELD:
-        getattr(proto, _FIELD[dt][0]).extend(flat.tolist())
+    elif enum in _FIELD:
+        getattr(proto, _FIELD[enum][0]).extend(flat.tolist())
     else:
         raise TypeError(f"Cannot encode a tensor of type {dt.name} in a TensorProto")
     return proto
@@ -146,17 +119,13 @@ def MakeNdarray(tensor: tensor_pb2.TensorProto) -> np.ndarray:  # noqa: N802 - T
     """Decode a TensorProto into a new numpy array, like ``tf.make_ndarray``."""
     shape = [d.size for d in tensor.tensor_shape.dim]
     n = int(np.prod(shape, dtype=np.int64))
-    dt = dtypes.as_dtype(tensor.dtype)
+    enum = tensor.dtype
+    dt = dtypes.as_dtype(enum)
     np_type = np.dtype(dt.as_numpy_dtype)
-    if tensor.tensor_content:
-        if dt not in _CONTENT_TYPES and dt not in (
-            dtypes.uint16,
-            dtypes.complex64,
-            dtypes.complex128,
-            dtypes.bool_,
-        ):
+    content = tensor.tensor_content
+    if content:
+        if enum not in _CONTENT_READABLE:
             raise TypeError(f"tensor_content is not valid for {dt.name}")
-        content = tensor.tensor_content
         if len(content) != n * np_type.itemsize:
             raise ValueError(
                 f"TensorProto of {dt.name}{shape} has {len(content)} content bytes, "
@@ -166,28 +135,28 @@ def MakeNdarray(tensor: tensor_pb2.TensorProto) -> np.ndarray:  # noqa: N802 - T
         if not _LITTLE:
             values = values.byteswap()
         return values.reshape(shape)
-    if dt == dtypes.string:
+    if enum == _STRING:
         values = list(tensor.string_val)
         if n > len(values):
             values.extend([values[-1] if values else b""] * (n - len(values)))
         out = np.empty(len(values), dtype=object)
         out[:] = values
-    elif dt in (dtypes.float16, dtypes.bfloat16):
+    elif enum in _HALF:
         out = np.array(tensor.half_val, dtype=np.uint16).view(np_type)
-    elif dt in _FLOAT8:
+    elif enum in _FLOAT8:
         out = np.frombuffer(tensor.float8_val, dtype=np.uint8).view(np_type)
-    elif dt in _INT_VAL:
+    elif enum in _INT_VAL:
         base = np_type.fields[next(iter(np_type.fields))][0] if np_type.fields else np_type
         out = np.array(tensor.int_val, dtype=np.int64).astype(base).view(np_type)
-    elif dt in (dtypes.complex64, dtypes.complex128):
+    elif enum in _COMPLEX:
         raw = np.array(tensor.scomplex_val if dt == dtypes.complex64 else tensor.dcomplex_val)
         out = (raw[0::2] + 1j * raw[1::2]).astype(np_type) if raw.size else np.zeros(0, np_type)
-    elif dt in _FIELD:
-        out = np.array(getattr(tensor, _FIELD[dt][0]), dtype=_FIELD[dt][1])
+    elif enum in _FIELD:
+        out = np.array(getattr(tensor, _FIELD[enum][0]), dtype=_FIELD[enum][1])
     else:
         raise TypeError(f"Cannot decode a TensorProto of type {dt.name}")
     if out.size == 0:
-        return np.zeros(shape, np_type) if dt != dtypes.string else np.full(shape, b"", dtype=object)
+        return np.zeros(shape, np_type) if enum != _STRING else np.full(shape, b"", dtype=object)
     if out.size > n:
         raise ValueError(f"TensorProto of shape {shape} holds {out.size} values")
     if out.size < n:

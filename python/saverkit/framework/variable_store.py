@@ -12,6 +12,7 @@ kernels like RestoreV2 can fill it in place (see ``OpKernelContext.output_buffer
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import numpy as np
@@ -52,7 +53,12 @@ class Ref:
         view.flags.writeable = False
         return view
 
-    def assign(self, value: Any, validate_shape: bool = True) -> None:
+    def assign(self, value: Any, validate_shape: bool = True, copy_on_write: bool = False) -> None:
+        """Store ``value``: copied into the existing buffer when dtype and shape match (no allocation).
+
+        ``copy_on_write`` (resource variables, whose reads are snapshots): if a value read earlier in
+        this run still shares the buffer, give the variable a new buffer instead of overwriting it.
+        """
         value = np.asarray(value)
         if value.dtype != self._np_dtype:
             raise errors.InvalidArgumentError(
@@ -62,9 +68,10 @@ class Ref:
                 f"{self.dtype.name}",
             )
         buf = self._values.get(self.key)
-        if buf is not None and buf.shape == value.shape:
-            if value is not buf:  # a kernel may already have written the value into the buffer
-                np.copyto(buf, value)
+        if value is buf and buf is not None:
+            return  # a kernel (RestoreV2) already wrote the value straight into the buffer
+        if buf is not None and buf.shape == value.shape and not (copy_on_write and is_shared(buf)):
+            np.copyto(buf, value)
             return
         if validate_shape:
             expected = TensorShape(buf.shape) if buf is not None else self.shape
@@ -88,7 +95,7 @@ class Ref:
         self._values[self.key] = value
         return True
 
-    def update(self, value: Any, ufunc: Any) -> None:
+    def update(self, value: Any, ufunc: Any, copy_on_write: bool = False) -> None:
         """In-place ``buffer = ufunc(buffer, value)`` (AssignAdd / AssignSub)."""
         buf = self._values.get(self.key)
         if buf is None:
@@ -103,10 +110,34 @@ class Ref:
                 f"Cannot update variable with shape {list(buf.shape)} using a Tensor with shape "
                 f"{list(value.shape)}, shapes must be equal.",
             )
-        ufunc(buf, value, out=buf)
+        if copy_on_write and is_shared(buf):
+            self._values[self.key] = ufunc(buf, value)
+        else:
+            ufunc(buf, value, out=buf)
 
     def __repr__(self) -> str:
         return f"<Ref {self.name} {self.dtype.name}{_dims(self.shape)}>"
+
+
+def is_shared(buf: np.ndarray) -> bool:
+    """Does anything besides the store hold this buffer (a view handed out by a read, or one derived
+    from it: every numpy view keeps its owner alive)?"""
+    return sys.getrefcount(buf) > _UNSHARED
+
+
+def _calibrate() -> int:
+    # The count for a buffer held only by a store dict, seen through the same call chain as Ref.assign
+    # -> _is_shared; measured rather than assumed so it holds across Python versions.
+    store = {0: np.empty(1)}
+    buf = store[0]
+    return _refcount_via_call(buf)
+
+
+def _refcount_via_call(buf: np.ndarray) -> int:
+    return sys.getrefcount(buf)
+
+
+_UNSHARED = _calibrate()
 
 
 def _dims(shape: TensorShape) -> str:
@@ -142,6 +173,11 @@ class VariableStore:
     def clear(self) -> None:
         self._values.clear()
         self._refs.clear()
+
+
+def resource_key(op: Any) -> tuple[str, bytes, str]:
+    """The store key of a VarHandleOp (kept apart from ref variables of the same name, as in TF)."""
+    return ("resource", op._attrs["container"], op._attrs["shared_name"].decode() or op._name)
 
 
 def variable_key(op: Any) -> tuple[bytes, str]:

@@ -26,15 +26,17 @@ import collections
 import contextlib
 import functools
 import gc
+import logging
 import math
+import operator
 import os
 import time
-import warnings
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
 
+from saverkit import dtypes as dtypes_lib
 from saverkit import errors
 from saverkit.framework import (
     array_ops,
@@ -46,6 +48,7 @@ from saverkit.framework import (
     op_registry,
     ops,
     resource_variable_ops,
+    resource_variables,
     state_ops,
     string_ops,
     variables,
@@ -53,6 +56,7 @@ from saverkit.framework import (
 from saverkit.protobuf import meta_graph_pb2, saver_pb2
 from saverkit.train import checkpoint_management
 
+_logger = logging.getLogger(__name__)
 SaverDef = saver_pb2.SaverDef
 
 _REF_VARIABLE_OPS = ("Variable", "VariableV2", "AutoReloadVariable")
@@ -152,7 +156,6 @@ class ResourceVariableSaveable(SaveableObject):
 # A Saver over N variables adds N Assign nodes (TF's structure). Going through the generic op constructor
 # (input conversion, type inference, shape functions) costs ~30 us per node; the Saver knows every input type
 # and output shape already, so it creates its nodes directly with Graph._create_op.
-_ASSIGN_ATTRS_CACHE: dict[Any, dict] = {}
 
 
 def _create(g, op_type: str, inputs: list, attrs: dict, output_types: list, name: str, control_inputs=None):
@@ -188,7 +191,17 @@ def _assign(ref, value, name: str):
 
 
 _ASSIGN_INFO = op_registry.get("Assign")
-_base_dtype = functools.lru_cache(maxsize=None)(lambda dtype: dtype.base_dtype)
+# The graph layer shares one empty control-input list between ops (it never mutates it); None: not available.
+_NO_CONTROL_INPUTS = getattr(ops, "_NO_OPS", None)
+_BASE_DTYPES: dict[int, Any] = {}
+
+
+def _base_dtype(dtype):
+    """``dtype.base_dtype``, memoized by identity (DTypes are singletons; this runs once per variable)."""
+    base = _BASE_DTYPES.get(id(dtype))
+    if base is None:
+        base = _BASE_DTYPES[id(dtype)] = dtype.base_dtype
+    return base
 
 
 @contextlib.contextmanager
@@ -204,26 +217,31 @@ def _gc_paused():
             gc.enable()
 
 
-def _unique_names(g, base_name: str, n: int) -> list[str]:
-    """The names ``n`` calls of ``g.unique_name(base_name)`` would give, each ending in "/" (use as is)."""
+def _unique_names(g, base_name: str, n: int) -> tuple[list[str], list[str]]:
+    """The names ``n`` calls of ``g.unique_name(base_name)`` would give, and their lower-case forms (the
+    keys the graph tracks names by), marking only the base name as used: record the others with
+    ``g._names_in_use`` once the nodes exist (as ``_create_op`` does for names ending in "/")."""
     if n < 8 or not hasattr(g, "_names_in_use"):
-        return [g.unique_name(base_name) + "/" for _ in range(n)]
+        names = [g.unique_name(base_name) for _ in range(n)]
+        return names, [x.lower() for x in names]
     scope = g.get_name_scope()
     base = f"{scope}/{base_name}" if scope else base_name
     in_use = g._names_in_use
     key = base.lower()
-    i = in_use.get(key, 0)
-    names = []
-    if i == 0:
-        names.append(base + "/")
-        i = 1
-    while len(names) < n:
-        cand = f"{base}_{i}"
-        i += 1
-        if cand.lower() not in in_use:
-            names.append(cand + "/")
-    in_use[key] = max(in_use.get(key, 0), i)
-    return names
+    start = in_use.get(key, 0)
+    # "_<i>" has no letters, so the lower-cased candidates are key + "_<i>": one set test for all of them.
+    first = 1 if start == 0 else start
+    suffixes = [f"_{i}" for i in range(first, first + n - (start == 0))]
+    keys = [key + x for x in suffixes]
+    if in_use.keys().isdisjoint(keys):
+        names = [base + x for x in suffixes]
+        if start == 0:
+            names.insert(0, base)
+            keys.insert(0, key)
+        in_use[key] = first + len(suffixes)
+        return names, keys
+    names = [g.unique_name(base_name) for _ in range(n)]  # some taken: let the graph skip them
+    return names, [x.lower() for x in names]
 
 
 # The fields _bulk_assigns fills in, as Graph._create_op does. If the graph layer's classes change, the
@@ -239,6 +257,7 @@ _OP_FIELDS = (
     "_attrs",
     "_id",
     "_info",
+    "_serialized",
 )
 _GRAPH_FIELDS = (
     "_nodes_by_name",
@@ -261,7 +280,7 @@ def _bulk_assigns(g, refs: list, values: list) -> list:
     Equivalent to calling ``_assign`` per pair (what it falls back to outside a plain context), at a third
     of the cost: no per-op name search, regex check or context lookups.
     """
-    names = _unique_names(g, "Assign", len(refs))
+    names, keys = _unique_names(g, "Assign", len(refs))
     if not (
         _BULK_OK
         and not g._finalized
@@ -269,19 +288,19 @@ def _bulk_assigns(g, refs: list, values: list) -> list:
         and not g._colocation_stack
         and not g._attr_scope_map
         and g._device_now is not None
+        and g._nodes_by_name.keys().isdisjoint(names)
     ):
-        return [_assign(r, v, n) for r, v, n in zip(refs, values, names, strict=True)]
-    nodes, in_use = g._nodes_by_name, g._names_in_use
+        return [_assign(r, v, n + "/") for r, v, n in zip(refs, values, names, strict=True)]
+    nodes = g._nodes_by_name
     new, Operation, Tensor = object.__new__, ops.Operation, ops.Tensor  # noqa: N806
     info = _ASSIGN_INFO
-    last = g._last_id
+    no_ops = _NO_CONTROL_INPUTS
+    first_id = g._last_id + 1
     out = []
     try:
-        for ref, value, name in zip(refs, values, names, strict=True):
-            name = name[:-1]
-            if name in nodes:
-                raise ValueError(f"Duplicate node name in graph: '{name}'")
-            var = ref._op
+        for op_id, ref, value, name in zip(
+            range(first_id, first_id + len(refs)), refs, values, names, strict=False
+        ):
             dtype = ref._dtype
             op = new(Operation)
             op._graph = g
@@ -290,24 +309,43 @@ def _bulk_assigns(g, refs: list, values: list) -> list:
             op._inputs = [ref, value]
             op._attrs = {"T": _base_dtype(dtype), "validate_shape": True, "use_locking": True}
             op._info = info
-            last += 1
-            op._id = last
-            op._control_inputs = []
-            op._device = var._device  # TF colocates ops that write a ref with the variable
+            op._serialized = None  # the NodeDef cache, filled on first serialization
+            op._id = op_id
+            op._control_inputs = no_ops if no_ops is not None else []
+            op._device = ref._op._device  # TF colocates ops that write a ref with the variable
             t = Tensor(op, 0, dtype)
             t._shape = ref._shape
             op._outputs = [t]
             nodes[name] = op
-            in_use.setdefault(name.lower(), 1)
-            for x in (ref, value):
-                if x._consumers is None:
-                    x._consumers = [op]
-                else:
-                    x._consumers.append(op)
+            if ref._consumers is None:
+                ref._consumers = [op]
+            else:
+                ref._consumers.append(op)
+            if value._consumers is None:
+                value._consumers = [op]
+            else:
+                value._consumers.append(op)
             out.append(op)
     finally:
-        g._last_id = last
+        g._last_id = first_id - 1 + len(out)
+        in_use = g._names_in_use  # what _create_op records for a name given with a trailing "/"
+        for k in keys[: len(out)]:
+            in_use.setdefault(k, 1)
     return out
+
+
+def _string_constant(g, values: list[str], name: str):
+    """A 1-D string ``Const`` (what ``constant(values)`` makes), without per-element type checks: the
+    values are our own checkpoint keys and slice specs."""
+    arr = np.empty(len(values), dtype=object)
+    arr[:] = [v.encode() for v in values] if any(values) else [b""] * len(values)
+    arr.flags.writeable = False  # Const values are shared by every run
+    return g._create_op(
+        "Const", [], {"value": arr, "dtype": _STRING}, [_STRING], name, op_registry.get("Const")
+    )._outputs[0]
+
+
+_STRING = dtypes_lib.string
 
 
 def _group(g, deps: list, name: str):
@@ -321,14 +359,16 @@ def _group(g, deps: list, name: str):
 
 def _flat_specs(saveables) -> tuple[list, list, list, list]:
     """Checkpoint keys, tensors, slice specs and dtypes of all specs of ``saveables``, in order."""
+    if all(type(s) is ReferenceVariableSaveable for s in saveables):  # the common case, column by column
+        tensors = [s.op for s in saveables]
+        return (
+            [s.name for s in saveables],
+            tensors,
+            [s.slice_spec for s in saveables],
+            [_base_dtype(t._dtype) for t in tensors],
+        )
     names, tensors, slices, dtypes = [], [], [], []
     for saveable in saveables:
-        if type(saveable) is ReferenceVariableSaveable:
-            names.append(saveable.name)
-            tensors.append(saveable.op)
-            slices.append(saveable.slice_spec)
-            dtypes.append(_base_dtype(saveable.op._dtype))
-            continue
         for spec in saveable.specs:
             names.append(spec.name)
             tensors.append(spec.tensor)
@@ -354,9 +394,13 @@ def op_list_to_dict(op_list: Iterable, convert_variable_to_tensor: bool = True) 
     """
     if not isinstance(op_list, (list, tuple, set)):
         raise TypeError(f"Variables to save should be passed in a dict or a list. Got {op_list}")
+    flat = _flatten(op_list)
+    fast = _plain_variables_to_dict(flat) if convert_variable_to_tensor else None
+    if fast is not None:
+        return fast
     names_to_saveables: dict[str, Any] = {}
     Variable, Tensor = variables.Variable, ops.Tensor  # noqa: N806 - local aliases in the hot loop
-    for var in _flatten(op_list):
+    for var in flat:
         if isinstance(var, Variable):
             info = var._save_slice_info
             if info:
@@ -369,7 +413,7 @@ def op_list_to_dict(op_list: Iterable, convert_variable_to_tensor: bool = True) 
                 else:
                     existing.append(var)
                 continue
-            if not convert_variable_to_tensor or isinstance(var, resource_variable_ops.ResourceVariable):
+            if not convert_variable_to_tensor or isinstance(var, resource_variables.ResourceVariable):
                 name = var.op.name
                 if name in names_to_saveables:
                     raise ValueError(f"At least two variables have the same name: {name}")
@@ -394,6 +438,25 @@ def op_list_to_dict(op_list: Iterable, convert_variable_to_tensor: bool = True) 
             raise ValueError(f"At least two variables have the same name: {name}")
         names_to_saveables[name] = var
     return names_to_saveables
+
+
+def _plain_variables_to_dict(flat: list) -> dict[str, Any] | None:
+    """op_list_to_dict for the common case (only ordinary ref Variables), column by column; None
+    when any item needs the general path."""
+    Variable = variables.Variable  # noqa: N806
+    if not all(type(v) is Variable and not v._save_slice_info for v in flat):
+        return None
+    refs = [v._variable for v in flat]
+    if not all(r._op._type in _REF_VARIABLE_OPS for r in refs):
+        return None
+    out = _PlainRefs(zip([r._op._name for r in refs], refs, strict=True))
+    if len(out) != len(refs):
+        return None  # a duplicate name: the general path reports it
+    return out
+
+
+class _PlainRefs(dict):
+    """``{op name: ref tensor}`` of distinct ordinary variables, as op_list_to_dict checked them."""
 
 
 def _flatten(items: Iterable) -> list:
@@ -422,7 +485,7 @@ def saveable_objects_for_op(op: Any, name: str) -> list[SaveableObject]:
         return [ReferenceVariableSaveable(op, "", name)]
     if isinstance(op, SaveableObject):
         return [op]
-    if isinstance(op, resource_variable_ops.ResourceVariable):
+    if isinstance(op, resource_variables.ResourceVariable):
         return [ResourceVariableSaveable(op, "", name)]
     if isinstance(op, (list, tuple, _PartitionedVariable)):
         out = []
@@ -440,7 +503,7 @@ def saveable_objects_for_op(op: Any, name: str) -> list[SaveableObject]:
                 slice_name = info.full_name
             elif slice_name != info.full_name:
                 raise ValueError(f"Slices must all be from the same tensor: {slice_name} != {info.full_name}")
-            if isinstance(variable, resource_variable_ops.ResourceVariable):
+            if isinstance(variable, resource_variables.ResourceVariable):
                 out.append(ResourceVariableSaveable(variable, info.spec, name))
             else:
                 out.append(ReferenceVariableSaveable(variable._ref(), info.spec, name))
@@ -450,23 +513,34 @@ def saveable_objects_for_op(op: Any, name: str) -> list[SaveableObject]:
 
 def validate_and_slice_inputs(names_to_saveables: dict[str, Any]) -> list[SaveableObject]:
     """SaveableObjects sorted by checkpoint key; each variable may appear under one key only."""
+    Tensor, RVS, ref_ops = ops.Tensor, ReferenceVariableSaveable, _REF_VARIABLE_OPS  # noqa: N806
+    items = sorted(names_to_saveables.items(), key=operator.itemgetter(0))
+    if type(names_to_saveables) is _PlainRefs:
+        return [RVS(t, "", n) for n, t in items]
+    if all(type(t) is Tensor and type(n) is str and t._op._type in ref_ops for n, t in items):
+        # The common case (plain ref variables), column by column.
+        if len({t._op for _, t in items}) == len(items):
+            return [RVS(t, "", n) for n, t in items]
     saveables: list[SaveableObject] = []
     seen_ops: set = set()
-    Tensor = ops.Tensor  # noqa: N806
-    for name, op in sorted(names_to_saveables.items(), key=lambda x: x[0]):
-        if type(op) is Tensor and op._op._type in _REF_VARIABLE_OPS and type(name) is str:
-            converted = [ReferenceVariableSaveable(op, "", name)]  # the common case, without the checks below
-        else:
-            converted = saveable_objects_for_op(op, name)
-        for saveable in converted:
+    append, seen = saveables.append, seen_ops.add
+    for name, op in items:
+        if type(op) is Tensor and type(name) is str and op._op._type in ref_ops:
+            # The common case (a plain ref variable), without the generic checks below.
+            if op._op in seen_ops:
+                raise ValueError(f"The same saveable will be restored with two names: {name}")
+            seen(op._op)
+            append(RVS(op, "", name))
+            continue
+        for saveable in saveable_objects_for_op(op, name):
             key = saveable.op
             if isinstance(key, variables.Variable):
                 key = key.op
             key = key._op if isinstance(key, Tensor) else key  # a variable is its op, whatever the handle
             if key is not None and key in seen_ops:
                 raise ValueError(f"The same saveable will be restored with two names: {saveable.name}")
-            saveables.append(saveable)
-            seen_ops.add(key)
+            append(saveable)
+            seen(key)
     return saveables
 
 
@@ -505,8 +579,8 @@ class BaseSaverBuilder:
         g = filename_tensor.graph
         name = g.unique_name("SaveV2")
         with g.name_scope(name + "/"):
-            names_t = constant_op.constant(np.array(names, dtype=object), name="tensor_names")
-            slices_t = constant_op.constant(np.array(slices, dtype=object), name="shape_and_slices")
+            names_t = _string_constant(g, names, "tensor_names")
+            slices_t = _string_constant(g, slices, "shape_and_slices")
         return _create(
             g, "SaveV2", [filename_tensor, names_t, slices_t, *tensors], {"dtypes": dtypes}, [], name + "/"
         )
@@ -524,8 +598,8 @@ class BaseSaverBuilder:
         else:
             names, _, slices, dtypes = _flat_specs(saveables)
             with g.name_scope(name + "/"):
-                names_t = constant_op.constant(np.array(names, dtype=object), name="tensor_names")
-                slices_t = constant_op.constant(np.array(slices, dtype=object), name="shape_and_slices")
+                names_t = _string_constant(g, names, "tensor_names")
+                slices_t = _string_constant(g, slices, "shape_and_slices")
         with g.device("/device:CPU:0"):
             op = _create(
                 g, "RestoreV2", [filename_tensor, names_t, slices_t], {"dtypes": dtypes}, dtypes, name + "/"
@@ -797,6 +871,7 @@ class Saver:
         self._last_checkpoints: list[tuple[str, float]] = []
         self._checkpoints_to_be_deleted: list[tuple[str, float]] = []
         self._next_checkpoint_time = 0.0
+        self._object_restore_saver: Saver | None = None  # built on demand for object-based checkpoints
         if not defer_build:
             self.build()
         if self.saver_def:
@@ -954,16 +1029,26 @@ class Saver:
             self._checkpoints_to_be_deleted.append(self._last_checkpoints.pop(0))
 
     def _MaybeDeleteOldCheckpoints(self, meta_graph_suffix: str = "meta") -> None:  # noqa: N802
+        self._delete_checkpoints(self._checkpoints_to_delete(), meta_graph_suffix)
+
+    def _checkpoints_to_delete(self) -> list[str]:
+        """Takes the checkpoints that left the max_to_keep window; returns those not kept by age."""
+        doomed = []
         while self._checkpoints_to_be_deleted:
             path, stamp = self._checkpoints_to_be_deleted.pop(0)
             if stamp > self._next_checkpoint_time:
                 # One kept per keep_checkpoint_every_n_hours of training.
                 self._next_checkpoint_time += self.saver_def.keep_checkpoint_every_n_hours * 3600
                 continue
+            doomed.append(path)
+        return doomed
+
+    def _delete_checkpoints(self, paths: list[str], meta_graph_suffix: str) -> None:
+        for path in paths:
             try:
                 checkpoint_management.remove_checkpoint(path, self.saver_def.version, meta_graph_suffix)
             except Exception as e:  # noqa: BLE001 - TF ignores failed deletions (logged) and carries on
-                warnings.warn(f"Ignoring: {e}", stacklevel=3)
+                _logger.warning(f"Ignoring: {e}")
 
     def _last_preserved_timestamp(self) -> float:
         return self._next_checkpoint_time - self.saver_def.keep_checkpoint_every_n_hours * 3600
@@ -1016,7 +1101,13 @@ class Saver:
         save_path_parent = os.path.dirname(save_path)
         model_checkpoint_path = None
         if not self._is_empty:
-            if save_path_parent and not os.path.isdir(save_path_parent):
+            # Like TF's bundle writer, a save creates the checkpoint's directory, but only one level.
+            grandparent = os.path.dirname(save_path_parent)
+            if (
+                save_path_parent
+                and not os.path.isdir(save_path_parent)
+                and not os.path.isdir(grandparent or ".")
+            ):
                 raise ValueError(f"Parent directory of {save_path} doesn't exist, can't save.")
             try:
                 result = sess.run(
@@ -1041,8 +1132,9 @@ class Saver:
 
         if model_checkpoint_path is not None and write_state:
             self._RecordLastCheckpoint(model_checkpoint_path)
+            doomed = self._checkpoints_to_delete()  # decided first: last_preserved_timestamp is current
             self._update_state(save_path_parent, model_checkpoint_path, latest_filename, durable)
-            self._MaybeDeleteOldCheckpoints(meta_graph_suffix=meta_graph_suffix)
+            self._delete_checkpoints(doomed, meta_graph_suffix)  # after the state file stops naming them
         return model_checkpoint_path
 
     def _update_state(
@@ -1114,9 +1206,27 @@ class Saver:
         try:
             sess.run(self.saver_def.restore_op_name, {self.saver_def.filename_tensor_name: prefix})
         except errors.NotFoundError as err:
-            raise _wrap_restore_error_with_msg(
-                err, "a Variable name or other graph key that is missing", self._diagnose(prefix)
-            ) from err
+            # Missing keys: either the graph changed, or this is an object-based (tf.train.Checkpoint)
+            # checkpoint, whose keys are object paths; TF then restores through the object graph's names.
+            try:
+                names_to_keys = object_graph_key_mapping(prefix)
+            except errors.NotFoundError:
+                raise _wrap_restore_error_with_msg(
+                    err, "a Variable name or other graph key that is missing", self._diagnose(prefix)
+                ) from err
+            _logger.warning(
+                "Restoring an object-based checkpoint using a name-based saver. This may be somewhat "
+                "fragile, and will re-build the Saver. Instead, consider loading object-based checkpoints "
+                "using saverkit.train.Checkpoint()."
+            )
+            self._object_restore_saver = saver_from_object_based_checkpoint(
+                checkpoint_path=prefix,
+                var_list=self._var_list,
+                builder=self._builder,
+                names_to_keys=names_to_keys,
+                cached_saver=self._object_restore_saver,
+            )
+            self._object_restore_saver.restore(sess=sess, save_path=prefix)
         except errors.InvalidArgumentError as err:
             raise _wrap_restore_error_with_msg(
                 err, "a mismatch between the current graph and the graph", self._diagnose(prefix)
@@ -1192,24 +1302,24 @@ def _global_step_value(sess, global_step: Any) -> int:
 
 
 def _fsync_checkpoint(prefix: str) -> None:
-    """fsync every file of the checkpoint and its directory, so a rename after this is durable."""
+    """fsync every file of the checkpoint, its directory and the directory's parent (the save may have
+    created the directory), so that a rename after this is durable."""
     dirname = os.path.dirname(prefix) or "."
     base = os.path.basename(prefix)
-    for name in os.listdir(dirname):
-        if name == base + ".index" or name.startswith(base + ".data-"):
-            fd = os.open(os.path.join(dirname, name), os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-    fd = os.open(dirname, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    paths = [
+        os.path.join(dirname, name)
+        for name in os.listdir(dirname)
+        if name == base + ".index" or name.startswith(base + ".data-")
+    ]
+    for path in [*paths, dirname, os.path.dirname(os.path.abspath(dirname))]:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
-class _CheckpointNotFoundError(errors.NotFoundError, ValueError):
+class CheckpointNotFoundError(errors.NotFoundError, ValueError):
     """No checkpoint at the given prefix. Also a ValueError: TensorFlow's Saver raises ValueError here."""
 
 
@@ -1237,7 +1347,7 @@ def _missing_checkpoint_error(prefix: str) -> errors.NotFoundError:
         f"Failed to find any matching files for {prefix}: looked for {looked}; {found}. "
         "The passed save_path is not a valid checkpoint."
     )
-    return _CheckpointNotFoundError(None, None, msg)
+    return CheckpointNotFoundError(None, None, msg)
 
 
 def _wrap_restore_error_with_msg(
@@ -1308,6 +1418,72 @@ def import_meta_graph(
     if _all_saveable_objects(scope=import_scope):
         return Saver()
     return None
+
+
+OBJECT_GRAPH_PROTO_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
+
+
+def object_graph_key_mapping(checkpoint_path: str) -> dict[str, str]:
+    """``{variable name when saved: checkpoint key}`` of an object-based checkpoint (NotFoundError if the
+    checkpoint has no object graph)."""
+    from saverkit.protobuf import trackable_object_graph_pb2
+    from saverkit.train import checkpoint_utils
+
+    reader = checkpoint_utils.load_checkpoint(checkpoint_path)
+    if not reader.has_tensor(OBJECT_GRAPH_PROTO_KEY):
+        raise errors.NotFoundError(None, None, f"Key {OBJECT_GRAPH_PROTO_KEY} not found in checkpoint")
+    raw = np.asarray(reader.get_tensor(OBJECT_GRAPH_PROTO_KEY)).reshape(-1)[0]
+    graph = trackable_object_graph_pb2.TrackableObjectGraph.FromString(bytes(raw))
+    return {a.full_name: a.checkpoint_key for node in graph.nodes for a in node.attributes}
+
+
+def saver_from_object_based_checkpoint(
+    checkpoint_path: str, var_list=None, builder=None, names_to_keys=None, cached_saver=None
+) -> Saver:
+    """A Saver that restores ``var_list`` (default: all saveables) from an object-based checkpoint, each
+    variable from the key its name had when the checkpoint was written (TF's fallback for name-based
+    restores). NotFoundError lists the variables the checkpoint does not know."""
+    if names_to_keys is None:
+        try:
+            names_to_keys = object_graph_key_mapping(checkpoint_path)
+        except errors.NotFoundError as e:
+            raise ValueError(f"Checkpoint in {checkpoint_path} not an object-based checkpoint.") from e
+    if var_list is None:
+        var_list = _all_saveable_objects()
+    if builder is None:
+        builder = BulkSaverBuilder()
+    if not isinstance(var_list, dict):
+        var_list = op_list_to_dict(var_list)
+    saveables = validate_and_slice_inputs(var_list)
+    current = {s.name for s in saveables}
+    previous = set(names_to_keys)
+    missing = current - previous
+    if missing:
+        extra = previous - current
+        raise errors.NotFoundError(
+            None,
+            None,
+            f"\n\nExisting variables not in the checkpoint: {', '.join(sorted(missing))}\n\n"
+            f"Variables names when this checkpoint was written which don't exist now: "
+            f"{', '.join(sorted(extra))}\n\n({len(current & previous)} variable name(s) did match)\n\n"
+            "Could not find some variables in the checkpoint (see names above). Saver was attempting to "
+            "load an object-based checkpoint (saved using tf.train.Checkpoint) using variable names. You "
+            "can construct a Saver(var_list=...) with only the variables which previously existed, and if "
+            "variable names have changed you may need to make this a dictionary with the old names as keys.",
+        )
+    if cached_saver is not None:
+        return cached_saver
+    renamed = {}
+    for s in saveables:
+        if type(s) is ReferenceVariableSaveable:
+            renamed[s.name] = ReferenceVariableSaveable(s.op, s.slice_spec, names_to_keys[s.name])
+        elif isinstance(s, ResourceVariableSaveable):
+            renamed[s.name] = ResourceVariableSaveable(s._var, s.specs[0].slice_spec, names_to_keys[s.name])
+        else:
+            for spec in s.specs:
+                spec.name = names_to_keys[spec.name]
+            renamed[s.name] = s
+    return Saver(list(renamed.values()), builder=builder)
 
 
 def _get_saver_or_default() -> Saver:
