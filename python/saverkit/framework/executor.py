@@ -69,9 +69,13 @@ class OpKernelContext:
     def output_target(self, index: int) -> Ref | None:
         """The variable output ``index`` is assigned into (same conditions as ``output_buffer``), also
         while it is uninitialized: a kernel that made the value in a fresh array of its own may hand that
-        array to the variable (``Ref.adopt``) instead of having the Assign copy it."""
-        refs = self._out_refs
-        return None if refs is None else refs[index]
+        array to the variable (``Ref.adopt``) instead of having the Assign copy it. Ref variables only:
+        resource variables keep their own copy-on-write rules."""
+        targets = self._out_refs
+        if targets is None or targets[index] is None:
+            return None
+        ref, copy_on_write = targets[index]
+        return None if copy_on_write else ref
 
 
 class _Node:
