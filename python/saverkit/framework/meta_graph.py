@@ -18,6 +18,7 @@ written: TensorFlow recomputes them on import, and they would only make the file
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import re
@@ -27,6 +28,7 @@ from typing import Any
 
 from google.protobuf import text_format
 
+from saverkit import errors
 from saverkit.protobuf import graph_pb2, meta_graph_pb2, op_def_pb2, saver_pb2
 
 _logger = logging.getLogger(__name__)
@@ -441,13 +443,29 @@ def write_meta_graph_file(
                 f.flush()
                 os.fsync(f.fileno())
         os.replace(tmp, filename)
-    except BaseException:
+        if durable:  # the rename itself must survive a power loss before the state file names it
+            dir_fd = os.open(dirname, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+    except BaseException as e:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if isinstance(e, OSError):  # out of space etc.: the OpError class TF's file_io would raise
+            raise _os_error(e, f"Failed to write meta graph {filename}") from e
         raise
     return filename
+
+
+def _os_error(e: OSError, what: str) -> errors.OpError:
+    code = {errno.ENOSPC: errors.RESOURCE_EXHAUSTED, errno.EDQUOT: errors.RESOURCE_EXHAUSTED,
+            errno.EFBIG: errors.RESOURCE_EXHAUSTED, errno.EACCES: errors.PERMISSION_DENIED,
+            errno.EPERM: errors.PERMISSION_DENIED, errno.EROFS: errors.PERMISSION_DENIED,
+            errno.ENOENT: errors.NOT_FOUND}.get(e.errno, errors.UNKNOWN)
+    return errors.exception_type_from_error_code(code)(None, None, f"{what}: {e.strerror or e}")
 
 
 # --- reading and importing

@@ -19,6 +19,7 @@ overwrite the checkpoint itself also catches relative spellings of the same path
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import logging
 import math
@@ -130,6 +131,11 @@ def _fsync_dir(dirname: str) -> None:
 def _op_error(e: OSError, what: str) -> errors.OpError:
     cls = {FileNotFoundError: errors.NotFoundError, NotADirectoryError: errors.NotFoundError,
            PermissionError: errors.PermissionDeniedError}.get(type(e), errors.UnknownError)
+    # out of space / quota / file size limit: the same class the engine raises for them
+    if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        cls = errors.ResourceExhaustedError
+    elif e.errno == errno.EROFS:
+        cls = errors.PermissionDeniedError
     return cls(None, None, f"{what}: {e.strerror or e}")
 
 

@@ -30,6 +30,7 @@ import logging
 import math
 import operator
 import os
+import shutil
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -54,7 +55,7 @@ from saverkit.framework import (
     variables,
 )
 from saverkit.protobuf import meta_graph_pb2, saver_pb2
-from saverkit.train import checkpoint_management
+from saverkit.train import checkpoint_management, stale_files
 
 _logger = logging.getLogger(__name__)
 SaverDef = saver_pb2.SaverDef
@@ -1113,28 +1114,45 @@ class Saver:
                 result = sess.run(
                     self.saver_def.save_tensor_name, {self.saver_def.filename_tensor_name: checkpoint_file}
                 )
-            except (errors.FailedPreconditionError, errors.NotFoundError) as exc:
-                if save_path_parent and not os.path.isdir(save_path_parent):
+            except errors.OpError as exc:
+                if self._sharded:  # the parts of a failed sharded save (the bundle writer removed its temps)
+                    shutil.rmtree(checkpoint_file + "_temp", ignore_errors=True)
+                if isinstance(exc, (errors.FailedPreconditionError, errors.NotFoundError)) and (
+                        save_path_parent and not os.path.isdir(save_path_parent)):
                     raise ValueError(f"Parent directory of {save_path} doesn't exist, can't save.") from exc
                 raise
             model_checkpoint_path = _as_str(result)
             if durable:
                 _fsync_checkpoint(model_checkpoint_path)
 
-        if write_meta_graph:
-            # Before the state file: whoever finds the checkpoint through `checkpoint` also finds its .meta.
-            meta_file = checkpoint_management.meta_graph_filename(checkpoint_file, meta_graph_suffix)
-            graph = getattr(sess, "graph", None) or ops.get_default_graph()
-            with graph.as_default():
-                self._export_meta_graph_file(
-                    meta_file, strip_default_attrs=strip_default_attrs, durable=durable
-                )
+        recorded = (list(self._last_checkpoints), list(self._checkpoints_to_be_deleted),
+                    self._next_checkpoint_time)
+        doomed: list[str] = []
+        try:
+            if write_meta_graph:
+                # Before the state file: who finds the checkpoint through `checkpoint` also finds its .meta.
+                meta_file = checkpoint_management.meta_graph_filename(checkpoint_file, meta_graph_suffix)
+                graph = getattr(sess, "graph", None) or ops.get_default_graph()
+                with graph.as_default():
+                    self._export_meta_graph_file(
+                        meta_file, strip_default_attrs=strip_default_attrs, durable=durable
+                    )
 
+            if model_checkpoint_path is not None and write_state:
+                self._RecordLastCheckpoint(model_checkpoint_path)
+                doomed = self._checkpoints_to_delete()  # decided first: last_preserved_timestamp is current
+                self._update_state(save_path_parent, model_checkpoint_path, latest_filename, durable)
+        except (errors.OpError, OSError):
+            # Out of space/I/O error after the bundle was written: the save failed, so leave the directory
+            # as it was (unless that prefix is a checkpoint the state already names: never delete those).
+            self._last_checkpoints, self._checkpoints_to_be_deleted, self._next_checkpoint_time = recorded
+            _remove_unrecorded(checkpoint_file, meta_graph_suffix, save_path_parent, latest_filename,
+                               [p for p, _ in recorded[0]])
+            raise
         if model_checkpoint_path is not None and write_state:
-            self._RecordLastCheckpoint(model_checkpoint_path)
-            doomed = self._checkpoints_to_delete()  # decided first: last_preserved_timestamp is current
-            self._update_state(save_path_parent, model_checkpoint_path, latest_filename, durable)
             self._delete_checkpoints(doomed, meta_graph_suffix)  # after the state file stops naming them
+        if model_checkpoint_path is not None:  # what a killed earlier save left behind
+            stale_files.remove_stale_temp_files(checkpoint_file, latest_filename)
         return model_checkpoint_path
 
     def _update_state(
@@ -1299,6 +1317,20 @@ def _global_step_value(sess, global_step: Any) -> int:
     if hasattr(global_step, "__index__") and not hasattr(global_step, "op"):
         return int(global_step)
     return int(sess.run(global_step))
+
+
+def _remove_unrecorded(checkpoint_file: str, meta_graph_suffix: str, save_dir: str, latest_filename: str,
+                      recorded: list[str]) -> None:
+    """Removes the files of a failed save, unless the state file or this saver names that prefix."""
+    named = set(recorded)
+    with contextlib.suppress(Exception):  # an unreadable state file names nothing we can trust
+        state = checkpoint_management.get_checkpoint_state(save_dir or ".", latest_filename)
+        if state is not None:
+            named |= {state.model_checkpoint_path, *state.all_model_checkpoint_paths}
+    if os.path.abspath(checkpoint_file) in {os.path.abspath(p) for p in named}:
+        return
+    with contextlib.suppress(errors.OpError):  # the caller re-raises the error that matters
+        checkpoint_management.remove_checkpoint(checkpoint_file, SaverDef.V2, meta_graph_suffix)
 
 
 def _fsync_checkpoint(prefix: str) -> None:
