@@ -303,16 +303,31 @@ class Operation:
 
     def _node_def_bytes(self) -> bytes:
         """The serialized NodeDef, cached until the op changes (exports of big graphs repeat often:
-        a Saver writes the meta graph with every checkpoint)."""
+        a Saver writes the meta graph with every checkpoint).
+
+        Framed by hand from per-attr bytes (see ``attrs_lib.serialized``) rather than through a NodeDef
+        message: building ten thousand protobuf messages is what made the first export slow."""
         cached = self._serialized
         if cached is None:
-            nd = node_def_pb2.NodeDef(name=self._name, op=self._type, device=self._device)
-            nd.input.extend([t._as_node_def_input() for t in self._inputs])
-            nd.input.extend(sorted("^" + c._name for c in self._control_inputs))  # TF sorts them by name
+            varint = _varint
+            name = self._name.encode()
+            parts = [b"\x0a", varint(len(name)), name, _op_field(self._type)]  # name (1), op (2)
+            for t in self._inputs:  # input (3)
+                s = t._as_node_def_input().encode()
+                parts += (b"\x1a", varint(len(s)), s)
+            if self._control_inputs:  # TF sorts them by name
+                for c in sorted("^" + c._name for c in self._control_inputs):
+                    s = c.encode()
+                    parts += (b"\x1a", varint(len(s)), s)
+            if self._device:  # device (4)
+                s = self._device.encode()
+                parts += (b"\x22", varint(len(s)), s)
             types = self._info.attr_types if self._info is not None else attrs_lib.PRIVATE_ATTR_TYPES
-            for key, value in self._attrs.items():
-                attrs_lib.fill(nd.attr[key], value, types.get(key) or attrs_lib.PRIVATE_ATTR_TYPES.get(key))
-            cached = self._serialized = nd.SerializeToString()
+            private = attrs_lib.PRIVATE_ATTR_TYPES
+            entry = attrs_lib.node_def_attr_entry
+            for key, value in self._attrs.items():  # attr (5)
+                parts.append(entry(key, value, types.get(key) or private.get(key)))
+            cached = self._serialized = b"".join(parts)
         return cached
 
     def get_attr(self, name: str) -> Any:
@@ -407,13 +422,19 @@ def _read_only(a: np.ndarray) -> np.ndarray:
     return a
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
+_varint = attrs_lib.varint
+
+
+_OP_FIELDS: dict[str, bytes] = {}
+
+
+def _op_field(op_type: str) -> bytes:
+    """NodeDef field 2 (op), built once per op type."""
+    out = _OP_FIELDS.get(op_type)
+    if out is None:
+        s = op_type.encode()
+        out = _OP_FIELDS[op_type] = b"\x12" + _varint(len(s)) + s
+    return out
 
 
 def _run_using_default_session(fetch: Any, feed_dict: dict | None, graph: Graph, session: Any) -> Any:
