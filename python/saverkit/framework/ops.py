@@ -748,11 +748,19 @@ class Graph:
             )
             if self._colocation_stack[-1]._device:
                 op._device = self._colocation_stack[-1]._device
-        outputs = op._outputs = [Tensor(op, i, t) for i, t in enumerate(output_types)]
+        if len(output_types) == 1:  # most ops: skip the loops
+            outputs = op._outputs = [Tensor(op, 0, output_types[0])]
+        else:
+            outputs = op._outputs = [Tensor(op, i, t) for i, t in enumerate(output_types)]
         if compute_shapes and info is not None and info.shape_fn is not None:
-            for t, s in zip(outputs, info.shape_fn(op), strict=False):
-                if s is not None:
-                    t._shape = s
+            shapes = info.shape_fn(op)
+            if len(outputs) == 1 and type(shapes) is list and shapes:
+                if shapes[0] is not None:
+                    outputs[0]._shape = shapes[0]
+            else:
+                for t, s in zip(outputs, shapes, strict=False):
+                    if s is not None:
+                        t._shape = s
         # Only now is the op part of the graph: a failing shape function leaves no trace.
         self._nodes_by_name[name] = op
         for t in inputs:

@@ -166,9 +166,13 @@ _SMALL_VARINTS = [bytes([i]) for i in range(0x80)]
 def MakeNdarray(tensor: tensor_pb2.TensorProto) -> np.ndarray:  # noqa: N802 - TensorFlow's name
     """Decode a TensorProto into a new numpy array, like ``tf.make_ndarray``."""
     shape = [d.size for d in tensor.tensor_shape.dim]
-    n = int(np.prod(shape, dtype=np.int64))
+    n = 1
+    for d in shape:  # not np.prod: for small tensors its overhead dominates an import
+        n *= d
+    if not -(1 << 63) <= n < 1 << 63:  # the int64 np.prod computed would have wrapped
+        n = int(np.prod(shape, dtype=np.int64))
     enum = tensor.dtype
-    dt = dtypes.as_dtype(enum)
+    dt = dtypes._BY_ENUM.get(enum) or dtypes.as_dtype(enum)
     np_type = np.dtype(dt.as_numpy_dtype)
     content = tensor.tensor_content
     if content:
