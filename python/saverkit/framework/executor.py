@@ -102,7 +102,7 @@ class Plan:
             op = stack.pop()
             if op in needed:
                 continue
-            deps = [t._op for t in op._inputs if t not in fed]
+            deps = [t._op for t in op._inputs if t not in fed] if fed else [t._op for t in op._inputs]
             if op._control_inputs:
                 deps += op._control_inputs
             if len(deps) > 1:
@@ -143,14 +143,19 @@ class Plan:
             node.kernel = kernel
             node.ctx = OpKernelContext(op, variables, session)
             inputs = op._inputs
-            node.in_slots = [
-                feed_base + fed[t] if t in fed else slot_of[t._op] + t._value_index for t in inputs
-            ]
-            # Ref inputs are read (dereferenced) unless the op's argument itself is a Ref.
-            node.deref = [i for i, t in enumerate(inputs) if t._dtype._enum > _REF_OFFSET]
-            if node.deref and info.has_ref_inputs:
-                is_ref = info.input_is_ref(op._attrs)
-                node.deref = [i for i in node.deref if not is_ref[i]]
+            if not inputs:  # sources (variables, constants): a third of a typical graph
+                node.in_slots = node.deref = _NONE
+            else:
+                node.in_slots = (
+                    [feed_base + fed[t] if t in fed else slot_of[t._op] + t._value_index for t in inputs]
+                    if fed
+                    else [slot_of[t._op] + t._value_index for t in inputs]
+                )
+                # Ref inputs are read (dereferenced) unless the op's argument itself is a Ref.
+                node.deref = [i for i, t in enumerate(inputs) if t._dtype._enum > _REF_OFFSET]
+                if node.deref and info.has_ref_inputs:
+                    is_ref = info.input_is_ref(op._attrs)
+                    node.deref = [i for i in node.deref if not is_ref[i]]
             node.out_slot = slot_of[op]
             node.n_out = len(op._outputs)
             node.expensive = info.expensive
@@ -293,6 +298,7 @@ def _toposort(needed: dict[Operation, list[Operation]]) -> list[Operation]:
 
 
 _creation_id = operator.attrgetter("_id")
+_NONE: tuple = ()  # shared in_slots / deref of ops without inputs (never mutated)
 _REF_OFFSET = 100  # DataType numbers above this are ref types
 
 

@@ -151,6 +151,8 @@ class OpInfo:
         return cached
 
     def input_is_ref(self, attrs: dict[str, Any]) -> list[bool]:
+        if self.simple_inputs:  # one tensor per argument: no need to expand the attrs
+            return [a.is_ref for a in self.inputs]
         return [a.is_ref for a in self.inputs for _ in a.types(attrs)]
 
     def check_attr(self, name: str, value: Any) -> None:
