@@ -722,16 +722,16 @@ class Graph:
         op._attrs = attrs
         op._info = info
         op._serialized = None
-        self._last_id += 1
-        op._id = self._last_id
-        controls = list(dict.fromkeys(control_inputs)) if control_inputs else _NO_OPS
-        if self._control_stack:
-            controls = list(controls)
-            known = set(controls)
-            controls.extend(
-                c for c in self._control_dependencies_for_inputs([t._op for t in inputs]) if c not in known
-            )
-        op._control_inputs = controls
+        op._id = self._last_id = self._last_id + 1
+        if control_inputs or self._control_stack:
+            controls = list(dict.fromkeys(control_inputs)) if control_inputs else []
+            if self._control_stack:
+                known = set(controls)
+                implied = self._control_dependencies_for_inputs([t._op for t in inputs])
+                controls.extend(c for c in implied if c not in known)
+            op._control_inputs = controls
+        else:
+            op._control_inputs = _NO_OPS
         if self._attr_scope_map:
             for key, value in self._attr_scope_map.items():
                 attrs.setdefault(key, value)
@@ -752,8 +752,9 @@ class Graph:
             outputs = op._outputs = [Tensor(op, 0, output_types[0])]
         else:
             outputs = op._outputs = [Tensor(op, i, t) for i, t in enumerate(output_types)]
-        if compute_shapes and info is not None and info.shape_fn is not None:
-            shapes = info.shape_fn(op)
+        shape_fn = info.shape_fn if info is not None and compute_shapes else None
+        if shape_fn is not None:
+            shapes = shape_fn(op)
             if len(outputs) == 1 and type(shapes) is list and shapes:
                 if shapes[0] is not None:
                     outputs[0]._shape = shapes[0]
@@ -768,8 +769,9 @@ class Graph:
                 t._consumers = [op]
             else:
                 t._consumers.append(op)
-        for level in self._control_stack:
-            level.seen.add(op)
+        if self._control_stack:
+            for level in self._control_stack:
+                level.seen.add(op)
         return op
 
     def create_op(
