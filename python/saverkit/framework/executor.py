@@ -102,11 +102,20 @@ class Plan:
             op = stack.pop()
             if op in needed:
                 continue
-            deps = [t._op for t in op._inputs if t not in fed] if fed else [t._op for t in op._inputs]
-            if op._control_inputs:
-                deps += op._control_inputs
-            if len(deps) > 1:
-                deps = list(dict.fromkeys(deps))
+            inputs = op._inputs
+            if not inputs:  # a source, or a NoOp grouping control inputs
+                deps = op._control_inputs
+                deps = list(dict.fromkeys(deps)) if len(deps) > 1 else list(deps)
+            else:
+                deps = [t._op for t in inputs if t not in fed] if fed else [t._op for t in inputs]
+                if op._control_inputs:
+                    deps += op._control_inputs
+                n = len(deps)
+                if n == 2:  # the common case: dedupe without building a dict
+                    if deps[0] is deps[1]:
+                        del deps[1]
+                elif n > 2:
+                    deps = list(dict.fromkeys(deps))
             needed[op] = deps
             stack.extend(deps)
         # 2. Topological order.
