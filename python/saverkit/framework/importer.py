@@ -272,8 +272,9 @@ def _create(
                     f"{t.name}, incompatible with expected {want.name}."
                 )
         op = g._create_op(op_type, inputs, attrs, output_types, name, info, control_inputs=controls)
-    if node.device:
-        op._device = node.device  # kept as written; ops without one took the importing graph's device scope
+    device = node.device
+    if device:
+        op._device = device  # kept as written; ops without one took the importing graph's device scope
     if output_shapes is not None:
         for t, proto in zip(op._outputs, output_shapes.list.shape, strict=False):
             s = TensorShape(proto)
@@ -309,10 +310,11 @@ def _copy(value: attrs_lib.AttrValue) -> attrs_lib.AttrValue:
 
 
 def _prefixed_groups(value: attrs_lib.AttrValue, prefix: str) -> list[bytes]:
+    items = value.list.s
     if not prefix:
-        return list(value.list.s)
-    p = prefix.encode()
-    return [b"loc:@" + p + s[5:] if s.startswith(b"loc:@") else s for s in value.list.s]
+        return list(items)
+    p = b"loc:@" + prefix.encode()
+    return [p + s[5:] if s.startswith(b"loc:@") else s for s in items]
 
 
 def _prefixed_class(value: attrs_lib.AttrValue, prefix: str) -> attrs_lib.AttrValue:
