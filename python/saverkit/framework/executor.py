@@ -113,11 +113,20 @@ class Plan:
             op = stack.pop()
             if op in needed:
                 continue
-            deps = [t._op for t in op._inputs if t not in fed]
-            if op._control_inputs:
-                deps += op._control_inputs
-            if len(deps) > 1:
-                deps = list(dict.fromkeys(deps))
+            inputs = op._inputs
+            if not inputs:  # a source, or a NoOp grouping control inputs
+                deps = op._control_inputs
+                deps = list(dict.fromkeys(deps)) if len(deps) > 1 else list(deps)
+            else:
+                deps = [t._op for t in inputs if t not in fed] if fed else [t._op for t in inputs]
+                if op._control_inputs:
+                    deps += op._control_inputs
+                n = len(deps)
+                if n == 2:  # the common case: dedupe without building a dict
+                    if deps[0] is deps[1]:
+                        del deps[1]
+                elif n > 2:
+                    deps = list(dict.fromkeys(deps))
             needed[op] = deps
             stack.extend(deps)
         # 2. Topological order.
@@ -154,14 +163,19 @@ class Plan:
             node.kernel = kernel
             node.ctx = OpKernelContext(op, variables, session)
             inputs = op._inputs
-            node.in_slots = [
-                feed_base + fed[t] if t in fed else slot_of[t._op] + t._value_index for t in inputs
-            ]
-            # Ref inputs are read (dereferenced) unless the op's argument itself is a Ref.
-            node.deref = [i for i, t in enumerate(inputs) if t._dtype._enum > _REF_OFFSET]
-            if node.deref and info.has_ref_inputs:
-                is_ref = info.input_is_ref(op._attrs)
-                node.deref = [i for i in node.deref if not is_ref[i]]
+            if not inputs:  # sources (variables, constants): a third of a typical graph
+                node.in_slots = node.deref = _NONE
+            else:
+                node.in_slots = (
+                    [feed_base + fed[t] if t in fed else slot_of[t._op] + t._value_index for t in inputs]
+                    if fed
+                    else [slot_of[t._op] + t._value_index for t in inputs]
+                )
+                # Ref inputs are read (dereferenced) unless the op's argument itself is a Ref.
+                node.deref = [i for i, t in enumerate(inputs) if t._dtype._enum > _REF_OFFSET]
+                if node.deref and info.has_ref_inputs:
+                    is_ref = info.input_is_ref(op._attrs)
+                    node.deref = [i for i in node.deref if not is_ref[i]]
             node.out_slot = slot_of[op]
             node.n_out = len(op._outputs)
             node.expensive = info.expensive
@@ -304,6 +318,7 @@ def _toposort(needed: dict[Operation, list[Operation]]) -> list[Operation]:
 
 
 _creation_id = operator.attrgetter("_id")
+_NONE: tuple = ()  # shared in_slots / deref of ops without inputs (never mutated)
 _REF_OFFSET = 100  # DataType numbers above this are ref types
 
 

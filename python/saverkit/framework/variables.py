@@ -119,8 +119,9 @@ class Variable:
             collections = list(collections) + [GraphKeys.TRAINABLE_VARIABLES]
         if constraint is not None and not callable(constraint):
             raise ValueError("The `constraint` argument must be a callable.")
-        g = initial_value.graph if isinstance(initial_value, ops.Tensor) else ops.get_default_graph()
-        with ops._NameScope(g, name or "Variable", make_default=g is not ops.get_default_graph()) as scope:
+        default = ops.get_default_graph()
+        g = initial_value.graph if isinstance(initial_value, ops.Tensor) else default
+        with ops._NameScope(g, name or "Variable", make_default=g is not default) as scope:
             true_name = scope[:-1]
             if init_from_fn:
                 # Initializer ops built by the function live with the variable ("loc:@<name>").
