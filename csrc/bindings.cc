@@ -1,5 +1,6 @@
 // Python bindings for the saverkit engine. Kept thin: argument unpacking,
 // GIL release around I/O, and Status -> saverkit.errors translation.
+#include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
@@ -134,13 +135,25 @@ class PyReader {
     std::vector<ReadPlan> plans = Plan(keys, specs);
     py::list out;
     for (const ReadPlan& p : plans) out.append(py::make_tuple(p.dtype, ShapeTuple(p.shape)));
+    // execute() usually follows with the very same lists: keep the plans (~3 us per tensor to redo).
+    cached_keys_ = keys;
+    cached_specs_ = specs;
+    cached_plans_ = std::move(plans);
     return out;
   }
 
   // Fills outs[i] (numeric, sized as prepare() said) in place; returns a list
   // holding, for string tensors, the flat list of bytes (None otherwise).
   py::list execute(const py::list& keys, const std::vector<std::string>& specs, const py::list& outs) {
-    std::vector<ReadPlan> plans = Plan(keys, specs);
+    std::vector<ReadPlan> plans;
+    if (cached_keys_.is(keys) && static_cast<size_t>(py::len(keys)) == cached_plans_.size() &&
+        cached_specs_ == specs) {
+      plans = std::move(cached_plans_);
+    } else {
+      plans = Plan(keys, specs);
+    }
+    cached_keys_ = py::object();
+    cached_plans_.clear();
     if (outs.size() != plans.size()) throw py::value_error("outs must have one slot per key");
     std::vector<py::buffer_info> buffers;
     std::vector<char*> dst(plans.size(), nullptr);
@@ -156,7 +169,7 @@ class PyReader {
       }
       dst[i] = static_cast<char*>(info.ptr);
     }
-    std::vector<std::vector<std::string>> strings;
+    std::vector<StringResult> strings;
     Status s;
     {
       py::gil_scoped_release release;
@@ -165,13 +178,7 @@ class PyReader {
     Check(s);
     py::list result;
     for (size_t i = 0; i < plans.size(); ++i) {
-      if (plans[i].dtype != DT_STRING) {
-        result.append(py::none());
-        continue;
-      }
-      py::list items(strings[i].size());
-      for (size_t j = 0; j < strings[i].size(); ++j) items[j] = py::bytes(strings[i][j]);
-      result.append(items);
+      result.append(plans[i].dtype == DT_STRING ? StringArray(plans[i], &strings[i]) : py::none());
     }
     return result;
   }
@@ -191,8 +198,64 @@ class PyReader {
     return plans;
   }
 
+  // A numpy object array of bytes, made straight from what the engine read.
+  static py::object StringArray(const ReadPlan& plan, StringResult* r) {
+    std::vector<py::ssize_t> shape(plan.shape.begin(), plan.shape.end());
+    py::array out(py::dtype("O"), shape);
+    PyObject** items = static_cast<PyObject**>(out.mutable_data());
+    const size_t n = static_cast<size_t>(plan.num_elements);
+    if (r->whole ? r->lengths.size() != n : r->elements.size() != n) {
+      Check(Internal("String tensor " + PrintableKey(plan.key) + " was read with the wrong element count"));
+    }
+    const char* p = r->blob.data() + r->start;
+    for (size_t j = 0; j < n; ++j) {
+      PyObject* b;
+      if (r->whole) {
+        b = PyBytes_FromStringAndSize(p, static_cast<py::ssize_t>(r->lengths[j]));
+        p += r->lengths[j];
+      } else {
+        b = PyBytes_FromStringAndSize(r->elements[j].data(), static_cast<py::ssize_t>(r->elements[j].size()));
+      }
+      if (b == nullptr) throw py::error_already_set();
+      PyObject* old = items[j];
+      items[j] = b;
+      Py_XDECREF(old);
+    }
+    return std::move(out);
+  }
+
   BundleReader reader_;
+  py::object cached_keys_;  // the keys list of the last prepare(), whose plans are cached_plans_
+  std::vector<std::string> cached_specs_;
+  std::vector<ReadPlan> cached_plans_;
 };
+
+// The elements of a C-contiguous numpy object array of bytes or str (str
+// saved as UTF-8), without a Python-level pass over them. The references stay
+// valid while the caller holds the array.
+void StringElements(const std::string& key, const py::array& arr, std::vector<StringRef>* elems) {
+  if (arr.dtype().kind() != 'O' || !(arr.flags() & py::array::c_style)) {
+    throw py::type_error("string tensors must be C-contiguous object arrays");
+  }
+  PyObject* const* items = static_cast<PyObject* const*>(arr.data());
+  const size_t n = static_cast<size_t>(arr.size());
+  elems->reserve(n);
+  for (size_t j = 0; j < n; ++j) {
+    PyObject* x = items[j];
+    if (x != nullptr && PyBytes_Check(x)) {
+      elems->push_back({PyBytes_AS_STRING(x), static_cast<size_t>(PyBytes_GET_SIZE(x))});
+    } else if (x != nullptr && PyUnicode_Check(x)) {
+      Py_ssize_t size;
+      const char* utf8 = PyUnicode_AsUTF8AndSize(x, &size);
+      if (utf8 == nullptr) throw py::error_already_set();
+      elems->push_back({utf8, static_cast<size_t>(size)});
+    } else {
+      const char* type = x == nullptr ? "NoneType" : Py_TYPE(x)->tp_name;
+      Check(InvalidArgument("String tensor " + PrintableKey(key) + " has an element of type " + type +
+                            "; need bytes or str"));
+    }
+  }
+}
 
 void WriteBundle(const std::string& prefix, const py::list& names, const std::vector<std::string>& specs,
                  const std::vector<int>& dtypes, const py::list& shapes, const py::list& datas, int num_shards,
@@ -220,9 +283,13 @@ void WriteBundle(const std::string& prefix, const py::list& names, const std::ve
     }
     if (dtypes[i] == DT_STRING) {
       std::vector<StringRef> elems;
-      for (py::handle item : datas[i]) {
-        if (!PyBytes_Check(item.ptr())) throw py::type_error("string tensor elements must be bytes");
-        elems.push_back({PyBytes_AS_STRING(item.ptr()), static_cast<size_t>(PyBytes_GET_SIZE(item.ptr()))});
+      if (py::isinstance<py::array>(datas[i])) {
+        StringElements(name, py::reinterpret_borrow<py::array>(datas[i]), &elems);
+      } else {
+        for (py::handle item : datas[i]) {
+          if (!PyBytes_Check(item.ptr())) throw py::type_error("string tensor elements must be bytes");
+          elems.push_back({PyBytes_AS_STRING(item.ptr()), static_cast<size_t>(PyBytes_GET_SIZE(item.ptr()))});
+        }
       }
       Check(sliced ? writer.AddSliceStrings(name, full_shape, slice, shape, elems)
                    : writer.AddStrings(name, shape, elems));

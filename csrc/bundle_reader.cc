@@ -15,6 +15,10 @@ namespace saverkit {
 namespace {
 
 const uint64_t kReadChunk = 8ull << 20;  // multiple of every swap unit
+// Tensors up to kGroupBytes are read whole, several to a task (at most
+// kGroupBytes or kGroupPlans per task); larger ones in kReadChunk pieces.
+const uint64_t kGroupBytes = 1ull << 20;
+const uint64_t kGroupPlans = 256;
 const int kFormatVersion = 1;
 
 bool HostIsBigEndian() {
@@ -256,21 +260,26 @@ Status BundleReader::ReadNumeric(const std::string& key, const BundleEntry& entr
   return Status::OK();
 }
 
-Status BundleReader::ReadStrings(const std::string& key, const BundleEntry& entry, std::vector<std::string>* out) {
+Status BundleReader::ParseStrings(const std::string& key, const BundleEntry& entry, std::string* bufp,
+                                  uint64_t* start, std::vector<uint64_t>* lengths_out) {
   const RandomAccessFile* file;
   SK_RETURN_IF_ERROR(DataFile(key, entry, &file));
   uint64_t n;
   NumElements(entry.shape, &n);  // validated by CheckStored
-  out->clear();
+  lengths_out->clear();
+  bufp->clear();
+  *start = 0;
   if (entry.size == 0) return Status::OK();  // only possible with n == 0
-  std::string buf(static_cast<size_t>(entry.size), '\0');
+  std::string& buf = *bufp;
+  buf.resize(static_cast<size_t>(entry.size));
   SK_RETURN_IF_ERROR(file->Read(static_cast<uint64_t>(entry.offset), buf.size(), &buf[0]));
   const bool big = header_.endianness == kBig;
   const std::string what = StrCat("string tensor ", DisplayKey(key), " in ", file->path(), " at offset ",
                                   entry.offset);
   const char* p = buf.data();
   const char* limit = buf.data() + buf.size();
-  std::vector<uint64_t> lengths(static_cast<size_t>(n));
+  std::vector<uint64_t>& lengths = *lengths_out;
+  lengths.resize(static_cast<size_t>(n));
   uint64_t total = 0;
   uint32_t crc = 0;
   for (uint64_t i = 0; i < n; ++i) {
@@ -302,8 +311,18 @@ Status BundleReader::ReadStrings(const std::string& key, const BundleEntry& entr
   }
   crc = crc32c::Extend(crc, p, static_cast<size_t>(total));
   if (crc != crc32c::Unmask(entry.crc32c)) return ChecksumError(key, entry, *file, crc);
-  out->resize(static_cast<size_t>(n));
-  for (uint64_t i = 0; i < n; ++i) {
+  *start = static_cast<uint64_t>(p - buf.data());
+  return Status::OK();
+}
+
+Status BundleReader::ReadStrings(const std::string& key, const BundleEntry& entry, std::vector<std::string>* out) {
+  std::string buf;
+  uint64_t start;
+  std::vector<uint64_t> lengths;
+  SK_RETURN_IF_ERROR(ParseStrings(key, entry, &buf, &start, &lengths));
+  out->resize(lengths.size());
+  const char* p = buf.data() + start;
+  for (size_t i = 0; i < lengths.size(); ++i) {
     (*out)[i].assign(p, static_cast<size_t>(lengths[i]));
     p += lengths[i];
   }
@@ -311,15 +330,20 @@ Status BundleReader::ReadStrings(const std::string& key, const BundleEntry& entr
 }
 
 Status BundleReader::CopyPiece(const ReadPlan& plan, const ReadPlan::Piece& piece, char* dst,
-                               std::vector<std::string>* strings) {
+                               StringResult* strings) {
   Box region;
   if (!Intersect(piece.box, plan.box, &region)) return Status::OK();
   const BundleEntry& e = *piece.entry;
   if (plan.dtype == DT_STRING) {
+    if (SameBox(piece.box, plan.box)) {
+      strings->whole = true;
+      return ParseStrings(piece.key, e, &strings->blob, &strings->start, &strings->lengths);
+    }
     std::vector<std::string> src;
     SK_RETURN_IF_ERROR(ReadStrings(piece.key, e, &src));
+    strings->elements.resize(static_cast<size_t>(plan.num_elements));
     ForEachRun(region, piece.box, plan.box, [&](int64_t si, int64_t di, int64_t count) {
-      for (int64_t k = 0; k < count; ++k) (*strings)[di + k].swap(src[si + k]);
+      for (int64_t k = 0; k < count; ++k) strings->elements[di + k].swap(src[si + k]);
     });
     return Status::OK();
   }
@@ -334,38 +358,51 @@ Status BundleReader::CopyPiece(const ReadPlan& plan, const ReadPlan::Piece& piec
 }
 
 Status BundleReader::Execute(const std::vector<ReadPlan>& plans, const std::vector<char*>& dst,
-                             std::vector<std::vector<std::string>>* strings) {
-  // A task is either one chunk of a directly-read numeric tensor or a whole
-  // plan (strings, slices).
+                             std::vector<StringResult>* strings) {
+  // A task is either one chunk of a large directly-read numeric tensor, or a
+  // run of consecutive whole plans (small tensors, strings, slices) grouped up
+  // to about kGroupBytes so that 10,000 small tensors are a few hundred tasks,
+  // not 10,000 hand-offs to the pool.
   struct Task {
     size_t plan;
     bool chunk;
-    uint64_t begin, len;
+    uint64_t begin, len;  // chunk: byte range of the tensor; group: len = plans in the run
     uint32_t crc;
   };
   std::vector<Task> tasks;
   strings->resize(plans.size());
+  uint64_t group_bytes = 0;
+  bool grouping = false;
   for (size_t i = 0; i < plans.size(); ++i) {
     const ReadPlan& plan = plans[i];
-    if (plan.dtype == DT_STRING) (*strings)[i].resize(static_cast<size_t>(plan.num_elements));
-    if (plan.dtype != DT_STRING && plan.direct && plan.pieces.size() == 1) {
-      uint64_t size = static_cast<uint64_t>(plan.pieces[0].entry->size);
-      for (uint64_t off = 0; off < size; off += kReadChunk) {
-        tasks.push_back({i, true, off, std::min(kReadChunk, size - off), 0});
+    uint64_t stored = 0;
+    for (const ReadPlan::Piece& piece : plan.pieces) stored += static_cast<uint64_t>(piece.entry->size);
+    if (plan.dtype != DT_STRING && plan.direct && plan.pieces.size() == 1 && stored > kGroupBytes) {
+      grouping = false;
+      for (uint64_t off = 0; off < stored; off += kReadChunk) {
+        tasks.push_back({i, true, off, std::min(kReadChunk, stored - off), 0});
       }
-    } else {
-      tasks.push_back({i, false, 0, 0, 0});
+      continue;
     }
+    if (!grouping || group_bytes + stored > kGroupBytes || tasks.back().len >= kGroupPlans) {
+      tasks.push_back({i, false, 0, 0, 0});
+      group_bytes = 0;
+      grouping = true;
+    }
+    tasks.back().len += 1;
+    group_bytes += stored;
   }
   SK_RETURN_IF_ERROR(RunParallel(tasks.size(), [&](size_t t) -> Status {
     Task& task = tasks[t];
-    const ReadPlan& plan = plans[task.plan];
     if (!task.chunk) {
-      for (const ReadPlan::Piece& piece : plan.pieces) {
-        SK_RETURN_IF_ERROR(CopyPiece(plan, piece, dst[task.plan], &(*strings)[task.plan]));
+      for (size_t p = task.plan; p < task.plan + task.len; ++p) {
+        for (const ReadPlan::Piece& piece : plans[p].pieces) {
+          SK_RETURN_IF_ERROR(CopyPiece(plans[p], piece, dst[p], &(*strings)[p]));
+        }
       }
       return Status::OK();
     }
+    const ReadPlan& plan = plans[task.plan];
     const ReadPlan::Piece& piece = plan.pieces[0];
     const RandomAccessFile* file;
     SK_RETURN_IF_ERROR(DataFile(piece.key, *piece.entry, &file));

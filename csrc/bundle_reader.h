@@ -42,6 +42,18 @@ struct ReadPlan {
   std::vector<Piece> pieces;
 };
 
+// A string tensor's values. A whole stored tensor keeps the bytes as read:
+// element i is `lengths[i]` bytes of `blob`, elements back to back from
+// `start` (no per-element allocation). Slices assembled from several stored
+// pieces land in `elements` instead.
+struct StringResult {
+  bool whole = false;
+  std::string blob;
+  uint64_t start = 0;
+  std::vector<uint64_t> lengths;
+  std::vector<std::string> elements;
+};
+
 class BundleReader {
  public:
   Status Open(const std::string& prefix);
@@ -59,15 +71,18 @@ class BundleReader {
   // dst[i]: buffer of plan i's bytes (numeric); strings[i] receives string
   // results. Both vectors have one slot per plan.
   Status Execute(const std::vector<ReadPlan>& plans, const std::vector<char*>& dst,
-                 std::vector<std::vector<std::string>>* strings);
+                 std::vector<StringResult>* strings);
 
  private:
   Status DataFile(const std::string& key, const BundleEntry& entry, const RandomAccessFile** file);
   Status CheckStored(const std::string& key, const BundleEntry& entry, uint64_t* num_elements);
   Status ReadNumeric(const std::string& key, const BundleEntry& entry, char* dst);
   Status ReadStrings(const std::string& key, const BundleEntry& entry, std::vector<std::string>* out);
+  // Reads and checks a stored string tensor; its elements stay in *buf.
+  Status ParseStrings(const std::string& key, const BundleEntry& entry, std::string* buf, uint64_t* start,
+                      std::vector<uint64_t>* lengths);
   Status CopyPiece(const ReadPlan& plan, const ReadPlan::Piece& piece, char* dst,
-                   std::vector<std::string>* strings);
+                   StringResult* strings);
   Status ChecksumError(const std::string& key, const BundleEntry& entry, const RandomAccessFile& file,
                        uint32_t actual);
   void SwapIfBigEndian(int dtype, char* data, uint64_t n) const;

@@ -44,35 +44,45 @@ std::string DataFilename(const std::string& prefix, int shard_id, int num_shards
 std::string MetaFilename(const std::string& prefix) { return prefix + ".index"; }
 
 uint32_t BuildStringPayload(const std::vector<StringRef>& elems, std::string* payload) {
-  payload->clear();
   uint64_t total = 0;
+  size_t varints = 0;
+  for (const StringRef& s : elems) {
+    total += s.size;
+    varints += static_cast<size_t>(VarintLength(s.size));
+  }
+  payload->clear();
+  payload->reserve(varints + 4 + total);
+  // The CRCs hash lengths as fixed-width integers, not as the stored varints:
+  // collect those once and checksum them in one call.
+  std::string fixed;
+  fixed.reserve(elems.size() * 4);
   for (const StringRef& s : elems) {
     PutVarint64(payload, s.size);
-    total += s.size;
-  }
-  // The CRCs hash lengths as fixed-width integers, not as the stored varints.
-  uint32_t crc = 0;
-  for (const StringRef& s : elems) {
-    char buf[8];
     if (s.size <= 0xffffffffu) {
-      EncodeFixed32(buf, static_cast<uint32_t>(s.size));
-      crc = crc32c::Extend(crc, buf, 4);
+      PutFixed32(&fixed, static_cast<uint32_t>(s.size));
     } else {
-      EncodeFixed64(buf, s.size);
-      crc = crc32c::Extend(crc, buf, 8);
+      PutFixed64(&fixed, s.size);
     }
   }
+  uint32_t crc = crc32c::Value(fixed.data(), fixed.size());
   char masked[4];
   EncodeFixed32(masked, crc32c::Mask(crc));
   payload->append(masked, 4);
   crc = crc32c::Extend(crc, masked, 4);
-  payload->reserve(payload->size() + total);
-  for (const StringRef& s : elems) {
-    payload->append(s.data, s.size);
-    crc = crc32c::Extend(crc, s.data, s.size);
-  }
-  return crc;
+  const size_t data_start = payload->size();
+  for (const StringRef& s : elems) payload->append(s.data, s.size);
+  return crc32c::Extend(crc, payload->data() + data_start, static_cast<size_t>(total));
 }
+
+namespace {
+
+uint64_t StringPayloadSize(const std::vector<StringRef>& elems) {
+  uint64_t size = 4;
+  for (const StringRef& s : elems) size += static_cast<uint64_t>(VarintLength(s.size)) + s.size;
+  return size;
+}
+
+}  // namespace
 
 BundleWriter::BundleWriter(const std::string& prefix, const BundleWriterOptions& options)
     : prefix_(prefix), options_(options) {
@@ -143,11 +153,9 @@ Status BundleWriter::AddStrings(const std::string& key, const std::vector<int64_
   }
   Payload p;
   p.key = key;
-  p.crc = BuildStringPayload(elems, &p.staged);
-  p.crc_known = true;
   p.is_string = true;
-  p.data = p.staged.data();
-  p.size = p.staged.size();
+  p.elems = elems;  // the payload is built in Finish(), on the pool
+  p.size = StringPayloadSize(elems);
   p.offset = data_size_;
   BundleEntry& e = entries_[key];
   e.dtype = DT_STRING;
@@ -218,9 +226,24 @@ Status BundleWriter::AddSliceStrings(const std::string& name, const std::vector<
 }
 
 Status BundleWriter::WritePayloads(WritableFile* file) {
-  for (Payload& p : payloads_) {
-    if (p.is_string) p.data = p.staged.data();  // moves of the vector may have relocated short strings
+  // String payloads (varint lengths, length checksum, bytes) are built in
+  // parallel first; each one's CRC comes with it.
+  std::vector<size_t> string_payloads;
+  for (size_t i = 0; i < payloads_.size(); ++i) {
+    if (payloads_[i].is_string) string_payloads.push_back(i);
   }
+  SK_RETURN_IF_ERROR(RunParallel(string_payloads.size(), [&](size_t t) -> Status {
+    Payload& p = payloads_[string_payloads[t]];
+    p.crc = BuildStringPayload(p.elems, &p.staged);
+    p.crc_known = true;
+    p.data = p.staged.data();
+    if (p.staged.size() != p.size) {
+      return Internal(StrCat("String tensor ", PrintableKey(p.key), " payload is ", p.staged.size(),
+                             " bytes, ", p.size, " were reserved"));
+    }
+    std::vector<StringRef>().swap(p.elems);
+    return Status::OK();
+  }));
   // Numeric payloads are checksummed in chunks on the pool while one task
   // streams every payload to the file in add order: concurrent writes to one
   // file serialize in the kernel anyway, and this keeps the writer busy.

@@ -61,7 +61,8 @@ class BundleWriter {
     const char* data;     // numeric: caller memory; strings: staged.data()
     uint64_t size;
     uint64_t offset;
-    std::string staged;   // string tensors only
+    std::string staged;   // string tensors only: built from elems in Finish()
+    std::vector<StringRef> elems;
     bool is_string = false;
     bool crc_known = false;
     uint32_t crc = 0;     // unmasked

@@ -57,7 +57,7 @@ static void ReadAll(BundleReader& reader, uint64_t data_bytes) {
     std::vector<char> buf(plan.dtype == DT_STRING ? 0 : static_cast<size_t>(bytes));
     std::vector<ReadPlan> plans{plan};
     std::vector<char*> dst{buf.data()};
-    std::vector<std::vector<std::string>> strings;
+    std::vector<StringResult> strings;
     (void)reader.Execute(plans, dst, &strings);
   }
 }

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import saverkit as sk
 from saverkit.framework import ops
+from saverkit.protobuf import node_def_pb2
 
 
 @pytest.fixture(autouse=True)
@@ -413,3 +414,49 @@ def test_graph_def_reflects_changes_after_an_earlier_export(graph):
     assert graph.as_graph_def() == second
     b.op._remove_all_control_inputs()
     assert list(graph.as_graph_def().node[1].input) == ["a"]
+
+
+# --- export encoding ------------------------------------------------------------------------------
+
+
+def _node_def_via_protobuf(op):
+    """A NodeDef built field by field through protobuf messages (the reference for the hand framing)."""
+    from saverkit.framework import attrs as attrs_lib
+
+    nd = node_def_pb2.NodeDef(name=op.name, op=op.type, device=op.device)
+    nd.input.extend([t._as_node_def_input() for t in op._inputs])
+    nd.input.extend(sorted("^" + c.name for c in op._control_inputs))
+    types = op._info.attr_types if op._info is not None else attrs_lib.PRIVATE_ATTR_TYPES
+    for key, value in op._attrs.items():
+        attrs_lib.fill(nd.attr[key], value, types.get(key) or attrs_lib.PRIVATE_ATTR_TYPES.get(key))
+    return nd
+
+
+def test_hand_framed_node_defs_equal_protobuf_built_ones(graph):
+    # Regression for the fast export path: every kind of attr value, device, control input, colocation.
+    with sk.device("/job:w/task:1/device:CPU:0"):
+        v = sk.Variable(np.arange(6, dtype=np.float64).reshape(2, 3), name="v")
+    w = sk.Variable(np.zeros((200, 3), np.float32), name="w")  # broadcast-free big value, 2-byte varints
+    ints = sk.Variable(np.array([1, -2, 3], np.int64), name="ints")
+    one = sk.constant(7.5)  # scalar: typed field, not tensor_content
+    zeros = sk.zeros([4, 5])  # broadcast: stored once
+    empty = sk.constant(np.zeros((0, 3), np.float32))
+    strings = sk.constant(["a", "b\x00c"])
+    halves = sk.constant(np.array([1.5, -2.0], np.float16))
+    with sk.control_dependencies([v.initializer, w.initializer]):
+        total = sk.identity(ints.value(), name="total")
+    with sk.colocate_with(v.op):
+        moved = sk.identity(v.value(), name="moved")
+    opaque = graph.create_op(
+        "MyCustomOp", [one], dtypes=[sk.int32], attrs={"k": 3, "f": -0.0, "flag": False, "s": "x"}
+    )
+    opaque._set_attr("_class", [b"loc:@v", b"other"])
+    one.op._set_attr("_empty", [])
+    one.op._set_attr("_shapes", [sk.TensorShape([2, None]), sk.TensorShape(None)])
+    assert {total.op, moved.op, zeros.op, empty.op, strings.op, halves.op} <= set(graph.get_operations())
+    for op in graph.get_operations():
+        assert node_def_pb2.NodeDef.FromString(op._node_def_bytes()) == _node_def_via_protobuf(op), op.name
+    graph_def = graph.as_graph_def()
+    assert [n.name for n in graph_def.node] == [op.name for op in graph.get_operations()]
+    # A float attr of -0.0 must not come from a cache shared with 0.0.
+    assert str(graph_def.node[-1].attr["f"].f) == "-0.0"

@@ -254,3 +254,39 @@ def test_tf_saver_graphs_restore_and_save_in_saverkit(case, tmp_path):
         got = resaved.read(name)
         assert list(got.shape) == entry["shape"], name
         assert _manifest_sha256(got, entry["dtype"]) == entry["sha256"], name
+
+
+def test_self_loop_is_a_cycle_not_an_ordered_graph():
+    # Regression: the in-order fast path must not count a node's own name as an earlier node.
+    gd = graph_pb2.GraphDef()
+    a = gd.node.add(name="a", op="Identity", input=["a"])
+    a.attr["T"].type = 1
+    with sk.Graph().as_default():
+        with pytest.raises(ValueError, match="cycle"):
+            sk.import_graph_def(gd)
+
+
+def test_repeated_imports_decode_attrs_identically_and_do_not_share_lists():
+    # The decoded-attr cache must give every op the same values as a fresh decode, and its own lists.
+    g = sk.Graph()
+    with g.as_default():
+        for i in range(3):
+            v = sk.Variable(np.full((2, i + 1), i, np.float32), name=f"v{i}")
+            sk.stack([v.value(), v.value()], axis=1, name=f"cat{i}")
+        op = g.get_operation_by_name("cat0")
+        op._set_attr("_list", [b"a", b"b"])
+        sk.global_variables_initializer()
+    gd = g.as_graph_def()
+    graphs = []
+    for _ in range(2):
+        with sk.Graph().as_default() as g2:
+            sk.import_graph_def(gd, name="")
+        assert g2.as_graph_def() == gd
+        graphs.append(g2)
+    ops1, ops2 = (gr.get_operation_by_name("cat0") for gr in graphs)
+    assert ops1._attrs["N"] == 2 and ops1._attrs["T"] == sk.float32
+    for key, value in ops1._attrs.items():
+        if isinstance(value, list):
+            assert value is not ops2._attrs[key]
+    shapes = [gr.get_operation_by_name("v1")._attrs["shape"] for gr in graphs]
+    assert shapes[0] == sk.TensorShape([2, 2]) == shapes[1]

@@ -302,6 +302,8 @@ def test_duplicate_and_empty_var_lists(graph):
         saver_module.op_list_to_dict([a, a])
     with pytest.raises(ValueError, match="build cannot be deferred"):
         sk.train.Saver([a], defer_build=True)
+    with pytest.raises(ValueError, match="only V2 checkpoints"):
+        sk.train.Saver([a], write_version=saver_pb2.SaverDef.V1)
 
 
 def test_empty_graph_saver(graph, tmp_path):

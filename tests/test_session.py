@@ -508,3 +508,23 @@ def test_variable_state_is_per_session(graph):
         with pytest.raises(errors.FailedPreconditionError, match="uninitialized value v"):
             s2.run(v)
         assert s1.run(v) == 5
+
+
+def test_plan_dedupes_repeated_dependencies():
+    # Regression for the pruning fast path: an op reading one tensor twice, or reading it and also
+    # control-depending on it, waits for that op once and runs once.
+    from saverkit.framework import executor
+
+    with sk.Graph().as_default() as g:
+        x = sk.constant(3.0, name="x")
+        twice = sk.add(x, x, name="twice")
+        with sk.control_dependencies([x.op]):
+            also = sk.identity(x, name="also")
+        group = sk.group(twice, also, name="both")
+        with sk.Session() as sess:
+            assert sess.run([twice, also]) == [6.0, 3.0]
+            plan = executor.Plan([twice, also], [group], [], sess._variables, sess)
+    deps = {nd.op.name: [d.name for d in nd.deps] for nd in plan.nodes}
+    assert deps["twice"] == ["x"] and deps["also"] == ["x"] and deps["x"] == []
+    assert [nd.op.name for nd in plan.nodes].count("x") == 1
+    assert g.get_operation_by_name("both").control_inputs

@@ -3,6 +3,7 @@
 from saverkit import dtypes, errors
 from saverkit.dtypes import *  # noqa: F401,F403  (tf-style top-level dtype names)
 from saverkit.dtypes import DType, as_dtype
+from saverkit.module import Module  # noqa: F401
 
 __version__ = "0.1.0"
 
@@ -26,7 +27,8 @@ from saverkit.framework.array_ops import (  # noqa: E402
     zeros,
 )
 from saverkit.framework.constant_op import constant  # noqa: E402
-from saverkit.framework.control_flow_ops import group, no_op, tuple, with_dependencies  # noqa: E402
+from saverkit.framework.control_flow_ops import group, no_op, with_dependencies  # noqa: E402
+from saverkit.framework.control_flow_ops import tuple as tuple  # noqa: E402  (not in __all__: keeps the builtin)
 from saverkit.framework.importer import import_graph_def  # noqa: E402
 from saverkit.framework.math_ops import (  # noqa: E402
     add,
@@ -87,6 +89,6 @@ __all__ += [  # noqa: PLE0605
     "placeholder", "placeholder_with_default", "reduce_mean", "reduce_sum",
     "register_tensor_conversion_function",
     "report_uninitialized_variables", "reset_default_graph", "reshape", "shape", "square", "squeeze", "stack",
-    "string_join", "subtract", "trainable_variables", "train", "tuple", "variables_initializer", "where",
+    "string_join", "subtract", "trainable_variables", "train", "variables_initializer", "where",
     "with_dependencies", "zeros",
 ]

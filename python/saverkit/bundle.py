@@ -55,6 +55,36 @@ def _byte_view(arr: np.ndarray) -> np.ndarray:
     return arr.reshape(-1).view(np.uint8)
 
 
+def _buffer(arr: np.ndarray) -> np.ndarray:
+    """What the engine reads or fills: the (C-contiguous) array itself when numpy can export its dtype."""
+    return arr if arr.dtype.isbuiltin == 1 else _byte_view(arr)
+
+
+_UNSET = object()
+
+
+def _plain_numeric(value: Any, dt: Any, memo: dict) -> DType | None:
+    """The DType of ``value`` when it can be written as is (a C-contiguous ndarray of exactly that dtype);
+    None sends it down the general path, which converts or reports. Resolutions are memoised per call:
+    a checkpoint of 10,000 tensors has a handful of (dtype argument, numpy dtype) pairs."""
+    if type(value) is not np.ndarray or not value.flags.c_contiguous:
+        return None
+    k = (dt, value.dtype)
+    dtype = memo.get(k, _UNSET)
+    if dtype is _UNSET:
+        dtype = None
+        if value.dtype.kind not in "OSU":
+            try:
+                cand = _dtype_of_array(value) if dt is None else _dtypes.as_dtype(dt)
+            except (TypeError, ValueError):
+                cand = None
+            if (cand is not None and cand != _dtypes.string and cand.is_numeric and not cand.is_ref_dtype
+                    and cand.np_dtype == value.dtype):
+                dtype = cand
+        memo[k] = dtype
+    return dtype
+
+
 # --- writing ------------------------------------------------------------------
 
 def _string_elements(key: bytes, value: Any) -> tuple[list[int], list[bytes]]:
@@ -119,8 +149,24 @@ def write_bundle(
     if len(specs) != n or len(given) != n:
         raise ValueError("write_bundle: names, tensors, shape_and_slices and dtypes must have equal lengths")
     keys, enums, shapes, datas = [], [], [], []
+    memo: dict = {}
     for name, value, dt in zip(names, tensors, given, strict=True):
-        key = _as_key(name)
+        key = name.encode("utf-8", "surrogateescape") if type(name) is str else _as_key(name)
+        if type(value) is np.ndarray and value.dtype.kind == "O" and value.flags.c_contiguous and (
+                dt is None or _dtypes.as_dtype(dt) == _dtypes.string):
+            # String tensors as object arrays go to the engine whole: it reads the bytes/str elements.
+            keys.append(key)
+            enums.append(_dtypes.string.as_datatype_enum)
+            shapes.append(value.shape)
+            datas.append(value)
+            continue
+        dtype = _plain_numeric(value, dt, memo)
+        if dtype is not None:  # the common case, without per-tensor conversions
+            keys.append(key)
+            enums.append(dtype.as_datatype_enum)
+            shapes.append(value.shape)
+            datas.append(_buffer(value))
+            continue
         dtype = _dtypes.as_dtype(dt) if dt is not None else None
         is_string = dtype == _dtypes.string if dtype is not None else (
             not isinstance(value, np.ndarray) and _looks_like_strings(value)
@@ -250,23 +296,27 @@ def _as_dtype_or_data_loss(enum: int, key: bytes, prefix: str) -> DType:
             None, None, f"Tensor {key!r} in {prefix} has invalid dtype {enum}") from None
 
 
-def _strings_array(items: list[bytes], shape: tuple[int, ...]) -> np.ndarray:
-    flat = np.empty(len(items), dtype=object)
-    flat[:] = items
-    return flat.reshape(shape)
-
-
 class BundleReader:
     """An open checkpoint: list its tensors and read them (``with BundleReader(p) as r: ...``)."""
 
     def __init__(self, prefix: str | os.PathLike) -> None:
         self.prefix = resolve_prefix(prefix)
         self._core = _core.Reader(self.prefix)
-        self._entries: dict[str, tuple[DType, tuple[int, ...]]] = {}
-        for key, enum, shape, _ in self._core.list_entries():
-            if key == b"":
-                continue
-            self._entries[_as_name(key)] = (_as_dtype_or_data_loss(enum, key, self.prefix), tuple(shape))
+        self._entries_cache: dict[str, tuple[DType, tuple[int, ...]]] | None = None
+
+    @property
+    def _entries(self) -> dict[str, tuple[DType, tuple[int, ...]]]:
+        # Built on first use: read_tensors never needs the listing (10,000 entries cost ~50 ms).
+        if self._entries_cache is None:
+            if self._core is None:
+                raise errors.FailedPreconditionError(None, None, f"BundleReader for {self.prefix} is closed")
+            entries = {}
+            for key, enum, shape, _ in self._core.list_entries():
+                if key == b"":
+                    continue
+                entries[_as_name(key)] = (_as_dtype_or_data_loss(enum, key, self.prefix), tuple(shape))
+            self._entries_cache = entries
+        return self._entries_cache
 
     @property
     def num_shards(self) -> int:
@@ -303,12 +353,20 @@ class BundleReader:
         plans = self._core.prepare(keys, specs)
         buffers: list[np.ndarray | None] = []
         results: list[np.ndarray | None] = []
+        by_enum: dict[int, DType] = {}
+        requested: dict[Any, DType] = {}
         for i, (enum, shape) in enumerate(plans):
-            dtype = _as_dtype_or_data_loss(enum, keys[i], self.prefix)
-            if dtypes is not None and dtypes[i] is not None and _dtypes.as_dtype(dtypes[i]) != dtype:
-                raise errors.InvalidArgumentError(
-                    None, None, f"Tensor {keys[i]!r} in checkpoint {self.prefix} has dtype {dtype.name}, but "
-                    f"{_dtypes.as_dtype(dtypes[i]).name} was requested")
+            dtype = by_enum.get(enum)
+            if dtype is None:
+                dtype = by_enum[enum] = _as_dtype_or_data_loss(enum, keys[i], self.prefix)
+            if dtypes is not None and dtypes[i] is not None:
+                want = requested.get(dtypes[i])
+                if want is None:
+                    want = requested[dtypes[i]] = _dtypes.as_dtype(dtypes[i])
+                if want != dtype:
+                    raise errors.InvalidArgumentError(
+                        None, None, f"Tensor {keys[i]!r} in checkpoint {self.prefix} has dtype {dtype.name}, "
+                        f"but {want.name} was requested")
             if dtype == _dtypes.string:
                 buffers.append(None)
                 results.append(None)
@@ -319,11 +377,11 @@ class BundleReader:
             else:
                 _check_out(target, dtype, tuple(shape), keys[i])
             results.append(target)
-            buffers.append(_byte_view(target))
+            buffers.append(_buffer(target))
         strings = self._core.execute(keys, specs, buffers)
         for i, items in enumerate(strings):
-            if items is not None:
-                results[i] = _strings_array(items, tuple(plans[i][1]))
+            if items is not None:  # the engine builds string tensors as object arrays of bytes
+                results[i] = items
         return results  # type: ignore[return-value]
 
     def close(self) -> None:

@@ -153,6 +153,45 @@ def fill(out: AttrValue, value: Any, attr_type: str | None) -> AttrValue:
     return out
 
 
+varint = tensor_util.varint
+
+# NodeDef ``attr`` map entries of immutable, hashable attr values (a dtype, a shape, a flag): a big
+# graph repeats the same few thousands of times, so each is encoded by protobuf once. Floats are left
+# out (0.0 == -0.0 and NaN != NaN would make a dict key lie).
+_ENTRIES: dict[tuple, bytes] = {}
+_CACHEABLE = (dtypes.DType, TensorShape, bool, int, bytes, str)
+
+
+def node_def_attr_entry(key: str, value: Any, attr_type: str | None) -> bytes:
+    """The serialized ``NodeDef.attr`` field (number 5) holding ``key: value``, as protobuf would write
+    ``fill(node_def.attr[key], value, attr_type)``."""
+    kind = type(value)
+    if kind in _CACHEABLE:
+        cache_key = (key, attr_type, kind, value)
+        out = _ENTRIES.get(cache_key)
+        if out is None:
+            out = _entry(key, fill(AttrValue(), value, attr_type).SerializeToString())
+            if len(_ENTRIES) < 10_000:
+                _ENTRIES[cache_key] = out
+        return out
+    if kind is list and attr_type == "list(string)" and all(type(s) is bytes for s in value):
+        # e.g. every colocated op's _class: AttrValue.list (1) -> ListValue.s (2), framed by hand.
+        items = b"".join([b"\x12" + varint(len(s)) + s for s in value])
+        return _entry(key, b"\x0a" + varint(len(items)) + items)
+    if kind is AttrValue:
+        return _entry(key, value.SerializeToString())
+    if attr_type == "tensor" and isinstance(value, np.ndarray):
+        tensor = tensor_util.serialized(value, array_dtype(value))
+        return _entry(key, b"\x42" + varint(len(tensor)) + tensor)  # AttrValue.tensor (8)
+    return _entry(key, fill(AttrValue(), value, attr_type).SerializeToString())
+
+
+def _entry(key: str, attr: bytes) -> bytes:
+    k = key.encode()
+    entry = b"\x0a" + varint(len(k)) + k + b"\x12" + varint(len(attr)) + attr
+    return b"\x2a" + varint(len(entry)) + entry
+
+
 def _fill_shape(out: Any, shape: TensorShape) -> None:
     dims = shape._dims
     if dims is None:
@@ -177,6 +216,9 @@ def _scalar_proto(v: Any, inner: str) -> Any:
 
 def array_dtype(a: np.ndarray) -> dtypes.DType:
     """The DType of an array; quantized types are numpy records named after the type."""
+    dt = dtypes._BY_NUMPY.get(a.dtype)
+    if dt is not None:
+        return dt
     if a.dtype.fields:
         return dtypes.as_dtype(next(iter(a.dtype.fields)))
     return dtypes.as_dtype(a.dtype)

@@ -66,6 +66,17 @@ class OpKernelContext:
             return None
         return buf
 
+    def output_target(self, index: int) -> Ref | None:
+        """The variable output ``index`` is assigned into (same conditions as ``output_buffer``), also
+        while it is uninitialized: a kernel that made the value in a fresh array of its own may hand that
+        array to the variable (``Ref.adopt``) instead of having the Assign copy it. Ref variables only:
+        resource variables keep their own copy-on-write rules."""
+        targets = self._out_refs
+        if targets is None or targets[index] is None:
+            return None
+        ref, copy_on_write = targets[index]
+        return None if copy_on_write else ref
+
 
 class _Node:
     __slots__ = (
@@ -102,11 +113,20 @@ class Plan:
             op = stack.pop()
             if op in needed:
                 continue
-            deps = [t._op for t in op._inputs if t not in fed]
-            if op._control_inputs:
-                deps += op._control_inputs
-            if len(deps) > 1:
-                deps = list(dict.fromkeys(deps))
+            inputs = op._inputs
+            if not inputs:  # a source, or a NoOp grouping control inputs
+                deps = op._control_inputs
+                deps = list(dict.fromkeys(deps)) if len(deps) > 1 else list(deps)
+            else:
+                deps = [t._op for t in inputs if t not in fed] if fed else [t._op for t in inputs]
+                if op._control_inputs:
+                    deps += op._control_inputs
+                n = len(deps)
+                if n == 2:  # the common case: dedupe without building a dict
+                    if deps[0] is deps[1]:
+                        del deps[1]
+                elif n > 2:
+                    deps = list(dict.fromkeys(deps))
             needed[op] = deps
             stack.extend(deps)
         # 2. Topological order.
@@ -143,14 +163,19 @@ class Plan:
             node.kernel = kernel
             node.ctx = OpKernelContext(op, variables, session)
             inputs = op._inputs
-            node.in_slots = [
-                feed_base + fed[t] if t in fed else slot_of[t._op] + t._value_index for t in inputs
-            ]
-            # Ref inputs are read (dereferenced) unless the op's argument itself is a Ref.
-            node.deref = [i for i, t in enumerate(inputs) if t._dtype._enum > _REF_OFFSET]
-            if node.deref and info.has_ref_inputs:
-                is_ref = info.input_is_ref(op._attrs)
-                node.deref = [i for i in node.deref if not is_ref[i]]
+            if not inputs:  # sources (variables, constants): a third of a typical graph
+                node.in_slots = node.deref = _NONE
+            else:
+                node.in_slots = (
+                    [feed_base + fed[t] if t in fed else slot_of[t._op] + t._value_index for t in inputs]
+                    if fed
+                    else [slot_of[t._op] + t._value_index for t in inputs]
+                )
+                # Ref inputs are read (dereferenced) unless the op's argument itself is a Ref.
+                node.deref = [i for i, t in enumerate(inputs) if t._dtype._enum > _REF_OFFSET]
+                if node.deref and info.has_ref_inputs:
+                    is_ref = info.input_is_ref(op._attrs)
+                    node.deref = [i for i in node.deref if not is_ref[i]]
             node.out_slot = slot_of[op]
             node.n_out = len(op._outputs)
             node.expensive = info.expensive
@@ -160,19 +185,18 @@ class Plan:
             nodes.append(node)
         self.nodes = nodes
         self.has_expensive = any(nd.expensive for nd in nodes)
-        self._roots: list[_Node] | None = None  # scheduler bookkeeping, built on first scheduled run
+        # The scheduler's bookkeeping, only for plans with pool ops (built here: plans are shared by threads).
+        self._roots = self._schedule_graph() if self.has_expensive else []
 
     def _schedule_graph(self) -> list[_Node]:
-        if self._roots is None:
-            node_of = {nd.op: nd for nd in self.nodes}
-            for nd in self.nodes:
-                nd.consumers = []
-                nd.n_deps = len(nd.deps)
-            for nd in self.nodes:
-                for d in nd.deps:
-                    node_of[d].consumers.append(nd)
-            self._roots = [nd for nd in self.nodes if nd.n_deps == 0]
-        return self._roots
+        node_of = {nd.op: nd for nd in self.nodes}
+        for nd in self.nodes:
+            nd.consumers = []
+            nd.n_deps = len(nd.deps)
+        for nd in self.nodes:
+            for d in nd.deps:
+                node_of[d].consumers.append(nd)
+        return [nd for nd in self.nodes if nd.n_deps == 0]
 
     # --- running -------------------------------------------------------------------------------
     def run(self, feed_values: list[Any], pool_fn: Any) -> list[Any]:
@@ -211,7 +235,7 @@ class Plan:
             raise error from e
 
     def _run_scheduled(self, vals: list[Any], pool: Any) -> None:
-        ready = deque(self._schedule_graph())
+        ready = deque(self._roots)
         pending = {nd: nd.n_deps for nd in self.nodes}
         done: queue.SimpleQueue = queue.SimpleQueue()
         in_flight = 0
@@ -294,6 +318,7 @@ def _toposort(needed: dict[Operation, list[Operation]]) -> list[Operation]:
 
 
 _creation_id = operator.attrgetter("_id")
+_NONE: tuple = ()  # shared in_slots / deref of ops without inputs (never mutated)
 _REF_OFFSET = 100  # DataType numbers above this are ref types
 
 

@@ -52,40 +52,56 @@ def import_graph_def(
     if return_elements is not None and not all(isinstance(x, str) for x in return_elements):
         raise TypeError("return_elements must be a list of strings.")
     nodes = {}
+    # Each node's (name, op, [(input string, source, index, is_control)]), read from the proto once:
+    # every access to a proto field builds a new Python object.
+    parsed = []
+    in_order = True
     for node in graph_def.node:
-        if node.name in nodes:
-            raise ValueError(f"Duplicate node name in graph_def: '{node.name}'")
-        nodes[node.name] = node
-    order = _toposort(graph_def, nodes, input_map)
+        node_name = node.name
+        if node_name in nodes:
+            raise ValueError(f"Duplicate node name in graph_def: '{node_name}'")
+        node_inputs = [(s, *_parse_input(s)) for s in node.input]
+        if in_order:  # still only reading earlier nodes (checked before adding this one: a self-loop is not)
+            in_order = all(src in nodes for _, src, _, _ in node_inputs)
+        nodes[node_name] = node
+        parsed.append((node, node_name, node.op, node_inputs))
+    if not in_order or input_map:  # the validating, reordering path (also for inputs mapped away)
+        by_name = {entry[1]: entry for entry in parsed}
+        order = [by_name[node.name] for node in _toposort(graph_def, nodes, input_map)]
+    else:
+        order = parsed
     n_outputs: dict[str, int] = {}
     consumers: dict = {}
-    if any(op_registry.get(node.op) is None for node in graph_def.node):  # opaque nodes need these
+    infos = {op_type: op_registry.get(op_type) for op_type in {op_type for _, _, op_type, _ in parsed}}
+    if any(info is None for info in infos.values()):  # opaque nodes need these
         n_outputs = _output_counts(graph_def)
         consumers = _consumer_index(graph_def)
     used_keys: set[str] = set()
     created: dict[str, ops.Operation] = {}
     with g.as_default(), g.name_scope("import" if name is None else name) as prefix:
-        for node in order:
+        for node, node_name, op_type, node_inputs in order:
             inputs, controls = [], []
-            for s in node.input:
-                src, idx, is_control = _parse_input(s)
-                key = "^" + src if is_control else f"{src}:{idx}"
-                if key in input_map:
-                    used_keys.add(key)
-                    mapped = input_map[key]
-                    (controls if is_control else inputs).append(mapped)
-                    continue
+            for s, src, idx, is_control in node_inputs:
+                if input_map:
+                    key = "^" + src if is_control else f"{src}:{idx}"
+                    if key in input_map:
+                        used_keys.add(key)
+                        mapped = input_map[key]
+                        (controls if is_control else inputs).append(mapped)
+                        continue
                 op = created[src]
                 if is_control:
                     controls.append(op)
                 elif idx >= len(op._outputs):
                     raise ValueError(
-                        f"Node '{node.name}': input '{s}' names output {idx} of '{src}', which has "
+                        f"Node '{node_name}': input '{s}' names output {idx} of '{src}', which has "
                         f"{len(op._outputs)} outputs."
                     )
                 else:
                     inputs.append(op._outputs[idx])
-            created[node.name] = _create(g, node, inputs, controls, prefix, n_outputs, consumers)
+            created[node_name] = _create(
+                g, node, node_name, op_type, infos[op_type], inputs, controls, prefix, n_outputs, consumers
+            )
     unused = sorted(set(input_map) - used_keys)
     if unused:
         raise ValueError(f"Attempted to map inputs that were not found in graph_def: [{', '.join(unused)}]")
@@ -183,33 +199,41 @@ def _output_counts(graph_def: graph_pb2.GraphDef) -> dict[str, int]:
 def _create(
     g: ops.Graph,
     node: Any,
+    node_name: str,
+    op_type: str,
+    info: op_registry.OpInfo | None,
     inputs: list[ops.Tensor],
     controls: list[ops.Operation],
     prefix: str,
     n_outputs: dict[str, int],
     consumers: dict,
 ) -> ops.Operation:
-    info = op_registry.get(node.op)
     # Under a prefix names cannot clash; without one, clashing names get "_1"... as TF does.
-    name = prefix + node.name + "/" if prefix else g.unique_name(node.name) + "/"
+    name = prefix + node_name + "/" if prefix else g.unique_name(node_name) + "/"
     attrs: dict[str, Any] = {}
     output_shapes = None
+    node_attrs = node.attr
     if info is None:
-        for key, value in node.attr.items():
+        for key, value in node_attrs.items():
             attrs[key] = _prefixed_class(value, prefix) if key == "_class" else _copy(value)
-        types = [_guess_output_type(node, i, consumers) for i in range(n_outputs.get(node.name, 0))]
+        types = [_guess_output_type(node, i, consumers) for i in range(n_outputs.get(node_name, 0))]
         op = g._create_op(
-            node.op, inputs, attrs, types, name, None, control_inputs=controls, compute_shapes=False
+            op_type, inputs, attrs, types, name, None, control_inputs=controls, compute_shapes=False
         )
         output_shapes = attrs.get("_output_shapes")
     else:
         attr_types = info.attr_types
-        for key, value in node.attr.items():
+        for key in node_attrs:  # not .items(): the Mapping mixin's items() is slow on a proto map
+            value = node_attrs[key]
             t = attr_types.get(key)
             if t is not None:
-                v = attrs_lib.to_python(value, t)
                 if t == "tensor":
+                    v = attrs_lib.to_python(value, t)
                     v.setflags(write=False)
+                else:
+                    v = _DECODED.get((t, value.SerializeToString()))  # see _decoded
+                    if v is None or type(v) is list:
+                        v = _decoded(value, t)
                 attrs[key] = v
             elif key == "_class":
                 attrs[key] = _prefixed_groups(value, prefix)
@@ -219,43 +243,64 @@ def _create(
                     output_shapes = attrs[key]
             else:
                 raise ValueError(
-                    f"NodeDef '{node.name}' mentions attr '{key}' not in Op<name={node.op}>; "
+                    f"NodeDef '{node_name}' mentions attr '{key}' not in Op<name={op_type}>; "
                     "the GraphDef was produced by a newer TensorFlow?"
                 )
-        for key, default in info.defaults.items():
-            if key not in attrs:
-                attrs[key] = list(default) if isinstance(default, list) else default
-        missing = [k for k in attr_types if k not in attrs]
-        if missing:
-            raise ValueError(f"NodeDef '{node.name}' ({node.op}) is missing attrs {missing}")
+        if attr_types.keys() - attrs.keys():  # GraphDefs usually spell out every attr
+            for key, default in info.defaults.items():
+                if key not in attrs:
+                    attrs[key] = list(default) if isinstance(default, list) else default
+            if attr_types.keys() - attrs.keys():
+                missing = [k for k in attr_types if k not in attrs]
+                raise ValueError(f"NodeDef '{node_name}' ({op_type}) is missing attrs {missing}")
         for key in info.constrained:
             info.check_attr(key, attrs[key])
-        expected = info.input_types(attrs)
+        expected, output_types = info._types(attrs)
         if len(expected) != len(inputs):
             raise ValueError(
-                f"NodeDef '{node.name}' ({node.op}) has {len(inputs)} inputs, its OpDef takes "
+                f"NodeDef '{node_name}' ({op_type}) has {len(inputs)} inputs, its OpDef takes "
                 f"{len(expected)}."
             )
         for i, (t, want) in enumerate(zip(inputs, expected, strict=True)):
             # DTypes are singletons: identity is equality.
-            if t._dtype.base_dtype is not want.base_dtype or (
-                want.is_ref_dtype and not t._dtype.is_ref_dtype
+            have = t._dtype
+            if have is not want and (
+                have.base_dtype is not want.base_dtype or (want.is_ref_dtype and not have.is_ref_dtype)
             ):
                 raise ValueError(
-                    f"Input {i} of node '{node.name}' ({node.op}) was passed {t.dtype.name} from "
+                    f"Input {i} of node '{node_name}' ({op_type}) was passed {t.dtype.name} from "
                     f"{t.name}, incompatible with expected {want.name}."
                 )
-        op = g._create_op(
-            node.op, inputs, attrs, info.output_types(attrs), name, info, control_inputs=controls
-        )
-    if node.device:
-        op._device = node.device  # kept as written; ops without one took the importing graph's device scope
+        op = g._create_op(op_type, inputs, attrs, output_types, name, info, control_inputs=controls)
+    device = node.device
+    if device:
+        op._device = device  # kept as written; ops without one took the importing graph's device scope
     if output_shapes is not None:
         for t, proto in zip(op._outputs, output_shapes.list.shape, strict=False):
             s = TensorShape(proto)
             if t._shape.is_compatible_with(s):
                 t._shape = t._shape.merge_with(s)
     return op
+
+
+_DECODED: dict[tuple[str, bytes], Any] = {}
+_IMMUTABLE_ATTR_TYPES = frozenset(
+    t for inner in ("type", "shape", "int", "float", "bool", "string") for t in (inner, f"list({inner})")
+)
+
+
+def _decoded(value: attrs_lib.AttrValue, attr_type: str) -> Any:
+    """``attrs_lib.to_python(value, attr_type)``, remembered by the AttrValue's bytes: an imported graph
+    holds the same few dtypes, shapes and flags thousands of times."""
+    if attr_type not in _IMMUTABLE_ATTR_TYPES:
+        return attrs_lib.to_python(value, attr_type)
+    key = (attr_type, value.SerializeToString())
+    v = _DECODED.get(key)
+    if v is None:
+        v = attrs_lib.to_python(value, attr_type)
+        if len(_DECODED) < 10_000:
+            _DECODED[key] = v
+    return list(v) if type(v) is list else v  # lists are the op's own, the rest immutable
 
 
 def _copy(value: attrs_lib.AttrValue) -> attrs_lib.AttrValue:
@@ -265,10 +310,11 @@ def _copy(value: attrs_lib.AttrValue) -> attrs_lib.AttrValue:
 
 
 def _prefixed_groups(value: attrs_lib.AttrValue, prefix: str) -> list[bytes]:
+    items = value.list.s
     if not prefix:
-        return list(value.list.s)
-    p = prefix.encode()
-    return [b"loc:@" + p + s[5:] if s.startswith(b"loc:@") else s for s in value.list.s]
+        return list(items)
+    p = b"loc:@" + prefix.encode()
+    return [p + s[5:] if s.startswith(b"loc:@") else s for s in items]
 
 
 def _prefixed_class(value: attrs_lib.AttrValue, prefix: str) -> attrs_lib.AttrValue:

@@ -139,15 +139,25 @@ def _restore_v2(ctx: Any, prefix: Any, tensor_names: Any, shape_and_slices: Any)
     # Numeric tensors can be read straight into the variable they are restored to; strings cannot.
     out = [None if dt == dtypes.string else ctx.output_buffer(i) for i, dt in enumerate(dts)]
     path, engine = _path(prefix), _bundle()
+    values = None
     if any(o is not None for o in out):
         try:
-            return list(engine.read_tensors(path, names, slices, dts, out=out))
+            values = list(engine.read_tensors(path, names, slices, dts, out=out))
         except errors.InvalidArgumentError:
             # A saved shape differs from the variable's: the engine checks out= before reading anything,
             # so read into new arrays and let the assignment decide (Assign with validate_shape fails as
             # in TF, AssignVariableOp / validate_shape=False replace the variable).
-            pass
-    return list(engine.read_tensors(path, names, slices, dts))
+            out = [None] * len(dts)
+    if values is None:
+        values = list(engine.read_tensors(path, names, slices, dts))
+    # Arrays read fresh for an uninitialized variable become its buffer: the Assign then has nothing to
+    # copy, so restoring into a new session peaks at 1x the checkpoint, not 2x.
+    for i, v in enumerate(values):
+        if out[i] is None:
+            target = ctx.output_target(i)
+            if target is not None:
+                target.adopt(v)
+    return values
 
 
 @register_kernel("MergeV2Checkpoints", expensive=True)

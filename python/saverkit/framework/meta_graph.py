@@ -109,11 +109,12 @@ def ops_used_by_graph_def(graph_def: graph_pb2.GraphDef) -> list[str]:
     return [op for op in used if op not in functions]
 
 
-def stripped_op_list_for_graph(graph_def: graph_pb2.GraphDef) -> op_def_pb2.OpList:
-    """``OpList`` of exactly the op types ``graph_def`` uses, sorted by name, from the op registry."""
+def stripped_op_list_for_graph(graph_def: graph_pb2.GraphDef, used_ops=None) -> op_def_pb2.OpList:
+    """``OpList`` of exactly the op types ``graph_def`` uses (``used_ops`` if the caller knows them),
+    sorted by name, from the op registry."""
     from saverkit.framework import op_registry
 
-    used = ops_used_by_graph_def(graph_def)
+    used = list(used_ops) if used_ops is not None else ops_used_by_graph_def(graph_def)
     internal = ("_Arg", "_Retval", "_ListToArray", "_ArrayToList")
     for op in used:
         if op_registry.get(op) is None and op not in internal:
@@ -156,8 +157,12 @@ def add_collection_def(
     export_scope: str | None = None,
     exclude_nodes: Iterable | None = None,
     override_contents: list | None = None,
+    _proto_cache: dict | None = None,
 ) -> None:
-    """Adds collection ``key`` of ``graph`` to ``meta_graph_def.collection_def`` (TF's encoding)."""
+    """Adds collection ``key`` of ``graph`` to ``meta_graph_def.collection_def`` (TF's encoding).
+
+    ``_proto_cache`` ({(id(item), export_scope): serialized proto}) lets one export serialize an item
+    once, although every variable sits in two collections (variables, trainable_variables)."""
     from saverkit.framework import ops
 
     if not isinstance(key, (str, bytes)):
@@ -167,7 +172,8 @@ def add_collection_def(
         return
     graph = graph or ops.get_default_graph()
     items = override_contents if override_contents else graph.get_collection(key)
-    items = [x for x in items if _should_include_node(x, export_scope, exclude_nodes)]
+    if export_scope or exclude_nodes:
+        items = [x for x in items if _should_include_node(x, export_scope, exclude_nodes)]
     if not items:
         return
     col_def = meta_graph_def.collection_def[key]
@@ -175,12 +181,20 @@ def add_collection_def(
         to_proto = ops.get_to_proto_function(key)
         if to_proto:
             proto_type = ops.get_collection_proto_type(key)
+            cache = {} if _proto_cache is None else _proto_cache
+            out = []
             for x in items:
-                proto = to_proto(x, export_scope=export_scope)
-                if proto:
+                ck = (id(x), to_proto, export_scope)
+                data = cache.get(ck)
+                if data is None:
+                    proto = to_proto(x, export_scope=export_scope)
+                    if not proto:
+                        continue
                     if not isinstance(proto, proto_type):
                         raise TypeError(f"to_proto for {key!r} returned {type(proto).__name__}")
-                    col_def.bytes_list.value.append(proto.SerializeToString(deterministic=True))
+                    data = cache[ck] = proto.SerializeToString(deterministic=True)
+                out.append(data)
+            col_def.bytes_list.value.extend(out)
             return
         kind = _get_kind_name(items[0])
         if kind == "node_list":
@@ -317,10 +331,14 @@ def create_meta_graph_def(
     meta_graph_def.meta_info_def.tensorflow_git_version = _producer_version()
     # Plain assignment instead of MergeFrom: the graph's constants are large, and a copy would double them
     # in memory while we build the file.
-    meta_graph_def.graph_def.CopyFrom(graph_def if graph_def is not None else graph.as_graph_def())
+    used_ops = None
+    if graph_def is None:
+        graph_def = graph.as_graph_def()
+        used_ops = {op.type for op in graph.get_operations()}  # cheaper than walking the proto
+    meta_graph_def.graph_def.CopyFrom(graph_def)
     if not meta_graph_def.meta_info_def.stripped_op_list.op:
         meta_graph_def.meta_info_def.stripped_op_list.CopyFrom(
-            stripped_op_list_for_graph(meta_graph_def.graph_def)
+            stripped_op_list_for_graph(meta_graph_def.graph_def, used_ops)
         )
     if strip_default_attrs:
         _strip_graph_default_valued_attrs(meta_graph_def)
@@ -328,6 +346,7 @@ def create_meta_graph_def(
         meta_graph_def.saver_def.CopyFrom(saver_def)
 
     keys = collection_list if collection_list is not None else graph.get_all_collection_keys()
+    proto_cache: dict = {}  # items are alive for the whole export, so their ids are stable keys
     for key in keys:
         override = None
         if clear_extraneous_savers and key == ops.GraphKeys.SAVERS:
@@ -341,6 +360,7 @@ def create_meta_graph_def(
             export_scope=export_scope,
             exclude_nodes=exclude_nodes,
             override_contents=override,
+            _proto_cache=proto_cache,
         )
     return meta_graph_def
 
@@ -384,7 +404,7 @@ def export_scoped_meta_graph(
 
     var_list = {}
     for v in graph.get_collection(ops.GraphKeys.GLOBAL_VARIABLES, scope=export_scope):
-        if _should_include_node(v, export_scope, exclude_nodes):
+        if not (export_scope or exclude_nodes) or _should_include_node(v, export_scope, exclude_nodes):
             var_list[strip_name_scope(v.name, export_scope)] = v
 
     meta_graph_def = create_meta_graph_def(

@@ -81,6 +81,8 @@ class OpInfo:
         "is_stateful",
         "simple_inputs",
         "constrained",
+        "_type_attrs",
+        "_types_cache",
     )
 
     def __init__(self, op_def: OpDef) -> None:
@@ -105,18 +107,52 @@ class OpInfo:
         # Precomputed for op creation: most ops have one tensor per argument.
         self.simple_inputs = not any(a.number_attr or a.type_list_attr for a in self.inputs)
         self.constrained = [k for k in self.attr_types if k in self.allowed or k in self.minimums]
+        # The attrs that decide the op's input/output types: their values key a small cache, since a big
+        # graph asks the same question (e.g. "Identity with T=float32") thousands of times.
+        self._type_attrs = tuple(
+            dict.fromkeys(
+                k
+                for a in (*self.inputs, *self.outputs)
+                for k in (a.type_attr, a.number_attr, a.type_list_attr)
+                if k
+            )
+        )
+        self._types_cache: dict[tuple, tuple[list, list]] = {}
         self.kernel: Kernel | None = None
         self.expensive = False
         self.output_buffers = False
         self.shape_fn: ShapeFn | None = None
 
     def input_types(self, attrs: dict[str, Any]) -> list[dtypes.DType]:
-        return [t for a in self.inputs for t in a.types(attrs)]
+        return list(self._types(attrs)[0])
 
     def output_types(self, attrs: dict[str, Any]) -> list[dtypes.DType]:
-        return [t for a in self.outputs for t in a.types(attrs)]
+        return list(self._types(attrs)[1])
+
+    def _types(self, attrs: dict[str, Any]) -> tuple[list, list]:
+        names = self._type_attrs
+        try:
+            if len(names) == 1:  # the common case (T or dtype): that value is the key
+                key = attrs[names[0]]
+                if type(key) is list:
+                    key = tuple(key)
+            else:
+                key = tuple([tuple(v) if type(v) is list else v for v in [attrs[k] for k in names]])
+            cached = self._types_cache.get(key)
+        except (KeyError, TypeError):  # a missing attr raises below; an unhashable one skips the cache
+            key, cached = None, None
+        if cached is None:
+            cached = (
+                [t for a in self.inputs for t in a.types(attrs)],
+                [t for a in self.outputs for t in a.types(attrs)],
+            )
+            if key is not None and len(self._types_cache) < 1000:
+                self._types_cache[key] = cached
+        return cached
 
     def input_is_ref(self, attrs: dict[str, Any]) -> list[bool]:
+        if self.simple_inputs:  # one tensor per argument: no need to expand the attrs
+            return [a.is_ref for a in self.inputs]
         return [a.is_ref for a in self.inputs for _ in a.types(attrs)]
 
     def check_attr(self, name: str, value: Any) -> None:

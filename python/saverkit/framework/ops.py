@@ -19,7 +19,7 @@ import numpy as np
 
 from saverkit import dtypes
 from saverkit.framework import attrs as attrs_lib
-from saverkit.framework import device_spec, op_registry
+from saverkit.framework import device_spec
 from saverkit.framework.tensor_shape import TensorShape, as_shape
 from saverkit.protobuf import graph_pb2, node_def_pb2, versions_pb2
 
@@ -303,16 +303,31 @@ class Operation:
 
     def _node_def_bytes(self) -> bytes:
         """The serialized NodeDef, cached until the op changes (exports of big graphs repeat often:
-        a Saver writes the meta graph with every checkpoint)."""
+        a Saver writes the meta graph with every checkpoint).
+
+        Framed by hand from per-attr bytes (see ``attrs_lib.serialized``) rather than through a NodeDef
+        message: building ten thousand protobuf messages is what made the first export slow."""
         cached = self._serialized
         if cached is None:
-            nd = node_def_pb2.NodeDef(name=self._name, op=self._type, device=self._device)
-            nd.input.extend([t._as_node_def_input() for t in self._inputs])
-            nd.input.extend(sorted("^" + c._name for c in self._control_inputs))  # TF sorts them by name
+            varint = _varint
+            name = self._name.encode()
+            parts = [b"\x0a", varint(len(name)), name, _op_field(self._type)]  # name (1), op (2)
+            for t in self._inputs:  # input (3)
+                s = t._as_node_def_input().encode()
+                parts += (b"\x1a", varint(len(s)), s)
+            if self._control_inputs:  # TF sorts them by name
+                for c in sorted("^" + c._name for c in self._control_inputs):
+                    s = c.encode()
+                    parts += (b"\x1a", varint(len(s)), s)
+            if self._device:  # device (4)
+                s = self._device.encode()
+                parts += (b"\x22", varint(len(s)), s)
             types = self._info.attr_types if self._info is not None else attrs_lib.PRIVATE_ATTR_TYPES
-            for key, value in self._attrs.items():
-                attrs_lib.fill(nd.attr[key], value, types.get(key) or attrs_lib.PRIVATE_ATTR_TYPES.get(key))
-            cached = self._serialized = nd.SerializeToString()
+            private = attrs_lib.PRIVATE_ATTR_TYPES
+            entry = attrs_lib.node_def_attr_entry
+            for key, value in self._attrs.items():  # attr (5)
+                parts.append(entry(key, value, types.get(key) or private.get(key)))
+            cached = self._serialized = b"".join(parts)
         return cached
 
     def get_attr(self, name: str) -> Any:
@@ -407,13 +422,19 @@ def _read_only(a: np.ndarray) -> np.ndarray:
     return a
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
+_varint = attrs_lib.varint
+
+
+_OP_FIELDS: dict[str, bytes] = {}
+
+
+def _op_field(op_type: str) -> bytes:
+    """NodeDef field 2 (op), built once per op type."""
+    out = _OP_FIELDS.get(op_type)
+    if out is None:
+        s = op_type.encode()
+        out = _OP_FIELDS[op_type] = b"\x12" + _varint(len(s)) + s
+    return out
 
 
 def _run_using_default_session(fetch: Any, feed_dict: dict | None, graph: Graph, session: Any) -> Any:
@@ -701,16 +722,16 @@ class Graph:
         op._attrs = attrs
         op._info = info
         op._serialized = None
-        self._last_id += 1
-        op._id = self._last_id
-        controls = list(dict.fromkeys(control_inputs)) if control_inputs else _NO_OPS
-        if self._control_stack:
-            controls = list(controls)
-            known = set(controls)
-            controls.extend(
-                c for c in self._control_dependencies_for_inputs([t._op for t in inputs]) if c not in known
-            )
-        op._control_inputs = controls
+        op._id = self._last_id = self._last_id + 1
+        if control_inputs or self._control_stack:
+            controls = list(dict.fromkeys(control_inputs)) if control_inputs else []
+            if self._control_stack:
+                known = set(controls)
+                implied = self._control_dependencies_for_inputs([t._op for t in inputs])
+                controls.extend(c for c in implied if c not in known)
+            op._control_inputs = controls
+        else:
+            op._control_inputs = _NO_OPS
         if self._attr_scope_map:
             for key, value in self._attr_scope_map.items():
                 attrs.setdefault(key, value)
@@ -727,11 +748,20 @@ class Graph:
             )
             if self._colocation_stack[-1]._device:
                 op._device = self._colocation_stack[-1]._device
-        outputs = op._outputs = [Tensor(op, i, t) for i, t in enumerate(output_types)]
-        if compute_shapes and info is not None and info.shape_fn is not None:
-            for t, s in zip(outputs, info.shape_fn(op), strict=False):
-                if s is not None:
-                    t._shape = s
+        if len(output_types) == 1:  # most ops: skip the loops
+            outputs = op._outputs = [Tensor(op, 0, output_types[0])]
+        else:
+            outputs = op._outputs = [Tensor(op, i, t) for i, t in enumerate(output_types)]
+        shape_fn = info.shape_fn if info is not None and compute_shapes else None
+        if shape_fn is not None:
+            shapes = shape_fn(op)
+            if len(outputs) == 1 and type(shapes) is list and shapes:
+                if shapes[0] is not None:
+                    outputs[0]._shape = shapes[0]
+            else:
+                for t, s in zip(outputs, shapes, strict=False):
+                    if s is not None:
+                        t._shape = s
         # Only now is the op part of the graph: a failing shape function leaves no trace.
         self._nodes_by_name[name] = op
         for t in inputs:
@@ -739,8 +769,9 @@ class Graph:
                 t._consumers = [op]
             else:
                 t._consumers.append(op)
-        for level in self._control_stack:
-            level.seen.add(op)
+        if self._control_stack:
+            for level in self._control_stack:
+                level.seen.add(op)
         return op
 
     def create_op(
@@ -1160,7 +1191,3 @@ def get_to_proto_function(collection_name: str) -> Callable | None:
 
 def get_from_proto_function(collection_name: str) -> Callable | None:
     return _proto_functions.get(collection_name, (None, None, None))[2]
-
-
-def get_op_info(op_type: str) -> Any:
-    return op_registry.get(op_type)

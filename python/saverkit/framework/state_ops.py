@@ -40,12 +40,13 @@ def _bytes(s: str | bytes) -> bytes:
 def _assign_to_variable(ref: ops.Tensor, value: ops.Tensor, validate_shape: bool) -> ops.Operation:
     """``assign(ref, value)`` for a Variable's initializer: both already tensors of the same dtype."""
     dtype = ref._dtype.base_dtype
-    if value._dtype.base_dtype != dtype:
+    value_dtype = value._dtype.base_dtype
+    if value_dtype is not dtype and value_dtype != dtype:  # DTypes are singletons: try identity first
         raise TypeError(
-            f"Input 'value' of 'Assign' Op has type {value._dtype.base_dtype.name} that does not match "
+            f"Input 'value' of 'Assign' Op has type {value_dtype.name} that does not match "
             f"type {dtype.name} of argument 'ref'."
         )
-    g = ref.graph
+    g = ref._op._graph
     attrs = {"T": dtype, "validate_shape": validate_shape, "use_locking": True}
     old = g._colocation_stack
     g._colocation_stack = old + [ref._op]  # lives with its variable, like every op writing a ref
@@ -57,13 +58,12 @@ def _assign_to_variable(ref: ops.Tensor, value: ops.Tensor, validate_shape: bool
 
 def _snapshot(ref: ops.Tensor) -> ops.Tensor:
     """The ``<var>/read`` Identity of a Variable, colocated with it."""
-    g = ref.graph
+    g = ref._op._graph
     old = g._colocation_stack
     g._colocation_stack = old + [ref._op]
+    dtype = ref._dtype.base_dtype
     try:
-        return g._create_op(
-            "Identity", [ref], {"T": ref._dtype.base_dtype}, [ref._dtype.base_dtype], "read", _IDENTITY
-        )._outputs[0]
+        return g._create_op("Identity", [ref], {"T": dtype}, [dtype], "read", _IDENTITY)._outputs[0]
     finally:
         g._colocation_stack = old
 
@@ -137,7 +137,7 @@ def _assign(ctx: Any, ref: Any, value: Any) -> list:
 @register_shape_fn("Assign")
 def _assign_shape(op: ops.Operation) -> list:
     ref, value = op._inputs[0]._shape, op._inputs[1]._shape
-    if not op._attrs["validate_shape"]:
+    if not op._attrs["validate_shape"] or ref._dims == value._dims:  # equal: what merge_with returns
         return [value]
     if not ref.is_compatible_with(value):
         raise ValueError(f"Assign {op.name}: shapes must be equal, but are {ref} and {value}")

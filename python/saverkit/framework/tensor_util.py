@@ -115,12 +115,64 @@ def encode(array: np.ndarray, dt: dtypes.DType, out: tensor_pb2.TensorProto | No
     return proto
 
 
+def serialized(array: np.ndarray, dt: dtypes.DType) -> bytes:
+    """``encode(array, dt).SerializeToString()``; the common case (a multi-element array stored as
+    ``tensor_content``) is framed by hand: a graph export encodes every Const, and a TensorProto
+    message per Const was most of the cost of the first export."""
+    enum = dt.as_datatype_enum
+    shape = array.shape
+    if (
+        enum not in _CONTENT_TYPES
+        or not _LITTLE
+        or array.size < 2
+        or array.nbytes >= 1 << 31
+        or not any(array.strides)  # broadcast value: stored once, see encode()
+        or 0 in shape
+    ):
+        return encode(array, dt).SerializeToString()
+    head = _HEADS.get((enum, shape))
+    if head is None:
+        dims = b"".join([_length_delimited(b"\x12", b"\x08" + varint(d)) for d in shape])  # Dim.size (1)
+        head = b"\x08" + varint(enum) + _length_delimited(b"\x12", dims)
+        if len(_HEADS) < 10_000:
+            _HEADS[(enum, shape)] = head
+    # TensorProto: dtype (1), tensor_shape (2) of dim (2) entries, then tensor_content (4).
+    data = np.ascontiguousarray(array).tobytes()
+    return head + b"\x22" + varint(len(data)) + data
+
+
+_HEADS: dict[tuple, bytes] = {}  # (dtype enum, shape) -> TensorProto fields 1 and 2
+
+
+def _length_delimited(tag: bytes, payload: bytes) -> bytes:
+    return tag + varint(len(payload)) + payload
+
+
+def varint(n: int) -> bytes:
+    """A protobuf base-128 varint (n >= 0)."""
+    if n < 0x80:
+        return _SMALL_VARINTS[n]
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+_SMALL_VARINTS = [bytes([i]) for i in range(0x80)]
+
+
 def MakeNdarray(tensor: tensor_pb2.TensorProto) -> np.ndarray:  # noqa: N802 - TensorFlow's name
     """Decode a TensorProto into a new numpy array, like ``tf.make_ndarray``."""
     shape = [d.size for d in tensor.tensor_shape.dim]
-    n = int(np.prod(shape, dtype=np.int64))
+    n = 1
+    for d in shape:  # not np.prod: for small tensors its overhead dominates an import
+        n *= d
+    if not -(1 << 63) <= n < 1 << 63:  # the int64 np.prod computed would have wrapped
+        n = int(np.prod(shape, dtype=np.int64))
     enum = tensor.dtype
-    dt = dtypes.as_dtype(enum)
+    dt = dtypes._BY_ENUM.get(enum) or dtypes.as_dtype(enum)
     np_type = np.dtype(dt.as_numpy_dtype)
     content = tensor.tensor_content
     if content:

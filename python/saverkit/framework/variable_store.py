@@ -84,6 +84,17 @@ class Ref:
                 )
         self._values[self.key] = np.array(value, copy=True, order="C")
 
+    def adopt(self, value: np.ndarray) -> bool:
+        """Make ``value`` the buffer of this uninitialized variable without copying it; False (nothing
+        done) if the variable is initialized or ``value`` does not fit it. The caller gives ``value`` up:
+        nothing else may hold or write it."""
+        if (self.key in self._values or type(value) is not np.ndarray or value.dtype != self._np_dtype
+                or not value.flags.c_contiguous or not value.flags.writeable or value.base is not None
+                or not self.shape.is_compatible_with(value.shape)):
+            return False
+        self._values[self.key] = value
+        return True
+
     def update(self, value: Any, ufunc: Any, copy_on_write: bool = False) -> None:
         """In-place ``buffer = ufunc(buffer, value)`` (AssignAdd / AssignSub)."""
         buf = self._values.get(self.key)

@@ -7,8 +7,9 @@
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
+
+import numpy as np
 
 from saverkit import dtypes
 from saverkit.framework import array_ops, control_flow_ops, math_ops, ops, state_ops
@@ -118,11 +119,9 @@ class Variable:
             collections = list(collections) + [GraphKeys.TRAINABLE_VARIABLES]
         if constraint is not None and not callable(constraint):
             raise ValueError("The `constraint` argument must be a callable.")
-        g = initial_value.graph if isinstance(initial_value, ops.Tensor) else ops.get_default_graph()
-        with (
-            g.as_default() if g is not ops.get_default_graph() else contextlib.nullcontext(),
-            g.name_scope(name or "Variable") as scope,
-        ):
+        default = ops.get_default_graph()
+        g = initial_value.graph if isinstance(initial_value, ops.Tensor) else default
+        with ops._NameScope(g, name or "Variable", make_default=g is not default) as scope:
             true_name = scope[:-1]
             if init_from_fn:
                 # Initializer ops built by the function live with the variable ("loc:@<name>").
@@ -133,7 +132,10 @@ class Variable:
                     var_shape = self._variable_shape(value, validate_shape, shape)
                     self._variable = state_ops.variable_op_v2(var_shape, value.dtype.base_dtype, name=scope)
             else:
-                value = ops.convert_to_tensor(initial_value, name="initial_value", dtype=dtype)
+                if isinstance(initial_value, np.ndarray):  # the common case, straight to a Const
+                    value = constant(initial_value, dtype=dtype, name="initial_value")
+                else:
+                    value = ops.convert_to_tensor(initial_value, name="initial_value", dtype=dtype)
                 var_shape = self._variable_shape(value, validate_shape, shape)
                 self._variable = state_ops.variable_op_v2(var_shape, value.dtype.base_dtype, name=scope)
             self._initial_value = value

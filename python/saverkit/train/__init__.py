@@ -14,6 +14,10 @@ from saverkit.train.training_util import get_global_step as get_global_step
 from saverkit.train.training_util import get_or_create_global_step as get_or_create_global_step
 from saverkit.train.training_util import global_step as global_step
 
+from .checkpoint import Checkpoint as Checkpoint
+from .checkpoint import CheckpointLoadStatus as CheckpointLoadStatus
+from .checkpoint import InitializationOnlyStatus as InitializationOnlyStatus
+from .checkpoint import NameBasedSaverStatus as NameBasedSaverStatus
 from .checkpoint_management import CheckpointState as CheckpointState
 from .checkpoint_management import checkpoint_exists as checkpoint_exists
 from .checkpoint_management import find_latest_checkpoint as find_latest_checkpoint
@@ -25,3 +29,5 @@ from .checkpoint_management import meta_graph_filename as meta_graph_filename
 from .checkpoint_management import remove_checkpoint as remove_checkpoint
 from .checkpoint_management import update_checkpoint_state as update_checkpoint_state
 from .checkpoint_management import update_checkpoint_state_internal as update_checkpoint_state_internal
+from .checkpoint_manager import CheckpointManager as CheckpointManager
+from .init_from_checkpoint import init_from_checkpoint as init_from_checkpoint

@@ -1,0 +1,79 @@
+"""Saver.restore puts checkpoint bytes straight into variable buffers: no second copy of the payload.
+
+Initialized variables are filled in place (RestoreV2 reads into their buffers); uninitialized ones adopt
+the arrays RestoreV2 read, so a restore into a new session peaks at 1x the checkpoint size.
+"""
+
+import numpy as np
+import pytest
+import saverkit as sk
+from saverkit import bundle
+from saverkit.framework.variable_store import variable_key
+
+
+def _graph(shapes):
+    g = sk.Graph()
+    with g.as_default():
+        vs = [sk.Variable(sk.zeros(s, dtype=sk.float32), name=f"v{i}") for i, s in enumerate(shapes)]
+        saver = sk.train.Saver(vs)
+    return g, vs, saver
+
+
+def _buffer(sess, var):
+    return sess._variables._values[variable_key(var.op)]
+
+
+@pytest.fixture
+def saved(tmp_path):
+    values = [np.arange(12, dtype=np.float32).reshape(3, 4), np.full((5,), 7.5, dtype=np.float32)]
+    g, vs, saver = _graph([v.shape for v in values])
+    with sk.Session(graph=g) as sess:
+        sess.run([v.initializer for v in vs])
+        for v, x in zip(vs, values, strict=True):
+            v.load(x, sess)
+        prefix = saver.save(sess, str(tmp_path / "ckpt"), write_meta_graph=False)
+    return prefix, values
+
+
+def test_restore_into_initialized_variables_reuses_their_buffers(saved):
+    prefix, values = saved
+    g, vs, saver = _graph([v.shape for v in values])
+    with sk.Session(graph=g) as sess:
+        sess.run([v.initializer for v in vs])
+        before = [_buffer(sess, v) for v in vs]
+        saver.restore(sess, prefix)
+        assert all(_buffer(sess, v) is b for v, b in zip(vs, before, strict=True))
+        for v, x in zip(vs, values, strict=True):
+            np.testing.assert_array_equal(sess.run(v), x)
+
+
+def test_restore_into_new_session_adopts_the_arrays_read(saved, monkeypatch):
+    prefix, values = saved
+    returned = []
+    real = bundle.read_tensors
+
+    def spy(*args, **kwargs):
+        out = real(*args, **kwargs)
+        returned.extend(out)
+        return out
+
+    monkeypatch.setattr(bundle, "read_tensors", spy)
+    g, vs, saver = _graph([v.shape for v in values])
+    with sk.Session(graph=g) as sess:
+        saver.restore(sess, prefix)
+        assert [id(_buffer(sess, v)) for v in vs] == [id(a) for a in returned]
+        for v, x in zip(vs, values, strict=True):
+            np.testing.assert_array_equal(sess.run(v), x)
+        # The adopted buffer is the variable's own: later assignments and restores write into it.
+        buf = _buffer(sess, vs[1])
+        vs[1].load(np.zeros(5, np.float32), sess)
+        assert _buffer(sess, vs[1]) is buf and not buf.any()
+
+
+def test_shape_mismatch_in_new_session_is_still_an_error(saved):
+    prefix, values = saved
+    g, vs, saver = _graph([(4, 3), (5,)])  # same names, v0 transposed
+    with sk.Session(graph=g) as sess:
+        with pytest.raises(sk.errors.InvalidArgumentError):
+            saver.restore(sess, prefix)
+        assert not sess.run(sk.is_variable_initialized(vs[0]))
