@@ -16,7 +16,7 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 pip_quiet() { "$VENV/bin/python" -m pip "$@" 2>&1 | { grep -v -e "is ignored: it is neither" || true; }; return "${PIPESTATUS[0]}"; }
 pip_quiet install -q "scikit-build-core>=0.10" "pybind11>=2.12" "grpcio-tools==1.85.1" "cmake>=3.18" ninja \
-  "numpy>=1.24" "protobuf>=7.35.1,<8" "ml_dtypes>=0.4" "pytest>=8" "hypothesis>=6.100" "safetensors>=0.4"
+  "numpy>=1.24" "protobuf>=7.35.1,<8" "ml_dtypes>=0.4" "pytest>=8" "hypothesis>=6.100" "safetensors>=0.4" ruff
 pip_quiet install -q --no-build-isolation --no-deps -e . \
   -Cbuild-dir=build/asan -Ccmake.build-type=RelWithDebInfo -Cinstall.strip=false \
   -Ccmake.define.SAVERKIT_SANITIZE=ON

@@ -192,7 +192,8 @@ def traced_save(tmp_path: Path, lib: Path, durable: bool, sharded: bool) -> list
         s = SaverSaver(d, {sharded!r}, durable={durable!r}, template=model(0.1, 0))
         s.save(model(0.1, 1), 1)
     """)
-    env = dict(os.environ, LD_PRELOAD=str(lib), SAVERKIT_IO_TRACE=str(log))
+    preload = " ".join(filter(None, [os.environ.get("LD_PRELOAD"), str(lib)]))  # after ASan's, if any
+    env = dict(os.environ, LD_PRELOAD=preload, SAVERKIT_IO_TRACE=str(log))
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
     assert r.returncode == 0, r.stderr[-3000:]
     events = []
