@@ -9,6 +9,11 @@
 
 #include <cstdio>
 #include <string>
+#include <vector>
+
+#include "coding.h"
+#include "crc32c.h"
+#include "table_format.h"
 
 namespace fuzz {
 
@@ -44,6 +49,35 @@ inline size_t NextChunk(const uint8_t* data, size_t size, size_t* pos, const uin
   *chunk = data + *pos;
   *pos += *n;
   return *n + 4;
+}
+
+// Rewrites every block trailer CRC of an SSTable image (the index block, then each data block its
+// handles point at) so mutated contents get past the checksum and reach the parsers behind it
+// (block entries, Snappy, the bundle protos). Returns false if the image has no usable footer.
+inline bool FixBlockCrcs(std::string* file) {
+  using namespace saverkit;
+  if (file->size() < kFooterSize) return false;
+  Footer footer;
+  if (!footer.DecodeFrom(file->data() + file->size() - kFooterSize, "fuzz").ok()) return false;
+  auto fix = [&](const BlockHandle& h) -> bool {
+    uint64_t end;
+    if (__builtin_add_overflow(h.offset, h.size, &end) || end > file->size() - kBlockTrailerSize) return false;
+    char* block = &(*file)[h.offset];
+    uint32_t crc = crc32c::Extend(crc32c::Value(block, h.size), block + h.size, 1);  // contents + type
+    EncodeFixed32(block + h.size + 1, crc32c::Mask(crc));
+    return true;
+  };
+  if (!fix(footer.index)) return false;
+  std::string index = file->substr(footer.index.offset, footer.index.size);
+  std::vector<BlockHandle> handles;
+  (void)ForEachBlockEntry(index, "fuzz", [&](const std::string&, const char* v, size_t n) {
+    BlockHandle h;
+    const char* p = v;
+    if (h.DecodeFrom(&p, v + n)) handles.push_back(h);
+    return handles.size() < 64;
+  });
+  for (const BlockHandle& h : handles) fix(h);
+  return true;
 }
 
 }  // namespace fuzz
