@@ -294,6 +294,8 @@ def measure(args) -> dict:
                     add_rates(row)
                     report["results"].append(row)
                     print(f"  {wname} {cls.name:24s} {op:22s} {cell(row, wl.kind)}", file=sys.stderr)
+                if sub == cls.name:  # only its own ops read it: free the disk (W3 is 4 GiB per system)
+                    shutil.rmtree(os.path.dirname(path), ignore_errors=True)
             shutil.rmtree(wdir, ignore_errors=True)
     finally:
         if not args.dir:
