@@ -273,6 +273,11 @@ def measure(args) -> dict:
                     report["results"].append({"workload": wname, "system": cls.name, "op": "*",
                                               "error": f"unavailable: {why}"})
                     continue
+                if args.quick and wname == "W2" and cls.module == "tensorflow":
+                    # Building 10,000 TF variables takes about a minute in every subprocess.
+                    report["results"].append({"workload": wname, "system": cls.name, "op": "*",
+                                              "error": "unavailable: skipped by --quick (minutes per run)"})
+                    continue
                 ops = [op for op in cls.ops if op != "construct" or wname == "W2"]
                 if cold_ok and wname in args.cold:
                     ops += [op + "_cold" for op in cls.ops if op.startswith("restore")]
