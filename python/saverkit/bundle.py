@@ -353,12 +353,14 @@ class BundleReader:
         plans = self._core.prepare(keys, specs)
         buffers: list[np.ndarray | None] = []
         results: list[np.ndarray | None] = []
-        by_enum: dict[int, DType] = {}
+        by_enum: dict[int, tuple[DType, np.dtype | None]] = {}
         requested: dict[Any, DType] = {}
         for i, (enum, shape) in enumerate(plans):
-            dtype = by_enum.get(enum)
-            if dtype is None:
-                dtype = by_enum[enum] = _as_dtype_or_data_loss(enum, keys[i], self.prefix)
+            known = by_enum.get(enum)
+            if known is None:
+                d = _as_dtype_or_data_loss(enum, keys[i], self.prefix)
+                known = by_enum[enum] = (d, None if d == _dtypes.string else d.np_dtype)
+            dtype, np_dtype = known
             if dtypes is not None and dtypes[i] is not None:
                 want = requested.get(dtypes[i])
                 if want is None:
@@ -373,11 +375,12 @@ class BundleReader:
                 continue
             target = out[i] if out is not None else None
             if target is None:
-                target = np.empty(shape, dtype=dtype.np_dtype)
-            else:
-                _check_out(target, dtype, tuple(shape), keys[i])
+                target = np.empty(shape, dtype=np_dtype)
+            elif not (type(target) is np.ndarray and target.dtype == np_dtype and target.shape == shape
+                      and target.flags.c_contiguous and target.flags.writeable):
+                _check_out(target, dtype, tuple(shape), keys[i])  # names the problem
             results.append(target)
-            buffers.append(_buffer(target))
+            buffers.append(target if np_dtype.isbuiltin == 1 else _byte_view(target))
         strings = self._core.execute(keys, specs, buffers)
         for i, items in enumerate(strings):
             if items is not None:  # the engine builds string tensors as object arrays of bytes

@@ -237,6 +237,22 @@ def _binary_overloads(cls: type) -> None:
         setattr(cls, name, lambda self, *a, _n=name: getattr(Tensor, _n)(convert_to_tensor(self), *a))
 
 
+@contextlib.contextmanager
+def pushed_default(stack: list, item: Any) -> Iterator[Any]:
+    """``item`` is on top of a thread-local default stack (graphs, sessions) inside the block.
+
+    Blocks may close out of order across generators, so removal tolerates a non-top item.
+    """
+    stack.append(item)
+    try:
+        yield item
+    finally:
+        if stack and stack[-1] is item:
+            stack.pop()
+        else:
+            stack.remove(item)
+
+
 # --- Operation ------------------------------------------------------------------------------------
 
 
@@ -523,18 +539,9 @@ class Graph:
         self.seed: int | None = None
 
     # --- default graph ----------------------------------------------------------------
-    @contextlib.contextmanager
-    def as_default(self) -> Iterator[Graph]:
+    def as_default(self) -> contextlib.AbstractContextManager[Graph]:
         """Make this the default graph (the one op functions add to) inside the ``with`` block."""
-        stack = _default_graph_stack.stack
-        stack.append(self)
-        try:
-            yield self
-        finally:
-            if stack and stack[-1] is self:
-                stack.pop()
-            else:
-                stack.remove(self)
+        return pushed_default(_default_graph_stack.stack, self)
 
     # --- finalization -------------------------------------------------------------------
     @property

@@ -166,18 +166,9 @@ class Session:
             self._pool.shutdown(wait=True)
             self._pool = None
 
-    @contextlib.contextmanager
-    def as_default(self) -> Iterator[Session]:
+    def as_default(self) -> contextlib.AbstractContextManager[Session]:
         """Make this the default session (used by ``Tensor.eval`` / ``Operation.run``) in the block."""
-        stack = _default_session_stack.stack
-        stack.append(self)
-        try:
-            yield self
-        finally:
-            if stack and stack[-1] is self:
-                stack.pop()
-            else:
-                stack.remove(self)
+        return ops.pushed_default(_default_session_stack.stack, self)
 
     def __enter__(self) -> Session:
         contexts = contextlib.ExitStack()
