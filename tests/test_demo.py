@@ -23,7 +23,7 @@ def test_demo_runs_and_leaves_a_tensorflow_style_checkpoint_dir(tmp_path):
     )
     elapsed = time.perf_counter() - t0
     assert out.returncode == 0, out.stderr
-    assert elapsed < 10, f"demo took {elapsed:.1f} s"
+    assert elapsed < 60, f"demo took {elapsed:.1f} s"  # a hang guard, not a speed test
     text = out.stdout
     assert "kept (oldest deleted): ['model-3', 'model-4', 'model-5']" in text
     assert "values match; global_step=5" in text
