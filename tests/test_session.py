@@ -523,8 +523,9 @@ def test_plan_dedupes_repeated_dependencies():
         group = sk.group(twice, also, name="both")
         with sk.Session() as sess:
             assert sess.run([twice, also]) == [6.0, 3.0]
-            plan = executor.Plan([twice, also], [group], [], sess._variables, sess)
-    deps = {nd.op.name: [d.name for d in nd.deps] for nd in plan.nodes}
+            plan = executor.PlanTemplate([twice, also], [group], [])
+    deps = {op.name: [d.name for d in ds] for op, ds in plan.deps.items()}
     assert deps["twice"] == ["x"] and deps["also"] == ["x"] and deps["x"] == []
-    assert [nd.op.name for nd in plan.nodes].count("x") == 1
+    ran = [it.op.name for it in plan.items + plan.hoisted]
+    assert ran.count("x") == 1
     assert g.get_operation_by_name("both").control_inputs

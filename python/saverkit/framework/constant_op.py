@@ -156,7 +156,7 @@ def _const_shape(op: ops.Operation) -> list[TensorShape]:
     return [shape_of(op._attrs["value"].shape)]
 
 
-@op_registry.register_kernel("Const")
+@op_registry.register_kernel("Const", hoist=True)
 def _const_kernel(ctx: Any) -> list:
     return [ctx.op._attrs["value"]]
 

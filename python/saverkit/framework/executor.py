@@ -78,33 +78,28 @@ class OpKernelContext:
         return None if copy_on_write else ref
 
 
-class _Node:
-    __slots__ = (
-        "op",
-        "kernel",
-        "ctx",
-        "in_slots",
-        "deref",
-        "out_slot",
-        "n_out",
-        "expensive",
-        "deps",
-        "consumers",
-        "n_deps",
-    )
+class _Item:
+    """One op of a plan template, as the executor runs it (session-independent)."""
+
+    __slots__ = ("op", "kernel", "in_slots", "deref", "out_slot", "n_out", "expensive", "targets")
 
 
-class Plan:
-    """The executable form of one (fetches, feeds, targets) request on a graph."""
+class PlanTemplate:
+    """What one (fetches, feeds, targets) request needs from a graph, prepared once per graph.
 
-    def __init__(
-        self,
-        fetches: list[Tensor],
-        targets: list[Operation],
-        feeds: list[Tensor],
-        variables: VariableStore,
-        session: Any,
-    ) -> None:
+    Session-independent, so every session on the graph shares it (see :func:`template_for`): building
+    this for a 20,000-op restore costs more than running it. :class:`Plan` binds it to a session.
+
+    * ``items``: the ops to run, in topological order, each input resolved to a slot of a flat value
+      list (each op's outputs are contiguous; fed values come after all op outputs);
+    * ``hoisted``: input-less ops with ``hoist`` kernels (variables, constants), computed when the
+      template is bound instead of on every run;
+    * ``steps``: the scheduling units when the plan has expensive (pool) ops: an expensive item alone,
+      or every cheap item waiting for the same set of steps, run together on the calling thread. A
+      restore's 10,000 Assigns waiting for one RestoreV2 are one step, not 10,000.
+    """
+
+    def __init__(self, fetches: list[Tensor], targets: list[Operation], feeds: list[Tensor]) -> None:
         fed = {t: i for i, t in enumerate(feeds)}
         # 1. Prune: everything the fetches and targets need, stopping at fed tensors.
         needed: dict[Operation, list[Operation]] = {}  # op -> the distinct ops it waits for
@@ -129,9 +124,10 @@ class Plan:
                     deps = list(dict.fromkeys(deps))
             needed[op] = deps
             stack.extend(deps)
+        self.deps = needed
         # 2. Topological order.
         order = _toposort(needed)
-        # 3. Slots: each op's outputs are contiguous; fed values come after all op outputs.
+        # 3. Slots.
         slot_of: dict[Operation, int] = {}
         n = 0
         for op in order:
@@ -145,7 +141,8 @@ class Plan:
         self.fetch_slots = [
             feed_base + fed[t] if t in fed else slot_of[t._op] + t._value_index for t in fetches
         ]
-        nodes: list[_Node] = []
+        items: list[_Item] = []
+        hoisted: list[_Item] = []
         for op in order:
             info = op._info
             kernel = info.kernel if info is not None else None
@@ -158,133 +155,206 @@ class Plan:
                 raise errors.NotFoundError(
                     op.node_def, op, f"Cannot run op type '{op._type}' of node '{op._name}': {why}."
                 )
-            node = _Node()
-            node.op = op
-            node.kernel = kernel
-            node.ctx = OpKernelContext(op, variables, session)
+            item = _Item()
+            item.op = op
+            item.kernel = kernel
             inputs = op._inputs
             if not inputs:  # sources (variables, constants): a third of a typical graph
-                node.in_slots = node.deref = _NONE
+                item.in_slots = item.deref = _NONE
             else:
-                node.in_slots = (
+                item.in_slots = (
                     [feed_base + fed[t] if t in fed else slot_of[t._op] + t._value_index for t in inputs]
                     if fed
                     else [slot_of[t._op] + t._value_index for t in inputs]
                 )
                 # Ref inputs are read (dereferenced) unless the op's argument itself is a Ref.
-                node.deref = [i for i, t in enumerate(inputs) if t._dtype._enum > _REF_OFFSET]
-                if node.deref and info.has_ref_inputs:
+                item.deref = [i for i, t in enumerate(inputs) if t._dtype._enum > _REF_OFFSET]
+                if item.deref and info.has_ref_inputs:
                     is_ref = info.input_is_ref(op._attrs)
-                    node.deref = [i for i in node.deref if not is_ref[i]]
-            node.out_slot = slot_of[op]
-            node.n_out = len(op._outputs)
-            node.expensive = info.expensive
-            node.deps = needed[op]
-            if info.output_buffers:
-                node.ctx._out_refs = _in_place_targets(op, needed, fetched, variables)
-            nodes.append(node)
-        self.nodes = nodes
-        self.has_expensive = any(nd.expensive for nd in nodes)
-        # The scheduler's bookkeeping, only for plans with pool ops (built here: plans are shared by threads).
-        self._roots = self._schedule_graph() if self.has_expensive else []
+                    item.deref = [i for i in item.deref if not is_ref[i]]
+            item.out_slot = slot_of[op]
+            item.n_out = len(op._outputs)
+            item.expensive = info.expensive
+            item.targets = _in_place_targets(op, needed, fetched) if info.output_buffers else None
+            if info.hoist and not inputs and not op._control_inputs:
+                hoisted.append(item)
+            else:
+                items.append(item)
+        self.items = items
+        self.hoisted = hoisted
+        self.has_expensive = any(it.expensive for it in items)
+        if self.has_expensive:
+            self._build_steps({it.op for it in hoisted})
 
-    def _schedule_graph(self) -> list[_Node]:
-        node_of = {nd.op: nd for nd in self.nodes}
-        for nd in self.nodes:
-            nd.consumers = []
-            nd.n_deps = len(nd.deps)
-        for nd in self.nodes:
-            for d in nd.deps:
-                node_of[d].consumers.append(nd)
-        return [nd for nd in self.nodes if nd.n_deps == 0]
+    def _build_steps(self, hoisted: set[Operation]) -> None:
+        step_of: dict[Operation, int] = {}
+        steps: list[list[int]] = []
+        step_deps: list[frozenset[int]] = []
+        open_groups: dict[frozenset[int], int] = {}  # dep steps -> the step cheap items with them join
+        for i, it in enumerate(self.items):
+            deps = frozenset(step_of[d] for d in self.deps[it.op] if d not in hoisted)
+            step = None if it.expensive else open_groups.get(deps)
+            if step is None:
+                step = len(steps)
+                steps.append([])
+                step_deps.append(deps)
+                if not it.expensive:
+                    open_groups[deps] = step
+            steps[step].append(i)
+            step_of[it.op] = step
+        consumers: list[list[int]] = [[] for _ in steps]
+        for s, deps in enumerate(step_deps):
+            for d in deps:
+                consumers[d].append(s)
+        self.steps = steps
+        self.step_expensive = [self.items[members[0]].expensive for members in steps]
+        self.step_n_deps = [len(d) for d in step_deps]
+        self.step_consumers = consumers
+        self.roots = [s for s, d in enumerate(step_deps) if not d]
+
+
+def template_for(
+    graph: Any, fetches: list[Tensor], targets: list[Operation], feeds: list[Tensor]
+) -> PlanTemplate:
+    """The graph's cached template for this request (built on first use, dropped when an existing op's
+    edges change: ``Graph._version``)."""
+    cache = graph.__dict__.get("_plan_templates")
+    if cache is None or cache[0] != graph._version:
+        cache = graph._plan_templates = (graph._version, {})
+    key = (tuple(fetches), tuple(targets), frozenset(feeds))
+    templates = cache[1]
+    template = templates.get(key)
+    if template is None:
+        template = PlanTemplate(fetches, targets, feeds)
+        if len(templates) >= _MAX_TEMPLATES:
+            templates.clear()
+        templates[key] = template
+    return template
+
+
+class Plan:
+    """A template bound to one session: kernel contexts, variable handles, hoisted values."""
+
+    def __init__(self, template: PlanTemplate, variables: VariableStore, session: Any) -> None:
+        self.template = template
+        self.feeds = template.feeds
+        self.has_expensive = template.has_expensive
+        ctxs = []
+        for it in template.items:
+            ctx = OpKernelContext(it.op, variables, session)
+            if it.targets is not None:
+                ctx._out_refs = [
+                    None if t is None else (variables.ref(t[0], t[1], t[2], t[3]), t[4]) for t in it.targets
+                ]
+            ctxs.append(ctx)
+        self.ctxs = ctxs
+        initial: list[Any] = [None] * template.n_slots
+        item = None
+        try:
+            for item in template.hoisted:
+                outs = item.kernel(OpKernelContext(item.op, variables, session))
+                initial[item.out_slot : item.out_slot + item.n_out] = outs
+        except Exception as e:
+            error = as_op_error(e, item.op)
+            if error is e:
+                raise
+            raise error from e
+        self._initial = initial
 
     # --- running -------------------------------------------------------------------------------
     def run(self, feed_values: list[Any], pool_fn: Any) -> list[Any]:
-        vals: list[Any] = [None] * self.n_slots
-        for s, v in zip(self.feed_slots, feed_values, strict=False):
+        template = self.template
+        vals = self._initial.copy()
+        for s, v in zip(template.feed_slots, feed_values, strict=False):
             vals[s] = v
         with np.errstate(all="ignore"):  # TF semantics: overflow / NaN are values, not errors
             if self.has_expensive:
                 self._run_scheduled(vals, pool_fn())
             else:
-                self._run_inline(vals)
-        return [vals[s] for s in self.fetch_slots]
+                self._run_items(range(len(template.items)), vals)
+        return [vals[s] for s in template.fetch_slots]
 
-    def _run_inline(self, vals: list[Any]) -> None:
-        node = None
+    def _run_items(self, indices: Any, vals: list[Any]) -> None:
+        """Run items in order on this thread (the hot loop: gather, dereference, call, store inlined)."""
+        items, ctxs = self.template.items, self.ctxs
+        item = None
         try:
-            for node in self.nodes:  # the hot loop: _execute() inlined
-                args = [vals[s] for s in node.in_slots]
-                for j in node.deref:
+            for i in indices:
+                item = items[i]
+                args = [vals[s] for s in item.in_slots]
+                for j in item.deref:
                     if type(args[j]) is Ref:
                         args[j] = args[j].value()
-                outs = node.kernel(node.ctx, *args)
-                n = node.n_out
+                outs = item.kernel(ctxs[i], *args)
+                n = item.n_out
                 if n:
                     if len(outs) != n:
                         raise errors.InternalError(
                             None,
-                            node.op,
-                            f"Kernel of {node.op._type} returned {len(outs)} outputs, expected {n}",
+                            item.op,
+                            f"Kernel of {item.op._type} returned {len(outs)} outputs, expected {n}",
                         )
-                    vals[node.out_slot : node.out_slot + n] = outs
+                    vals[item.out_slot : item.out_slot + n] = outs
         except Exception as e:
-            error = as_op_error(e, node.op)
+            error = as_op_error(e, item.op)
             if error is e:
                 raise
             raise error from e
 
     def _run_scheduled(self, vals: list[Any], pool: Any) -> None:
-        ready = deque(self._roots)
-        pending = {nd: nd.n_deps for nd in self.nodes}
+        t = self.template
+        items, steps, consumers = t.items, t.steps, t.step_consumers
+        ready = deque(t.roots)
+        pending = list(t.step_n_deps)
         done: queue.SimpleQueue = queue.SimpleQueue()
         in_flight = 0
         failure: BaseException | None = None
 
-        def finish(nd: _Node) -> None:
-            for c in nd.consumers:
+        def finish(step: int) -> None:
+            for c in consumers[step]:
                 pending[c] -= 1
                 if pending[c] == 0:
                     ready.append(c)
 
-        def background(nd: _Node, args: list[Any]) -> None:
+        def background(step: int, i: int, args: list[Any]) -> None:
             try:
-                done.put((nd, _call(nd, args), None))
+                done.put((step, i, _call(items[i], self.ctxs[i], args), None))
             except BaseException as e:  # noqa: BLE001 - handed to the scheduler thread
-                done.put((nd, None, e))
+                done.put((step, i, None, e))
 
         while ready or in_flight:
             # Collect finished background ops first so their successors start as early as possible.
             while in_flight and (not ready or not done.empty()):
-                nd, outs, exc = done.get()
+                step, i, outs, exc = done.get()
                 in_flight -= 1
                 if exc is not None:
                     if failure is None:
-                        failure = _chained(as_op_error(exc, nd.op), exc)
+                        failure = _chained(as_op_error(exc, items[i].op), exc)
                 elif failure is None:
-                    _store(nd, outs, vals)
-                    finish(nd)
+                    _store(items[i], outs, vals)
+                    finish(step)
             if failure is not None:
                 ready.clear()
                 continue
             if not ready:
                 continue
-            nd = ready.popleft()
-            if nd.expensive:
+            step = ready.popleft()
+            if t.step_expensive[step]:
+                i = steps[step][0]
                 try:
-                    args = _gather(nd, vals)
+                    args = _gather(items[i], vals)
                 except Exception as e:
-                    failure = _chained(as_op_error(e, nd.op), e)
+                    failure = _chained(as_op_error(e, items[i].op), e)
                     continue
                 in_flight += 1
-                pool.submit(background, nd, args)
+                pool.submit(background, step, i, args)
             else:
                 try:
-                    _execute(nd, vals)
-                except Exception as e:
-                    failure = _chained(as_op_error(e, nd.op), e)
+                    self._run_items(steps[step], vals)
+                except errors.OpError as e:
+                    failure = e
                     continue
-                finish(nd)
+                finish(step)
         if failure is not None:
             raise failure
 
@@ -319,6 +389,7 @@ def _toposort(needed: dict[Operation, list[Operation]]) -> list[Operation]:
 
 _creation_id = operator.attrgetter("_id")
 _NONE: tuple = ()  # shared in_slots / deref of ops without inputs (never mutated)
+_MAX_TEMPLATES = 256  # per graph; a program asking for more distinct fetch sets rebuilds them
 _REF_OFFSET = 100  # DataType numbers above this are ref types
 
 
@@ -328,46 +399,41 @@ def _chained(error: errors.OpError, cause: BaseException) -> errors.OpError:
     return error
 
 
-def _gather(node: _Node, vals: list[Any]) -> list[Any]:
-    args = [vals[s] for s in node.in_slots]
-    for j in node.deref:
+def _gather(item: _Item, vals: list[Any]) -> list[Any]:
+    args = [vals[s] for s in item.in_slots]
+    for j in item.deref:
         a = args[j]
         if type(a) is Ref:
             args[j] = a.value()
     return args
 
 
-def _call(node: _Node, args: list[Any]) -> Any:
-    outs = node.kernel(node.ctx, *args)
-    if node.n_out != (0 if outs is None else len(outs)):
+def _call(item: _Item, ctx: OpKernelContext, args: list[Any]) -> Any:
+    outs = item.kernel(ctx, *args)
+    if item.n_out != (0 if outs is None else len(outs)):
         raise errors.InternalError(
             None,
-            node.op,
-            f"Kernel of {node.op._type} returned "
-            f"{0 if outs is None else len(outs)} outputs, expected {node.n_out}",
+            item.op,
+            f"Kernel of {item.op._type} returned "
+            f"{0 if outs is None else len(outs)} outputs, expected {item.n_out}",
         )
     return outs
 
 
-def _store(node: _Node, outs: Any, vals: list[Any]) -> None:
-    if node.n_out:
-        vals[node.out_slot : node.out_slot + node.n_out] = outs
+def _store(item: _Item, outs: Any, vals: list[Any]) -> None:
+    if item.n_out:
+        vals[item.out_slot : item.out_slot + item.n_out] = outs
 
 
-def _execute(node: _Node, vals: list[Any]) -> None:
-    _store(node, _call(node, _gather(node, vals)), vals)
-
-
-def _in_place_targets(
-    op: Operation, needed: dict, fetched: set, variables: VariableStore
-) -> list[tuple[Ref, bool] | None]:
-    """For each output of ``op``: (Ref, copy_on_write) of the variable it may be written straight into.
+def _in_place_targets(op: Operation, needed: dict, fetched: set) -> list[tuple | None]:
+    """For each output of ``op``: (store key, name, dtype, shape, copy_on_write) of the variable it may be
+    written straight into (bound to the session's Ref by :class:`Plan`).
 
     That is when the output flows, through Identity ops only, into a single assignment of a variable
     (``Assign`` of a VariableV2, or ``AssignVariableOp`` of a VarHandleOp) and nothing else in the plan
     reads or fetches it on the way.
     """
-    targets: list[tuple[Ref, bool] | None] = []
+    targets: list[tuple | None] = []
     for t in op._outputs:
         target = None
         while t not in fetched:
@@ -386,8 +452,7 @@ def _in_place_targets(
                     key, cow = resource_key(var_op), True
                 else:
                     break
-                name = key[-1]
-                target = (variables.ref(key, name, var_op._attrs["dtype"], var_op._attrs["shape"]), cow)
+                target = (key, key[-1], var_op._attrs["dtype"], var_op._attrs["shape"], cow)
             break
         targets.append(target)
     return targets

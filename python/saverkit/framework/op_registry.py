@@ -76,6 +76,7 @@ class OpInfo:
         "kernel",
         "expensive",
         "output_buffers",
+        "hoist",
         "shape_fn",
         "has_ref_inputs",
         "is_stateful",
@@ -121,6 +122,7 @@ class OpInfo:
         self.kernel: Kernel | None = None
         self.expensive = False
         self.output_buffers = False
+        self.hoist = False
         self.shape_fn: ShapeFn | None = None
 
     def input_types(self, attrs: dict[str, Any]) -> list[dtypes.DType]:
@@ -175,7 +177,7 @@ class OpInfo:
 
 _lock = threading.Lock()
 _OPS: dict[str, OpInfo] = {}
-_KERNELS: dict[str, tuple[Kernel, bool, bool]] = {}
+_KERNELS: dict[str, tuple[Kernel, bool, bool, bool]] = {}
 _SHAPE_FNS: dict[str, ShapeFn] = {}
 _loaded = False
 
@@ -194,7 +196,7 @@ def _load() -> None:
 def _add(op_def: OpDef) -> OpInfo:
     info = OpInfo(op_def)
     if info.name in _KERNELS:
-        info.kernel, info.expensive, info.output_buffers = _KERNELS[info.name]
+        info.kernel, info.expensive, info.output_buffers, info.hoist = _KERNELS[info.name]
     info.shape_fn = _SHAPE_FNS.get(info.name)
     _OPS[info.name] = info
     return info
@@ -244,19 +246,22 @@ def register_op_def(op_def: OpDef | str) -> OpInfo:
 
 
 def register_kernel(
-    op_type: str, *, expensive: bool = False, output_buffers: bool = False
+    op_type: str, *, expensive: bool = False, output_buffers: bool = False, hoist: bool = False
 ) -> Callable[[Kernel], Kernel]:
     """Decorator: ``@register_kernel("Add")`` on ``def add(ctx, x, y): return [x + y]``.
 
     ``expensive``: run on the session's thread pool (blocking I/O). ``output_buffers``: the kernel asks
     ``ctx.output_buffer(i)`` for arrays to write output ``i`` into (the executor works out which).
+    ``hoist``: for input-less ops whose outputs are the same on every run of a session (a Const's value,
+    a variable's handle): the executor computes them once per session and plan, not once per run, so a
+    graph of 10,000 variables does not pay 10,000 kernel calls per step.
     """
 
     def decorate(fn: Kernel) -> Kernel:
-        _KERNELS[op_type] = (fn, expensive, output_buffers)
+        _KERNELS[op_type] = (fn, expensive, output_buffers, hoist)
         info = _OPS.get(op_type)
         if info is not None:
-            info.kernel, info.expensive, info.output_buffers = fn, expensive, output_buffers
+            info.kernel, info.expensive, info.output_buffers, info.hoist = fn, expensive, output_buffers, hoist
         return fn
 
     return decorate

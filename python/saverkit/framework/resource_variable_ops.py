@@ -76,7 +76,7 @@ def _handle(ctx: Any, h: Any) -> Ref:
     return ref
 
 
-@register_kernel("VarHandleOp")
+@register_kernel("VarHandleOp", hoist=True)
 def _var_handle_op(ctx: Any) -> list:
     if ctx._ref is None:
         op = ctx.op

@@ -14,7 +14,7 @@ import numpy as np
 
 from saverkit import dtypes, errors
 from saverkit.framework import constant_op, ops
-from saverkit.framework.executor import Plan
+from saverkit.framework.executor import Plan, template_for
 from saverkit.framework.variable_store import Ref, VariableStore
 
 _MAX_CACHED_PLANS = 1024
@@ -123,7 +123,8 @@ class Session:
         plan = self._plans.get(key)
         if plan is None:
             with _gc_paused():
-                plan = Plan(tensors, targets, list(feeds), self._variables, self)
+                template = template_for(self._graph, tensors, targets, list(feeds))
+                plan = Plan(template, self._variables, self)
             if len(self._plans) >= _MAX_CACHED_PLANS:
                 self._plans.clear()
             self._plans[key] = plan

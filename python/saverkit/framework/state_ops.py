@@ -117,7 +117,7 @@ def _as_ref(ctx: Any, ref: Any) -> Ref:
     return ref
 
 
-@register_kernel("VariableV2")
+@register_kernel("VariableV2", hoist=True)
 def _variable_v2(ctx: Any) -> list:
     return [ctx.variable_ref()]
 
