@@ -261,7 +261,7 @@ def register_kernel(
         _KERNELS[op_type] = (fn, expensive, output_buffers, hoist)
         info = _OPS.get(op_type)
         if info is not None:
-            info.kernel, info.expensive, info.output_buffers, info.hoist = fn, expensive, output_buffers, hoist
+            info.kernel, info.expensive, info.output_buffers, info.hoist = _KERNELS[op_type]
         return fn
 
     return decorate
