@@ -352,14 +352,11 @@ def test_independent_expensive_ops_run_concurrently(graph):
     a = sleep_op(0.4, "a")
     b = sleep_op(0.4, "b")
     with sk.Session() as sess:
-        start = time.perf_counter()
         ta, tb = sess.run([a, b])
-        wall = time.perf_counter() - start
     assert RUNS == {"a": 1, "b": 1}
     assert ta != tb  # ran on two different pool threads
     (sa, ea), (sb, eb) = SPANS["a"], SPANS["b"]
     assert max(sa, sb) < min(ea, eb)  # both were sleeping at the same time
-    assert wall < 0.8, wall  # sequentially they take 0.8 s
 
 
 def test_dependent_expensive_ops_run_in_order(graph):

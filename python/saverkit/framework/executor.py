@@ -175,13 +175,16 @@ class PlanTemplate:
             item.out_slot = slot_of[op]
             item.n_out = len(op._outputs)
             item.expensive = info.expensive
-            item.targets = _in_place_targets(op, needed, fetched) if info.output_buffers else None
+            item.targets = info.output_buffers  # resolved below, once every hoisted op is known
             if info.hoist and not inputs and not op._control_inputs:
                 hoisted.append(item)
             else:
                 items.append(item)
         self.items = items
         self.hoisted = hoisted
+        hoisted_slot = {it.op: it.out_slot for it in hoisted}
+        for it in items:
+            it.targets = _in_place_targets(it.op, needed, fetched, hoisted_slot) if it.targets else None
         self.has_expensive = any(it.expensive for it in items)
         if self.has_expensive:
             self._build_steps({it.op for it in hoisted})
@@ -239,15 +242,6 @@ class Plan:
         self.template = template
         self.feeds = template.feeds
         self.has_expensive = template.has_expensive
-        ctxs = []
-        for it in template.items:
-            ctx = OpKernelContext(it.op, variables, session)
-            if it.targets is not None:
-                ctx._out_refs = [
-                    None if t is None else (variables.ref(t[0], t[1], t[2], t[3]), t[4]) for t in it.targets
-                ]
-            ctxs.append(ctx)
-        self.ctxs = ctxs
         initial: list[Any] = [None] * template.n_slots
         item = None
         try:
@@ -260,6 +254,13 @@ class Plan:
                 raise
             raise error from e
         self._initial = initial
+        ctxs = []
+        for it in template.items:
+            ctx = OpKernelContext(it.op, variables, session)
+            if it.targets is not None:
+                ctx._out_refs = [t and _bind_target(t, initial, variables) for t in it.targets]
+            ctxs.append(ctx)
+        self.ctxs = ctxs
 
     # --- running -------------------------------------------------------------------------------
     def run(self, feed_values: list[Any], pool_fn: Any) -> list[Any]:
@@ -425,9 +426,9 @@ def _store(item: _Item, outs: Any, vals: list[Any]) -> None:
         vals[item.out_slot : item.out_slot + item.n_out] = outs
 
 
-def _in_place_targets(op: Operation, needed: dict, fetched: set) -> list[tuple | None]:
-    """For each output of ``op``: (store key, name, dtype, shape, copy_on_write) of the variable it may be
-    written straight into (bound to the session's Ref by :class:`Plan`).
+def _in_place_targets(op: Operation, needed: dict, fetched: set, hoisted_slot: dict) -> list[tuple | None]:
+    """For each output of ``op``: (slot of the hoisted variable op or -1, store key, name, dtype, shape,
+    copy_on_write) of the variable it may be written straight into (bound by :func:`_bind_target`).
 
     That is when the output flows, through Identity ops only, into a single assignment of a variable
     (``Assign`` of a VariableV2, or ``AssignVariableOp`` of a VarHandleOp) and nothing else in the plan
@@ -447,15 +448,23 @@ def _in_place_targets(op: Operation, needed: dict, fetched: set) -> list[tuple |
             var_op = user._inputs[0]._op
             if user._inputs[1] is t and var_op in needed and user._inputs[0] not in fetched:
                 if user._type == "Assign" and var_op._type == "VariableV2":
-                    key, cow = variable_key(var_op), False
+                    key, cow, slot = variable_key(var_op), False, hoisted_slot.get(var_op, -1)
                 elif user._type == "AssignVariableOp" and var_op._type == "VarHandleOp":
-                    key, cow = resource_key(var_op), True
+                    key, cow, slot = resource_key(var_op), True, -1
                 else:
                     break
-                target = (key, key[-1], var_op._attrs["dtype"], var_op._attrs["shape"], cow)
+                target = (slot, key, key[-1], var_op._attrs["dtype"], var_op._attrs["shape"], cow)
             break
         targets.append(target)
     return targets
+
+
+def _bind_target(target: tuple, initial: list[Any], variables: VariableStore) -> tuple[Ref, bool]:
+    slot, key, name, dtype, shape, cow = target
+    ref = initial[slot] if slot >= 0 else None
+    if type(ref) is not Ref:  # not hoisted: look the variable up (the same Ref its op will return)
+        ref = variables.ref(key, name, dtype, shape)
+    return ref, cow
 
 
 def as_op_error(e: BaseException, op: Operation | None) -> errors.OpError:

@@ -1,0 +1,175 @@
+"""Executor: plan templates shared across sessions, hoisted sources, grouped scheduling steps."""
+
+import threading
+import time
+
+import numpy as np
+import pytest
+import saverkit as sk
+from saverkit import errors
+from saverkit.framework import executor, op_registry
+from saverkit.framework.op_def_library import apply_op
+
+op_registry.register_op_def("""
+  name: "SlowIdentityForTest"
+  input_arg { name: "x" type_attr: "T" }
+  output_arg { name: "y" type_attr: "T" }
+  attr { name: "T" type: "type" }
+  is_stateful: true
+""")
+CALLS: list[str] = []
+
+
+@op_registry.register_kernel("SlowIdentityForTest", expensive=True)
+def _slow_identity(ctx, x):
+    CALLS.append(ctx.op.name)
+    time.sleep(0.01)
+    return [np.array(x)]
+
+
+def slow_identity(x, name="slow"):
+    return apply_op("SlowIdentityForTest", x=x, name=name).outputs[0]
+
+
+@pytest.fixture(autouse=True)
+def graph():
+    CALLS.clear()
+    with sk.Graph().as_default() as g:
+        yield g
+
+
+def template_of(sess, fetches):
+    return executor.template_for(sess.graph, fetches, [], [])
+
+
+def test_sessions_on_one_graph_share_the_plan_template(graph):
+    v = sk.Variable(np.arange(3.0), name="v")
+    fetch = [v.value()]
+    with sk.Session() as s1, sk.Session() as s2:
+        s1.run(v.initializer)
+        s2.run(v.initializer)
+        s1.run(v.assign([7.0, 8.0, 9.0]))
+        assert template_of(s1, fetch) is template_of(s2, fetch)
+        # Shared structure, separate state: each session reads its own variable.
+        assert s1.run(fetch)[0].tolist() == [7.0, 8.0, 9.0]
+        assert s2.run(fetch)[0].tolist() == [0.0, 1.0, 2.0]
+
+
+def test_changed_edges_rebuild_the_template(graph):
+    a = sk.Variable(1.0, name="a")
+    b = sk.Variable(2.0, name="b")
+    n = sk.no_op(name="n")
+    with sk.Session() as sess:
+        sess.run(a.initializer)
+        before = executor.template_for(graph, [], [n], [])
+        sess.run(n)
+        n._add_control_input(b.initializer)  # an existing op gains an edge: cached plans are stale
+        after = executor.template_for(graph, [], [n], [])
+        assert after is not before
+        sess.run(n)
+        assert sess.run(b) == 2.0
+    with sk.Session() as fresh:  # a new session gets the new template too
+        fresh.run(n)
+        assert fresh.run(b) == 2.0
+
+
+def test_variables_and_constants_are_hoisted_out_of_the_run_loop(graph):
+    v = sk.Variable(np.ones(2, np.float32), name="v")
+    c = sk.constant(3.0, name="c")
+    out = v.value() * c
+    with sk.Session() as sess:
+        sess.run(v.initializer)
+        assert sess.run(out).tolist() == [3.0, 3.0]
+        t = template_of(sess, [out])
+    assert {it.op.name for it in t.hoisted} == {"v", "c"}
+    assert {it.op.name for it in t.items} == {"v/read", "mul"}
+
+
+def test_a_const_with_control_inputs_still_waits_for_them(graph):
+    v = sk.Variable(0, name="v")
+    bump = sk.assign_add(v, 5)
+    with sk.control_dependencies([bump]):
+        c = sk.constant(1, name="c")
+    with sk.Session() as sess:
+        sess.run(v.initializer)
+        sess.run(c)
+        sess.run(c)
+        assert sess.run(v) == 10  # the Const ran (and waited for bump) on every run
+        t = template_of(sess, [c])
+    assert "c" not in {it.op.name for it in t.hoisted}
+
+
+def test_hoisted_op_errors_name_the_op(graph):
+    sk.Variable(1.0, name="x")
+    from saverkit.framework import state_ops
+
+    other = state_ops.variable_op_v2([], sk.int32, name="other", shared_name="x")
+    with sk.Session() as sess:
+        sess.run("x/Assign")
+        with pytest.raises(errors.InvalidArgumentError, match="share variable") as info:
+            sess.run(other)
+    assert info.value.op.name == "other"
+
+
+def test_cheap_ops_waiting_for_the_same_steps_form_one_step(graph):
+    x = slow_identity(sk.constant(np.arange(4.0)), name="read")
+    variables = [sk.Variable(np.zeros(4), name=f"v{i}") for i in range(50)]
+    assigns = [sk.assign(v, x).op for v in variables]
+    done = sk.group(*assigns, name="done")
+    with sk.Session() as sess:
+        sess.run([v.initializer for v in variables])
+        sess.run(done)
+        t = executor.template_for(graph, [], [done], [])
+        for v in variables:
+            assert sess.run(v).tolist() == [0.0, 1.0, 2.0, 3.0]
+    # slow_identity, then every assign in one step, then the NoOp.
+    sizes = sorted(len(s) for s in t.steps)
+    assert sizes == [1, 1, 50]
+    assert CALLS == ["read"]
+
+
+def test_a_failing_member_of_a_grouped_step_is_named(graph):
+    x = slow_identity(sk.constant(np.arange(4.0)), name="read")  # shape unknown until run
+    good = sk.Variable(np.zeros(4), name="good")
+    bad = sk.Variable(np.zeros(3), name="bad")
+    both = sk.group(sk.assign(good, x, name="fine"), sk.assign(bad, x, name="strict"))
+    with sk.Session() as sess:
+        sess.run([good.initializer, bad.initializer])
+        t = executor.template_for(graph, [], [both], [])
+        assert sorted(len(s) for s in t.steps) == [1, 1, 2]  # both assigns share a step
+        with pytest.raises(errors.InvalidArgumentError, match="shapes of both tensors") as info:
+            sess.run(both)
+        assert info.value.op.name == "strict"
+        assert sess.run(bad).tolist() == [0.0, 0.0, 0.0]
+
+
+def test_consumer_of_a_grouped_step_waits_for_it(graph):
+    # A pool op consuming one member of a grouped step runs after the whole step, with that value.
+    x = slow_identity(sk.constant(2.0), name="first")
+    doubled = [x * float(i) for i in range(10)]
+    after = slow_identity(doubled[3], name="second")
+    with sk.Session() as sess:
+        assert sess.run([after] + doubled[:2]) == [6.0, 0.0, 2.0]
+    assert CALLS == ["first", "second"]
+
+
+def test_templates_are_safe_to_share_between_threads(graph):
+    variables = [sk.Variable(float(i), name=f"v{i}") for i in range(200)]
+    inits = [v.initializer for v in variables]
+    errors_seen = []
+
+    def work():
+        try:
+            with sk.Session(graph=graph) as sess:
+                for _ in range(5):
+                    sess.run(inits)
+                    assert sess.run(variables) == [float(i) for i in range(200)]
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors_seen.append(e)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors_seen == []
