@@ -333,6 +333,14 @@ def extras(results: list[dict]) -> list[str]:
         sv = got.get(("W2", s, "save"))
         if sv and sv.get("warmup_s"):
             out.append(f"W2 {s}: first save {sv['warmup_s'][0]:.3f} s, later saves {sv['median_s']:.3f} s")
+    # Peak RSS splits into what existed before the operation (graph, session, variables: "state") and
+    # what the operation itself added; with 10,000 variables the graph alone is tens of MiB.
+    for (w, s, op), r in sorted(got.items()):
+        if s == "saverkit-saver" and r.get("steady_rss") is not None and r.get("peak_rss") is not None:
+            state = max(0, r["steady_rss"] - r["baseline_rss"]) / MiB
+            added = max(0, r["peak_rss"] - r["steady_rss"]) / MiB
+            out.append(f"{w} {s} {op}: peak RSS = state before the operation {state:.0f} MiB "
+                       f"+ added by it {added:.0f} MiB (payload {r['payload_bytes'] / MiB:.0f} MiB)")
     return out
 
 
@@ -440,7 +448,7 @@ def targets(report: dict) -> list[dict]:
         rows = [(f"[engine] {name}", v, th) for name, v, th in rows]
     out = [{"target": name, "value": v, "threshold": th, "kind": "max" if "<=" in name and "Saver con" in name
             else "min"} for name, v, th in rows]
-    for w in ("W1", "W3"):
+    for w in ("W1", "W2", "W3", "W4"):
         p = payload(w)
         for op, what in (("save", "save"), ("restore_inplace", "in-place restore"),
                          ("restore", "fresh-array restore")):
