@@ -1,5 +1,6 @@
 """Graph: names and scopes, devices, colocation, control dependencies, collections, lookup, finalize."""
 
+import contextlib
 import threading
 
 import numpy as np
@@ -81,6 +82,43 @@ def test_invalid_names_are_rejected(graph):
     with pytest.raises(ValueError, match="not a valid scope name"):
         with sk.name_scope("_leading_underscore"):
             pass
+
+
+@pytest.mark.parametrize(
+    "scopes",
+    [
+        (),
+        ("a",),
+        ("a", "b"),
+        ("a", "_under"),
+        ("a", "_under/"),  # re-entering a scope (absolute): "_under" cannot start an op name
+        ("a/",),
+        ("a", "a/"),
+        ("a\n",),  # the regex's "$" accepts a final newline in the scope name, not in the op name
+        ("a", "b\n"),
+        ("", "a"),
+        (".dot", "x"),
+    ],
+)
+@pytest.mark.parametrize("base", ["Const", "read", "w", "w\n", "_w", "a b", "x/y", ".", "-", "Const"])
+def test_op_names_are_validated_as_the_regex_says_whatever_was_seen_before(scopes, base):
+    """Op names skip the regex when built from a known-valid scope and a known-valid base name; the result
+    must be what the regex says of the full name, whichever names came before (the same base twice)."""
+    g = ops.get_default_graph()
+    for _ in range(2):
+        with contextlib.ExitStack() as stack:
+            try:
+                for s in scopes:
+                    stack.enter_context(g.name_scope(s))
+            except ValueError as e:
+                assert "not a valid scope name" in str(e)
+                continue
+            full = g.unique_name(base, mark_as_used=False)
+            if ops._VALID_OP_NAME_REGEX.match(full):
+                assert sk.constant(1.0, name=base).op.name == full
+            else:
+                with pytest.raises(ValueError, match="is not a valid node name"):
+                    sk.constant(1.0, name=base)
 
 
 def test_duplicate_exact_name_is_an_error(graph):

@@ -30,6 +30,11 @@ GRAPH_DEF_VERSION_MIN_PRODUCER = 0
 
 _VALID_OP_NAME_REGEX = re.compile(r"^[A-Za-z0-9.][A-Za-z0-9_.\\/>-]*$")
 _VALID_SCOPE_NAME_REGEX = re.compile(r"^[A-Za-z0-9_.\\/>-]*$")
+# Names (as passed to _create_op, before scoping and uniquifying) that fully match the op-name regex, so
+# that "<known-valid scope>/<name>[_<n>]" needs no regex run: library ops use a few such names ten thousand
+# times over. Bounded: user code may pass a new name per op.
+_VALID_BASE_NAMES: set[str] = set()
+_MAX_VALID_BASE_NAMES = 4096
 
 
 class GraphKeys:
@@ -485,7 +490,7 @@ class _ControlDependencies:
 class _NameScope:
     """``with graph.name_scope(name) as scope:`` (a class, not a generator: variables enter one each)."""
 
-    __slots__ = ("_graph", "_name", "_old", "_default")
+    __slots__ = ("_graph", "_name", "_old", "_old_valid", "_default")
 
     def __init__(self, graph: Graph, name: str | None, make_default: bool = False) -> None:
         self._graph = graph
@@ -494,25 +499,33 @@ class _NameScope:
 
     def __enter__(self) -> str:
         g, name = self._graph, self._name
+        old = g._name_stack
         if name:
-            regex = _VALID_SCOPE_NAME_REGEX if g._name_stack else _VALID_OP_NAME_REGEX
+            regex = _VALID_SCOPE_NAME_REGEX if old else _VALID_OP_NAME_REGEX
             if not regex.match(name):
                 raise ValueError(f"'{name}' is not a valid scope name")
         if self._default is not None:
             self._default.__enter__()
-        self._old = g._name_stack
+        self._old = old
+        self._old_valid = g._valid_stack  # restored on exit: most likely the stack we return to
         if not name:
             new_stack, scope = "", ""
         elif name[-1] == "/":
             new_stack, scope = name[:-1], name
+            if not old and new_stack:  # matched the op-name regex up to its end (a "/", not a "\n")
+                g._valid_stack = new_stack
         else:
             new_stack = g.unique_name(name)
             scope = new_stack + "/"
+            # A valid op name: "$" also matches before a final newline, so that one case is left out.
+            if name[-1] != "\n" and (not old or old == g._valid_stack):
+                g._valid_stack = new_stack
         g._name_stack = new_stack
         return scope
 
     def __exit__(self, *exc: Any) -> None:
         self._graph._name_stack = self._old
+        self._graph._valid_stack = self._old_valid
         if self._default is not None:
             self._default.__exit__(*exc)
 
@@ -525,6 +538,7 @@ class Graph:
         self._last_id = 0
         self._names_in_use: dict[str, int] = {}
         self._name_stack = ""
+        self._valid_stack = ""  # a name stack known to match the op-name regex in full (see _create_op)
         self._device_stack: list[Any] = []
         self._device_now: str | None = ""  # merged device of the stack; None when it holds a function
         self._control_stack: list[_ControlDependencies] = []
@@ -710,11 +724,18 @@ class Graph:
         if name[-1:] == "/":
             name = name[:-1]
             self._names_in_use.setdefault(name.lower(), 1)
+            checked = False
         else:
+            # "<valid scope>/<valid base>[_<n>]" is a valid name: skip the regex (see _VALID_BASE_NAMES).
+            stack = self._name_stack
+            checked = name in _VALID_BASE_NAMES and (not stack or stack == self._valid_stack)
+            if not checked and len(_VALID_BASE_NAMES) < _MAX_VALID_BASE_NAMES:
+                if _VALID_OP_NAME_REGEX.fullmatch(name):
+                    _VALID_BASE_NAMES.add(name)
             name = self.unique_name(name)
         if name in self._nodes_by_name:
             raise ValueError(f"Duplicate node name in graph: '{name}'")
-        if not _VALID_OP_NAME_REGEX.match(name):
+        if not checked and not _VALID_OP_NAME_REGEX.match(name):
             raise ValueError(f"'{name}' is not a valid node name")
         for t in inputs:
             if t._op._graph is not self:
@@ -755,8 +776,14 @@ class Graph:
             )
             if self._colocation_stack[-1]._device:
                 op._device = self._colocation_stack[-1]._device
-        if len(output_types) == 1:  # most ops: skip the loops
-            outputs = op._outputs = [Tensor(op, 0, output_types[0])]
+        if len(output_types) == 1:  # most ops: skip the loops (and Tensor.__init__'s call)
+            t = object.__new__(Tensor)
+            t._op = op
+            t._value_index = 0
+            t._dtype = output_types[0]
+            t._shape = _UNKNOWN_SHAPE
+            t._consumers = None
+            outputs = op._outputs = [t]
         else:
             outputs = op._outputs = [Tensor(op, i, t) for i, t in enumerate(output_types)]
         shape_fn = info.shape_fn if info is not None and compute_shapes else None
@@ -779,6 +806,58 @@ class Graph:
         if self._control_stack:
             for level in self._control_stack:
                 level.seen.add(op)
+        return op
+
+    def _plain(self) -> bool:
+        """No finalization, control dependencies, colocation, attr scope or device function in effect: op
+        builders may then skip what _create_op does for those (the Variable fast path)."""
+        return not (
+            self._finalized
+            or self._control_stack
+            or self._colocation_stack
+            or self._attr_scope_map
+            or self._device_now is None
+        )
+
+    def _add_plain_op(
+        self,
+        name: str,
+        op_type: str,
+        inputs: list[Tensor] | tuple,
+        attrs: dict[str, Any],
+        dtype: dtypes.DType,
+        info: Any,
+        shape: TensorShape,
+        device: str,
+    ) -> Operation:
+        """A single-output op exactly as _create_op makes it in a ``_plain()`` graph, with the caller having
+        done the rest: ``name`` unique (marked in use) and valid, ``shape`` what the shape function gives."""
+        if name in self._nodes_by_name:
+            raise ValueError(f"Duplicate node name in graph: '{name}'")
+        op = object.__new__(Operation)
+        op._graph = self
+        op._name = name
+        op._type = op_type
+        op._inputs = inputs
+        op._attrs = attrs
+        op._info = info
+        op._serialized = None
+        op._id = self._last_id = self._last_id + 1
+        op._control_inputs = _NO_OPS
+        op._device = device
+        t = object.__new__(Tensor)
+        t._op = op
+        t._value_index = 0
+        t._dtype = dtype
+        t._shape = shape
+        t._consumers = None
+        op._outputs = [t]
+        self._nodes_by_name[name] = op
+        for t in inputs:
+            if t._consumers is None:
+                t._consumers = [op]
+            else:
+                t._consumers.append(op)
         return op
 
     def create_op(
