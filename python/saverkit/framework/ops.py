@@ -679,9 +679,10 @@ class Graph:
             current = {op for lvl in self._control_stack for op in lvl.control_inputs}
             ops = []
             for c in control_inputs:
-                c = self.as_graph_element(c)
-                if isinstance(c, Tensor):
-                    c = c.op
+                if type(c) is not Operation or c._graph is not self:  # else as_graph_element(c) is c
+                    c = self.as_graph_element(c)
+                    if isinstance(c, Tensor):
+                        c = c.op
                 if c not in current:
                     ops.append(c)
                     current.add(c)
@@ -916,7 +917,7 @@ class Graph:
         """The Tensor or Operation ``obj`` names or is (also accepts objects with ``_as_graph_element``)."""
         kind = type(obj)
         if kind is Tensor and allow_tensor or kind is Operation and allow_operation:
-            if obj.graph is not self:
+            if (obj._graph if kind is Operation else obj._op._graph) is not self:
                 raise ValueError(f"{kind.__name__} {obj} is not an element of this graph.")
             return obj
         if allow_tensor and allow_operation:
@@ -1097,6 +1098,19 @@ def _get_graph_from_inputs(values: Any) -> Graph:
     """The graph the given tensors/ops/variables live in (they must agree), else the default graph."""
     graph = None
     for v in values or ():
+        kind = type(v)
+        if kind is Operation:  # the common cases first: group() passes thousands of ops
+            g = v._graph
+        elif kind is Tensor:
+            g = v._op._graph
+        else:
+            g = None
+        if g is not None:
+            if graph is None:
+                graph = g
+            elif g is not graph:
+                raise ValueError(f"{v!r} must be from the same graph as {values[0]!r}.")
+            continue
         el = v if isinstance(v, (Tensor, Operation)) else getattr(v, "_as_graph_element", lambda: None)()
         if isinstance(el, (Tensor, Operation)):
             g = el.graph

@@ -109,25 +109,28 @@ class Variable:
             raise ValueError("initial_value must be specified.")
         init_from_fn = callable(initial_value)
         if collections is None:
-            collections = [GraphKeys.GLOBAL_VARIABLES]
-        if not isinstance(collections, (list, tuple, set)):
-            raise ValueError(
-                f"collections argument to Variable constructor must be a list, tuple, or set. "
-                f"Got {collections} of type {type(collections)}"
-            )
-        if trainable and GraphKeys.TRAINABLE_VARIABLES not in collections:
-            collections = list(collections) + [GraphKeys.TRAINABLE_VARIABLES]
+            collections = _TRAINABLE_COLLECTIONS if trainable else _GLOBAL_COLLECTIONS
+        else:
+            if not isinstance(collections, (list, tuple, set)):
+                raise ValueError(
+                    f"collections argument to Variable constructor must be a list, tuple, or set. "
+                    f"Got {collections} of type {type(collections)}"
+                )
+            if trainable and GraphKeys.TRAINABLE_VARIABLES not in collections:
+                collections = list(collections) + [GraphKeys.TRAINABLE_VARIABLES]
         if constraint is not None and not callable(constraint):
             raise ValueError("The `constraint` argument must be a callable.")
         g = ops.get_default_graph()
+        if name is None:
+            name = "Variable"
         if (
             type(initial_value) is np.ndarray
             and caching_device is None
             and shape is None
-            and _plain_name(g, name or "Variable")
+            and _plain_name(g, name)
             and g._plain()
         ):
-            self._init_plain(g, initial_value, dtype, name or "Variable", validate_shape)
+            self._init_plain(g, initial_value, dtype, name, validate_shape)
         else:
             self._init_general(
                 initial_value, init_from_fn, validate_shape, caching_device, name, dtype, shape
@@ -152,13 +155,20 @@ class Variable:
         scope = g.unique_name(name)  # valid in full: a valid (or no) stack, a checked name not ending in "\n"
         g._name_stack = scope
         try:
-            arr = as_numpy(initial_value, dtype)  # constant(initial_value, dtype, name="initial_value")
-            value_dtype = _dtype_of(arr) if dtype is None else dtypes.as_dtype(dtype)
+            # constant(initial_value, dtype, name="initial_value"): a read-only copy (as_numpy's for arrays)
+            if dtype is None and initial_value.dtype.kind not in "USO":
+                arr = initial_value.copy()
+                value_dtype = _dtype_of(arr)
+            else:
+                arr = as_numpy(initial_value, dtype)
+                value_dtype = _dtype_of(arr) if dtype is None else dtypes.as_dtype(dtype)
             arr.setflags(write=False)
             device = g._device_now
             value_shape = shape_of(arr.shape)
+            in_use = g._names_in_use
+            key = scope.lower()
             value_op = g._add_plain_op(
-                g.unique_name("initial_value"),
+                _scoped_name(g, in_use, scope, key, "initial_value"),
                 "Const",
                 ops.NO_INPUTS,
                 {"value": arr, "dtype": value_dtype},
@@ -170,7 +180,7 @@ class Variable:
             value = value_op._outputs[0]
             var_shape = value_shape if validate_shape else unknown_shape()
             base = value_dtype.base_dtype
-            g._names_in_use.setdefault(scope.lower(), 1)  # variable_op_v2(name=scope + "/")
+            # variable_op_v2(name=scope + "/"): the name unique_name(name) just marked in use
             attrs = {"shape": var_shape, "dtype": base, "container": b"", "shared_name": b""}
             var_op = g._add_plain_op(
                 scope, "VariableV2", ops.NO_INPUTS, attrs, base._as_ref, _VAR, var_shape, device
@@ -180,7 +190,7 @@ class Variable:
             attrs = {"T": base, "validate_shape": validate_shape, "use_locking": True, "_class": [loc]}
             # Assign's shape function gives the value's shape: equal to the variable's, or not validated.
             self._initializer_op = g._add_plain_op(
-                g.unique_name("Assign"),
+                _scoped_name(g, in_use, scope, key, "Assign"),
                 "Assign",
                 [ref, value],
                 attrs,
@@ -192,7 +202,14 @@ class Variable:
             self._initial_value = value
             read_attrs = {"T": base, "_class": [loc]}
             read = g._add_plain_op(
-                g.unique_name("read"), "Identity", [ref], read_attrs, base, _IDENTITY, var_shape, device
+                _scoped_name(g, in_use, scope, key, "read"),
+                "Identity",
+                [ref],
+                read_attrs,
+                base,
+                _IDENTITY,
+                var_shape,
+                device,
             )
             self._snapshot = read._outputs[0]
         finally:
@@ -413,6 +430,18 @@ def _plain_name(g: ops.Graph, name: Any) -> bool:
     return type(name) is str and name[-1] not in "/\n" and (not stack or stack == g._valid_stack)
 
 
+def _scoped_name(g: ops.Graph, in_use: dict, scope: str, scope_key: str, base: str) -> str:
+    """``g.unique_name(base)`` inside the new ``scope`` (the graph's name stack, lower-cased
+    ``scope_key``): in a fresh scope the name is almost always free."""
+    key = f"{scope_key}/{base.lower()}"
+    if key in in_use:
+        return g.unique_name(base)
+    in_use[key] = 1
+    return f"{scope}/{base}"
+
+
+_GLOBAL_COLLECTIONS = (GraphKeys.GLOBAL_VARIABLES,)
+_TRAINABLE_COLLECTIONS = (GraphKeys.GLOBAL_VARIABLES, GraphKeys.TRAINABLE_VARIABLES)
 _CONST = op_registry.get("Const")
 _VAR = op_registry.get("VariableV2")
 _ASSIGN = op_registry.get("Assign")
