@@ -40,6 +40,13 @@ def import_graph_def(
     """Import ``graph_def`` into the default graph, under the name scope ``name`` (None: "import";
     "": no prefix). ``input_map`` maps tensor names of the GraphDef ("x:0", "x", or "^x" for control
     inputs) to tensors/ops of this graph; ``return_elements`` names tensors/ops to return."""
+    with ops._gc_paused():  # a bulk operation: tens of thousands of nodes, each a few objects
+        return _import_graph_def(graph_def, input_map, return_elements, name)
+
+
+def _import_graph_def(
+    graph_def: Any, input_map: dict | None, return_elements: list | None, name: str | None
+) -> list | None:
     if isinstance(graph_def, bytes):
         graph_def = graph_pb2.GraphDef.FromString(graph_def)
     elif not isinstance(graph_def, graph_pb2.GraphDef):

@@ -10,6 +10,7 @@ Python values); what an op *does* lives in the kernel table
 from __future__ import annotations
 
 import contextlib
+import gc
 import re
 import threading
 from collections.abc import Callable, Iterator
@@ -240,6 +241,20 @@ def _binary_overloads(cls: type) -> None:
         "__neg__",
     ):
         setattr(cls, name, lambda self, *a, _n=name: getattr(Tensor, _n)(convert_to_tensor(self), *a))
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """For a bulk operation of the library (e.g. importing a GraphDef) that allocates tens of thousands of
+    long-lived objects at once: generational GC passes over the growing graph would cost a good part of
+    the work itself, and nothing cyclic is freed meanwhile. The previous state is restored."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 @contextlib.contextmanager
