@@ -801,7 +801,16 @@ class Graph:
             t._consumers = None
             outputs = op._outputs = [t]
         else:
-            outputs = op._outputs = [Tensor(op, i, t) for i, t in enumerate(output_types)]
+            outputs = op._outputs = []
+            new, unknown = object.__new__, _UNKNOWN_SHAPE  # RestoreV2 of a big Saver: one per variable
+            for i, dtype in enumerate(output_types):
+                t = new(Tensor)
+                t._op = op
+                t._value_index = i
+                t._dtype = dtype
+                t._shape = unknown
+                t._consumers = None
+                outputs.append(t)
         shape_fn = info.shape_fn if info is not None and compute_shapes else None
         if shape_fn is not None:
             shapes = shape_fn(op)
