@@ -633,6 +633,7 @@ def test_bulk_assign_path_builds_the_same_graph_as_create_op(monkeypatch):
                 with sk.device(f"/cpu:{i % 2}"):
                     sk.Variable(np.full(2, i, np.float32 if i % 3 else np.int64), name=f"v{i}")
             sk.train.Saver()
+            sk.train.Saver([v for v in sk.global_variables()[::-1]], name="save")  # save_1/...
         return g
 
     fast = build()
@@ -640,11 +641,12 @@ def test_bulk_assign_path_builds_the_same_graph_as_create_op(monkeypatch):
     slow = build()
     assert fast.as_graph_def() == slow.as_graph_def()
     for a, b in zip(fast.get_operations(), slow.get_operations(), strict=True):
-        assert (a.name, a._id, a.device, [t.get_shape() for t in a.outputs]) == (
+        assert (a.name, a._id, a.device, [t.get_shape() for t in a.outputs], a._node_def_bytes()) == (
             b.name,
             b._id,
             b.device,
             [t.get_shape() for t in b.outputs],
+            b._node_def_bytes(),
         )
         assert [c.name for t in a.inputs for c in t.consumers()] == [
             c.name for t in b.inputs for c in t.consumers()
