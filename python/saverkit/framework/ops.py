@@ -785,7 +785,8 @@ class Graph:
         op._device = device
         if self._colocation_stack:
             stack = self._colocation_stack
-            attrs["_class"] = (
+            # A tuple: immutable (so shareable), and untracked by the cyclic GC once it has seen it.
+            attrs["_class"] = tuple(
                 stack[0].colocation_groups()
                 if len(stack) == 1
                 else sorted({g for c in stack for g in c.colocation_groups()})

@@ -186,8 +186,9 @@ class Variable:
                 scope, "VariableV2", ops.NO_INPUTS, attrs, base._as_ref, _VAR, var_shape, device
             )
             ref = self._variable = var_op._outputs[0]
-            loc = b"loc:@" + scope.encode()  # colocated with the variable (var_op.colocation_groups())
-            attrs = {"T": base, "validate_shape": validate_shape, "use_locking": True, "_class": [loc]}
+            # Colocated with the variable: _class is var_op.colocation_groups(), one tuple for both ops.
+            groups = (b"loc:@" + scope.encode(),)
+            attrs = {"T": base, "validate_shape": validate_shape, "use_locking": True, "_class": groups}
             # Assign's shape function gives the value's shape: equal to the variable's, or not validated.
             self._initializer_op = g._add_plain_op(
                 _scoped_name(g, in_use, scope, key, "Assign"),
@@ -200,7 +201,7 @@ class Variable:
                 device,
             )
             self._initial_value = value
-            read_attrs = {"T": base, "_class": [loc]}
+            read_attrs = {"T": base, "_class": groups}
             read = g._add_plain_op(
                 _scoped_name(g, in_use, scope, key, "read"),
                 "Identity",
