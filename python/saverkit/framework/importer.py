@@ -8,7 +8,10 @@ they export unchanged and only fail if a Session tries to run them.
 from __future__ import annotations
 
 import heapq
+import sys
 from typing import Any
+
+import numpy as np
 
 from saverkit import dtypes
 from saverkit.framework import attrs as attrs_lib
@@ -67,9 +70,15 @@ def _import_graph_def(
         node_name = node.name
         if node_name in nodes:
             raise ValueError(f"Duplicate node name in graph_def: '{node_name}'")
-        node_inputs = [(s, *_parse_input(s)) for s in node.input]
+        node_inputs = [
+            (s, s, 0, False) if ":" not in s and s[:1] != "^" else (s, *_parse_input(s))  # common case inline
+            for s in node.input
+        ]
         if in_order:  # still only reading earlier nodes (checked before adding this one: a self-loop is not)
-            in_order = all(src in nodes for _, src, _, _ in node_inputs)
+            for _, src, _, _ in node_inputs:
+                if src not in nodes:
+                    in_order = False
+                    break
         nodes[node_name] = node
         parsed.append((node, node_name, node.op, node_inputs))
     if not in_order or input_map:  # the validating, reordering path (also for inputs mapped away)
@@ -235,7 +244,7 @@ def _create(
             t = attr_types.get(key)
             if t is not None:
                 if t == "tensor":
-                    v = attrs_lib.to_python(value, t)
+                    v = _tensor_value(value)
                     v.setflags(write=False)
                 else:
                     v = _DECODED.get((t, value.SerializeToString()))  # see _decoded
@@ -290,6 +299,45 @@ def _create(
     return op
 
 
+def _tensor_value(value: attrs_lib.AttrValue) -> Any:
+    """``attrs_lib.to_python(value, "tensor")``, decoding the usual Const (a little-endian numeric
+    ``tensor_content``) here: the generic decoder's per-field proto reads cost more than the array."""
+    if _LITTLE_ENDIAN and value.WhichOneof("value") == "tensor":
+        tensor = value.tensor
+        np_type = _CONTENT_DTYPES.get(tensor.dtype)
+        content = tensor.tensor_content
+        if np_type is not None and content:
+            shape_bytes = tensor.tensor_shape.SerializeToString()
+            shape = _SHAPES.get(shape_bytes)
+            if shape is None:
+                shape = tuple(d.size for d in tensor.tensor_shape.dim)
+                if len(_SHAPES) < 10_000:
+                    _SHAPES[shape_bytes] = shape
+            n = 1
+            for d in shape:
+                n *= d
+            if 0 <= n and len(content) == n * np_type.itemsize and min(shape, default=0) >= 0:
+                return np.frombuffer(content, dtype=np_type).copy().reshape(shape)
+    return attrs_lib.to_python(value, "tensor")  # anything else, with its checks and errors
+
+
+_LITTLE_ENDIAN = sys.byteorder == "little"
+_CONTENT_DTYPES = {  # DataType number -> numpy dtype, for types tensor_content holds as plain arrays
+    dt.as_datatype_enum: np.dtype(dt.as_numpy_dtype)
+    for dt in (
+        dtypes.float32,
+        dtypes.float64,
+        dtypes.int8,
+        dtypes.int16,
+        dtypes.int32,
+        dtypes.int64,
+        dtypes.uint8,
+        dtypes.uint16,
+        dtypes.uint32,
+        dtypes.uint64,
+    )
+}
+_SHAPES: dict[bytes, tuple[int, ...]] = {}  # serialized TensorShapeProto -> dims (Consts repeat shapes)
 _DECODED: dict[tuple[str, bytes], Any] = {}
 _IMMUTABLE_ATTR_TYPES = frozenset(
     t for inner in ("type", "shape", "int", "float", "bool", "string") for t in (inner, f"list({inner})")
