@@ -247,9 +247,12 @@ def _create(
                     v = _tensor_value(value)
                     v.setflags(write=False)
                 else:
-                    v = _DECODED.get((t, value.SerializeToString()))  # see _decoded
-                    if v is None or type(v) is list:
-                        v = _decoded(value, t)
+                    # A set (non-zero) "type" is the oneof's field: its DType, without serializing.
+                    v = _BY_ENUM.get(value.type) if t == "type" else None
+                    if v is None:
+                        v = _DECODED.get((t, value.SerializeToString()))  # see _decoded
+                        if v is None or type(v) is list:
+                            v = _decoded(value, t)
                 attrs[key] = v
             elif key == "_class":
                 attrs[key] = _prefixed_groups(value, prefix)
@@ -339,6 +342,7 @@ _CONTENT_DTYPES = {  # DataType number -> numpy dtype, for types tensor_content 
 }
 _SHAPES: dict[bytes, tuple[int, ...]] = {}  # serialized TensorShapeProto -> dims (Consts repeat shapes)
 _DECODED: dict[tuple[str, bytes], Any] = {}
+_BY_ENUM = {e: dt for e, dt in dtypes._BY_ENUM.items() if e}  # DataType number -> DType (0 is unset)
 _IMMUTABLE_ATTR_TYPES = frozenset(
     t for inner in ("type", "shape", "int", "float", "bool", "string") for t in (inner, f"list({inner})")
 )
@@ -364,12 +368,20 @@ def _copy(value: attrs_lib.AttrValue) -> attrs_lib.AttrValue:
     return out
 
 
-def _prefixed_groups(value: attrs_lib.AttrValue, prefix: str) -> list[bytes]:
+def _prefixed_groups(value: attrs_lib.AttrValue, prefix: str) -> tuple[bytes, ...]:
+    """The colocation groups (a tuple, as ops keep them), under the import prefix."""
     items = value.list.s
     if not prefix:
-        return list(items)
-    p = b"loc:@" + prefix.encode()
-    return [p + s[5:] if s.startswith(b"loc:@") else s for s in items]
+        return tuple(items)
+    p = _LOC_PREFIXES.get(prefix)
+    if p is None:
+        p = b"loc:@" + prefix.encode()
+        if len(_LOC_PREFIXES) < 100:
+            _LOC_PREFIXES[prefix] = p
+    return tuple([p + s[5:] if s[:5] == b"loc:@" else s for s in items])
+
+
+_LOC_PREFIXES: dict[str, bytes] = {}
 
 
 def _prefixed_class(value: attrs_lib.AttrValue, prefix: str) -> attrs_lib.AttrValue:
