@@ -498,3 +498,18 @@ def test_hand_framed_node_defs_equal_protobuf_built_ones(graph):
     assert [n.name for n in graph_def.node] == [op.name for op in graph.get_operations()]
     # A float attr of -0.0 must not come from a cache shared with 0.0.
     assert str(graph_def.node[-1].attr["f"].f) == "-0.0"
+
+
+def test_ops_sharing_an_attrs_dict_change_independently(graph):
+    """Builders may give ops with equal attrs one dict (variables of one shape and dtype do): setting
+    or clearing an attr of one op must leave the others alone."""
+    a = sk.Variable(np.zeros(3, np.float32), name="a").op
+    b = sk.Variable(np.ones(3, np.float32), name="b").op
+    assert a._attrs is b._attrs  # what makes this test meaningful
+    a._set_attr("shared_name", b"mine")
+    assert a.get_attr("shared_name") == b"mine" and b.get_attr("shared_name") == b""
+    b._clear_attr("container")
+    assert "container" not in b._attrs and a.get_attr("container") == b""
+    assert b"mine" in a._node_def_bytes() and b"mine" not in b._node_def_bytes()
+    c = sk.Variable(np.zeros(3, np.float32), name="c").op
+    assert c.get_attr("shared_name") == b"" and c.get_attr("container") == b""

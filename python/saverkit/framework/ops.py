@@ -287,7 +287,7 @@ class Operation:
         "_outputs",
         "_control_inputs",
         "_device",
-        "_attrs",
+        "_attrs",  # never mutated once the op exists: ops with equal attrs may share the dict
         "_id",
         "_info",
         "_serialized",
@@ -396,11 +396,12 @@ class Operation:
             value = attrs_lib.canonicalize(value, attr_type)
             if attr_type == "tensor":
                 value = _read_only(value)
-        self._attrs[name] = value
+        self._attrs = {**self._attrs, name: value}  # a new dict: ops may share one (see __slots__)
         self._serialized = None
 
     def _clear_attr(self, name: str) -> None:
-        self._attrs.pop(name, None)
+        if name in self._attrs:
+            self._attrs = {k: v for k, v in self._attrs.items() if k != name}
         self._serialized = None
 
     def _set_device(self, device: Any) -> None:

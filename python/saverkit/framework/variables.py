@@ -181,7 +181,12 @@ class Variable:
             var_shape = value_shape if validate_shape else unknown_shape()
             base = value_dtype.base_dtype
             # variable_op_v2(name=scope + "/"): the name unique_name(name) just marked in use
-            attrs = {"shape": var_shape, "dtype": base, "container": b"", "shared_name": b""}
+            # Variables of one shape and dtype share one attrs dict (never mutated: Operation._attrs).
+            attrs = _VARIABLE_ATTRS.get((var_shape._dims, base))
+            if attrs is None:
+                attrs = {"shape": var_shape, "dtype": base, "container": b"", "shared_name": b""}
+                if len(_VARIABLE_ATTRS) < 1000:
+                    _VARIABLE_ATTRS[(var_shape._dims, base)] = attrs
             var_op = g._add_plain_op(
                 scope, "VariableV2", ops.NO_INPUTS, attrs, base._as_ref, _VAR, var_shape, device
             )
@@ -441,6 +446,7 @@ def _scoped_name(g: ops.Graph, in_use: dict, scope: str, scope_key: str, base: s
     return f"{scope}/{base}"
 
 
+_VARIABLE_ATTRS: dict[tuple, dict[str, Any]] = {}
 _GLOBAL_COLLECTIONS = (GraphKeys.GLOBAL_VARIABLES,)
 _TRAINABLE_COLLECTIONS = (GraphKeys.GLOBAL_VARIABLES, GraphKeys.TRAINABLE_VARIABLES)
 _CONST = op_registry.get("Const")

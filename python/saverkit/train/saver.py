@@ -301,20 +301,20 @@ def _bulk_assigns(g, refs: list, values: list) -> list:
     no_ops = _NO_CONTROL_INPUTS
     first_id = g._last_id + 1
     out = []
-    dtype = base = None
+    dtype = attrs = None
     try:
         for op_id, ref, value, name in zip(
             range(first_id, first_id + len(refs)), refs, values, names, strict=False
         ):
-            if ref._dtype is not dtype:  # variables mostly share a dtype
+            if ref._dtype is not dtype:  # variables mostly share a dtype, and so one attrs dict
                 dtype = ref._dtype
-                base = _base_dtype(dtype)
+                attrs = {"T": _base_dtype(dtype), "validate_shape": True, "use_locking": True}
             op = new(Operation)
             op._graph = g
             op._name = name
             op._type = "Assign"
             op._inputs = [ref, value]
-            op._attrs = {"T": base, "validate_shape": True, "use_locking": True}
+            op._attrs = attrs  # shared: an op's attrs dict is replaced, never mutated
             op._info = info
             op._serialized = None  # the NodeDef cache, filled on first serialization
             op._id = op_id
