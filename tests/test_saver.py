@@ -653,3 +653,24 @@ def test_bulk_assign_path_builds_the_same_graph_as_create_op(monkeypatch):
         ]
     assert fast._names_in_use == slow._names_in_use
     assert fast.unique_name("save/Assign") == slow.unique_name("save/Assign") == "save/Assign_12"
+
+
+@pytest.mark.parametrize("taken", [0, 1, 3])
+def test_bulk_unique_names_match_unique_name_calls(taken):
+    """_unique_names precomputes what n calls of Graph.unique_name give (suffixes from a shared table)."""
+
+    def graphs():
+        g = sk.Graph()
+        with g.as_default(), g.name_scope("save"):
+            for _ in range(taken):
+                g.unique_name("Assign")
+        return g
+
+    fast, slow = graphs(), graphs()
+    with fast.name_scope("save/"):
+        names, keys = saver_module._unique_names(fast, "Assign", 300)
+    with slow.name_scope("save/"):
+        expected = [slow.unique_name("Assign") for _ in range(300)]
+    assert names == expected and keys == [n.lower() for n in expected]
+    fast._names_in_use.update((k, fast._names_in_use.get(k, 1)) for k in keys)  # as _bulk_assigns does
+    assert fast._names_in_use == slow._names_in_use

@@ -233,9 +233,10 @@ def _unique_names(g, base_name: str, n: int) -> tuple[list[str], list[str]]:
     # "_<i>" has no letters, so the lower-cased candidates are key + "_<i>": one set test for all of them.
     first = 1 if start == 0 else start
     stop = first + n - (start == 0)
-    keys = [f"{key}_{i}" for i in range(first, stop)]
+    suffixes = _suffixes(first, stop)
+    keys = [key + x for x in suffixes]
     if in_use.keys().isdisjoint(keys):
-        names = [f"{base}_{i}" for i in range(first, stop)]
+        names = [base + x for x in suffixes]
         if start == 0:
             names.insert(0, base)
             keys.insert(0, key)
@@ -243,6 +244,19 @@ def _unique_names(g, base_name: str, n: int) -> tuple[list[str], list[str]]:
         return names, keys
     names = [g.unique_name(base_name) for _ in range(n)]  # some taken: let the graph skip them
     return names, [x.lower() for x in names]
+
+
+_SUFFIXES = ["_0"]  # "_<i>" at index i: formatting ten thousand ints costs more than the Assigns' names
+_MAX_SUFFIXES = 1 << 17
+
+
+def _suffixes(first: int, stop: int) -> list[str]:
+    """``["_<first>", ..., "_<stop - 1>"]``."""
+    if stop > _MAX_SUFFIXES:
+        return [f"_{i}" for i in range(first, stop)]
+    if stop > len(_SUFFIXES):
+        _SUFFIXES.extend([f"_{i}" for i in range(len(_SUFFIXES), min(2 * stop, _MAX_SUFFIXES))])
+    return _SUFFIXES[first:stop]
 
 
 # The fields _bulk_assigns fills in, as Graph._create_op does. If the graph layer's classes change, the
