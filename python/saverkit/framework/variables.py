@@ -168,7 +168,7 @@ class Variable:
             in_use = g._names_in_use
             key = scope.lower()
             value_op = g._add_plain_op(
-                _scoped_name(g, in_use, scope, key, "initial_value"),
+                _scoped_name(g, in_use, scope, key, "initial_value", "initial_value"),
                 "Const",
                 ops.NO_INPUTS,
                 {"value": arr, "dtype": value_dtype},
@@ -196,7 +196,7 @@ class Variable:
             attrs = {"T": base, "validate_shape": validate_shape, "use_locking": True, "_class": groups}
             # Assign's shape function gives the value's shape: equal to the variable's, or not validated.
             self._initializer_op = g._add_plain_op(
-                _scoped_name(g, in_use, scope, key, "Assign"),
+                _scoped_name(g, in_use, scope, key, "Assign", "assign"),
                 "Assign",
                 [ref, value],
                 attrs,
@@ -208,7 +208,7 @@ class Variable:
             self._initial_value = value
             read_attrs = {"T": base, "_class": groups}
             read = g._add_plain_op(
-                _scoped_name(g, in_use, scope, key, "read"),
+                _scoped_name(g, in_use, scope, key, "read", "read"),
                 "Identity",
                 [ref],
                 read_attrs,
@@ -436,10 +436,10 @@ def _plain_name(g: ops.Graph, name: Any) -> bool:
     return type(name) is str and name[-1] not in "/\n" and (not stack or stack == g._valid_stack)
 
 
-def _scoped_name(g: ops.Graph, in_use: dict, scope: str, scope_key: str, base: str) -> str:
-    """``g.unique_name(base)`` inside the new ``scope`` (the graph's name stack, lower-cased
-    ``scope_key``): in a fresh scope the name is almost always free."""
-    key = f"{scope_key}/{base.lower()}"
+def _scoped_name(g: ops.Graph, in_use: dict, scope: str, scope_key: str, base: str, base_key: str) -> str:
+    """``g.unique_name(base)`` inside the new ``scope`` (the graph's name stack; ``scope_key`` and
+    ``base_key`` are the lower-cased forms): in a fresh scope the name is almost always free."""
+    key = f"{scope_key}/{base_key}"
     if key in in_use:
         return g.unique_name(base)
     in_use[key] = 1
