@@ -305,6 +305,7 @@ def _variable_scenario(log: list) -> None:
     Variable(f32, name="V")  # names are unique case-insensitively: V_2
     Variable(f32)  # Variable
     Variable(f32, name=None)
+    Variable(f32, name="")
     Variable(np.int64(7) * np.ones((), np.int64), name="scalar")
     Variable(np.array([b"a", b"bc"], dtype=object), name="strings")
     Variable(np.array([1, 2], np.int32), name="cast", dtype=sk.float64)
@@ -380,10 +381,10 @@ def test_fast_variable_path_builds_what_the_general_path_builds(monkeypatch):
     init_plain = Variable._init_plain
     monkeypatch.setattr(Variable, "_init_plain", lambda *a: fast_calls.append(a[4]) or init_plain(*a))
     fast = build()
-    assert len(fast_calls) == 20  # those in a plain context (or failing in it like the general path)
+    assert len(fast_calls) == 21  # those in a plain context (or failing in it like the general path)
     monkeypatch.setattr(variables, "_plain_name", lambda g, n: False)
     general = build()
-    assert len(fast_calls) == 20
+    assert len(fast_calls) == 21
     for part_fast, part_general in zip(fast, general, strict=True):
         assert part_fast == part_general
     assert len(fast[4]) == 8  # the failures above all happened

@@ -121,7 +121,7 @@ class Variable:
         if constraint is not None and not callable(constraint):
             raise ValueError("The `constraint` argument must be a callable.")
         g = ops.get_default_graph()
-        if name is None:
+        if not name:  # None or "" (as TF's `name or "Variable"`)
             name = "Variable"
         if (
             type(initial_value) is np.ndarray
