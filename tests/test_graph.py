@@ -1,5 +1,6 @@
 """Graph: names and scopes, devices, colocation, control dependencies, collections, lookup, finalize."""
 
+import contextlib
 import threading
 
 import numpy as np
@@ -81,6 +82,43 @@ def test_invalid_names_are_rejected(graph):
     with pytest.raises(ValueError, match="not a valid scope name"):
         with sk.name_scope("_leading_underscore"):
             pass
+
+
+@pytest.mark.parametrize(
+    "scopes",
+    [
+        (),
+        ("a",),
+        ("a", "b"),
+        ("a", "_under"),
+        ("a", "_under/"),  # re-entering a scope (absolute): "_under" cannot start an op name
+        ("a/",),
+        ("a", "a/"),
+        ("a\n",),  # the regex's "$" accepts a final newline in the scope name, not in the op name
+        ("a", "b\n"),
+        ("", "a"),
+        (".dot", "x"),
+    ],
+)
+@pytest.mark.parametrize("base", ["Const", "read", "w", "w\n", "_w", "a b", "x/y", ".", "-", "Const"])
+def test_op_names_are_validated_as_the_regex_says_whatever_was_seen_before(scopes, base):
+    """Op names skip the regex when built from a known-valid scope and a known-valid base name; the result
+    must be what the regex says of the full name, whichever names came before (the same base twice)."""
+    g = ops.get_default_graph()
+    for _ in range(2):
+        with contextlib.ExitStack() as stack:
+            try:
+                for s in scopes:
+                    stack.enter_context(g.name_scope(s))
+            except ValueError as e:
+                assert "not a valid scope name" in str(e)
+                continue
+            full = g.unique_name(base, mark_as_used=False)
+            if ops._VALID_OP_NAME_REGEX.match(full):
+                assert sk.constant(1.0, name=base).op.name == full
+            else:
+                with pytest.raises(ValueError, match="is not a valid node name"):
+                    sk.constant(1.0, name=base)
 
 
 def test_duplicate_exact_name_is_an_error(graph):
@@ -460,3 +498,18 @@ def test_hand_framed_node_defs_equal_protobuf_built_ones(graph):
     assert [n.name for n in graph_def.node] == [op.name for op in graph.get_operations()]
     # A float attr of -0.0 must not come from a cache shared with 0.0.
     assert str(graph_def.node[-1].attr["f"].f) == "-0.0"
+
+
+def test_ops_sharing_an_attrs_dict_change_independently(graph):
+    """Builders may give ops with equal attrs one dict (variables of one shape and dtype do): setting
+    or clearing an attr of one op must leave the others alone."""
+    a = sk.Variable(np.zeros(3, np.float32), name="a").op
+    b = sk.Variable(np.ones(3, np.float32), name="b").op
+    assert a._attrs is b._attrs  # what makes this test meaningful
+    a._set_attr("shared_name", b"mine")
+    assert a.get_attr("shared_name") == b"mine" and b.get_attr("shared_name") == b""
+    b._clear_attr("container")
+    assert "container" not in b._attrs and a.get_attr("container") == b""
+    assert b"mine" in a._node_def_bytes() and b"mine" not in b._node_def_bytes()
+    c = sk.Variable(np.zeros(3, np.float32), name="c").op
+    assert c.get_attr("shared_name") == b"" and c.get_attr("container") == b""

@@ -290,3 +290,67 @@ def test_repeated_imports_decode_attrs_identically_and_do_not_share_lists():
             assert value is not ops2._attrs[key]
     shapes = [gr.get_operation_by_name("v1")._attrs["shape"] for gr in graphs]
     assert shapes[0] == sk.TensorShape([2, 2]) == shapes[1]
+
+
+def _tensor_attr(dtype_enum: int, dims, content: bytes, unknown_rank: bool = False):
+    from saverkit.framework import attrs as attrs_lib
+
+    attr = attrs_lib.AttrValue()
+    attr.tensor.dtype = dtype_enum
+    attr.tensor.tensor_shape.SetInParent()
+    attr.tensor.tensor_shape.unknown_rank = unknown_rank
+    for d in dims:
+        attr.tensor.tensor_shape.dim.add(size=d)
+    attr.tensor.tensor_content = content
+    return attr
+
+
+@pytest.mark.parametrize(
+    "dtype, dims, content",
+    [
+        (sk.float32, [4], np.arange(4, dtype=np.float32).tobytes()),
+        (sk.float32, [2, 3], np.arange(6, dtype=np.float32).tobytes()),
+        (sk.float64, [], np.float64(2.5).tobytes()),
+        (sk.int64, [1, 1, 2], np.array([-1, 2**40], np.int64).tobytes()),
+        (sk.uint16, [3], np.array([1, 2, 65535], np.uint16).tobytes()),
+        (sk.int8, [0, 3], b""),
+        (sk.float32, [4], b"\x00" * 15),  # too short: an error either way
+        (sk.float32, [4], b"\x00" * 20),  # too long
+        (sk.float32, [-1], b"\x00" * 4),  # an unknown dimension
+        (sk.float32, [2**62, 4], b"\x00" * 4),  # absurd size
+        (sk.bfloat16, [2], b"\x00" * 4),  # not on the quick path
+        (sk.string, [1], b"x"),  # content is not valid for strings
+    ],
+)
+def test_imported_const_values_decode_as_the_generic_decoder_does(dtype, dims, content):
+    from saverkit.framework import attrs as attrs_lib
+    from saverkit.framework import importer
+
+    attr = _tensor_attr(dtype.as_datatype_enum, dims, content)
+
+    def decode(fn):
+        try:
+            v = fn(attr)
+        except (ValueError, TypeError) as e:
+            return type(e), str(e)
+        return v.dtype, v.shape, v.tobytes()
+
+    assert decode(importer._tensor_value) == decode(lambda a: attrs_lib.to_python(a, "tensor"))
+    # ... also on the second call, when the shape was remembered
+    assert decode(importer._tensor_value) == decode(lambda a: attrs_lib.to_python(a, "tensor"))
+
+
+def test_imported_const_with_unknown_rank_shape_decodes_as_the_generic_decoder_does():
+    from saverkit.framework import attrs as attrs_lib
+    from saverkit.framework import importer
+
+    for content in (b"\x00" * 4, b"\x00" * 8):
+        attr = _tensor_attr(sk.float32.as_datatype_enum, [], content, unknown_rank=True)
+        outcomes = []
+        for fn in (importer._tensor_value, lambda a: attrs_lib.to_python(a, "tensor")):
+            try:
+                v = fn(attr)
+                outcomes.append((v.dtype, v.shape, v.tobytes()))
+            except ValueError as e:
+                outcomes.append(str(e))
+        assert outcomes[0] == outcomes[1]

@@ -633,6 +633,7 @@ def test_bulk_assign_path_builds_the_same_graph_as_create_op(monkeypatch):
                 with sk.device(f"/cpu:{i % 2}"):
                     sk.Variable(np.full(2, i, np.float32 if i % 3 else np.int64), name=f"v{i}")
             sk.train.Saver()
+            sk.train.Saver([v for v in sk.global_variables()[::-1]], name="save")  # save_1/...
         return g
 
     fast = build()
@@ -640,14 +641,36 @@ def test_bulk_assign_path_builds_the_same_graph_as_create_op(monkeypatch):
     slow = build()
     assert fast.as_graph_def() == slow.as_graph_def()
     for a, b in zip(fast.get_operations(), slow.get_operations(), strict=True):
-        assert (a.name, a._id, a.device, [t.get_shape() for t in a.outputs]) == (
+        assert (a.name, a._id, a.device, [t.get_shape() for t in a.outputs], a._node_def_bytes()) == (
             b.name,
             b._id,
             b.device,
             [t.get_shape() for t in b.outputs],
+            b._node_def_bytes(),
         )
         assert [c.name for t in a.inputs for c in t.consumers()] == [
             c.name for t in b.inputs for c in t.consumers()
         ]
     assert fast._names_in_use == slow._names_in_use
     assert fast.unique_name("save/Assign") == slow.unique_name("save/Assign") == "save/Assign_12"
+
+
+@pytest.mark.parametrize("taken", [0, 1, 3])
+def test_bulk_unique_names_match_unique_name_calls(taken):
+    """_unique_names precomputes what n calls of Graph.unique_name give (suffixes from a shared table)."""
+
+    def graphs():
+        g = sk.Graph()
+        with g.as_default(), g.name_scope("save"):
+            for _ in range(taken):
+                g.unique_name("Assign")
+        return g
+
+    fast, slow = graphs(), graphs()
+    with fast.name_scope("save/"):
+        names, keys = saver_module._unique_names(fast, "Assign", 300)
+    with slow.name_scope("save/"):
+        expected = [slow.unique_name("Assign") for _ in range(300)]
+    assert names == expected and keys == [n.lower() for n in expected]
+    fast._names_in_use.update((k, fast._names_in_use.get(k, 1)) for k in keys)  # as _bulk_assigns does
+    assert fast._names_in_use == slow._names_in_use

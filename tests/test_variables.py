@@ -282,3 +282,109 @@ def test_global_step_is_created_at_the_root_scope(graph):
     with sk.name_scope("somewhere"):
         gs = sk.train.create_global_step()
     assert gs.name == "global_step:0"
+
+
+# --- the fast path for Variable(ndarray) ------------------------------------------------------------
+
+
+def _variable_scenario(log: list) -> None:
+    """Variables in every context the fast path must handle (or hand to the general path), recording
+    errors: both paths must build the same graph and fail the same way."""
+
+    def attempt(fn, *args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (ValueError, TypeError, RuntimeError) as e:
+            log.append((type(e).__name__, str(e)))
+            return None
+
+    g = sk.get_default_graph()
+    f32 = np.arange(6, dtype=np.float32).reshape(2, 3)
+    Variable(f32, name="v")
+    Variable(f32, name="v")  # v_1
+    Variable(f32, name="V")  # names are unique case-insensitively: V_2
+    Variable(f32)  # Variable
+    Variable(f32, name=None)
+    Variable(f32, name="")
+    Variable(np.int64(7) * np.ones((), np.int64), name="scalar")
+    Variable(np.array([b"a", b"bc"], dtype=object), name="strings")
+    Variable(np.array([1, 2], np.int32), name="cast", dtype=sk.float64)
+    attempt(Variable, np.array([1.5], np.float32), name="bad_cast", dtype=sk.string)
+    Variable(f32, name="unvalidated", validate_shape=False)
+    Variable(f32, name="shaped", shape=[2, 3])
+    Variable(f32, name="not_trainable", trainable=False, collections=["mine"])
+    sk.constant(1.0, name="taken/read")  # the next Variable's "read" becomes read_1
+    Variable(f32, name="taken")
+    attempt(Variable, f32, name="bad name")
+    attempt(Variable, f32, name="_leading_underscore")
+    attempt(Variable, f32, name="newline\n")
+    with sk.name_scope("outer"):
+        Variable(f32, name="v")
+        Variable(f32, name="_inner_underscore_is_fine")
+        with sk.name_scope("inner"):
+            Variable(f32, name="v")
+        with sk.device("/cpu:0"):
+            Variable(f32, name="on_cpu")
+            with sk.device("/job:w/task:1"):
+                Variable(f32, name="merged_device")
+        with sk.device(lambda op: "/gpu:0" if op.type == "VariableV2" else ""):
+            Variable(f32, name="device_fn")
+        with sk.name_scope("_x/"):  # a stack not valid as an op-name prefix: every op name fails
+            attempt(Variable, f32, name="w")
+        with sk.name_scope("outer/"):  # re-entered scope
+            Variable(f32, name="again")
+    c = sk.constant(1.0, name="c")
+    with sk.control_dependencies([c]):
+        Variable(f32, name="controlled")
+    with g.colocate_with(c.op):
+        Variable(f32, name="colocated")
+    with g._attr_scope({"_class": [b"loc:@c"]}):
+        Variable(f32, name="attr_scoped")
+    Variable(f32, name="ends_with_slash/")
+    attempt(Variable, f32, name="ends_with_slash/")  # a duplicate node name
+    attempt(Variable, f32, name=b"bytes_name")
+    g.finalize()
+    attempt(Variable, f32, name="after_finalize")
+    g._unsafe_unfinalize()
+    sk.global_variables_initializer()
+    Variable(f32, name="v")  # v_3: after all of the above
+
+
+def _describe(g: sk.Graph, log: list) -> tuple:
+    ops_ = [
+        (
+            op.name,
+            op._id,
+            op.device,
+            [(t.dtype, t.shape.as_list() if t.shape.rank is not None else None) for t in op.outputs],
+            [[c.name for c in t.consumers()] for t in op.outputs],
+            [c.name for c in op.control_inputs],
+            op._node_def_bytes(),  # attrs in the same order too
+        )
+        for op in g.get_operations()
+    ]
+    collections = {k: [v.name for v in g.get_collection(k)] for k in g.get_all_collection_keys()}
+    graph_def = g.as_graph_def().SerializeToString(deterministic=True)
+    return ops_, collections, dict(g._names_in_use), graph_def, log
+
+
+def test_fast_variable_path_builds_what_the_general_path_builds(monkeypatch):
+    from saverkit.framework import variables
+
+    def build() -> tuple:
+        log: list = []
+        with sk.Graph().as_default() as g:
+            _variable_scenario(log)
+        return _describe(g, log)
+
+    fast_calls = []
+    init_plain = Variable._init_plain
+    monkeypatch.setattr(Variable, "_init_plain", lambda *a: fast_calls.append(a[4]) or init_plain(*a))
+    fast = build()
+    assert len(fast_calls) == 21  # those in a plain context (or failing in it like the general path)
+    monkeypatch.setattr(variables, "_plain_name", lambda g, n: False)
+    general = build()
+    assert len(fast_calls) == 21
+    for part_fast, part_general in zip(fast, general, strict=True):
+        assert part_fast == part_general
+    assert len(fast[4]) == 8  # the failures above all happened

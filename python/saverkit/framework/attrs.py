@@ -3,7 +3,8 @@
 Operations store attributes as plain Python values so building and running a
 graph never touches protobufs: ``type`` -> DType, ``shape`` -> TensorShape,
 ``tensor`` -> read-only numpy array, ``string`` -> bytes, ``int``/``float``/
-``bool`` -> themselves, ``list(X)`` -> list of those. Attributes whose type is
+``bool`` -> themselves, ``list(X)`` -> list of those (colocation groups, ``_class``,
+are a tuple: ops colocated with a variable share one). Attributes whose type is
 not known (opaque imported ops, ``_``-prefixed extras) keep their ``AttrValue``.
 """
 
@@ -174,7 +175,11 @@ def node_def_attr_entry(key: str, value: Any, attr_type: str | None) -> bytes:
             if len(_ENTRIES) < 10_000:
                 _ENTRIES[cache_key] = out
         return out
-    if kind is list and attr_type == "list(string)" and all(type(s) is bytes for s in value):
+    if (
+        (kind is list or kind is tuple)
+        and attr_type == "list(string)"
+        and all(type(s) is bytes for s in value)
+    ):
         # e.g. every colocated op's _class: AttrValue.list (1) -> ListValue.s (2), framed by hand.
         items = b"".join([b"\x12" + varint(len(s)) + s for s in value])
         return _entry(key, b"\x0a" + varint(len(items)) + items)

@@ -8,7 +8,10 @@ they export unchanged and only fail if a Session tries to run them.
 from __future__ import annotations
 
 import heapq
+import sys
 from typing import Any
+
+import numpy as np
 
 from saverkit import dtypes
 from saverkit.framework import attrs as attrs_lib
@@ -40,6 +43,13 @@ def import_graph_def(
     """Import ``graph_def`` into the default graph, under the name scope ``name`` (None: "import";
     "": no prefix). ``input_map`` maps tensor names of the GraphDef ("x:0", "x", or "^x" for control
     inputs) to tensors/ops of this graph; ``return_elements`` names tensors/ops to return."""
+    with ops._gc_paused():  # a bulk operation: tens of thousands of nodes, each a few objects
+        return _import_graph_def(graph_def, input_map, return_elements, name)
+
+
+def _import_graph_def(
+    graph_def: Any, input_map: dict | None, return_elements: list | None, name: str | None
+) -> list | None:
     if isinstance(graph_def, bytes):
         graph_def = graph_pb2.GraphDef.FromString(graph_def)
     elif not isinstance(graph_def, graph_pb2.GraphDef):
@@ -60,9 +70,15 @@ def import_graph_def(
         node_name = node.name
         if node_name in nodes:
             raise ValueError(f"Duplicate node name in graph_def: '{node_name}'")
-        node_inputs = [(s, *_parse_input(s)) for s in node.input]
+        node_inputs = [
+            (s, s, 0, False) if ":" not in s and s[:1] != "^" else (s, *_parse_input(s))  # common case inline
+            for s in node.input
+        ]
         if in_order:  # still only reading earlier nodes (checked before adding this one: a self-loop is not)
-            in_order = all(src in nodes for _, src, _, _ in node_inputs)
+            for _, src, _, _ in node_inputs:
+                if src not in nodes:
+                    in_order = False
+                    break
         nodes[node_name] = node
         parsed.append((node, node_name, node.op, node_inputs))
     if not in_order or input_map:  # the validating, reordering path (also for inputs mapped away)
@@ -228,12 +244,15 @@ def _create(
             t = attr_types.get(key)
             if t is not None:
                 if t == "tensor":
-                    v = attrs_lib.to_python(value, t)
+                    v = _tensor_value(value)
                     v.setflags(write=False)
                 else:
-                    v = _DECODED.get((t, value.SerializeToString()))  # see _decoded
-                    if v is None or type(v) is list:
-                        v = _decoded(value, t)
+                    # A set (non-zero) "type" is the oneof's field: its DType, without serializing.
+                    v = _BY_ENUM.get(value.type) if t == "type" else None
+                    if v is None:
+                        v = _DECODED.get((t, value.SerializeToString()))  # see _decoded
+                        if v is None or type(v) is list:
+                            v = _decoded(value, t)
                 attrs[key] = v
             elif key == "_class":
                 attrs[key] = _prefixed_groups(value, prefix)
@@ -283,7 +302,47 @@ def _create(
     return op
 
 
+def _tensor_value(value: attrs_lib.AttrValue) -> Any:
+    """``attrs_lib.to_python(value, "tensor")``, decoding the usual Const (a little-endian numeric
+    ``tensor_content``) here: the generic decoder's per-field proto reads cost more than the array."""
+    if _LITTLE_ENDIAN and value.WhichOneof("value") == "tensor":
+        tensor = value.tensor
+        np_type = _CONTENT_DTYPES.get(tensor.dtype)
+        content = tensor.tensor_content
+        if np_type is not None and content:
+            shape_bytes = tensor.tensor_shape.SerializeToString()
+            shape = _SHAPES.get(shape_bytes)
+            if shape is None:
+                shape = tuple(d.size for d in tensor.tensor_shape.dim)
+                if len(_SHAPES) < 10_000:
+                    _SHAPES[shape_bytes] = shape
+            n = 1
+            for d in shape:
+                n *= d
+            if 0 <= n and len(content) == n * np_type.itemsize and min(shape, default=0) >= 0:
+                return np.frombuffer(content, dtype=np_type).copy().reshape(shape)
+    return attrs_lib.to_python(value, "tensor")  # anything else, with its checks and errors
+
+
+_LITTLE_ENDIAN = sys.byteorder == "little"
+_CONTENT_DTYPES = {  # DataType number -> numpy dtype, for types tensor_content holds as plain arrays
+    dt.as_datatype_enum: np.dtype(dt.as_numpy_dtype)
+    for dt in (
+        dtypes.float32,
+        dtypes.float64,
+        dtypes.int8,
+        dtypes.int16,
+        dtypes.int32,
+        dtypes.int64,
+        dtypes.uint8,
+        dtypes.uint16,
+        dtypes.uint32,
+        dtypes.uint64,
+    )
+}
+_SHAPES: dict[bytes, tuple[int, ...]] = {}  # serialized TensorShapeProto -> dims (Consts repeat shapes)
 _DECODED: dict[tuple[str, bytes], Any] = {}
+_BY_ENUM = {e: dt for e, dt in dtypes._BY_ENUM.items() if e}  # DataType number -> DType (0 is unset)
 _IMMUTABLE_ATTR_TYPES = frozenset(
     t for inner in ("type", "shape", "int", "float", "bool", "string") for t in (inner, f"list({inner})")
 )
@@ -309,12 +368,20 @@ def _copy(value: attrs_lib.AttrValue) -> attrs_lib.AttrValue:
     return out
 
 
-def _prefixed_groups(value: attrs_lib.AttrValue, prefix: str) -> list[bytes]:
+def _prefixed_groups(value: attrs_lib.AttrValue, prefix: str) -> tuple[bytes, ...]:
+    """The colocation groups (a tuple, as ops keep them), under the import prefix."""
     items = value.list.s
     if not prefix:
-        return list(items)
-    p = b"loc:@" + prefix.encode()
-    return [p + s[5:] if s.startswith(b"loc:@") else s for s in items]
+        return tuple(items)
+    p = _LOC_PREFIXES.get(prefix)
+    if p is None:
+        p = b"loc:@" + prefix.encode()
+        if len(_LOC_PREFIXES) < 100:
+            _LOC_PREFIXES[prefix] = p
+    return tuple([p + s[5:] if s[:5] == b"loc:@" else s for s in items])
+
+
+_LOC_PREFIXES: dict[str, bytes] = {}
 
 
 def _prefixed_class(value: attrs_lib.AttrValue, prefix: str) -> attrs_lib.AttrValue:

@@ -10,6 +10,7 @@ Python values); what an op *does* lives in the kernel table
 from __future__ import annotations
 
 import contextlib
+import gc
 import re
 import threading
 from collections.abc import Callable, Iterator
@@ -30,6 +31,11 @@ GRAPH_DEF_VERSION_MIN_PRODUCER = 0
 
 _VALID_OP_NAME_REGEX = re.compile(r"^[A-Za-z0-9.][A-Za-z0-9_.\\/>-]*$")
 _VALID_SCOPE_NAME_REGEX = re.compile(r"^[A-Za-z0-9_.\\/>-]*$")
+# Names (as passed to _create_op, before scoping and uniquifying) that fully match the op-name regex, so
+# that "<known-valid scope>/<name>[_<n>]" needs no regex run: library ops use a few such names ten thousand
+# times over. Bounded: user code may pass a new name per op.
+_VALID_BASE_NAMES: set[str] = set()
+_MAX_VALID_BASE_NAMES = 4096
 
 
 class GraphKeys:
@@ -238,6 +244,20 @@ def _binary_overloads(cls: type) -> None:
 
 
 @contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """For a bulk operation of the library (e.g. importing a GraphDef) that allocates tens of thousands of
+    long-lived objects at once: generational GC passes over the growing graph would cost a good part of
+    the work itself, and nothing cyclic is freed meanwhile. The previous state is restored."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+@contextlib.contextmanager
 def pushed_default(stack: list, item: Any) -> Iterator[Any]:
     """``item`` is on top of a thread-local default stack (graphs, sessions) inside the block.
 
@@ -267,7 +287,7 @@ class Operation:
         "_outputs",
         "_control_inputs",
         "_device",
-        "_attrs",
+        "_attrs",  # never mutated once the op exists: ops with equal attrs may share the dict
         "_id",
         "_info",
         "_serialized",
@@ -376,11 +396,12 @@ class Operation:
             value = attrs_lib.canonicalize(value, attr_type)
             if attr_type == "tensor":
                 value = _read_only(value)
-        self._attrs[name] = value
+        self._attrs = {**self._attrs, name: value}  # a new dict: ops may share one (see __slots__)
         self._serialized = None
 
     def _clear_attr(self, name: str) -> None:
-        self._attrs.pop(name, None)
+        if name in self._attrs:
+            self._attrs = {k: v for k, v in self._attrs.items() if k != name}
         self._serialized = None
 
     def _set_device(self, device: Any) -> None:
@@ -485,7 +506,7 @@ class _ControlDependencies:
 class _NameScope:
     """``with graph.name_scope(name) as scope:`` (a class, not a generator: variables enter one each)."""
 
-    __slots__ = ("_graph", "_name", "_old", "_default")
+    __slots__ = ("_graph", "_name", "_old", "_old_valid", "_default")
 
     def __init__(self, graph: Graph, name: str | None, make_default: bool = False) -> None:
         self._graph = graph
@@ -494,25 +515,33 @@ class _NameScope:
 
     def __enter__(self) -> str:
         g, name = self._graph, self._name
+        old = g._name_stack
         if name:
-            regex = _VALID_SCOPE_NAME_REGEX if g._name_stack else _VALID_OP_NAME_REGEX
+            regex = _VALID_SCOPE_NAME_REGEX if old else _VALID_OP_NAME_REGEX
             if not regex.match(name):
                 raise ValueError(f"'{name}' is not a valid scope name")
         if self._default is not None:
             self._default.__enter__()
-        self._old = g._name_stack
+        self._old = old
+        self._old_valid = g._valid_stack  # restored on exit: most likely the stack we return to
         if not name:
             new_stack, scope = "", ""
         elif name[-1] == "/":
             new_stack, scope = name[:-1], name
+            if not old and new_stack:  # matched the op-name regex up to its end (a "/", not a "\n")
+                g._valid_stack = new_stack
         else:
             new_stack = g.unique_name(name)
             scope = new_stack + "/"
+            # A valid op name: "$" also matches before a final newline, so that one case is left out.
+            if name[-1] != "\n" and (not old or old == g._valid_stack):
+                g._valid_stack = new_stack
         g._name_stack = new_stack
         return scope
 
     def __exit__(self, *exc: Any) -> None:
         self._graph._name_stack = self._old
+        self._graph._valid_stack = self._old_valid
         if self._default is not None:
             self._default.__exit__(*exc)
 
@@ -525,6 +554,7 @@ class Graph:
         self._last_id = 0
         self._names_in_use: dict[str, int] = {}
         self._name_stack = ""
+        self._valid_stack = ""  # a name stack known to match the op-name regex in full (see _create_op)
         self._device_stack: list[Any] = []
         self._device_now: str | None = ""  # merged device of the stack; None when it holds a function
         self._control_stack: list[_ControlDependencies] = []
@@ -665,9 +695,10 @@ class Graph:
             current = {op for lvl in self._control_stack for op in lvl.control_inputs}
             ops = []
             for c in control_inputs:
-                c = self.as_graph_element(c)
-                if isinstance(c, Tensor):
-                    c = c.op
+                if type(c) is not Operation or c._graph is not self:  # else as_graph_element(c) is c
+                    c = self.as_graph_element(c)
+                    if isinstance(c, Tensor):
+                        c = c.op
                 if c not in current:
                     ops.append(c)
                     current.add(c)
@@ -710,11 +741,18 @@ class Graph:
         if name[-1:] == "/":
             name = name[:-1]
             self._names_in_use.setdefault(name.lower(), 1)
+            checked = False
         else:
+            # "<valid scope>/<valid base>[_<n>]" is a valid name: skip the regex (see _VALID_BASE_NAMES).
+            stack = self._name_stack
+            checked = name in _VALID_BASE_NAMES and (not stack or stack == self._valid_stack)
+            if not checked and len(_VALID_BASE_NAMES) < _MAX_VALID_BASE_NAMES:
+                if _VALID_OP_NAME_REGEX.fullmatch(name):
+                    _VALID_BASE_NAMES.add(name)
             name = self.unique_name(name)
         if name in self._nodes_by_name:
             raise ValueError(f"Duplicate node name in graph: '{name}'")
-        if not _VALID_OP_NAME_REGEX.match(name):
+        if not checked and not _VALID_OP_NAME_REGEX.match(name):
             raise ValueError(f"'{name}' is not a valid node name")
         for t in inputs:
             if t._op._graph is not self:
@@ -748,17 +786,33 @@ class Graph:
         op._device = device
         if self._colocation_stack:
             stack = self._colocation_stack
-            attrs["_class"] = (
+            # A tuple: immutable (so shareable), and untracked by the cyclic GC once it has seen it.
+            attrs["_class"] = tuple(
                 stack[0].colocation_groups()
                 if len(stack) == 1
                 else sorted({g for c in stack for g in c.colocation_groups()})
             )
             if self._colocation_stack[-1]._device:
                 op._device = self._colocation_stack[-1]._device
-        if len(output_types) == 1:  # most ops: skip the loops
-            outputs = op._outputs = [Tensor(op, 0, output_types[0])]
+        if len(output_types) == 1:  # most ops: skip the loops (and Tensor.__init__'s call)
+            t = object.__new__(Tensor)
+            t._op = op
+            t._value_index = 0
+            t._dtype = output_types[0]
+            t._shape = _UNKNOWN_SHAPE
+            t._consumers = None
+            outputs = op._outputs = [t]
         else:
-            outputs = op._outputs = [Tensor(op, i, t) for i, t in enumerate(output_types)]
+            outputs = op._outputs = []
+            new, unknown = object.__new__, _UNKNOWN_SHAPE  # RestoreV2 of a big Saver: one per variable
+            for i, dtype in enumerate(output_types):
+                t = new(Tensor)
+                t._op = op
+                t._value_index = i
+                t._dtype = dtype
+                t._shape = unknown
+                t._consumers = None
+                outputs.append(t)
         shape_fn = info.shape_fn if info is not None and compute_shapes else None
         if shape_fn is not None:
             shapes = shape_fn(op)
@@ -779,6 +833,58 @@ class Graph:
         if self._control_stack:
             for level in self._control_stack:
                 level.seen.add(op)
+        return op
+
+    def _plain(self) -> bool:
+        """No finalization, control dependencies, colocation, attr scope or device function in effect: op
+        builders may then skip what _create_op does for those (the Variable fast path)."""
+        return not (
+            self._finalized
+            or self._control_stack
+            or self._colocation_stack
+            or self._attr_scope_map
+            or self._device_now is None
+        )
+
+    def _add_plain_op(
+        self,
+        name: str,
+        op_type: str,
+        inputs: list[Tensor] | tuple,
+        attrs: dict[str, Any],
+        dtype: dtypes.DType,
+        info: Any,
+        shape: TensorShape,
+        device: str,
+    ) -> Operation:
+        """A single-output op exactly as _create_op makes it in a ``_plain()`` graph, with the caller having
+        done the rest: ``name`` unique (marked in use) and valid, ``shape`` what the shape function gives."""
+        if name in self._nodes_by_name:
+            raise ValueError(f"Duplicate node name in graph: '{name}'")
+        op = object.__new__(Operation)
+        op._graph = self
+        op._name = name
+        op._type = op_type
+        op._inputs = inputs
+        op._attrs = attrs
+        op._info = info
+        op._serialized = None
+        op._id = self._last_id = self._last_id + 1
+        op._control_inputs = _NO_OPS
+        op._device = device
+        t = object.__new__(Tensor)
+        t._op = op
+        t._value_index = 0
+        t._dtype = dtype
+        t._shape = shape
+        t._consumers = None
+        op._outputs = [t]
+        self._nodes_by_name[name] = op
+        for t in inputs:
+            if t._consumers is None:
+                t._consumers = [op]
+            else:
+                t._consumers.append(op)
         return op
 
     def create_op(
@@ -837,7 +943,7 @@ class Graph:
         """The Tensor or Operation ``obj`` names or is (also accepts objects with ``_as_graph_element``)."""
         kind = type(obj)
         if kind is Tensor and allow_tensor or kind is Operation and allow_operation:
-            if obj.graph is not self:
+            if (obj._graph if kind is Operation else obj._op._graph) is not self:
                 raise ValueError(f"{kind.__name__} {obj} is not an element of this graph.")
             return obj
         if allow_tensor and allow_operation:
@@ -1018,6 +1124,19 @@ def _get_graph_from_inputs(values: Any) -> Graph:
     """The graph the given tensors/ops/variables live in (they must agree), else the default graph."""
     graph = None
     for v in values or ():
+        kind = type(v)
+        if kind is Operation:  # the common cases first: group() passes thousands of ops
+            g = v._graph
+        elif kind is Tensor:
+            g = v._op._graph
+        else:
+            g = None
+        if g is not None:
+            if graph is None:
+                graph = g
+            elif g is not graph:
+                raise ValueError(f"{v!r} must be from the same graph as {values[0]!r}.")
+            continue
         el = v if isinstance(v, (Tensor, Operation)) else getattr(v, "_as_graph_element", lambda: None)()
         if isinstance(el, (Tensor, Operation)):
             g = el.graph

@@ -12,10 +12,10 @@ from typing import Any
 import numpy as np
 
 from saverkit import dtypes
-from saverkit.framework import array_ops, control_flow_ops, math_ops, ops, state_ops
-from saverkit.framework.constant_op import constant
+from saverkit.framework import array_ops, control_flow_ops, math_ops, op_registry, ops, state_ops
+from saverkit.framework.constant_op import _dtype_of, as_numpy, constant
 from saverkit.framework.ops import GraphKeys
-from saverkit.framework.tensor_shape import TensorShape, as_shape, unknown_shape
+from saverkit.framework.tensor_shape import TensorShape, as_shape, shape_of, unknown_shape
 from saverkit.protobuf import variable_pb2
 
 
@@ -109,16 +109,128 @@ class Variable:
             raise ValueError("initial_value must be specified.")
         init_from_fn = callable(initial_value)
         if collections is None:
-            collections = [GraphKeys.GLOBAL_VARIABLES]
-        if not isinstance(collections, (list, tuple, set)):
-            raise ValueError(
-                f"collections argument to Variable constructor must be a list, tuple, or set. "
-                f"Got {collections} of type {type(collections)}"
-            )
-        if trainable and GraphKeys.TRAINABLE_VARIABLES not in collections:
-            collections = list(collections) + [GraphKeys.TRAINABLE_VARIABLES]
+            collections = _TRAINABLE_COLLECTIONS if trainable else _GLOBAL_COLLECTIONS
+        else:
+            if not isinstance(collections, (list, tuple, set)):
+                raise ValueError(
+                    f"collections argument to Variable constructor must be a list, tuple, or set. "
+                    f"Got {collections} of type {type(collections)}"
+                )
+            if trainable and GraphKeys.TRAINABLE_VARIABLES not in collections:
+                collections = list(collections) + [GraphKeys.TRAINABLE_VARIABLES]
         if constraint is not None and not callable(constraint):
             raise ValueError("The `constraint` argument must be a callable.")
+        g = ops.get_default_graph()
+        if not name:  # None or "" (as TF's `name or "Variable"`)
+            name = "Variable"
+        if (
+            type(initial_value) is np.ndarray
+            and caching_device is None
+            and shape is None
+            and _plain_name(g, name)
+            and g._plain()
+        ):
+            self._init_plain(g, initial_value, dtype, name, validate_shape)
+        else:
+            self._init_general(
+                initial_value, init_from_fn, validate_shape, caching_device, name, dtype, shape
+            )
+        g = self._variable._op._graph
+        g.add_to_collections(collections, self)
+        self._trainable = trainable
+        self._caching_device = caching_device
+        self._constraint = constraint
+        self._save_slice_info: Variable.SaveSliceInfo | None = None
+
+    def _init_plain(
+        self, g: ops.Graph, initial_value: np.ndarray, dtype: Any, name: str, validate_shape: bool
+    ) -> None:
+        """``_init_general`` for the common ``Variable(ndarray, name=...)`` in a plain graph (see
+        ``_plain_name`` and ``Graph._plain``): the same four ops, names, attrs, shapes, devices and
+        failures, without the generic machinery (name scope object, op builders, shape functions, colocation
+        stack), which costs more than the ops themselves. tests/test_variables.py compares the GraphDefs."""
+        old = g._name_stack
+        if not (ops._VALID_SCOPE_NAME_REGEX if old else ops._VALID_OP_NAME_REGEX).match(name):
+            raise ValueError(f"'{name}' is not a valid scope name")
+        scope = g.unique_name(name)  # valid in full: a valid (or no) stack, a checked name not ending in "\n"
+        g._name_stack = scope
+        try:
+            # constant(initial_value, dtype, name="initial_value"): a read-only copy (as_numpy's for arrays)
+            if dtype is None and initial_value.dtype.kind not in "USO":
+                arr = initial_value.copy()
+                value_dtype = _dtype_of(arr)
+            else:
+                arr = as_numpy(initial_value, dtype)
+                value_dtype = _dtype_of(arr) if dtype is None else dtypes.as_dtype(dtype)
+            arr.setflags(write=False)
+            device = g._device_now
+            value_shape = shape_of(arr.shape)
+            in_use = g._names_in_use
+            key = scope.lower()
+            value_op = g._add_plain_op(
+                _scoped_name(g, in_use, scope, key, "initial_value", "initial_value"),
+                "Const",
+                ops.NO_INPUTS,
+                {"value": arr, "dtype": value_dtype},
+                value_dtype,
+                _CONST,
+                value_shape,
+                device,
+            )
+            value = value_op._outputs[0]
+            var_shape = value_shape if validate_shape else unknown_shape()
+            base = value_dtype.base_dtype
+            # variable_op_v2(name=scope + "/"): the name unique_name(name) just marked in use
+            # Variables of one shape and dtype share one attrs dict (never mutated: Operation._attrs).
+            attrs = _VARIABLE_ATTRS.get((var_shape._dims, base))
+            if attrs is None:
+                attrs = {"shape": var_shape, "dtype": base, "container": b"", "shared_name": b""}
+                if len(_VARIABLE_ATTRS) < 1000:
+                    _VARIABLE_ATTRS[(var_shape._dims, base)] = attrs
+            var_op = g._add_plain_op(
+                scope, "VariableV2", ops.NO_INPUTS, attrs, base._as_ref, _VAR, var_shape, device
+            )
+            ref = self._variable = var_op._outputs[0]
+            # Colocated with the variable: _class is var_op.colocation_groups(), one tuple for both ops.
+            groups = (b"loc:@" + scope.encode(),)
+            attrs = {"T": base, "validate_shape": validate_shape, "use_locking": True, "_class": groups}
+            # Assign's shape function gives the value's shape: equal to the variable's, or not validated.
+            self._initializer_op = g._add_plain_op(
+                _scoped_name(g, in_use, scope, key, "Assign", "assign"),
+                "Assign",
+                [ref, value],
+                attrs,
+                ref._dtype,
+                _ASSIGN,
+                value_shape,
+                device,
+            )
+            self._initial_value = value
+            read_attrs = {"T": base, "_class": groups}
+            read = g._add_plain_op(
+                _scoped_name(g, in_use, scope, key, "read", "read"),
+                "Identity",
+                [ref],
+                read_attrs,
+                base,
+                _IDENTITY,
+                var_shape,
+                device,
+            )
+            self._snapshot = read._outputs[0]
+        finally:
+            g._name_stack = old
+
+    def _init_general(
+        self,
+        initial_value: Any,
+        init_from_fn: bool,
+        validate_shape: bool,
+        caching_device: Any,
+        name: str | None,
+        dtype: Any,
+        shape: Any,
+    ) -> None:
         default = ops.get_default_graph()
         g = initial_value.graph if isinstance(initial_value, ops.Tensor) else default
         with ops._NameScope(g, name or "Variable", make_default=g is not default) as scope:
@@ -145,11 +257,6 @@ class Variable:
                     self._snapshot = array_ops.identity(self._variable, name="read")
             else:
                 self._snapshot = state_ops._snapshot(self._variable)
-        g.add_to_collections(collections, self)
-        self._trainable = trainable
-        self._caching_device = caching_device
-        self._constraint = constraint
-        self._save_slice_info: Variable.SaveSliceInfo | None = None
 
     @staticmethod
     def _variable_shape(value: ops.Tensor, validate_shape: bool, shape: Any) -> TensorShape:
@@ -320,6 +427,32 @@ class Variable:
 
     __hash__ = object.__hash__
 
+
+def _plain_name(g: ops.Graph, name: Any) -> bool:
+    """Whether the ops of a Variable scoped ``name`` get names valid without a regex run: a string name
+    opening a new unique scope (no trailing "/") in a stack known valid, and not ending in the newline the
+    regex's "$" lets through."""
+    stack = g._name_stack
+    return type(name) is str and name[-1] not in "/\n" and (not stack or stack == g._valid_stack)
+
+
+def _scoped_name(g: ops.Graph, in_use: dict, scope: str, scope_key: str, base: str, base_key: str) -> str:
+    """``g.unique_name(base)`` inside the new ``scope`` (the graph's name stack; ``scope_key`` and
+    ``base_key`` are the lower-cased forms): in a fresh scope the name is almost always free."""
+    key = f"{scope_key}/{base_key}"
+    if key in in_use:
+        return g.unique_name(base)
+    in_use[key] = 1
+    return f"{scope}/{base}"
+
+
+_VARIABLE_ATTRS: dict[tuple, dict[str, Any]] = {}
+_GLOBAL_COLLECTIONS = (GraphKeys.GLOBAL_VARIABLES,)
+_TRAINABLE_COLLECTIONS = (GraphKeys.GLOBAL_VARIABLES, GraphKeys.TRAINABLE_VARIABLES)
+_CONST = op_registry.get("Const")
+_VAR = op_registry.get("VariableV2")
+_ASSIGN = op_registry.get("Assign")
+_IDENTITY = op_registry.get("Identity")
 
 ops._binary_overloads(Variable)
 RefVariable = Variable  # TF's name for the class

@@ -232,17 +232,31 @@ def _unique_names(g, base_name: str, n: int) -> tuple[list[str], list[str]]:
     start = in_use.get(key, 0)
     # "_<i>" has no letters, so the lower-cased candidates are key + "_<i>": one set test for all of them.
     first = 1 if start == 0 else start
-    suffixes = [f"_{i}" for i in range(first, first + n - (start == 0))]
+    stop = first + n - (start == 0)
+    suffixes = _suffixes(first, stop)
     keys = [key + x for x in suffixes]
     if in_use.keys().isdisjoint(keys):
         names = [base + x for x in suffixes]
         if start == 0:
             names.insert(0, base)
             keys.insert(0, key)
-        in_use[key] = first + len(suffixes)
+        in_use[key] = stop
         return names, keys
     names = [g.unique_name(base_name) for _ in range(n)]  # some taken: let the graph skip them
     return names, [x.lower() for x in names]
+
+
+_SUFFIXES = ["_0"]  # "_<i>" at index i: formatting ten thousand ints costs more than the Assigns' names
+_MAX_SUFFIXES = 1 << 17
+
+
+def _suffixes(first: int, stop: int) -> list[str]:
+    """``["_<first>", ..., "_<stop - 1>"]``."""
+    if stop > _MAX_SUFFIXES:
+        return [f"_{i}" for i in range(first, stop)]
+    if stop > len(_SUFFIXES):
+        _SUFFIXES.extend([f"_{i}" for i in range(len(_SUFFIXES), min(2 * stop, _MAX_SUFFIXES))])
+    return _SUFFIXES[first:stop]
 
 
 # The fields _bulk_assigns fills in, as Graph._create_op does. If the graph layer's classes change, the
@@ -270,9 +284,12 @@ _GRAPH_FIELDS = (
     "_attr_scope_map",
     "_device_now",
 )
-_BULK_OK = tuple(
-    x for x in getattr(ops.Operation, "__slots__", ()) if x != "__weakref__"
-) == _OP_FIELDS and all(hasattr(ops.Graph(), f) for f in _GRAPH_FIELDS)
+_TENSOR_FIELDS = ("_op", "_value_index", "_dtype", "_shape", "_consumers")
+_BULK_OK = (
+    tuple(x for x in getattr(ops.Operation, "__slots__", ()) if x != "__weakref__") == _OP_FIELDS
+    and tuple(x for x in getattr(ops.Tensor, "__slots__", ()) if x != "__weakref__") == _TENSOR_FIELDS
+    and all(hasattr(ops.Graph(), f) for f in _GRAPH_FIELDS)
+)
 
 
 def _bulk_assigns(g, refs: list, values: list) -> list:
@@ -298,24 +315,31 @@ def _bulk_assigns(g, refs: list, values: list) -> list:
     no_ops = _NO_CONTROL_INPUTS
     first_id = g._last_id + 1
     out = []
+    dtype = attrs = None
     try:
         for op_id, ref, value, name in zip(
             range(first_id, first_id + len(refs)), refs, values, names, strict=False
         ):
-            dtype = ref._dtype
+            if ref._dtype is not dtype:  # variables mostly share a dtype, and so one attrs dict
+                dtype = ref._dtype
+                attrs = {"T": _base_dtype(dtype), "validate_shape": True, "use_locking": True}
             op = new(Operation)
             op._graph = g
             op._name = name
             op._type = "Assign"
             op._inputs = [ref, value]
-            op._attrs = {"T": _base_dtype(dtype), "validate_shape": True, "use_locking": True}
+            op._attrs = attrs  # shared: an op's attrs dict is replaced, never mutated
             op._info = info
             op._serialized = None  # the NodeDef cache, filled on first serialization
             op._id = op_id
             op._control_inputs = no_ops if no_ops is not None else []
             op._device = ref._op._device  # TF colocates ops that write a ref with the variable
-            t = Tensor(op, 0, dtype)
+            t = new(Tensor)  # Tensor(op, 0, dtype) with the variable's shape
+            t._op = op
+            t._value_index = 0
+            t._dtype = dtype
             t._shape = ref._shape
+            t._consumers = None
             op._outputs = [t]
             nodes[name] = op
             if ref._consumers is None:
@@ -330,8 +354,15 @@ def _bulk_assigns(g, refs: list, values: list) -> list:
     finally:
         g._last_id = first_id - 1 + len(out)
         in_use = g._names_in_use  # what _create_op records for a name given with a trailing "/"
-        for k in keys[: len(out)]:
-            in_use.setdefault(k, 1)
+        done = keys[: len(out)]
+        if done:
+            in_use.setdefault(done[0], 1)  # maybe the base name, whose counter _unique_names set
+            rest = done[1:]
+            if in_use.keys().isdisjoint(rest):  # setdefault(k, 1) for each of them, in one call
+                in_use.update(dict.fromkeys(rest, 1))
+            else:
+                for k in rest:
+                    in_use.setdefault(k, 1)
     return out
 
 
@@ -362,12 +393,14 @@ def _flat_specs(saveables) -> tuple[list, list, list, list]:
     """Checkpoint keys, tensors, slice specs and dtypes of all specs of ``saveables``, in order."""
     if all(type(s) is ReferenceVariableSaveable for s in saveables):  # the common case, column by column
         tensors = [s.op for s in saveables]
-        return (
-            [s.name for s in saveables],
-            tensors,
-            [s.slice_spec for s in saveables],
-            [_base_dtype(t._dtype) for t in tensors],
-        )
+        dtypes = []
+        dtype = base = None
+        for t in tensors:
+            if t._dtype is not dtype:  # variables mostly share a dtype
+                dtype = t._dtype
+                base = _base_dtype(dtype)
+            dtypes.append(base)
+        return [s.name for s in saveables], tensors, [s.slice_spec for s in saveables], dtypes
     names, tensors, slices, dtypes = [], [], [], []
     for saveable in saveables:
         for spec in saveable.specs:
@@ -395,10 +428,11 @@ def op_list_to_dict(op_list: Iterable, convert_variable_to_tensor: bool = True) 
     """
     if not isinstance(op_list, (list, tuple, set)):
         raise TypeError(f"Variables to save should be passed in a dict or a list. Got {op_list}")
-    flat = _flatten(op_list)
-    fast = _plain_variables_to_dict(flat) if convert_variable_to_tensor else None
+    # Most lists hold only plain variables: try that before flattening (which a nested list needs).
+    fast = _plain_variables_to_dict(op_list) if convert_variable_to_tensor else None
     if fast is not None:
         return fast
+    flat = _flatten(op_list)
     names_to_saveables: dict[str, Any] = {}
     Variable, Tensor = variables.Variable, ops.Tensor  # noqa: N806 - local aliases in the hot loop
     for var in flat:
@@ -441,17 +475,22 @@ def op_list_to_dict(op_list: Iterable, convert_variable_to_tensor: bool = True) 
     return names_to_saveables
 
 
-def _plain_variables_to_dict(flat: list) -> dict[str, Any] | None:
-    """op_list_to_dict for the common case (only ordinary ref Variables), column by column; None
-    when any item needs the general path."""
+def _plain_variables_to_dict(flat: Iterable) -> dict[str, Any] | None:
+    """op_list_to_dict for the common case (only ordinary ref Variables, no nested lists); None when any
+    item needs the general path."""
     Variable = variables.Variable  # noqa: N806
-    if not all(type(v) is Variable and not v._save_slice_info for v in flat):
-        return None
-    refs = [v._variable for v in flat]
-    if not all(r._op._type in _REF_VARIABLE_OPS for r in refs):
-        return None
-    out = _PlainRefs(zip([r._op._name for r in refs], refs, strict=True))
-    if len(out) != len(refs):
+    out = _PlainRefs()
+    n = 0
+    for v in flat:  # one loop, no generators: this runs once per variable
+        n += 1
+        if type(v) is not Variable or v._save_slice_info:
+            return None
+        ref = v._variable
+        op = ref._op
+        if op._type not in _REF_VARIABLE_OPS:
+            return None
+        out[op._name] = ref
+    if len(out) != n:
         return None  # a duplicate name: the general path reports it
     return out
 
@@ -515,9 +554,9 @@ def saveable_objects_for_op(op: Any, name: str) -> list[SaveableObject]:
 def validate_and_slice_inputs(names_to_saveables: dict[str, Any]) -> list[SaveableObject]:
     """SaveableObjects sorted by checkpoint key; each variable may appear under one key only."""
     Tensor, RVS, ref_ops = ops.Tensor, ReferenceVariableSaveable, _REF_VARIABLE_OPS  # noqa: N806
+    if type(names_to_saveables) is _PlainRefs:  # names are distinct strings: sort the names alone
+        return _plain_saveables(names_to_saveables)
     items = sorted(names_to_saveables.items(), key=operator.itemgetter(0))
-    if type(names_to_saveables) is _PlainRefs:
-        return [RVS(t, "", n) for n, t in items]
     if all(type(t) is Tensor and type(n) is str and t._op._type in ref_ops for n, t in items):
         # The common case (plain ref variables), column by column.
         if len({t._op for _, t in items}) == len(items):
@@ -543,6 +582,19 @@ def validate_and_slice_inputs(names_to_saveables: dict[str, Any]) -> list[Saveab
             append(saveable)
             seen(key)
     return saveables
+
+
+def _plain_saveables(refs: _PlainRefs) -> list[ReferenceVariableSaveable]:
+    """``[ReferenceVariableSaveable(ref, "", name)]`` sorted by name, without an __init__ call each."""
+    new, RVS = object.__new__, ReferenceVariableSaveable  # noqa: N806
+    out = []
+    for name in sorted(refs):
+        s = new(RVS)
+        s.op = refs[name]
+        s.slice_spec = ""
+        s.name = name
+        out.append(s)
+    return out
 
 
 # --- devices
