@@ -46,9 +46,28 @@ def main() -> None:
             sk.global_variables_initializer()
         return g
 
+    # The initial value's kind decides the path: arrays (and Tensors made beforehand) take the Variable
+    # fast path; zeros() itself adds a Const (< 1000 elements) or a Fill and two Consts, as TF. Built
+    # first, from the same small heap (every cyclic-GC pass walks all live objects), and dropped.
+    kinds = {
+        "Variable(sk.zeros([4]))": lambda i: sk.Variable(sk.zeros([4]), name=f"v{i}"),
+        "Variable(sk.zeros([6710])) (W2, a Fill)": lambda i: sk.Variable(sk.zeros([6710]), name=f"v{i}"),
+    }
+    kind_rows = []
+    for label, make in kinds.items():
+
+        def build_kind(make=make) -> None:
+            with sk.Graph().as_default():
+                for i in range(args.n):
+                    make(i)
+
+        kind_rows.append((f"build {args.n} x {label}", *best_of(args.repeat, build_kind)[:2]))
+
     wall, cpu, g = best_of(args.repeat, build)
     print(f"variables: {args.n}  ops: {len(g.get_operations())}")
     show(f"build graph of {args.n} variables", wall, cpu, "(target < 1000 ms)")
+    for label, wall, cpu in kind_rows:
+        show(label, wall, cpu)
     init = g.get_operation_by_name("init")
     var_list = g.get_collection(sk.GraphKeys.GLOBAL_VARIABLES)
     with sk.Session(graph=g) as sess:

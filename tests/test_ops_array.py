@@ -124,3 +124,96 @@ def test_select_with_a_vector_condition_picks_rows(graph):
     t = sk.constant([[1, 2], [3, 4]])
     e = sk.constant([[10, 20], [30, 40]])
     assert run(sk.where([False, True], t, e)).tolist() == [[10, 20], [3, 4]]
+
+
+# --- the fast path for zeros/ones with a static shape ---------------------------------------------
+
+
+def _filled_scenario(log: list) -> None:
+    """zeros/ones calls the fast path takes (or leaves to the general path): both must build the same
+    graph and fail the same way."""
+
+    def attempt(fn, *args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (ValueError, TypeError, RuntimeError) as e:
+            log.append((type(e).__name__, str(e)))
+            return None
+
+    g = sk.get_default_graph()
+    for shape in ([], [1], [0, 3], [4], (2, 3), np.array([5]), sk.TensorShape([2, 2]), [40, 40], [999],
+                  [1000], [1, 1, 1]):
+        sk.zeros(shape)
+        sk.ones(shape)
+    for dtype in (sk.bool, sk.string, sk.int64, sk.float16, sk.complex64, sk.bfloat16, sk.uint8):
+        sk.zeros([3], dtype=dtype)
+        sk.zeros([50, 50], dtype=dtype)
+        attempt(sk.ones, [3], dtype=dtype)  # ones of strings fails
+    sk.zeros([3_000_000_000], dtype=sk.int8)  # an int64 shape, never materialized
+    sk.zeros([2], name="named")
+    sk.zeros([2], name="named")  # named_1
+    sk.constant(0, name="taken/shape_as_tensor")
+    sk.zeros([2000], name="taken")  # its shape_as_tensor becomes shape_as_tensor_1
+    attempt(sk.zeros, [2], name="bad name")
+    attempt(sk.zeros, [2], name="_underscore")
+    attempt(sk.zeros, [2], name="newline\n")
+    attempt(sk.zeros, [None, 2])
+    attempt(sk.zeros, "not a shape")
+    sk.zeros([2], name="")
+    with sk.name_scope("outer"):
+        sk.zeros([2])
+        sk.zeros([2000])
+        sk.zeros([2], name="_fine_inside")
+        with sk.device("/cpu:0"):
+            sk.zeros([2000], name="on_cpu")
+        with sk.device(lambda op: "/gpu:0" if op.type == "Fill" else ""):
+            sk.zeros([2000], name="device_fn")
+        with sk.name_scope("_x/"):
+            attempt(sk.zeros, [2])
+    c = sk.constant(1.0, name="c")
+    with sk.control_dependencies([c]):
+        sk.zeros([2000], name="controlled")
+    with g.colocate_with(c.op):
+        sk.zeros([2], name="colocated")
+    sk.zeros(sk.constant([2, 2]), name="dynamic")
+    sk.zeros([2], name="slash/")
+    g.finalize()
+    attempt(sk.zeros, [2], name="after_finalize")
+    g._unsafe_unfinalize()
+    sk.zeros([2000])
+
+
+def test_fast_zeros_path_builds_what_the_general_path_builds(monkeypatch):
+    from saverkit.framework import array_ops
+
+    def build() -> tuple:
+        log: list = []
+        with sk.Graph().as_default() as g:
+            _filled_scenario(log)
+        ops_ = [
+            (op.name, op._id, op.device, [(t.dtype, t.shape.as_list()) for t in op.outputs],
+             [[c.name for c in t.consumers()] for t in op.outputs], op._node_def_bytes())
+            for op in g.get_operations()
+        ]
+        return ops_, dict(g._names_in_use), g.as_graph_def().SerializeToString(deterministic=True), log
+
+    taken = []
+    plain = array_ops._filled_plain
+    monkeypatch.setattr(array_ops, "_filled_plain", lambda *a: taken.append(a) or plain(*a))
+    fast = build()
+    fast_hits = len(taken)
+    monkeypatch.setattr(array_ops, "_filled_plain", lambda *a: None)
+    general = build()
+    assert fast_hits > 60
+    for part_fast, part_general in zip(fast, general, strict=True):
+        assert part_fast == part_general
+    assert len(fast[3]) >= 6  # the failures above happened on both paths
+
+
+def test_fast_zeros_values_run(graph):
+    z = sk.zeros([2, 3], dtype=sk.int32)
+    big = sk.ones([40, 40])
+    with sk.Session() as sess:
+        zv, bv = sess.run([z, big])
+    assert zv.tolist() == [[0, 0, 0], [0, 0, 0]] and zv.dtype == np.int32
+    assert bv.shape == (40, 40) and float(bv.sum()) == 1600.0

@@ -340,6 +340,21 @@ def _variable_scenario(log: list) -> None:
         Variable(f32, name="colocated")
     with g._attr_scope({"_class": [b"loc:@c"]}):
         Variable(f32, name="attr_scoped")
+    # Tensor initial values made beforehand (the fast path takes those of this graph as they are).
+    Variable(sk.zeros([2, 3]), name="from_zeros")
+    Variable(sk.zeros([40, 40], dtype=sk.int32), name="from_fill")
+    Variable(sk.ones([3]), name="same_dtype", dtype=sk.float32)
+    attempt(Variable, sk.ones([3]), name="other_dtype", dtype=sk.int64)
+    unknown = sk.placeholder(sk.float32, [None, 3], name="unknown")
+    attempt(Variable, unknown, name="needs_shape")
+    Variable(unknown, name="unvalidated_tensor", validate_shape=False)
+    Variable(sk.constant(f32), name="tensor_shaped", shape=[2, 3])
+    ref_source = Variable(f32, name="ref_source")
+    Variable(ref_source._variable, name="from_ref")  # a ref tensor: read through the general path
+    Variable(ref_source.value(), name="from_read")
+    with sk.Graph().as_default():
+        elsewhere = sk.zeros([2], name="elsewhere")
+    Variable(elsewhere, name="other_graph")  # built in the initial value's graph, like TF
     Variable(f32, name="ends_with_slash/")
     attempt(Variable, f32, name="ends_with_slash/")  # a duplicate node name
     attempt(Variable, f32, name=b"bytes_name")
@@ -381,10 +396,10 @@ def test_fast_variable_path_builds_what_the_general_path_builds(monkeypatch):
     init_plain = Variable._init_plain
     monkeypatch.setattr(Variable, "_init_plain", lambda *a: fast_calls.append(a[4]) or init_plain(*a))
     fast = build()
-    assert len(fast_calls) == 21  # those in a plain context (or failing in it like the general path)
+    assert len(fast_calls) == 28  # those in a plain context (or failing in it like the general path)
     monkeypatch.setattr(variables, "_plain_name", lambda g, n: False)
     general = build()
-    assert len(fast_calls) == 21
+    assert len(fast_calls) == 28
     for part_fast, part_general in zip(fast, general, strict=True):
         assert part_fast == part_general
-    assert len(fast[4]) == 8  # the failures above all happened
+    assert len(fast[4]) == 10  # the failures above all happened

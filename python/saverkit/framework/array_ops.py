@@ -7,11 +7,11 @@ from typing import Any
 import numpy as np
 
 from saverkit import dtypes, errors
-from saverkit.framework import common_shapes, ops, tensor_util
+from saverkit.framework import common_shapes, constant_op, op_registry, ops, tensor_util
 from saverkit.framework.constant_op import constant
 from saverkit.framework.op_def_library import apply_op
 from saverkit.framework.op_registry import register_kernel, register_shape_fn
-from saverkit.framework.tensor_shape import TensorShape, as_shape, unknown_shape
+from saverkit.framework.tensor_shape import TensorShape, as_shape, shape_of, unknown_shape
 
 # --- builders -------------------------------------------------------------------------------------
 
@@ -36,6 +36,10 @@ def fill(dims: Any, value: Any, name: str | None = None) -> ops.Tensor:
 
 def _filled(value: Any, shape: Any, dtype: Any, name: str | None, default_name: str) -> ops.Tensor:
     dtype = dtypes.as_dtype(dtype).base_dtype
+    if not isinstance(shape, ops.Tensor):
+        fast = _filled_plain(value, shape, dtype, default_name if name is None else name)
+        if fast is not None:
+            return fast
     with ops.name_scope(name, default_name, [shape] if isinstance(shape, ops.Tensor) else None) as scope:
         if not isinstance(shape, ops.Tensor):
             try:
@@ -57,6 +61,57 @@ def _filled(value: Any, shape: Any, dtype: Any, name: str | None, default_name: 
             else:
                 shape = ops.convert_to_tensor(shape, dtype=dtypes.int32)
         return fill(shape, constant(value, dtype=dtype), name=scope)
+
+
+def _filled_plain(value: Any, shape: Any, dtype: dtypes.DType, name: Any) -> ops.Tensor | None:
+    """``_filled`` for a static shape in a plain graph (``Graph._plain``): the same ops, names, attrs and
+    shapes without the name-scope and op-builder machinery, which cost more than the ops (a
+    ``Variable(zeros(shape))`` per layer is how models are built). None: take the general path, which
+    also raises its errors. tests/test_ops_array.py compares the two."""
+    g = ops.get_default_graph()
+    if type(name) is not str or not name or name[-1] in "/\n" or not g._plain():
+        return None
+    stack = g._name_stack
+    if stack and stack != g._valid_stack:
+        return None
+    if not (ops._VALID_SCOPE_NAME_REGEX if stack else ops._VALID_OP_NAME_REGEX).match(name):
+        return None
+    try:
+        static = as_shape(shape)
+        dims = tuple(static.as_list()) if static.is_fully_defined() else None
+        arr = constant_op.as_numpy(value, dtype) if dims is not None else None
+    except (TypeError, ValueError):
+        return None
+    if dims is None or arr.size != 1:
+        return None
+    scope = g.unique_name(name)
+    device = g._device_now
+    n = static.num_elements()
+    if n < 1000:  # one Const (constant(value, dtype, shape=static, name=scope + "/"))
+        full = arr.reshape(dims) if n == 1 else constant_op._broadcast_scalar(arr, dims)
+        full.setflags(write=False)
+        attrs = {"value": full, "dtype": dtype}
+        op = g._add_plain_op(scope, "Const", ops.NO_INPUTS, attrs, dtype, _CONST, shape_of(dims), device)
+        return op._outputs[0]
+    index = dtypes.int32 if max(dims, default=0) < 2**31 else dtypes.int64
+    dims_arr = np.array(dims, dtype=index.as_numpy_dtype)
+    dims_arr.setflags(write=False)
+    arr.setflags(write=False)
+    g._name_stack = scope
+    try:
+        dims_op = g._add_plain_op(
+            g.unique_name("shape_as_tensor"), "Const", ops.NO_INPUTS, {"value": dims_arr, "dtype": index},
+            index, _CONST, shape_of(dims_arr.shape), device,
+        )
+        value_op = g._add_plain_op(
+            g.unique_name("Const"), "Const", ops.NO_INPUTS, {"value": arr, "dtype": dtype},
+            dtype, _CONST, shape_of(arr.shape), device,
+        )
+    finally:
+        g._name_stack = stack
+    inputs = [dims_op._outputs[0], value_op._outputs[0]]
+    attrs = {"index_type": index, "T": dtype}
+    return g._add_plain_op(scope, "Fill", inputs, attrs, dtype, _FILL, shape_of(dims), device)._outputs[0]
 
 
 def zeros(shape: Any, dtype: Any = dtypes.float32, name: str | None = None) -> ops.Tensor:
@@ -327,3 +382,7 @@ def _select(ctx: Any, cond: Any, t: Any, e: Any) -> list:
 @register_shape_fn("Select")
 def _select_shape(op: ops.Operation) -> list:
     return [op._inputs[1]._shape.merge_with(op._inputs[2]._shape)]
+
+
+_CONST = op_registry.get("Const")
+_FILL = op_registry.get("Fill")

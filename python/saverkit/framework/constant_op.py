@@ -135,10 +135,20 @@ def constant(
         if arr.size == n:
             arr = arr.reshape(dims)
         elif arr.size == 1:
-            arr = np.broadcast_to(arr.reshape(()), dims)  # stored once in the GraphDef
+            arr = _broadcast_scalar(arr, dims)  # stored once in the GraphDef
         else:
             raise TypeError(f"{arr.size} values cannot fill a tensor of shape {dims}")
     return _const(arr, _dtype_of(arr) if dtype is None else dtypes.as_dtype(dtype), name)
+
+
+def _broadcast_scalar(arr: np.ndarray, dims: tuple) -> np.ndarray:
+    """``np.broadcast_to(arr.reshape(()), dims)`` (a read-only zero-stride view), without its Python-level
+    overhead for the numeric case: every small ``zeros``/``ones``/``fill`` goes through here."""
+    if arr.dtype.hasobject or not arr.flags.c_contiguous:
+        return np.broadcast_to(arr.reshape(()), dims)
+    view = np.ndarray(dims, arr.dtype, buffer=arr, strides=(0,) * len(dims))
+    view.flags.writeable = False
+    return view
 
 
 def _const(arr: np.ndarray, dt: dtypes.DType, name: str) -> ops.Tensor:

@@ -123,8 +123,9 @@ class Variable:
         g = ops.get_default_graph()
         if not name:  # None or "" (as TF's `name or "Variable"`)
             name = "Variable"
+        kind = type(initial_value)
         if (
-            type(initial_value) is np.ndarray
+            (kind is np.ndarray or kind is ops.Tensor and _plain_tensor(g, initial_value, dtype))
             and caching_device is None
             and shape is None
             and _plain_name(g, name)
@@ -155,29 +156,37 @@ class Variable:
         scope = g.unique_name(name)  # valid in full: a valid (or no) stack, a checked name not ending in "\n"
         g._name_stack = scope
         try:
-            # constant(initial_value, dtype, name="initial_value"): a read-only copy (as_numpy's for arrays)
-            if dtype is None and initial_value.dtype.kind not in "USO":
-                arr = initial_value.copy()
-                value_dtype = _dtype_of(arr)
-            else:
-                arr = as_numpy(initial_value, dtype)
-                value_dtype = _dtype_of(arr) if dtype is None else dtypes.as_dtype(dtype)
-            arr.setflags(write=False)
             device = g._device_now
-            value_shape = shape_of(arr.shape)
             in_use = g._names_in_use
             key = scope.lower()
-            value_op = g._add_plain_op(
-                _scoped_name(g, in_use, scope, key, "initial_value", "initial_value"),
-                "Const",
-                ops.NO_INPUTS,
-                {"value": arr, "dtype": value_dtype},
-                value_dtype,
-                _CONST,
-                value_shape,
-                device,
-            )
-            value = value_op._outputs[0]
+            if type(initial_value) is ops.Tensor:  # made earlier by the caller (zeros, ones, a Const...)
+                value = initial_value
+                value_dtype = value._dtype
+                value_shape = value._shape
+                if validate_shape and not value_shape.is_fully_defined():
+                    raise ValueError(f"initial_value must have a shape specified: {value}")
+            else:
+                # constant(initial_value, dtype, name="initial_value"): a read-only copy (as_numpy's for
+                # arrays)
+                if dtype is None and initial_value.dtype.kind not in "USO":
+                    arr = initial_value.copy()
+                    value_dtype = _dtype_of(arr)
+                else:
+                    arr = as_numpy(initial_value, dtype)
+                    value_dtype = _dtype_of(arr) if dtype is None else dtypes.as_dtype(dtype)
+                arr.setflags(write=False)
+                value_shape = shape_of(arr.shape)
+                value_op = g._add_plain_op(
+                    _scoped_name(g, in_use, scope, key, "initial_value", "initial_value"),
+                    "Const",
+                    ops.NO_INPUTS,
+                    {"value": arr, "dtype": value_dtype},
+                    value_dtype,
+                    _CONST,
+                    value_shape,
+                    device,
+                )
+                value = value_op._outputs[0]
             var_shape = value_shape if validate_shape else unknown_shape()
             base = value_dtype.base_dtype
             # variable_op_v2(name=scope + "/"): the name unique_name(name) just marked in use
@@ -426,6 +435,16 @@ class Variable:
         return f"<saverkit.Variable '{self.name}' shape={self.shape} dtype={self.dtype.name}>"
 
     __hash__ = object.__hash__
+
+
+def _plain_tensor(g: ops.Graph, value: ops.Tensor, dtype: Any) -> bool:
+    """Can the fast path take this Tensor initial value as is (what convert_to_tensor would return)?"""
+    vd = value._dtype
+    return (
+        value._op._graph is g
+        and not vd.is_ref_dtype
+        and (dtype is None or dtypes.as_dtype(dtype) is vd)
+    )
 
 
 def _plain_name(g: ops.Graph, name: Any) -> bool:
