@@ -230,16 +230,37 @@ class PyReader {
   std::vector<ReadPlan> cached_plans_;
 };
 
+// Strong references taken for the duration of a call that releases the GIL.
+class HeldObjects {
+ public:
+  HeldObjects() = default;
+  HeldObjects(const HeldObjects&) = delete;
+  HeldObjects& operator=(const HeldObjects&) = delete;
+  ~HeldObjects() {  // runs with the GIL held: callers reacquire it before returning
+    for (PyObject* o : objects_) Py_DECREF(o);
+  }
+  void Reserve(size_t n) { objects_.reserve(objects_.size() + n); }
+  void Hold(PyObject* o) {
+    Py_INCREF(o);
+    objects_.push_back(o);
+  }
+
+ private:
+  std::vector<PyObject*> objects_;
+};
+
 // The elements of a C-contiguous numpy object array of bytes or str (str
-// saved as UTF-8), without a Python-level pass over them. The references stay
-// valid while the caller holds the array.
-void StringElements(const std::string& key, const py::array& arr, std::vector<StringRef>* elems) {
+// saved as UTF-8), without a Python-level pass over them. Each element is
+// held: the GIL is released while they are written, and another thread
+// replacing elements of the array must not free bytes the writer points at.
+void StringElements(const std::string& key, const py::array& arr, HeldObjects* held, std::vector<StringRef>* elems) {
   if (arr.dtype().kind() != 'O' || !(arr.flags() & py::array::c_style)) {
     throw py::type_error("string tensors must be C-contiguous object arrays");
   }
   PyObject* const* items = static_cast<PyObject* const*>(arr.data());
   const size_t n = static_cast<size_t>(arr.size());
   elems->reserve(n);
+  held->Reserve(n);
   for (size_t j = 0; j < n; ++j) {
     PyObject* x = items[j];
     if (x != nullptr && PyBytes_Check(x)) {
@@ -254,6 +275,7 @@ void StringElements(const std::string& key, const py::array& arr, std::vector<St
       Check(InvalidArgument("String tensor " + PrintableKey(key) + " has an element of type " + type +
                             "; need bytes or str"));
     }
+    held->Hold(x);
   }
 }
 
@@ -271,6 +293,7 @@ void WriteBundle(const std::string& prefix, const py::list& names, const std::ve
   BundleWriter writer(prefix, options);
   std::vector<py::buffer_info> buffers;  // keep every numeric buffer pinned until Finish
   buffers.reserve(n);
+  HeldObjects held;  // the string elements being written (see StringElements)
   for (size_t i = 0; i < n; ++i) {
     std::string name = AsBytes(names[i]);
     std::vector<int64_t> shape = AsShape(shapes[i]);
@@ -284,10 +307,11 @@ void WriteBundle(const std::string& prefix, const py::list& names, const std::ve
     if (dtypes[i] == DT_STRING) {
       std::vector<StringRef> elems;
       if (py::isinstance<py::array>(datas[i])) {
-        StringElements(name, py::reinterpret_borrow<py::array>(datas[i]), &elems);
+        StringElements(name, py::reinterpret_borrow<py::array>(datas[i]), &held, &elems);
       } else {
         for (py::handle item : datas[i]) {
           if (!PyBytes_Check(item.ptr())) throw py::type_error("string tensor elements must be bytes");
+          held.Hold(item.ptr());  // as above
           elems.push_back({PyBytes_AS_STRING(item.ptr()), static_cast<size_t>(PyBytes_GET_SIZE(item.ptr()))});
         }
       }

@@ -46,13 +46,14 @@ void PutVarint64(std::string* dst, uint64_t v) {
 
 void PutVarint32(std::string* dst, uint32_t v) { PutVarint64(dst, v); }
 
-int VarintLength(uint64_t v) {
-  int len = 1;
+char* EncodeVarint64(char* dst, uint64_t v) {
+  unsigned char* p = reinterpret_cast<unsigned char*>(dst);
   while (v >= 0x80) {
+    *p++ = static_cast<unsigned char>((v & 0x7f) | 0x80);
     v >>= 7;
-    ++len;
   }
-  return len;
+  *p++ = static_cast<unsigned char>(v);
+  return reinterpret_cast<char*>(p);
 }
 
 const char* GetVarint64Ptr(const char* p, const char* limit, uint64_t* v) {

@@ -11,7 +11,16 @@ void PutFixed32(std::string* dst, uint32_t v);
 void PutFixed64(std::string* dst, uint64_t v);
 void PutVarint32(std::string* dst, uint32_t v);
 void PutVarint64(std::string* dst, uint64_t v);
-int VarintLength(uint64_t v);
+inline int VarintLength(uint64_t v) {
+  int len = 1;
+  while (v >= 0x80) {
+    v >>= 7;
+    ++len;
+  }
+  return len;
+}
+// Writes v as a varint at dst (VarintLength(v) bytes); returns the end.
+char* EncodeVarint64(char* dst, uint64_t v);
 
 void EncodeFixed32(char* dst, uint32_t v);
 void EncodeFixed64(char* dst, uint64_t v);
