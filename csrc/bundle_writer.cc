@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
+#include <mutex>
 
 #include "coding.h"
 #include "crc32c.h"
@@ -60,7 +61,11 @@ uint32_t BuildStringHeader(const std::vector<StringRef>& elems, std::string* hea
   char* v = &(*header)[0];
   char* f = &fixed[0];
   for (const StringRef& s : elems) {
-    v = EncodeVarint64(v, s.size);
+    if (s.size < 0x80) {  // most elements: skip the call
+      *v++ = static_cast<char>(s.size);
+    } else {
+      v = EncodeVarint64(v, s.size);
+    }
     if (s.size <= 0xffffffffu) {
       EncodeFixed32(f, static_cast<uint32_t>(s.size));
       f += 4;
@@ -149,7 +154,7 @@ Status BundleWriter::AddNumeric(const std::string& key, int dtype, const std::ve
 }
 
 Status BundleWriter::AddStrings(const std::string& key, const std::vector<int64_t>& shape,
-                                const std::vector<StringRef>& elems) {
+                                std::vector<StringRef> elems) {
   SK_RETURN_IF_ERROR(CheckKey(key));
   uint64_t n;
   if (!NumElements(shape, &n) || n != elems.size()) {
@@ -159,8 +164,8 @@ Status BundleWriter::AddStrings(const std::string& key, const std::vector<int64_
   Payload p;
   p.key = key;
   p.is_string = true;
-  p.elems = elems;  // written from the caller's buffers in Finish()
   StringPayloadSize(elems, &p.header_size, &p.size);
+  p.elems = std::move(elems);  // written from the caller's buffers in Finish()
   p.offset = data_size_;
   BundleEntry& e = entries_[key];
   e.dtype = DT_STRING;
@@ -224,10 +229,10 @@ Status BundleWriter::AddSliceNumeric(const std::string& name, const std::vector<
 
 Status BundleWriter::AddSliceStrings(const std::string& name, const std::vector<int64_t>& full_shape,
                                      const TensorSliceProto& slice, const std::vector<int64_t>& slice_shape,
-                                     const std::vector<StringRef>& elems) {
+                                     std::vector<StringRef> elems) {
   std::string key;
   SK_RETURN_IF_ERROR(RecordSlice(name, full_shape, slice, DT_STRING, slice_shape, &key));
-  return AddStrings(key.empty() ? name : key, slice_shape, elems);
+  return AddStrings(key.empty() ? name : key, slice_shape, std::move(elems));
 }
 
 namespace {
@@ -237,8 +242,10 @@ namespace {
 // are. Writes land back to back from `offset`.
 class GatherWriter {
  public:
-  GatherWriter(const WritableFile* file, uint64_t offset, std::string* buf)
-      : file_(file), offset_(offset), buf_(buf) {
+  // `write_mu` serializes the pwrites of all tasks: the kernel would
+  // serialize them on the file's inode lock anyway, but by spinning.
+  GatherWriter(const WritableFile* file, uint64_t offset, std::string* buf, std::mutex* write_mu)
+      : file_(file), offset_(offset), buf_(buf), write_mu_(write_mu) {
     if (buf_->size() < kGatherBytes) buf_->resize(kGatherBytes);
   }
 
@@ -246,8 +253,7 @@ class GatherWriter {
     if (n >= kGatherBytes / 4) {
       SK_RETURN_IF_ERROR(Flush());
       crc_ = crc32c::Extend(crc_, data, n);
-      SK_RETURN_IF_ERROR(file_->PWrite(offset_, data, n));
-      offset_ += n;
+      SK_RETURN_IF_ERROR(Write(data, n));
       return Status::OK();
     }
     if (used_ + n > kGatherBytes) SK_RETURN_IF_ERROR(Flush());
@@ -259,8 +265,7 @@ class GatherWriter {
   Status Flush() {
     if (used_ == 0) return Status::OK();
     crc_ = crc32c::Extend(crc_, buf_->data(), used_);
-    SK_RETURN_IF_ERROR(file_->PWrite(offset_, buf_->data(), used_));
-    offset_ += used_;
+    SK_RETURN_IF_ERROR(Write(buf_->data(), used_));
     used_ = 0;
     return Status::OK();
   }
@@ -268,10 +273,18 @@ class GatherWriter {
   uint32_t crc() const { return crc_; }  // of everything added (after Flush)
 
  private:
+  Status Write(const char* data, size_t n) {
+    std::lock_guard<std::mutex> lock(*write_mu_);
+    SK_RETURN_IF_ERROR(file_->PWrite(offset_, data, n));
+    offset_ += n;
+    return Status::OK();
+  }
+
   static const size_t kGatherBytes = 256 << 10;
   const WritableFile* file_;
   uint64_t offset_;
   std::string* buf_;
+  std::mutex* write_mu_;
   size_t used_ = 0;
   uint32_t crc_ = 0;
 };
@@ -318,6 +331,7 @@ Status BundleWriter::WritePayloads(WritableFile* file) {
     if (p.elems.empty()) chunks.push_back({i, 0, 0, offset, 0, 0});  // the header alone
   }
   SK_RETURN_IF_ERROR(file->Reserve(data_size_));
+  std::mutex write_mu;  // string tasks' writes (see GatherWriter)
   Status st = RunParallel(chunks.size() + (any_numeric ? 1 : 0), [&](size_t t) -> Status {
     if (any_numeric && t == 0) return WriteNumeric(file);
     Chunk& c = chunks[t - (any_numeric ? 1 : 0)];
@@ -333,10 +347,11 @@ Status BundleWriter::WritePayloads(WritableFile* file) {
         return Internal(StrCat("String tensor ", PrintableKey(p.key), " header is ", header.size(), " bytes, ",
                                p.header_size, " were reserved"));
       }
+      std::lock_guard<std::mutex> lock(write_mu);
       SK_RETURN_IF_ERROR(file->PWrite(p.offset, header.data(), header.size()));
     }
     thread_local std::string scratch;  // one gather buffer per I/O thread, reused across calls
-    GatherWriter out(file, c.offset, &scratch);
+    GatherWriter out(file, c.offset, &scratch, &write_mu);
     for (uint64_t j = c.begin; j < c.begin + c.len; ++j) SK_RETURN_IF_ERROR(out.Add(p.elems[j].data, p.elems[j].size));
     SK_RETURN_IF_ERROR(out.Flush());
     c.crc = out.crc();

@@ -41,7 +41,7 @@ class BundleWriter {
   // `data` / the element bytes must stay valid and unchanged until Finish() returns.
   Status AddNumeric(const std::string& key, int dtype, const std::vector<int64_t>& shape, const char* data,
                     uint64_t nbytes);
-  Status AddStrings(const std::string& key, const std::vector<int64_t>& shape, const std::vector<StringRef>& elems);
+  Status AddStrings(const std::string& key, const std::vector<int64_t>& shape, std::vector<StringRef> elems);
 
   // A slice of a partitioned tensor: records it in the full tensor's entry and
   // stores the data under the slice key. A slice covering the whole tensor is
@@ -51,7 +51,7 @@ class BundleWriter {
                          const char* data, uint64_t nbytes);
   Status AddSliceStrings(const std::string& name, const std::vector<int64_t>& full_shape,
                          const TensorSliceProto& slice, const std::vector<int64_t>& slice_shape,
-                         const std::vector<StringRef>& elems);
+                         std::vector<StringRef> elems);
 
   Status Finish();
 
