@@ -218,10 +218,11 @@ class PyReader {
     }
     Check(s);
     // Whole string tensors: one bytes object per element, allocated here and
-    // filled by the engine without the GIL (nothing else can see them yet).
+    // filled on the I/O pool (nothing else can see them yet), each tensor's
+    // reads starting as soon as its objects exist.
     std::vector<PyRefs> values(plans.size());
     std::vector<std::vector<char*>> element_dst(plans.size());
-    bool any_whole = false;
+    StringByteReader string_bytes(&reader_);  // declared after what its tasks write into: waits first
     for (size_t i = 0; i < plans.size(); ++i) {
       if (plans[i].dtype != DT_STRING) continue;
       StringResult& r = strings[i];
@@ -231,7 +232,6 @@ class PyReader {
       }
       values[i].Reserve(n);
       if (r.whole) {
-        any_whole = true;
         element_dst[i].resize(n);
         for (size_t j = 0; j < n; ++j) {
           PyObject* b = PyBytes_FromStringAndSize(nullptr, static_cast<py::ssize_t>(r.lengths[j]));
@@ -239,6 +239,7 @@ class PyReader {
           values[i].Adopt(b);
           element_dst[i][j] = r.lengths[j] > 0 ? PyBytes_AS_STRING(b) : nullptr;
         }
+        string_bytes.Start(plans[i], r, element_dst[i].data());
       } else {
         for (size_t j = 0; j < n; ++j) {
           PyObject* b = PyBytes_FromStringAndSize(r.elements[j].data(), static_cast<py::ssize_t>(r.elements[j].size()));
@@ -248,9 +249,9 @@ class PyReader {
         std::vector<std::string>().swap(r.elements);
       }
     }
-    if (any_whole) {
+    {
       py::gil_scoped_release release;
-      s = reader_.ReadStringBytes(plans, strings, element_dst);
+      s = string_bytes.Finish();
     }
     Check(s);
     // Every read succeeded: only now are caller arrays touched.

@@ -544,48 +544,52 @@ Status BundleReader::ReadStringBytes(const std::vector<ReadPlan>& plans, const s
   if (strings.size() != plans.size() || dst.size() != plans.size()) {
     return Internal("ReadStringBytes: one string result and destination list per plan needed");
   }
-  // Tasks are runs of about kStringRun bytes of one tensor's elements.
-  struct Run {
-    size_t plan;
-    uint64_t begin, end;  // elements
-    uint64_t offset;      // file offset of element `begin`
-    uint64_t bytes;
-    uint32_t crc;
-  };
-  std::vector<Run> runs;
-  for (size_t i = 0; i < plans.size(); ++i) {
-    const StringResult& r = strings[i];
-    if (!r.whole) continue;
-    if (dst[i].size() != r.lengths.size()) return Internal("ReadStringBytes: wrong number of destinations");
-    uint64_t begin = 0, bytes = 0, offset = r.data_offset;
-    for (size_t j = 0; j < r.lengths.size(); ++j) {
-      bytes += r.lengths[j];
-      if (bytes >= kStringRun || j + 1 == r.lengths.size()) {
-        runs.push_back({i, begin, j + 1, offset, bytes, 0});
-        offset += bytes;
-        begin = j + 1;
-        bytes = 0;
-      }
-    }
-  }
-  SK_RETURN_IF_ERROR(RunParallel(runs.size(), [&](size_t t) -> Status {
-    Run& run = runs[t];
-    const ReadPlan::Piece& piece = plans[run.plan].pieces[strings[run.plan].piece];
-    const RandomAccessFile* file;
-    SK_RETURN_IF_ERROR(DataFile(piece.key, *piece.entry, &file));
-    return ReadElementRun(file, strings[run.plan], run.begin, run.end, run.offset, dst[run.plan].data(), &run.crc);
-  }));
-  // Stitch each tensor's run CRCs onto its header's and compare.
-  std::vector<uint32_t> crcs(plans.size());
-  for (size_t i = 0; i < plans.size(); ++i) crcs[i] = strings[i].crc;
-  for (const Run& run : runs) crcs[run.plan] = crc32c::Combine(crcs[run.plan], run.crc, run.bytes);
+  StringByteReader bytes(this);
   for (size_t i = 0; i < plans.size(); ++i) {
     if (!strings[i].whole) continue;
-    const ReadPlan::Piece& piece = plans[i].pieces[strings[i].piece];
-    if (piece.entry->size > 0 && crcs[i] != crc32c::Unmask(piece.entry->crc32c)) {
+    if (dst[i].size() != strings[i].lengths.size()) return Internal("ReadStringBytes: wrong number of destinations");
+    bytes.Start(plans[i], strings[i], dst[i].data());
+  }
+  return bytes.Finish();
+}
+
+void StringByteReader::Start(const ReadPlan& plan, const StringResult& r, char* const* dst) {
+  tensors_.push_back({&plan, &r, {}});
+  Tensor& t = tensors_.back();
+  // Runs of about kStringRun bytes, one pool task each.
+  uint64_t begin = 0, bytes = 0, offset = r.data_offset;
+  for (size_t j = 0; j < r.lengths.size(); ++j) {
+    bytes += r.lengths[j];
+    if (bytes >= kStringRun || j + 1 == r.lengths.size()) {
+      t.runs.push_back({begin, j + 1, offset, bytes});
+      offset += bytes;
+      begin = j + 1;
+      bytes = 0;
+    }
+  }
+  const ReadPlan::Piece* piece = &plan.pieces[r.piece];
+  BundleReader* reader = reader_;
+  for (Run& run : t.runs) {
+    Run* rp = &run;
+    tasks_.Schedule([reader, piece, &r, rp, dst]() -> Status {
       const RandomAccessFile* file;
-      SK_RETURN_IF_ERROR(DataFile(piece.key, *piece.entry, &file));
-      return ChecksumError(piece.key, *piece.entry, *file, crcs[i]);
+      SK_RETURN_IF_ERROR(reader->DataFile(piece->key, *piece->entry, &file));
+      return ReadElementRun(file, r, rp->begin, rp->end, rp->offset, dst, &rp->crc);
+    });
+  }
+}
+
+Status StringByteReader::Finish() {
+  SK_RETURN_IF_ERROR(tasks_.Wait());
+  // Stitch each tensor's run CRCs onto its header's and compare.
+  for (const Tensor& t : tensors_) {
+    uint32_t crc = t.result->crc;
+    for (const Run& run : t.runs) crc = crc32c::Combine(crc, run.crc, run.bytes);
+    const ReadPlan::Piece& piece = t.plan->pieces[t.result->piece];
+    if (piece.entry->size > 0 && crc != crc32c::Unmask(piece.entry->crc32c)) {
+      const RandomAccessFile* file;
+      SK_RETURN_IF_ERROR(reader_->DataFile(piece.key, *piece.entry, &file));
+      return reader_->ChecksumError(piece.key, *piece.entry, *file, crc);
     }
   }
   return Status::OK();

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -17,6 +18,7 @@
 #include "env.h"
 #include "status.h"
 #include "tensor_slice.h"
+#include "thread_pool.h"
 
 namespace saverkit {
 
@@ -75,7 +77,8 @@ class BundleReader {
   // results. Both vectors have one slot per plan.
   Status Execute(const std::vector<ReadPlan>& plans, const std::vector<char*>& dst,
                  std::vector<StringResult>* strings);
-  // Second step for every `whole` string result of Execute(plans, ...):
+  // Second step for every `whole` string result of Execute(plans, ...), in
+  // one batch (see StringByteReader to overlap it with the allocations):
   // element j of plan i goes to dst[i][j] (strings[i].lengths[j] bytes;
   // unused for empty elements). Nothing is reported read until every CRC
   // has been checked.
@@ -95,12 +98,46 @@ class BundleReader {
                        uint32_t actual);
   void SwapIfBigEndian(int dtype, char* data, uint64_t n) const;
 
+  friend class StringByteReader;
+
   std::string prefix_;
   BundleHeader header_;
   std::map<std::string, BundleEntry> entries_;
   std::map<std::string, std::string> slice_keys_;  // slice key -> display name
   std::mutex files_mu_;
   std::map<int, std::unique_ptr<RandomAccessFile>> data_files_;
+};
+
+// Second step of whole string reads, tensor by tensor: Start() schedules a
+// tensor's element reads on the I/O pool and returns at once, so the caller
+// can allocate the next tensor's buffers meanwhile; Finish() waits and checks
+// every started tensor's CRC. Plans, results and buffers must outlive
+// Finish() (the destructor also waits).
+class StringByteReader {
+ public:
+  explicit StringByteReader(BundleReader* reader) : reader_(reader) {}
+  ~StringByteReader() { tasks_.Wait(); }
+
+  // dst[j] receives element j (r.lengths[j] bytes; unused when empty).
+  void Start(const ReadPlan& plan, const StringResult& r, char* const* dst);
+  Status Finish();
+
+ private:
+  struct Run {
+    uint64_t begin, end;  // elements
+    uint64_t offset;      // file offset of element `begin`
+    uint64_t bytes;
+    uint32_t crc = 0;
+  };
+  struct Tensor {
+    const ReadPlan* plan;
+    const StringResult* result;
+    std::deque<Run> runs;  // stable addresses: tasks write their CRCs in place
+  };
+
+  BundleReader* reader_;
+  std::deque<Tensor> tensors_;
+  TaskGroup tasks_;
 };
 
 }  // namespace saverkit

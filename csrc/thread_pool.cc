@@ -75,6 +75,37 @@ void SetIoThreads(int n) {
 
 int GetIoThreads() { return GetIoPool()->num_threads(); }
 
+struct TaskGroup::State {
+  std::mutex mu;
+  std::condition_variable done_cv;
+  size_t pending = 0;
+  Status first_error;
+};
+
+TaskGroup::TaskGroup() : pool_(GetIoPool()), state_(std::make_shared<State>()) {}
+
+TaskGroup::~TaskGroup() { Wait(); }
+
+void TaskGroup::Schedule(std::function<Status()> task) {
+  {
+    std::lock_guard<std::mutex> lock(state_->mu);
+    ++state_->pending;
+  }
+  std::shared_ptr<State> state = state_;
+  pool_->Schedule([state, task = std::move(task)] {
+    Status s = task();
+    std::lock_guard<std::mutex> lock(state->mu);
+    if (!s.ok() && state->first_error.ok()) state->first_error = s;
+    if (--state->pending == 0) state->done_cv.notify_all();
+  });
+}
+
+Status TaskGroup::Wait() {
+  std::unique_lock<std::mutex> lock(state_->mu);
+  state_->done_cv.wait(lock, [&] { return state_->pending == 0; });
+  return state_->first_error;
+}
+
 Status RunParallel(size_t n, const std::function<Status(size_t)>& task) {
   if (n == 0) return Status::OK();
   std::shared_ptr<ThreadPool> pool = GetIoPool();
