@@ -43,8 +43,8 @@ int GetIoThreads();
 
 // Tasks scheduled on the shared pool as they come, awaited together: lets a
 // caller keep working (e.g. allocating the next buffers) while earlier
-// tasks run. The destructor waits too, so captured state may be destroyed
-// after it.
+// tasks run; Wait() runs still-unclaimed tasks on the calling thread. The
+// destructor waits too, so captured state may be destroyed after it.
 class TaskGroup {
  public:
   TaskGroup();
@@ -61,8 +61,8 @@ class TaskGroup {
   std::shared_ptr<State> state_;
 };
 
-// Runs tasks[0..n) on the shared pool and waits; returns the first error
-// (remaining tasks still run, but see `abort` to let them skip work).
+// Runs tasks[0..n) on the shared pool and the calling thread, and waits;
+// returns the first error (remaining tasks still run).
 Status RunParallel(size_t n, const std::function<Status(size_t)>& task);
 
 }  // namespace saverkit
