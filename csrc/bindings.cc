@@ -4,6 +4,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -78,6 +79,41 @@ ReadRequest MakeRequest(const py::handle& key, const std::string& spec) {
   return r;
 }
 
+// Python references owned by C++ code: taken to keep objects alive while
+// the GIL is released (Hold), or new objects not yet handed to Python (Adopt).
+// Released, with the GIL held, when this goes away.
+class PyRefs {
+ public:
+  static const size_t kPrefetch = 16;  // elements looked ahead in loops over scattered objects
+
+  PyRefs() = default;
+  PyRefs(PyRefs&&) = default;
+  PyRefs& operator=(PyRefs&&) = delete;
+  PyRefs(const PyRefs&) = delete;
+  PyRefs& operator=(const PyRefs&) = delete;
+  ~PyRefs() {  // callers reacquire the GIL before anything here is destroyed
+    const size_t n = objects_.size();
+    for (size_t i = 0; i < n; ++i) {
+      // Scattered objects: fetch ahead, or every decref waits on a cache miss.
+      if (i + kPrefetch < n && objects_[i + kPrefetch] != nullptr) __builtin_prefetch(objects_[i + kPrefetch], 1);
+      Py_XDECREF(objects_[i]);
+    }
+  }
+  void Reserve(size_t n) {
+    if (objects_.capacity() - objects_.size() < n) objects_.reserve(std::max(2 * objects_.capacity(), objects_.size() + n));
+  }
+  void Hold(PyObject* o) {
+    Py_INCREF(o);
+    objects_.push_back(o);
+  }
+  void Adopt(PyObject* o) { objects_.push_back(o); }
+  PyObject*& operator[](size_t i) { return objects_[i]; }
+  size_t size() const { return objects_.size(); }
+
+ private:
+  std::vector<PyObject*> objects_;
+};
+
 class PyReader {
  public:
   explicit PyReader(const std::string& prefix) {
@@ -142,8 +178,10 @@ class PyReader {
     return out;
   }
 
-  // Fills outs[i] (numeric, sized as prepare() said) in place; returns a list
-  // holding, for string tensors, the flat list of bytes (None otherwise).
+  // Fills outs[i] (numeric, sized as prepare() said) in place. String tensors
+  // are filled into outs[i] when it is an object array of the right shape,
+  // else returned as new object arrays of bytes. Returns a list holding each
+  // string tensor's array (None for numeric ones).
   py::list execute(const py::list& keys, const std::vector<std::string>& specs, const py::list& outs) {
     std::vector<ReadPlan> plans;
     if (cached_keys_.is(keys) && static_cast<size_t>(py::len(keys)) == cached_plans_.size() &&
@@ -159,7 +197,10 @@ class PyReader {
     std::vector<char*> dst(plans.size(), nullptr);
     buffers.reserve(plans.size());
     for (size_t i = 0; i < plans.size(); ++i) {
-      if (plans[i].dtype == DT_STRING) continue;
+      if (plans[i].dtype == DT_STRING) {
+        if (!outs[i].is_none()) CheckStringOut(plans[i], outs[i]);
+        continue;
+      }
       buffers.push_back(py::reinterpret_borrow<py::buffer>(outs[i]).request(true));
       const py::buffer_info& info = buffers.back();
       uint64_t want = plans[i].num_elements * DataTypeSize(plans[i].dtype);
@@ -176,9 +217,62 @@ class PyReader {
       s = reader_.Execute(plans, dst, &strings);
     }
     Check(s);
+    // Whole string tensors: one bytes object per element, allocated here and
+    // filled on the I/O pool (nothing else can see them yet), each tensor's
+    // reads starting as soon as its objects exist.
+    std::vector<PyRefs> values(plans.size());
+    std::vector<std::vector<char*>> element_dst(plans.size());
+    StringByteReader string_bytes(&reader_);  // declared after what its tasks write into: waits first
+    for (size_t i = 0; i < plans.size(); ++i) {
+      if (plans[i].dtype != DT_STRING) continue;
+      StringResult& r = strings[i];
+      const size_t n = r.whole ? r.lengths.size() : r.elements.size();
+      if (n != plans[i].num_elements) {
+        Check(Internal("String tensor " + PrintableKey(plans[i].key) + " was read with the wrong element count"));
+      }
+      values[i].Reserve(n);
+      if (r.whole) {
+        element_dst[i].resize(n);
+        for (size_t j = 0; j < n; ++j) {
+          PyObject* b = PyBytes_FromStringAndSize(nullptr, static_cast<py::ssize_t>(r.lengths[j]));
+          if (b == nullptr) throw py::error_already_set();
+          values[i].Adopt(b);
+          element_dst[i][j] = r.lengths[j] > 0 ? PyBytes_AS_STRING(b) : nullptr;
+        }
+        string_bytes.Start(plans[i], r, element_dst[i].data());
+      } else {
+        for (size_t j = 0; j < n; ++j) {
+          PyObject* b = PyBytes_FromStringAndSize(r.elements[j].data(), static_cast<py::ssize_t>(r.elements[j].size()));
+          if (b == nullptr) throw py::error_already_set();
+          values[i].Adopt(b);
+        }
+        std::vector<std::string>().swap(r.elements);
+      }
+    }
+    {
+      py::gil_scoped_release release;
+      s = string_bytes.Finish();
+    }
+    Check(s);
+    // Every read succeeded: only now are caller arrays touched.
     py::list result;
     for (size_t i = 0; i < plans.size(); ++i) {
-      result.append(plans[i].dtype == DT_STRING ? StringArray(plans[i], &strings[i]) : py::none());
+      if (plans[i].dtype != DT_STRING) {
+        result.append(py::none());
+        continue;
+      }
+      py::array arr;
+      if (outs[i].is_none()) {
+        std::vector<py::ssize_t> shape(plans[i].shape.begin(), plans[i].shape.end());
+        arr = py::array(py::dtype("O"), shape);
+      } else {
+        arr = py::reinterpret_borrow<py::array>(outs[i]);
+      }
+      // Swapped in: the array takes the new values, values[i] the old ones,
+      // released after the array is consistent.
+      PyObject** items = static_cast<PyObject**>(arr.mutable_data());
+      for (size_t j = 0; j < values[i].size(); ++j) std::swap(items[j], values[i][j]);
+      result.append(arr);
     }
     return result;
   }
@@ -198,30 +292,18 @@ class PyReader {
     return plans;
   }
 
-  // A numpy object array of bytes, made straight from what the engine read.
-  static py::object StringArray(const ReadPlan& plan, StringResult* r) {
-    std::vector<py::ssize_t> shape(plan.shape.begin(), plan.shape.end());
-    py::array out(py::dtype("O"), shape);
-    PyObject** items = static_cast<PyObject**>(out.mutable_data());
-    const size_t n = static_cast<size_t>(plan.num_elements);
-    if (r->whole ? r->lengths.size() != n : r->elements.size() != n) {
-      Check(Internal("String tensor " + PrintableKey(plan.key) + " was read with the wrong element count"));
+  // outs[i] for a string tensor: a writable C-contiguous object array of the result's shape.
+  static void CheckStringOut(const ReadPlan& plan, const py::handle& out) {
+    bool ok = py::isinstance<py::array>(out);
+    if (ok) {
+      py::array arr = py::reinterpret_borrow<py::array>(out);
+      std::vector<int64_t> shape(arr.shape(), arr.shape() + arr.ndim());
+      ok = arr.dtype().kind() == 'O' && (arr.flags() & py::array::c_style) && arr.writeable() && shape == plan.shape;
     }
-    const char* p = r->blob.data() + r->start;
-    for (size_t j = 0; j < n; ++j) {
-      PyObject* b;
-      if (r->whole) {
-        b = PyBytes_FromStringAndSize(p, static_cast<py::ssize_t>(r->lengths[j]));
-        p += r->lengths[j];
-      } else {
-        b = PyBytes_FromStringAndSize(r->elements[j].data(), static_cast<py::ssize_t>(r->elements[j].size()));
-      }
-      if (b == nullptr) throw py::error_already_set();
-      PyObject* old = items[j];
-      items[j] = b;
-      Py_XDECREF(old);
+    if (!ok) {
+      Check(InvalidArgument("Output array for string tensor " + PrintableKey(plan.key) +
+                            " must be a writable C-contiguous object array of shape " + ShapeString(plan.shape)));
     }
-    return std::move(out);
   }
 
   BundleReader reader_;
@@ -231,16 +313,21 @@ class PyReader {
 };
 
 // The elements of a C-contiguous numpy object array of bytes or str (str
-// saved as UTF-8), without a Python-level pass over them. The references stay
-// valid while the caller holds the array.
-void StringElements(const std::string& key, const py::array& arr, std::vector<StringRef>* elems) {
+// saved as UTF-8), without a Python-level pass over them. Each element is
+// held: the GIL is released while they are written, and another thread
+// replacing elements of the array must not free bytes the writer points at.
+void StringElements(const std::string& key, const py::array& arr, PyRefs* held, std::vector<StringRef>* elems) {
   if (arr.dtype().kind() != 'O' || !(arr.flags() & py::array::c_style)) {
     throw py::type_error("string tensors must be C-contiguous object arrays");
   }
   PyObject* const* items = static_cast<PyObject* const*>(arr.data());
   const size_t n = static_cast<size_t>(arr.size());
   elems->reserve(n);
+  held->Reserve(n);
   for (size_t j = 0; j < n; ++j) {
+    if (j + PyRefs::kPrefetch < n && items[j + PyRefs::kPrefetch] != nullptr) {
+      __builtin_prefetch(items[j + PyRefs::kPrefetch], 1);  // see ~PyRefs
+    }
     PyObject* x = items[j];
     if (x != nullptr && PyBytes_Check(x)) {
       elems->push_back({PyBytes_AS_STRING(x), static_cast<size_t>(PyBytes_GET_SIZE(x))});
@@ -254,6 +341,7 @@ void StringElements(const std::string& key, const py::array& arr, std::vector<St
       Check(InvalidArgument("String tensor " + PrintableKey(key) + " has an element of type " + type +
                             "; need bytes or str"));
     }
+    held->Hold(x);
   }
 }
 
@@ -271,6 +359,7 @@ void WriteBundle(const std::string& prefix, const py::list& names, const std::ve
   BundleWriter writer(prefix, options);
   std::vector<py::buffer_info> buffers;  // keep every numeric buffer pinned until Finish
   buffers.reserve(n);
+  PyRefs held;  // the string elements being written (see StringElements)
   for (size_t i = 0; i < n; ++i) {
     std::string name = AsBytes(names[i]);
     std::vector<int64_t> shape = AsShape(shapes[i]);
@@ -284,15 +373,16 @@ void WriteBundle(const std::string& prefix, const py::list& names, const std::ve
     if (dtypes[i] == DT_STRING) {
       std::vector<StringRef> elems;
       if (py::isinstance<py::array>(datas[i])) {
-        StringElements(name, py::reinterpret_borrow<py::array>(datas[i]), &elems);
+        StringElements(name, py::reinterpret_borrow<py::array>(datas[i]), &held, &elems);
       } else {
         for (py::handle item : datas[i]) {
           if (!PyBytes_Check(item.ptr())) throw py::type_error("string tensor elements must be bytes");
+          held.Hold(item.ptr());  // as above
           elems.push_back({PyBytes_AS_STRING(item.ptr()), static_cast<size_t>(PyBytes_GET_SIZE(item.ptr()))});
         }
       }
-      Check(sliced ? writer.AddSliceStrings(name, full_shape, slice, shape, elems)
-                   : writer.AddStrings(name, shape, elems));
+      Check(sliced ? writer.AddSliceStrings(name, full_shape, slice, shape, std::move(elems))
+                   : writer.AddStrings(name, shape, std::move(elems)));
       continue;
     }
     buffers.push_back(py::reinterpret_borrow<py::buffer>(datas[i]).request());

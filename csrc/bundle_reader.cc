@@ -19,6 +19,9 @@ const uint64_t kReadChunk = 8ull << 20;  // multiple of every swap unit
 // kGroupBytes or kGroupPlans per task); larger ones in kReadChunk pieces.
 const uint64_t kGroupBytes = 1ull << 20;
 const uint64_t kGroupPlans = 256;
+// String elements are read and checksummed in runs of about this many bytes
+// per task.
+const uint64_t kStringRun = 1ull << 20;
 const int kFormatVersion = 1;
 
 bool HostIsBigEndian() {
@@ -260,72 +263,173 @@ Status BundleReader::ReadNumeric(const std::string& key, const BundleEntry& entr
   return Status::OK();
 }
 
-Status BundleReader::ParseStrings(const std::string& key, const BundleEntry& entry, std::string* bufp,
-                                  uint64_t* start, std::vector<uint64_t>* lengths_out) {
+namespace {
+
+// Reads consecutive small pieces (string elements) with one pread per
+// buffer-full and checksums each buffer before copying the pieces out; large
+// pieces are read straight into place. Reads run back to back from `offset`.
+class ScatterReader {
+ public:
+  ScatterReader(const RandomAccessFile* file, uint64_t offset, std::string* buf)
+      : file_(file), offset_(offset), buf_(buf) {
+    if (buf_->size() < kScatterBytes) buf_->resize(kScatterBytes);
+    pieces_.reserve(kMaxPieces);
+  }
+
+  Status Add(char* dst, size_t n) {
+    if (n == 0) return Status::OK();
+    if (n >= kScatterBytes / 4) {
+      SK_RETURN_IF_ERROR(Flush());
+      SK_RETURN_IF_ERROR(file_->Read(offset_, n, dst));
+      crc_ = crc32c::Extend(crc_, dst, n);
+      offset_ += n;
+      return Status::OK();
+    }
+    if (used_ + n > kScatterBytes || pieces_.size() == kMaxPieces) SK_RETURN_IF_ERROR(Flush());
+    pieces_.push_back({dst, n});
+    used_ += n;
+    return Status::OK();
+  }
+
+  Status Flush() {
+    if (used_ == 0) return Status::OK();
+    SK_RETURN_IF_ERROR(file_->Read(offset_, used_, &(*buf_)[0]));
+    crc_ = crc32c::Extend(crc_, buf_->data(), used_);
+    const char* p = buf_->data();
+    for (const Piece& piece : pieces_) {
+      std::memcpy(piece.dst, p, piece.n);
+      p += piece.n;
+    }
+    offset_ += used_;
+    used_ = 0;
+    pieces_.clear();
+    return Status::OK();
+  }
+
+  uint32_t crc() const { return crc_; }  // of everything read (after Flush)
+
+ private:
+  struct Piece {
+    char* dst;
+    size_t n;
+  };
+  static const size_t kScatterBytes = 256 << 10;
+  static const size_t kMaxPieces = 4096;
+  const RandomAccessFile* file_;
+  uint64_t offset_;
+  std::string* buf_;
+  size_t used_ = 0;
+  std::vector<Piece> pieces_;
+  uint32_t crc_ = 0;
+};
+
+// Reads elements [begin, end) of `r` (whose bytes start at file offset
+// `offset`) into dst[begin..end); *crc receives their bytes' CRC.
+Status ReadElementRun(const RandomAccessFile* file, const StringResult& r, uint64_t begin, uint64_t end,
+                      uint64_t offset, char* const* dst, uint32_t* crc) {
+  thread_local std::string scratch;  // one buffer per I/O thread, reused across calls
+  ScatterReader in(file, offset, &scratch);
+  for (uint64_t j = begin; j < end; ++j) SK_RETURN_IF_ERROR(in.Add(dst[j], static_cast<size_t>(r.lengths[j])));
+  SK_RETURN_IF_ERROR(in.Flush());
+  *crc = in.crc();
+  return Status::OK();
+}
+
+}  // namespace
+
+Status BundleReader::ReadStringLengths(const std::string& key, const BundleEntry& entry, StringResult* out) {
   const RandomAccessFile* file;
   SK_RETURN_IF_ERROR(DataFile(key, entry, &file));
   uint64_t n;
-  NumElements(entry.shape, &n);  // validated by CheckStored
-  lengths_out->clear();
-  bufp->clear();
-  *start = 0;
-  if (entry.size == 0) return Status::OK();  // only possible with n == 0
-  std::string& buf = *bufp;
-  buf.resize(static_cast<size_t>(entry.size));
-  SK_RETURN_IF_ERROR(file->Read(static_cast<uint64_t>(entry.offset), buf.size(), &buf[0]));
-  const bool big = header_.endianness == kBig;
+  NumElements(entry.shape, &n);  // validated by CheckStored: n <= size - 4
+  out->whole = true;
+  out->lengths.clear();
+  out->data_offset = static_cast<uint64_t>(entry.offset);
+  out->crc = 0;
+  const uint64_t size = static_cast<uint64_t>(entry.size);
+  if (size == 0) return Status::OK();  // only possible with n == 0
   const std::string what = StrCat("string tensor ", DisplayKey(key), " in ", file->path(), " at offset ",
                                   entry.offset);
-  const char* p = buf.data();
-  const char* limit = buf.data() + buf.size();
-  std::vector<uint64_t>& lengths = *lengths_out;
+  // Lengths are varints before the length checksum. Most take a byte or
+  // two: read that much of the entry first, and more only when needed.
+  std::string buf;
+  uint64_t have = 0;
+  auto read_more = [&](uint64_t want) -> Status {
+    want = std::min(size, want);
+    buf.resize(static_cast<size_t>(want));
+    SK_RETURN_IF_ERROR(file->Read(static_cast<uint64_t>(entry.offset) + have, want - have, &buf[have]));
+    have = want;
+    return Status::OK();
+  };
+  SK_RETURN_IF_ERROR(read_more(2 * n + 4 + 64));
+  const bool big = header_.endianness == kBig;
+  std::vector<uint64_t>& lengths = out->lengths;
   lengths.resize(static_cast<size_t>(n));
-  uint64_t total = 0;
+  // The checksum hashes lengths as fixed-width integers: laid out in a small
+  // buffer, checksummed a buffer-full at a time.
+  char fixed[4096];
+  size_t fixed_used = 0;
   uint32_t crc = 0;
+  uint64_t pos = 0, total = 0;
   for (uint64_t i = 0; i < n; ++i) {
-    p = GetVarint64Ptr(p, limit, &lengths[i]);
-    if (p == nullptr || !CheckedAdd(total, lengths[i], &total) || total > buf.size()) {
+    const char* p = GetVarint64Ptr(buf.data() + pos, buf.data() + have, &lengths[i]);
+    if (p == nullptr && have < size && have - pos < 10) {  // the varint runs past what was read
+      SK_RETURN_IF_ERROR(read_more(std::max(2 * have, have + 65536)));
+      p = GetVarint64Ptr(buf.data() + pos, buf.data() + have, &lengths[i]);
+    }
+    if (p == nullptr || !CheckedAdd(total, lengths[i], &total) || total > size) {
       return DataLoss(StrCat("Corrupt length of element ", i, " of ", what));
     }
-    char fixed[8];
+    pos = static_cast<uint64_t>(p - buf.data());
+    if (fixed_used + 8 > sizeof(fixed)) {
+      crc = crc32c::Extend(crc, fixed, fixed_used);
+      fixed_used = 0;
+    }
+    char* f = fixed + fixed_used;
     size_t width = lengths[i] <= 0xffffffffu ? 4 : 8;
     if (width == 4) {
-      EncodeFixed32(fixed, static_cast<uint32_t>(lengths[i]));
+      EncodeFixed32(f, static_cast<uint32_t>(lengths[i]));
     } else {
-      EncodeFixed64(fixed, lengths[i]);
+      EncodeFixed64(f, lengths[i]);
     }
-    if (big) std::reverse(fixed, fixed + width);
-    crc = crc32c::Extend(crc, fixed, width);
+    if (big) std::reverse(f, f + width);
+    fixed_used += width;
   }
-  if (limit - p < 4) return DataLoss("Truncated length checksum of " + what);
+  crc = crc32c::Extend(crc, fixed, fixed_used);
+  if (have - pos < 4 && have < size) SK_RETURN_IF_ERROR(read_more(pos + 4));
+  if (have - pos < 4) return DataLoss("Truncated length checksum of " + what);
+  const char* p = buf.data() + pos;
   uint32_t stored = big ? DecodeFixed32BE(p) : DecodeFixed32(p);
   if (crc32c::Unmask(stored) != crc) {
     return DataLoss(StrCat("The length checksum does not match for ", what, ": stored ", Hex32(crc32c::Unmask(stored)),
                            ", calculated ", Hex32(crc)));
   }
-  crc = crc32c::Extend(crc, p, 4);
-  p += 4;
-  if (static_cast<uint64_t>(limit - p) != total) {
+  out->crc = crc32c::Extend(crc, p, 4);
+  pos += 4;
+  if (size - pos != total) {
     return DataLoss(StrCat("String lengths of ", what, " add up to ", total, " bytes but the entry holds ",
-                           limit - p));
+                           size - pos));
   }
-  crc = crc32c::Extend(crc, p, static_cast<size_t>(total));
-  if (crc != crc32c::Unmask(entry.crc32c)) return ChecksumError(key, entry, *file, crc);
-  *start = static_cast<uint64_t>(p - buf.data());
+  out->data_offset = static_cast<uint64_t>(entry.offset) + pos;
   return Status::OK();
 }
 
 Status BundleReader::ReadStrings(const std::string& key, const BundleEntry& entry, std::vector<std::string>* out) {
-  std::string buf;
-  uint64_t start;
-  std::vector<uint64_t> lengths;
-  SK_RETURN_IF_ERROR(ParseStrings(key, entry, &buf, &start, &lengths));
-  out->resize(lengths.size());
-  const char* p = buf.data() + start;
-  for (size_t i = 0; i < lengths.size(); ++i) {
-    (*out)[i].assign(p, static_cast<size_t>(lengths[i]));
-    p += lengths[i];
+  StringResult r;
+  SK_RETURN_IF_ERROR(ReadStringLengths(key, entry, &r));
+  const RandomAccessFile* file;
+  SK_RETURN_IF_ERROR(DataFile(key, entry, &file));
+  out->resize(r.lengths.size());
+  std::vector<char*> dst(r.lengths.size());
+  for (size_t i = 0; i < r.lengths.size(); ++i) {
+    (*out)[i].resize(static_cast<size_t>(r.lengths[i]));
+    dst[i] = &(*out)[i][0];
   }
+  uint32_t crc;
+  SK_RETURN_IF_ERROR(ReadElementRun(file, r, 0, r.lengths.size(), r.data_offset, dst.data(), &crc));
+  uint64_t bytes = static_cast<uint64_t>(entry.size) - (r.data_offset - static_cast<uint64_t>(entry.offset));
+  crc = crc32c::Combine(r.crc, crc, bytes);
+  if (entry.size > 0 && crc != crc32c::Unmask(entry.crc32c)) return ChecksumError(key, entry, *file, crc);
   return Status::OK();
 }
 
@@ -336,8 +440,8 @@ Status BundleReader::CopyPiece(const ReadPlan& plan, const ReadPlan::Piece& piec
   const BundleEntry& e = *piece.entry;
   if (plan.dtype == DT_STRING) {
     if (SameBox(piece.box, plan.box)) {
-      strings->whole = true;
-      return ParseStrings(piece.key, e, &strings->blob, &strings->start, &strings->lengths);
+      strings->piece = static_cast<size_t>(&piece - plan.pieces.data());
+      return ReadStringLengths(piece.key, e, strings);
     }
     std::vector<std::string> src;
     SK_RETURN_IF_ERROR(ReadStrings(piece.key, e, &src));
@@ -431,6 +535,62 @@ Status BundleReader::Execute(const std::vector<ReadPlan>& plans, const std::vect
       return ChecksumError(plan.pieces[0].key, e, *file, crc);
     }
     t = u;
+  }
+  return Status::OK();
+}
+
+Status BundleReader::ReadStringBytes(const std::vector<ReadPlan>& plans, const std::vector<StringResult>& strings,
+                                     const std::vector<std::vector<char*>>& dst) {
+  if (strings.size() != plans.size() || dst.size() != plans.size()) {
+    return Internal("ReadStringBytes: one string result and destination list per plan needed");
+  }
+  StringByteReader bytes(this);
+  for (size_t i = 0; i < plans.size(); ++i) {
+    if (!strings[i].whole) continue;
+    if (dst[i].size() != strings[i].lengths.size()) return Internal("ReadStringBytes: wrong number of destinations");
+    bytes.Start(plans[i], strings[i], dst[i].data());
+  }
+  return bytes.Finish();
+}
+
+void StringByteReader::Start(const ReadPlan& plan, const StringResult& r, char* const* dst) {
+  tensors_.push_back({&plan, &r, {}});
+  Tensor& t = tensors_.back();
+  // Runs of about kStringRun bytes, one pool task each.
+  uint64_t begin = 0, bytes = 0, offset = r.data_offset;
+  for (size_t j = 0; j < r.lengths.size(); ++j) {
+    bytes += r.lengths[j];
+    if (bytes >= kStringRun || j + 1 == r.lengths.size()) {
+      t.runs.push_back({begin, j + 1, offset, bytes});
+      offset += bytes;
+      begin = j + 1;
+      bytes = 0;
+    }
+  }
+  const ReadPlan::Piece* piece = &plan.pieces[r.piece];
+  BundleReader* reader = reader_;
+  for (Run& run : t.runs) {
+    Run* rp = &run;
+    tasks_.Schedule([reader, piece, &r, rp, dst]() -> Status {
+      const RandomAccessFile* file;
+      SK_RETURN_IF_ERROR(reader->DataFile(piece->key, *piece->entry, &file));
+      return ReadElementRun(file, r, rp->begin, rp->end, rp->offset, dst, &rp->crc);
+    });
+  }
+}
+
+Status StringByteReader::Finish() {
+  SK_RETURN_IF_ERROR(tasks_.Wait());
+  // Stitch each tensor's run CRCs onto its header's and compare.
+  for (const Tensor& t : tensors_) {
+    uint32_t crc = t.result->crc;
+    for (const Run& run : t.runs) crc = crc32c::Combine(crc, run.crc, run.bytes);
+    const ReadPlan::Piece& piece = t.plan->pieces[t.result->piece];
+    if (piece.entry->size > 0 && crc != crc32c::Unmask(piece.entry->crc32c)) {
+      const RandomAccessFile* file;
+      SK_RETURN_IF_ERROR(reader_->DataFile(piece.key, *piece.entry, &file));
+      return reader_->ChecksumError(piece.key, *piece.entry, *file, crc);
+    }
   }
   return Status::OK();
 }

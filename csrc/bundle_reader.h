@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -17,6 +18,7 @@
 #include "env.h"
 #include "status.h"
 #include "tensor_slice.h"
+#include "thread_pool.h"
 
 namespace saverkit {
 
@@ -42,15 +44,18 @@ struct ReadPlan {
   std::vector<Piece> pieces;
 };
 
-// A string tensor's values. A whole stored tensor keeps the bytes as read:
-// element i is `lengths[i]` bytes of `blob`, elements back to back from
-// `start` (no per-element allocation). Slices assembled from several stored
+// A string tensor's values. A whole stored tensor is read in two steps so
+// that its bytes can land straight in the caller's per-element buffers:
+// Execute() reads and checks the element lengths (and where the bytes start),
+// the caller allocates one buffer per element, and ReadStringBytes() fills
+// them, verifying the entry's CRC. Slices assembled from several stored
 // pieces land in `elements` instead.
 struct StringResult {
   bool whole = false;
-  std::string blob;
-  uint64_t start = 0;
+  size_t piece = 0;          // whole: the plan's piece holding the tensor
   std::vector<uint64_t> lengths;
+  uint64_t data_offset = 0;  // file offset of element 0's bytes
+  uint32_t crc = 0;          // unmasked CRC of the entry's bytes before data_offset
   std::vector<std::string> elements;
 };
 
@@ -72,20 +77,28 @@ class BundleReader {
   // results. Both vectors have one slot per plan.
   Status Execute(const std::vector<ReadPlan>& plans, const std::vector<char*>& dst,
                  std::vector<StringResult>* strings);
+  // Second step for every `whole` string result of Execute(plans, ...), in
+  // one batch (see StringByteReader to overlap it with the allocations):
+  // element j of plan i goes to dst[i][j] (strings[i].lengths[j] bytes;
+  // unused for empty elements). Nothing is reported read until every CRC
+  // has been checked.
+  Status ReadStringBytes(const std::vector<ReadPlan>& plans, const std::vector<StringResult>& strings,
+                         const std::vector<std::vector<char*>>& dst);
 
  private:
   Status DataFile(const std::string& key, const BundleEntry& entry, const RandomAccessFile** file);
   Status CheckStored(const std::string& key, const BundleEntry& entry, uint64_t* num_elements);
   Status ReadNumeric(const std::string& key, const BundleEntry& entry, char* dst);
   Status ReadStrings(const std::string& key, const BundleEntry& entry, std::vector<std::string>* out);
-  // Reads and checks a stored string tensor; its elements stay in *buf.
-  Status ParseStrings(const std::string& key, const BundleEntry& entry, std::string* buf, uint64_t* start,
-                      std::vector<uint64_t>* lengths);
+  // Reads and checks a stored string tensor's lengths and length checksum.
+  Status ReadStringLengths(const std::string& key, const BundleEntry& entry, StringResult* out);
   Status CopyPiece(const ReadPlan& plan, const ReadPlan::Piece& piece, char* dst,
                    StringResult* strings);
   Status ChecksumError(const std::string& key, const BundleEntry& entry, const RandomAccessFile& file,
                        uint32_t actual);
   void SwapIfBigEndian(int dtype, char* data, uint64_t n) const;
+
+  friend class StringByteReader;
 
   std::string prefix_;
   BundleHeader header_;
@@ -93,6 +106,38 @@ class BundleReader {
   std::map<std::string, std::string> slice_keys_;  // slice key -> display name
   std::mutex files_mu_;
   std::map<int, std::unique_ptr<RandomAccessFile>> data_files_;
+};
+
+// Second step of whole string reads, tensor by tensor: Start() schedules a
+// tensor's element reads on the I/O pool and returns at once, so the caller
+// can allocate the next tensor's buffers meanwhile; Finish() waits and checks
+// every started tensor's CRC. Plans, results and buffers must outlive
+// Finish() (the destructor also waits).
+class StringByteReader {
+ public:
+  explicit StringByteReader(BundleReader* reader) : reader_(reader) {}
+  ~StringByteReader() { tasks_.Wait(); }
+
+  // dst[j] receives element j (r.lengths[j] bytes; unused when empty).
+  void Start(const ReadPlan& plan, const StringResult& r, char* const* dst);
+  Status Finish();
+
+ private:
+  struct Run {
+    uint64_t begin, end;  // elements
+    uint64_t offset;      // file offset of element `begin`
+    uint64_t bytes;
+    uint32_t crc = 0;
+  };
+  struct Tensor {
+    const ReadPlan* plan;
+    const StringResult* result;
+    std::deque<Run> runs;  // stable addresses: tasks write their CRCs in place
+  };
+
+  BundleReader* reader_;
+  std::deque<Tensor> tensors_;
+  TaskGroup tasks_;
 };
 
 }  // namespace saverkit

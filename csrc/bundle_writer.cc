@@ -7,6 +7,8 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstring>
+#include <mutex>
 
 #include "coding.h"
 #include "crc32c.h"
@@ -21,6 +23,9 @@ namespace {
 
 // Payloads are checksummed in chunks of this size, in parallel.
 const uint64_t kChunkSize = 8ull << 20;
+// String elements are gathered, written and checksummed in runs of this many
+// bytes per task.
+const uint64_t kStringChunkSize = 1ull << 20;
 // Bytes handed to one pwritev call.
 const uint64_t kWriteBatch = 64ull << 20;
 
@@ -43,43 +48,48 @@ std::string DataFilename(const std::string& prefix, int shard_id, int num_shards
 
 std::string MetaFilename(const std::string& prefix) { return prefix + ".index"; }
 
-uint32_t BuildStringPayload(const std::vector<StringRef>& elems, std::string* payload) {
-  uint64_t total = 0;
-  size_t varints = 0;
+uint32_t BuildStringHeader(const std::vector<StringRef>& elems, std::string* header) {
+  size_t varints = 0, fixed_bytes = 0;
   for (const StringRef& s : elems) {
-    total += s.size;
     varints += static_cast<size_t>(VarintLength(s.size));
+    fixed_bytes += s.size <= 0xffffffffu ? 4 : 8;
   }
-  payload->clear();
-  payload->reserve(varints + 4 + total);
-  // The CRCs hash lengths as fixed-width integers, not as the stored varints:
-  // collect those once and checksum them in one call.
-  std::string fixed;
-  fixed.reserve(elems.size() * 4);
+  // The CRC hashes lengths as fixed-width integers, not as the stored
+  // varints: lay those out once and checksum them in one call.
+  header->resize(varints + 4);
+  std::string fixed(fixed_bytes, '\0');
+  char* v = &(*header)[0];
+  char* f = &fixed[0];
   for (const StringRef& s : elems) {
-    PutVarint64(payload, s.size);
-    if (s.size <= 0xffffffffu) {
-      PutFixed32(&fixed, static_cast<uint32_t>(s.size));
+    if (s.size < 0x80) {  // most elements: skip the call
+      *v++ = static_cast<char>(s.size);
     } else {
-      PutFixed64(&fixed, s.size);
+      v = EncodeVarint64(v, s.size);
+    }
+    if (s.size <= 0xffffffffu) {
+      EncodeFixed32(f, static_cast<uint32_t>(s.size));
+      f += 4;
+    } else {
+      EncodeFixed64(f, s.size);
+      f += 8;
     }
   }
   uint32_t crc = crc32c::Value(fixed.data(), fixed.size());
-  char masked[4];
-  EncodeFixed32(masked, crc32c::Mask(crc));
-  payload->append(masked, 4);
-  crc = crc32c::Extend(crc, masked, 4);
-  const size_t data_start = payload->size();
-  for (const StringRef& s : elems) payload->append(s.data, s.size);
-  return crc32c::Extend(crc, payload->data() + data_start, static_cast<size_t>(total));
+  EncodeFixed32(v, crc32c::Mask(crc));
+  return crc32c::Extend(crc, v, 4);
 }
 
 namespace {
 
-uint64_t StringPayloadSize(const std::vector<StringRef>& elems) {
-  uint64_t size = 4;
-  for (const StringRef& s : elems) size += static_cast<uint64_t>(VarintLength(s.size)) + s.size;
-  return size;
+// Bytes of a string payload before its elements' bytes, and in all.
+void StringPayloadSize(const std::vector<StringRef>& elems, uint64_t* header_size, uint64_t* size) {
+  uint64_t varints = 0, bytes = 0;
+  for (const StringRef& s : elems) {
+    varints += static_cast<uint64_t>(VarintLength(s.size));
+    bytes += s.size;
+  }
+  *header_size = varints + 4;
+  *size = *header_size + bytes;
 }
 
 }  // namespace
@@ -144,7 +154,7 @@ Status BundleWriter::AddNumeric(const std::string& key, int dtype, const std::ve
 }
 
 Status BundleWriter::AddStrings(const std::string& key, const std::vector<int64_t>& shape,
-                                const std::vector<StringRef>& elems) {
+                                std::vector<StringRef> elems) {
   SK_RETURN_IF_ERROR(CheckKey(key));
   uint64_t n;
   if (!NumElements(shape, &n) || n != elems.size()) {
@@ -154,8 +164,8 @@ Status BundleWriter::AddStrings(const std::string& key, const std::vector<int64_
   Payload p;
   p.key = key;
   p.is_string = true;
-  p.elems = elems;  // the payload is built in Finish(), on the pool
-  p.size = StringPayloadSize(elems);
+  StringPayloadSize(elems, &p.header_size, &p.size);
+  p.elems = std::move(elems);  // written from the caller's buffers in Finish()
   p.offset = data_size_;
   BundleEntry& e = entries_[key];
   e.dtype = DT_STRING;
@@ -219,101 +229,173 @@ Status BundleWriter::AddSliceNumeric(const std::string& name, const std::vector<
 
 Status BundleWriter::AddSliceStrings(const std::string& name, const std::vector<int64_t>& full_shape,
                                      const TensorSliceProto& slice, const std::vector<int64_t>& slice_shape,
-                                     const std::vector<StringRef>& elems) {
+                                     std::vector<StringRef> elems) {
   std::string key;
   SK_RETURN_IF_ERROR(RecordSlice(name, full_shape, slice, DT_STRING, slice_shape, &key));
-  return AddStrings(key.empty() ? name : key, slice_shape, elems);
+  return AddStrings(key.empty() ? name : key, slice_shape, std::move(elems));
 }
 
-Status BundleWriter::WritePayloads(WritableFile* file) {
-  // String payloads (varint lengths, length checksum, bytes) are built in
-  // parallel first; each one's CRC comes with it.
-  std::vector<size_t> string_payloads;
-  for (size_t i = 0; i < payloads_.size(); ++i) {
-    if (payloads_[i].is_string) string_payloads.push_back(i);
+namespace {
+
+// Copies small pieces (string elements) into one buffer per pwrite,
+// checksumming each buffer as it goes out; large pieces are written as they
+// are. Writes land back to back from `offset`.
+class GatherWriter {
+ public:
+  // `write_mu` serializes the pwrites of all tasks: the kernel would
+  // serialize them on the file's inode lock anyway, but by spinning.
+  GatherWriter(const WritableFile* file, uint64_t offset, std::string* buf, std::mutex* write_mu)
+      : file_(file), offset_(offset), buf_(buf), write_mu_(write_mu) {
+    if (buf_->size() < kGatherBytes) buf_->resize(kGatherBytes);
   }
-  SK_RETURN_IF_ERROR(RunParallel(string_payloads.size(), [&](size_t t) -> Status {
-    Payload& p = payloads_[string_payloads[t]];
-    p.crc = BuildStringPayload(p.elems, &p.staged);
-    p.crc_known = true;
-    p.data = p.staged.data();
-    if (p.staged.size() != p.size) {
-      return Internal(StrCat("String tensor ", PrintableKey(p.key), " payload is ", p.staged.size(),
-                             " bytes, ", p.size, " were reserved"));
+
+  Status Add(const char* data, size_t n) {
+    if (n >= kGatherBytes / 4) {
+      SK_RETURN_IF_ERROR(Flush());
+      crc_ = crc32c::Extend(crc_, data, n);
+      SK_RETURN_IF_ERROR(Write(data, n));
+      return Status::OK();
     }
-    std::vector<StringRef>().swap(p.elems);
+    if (used_ + n > kGatherBytes) SK_RETURN_IF_ERROR(Flush());
+    std::memcpy(&(*buf_)[used_], data, n);
+    used_ += n;
     return Status::OK();
-  }));
-  // Numeric payloads are checksummed in chunks on the pool while one task
-  // streams every payload to the file in add order: concurrent writes to one
-  // file serialize in the kernel anyway, and this keeps the writer busy.
+  }
+
+  Status Flush() {
+    if (used_ == 0) return Status::OK();
+    crc_ = crc32c::Extend(crc_, buf_->data(), used_);
+    SK_RETURN_IF_ERROR(Write(buf_->data(), used_));
+    used_ = 0;
+    return Status::OK();
+  }
+
+  uint32_t crc() const { return crc_; }  // of everything added (after Flush)
+
+ private:
+  Status Write(const char* data, size_t n) {
+    std::lock_guard<std::mutex> lock(*write_mu_);
+    SK_RETURN_IF_ERROR(file_->PWrite(offset_, data, n));
+    offset_ += n;
+    return Status::OK();
+  }
+
+  static const size_t kGatherBytes = 256 << 10;
+  const WritableFile* file_;
+  uint64_t offset_;
+  std::string* buf_;
+  std::mutex* write_mu_;
+  size_t used_ = 0;
+  uint32_t crc_ = 0;
+};
+
+}  // namespace
+
+Status BundleWriter::WritePayloads(WritableFile* file) {
+  // Numeric payloads: one task streams them all to the file in add order
+  // (concurrent writes to one file serialize in the kernel anyway) while the
+  // other tasks checksum kChunkSize byte ranges. String payloads: each task
+  // takes a run of about kStringChunkSize bytes of elements, gathers them into
+  // large writes at their place in the file and checksums them; the run
+  // starting at element 0 also writes the header (varint lengths + length
+  // checksum).
   struct Chunk {
     size_t payload;
-    uint64_t begin, len;
+    uint64_t begin, len;  // numeric: byte range; strings: element range
+    uint64_t offset;      // strings: file offset of element `begin`'s bytes
+    uint64_t bytes;       // bytes checksummed
     uint32_t crc;
   };
   std::vector<Chunk> chunks;
+  bool any_numeric = false;
   for (size_t i = 0; i < payloads_.size(); ++i) {
     const Payload& p = payloads_[i];
-    if (p.crc_known) continue;
-    for (uint64_t off = 0; off < p.size; off += kChunkSize) {
-      chunks.push_back({i, off, std::min(kChunkSize, p.size - off), 0});
+    if (!p.is_string) {
+      any_numeric = any_numeric || p.size > 0;
+      for (uint64_t off = 0; off < p.size; off += kChunkSize) {
+        uint64_t len = std::min(kChunkSize, p.size - off);
+        chunks.push_back({i, off, len, 0, len, 0});
+      }
+      continue;
     }
+    uint64_t begin = 0, bytes = 0, offset = p.offset + p.header_size;
+    for (size_t j = 0; j < p.elems.size(); ++j) {
+      bytes += p.elems[j].size;
+      if (bytes >= kStringChunkSize || j + 1 == p.elems.size()) {
+        chunks.push_back({i, begin, j + 1 - begin, offset, bytes, 0});
+        offset += bytes;
+        begin = j + 1;
+        bytes = 0;
+      }
+    }
+    if (p.elems.empty()) chunks.push_back({i, 0, 0, offset, 0, 0});  // the header alone
   }
   SK_RETURN_IF_ERROR(file->Reserve(data_size_));
-  Status st = RunParallel(chunks.size() + 1, [&](size_t t) -> Status {
-    if (t > 0) {
-      Chunk& c = chunks[t - 1];
-      c.crc = crc32c::Value(payloads_[c.payload].data + c.begin, c.len);
+  std::mutex write_mu;  // string tasks' writes (see GatherWriter)
+  Status st = RunParallel(chunks.size() + (any_numeric ? 1 : 0), [&](size_t t) -> Status {
+    if (any_numeric && t == 0) return WriteNumeric(file);
+    Chunk& c = chunks[t - (any_numeric ? 1 : 0)];
+    Payload& p = payloads_[c.payload];
+    if (!p.is_string) {
+      c.crc = crc32c::Value(p.data + c.begin, c.len);
       return Status::OK();
     }
-    std::vector<struct iovec> iov;
-    uint64_t offset = 0, batch = 0;
-    for (size_t i = 0; i <= payloads_.size(); ++i) {
-      bool last = i == payloads_.size();
-      if (!last && payloads_[i].size > 0) {
-        iov.push_back({const_cast<char*>(payloads_[i].data), static_cast<size_t>(payloads_[i].size)});
-        batch += payloads_[i].size;
+    if (c.begin == 0) {
+      std::string header;
+      p.header_crc = BuildStringHeader(p.elems, &header);
+      if (header.size() != p.header_size) {
+        return Internal(StrCat("String tensor ", PrintableKey(p.key), " header is ", header.size(), " bytes, ",
+                               p.header_size, " were reserved"));
       }
-      if (iov.empty() || (!last && iov.size() < IOV_MAX && batch < kWriteBatch)) continue;
-      size_t k = 0;
-      while (k < iov.size()) {  // pwritev may write less than asked
-        ssize_t put = ::pwritev(file->fd(), iov.data() + k, static_cast<int>(std::min<size_t>(iov.size() - k, IOV_MAX)),
-                                static_cast<off_t>(offset));
-        if (put < 0) {
-          if (errno == EINTR) continue;
-          return IOError(StrCat("Write of ", batch, " bytes at offset ", offset, " failed on ", file->path()), errno);
-        }
-        offset += static_cast<uint64_t>(put);
-        size_t left = static_cast<size_t>(put);
-        while (k < iov.size() && left >= iov[k].iov_len) left -= iov[k++].iov_len;
-        if (k < iov.size()) {
-          iov[k].iov_base = static_cast<char*>(iov[k].iov_base) + left;
-          iov[k].iov_len -= left;
-        }
-      }
-      iov.clear();
-      batch = 0;
+      std::lock_guard<std::mutex> lock(write_mu);
+      SK_RETURN_IF_ERROR(file->PWrite(p.offset, header.data(), header.size()));
     }
+    thread_local std::string scratch;  // one gather buffer per I/O thread, reused across calls
+    GatherWriter out(file, c.offset, &scratch, &write_mu);
+    for (uint64_t j = c.begin; j < c.begin + c.len; ++j) SK_RETURN_IF_ERROR(out.Add(p.elems[j].data, p.elems[j].size));
+    SK_RETURN_IF_ERROR(out.Flush());
+    c.crc = out.crc();
     return Status::OK();
   });
   SK_RETURN_IF_ERROR(st);
-  // Stitch the chunk CRCs of each numeric payload together.
-  for (size_t i = 0; i < chunks.size();) {
-    uint32_t crc = chunks[i].crc;
-    size_t j = i + 1;
-    for (; j < chunks.size() && chunks[j].payload == chunks[i].payload; ++j) {
-      crc = crc32c::Combine(crc, chunks[j].crc, chunks[j].len);
+  // Stitch the chunk CRCs of each payload together (a string payload's
+  // element bytes follow its header).
+  for (Payload& p : payloads_) {
+    if (p.is_string) {
+      p.crc = p.header_crc;
+      p.crc_known = true;
     }
-    payloads_[chunks[i].payload].crc = crc;
-    payloads_[chunks[i].payload].crc_known = true;
-    i = j;
+  }
+  for (const Chunk& c : chunks) {
+    Payload& p = payloads_[c.payload];
+    p.crc = p.crc_known ? crc32c::Combine(p.crc, c.crc, c.bytes) : c.crc;
+    p.crc_known = true;
   }
   for (Payload& p : payloads_) {
     if (!p.crc_known) p.crc = 0;  // empty tensor: CRC of nothing
     entries_[p.key].crc32c = crc32c::Mask(p.crc);
   }
   return Status::OK();
+}
+
+Status BundleWriter::WriteNumeric(const WritableFile* file) const {
+  std::vector<struct iovec> iov;
+  uint64_t start = 0, batch = 0;  // the run gathered in iov: file offset, bytes
+  for (const Payload& p : payloads_) {
+    if (p.is_string || p.size == 0) continue;
+    if (!iov.empty() && (p.offset != start + batch || iov.size() >= IOV_MAX || batch >= kWriteBatch)) {
+      SK_RETURN_IF_ERROR(file->PWriteV(start, iov.data(), static_cast<int>(iov.size())));
+      iov.clear();
+    }
+    if (iov.empty()) {
+      start = p.offset;
+      batch = 0;
+    }
+    iov.push_back({const_cast<char*>(p.data), static_cast<size_t>(p.size)});
+    batch += p.size;
+  }
+  if (iov.empty()) return Status::OK();
+  return file->PWriteV(start, iov.data(), static_cast<int>(iov.size()));
 }
 
 Status BundleWriter::WriteIndex(const std::string& path) {

@@ -1,9 +1,9 @@
 // Writes one tensor bundle (prefix.index + prefix.data-SSSSS-of-NNNNN) the
 // way TensorFlow's SaveV2 does. Add*() only records what to write (numeric
-// tensors are referenced, not copied); Finish() writes all payloads with
-// large positional writes on the shared I/O pool, checksumming chunks in
-// parallel, then writes the index, all under temporary names renamed into
-// place at the end.
+// and string tensors are referenced, not copied); Finish() writes all
+// payloads with large positional writes on the shared I/O pool, checksumming
+// chunks in parallel, then writes the index, all under temporary names
+// renamed into place at the end.
 #pragma once
 
 #include <cstdint>
@@ -38,10 +38,10 @@ class BundleWriter {
   BundleWriter(const BundleWriter&) = delete;
   BundleWriter& operator=(const BundleWriter&) = delete;
 
-  // `data` must stay valid and unchanged until Finish() returns.
+  // `data` / the element bytes must stay valid and unchanged until Finish() returns.
   Status AddNumeric(const std::string& key, int dtype, const std::vector<int64_t>& shape, const char* data,
                     uint64_t nbytes);
-  Status AddStrings(const std::string& key, const std::vector<int64_t>& shape, const std::vector<StringRef>& elems);
+  Status AddStrings(const std::string& key, const std::vector<int64_t>& shape, std::vector<StringRef> elems);
 
   // A slice of a partitioned tensor: records it in the full tensor's entry and
   // stores the data under the slice key. A slice covering the whole tensor is
@@ -51,27 +51,32 @@ class BundleWriter {
                          const char* data, uint64_t nbytes);
   Status AddSliceStrings(const std::string& name, const std::vector<int64_t>& full_shape,
                          const TensorSliceProto& slice, const std::vector<int64_t>& slice_shape,
-                         const std::vector<StringRef>& elems);
+                         std::vector<StringRef> elems);
 
   Status Finish();
 
  private:
   struct Payload {
     std::string key;
-    const char* data;     // numeric: caller memory; strings: staged.data()
-    uint64_t size;
-    uint64_t offset;
-    std::string staged;   // string tensors only: built from elems in Finish()
-    std::vector<StringRef> elems;
+    const char* data = nullptr;  // numeric: caller memory
+    uint64_t size = 0;           // bytes in the data file
+    uint64_t offset = 0;
     bool is_string = false;
+    // String tensors are written from the caller's element buffers: the
+    // header (varint lengths + masked length CRC) is built in Finish(), and
+    // the elements' bytes are gathered from `elems` into large writes.
+    std::vector<StringRef> elems;
+    uint64_t header_size = 0;
+    uint32_t header_crc = 0;  // unmasked CRC of the entry's bytes before element 0
     bool crc_known = false;
-    uint32_t crc = 0;     // unmasked
+    uint32_t crc = 0;         // unmasked
   };
 
   Status CheckKey(const std::string& key);
   Status RecordSlice(const std::string& name, const std::vector<int64_t>& full_shape, const TensorSliceProto& slice,
                      int dtype, const std::vector<int64_t>& slice_shape, std::string* slice_key);
   Status WritePayloads(WritableFile* file);
+  Status WriteNumeric(const WritableFile* file) const;  // every numeric payload, in pwritev batches
   Status WriteIndex(const std::string& path);
   void RemoveTemps();
 
@@ -85,7 +90,10 @@ class BundleWriter {
   bool finished_ = false;
 };
 
-// Builds a DT_STRING payload (spec 5.3); returns the unmasked entry CRC.
-uint32_t BuildStringPayload(const std::vector<StringRef>& elems, std::string* payload);
+// Builds the part of a DT_STRING payload (spec 5.3) before the element bytes:
+// varint lengths and the masked length checksum. Returns the unmasked CRC of
+// the entry so far (which hashes lengths as fixed-width integers, not as the
+// stored varints).
+uint32_t BuildStringHeader(const std::vector<StringRef>& elems, std::string* header);
 
 }  // namespace saverkit

@@ -2,14 +2,6 @@
 
 namespace saverkit {
 
-void EncodeFixed32(char* dst, uint32_t v) {
-  for (int i = 0; i < 4; ++i) dst[i] = static_cast<char>((v >> (8 * i)) & 0xff);
-}
-
-void EncodeFixed64(char* dst, uint64_t v) {
-  for (int i = 0; i < 8; ++i) dst[i] = static_cast<char>((v >> (8 * i)) & 0xff);
-}
-
 uint32_t DecodeFixed32(const char* p) {
   const unsigned char* u = reinterpret_cast<const unsigned char*>(p);
   return uint32_t(u[0]) | (uint32_t(u[1]) << 8) | (uint32_t(u[2]) << 16) | (uint32_t(u[3]) << 24);
@@ -46,13 +38,14 @@ void PutVarint64(std::string* dst, uint64_t v) {
 
 void PutVarint32(std::string* dst, uint32_t v) { PutVarint64(dst, v); }
 
-int VarintLength(uint64_t v) {
-  int len = 1;
+char* EncodeVarint64(char* dst, uint64_t v) {
+  unsigned char* p = reinterpret_cast<unsigned char*>(dst);
   while (v >= 0x80) {
+    *p++ = static_cast<unsigned char>((v & 0x7f) | 0x80);
     v >>= 7;
-    ++len;
   }
-  return len;
+  *p++ = static_cast<unsigned char>(v);
+  return reinterpret_cast<char*>(p);
 }
 
 const char* GetVarint64Ptr(const char* p, const char* limit, uint64_t* v) {

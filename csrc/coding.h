@@ -11,10 +11,23 @@ void PutFixed32(std::string* dst, uint32_t v);
 void PutFixed64(std::string* dst, uint64_t v);
 void PutVarint32(std::string* dst, uint32_t v);
 void PutVarint64(std::string* dst, uint64_t v);
-int VarintLength(uint64_t v);
+inline int VarintLength(uint64_t v) {
+  int len = 1;
+  while (v >= 0x80) {
+    v >>= 7;
+    ++len;
+  }
+  return len;
+}
+// Writes v as a varint at dst (VarintLength(v) bytes); returns the end.
+char* EncodeVarint64(char* dst, uint64_t v);
 
-void EncodeFixed32(char* dst, uint32_t v);
-void EncodeFixed64(char* dst, uint64_t v);
+inline void EncodeFixed32(char* dst, uint32_t v) {
+  for (int i = 0; i < 4; ++i) dst[i] = static_cast<char>((v >> (8 * i)) & 0xff);
+}
+inline void EncodeFixed64(char* dst, uint64_t v) {
+  for (int i = 0; i < 8; ++i) dst[i] = static_cast<char>((v >> (8 * i)) & 0xff);
+}
 uint32_t DecodeFixed32(const char* p);
 uint64_t DecodeFixed64(const char* p);
 uint32_t DecodeFixed32BE(const char* p);

@@ -82,6 +82,48 @@ Status RandomAccessFile::Read(uint64_t offset, size_t n, char* dst) const {
   return Status::OK();
 }
 
+namespace {
+
+// Drops the first `done` bytes of iov[*k..count): whole entries advance *k,
+// a partly transferred one is trimmed.
+void AdvanceIov(struct iovec* iov, int count, int* k, size_t done) {
+  while (*k < count && done >= iov[*k].iov_len) done -= iov[(*k)++].iov_len;
+  if (*k < count && done > 0) {
+    iov[*k].iov_base = static_cast<char*>(iov[*k].iov_base) + done;
+    iov[*k].iov_len -= done;
+  }
+}
+
+uint64_t IovBytes(const struct iovec* iov, int count) {
+  uint64_t n = 0;
+  for (int i = 0; i < count; ++i) n += iov[i].iov_len;
+  return n;
+}
+
+}  // namespace
+
+Status RandomAccessFile::ReadV(uint64_t offset, struct iovec* iov, int count) const {
+  const uint64_t n = IovBytes(iov, count);
+  uint64_t end;
+  if (!CheckedAdd(offset, n, &end) || end > size_) {
+    return DataLoss(StrCat("Read of ", n, " bytes at offset ", offset, " runs past the end of ", path_,
+                           " (", size_, " bytes): file truncated or corrupt"));
+  }
+  int k = 0;
+  while (k < count && iov[k].iov_len == 0) ++k;
+  while (k < count) {
+    ssize_t got = ::preadv(fd_, iov + k, count - k, static_cast<off_t>(offset));
+    if (got < 0) {
+      if (errno == EINTR) continue;
+      return IOError("Read failed on " + path_, errno);
+    }
+    if (got == 0) return DataLoss(StrCat("Unexpected end of file in ", path_, " at offset ", offset));
+    offset += static_cast<uint64_t>(got);
+    AdvanceIov(iov, count, &k, static_cast<size_t>(got));
+  }
+  return Status::OK();
+}
+
 WritableFile::~WritableFile() {
   if (fd_ >= 0) ::close(fd_);
 }
@@ -105,6 +147,23 @@ Status WritableFile::PWrite(uint64_t offset, const char* data, size_t n) const {
     data += put;
     offset += static_cast<uint64_t>(put);
     n -= static_cast<size_t>(put);
+  }
+  return Status::OK();
+}
+
+Status WritableFile::PWriteV(uint64_t offset, struct iovec* iov, int count) const {
+  int k = 0;
+  while (k < count && iov[k].iov_len == 0) ++k;
+  while (k < count) {
+    ssize_t put = ::pwritev(fd_, iov + k, count - k, static_cast<off_t>(offset));
+    if (put < 0) {
+      if (errno == EINTR) continue;
+      return IOError(StrCat("Write of ", IovBytes(iov + k, count - k), " bytes at offset ", offset, " failed on ",
+                            path_), errno);
+    }
+    if (put == 0) return IOError(StrCat("Write at offset ", offset, " made no progress on ", path_), EIO);
+    offset += static_cast<uint64_t>(put);
+    AdvanceIov(iov, count, &k, static_cast<size_t>(put));
   }
   return Status::OK();
 }

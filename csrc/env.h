@@ -2,6 +2,8 @@
 // errno -> Status translation that names the file.
 #pragma once
 
+#include <sys/uio.h>
+
 #include <cstdint>
 #include <string>
 
@@ -22,6 +24,9 @@ class RandomAccessFile {
   // Reads exactly n bytes at offset (pread loop; safe from many threads).
   // A short file is DATA_LOSS naming the file.
   Status Read(uint64_t offset, size_t n, char* dst) const;
+  // Reads consecutive bytes at offset into iov[0..count) (a preadv loop;
+  // count <= IOV_MAX). Consumes iov (entries are advanced as bytes arrive).
+  Status ReadV(uint64_t offset, struct iovec* iov, int count) const;
   uint64_t size() const { return size_; }
   const std::string& path() const { return path_; }
 
@@ -41,6 +46,9 @@ class WritableFile {
   Status Create(const std::string& path);
   Status Append(const char* data, size_t n);               // at the current end
   Status PWrite(uint64_t offset, const char* data, size_t n) const;  // thread-safe
+  // Writes iov[0..count) back to back at offset (a pwritev loop; count <=
+  // IOV_MAX). Consumes iov. Thread-safe.
+  Status PWriteV(uint64_t offset, struct iovec* iov, int count) const;
   Status Reserve(uint64_t total_size) const;               // preallocate; early ENOSPC
   Status Sync() const;                                     // fdatasync
   Status Close();

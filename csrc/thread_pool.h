@@ -41,8 +41,28 @@ std::shared_ptr<ThreadPool> GetIoPool();
 void SetIoThreads(int n);  // n <= 0: hardware cores
 int GetIoThreads();
 
-// Runs tasks[0..n) on the shared pool and waits; returns the first error
-// (remaining tasks still run, but see `abort` to let them skip work).
+// Tasks scheduled on the shared pool as they come, awaited together: lets a
+// caller keep working (e.g. allocating the next buffers) while earlier
+// tasks run; Wait() runs still-unclaimed tasks on the calling thread. The
+// destructor waits too, so captured state may be destroyed after it.
+class TaskGroup {
+ public:
+  TaskGroup();
+  ~TaskGroup();
+  TaskGroup(const TaskGroup&) = delete;
+  TaskGroup& operator=(const TaskGroup&) = delete;
+
+  void Schedule(std::function<Status()> task);
+  Status Wait();  // first error of any task scheduled so far
+
+ private:
+  struct State;
+  std::shared_ptr<ThreadPool> pool_;
+  std::shared_ptr<State> state_;
+};
+
+// Runs tasks[0..n) on the shared pool and the calling thread, and waits;
+// returns the first error (remaining tasks still run).
 Status RunParallel(size_t n, const std::function<Status(size_t)>& task);
 
 }  // namespace saverkit

@@ -59,7 +59,15 @@ static void ReadAll(BundleReader& reader, uint64_t data_bytes) {
     std::vector<ReadPlan> plans{plan};
     std::vector<char*> dst{buf.data()};
     std::vector<StringResult> strings;
-    (void)reader.Execute(plans, dst, &strings);
+    if (!reader.Execute(plans, dst, &strings).ok() || !strings[0].whole) continue;
+    // Second step of a string read: one buffer per element, as the bindings allocate them.
+    std::vector<std::string> elements(strings[0].lengths.size());
+    std::vector<std::vector<char*>> element_dst(1);
+    for (size_t j = 0; j < elements.size(); ++j) {
+      elements[j].resize(static_cast<size_t>(strings[0].lengths[j]));
+      element_dst[0].push_back(&elements[j][0]);
+    }
+    (void)reader.ReadStringBytes(plans, strings, element_dst);
   }
 }
 

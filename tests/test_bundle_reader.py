@@ -72,6 +72,81 @@ def test_out_arrays_are_filled_in_place(tmp_path):
         bundle.read_tensors(prefix, ["a"], out=[ro])
 
 
+def test_string_out_arrays_get_their_elements_replaced_in_place(tmp_path):
+    prefix = str(tmp_path / "m")
+    values = np.array([[b"a", b""], [b"\x00z\x00", b"q" * 70_000]], dtype=object)
+    bundle.write_bundle(prefix, ["s", "n"], [values, np.arange(3, dtype="i4")])
+    out = np.array([[b"old"] * 2] * 2, dtype=object)
+    got = bundle.read_tensors(prefix, ["s", "n"], out=[out, None])
+    assert got[0] is out and out.tolist() == values.tolist()
+    assert got[1].tolist() == [0, 1, 2]
+    for bad, msg in [(np.empty((4,), object), "shape"), (np.empty((2, 2), "f4"), "dtype"),
+                     (np.empty((2, 2), object).T[:, :1], "shape"), ([b""] * 4, "numpy")]:
+        with pytest.raises(errors.InvalidArgumentError, match=msg):
+            bundle.read_tensors(prefix, ["s"], out=[bad])
+    with pytest.raises(errors.InvalidArgumentError, match="contiguous"):
+        bundle.read_tensors(prefix, ["s"], out=[np.empty((2, 2), object).T])
+    ro = np.empty((2, 2), object)
+    ro.flags.writeable = False
+    with pytest.raises(errors.InvalidArgumentError, match="read-only"):
+        bundle.read_tensors(prefix, ["s"], out=[ro])
+
+
+def test_a_failed_string_read_leaves_string_out_arrays_untouched(tmp_path):
+    # Elements are swapped into out= arrays only after every tensor of the call was read and checked.
+    prefix = str(tmp_path / "m")
+    good = np.array([b"g%d" % i for i in range(100)], dtype=object)
+    bad = np.array([b"b%d" % i * 50 for i in range(100)], dtype=object)
+    bundle.write_bundle(prefix, ["good", "bad"], [good, bad])
+    entry = {k: tensor_bundle_pb2.BundleEntryProto.FromString(v) for k, v in read_index(prefix)[1:]}[b"bad"]
+    data = f"{prefix}.data-00000-of-00001"
+    with open(data, "r+b") as f:  # flip a byte of the last element
+        f.seek(entry.offset + entry.size - 1)
+        last = f.read(1)
+        f.seek(entry.offset + entry.size - 1)
+        f.write(bytes([last[0] ^ 1]))
+    outs = [np.full(100, b"keep", dtype=object), np.full(100, b"keep", dtype=object)]
+    with pytest.raises(errors.DataLossError, match="stored crc32c"):
+        bundle.read_tensors(prefix, ["good", "bad"], out=outs)
+    assert outs[0].tolist() == [b"keep"] * 100 and outs[1].tolist() == [b"keep"] * 100
+
+
+def test_restored_strings_are_new_objects_owned_by_the_result(tmp_path):
+    # Nothing read may alias another result or the input (bytes are immutable, but the arrays are not).
+    prefix = str(tmp_path / "m")
+    src = np.array([b"x" * 10, b"y" * 10], dtype=object)
+    bundle.write_bundle(prefix, ["s"], [src])
+    a, = bundle.read_tensors(prefix, ["s"])
+    b, = bundle.read_tensors(prefix, ["s"])
+    assert a is not b and a.base is None and a.tolist() == b.tolist() == src.tolist()
+    a[0] = b"changed"
+    assert b[0] == b"x" * 10 and src[0] == b"x" * 10
+
+
+def test_string_reads_across_buffer_sizes_and_long_varints(tmp_path):
+    # Small elements are read a buffer-full at a time and copied out, elements of 64 KiB and more are read
+    # straight into place, a tensor is read in ~1 MiB runs whose CRCs are stitched, and the lengths are
+    # read in growing steps when the varints are longer than a byte or two.
+    rng = np.random.default_rng(3)
+    mixed = [rng.bytes(int(n)) for n in rng.integers(0, 3000, 2000)]
+    mixed[10:10] = [rng.bytes(65536), b"", rng.bytes(300_000), b"\x00" * 65535]
+    long_varints = [rng.bytes(20_000 + i) for i in range(120)]  # 3-byte varints: past the first read
+    tensors = {"mixed": np.array(mixed, dtype=object), "long": np.array(long_varints, dtype=object),
+               "empty": np.array([], dtype=object), "blanks": np.array([b""] * 5, dtype=object).reshape(5, 1)}
+    prefix = str(tmp_path / "m")
+    bundle.write_bundle(prefix, list(tensors), list(tensors.values()))
+    for (name, t), got in zip(tensors.items(), bundle.read_tensors(prefix, list(tensors)), strict=True):
+        assert got.shape == t.shape and got.tolist() == t.tolist(), name
+    # A flipped byte anywhere in a later run is caught.
+    entry = {k: tensor_bundle_pb2.BundleEntryProto.FromString(v) for k, v in read_index(prefix)[1:]}[b"long"]
+    data = f"{prefix}.data-00000-of-00001"
+    with open(data, "r+b") as f:
+        f.seek(entry.offset + entry.size - 5000)
+        f.write(b"!")
+    with pytest.raises(errors.DataLossError, match="Checksum does not match for tensor 'long'"):
+        bundle.read_tensors(prefix, ["long"])
+
+
 def test_dtype_mismatch_and_missing_keys_name_everything(tmp_path):
     prefix = str(tmp_path / "m")
     bundle.write_bundle(prefix, ["a"], [np.ones(2, "f4")])

@@ -80,11 +80,13 @@ def test_restore_assign_reads_straight_into_the_variable_buffer(graph, tmp_path,
     with sk.Session() as sess:
         sess.run(sk.global_variables_initializer())
         buf = sess._variables.get((b"", "w"))
+        sbuf = sess._variables.get((b"", "s"))
         sess.run(restore_all)
         assert sess._variables.get((b"", "w")) is buf  # no new array: the restore wrote into it
         np.testing.assert_array_equal(buf, saved)
         assert calls[-1][0] is buf  # the engine was handed the variable's buffer as out=
-        assert calls[-1][1] is None  # strings are not preallocated
+        assert calls[-1][1] is sbuf  # and the string variable's object array, whose elements it replaces
+        assert sess._variables.get((b"", "s")) is sbuf and sbuf[()] == b"hi"
         assert sess.run(s) == b"hi"
         np.testing.assert_array_equal(sess.run(w), saved)
 

@@ -77,3 +77,52 @@ def test_shape_mismatch_in_new_session_is_still_an_error(saved):
         with pytest.raises(sk.errors.InvalidArgumentError):
             saver.restore(sess, prefix)
         assert not sess.run(sk.is_variable_initialized(vs[0]))
+
+
+def _string_graph(n):
+    g = sk.Graph()
+    with g.as_default():
+        vs = [sk.Variable(sk.constant(np.full((n,), b"", dtype=object)), name=f"s{i}") for i in range(2)]
+        saver = sk.train.Saver(vs)
+    return g, vs, saver
+
+
+def test_string_variables_are_restored_into_their_object_arrays(tmp_path):
+    values = [np.array([b"a", b"", b"\x00b", b"c" * 70_000], dtype=object),
+              np.array([b"x%d" % i for i in range(4)], dtype=object)]
+    g, vs, saver = _string_graph(4)
+    with sk.Session(graph=g) as sess:
+        sess.run([v.initializer for v in vs])
+        for v, x in zip(vs, values, strict=True):
+            v.load(x, sess)
+        prefix = saver.save(sess, str(tmp_path / "ckpt"), write_meta_graph=False)
+    with sk.Session(graph=g) as sess:
+        sess.run([v.initializer for v in vs])
+        bufs = [_buffer(sess, v) for v in vs]
+        before = sess.run(vs[0])  # a fetch taken before the restore must not change under the caller
+        saver.restore(sess, prefix)
+        assert [_buffer(sess, v) for v in vs] == bufs  # same arrays, new elements
+        for v, x in zip(vs, values, strict=True):
+            assert sess.run(v).tolist() == x.tolist()
+        assert before.tolist() == [b""] * 4
+
+
+def test_failed_string_restore_leaves_every_string_variable_as_it_was(tmp_path):
+    values = [np.array([b"first%d" % i for i in range(4)], dtype=object),
+              np.array([b"second%d" % i * 40 for i in range(4)], dtype=object)]
+    g, vs, saver = _string_graph(4)
+    with sk.Session(graph=g) as sess:
+        sess.run([v.initializer for v in vs])
+        for v, x in zip(vs, values, strict=True):
+            v.load(x, sess)
+        prefix = saver.save(sess, str(tmp_path / "ckpt"), write_meta_graph=False)
+        entry = bundle.BundleReader(prefix)._core.entry("s1")
+    with open(prefix + ".data-00000-of-00001", "r+b") as f:  # corrupt the last byte of s1
+        f.seek(entry["offset"] + entry["size"] - 1)
+        f.write(b"!")
+    with sk.Session(graph=g) as sess:
+        sess.run([v.initializer for v in vs])
+        with pytest.raises(sk.errors.DataLossError):
+            saver.restore(sess, prefix)
+        for v in vs:  # s0 was read fine, but is not half-applied either
+            assert sess.run(v).tolist() == [b""] * 4

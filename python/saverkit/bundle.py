@@ -370,7 +370,13 @@ class BundleReader:
                         None, None, f"Tensor {keys[i]!r} in checkpoint {self.prefix} has dtype {dtype.name}, "
                         f"but {want.name} was requested")
             if dtype == _dtypes.string:
-                buffers.append(None)
+                # Object arrays given as out= get their elements replaced, once every read has succeeded.
+                target = out[i] if out is not None else None
+                if target is not None and not (
+                        type(target) is np.ndarray and target.dtype == object and target.shape == shape
+                        and target.flags.c_contiguous and target.flags.writeable):
+                    _check_out(target, dtype, tuple(shape), keys[i])  # names the problem
+                buffers.append(target)
                 results.append(None)
                 continue
             target = out[i] if out is not None else None
@@ -383,7 +389,7 @@ class BundleReader:
             buffers.append(target if np_dtype.isbuiltin == 1 else _byte_view(target))
         strings = self._core.execute(keys, specs, buffers)
         for i, items in enumerate(strings):
-            if items is not None:  # the engine builds string tensors as object arrays of bytes
+            if items is not None:  # string tensors: object arrays of bytes (out[i] itself when given)
                 results[i] = items
         return results  # type: ignore[return-value]
 
@@ -422,6 +428,9 @@ def read_tensors(
 ) -> list[np.ndarray]:
     """Read tensors (or slices, in TF shape_and_slice syntax) like RestoreV2, in one parallel batch.
 
-    ``out[i]``, when given, is filled in place and returned; otherwise a new array is allocated.
+    ``out[i]``, when given, is filled in place and returned; otherwise a new array is allocated. For a
+    string tensor ``out[i]`` is an object array whose elements are replaced by new bytes objects, only
+    after every tensor of the call was read and checked (numeric ``out`` arrays are read into directly,
+    so a failed call may leave them partly overwritten).
     """
     return BundleReader(prefix).read_many(names, shape_and_slices, dtypes, out)

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from saverkit import dtypes, errors
+from saverkit import errors
 from saverkit.framework import common_shapes, ops
 from saverkit.framework.op_def_library import apply_op
 from saverkit.framework.op_registry import register_kernel, register_shape_fn
@@ -136,8 +136,9 @@ def _restore_v2(ctx: Any, prefix: Any, tensor_names: Any, shape_and_slices: Any)
             None,
             f"Expected {len(dts)} tensor_names and shape_and_slices, got {len(names)} and {len(slices)}",
         )
-    # Numeric tensors can be read straight into the variable they are restored to; strings cannot.
-    out = [None if dt == dtypes.string else ctx.output_buffer(i) for i, dt in enumerate(dts)]
+    # Tensors are read straight into the variable they are restored to: numeric ones into its buffer,
+    # string ones by replacing the elements of its object array (only once every read has succeeded).
+    out = [ctx.output_buffer(i) for i in range(len(dts))]
     path, engine = _path(prefix), _bundle()
     values = None
     if any(o is not None for o in out):
