@@ -21,6 +21,9 @@ from saverkit import dtypes, errors
 from saverkit.framework.tensor_shape import TensorShape
 
 
+_NP_DTYPES: dict[dtypes.DType, np.dtype] = {}
+
+
 class Ref:
     """Handle on one variable of a session's store."""
 
@@ -30,9 +33,12 @@ class Ref:
         self._values = values
         self.key = key
         self.name = name
-        self.dtype = dtype.base_dtype
+        self.dtype = base = dtype.base_dtype
         self.shape = shape
-        self._np_dtype = np.dtype(self.dtype.as_numpy_dtype)
+        np_dtype = _NP_DTYPES.get(base)  # a fresh session makes one Ref per variable: 10,000 at once
+        if np_dtype is None:
+            np_dtype = _NP_DTYPES[base] = np.dtype(base.as_numpy_dtype)
+        self._np_dtype = np_dtype
 
     @property
     def buffer(self) -> np.ndarray | None:
@@ -59,6 +65,9 @@ class Ref:
         ``copy_on_write`` (resource variables, whose reads are snapshots): if a value read earlier in
         this run still shares the buffer, give the variable a new buffer instead of overwriting it.
         """
+        buf = self._values.get(self.key)
+        if value is buf and buf is not None:
+            return  # a kernel (RestoreV2) already wrote the value straight into the buffer
         value = np.asarray(value)
         if value.dtype != self._np_dtype:
             raise errors.InvalidArgumentError(
@@ -67,9 +76,6 @@ class Ref:
                 f"Cannot assign a value of dtype {value.dtype} to variable {self.name} of dtype "
                 f"{self.dtype.name}",
             )
-        buf = self._values.get(self.key)
-        if value is buf and buf is not None:
-            return  # a kernel (RestoreV2) already wrote the value straight into the buffer
         if buf is not None and buf.shape == value.shape and not (copy_on_write and is_shared(buf)):
             np.copyto(buf, value)
             return
