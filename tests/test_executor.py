@@ -173,3 +173,44 @@ def test_templates_are_safe_to_share_between_threads(graph):
     for t in threads:
         t.join()
     assert errors_seen == []
+
+
+def test_assign_skips_the_kernel_only_when_the_value_already_is_the_buffer(graph):
+    v = sk.Variable(np.zeros(3), name="v")
+    set_ = sk.assign(v, sk.constant(np.array([1.0, 2.0, 3.0])), name="set")
+    bad = sk.assign(v, sk.placeholder(sk.float64, [None], name="p"), name="bad")
+    with sk.Session() as sess:
+        sess.run(v.initializer)
+        t = executor.template_for(graph, [], [set_.op], [])
+        assert [it.same is not None for it in t.items] == [True]
+        sess.run(set_.op)
+        assert sess.run(v).tolist() == [1.0, 2.0, 3.0]
+        with pytest.raises(errors.InvalidArgumentError, match="shapes of both tensors") as info:
+            sess.run(bad.op, {"p:0": np.zeros(4)})
+        assert info.value.op.name == "bad"
+
+
+def test_big_runs_pause_the_garbage_collector_and_restore_it(graph):
+    import gc
+
+    variables = [sk.Variable(float(i), name=f"v{i}") for i in range(600)]
+    fail = sk.assign(variables[0], sk.placeholder(sk.float32, None, name="p"), name="fail")
+    seen = []
+
+    @op_registry.register_kernel("SlowIdentityForTest", expensive=True)
+    def _record(ctx, x):
+        seen.append(gc.isenabled())
+        return [np.array(x)]
+
+    try:
+        probe = slow_identity(sk.constant(1.0), name="probe")
+        with sk.Session() as sess:
+            sess.run([v.initializer for v in variables] + [probe])  # 1,200 ops: a big plan
+            assert seen == [False] and gc.isenabled()
+            with pytest.raises(errors.InvalidArgumentError):
+                sess.run([v.initializer for v in variables] + [fail], {"p:0": np.zeros(3, np.float32)})
+            assert gc.isenabled()
+            sess.run(probe)  # a small plan leaves the collector alone
+            assert seen == [False, True]
+    finally:
+        op_registry.register_kernel("SlowIdentityForTest", expensive=True)(_slow_identity)

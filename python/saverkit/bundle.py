@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from saverkit import _core, errors
+from saverkit import _core, _gc, errors
 from saverkit import dtypes as _dtypes
 from saverkit.dtypes import DType
 
@@ -140,6 +140,20 @@ def write_bundle(
     partitioned tensor; ``""`` saves a whole tensor. ``dtypes`` overrides the dtype inferred from numpy
     (needed for quantized types). String tensors are object arrays or lists of bytes/str.
     """
+    with _gc.paused():  # 10,000 tensors are tens of thousands of objects: see saverkit._gc
+        _write_bundle(prefix, names, tensors, shape_and_slices, dtypes, num_shards, shard_id, durable)
+
+
+def _write_bundle(
+    prefix: str,
+    names: Sequence[str | bytes],
+    tensors: Sequence[Any],
+    shape_and_slices: Sequence[str] | None,
+    dtypes: Sequence[DType | int | None] | None,
+    num_shards: int,
+    shard_id: int,
+    durable: bool,
+) -> None:
     prefix = os.fspath(prefix)
     n = len(names)
     if len(tensors) != n:
@@ -341,6 +355,16 @@ class BundleReader:
         shape_and_slices: Sequence[str] | None = None,
         dtypes: Sequence[DType | int | None] | None = None,
         out: Sequence[np.ndarray | None] | None = None,
+    ) -> list[np.ndarray]:
+        with _gc.paused():  # 10,000 tensors are tens of thousands of objects: see saverkit._gc
+            return self._read_many(names, shape_and_slices, dtypes, out)
+
+    def _read_many(
+        self,
+        names: Sequence[str | bytes],
+        shape_and_slices: Sequence[str] | None,
+        dtypes: Sequence[DType | int | None] | None,
+        out: Sequence[np.ndarray | None] | None,
     ) -> list[np.ndarray]:
         keys = [_as_key(n) for n in names]
         n = len(keys)

@@ -10,6 +10,7 @@ else is ready, so e.g. the SaveV2 ops of a sharded save write concurrently.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import heapq
 import operator
@@ -19,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from saverkit import errors
+from saverkit import _gc, errors
 from saverkit.framework.ops import Operation, Tensor
 from saverkit.framework.variable_store import Ref, VariableStore, is_shared, resource_key, variable_key
 
@@ -81,7 +82,9 @@ class OpKernelContext:
 class _Item:
     """One op of a plan template, as the executor runs it (session-independent)."""
 
-    __slots__ = ("op", "kernel", "in_slots", "deref", "out_slot", "n_out", "expensive", "targets")
+    __slots__ = (
+        "op", "kernel", "in_slots", "deref", "out_slot", "n_out", "expensive", "targets", "variable", "same"
+    )
 
 
 class PlanTemplate:
@@ -176,6 +179,13 @@ class PlanTemplate:
             item.n_out = len(op._outputs)
             item.expensive = info.expensive
             item.targets = info.output_buffers  # resolved below, once every hoisted op is known
+            # A VariableV2's output is its store entry's Ref: bound straight from these arguments.
+            item.variable = (
+                (variable_key(op), op._name, op._attrs["dtype"], op._attrs["shape"])
+                if op._type == "VariableV2"
+                else None
+            )
+            item.same = None
             if info.hoist and not inputs and not op._control_inputs:
                 hoisted.append(item)
             else:
@@ -185,6 +195,14 @@ class PlanTemplate:
         hoisted_slot = {it.op: it.out_slot for it in hoisted}
         for it in items:
             it.targets = _in_place_targets(it.op, needed, fetched, hoisted_slot) if it.targets else None
+        # An Assign of a hoisted variable whose value is already the variable's buffer (a restore that read
+        # straight into it, see _in_place_targets) has nothing to do: (ref slot, value slot) let the run
+        # loop see that without calling the kernel (what Ref.assign would find first).
+        for it in items:
+            op = it.op
+            if op._type == "Assign" and op._inputs[0]._op in hoisted_slot and not it.deref:
+                it.same = (it.in_slots[0], it.in_slots[1])
+        self.big = len(items) + len(hoisted) > _BIG_PLAN
         self.has_expensive = any(it.expensive for it in items)
         if self.has_expensive:
             self._build_steps({it.op for it in hoisted})
@@ -246,6 +264,9 @@ class Plan:
         item = None
         try:
             for item in template.hoisted:
+                if item.variable is not None:
+                    initial[item.out_slot] = variables.ref(*item.variable)
+                    continue
                 outs = item.kernel(OpKernelContext(item.op, variables, session))
                 initial[item.out_slot : item.out_slot + item.n_out] = outs
         except Exception as e:
@@ -268,7 +289,8 @@ class Plan:
         vals = self._initial.copy()
         for s, v in zip(template.feed_slots, feed_values, strict=False):
             vals[s] = v
-        with np.errstate(all="ignore"):  # TF semantics: overflow / NaN are values, not errors
+        with np.errstate(all="ignore"), _gc.paused() if template.big else contextlib.nullcontext():
+            # errstate: TF semantics (overflow / NaN are values, not errors); GC: see saverkit._gc
             if self.has_expensive:
                 self._run_scheduled(vals, pool_fn())
             else:
@@ -282,6 +304,12 @@ class Plan:
         try:
             for i in indices:
                 item = items[i]
+                same = item.same
+                if same is not None:
+                    ref = vals[same[0]]
+                    if type(ref) is Ref and vals[same[1]] is ref._values.get(ref.key):
+                        vals[item.out_slot] = ref  # the value was restored into the buffer: nothing to do
+                        continue
                 args = [vals[s] for s in item.in_slots]
                 for j in item.deref:
                     if type(args[j]) is Ref:
@@ -391,6 +419,7 @@ def _toposort(needed: dict[Operation, list[Operation]]) -> list[Operation]:
 _creation_id = operator.attrgetter("_id")
 _NONE: tuple = ()  # shared in_slots / deref of ops without inputs (never mutated)
 _MAX_TEMPLATES = 256  # per graph; a program asking for more distinct fetch sets rebuilds them
+_BIG_PLAN = 1000  # ops; runs of bigger plans pause the cyclic GC
 _REF_OFFSET = 100  # DataType numbers above this are ref types
 
 

@@ -10,7 +10,6 @@ Python values); what an op *does* lives in the kernel table
 from __future__ import annotations
 
 import contextlib
-import gc
 import re
 import threading
 from collections.abc import Callable, Iterator
@@ -18,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from saverkit import dtypes
+from saverkit import _gc, dtypes
 from saverkit.framework import attrs as attrs_lib
 from saverkit.framework import device_spec
 from saverkit.framework.tensor_shape import TensorShape, as_shape
@@ -243,18 +242,7 @@ def _binary_overloads(cls: type) -> None:
         setattr(cls, name, lambda self, *a, _n=name: getattr(Tensor, _n)(convert_to_tensor(self), *a))
 
 
-@contextlib.contextmanager
-def _gc_paused() -> Iterator[None]:
-    """For a bulk operation of the library (e.g. importing a GraphDef) that allocates tens of thousands of
-    long-lived objects at once: generational GC passes over the growing graph would cost a good part of
-    the work itself, and nothing cyclic is freed meanwhile. The previous state is restored."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
+_gc_paused = _gc.paused  # kept for importer.py
 
 
 @contextlib.contextmanager

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
-import gc
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import ml_dtypes
 import numpy as np
 
-from saverkit import dtypes, errors
+from saverkit import _gc, dtypes, errors
 from saverkit.framework import constant_op, ops
 from saverkit.framework.executor import Plan, template_for
 from saverkit.framework.variable_store import Ref, VariableStore
@@ -122,7 +121,7 @@ class Session:
         key = (tuple(tensors), tuple(targets), frozenset(feeds))
         plan = self._plans.get(key)
         if plan is None:
-            with _gc_paused():
+            with _gc.paused():
                 template = template_for(self._graph, tensors, targets, list(feeds))
                 plan = Plan(template, self._variables, self)
             if len(self._plans) >= _MAX_CACHED_PLANS:
@@ -206,20 +205,6 @@ class InteractiveSession(Session):
         if getattr(self, "_interactive", None) is not None:
             self._interactive.close()
             self._interactive = None
-
-
-@contextlib.contextmanager
-def _gc_paused() -> Iterator[None]:
-    """A plan for a big graph allocates tens of thousands of small objects at once; without this, cyclic
-    GC passes over the whole graph every few hundred of them and double the cost. Nothing cyclic is
-    freed meanwhile, so pausing is safe; the previous state is restored."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 # --- fetches --------------------------------------------------------------------------------------

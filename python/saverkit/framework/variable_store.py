@@ -20,7 +20,6 @@ import numpy as np
 from saverkit import dtypes, errors
 from saverkit.framework.tensor_shape import TensorShape
 
-
 _NP_DTYPES: dict[dtypes.DType, np.dtype] = {}
 
 
@@ -95,8 +94,10 @@ class Ref:
         done) if the variable is initialized or ``value`` does not fit it. The caller gives ``value`` up:
         nothing else may hold or write it."""
         if (self.key in self._values or type(value) is not np.ndarray or value.dtype != self._np_dtype
-                or not value.flags.c_contiguous or not value.flags.writeable or value.base is not None
-                or not self.shape.is_compatible_with(value.shape)):
+                or not value.flags.c_contiguous or not value.flags.writeable or value.base is not None):
+            return False
+        # The static shape of a restored variable is almost always the array's: a tuple compare settles it.
+        if self.shape._dims != value.shape and not self.shape.is_compatible_with(value.shape):
             return False
         self._values[self.key] = value
         return True

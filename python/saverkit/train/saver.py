@@ -25,7 +25,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import functools
-import gc
 import logging
 import math
 import operator
@@ -37,8 +36,8 @@ from typing import Any
 
 import numpy as np
 
+from saverkit import _gc, errors
 from saverkit import dtypes as dtypes_lib
-from saverkit import errors
 from saverkit.framework import (
     array_ops,
     constant_op,
@@ -203,19 +202,6 @@ def _base_dtype(dtype):
     if base is None:
         base = _BASE_DTYPES[id(dtype)] = dtype.base_dtype
     return base
-
-
-@contextlib.contextmanager
-def _gc_paused():
-    """Building thousands of nodes allocates ~10 objects each; generational GC passes over the (large,
-    long-lived) graph would cost more than the building itself, so collection waits until we are done."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 def _unique_names(g, base_name: str, n: int) -> tuple[list[str], list[str]]:
@@ -949,7 +935,7 @@ class Saver:
                     return
                 raise ValueError("No variables to save")
             self._is_empty = False
-            with _gc_paused():
+            with _gc.paused():
                 self.saver_def = self._builder._build_internal(
                     self._var_list,
                     reshape=self._reshape,
