@@ -747,15 +747,7 @@ class Graph:
                 raise ValueError(
                     f"Tensor {t.name} must be from the same graph as the op {name!r} being created."
                 )
-        op = object.__new__(Operation)
-        op._graph = self
-        op._name = name
-        op._type = op_type
-        op._inputs = inputs
-        op._attrs = attrs
-        op._info = info
-        op._serialized = None
-        op._id = self._last_id = self._last_id + 1
+        op = self._new_op(name, op_type, inputs, attrs, info)
         if control_inputs or self._control_stack:
             controls = list(dict.fromkeys(control_inputs)) if control_inputs else []
             if self._control_stack:
@@ -823,6 +815,20 @@ class Graph:
                 level.seen.add(op)
         return op
 
+    def _new_op(self, name: str, op_type: str, inputs: Any, attrs: dict[str, Any], info: Any) -> Operation:
+        """An Operation of this graph with the next id; its control inputs, device and outputs are the
+        caller's to set (``_create_op`` and ``_add_plain_op``), and it is not yet registered by name."""
+        op = object.__new__(Operation)
+        op._graph = self
+        op._name = name
+        op._type = op_type
+        op._inputs = inputs
+        op._attrs = attrs
+        op._info = info
+        op._serialized = None
+        op._id = self._last_id = self._last_id + 1
+        return op
+
     def _plain(self) -> bool:
         """No finalization, control dependencies, colocation, attr scope or device function in effect: op
         builders may then skip what _create_op does for those (the Variable fast path)."""
@@ -849,15 +855,7 @@ class Graph:
         done the rest: ``name`` unique (marked in use) and valid, ``shape`` what the shape function gives."""
         if name in self._nodes_by_name:
             raise ValueError(f"Duplicate node name in graph: '{name}'")
-        op = object.__new__(Operation)
-        op._graph = self
-        op._name = name
-        op._type = op_type
-        op._inputs = inputs
-        op._attrs = attrs
-        op._info = info
-        op._serialized = None
-        op._id = self._last_id = self._last_id + 1
+        op = self._new_op(name, op_type, inputs, attrs, info)
         op._control_inputs = _NO_OPS
         op._device = device
         t = object.__new__(Tensor)
