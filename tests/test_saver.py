@@ -622,23 +622,31 @@ def test_name_based_saver_restores_object_based_checkpoint(graph, caplog):
 
 
 def test_bulk_assign_path_builds_the_same_graph_as_create_op(monkeypatch):
-    """The Saver writes its Assign nodes with a bulk constructor that mirrors Graph._create_op; it must
-    stay switched on (a change of the graph layer's classes turns it off) and agree with the slow path."""
-    assert saver_module._BULK_OK, "the graph layer's Operation fields changed: update saver._OP_FIELDS"
+    """The Saver writes its Assign nodes in bulk through Graph._add_plain_op; outside a plain graph it
+    falls back to Graph._create_op per node. Both must build the same graph."""
 
-    def build():
+    def build(plain: bool):
         g = sk.Graph()
         with g.as_default():
             for i in range(12):
                 with sk.device(f"/cpu:{i % 2}"):
                     sk.Variable(np.full(2, i, np.float32 if i % 3 else np.int64), name=f"v{i}")
-            sk.train.Saver()
-            sk.train.Saver([v for v in sk.global_variables()[::-1]], name="save")  # save_1/...
+            with monkeypatch.context() as m:
+                if not plain:
+                    m.setattr(sk.Graph, "_plain", lambda self: False)
+                add = sk.Graph._add_plain_op
+                m.setattr(sk.Graph, "_add_plain_op", lambda self, *a: bulk.append(a[1]) or add(self, *a))
+                sk.train.Saver()
+                sk.train.Saver([v for v in sk.global_variables()[::-1]], name="save")  # save_1/...
         return g
 
-    fast = build()
-    monkeypatch.setattr(saver_module, "_BULK_OK", False)
-    slow = build()
+    bulk: list = []
+
+    fast = build(plain=True)
+    assert bulk.count("Assign") == 24  # both Savers' restore Assigns took the bulk path
+    bulk.clear()
+    slow = build(plain=False)
+    assert bulk == []
     assert fast.as_graph_def() == slow.as_graph_def()
     for a, b in zip(fast.get_operations(), slow.get_operations(), strict=True):
         assert (a.name, a._id, a.device, [t.get_shape() for t in a.outputs], a._node_def_bytes()) == (

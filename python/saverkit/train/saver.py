@@ -191,8 +191,6 @@ def _assign(ref, value, name: str):
 
 
 _ASSIGN_INFO = op_registry.get("Assign")
-# The graph layer shares one empty control-input list between ops (it never mutates it); None: not available.
-_NO_CONTROL_INPUTS = getattr(ops, "_NO_OPS", None)
 _BASE_DTYPES: dict[int, Any] = {}
 
 
@@ -245,100 +243,27 @@ def _suffixes(first: int, stop: int) -> list[str]:
     return _SUFFIXES[first:stop]
 
 
-# The fields _bulk_assigns fills in, as Graph._create_op does. If the graph layer's classes change, the
-# bulk path switches itself off and every Assign goes through _create_op.
-_OP_FIELDS = (
-    "_graph",
-    "_name",
-    "_type",
-    "_inputs",
-    "_outputs",
-    "_control_inputs",
-    "_device",
-    "_attrs",
-    "_id",
-    "_info",
-    "_serialized",
-)
-_GRAPH_FIELDS = (
-    "_nodes_by_name",
-    "_names_in_use",
-    "_last_id",
-    "_finalized",
-    "_control_stack",
-    "_colocation_stack",
-    "_attr_scope_map",
-    "_device_now",
-)
-_TENSOR_FIELDS = ("_op", "_value_index", "_dtype", "_shape", "_consumers")
-_BULK_OK = (
-    tuple(x for x in getattr(ops.Operation, "__slots__", ()) if x != "__weakref__") == _OP_FIELDS
-    and tuple(x for x in getattr(ops.Tensor, "__slots__", ()) if x != "__weakref__") == _TENSOR_FIELDS
-    and all(hasattr(ops.Graph(), f) for f in _GRAPH_FIELDS)
-)
-
-
 def _bulk_assigns(g, refs: list, values: list) -> list:
     """``Assign(ref_i, value_i)`` for all i, named like consecutive ``Assign`` ops in the current scope.
 
-    Equivalent to calling ``_assign`` per pair (what it falls back to outside a plain context), at a third
-    of the cost: no per-op name search, regex check or context lookups.
+    Equivalent to calling ``_assign`` per pair (what it falls back to outside a plain graph, see
+    ``Graph._plain``), at a third of the cost: names precomputed in one pass, ops made by
+    ``Graph._add_plain_op`` without per-op name search, regex check or context lookups.
     """
     names, keys = _unique_names(g, "Assign", len(refs))
-    if not (
-        _BULK_OK
-        and not g._finalized
-        and not g._control_stack
-        and not g._colocation_stack
-        and not g._attr_scope_map
-        and g._device_now is not None
-        and g._nodes_by_name.keys().isdisjoint(names)
-    ):
+    if not g._plain() or not g._nodes_by_name.keys().isdisjoint(names):
         return [_assign(r, v, n + "/") for r, v, n in zip(refs, values, names, strict=True)]
-    nodes = g._nodes_by_name
-    new, Operation, Tensor = object.__new__, ops.Operation, ops.Tensor  # noqa: N806
-    info = _ASSIGN_INFO
-    no_ops = _NO_CONTROL_INPUTS
-    first_id = g._last_id + 1
+    add, info = g._add_plain_op, _ASSIGN_INFO
     out = []
     dtype = attrs = None
     try:
-        for op_id, ref, value, name in zip(
-            range(first_id, first_id + len(refs)), refs, values, names, strict=False
-        ):
+        for ref, value, name in zip(refs, values, names, strict=True):
             if ref._dtype is not dtype:  # variables mostly share a dtype, and so one attrs dict
                 dtype = ref._dtype
                 attrs = {"T": _base_dtype(dtype), "validate_shape": True, "use_locking": True}
-            op = new(Operation)
-            op._graph = g
-            op._name = name
-            op._type = "Assign"
-            op._inputs = [ref, value]
-            op._attrs = attrs  # shared: an op's attrs dict is replaced, never mutated
-            op._info = info
-            op._serialized = None  # the NodeDef cache, filled on first serialization
-            op._id = op_id
-            op._control_inputs = no_ops if no_ops is not None else []
-            op._device = ref._op._device  # TF colocates ops that write a ref with the variable
-            t = new(Tensor)  # Tensor(op, 0, dtype) with the variable's shape
-            t._op = op
-            t._value_index = 0
-            t._dtype = dtype
-            t._shape = ref._shape
-            t._consumers = None
-            op._outputs = [t]
-            nodes[name] = op
-            if ref._consumers is None:
-                ref._consumers = [op]
-            else:
-                ref._consumers.append(op)
-            if value._consumers is None:
-                value._consumers = [op]
-            else:
-                value._consumers.append(op)
-            out.append(op)
+            # On the variable's device (TF colocates ops that write a ref with it), with its shape.
+            out.append(add(name, "Assign", [ref, value], attrs, dtype, info, ref._shape, ref._op._device))
     finally:
-        g._last_id = first_id - 1 + len(out)
         in_use = g._names_in_use  # what _create_op records for a name given with a trailing "/"
         done = keys[: len(out)]
         if done:
