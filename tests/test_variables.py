@@ -384,8 +384,6 @@ def _describe(g: sk.Graph, log: list) -> tuple:
 
 
 def test_fast_variable_path_builds_what_the_general_path_builds(monkeypatch):
-    from saverkit.framework import variables
-
     def build() -> tuple:
         log: list = []
         with sk.Graph().as_default() as g:
@@ -397,7 +395,7 @@ def test_fast_variable_path_builds_what_the_general_path_builds(monkeypatch):
     monkeypatch.setattr(Variable, "_init_plain", lambda *a: fast_calls.append(a[4]) or init_plain(*a))
     fast = build()
     assert len(fast_calls) == 28  # those in a plain context (or failing in it like the general path)
-    monkeypatch.setattr(variables, "_plain_name", lambda g, n: False)
+    monkeypatch.setattr(sk.Graph, "_plain_name", lambda g, n: False)
     general = build()
     assert len(fast_calls) == 28
     for part_fast, part_general in zip(fast, general, strict=True):

@@ -69,11 +69,9 @@ def _filled_plain(value: Any, shape: Any, dtype: dtypes.DType, name: Any) -> ops
     ``Variable(zeros(shape))`` per layer is how models are built). None: take the general path, which
     also raises its errors. tests/test_ops_array.py compares the two."""
     g = ops.get_default_graph()
-    if type(name) is not str or not name or name[-1] in "/\n" or not g._plain():
+    if not g._plain_name(name) or not g._plain():
         return None
     stack = g._name_stack
-    if stack and stack != g._valid_stack:
-        return None
     if not (ops._VALID_SCOPE_NAME_REGEX if stack else ops._VALID_OP_NAME_REGEX).match(name):
         return None
     try:

@@ -44,8 +44,7 @@ class OpKernelContext:
     def variable_ref(self) -> Ref:
         """The Ref of this (VariableV2) op's variable."""
         if self._ref is None:
-            op = self.op
-            self._ref = self.variables.ref(variable_key(op), op._name, op._attrs["dtype"], op._attrs["shape"])
+            self._ref = self.variables.ref(*variable_ref_args(self.op))
         return self._ref
 
     def output_buffer(self, index: int) -> np.ndarray | None:
@@ -77,6 +76,11 @@ class OpKernelContext:
             return None
         ref, copy_on_write = targets[index]
         return None if copy_on_write else ref
+
+
+def variable_ref_args(op: Operation) -> tuple:
+    """``VariableStore.ref`` arguments for a VariableV2 op: its store key, name, dtype and shape."""
+    return variable_key(op), op._name, op._attrs["dtype"], op._attrs["shape"]
 
 
 class _Item:
@@ -180,11 +184,7 @@ class PlanTemplate:
             item.expensive = info.expensive
             item.targets = info.output_buffers  # resolved below, once every hoisted op is known
             # A VariableV2's output is its store entry's Ref: bound straight from these arguments.
-            item.variable = (
-                (variable_key(op), op._name, op._attrs["dtype"], op._attrs["shape"])
-                if op._type == "VariableV2"
-                else None
-            )
+            item.variable = variable_ref_args(op) if op._type == "VariableV2" else None
             item.same = None
             if info.hoist and not inputs and not op._control_inputs:
                 hoisted.append(item)

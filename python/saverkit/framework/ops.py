@@ -815,6 +815,15 @@ class Graph:
                 level.seen.add(op)
         return op
 
+    def _plain_name(self, name: Any) -> bool:
+        """Whether ops scoped under ``name`` get names valid without a regex run, once ``name`` itself
+        passed the scope regex: a string opening a new unique scope (no trailing "/") in a stack known
+        valid, not ending in the newline the regex's "$" lets through. For the fast paths of op builders."""
+        stack = self._name_stack
+        if type(name) is not str or not name or name[-1] in "/\n":
+            return False
+        return not stack or stack == self._valid_stack
+
     def _new_op(self, name: str, op_type: str, inputs: Any, attrs: dict[str, Any], info: Any) -> Operation:
         """An Operation of this graph with the next id; its control inputs, device and outputs are the
         caller's to set (``_create_op`` and ``_add_plain_op``), and it is not yet registered by name."""

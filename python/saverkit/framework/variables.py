@@ -128,7 +128,7 @@ class Variable:
             (kind is np.ndarray or kind is ops.Tensor and _plain_tensor(g, initial_value, dtype))
             and caching_device is None
             and shape is None
-            and _plain_name(g, name)
+            and g._plain_name(name)
             and g._plain()
         ):
             self._init_plain(g, initial_value, dtype, name, validate_shape)
@@ -147,7 +147,7 @@ class Variable:
         self, g: ops.Graph, initial_value: np.ndarray, dtype: Any, name: str, validate_shape: bool
     ) -> None:
         """``_init_general`` for the common ``Variable(ndarray, name=...)`` in a plain graph (see
-        ``_plain_name`` and ``Graph._plain``): the same four ops, names, attrs, shapes, devices and
+        ``Graph._plain_name`` and ``Graph._plain``): the same four ops, names, attrs, shapes, devices and
         failures, without the generic machinery (name scope object, op builders, shape functions, colocation
         stack), which costs more than the ops themselves. tests/test_variables.py compares the GraphDefs."""
         old = g._name_stack
@@ -445,14 +445,6 @@ def _plain_tensor(g: ops.Graph, value: ops.Tensor, dtype: Any) -> bool:
         and not vd.is_ref_dtype
         and (dtype is None or dtypes.as_dtype(dtype) is vd)
     )
-
-
-def _plain_name(g: ops.Graph, name: Any) -> bool:
-    """Whether the ops of a Variable scoped ``name`` get names valid without a regex run: a string name
-    opening a new unique scope (no trailing "/") in a stack known valid, and not ending in the newline the
-    regex's "$" lets through."""
-    stack = g._name_stack
-    return type(name) is str and name[-1] not in "/\n" and (not stack or stack == g._valid_stack)
 
 
 def _scoped_name(g: ops.Graph, in_use: dict, scope: str, scope_key: str, base: str, base_key: str) -> str:
