@@ -22,19 +22,30 @@ import numpy as np
 
 from saverkit import _gc, errors
 from saverkit.framework.ops import Operation, Tensor
-from saverkit.framework.variable_store import Ref, VariableStore, is_shared, resource_key, variable_key
+from saverkit.framework.variable_store import (
+    Ref,
+    VariableStore,
+    adopt,
+    is_shared,
+    numpy_dtype,
+    resource_key,
+    variable_key,
+)
 
 
 class OpKernelContext:
     """What a kernel sees besides its inputs: its op, the session's variables, in-place output targets."""
 
-    __slots__ = ("op", "variables", "session", "_out_refs", "_ref")
+    __slots__ = ("op", "variables", "session", "_targets", "_ref")
 
     def __init__(self, op: Operation, variables: VariableStore, session: Any) -> None:
         self.op = op
         self.variables = variables
         self.session = session
-        self._out_refs: list[tuple[Ref, bool] | None] | None = None
+        # The template's per-output targets (see _in_place_targets), resolved by store key on use: they
+        # need no per-session binding, and a kernel may use them while the plan's Refs are still being
+        # made (see Plan.bind_deferred).
+        self._targets: list[tuple | None] | None = None
         self._ref: Ref | None = None
 
     def attr(self, name: str) -> Any:
@@ -56,26 +67,53 @@ class OpKernelContext:
         allocation). The array has the variable's current shape, which may differ from the value's: a
         kernel then allocates instead.
         """
-        targets = self._out_refs
+        targets = self._targets
         if targets is None or targets[index] is None:
             return None
-        ref, copy_on_write = targets[index]
-        buf = ref.buffer
+        target = targets[index]
+        buf = self.variables._values.get(target[_T_KEY])
         # A resource variable's earlier reads are snapshots that still share its buffer: don't overwrite.
-        if buf is None or copy_on_write and is_shared(buf):
+        if buf is None or target[_T_COW] and is_shared(buf):
             return None
         return buf
+
+    def output_buffers(self, n: int) -> list[np.ndarray | None]:
+        """``[output_buffer(i) for i in range(n)]`` in one pass (RestoreV2 asks for 10,000 at once)."""
+        targets = self._targets
+        if targets is None:
+            return [None] * n
+        values = self.variables._values
+        if not values:  # a new session: nothing is initialized
+            return [None] * n
+        out: list[np.ndarray | None] = [None] * n
+        for i, target in enumerate(targets):
+            if target is not None:
+                buf = values.get(target[_T_KEY])
+                if buf is not None and not (target[_T_COW] and is_shared(buf)):
+                    out[i] = buf
+        return out
 
     def output_target(self, index: int) -> Ref | None:
         """The variable output ``index`` is assigned into (same conditions as ``output_buffer``), also
         while it is uninitialized: a kernel that made the value in a fresh array of its own may hand that
         array to the variable (``Ref.adopt``) instead of having the Assign copy it. Ref variables only:
         resource variables keep their own copy-on-write rules."""
-        targets = self._out_refs
+        targets = self._targets
         if targets is None or targets[index] is None:
             return None
-        ref, copy_on_write = targets[index]
-        return None if copy_on_write else ref
+        _, key, name, dtype, shape, cow, _ = targets[index]
+        return None if cow else self.variables.ref(key, name, dtype, shape)
+
+    def adopt_outputs(self, values: list[Any], skip: list[Any]) -> None:
+        """``output_target(i).adopt(values[i])`` for every output whose ``skip[i]`` is None, in one pass
+        over the store (no Ref is made: the variable's op makes it, with the same key)."""
+        targets = self._targets
+        if targets is None:
+            return
+        store = self.variables._values
+        for target, value, done in zip(targets, values, skip, strict=True):
+            if target is not None and done is None and not target[_T_COW]:
+                adopt(store, target[_T_KEY], target[_T_NP_DTYPE], target[_T_SHAPE], value)
 
 
 def variable_ref_args(op: Operation) -> tuple:
@@ -278,8 +316,7 @@ class Plan:
         ctxs = []
         for it in template.items:
             ctx = OpKernelContext(it.op, variables, session)
-            if it.targets is not None:
-                ctx._out_refs = [t and _bind_target(t, initial, variables) for t in it.targets]
+            ctx._targets = it.targets
             ctxs.append(ctx)
         self.ctxs = ctxs
 
@@ -421,6 +458,7 @@ _NONE: tuple = ()  # shared in_slots / deref of ops without inputs (never mutate
 _MAX_TEMPLATES = 256  # per graph; a program asking for more distinct fetch sets rebuilds them
 _BIG_PLAN = 1000  # ops; runs of bigger plans pause the cyclic GC
 _REF_OFFSET = 100  # DataType numbers above this are ref types
+_T_KEY, _T_SHAPE, _T_COW, _T_NP_DTYPE = 1, 4, 5, 6  # fields of an _in_place_targets entry
 
 
 def _chained(error: errors.OpError, cause: BaseException) -> errors.OpError:
@@ -457,7 +495,7 @@ def _store(item: _Item, outs: Any, vals: list[Any]) -> None:
 
 def _in_place_targets(op: Operation, needed: dict, fetched: set, hoisted_slot: dict) -> list[tuple | None]:
     """For each output of ``op``: (slot of the hoisted variable op or -1, store key, name, dtype, shape,
-    copy_on_write) of the variable it may be written straight into (bound by :func:`_bind_target`).
+    copy_on_write, numpy dtype) of the variable it may be written straight into (the ``_T_*`` indices).
 
     That is when the output flows, through Identity ops only, into a single assignment of a variable
     (``Assign`` of a VariableV2, or ``AssignVariableOp`` of a VarHandleOp) and nothing else in the plan
@@ -482,18 +520,11 @@ def _in_place_targets(op: Operation, needed: dict, fetched: set, hoisted_slot: d
                     key, cow, slot = resource_key(var_op), True, -1
                 else:
                     break
-                target = (slot, key, key[-1], var_op._attrs["dtype"], var_op._attrs["shape"], cow)
+                dtype = var_op._attrs["dtype"]
+                target = (slot, key, key[-1], dtype, var_op._attrs["shape"], cow, numpy_dtype(dtype))
             break
         targets.append(target)
     return targets
-
-
-def _bind_target(target: tuple, initial: list[Any], variables: VariableStore) -> tuple[Ref, bool]:
-    slot, key, name, dtype, shape, cow = target
-    ref = initial[slot] if slot >= 0 else None
-    if type(ref) is not Ref:  # not hoisted: look the variable up (the same Ref its op will return)
-        ref = variables.ref(key, name, dtype, shape)
-    return ref, cow
 
 
 def as_op_error(e: BaseException, op: Operation | None) -> errors.OpError:

@@ -138,7 +138,7 @@ def _restore_v2(ctx: Any, prefix: Any, tensor_names: Any, shape_and_slices: Any)
         )
     # Tensors are read straight into the variable they are restored to: numeric ones into its buffer,
     # string ones by replacing the elements of its object array (only once every read has succeeded).
-    out = [ctx.output_buffer(i) for i in range(len(dts))]
+    out = ctx.output_buffers(len(dts))
     path, engine = _path(prefix), _bundle()
     values = None
     if any(o is not None for o in out):
@@ -153,11 +153,7 @@ def _restore_v2(ctx: Any, prefix: Any, tensor_names: Any, shape_and_slices: Any)
         values = list(engine.read_tensors(path, names, slices, dts))
     # Arrays read fresh for an uninitialized variable become its buffer: the Assign then has nothing to
     # copy, so restoring into a new session peaks at 1x the checkpoint, not 2x.
-    for i, v in enumerate(values):
-        if out[i] is None:
-            target = ctx.output_target(i)
-            if target is not None:
-                target.adopt(v)
+    ctx.adopt_outputs(values, out)
     return values
 
 
