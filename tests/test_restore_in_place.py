@@ -131,7 +131,7 @@ def test_failed_string_restore_leaves_every_string_variable_as_it_was(tmp_path):
 def _restore_ctx(sess, saver):
     """The kernel context of the Saver's RestoreV2 op in ``sess``'s plan for the restore."""
     plan = next(p for p in sess._plans.values() if any(it.op.type == "RestoreV2" for it in p.template.items))
-    return next(c for it, c in zip(plan.template.items, plan.ctxs, strict=True) if it.op.type == "RestoreV2")
+    return next(plan.context(i) for i, it in enumerate(plan.template.items) if it.op.type == "RestoreV2")
 
 
 def test_batched_output_buffers_and_adoption_match_the_per_output_calls(saved):
@@ -154,7 +154,9 @@ def test_batched_output_buffers_and_adoption_match_the_per_output_calls(saved):
         assert _buffer(sess, vs[0]) is out[0] and _buffer(sess, vs[1]) is fresh[1]
         # Same decisions as Ref.adopt through output_target, including refusing a view or a wrong shape.
         sess._variables._values.pop(variable_key(vs[1].op))
-        for bad in (np.ones(10, np.float32)[:5], np.ones(6, np.float32), np.ones(5, np.float64)):
+        read_only = np.ones(5, np.float32)
+        read_only.flags.writeable = False
+        for bad in (np.ones(10, np.float32)[:5], np.ones(6, np.float32), np.ones(5, np.float64), read_only):
             ctx.adopt_outputs([None, bad], [out[0], None])
             assert not ctx.output_target(1).adopt(bad)
             assert not sess.run(sk.is_variable_initialized(vs[1]))

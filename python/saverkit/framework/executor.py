@@ -111,9 +111,20 @@ class OpKernelContext:
         if targets is None:
             return
         store = self.variables._values
+        ndarray = np.ndarray
         for target, value, done in zip(targets, values, skip, strict=True):
-            if target is not None and done is None and not target[_T_COW]:
-                adopt(store, target[_T_KEY], target[_T_NP_DTYPE], target[_T_SHAPE], value)
+            if target is None or done is not None or target[_T_COW]:
+                continue
+            key = target[_T_KEY]
+            # The usual case, decided without a call: a fresh array of exactly the variable's static
+            # dtype and shape (a subset of what adopt accepts; anything else goes through adopt).
+            if (key not in store and type(value) is ndarray and value.base is None
+                    and value.dtype is target[_T_NP_DTYPE] and value.shape == target[_T_SHAPE]._dims):
+                flags = value.flags
+                if flags.c_contiguous and flags.writeable:
+                    store[key] = value
+                    continue
+            adopt(store, key, target[_T_NP_DTYPE], target[_T_SHAPE], value)
 
 
 def variable_ref_args(op: Operation) -> tuple:
@@ -230,6 +241,15 @@ class PlanTemplate:
                 items.append(item)
         self.items = items
         self.hoisted = hoisted
+        # What VariableStore.refs needs to bind every hoisted variable in one pass (a fresh session on a
+        # 10,000-variable graph makes 10,000 Refs): (slot, key, name, base dtype, shape, numpy dtype).
+        self.variable_specs = [
+            (it.out_slot, key, name, dtype.base_dtype, shape, numpy_dtype(dtype))
+            for it in hoisted
+            if it.variable is not None
+            for key, name, dtype, shape in (it.variable,)
+        ]
+        self.hoisted_kernels = [it for it in hoisted if it.variable is None]
         hoisted_slot = {it.op: it.out_slot for it in hoisted}
         for it in items:
             it.targets = _in_place_targets(it.op, needed, fetched, hoisted_slot) if it.targets else None
@@ -299,6 +319,26 @@ class Plan:
         self.feeds = template.feeds
         self.has_expensive = template.has_expensive
         initial: list[Any] = [None] * template.n_slots
+        try:
+            specs = template.variable_specs
+            for slot, ref in zip([spec[0] for spec in specs], variables.refs(specs), strict=True):
+                initial[slot] = ref
+            for item in template.hoisted_kernels:
+                initial[item.out_slot : item.out_slot + item.n_out] = item.kernel(
+                    OpKernelContext(item.op, variables, session)
+                )
+        except Exception:  # noqa: BLE001 - redone one op at a time below, to raise what names the op
+            initial = self._bind_one_by_one(template, variables, session)
+        self._initial = initial
+        self._variables = variables
+        self._session = session
+        # Kernel contexts are made on first use: a restore's 10,000 Assigns usually skip their kernel.
+        self.ctxs: list[OpKernelContext | None] = [None] * len(template.items)
+
+    @staticmethod
+    def _bind_one_by_one(template: PlanTemplate, variables: VariableStore, session: Any) -> list[Any]:
+        """The hoisted values in template order, raising the first failure as an error naming its op."""
+        initial: list[Any] = [None] * template.n_slots
         item = None
         try:
             for item in template.hoisted:
@@ -312,13 +352,16 @@ class Plan:
             if error is e:
                 raise
             raise error from e
-        self._initial = initial
-        ctxs = []
-        for it in template.items:
-            ctx = OpKernelContext(it.op, variables, session)
-            ctx._targets = it.targets
-            ctxs.append(ctx)
-        self.ctxs = ctxs
+        return initial
+
+    def context(self, index: int) -> OpKernelContext:
+        """The kernel context of item ``index`` (made on first use)."""
+        ctx = self.ctxs[index]
+        if ctx is None:
+            item = self.template.items[index]
+            ctx = self.ctxs[index] = OpKernelContext(item.op, self._variables, self._session)
+            ctx._targets = item.targets
+        return ctx
 
     # --- running -------------------------------------------------------------------------------
     def run(self, feed_values: list[Any], pool_fn: Any) -> list[Any]:
@@ -351,7 +394,8 @@ class Plan:
                 for j in item.deref:
                     if type(args[j]) is Ref:
                         args[j] = args[j].value()
-                outs = item.kernel(ctxs[i], *args)
+                ctx = ctxs[i]
+                outs = item.kernel(ctx if ctx is not None else self.context(i), *args)
                 n = item.n_out
                 if n:
                     if len(outs) != n:
@@ -382,9 +426,9 @@ class Plan:
                 if pending[c] == 0:
                     ready.append(c)
 
-        def background(step: int, i: int, args: list[Any]) -> None:
+        def background(step: int, i: int, ctx: OpKernelContext, args: list[Any]) -> None:
             try:
-                done.put((step, i, _call(items[i], self.ctxs[i], args), None))
+                done.put((step, i, _call(items[i], ctx, args), None))
             except BaseException as e:  # noqa: BLE001 - handed to the scheduler thread
                 done.put((step, i, None, e))
 
@@ -413,7 +457,7 @@ class Plan:
                     failure = _chained(as_op_error(e, items[i].op), e)
                     continue
                 in_flight += 1
-                pool.submit(background, step, i, args)
+                pool.submit(background, step, i, self.context(i), args)
             else:
                 try:
                     self._run_items(steps[step], vals)

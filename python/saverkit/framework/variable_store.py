@@ -181,6 +181,29 @@ class VariableStore:
             )
         return r
 
+    def refs(self, specs: list[tuple]) -> list[Ref]:
+        """``[self.ref(key, name, dtype, shape) for _, key, name, dtype, shape, np_dtype in specs]`` with
+        ``dtype`` already a base dtype and ``np_dtype`` its numpy dtype: new Refs are filled in directly
+        (a third of the cost of 10,000 ``ref`` calls when a session binds a 10,000-variable plan)."""
+        refs = self._refs
+        values = self._values
+        new = Ref.__new__
+        out = []
+        for _, key, name, dtype, shape, np_dtype in specs:
+            r = refs.get(key)
+            if r is None:
+                r = refs[key] = new(Ref)
+                r._values = values
+                r.key = key
+                r.name = name
+                r.dtype = dtype
+                r.shape = shape
+                r._np_dtype = np_dtype
+            elif r.dtype != dtype:
+                r = self.ref(key, name, dtype, shape)  # raises the dtype clash
+            out.append(r)
+        return out
+
     def get(self, key: Any) -> np.ndarray | None:
         return self._values.get(key)
 
