@@ -249,6 +249,7 @@ class PlanTemplate:
             if it.variable is not None
             for key, name, dtype, shape in (it.variable,)
         ]
+        self.variable_slots = [spec[0] for spec in self.variable_specs]
         self.hoisted_kernels = [it for it in hoisted if it.variable is None]
         hoisted_slot = {it.op: it.out_slot for it in hoisted}
         for it in items:
@@ -320,8 +321,8 @@ class Plan:
         self.has_expensive = template.has_expensive
         initial: list[Any] = [None] * template.n_slots
         try:
-            specs = template.variable_specs
-            for slot, ref in zip([spec[0] for spec in specs], variables.refs(specs), strict=True):
+            refs = variables.refs(template.variable_specs)
+            for slot, ref in zip(template.variable_slots, refs, strict=True):
                 initial[slot] = ref
             for item in template.hoisted_kernels:
                 initial[item.out_slot : item.out_slot + item.n_out] = item.kernel(
