@@ -214,3 +214,35 @@ def test_big_runs_pause_the_garbage_collector_and_restore_it(graph):
             assert seen == [False, True]
     finally:
         op_registry.register_kernel("SlowIdentityForTest", expensive=True)(_slow_identity)
+
+
+def test_bulk_variable_binding_makes_the_refs_ref_would(graph):
+    # Plan binding fills new Refs directly (VariableStore.refs); VariableStore.ref is the reference.
+    from saverkit.framework.variable_store import VariableStore
+
+    variables = [sk.Variable(np.zeros(i + 1, np.float32), name=f"v{i}") for i in range(3)]
+    t = template_of(sk.Session(), [v.value() for v in variables])
+    fast, slow = VariableStore(), VariableStore()
+    made = fast.refs(t.variable_specs)
+    for ref, (_, key, name, dtype, shape, _) in zip(made, t.variable_specs, strict=True):
+        ref_slow = slow.ref(key, name, dtype, shape)
+        assert [getattr(ref, a) for a in ("key", "name", "dtype", "shape", "_np_dtype")] == [
+            getattr(ref_slow, a) for a in ("key", "name", "dtype", "shape", "_np_dtype")
+        ]
+        assert ref._values is fast._values and fast.ref(key, name, dtype, shape) is ref
+    assert fast.refs(t.variable_specs) == made  # existing Refs are reused
+
+
+def test_kernel_contexts_are_made_on_first_use(graph):
+    v = sk.Variable(np.zeros(2), name="v")
+    w = sk.Variable(np.zeros(2), name="w")
+    step = sk.group(sk.assign_add(v, [1.0, 1.0]), name="step")
+    with sk.Session() as sess:
+        sess.run([v.initializer, w.initializer])
+        sess.run(step)
+        plan = sess._plans[((), (step,), frozenset())]
+        assert [c is None for c in plan.ctxs] == [False, False]  # both ran
+        plan = sess._plan([], [w.initializer], {})
+        assert plan.ctxs == [None] * len(plan.template.items)  # bound, not run: no context yet
+        ctx = plan.context(0)
+        assert ctx.op is plan.template.items[0].op and plan.context(0) is ctx and ctx.session is sess

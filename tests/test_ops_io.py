@@ -273,3 +273,18 @@ def test_restore_of_a_different_shape_replaces_an_unvalidated_variable(graph, tm
         sess.run(w.initializer)
         sess.run(restore)
         np.testing.assert_array_equal(sess.run(w), np.ones(5))
+
+
+def test_restore_names_are_handed_to_the_engine_as_bytes_only_when_valid_utf8():
+    # RestoreV2 passes its tensor_names to the engine undecoded when every one is valid UTF-8; decoding
+    # each (the general path) is the reference, including for names that are only valid when joined.
+    names = np.array([b"a/b", "\u00e9t\u00e9".encode(), b""], dtype=object)
+    assert io_ops._keys(names, "tensor_names") == names.tolist()
+    assert [k.decode() for k in io_ops._keys(names, "tensor_names")] == io_ops._strings(names, "tensor_names")
+    split = np.array([b"x\xc3", b"\xa9"], dtype=object)  # b"".join would be valid UTF-8
+    with pytest.raises(UnicodeDecodeError):
+        io_ops._keys(split, "tensor_names")
+    with pytest.raises(UnicodeDecodeError):
+        io_ops._strings(split, "tensor_names")
+    mixed = np.array([b"a", "b"], dtype=object)
+    assert io_ops._keys(mixed, "tensor_names") == io_ops._strings(mixed, "tensor_names") == ["a", "b"]

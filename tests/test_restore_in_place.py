@@ -126,3 +126,37 @@ def test_failed_string_restore_leaves_every_string_variable_as_it_was(tmp_path):
             saver.restore(sess, prefix)
         for v in vs:  # s0 was read fine, but is not half-applied either
             assert sess.run(v).tolist() == [b""] * 4
+
+
+def _restore_ctx(sess, saver):
+    """The kernel context of the Saver's RestoreV2 op in ``sess``'s plan for the restore."""
+    plan = next(p for p in sess._plans.values() if any(it.op.type == "RestoreV2" for it in p.template.items))
+    return next(plan.context(i) for i, it in enumerate(plan.template.items) if it.op.type == "RestoreV2")
+
+
+def test_batched_output_buffers_and_adoption_match_the_per_output_calls(saved):
+    # RestoreV2 asks for all its buffers and adopts all its arrays in one pass each; the per-output
+    # calls are the reference.
+    prefix, values = saved
+    g, vs, saver = _graph([v.shape for v in values])
+    with sk.Session(graph=g) as sess:
+        saver.restore(sess, prefix)  # binds the plan
+        sess._variables._values.clear()
+        sess.run(vs[0].initializer)  # v0 initialized, v1 not
+        ctx = _restore_ctx(sess, saver)
+        n = len(values)
+        out = ctx.output_buffers(n)
+        single = [ctx.output_buffer(i) for i in range(n)]
+        assert all(o is b for o, b in zip(out, single, strict=True))
+        assert out[0] is _buffer(sess, vs[0]) and out[1] is None
+        fresh = [np.ones(3 * 4, np.float32).reshape(3, 4), np.ones(5, np.float32)]
+        ctx.adopt_outputs(fresh, out)
+        assert _buffer(sess, vs[0]) is out[0] and _buffer(sess, vs[1]) is fresh[1]
+        # Same decisions as Ref.adopt through output_target, including refusing a view or a wrong shape.
+        sess._variables._values.pop(variable_key(vs[1].op))
+        read_only = np.ones(5, np.float32)
+        read_only.flags.writeable = False
+        for bad in (np.ones(10, np.float32)[:5], np.ones(6, np.float32), np.ones(5, np.float64), read_only):
+            ctx.adopt_outputs([None, bad], [out[0], None])
+            assert not ctx.output_target(1).adopt(bad)
+            assert not sess.run(sk.is_variable_initialized(vs[1]))

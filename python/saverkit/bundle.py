@@ -366,7 +366,8 @@ class BundleReader:
         dtypes: Sequence[DType | int | None] | None,
         out: Sequence[np.ndarray | None] | None,
     ) -> list[np.ndarray]:
-        keys = [_as_key(n) for n in names]
+        # Names from a RestoreV2 kernel are already bytes: 10,000 _as_key calls cost more than this check.
+        keys = list(names) if all(type(n) is bytes for n in names) else [_as_key(n) for n in names]
         n = len(keys)
         specs = list(shape_and_slices) if shape_and_slices is not None else [""] * n
         if len(specs) != n or len(dtypes if dtypes is not None else keys) != n \
@@ -377,23 +378,29 @@ class BundleReader:
         plans = self._core.prepare(keys, specs)
         buffers: list[np.ndarray | None] = []
         results: list[np.ndarray | None] = []
-        by_enum: dict[int, tuple[DType, np.dtype | None]] = {}
+        # enum -> (dtype, numpy dtype or None for strings, whether the engine can read into the array itself)
+        by_enum: dict[int, tuple[DType, np.dtype | None, bool]] = {}
         requested: dict[Any, DType] = {}
+        checked = None  # (enum, requested object) last found equal: a restore asks for one dtype 10,000 times
         for i, (enum, shape) in enumerate(plans):
             known = by_enum.get(enum)
             if known is None:
                 d = _as_dtype_or_data_loss(enum, keys[i], self.prefix)
-                known = by_enum[enum] = (d, None if d == _dtypes.string else d.np_dtype)
-            dtype, np_dtype = known
+                np_dtype = None if d == _dtypes.string else d.np_dtype
+                known = by_enum[enum] = (d, np_dtype, np_dtype is not None and np_dtype.isbuiltin == 1)
+            dtype, np_dtype, builtin = known
             if dtypes is not None and dtypes[i] is not None:
-                want = requested.get(dtypes[i])
-                if want is None:
-                    want = requested[dtypes[i]] = _dtypes.as_dtype(dtypes[i])
-                if want != dtype:
-                    raise errors.InvalidArgumentError(
-                        None, None, f"Tensor {keys[i]!r} in checkpoint {self.prefix} has dtype {dtype.name}, "
-                        f"but {want.name} was requested")
-            if dtype == _dtypes.string:
+                asked = dtypes[i]
+                if checked is None or checked[0] != enum or checked[1] is not asked:
+                    want = requested.get(asked)
+                    if want is None:
+                        want = requested[asked] = _dtypes.as_dtype(asked)
+                    if want != dtype:
+                        raise errors.InvalidArgumentError(
+                            None, None, f"Tensor {keys[i]!r} in checkpoint {self.prefix} has dtype "
+                            f"{dtype.name}, but {want.name} was requested")
+                    checked = (enum, asked)
+            if np_dtype is None:
                 # Object arrays given as out= get their elements replaced, once every read has succeeded.
                 target = out[i] if out is not None else None
                 if target is not None and not (
@@ -410,7 +417,7 @@ class BundleReader:
                       and target.flags.c_contiguous and target.flags.writeable):
                 _check_out(target, dtype, tuple(shape), keys[i])  # names the problem
             results.append(target)
-            buffers.append(target if np_dtype.isbuiltin == 1 else _byte_view(target))
+            buffers.append(target if builtin else _byte_view(target))
         strings = self._core.execute(keys, specs, buffers)
         for i, items in enumerate(strings):
             if items is not None:  # string tensors: object arrays of bytes (out[i] itself when given)

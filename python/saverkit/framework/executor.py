@@ -22,19 +22,30 @@ import numpy as np
 
 from saverkit import _gc, errors
 from saverkit.framework.ops import Operation, Tensor
-from saverkit.framework.variable_store import Ref, VariableStore, is_shared, resource_key, variable_key
+from saverkit.framework.variable_store import (
+    Ref,
+    VariableStore,
+    adopt,
+    is_shared,
+    numpy_dtype,
+    resource_key,
+    variable_key,
+)
 
 
 class OpKernelContext:
     """What a kernel sees besides its inputs: its op, the session's variables, in-place output targets."""
 
-    __slots__ = ("op", "variables", "session", "_out_refs", "_ref")
+    __slots__ = ("op", "variables", "session", "_targets", "_ref")
 
     def __init__(self, op: Operation, variables: VariableStore, session: Any) -> None:
         self.op = op
         self.variables = variables
         self.session = session
-        self._out_refs: list[tuple[Ref, bool] | None] | None = None
+        # The template's per-output targets (see _in_place_targets), resolved by store key on use: they
+        # need no per-session binding, and a kernel may use them while the plan's Refs are still being
+        # made (see Plan.bind_deferred).
+        self._targets: list[tuple | None] | None = None
         self._ref: Ref | None = None
 
     def attr(self, name: str) -> Any:
@@ -56,26 +67,64 @@ class OpKernelContext:
         allocation). The array has the variable's current shape, which may differ from the value's: a
         kernel then allocates instead.
         """
-        targets = self._out_refs
+        targets = self._targets
         if targets is None or targets[index] is None:
             return None
-        ref, copy_on_write = targets[index]
-        buf = ref.buffer
+        target = targets[index]
+        buf = self.variables._values.get(target[_T_KEY])
         # A resource variable's earlier reads are snapshots that still share its buffer: don't overwrite.
-        if buf is None or copy_on_write and is_shared(buf):
+        if buf is None or target[_T_COW] and is_shared(buf):
             return None
         return buf
+
+    def output_buffers(self, n: int) -> list[np.ndarray | None]:
+        """``[output_buffer(i) for i in range(n)]`` in one pass (RestoreV2 asks for 10,000 at once)."""
+        targets = self._targets
+        if targets is None:
+            return [None] * n
+        values = self.variables._values
+        if not values:  # a new session: nothing is initialized
+            return [None] * n
+        out: list[np.ndarray | None] = [None] * n
+        for i, target in enumerate(targets):
+            if target is not None:
+                buf = values.get(target[_T_KEY])
+                if buf is not None and not (target[_T_COW] and is_shared(buf)):
+                    out[i] = buf
+        return out
 
     def output_target(self, index: int) -> Ref | None:
         """The variable output ``index`` is assigned into (same conditions as ``output_buffer``), also
         while it is uninitialized: a kernel that made the value in a fresh array of its own may hand that
         array to the variable (``Ref.adopt``) instead of having the Assign copy it. Ref variables only:
         resource variables keep their own copy-on-write rules."""
-        targets = self._out_refs
+        targets = self._targets
         if targets is None or targets[index] is None:
             return None
-        ref, copy_on_write = targets[index]
-        return None if copy_on_write else ref
+        _, key, name, dtype, shape, cow, _ = targets[index]
+        return None if cow else self.variables.ref(key, name, dtype, shape)
+
+    def adopt_outputs(self, values: list[Any], skip: list[Any]) -> None:
+        """``output_target(i).adopt(values[i])`` for every output whose ``skip[i]`` is None, in one pass
+        over the store (no Ref is made: the variable's op makes it, with the same key)."""
+        targets = self._targets
+        if targets is None:
+            return
+        store = self.variables._values
+        ndarray = np.ndarray
+        for target, value, done in zip(targets, values, skip, strict=True):
+            if target is None or done is not None or target[_T_COW]:
+                continue
+            key = target[_T_KEY]
+            # The usual case, decided without a call: a fresh array of exactly the variable's static
+            # dtype and shape (a subset of what adopt accepts; anything else goes through adopt).
+            if (key not in store and type(value) is ndarray and value.base is None
+                    and value.dtype is target[_T_NP_DTYPE] and value.shape == target[_T_SHAPE]._dims):
+                flags = value.flags
+                if flags.c_contiguous and flags.writeable:
+                    store[key] = value
+                    continue
+            adopt(store, key, target[_T_NP_DTYPE], target[_T_SHAPE], value)
 
 
 def variable_ref_args(op: Operation) -> tuple:
@@ -192,6 +241,16 @@ class PlanTemplate:
                 items.append(item)
         self.items = items
         self.hoisted = hoisted
+        # What VariableStore.refs needs to bind every hoisted variable in one pass (a fresh session on a
+        # 10,000-variable graph makes 10,000 Refs): (slot, key, name, base dtype, shape, numpy dtype).
+        self.variable_specs = [
+            (it.out_slot, key, name, dtype.base_dtype, shape, numpy_dtype(dtype))
+            for it in hoisted
+            if it.variable is not None
+            for key, name, dtype, shape in (it.variable,)
+        ]
+        self.variable_slots = [spec[0] for spec in self.variable_specs]
+        self.hoisted_kernels = [it for it in hoisted if it.variable is None]
         hoisted_slot = {it.op: it.out_slot for it in hoisted}
         for it in items:
             it.targets = _in_place_targets(it.op, needed, fetched, hoisted_slot) if it.targets else None
@@ -261,6 +320,26 @@ class Plan:
         self.feeds = template.feeds
         self.has_expensive = template.has_expensive
         initial: list[Any] = [None] * template.n_slots
+        try:
+            refs = variables.refs(template.variable_specs)
+            for slot, ref in zip(template.variable_slots, refs, strict=True):
+                initial[slot] = ref
+            for item in template.hoisted_kernels:
+                initial[item.out_slot : item.out_slot + item.n_out] = item.kernel(
+                    OpKernelContext(item.op, variables, session)
+                )
+        except Exception:  # noqa: BLE001 - redone one op at a time below, to raise what names the op
+            initial = self._bind_one_by_one(template, variables, session)
+        self._initial = initial
+        self._variables = variables
+        self._session = session
+        # Kernel contexts are made on first use: a restore's 10,000 Assigns usually skip their kernel.
+        self.ctxs: list[OpKernelContext | None] = [None] * len(template.items)
+
+    @staticmethod
+    def _bind_one_by_one(template: PlanTemplate, variables: VariableStore, session: Any) -> list[Any]:
+        """The hoisted values in template order, raising the first failure as an error naming its op."""
+        initial: list[Any] = [None] * template.n_slots
         item = None
         try:
             for item in template.hoisted:
@@ -274,14 +353,16 @@ class Plan:
             if error is e:
                 raise
             raise error from e
-        self._initial = initial
-        ctxs = []
-        for it in template.items:
-            ctx = OpKernelContext(it.op, variables, session)
-            if it.targets is not None:
-                ctx._out_refs = [t and _bind_target(t, initial, variables) for t in it.targets]
-            ctxs.append(ctx)
-        self.ctxs = ctxs
+        return initial
+
+    def context(self, index: int) -> OpKernelContext:
+        """The kernel context of item ``index`` (made on first use)."""
+        ctx = self.ctxs[index]
+        if ctx is None:
+            item = self.template.items[index]
+            ctx = self.ctxs[index] = OpKernelContext(item.op, self._variables, self._session)
+            ctx._targets = item.targets
+        return ctx
 
     # --- running -------------------------------------------------------------------------------
     def run(self, feed_values: list[Any], pool_fn: Any) -> list[Any]:
@@ -314,7 +395,8 @@ class Plan:
                 for j in item.deref:
                     if type(args[j]) is Ref:
                         args[j] = args[j].value()
-                outs = item.kernel(ctxs[i], *args)
+                ctx = ctxs[i]
+                outs = item.kernel(ctx if ctx is not None else self.context(i), *args)
                 n = item.n_out
                 if n:
                     if len(outs) != n:
@@ -345,9 +427,9 @@ class Plan:
                 if pending[c] == 0:
                     ready.append(c)
 
-        def background(step: int, i: int, args: list[Any]) -> None:
+        def background(step: int, i: int, ctx: OpKernelContext, args: list[Any]) -> None:
             try:
-                done.put((step, i, _call(items[i], self.ctxs[i], args), None))
+                done.put((step, i, _call(items[i], ctx, args), None))
             except BaseException as e:  # noqa: BLE001 - handed to the scheduler thread
                 done.put((step, i, None, e))
 
@@ -376,7 +458,7 @@ class Plan:
                     failure = _chained(as_op_error(e, items[i].op), e)
                     continue
                 in_flight += 1
-                pool.submit(background, step, i, args)
+                pool.submit(background, step, i, self.context(i), args)
             else:
                 try:
                     self._run_items(steps[step], vals)
@@ -421,6 +503,7 @@ _NONE: tuple = ()  # shared in_slots / deref of ops without inputs (never mutate
 _MAX_TEMPLATES = 256  # per graph; a program asking for more distinct fetch sets rebuilds them
 _BIG_PLAN = 1000  # ops; runs of bigger plans pause the cyclic GC
 _REF_OFFSET = 100  # DataType numbers above this are ref types
+_T_KEY, _T_SHAPE, _T_COW, _T_NP_DTYPE = 1, 4, 5, 6  # fields of an _in_place_targets entry
 
 
 def _chained(error: errors.OpError, cause: BaseException) -> errors.OpError:
@@ -457,7 +540,7 @@ def _store(item: _Item, outs: Any, vals: list[Any]) -> None:
 
 def _in_place_targets(op: Operation, needed: dict, fetched: set, hoisted_slot: dict) -> list[tuple | None]:
     """For each output of ``op``: (slot of the hoisted variable op or -1, store key, name, dtype, shape,
-    copy_on_write) of the variable it may be written straight into (bound by :func:`_bind_target`).
+    copy_on_write, numpy dtype) of the variable it may be written straight into (the ``_T_*`` indices).
 
     That is when the output flows, through Identity ops only, into a single assignment of a variable
     (``Assign`` of a VariableV2, or ``AssignVariableOp`` of a VarHandleOp) and nothing else in the plan
@@ -482,18 +565,11 @@ def _in_place_targets(op: Operation, needed: dict, fetched: set, hoisted_slot: d
                     key, cow, slot = resource_key(var_op), True, -1
                 else:
                     break
-                target = (slot, key, key[-1], var_op._attrs["dtype"], var_op._attrs["shape"], cow)
+                dtype = var_op._attrs["dtype"]
+                target = (slot, key, key[-1], dtype, var_op._attrs["shape"], cow, numpy_dtype(dtype))
             break
         targets.append(target)
     return targets
-
-
-def _bind_target(target: tuple, initial: list[Any], variables: VariableStore) -> tuple[Ref, bool]:
-    slot, key, name, dtype, shape, cow = target
-    ref = initial[slot] if slot >= 0 else None
-    if type(ref) is not Ref:  # not hoisted: look the variable up (the same Ref its op will return)
-        ref = variables.ref(key, name, dtype, shape)
-    return ref, cow
 
 
 def as_op_error(e: BaseException, op: Operation | None) -> errors.OpError:

@@ -100,7 +100,26 @@ def _strings(x: Any, what: str) -> list[str]:
     x = np.asarray(x, dtype=object)
     if x.ndim != 1:
         raise errors.InvalidArgumentError(None, None, f"{what} must be a vector, got shape {list(x.shape)}")
-    return [s.decode("utf-8") if isinstance(s, bytes) else str(s) for s in x]
+    items = x.tolist()
+    if all(type(s) is bytes for s in items):  # what string tensors hold: one decode each, no type tests
+        return [s.decode("utf-8") for s in items]
+    return [s.decode("utf-8") if isinstance(s, bytes) else str(s) for s in items]
+
+
+def _keys(x: Any, what: str) -> list[str] | list[bytes]:
+    """Tensor names for the engine: the bytes themselves when they are valid UTF-8 (the engine takes
+    bytes keys as is; 10,000 decodes and re-encodes cost more than the check), else ``_strings``."""
+    x = np.asarray(x, dtype=object)
+    if x.ndim == 1:
+        items = x.tolist()
+        if all(type(s) is bytes for s in items):
+            try:  # an ASCII separator ends any multi-byte sequence: valid iff every name is
+                b"\0".join(items).decode("utf-8")
+            except UnicodeDecodeError:
+                pass
+            else:
+                return items
+    return _strings(x, what)
 
 
 def _bundle() -> Any:
@@ -127,7 +146,7 @@ def _save_v2(ctx: Any, prefix: Any, tensor_names: Any, shape_and_slices: Any, *t
 
 @register_kernel("RestoreV2", expensive=True, output_buffers=True)
 def _restore_v2(ctx: Any, prefix: Any, tensor_names: Any, shape_and_slices: Any) -> list:
-    names = _strings(tensor_names, "tensor_names")
+    names = _keys(tensor_names, "tensor_names")
     slices = _strings(shape_and_slices, "shape_and_slices")
     dts = list(ctx.attr("dtypes"))
     if len(names) != len(dts) or len(slices) != len(dts):
@@ -138,7 +157,7 @@ def _restore_v2(ctx: Any, prefix: Any, tensor_names: Any, shape_and_slices: Any)
         )
     # Tensors are read straight into the variable they are restored to: numeric ones into its buffer,
     # string ones by replacing the elements of its object array (only once every read has succeeded).
-    out = [ctx.output_buffer(i) for i in range(len(dts))]
+    out = ctx.output_buffers(len(dts))
     path, engine = _path(prefix), _bundle()
     values = None
     if any(o is not None for o in out):
@@ -153,11 +172,7 @@ def _restore_v2(ctx: Any, prefix: Any, tensor_names: Any, shape_and_slices: Any)
         values = list(engine.read_tensors(path, names, slices, dts))
     # Arrays read fresh for an uninitialized variable become its buffer: the Assign then has nothing to
     # copy, so restoring into a new session peaks at 1x the checkpoint, not 2x.
-    for i, v in enumerate(values):
-        if out[i] is None:
-            target = ctx.output_target(i)
-            if target is not None:
-                target.adopt(v)
+    ctx.adopt_outputs(values, out)
     return values
 
 
