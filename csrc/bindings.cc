@@ -356,10 +356,13 @@ void WriteBundle(const std::string& prefix, const py::list& names, const std::ve
   options.num_shards = num_shards;
   options.shard_id = shard_id;
   options.durable = durable;
-  BundleWriter writer(prefix, options);
+  // Declared before the writer, so released only after it: string tensors
+  // are written from the moment they are added, and the writer's destructor
+  // waits for those writes when a later tensor is rejected.
   std::vector<py::buffer_info> buffers;  // keep every numeric buffer pinned until Finish
   buffers.reserve(n);
   PyRefs held;  // the string elements being written (see StringElements)
+  BundleWriter writer(prefix, options);
   for (size_t i = 0; i < n; ++i) {
     std::string name = AsBytes(names[i]);
     std::vector<int64_t> shape = AsShape(shapes[i]);

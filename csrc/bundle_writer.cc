@@ -107,7 +107,14 @@ BundleWriter::BundleWriter(const std::string& prefix, const BundleWriterOptions&
 }
 
 BundleWriter::~BundleWriter() {
+  string_tasks_.Wait();  // before the files they write go (and the caller's elements with them)
   if (!finished_) RemoveTemps();
+}
+
+Status BundleWriter::OpenData() {
+  if (!data_tmp_.empty()) return Status::OK();
+  data_tmp_ = TempFilename(data_path_);
+  return data_.Create(data_tmp_);
 }
 
 void BundleWriter::RemoveTemps() {
@@ -161,12 +168,16 @@ Status BundleWriter::AddStrings(const std::string& key, const std::vector<int64_
     return InvalidArgument(StrCat("String tensor ", PrintableKey(key), " has shape ", ShapeString(shape), " but ",
                                   elems.size(), " elements"));
   }
+  SK_RETURN_IF_ERROR(OpenData());
   Payload p;
   p.key = key;
   p.is_string = true;
-  StringPayloadSize(elems, &p.header_size, &p.size);
-  p.elems = std::move(elems);  // written from the caller's buffers in Finish()
+  p.strings.reset(new StringJob);
+  StringPayloadSize(elems, &p.strings->header_size, &p.size);
+  p.strings->elems = std::move(elems);
+  p.strings->offset = data_size_;
   p.offset = data_size_;
+  StartStrings(key, p.strings.get());
   BundleEntry& e = entries_[key];
   e.dtype = DT_STRING;
   e.shape = shape;
@@ -291,84 +302,78 @@ class GatherWriter {
 
 }  // namespace
 
+void BundleWriter::StartStrings(const std::string& key, StringJob* job) {
+  uint64_t begin = 0, bytes = 0, offset = job->offset + job->header_size;
+  const std::vector<StringRef>& elems = job->elems;
+  for (size_t j = 0; j < elems.size(); ++j) {
+    bytes += elems[j].size;
+    if (bytes >= kStringChunkSize || j + 1 == elems.size()) {
+      job->runs.push_back({begin, j + 1, offset, bytes});
+      offset += bytes;
+      begin = j + 1;
+      bytes = 0;
+    }
+  }
+  if (elems.empty()) job->runs.push_back({0, 0, offset, 0});  // the header alone
+  const WritableFile* file = &data_;
+  std::mutex* write_mu = &string_write_mu_;
+  for (StringJob::Run& run : job->runs) {
+    StringJob::Run* r = &run;
+    string_tasks_.Schedule([key, job, r, file, write_mu]() -> Status {
+      if (r->begin == 0) {
+        std::string header;
+        job->header_crc = BuildStringHeader(job->elems, &header);
+        if (header.size() != job->header_size) {
+          return Internal(StrCat("String tensor ", PrintableKey(key), " header is ", header.size(), " bytes, ",
+                                 job->header_size, " were reserved"));
+        }
+        std::lock_guard<std::mutex> lock(*write_mu);
+        SK_RETURN_IF_ERROR(file->PWrite(job->offset, header.data(), header.size()));
+      }
+      thread_local std::string scratch;  // one gather buffer per I/O thread, reused across calls
+      GatherWriter out(file, r->offset, &scratch, write_mu);
+      for (uint64_t j = r->begin; j < r->end; ++j) SK_RETURN_IF_ERROR(out.Add(job->elems[j].data, job->elems[j].size));
+      SK_RETURN_IF_ERROR(out.Flush());
+      r->crc = out.crc();
+      return Status::OK();
+    });
+  }
+}
+
 Status BundleWriter::WritePayloads(WritableFile* file) {
   // Numeric payloads: one task streams them all to the file in add order
   // (concurrent writes to one file serialize in the kernel anyway) while the
-  // other tasks checksum kChunkSize byte ranges. String payloads: each task
-  // takes a run of about kStringChunkSize bytes of elements, gathers them into
-  // large writes at their place in the file and checksums them; the run
-  // starting at element 0 also writes the header (varint lengths + length
-  // checksum).
+  // other tasks checksum kChunkSize byte ranges. String payloads were written
+  // since they were added (StartStrings); their CRCs are known.
   struct Chunk {
     size_t payload;
-    uint64_t begin, len;  // numeric: byte range; strings: element range
-    uint64_t offset;      // strings: file offset of element `begin`'s bytes
-    uint64_t bytes;       // bytes checksummed
+    uint64_t begin, len;  // byte range
     uint32_t crc;
   };
   std::vector<Chunk> chunks;
   bool any_numeric = false;
   for (size_t i = 0; i < payloads_.size(); ++i) {
     const Payload& p = payloads_[i];
-    if (!p.is_string) {
-      any_numeric = any_numeric || p.size > 0;
-      for (uint64_t off = 0; off < p.size; off += kChunkSize) {
-        uint64_t len = std::min(kChunkSize, p.size - off);
-        chunks.push_back({i, off, len, 0, len, 0});
-      }
-      continue;
+    if (p.is_string) continue;
+    any_numeric = any_numeric || p.size > 0;
+    for (uint64_t off = 0; off < p.size; off += kChunkSize) {
+      uint64_t len = std::min(kChunkSize, p.size - off);
+      chunks.push_back({i, off, len, 0});
     }
-    uint64_t begin = 0, bytes = 0, offset = p.offset + p.header_size;
-    for (size_t j = 0; j < p.elems.size(); ++j) {
-      bytes += p.elems[j].size;
-      if (bytes >= kStringChunkSize || j + 1 == p.elems.size()) {
-        chunks.push_back({i, begin, j + 1 - begin, offset, bytes, 0});
-        offset += bytes;
-        begin = j + 1;
-        bytes = 0;
-      }
-    }
-    if (p.elems.empty()) chunks.push_back({i, 0, 0, offset, 0, 0});  // the header alone
   }
   SK_RETURN_IF_ERROR(file->Reserve(data_size_));
-  std::mutex write_mu;  // string tasks' writes (see GatherWriter)
   Status st = RunParallel(chunks.size() + (any_numeric ? 1 : 0), [&](size_t t) -> Status {
     if (any_numeric && t == 0) return WriteNumeric(file);
     Chunk& c = chunks[t - (any_numeric ? 1 : 0)];
-    Payload& p = payloads_[c.payload];
-    if (!p.is_string) {
-      c.crc = crc32c::Value(p.data + c.begin, c.len);
-      return Status::OK();
-    }
-    if (c.begin == 0) {
-      std::string header;
-      p.header_crc = BuildStringHeader(p.elems, &header);
-      if (header.size() != p.header_size) {
-        return Internal(StrCat("String tensor ", PrintableKey(p.key), " header is ", header.size(), " bytes, ",
-                               p.header_size, " were reserved"));
-      }
-      std::lock_guard<std::mutex> lock(write_mu);
-      SK_RETURN_IF_ERROR(file->PWrite(p.offset, header.data(), header.size()));
-    }
-    thread_local std::string scratch;  // one gather buffer per I/O thread, reused across calls
-    GatherWriter out(file, c.offset, &scratch, &write_mu);
-    for (uint64_t j = c.begin; j < c.begin + c.len; ++j) SK_RETURN_IF_ERROR(out.Add(p.elems[j].data, p.elems[j].size));
-    SK_RETURN_IF_ERROR(out.Flush());
-    c.crc = out.crc();
+    const Payload& p = payloads_[c.payload];
+    c.crc = crc32c::Value(p.data + c.begin, c.len);
     return Status::OK();
   });
   SK_RETURN_IF_ERROR(st);
-  // Stitch the chunk CRCs of each payload together (a string payload's
-  // element bytes follow its header).
-  for (Payload& p : payloads_) {
-    if (p.is_string) {
-      p.crc = p.header_crc;
-      p.crc_known = true;
-    }
-  }
+  // Stitch the chunk CRCs of each payload together.
   for (const Chunk& c : chunks) {
     Payload& p = payloads_[c.payload];
-    p.crc = p.crc_known ? crc32c::Combine(p.crc, c.crc, c.bytes) : c.crc;
+    p.crc = p.crc_known ? crc32c::Combine(p.crc, c.crc, c.len) : c.crc;
     p.crc_known = true;
   }
   for (Payload& p : payloads_) {
@@ -423,15 +428,19 @@ Status BundleWriter::WriteIndex(const std::string& path) {
 Status BundleWriter::Finish() {
   SK_RETURN_IF_ERROR(status_);
   if (finished_) return FailedPrecondition("BundleWriter::Finish called twice for " + prefix_);
-  data_tmp_ = TempFilename(data_path_);
-  index_tmp_ = TempFilename(index_path_);
-  {
-    WritableFile data;
-    SK_RETURN_IF_ERROR(data.Create(data_tmp_));
-    SK_RETURN_IF_ERROR(WritePayloads(&data));
-    if (options_.durable) SK_RETURN_IF_ERROR(data.Sync());
-    SK_RETURN_IF_ERROR(data.Close());
+  SK_RETURN_IF_ERROR(string_tasks_.Wait());
+  // Each string payload's CRC: its runs' stitched onto its header's.
+  for (Payload& p : payloads_) {
+    if (!p.is_string) continue;
+    p.crc = p.strings->header_crc;
+    for (const StringJob::Run& r : p.strings->runs) p.crc = crc32c::Combine(p.crc, r.crc, r.bytes);
+    p.crc_known = true;
   }
+  SK_RETURN_IF_ERROR(OpenData());
+  index_tmp_ = TempFilename(index_path_);
+  SK_RETURN_IF_ERROR(WritePayloads(&data_));
+  if (options_.durable) SK_RETURN_IF_ERROR(data_.Sync());
+  SK_RETURN_IF_ERROR(data_.Close());
   SK_RETURN_IF_ERROR(WriteIndex(index_tmp_));
   // Data first: an index that exists always points at complete data.
   SK_RETURN_IF_ERROR(RenameFile(data_tmp_, data_path_));

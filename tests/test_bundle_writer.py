@@ -196,6 +196,24 @@ def test_string_elements_replaced_during_a_save_are_not_freed_under_the_writer(t
     assert r.returncode == 0, r.stderr[-2000:]
 
 
+def test_a_save_rejected_after_string_tensors_started_writing_leaves_nothing(tmp_path):
+    # String tensors are written from the moment they are added: when a later tensor is rejected, the
+    # writer must finish those writes before the elements are released and the files removed (freeing
+    # the elements first was a use-after-free, visible under ASan) and leave no file behind.
+    prefix = str(tmp_path / "m")
+    first = np.empty(20000, dtype=object)
+    first[:] = [bytes([i % 251]) * (i % 300) for i in range(20000)]  # held by the array alone
+    expected = first.tolist()
+    bad = np.array([b"ok", 7], dtype=object)
+    with pytest.raises(errors.InvalidArgumentError, match="element of type int"):
+        bundle.write_bundle(prefix, ["a", "b", "c"], [first, first.copy(), bad])
+    assert os.listdir(tmp_path) == []
+    assert first.tolist() == expected
+    with pytest.raises(errors.InvalidArgumentError, match="duplicate"):
+        bundle.write_bundle(prefix, ["a", "a"], [first, first])
+    assert os.listdir(tmp_path) == []
+
+
 ALL_NUMERIC = [d for d in dtypes._BY_ENUM.values()
                if not d.is_ref_dtype and d.is_numeric and d not in (dtypes.resource, dtypes.variant)]
 
