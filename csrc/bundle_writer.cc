@@ -48,7 +48,7 @@ std::string DataFilename(const std::string& prefix, int shard_id, int num_shards
 
 std::string MetaFilename(const std::string& prefix) { return prefix + ".index"; }
 
-uint32_t BuildStringHeader(const std::vector<StringRef>& elems, std::string* header) {
+uint32_t BuildStringHeader(StringSpan elems, std::string* header) {
   size_t varints = 0, fixed_bytes = 0;
   for (const StringRef& s : elems) {
     varints += static_cast<size_t>(VarintLength(s.size));
@@ -82,7 +82,7 @@ uint32_t BuildStringHeader(const std::vector<StringRef>& elems, std::string* hea
 namespace {
 
 // Bytes of a string payload before its elements' bytes, and in all.
-void StringPayloadSize(const std::vector<StringRef>& elems, uint64_t* header_size, uint64_t* size) {
+void StringPayloadSize(StringSpan elems, uint64_t* header_size, uint64_t* size) {
   uint64_t varints = 0, bytes = 0;
   for (const StringRef& s : elems) {
     varints += static_cast<uint64_t>(VarintLength(s.size));
@@ -161,7 +161,7 @@ Status BundleWriter::AddNumeric(const std::string& key, int dtype, const std::ve
 }
 
 Status BundleWriter::AddStrings(const std::string& key, const std::vector<int64_t>& shape,
-                                std::vector<StringRef> elems) {
+                                StringSpan elems) {
   SK_RETURN_IF_ERROR(CheckKey(key));
   uint64_t n;
   if (!NumElements(shape, &n) || n != elems.size()) {
@@ -174,7 +174,7 @@ Status BundleWriter::AddStrings(const std::string& key, const std::vector<int64_
   p.is_string = true;
   p.strings.reset(new StringJob);
   StringPayloadSize(elems, &p.strings->header_size, &p.size);
-  p.strings->elems = std::move(elems);
+  p.strings->elems = elems;
   p.strings->offset = data_size_;
   p.offset = data_size_;
   StartStrings(key, p.strings.get());
@@ -240,10 +240,10 @@ Status BundleWriter::AddSliceNumeric(const std::string& name, const std::vector<
 
 Status BundleWriter::AddSliceStrings(const std::string& name, const std::vector<int64_t>& full_shape,
                                      const TensorSliceProto& slice, const std::vector<int64_t>& slice_shape,
-                                     std::vector<StringRef> elems) {
+                                     StringSpan elems) {
   std::string key;
   SK_RETURN_IF_ERROR(RecordSlice(name, full_shape, slice, DT_STRING, slice_shape, &key));
-  return AddStrings(key.empty() ? name : key, slice_shape, std::move(elems));
+  return AddStrings(key.empty() ? name : key, slice_shape, elems);
 }
 
 namespace {
@@ -304,7 +304,7 @@ class GatherWriter {
 
 void BundleWriter::StartStrings(const std::string& key, StringJob* job) {
   uint64_t begin = 0, bytes = 0, offset = job->offset + job->header_size;
-  const std::vector<StringRef>& elems = job->elems;
+  const StringSpan elems = job->elems;
   for (size_t j = 0; j < elems.size(); ++j) {
     bytes += elems[j].size;
     if (bytes >= kStringChunkSize || j + 1 == elems.size()) {

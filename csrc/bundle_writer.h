@@ -30,6 +30,17 @@ struct StringRef {
   size_t size;
 };
 
+// A string tensor's elements, in the caller's memory.
+struct StringSpan {
+  const StringRef* refs = nullptr;
+  size_t count = 0;
+  const StringRef* begin() const { return refs; }
+  const StringRef* end() const { return refs + count; }
+  const StringRef& operator[](size_t i) const { return refs[i]; }
+  size_t size() const { return count; }
+  bool empty() const { return count == 0; }
+};
+
 struct BundleWriterOptions {
   int num_shards = 1;
   int shard_id = 0;
@@ -43,11 +54,11 @@ class BundleWriter {
   BundleWriter(const BundleWriter&) = delete;
   BundleWriter& operator=(const BundleWriter&) = delete;
 
-  // `data` / the element bytes must stay valid and unchanged until Finish()
-  // returns or, when it is not called, the writer is destroyed.
+  // `data`, `elems` and the element bytes must stay valid and unchanged until
+  // Finish() returns or, when it is not called, the writer is destroyed.
   Status AddNumeric(const std::string& key, int dtype, const std::vector<int64_t>& shape, const char* data,
                     uint64_t nbytes);
-  Status AddStrings(const std::string& key, const std::vector<int64_t>& shape, std::vector<StringRef> elems);
+  Status AddStrings(const std::string& key, const std::vector<int64_t>& shape, StringSpan elems);
 
   // A slice of a partitioned tensor: records it in the full tensor's entry and
   // stores the data under the slice key. A slice covering the whole tensor is
@@ -57,7 +68,7 @@ class BundleWriter {
                          const char* data, uint64_t nbytes);
   Status AddSliceStrings(const std::string& name, const std::vector<int64_t>& full_shape,
                          const TensorSliceProto& slice, const std::vector<int64_t>& slice_shape,
-                         std::vector<StringRef> elems);
+                         StringSpan elems);
 
   Status Finish();
 
@@ -74,7 +85,7 @@ class BundleWriter {
       uint64_t bytes;
       uint32_t crc = 0;     // unmasked, of the run's bytes
     };
-    std::vector<StringRef> elems;
+    StringSpan elems;
     uint64_t offset = 0;        // of the payload
     uint64_t header_size = 0;
     uint32_t header_crc = 0;    // unmasked CRC of the payload's bytes before element 0
@@ -119,6 +130,6 @@ class BundleWriter {
 // varint lengths and the masked length checksum. Returns the unmasked CRC of
 // the entry so far (which hashes lengths as fixed-width integers, not as the
 // stored varints).
-uint32_t BuildStringHeader(const std::vector<StringRef>& elems, std::string* header);
+uint32_t BuildStringHeader(StringSpan elems, std::string* header);
 
 }  // namespace saverkit
