@@ -255,31 +255,48 @@ class PyReader {
     // Whole string tensors: one bytes object per element, allocated here and
     // filled on the I/O pool (nothing else can see them yet), each tensor's
     // reads starting as soon as its objects exist.
-    std::vector<PyRefs> values(plans.size());
-    std::vector<std::vector<char*>> element_dst(plans.size());
+    // All string tensors' elements in two flat vectors kept across calls
+    // (see Spare), tensor i's from first[i] on; both are sized before any
+    // read starts, so the reads' destinations never move.
+    std::vector<size_t> first(plans.size(), 0);
+    size_t total = 0;
+    for (size_t i = 0; i < plans.size(); ++i) {
+      if (plans[i].dtype != DT_STRING) continue;
+      const StringResult& r = strings[i];
+      const size_t n = r.whole ? r.lengths.size() : r.elements.size();
+      if (n != plans[i].num_elements) {
+        Check(Internal("String tensor " + PrintableKey(plans[i].key) + " was read with the wrong element count"));
+      }
+      first[i] = total;
+      total += n;
+    }
+    PyRefs values = PyRefs::Reused();
+    values.Reserve(total);
+    struct Destinations {  // returned to Spare however the call ends
+      std::vector<char*> v = Spare<char*>::Take();
+      ~Destinations() { Spare<char*>::Give(&v); }
+    } destinations;
+    std::vector<char*>& element_dst = destinations.v;
+    element_dst.resize(total);
     StringByteReader string_bytes(&reader_);  // declared after what its tasks write into: waits first
     for (size_t i = 0; i < plans.size(); ++i) {
       if (plans[i].dtype != DT_STRING) continue;
       StringResult& r = strings[i];
       const size_t n = r.whole ? r.lengths.size() : r.elements.size();
-      if (n != plans[i].num_elements) {
-        Check(Internal("String tensor " + PrintableKey(plans[i].key) + " was read with the wrong element count"));
-      }
-      values[i].Reserve(n);
       if (r.whole) {
-        element_dst[i].resize(n);
+        char** dst = element_dst.data() + first[i];
         for (size_t j = 0; j < n; ++j) {
           PyObject* b = PyBytes_FromStringAndSize(nullptr, static_cast<py::ssize_t>(r.lengths[j]));
           if (b == nullptr) throw py::error_already_set();
-          values[i].Adopt(b);
-          element_dst[i][j] = r.lengths[j] > 0 ? PyBytes_AS_STRING(b) : nullptr;
+          values.Adopt(b);
+          dst[j] = r.lengths[j] > 0 ? PyBytes_AS_STRING(b) : nullptr;
         }
-        string_bytes.Start(plans[i], r, element_dst[i].data());
+        string_bytes.Start(plans[i], r, dst);
       } else {
         for (size_t j = 0; j < n; ++j) {
           PyObject* b = PyBytes_FromStringAndSize(r.elements[j].data(), static_cast<py::ssize_t>(r.elements[j].size()));
           if (b == nullptr) throw py::error_already_set();
-          values[i].Adopt(b);
+          values.Adopt(b);
         }
         std::vector<std::string>().swap(r.elements);
       }
@@ -303,10 +320,11 @@ class PyReader {
       } else {
         arr = py::reinterpret_borrow<py::array>(outs[i]);
       }
-      // Swapped in: the array takes the new values, values[i] the old ones,
-      // released after the array is consistent.
+      // Swapped in: the array takes the new values, `values` the old ones,
+      // released after every array is consistent.
       PyObject** items = static_cast<PyObject**>(arr.mutable_data());
-      for (size_t j = 0; j < values[i].size(); ++j) std::swap(items[j], values[i][j]);
+      const size_t n = static_cast<size_t>(plans[i].num_elements);
+      for (size_t j = 0; j < n; ++j) std::swap(items[j], values[first[i] + j]);
       result.append(arr);
     }
     return result;
