@@ -15,6 +15,8 @@ namespace saverkit {
 namespace {
 
 const uint64_t kReadChunk = 8ull << 20;  // multiple of every swap unit
+// A chunk is read and checksummed in pieces that fit in a core's L2 cache.
+const uint64_t kCachePiece = 256ull << 10;
 // Tensors up to kGroupBytes are read whole, several to a task (at most
 // kGroupBytes or kGroupPlans per task); larger ones in kReadChunk pieces.
 const uint64_t kGroupBytes = 1ull << 20;
@@ -511,8 +513,18 @@ Status BundleReader::Execute(const std::vector<ReadPlan>& plans, const std::vect
     const RandomAccessFile* file;
     SK_RETURN_IF_ERROR(DataFile(piece.key, *piece.entry, &file));
     char* out = dst[task.plan] + task.begin;
-    SK_RETURN_IF_ERROR(file->Read(static_cast<uint64_t>(piece.entry->offset) + task.begin, task.len, out));
-    task.crc = crc32c::Value(out, task.len);
+    const uint64_t at = static_cast<uint64_t>(piece.entry->offset) + task.begin;
+    // Checksum each piece right after reading it, while it is still in this
+    // core's L2: the CRC then runs at cache speed (~3x its speed from DRAM,
+    // where it cost three quarters of the copy when run over whole chunks).
+    uint32_t crc = 0;
+    for (uint64_t done = 0; done < task.len;) {
+      const uint64_t n = std::min(kCachePiece, task.len - done);
+      SK_RETURN_IF_ERROR(file->Read(at + done, n, out + done));
+      crc = crc32c::Extend(crc, out + done, n);
+      done += n;
+    }
+    task.crc = crc;
     SwapIfBigEndian(plan.dtype, out, task.len);
     return Status::OK();
   }));

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
+#include <memory>
 #include <mutex>
 
 #include "coding.h"
@@ -28,6 +29,31 @@ const uint64_t kChunkSize = 8ull << 20;
 const uint64_t kStringChunkSize = 1ull << 20;
 // Bytes handed to one pwritev call.
 const uint64_t kWriteBatch = 64ull << 20;
+// The writer checksums what it writes itself in pieces that fit in a core's
+// L2 cache, so the kernel's copy into the page cache reads them from there.
+const uint64_t kCachePiece = 256ull << 10;
+
+// Calls writing numeric payloads right now, process-wide. Alone, a writer
+// leaves checksums to helper tasks on the other cores (they run ahead of it,
+// so it even finds its data in the shared cache). With several writers, the
+// helpers would take cores from the writers and read every byte from memory
+// a second time: each writer checksums its own pieces, cache-hot.
+std::atomic<int> g_numeric_writers{0};
+
+class NumericWriterCount {
+ public:
+  explicit NumericWriterCount(bool active) : active_(active) {
+    if (active_) g_numeric_writers.fetch_add(1);
+  }
+  ~NumericWriterCount() {
+    if (active_) g_numeric_writers.fetch_sub(1);
+  }
+  NumericWriterCount(const NumericWriterCount&) = delete;
+  NumericWriterCount& operator=(const NumericWriterCount&) = delete;
+
+ private:
+  bool active_;
+};
 
 bool NumElements(const std::vector<int64_t>& shape, uint64_t* n) {
   uint64_t total = 1;
@@ -342,36 +368,40 @@ void BundleWriter::StartStrings(const std::string& key, StringJob* job) {
 
 Status BundleWriter::WritePayloads(WritableFile* file) {
   // Numeric payloads: one task streams them all to the file in add order
-  // (concurrent writes to one file serialize in the kernel anyway) while the
-  // other tasks checksum kChunkSize byte ranges. String payloads were written
-  // since they were added (StartStrings); their CRCs are known.
-  struct Chunk {
-    size_t payload;
-    uint64_t begin, len;  // byte range
-    uint32_t crc;
-  };
-  std::vector<Chunk> chunks;
-  bool any_numeric = false;
+  // (concurrent writes to one file serialize in the kernel anyway); their
+  // kChunkSize byte ranges are checksummed by helper tasks or by the writer
+  // (see g_numeric_writers). String payloads were written since they were
+  // added (StartStrings); their CRCs are known.
+  std::vector<NumericChunk> numeric;
   for (size_t i = 0; i < payloads_.size(); ++i) {
     const Payload& p = payloads_[i];
     if (p.is_string) continue;
-    any_numeric = any_numeric || p.size > 0;
     for (uint64_t off = 0; off < p.size; off += kChunkSize) {
-      uint64_t len = std::min(kChunkSize, p.size - off);
-      chunks.push_back({i, off, len, 0});
+      numeric.push_back({i, off, std::min(kChunkSize, p.size - off), 0});
     }
   }
   SK_RETURN_IF_ERROR(file->Reserve(data_size_));
-  Status st = RunParallel(chunks.size() + (any_numeric ? 1 : 0), [&](size_t t) -> Status {
-    if (any_numeric && t == 0) return WriteNumeric(file);
-    Chunk& c = chunks[t - (any_numeric ? 1 : 0)];
-    const Payload& p = payloads_[c.payload];
-    c.crc = crc32c::Value(p.data + c.begin, c.len);
+  const bool any_numeric = !numeric.empty();
+  NumericWriterCount writing(any_numeric);
+  std::unique_ptr<std::atomic<bool>[]> claimed(new std::atomic<bool>[numeric.size()]);
+  for (size_t k = 0; k < numeric.size(); ++k) claimed[k].store(false, std::memory_order_relaxed);
+  std::atomic<size_t> next_numeric{0};  // helpers claim from the front, just ahead of the writer
+  const size_t helpers = any_numeric ? numeric.size() + 1 : 0;  // task 0 writes, the rest help
+  Status st = RunParallel(helpers, [&](size_t t) -> Status {
+    if (t == 0) return WriteNumeric(file, &numeric, claimed.get());
+    if (g_numeric_writers.load(std::memory_order_relaxed) > 1) return Status::OK();
+    for (size_t k = next_numeric.fetch_add(1); k < numeric.size(); k = next_numeric.fetch_add(1)) {
+      if (claimed[k].exchange(true)) continue;  // the writer got there first
+      NumericChunk& c = numeric[k];
+      c.crc = crc32c::Value(payloads_[c.payload].data + c.begin, c.len);
+      return Status::OK();
+    }
     return Status::OK();
   });
   SK_RETURN_IF_ERROR(st);
-  // Stitch the chunk CRCs of each payload together.
-  for (const Chunk& c : chunks) {
+  // Stitch the chunk CRCs of each payload together (each payload's chunks
+  // are in order).
+  for (const NumericChunk& c : numeric) {
     Payload& p = payloads_[c.payload];
     p.crc = p.crc_known ? crc32c::Combine(p.crc, c.crc, c.len) : c.crc;
     p.crc_known = true;
@@ -383,24 +413,45 @@ Status BundleWriter::WritePayloads(WritableFile* file) {
   return Status::OK();
 }
 
-Status BundleWriter::WriteNumeric(const WritableFile* file) const {
+Status BundleWriter::WriteNumeric(const WritableFile* file, std::vector<NumericChunk>* chunks,
+                                  std::atomic<bool>* claimed) const {
   std::vector<struct iovec> iov;
   uint64_t start = 0, batch = 0;  // the run gathered in iov: file offset, bytes
-  for (const Payload& p : payloads_) {
-    if (p.is_string || p.size == 0) continue;
-    if (!iov.empty() && (p.offset != start + batch || iov.size() >= IOV_MAX || batch >= kWriteBatch)) {
-      SK_RETURN_IF_ERROR(file->PWriteV(start, iov.data(), static_cast<int>(iov.size())));
-      iov.clear();
+  auto flush = [&]() -> Status {
+    if (iov.empty()) return Status::OK();
+    Status s = file->PWriteV(start, iov.data(), static_cast<int>(iov.size()));
+    iov.clear();
+    batch = 0;
+    return s;
+  };
+  auto add = [&](uint64_t at, const char* data, uint64_t n) -> Status {
+    if (!iov.empty() && (at != start + batch || iov.size() >= IOV_MAX)) SK_RETURN_IF_ERROR(flush());
+    if (iov.empty()) start = at;
+    iov.push_back({const_cast<char*>(data), static_cast<size_t>(n)});
+    batch += n;
+    return Status::OK();
+  };
+  for (size_t k = 0; k < chunks->size(); ++k) {
+    NumericChunk& c = (*chunks)[k];
+    const Payload& p = payloads_[c.payload];
+    const char* data = p.data + c.begin;
+    const uint64_t at = p.offset + c.begin;
+    if (claimed[k].exchange(true)) {  // a helper checksums it
+      SK_RETURN_IF_ERROR(add(at, data, c.len));
+      if (batch >= kWriteBatch) SK_RETURN_IF_ERROR(flush());
+      continue;
     }
-    if (iov.empty()) {
-      start = p.offset;
-      batch = 0;
+    uint32_t crc = 0;
+    for (uint64_t done = 0; done < c.len;) {
+      const uint64_t n = std::min(kCachePiece, c.len - done);
+      crc = crc32c::Extend(crc, data + done, n);
+      SK_RETURN_IF_ERROR(add(at + done, data + done, n));
+      if (batch >= kCachePiece) SK_RETURN_IF_ERROR(flush());  // while the piece is in cache
+      done += n;
     }
-    iov.push_back({const_cast<char*>(p.data), static_cast<size_t>(p.size)});
-    batch += p.size;
+    c.crc = crc;
   }
-  if (iov.empty()) return Status::OK();
-  return file->PWriteV(start, iov.data(), static_cast<int>(iov.size()));
+  return flush();
 }
 
 Status BundleWriter::WriteIndex(const std::string& path) {

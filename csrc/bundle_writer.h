@@ -8,6 +8,7 @@
 // names renamed into place at the end.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -109,7 +110,16 @@ class BundleWriter {
   Status OpenData();  // creates the temporary data file, once
   void StartStrings(const std::string& key, StringJob* job);
   Status WritePayloads(WritableFile* file);
-  Status WriteNumeric(const WritableFile* file) const;  // every numeric payload, in pwritev batches
+  // A numeric payload's byte range [begin, begin + len), checksummed by
+  // whoever claims it first: the writer or a helper task.
+  struct NumericChunk {
+    size_t payload;
+    uint64_t begin, len;
+    uint32_t crc;
+  };
+  // Every numeric payload, in pwritev batches; checksums the chunks no
+  // helper has claimed (claimed[k] is chunk k's flag).
+  Status WriteNumeric(const WritableFile* file, std::vector<NumericChunk>* chunks, std::atomic<bool>* claimed) const;
   Status WriteIndex(const std::string& path);
   void RemoveTemps();
 

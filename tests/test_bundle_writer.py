@@ -392,3 +392,36 @@ def test_many_threads_and_one_thread_write_the_same_bytes(tmp_path):
     assert files_of(tmp_path / "one") == files_of(tmp_path / "four")
     for i, t in enumerate(bundle.read_tensors(str(tmp_path / "four"), names)):
         np.testing.assert_array_equal(t, tensors[i])
+
+
+def test_concurrent_writers_write_what_one_writer_writes(tmp_path):
+    # Concurrent numeric writers checksum their own data as they write it (no helper tasks): the
+    # bytes, CRCs included, must be those of a writer alone, whatever mix of paths each chunk took.
+    import threading
+
+    rng = np.random.default_rng(1)
+    sizes = (9_000_000, 10, 0, 70_000, 4_200_000, 3)  # chunks of 8 MiB, pieces of 256 KiB, and tails
+    tensors = [rng.standard_normal(n).astype("f4") for n in sizes]
+    names = [f"t{i}" for i in range(len(tensors))]
+    tensors.append(np.array([b"a", b"bc" * 1000, b""], dtype=object))  # a string payload among them
+    names.append("s")
+    bundle.write_bundle(str(tmp_path / "alone"), names, tensors)
+    errors_seen = []
+
+    def write(k: int) -> None:
+        try:
+            for r in range(3):
+                bundle.write_bundle(str(tmp_path / f"w{k}-{r}"), names, tensors)
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors_seen.append(e)
+
+    threads = [threading.Thread(target=write, args=(k,)) for k in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors_seen
+    expected = files_of(tmp_path / "alone")
+    for k in range(3):
+        for r in range(3):
+            assert files_of(tmp_path / f"w{k}-{r}") == expected

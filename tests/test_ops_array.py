@@ -217,3 +217,46 @@ def test_fast_zeros_values_run(graph):
         zv, bv = sess.run([z, big])
     assert zv.tolist() == [[0, 0, 0], [0, 0, 0]] and zv.dtype == np.int32
     assert bv.shape == (40, 40) and float(bv.sum()) == 1600.0
+
+
+def _buffer(sess, var):
+    from saverkit.framework.variable_store import variable_key
+
+    return sess._variables._values[variable_key(var.op)]
+
+
+def test_fill_initializer_becomes_the_variable_buffer_and_refills_it(graph):
+    # A zeros initializer must not hold the payload twice (a Fill array the Assign copies and drops):
+    # the new array becomes the variable's buffer, and re-running the initializer fills it in place.
+    import tracemalloc
+
+    v = sk.Variable(sk.zeros([300, 100]), name="v")
+    w = sk.Variable(sk.ones([300, 100], sk.int32), name="w")
+    big = [sk.Variable(sk.zeros([1 << 20], sk.uint8), name=f"big{i}") for i in range(16)]
+    with sk.Session() as sess:
+        sess.run([v.initializer, w.initializer])
+        tracemalloc.start()
+        try:
+            sess.run([b.initializer for b in big])
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert 16 << 20 <= peak < 20 << 20  # the 16 MiB payload once, not twice
+        buf = _buffer(sess, v)
+        assert buf.shape == (300, 100) and buf.dtype == np.float32 and not buf.any()
+        assert (_buffer(sess, w) == 1).all()
+        sess.run(sk.assign(v, np.full((300, 100), 7, np.float32)))
+        assert _buffer(sess, v) is buf and (buf == 7).all()
+        sess.run(v.initializer)
+        assert _buffer(sess, v) is buf and not buf.any()
+        np.testing.assert_array_equal(sess.run(v), np.zeros((300, 100), np.float32))
+
+
+def test_fill_fetched_with_its_initializer_is_not_shared_with_the_variable(graph):
+    # Fetching the initial value in the same run: the Fill output has another user, so the variable
+    # gets its own copy and writing the variable leaves the fetched array alone.
+    v = sk.Variable(sk.zeros([300, 100]), name="v")
+    with sk.Session() as sess:
+        init, _ = sess.run([v.initial_value, v.initializer])
+        sess.run(sk.assign_add(v, np.ones((300, 100), np.float32)))
+        assert not init.any() and (sess.run(v) == 1).all()

@@ -239,7 +239,7 @@ register_kernel("Identity")(lambda ctx, x: [x])
 register_shape_fn("Identity")(common_shapes.unchanged)
 
 
-@register_kernel("Fill")
+@register_kernel("Fill", output_buffers=True)
 def _fill(ctx: Any, dims: Any, value: Any) -> list:
     value = np.asarray(value)
     if value.ndim != 0:
@@ -249,7 +249,19 @@ def _fill(ctx: Any, dims: Any, value: Any) -> list:
         raise errors.InvalidArgumentError(None, None, f"dims must be a vector, got shape {dims.shape}")
     if (dims < 0).any():
         raise errors.InvalidArgumentError(None, None, f"dims must be non-negative, got {dims.tolist()}")
-    return [np.full(tuple(dims.tolist()), value, dtype=value.dtype)]
+    shape = tuple(dims.tolist())
+    # A Fill that only initializes a variable (zeros/ones initializers) fills the variable's own buffer,
+    # or hands its new array to the still-uninitialized variable: initializing 10,000 variables then
+    # holds the payload once, not a second time in arrays the Assigns would copy and drop.
+    buf = ctx.output_buffer(0)
+    if buf is not None and buf.shape == shape and buf.dtype == value.dtype:
+        buf.fill(value)
+        return [buf]
+    out = np.full(shape, value, dtype=value.dtype)
+    target = ctx.output_target(0)
+    if target is not None:
+        target.adopt(out)
+    return [out]
 
 
 @register_shape_fn("Fill")
