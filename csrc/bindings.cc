@@ -79,6 +79,34 @@ ReadRequest MakeRequest(const py::handle& key, const std::string& spec) {
   return r;
 }
 
+// Per-element vectors of a call (a reference, a pointer or a length for each
+// string element: megabytes) are kept for the thread's next call. Fresh ones
+// are fresh pages, and faulting them in cost ~450 page faults per save of
+// 100,000 strings on the benchmark VM (with malloc returning freed memory to
+// the OS, as in the benchmark). Capped so that one huge call does not pin
+// its bookkeeping for the rest of the process.
+template <typename T>
+class Spare {
+ public:
+  static std::vector<T> Take() {
+    std::vector<T> v;
+    v.swap(Slot());  // a call made while this one runs (from a finalizer) finds none: no sharing
+    return v;
+  }
+  static void Give(std::vector<T>* v) {
+    if (v->capacity() * sizeof(T) > kMaxBytes || v->capacity() <= Slot().capacity()) return;
+    v->clear();
+    v->swap(Slot());
+  }
+
+ private:
+  static const size_t kMaxBytes = 8 << 20;
+  static std::vector<T>& Slot() {
+    thread_local std::vector<T> slot;
+    return slot;
+  }
+};
+
 // Python references owned by C++ code: taken to keep objects alive while
 // the GIL is released (Hold), or new objects not yet handed to Python (Adopt).
 // Released, with the GIL held, when this goes away.
@@ -87,6 +115,12 @@ class PyRefs {
   static const size_t kPrefetch = 16;  // elements looked ahead in loops over scattered objects
 
   PyRefs() = default;
+  // With the vector kept from the thread's last call (see Spare).
+  static PyRefs Reused() {
+    PyRefs r;
+    r.objects_ = Spare<PyObject*>::Take();
+    return r;
+  }
   PyRefs(PyRefs&&) = default;
   PyRefs& operator=(PyRefs&&) = delete;
   PyRefs(const PyRefs&) = delete;
@@ -98,6 +132,7 @@ class PyRefs {
       if (i + kPrefetch < n && objects_[i + kPrefetch] != nullptr) __builtin_prefetch(objects_[i + kPrefetch], 1);
       Py_XDECREF(objects_[i]);
     }
+    Spare<PyObject*>::Give(&objects_);
   }
   void Reserve(size_t n) {
     if (objects_.capacity() - objects_.size() < n) objects_.reserve(std::max(2 * objects_.capacity(), objects_.size() + n));
@@ -220,31 +255,48 @@ class PyReader {
     // Whole string tensors: one bytes object per element, allocated here and
     // filled on the I/O pool (nothing else can see them yet), each tensor's
     // reads starting as soon as its objects exist.
-    std::vector<PyRefs> values(plans.size());
-    std::vector<std::vector<char*>> element_dst(plans.size());
+    // All string tensors' elements in two flat vectors kept across calls
+    // (see Spare), tensor i's from first[i] on; both are sized before any
+    // read starts, so the reads' destinations never move.
+    std::vector<size_t> first(plans.size(), 0);
+    size_t total = 0;
+    for (size_t i = 0; i < plans.size(); ++i) {
+      if (plans[i].dtype != DT_STRING) continue;
+      const StringResult& r = strings[i];
+      const size_t n = r.whole ? r.lengths.size() : r.elements.size();
+      if (n != plans[i].num_elements) {
+        Check(Internal("String tensor " + PrintableKey(plans[i].key) + " was read with the wrong element count"));
+      }
+      first[i] = total;
+      total += n;
+    }
+    PyRefs values = PyRefs::Reused();
+    values.Reserve(total);
+    struct Destinations {  // returned to Spare however the call ends
+      std::vector<char*> v = Spare<char*>::Take();
+      ~Destinations() { Spare<char*>::Give(&v); }
+    } destinations;
+    std::vector<char*>& element_dst = destinations.v;
+    element_dst.resize(total);
     StringByteReader string_bytes(&reader_);  // declared after what its tasks write into: waits first
     for (size_t i = 0; i < plans.size(); ++i) {
       if (plans[i].dtype != DT_STRING) continue;
       StringResult& r = strings[i];
       const size_t n = r.whole ? r.lengths.size() : r.elements.size();
-      if (n != plans[i].num_elements) {
-        Check(Internal("String tensor " + PrintableKey(plans[i].key) + " was read with the wrong element count"));
-      }
-      values[i].Reserve(n);
       if (r.whole) {
-        element_dst[i].resize(n);
+        char** dst = element_dst.data() + first[i];
         for (size_t j = 0; j < n; ++j) {
           PyObject* b = PyBytes_FromStringAndSize(nullptr, static_cast<py::ssize_t>(r.lengths[j]));
           if (b == nullptr) throw py::error_already_set();
-          values[i].Adopt(b);
-          element_dst[i][j] = r.lengths[j] > 0 ? PyBytes_AS_STRING(b) : nullptr;
+          values.Adopt(b);
+          dst[j] = r.lengths[j] > 0 ? PyBytes_AS_STRING(b) : nullptr;
         }
-        string_bytes.Start(plans[i], r, element_dst[i].data());
+        string_bytes.Start(plans[i], r, dst);
       } else {
         for (size_t j = 0; j < n; ++j) {
           PyObject* b = PyBytes_FromStringAndSize(r.elements[j].data(), static_cast<py::ssize_t>(r.elements[j].size()));
           if (b == nullptr) throw py::error_already_set();
-          values[i].Adopt(b);
+          values.Adopt(b);
         }
         std::vector<std::string>().swap(r.elements);
       }
@@ -268,10 +320,11 @@ class PyReader {
       } else {
         arr = py::reinterpret_borrow<py::array>(outs[i]);
       }
-      // Swapped in: the array takes the new values, values[i] the old ones,
-      // released after the array is consistent.
+      // Swapped in: the array takes the new values, `values` the old ones,
+      // released after every array is consistent.
       PyObject** items = static_cast<PyObject**>(arr.mutable_data());
-      for (size_t j = 0; j < values[i].size(); ++j) std::swap(items[j], values[i][j]);
+      const size_t n = static_cast<size_t>(plans[i].num_elements);
+      for (size_t j = 0; j < n; ++j) std::swap(items[j], values[first[i] + j]);
       result.append(arr);
     }
     return result;
@@ -312,17 +365,17 @@ class PyReader {
   std::vector<ReadPlan> cached_plans_;
 };
 
-// The elements of a C-contiguous numpy object array of bytes or str (str
-// saved as UTF-8), without a Python-level pass over them. Each element is
-// held: the GIL is released while they are written, and another thread
+// Appends the elements of a C-contiguous numpy object array of bytes or str
+// (str saved as UTF-8), without a Python-level pass over them. Each element
+// is held: the GIL is released while they are written, and another thread
 // replacing elements of the array must not free bytes the writer points at.
+// `elems` has room for them (the writer points into it).
 void StringElements(const std::string& key, const py::array& arr, PyRefs* held, std::vector<StringRef>* elems) {
   if (arr.dtype().kind() != 'O' || !(arr.flags() & py::array::c_style)) {
     throw py::type_error("string tensors must be C-contiguous object arrays");
   }
   PyObject* const* items = static_cast<PyObject* const*>(arr.data());
   const size_t n = static_cast<size_t>(arr.size());
-  elems->reserve(n);
   held->Reserve(n);
   for (size_t j = 0; j < n; ++j) {
     if (j + PyRefs::kPrefetch < n && items[j + PyRefs::kPrefetch] != nullptr) {
@@ -356,10 +409,31 @@ void WriteBundle(const std::string& prefix, const py::list& names, const std::ve
   options.num_shards = num_shards;
   options.shard_id = shard_id;
   options.durable = durable;
-  BundleWriter writer(prefix, options);
+  // Every string element of the call, tensor after tensor, in one vector
+  // sized up front: the writer points into it from AddStrings on.
+  size_t string_count = 0;
+  for (size_t i = 0; i < n; ++i) {
+    if (dtypes[i] != DT_STRING) continue;
+    if (py::isinstance<py::array>(datas[i])) {
+      string_count += static_cast<size_t>(py::reinterpret_borrow<py::array>(datas[i]).size());
+    } else {
+      string_count += py::len(datas[i]);
+    }
+  }
+  // Declared before the writer, so released only after it: string tensors
+  // are written from the moment they are added, and the writer's destructor
+  // waits for those writes when a later tensor is rejected.
   std::vector<py::buffer_info> buffers;  // keep every numeric buffer pinned until Finish
   buffers.reserve(n);
-  PyRefs held;  // the string elements being written (see StringElements)
+  struct Elements {  // returned to Spare however the call ends
+    std::vector<StringRef> v = Spare<StringRef>::Take();
+    ~Elements() { Spare<StringRef>::Give(&v); }
+  } elements;
+  std::vector<StringRef>& all = elements.v;
+  all.reserve(string_count);
+  PyRefs held = PyRefs::Reused();  // the string elements being written (see StringElements)
+  held.Reserve(string_count);
+  BundleWriter writer(prefix, options);
   for (size_t i = 0; i < n; ++i) {
     std::string name = AsBytes(names[i]);
     std::vector<int64_t> shape = AsShape(shapes[i]);
@@ -371,18 +445,21 @@ void WriteBundle(const std::string& prefix, const py::list& names, const std::ve
       if (!s.ok()) Check(InvalidArgument("Tensor " + PrintableKey(name) + ": " + s.message()));
     }
     if (dtypes[i] == DT_STRING) {
-      std::vector<StringRef> elems;
+      const size_t first = all.size();
       if (py::isinstance<py::array>(datas[i])) {
-        StringElements(name, py::reinterpret_borrow<py::array>(datas[i]), &held, &elems);
+        StringElements(name, py::reinterpret_borrow<py::array>(datas[i]), &held, &all);
       } else {
         for (py::handle item : datas[i]) {
           if (!PyBytes_Check(item.ptr())) throw py::type_error("string tensor elements must be bytes");
+          // Growing `all` would move elements the writer already points at.
+          if (all.size() == string_count) Check(Internal("write_bundle: more string elements than counted"));
           held.Hold(item.ptr());  // as above
-          elems.push_back({PyBytes_AS_STRING(item.ptr()), static_cast<size_t>(PyBytes_GET_SIZE(item.ptr()))});
+          all.push_back({PyBytes_AS_STRING(item.ptr()), static_cast<size_t>(PyBytes_GET_SIZE(item.ptr()))});
         }
       }
-      Check(sliced ? writer.AddSliceStrings(name, full_shape, slice, shape, std::move(elems))
-                   : writer.AddStrings(name, shape, std::move(elems)));
+      StringSpan elems{all.data() + first, all.size() - first};
+      Check(sliced ? writer.AddSliceStrings(name, full_shape, slice, shape, elems)
+                   : writer.AddStrings(name, shape, elems));
       continue;
     }
     buffers.push_back(py::reinterpret_borrow<py::buffer>(datas[i]).request());

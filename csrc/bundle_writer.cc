@@ -74,7 +74,7 @@ std::string DataFilename(const std::string& prefix, int shard_id, int num_shards
 
 std::string MetaFilename(const std::string& prefix) { return prefix + ".index"; }
 
-uint32_t BuildStringHeader(const std::vector<StringRef>& elems, std::string* header) {
+uint32_t BuildStringHeader(StringSpan elems, std::string* header) {
   size_t varints = 0, fixed_bytes = 0;
   for (const StringRef& s : elems) {
     varints += static_cast<size_t>(VarintLength(s.size));
@@ -108,7 +108,7 @@ uint32_t BuildStringHeader(const std::vector<StringRef>& elems, std::string* hea
 namespace {
 
 // Bytes of a string payload before its elements' bytes, and in all.
-void StringPayloadSize(const std::vector<StringRef>& elems, uint64_t* header_size, uint64_t* size) {
+void StringPayloadSize(StringSpan elems, uint64_t* header_size, uint64_t* size) {
   uint64_t varints = 0, bytes = 0;
   for (const StringRef& s : elems) {
     varints += static_cast<uint64_t>(VarintLength(s.size));
@@ -133,7 +133,14 @@ BundleWriter::BundleWriter(const std::string& prefix, const BundleWriterOptions&
 }
 
 BundleWriter::~BundleWriter() {
+  string_tasks_.Wait();  // before the files they write go (and the caller's elements with them)
   if (!finished_) RemoveTemps();
+}
+
+Status BundleWriter::OpenData() {
+  if (!data_tmp_.empty()) return Status::OK();
+  data_tmp_ = TempFilename(data_path_);
+  return data_.Create(data_tmp_);
 }
 
 void BundleWriter::RemoveTemps() {
@@ -180,19 +187,23 @@ Status BundleWriter::AddNumeric(const std::string& key, int dtype, const std::ve
 }
 
 Status BundleWriter::AddStrings(const std::string& key, const std::vector<int64_t>& shape,
-                                std::vector<StringRef> elems) {
+                                StringSpan elems) {
   SK_RETURN_IF_ERROR(CheckKey(key));
   uint64_t n;
   if (!NumElements(shape, &n) || n != elems.size()) {
     return InvalidArgument(StrCat("String tensor ", PrintableKey(key), " has shape ", ShapeString(shape), " but ",
                                   elems.size(), " elements"));
   }
+  SK_RETURN_IF_ERROR(OpenData());
   Payload p;
   p.key = key;
   p.is_string = true;
-  StringPayloadSize(elems, &p.header_size, &p.size);
-  p.elems = std::move(elems);  // written from the caller's buffers in Finish()
+  p.strings.reset(new StringJob);
+  StringPayloadSize(elems, &p.strings->header_size, &p.size);
+  p.strings->elems = elems;
+  p.strings->offset = data_size_;
   p.offset = data_size_;
+  StartStrings(key, p.strings.get());
   BundleEntry& e = entries_[key];
   e.dtype = DT_STRING;
   e.shape = shape;
@@ -255,10 +266,10 @@ Status BundleWriter::AddSliceNumeric(const std::string& name, const std::vector<
 
 Status BundleWriter::AddSliceStrings(const std::string& name, const std::vector<int64_t>& full_shape,
                                      const TensorSliceProto& slice, const std::vector<int64_t>& slice_shape,
-                                     std::vector<StringRef> elems) {
+                                     StringSpan elems) {
   std::string key;
   SK_RETURN_IF_ERROR(RecordSlice(name, full_shape, slice, DT_STRING, slice_shape, &key));
-  return AddStrings(key.empty() ? name : key, slice_shape, std::move(elems));
+  return AddStrings(key.empty() ? name : key, slice_shape, elems);
 }
 
 namespace {
@@ -317,42 +328,57 @@ class GatherWriter {
 
 }  // namespace
 
+void BundleWriter::StartStrings(const std::string& key, StringJob* job) {
+  uint64_t begin = 0, bytes = 0, offset = job->offset + job->header_size;
+  const StringSpan elems = job->elems;
+  for (size_t j = 0; j < elems.size(); ++j) {
+    bytes += elems[j].size;
+    if (bytes >= kStringChunkSize || j + 1 == elems.size()) {
+      job->runs.push_back({begin, j + 1, offset, bytes});
+      offset += bytes;
+      begin = j + 1;
+      bytes = 0;
+    }
+  }
+  if (elems.empty()) job->runs.push_back({0, 0, offset, 0});  // the header alone
+  const WritableFile* file = &data_;
+  std::mutex* write_mu = &string_write_mu_;
+  for (StringJob::Run& run : job->runs) {
+    StringJob::Run* r = &run;
+    string_tasks_.Schedule([key, job, r, file, write_mu]() -> Status {
+      if (r->begin == 0) {
+        std::string header;
+        job->header_crc = BuildStringHeader(job->elems, &header);
+        if (header.size() != job->header_size) {
+          return Internal(StrCat("String tensor ", PrintableKey(key), " header is ", header.size(), " bytes, ",
+                                 job->header_size, " were reserved"));
+        }
+        std::lock_guard<std::mutex> lock(*write_mu);
+        SK_RETURN_IF_ERROR(file->PWrite(job->offset, header.data(), header.size()));
+      }
+      thread_local std::string scratch;  // one gather buffer per I/O thread, reused across calls
+      GatherWriter out(file, r->offset, &scratch, write_mu);
+      for (uint64_t j = r->begin; j < r->end; ++j) SK_RETURN_IF_ERROR(out.Add(job->elems[j].data, job->elems[j].size));
+      SK_RETURN_IF_ERROR(out.Flush());
+      r->crc = out.crc();
+      return Status::OK();
+    });
+  }
+}
+
 Status BundleWriter::WritePayloads(WritableFile* file) {
   // Numeric payloads: one task streams them all to the file in add order
   // (concurrent writes to one file serialize in the kernel anyway); their
   // kChunkSize byte ranges are checksummed by helper tasks or by the writer
-  // (see g_numeric_writers). String payloads: each task takes a run of about
-  // kStringChunkSize bytes of elements, gathers them into large writes at
-  // their place in the file and checksums them; the run starting at element
-  // 0 also writes the header (varint lengths + length checksum).
-  struct Chunk {
-    size_t payload;
-    uint64_t begin, len;  // element range
-    uint64_t offset;      // file offset of element `begin`'s bytes
-    uint64_t bytes;       // bytes checksummed
-    uint32_t crc;
-  };
+  // (see g_numeric_writers). String payloads were written since they were
+  // added (StartStrings); their CRCs are known.
   std::vector<NumericChunk> numeric;
-  std::vector<Chunk> chunks;
   for (size_t i = 0; i < payloads_.size(); ++i) {
     const Payload& p = payloads_[i];
-    if (!p.is_string) {
-      for (uint64_t off = 0; off < p.size; off += kChunkSize) {
-        numeric.push_back({i, off, std::min(kChunkSize, p.size - off), 0});
-      }
-      continue;
+    if (p.is_string) continue;
+    for (uint64_t off = 0; off < p.size; off += kChunkSize) {
+      numeric.push_back({i, off, std::min(kChunkSize, p.size - off), 0});
     }
-    uint64_t begin = 0, bytes = 0, offset = p.offset + p.header_size;
-    for (size_t j = 0; j < p.elems.size(); ++j) {
-      bytes += p.elems[j].size;
-      if (bytes >= kStringChunkSize || j + 1 == p.elems.size()) {
-        chunks.push_back({i, begin, j + 1 - begin, offset, bytes, 0});
-        offset += bytes;
-        begin = j + 1;
-        bytes = 0;
-      }
-    }
-    if (p.elems.empty()) chunks.push_back({i, 0, 0, offset, 0, 0});  // the header alone
   }
   SK_RETURN_IF_ERROR(file->Reserve(data_size_));
   const bool any_numeric = !numeric.empty();
@@ -361,55 +387,25 @@ Status BundleWriter::WritePayloads(WritableFile* file) {
   for (size_t k = 0; k < numeric.size(); ++k) claimed[k].store(false, std::memory_order_relaxed);
   std::atomic<size_t> next_numeric{0};  // helpers claim from the front, just ahead of the writer
   const size_t helpers = any_numeric ? numeric.size() + 1 : 0;  // task 0 writes, the rest help
-  std::mutex write_mu;  // string tasks' writes (see GatherWriter)
-  Status st = RunParallel(helpers + chunks.size(), [&](size_t t) -> Status {
-    if (t < helpers) {
-      if (t == 0) return WriteNumeric(file, &numeric, claimed.get());
-      if (g_numeric_writers.load(std::memory_order_relaxed) > 1) return Status::OK();
-      for (size_t k = next_numeric.fetch_add(1); k < numeric.size(); k = next_numeric.fetch_add(1)) {
-        if (claimed[k].exchange(true)) continue;  // the writer got there first
-        NumericChunk& c = numeric[k];
-        c.crc = crc32c::Value(payloads_[c.payload].data + c.begin, c.len);
-        return Status::OK();
-      }
+  Status st = RunParallel(helpers, [&](size_t t) -> Status {
+    if (t == 0) return WriteNumeric(file, &numeric, claimed.get());
+    if (g_numeric_writers.load(std::memory_order_relaxed) > 1) return Status::OK();
+    for (size_t k = next_numeric.fetch_add(1); k < numeric.size(); k = next_numeric.fetch_add(1)) {
+      if (claimed[k].exchange(true)) continue;  // the writer got there first
+      NumericChunk& c = numeric[k];
+      c.crc = crc32c::Value(payloads_[c.payload].data + c.begin, c.len);
       return Status::OK();
     }
-    Chunk& c = chunks[t - helpers];
-    Payload& p = payloads_[c.payload];
-    if (c.begin == 0) {
-      std::string header;
-      p.header_crc = BuildStringHeader(p.elems, &header);
-      if (header.size() != p.header_size) {
-        return Internal(StrCat("String tensor ", PrintableKey(p.key), " header is ", header.size(), " bytes, ",
-                               p.header_size, " were reserved"));
-      }
-      std::lock_guard<std::mutex> lock(write_mu);
-      SK_RETURN_IF_ERROR(file->PWrite(p.offset, header.data(), header.size()));
-    }
-    thread_local std::string scratch;  // one gather buffer per I/O thread, reused across calls
-    GatherWriter out(file, c.offset, &scratch, &write_mu);
-    for (uint64_t j = c.begin; j < c.begin + c.len; ++j) SK_RETURN_IF_ERROR(out.Add(p.elems[j].data, p.elems[j].size));
-    SK_RETURN_IF_ERROR(out.Flush());
-    c.crc = out.crc();
     return Status::OK();
   });
   SK_RETURN_IF_ERROR(st);
-  // Stitch the chunk CRCs of each payload together (a string payload's
-  // element bytes follow its header). Each payload's chunks are in order in
-  // one of the two lists.
-  for (Payload& p : payloads_) {
-    if (p.is_string) {
-      p.crc = p.header_crc;
-      p.crc_known = true;
-    }
-  }
-  auto stitch = [this](size_t payload, uint32_t crc, uint64_t bytes) {
-    Payload& p = payloads_[payload];
-    p.crc = p.crc_known ? crc32c::Combine(p.crc, crc, bytes) : crc;
+  // Stitch the chunk CRCs of each payload together (each payload's chunks
+  // are in order).
+  for (const NumericChunk& c : numeric) {
+    Payload& p = payloads_[c.payload];
+    p.crc = p.crc_known ? crc32c::Combine(p.crc, c.crc, c.len) : c.crc;
     p.crc_known = true;
-  };
-  for (const NumericChunk& c : numeric) stitch(c.payload, c.crc, c.len);
-  for (const Chunk& c : chunks) stitch(c.payload, c.crc, c.bytes);
+  }
   for (Payload& p : payloads_) {
     if (!p.crc_known) p.crc = 0;  // empty tensor: CRC of nothing
     entries_[p.key].crc32c = crc32c::Mask(p.crc);
@@ -483,15 +479,19 @@ Status BundleWriter::WriteIndex(const std::string& path) {
 Status BundleWriter::Finish() {
   SK_RETURN_IF_ERROR(status_);
   if (finished_) return FailedPrecondition("BundleWriter::Finish called twice for " + prefix_);
-  data_tmp_ = TempFilename(data_path_);
-  index_tmp_ = TempFilename(index_path_);
-  {
-    WritableFile data;
-    SK_RETURN_IF_ERROR(data.Create(data_tmp_));
-    SK_RETURN_IF_ERROR(WritePayloads(&data));
-    if (options_.durable) SK_RETURN_IF_ERROR(data.Sync());
-    SK_RETURN_IF_ERROR(data.Close());
+  SK_RETURN_IF_ERROR(string_tasks_.Wait());
+  // Each string payload's CRC: its runs' stitched onto its header's.
+  for (Payload& p : payloads_) {
+    if (!p.is_string) continue;
+    p.crc = p.strings->header_crc;
+    for (const StringJob::Run& r : p.strings->runs) p.crc = crc32c::Combine(p.crc, r.crc, r.bytes);
+    p.crc_known = true;
   }
+  SK_RETURN_IF_ERROR(OpenData());
+  index_tmp_ = TempFilename(index_path_);
+  SK_RETURN_IF_ERROR(WritePayloads(&data_));
+  if (options_.durable) SK_RETURN_IF_ERROR(data_.Sync());
+  SK_RETURN_IF_ERROR(data_.Close());
   SK_RETURN_IF_ERROR(WriteIndex(index_tmp_));
   // Data first: an index that exists always points at complete data.
   SK_RETURN_IF_ERROR(RenameFile(data_tmp_, data_path_));

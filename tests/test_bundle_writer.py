@@ -159,16 +159,17 @@ import sys, tempfile, threading
 import numpy as np
 from saverkit import bundle
 
-n, size = 2000, 20000
-arr = np.empty(n, dtype=object)
+n, size, tensors = 2000, 20000, int(sys.argv[2])
+arrs = [np.empty(n // tensors, dtype=object) for _ in range(tensors)]
 stop = threading.Event()
 
 def churn():
     junk = []
     while not stop.is_set():
-        for i in range(n):
-            arr[i] = b"new"  # the old element loses its last reference...
-            junk.append(b"\\xfe" * size)  # ...and its memory goes to this
+        for arr in arrs:
+            for i in range(len(arr)):
+                arr[i] = b"new"  # the old element loses its last reference...
+                junk.append(b"\\xfe" * size)  # ...and its memory goes to this
         junk.clear()
 
 t = threading.Thread(target=churn)
@@ -176,24 +177,48 @@ t.start()
 d = tempfile.mkdtemp(dir=sys.argv[1])
 try:
     for k in range(10):
-        arr[:] = [bytes([i % 251]) * size for i in range(n)]  # held by the array alone
-        bundle.write_bundle(f"{d}/m{k}", ["s"], [arr])
-        got = bundle.read_tensors(f"{d}/m{k}", ["s"])[0].tolist()
-        bad = [i for i, x in enumerate(got) if x not in (bytes([i % 251]) * size, b"new")]
-        assert not bad, f"save {k}: elements {bad[:5]} hold bytes they never had"
+        for arr in arrs:
+            arr[:] = [bytes([i % 251]) * size for i in range(len(arr))]  # held by the array alone
+        names = [f"s{t}" for t in range(tensors)]
+        bundle.write_bundle(f"{d}/m{k}", names, arrs)
+        for got in bundle.read_tensors(f"{d}/m{k}", names):
+            bad = [i for i, x in enumerate(got.tolist()) if x not in (bytes([i % 251]) * size, b"new")]
+            assert not bad, f"save {k}: elements {bad[:5]} hold bytes they never had"
 finally:
     stop.set()
     t.join()
 """
 
 
-def test_string_elements_replaced_during_a_save_are_not_freed_under_the_writer(tmp_path):
+@pytest.mark.parametrize("tensors", [1, 4])
+def test_string_elements_replaced_during_a_save_are_not_freed_under_the_writer(tmp_path, tensors):
     # The engine writes string elements with the GIL released: it must hold them, so that another
     # thread replacing (and so freeing) the array's elements cannot leave it reading freed memory
-    # (it crashed, or saved junk, before). In a subprocess: the failure mode is a segfault.
-    r = subprocess.run([sys.executable, "-c", _CHURN_DURING_SAVES, str(tmp_path)], capture_output=True,
+    # (it crashed, or saved junk, before). In a subprocess: the failure mode is a segfault. Several
+    # tensors: each is being written while the next one's elements are gathered, and must stay held
+    # until its writes are done.
+    r = subprocess.run([sys.executable, "-c", _CHURN_DURING_SAVES, str(tmp_path), str(tensors)],
+                       capture_output=True,
                        text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
+
+
+def test_a_save_rejected_after_string_tensors_started_writing_leaves_nothing(tmp_path):
+    # String tensors are written from the moment they are added: when a later tensor is rejected, the
+    # writer must finish those writes before the elements are released and the files removed (freeing
+    # the elements first was a use-after-free, visible under ASan) and leave no file behind.
+    prefix = str(tmp_path / "m")
+    first = np.empty(20000, dtype=object)
+    first[:] = [bytes([i % 251]) * (i % 300) for i in range(20000)]  # held by the array alone
+    expected = first.tolist()
+    bad = np.array([b"ok", 7], dtype=object)
+    with pytest.raises(errors.InvalidArgumentError, match="element of type int"):
+        bundle.write_bundle(prefix, ["a", "b", "c"], [first, first.copy(), bad])
+    assert os.listdir(tmp_path) == []
+    assert first.tolist() == expected
+    with pytest.raises(errors.InvalidArgumentError, match="duplicate"):
+        bundle.write_bundle(prefix, ["a", "a"], [first, first])
+    assert os.listdir(tmp_path) == []
 
 
 ALL_NUMERIC = [d for d in dtypes._BY_ENUM.values()
