@@ -425,3 +425,18 @@ def test_concurrent_writers_write_what_one_writer_writes(tmp_path):
     for k in range(3):
         for r in range(3):
             assert files_of(tmp_path / f"w{k}-{r}") == expected
+
+
+def test_a_string_list_longer_than_its_length_is_an_internal_error_not_a_moved_buffer(tmp_path):
+    # The binding sizes one element vector for the call from len() of each string list, and the writer
+    # points into it from the moment a tensor is added: a sequence yielding more elements than len()
+    # said must be refused, not make the vector grow (and move) under writes in flight.
+    class ShortLen(list):
+        def __len__(self) -> int:
+            return 1
+
+    prefix = str(tmp_path / "m")
+    with pytest.raises(errors.InternalError, match="more string elements than counted"):
+        _core.write_bundle(prefix, [b"s"], [""], [dtypes.string.as_datatype_enum], [[2]],
+                           [ShortLen([b"a", b"b"])], 1, 0, False)
+    assert os.listdir(tmp_path) == []
