@@ -359,6 +359,29 @@ def test_independent_expensive_ops_run_concurrently(graph):
     assert max(sa, sb) < min(ea, eb)  # both were sleeping at the same time
 
 
+def test_an_expensive_op_with_nothing_beside_it_runs_on_the_callers_thread(graph):
+    # A lone save or restore gains nothing from a hand-off, and in a new session it would start a thread.
+    a = sleep_op(0.01, "a")
+    with sk.control_dependencies([a]):
+        b = sleep_op(0.01, "b")
+    with sk.Session() as sess:
+        ta, tb = sess.run([a, b])
+        assert sess._pool is None
+    here = threading.get_ident() % 1000
+    assert ta == tb == here
+    assert RUNS == {"a": 1, "b": 1}
+
+
+def test_a_failing_expensive_op_run_on_the_callers_thread_names_the_op(graph):
+    bad = sleep_op(-1.0, "bad")  # time.sleep raises ValueError
+    with sk.Session() as sess:
+        with pytest.raises(errors.InvalidArgumentError) as info:
+            sess.run(bad)
+        assert sess._pool is None
+    assert info.value.op.name == "bad"
+    assert "non-negative" in str(info.value)
+
+
 def test_dependent_expensive_ops_run_in_order(graph):
     a = sleep_op(0.05, "a")
     with sk.control_dependencies([a]):

@@ -373,7 +373,7 @@ class Plan:
         with np.errstate(all="ignore"), _gc.paused() if template.big else contextlib.nullcontext():
             # errstate: TF semantics (overflow / NaN are values, not errors); GC: see saverkit._gc
             if self.has_expensive:
-                self._run_scheduled(vals, pool_fn())
+                self._run_scheduled(vals, pool_fn)
             else:
                 self._run_items(range(len(template.items)), vals)
         return [vals[s] for s in template.fetch_slots]
@@ -412,8 +412,9 @@ class Plan:
                 raise
             raise error from e
 
-    def _run_scheduled(self, vals: list[Any], pool: Any) -> None:
+    def _run_scheduled(self, vals: list[Any], pool_fn: Any) -> None:
         t = self.template
+        pool = None  # made on the first hand-off
         items, steps, consumers = t.items, t.steps, t.step_consumers
         ready = deque(t.roots)
         pending = list(t.step_n_deps)
@@ -457,6 +458,19 @@ class Plan:
                 except Exception as e:
                     failure = _chained(as_op_error(e, items[i].op), e)
                     continue
+                if not ready and not in_flight:
+                    # Nothing could run beside it: run it here, sparing a thread hand-off (and, in a new
+                    # session, the start of a pool thread) per save or restore.
+                    try:
+                        outs = _call(items[i], self.context(i), args)
+                    except Exception as e:
+                        failure = _chained(as_op_error(e, items[i].op), e)
+                        continue
+                    _store(items[i], outs, vals)
+                    finish(step)
+                    continue
+                if pool is None:
+                    pool = pool_fn()
                 in_flight += 1
                 pool.submit(background, step, i, self.context(i), args)
             else:
