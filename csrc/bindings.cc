@@ -15,6 +15,7 @@
 #include "dtype.h"
 #include "env.h"
 #include "merge.h"
+#include "py_arenas.h"
 #include "snappy.h"
 #include "table.h"
 #include "table_builder.h"
@@ -270,6 +271,7 @@ class PyReader {
       first[i] = total;
       total += n;
     }
+    if (total > 0) InstallArenaCache();  // the bytes objects below reuse the last restore's memory
     PyRefs values = PyRefs::Reused();
     values.Reserve(total);
     struct Destinations {  // returned to Spare however the call ends
@@ -601,6 +603,11 @@ PYBIND11_MODULE(_core, m) {
     SetIoThreads(n);
   });
   m.def("get_io_threads", &GetIoThreads);
+  m.def("_arena_cache_stats", [] {  // for tests: (installed, cached bytes, allocations served from the cache)
+    ArenaCacheStats s = GetArenaCacheStats();
+    return py::make_tuple(s.installed, s.cached_bytes, s.reused);
+  });
+  m.attr("_ARENA_CACHE_BYTES") = kArenaCacheBytes;
 
   py::class_<PyReader>(m, "Reader")
       .def(py::init<const std::string&>())

@@ -42,7 +42,7 @@ compile() {  # src obj extra-flags
 export -f compile
 export CXX CXXFLAGS newest_header
 
-engine_srcs=$(ls csrc/*.cc | grep -v '/bindings\.cc$')
+engine_srcs=$(ls csrc/*.cc | grep -v -e '/bindings\.cc$' -e '/py_[a-z_]*\.cc$')  # the Python-facing files need Python
 # Engine objects are instrumented for coverage but carry no main (fuzzer-no-link).
 printf '%s\n' $engine_srcs | xargs -P "$(nproc)" -I{} bash -c \
   'compile {} "'"$OBJ"'/$(basename {} .cc).o" -fsanitize=fuzzer-no-link'
