@@ -125,15 +125,16 @@ Status BundleReader::DataFile(const std::string& key, const BundleEntry& entry, 
 }
 
 Status BundleReader::CheckStored(const std::string& key, const BundleEntry& entry, uint64_t* num_elements) {
-  const std::string what = "tensor " + DisplayKey(key) + " in checkpoint " + prefix_;
+  // Built only for an error: this runs once per tensor of every restore.
+  auto what = [&] { return "tensor " + DisplayKey(key) + " in checkpoint " + prefix_; };
   if (entry.dtype == DT_VARIANT) {
-    return Unimplemented("Cannot read " + what + ": DT_VARIANT tensors are opaque TensorFlow objects");
+    return Unimplemented("Cannot read " + what() + ": DT_VARIANT tensors are opaque TensorFlow objects");
   }
   if (!IsKnownDataType(entry.dtype) || entry.dtype == DT_RESOURCE) {
-    return DataLoss("Invalid dtype " + DataTypeName(entry.dtype) + " stored for " + what);
+    return DataLoss("Invalid dtype " + DataTypeName(entry.dtype) + " stored for " + what());
   }
   if (!NumElements(entry.shape, num_elements)) {
-    return DataLoss("Invalid shape " + ShapeString(entry.shape) + " stored for " + what);
+    return DataLoss("Invalid shape " + ShapeString(entry.shape) + " stored for " + what());
   }
   const RandomAccessFile* file;
   SK_RETURN_IF_ERROR(DataFile(key, entry, &file));
@@ -141,7 +142,7 @@ Status BundleReader::CheckStored(const std::string& key, const BundleEntry& entr
   if (entry.offset < 0 || entry.size < 0 ||
       !CheckedAdd(static_cast<uint64_t>(entry.offset), static_cast<uint64_t>(entry.size), &end) ||
       end > file->size()) {
-    return DataLoss(StrCat("Entry of ", what, " (offset ", entry.offset, ", size ", entry.size,
+    return DataLoss(StrCat("Entry of ", what(), " (offset ", entry.offset, ", size ", entry.size,
                            ") points outside its data file ", file->path(), " (", file->size(),
                            " bytes): truncated or corrupt"));
   }
@@ -149,14 +150,14 @@ Status BundleReader::CheckStored(const std::string& key, const BundleEntry& entr
   if (entry.dtype == DT_STRING) {
     // At least one varint byte per element plus the 4-byte length checksum.
     if (size == 0 ? *num_elements != 0 : (size < 4 || *num_elements > size - 4)) {
-      return DataLoss(StrCat("Invalid size ", size, " in bundle entry for string ", what, " of shape ",
+      return DataLoss(StrCat("Invalid size ", size, " in bundle entry for string ", what(), " of shape ",
                              ShapeString(entry.shape)));
     }
     return Status::OK();
   }
   uint64_t expected;
   if (!CheckedMul(*num_elements, DataTypeSize(entry.dtype), &expected) || expected != size) {
-    return DataLoss(StrCat("Invalid size in bundle entry for ", what, ": stored size ", size, "; expected size ",
+    return DataLoss(StrCat("Invalid size in bundle entry for ", what(), ": stored size ", size, "; expected size ",
                            expected, " for shape ", ShapeString(entry.shape), " of ", DataTypeName(entry.dtype)));
   }
   return Status::OK();
@@ -168,23 +169,24 @@ Status BundleReader::Prepare(const ReadRequest& request, ReadPlan* plan) {
     return NotFound("Key " + PrintableKey(request.key) + " not found in checkpoint " + prefix_);
   }
   const BundleEntry& full = it->second;
-  const std::string what = "tensor " + PrintableKey(request.key) + " in checkpoint " + prefix_;
+  // Built only for an error: this runs once per tensor of every restore.
+  auto what = [&] { return "tensor " + PrintableKey(request.key) + " in checkpoint " + prefix_; };
   *plan = ReadPlan();
   plan->key = request.key;
   plan->dtype = full.dtype;
   uint64_t full_elements;
   if (!NumElements(full.shape, &full_elements) || full_elements > (1ull << 62)) {
-    return DataLoss("Invalid shape " + ShapeString(full.shape) + " stored for " + what);
+    return DataLoss("Invalid shape " + ShapeString(full.shape) + " stored for " + what());
   }
   Box full_box;
   full_box.start.assign(full.shape.size(), 0);
   full_box.length = full.shape;
   if (request.has_slice) {
     if (request.spec_shape != full.shape) {
-      return InvalidArgument("Requested shape " + ShapeString(request.spec_shape) + " of " + what +
+      return InvalidArgument("Requested shape " + ShapeString(request.spec_shape) + " of " + what() +
                              " does not match the stored shape " + ShapeString(full.shape));
     }
-    SK_RETURN_IF_ERROR(SliceToBox(request.slice, full.shape, what, &plan->box));
+    SK_RETURN_IF_ERROR(SliceToBox(request.slice, full.shape, what(), &plan->box));
   } else {
     plan->box = full_box;
   }
@@ -199,25 +201,25 @@ Status BundleReader::Prepare(const ReadRequest& request, ReadPlan* plan) {
     return Status::OK();
   }
   // Partitioned: find the stored slices overlapping the request.
-  if (full.dtype == DT_VARIANT) return Unimplemented("Cannot read " + what + ": DT_VARIANT");
+  if (full.dtype == DT_VARIANT) return Unimplemented("Cannot read " + what() + ": DT_VARIANT");
   if (!IsKnownDataType(full.dtype) || full.dtype == DT_RESOURCE) {
-    return DataLoss("Invalid dtype " + DataTypeName(full.dtype) + " stored for " + what);
+    return DataLoss("Invalid dtype " + DataTypeName(full.dtype) + " stored for " + what());
   }
   uint64_t covered = 0;
   for (const TensorSliceProto& slice : full.slices) {
     ReadPlan::Piece piece;
-    Status s = SliceToBox(slice, full.shape, what, &piece.box);
+    Status s = SliceToBox(slice, full.shape, what(), &piece.box);
     if (!s.ok()) return DataLoss("Corrupt slice entry: " + s.message());
     Box inter;
     if (!Intersect(piece.box, plan->box, &inter)) continue;
     piece.key = EncodeTensorNameSlice(request.key, slice);
     auto sit = entries_.find(piece.key);
     if (sit == entries_.end()) {
-      return DataLoss("Slice " + SliceString(slice) + " of " + what + " is listed but its entry is missing");
+      return DataLoss("Slice " + SliceString(slice) + " of " + what() + " is listed but its entry is missing");
     }
     piece.entry = &sit->second;
     if (piece.entry->dtype != full.dtype || piece.entry->shape != piece.box.length) {
-      return DataLoss("Slice " + SliceString(slice) + " of " + what + " has dtype " +
+      return DataLoss("Slice " + SliceString(slice) + " of " + what() + " has dtype " +
                       DataTypeName(piece.entry->dtype) + " and shape " + ShapeString(piece.entry->shape) +
                       ", which disagree with the tensor entry");
     }
@@ -226,14 +228,14 @@ Status BundleReader::Prepare(const ReadRequest& request, ReadPlan* plan) {
     for (const ReadPlan::Piece& other : plan->pieces) {
       Box overlap;
       if (Intersect(other.box, piece.box, &overlap)) {
-        return DataLoss("Overlapping slices " + SliceString(slice) + " stored for " + what);
+        return DataLoss("Overlapping slices " + SliceString(slice) + " stored for " + what());
       }
     }
     covered += static_cast<uint64_t>(inter.NumElements());
     plan->pieces.push_back(std::move(piece));
   }
   if (covered != plan->num_elements) {
-    return DataLoss("Does not have sufficient slices for partitioned " + what + ": requested slice " +
+    return DataLoss("Does not have sufficient slices for partitioned " + what() + ": requested slice " +
                     ShapeString(plan->box.start) + "+" + ShapeString(plan->box.length) + " is not covered");
   }
   plan->direct = plan->pieces.size() == 1 && SameBox(plan->pieces[0].box, plan->box);
