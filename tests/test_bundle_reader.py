@@ -123,6 +123,18 @@ def test_restored_strings_are_new_objects_owned_by_the_result(tmp_path):
     assert b[0] == b"x" * 10 and src[0] == b"x" * 10
 
 
+def _pymalloc_arenas() -> bool:
+    """Whether objects live in pymalloc arenas (not with PYTHONMALLOC=malloc or in free-threaded builds)."""
+    import sysconfig
+
+    return (sysconfig.get_config_var("WITH_PYMALLOC") == 1 and not sysconfig.get_config_var("Py_GIL_DISABLED")
+            and os.environ.get("PYTHONMALLOC", "") in ("", "pymalloc", "pymalloc_debug", "debug"))
+
+
+needs_pymalloc = pytest.mark.skipif(not _pymalloc_arenas(), reason="objects are not in pymalloc arenas")
+
+
+@needs_pymalloc
 def test_a_string_restore_reuses_the_memory_of_the_last_ones_freed_strings(tmp_path):
     # Freed arenas of bytes objects stay mapped (up to a cap), so the next restore does not fault in fresh
     # pages: that was half the time of restoring 100,000 strings on the benchmark VM.
@@ -144,6 +156,7 @@ def test_a_string_restore_reuses_the_memory_of_the_last_ones_freed_strings(tmp_p
     assert [g.tolist() for g in got] == [s.tolist() for s in src]
 
 
+@needs_pymalloc
 def test_the_arena_cache_keeps_no_more_than_its_cap(tmp_path):
     from saverkit import _core
 
