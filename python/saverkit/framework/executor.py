@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from saverkit import _gc, errors
-from saverkit.framework.ops import Operation, Tensor
+from saverkit.framework.ops import Operation, Tensor, _consumer_list
 from saverkit.framework.variable_store import (
     Ref,
     VariableStore,
@@ -157,30 +157,9 @@ class PlanTemplate:
 
     def __init__(self, fetches: list[Tensor], targets: list[Operation], feeds: list[Tensor]) -> None:
         fed = {t: i for i, t in enumerate(feeds)}
-        # 1. Prune: everything the fetches and targets need, stopping at fed tensors.
-        needed: dict[Operation, list[Operation]] = {}  # op -> the distinct ops it waits for
-        stack = [t._op for t in fetches if t not in fed] + list(targets)
-        while stack:
-            op = stack.pop()
-            if op in needed:
-                continue
-            inputs = op._inputs
-            if not inputs:  # a source, or a NoOp grouping control inputs
-                deps = op._control_inputs
-                deps = list(dict.fromkeys(deps)) if len(deps) > 1 else list(deps)
-            else:
-                deps = [t._op for t in inputs if t not in fed] if fed else [t._op for t in inputs]
-                if op._control_inputs:
-                    deps += op._control_inputs
-                n = len(deps)
-                if n == 2:  # the common case: dedupe without building a dict
-                    if deps[0] is deps[1]:
-                        del deps[1]
-                elif n > 2:
-                    deps = list(dict.fromkeys(deps))
-            needed[op] = deps
-            stack.extend(deps)
-        self.deps = needed
+        # 1. Prune. Not kept once the template is built: for a 10,000-variable initializer it is a few MiB
+        # a cached template would hold for nothing.
+        needed = prune(fetches, targets, fed)
         # 2. Topological order.
         order = _toposort(needed)
         # 3. Slots.
@@ -218,16 +197,20 @@ class PlanTemplate:
             if not inputs:  # sources (variables, constants): a third of a typical graph
                 item.in_slots = item.deref = _NONE
             else:
-                item.in_slots = (
-                    [feed_base + fed[t] if t in fed else slot_of[t._op] + t._value_index for t in inputs]
-                    if fed
-                    else [slot_of[t._op] + t._value_index for t in inputs]
-                )
+                # Tuples (one allocation each, the empty one shared): templates of big graphs are cached.
+                if fed:
+                    slots = [
+                        feed_base + fed[t] if t in fed else slot_of[t._op] + t._value_index for t in inputs
+                    ]
+                else:
+                    slots = [slot_of[t._op] + t._value_index for t in inputs]
+                item.in_slots = tuple(slots)
                 # Ref inputs are read (dereferenced) unless the op's argument itself is a Ref.
-                item.deref = [i for i, t in enumerate(inputs) if t._dtype._enum > _REF_OFFSET]
-                if item.deref and info.has_ref_inputs:
+                deref = [i for i, t in enumerate(inputs) if t._dtype._enum > _REF_OFFSET]
+                if deref and info.has_ref_inputs:
                     is_ref = info.input_is_ref(op._attrs)
-                    item.deref = [i for i in item.deref if not is_ref[i]]
+                    deref = [i for i in deref if not is_ref[i]]
+                item.deref = tuple(deref) if deref else _NONE
             item.out_slot = slot_of[op]
             item.n_out = len(op._outputs)
             item.expensive = info.expensive
@@ -264,15 +247,15 @@ class PlanTemplate:
         self.big = len(items) + len(hoisted) > _BIG_PLAN
         self.has_expensive = any(it.expensive for it in items)
         if self.has_expensive:
-            self._build_steps({it.op for it in hoisted})
+            self._build_steps(needed, {it.op for it in hoisted})
 
-    def _build_steps(self, hoisted: set[Operation]) -> None:
+    def _build_steps(self, needed: dict[Operation, list[Operation]], hoisted: set[Operation]) -> None:
         step_of: dict[Operation, int] = {}
         steps: list[list[int]] = []
         step_deps: list[frozenset[int]] = []
         open_groups: dict[frozenset[int], int] = {}  # dep steps -> the step cheap items with them join
         for i, it in enumerate(self.items):
-            deps = frozenset(step_of[d] for d in self.deps[it.op] if d not in hoisted)
+            deps = frozenset(step_of[d] for d in needed[it.op] if d not in hoisted)
             step = None if it.expensive else open_groups.get(deps)
             if step is None:
                 step = len(steps)
@@ -291,6 +274,35 @@ class PlanTemplate:
         self.step_n_deps = [len(d) for d in step_deps]
         self.step_consumers = consumers
         self.roots = [s for s, d in enumerate(step_deps) if not d]
+
+
+def prune(
+    fetches: list[Tensor], targets: list[Operation], fed: dict[Tensor, int]
+) -> dict[Operation, list[Operation]]:
+    """Every op the fetches and targets need, stopping at fed tensors: op -> the distinct ops it waits for."""
+    needed: dict[Operation, list[Operation]] = {}
+    stack = [t._op for t in fetches if t not in fed] + list(targets)
+    while stack:
+        op = stack.pop()
+        if op in needed:
+            continue
+        inputs = op._inputs
+        if not inputs:  # a source, or a NoOp grouping control inputs
+            deps = op._control_inputs
+            deps = list(dict.fromkeys(deps)) if len(deps) > 1 else list(deps)
+        else:
+            deps = [t._op for t in inputs if t not in fed] if fed else [t._op for t in inputs]
+            if op._control_inputs:
+                deps += op._control_inputs
+            n = len(deps)
+            if n == 2:  # the common case: dedupe without building a dict
+                if deps[0] is deps[1]:
+                    del deps[1]
+            elif n > 2:
+                deps = list(dict.fromkeys(deps))
+        needed[op] = deps
+        stack.extend(deps)
+    return needed
 
 
 def template_for(
@@ -564,7 +576,7 @@ def _in_place_targets(op: Operation, needed: dict, fetched: set, hoisted_slot: d
     for t in op._outputs:
         target = None
         while t not in fetched:
-            users = [c for c in t._consumers or () if c in needed]
+            users = [c for c in _consumer_list(t._consumers) if c in needed]
             if len(users) != 1:
                 break
             user = users[0]
