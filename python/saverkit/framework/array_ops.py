@@ -103,7 +103,7 @@ def _filled_plain(value: Any, shape: Any, dtype: dtypes.DType, name: Any) -> ops
         )
     finally:
         g._name_stack = stack
-    inputs = [dims_op._outputs[0], value_op._outputs[0]]
+    inputs = (dims_op._outputs[0], value_op._outputs[0])
     attrs = _shared_attrs(("fill", index, dtype), lambda: {"index_type": index, "T": dtype})
     return g._add_plain_op(scope, "Fill", inputs, attrs, dtype, _FILL, shape_of(dims), device)._outputs[0]
 

@@ -133,7 +133,13 @@ def variable_ref_args(op: Operation) -> tuple:
 
 
 class _Item:
-    """One op of a plan template, as the executor runs it (session-independent)."""
+    """One op of a plan template, as the executor runs it (session-independent).
+
+    Kept lean (flags rather than tuples where the data is elsewhere): a template for a 10,000-variable
+    initializer or restore has tens of thousands of items, and the graph caches it. ``variable`` is True
+    for a hoisted VariableV2 (its Ref arguments are in ``PlanTemplate.variable_specs``); ``same`` is True
+    for an Assign the run loop may skip (see PlanTemplate).
+    """
 
     __slots__ = (
         "op", "kernel", "in_slots", "deref", "out_slot", "n_out", "expensive", "targets", "variable", "same"
@@ -235,15 +241,24 @@ class PlanTemplate:
         self.variable_slots = [spec[0] for spec in self.variable_specs]
         self.hoisted_kernels = [it for it in hoisted if it.variable is None]
         hoisted_slot = {it.op: it.out_slot for it in hoisted}
+        # Store keys already made, for _in_place_targets; the specs hold the rest of it.variable (see _Item).
+        var_keys = {}
+        for it in hoisted:
+            if it.variable is not None:
+                var_keys[it.op] = it.variable[0]
+                it.variable = True
         for it in items:
-            it.targets = _in_place_targets(it.op, needed, fetched, hoisted_slot) if it.targets else None
+            if it.targets:
+                it.targets = _in_place_targets(it.op, needed, fetched, hoisted_slot, var_keys)
+            else:
+                it.targets = None
         # An Assign of a hoisted variable whose value is already the variable's buffer (a restore that read
-        # straight into it, see _in_place_targets) has nothing to do: (ref slot, value slot) let the run
-        # loop see that without calling the kernel (what Ref.assign would find first).
+        # straight into it, see _in_place_targets) has nothing to do: the run loop sees that from its first
+        # two input slots (ref, value) without calling the kernel (what Ref.assign would find first).
         for it in items:
             op = it.op
             if op._type == "Assign" and op._inputs[0]._op in hoisted_slot and not it.deref:
-                it.same = (it.in_slots[0], it.in_slots[1])
+                it.same = True
         self.big = len(items) + len(hoisted) > _BIG_PLAN
         self.has_expensive = any(it.expensive for it in items)
         if self.has_expensive:
@@ -356,7 +371,7 @@ class Plan:
         try:
             for item in template.hoisted:
                 if item.variable is not None:
-                    initial[item.out_slot] = variables.ref(*item.variable)
+                    initial[item.out_slot] = variables.ref(*variable_ref_args(item.op))
                     continue
                 outs = item.kernel(OpKernelContext(item.op, variables, session))
                 initial[item.out_slot : item.out_slot + item.n_out] = outs
@@ -397,8 +412,8 @@ class Plan:
         try:
             for i in indices:
                 item = items[i]
-                same = item.same
-                if same is not None:
+                if item.same is not None:
+                    same = item.in_slots
                     ref = vals[same[0]]
                     if type(ref) is Ref and vals[same[1]] is ref._values.get(ref.key):
                         vals[item.out_slot] = ref  # the value was restored into the buffer: nothing to do
@@ -564,7 +579,9 @@ def _store(item: _Item, outs: Any, vals: list[Any]) -> None:
         vals[item.out_slot : item.out_slot + item.n_out] = outs
 
 
-def _in_place_targets(op: Operation, needed: dict, fetched: set, hoisted_slot: dict) -> list[tuple | None]:
+def _in_place_targets(
+    op: Operation, needed: dict, fetched: set, hoisted_slot: dict, var_keys: dict
+) -> tuple[tuple | None, ...]:
     """For each output of ``op``: (slot of the hoisted variable op or -1, store key, name, dtype, shape,
     copy_on_write, numpy dtype) of the variable it may be written straight into (the ``_T_*`` indices).
 
@@ -586,7 +603,8 @@ def _in_place_targets(op: Operation, needed: dict, fetched: set, hoisted_slot: d
             var_op = user._inputs[0]._op
             if user._inputs[1] is t and var_op in needed and user._inputs[0] not in fetched:
                 if user._type == "Assign" and var_op._type == "VariableV2":
-                    key, cow, slot = variable_key(var_op), False, hoisted_slot.get(var_op, -1)
+                    key = var_keys.get(var_op) or variable_key(var_op)
+                    cow, slot = False, hoisted_slot.get(var_op, -1)
                 elif user._type == "AssignVariableOp" and var_op._type == "VarHandleOp":
                     key, cow, slot = resource_key(var_op), True, -1
                 else:
@@ -595,7 +613,7 @@ def _in_place_targets(op: Operation, needed: dict, fetched: set, hoisted_slot: d
                 target = (slot, key, key[-1], dtype, var_op._attrs["shape"], cow, numpy_dtype(dtype))
             break
         targets.append(target)
-    return targets
+    return tuple(targets)
 
 
 def as_op_error(e: BaseException, op: Operation | None) -> errors.OpError:

@@ -209,7 +209,7 @@ class Variable:
             self._initializer_op = g._add_plain_op(
                 _scoped_name(g, in_use, scope, key, "Assign", "assign"),
                 "Assign",
-                [ref, value],
+                (ref, value),  # a tuple: inputs are never mutated, and it is one allocation
                 attrs,
                 ref._dtype,
                 _ASSIGN,
@@ -221,7 +221,7 @@ class Variable:
             read = g._add_plain_op(
                 _scoped_name(g, in_use, scope, key, "read", "read"),
                 "Identity",
-                [ref],
+                (ref,),
                 read_attrs,
                 base,
                 _IDENTITY,

@@ -262,7 +262,7 @@ def _bulk_assigns(g, refs: list, values: list) -> list:
                 dtype = ref._dtype
                 attrs = {"T": _base_dtype(dtype), "validate_shape": True, "use_locking": True}
             # On the variable's device (TF colocates ops that write a ref with it), with its shape.
-            out.append(add(name, "Assign", [ref, value], attrs, dtype, info, ref._shape, ref._op._device))
+            out.append(add(name, "Assign", (ref, value), attrs, dtype, info, ref._shape, ref._op._device))
     finally:
         in_use = g._names_in_use  # what _create_op records for a name given with a trailing "/"
         done = keys[: len(out)]
