@@ -136,14 +136,29 @@ class _Item:
     """One op of a plan template, as the executor runs it (session-independent).
 
     Kept lean (flags rather than tuples where the data is elsewhere): a template for a 10,000-variable
-    initializer or restore has tens of thousands of items, and the graph caches it. ``variable`` is True
-    for a hoisted VariableV2 (its Ref arguments are in ``PlanTemplate.variable_specs``); ``same`` is True
-    for an Assign the run loop may skip (see PlanTemplate).
+    initializer or restore has tens of thousands of items, and the graph caches it. ``same`` is True for
+    an Assign the run loop may skip (see PlanTemplate).
     """
 
     __slots__ = (
-        "op", "kernel", "in_slots", "deref", "out_slot", "n_out", "expensive", "targets", "variable", "same"
+        "op", "kernel", "in_slots", "deref", "out_slot", "n_out", "expensive", "targets", "same"
     )
+
+
+class _Hoisted:
+    """An input-less op computed when a template is bound (see PlanTemplate.hoisted): a third of the ops
+    of a variable-heavy plan, so it holds only what binding needs. ``variable``: a VariableV2's Ref
+    arguments while the template is built, then True (``PlanTemplate.variable_specs`` holds them)."""
+
+    __slots__ = ("op", "kernel", "out_slot", "n_out", "variable")
+
+    def __init__(self, op: Operation, kernel: Any, out_slot: int) -> None:
+        self.op = op
+        self.kernel = kernel
+        self.out_slot = out_slot
+        self.n_out = len(op._outputs)
+        # A VariableV2's output is its store entry's Ref: bound straight from these arguments.
+        self.variable = variable_ref_args(op) if op._type == "VariableV2" else None
 
 
 class PlanTemplate:
@@ -183,7 +198,7 @@ class PlanTemplate:
             feed_base + fed[t] if t in fed else slot_of[t._op] + t._value_index for t in fetches
         ]
         items: list[_Item] = []
-        hoisted: list[_Item] = []
+        hoisted: list[_Hoisted] = []
         for op in order:
             info = op._info
             kernel = info.kernel if info is not None else None
@@ -196,20 +211,28 @@ class PlanTemplate:
                 raise errors.NotFoundError(
                     op.node_def, op, f"Cannot run op type '{op._type}' of node '{op._name}': {why}."
                 )
+            inputs = op._inputs
+            if info.hoist and not inputs and not op._control_inputs:
+                hoisted.append(_Hoisted(op, kernel, slot_of[op]))
+                continue
             item = _Item()
             item.op = op
             item.kernel = kernel
-            inputs = op._inputs
             if not inputs:  # sources (variables, constants): a third of a typical graph
                 item.in_slots = item.deref = _NONE
             else:
                 # Tuples (one allocation each, the empty one shared): templates of big graphs are cached.
+                # Output 0 reuses its op's slot number (an int object per input adds up in big templates).
                 if fed:
                     slots = [
-                        feed_base + fed[t] if t in fed else slot_of[t._op] + t._value_index for t in inputs
+                        feed_base + fed[t] if t in fed
+                        else slot_of[t._op] + t._value_index if t._value_index else slot_of[t._op]
+                        for t in inputs
                     ]
                 else:
-                    slots = [slot_of[t._op] + t._value_index for t in inputs]
+                    slots = [
+                        slot_of[t._op] + t._value_index if t._value_index else slot_of[t._op] for t in inputs
+                    ]
                 item.in_slots = tuple(slots)
                 # Ref inputs are read (dereferenced) unless the op's argument itself is a Ref.
                 deref = [i for i, t in enumerate(inputs) if t._dtype._enum > _REF_OFFSET]
@@ -221,13 +244,8 @@ class PlanTemplate:
             item.n_out = len(op._outputs)
             item.expensive = info.expensive
             item.targets = info.output_buffers  # resolved below, once every hoisted op is known
-            # A VariableV2's output is its store entry's Ref: bound straight from these arguments.
-            item.variable = variable_ref_args(op) if op._type == "VariableV2" else None
             item.same = None
-            if info.hoist and not inputs and not op._control_inputs:
-                hoisted.append(item)
-            else:
-                items.append(item)
+            items.append(item)
         self.items = items
         self.hoisted = hoisted
         # What VariableStore.refs needs to bind every hoisted variable in one pass (a fresh session on a
@@ -304,7 +322,8 @@ def prune(
         inputs = op._inputs
         if not inputs:  # a source, or a NoOp grouping control inputs
             deps = op._control_inputs
-            deps = list(dict.fromkeys(deps)) if len(deps) > 1 else list(deps)
+            # Sources share one empty tuple: a list each was a third of the peak of pruning an initializer.
+            deps = list(dict.fromkeys(deps)) if len(deps) > 1 else list(deps) if deps else _NONE
         else:
             deps = [t._op for t in inputs if t not in fed] if fed else [t._op for t in inputs]
             if op._control_inputs:
@@ -360,8 +379,10 @@ class Plan:
         self._initial = initial
         self._variables = variables
         self._session = session
-        # Kernel contexts are made on first use: a restore's 10,000 Assigns usually skip their kernel.
+        # Kernel contexts are made on first use: a restore's 10,000 Assigns usually skip their kernel. Big
+        # plans (initializers, restores: run once or rarely) make them per run instead of keeping one per op.
         self.ctxs: list[OpKernelContext | None] = [None] * len(template.items)
+        self._keep_ctxs = not template.big
 
     @staticmethod
     def _bind_one_by_one(template: PlanTemplate, variables: VariableStore, session: Any) -> list[Any]:
@@ -387,8 +408,10 @@ class Plan:
         ctx = self.ctxs[index]
         if ctx is None:
             item = self.template.items[index]
-            ctx = self.ctxs[index] = OpKernelContext(item.op, self._variables, self._session)
+            ctx = OpKernelContext(item.op, self._variables, self._session)
             ctx._targets = item.targets
+            if self._keep_ctxs:
+                self.ctxs[index] = ctx
         return ctx
 
     # --- running -------------------------------------------------------------------------------
