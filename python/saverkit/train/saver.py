@@ -562,7 +562,7 @@ class BaseSaverBuilder:
             op = _create(
                 g, "RestoreV2", [filename_tensor, names_t, slices_t], {"dtypes": dtypes}, dtypes, name + "/"
             )
-        return op._outputs
+        return list(op._outputs)  # a list, as TF's (SaveableObject.restore gets slices of it)
 
     def sharded_filename(self, filename_tensor, shard: int, num_shards):
         return io_ops.sharded_filename(filename_tensor, shard, num_shards)
