@@ -669,7 +669,7 @@ def test_bulk_assign_path_builds_the_same_graph_as_create_op(monkeypatch):
 
 @pytest.mark.parametrize("taken", [0, 1, 3])
 def test_bulk_unique_names_match_unique_name_calls(taken):
-    """_unique_names precomputes what n calls of Graph.unique_name give (suffixes from a shared table)."""
+    """_unique_names precomputes what n calls of Graph.unique_name give."""
 
     def graphs():
         g = sk.Graph()

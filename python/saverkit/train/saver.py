@@ -262,11 +262,11 @@ def _bulk_assigns(g, refs: list, values: list) -> list:
         done = keys[: len(out)]
         if done:
             in_use.setdefault(done[0], 1)  # maybe the base name, whose counter _unique_names set
-            rest = done[1:]
-            if in_use.keys().isdisjoint(rest):  # setdefault(k, 1) for each of them, in one call
-                in_use.update(dict.fromkeys(rest, 1))
-            else:
-                for k in rest:
+            if keys[-1] not in in_use:  # _unique_names found them all free: plain stores, no second check
+                for k in done[1:]:
+                    in_use[k] = 1
+            else:  # it had Graph.unique_name mark them (with their counters)
+                for k in done[1:]:
                     in_use.setdefault(k, 1)
     return out
 
