@@ -97,4 +97,24 @@ def test_plan_template_does_not_keep_its_pruning_map():
     template = executor.template_for(g, [], [v.initializer for v in vs], [])
     assert not hasattr(template, "deps")
     assert all(type(it.in_slots) is tuple and type(it.deref) is tuple for it in template.items)
-    assert len(template.hoisted) == 3 * 20  # each VariableV2 and the two Consts of its zeros()
+    # Each VariableV2, and the two Consts every zeros() of that shape shares (one slot for each pair).
+    assert len(template.hoisted) == 20 + 2
+    fills = [it for it in template.items if it.op.type == "Fill"]
+    assert len(fills) == 20 and len({it.in_slots for it in fills}) == 1
+
+
+def test_consts_sharing_attrs_share_a_slot_and_still_give_their_values():
+    with sk.Graph().as_default() as g:
+        a, b = sk.zeros(SHAPE, name="a"), sk.zeros(SHAPE, name="b")
+        c = sk.constant(np.float32(0), name="c")  # equal value, own attrs: its own slot
+        total = sk.add(a, b, name="total")
+        const_a, const_b = a.op.inputs[1], b.op.inputs[1]
+        with sk.Session() as sess:
+            values = sess.run([total, const_a, const_b, c, a.op.inputs[0]])
+            assert values[0].tolist() == [0.0] * SHAPE[0]
+            assert [float(v) for v in values[1:4]] == [0.0, 0.0, 0.0] and values[4].tolist() == list(SHAPE)
+            # Feeding one of the sharing Consts leaves the other's value alone.
+            fed = sess.run([a, b], {const_a: np.float32(2)})
+            assert fed[0].tolist() == [2.0] * SHAPE[0] and fed[1].tolist() == [0.0] * SHAPE[0]
+    template = executor.template_for(g, [total], [], [])
+    assert len(template.hoisted) == 2  # shape and value Consts, each shared by a and b

@@ -183,10 +183,21 @@ class PlanTemplate:
         needed = prune(fetches, targets, fed)
         # 2. Topological order.
         order = _toposort(needed)
-        # 3. Slots.
+        # 3. Slots. Consts holding one attrs dict (zeros()/ones() of a shape share them, see array_ops) have
+        # the same read-only value: they share one slot and one hoisted record (an initializer of 10,000
+        # zeros()-initialized variables has 20,000 such Consts).
         slot_of: dict[Operation, int] = {}
+        const_slot: dict[int, int] = {}
+        shared: set[Operation] = set()
         n = 0
         for op in order:
+            if op._type == "Const" and not op._inputs and not op._control_inputs and op._info is not None:
+                first = const_slot.get(id(op._attrs))  # the attrs dicts live while the ops do
+                if first is not None:
+                    slot_of[op] = first
+                    shared.add(op)
+                    continue
+                const_slot[id(op._attrs)] = n
             slot_of[op] = n
             n += len(op._outputs)
         feed_base = n
@@ -213,7 +224,8 @@ class PlanTemplate:
                 )
             inputs = op._inputs
             if info.hoist and not inputs and not op._control_inputs:
-                hoisted.append(_Hoisted(op, kernel, slot_of[op]))
+                if op not in shared:
+                    hoisted.append(_Hoisted(op, kernel, slot_of[op]))
                 continue
             item = _Item()
             item.op = op
@@ -280,7 +292,7 @@ class PlanTemplate:
         self.big = len(items) + len(hoisted) > _BIG_PLAN
         self.has_expensive = any(it.expensive for it in items)
         if self.has_expensive:
-            self._build_steps(needed, {it.op for it in hoisted})
+            self._build_steps(needed, {it.op for it in hoisted} | shared)
 
     def _build_steps(self, needed: dict[Operation, list[Operation]], hoisted: set[Operation]) -> None:
         step_of: dict[Operation, int] = {}
