@@ -622,7 +622,7 @@ def test_name_based_saver_restores_object_based_checkpoint(graph, caplog):
 
 
 def test_bulk_assign_path_builds_the_same_graph_as_create_op(monkeypatch):
-    """The Saver writes its Assign nodes in bulk through Graph._add_plain_op; outside a plain graph it
+    """The Saver writes its Assign nodes in bulk through Graph._add_plain_ops; outside a plain graph it
     falls back to Graph._create_op per node. Both must build the same graph."""
 
     def build(plain: bool):
@@ -634,8 +634,12 @@ def test_bulk_assign_path_builds_the_same_graph_as_create_op(monkeypatch):
             with monkeypatch.context() as m:
                 if not plain:
                     m.setattr(sk.Graph, "_plain", lambda self: False)
-                add = sk.Graph._add_plain_op
-                m.setattr(sk.Graph, "_add_plain_op", lambda self, *a: bulk.append(a[1]) or add(self, *a))
+                add = sk.Graph._add_plain_ops
+                def spy(self, *a):
+                    bulk.extend([a[2]] * len(a[1]))  # the op type, once per op made
+                    return add(self, *a)
+
+                m.setattr(sk.Graph, "_add_plain_ops", spy)
                 sk.train.Saver()
                 sk.train.Saver([v for v in sk.global_variables()[::-1]], name="save")  # save_1/...
         return g
@@ -665,7 +669,7 @@ def test_bulk_assign_path_builds_the_same_graph_as_create_op(monkeypatch):
 
 @pytest.mark.parametrize("taken", [0, 1, 3])
 def test_bulk_unique_names_match_unique_name_calls(taken):
-    """_unique_names precomputes what n calls of Graph.unique_name give (suffixes from a shared table)."""
+    """_unique_names precomputes what n calls of Graph.unique_name give."""
 
     def graphs():
         g = sk.Graph()

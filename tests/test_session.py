@@ -544,7 +544,8 @@ def test_plan_dedupes_repeated_dependencies():
         with sk.Session() as sess:
             assert sess.run([twice, also]) == [6.0, 3.0]
             plan = executor.PlanTemplate([twice, also], [group], [])
-    deps = {op.name: [d.name for d in ds] for op, ds in plan.deps.items()}
+    needed = executor.prune([twice, also], [group], {})
+    deps = {op.name: [d.name for d in ds] for op, ds in needed.items()}
     assert deps["twice"] == ["x"] and deps["also"] == ["x"] and deps["x"] == []
     ran = [it.op.name for it in plan.items + plan.hoisted]
     assert ran.count("x") == 1

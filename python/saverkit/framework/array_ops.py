@@ -77,39 +77,78 @@ def _filled_plain(value: Any, shape: Any, dtype: dtypes.DType, name: Any) -> ops
     try:
         static = as_shape(shape)
         dims = tuple(static.as_list()) if static.is_fully_defined() else None
-        arr = constant_op.as_numpy(value, dtype) if dims is not None else None
+        value_attrs = _scalar_const_attrs(value, dtype) if dims is not None else None
     except (TypeError, ValueError):
         return None
-    if dims is None or arr.size != 1:
+    if dims is None or value_attrs["value"].size != 1:
         return None
     scope = g.unique_name(name)
     device = g._device_now
     n = static.num_elements()
     if n < 1000:  # one Const (constant(value, dtype, shape=static, name=scope + "/"))
-        full = arr.reshape(dims) if n == 1 else constant_op._broadcast_scalar(arr, dims)
-        full.setflags(write=False)
-        attrs = {"value": full, "dtype": dtype}
+        key = ("full", type(value), value, dtype, dims)
+        attrs = _shared_attrs(key, _full_const_attrs, value_attrs, dims, n)
         op = g._add_plain_op(scope, "Const", ops.NO_INPUTS, attrs, dtype, _CONST, shape_of(dims), device)
         return op._outputs[0]
     index = dtypes.int32 if max(dims, default=0) < 2**31 else dtypes.int64
-    dims_arr = np.array(dims, dtype=index.as_numpy_dtype)
-    dims_arr.setflags(write=False)
-    arr.setflags(write=False)
+    dims_attrs = _shared_attrs(("dims", dims, index), _dims_const_attrs, dims, index)
     g._name_stack = scope
     try:
         dims_op = g._add_plain_op(
-            g.unique_name("shape_as_tensor"), "Const", ops.NO_INPUTS, {"value": dims_arr, "dtype": index},
-            index, _CONST, shape_of(dims_arr.shape), device,
+            g.unique_name("shape_as_tensor"), "Const", ops.NO_INPUTS, dims_attrs,
+            index, _CONST, shape_of((len(dims),)), device,
         )
         value_op = g._add_plain_op(
-            g.unique_name("Const"), "Const", ops.NO_INPUTS, {"value": arr, "dtype": dtype},
-            dtype, _CONST, shape_of(arr.shape), device,
+            g.unique_name("Const"), "Const", ops.NO_INPUTS, value_attrs, dtype, _CONST, _SCALAR_SHAPE, device,
         )
     finally:
         g._name_stack = stack
-    inputs = [dims_op._outputs[0], value_op._outputs[0]]
-    attrs = {"index_type": index, "T": dtype}
+    inputs = (dims_op._outputs[0], value_op._outputs[0])
+    attrs = _shared_attrs(("fill", index, dtype), lambda: {"index_type": index, "T": dtype})
     return g._add_plain_op(scope, "Fill", inputs, attrs, dtype, _FILL, shape_of(dims), device)._outputs[0]
+
+
+# Attr dicts (with their read-only arrays) shared by the ops zeros()/ones() make, by what they hold: a
+# model's Variable(zeros(shape)) per layer made these three ops' attrs (dicts, scalar and shape arrays) a
+# tenth of its graph's memory. Sharing is safe: an op's attrs are never mutated (Operation._attrs) and Const
+# values are read-only. Bounded, since shapes come from user code.
+_SHARED_ATTRS: dict[tuple, dict[str, Any]] = {}
+_MAX_SHARED_ATTRS = 256
+_SCALAR_SHAPE = shape_of(())
+
+
+def _shared_attrs(key: tuple, make: Any, *args: Any) -> dict[str, Any]:
+    attrs = _SHARED_ATTRS.get(key)
+    if attrs is None:
+        attrs = make(*args)
+        if len(_SHARED_ATTRS) < _MAX_SHARED_ATTRS:
+            _SHARED_ATTRS[key] = attrs
+    return attrs
+
+
+def _scalar_const_attrs(value: Any, dtype: dtypes.DType) -> dict[str, Any]:
+    """``{"value": as_numpy(value, dtype) (read-only), "dtype": dtype}``, shared for Python scalars."""
+    def make() -> dict[str, Any]:
+        arr = constant_op.as_numpy(value, dtype)
+        arr.setflags(write=False)
+        return {"value": arr, "dtype": dtype}
+
+    if type(value) not in (bool, int, float, bytes) or value != value:  # hashable, equal to itself (not NaN)
+        return make()
+    return _shared_attrs(("scalar", type(value), value, dtype), make)
+
+
+def _full_const_attrs(value_attrs: dict[str, Any], dims: tuple, n: int) -> dict[str, Any]:
+    arr = value_attrs["value"]
+    full = arr.reshape(dims) if n == 1 else constant_op._broadcast_scalar(arr, dims)
+    full.setflags(write=False)
+    return {"value": full, "dtype": value_attrs["dtype"]}
+
+
+def _dims_const_attrs(dims: tuple, index: dtypes.DType) -> dict[str, Any]:
+    dims_arr = np.array(dims, dtype=index.as_numpy_dtype)
+    dims_arr.setflags(write=False)
+    return {"value": dims_arr, "dtype": index}
 
 
 def zeros(shape: Any, dtype: Any = dtypes.float32, name: str | None = None) -> ops.Tensor:

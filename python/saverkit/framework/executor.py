@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from saverkit import _gc, errors
-from saverkit.framework.ops import Operation, Tensor
+from saverkit.framework.ops import Operation, Tensor, _consumer_list
 from saverkit.framework.variable_store import (
     Ref,
     VariableStore,
@@ -133,11 +133,32 @@ def variable_ref_args(op: Operation) -> tuple:
 
 
 class _Item:
-    """One op of a plan template, as the executor runs it (session-independent)."""
+    """One op of a plan template, as the executor runs it (session-independent).
+
+    Kept lean (flags rather than tuples where the data is elsewhere): a template for a 10,000-variable
+    initializer or restore has tens of thousands of items, and the graph caches it. ``same`` is True for
+    an Assign the run loop may skip (see PlanTemplate).
+    """
 
     __slots__ = (
-        "op", "kernel", "in_slots", "deref", "out_slot", "n_out", "expensive", "targets", "variable", "same"
+        "op", "kernel", "in_slots", "deref", "out_slot", "n_out", "expensive", "targets", "same"
     )
+
+
+class _Hoisted:
+    """An input-less op computed when a template is bound (see PlanTemplate.hoisted): a third of the ops
+    of a variable-heavy plan, so it holds only what binding needs. ``variable``: a VariableV2's Ref
+    arguments while the template is built, then True (``PlanTemplate.variable_specs`` holds them)."""
+
+    __slots__ = ("op", "kernel", "out_slot", "n_out", "variable")
+
+    def __init__(self, op: Operation, kernel: Any, out_slot: int) -> None:
+        self.op = op
+        self.kernel = kernel
+        self.out_slot = out_slot
+        self.n_out = len(op._outputs)
+        # A VariableV2's output is its store entry's Ref: bound straight from these arguments.
+        self.variable = variable_ref_args(op) if op._type == "VariableV2" else None
 
 
 class PlanTemplate:
@@ -157,36 +178,26 @@ class PlanTemplate:
 
     def __init__(self, fetches: list[Tensor], targets: list[Operation], feeds: list[Tensor]) -> None:
         fed = {t: i for i, t in enumerate(feeds)}
-        # 1. Prune: everything the fetches and targets need, stopping at fed tensors.
-        needed: dict[Operation, list[Operation]] = {}  # op -> the distinct ops it waits for
-        stack = [t._op for t in fetches if t not in fed] + list(targets)
-        while stack:
-            op = stack.pop()
-            if op in needed:
-                continue
-            inputs = op._inputs
-            if not inputs:  # a source, or a NoOp grouping control inputs
-                deps = op._control_inputs
-                deps = list(dict.fromkeys(deps)) if len(deps) > 1 else list(deps)
-            else:
-                deps = [t._op for t in inputs if t not in fed] if fed else [t._op for t in inputs]
-                if op._control_inputs:
-                    deps += op._control_inputs
-                n = len(deps)
-                if n == 2:  # the common case: dedupe without building a dict
-                    if deps[0] is deps[1]:
-                        del deps[1]
-                elif n > 2:
-                    deps = list(dict.fromkeys(deps))
-            needed[op] = deps
-            stack.extend(deps)
-        self.deps = needed
+        # 1. Prune. Not kept once the template is built: for a 10,000-variable initializer it is a few MiB
+        # a cached template would hold for nothing.
+        needed = prune(fetches, targets, fed)
         # 2. Topological order.
         order = _toposort(needed)
-        # 3. Slots.
+        # 3. Slots. Consts holding one attrs dict (zeros()/ones() of a shape share them, see array_ops) have
+        # the same read-only value: they share one slot and one hoisted record (an initializer of 10,000
+        # zeros()-initialized variables has 20,000 such Consts).
         slot_of: dict[Operation, int] = {}
+        const_slot: dict[int, int] = {}
+        shared: set[Operation] = set()
         n = 0
         for op in order:
+            if op._type == "Const" and not op._inputs and not op._control_inputs and op._info is not None:
+                first = const_slot.get(id(op._attrs))  # the attrs dicts live while the ops do
+                if first is not None:
+                    slot_of[op] = first
+                    shared.add(op)
+                    continue
+                const_slot[id(op._attrs)] = n
             slot_of[op] = n
             n += len(op._outputs)
         feed_base = n
@@ -198,7 +209,7 @@ class PlanTemplate:
             feed_base + fed[t] if t in fed else slot_of[t._op] + t._value_index for t in fetches
         ]
         items: list[_Item] = []
-        hoisted: list[_Item] = []
+        hoisted: list[_Hoisted] = []
         for op in order:
             info = op._info
             kernel = info.kernel if info is not None else None
@@ -211,34 +222,42 @@ class PlanTemplate:
                 raise errors.NotFoundError(
                     op.node_def, op, f"Cannot run op type '{op._type}' of node '{op._name}': {why}."
                 )
+            inputs = op._inputs
+            if info.hoist and not inputs and not op._control_inputs:
+                if op not in shared:
+                    hoisted.append(_Hoisted(op, kernel, slot_of[op]))
+                continue
             item = _Item()
             item.op = op
             item.kernel = kernel
-            inputs = op._inputs
             if not inputs:  # sources (variables, constants): a third of a typical graph
                 item.in_slots = item.deref = _NONE
             else:
-                item.in_slots = (
-                    [feed_base + fed[t] if t in fed else slot_of[t._op] + t._value_index for t in inputs]
-                    if fed
-                    else [slot_of[t._op] + t._value_index for t in inputs]
-                )
+                # Tuples (one allocation each, the empty one shared): templates of big graphs are cached.
+                # Output 0 reuses its op's slot number (an int object per input adds up in big templates).
+                if fed:
+                    slots = [
+                        feed_base + fed[t] if t in fed
+                        else slot_of[t._op] + t._value_index if t._value_index else slot_of[t._op]
+                        for t in inputs
+                    ]
+                else:
+                    slots = [
+                        slot_of[t._op] + t._value_index if t._value_index else slot_of[t._op] for t in inputs
+                    ]
+                item.in_slots = tuple(slots)
                 # Ref inputs are read (dereferenced) unless the op's argument itself is a Ref.
-                item.deref = [i for i, t in enumerate(inputs) if t._dtype._enum > _REF_OFFSET]
-                if item.deref and info.has_ref_inputs:
+                deref = [i for i, t in enumerate(inputs) if t._dtype._enum > _REF_OFFSET]
+                if deref and info.has_ref_inputs:
                     is_ref = info.input_is_ref(op._attrs)
-                    item.deref = [i for i in item.deref if not is_ref[i]]
+                    deref = [i for i in deref if not is_ref[i]]
+                item.deref = tuple(deref) if deref else _NONE
             item.out_slot = slot_of[op]
             item.n_out = len(op._outputs)
             item.expensive = info.expensive
             item.targets = info.output_buffers  # resolved below, once every hoisted op is known
-            # A VariableV2's output is its store entry's Ref: bound straight from these arguments.
-            item.variable = variable_ref_args(op) if op._type == "VariableV2" else None
             item.same = None
-            if info.hoist and not inputs and not op._control_inputs:
-                hoisted.append(item)
-            else:
-                items.append(item)
+            items.append(item)
         self.items = items
         self.hoisted = hoisted
         # What VariableStore.refs needs to bind every hoisted variable in one pass (a fresh session on a
@@ -252,27 +271,36 @@ class PlanTemplate:
         self.variable_slots = [spec[0] for spec in self.variable_specs]
         self.hoisted_kernels = [it for it in hoisted if it.variable is None]
         hoisted_slot = {it.op: it.out_slot for it in hoisted}
+        # Store keys already made, for _in_place_targets; the specs hold the rest of it.variable (see _Item).
+        var_keys = {}
+        for it in hoisted:
+            if it.variable is not None:
+                var_keys[it.op] = it.variable[0]
+                it.variable = True
         for it in items:
-            it.targets = _in_place_targets(it.op, needed, fetched, hoisted_slot) if it.targets else None
+            if it.targets:
+                it.targets = _in_place_targets(it.op, needed, fetched, hoisted_slot, var_keys)
+            else:
+                it.targets = None
         # An Assign of a hoisted variable whose value is already the variable's buffer (a restore that read
-        # straight into it, see _in_place_targets) has nothing to do: (ref slot, value slot) let the run
-        # loop see that without calling the kernel (what Ref.assign would find first).
+        # straight into it, see _in_place_targets) has nothing to do: the run loop sees that from its first
+        # two input slots (ref, value) without calling the kernel (what Ref.assign would find first).
         for it in items:
             op = it.op
             if op._type == "Assign" and op._inputs[0]._op in hoisted_slot and not it.deref:
-                it.same = (it.in_slots[0], it.in_slots[1])
+                it.same = True
         self.big = len(items) + len(hoisted) > _BIG_PLAN
         self.has_expensive = any(it.expensive for it in items)
         if self.has_expensive:
-            self._build_steps({it.op for it in hoisted})
+            self._build_steps(needed, {it.op for it in hoisted} | shared)
 
-    def _build_steps(self, hoisted: set[Operation]) -> None:
+    def _build_steps(self, needed: dict[Operation, list[Operation]], hoisted: set[Operation]) -> None:
         step_of: dict[Operation, int] = {}
         steps: list[list[int]] = []
         step_deps: list[frozenset[int]] = []
         open_groups: dict[frozenset[int], int] = {}  # dep steps -> the step cheap items with them join
         for i, it in enumerate(self.items):
-            deps = frozenset(step_of[d] for d in self.deps[it.op] if d not in hoisted)
+            deps = frozenset(step_of[d] for d in needed[it.op] if d not in hoisted)
             step = None if it.expensive else open_groups.get(deps)
             if step is None:
                 step = len(steps)
@@ -291,6 +319,36 @@ class PlanTemplate:
         self.step_n_deps = [len(d) for d in step_deps]
         self.step_consumers = consumers
         self.roots = [s for s, d in enumerate(step_deps) if not d]
+
+
+def prune(
+    fetches: list[Tensor], targets: list[Operation], fed: dict[Tensor, int]
+) -> dict[Operation, list[Operation]]:
+    """Every op the fetches and targets need, stopping at fed tensors: op -> the distinct ops it waits for."""
+    needed: dict[Operation, list[Operation]] = {}
+    stack = [t._op for t in fetches if t not in fed] + list(targets)
+    while stack:
+        op = stack.pop()
+        if op in needed:
+            continue
+        inputs = op._inputs
+        if not inputs:  # a source, or a NoOp grouping control inputs
+            deps = op._control_inputs
+            # Sources share one empty tuple: a list each was a third of the peak of pruning an initializer.
+            deps = list(dict.fromkeys(deps)) if len(deps) > 1 else list(deps) if deps else _NONE
+        else:
+            deps = [t._op for t in inputs if t not in fed] if fed else [t._op for t in inputs]
+            if op._control_inputs:
+                deps += op._control_inputs
+            n = len(deps)
+            if n == 2:  # the common case: dedupe without building a dict
+                if deps[0] is deps[1]:
+                    del deps[1]
+            elif n > 2:
+                deps = list(dict.fromkeys(deps))
+        needed[op] = deps
+        stack.extend(deps)
+    return needed
 
 
 def template_for(
@@ -333,8 +391,10 @@ class Plan:
         self._initial = initial
         self._variables = variables
         self._session = session
-        # Kernel contexts are made on first use: a restore's 10,000 Assigns usually skip their kernel.
+        # Kernel contexts are made on first use: a restore's 10,000 Assigns usually skip their kernel. Big
+        # plans (initializers, restores: run once or rarely) make them per run instead of keeping one per op.
         self.ctxs: list[OpKernelContext | None] = [None] * len(template.items)
+        self._keep_ctxs = not template.big
 
     @staticmethod
     def _bind_one_by_one(template: PlanTemplate, variables: VariableStore, session: Any) -> list[Any]:
@@ -344,7 +404,7 @@ class Plan:
         try:
             for item in template.hoisted:
                 if item.variable is not None:
-                    initial[item.out_slot] = variables.ref(*item.variable)
+                    initial[item.out_slot] = variables.ref(*variable_ref_args(item.op))
                     continue
                 outs = item.kernel(OpKernelContext(item.op, variables, session))
                 initial[item.out_slot : item.out_slot + item.n_out] = outs
@@ -360,8 +420,10 @@ class Plan:
         ctx = self.ctxs[index]
         if ctx is None:
             item = self.template.items[index]
-            ctx = self.ctxs[index] = OpKernelContext(item.op, self._variables, self._session)
+            ctx = OpKernelContext(item.op, self._variables, self._session)
             ctx._targets = item.targets
+            if self._keep_ctxs:
+                self.ctxs[index] = ctx
         return ctx
 
     # --- running -------------------------------------------------------------------------------
@@ -385,8 +447,8 @@ class Plan:
         try:
             for i in indices:
                 item = items[i]
-                same = item.same
-                if same is not None:
+                if item.same is not None:
+                    same = item.in_slots
                     ref = vals[same[0]]
                     if type(ref) is Ref and vals[same[1]] is ref._values.get(ref.key):
                         vals[item.out_slot] = ref  # the value was restored into the buffer: nothing to do
@@ -552,7 +614,9 @@ def _store(item: _Item, outs: Any, vals: list[Any]) -> None:
         vals[item.out_slot : item.out_slot + item.n_out] = outs
 
 
-def _in_place_targets(op: Operation, needed: dict, fetched: set, hoisted_slot: dict) -> list[tuple | None]:
+def _in_place_targets(
+    op: Operation, needed: dict, fetched: set, hoisted_slot: dict, var_keys: dict
+) -> tuple[tuple | None, ...]:
     """For each output of ``op``: (slot of the hoisted variable op or -1, store key, name, dtype, shape,
     copy_on_write, numpy dtype) of the variable it may be written straight into (the ``_T_*`` indices).
 
@@ -564,7 +628,7 @@ def _in_place_targets(op: Operation, needed: dict, fetched: set, hoisted_slot: d
     for t in op._outputs:
         target = None
         while t not in fetched:
-            users = [c for c in t._consumers or () if c in needed]
+            users = [c for c in _consumer_list(t._consumers) if c in needed]
             if len(users) != 1:
                 break
             user = users[0]
@@ -574,7 +638,8 @@ def _in_place_targets(op: Operation, needed: dict, fetched: set, hoisted_slot: d
             var_op = user._inputs[0]._op
             if user._inputs[1] is t and var_op in needed and user._inputs[0] not in fetched:
                 if user._type == "Assign" and var_op._type == "VariableV2":
-                    key, cow, slot = variable_key(var_op), False, hoisted_slot.get(var_op, -1)
+                    key = var_keys.get(var_op) or variable_key(var_op)
+                    cow, slot = False, hoisted_slot.get(var_op, -1)
                 elif user._type == "AssignVariableOp" and var_op._type == "VarHandleOp":
                     key, cow, slot = resource_key(var_op), True, -1
                 else:
@@ -583,7 +648,7 @@ def _in_place_targets(op: Operation, needed: dict, fetched: set, hoisted_slot: d
                 target = (slot, key, key[-1], dtype, var_op._attrs["shape"], cow, numpy_dtype(dtype))
             break
         targets.append(target)
-    return targets
+    return tuple(targets)
 
 
 def as_op_error(e: BaseException, op: Operation | None) -> errors.OpError:

@@ -100,7 +100,9 @@ class Tensor:
         self._value_index = value_index
         self._dtype = dtype
         self._shape = _UNKNOWN_SHAPE
-        self._consumers: list[Operation] | None = None  # created on first use: graphs hold many tensors
+        # None, the one consuming Operation, or a list of them: most tensors have one consumer, and a list
+        # per tensor was a tenth of a big graph's memory (see _add_consumer).
+        self._consumers: Operation | list[Operation] | None = None
 
     @property
     def op(self) -> Operation:
@@ -142,7 +144,7 @@ class Tensor:
         return self._shape.rank
 
     def consumers(self) -> list[Operation]:
-        return list(self._consumers or ())
+        return _consumer_list(self._consumers)
 
     def eval(self, feed_dict: dict | None = None, session: Any = None) -> Any:
         """The value of this tensor, computed by ``session`` (default: the default session)."""
@@ -222,6 +224,24 @@ def _binary(fn_name: str, x: Any, y: Any, reverse: bool = False) -> Tensor:
 
 
 _UNKNOWN_SHAPE = TensorShape(None)
+
+
+def _consumer_list(consumers: Any) -> list[Operation]:
+    """``Tensor._consumers`` (None, one Operation or a list) as a new list."""
+    if consumers is None:
+        return []
+    return list(consumers) if type(consumers) is list else [consumers]
+
+
+def _add_consumer(t: Tensor, op: Operation) -> None:
+    c = t._consumers
+    if c is None:
+        t._consumers = op
+    elif type(c) is list:
+        c.append(op)
+    else:
+        t._consumers = [c, op]
+
 _NO_OPS: list = []  # shared "no control inputs" (never mutated: adding one builds a new list)
 NO_INPUTS: tuple = ()  # shared inputs of source ops (inputs are never mutated)
 
@@ -583,6 +603,8 @@ class Graph:
         if self._name_stack:
             name = self._name_stack + "/" + name
         name_key = name.lower()
+        if name_key == name:
+            name_key = name  # the name itself: one string held, not an equal copy (most names are lower case)
         i = self._names_in_use.get(name_key, 0)
         if mark_as_used:
             self._names_in_use[name_key] = i + 1
@@ -593,7 +615,8 @@ class Graph:
                 i += 1
             if mark_as_used:
                 self._names_in_use[name_key] = 1
-            name = f"{name}_{i - 1}"
+            # name_key is base_name_key + "_<i - 1>": the name itself when that was (see above).
+            name = name_key if base_name_key is name else f"{name}_{i - 1}"
         return name
 
     def get_name_scope(self) -> str:
@@ -781,9 +804,9 @@ class Graph:
             t._dtype = output_types[0]
             t._shape = _UNKNOWN_SHAPE
             t._consumers = None
-            outputs = op._outputs = [t]
+            outputs = op._outputs = (t,)  # a tuple: one allocation, not two (outputs never change)
         else:
-            outputs = op._outputs = []
+            outputs = []
             new, unknown = object.__new__, _UNKNOWN_SHAPE  # RestoreV2 of a big Saver: one per variable
             for i, dtype in enumerate(output_types):
                 t = new(Tensor)
@@ -793,6 +816,7 @@ class Graph:
                 t._shape = unknown
                 t._consumers = None
                 outputs.append(t)
+            outputs = op._outputs = tuple(outputs)
         shape_fn = info.shape_fn if info is not None and compute_shapes else None
         if shape_fn is not None:
             shapes = shape_fn(op)
@@ -805,11 +829,14 @@ class Graph:
                         t._shape = s
         # Only now is the op part of the graph: a failing shape function leaves no trace.
         self._nodes_by_name[name] = op
-        for t in inputs:
-            if t._consumers is None:
-                t._consumers = [op]
+        for t in inputs:  # _add_consumer, inlined (a SaveV2 has one input per variable)
+            c = t._consumers
+            if c is None:
+                t._consumers = op
+            elif type(c) is list:
+                c.append(op)
             else:
-                t._consumers.append(op)
+                t._consumers = [c, op]
         if self._control_stack:
             for level in self._control_stack:
                 level.seen.add(op)
@@ -873,14 +900,74 @@ class Graph:
         t._dtype = dtype
         t._shape = shape
         t._consumers = None
-        op._outputs = [t]
+        op._outputs = (t,)
         self._nodes_by_name[name] = op
-        for t in inputs:
-            if t._consumers is None:
-                t._consumers = [op]
+        for t in inputs:  # _add_consumer, inlined (a SaveV2 has one input per variable)
+            c = t._consumers
+            if c is None:
+                t._consumers = op
+            elif type(c) is list:
+                c.append(op)
             else:
-                t._consumers.append(op)
+                t._consumers = [c, op]
         return op
+
+    def _add_plain_ops(
+        self,
+        out: list[Operation],
+        names: list[str],
+        op_type: str,
+        info: Any,
+        inputs: list[tuple],
+        attrs: list[dict[str, Any]],
+        dtypes: list[dtypes.DType],
+        shapes: list[TensorShape],
+        devices: list[str],
+    ) -> None:
+        """``_add_plain_op`` for each position of these lists, appending the ops to ``out`` (what was made
+        stays made if one fails), with one Python call instead of three per op: a Saver makes one Assign per
+        variable. The caller also checked that no name is in the graph yet."""
+        nodes = self._nodes_by_name
+        new = object.__new__
+        next_id = self._last_id
+        append = out.append
+        try:
+            for name, ins, attr, dtype, shape, device in zip(
+                names, inputs, attrs, dtypes, shapes, devices, strict=True
+            ):
+                if name in nodes:
+                    raise ValueError(f"Duplicate node name in graph: '{name}'")
+                op = new(Operation)
+                op._graph = self
+                op._name = name
+                op._type = op_type
+                op._inputs = ins
+                op._attrs = attr
+                op._info = info
+                op._serialized = None
+                next_id += 1
+                op._id = next_id
+                op._control_inputs = _NO_OPS
+                op._device = device
+                t = new(Tensor)
+                t._op = op
+                t._value_index = 0
+                t._dtype = dtype
+                t._shape = shape
+                t._consumers = None
+                op._outputs = (t,)
+                nodes[name] = op
+                for t in ins:  # _add_consumer, inlined
+                    c = t._consumers
+                    if c is None:
+                        t._consumers = op
+                    elif type(c) is list:
+                        c.append(op)
+                    else:
+                        t._consumers = [c, op]
+                append(op)
+        finally:
+            self._last_id = next_id
 
     def create_op(
         self,

@@ -159,6 +159,8 @@ class Variable:
             device = g._device_now
             in_use = g._names_in_use
             key = scope.lower()
+            if key == scope:
+                key = scope  # one string for the scope and its key (as Graph.unique_name)
             if type(initial_value) is ops.Tensor:  # made earlier by the caller (zeros, ones, a Const...)
                 value = initial_value
                 value_dtype = value._dtype
@@ -207,7 +209,7 @@ class Variable:
             self._initializer_op = g._add_plain_op(
                 _scoped_name(g, in_use, scope, key, "Assign", "assign"),
                 "Assign",
-                [ref, value],
+                (ref, value),  # a tuple: inputs are never mutated, and it is one allocation
                 attrs,
                 ref._dtype,
                 _ASSIGN,
@@ -219,7 +221,7 @@ class Variable:
             read = g._add_plain_op(
                 _scoped_name(g, in_use, scope, key, "read", "read"),
                 "Identity",
-                [ref],
+                (ref,),
                 read_attrs,
                 base,
                 _IDENTITY,
@@ -454,7 +456,8 @@ def _scoped_name(g: ops.Graph, in_use: dict, scope: str, scope_key: str, base: s
     if key in in_use:
         return g.unique_name(base)
     in_use[key] = 1
-    return f"{scope}/{base}"
+    # A lower-case name is its own key: the graph then holds one string for both.
+    return key if scope_key is scope and base_key == base else f"{scope}/{base}"
 
 
 _VARIABLE_ATTRS: dict[tuple, dict[str, Any]] = {}

@@ -215,32 +215,21 @@ def _unique_names(g, base_name: str, n: int) -> tuple[list[str], list[str]]:
     key = base.lower()
     start = in_use.get(key, 0)
     # "_<i>" has no letters, so the lower-cased candidates are key + "_<i>": one set test for all of them.
+    # (Formatted per call rather than from a cache of suffixes: a first Saver paid more to fill the cache,
+    # and the cache held a string per variable for the life of the process.)
     first = 1 if start == 0 else start
     stop = first + n - (start == 0)
-    suffixes = _suffixes(first, stop)
-    keys = [key + x for x in suffixes]
+    keys = [f"{key}_{i}" for i in range(first, stop)]
     if in_use.keys().isdisjoint(keys):
-        names = [base + x for x in suffixes]
+        same = key == base  # a lower-case scope and name: the keys are the names
+        names = keys if same else [f"{base}_{i}" for i in range(first, stop)]
         if start == 0:
-            names.insert(0, base)
-            keys.insert(0, key)
+            keys = [key, *keys]
+            names = keys if same else [base, *names]
         in_use[key] = stop
         return names, keys
     names = [g.unique_name(base_name) for _ in range(n)]  # some taken: let the graph skip them
     return names, [x.lower() for x in names]
-
-
-_SUFFIXES = ["_0"]  # "_<i>" at index i: formatting ten thousand ints costs more than the Assigns' names
-_MAX_SUFFIXES = 1 << 17
-
-
-def _suffixes(first: int, stop: int) -> list[str]:
-    """``["_<first>", ..., "_<stop - 1>"]``."""
-    if stop > _MAX_SUFFIXES:
-        return [f"_{i}" for i in range(first, stop)]
-    if stop > len(_SUFFIXES):
-        _SUFFIXES.extend([f"_{i}" for i in range(len(_SUFFIXES), min(2 * stop, _MAX_SUFFIXES))])
-    return _SUFFIXES[first:stop]
 
 
 def _bulk_assigns(g, refs: list, values: list) -> list:
@@ -248,31 +237,36 @@ def _bulk_assigns(g, refs: list, values: list) -> list:
 
     Equivalent to calling ``_assign`` per pair (what it falls back to outside a plain graph, see
     ``Graph._plain``), at a third of the cost: names precomputed in one pass, ops made by
-    ``Graph._add_plain_op`` without per-op name search, regex check or context lookups.
+    ``Graph._add_plain_ops`` without per-op name search, regex check or context lookups.
     """
     names, keys = _unique_names(g, "Assign", len(refs))
     if not g._plain() or not g._nodes_by_name.keys().isdisjoint(names):
         return [_assign(r, v, n + "/") for r, v, n in zip(refs, values, names, strict=True)]
-    add, info = g._add_plain_op, _ASSIGN_INFO
-    out = []
-    dtype = attrs = None
+    dtypes = [r._dtype for r in refs]
+    attrs = []
+    dtype = attr = None
+    for d in dtypes:
+        if d is not dtype:  # variables mostly share a dtype, and so one attrs dict
+            dtype = d
+            attr = {"T": _base_dtype(d), "validate_shape": True, "use_locking": True}
+        attrs.append(attr)
+    out: list = []
     try:
-        for ref, value, name in zip(refs, values, names, strict=True):
-            if ref._dtype is not dtype:  # variables mostly share a dtype, and so one attrs dict
-                dtype = ref._dtype
-                attrs = {"T": _base_dtype(dtype), "validate_shape": True, "use_locking": True}
-            # On the variable's device (TF colocates ops that write a ref with it), with its shape.
-            out.append(add(name, "Assign", [ref, value], attrs, dtype, info, ref._shape, ref._op._device))
+        # On the variable's device (TF colocates ops that write a ref with it), with its shape.
+        g._add_plain_ops(
+            out, names, "Assign", _ASSIGN_INFO, list(zip(refs, values, strict=True)), attrs, dtypes,
+            [r._shape for r in refs], [r._op._device for r in refs],
+        )
     finally:
         in_use = g._names_in_use  # what _create_op records for a name given with a trailing "/"
         done = keys[: len(out)]
         if done:
             in_use.setdefault(done[0], 1)  # maybe the base name, whose counter _unique_names set
-            rest = done[1:]
-            if in_use.keys().isdisjoint(rest):  # setdefault(k, 1) for each of them, in one call
-                in_use.update(dict.fromkeys(rest, 1))
-            else:
-                for k in rest:
+            if keys[-1] not in in_use:  # _unique_names found them all free: plain stores, no second check
+                for k in done[1:]:
+                    in_use[k] = 1
+            else:  # it had Graph.unique_name mark them (with their counters)
+                for k in done[1:]:
                     in_use.setdefault(k, 1)
     return out
 
@@ -568,7 +562,7 @@ class BaseSaverBuilder:
             op = _create(
                 g, "RestoreV2", [filename_tensor, names_t, slices_t], {"dtypes": dtypes}, dtypes, name + "/"
             )
-        return op._outputs
+        return list(op._outputs)  # a list, as TF's (SaveableObject.restore gets slices of it)
 
     def sharded_filename(self, filename_tensor, shard: int, num_shards):
         return io_ops.sharded_filename(filename_tensor, shard, num_shards)
