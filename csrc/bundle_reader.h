@@ -29,17 +29,19 @@ struct ReadRequest {
   TensorSliceProto slice;
 };
 
+// A restore makes one per tensor (10,000 at once), so pieces point at the
+// reader's index keys rather than copying them.
 struct ReadPlan {
   struct Piece {
-    std::string key;  // index key of the stored payload
+    const std::string* key = nullptr;  // index key of the stored payload (owned by the reader)
     const BundleEntry* entry;
-    Box box;          // what it holds, in full-tensor coordinates
+    Box box;                 // what it holds, in full-tensor coordinates
   };
   std::string key;
   int dtype = 0;
-  std::vector<int64_t> shape;  // shape of the result
   uint64_t num_elements = 0;
   Box box;                     // the requested region
+  const std::vector<int64_t>& shape() const { return box.length; }  // shape of the result
   bool direct = false;         // one stored payload that is exactly the result
   std::vector<Piece> pieces;
 };
@@ -74,7 +76,8 @@ class BundleReader {
 
   Status Prepare(const ReadRequest& request, ReadPlan* plan);
   // dst[i]: buffer of plan i's bytes (numeric); strings[i] receives string
-  // results. Both vectors have one slot per plan.
+  // results. dst has one slot per plan; strings gets one per plan when any
+  // plan is a string tensor and is left empty otherwise.
   Status Execute(const std::vector<ReadPlan>& plans, const std::vector<char*>& dst,
                  std::vector<StringResult>* strings);
   // Second step for every `whole` string result of Execute(plans, ...), in

@@ -59,7 +59,7 @@ static void ReadAll(BundleReader& reader, uint64_t data_bytes) {
     std::vector<ReadPlan> plans{plan};
     std::vector<char*> dst{buf.data()};
     std::vector<StringResult> strings;
-    if (!reader.Execute(plans, dst, &strings).ok() || !strings[0].whole) continue;
+    if (!reader.Execute(plans, dst, &strings).ok() || plan.dtype != DT_STRING || !strings[0].whole) continue;
     // Second step of a string read: one buffer per element, as the bindings allocate them.
     std::vector<std::string> elements(strings[0].lengths.size());
     std::vector<std::vector<char*>> element_dst(1);

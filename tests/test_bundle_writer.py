@@ -440,3 +440,27 @@ def test_a_string_list_longer_than_its_length_is_an_internal_error_not_a_moved_b
         _core.write_bundle(prefix, [b"s"], [""], [dtypes.string.as_datatype_enum], [[2]],
                            [ShortLen([b"a", b"b"])], 1, 0, False)
     assert os.listdir(tmp_path) == []
+
+
+def test_the_engine_refuses_strided_buffers_rather_than_writing_the_wrong_bytes(tmp_path):
+    # The engine writes and reads each numeric buffer as one flat run of bytes. A strided view handed to it
+    # directly (the Python API makes arrays contiguous first) used to be accepted: its first bytes were
+    # written or overwritten as if it were contiguous.
+    strided = np.arange(10, dtype=np.int64)[::2]
+    prefix = str(tmp_path / "m")
+    int64 = dtypes.int64.as_datatype_enum
+    with pytest.raises(errors.InvalidArgumentError, match="Buffer for tensor 'x' must be a C-contiguous buf"):
+        _core.write_bundle(prefix, [b"x"], [""], [int64], [[5]], [strided], 1, 0, False)
+    assert os.listdir(tmp_path) == []
+    bundle.write_bundle(prefix, ["x"], [strided])  # made contiguous on the way in
+    assert bundle.read_tensors(prefix, ["x"])[0].tolist() == [0, 2, 4, 6, 8]
+    reader = _core.Reader(prefix)
+    reader.prepare([b"x"], [""])
+    base = np.zeros(10, dtype=np.int64)
+    unusable = "Output buffer for tensor 'x' must be a C-contiguous, writable buffer"
+    with pytest.raises(errors.InvalidArgumentError, match=unusable):
+        reader.execute([b"x"], [""], [base[::2]])
+    read_only = np.frombuffer(bytes(40), dtype=np.int64)
+    with pytest.raises(errors.InvalidArgumentError, match=unusable):
+        reader.execute([b"x"], [""], [read_only])
+    assert base.tolist() == [0] * 10
