@@ -1,6 +1,7 @@
-#include "py_arenas.h"
-
+// Python.h first: it may set feature-test macros the standard headers read.
 #include <Python.h>
+
+#include "py_arenas.h"
 
 #include <mutex>
 #include <vector>
