@@ -101,7 +101,7 @@ class Tensor:
         self._dtype = dtype
         self._shape = _UNKNOWN_SHAPE
         # None, the one consuming Operation, or a list of them: most tensors have one consumer, and a list
-        # per tensor was a tenth of a big graph's memory (see _add_consumer).
+        # per tensor was a tenth of a big graph's memory. Op builders add consumers inline.
         self._consumers: Operation | list[Operation] | None = None
 
     @property
@@ -232,15 +232,6 @@ def _consumer_list(consumers: Any) -> list[Operation]:
         return []
     return list(consumers) if type(consumers) is list else [consumers]
 
-
-def _add_consumer(t: Tensor, op: Operation) -> None:
-    c = t._consumers
-    if c is None:
-        t._consumers = op
-    elif type(c) is list:
-        c.append(op)
-    else:
-        t._consumers = [c, op]
 
 _NO_OPS: list = []  # shared "no control inputs" (never mutated: adding one builds a new list)
 NO_INPUTS: tuple = ()  # shared inputs of source ops (inputs are never mutated)
@@ -829,7 +820,7 @@ class Graph:
                         t._shape = s
         # Only now is the op part of the graph: a failing shape function leaves no trace.
         self._nodes_by_name[name] = op
-        for t in inputs:  # _add_consumer, inlined (a SaveV2 has one input per variable)
+        for t in inputs:  # see Tensor._consumers (inline: a SaveV2 has one input per variable)
             c = t._consumers
             if c is None:
                 t._consumers = op
@@ -902,7 +893,7 @@ class Graph:
         t._consumers = None
         op._outputs = (t,)
         self._nodes_by_name[name] = op
-        for t in inputs:  # _add_consumer, inlined (a SaveV2 has one input per variable)
+        for t in inputs:  # see Tensor._consumers (inline: a SaveV2 has one input per variable)
             c = t._consumers
             if c is None:
                 t._consumers = op
@@ -925,49 +916,14 @@ class Graph:
         devices: list[str],
     ) -> None:
         """``_add_plain_op`` for each position of these lists, appending the ops to ``out`` (what was made
-        stays made if one fails), with one Python call instead of three per op: a Saver makes one Assign per
-        variable. The caller also checked that no name is in the graph yet."""
-        nodes = self._nodes_by_name
-        new = object.__new__
-        next_id = self._last_id
+        stays made if one fails): a Saver makes one Assign per variable. The caller also checked that no name
+        is in the graph yet."""
+        add = self._add_plain_op
         append = out.append
-        try:
-            for name, ins, attr, dtype, shape, device in zip(
-                names, inputs, attrs, dtypes, shapes, devices, strict=True
-            ):
-                if name in nodes:
-                    raise ValueError(f"Duplicate node name in graph: '{name}'")
-                op = new(Operation)
-                op._graph = self
-                op._name = name
-                op._type = op_type
-                op._inputs = ins
-                op._attrs = attr
-                op._info = info
-                op._serialized = None
-                next_id += 1
-                op._id = next_id
-                op._control_inputs = _NO_OPS
-                op._device = device
-                t = new(Tensor)
-                t._op = op
-                t._value_index = 0
-                t._dtype = dtype
-                t._shape = shape
-                t._consumers = None
-                op._outputs = (t,)
-                nodes[name] = op
-                for t in ins:  # _add_consumer, inlined
-                    c = t._consumers
-                    if c is None:
-                        t._consumers = op
-                    elif type(c) is list:
-                        c.append(op)
-                    else:
-                        t._consumers = [c, op]
-                append(op)
-        finally:
-            self._last_id = next_id
+        for name, ins, attr, dtype, shape, device in zip(
+            names, inputs, attrs, dtypes, shapes, devices, strict=True
+        ):
+            append(add(name, op_type, ins, attr, dtype, info, shape, device))
 
     def create_op(
         self,
