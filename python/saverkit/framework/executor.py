@@ -101,7 +101,7 @@ class OpKernelContext:
         targets = self._targets
         if targets is None or targets[index] is None:
             return None
-        _, key, name, dtype, shape, cow, _ = targets[index]
+        key, name, dtype, shape, cow, _ = targets[index]
         return None if cow else self.variables.ref(key, name, dtype, shape)
 
     def adopt_outputs(self, values: list[Any], skip: list[Any]) -> None:
@@ -270,8 +270,8 @@ class PlanTemplate:
         ]
         self.variable_slots = [spec[0] for spec in self.variable_specs]
         self.hoisted_kernels = [it for it in hoisted if it.variable is None]
-        hoisted_slot = {it.op: it.out_slot for it in hoisted}
-        # Store keys already made, for _in_place_targets; the specs hold the rest of it.variable (see _Item).
+        hoisted_ops = {it.op for it in hoisted}
+        # Store keys already made, for _in_place_targets; the specs hold the rest of it.variable (_Hoisted).
         var_keys = {}
         for it in hoisted:
             if it.variable is not None:
@@ -279,7 +279,7 @@ class PlanTemplate:
                 it.variable = True
         for it in items:
             if it.targets:
-                it.targets = _in_place_targets(it.op, needed, fetched, hoisted_slot, var_keys)
+                it.targets = _in_place_targets(it.op, needed, fetched, var_keys)
             else:
                 it.targets = None
         # An Assign of a hoisted variable whose value is already the variable's buffer (a restore that read
@@ -287,7 +287,7 @@ class PlanTemplate:
         # two input slots (ref, value) without calling the kernel (what Ref.assign would find first).
         for it in items:
             op = it.op
-            if op._type == "Assign" and op._inputs[0]._op in hoisted_slot and not it.deref:
+            if op._type == "Assign" and op._inputs[0]._op in hoisted_ops and not it.deref:
                 it.same = True
         self.big = len(items) + len(hoisted) > _BIG_PLAN
         self.has_expensive = any(it.expensive for it in items)
@@ -579,7 +579,7 @@ _NONE: tuple = ()  # shared in_slots / deref of ops without inputs (never mutate
 _MAX_TEMPLATES = 256  # per graph; a program asking for more distinct fetch sets rebuilds them
 _BIG_PLAN = 1000  # ops; runs of bigger plans pause the cyclic GC
 _REF_OFFSET = 100  # DataType numbers above this are ref types
-_T_KEY, _T_SHAPE, _T_COW, _T_NP_DTYPE = 1, 4, 5, 6  # fields of an _in_place_targets entry
+_T_KEY, _T_SHAPE, _T_COW, _T_NP_DTYPE = 0, 3, 4, 5  # fields of an _in_place_targets entry
 
 
 def _chained(error: errors.OpError, cause: BaseException) -> errors.OpError:
@@ -615,10 +615,10 @@ def _store(item: _Item, outs: Any, vals: list[Any]) -> None:
 
 
 def _in_place_targets(
-    op: Operation, needed: dict, fetched: set, hoisted_slot: dict, var_keys: dict
+    op: Operation, needed: dict, fetched: set, var_keys: dict
 ) -> tuple[tuple | None, ...]:
-    """For each output of ``op``: (slot of the hoisted variable op or -1, store key, name, dtype, shape,
-    copy_on_write, numpy dtype) of the variable it may be written straight into (the ``_T_*`` indices).
+    """For each output of ``op``: (store key, name, dtype, shape, copy_on_write, numpy dtype) of the variable
+    it may be written straight into (the ``_T_*`` indices).
 
     That is when the output flows, through Identity ops only, into a single assignment of a variable
     (``Assign`` of a VariableV2, or ``AssignVariableOp`` of a VarHandleOp) and nothing else in the plan
@@ -638,14 +638,13 @@ def _in_place_targets(
             var_op = user._inputs[0]._op
             if user._inputs[1] is t and var_op in needed and user._inputs[0] not in fetched:
                 if user._type == "Assign" and var_op._type == "VariableV2":
-                    key = var_keys.get(var_op) or variable_key(var_op)
-                    cow, slot = False, hoisted_slot.get(var_op, -1)
+                    key, cow = var_keys.get(var_op) or variable_key(var_op), False
                 elif user._type == "AssignVariableOp" and var_op._type == "VarHandleOp":
-                    key, cow, slot = resource_key(var_op), True, -1
+                    key, cow = resource_key(var_op), True
                 else:
                     break
                 dtype = var_op._attrs["dtype"]
-                target = (slot, key, key[-1], dtype, var_op._attrs["shape"], cow, numpy_dtype(dtype))
+                target = (key, key[-1], dtype, var_op._attrs["shape"], cow, numpy_dtype(dtype))
             break
         targets.append(target)
     return tuple(targets)
