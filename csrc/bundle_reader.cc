@@ -205,9 +205,10 @@ Status BundleReader::Prepare(const ReadRequest& request, ReadPlan* plan) {
     return DataLoss("Invalid dtype " + DataTypeName(full.dtype) + " stored for " + what());
   }
   uint64_t covered = 0;
+  const std::string partitioned = what();  // SliceToBox takes it for each stored slice
   for (const TensorSliceProto& slice : full.slices) {
     ReadPlan::Piece piece;
-    Status s = SliceToBox(slice, full.shape, what(), &piece.box);
+    Status s = SliceToBox(slice, full.shape, partitioned, &piece.box);
     if (!s.ok()) return DataLoss("Corrupt slice entry: " + s.message());
     Box inter;
     if (!Intersect(piece.box, plan->box, &inter)) continue;
