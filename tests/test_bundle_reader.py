@@ -397,3 +397,17 @@ def test_concurrent_calls_share_the_pool_and_stay_correct(tmp_path):
     finally:
         bundle.set_io_threads(before)
     assert failures == []
+
+
+def test_the_engine_refuses_an_output_buffer_of_the_wrong_size_naming_the_tensor(tmp_path):
+    # The Python API checks shapes first; the engine checks again before reading into a caller's buffer.
+    from saverkit import _core
+
+    prefix = str(tmp_path / "m")
+    bundle.write_bundle(prefix, ["x"], [np.arange(5, dtype=np.int64)])
+    reader = _core.Reader(prefix)
+    small = np.zeros(4, dtype=np.int64)
+    wrong_size = "Output buffer for tensor 'x' holds 32 bytes; 40 needed"
+    with pytest.raises(errors.InvalidArgumentError, match=wrong_size):
+        reader.execute([b"x"], [""], [small])
+    assert small.tolist() == [0] * 4
