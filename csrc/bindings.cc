@@ -268,10 +268,10 @@ class PyReader {
         if (!outs[i].is_none()) CheckStringOut(plans[i], outs[i]);
         continue;
       }
-      const Py_buffer& view = buffers.Pin(outs[i], /*writable=*/true, plans[i].key);
+      const Py_buffer& view = buffers.Pin(outs[i], /*writable=*/true, *plans[i].key);
       uint64_t want = plans[i].num_elements * DataTypeSize(plans[i].dtype);
       if (static_cast<uint64_t>(view.len) != want) {
-        Check(InvalidArgument(StrCat("Output buffer for tensor ", PrintableKey(plans[i].key), " holds ", view.len,
+        Check(InvalidArgument(StrCat("Output buffer for tensor ", PrintableKey(*plans[i].key), " holds ", view.len,
                                      " bytes; ", want, " needed")));
       }
       dst[i] = static_cast<char*>(view.buf);
@@ -296,7 +296,7 @@ class PyReader {
       const StringResult& r = strings[i];
       const size_t n = r.whole ? r.lengths.size() : r.elements.size();
       if (n != plans[i].num_elements) {
-        Check(Internal("String tensor " + PrintableKey(plans[i].key) + " was read with the wrong element count"));
+        Check(Internal("String tensor " + PrintableKey(*plans[i].key) + " was read with the wrong element count"));
       }
       first[i] = total;
       total += n;
@@ -393,7 +393,7 @@ class PyReader {
       ok = arr.dtype().kind() == 'O' && (arr.flags() & py::array::c_style) && arr.writeable() && shape == plan.shape();
     }
     if (!ok) {
-      Check(InvalidArgument("Output array for string tensor " + PrintableKey(plan.key) +
+      Check(InvalidArgument("Output array for string tensor " + PrintableKey(*plan.key) +
                             " must be a writable C-contiguous object array of shape " + ShapeString(plan.shape())));
     }
   }
@@ -472,9 +472,14 @@ void WriteBundle(const std::string& prefix, const py::list& names, const std::ve
   PyRefs held = PyRefs::Reused();  // the string elements being written (see StringElements)
   held.Reserve(string_count);
   BundleWriter writer(prefix, options);
+  writer.Reserve(n);
+  std::vector<int64_t> shape;
   for (size_t i = 0; i < n; ++i) {
     std::string name = AsBytes(names[i]);
-    std::vector<int64_t> shape = AsShape(shapes[i]);
+    // None: a numeric buffer whose own shape is the tensor's (spares the
+    // caller 10,000 shape tuples).
+    const bool shape_from_buffer = shapes[i].is_none() && dtypes[i] != DT_STRING;
+    if (!shape_from_buffer) shape = AsShape(shapes[i]);
     bool sliced = !specs[i].empty();
     std::vector<int64_t> full_shape;
     TensorSliceProto slice;
@@ -501,6 +506,7 @@ void WriteBundle(const std::string& prefix, const py::list& names, const std::ve
       continue;
     }
     const Py_buffer& view = buffers.Pin(datas[i], /*writable=*/false, name);
+    if (shape_from_buffer) shape.assign(view.shape, view.shape + view.ndim);
     uint64_t nbytes = static_cast<uint64_t>(view.len);
     const char* ptr = static_cast<const char*>(view.buf);
     Check(sliced ? writer.AddSliceNumeric(name, full_shape, slice, dtypes[i], shape, ptr, nbytes)

@@ -172,12 +172,19 @@ Status BundleReader::Prepare(const ReadRequest& request, ReadPlan* plan) {
   // Built only for an error: this runs once per tensor of every restore.
   auto what = [&] { return "tensor " + PrintableKey(request.key) + " in checkpoint " + prefix_; };
   *plan = ReadPlan();
-  plan->key = request.key;
+  plan->key = &it->first;
+  plan->entry = &full;
   plan->dtype = full.dtype;
   uint64_t full_elements;
   if (!NumElements(full.shape, &full_elements) || full_elements > (1ull << 62)) {
     return DataLoss("Invalid shape " + ShapeString(full.shape) + " stored for " + what());
   }
+  if (!request.has_slice && full.slices.empty()) {  // the common case: no boxes, no pieces
+    SK_RETURN_IF_ERROR(CheckStored(request.key, full, &plan->num_elements));
+    plan->direct = true;
+    return Status::OK();
+  }
+  auto region = std::make_unique<ReadPlan::Region>();
   Box full_box;
   full_box.start.assign(full.shape.size(), 0);
   full_box.length = full.shape;
@@ -186,17 +193,18 @@ Status BundleReader::Prepare(const ReadRequest& request, ReadPlan* plan) {
       return InvalidArgument("Requested shape " + ShapeString(request.spec_shape) + " of " + what() +
                              " does not match the stored shape " + ShapeString(full.shape));
     }
-    SK_RETURN_IF_ERROR(SliceToBox(request.slice, full.shape, what(), &plan->box));
+    SK_RETURN_IF_ERROR(SliceToBox(request.slice, full.shape, what(), &region->box));
   } else {
-    plan->box = full_box;
+    region->box = full_box;
   }
-  NumElements(plan->shape(), &plan->num_elements);
+  NumElements(region->box.length, &plan->num_elements);
 
   if (full.slices.empty()) {
     uint64_t n;
     SK_RETURN_IF_ERROR(CheckStored(request.key, full, &n));
-    plan->pieces.push_back({&it->first, &full, full_box});
-    plan->direct = SameBox(plan->box, full_box);
+    plan->direct = SameBox(region->box, full_box);
+    region->pieces.push_back({&it->first, &full, std::move(full_box)});
+    plan->region = std::move(region);
     return Status::OK();
   }
   // Partitioned: find the stored slices overlapping the request.
@@ -211,7 +219,7 @@ Status BundleReader::Prepare(const ReadRequest& request, ReadPlan* plan) {
     Status s = SliceToBox(slice, full.shape, partitioned, &piece.box);
     if (!s.ok()) return DataLoss("Corrupt slice entry: " + s.message());
     Box inter;
-    if (!Intersect(piece.box, plan->box, &inter)) continue;
+    if (!Intersect(piece.box, region->box, &inter)) continue;
     auto sit = entries_.find(EncodeTensorNameSlice(request.key, slice));
     if (sit == entries_.end()) {
       return DataLoss("Slice " + SliceString(slice) + " of " + what() + " is listed but its entry is missing");
@@ -225,20 +233,21 @@ Status BundleReader::Prepare(const ReadRequest& request, ReadPlan* plan) {
     }
     uint64_t n;
     SK_RETURN_IF_ERROR(CheckStored(*piece.key, *piece.entry, &n));
-    for (const ReadPlan::Piece& other : plan->pieces) {
+    for (const ReadPlan::Piece& other : region->pieces) {
       Box overlap;
       if (Intersect(other.box, piece.box, &overlap)) {
         return DataLoss("Overlapping slices " + SliceString(slice) + " stored for " + what());
       }
     }
     covered += static_cast<uint64_t>(inter.NumElements());
-    plan->pieces.push_back(std::move(piece));
+    region->pieces.push_back(std::move(piece));
   }
   if (covered != plan->num_elements) {
     return DataLoss("Does not have sufficient slices for partitioned " + what() + ": requested slice " +
-                    ShapeString(plan->box.start) + "+" + ShapeString(plan->box.length) + " is not covered");
+                    ShapeString(region->box.start) + "+" + ShapeString(region->box.length) + " is not covered");
   }
-  plan->direct = plan->pieces.size() == 1 && SameBox(plan->pieces[0].box, plan->box);
+  plan->direct = region->pieces.size() == 1 && SameBox(region->pieces[0].box, region->box);
+  plan->region = std::move(region);
   return Status::OK();
 }
 
@@ -437,29 +446,38 @@ Status BundleReader::ReadStrings(const std::string& key, const BundleEntry& entr
   return Status::OK();
 }
 
-Status BundleReader::CopyPiece(const ReadPlan& plan, const ReadPlan::Piece& piece, char* dst,
-                               StringResult* strings) {
+Status BundleReader::ReadWhole(const ReadPlan& plan, char* dst, StringResult* strings) {
+  if (plan.dtype == DT_STRING) {
+    strings->piece = 0;
+    return ReadStringLengths(*plan.key, *plan.entry, strings);
+  }
+  return ReadNumeric(*plan.key, *plan.entry, dst);
+}
+
+Status BundleReader::CopyPiece(const ReadPlan& plan, size_t index, char* dst, StringResult* strings) {
+  const ReadPlan::Piece& piece = plan.region->pieces[index];
+  const Box& want = plan.region->box;
   Box region;
-  if (!Intersect(piece.box, plan.box, &region)) return Status::OK();
+  if (!Intersect(piece.box, want, &region)) return Status::OK();
   const BundleEntry& e = *piece.entry;
   if (plan.dtype == DT_STRING) {
-    if (SameBox(piece.box, plan.box)) {
-      strings->piece = static_cast<size_t>(&piece - plan.pieces.data());
+    if (SameBox(piece.box, want)) {
+      strings->piece = index;
       return ReadStringLengths(*piece.key, e, strings);
     }
     std::vector<std::string> src;
     SK_RETURN_IF_ERROR(ReadStrings(*piece.key, e, &src));
     strings->elements.resize(static_cast<size_t>(plan.num_elements));
-    ForEachRun(region, piece.box, plan.box, [&](int64_t si, int64_t di, int64_t count) {
+    ForEachRun(region, piece.box, want, [&](int64_t si, int64_t di, int64_t count) {
       for (int64_t k = 0; k < count; ++k) strings->elements[di + k].swap(src[si + k]);
     });
     return Status::OK();
   }
   const size_t elem = DataTypeSize(plan.dtype);
-  if (SameBox(piece.box, plan.box)) return ReadNumeric(*piece.key, e, dst);
+  if (SameBox(piece.box, want)) return ReadNumeric(*piece.key, e, dst);
   std::string tmp(static_cast<size_t>(e.size), '\0');
   SK_RETURN_IF_ERROR(ReadNumeric(*piece.key, e, &tmp[0]));
-  ForEachRun(region, piece.box, plan.box, [&](int64_t si, int64_t di, int64_t count) {
+  ForEachRun(region, piece.box, want, [&](int64_t si, int64_t di, int64_t count) {
     std::memcpy(dst + di * elem, tmp.data() + si * elem, count * elem);
   });
   return Status::OK();
@@ -489,8 +507,12 @@ Status BundleReader::Execute(const std::vector<ReadPlan>& plans, const std::vect
   for (size_t i = 0; i < plans.size(); ++i) {
     const ReadPlan& plan = plans[i];
     uint64_t stored = 0;
-    for (const ReadPlan::Piece& piece : plan.pieces) stored += static_cast<uint64_t>(piece.entry->size);
-    if (plan.dtype != DT_STRING && plan.direct && plan.pieces.size() == 1 && stored > kGroupBytes) {
+    if (!plan.region) {
+      stored = static_cast<uint64_t>(plan.entry->size);
+    } else {
+      for (const ReadPlan::Piece& piece : plan.region->pieces) stored += static_cast<uint64_t>(piece.entry->size);
+    }
+    if (plan.dtype != DT_STRING && plan.direct && stored > kGroupBytes) {
       grouping = false;
       for (uint64_t off = 0; off < stored; off += kReadChunk) {
         tasks.push_back({i, true, off, std::min(kReadChunk, stored - off), 0});
@@ -509,18 +531,23 @@ Status BundleReader::Execute(const std::vector<ReadPlan>& plans, const std::vect
     Task& task = tasks[t];
     if (!task.chunk) {
       for (size_t p = task.plan; p < task.plan + task.len; ++p) {
-        for (const ReadPlan::Piece& piece : plans[p].pieces) {
-          SK_RETURN_IF_ERROR(CopyPiece(plans[p], piece, dst[p], any_string ? &(*strings)[p] : nullptr));
+        StringResult* out = any_string ? &(*strings)[p] : nullptr;
+        if (!plans[p].region) {
+          SK_RETURN_IF_ERROR(ReadWhole(plans[p], dst[p], out));
+          continue;
+        }
+        for (size_t k = 0; k < plans[p].region->pieces.size(); ++k) {
+          SK_RETURN_IF_ERROR(CopyPiece(plans[p], k, dst[p], out));
         }
       }
       return Status::OK();
     }
     const ReadPlan& plan = plans[task.plan];
-    const ReadPlan::Piece& piece = plan.pieces[0];
+    const BundleEntry& entry = plan.piece_entry(0);  // direct: the only piece
     const RandomAccessFile* file;
-    SK_RETURN_IF_ERROR(DataFile(*piece.key, *piece.entry, &file));
+    SK_RETURN_IF_ERROR(DataFile(plan.piece_key(0), entry, &file));
     char* out = dst[task.plan] + task.begin;
-    const uint64_t at = static_cast<uint64_t>(piece.entry->offset) + task.begin;
+    const uint64_t at = static_cast<uint64_t>(entry.offset) + task.begin;
     // Checksum each piece right after reading it, while it is still in this
     // core's L2: the CRC then runs at cache speed (~3x its speed from DRAM,
     // where it cost three quarters of the copy when run over whole chunks).
@@ -547,11 +574,11 @@ Status BundleReader::Execute(const std::vector<ReadPlan>& plans, const std::vect
     for (; u < tasks.size() && tasks[u].chunk && tasks[u].plan == tasks[t].plan; ++u) {
       crc = crc32c::Combine(crc, tasks[u].crc, tasks[u].len);
     }
-    const BundleEntry& e = *plan.pieces[0].entry;
+    const BundleEntry& e = plan.piece_entry(0);
     if (crc != crc32c::Unmask(e.crc32c)) {
       const RandomAccessFile* file;
-      SK_RETURN_IF_ERROR(DataFile(*plan.pieces[0].key, e, &file));
-      return ChecksumError(*plan.pieces[0].key, e, *file, crc);
+      SK_RETURN_IF_ERROR(DataFile(plan.piece_key(0), e, &file));
+      return ChecksumError(plan.piece_key(0), e, *file, crc);
     }
     t = u;
   }
@@ -573,7 +600,7 @@ Status BundleReader::ReadStringBytes(const std::vector<ReadPlan>& plans, const s
 }
 
 void StringByteReader::Start(const ReadPlan& plan, const StringResult& r, char* const* dst) {
-  tensors_.push_back({&plan, &r, {}});
+  tensors_.push_back({&plan.piece_key(r.piece), &plan.piece_entry(r.piece), &r, {}});
   Tensor& t = tensors_.back();
   // Runs of about kStringRun bytes, one pool task each.
   uint64_t begin = 0, bytes = 0, offset = r.data_offset;
@@ -586,13 +613,14 @@ void StringByteReader::Start(const ReadPlan& plan, const StringResult& r, char* 
       bytes = 0;
     }
   }
-  const ReadPlan::Piece* piece = &plan.pieces[r.piece];
   BundleReader* reader = reader_;
+  const std::string* key = t.key;
+  const BundleEntry* entry = t.entry;
   for (Run& run : t.runs) {
     Run* rp = &run;
-    tasks_.Schedule([reader, piece, &r, rp, dst]() -> Status {
+    tasks_.Schedule([reader, key, entry, &r, rp, dst]() -> Status {
       const RandomAccessFile* file;
-      SK_RETURN_IF_ERROR(reader->DataFile(*piece->key, *piece->entry, &file));
+      SK_RETURN_IF_ERROR(reader->DataFile(*key, *entry, &file));
       return ReadElementRun(file, r, rp->begin, rp->end, rp->offset, dst, &rp->crc);
     });
   }
@@ -604,11 +632,10 @@ Status StringByteReader::Finish() {
   for (const Tensor& t : tensors_) {
     uint32_t crc = t.result->crc;
     for (const Run& run : t.runs) crc = crc32c::Combine(crc, run.crc, run.bytes);
-    const ReadPlan::Piece& piece = t.plan->pieces[t.result->piece];
-    if (piece.entry->size > 0 && crc != crc32c::Unmask(piece.entry->crc32c)) {
+    if (t.entry->size > 0 && crc != crc32c::Unmask(t.entry->crc32c)) {
       const RandomAccessFile* file;
-      SK_RETURN_IF_ERROR(reader_->DataFile(*piece.key, *piece.entry, &file));
-      return reader_->ChecksumError(*piece.key, *piece.entry, *file, crc);
+      SK_RETURN_IF_ERROR(reader_->DataFile(*t.key, *t.entry, &file));
+      return reader_->ChecksumError(*t.key, *t.entry, *file, crc);
     }
   }
   return Status::OK();

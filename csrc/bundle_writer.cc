@@ -177,7 +177,7 @@ Status BundleWriter::AddNumeric(const std::string& key, int dtype, const std::ve
   e.offset = static_cast<int64_t>(data_size_);
   e.size = static_cast<int64_t>(nbytes);
   Payload p;
-  p.key = key;
+  p.entry = &e;
   p.data = data;
   p.size = nbytes;
   p.offset = data_size_;
@@ -196,7 +196,6 @@ Status BundleWriter::AddStrings(const std::string& key, const std::vector<int64_
   }
   SK_RETURN_IF_ERROR(OpenData());
   Payload p;
-  p.key = key;
   p.is_string = true;
   p.strings.reset(new StringJob);
   StringPayloadSize(elems, &p.strings->header_size, &p.size);
@@ -205,6 +204,7 @@ Status BundleWriter::AddStrings(const std::string& key, const std::vector<int64_
   p.offset = data_size_;
   StartStrings(key, p.strings.get());
   BundleEntry& e = entries_[key];
+  p.entry = &e;
   e.dtype = DT_STRING;
   e.shape = shape;
   e.shard_id = options_.shard_id;
@@ -408,7 +408,7 @@ Status BundleWriter::WritePayloads(WritableFile* file) {
   }
   for (Payload& p : payloads_) {
     if (!p.crc_known) p.crc = 0;  // empty tensor: CRC of nothing
-    entries_[p.key].crc32c = crc32c::Mask(p.crc);
+    p.entry->crc32c = crc32c::Mask(p.crc);
   }
   return Status::OK();
 }

@@ -55,6 +55,10 @@ class BundleWriter {
   BundleWriter(const BundleWriter&) = delete;
   BundleWriter& operator=(const BundleWriter&) = delete;
 
+  // Room for n tensors up front: a growing list would briefly hold two
+  // copies of itself in a 10,000-tensor save.
+  void Reserve(size_t n) { payloads_.reserve(n); }
+
   // `data`, `elems` and the element bytes must stay valid and unchanged until
   // Finish() returns or, when it is not called, the writer is destroyed.
   Status AddNumeric(const std::string& key, int dtype, const std::vector<int64_t>& shape, const char* data,
@@ -93,15 +97,17 @@ class BundleWriter {
     std::vector<Run> runs;      // fixed before the first task starts
   };
 
+  // One per tensor (10,000 in a big save), so it points at its entry rather
+  // than holding a second copy of the key.
   struct Payload {
-    std::string key;
-    const char* data = nullptr;  // numeric: caller memory
-    uint64_t size = 0;           // bytes in the data file
+    BundleEntry* entry = nullptr;  // in entries_ (map nodes do not move)
+    const char* data = nullptr;    // numeric: caller memory
+    uint64_t size = 0;             // bytes in the data file
     uint64_t offset = 0;
-    bool is_string = false;
     std::unique_ptr<StringJob> strings;  // string tensors: being written since AddStrings
+    uint32_t crc = 0;              // unmasked
+    bool is_string = false;
     bool crc_known = false;
-    uint32_t crc = 0;         // unmasked
   };
 
   Status CheckKey(const std::string& key);

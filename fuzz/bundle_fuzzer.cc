@@ -49,17 +49,20 @@ static void ReadAll(BundleReader& reader, uint64_t data_bytes) {
     const size_t elem = DataTypeSize(plan.dtype);
     uint64_t bytes = plan.num_elements;
     bool overflow = plan.dtype != DT_STRING && __builtin_mul_overflow(plan.num_elements, elem, &bytes);
-    uint64_t bound = (plan.pieces.size() + 1) * (data_bytes + 1);
+    const size_t pieces = plan.region ? plan.region->pieces.size() : 1;
+    uint64_t bound = (pieces + 1) * (data_bytes + 1);
     if (overflow || bytes > bound) {
       fprintf(stderr, "plan for %zu-byte key needs %llu bytes, more than its pieces can hold (%llu)\n",
               r.key.size(), (unsigned long long)bytes, (unsigned long long)bound);
       abort();
     }
-    std::vector<char> buf(plan.dtype == DT_STRING ? 0 : static_cast<size_t>(bytes));
-    std::vector<ReadPlan> plans{plan};
+    const bool is_string = plan.dtype == DT_STRING;
+    std::vector<char> buf(is_string ? 0 : static_cast<size_t>(bytes));
+    std::vector<ReadPlan> plans;
+    plans.push_back(std::move(plan));
     std::vector<char*> dst{buf.data()};
     std::vector<StringResult> strings;
-    if (!reader.Execute(plans, dst, &strings).ok() || plan.dtype != DT_STRING || !strings[0].whole) continue;
+    if (!reader.Execute(plans, dst, &strings).ok() || !is_string || !strings[0].whole) continue;
     // Second step of a string read: one buffer per element, as the bindings allocate them.
     std::vector<std::string> elements(strings[0].lengths.size());
     std::vector<std::vector<char*>> element_dst(1);

@@ -49,6 +49,19 @@ def test_scalar_keeps_an_empty_shape(tmp_path):
     assert bundle.read_tensors(prefix, ["s"])[0].shape == ()
 
 
+def test_the_engine_takes_a_shape_from_the_buffer_when_given_none_and_checks_it_against_the_dtype(tmp_path):
+    prefix = str(tmp_path / "m")
+    values = [np.arange(24, dtype="f4").reshape(2, 3, 4), np.array(7, "i8"), np.zeros((0, 5), "f8")]
+    _core.write_bundle(prefix, [b"a", b"b", b"c"], ["", "", ""], [1, 9, 2], [None] * 3, values, 1, 0, False)
+    got = bundle.read_tensors(prefix, ["a", "b", "c"])
+    assert [g.shape for g in got] == [(2, 3, 4), (), (0, 5)]
+    assert np.array_equal(got[0], values[0]) and got[1] == 7
+    # A byte view with no shape given is 16 one-byte elements, which the 2-byte DT_HALF cannot hold.
+    raw = np.ones(8, "f2").view("u1")
+    with pytest.raises(errors.InvalidArgumentError, match=r"'h'.*shape \[16\]"):
+        _core.write_bundle(prefix + "2", [b"h"], [""], [19], [None], [raw], 1, 0, False)
+
+
 def test_empty_tensors_point_at_end_of_data_with_crc_of_nothing(tmp_path):
     prefix = str(tmp_path / "m")
     bundle.write_bundle(prefix, ["a", "e", "es", "z"],

@@ -178,8 +178,12 @@ def _write_bundle(
         if dtype is not None:  # the common case, without per-tensor conversions
             keys.append(key)
             enums.append(dtype.as_datatype_enum)
-            shapes.append(value.shape)
-            datas.append(_buffer(value))
+            if value.dtype.isbuiltin == 1:
+                shapes.append(None)  # the engine takes the buffer's own shape: no tuple per tensor
+                datas.append(value)
+            else:
+                shapes.append(value.shape)
+                datas.append(_byte_view(value))
             continue
         dtype = _dtypes.as_dtype(dt) if dt is not None else None
         is_string = dtype == _dtypes.string if dtype is not None else (
