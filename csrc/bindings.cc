@@ -5,6 +5,7 @@
 #include <pybind11/stl.h>
 
 #include <algorithm>
+#include <map>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -71,12 +72,14 @@ py::list SliceList(const TensorSliceProto& slice) {
 }
 
 // Parses a request's shape_and_slice ("" = the whole tensor).
-ReadRequest MakeRequest(const py::handle& key, const std::string& spec) {
+ReadRequest MakeRequest(const py::handle& key, const py::handle& spec) {
   ReadRequest r;
   r.key = AsBytes(key);
-  if (!spec.empty()) {
+  if (PyUnicode_Check(spec.ptr()) && PyUnicode_GET_LENGTH(spec.ptr()) == 0) return r;  // whole tensor
+  std::string text = spec.cast<std::string>();
+  if (!text.empty()) {
     r.has_slice = true;
-    Check(ParseShapeAndSlice(spec, &r.spec_shape, &r.slice));
+    Check(ParseShapeAndSlice(text, &r.spec_shape, &r.slice));
   }
   return r;
 }
@@ -157,28 +160,43 @@ class PyRefs {
 // tensors, which counted against the peak-RSS budget of a restore).
 class PinnedBuffers {
  public:
-  explicit PinnedBuffers(size_t n) { views_.reserve(n); }  // no reallocation: callers keep pointers
+  explicit PinnedBuffers(size_t n) { objects_.reserve(n); }
   ~PinnedBuffers() {  // callers hold the GIL when this goes away
     for (Py_buffer& v : views_) PyBuffer_Release(&v);
+    for (PyObject* o : objects_) Py_DECREF(o);
   }
   PinnedBuffers(const PinnedBuffers&) = delete;
   PinnedBuffers& operator=(const PinnedBuffers&) = delete;
 
   // Pins obj's bytes, which must be C-contiguous (and writable if asked):
-  // the engine reads and writes each buffer as one run of bytes.
-  const Py_buffer& Pin(const py::handle& obj, bool writable, const std::string& key) {
-    if (views_.size() == views_.capacity()) throw std::logic_error("PinnedBuffers: more buffers than reserved");
+  // the engine reads and writes each buffer as one run of bytes. The
+  // returned view's buf stays valid while pinned; its shape field may point
+  // into the view itself (bytes objects), so `shape`, when given, receives
+  // the shape here.
+  Py_buffer Pin(const py::handle& obj, bool writable, const std::string& key,
+                std::vector<int64_t>* shape = nullptr) {
     Py_buffer view;
     if (PyObject_GetBuffer(obj.ptr(), &view, PyBUF_C_CONTIGUOUS | (writable ? PyBUF_WRITABLE : 0)) != 0) {
       py::error_already_set e;  // takes and clears the Python error
       Check(InvalidArgument(StrCat(writable ? "Output buffer" : "Buffer", " for tensor ", PrintableKey(key),
                                    " must be a C-contiguous", writable ? ", writable" : "", " buffer: ", e.what())));
     }
-    views_.push_back(view);
-    return views_.back();
+    if (shape) shape->assign(view.shape, view.shape + view.ndim);
+    // Releasing a view whose exporter has no release hook (numpy arrays) is
+    // only dropping its reference (PyBuffer_Release), so that is all that is
+    // kept: 8 bytes per tensor, not an 80-byte Py_buffer (0.8 MB of a
+    // 10,000-tensor call).
+    PyBufferProcs* procs = view.obj ? Py_TYPE(view.obj)->tp_as_buffer : nullptr;
+    if (view.obj && !(procs && procs->bf_releasebuffer)) {
+      objects_.push_back(view.obj);  // takes over the view's reference
+    } else {
+      views_.push_back(view);
+    }
+    return view;
   }
 
  private:
+  std::vector<PyObject*> objects_;
   std::vector<Py_buffer> views_;
 };
 
@@ -235,10 +253,19 @@ class PyReader {
   }
 
   // Validates every request before anything is allocated: (dtype, shape) each.
-  py::list prepare(const py::list& keys, const std::vector<std::string>& specs) {
+  // Tensors of one dtype and shape share one tuple (a restore of 10,000
+  // variables has a handful of distinct ones).
+  py::list prepare(const py::list& keys, const py::list& specs) {
     std::vector<ReadPlan> plans = Plan(keys, specs);
-    py::list out;
-    for (const ReadPlan& p : plans) out.append(py::make_tuple(p.dtype, ShapeTuple(p.shape())));
+    py::list out(plans.size());
+    std::map<std::pair<int, std::vector<int64_t>>, py::tuple> seen;
+    for (size_t i = 0; i < plans.size(); ++i) {
+      const ReadPlan& p = plans[i];
+      auto key = std::make_pair(p.dtype, p.shape());
+      auto it = seen.find(key);
+      if (it == seen.end()) it = seen.emplace(std::move(key), py::make_tuple(p.dtype, ShapeTuple(p.shape()))).first;
+      out[i] = it->second;
+    }
     // execute() usually follows with the very same lists: keep the plans (~3 us per tensor to redo).
     cached_keys_ = keys;
     cached_specs_ = specs;
@@ -250,15 +277,17 @@ class PyReader {
   // are filled into outs[i] when it is an object array of the right shape,
   // else returned as new object arrays of bytes. Returns a list holding each
   // string tensor's array (None for numeric ones).
-  py::list execute(const py::list& keys, const std::vector<std::string>& specs, const py::list& outs) {
+  py::list execute(const py::list& keys, const py::list& specs, const py::list& outs) {
     std::vector<ReadPlan> plans;
-    if (cached_keys_.is(keys) && static_cast<size_t>(py::len(keys)) == cached_plans_.size() &&
-        cached_specs_ == specs) {
+    // The same list objects as prepare() (the Python API passes its own lists, unchanged in between).
+    if (cached_keys_.is(keys) && cached_specs_.is(specs) && keys.size() == cached_plans_.size() &&
+        specs.size() == keys.size()) {
       plans = std::move(cached_plans_);
     } else {
       plans = Plan(keys, specs);
     }
     cached_keys_ = py::object();
+    cached_specs_ = py::object();
     cached_plans_.clear();
     if (outs.size() != plans.size()) throw py::value_error("outs must have one slot per key");
     PinnedBuffers buffers(plans.size());
@@ -268,7 +297,7 @@ class PyReader {
         if (!outs[i].is_none()) CheckStringOut(plans[i], outs[i]);
         continue;
       }
-      const Py_buffer& view = buffers.Pin(outs[i], /*writable=*/true, *plans[i].key);
+      const Py_buffer view = buffers.Pin(outs[i], /*writable=*/true, *plans[i].key);
       uint64_t want = plans[i].num_elements * DataTypeSize(plans[i].dtype);
       if (static_cast<uint64_t>(view.len) != want) {
         Check(InvalidArgument(StrCat("Output buffer for tensor ", PrintableKey(*plans[i].key), " holds ", view.len,
@@ -363,7 +392,7 @@ class PyReader {
   }
 
  private:
-  std::vector<ReadPlan> Plan(const py::list& keys, const std::vector<std::string>& specs) {
+  std::vector<ReadPlan> Plan(const py::list& keys, const py::list& specs) {
     if (specs.size() != keys.size()) throw py::value_error("keys and shape_and_slices differ in length");
     // Requests made a batch at a time: all 10,000 held beside the plans
     // added ~1.3 MB to a restore's peak.
@@ -400,7 +429,7 @@ class PyReader {
 
   BundleReader reader_;
   py::object cached_keys_;  // the keys list of the last prepare(), whose plans are cached_plans_
-  std::vector<std::string> cached_specs_;
+  py::object cached_specs_;
   std::vector<ReadPlan> cached_plans_;
 };
 
@@ -505,8 +534,7 @@ void WriteBundle(const std::string& prefix, const py::list& names, const std::ve
                    : writer.AddStrings(name, shape, elems));
       continue;
     }
-    const Py_buffer& view = buffers.Pin(datas[i], /*writable=*/false, name);
-    if (shape_from_buffer) shape.assign(view.shape, view.shape + view.ndim);
+    const Py_buffer view = buffers.Pin(datas[i], /*writable=*/false, name, shape_from_buffer ? &shape : nullptr);
     uint64_t nbytes = static_cast<uint64_t>(view.len);
     const char* ptr = static_cast<const char*>(view.buf);
     Check(sliced ? writer.AddSliceNumeric(name, full_shape, slice, dtypes[i], shape, ptr, nbytes)

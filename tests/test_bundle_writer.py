@@ -56,6 +56,9 @@ def test_the_engine_takes_a_shape_from_the_buffer_when_given_none_and_checks_it_
     got = bundle.read_tensors(prefix, ["a", "b", "c"])
     assert [g.shape for g in got] == [(2, 3, 4), (), (0, 5)]
     assert np.array_equal(got[0], values[0]) and got[1] == 7
+    # Any buffer works, including exporters whose shape lives in the view itself (bytes).
+    _core.write_bundle(prefix + "b", [b"x"], [""], [4], [None], [b"abcdef"], 1, 0, False)
+    assert bundle.read_tensors(prefix + "b", ["x"])[0].tolist() == list(b"abcdef")
     # A byte view with no shape given is 16 one-byte elements, which the 2-byte DT_HALF cannot hold.
     raw = np.ones(8, "f2").view("u1")
     with pytest.raises(errors.InvalidArgumentError, match=r"'h'.*shape \[16\]"):
