@@ -130,7 +130,7 @@ def _bundle() -> Any:
 
 @register_kernel("SaveV2", expensive=True)
 def _save_v2(ctx: Any, prefix: Any, tensor_names: Any, shape_and_slices: Any, *tensors: Any) -> list:
-    names = _strings(tensor_names, "tensor_names")
+    names = _keys(tensor_names, "tensor_names")
     slices = _strings(shape_and_slices, "shape_and_slices")
     if len(names) != len(tensors) or len(slices) != len(tensors):
         raise errors.InvalidArgumentError(
