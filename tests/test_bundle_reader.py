@@ -411,3 +411,13 @@ def test_the_engine_refuses_an_output_buffer_of_the_wrong_size_naming_the_tensor
     with pytest.raises(errors.InvalidArgumentError, match=wrong_size):
         reader.execute([b"x"], [""], [small])
     assert small.tolist() == [0] * 4
+
+
+def test_a_corrupt_index_entry_names_its_tensor_and_the_index_file(tmp_path):
+    prefix = str(tmp_path / "m")
+    bundle.write_bundle(prefix, ["good", "layer/bad"], [np.ones(2, "f4"), np.ones(3, "f4")])
+    kvs = read_index(prefix)
+    # A truncated varint: the entry cannot be decoded at all.
+    write_index(prefix, [(k, b"\x08\xff" if k == b"layer/bad" else v) for k, v in kvs])
+    with pytest.raises(errors.DataLossError, match=r"BundleEntryProto for tensor 'layer/bad' in .*m\.index"):
+        bundle.BundleReader(prefix)
