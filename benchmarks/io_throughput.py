@@ -174,8 +174,18 @@ def machine_info(scratch: str) -> dict:
         "nproc": os.cpu_count(), "cpu": cpu, "uname": " ".join(platform.uname()),
         "mem_total": mem.get("MemTotal"), "mem_available": mem.get("MemAvailable"),
         "loadavg_start": os.getloadavg(), "filesystem": fs[0] if fs else "", "thp": thp,
-        "python": sys.version.split()[0],
+        "python": sys.version.split()[0], "crc32c": _crc_implementation(),
     }
+
+
+def _crc_implementation() -> str:
+    # Which CRC32C code the engine picked on this CPU: it decides how close a
+    # verified restore can come to the bare preadv bound.
+    try:
+        from saverkit import _core
+    except ImportError:
+        return "?"
+    return _core.crc32c_implementation()
 
 
 def _versions() -> dict:
@@ -480,7 +490,7 @@ def render(report: dict) -> str:
     m = report["machine"]
     lines.append(f"machine: {m['nproc']} CPUs ({m['cpu']}), {m['mem_total'] / 2**30:.1f} GiB RAM, "
                  f"{m['uname']}")
-    lines.append(f"filesystem: {m['filesystem']}; THP {m['thp']}")
+    lines.append(f"filesystem: {m['filesystem']}; THP {m['thp']}; CRC32C {m.get('crc32c', '?')}")
     la0, la1 = m["loadavg_start"], m.get("loadavg_end", ("?",) * 3)
     lines.append(f"load average start {la0[0]:.2f} {la0[1]:.2f} {la0[2]:.2f}, end "
                  + " ".join(f"{x:.2f}" if isinstance(x, float) else x for x in la1))

@@ -562,6 +562,7 @@ uint32_t BufferCrc(const py::buffer& data, uint32_t init, int which) {
   py::gil_scoped_release release;
   if (which == 1) return crc32c::ExtendSoftware(init, p, n);
   if (which == 2) return crc32c::ExtendHardware(init, p, n);
+  if (which == 3) return crc32c::ExtendFolding(init, p, n);
   return crc32c::Extend(init, p, n);
 }
 
@@ -594,6 +595,12 @@ PYBIND11_MODULE(_core, m) {
     return BufferCrc(b, init, 2);
   }, py::arg("data"), py::arg("init") = 0);
   m.def("crc32c_hardware_available", &crc32c::HardwareAvailable);
+  m.def("crc32c_folding", [](const py::buffer& b, uint32_t init) {
+    if (!crc32c::FoldingAvailable()) Check(Unimplemented("no AVX-512 VPCLMULQDQ on this CPU"));
+    return BufferCrc(b, init, 3);
+  }, py::arg("data"), py::arg("init") = 0);
+  m.def("crc32c_folding_available", &crc32c::FoldingAvailable);
+  m.def("crc32c_implementation", &crc32c::Implementation);
   m.def("crc32c_combine", &crc32c::Combine, py::arg("crc_a"), py::arg("crc_b"), py::arg("len_b"));
   m.def("crc32c_mask", &crc32c::Mask);
   m.def("crc32c_unmask", &crc32c::Unmask);

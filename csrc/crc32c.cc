@@ -3,6 +3,7 @@
 #include <cstring>
 
 #if defined(__x86_64__) || defined(_M_X64)
+#include <immintrin.h>
 #include <nmmintrin.h>
 #define SK_CRC_X86 1
 #elif defined(__aarch64__) && defined(__linux__) && defined(__has_include)
@@ -112,6 +113,181 @@ bool HardwareAvailable() {
   static const bool has = __builtin_cpu_supports("sse4.2");
   return has;
 }
+
+// Folding with carry-less multiplies (VPCLMULQDQ on 512-bit registers).
+// Where a page-cache read copies ~18 GB/s per core, three crc32 streams
+// (~30 GB/s) cost over half as much as the read they verify; four 512-bit
+// accumulators folded by multiplication reach ~65 GB/s, ~85 GB/s with the
+// crc32 streams running beside them (measured on the AVX-512 EPYC VM).
+//
+// The message is a polynomial whose first bit is the highest power; a 128-bit
+// lane loaded from memory holds its first 64 bits in the low qword (Xh) and the
+// next 64 in the high qword (Xl). Moving a lane D bits further along the
+// message multiplies it by x^D, done modulo P as Xh*k_h + Xl*k_l with
+// k_h = x^(D+31) mod P and k_l = x^(D-33) mod P: the extra -33 is the 32 bits
+// of the constant's placement and the one bit that a carry-less multiply of
+// two bit-reflected operands shifts the product by. The 128-bit residue left
+// at the end is congruent to the message, so two crc32 instructions over it
+// give the CRC. Constants: x^n mod P in the reflected 32-bit form (bit j is
+// the coefficient of x^(31-j)).
+static const uint64_t kFold256BytesHigh = 0xdcb17aa4u, kFold256BytesLow = 0xb9e02b86u;  // D = 2048
+static const uint64_t kFold64BytesHigh = 0x740eef02u, kFold64BytesLow = 0x9e4addf8u;    // D = 512
+static const uint64_t kFold16BytesHigh = 0xf20c0dfeu, kFold16BytesLow = 0x493c7d27u;    // D = 128
+
+#define SK_FOLD_TARGET __attribute__((target("avx512f,avx512vl,vpclmulqdq,pclmul,sse4.2")))
+
+// Both constants in each 128-bit lane: k_h multiplies the lane's low qword, k_l its high one.
+SK_FOLD_TARGET static inline __m512i LaneConstants(uint64_t k_high, uint64_t k_low) {
+  const long long h = static_cast<long long>(k_high), l = static_cast<long long>(k_low);
+  return _mm512_set_epi64(l, h, l, h, l, h, l, h);
+}
+
+SK_FOLD_TARGET static inline __m512i Fold512(__m512i x, __m512i k, __m512i next) {
+  // 0x96: three-way XOR
+  return _mm512_ternarylogic_epi64(_mm512_clmulepi64_epi128(x, k, 0x00), _mm512_clmulepi64_epi128(x, k, 0x11), next,
+                                   0x96);
+}
+
+SK_FOLD_TARGET static inline __m128i Fold128(__m128i x, __m128i k, __m128i next) {
+  return _mm_ternarylogic_epi64(_mm_clmulepi64_si128(x, k, 0x00), _mm_clmulepi64_si128(x, k, 0x11), next, 0x96);
+}
+
+// Reduces a 512-bit accumulator (four lanes in message order) to the CRC
+// register state of the message it stands for.
+SK_FOLD_TARGET static uint32_t Reduce512(__m512i x) {
+  const __m128i k16 =
+      _mm_set_epi64x(static_cast<long long>(kFold16BytesLow), static_cast<long long>(kFold16BytesHigh));
+  __m128i r = Fold128(_mm512_maskz_extracti32x4_epi32(0xf, x, 0), k16, _mm512_maskz_extracti32x4_epi32(0xf, x, 1));
+  r = Fold128(r, k16, _mm512_maskz_extracti32x4_epi32(0xf, x, 2));
+  r = Fold128(r, k16, _mm512_maskz_extracti32x4_epi32(0xf, x, 3));
+  uint64_t c = _mm_crc32_u64(0, static_cast<uint64_t>(_mm_cvtsi128_si64(r)));
+  return static_cast<uint32_t>(_mm_crc32_u64(c, static_cast<uint64_t>(_mm_extract_epi64(r, 1))));
+}
+
+// A CRC register's state enters the message as an XOR over its first 32 bits.
+SK_FOLD_TARGET static __m512i LoadWithState(const unsigned char* p, uint32_t state) {
+  return _mm512_xor_si512(_mm512_loadu_si512(p), _mm512_zextsi128_si512(_mm_cvtsi32_si128(static_cast<int>(state))));
+}
+
+// Register state after the whole 64-byte blocks of p[0..n), n >= 256;
+// *used receives how many bytes that was.
+SK_FOLD_TARGET static uint32_t FoldVector(uint32_t state, const unsigned char* p, size_t n, size_t* used) {
+  const unsigned char* const begin = p;
+  __m512i x0 = LoadWithState(p, state);
+  __m512i x1 = _mm512_loadu_si512(p + 64);
+  __m512i x2 = _mm512_loadu_si512(p + 128);
+  __m512i x3 = _mm512_loadu_si512(p + 192);
+  p += 256;
+  n -= 256;
+  const __m512i k256 = LaneConstants(kFold256BytesHigh, kFold256BytesLow);
+  while (n >= 256) {
+    x0 = Fold512(x0, k256, _mm512_loadu_si512(p));
+    x1 = Fold512(x1, k256, _mm512_loadu_si512(p + 64));
+    x2 = Fold512(x2, k256, _mm512_loadu_si512(p + 128));
+    x3 = Fold512(x3, k256, _mm512_loadu_si512(p + 192));
+    p += 256;
+    n -= 256;
+  }
+  const __m512i k64 = LaneConstants(kFold64BytesHigh, kFold64BytesLow);
+  x1 = Fold512(x0, k64, x1);
+  x2 = Fold512(x1, k64, x2);
+  x3 = Fold512(x2, k64, x3);
+  while (n >= 64) {
+    x3 = Fold512(x3, k64, _mm512_loadu_si512(p));
+    p += 64;
+    n -= 64;
+  }
+  *used = static_cast<size_t>(p - begin);
+  return Reduce512(x3);
+}
+
+// The vector unit leaves the integer unit idle, and the crc32 instruction
+// runs there: a hybrid block folds kHybridIters x 256 bytes with vectors while
+// three crc32 streams each take 32 bytes per iteration of a stripe of their
+// own (together ~1.35x the vector loop alone). The stripes' CRCs are then
+// shifted into place: state * x^(8 * kStripe) mod P is one carry-less
+// multiply by kShiftStripe = x^(8 * kStripe - 33) mod P, the -33 undone by the
+// crc32 instruction that reduces the product.
+static const size_t kHybridIters = 128;
+static const size_t kStripe = kHybridIters * 32;                   // 4 KiB per crc32 stream
+static const size_t kHybridBlock = kHybridIters * 256 + 3 * kStripe;  // 44 KiB
+static const uint64_t kShiftStripe = 0x82f89c77u;                 // x^(8*4096-33) mod P
+
+SK_FOLD_TARGET static uint32_t ShiftByStripe(uint32_t state) {
+  const __m128i prod = _mm_clmulepi64_si128(_mm_cvtsi32_si128(static_cast<int>(state)),
+                                            _mm_cvtsi64_si128(static_cast<long long>(kShiftStripe)), 0x00);
+  return static_cast<uint32_t>(_mm_crc32_u64(0, static_cast<uint64_t>(_mm_cvtsi128_si64(prod))));
+}
+
+SK_FOLD_TARGET static uint32_t FoldHybridBlock(uint32_t state, const unsigned char* p) {
+  const unsigned char* s0 = p + kHybridIters * 256;
+  const unsigned char* s1 = s0 + kStripe;
+  const unsigned char* s2 = s1 + kStripe;
+  uint64_t c0 = 0, c1 = 0, c2 = 0;
+  __m512i x0 = LoadWithState(p, state);
+  __m512i x1 = _mm512_loadu_si512(p + 64);
+  __m512i x2 = _mm512_loadu_si512(p + 128);
+  __m512i x3 = _mm512_loadu_si512(p + 192);
+  const __m512i k256 = LaneConstants(kFold256BytesHigh, kFold256BytesLow);
+  for (size_t i = 0;;) {
+    for (size_t w = 0; w < 32; w += 8) {
+      uint64_t w0, w1, w2;
+      std::memcpy(&w0, s0 + w, 8);
+      std::memcpy(&w1, s1 + w, 8);
+      std::memcpy(&w2, s2 + w, 8);
+      c0 = _mm_crc32_u64(c0, w0);
+      c1 = _mm_crc32_u64(c1, w1);
+      c2 = _mm_crc32_u64(c2, w2);
+    }
+    s0 += 32;
+    s1 += 32;
+    s2 += 32;
+    if (++i == kHybridIters) break;
+    p += 256;
+    x0 = Fold512(x0, k256, _mm512_loadu_si512(p));
+    x1 = Fold512(x1, k256, _mm512_loadu_si512(p + 64));
+    x2 = Fold512(x2, k256, _mm512_loadu_si512(p + 128));
+    x3 = Fold512(x3, k256, _mm512_loadu_si512(p + 192));
+  }
+  const __m512i k64 = LaneConstants(kFold64BytesHigh, kFold64BytesLow);
+  x1 = Fold512(x0, k64, x1);
+  x2 = Fold512(x1, k64, x2);
+  x3 = Fold512(x2, k64, x3);
+  // Raw CRCs are linear: state(A || B) = state(A) * x^(8|B|) ^ state_from_zero(B).
+  uint32_t c = Reduce512(x3);
+  c = ShiftByStripe(c) ^ static_cast<uint32_t>(c0);
+  c = ShiftByStripe(c) ^ static_cast<uint32_t>(c1);
+  return ShiftByStripe(c) ^ static_cast<uint32_t>(c2);
+}
+
+SK_FOLD_TARGET static uint32_t ExtendFoldingImpl(uint32_t crc, const unsigned char* p, size_t n) {
+  uint32_t state = crc ^ 0xffffffffu;
+  while (n >= kHybridBlock) {
+    state = FoldHybridBlock(state, p);
+    p += kHybridBlock;
+    n -= kHybridBlock;
+  }
+  if (n >= 256) {
+    size_t used;
+    state = FoldVector(state, p, n, &used);
+    p += used;
+    n -= used;
+  }
+  return ExtendOneStream(state ^ 0xffffffffu, p, n);
+}
+
+#undef SK_FOLD_TARGET
+
+bool FoldingAvailable() {
+  static const bool has = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+                          __builtin_cpu_supports("vpclmulqdq") && __builtin_cpu_supports("pclmul") &&
+                          __builtin_cpu_supports("sse4.2");
+  return has;
+}
+
+uint32_t ExtendFolding(uint32_t crc, const char* data, size_t n) {
+  return ExtendFoldingImpl(crc, reinterpret_cast<const unsigned char*>(data), n);
+}
 #elif defined(SK_CRC_ARM)
 __attribute__((target("+crc"))) uint32_t ExtendHardware(uint32_t crc, const char* data, size_t n) {
   const unsigned char* p = reinterpret_cast<const unsigned char*>(data);
@@ -136,7 +312,19 @@ uint32_t ExtendHardware(uint32_t crc, const char* data, size_t n) { return Exten
 bool HardwareAvailable() { return false; }
 #endif
 
+#if !defined(SK_CRC_X86)
+bool FoldingAvailable() { return false; }
+uint32_t ExtendFolding(uint32_t crc, const char* data, size_t n) { return ExtendSoftware(crc, data, n); }
+#endif
+
+const char* Implementation() {
+  if (FoldingAvailable()) return "vpclmulqdq-avx512";
+  if (HardwareAvailable()) return "crc32-instruction";
+  return "table";
+}
+
 uint32_t Extend(uint32_t crc, const char* data, size_t n) {
+  if (FoldingAvailable()) return ExtendFolding(crc, data, n);
   return HardwareAvailable() ? ExtendHardware(crc, data, n) : ExtendSoftware(crc, data, n);
 }
 

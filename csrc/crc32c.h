@@ -1,6 +1,7 @@
 // CRC-32C (Castagnoli) as used by TensorFlow checkpoints and LevelDB tables.
-// Value()/Extend() pick the SSE4.2 or ARMv8 CRC instruction at run time when
-// the CPU has it and fall back to a table otherwise.
+// Value()/Extend() pick at run time the fastest the CPU has: carry-less
+// multiply folding on 512-bit registers (x86-64 with AVX-512 VPCLMULQDQ), the
+// SSE4.2 or ARMv8 CRC instruction, or a table.
 #pragma once
 
 #include <cstddef>
@@ -17,6 +18,9 @@ inline uint32_t Value(const char* data, size_t n) { return Extend(0, data, n); }
 uint32_t ExtendSoftware(uint32_t crc, const char* data, size_t n);
 uint32_t ExtendHardware(uint32_t crc, const char* data, size_t n);  // requires HardwareAvailable()
 bool HardwareAvailable();
+uint32_t ExtendFolding(uint32_t crc, const char* data, size_t n);  // requires FoldingAvailable()
+bool FoldingAvailable();
+const char* Implementation();  // the one Extend() uses, for reports
 
 // crc32c(a || b) from crc32c(a), crc32c(b) and len(b): lets chunks of a large
 // buffer be checksummed on different threads.

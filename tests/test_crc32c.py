@@ -17,6 +17,8 @@ VECTORS = [
 IMPLS = [_core.crc32c, _core.crc32c_software]
 if _core.crc32c_hardware_available():
     IMPLS.append(_core.crc32c_hardware)
+if _core.crc32c_folding_available():
+    IMPLS.append(_core.crc32c_folding)
 
 
 @pytest.mark.parametrize("impl", IMPLS, ids=lambda f: f.__name__)
@@ -40,6 +42,42 @@ def test_hardware_equals_software_on_random_data_of_every_alignment():
         for length in [0, 1, 7, 8, 9, 31, 32, 33, 255, 4096, 65_537]:
             piece = buf[start:start + length]
             assert _core.crc32c_hardware(piece) == _core.crc32c_software(piece)
+
+
+@pytest.mark.skipif(not _core.crc32c_folding_available(), reason="no AVX-512 VPCLMULQDQ")
+def test_folding_equals_software_across_every_fold_boundary_and_alignment():
+    # Lengths around the 256-byte main loop, the 64-byte fold, the tail and the
+    # 44 KiB hybrid block (vector folds beside three crc32 stripes), from every
+    # start offset within a cache line, with and without a running CRC.
+    rng = np.random.default_rng(3)
+    buf = rng.integers(0, 256, 300_000, dtype=np.uint8).tobytes()
+    lengths = [0, 1, 15, 16, 63, 64, 65, 255, 256, 257, 319, 320, 321, 511, 512, 513, 767, 768, 1000,
+               4096, 45_055, 45_056, 45_057, 65_537, 90_112 + 300, 262_144, 262_144 + 63]
+    for start in range(0, 65):
+        for length in lengths:
+            piece = buf[start:start + length]
+            for init in (0, 0xE3069283):
+                expected = _core.crc32c_software(piece, init)
+                assert _core.crc32c_folding(piece, init) == expected, (start, length)
+
+
+@pytest.mark.skipif(not _core.crc32c_folding_available(), reason="no AVX-512 VPCLMULQDQ")
+def test_folding_on_structured_data_that_cancels_in_xor():
+    # All-ones and repeated patterns make lanes equal: an XOR of two lanes that
+    # should have been multiplied first would cancel to zero and go unnoticed on
+    # random data less often than here.
+    for data in (b"\xff" * 4096, b"\x00" * 4096, bytes(range(256)) * 16, b"\x01" + bytes(4095)):
+        assert _core.crc32c_folding(data) == _core.crc32c_software(data)
+
+
+def test_extend_uses_the_fastest_implementation_the_cpu_has():
+    impl = _core.crc32c_implementation()
+    if _core.crc32c_folding_available():
+        assert impl == "vpclmulqdq-avx512"
+    elif _core.crc32c_hardware_available():
+        assert impl == "crc32-instruction"
+    else:
+        assert impl == "table"
 
 
 def test_extend_equals_crc_of_concatenation():
