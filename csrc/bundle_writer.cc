@@ -27,6 +27,8 @@ const uint64_t kChunkSize = 8ull << 20;
 // String elements are gathered, written and checksummed in runs of this many
 // bytes per task.
 const uint64_t kStringChunkSize = 1ull << 20;
+// Durable saves start the disk writing every this many bytes.
+const uint64_t kWritebackBytes = 16ull << 20;
 // Bytes handed to one pwritev call.
 const uint64_t kWriteBatch = 64ull << 20;
 // The writer checksums what it writes itself in pieces that fit in a core's
@@ -417,10 +419,22 @@ Status BundleWriter::WriteNumeric(const WritableFile* file, std::vector<NumericC
                                   std::atomic<bool>* claimed) const {
   std::vector<struct iovec> iov;
   uint64_t start = 0, batch = 0;  // the run gathered in iov: file offset, bytes
+  // A durable save waits for the disk at the end; starting the writeback of
+  // each kWritebackBytes already written lets the disk work while the rest is
+  // still being checksummed and copied into the page cache.
+  uint64_t writeback_from = 0, writeback_to = 0;
   auto flush = [&]() -> Status {
     if (iov.empty()) return Status::OK();
     Status s = file->PWriteV(start, iov.data(), static_cast<int>(iov.size()));
     iov.clear();
+    if (options_.durable && s.ok()) {
+      if (start != writeback_to) writeback_from = start;  // a gap: strings were written there already
+      writeback_to = start + batch;
+      if (writeback_to - writeback_from >= kWritebackBytes) {
+        file->StartWriteback(writeback_from, writeback_to - writeback_from);
+        writeback_from = writeback_to;
+      }
+    }
     batch = 0;
     return s;
   };

@@ -187,6 +187,15 @@ Status WritableFile::Sync() const {
   return Status::OK();
 }
 
+void WritableFile::StartWriteback(uint64_t offset, uint64_t n) const {
+#if defined(__linux__)
+  (void)::sync_file_range(fd_, static_cast<off_t>(offset), static_cast<off_t>(n), SYNC_FILE_RANGE_WRITE);
+#else
+  (void)offset;
+  (void)n;
+#endif
+}
+
 Status WritableFile::Close() {
   if (fd_ < 0) return Status::OK();
   int r = ::close(fd_);

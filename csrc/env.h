@@ -51,6 +51,9 @@ class WritableFile {
   Status PWriteV(uint64_t offset, struct iovec* iov, int count) const;
   Status Reserve(uint64_t total_size) const;               // preallocate; early ENOSPC
   Status Sync() const;                                     // fdatasync
+  // Starts writing [offset, offset + n) back to the disk without waiting
+  // (sync_file_range; advice: errors surface at Sync).
+  void StartWriteback(uint64_t offset, uint64_t n) const;
   Status Close();
   uint64_t position() const { return pos_; }
   const std::string& path() const { return path_; }

@@ -288,3 +288,23 @@ def test_restore_names_are_handed_to_the_engine_as_bytes_only_when_valid_utf8():
         io_ops._strings(split, "tensor_names")
     mixed = np.array([b"a", "b"], dtype=object)
     assert io_ops._keys(mixed, "tensor_names") == io_ops._strings(mixed, "tensor_names") == ["a", "b"]
+
+
+def test_save_v2_is_durable_only_under_a_durable_writes_block_for_its_prefix(graph, tmp_path, monkeypatch):
+    seen = []
+    real = bundle.write_bundle
+    monkeypatch.setattr(bundle, "write_bundle", lambda *a, **kw: (seen.append(kw["durable"]), real(*a, **kw)))
+    prefix = sk.placeholder(sk.string, [])
+    save = io_ops.save_v2(prefix, ["x"], [""], [sk.constant([1.0, 2.0])])
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    with sk.Session() as sess:
+        sess.run(save, {prefix: a})
+        with io_ops.durable_writes(a):
+            sess.run(save, {prefix: a + "_temp/part-00000-of-00001"})  # a sharded part of prefix a
+            sess.run(save, {prefix: b})  # another prefix
+            with io_ops.durable_writes(a):  # overlapping saves of one prefix
+                pass
+            sess.run(save, {prefix: a})
+        sess.run(save, {prefix: a})
+    assert seen == [False, True, False, True, False]
+    assert io_ops._durable_prefixes == {}

@@ -1,6 +1,7 @@
 /* LD_PRELOAD shim that logs the calls that decide durability and atomicity, in order, to the file
  * named by $SAVERKIT_IO_TRACE: one line per call, "<call> <path>[ -> <path>]". fsync/fdatasync
- * log the path of their descriptor (from /proc/self/fd); renames log both paths. Used by
+ * (and sync_file_range, which only starts writeback) log the path of their descriptor (from
+ * /proc/self/fd); renames log both paths. Used by
  * tests/test_durable_saves.py to prove the order of fsyncs and renames of a durable save. */
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -46,6 +47,14 @@ int fdatasync(int fd) {
   fd_path(fd, p, sizeof p);
   log_line("fdatasync", p, NULL);
   return ((int (*)(int))dlsym(RTLD_NEXT, "fdatasync"))(fd);
+}
+
+int sync_file_range(int fd, off64_t offset, off64_t nbytes, unsigned int flags) {
+  char p[4096];
+  fd_path(fd, p, sizeof p);
+  log_line("sync_file_range", p, NULL);
+  return ((int (*)(int, off64_t, off64_t, unsigned int))dlsym(RTLD_NEXT, "sync_file_range"))(fd, offset, nbytes,
+                                                                                             flags);
 }
 
 int rename(const char* from, const char* to) {

@@ -1068,9 +1068,9 @@ class Saver:
             ):
                 raise ValueError(f"Parent directory of {save_path} doesn't exist, can't save.")
             try:
-                result = sess.run(
-                    self.saver_def.save_tensor_name, {self.saver_def.filename_tensor_name: checkpoint_file}
-                )
+                feed = {self.saver_def.filename_tensor_name: checkpoint_file}
+                with io_ops.durable_writes(checkpoint_file) if durable else contextlib.nullcontext():
+                    result = sess.run(self.saver_def.save_tensor_name, feed)
             except errors.OpError as exc:
                 if self._sharded:  # the parts of a failed sharded save (the bundle writer removed its temps)
                     shutil.rmtree(checkpoint_file + "_temp", ignore_errors=True)
