@@ -86,6 +86,25 @@ __attribute__((target("sse4.2"))) uint32_t ExtendOneStream(uint32_t crc, const u
   return static_cast<uint32_t>(c) ^ 0xffffffffu;
 }
 
+// n bytes (a multiple of 8) of three stripes, each on its own crc32 chain.
+__attribute__((target("sse4.2"))) static inline void ThreeStreams(uint64_t* c0, uint64_t* c1, uint64_t* c2,
+                                                                  const unsigned char* p0, const unsigned char* p1,
+                                                                  const unsigned char* p2, size_t n) {
+  uint64_t a = *c0, b = *c1, c = *c2;
+  for (size_t i = 0; i < n; i += 8) {
+    uint64_t w0, w1, w2;
+    std::memcpy(&w0, p0 + i, 8);
+    std::memcpy(&w1, p1 + i, 8);
+    std::memcpy(&w2, p2 + i, 8);
+    a = _mm_crc32_u64(a, w0);
+    b = _mm_crc32_u64(b, w1);
+    c = _mm_crc32_u64(c, w2);
+  }
+  *c0 = a;
+  *c1 = b;
+  *c2 = c;
+}
+
 __attribute__((target("sse4.2"))) uint32_t ExtendHardware(uint32_t crc, const char* data, size_t n) {
   const unsigned char* p = reinterpret_cast<const unsigned char*>(data);
   if (n < 8192) return ExtendOneStream(crc, p, n);
@@ -93,15 +112,7 @@ __attribute__((target("sse4.2"))) uint32_t ExtendHardware(uint32_t crc, const ch
   const unsigned char* p1 = p + stripe;
   const unsigned char* p2 = p + 2 * stripe;
   uint64_t c0 = crc ^ 0xffffffffu, c1 = 0xffffffffu, c2 = 0xffffffffu;
-  for (size_t i = 0; i < stripe; i += 8) {
-    uint64_t w0, w1, w2;
-    std::memcpy(&w0, p + i, 8);
-    std::memcpy(&w1, p1 + i, 8);
-    std::memcpy(&w2, p2 + i, 8);
-    c0 = _mm_crc32_u64(c0, w0);
-    c1 = _mm_crc32_u64(c1, w1);
-    c2 = _mm_crc32_u64(c2, w2);
-  }
+  ThreeStreams(&c0, &c1, &c2, p, p1, p2, stripe);
   uint32_t v0 = static_cast<uint32_t>(c0) ^ 0xffffffffu;
   uint32_t v1 = static_cast<uint32_t>(c1) ^ 0xffffffffu;
   // The third stream also takes the bytes after the last full stripe.
@@ -230,15 +241,7 @@ SK_FOLD_TARGET static uint32_t FoldHybridBlock(uint32_t state, const unsigned ch
   __m512i x3 = _mm512_loadu_si512(p + 192);
   const __m512i k256 = LaneConstants(kFold256BytesHigh, kFold256BytesLow);
   for (size_t i = 0;;) {
-    for (size_t w = 0; w < 32; w += 8) {
-      uint64_t w0, w1, w2;
-      std::memcpy(&w0, s0 + w, 8);
-      std::memcpy(&w1, s1 + w, 8);
-      std::memcpy(&w2, s2 + w, 8);
-      c0 = _mm_crc32_u64(c0, w0);
-      c1 = _mm_crc32_u64(c1, w1);
-      c2 = _mm_crc32_u64(c2, w2);
-    }
+    ThreeStreams(&c0, &c1, &c2, s0, s1, s2, 32);
     s0 += 32;
     s1 += 32;
     s2 += 32;
