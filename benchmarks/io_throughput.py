@@ -181,10 +181,8 @@ def machine_info(scratch: str) -> dict:
 def _crc_implementation() -> str:
     # Which CRC32C code the engine picked on this CPU: it decides how close a
     # verified restore can come to the bare preadv bound.
-    try:
-        from saverkit import _core
-    except ImportError:
-        return "?"
+    from saverkit import _core
+
     return _core.crc32c_implementation()
 
 

@@ -2,7 +2,7 @@
  * named by $SAVERKIT_IO_TRACE: one line per call, "<call> <path>[ -> <path>]". fsync/fdatasync
  * (and sync_file_range, which only starts writeback) log the path of their descriptor (from
  * /proc/self/fd); renames log both paths. Used by
- * tests/test_durable_saves.py to prove the order of fsyncs and renames of a durable save. */
+ * tests/test_saver_reliability.py to prove the order of fsyncs and renames of a durable save. */
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <fcntl.h>
