@@ -38,6 +38,7 @@ from saverkit.protobuf.saver_pb2 import SaverDef
 __all__ = [
     "CheckpointState",
     "checkpoint_exists",
+    "delete_managed_checkpoint",
     "find_latest_checkpoint",
     "generate_checkpoint_state_proto",
     "get_checkpoint_mtimes",
@@ -438,6 +439,50 @@ def remove_checkpoint(checkpoint_prefix: PathLike, checkpoint_format_version: in
                             "process/thread is also deleting/moving the same file", path)
         except OSError as e:
             raise _op_error(e, f"Failed to delete {path}") from e
+
+
+def delete_managed_checkpoint(checkpoint_prefix: PathLike, directory: PathLike,
+                              meta_graph_suffix: str | None = "meta") -> bool:
+    """Retention's one deletion routine (``Saver`` and ``CheckpointManager``): deletes the ``.index``,
+    ``.data-NNNNN-of-NNNNN`` and ``.meta`` (unless ``meta_graph_suffix`` is None) files of
+    ``checkpoint_prefix``, taken literally (never as a glob),
+    and only when it is a checkpoint inside ``directory``: its index a regular file there.
+
+    TF's retention deletes whatever a state-file entry names, globs and paths outside the directory
+    included; a state file edited by hand, or copied from another run, then deletes other people's data.
+    Anything else is left alone with a ``UserWarning`` naming the entry and why. Returns whether it deleted.
+    """
+    prefix = _path(checkpoint_prefix)
+    reason = _why_not_managed(prefix, _path(directory))
+    if reason:
+        warnings.warn(f"Not deleting {prefix!r} beyond max_to_keep: {reason}", UserWarning, stacklevel=3)
+        return False
+    doomed = [prefix + ".index", *(path for path, _, _ in _data_files(prefix))]
+    meta = meta_graph_filename(prefix, meta_graph_suffix) if meta_graph_suffix is not None else None
+    if meta and os.path.isfile(meta) and not os.path.islink(meta):
+        doomed.append(meta)
+    for path in doomed:
+        try:
+            os.remove(path)
+        except FileNotFoundError:
+            _logger.warning("Hit NotFoundError when deleting '%s', possibly because another "
+                            "process/thread is also deleting/moving the same file", path)
+        except OSError as e:
+            raise _op_error(e, f"Failed to delete {path}") from e
+    return True
+
+
+def _why_not_managed(prefix: str, directory: str) -> str | None:
+    """Why ``prefix`` is not a checkpoint that retention in ``directory`` may delete (None: it is)."""
+    parent = os.path.dirname(os.path.abspath(prefix))
+    if os.path.realpath(parent) != os.path.realpath(directory or "."):
+        return f"it is not in the checkpoint directory {directory!r}"
+    index = prefix + ".index"
+    if os.path.islink(index) or any(os.path.islink(path) for path, _, _ in _data_files(prefix)):
+        return "its files are symbolic links"
+    if not os.path.isfile(index):
+        return "it is not a checkpoint (no index file)"
+    return None
 
 
 def meta_graph_filename(checkpoint_filename: PathLike, meta_graph_suffix: str = "meta") -> str:

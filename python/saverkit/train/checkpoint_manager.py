@@ -8,7 +8,6 @@ this one can take turns on the same directory.
 from __future__ import annotations
 
 import collections
-import glob
 import logging
 import os
 import time
@@ -26,15 +25,6 @@ if TYPE_CHECKING:
 __all__ = ["CheckpointManager"]
 
 _log = logging.getLogger(__name__)
-
-
-def _delete_checkpoint_files(prefix: str) -> None:
-    """Remove a checkpoint's index and data files (TF: `.index` and `.data-?????-of-?????`)."""
-    for path in [prefix + ".index"] + glob.glob(glob.escape(prefix) + ".data-?????-of-?????"):
-        try:
-            os.remove(path)
-        except FileNotFoundError:
-            pass
 
 
 def _evaluate(value, session) -> int:
@@ -158,7 +148,8 @@ class CheckpointManager:
             ):
                 self._last_preserved_timestamp = timestamp
                 continue
-            _delete_checkpoint_files(filename)
+            # TF's manager deletes no `.meta` (a Checkpoint writes none).
+            checkpoint_management.delete_managed_checkpoint(filename, self._directory, meta_graph_suffix=None)
 
     def _record_state(self) -> None:
         filenames, timestamps = zip(*self._maybe_delete.items(), strict=True)

@@ -987,7 +987,9 @@ class Saver:
             self._checkpoints_to_be_deleted.append(self._last_checkpoints.pop(0))
 
     def _MaybeDeleteOldCheckpoints(self, meta_graph_suffix: str = "meta") -> None:  # noqa: N802
-        self._delete_checkpoints(self._checkpoints_to_delete(), meta_graph_suffix)
+        # TF's hook has no directory argument: the newest checkpoint's directory is the one we manage.
+        directory = os.path.dirname(self._last_checkpoints[-1][0]) if self._last_checkpoints else "."
+        self._delete_checkpoints(self._checkpoints_to_delete(), meta_graph_suffix, directory)
 
     def _checkpoints_to_delete(self) -> list[str]:
         """Takes the checkpoints that left the max_to_keep window; returns those not kept by age."""
@@ -1001,10 +1003,10 @@ class Saver:
             doomed.append(path)
         return doomed
 
-    def _delete_checkpoints(self, paths: list[str], meta_graph_suffix: str) -> None:
+    def _delete_checkpoints(self, paths: list[str], meta_graph_suffix: str, directory: str) -> None:
         for path in paths:
             try:
-                checkpoint_management.remove_checkpoint(path, self.saver_def.version, meta_graph_suffix)
+                checkpoint_management.delete_managed_checkpoint(path, directory, meta_graph_suffix)
             except Exception as e:  # noqa: BLE001 - TF ignores failed deletions (logged) and carries on
                 _logger.warning(f"Ignoring: {e}")
 
@@ -1107,7 +1109,8 @@ class Saver:
                                [p for p, _ in recorded[0]])
             raise
         if model_checkpoint_path is not None and write_state:
-            self._delete_checkpoints(doomed, meta_graph_suffix)  # after the state file stops naming them
+            # after the state file stops naming them
+            self._delete_checkpoints(doomed, meta_graph_suffix, save_path_parent or ".")
         if model_checkpoint_path is not None:  # what a killed earlier save left behind
             stale_files.remove_stale_temp_files(checkpoint_file, latest_filename)
         return model_checkpoint_path
@@ -1286,8 +1289,9 @@ def _remove_unrecorded(checkpoint_file: str, meta_graph_suffix: str, save_dir: s
             named |= {state.model_checkpoint_path, *state.all_model_checkpoint_paths}
     if os.path.abspath(checkpoint_file) in {os.path.abspath(p) for p in named}:
         return
-    with contextlib.suppress(errors.OpError):  # the caller re-raises the error that matters
-        checkpoint_management.remove_checkpoint(checkpoint_file, SaverDef.V2, meta_graph_suffix)
+    with contextlib.suppress(errors.OpError, UserWarning):  # the caller re-raises the error that matters
+        checkpoint_management.delete_managed_checkpoint(
+            checkpoint_file, os.path.dirname(checkpoint_file) or ".", meta_graph_suffix)
 
 
 def _fsync_checkpoint(prefix: str) -> None:
