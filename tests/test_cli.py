@@ -364,6 +364,16 @@ def test_convert_refuses_to_overwrite_without_force(capsys, tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["ckpt.data-00000-of-00001", "ckpt.index", "m.npz"]
 
 
+@pytest.mark.parametrize("fmt", ["", ".npz"])
+def test_convert_into_an_existing_directory_is_refused_before_writing(capsys, tmp_path, fmt):
+    out = tmp_path / f"out{fmt}"
+    out.mkdir()
+    code, stdout, err = call(capsys, "convert", DTYPES_PREFIX, out, "--force")
+    assert code == 2 and stdout == ""
+    assert f"{out}: is an existing directory" in err and str(out / "model") in err
+    assert sorted(os.listdir(tmp_path)) == [out.name] and os.listdir(out) == []
+
+
 def test_failed_npz_write_leaves_no_partial_file(capsys, tmp_path, monkeypatch):
     def boom(*args, **kwargs):
         raise OSError(28, "No space left on device")

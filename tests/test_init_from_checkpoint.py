@@ -197,7 +197,7 @@ def test_missing_checkpoint_is_not_found(graph, tmp_path):
     var("w", ())
     with pytest.raises(errors.NotFoundError):
         init_from_checkpoint(str(tmp_path / "absent"), {"w": "w"})
-    with pytest.raises(errors.NotFoundError, match="no checkpoint found in directory"):
+    with pytest.raises(errors.NotFoundError, match="Couldn.t find a checkpoint in directory"):
         init_from_checkpoint(str(tmp_path), {"w": "w"})
 
 

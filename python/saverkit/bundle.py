@@ -12,14 +12,12 @@ they round-trip.
 from __future__ import annotations
 
 import os
-import re
-import warnings
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from saverkit import _core, _gc, errors
+from saverkit import _core, _gc, checkpoint_paths, errors
 from saverkit import dtypes as _dtypes
 from saverkit.dtypes import DType
 
@@ -27,8 +25,6 @@ __all__ = [
     "BundleReader", "get_io_threads", "merge_bundles", "read_tensors", "resolve_prefix", "set_io_threads",
     "write_bundle",
 ]
-
-_DATA_SUFFIX = re.compile(r"\.data-\d{5,}-of-\d{5,}$")
 
 
 def _as_key(name: str | bytes) -> bytes:
@@ -236,72 +232,8 @@ def get_io_threads() -> int:
 
 # --- locating checkpoints -----------------------------------------------------
 
-def _state_file_prefix(directory: str, latest_filename: str = "checkpoint") -> str | None:
-    from google.protobuf import text_format
-
-    from saverkit.protobuf import checkpoint_state_pb2
-
-    path = os.path.join(directory, latest_filename)
-    if not os.path.isfile(path):
-        return None
-    with open(path, encoding="utf-8") as f:
-        text = f.read()
-    state = checkpoint_state_pb2.CheckpointState()
-    try:
-        text_format.Parse(text, state)
-    except text_format.ParseError as e:
-        raise errors.DataLossError(None, None, f"Cannot parse checkpoint state file {path}: {e}") from None
-    if not state.model_checkpoint_path:
-        return None
-    prefix = state.model_checkpoint_path
-    if not os.path.isabs(prefix):
-        return os.path.join(directory, prefix)
-    if not os.path.exists(prefix + ".index"):
-        # The directory was moved since the state file was written.
-        moved = os.path.join(directory, os.path.basename(prefix))
-        if os.path.exists(moved + ".index"):
-            warnings.warn(
-                f"{path} names {prefix}, which does not exist; using {moved} found beside the state file",
-                stacklevel=3)
-            return moved
-    return prefix
-
-
-def _describe_neighbours(path: str) -> str:
-    directory = os.path.dirname(path) or "."
-    try:
-        found = sorted(f for f in os.listdir(directory) if f.endswith(".index"))
-    except OSError:
-        return f"directory {directory} does not exist"
-    if not found:
-        return f"no checkpoint (.index file) in {directory}"
-    shown = ", ".join(f[: -len(".index")] for f in found[:8])
-    return f"checkpoints found in {directory}: {shown}{', ...' if len(found) > 8 else ''}"
-
-
-def resolve_prefix(path: str | os.PathLike) -> str:
-    """Turn a prefix, a checkpoint directory, or one of a checkpoint's own files into its prefix."""
-    path = os.fspath(path)
-    if os.path.isdir(path):
-        prefix = _state_file_prefix(path)
-        if prefix is None:
-            raise errors.NotFoundError(
-                None, None,
-                f"Couldn't find a 'checkpoint' state file (or a checkpoint named in it) in directory "
-                f"{path}; pass a checkpoint prefix instead ({_describe_neighbours(os.path.join(path, 'x'))})")
-        return prefix
-    for suffix in (".index", ".meta"):
-        if path.endswith(suffix):
-            return path[: -len(suffix)]
-    m = _DATA_SUFFIX.search(path)
-    if m:
-        return path[: m.start()]
-    if not os.path.exists(path + ".index"):
-        what = "a file that is not part of a checkpoint" if os.path.isfile(path) else "nothing"
-        raise errors.NotFoundError(
-            None, None, f"Failed to find a checkpoint at {path}: looked for {path}.index and found {what}; "
-            f"{_describe_neighbours(path)}")
-    return path
+# One resolver for every entry point (saverkit.checkpoint_paths); re-exported under its old name here.
+resolve_prefix = checkpoint_paths.resolve_prefix
 
 
 # --- reading ------------------------------------------------------------------

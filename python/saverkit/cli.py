@@ -31,7 +31,6 @@ import difflib
 import json
 import logging
 import os
-import re
 import shutil
 import sys
 import time
@@ -43,12 +42,11 @@ from typing import IO
 
 import numpy as np
 
+from saverkit import checkpoint_paths, errors
 from saverkit import dtypes as _dtypes
-from saverkit import errors
 from saverkit.train import checkpoint_management as _cm
 
 NPZ_DTYPES_KEY = "__saverkit_dtypes__"
-_DATA_FILE_RE = re.compile(r"\.data-\d{5}-of-\d{5}\Z")
 _PROGRESS_DELAY = 0.5  # seconds before a progress line appears: quick runs stay quiet
 # safetensors dtype code -> TF dtype name, for the types its numpy loader reads back (not float8, in 0.8).
 _SAFETENSORS_DTYPES = {"BOOL": "bool", "I8": "int8", "U8": "uint8", "I16": "int16", "U16": "uint16",
@@ -251,35 +249,20 @@ def _import_safetensors():
 
 
 def resolve_checkpoint(path: str) -> str:
-    """The checkpoint prefix meant by ``path``: a prefix, a directory or one of the checkpoint's files."""
-    if os.path.isdir(path):
-        try:
-            state = _cm.get_checkpoint_state(path)
-        except ValueError:  # parses, but names no checkpoint
-            state = None
-        if state is not None and _cm.checkpoint_exists(state.model_checkpoint_path):
-            return state.model_checkpoint_path
-        found = _cm.find_latest_checkpoint(path)
-        if found is None:
-            raise CliError(f"{path}: directory holds no checkpoint (no usable 'checkpoint' state file "
-                           "and no complete <prefix>.index + .data-* files)")
-        if state is not None:
-            why = f"its 'checkpoint' state file names {state.model_checkpoint_path}, which does not exist"
-        elif os.path.exists(os.path.join(path, "checkpoint")):
-            why = "its 'checkpoint' state file is unusable"
-        else:
-            why = "no 'checkpoint' state file"
-        _warn(f"{path}: {why}; using the newest complete checkpoint {found}")
-        return found
-    for suffix in (".index", ".meta"):
-        if path.endswith(suffix) and os.path.isfile(path):
-            return path[: -len(suffix)]
-    m = _DATA_FILE_RE.search(path)
-    if m and os.path.isfile(path):
-        return path[: m.start()]
-    if os.path.isfile(path + ".index"):
-        return path
-    raise CliError(_not_found_message(path))
+    """The checkpoint prefix meant by ``path`` (saverkit.checkpoint_paths.resolve_prefix); a directory whose
+    state file is missing or stale falls back, with a warning, to its newest complete checkpoint."""
+    try:
+        return checkpoint_paths.resolve_prefix(path)
+    except errors.NotFoundError:
+        if not os.path.isdir(path):
+            raise CliError(_not_found_message(path)) from None
+    _, why = checkpoint_paths.checkpoint_in_directory(path)
+    found = _cm.find_latest_checkpoint(path)
+    if found is None:
+        raise CliError(f"{path}: directory holds no checkpoint (no usable 'checkpoint' state file "
+                       "and no complete <prefix>.index + .data-* files)")
+    _warn(f"{path}: {why}; using the newest complete checkpoint {found}")
+    return found
 
 
 def _not_found_message(path: str) -> str:
@@ -612,6 +595,11 @@ def cmd_convert(args: argparse.Namespace) -> int:
     fmt = _output_format(args.dst)
     if fmt == "safetensors":
         _import_safetensors()  # fail before reading anything
+    if os.path.isdir(args.dst):
+        # A checkpoint "into" a folder would land beside it as DST.index, where nobody looks for it.
+        example = os.path.join(args.dst, "model" if fmt == "tf" else f"model.{fmt}")
+        raise CliError(f"{args.dst}: is an existing directory; give the output's file name or checkpoint "
+                       f"prefix inside it, such as {example}")
     if _output_exists(args.dst, fmt) and not args.force:
         raise CliError(f"{args.dst}: already exists (pass --force to overwrite)")
     with open_source(args.src) as src:

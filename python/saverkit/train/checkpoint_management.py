@@ -29,9 +29,7 @@ import uuid
 import warnings
 from collections.abc import Sequence
 
-from google.protobuf import text_format
-
-from saverkit import errors
+from saverkit import checkpoint_paths, errors
 from saverkit.protobuf.checkpoint_state_pb2 import CheckpointState
 from saverkit.protobuf.saver_pb2 import SaverDef
 
@@ -56,7 +54,7 @@ _logger = logging.getLogger(__name__)
 
 # Last 8 bytes of every complete .index file (the SSTable magic, spec §3.7).
 _TABLE_MAGIC = bytes.fromhex("57fb808b247547db")
-_DATA_FILE_RE = re.compile(r"\.data-(\d{5})-of-(\d{5})\Z")
+_DATA_FILE_RE = checkpoint_paths.DATA_FILE_RE
 _STEP_RE = re.compile(r"-(\d+)\Z")
 _GLOB_MAGIC_RE = re.compile(r"[*?[]")
 
@@ -245,48 +243,14 @@ def get_checkpoint_state(checkpoint_dir: PathLike, latest_filename: PathLike | N
                          ) -> CheckpointState | None:
     """Reads the state file; relative paths come back joined onto ``checkpoint_dir``.
 
-    Returns None when the file does not exist, cannot be read or does not parse (logged, like TF). Raises
+    Returns None when the file does not exist, cannot be read or does not parse (logged, like TF), or
+    is not a regular file of at most ``checkpoint_paths.STATE_FILE_LIMIT`` bytes. Raises
     ``ValueError`` when it parses but names no ``model_checkpoint_path``. An absolute entry whose
     checkpoint no longer exists, while one with the same basename exists in ``checkpoint_dir``, is
     replaced by that one with a ``UserWarning`` (the directory was moved after saving).
     """
-    checkpoint_dir = _path(checkpoint_dir)
-    filename = _state_filename(checkpoint_dir, latest_filename)
-    if not os.path.exists(filename):
-        return None
-    try:
-        with open(filename, "rb") as f:
-            content = f.read().decode("utf-8")
-        ckpt = CheckpointState()
-        text_format.Merge(content, ckpt)
-    except (OSError, UnicodeDecodeError, text_format.ParseError) as e:
-        _logger.warning("%s: %s", type(e).__name__, e)
-        _logger.warning("%s: Checkpoint ignored", filename)
-        return None
-    if not ckpt.model_checkpoint_path:
-        raise ValueError("Invalid checkpoint state loaded from " + checkpoint_dir)
-
-    moved = []
-
-    def resolve(p: str) -> str:
-        if not os.path.isabs(p):
-            return os.path.join(checkpoint_dir, p)
-        if _prefix_exists(p) or not os.path.basename(p):
-            return p
-        candidate = os.path.join(checkpoint_dir, os.path.basename(p))
-        if not _prefix_exists(candidate):
-            return p
-        moved.append(f"{p} -> {candidate}")
-        return candidate
-
-    ckpt.model_checkpoint_path = resolve(ckpt.model_checkpoint_path)
-    ckpt.all_model_checkpoint_paths[:] = [resolve(p) for p in ckpt.all_model_checkpoint_paths]
-    if moved:
-        warnings.warn(
-            f"{filename}: checkpoint path(s) recorded there no longer exist; using the checkpoint(s) with "
-            "the same name next to the state file (was the directory moved?): "
-            + "; ".join(dict.fromkeys(moved)), UserWarning, stacklevel=2)
-    return ckpt
+    return checkpoint_paths.read_state_file(
+        _path(checkpoint_dir), None if latest_filename is None else _path(latest_filename))
 
 
 def latest_checkpoint(checkpoint_dir: PathLike, latest_filename: PathLike | None = None) -> str | None:
@@ -394,13 +358,10 @@ def _matching_files(pattern: str) -> list[str]:
     return [p for p in _glob(pattern) if os.path.isfile(p)] if _GLOB_MAGIC_RE.search(pattern) else []
 
 
-def _prefix_exists(prefix: str) -> bool:
-    return os.path.isfile(prefix + ".index") or os.path.isfile(prefix)
-
-
 def checkpoint_exists(checkpoint_prefix: PathLike) -> bool:
     """True if a V2 (``prefix.index``) or V1 (the prefix itself) checkpoint exists; globs allowed."""
     prefix = _path(checkpoint_prefix)
+    checkpoint_paths.settle(prefix)
     return bool(_matching_files(prefix + ".index") or _matching_files(prefix))
 
 

@@ -35,18 +35,9 @@ def _var_name(var) -> str:
 
 
 def _checkpoint_prefix(ckpt_dir_or_file) -> str:
-    from saverkit import bundle, errors
-    from saverkit.train import checkpoint_management
+    from saverkit import checkpoint_paths
 
-    path = os.fspath(ckpt_dir_or_file)
-    if os.path.isdir(path):
-        latest = checkpoint_management.latest_checkpoint(path)
-        if latest is None:
-            raise errors.NotFoundError(
-                None, None, f"init_from_checkpoint: no checkpoint found in directory {path}"
-            )
-        path = latest
-    return bundle.resolve_prefix(path)
+    return checkpoint_paths.resolve_prefix(ckpt_dir_or_file)
 
 
 def _close(name: str, candidates) -> str:

@@ -1,0 +1,183 @@
+"""From what a user passes to the checkpoint prefix it means: the one resolver of saverkit.
+
+Every entry point that takes a checkpoint path (``BundleReader``/``read_tensors`` and so RestoreV2,
+``load_checkpoint``, ``Saver.restore``, ``Checkpoint.restore``, ``init_from_checkpoint``, the CLI) and
+every reader of the ``checkpoint`` state file goes through this module, so they agree on:
+
+* what a path means: a prefix ``P`` (``P.index`` exists), one of its files (``P.index``, ``P.meta``,
+  ``P.data-K-of-N``), or a directory whose state file names the checkpoint. A prefix that is also a
+  directory (``save(sess, "out/model")`` while ``out/model/`` exists) is the prefix, as TF's RestoreV2
+  takes it;
+* the state file: read as TensorFlow reads it (unreadable or unparsable: logged and ignored; parsed but
+  naming no checkpoint: ``ValueError``), except that it must be a regular file of at most
+  ``STATE_FILE_LIMIT`` bytes (TF reads a state file linked to ``/dev/zero`` until memory runs out), and an
+  absolute entry that no longer exists is looked up beside the state file (the directory was moved);
+* settling an interrupted re-save: a save that replaced an existing checkpoint and was killed mid-way
+  leaves the previous checkpoint under backup names; :func:`settle` puts it back before anyone looks.
+
+Imports nothing from the graph or train layers: the bundle layer uses it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import stat
+import warnings
+
+from saverkit import errors
+
+__all__ = [
+    "STATE_FILE_LIMIT", "checkpoint_in_directory", "prefix_exists", "read_state_file", "resolve_prefix",
+    "settle",
+]
+
+# A state file lists checkpoint paths: 16 MiB holds ~200,000 of them.
+STATE_FILE_LIMIT = 16 << 20
+
+# TF formats shard numbers with %05d: five digits, more beyond 99,999 shards.
+DATA_FILE_RE = re.compile(r"\.data-(\d{5,})-of-(\d{5,})\Z")
+_BACKUP_INDEX = ".index.skprev-"
+
+_logger = logging.getLogger("saverkit.train.checkpoint_management")
+
+
+def settle(prefix: str) -> None:
+    """Restores the checkpoint ``prefix`` if a re-save of it was killed between moving the old index
+    aside and moving the new one in (the engine's commit protocol, csrc/commit.cc). Costs one stat when
+    ``prefix.index`` exists; a backup of a writer still running is left alone."""
+    if os.path.exists(prefix + ".index"):
+        return
+    directory, base = os.path.split(prefix)
+    try:
+        names = os.listdir(directory or ".")
+    except OSError:
+        return
+    if any(n.startswith(base + _BACKUP_INDEX) for n in names):
+        from saverkit import _core  # the compiled engine: only when there is something to recover
+
+        _core.recover_bundle(prefix)
+
+
+def prefix_exists(prefix: str) -> bool:
+    """A V2 checkpoint (``prefix.index``) or a V1 checkpoint file (the prefix itself) exists."""
+    settle(prefix)
+    return os.path.isfile(prefix + ".index") or os.path.isfile(prefix)
+
+
+def _read_bounded(filename: str) -> str:
+    """The state file's text; OSError/UnicodeDecodeError/ValueError say why it cannot be used."""
+    fd = os.open(filename, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO must not block us
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ValueError(f"{filename} is not a regular file")
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            data = f.read(STATE_FILE_LIMIT + 1)
+    finally:
+        os.close(fd)
+    if len(data) > STATE_FILE_LIMIT:
+        raise ValueError(f"{filename} is larger than {STATE_FILE_LIMIT} bytes: not a checkpoint state file")
+    return data.decode("utf-8")
+
+
+def read_state_file(checkpoint_dir: str, latest_filename: str | None = None):
+    """``get_checkpoint_state``: the parsed ``CheckpointState`` with entries joined onto the directory,
+    or None (no file, or a file that cannot be used: logged, like TF)."""
+    from google.protobuf import text_format  # after the cheap checks: most callers never get here
+
+    from saverkit.protobuf.checkpoint_state_pb2 import CheckpointState
+
+    filename = os.path.join(checkpoint_dir, "checkpoint" if latest_filename is None else latest_filename)
+    if not os.path.lexists(filename):
+        return None
+    try:
+        content = _read_bounded(filename)
+        ckpt = CheckpointState()
+        text_format.Merge(content, ckpt)
+    except (OSError, UnicodeDecodeError, ValueError, text_format.ParseError) as e:
+        _logger.warning("%s: %s", type(e).__name__, e)
+        _logger.warning("%s: Checkpoint ignored", filename)
+        return None
+    if not ckpt.model_checkpoint_path:
+        raise ValueError("Invalid checkpoint state loaded from " + checkpoint_dir)
+
+    moved = []
+
+    def resolve(p: str) -> str:
+        if not os.path.isabs(p):
+            return os.path.join(checkpoint_dir, p)
+        if prefix_exists(p) or not os.path.basename(p):
+            return p
+        candidate = os.path.join(checkpoint_dir, os.path.basename(p))
+        if not prefix_exists(candidate):
+            return p
+        moved.append(f"{p} -> {candidate}")
+        return candidate
+
+    ckpt.model_checkpoint_path = resolve(ckpt.model_checkpoint_path)
+    ckpt.all_model_checkpoint_paths[:] = [resolve(p) for p in ckpt.all_model_checkpoint_paths]
+    if moved:
+        warnings.warn(
+            f"{filename}: checkpoint path(s) recorded there no longer exist; using the checkpoint(s) with "
+            "the same name next to the state file (was the directory moved?): "
+            + "; ".join(dict.fromkeys(moved)), UserWarning, stacklevel=3)
+    return ckpt
+
+
+def describe_neighbours(path: str) -> str:
+    directory = os.path.dirname(path) or "."
+    try:
+        found = sorted(f for f in os.listdir(directory) if f.endswith(".index"))
+    except OSError:
+        return f"directory {directory} does not exist"
+    if not found:
+        return f"no checkpoint (.index file) in {directory}"
+    shown = ", ".join(f[: -len(".index")] for f in found[:8])
+    return f"checkpoints found in {directory}: {shown}{', ...' if len(found) > 8 else ''}"
+
+
+def checkpoint_in_directory(directory: str) -> tuple[str | None, str]:
+    """(the prefix the directory's state file names, "") when that checkpoint exists, else (None, why)."""
+    try:
+        state = read_state_file(directory)
+    except ValueError:  # parses, but names no checkpoint
+        state = None
+    if state is not None and prefix_exists(state.model_checkpoint_path):
+        return state.model_checkpoint_path, ""
+    if state is not None:
+        return None, f"its 'checkpoint' state file names {state.model_checkpoint_path}, which does not exist"
+    if os.path.lexists(os.path.join(directory, "checkpoint")):
+        return None, "its 'checkpoint' state file is unusable"
+    return None, "no 'checkpoint' state file"
+
+
+def resolve_prefix(path: str | os.PathLike) -> str:
+    """The checkpoint prefix meant by ``path``: a prefix, one of the checkpoint's own files, or a directory
+    whose ``checkpoint`` state file names one. Raises NotFoundError saying what was looked for and found."""
+    path = os.fsdecode(os.fspath(path))
+    for suffix in (".index", ".meta"):
+        if path.endswith(suffix) and os.path.isfile(path):
+            return path[: -len(suffix)]
+    m = DATA_FILE_RE.search(path)
+    if m and os.path.isfile(path):
+        return path[: m.start()]
+    settle(path)
+    if os.path.isfile(path + ".index"):
+        return path
+    if os.path.isdir(path):
+        prefix, why = checkpoint_in_directory(path)
+        if prefix is not None:
+            return prefix
+        raise errors.NotFoundError(
+            None, None,
+            f"Couldn't find a checkpoint in directory {path}: {why}; pass a checkpoint prefix instead "
+            f"({describe_neighbours(os.path.join(path, 'x'))})")
+    for suffix in (".index", ".meta"):
+        if path.endswith(suffix):
+            raise errors.NotFoundError(None, None, f"Failed to find a checkpoint at {path}: no such file; "
+                                       f"{describe_neighbours(path)}")
+    what = "a file that is not part of a checkpoint" if os.path.isfile(path) else "nothing"
+    raise errors.NotFoundError(
+        None, None, f"Failed to find a checkpoint at {path}: looked for {path}.index and found {what}; "
+        f"{describe_neighbours(path)}")
