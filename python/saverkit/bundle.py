@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -286,6 +287,26 @@ def _describe_neighbours(path: str) -> str:
     return f"checkpoints found in {directory}: {shown}{', ...' if len(found) > 8 else ''}"
 
 
+def _index_moved_aside(prefix: str) -> bool:
+    """Whether a re-save of ``prefix`` moved its index aside (``<prefix>.index.skprev-<owner>``): the engine
+    then waits for the save in flight, or names what an interrupted one left. Checks the index again after
+    the listing, in case the save finished meanwhile."""
+    directory, base = os.path.split(prefix)
+    moved = base + ".index.skprev-"
+    for i in range(4):
+        # A save that committed during the listing may have deleted its backup before the listing got
+        # there, and the next save moved the index aside again: look again before believing neither.
+        if i:
+            time.sleep(0.001 * 2 ** (i - 1))
+        try:
+            names = os.listdir(directory or ".")
+        except OSError:
+            return False
+        if any(n.startswith(moved) for n in names) or os.path.exists(prefix + ".index"):
+            return True
+    return False
+
+
 def resolve_prefix(path: str | os.PathLike) -> str:
     """Turn a prefix, a checkpoint directory, or one of a checkpoint's own files into its prefix."""
     path = os.fspath(path)
@@ -303,7 +324,7 @@ def resolve_prefix(path: str | os.PathLike) -> str:
     m = _DATA_SUFFIX.search(path)
     if m:
         return path[: m.start()]
-    if not os.path.exists(path + ".index"):
+    if not os.path.exists(path + ".index") and not _index_moved_aside(path):
         what = "a file that is not part of a checkpoint" if os.path.isfile(path) else "nothing"
         raise errors.NotFoundError(
             None, None, f"Failed to find a checkpoint at {path}: looked for {path}.index and found {what}; "
