@@ -342,6 +342,24 @@ def test_prefixes_with_pattern_characters_touch_no_sibling(tmp_path, base):
     assert which_generation(other) == 1
 
 
+def test_a_failed_re_save_puts_the_previous_checkpoint_back(tmp_path):
+    # A merge whose second part lost its data file fails in the middle of the commit (after the old
+    # files moved aside and part 0's data took shard 0's name): the previous checkpoint comes back.
+    prefix = str(tmp_path / "model")
+    save_in_process(prefix, 1, "merge2")
+    vals = generation(2)
+    parts = [str(tmp_path / "parts" / f"part-{k}") for k in range(2)]
+    for k, part in enumerate(parts):
+        mine = sorted(vals)[k::2]
+        bundle.write_bundle(part, mine, [vals[n] for n in mine])
+    os.unlink(parts[1] + ".data-00000-of-00001")
+    with pytest.raises(errors.NotFoundError, match=re.escape(parts[1] + ".data-00000-of-00001")):
+        bundle.merge_bundles(parts, prefix)
+    assert which_generation(prefix) == 1
+    assert data_files(prefix) == ["model.data-00000-of-00002", "model.data-00001-of-00002"]
+    assert not [n for n in listing(tmp_path) if ".skprev-" in n]
+
+
 def test_merging_into_one_of_its_own_inputs(tmp_path):
     p, a = str(tmp_path / "p"), str(tmp_path / "a")
     bundle.write_bundle(p, ["x"], [np.arange(3)])
