@@ -13,6 +13,7 @@
 #include "block_builder.h"
 #include "bundle_reader.h"
 #include "bundle_writer.h"
+#include "commit.h"
 #include "crc32c.h"
 #include "dtype.h"
 #include "env.h"
@@ -22,6 +23,7 @@
 #include "table.h"
 #include "table_builder.h"
 #include "table_format.h"
+#include "temp_names.h"
 #include "tensor_slice.h"
 #include "thread_pool.h"
 
@@ -672,15 +674,28 @@ PYBIND11_MODULE(_core, m) {
         py::arg("dtypes"), py::arg("shapes"), py::arg("datas"), py::arg("num_shards") = 1, py::arg("shard_id") = 0,
         py::arg("durable") = false);
   m.def("merge_bundles", [](const std::vector<std::string>& prefixes, const std::string& dest, bool delete_old_dirs,
-                            bool allow_missing_files) {
+                            bool allow_missing_files, bool durable) {
     Status s;
     {
       py::gil_scoped_release release;
-      s = MergeBundles(prefixes, dest, delete_old_dirs, allow_missing_files);
+      s = MergeBundles(prefixes, dest, delete_old_dirs, allow_missing_files, durable);
     }
     Check(s);
   }, py::arg("checkpoint_prefixes"), py::arg("destination_prefix"), py::arg("delete_old_dirs") = true,
-        py::arg("allow_missing_files") = false);
+        py::arg("allow_missing_files") = false, py::arg("durable") = false);
+  m.def("recover_bundle", [](const std::string& prefix) {
+    Status s;
+    {
+      py::gil_scoped_release release;
+      s = RecoverBundle(prefix);
+    }
+    Check(s);
+  }, py::arg("prefix"));
+
+  // --- owner-stamped temporary names (temp_names.h) ---
+  m.def("temp_owner", &TempOwner);
+  m.def("temp_filename", &TempFilename, py::arg("path"));
+  m.def("owner_is_stale", &OwnerIsStale, py::arg("owner"), py::arg("age_seconds"));
   m.def("set_io_threads", [](int n) {
     py::gil_scoped_release release;  // may join the old pool's workers
     SetIoThreads(n);

@@ -1,9 +1,12 @@
 #include "bundle_reader.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
+#include <thread>
 
 #include "bundle_writer.h"
+#include "commit.h"
 #include "coding.h"
 #include "crc32c.h"
 #include "dtype.h"
@@ -25,6 +28,12 @@ const uint64_t kGroupPlans = 256;
 // per task.
 const uint64_t kStringRun = 1ull << 20;
 const int kFormatVersion = 1;
+// How long Open waits for a re-save of the prefix in flight (commit.h): its
+// index is away for a few renames (and directory fsyncs, when durable).
+const int kCommitWaitSeconds = 30;
+// Checkpoints with up to this many shards have every data file opened with
+// the index (a consistent snapshot); beyond, files are opened on first use.
+const int kEagerShards = 256;
 
 bool HostIsBigEndian() {
   const uint16_t one = 1;
@@ -45,12 +54,55 @@ bool SameBox(const Box& a, const Box& b) { return a.start == b.start && a.length
 }  // namespace
 
 Status BundleReader::Open(const std::string& prefix) {
+  // A re-save of the prefix (commit.h) moves its index aside for a few
+  // renames while the data files change: wait for it rather than report a
+  // missing checkpoint, and start over if the index was renamed while this
+  // reader opened the data files, so that it never pairs an index with
+  // another save's data.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(kCommitWaitSeconds);
+  int pause_us = 250;
+  for (int attempt = 0;; ++attempt) {
+    bool again = false;
+    Status s = OpenOnce(prefix, attempt, &again);
+    if (!again || std::chrono::steady_clock::now() >= deadline) return s;
+    std::this_thread::sleep_for(std::chrono::microseconds(pause_us));
+    pause_us = std::min(pause_us * 2, 20000);
+  }
+}
+
+Status BundleReader::OpenOnce(const std::string& prefix, int attempt, bool* again) {
   prefix_ = prefix;
+  header_ = BundleHeader();
+  entries_.clear();
+  slice_keys_.clear();
+  data_files_.clear();
   const std::string index_path = MetaFilename(prefix);
+  // The index's identity before it is opened and after the data files are:
+  // a commit renames it (which changes its ctime, if not its inode) before
+  // any data file changes.
+  FileStat before, after;
   RandomAccessFile index;
-  Status s = index.Open(index_path);
+  Status s = StatFile(index_path, &before);
+  if (s.ok()) s = index.Open(index_path);
   if (s.code() == Code::kNotFound) {
-    return NotFound("Failed to find a checkpoint at prefix " + prefix + ": " + index_path + " does not exist");
+    std::string live_owner, stale_backup;
+    FindMovedIndex(prefix, &live_owner, &stale_backup);
+    std::string msg = "Failed to find a checkpoint at prefix " + prefix + ": " + index_path + " does not exist";
+    if (!live_owner.empty()) {
+      *again = true;
+      return NotFound(StrCat(msg, ": a save of it by ", live_owner, " has kept its index moved aside for over ",
+                             kCommitWaitSeconds, " s (process stopped?)"));
+    }
+    if (!stale_backup.empty()) {
+      return NotFound(msg + ": an interrupted save left " + stale_backup +
+                      ", from which saverkit.bundle.recover_bundle(prefix) restores the previous checkpoint");
+    }
+    // A save that committed while the directory was listed may have
+    // deleted its backup before the listing reached it (and the next one
+    // moved the index aside again): look a few more times before believing
+    // that nothing is there.
+    *again = attempt < 4;
+    return NotFound(msg);
   }
   SK_RETURN_IF_ERROR(s);
   Table table;
@@ -99,6 +151,21 @@ Status BundleReader::Open(const std::string& prefix) {
       slice_keys_[EncodeTensorNameSlice(kv.first, slice)] =
           PrintableKey(kv.first) + " (slice " + SliceString(slice) + ")";
     }
+  }
+  // The data files are opened now, while they match the index (checked
+  // below). One that cannot be opened is tried again, and reported, when a
+  // tensor in it is read. Beyond kEagerShards they are opened on first use.
+  if (header_.num_shards <= kEagerShards) {
+    for (int id = 0; id < header_.num_shards; ++id) {
+      auto f = std::make_unique<RandomAccessFile>();
+      if (f->Open(DataFilename(prefix, id, header_.num_shards)).ok()) data_files_.emplace(id, std::move(f));
+    }
+  }
+  if (!StatFile(index_path, &after).ok() || after.dev != before.dev || after.ino != before.ino ||
+      after.ctime != before.ctime) {
+    *again = true;
+    return Status(Code::kUnknown, StrCat("Checkpoint ", prefix, " kept being re-saved while it was opened (for ",
+                                         kCommitWaitSeconds, " s)"));
   }
   return Status::OK();
 }

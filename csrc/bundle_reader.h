@@ -76,6 +76,9 @@ struct StringResult {
 
 class BundleReader {
  public:
+  // Loads the index and opens the data files that go with it. While a
+  // re-save of the prefix is committing (commit.h) it waits for the commit
+  // (up to 30 s) and reads the new checkpoint.
   Status Open(const std::string& prefix);
 
   const std::string& prefix() const { return prefix_; }
@@ -102,6 +105,8 @@ class BundleReader {
                          const std::vector<std::vector<char*>>& dst);
 
  private:
+  // One attempt (0, 1, ...); *again: a re-save of the prefix may have got in the way.
+  Status OpenOnce(const std::string& prefix, int attempt, bool* again);
   Status DataFile(const std::string& key, const BundleEntry& entry, const RandomAccessFile** file);
   Status CheckStored(const std::string& key, const BundleEntry& entry, uint64_t* num_elements);
   Status ReadNumeric(const std::string& key, const BundleEntry& entry, char* dst);

@@ -12,9 +12,11 @@
 #include <mutex>
 
 #include "coding.h"
+#include "commit.h"
 #include "crc32c.h"
 #include "dtype.h"
 #include "table_builder.h"
+#include "temp_names.h"
 #include "tensor_slice.h"
 #include "thread_pool.h"
 
@@ -507,12 +509,10 @@ Status BundleWriter::Finish() {
   if (options_.durable) SK_RETURN_IF_ERROR(data_.Sync());
   SK_RETURN_IF_ERROR(data_.Close());
   SK_RETURN_IF_ERROR(WriteIndex(index_tmp_));
-  // Data first: an index that exists always points at complete data.
-  SK_RETURN_IF_ERROR(RenameFile(data_tmp_, data_path_));
+  // On an error the destructor removes the temporaries (those not renamed).
+  SK_RETURN_IF_ERROR(CommitBundle(prefix_, {{data_tmp_, data_path_}}, index_tmp_, options_.durable));
   data_tmp_.clear();
-  SK_RETURN_IF_ERROR(RenameFile(index_tmp_, index_path_));
   index_tmp_.clear();
-  if (options_.durable) SK_RETURN_IF_ERROR(SyncDir(Dirname(prefix_)));
   finished_ = true;
   return Status::OK();
 }

@@ -5,7 +5,7 @@
 // next tensors' elements overlaps the writes; numeric payloads are written by
 // Finish() with large positional writes, checksumming chunks in parallel.
 // Finish() then writes the index; all files are written under temporary
-// names renamed into place at the end.
+// names (temp_names.h) that CommitBundle (commit.h) renames into place.
 #pragma once
 
 #include <atomic>

@@ -2,6 +2,7 @@
 
 #include "coding.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -9,7 +10,6 @@
 #include <unistd.h>
 
 #include <cstring>
-#include <random>
 
 namespace saverkit {
 
@@ -221,6 +221,39 @@ Status DeleteFile(const std::string& path) {
   return Status::OK();
 }
 
+Status LinkFile(const std::string& from, const std::string& to) {
+  if (::link(from.c_str(), to.c_str()) != 0) return IOError("Could not link " + from + " to " + to, errno);
+  return Status::OK();
+}
+
+Status StatFile(const std::string& path, FileStat* out) {
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) return IOError("Could not stat " + path, errno);
+  out->dev = static_cast<uint64_t>(st.st_dev);
+  out->ino = static_cast<uint64_t>(st.st_ino);
+  out->mtime = static_cast<double>(st.st_mtim.tv_sec) + st.st_mtim.tv_nsec * 1e-9;
+  out->ctime = static_cast<double>(st.st_ctim.tv_sec) + st.st_ctim.tv_nsec * 1e-9;
+  return Status::OK();
+}
+
+Status ListDirectory(const std::string& dir, std::vector<std::string>* names) {
+  const std::string path = dir.empty() ? "." : dir;
+  DIR* d = ::opendir(path.c_str());
+  if (d == nullptr) return IOError("Could not list directory " + path, errno);
+  names->clear();
+  for (;;) {
+    errno = 0;
+    struct dirent* e = ::readdir(d);
+    if (e == nullptr) break;
+    if (std::strcmp(e->d_name, ".") == 0 || std::strcmp(e->d_name, "..") == 0) continue;
+    names->push_back(e->d_name);
+  }
+  int err = errno;
+  ::closedir(d);
+  if (err != 0) return IOError("Could not list directory " + path, err);
+  return Status::OK();
+}
+
 void DeleteDirIfEmpty(const std::string& path) { ::rmdir(path.c_str()); }
 
 Status CreateDirs(const std::string& path) {
@@ -247,12 +280,6 @@ std::string Dirname(const std::string& path) {
   if (slash == std::string::npos) return "";
   if (slash == 0) return "/";
   return path.substr(0, slash);
-}
-
-std::string TempFilename(const std::string& path) {
-  static thread_local std::mt19937_64 rng(std::random_device{}() ^
-                                          (static_cast<uint64_t>(::getpid()) << 32));
-  return path + ".tempstate" + std::to_string(rng());
 }
 
 Status ReadWholeFile(const std::string& path, std::string* out) {

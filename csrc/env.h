@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "status.h"
 
@@ -69,12 +70,19 @@ bool FileExists(const std::string& path);
 bool IsDirectory(const std::string& path);
 Status RenameFile(const std::string& from, const std::string& to);
 Status DeleteFile(const std::string& path);
+// A second name for a file (hard link); fails if `to` exists.
+Status LinkFile(const std::string& from, const std::string& to);
+struct FileStat {
+  uint64_t dev = 0, ino = 0;
+  double mtime = 0, ctime = 0;  // seconds since the epoch
+};
+Status StatFile(const std::string& path, FileStat* st);  // follows symlinks
+// Names of the entries of `dir` ("" is the current directory), without "." and "..".
+Status ListDirectory(const std::string& dir, std::vector<std::string>* names);
 void DeleteDirIfEmpty(const std::string& path);
 Status CreateDirs(const std::string& path);
 Status SyncDir(const std::string& dir);
 std::string Dirname(const std::string& path);
-// "<path>.tempstate<random decimal>", as TF names its in-progress files.
-std::string TempFilename(const std::string& path);
 Status ReadWholeFile(const std::string& path, std::string* out);
 
 }  // namespace saverkit

@@ -4,9 +4,11 @@
 
 #include "bundle_proto.h"
 #include "bundle_writer.h"
+#include "commit.h"
 #include "env.h"
 #include "table.h"
 #include "table_builder.h"
+#include "temp_names.h"
 #include "tensor_slice.h"
 
 namespace saverkit {
@@ -97,7 +99,7 @@ Status MergeOne(const std::string& prefix, MergeState* state) {
 }  // namespace
 
 Status MergeBundles(const std::vector<std::string>& prefixes, const std::string& merged_prefix,
-                    bool delete_old_dirs, bool allow_missing_files) {
+                    bool delete_old_dirs, bool allow_missing_files, bool durable) {
   SK_RETURN_IF_ERROR(CreateDirs(Dirname(merged_prefix)));
   MergeState state;
   bool any_exists = false;
@@ -114,9 +116,12 @@ Status MergeBundles(const std::vector<std::string>& prefixes, const std::string&
                            merged_prefix + ")");
   }
   const int total_files = static_cast<int>(state.data_files.size());
+  std::vector<DataRename> renames;
   for (int id = 0; id < total_files; ++id) {
-    SK_RETURN_IF_ERROR(RenameFile(state.data_files[id], DataFilename(merged_prefix, id, total_files)));
+    renames.push_back({state.data_files[id], DataFilename(merged_prefix, id, total_files)});
   }
+  // The merged index is written under a temporary name first; CommitBundle
+  // then renames the data files and the index into place.
   const std::string index_path = MetaFilename(merged_prefix);
   const std::string tmp = TempFilename(index_path);
   {
@@ -135,6 +140,7 @@ Status MergeBundles(const std::vector<std::string>& prefixes, const std::string&
         SK_RETURN_IF_ERROR(table.Add(kv.first, value));
       }
       SK_RETURN_IF_ERROR(table.Finish());
+      if (durable) SK_RETURN_IF_ERROR(file.Sync());
       return file.Close();
     }();
     if (!s.ok()) {
@@ -142,7 +148,7 @@ Status MergeBundles(const std::vector<std::string>& prefixes, const std::string&
       return s;
     }
   }
-  Status s = RenameFile(tmp, index_path);
+  Status s = CommitBundle(merged_prefix, renames, tmp, durable);
   if (!s.ok()) {
     DeleteFile(tmp);
     return s;

@@ -379,7 +379,7 @@ def test_file_size_limit_is_resource_exhausted(tmp_path):
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert "RESOURCE_EXHAUSTED" in out.stdout, out.stderr
     assert "m.data-00000-of-00001" in out.stdout
-    assert not [f for f in os.listdir(tmp_path) if "tempstate" in f]
+    assert not [f for f in os.listdir(tmp_path) if ".sktmp-" in f]
 
 
 @pytest.mark.parametrize("rel", ["v1_dtypes/model.ckpt-7", "tf2_object/ckpt-4", "tf2_object/ckpt-2",

@@ -22,8 +22,8 @@ from saverkit import dtypes as _dtypes
 from saverkit.dtypes import DType
 
 __all__ = [
-    "BundleReader", "get_io_threads", "merge_bundles", "read_tensors", "resolve_prefix", "set_io_threads",
-    "write_bundle",
+    "BundleReader", "get_io_threads", "merge_bundles", "read_tensors", "recover_bundle", "resolve_prefix",
+    "set_io_threads", "write_bundle",
 ]
 
 
@@ -219,6 +219,13 @@ def merge_bundles(
     """MergeV2Checkpoints: merge single-shard bundles into ``destination_prefix`` (data files are renamed)."""
     _core.merge_bundles([os.fspath(p) for p in checkpoint_prefixes], os.fspath(destination_prefix),
                         delete_old_dirs, allow_missing_files)
+
+
+def recover_bundle(prefix: str | os.PathLike) -> None:
+    """Settle what an interrupted re-save of ``prefix`` left: if the process that was committing it is
+    gone, put the previous checkpoint back under its own name (or, when the new one was complete,
+    delete the previous one's ``.skprev-<owner>`` backups). A commit still in flight is left alone."""
+    _core.recover_bundle(os.fspath(prefix))
 
 
 def set_io_threads(n: int | None) -> None:

@@ -24,6 +24,7 @@ import logging
 import os
 import re
 import stat
+import time
 import warnings
 
 from saverkit import errors
@@ -43,27 +44,37 @@ _BACKUP_INDEX = ".index.skprev-"
 _logger = logging.getLogger("saverkit.train.checkpoint_management")
 
 
-def settle(prefix: str) -> None:
+def settle(prefix: str) -> bool:
     """Restores the checkpoint ``prefix`` if a re-save of it was killed between moving the old index
-    aside and moving the new one in (the engine's commit protocol, csrc/commit.cc). Costs one stat when
-    ``prefix.index`` exists; a backup of a writer still running is left alone."""
+    aside and moving the new one in (the engine's commit protocol, csrc/commit.cc). Returns whether
+    ``prefix`` names a checkpoint now or one that a live re-save is committing (the engine's readers wait
+    for that one). Costs one stat when ``prefix.index`` exists; a live writer's backup is left alone."""
     if os.path.exists(prefix + ".index"):
-        return
+        return True
     directory, base = os.path.split(prefix)
-    try:
-        names = os.listdir(directory or ".")
-    except OSError:
-        return
-    if any(n.startswith(base + _BACKUP_INDEX) for n in names):
-        from saverkit import _core  # the compiled engine: only when there is something to recover
+    moved = base + _BACKUP_INDEX
+    for attempt in range(4):
+        # A save that committed during the listing may have deleted its backup before the listing got
+        # there, and the next save moved the index aside again: look again before believing neither.
+        if attempt:
+            time.sleep(0.001 * 2 ** (attempt - 1))
+        try:
+            names = os.listdir(directory or ".")
+        except OSError:
+            return False
+        if any(n.startswith(moved) for n in names):
+            from saverkit import _core  # the compiled engine: only when there is something to recover
 
-        _core.recover_bundle(prefix)
+            _core.recover_bundle(prefix)
+            return True
+        if os.path.exists(prefix + ".index"):
+            return True
+    return False
 
 
 def prefix_exists(prefix: str) -> bool:
-    """A V2 checkpoint (``prefix.index``) or a V1 checkpoint file (the prefix itself) exists."""
-    settle(prefix)
-    return os.path.isfile(prefix + ".index") or os.path.isfile(prefix)
+    """A V2 checkpoint (``prefix.index``, or one a live re-save is committing) or a V1 checkpoint file."""
+    return (settle(prefix) and not os.path.isdir(prefix + ".index")) or os.path.isfile(prefix)
 
 
 def _read_bounded(filename: str) -> str:
@@ -162,8 +173,7 @@ def resolve_prefix(path: str | os.PathLike) -> str:
     m = DATA_FILE_RE.search(path)
     if m and os.path.isfile(path):
         return path[: m.start()]
-    settle(path)
-    if os.path.isfile(path + ".index"):
+    if settle(path) and not os.path.isdir(path + ".index"):
         return path
     if os.path.isdir(path):
         prefix, why = checkpoint_in_directory(path)

@@ -35,10 +35,12 @@ from pathlib import Path
 import numpy as np
 
 MAX_TO_KEEP = 3
-# Temporary names used while saving: bundle files (".tempstate<n>"), the state file and the meta
-# graph ("checkpoint.tmp<hex>", "model-3.meta.tmp<random>") and a sharded save's per-shard directory
-# ("<prefix>_temp...").
-TEMP_PATTERN = re.compile(r"\.tempstate\d+|\.tmp[A-Za-z0-9_]+$|_temp")
+# Temporary names used while saving: bundle files (".sktmp-<owner>-<rand8>"), the previous
+# checkpoint's files while a re-save of the same prefix commits (".skprev-<owner>"), the state file and
+# the meta graph ("checkpoint.tmp<hex>", "model-3.meta.tmp<random>") and a sharded save's per-shard
+# directory ("<prefix>_temp...").
+TEMP_PATTERN = re.compile(
+    r"\.sktmp-[0-9a-f]{8}-\d+-[0-9a-f]{8}-[0-9a-f]{8}$|\.skprev-|\.tmp[A-Za-z0-9_]+$|_temp")
 
 
 def model_values(step: int, sharded: bool) -> dict[str, np.ndarray]:
@@ -252,8 +254,10 @@ def _script_argv(*args: str) -> list[str]:
 def _temp_kind(name: str) -> str:
     if "_temp" in name:
         return "sharded part directory"
-    if ".tempstate" in name:
+    if ".sktmp-" in name:
         return "index temp" if ".index." in name else "data temp"
+    if ".skprev-" in name:
+        return "re-save backup"
     return "meta temp" if ".meta.tmp" in name else "state file temp"
 
 
