@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import pathlib
+import re
 
 import numpy as np
 from saverkit import _core, bundle
@@ -111,3 +112,20 @@ def files_of(prefix) -> dict[str, bytes]:
     p = pathlib.Path(prefix)
     return {f.name[len(p.name):]: f.read_bytes()
             for f in p.parent.iterdir() if f.name.startswith(p.name + ".")}
+
+
+# saverkit's temporaries (saverkit.tempfiles): in-progress files, re-save backups, marked part directories.
+TEMPORARY_RE = re.compile(
+    r"\.sktmp-[0-9a-f]{8}-\d+-[0-9a-f]{8}-[0-9a-f]{8}\Z|\.skprev-[0-9a-f]{8}-\d+-[0-9a-f]{8}\Z"
+    r"|_temp_[0-9a-f]{32}\Z|\A\.saverkit-temp\Z")
+
+
+def temporaries(directory) -> list[str]:
+    """Names of saverkit temporaries in ``directory`` (and inside its part directories)."""
+    out = []
+    for path in sorted(pathlib.Path(directory).iterdir()):
+        if TEMPORARY_RE.search(path.name):
+            out.append(path.name)
+        if path.is_dir():
+            out += [f"{path.name}/{p.name}" for p in sorted(path.iterdir()) if TEMPORARY_RE.search(p.name)]
+    return out

@@ -125,7 +125,8 @@ def test_write_goes_through_a_temp_file_in_the_same_directory(tmp_path, monkeypa
     train.update_checkpoint_state(tmp_path, "model-1")
     [(src, dst, content)] = renames
     assert dst == str(tmp_path / "checkpoint")
-    assert re.fullmatch(re.escape(str(tmp_path / "checkpoint")) + r"\.tmp[0-9a-f]{32}", src)
+    owner = r"[0-9a-f]{8}-\d+-[0-9a-f]{8}"
+    assert re.fullmatch(re.escape(str(tmp_path / "checkpoint")) + rf"\.sktmp-{owner}-[0-9a-f]{{8}}", src)
     assert content == (tmp_path / "checkpoint").read_bytes()
     assert os.listdir(tmp_path) == ["checkpoint"]
 
@@ -158,7 +159,7 @@ def test_durable_write_fsyncs_file_and_directory(tmp_path, monkeypatch):
     assert synced == []
     train.update_checkpoint_state(tmp_path, "model-1", durable=True)
     assert len(synced) == 2
-    assert re.search(r"/checkpoint\.tmp[0-9a-f]{32}$", synced[0])
+    assert re.search(r"/checkpoint\.sktmp-[0-9a-f]{8}-\d+-[0-9a-f]{8}-[0-9a-f]{8}$", synced[0])
     assert synced[1] == str(tmp_path)
 
 

@@ -18,9 +18,9 @@ import uuid
 import numpy as np
 import pytest
 import saverkit.errors as errors
+from bundle_helpers import temporaries
 from saverkit.bundle import merge_bundles, read_tensors, write_bundle
 from saverkit.train import latest_checkpoint, remove_checkpoint, update_checkpoint_state
-from saverkit.train.stale_files import stale_temp_files
 
 
 def values(step: int, mib: float) -> dict[str, np.ndarray]:
@@ -142,7 +142,7 @@ def test_state_file_out_of_space_is_resource_exhausted(tiny_fs):
         os.close(fd)
     with pytest.raises(errors.ResourceExhaustedError, match="No space left on device"):
         update_checkpoint_state(tiny_fs, os.path.join(tiny_fs, "model-1"))
-    assert stale_temp_files(os.path.join(tiny_fs, "model")) == []
+    assert temporaries(tiny_fs) == []
     os.unlink(os.path.join(tiny_fs, "filler"))
     assert_restores(tiny_fs, 1, 0.1)
 
@@ -156,7 +156,7 @@ def test_read_only_filesystem_raises_op_error_with_os_message(tiny_fs):
         assert_restores(tiny_fs, 1, 0.1)
     finally:
         subprocess.run(["mount", "-o", "remount,rw", tiny_fs], check=True)
-    assert stale_temp_files(os.path.join(tiny_fs, "model")) == []
+    assert temporaries(tiny_fs) == []
 
 
 # --- RLIMIT_FSIZE, in a subprocess ---------------------------------------------------------------------
@@ -166,6 +166,7 @@ CHILD = textwrap.dedent(
     sys.path.insert(0, {tests!r})
     from test_disk_full import assert_restores, listing, save
     import saverkit.errors as errors
+    from bundle_helpers import temporaries
 
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # write() then fails with EFBIG
     d, sharded = {directory!r}, {sharded!r}

@@ -1,6 +1,6 @@
 """SIGKILL at random moments while saving never loses the latest checkpoint (tests/campaigns/kill.py).
 
-Default suite: 20 kills, alternating a sharded and a single-file save directory. Long run
+Default suite: 24 kills over the six lanes (ways of saving). Long run
 (--runslow, or `python tests/campaigns/kill.py run --kills 200`): 200 kills.
 """
 
@@ -28,7 +28,7 @@ def _check(report: dict, kills: int) -> None:
 
 
 def test_sigkill_during_saves_leaves_a_complete_latest_checkpoint():
-    _check(kill.run_campaign(20, seed=1, api=_api()), 20)
+    _check(kill.run_campaign(24, seed=1, api=_api()), 24)
 
 
 @pytest.mark.slow

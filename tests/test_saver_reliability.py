@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import saverkit.errors as errors
+from bundle_helpers import temporaries
 from campaigns.kill import SaverSaver
 from saverkit.train import latest_checkpoint
-from saverkit.train.stale_files import stale_temp_files
 
 TESTS = Path(__file__).resolve().parent
 
@@ -127,6 +127,7 @@ def test_file_size_limit_during_saver_save(tmp_path):
         sys.path.insert(0, {str(TESTS)!r})
         from pathlib import Path
         from test_saver_reliability import model, restores
+        from bundle_helpers import temporaries
         from campaigns.kill import SaverSaver
         import saverkit.errors as errors
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
@@ -151,18 +152,35 @@ def test_file_size_limit_during_saver_save(tmp_path):
     assert out["leftover"] == [] and out["restored"]
 
 
+def dead_owner() -> str:
+    """The owner token of a process of this host that has exited."""
+    from saverkit import _core
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    host, _, incarnation = _core.temp_owner().split("-")
+    return f"{host}-{child.pid}-{incarnation}"
+
+
 def test_next_save_removes_what_an_interrupted_save_left(tmp_path):
     saver = SaverSaver(tmp_path, True, template=model(0.01, 0))
     saver.save(model(0.01, 1), 1)
-    leftovers = [tmp_path / "model-2.index.tempstate123", tmp_path / "model-2.data-00000-of-00001.tempstate9",
-                 tmp_path / "model-2_temp" / "part-00000-of-00002.index", tmp_path / "model-2.meta.tmpab12cd",
-                 tmp_path / ("checkpoint.tmp" + "0" * 32)]
+    dead = dead_owner()
+    part_dir = tmp_path / ("model-2_temp_" + "ab" * 16)
+    leftovers = [tmp_path / f"model-2.index.sktmp-{dead}-0000abcd",
+                 tmp_path / f"model-2.meta.sktmp-{dead}-12345678",
+                 tmp_path / f"model-2.data-00000-of-00001.sktmp-{dead}-deadbeef",
+                 tmp_path / f"checkpoint.sktmp-{dead}-00000000", part_dir / "part-00000-of-00002.index",
+                 part_dir / f"part-00001-of-00002.data-00000-of-00001.sktmp-{dead}-00000001"]
     for p in leftovers:
         p.parent.mkdir(exist_ok=True)
         p.write_bytes(b"half")
-    assert len(stale_temp_files(str(tmp_path / "model"))) == 5
+    (part_dir / ".saverkit-temp").write_text(dead)
+    # Four temporaries, the part directory, its marker and the temporary inside it.
+    assert len(temporaries(tmp_path)) == 7
     saver.save(model(0.01, 3), 3)
-    assert stale_temp_files(str(tmp_path / "model")) == []
+    assert temporaries(tmp_path) == []
+    assert not part_dir.exists()
     assert restores(tmp_path, 3, 0.01, True)
 
 
@@ -186,6 +204,7 @@ def traced_save(tmp_path: Path, lib: Path, durable: bool, sharded: bool) -> list
         sys.path.insert(0, {str(TESTS)!r})
         from pathlib import Path
         from test_saver_reliability import model
+        from bundle_helpers import temporaries
         from campaigns.kill import SaverSaver
         d = Path({str(tmp_path / "ckpt")!r})
         d.mkdir()

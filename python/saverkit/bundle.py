@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from saverkit import _core, _gc, checkpoint_paths, errors
+from saverkit import _core, _gc, checkpoint_paths, errors, tempfiles
 from saverkit import dtypes as _dtypes
 from saverkit.dtypes import DType
 
@@ -136,8 +136,13 @@ def write_bundle(
     partitioned tensor; ``""`` saves a whole tensor. ``dtypes`` overrides the dtype inferred from numpy
     (needed for quantized types). String tensors are object arrays or lists of bytes/str.
     """
+    tempfiles.make_part_dir(os.fspath(prefix))  # a sharded save's part: marked as saverkit's temporary
     with _gc.paused():  # 10,000 tensors are tens of thousands of objects: see saverkit._gc
         _write_bundle(prefix, names, tensors, shape_and_slices, dtypes, num_shards, shard_id, durable)
+    prefix = os.fspath(prefix)
+    if not tempfiles.is_part_prefix(prefix):  # a part's directory is removed whole after the merge
+        # What a killed earlier write of this checkpoint left (only a dead writer's).
+        tempfiles.remove_stale(os.path.dirname(prefix) or ".", os.path.basename(prefix))
 
 
 def _write_bundle(
@@ -217,8 +222,11 @@ def merge_bundles(
     allow_missing_files: bool = False,
 ) -> None:
     """MergeV2Checkpoints: merge single-shard bundles into ``destination_prefix`` (data files are renamed)."""
-    _core.merge_bundles([os.fspath(p) for p in checkpoint_prefixes], os.fspath(destination_prefix),
-                        delete_old_dirs, allow_missing_files)
+    prefixes = [os.fspath(p) for p in checkpoint_prefixes]
+    _core.merge_bundles(prefixes, os.fspath(destination_prefix), delete_old_dirs, allow_missing_files)
+    if delete_old_dirs:  # the engine leaves a part directory that still holds saverkit's marker
+        for directory in {os.path.dirname(p) for p in prefixes}:
+            tempfiles.remove_part_dir(directory)
 
 
 def recover_bundle(prefix: str | os.PathLike) -> None:

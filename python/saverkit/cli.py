@@ -34,7 +34,6 @@ import os
 import shutil
 import sys
 import time
-import uuid
 import warnings
 import zipfile
 from collections.abc import Iterable, Sequence
@@ -42,7 +41,7 @@ from typing import IO
 
 import numpy as np
 
-from saverkit import checkpoint_paths, errors
+from saverkit import checkpoint_paths, errors, tempfiles
 from saverkit import dtypes as _dtypes
 from saverkit.train import checkpoint_management as _cm
 
@@ -568,7 +567,7 @@ def _atomic_file(dst: str, write) -> None:
     """Write via a temp name then rename: a reader (or mmap) of an old DST never sees a half file."""
     if os.path.dirname(dst):
         os.makedirs(os.path.dirname(dst), exist_ok=True)
-    tmp = f"{dst}.tmp{uuid.uuid4().hex}"
+    tmp = tempfiles.temp_path(dst)
     try:
         write(tmp)
         os.replace(tmp, dst)
@@ -610,6 +609,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
             written = write(args.dst, src, names, progress)
         finally:
             progress.close()
+    tempfiles.remove_stale(os.path.dirname(args.dst) or ".")  # what killed earlier conversions left
     skipped = len(names) - len(written)
     print(f"wrote {args.dst}: {len(written)} tensors" + (f", {skipped} skipped" if skipped else ""))
     return 0

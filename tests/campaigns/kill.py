@@ -3,10 +3,17 @@
 A child process checks and restores the latest checkpoint of its directory (if any) and then saves
 step after step for ever; the values of every variable are a pure function of the step
 (:func:`model_values`), so a checker can tell exactly which generation it is looking at. After each
-SIGKILL the next child — a *fresh* process — must find ``latest_checkpoint``, read every tensor
-(each CRC checked) and restore it through the Saver, and see every value equal to the generation
-named by the checkpoint's step. The step must also be the one the killed child last reported saved,
-or the save that was in flight. A single-file and a sharded directory are driven in parallel.
+SIGKILL the next child — a *fresh* process — must find the latest checkpoint, read every tensor
+(each CRC checked) and restore it through the API that saved it, and see every value equal to the
+generation named by the checkpoint's step. The step must also be the one the killed child last
+reported saved, or the save that was in flight. Six lanes (directories) are driven in parallel, one
+per way of saving (``--mode``):
+
+* ``steps``: ``Saver.save(..., global_step=step)``, single-file and sharded;
+* ``same``: ``Saver.save`` to the same prefix every time (no global_step: the step is read from the
+  ``global_step`` tensor), single-file and sharded — every save replaces the only checkpoint;
+* ``manager``: ``CheckpointManager.save(checkpoint_number=step)`` of a ``Checkpoint``;
+* ``convert``: ``saverkit convert SRC DST --force`` into the same DST prefix every time.
 
 Leftover temporary files are allowed right after a kill, but the next completed save in the same
 directory must remove them: the campaign ends with one clean save per directory and then requires
@@ -35,12 +42,11 @@ from pathlib import Path
 import numpy as np
 
 MAX_TO_KEEP = 3
-# Temporary names used while saving: bundle files (".sktmp-<owner>-<rand8>"), the previous
-# checkpoint's files while a re-save of the same prefix commits (".skprev-<owner>"), the state file and
-# the meta graph ("checkpoint.tmp<hex>", "model-3.meta.tmp<random>") and a sharded save's per-shard
-# directory ("<prefix>_temp...").
-TEMP_PATTERN = re.compile(
-    r"\.sktmp-[0-9a-f]{8}-\d+-[0-9a-f]{8}-[0-9a-f]{8}$|\.skprev-|\.tmp[A-Za-z0-9_]+$|_temp")
+# saverkit's temporaries (saverkit.tempfiles): in-progress files "<final>.sktmp-<owner>-<rand>", the
+# previous files of a re-saved prefix "<final>.skprev-<owner>", and a sharded save's marked part
+# directory "<prefix>_temp_<hex32>/"; TF's temp names too, in case anything still made them.
+TEMP_PATTERN = re.compile(r"\.sktmp-|\.skprev-|_temp|\.saverkit-temp$|\.tempstate\d+|\.tmp[0-9a-f]{32}$")
+MODES = ("steps", "same", "manager", "convert")
 
 
 def model_values(step: int, sharded: bool) -> dict[str, np.ndarray]:
@@ -81,9 +87,10 @@ class BundleSaver:
     def save(self, values: dict[str, np.ndarray], step: int) -> str:
         import uuid
 
+        from saverkit import tempfiles
         from saverkit.bundle import merge_bundles, write_bundle
-        from saverkit.train import get_checkpoint_state, remove_checkpoint, update_checkpoint_state
-        from saverkit.train.stale_files import remove_stale_temp_files
+        from saverkit.train import get_checkpoint_state, update_checkpoint_state
+        from saverkit.train.checkpoint_management import delete_managed_checkpoint
 
         prefix = str(self.dir / f"model-{step}")
         names = sorted(values)
@@ -102,8 +109,8 @@ class BundleSaver:
         kept = [p for p in (state.all_model_checkpoint_paths if state else []) if p != prefix] + [prefix]
         update_checkpoint_state(str(self.dir), prefix, kept[-MAX_TO_KEEP:])
         for old in kept[:-MAX_TO_KEEP]:
-            remove_checkpoint(old)
-        remove_stale_temp_files(prefix)
+            delete_managed_checkpoint(old, str(self.dir))
+        tempfiles.remove_stale(str(self.dir))
         return prefix
 
     def restore(self, prefix: str, names: list[str], dtypes: list) -> dict[str, np.ndarray]:
@@ -116,10 +123,10 @@ class SaverSaver:
     """The real thing: variables in a graph, a Session, and saverkit.train.Saver."""
 
     def __init__(self, directory: Path, sharded: bool, durable: bool = False,
-                 template: dict[str, np.ndarray] | None = None) -> None:
+                 template: dict[str, np.ndarray] | None = None, same_prefix: bool = False) -> None:
         import saverkit as sk
 
-        self.dir = directory
+        self.dir, self.same_prefix = directory, same_prefix
         self.graph = sk.Graph()
         template = model_values(0, sharded) if template is None else template
         self.vars = {}
@@ -137,23 +144,88 @@ class SaverSaver:
     def save(self, values: dict[str, np.ndarray], step: int) -> str:
         for name, var in self.vars.items():
             var.load(values[name], self.sess)
-        return self.saver.save(self.sess, str(self.dir / "model"), global_step=step)
+        step_arg = None if self.same_prefix else step
+        return self.saver.save(self.sess, str(self.dir / "model"), global_step=step_arg)
 
     def restore(self, prefix: str, names: list[str], dtypes: list) -> dict[str, np.ndarray]:
         self.saver.restore(self.sess, prefix)
         return dict(zip(names, self.sess.run([self.vars[n] for n in names]), strict=True))
 
 
-def make_saver(api: str, directory: Path, sharded: bool, durable: bool = False):
-    return (SaverSaver if api == "saver" else BundleSaver)(directory, sharded, durable)
+class ManagerSaver(SaverSaver):
+    """A Checkpoint of the same variables, saved by a CheckpointManager as ckpt-<step>."""
+
+    def __init__(self, directory: Path) -> None:
+        from saverkit.train import Checkpoint, CheckpointManager
+
+        super().__init__(directory, sharded=False)
+        with self.graph.as_default():
+            self.ckpt = Checkpoint(**{self._attr(n): v for n, v in self.vars.items()})
+        self.manager = CheckpointManager(self.ckpt, str(directory), max_to_keep=MAX_TO_KEEP,
+                                         session=self.sess)
+
+    @staticmethod
+    def _attr(name: str) -> str:
+        return name.replace("/", "_")
+
+    def key(self, name: str) -> str:
+        return f"{self._attr(name)}/.ATTRIBUTES/VARIABLE_VALUE"
+
+    def save(self, values: dict[str, np.ndarray], step: int) -> str:
+        for name, var in self.vars.items():
+            var.load(values[name], self.sess)
+        return self.manager.save(checkpoint_number=step)
+
+    def restore(self, prefix: str, names: list[str], dtypes: list) -> dict[str, np.ndarray]:
+        self.ckpt.restore(prefix, session=self.sess).assert_existing_objects_matched()
+        return dict(zip(names, self.sess.run([self.vars[n] for n in names]), strict=True))
+
+
+class ConvertSaver:
+    """Writes each generation to SRC (the engine), then `saverkit convert SRC DST --force` into one DST."""
+
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
+        self.src, self.dst = directory / "src" / "model", directory / "model"
+
+    def latest(self) -> str | None:
+        from saverkit import checkpoint_paths
+
+        return str(self.dst) if checkpoint_paths.prefix_exists(str(self.dst)) else None
+
+    def save(self, values: dict[str, np.ndarray], step: int) -> str:
+        from saverkit import cli
+        from saverkit.bundle import write_bundle
+
+        names = sorted(values)
+        write_bundle(str(self.src), names, [values[n] for n in names])
+        if cli.main(["convert", str(self.src), str(self.dst), "--force"]) != 0:
+            raise RuntimeError("saverkit convert failed")
+        return str(self.dst)
+
+    def restore(self, prefix: str, names: list[str], dtypes: list) -> dict[str, np.ndarray]:
+        from saverkit.bundle import read_tensors
+
+        return dict(zip(names, read_tensors(prefix, names, [""] * len(names), dtypes), strict=True))
+
+
+def make_saver(api: str, directory: Path, sharded: bool, durable: bool = False, mode: str = "steps"):
+    if mode == "manager":
+        return ManagerSaver(directory)
+    if mode == "convert":
+        return ConvertSaver(directory)
+    if api == "saver":
+        return SaverSaver(directory, sharded, durable, same_prefix=mode == "same")
+    return BundleSaver(directory, sharded, durable)
 
 
 # --- child: check what it finds, restore, then save for ever ---------------------------------------
-def child(directory: Path, sharded: bool, api: str, saves: int | None, durable: bool) -> None:
+def child(directory: Path, sharded: bool, api: str, saves: int | None, durable: bool,
+          mode: str = "steps") -> None:
     """Prints `check <json>` (what this fresh process finds), `ready <step>`, then
     `saving <step> <t>` / `saved <step> <t>` around every save."""
     directory.mkdir(parents=True, exist_ok=True)
-    saver = make_saver(api, directory, sharded, durable)
+    saver = make_saver(api, directory, sharded, durable, mode)
     report = check(directory, sharded, saver)
     print("check " + json.dumps(report), flush=True)
     if report["problems"]:
@@ -175,20 +247,24 @@ def check(directory: Path, sharded: bool, saver) -> dict:
     from saverkit.train import latest_checkpoint, load_checkpoint
 
     out: dict = {"latest": None, "step": None, "problems": [], "temps": temp_files(directory)}
+    key = getattr(saver, "key", lambda name: name)
     try:
-        latest = latest_checkpoint(str(directory))
+        latest = saver.latest() if hasattr(saver, "latest") else latest_checkpoint(str(directory))
         out["latest"] = latest
         if latest is None:
             return out
-        step = out["step"] = step_of(latest)
+        reader = load_checkpoint(latest)
+        if os.path.basename(latest) == "model":  # one prefix re-saved: the step is in the checkpoint
+            step = out["step"] = int(reader.get_tensor(key("global_step")))
+        else:
+            step = out["step"] = step_of(latest)
         want = model_values(step, sharded)
         names = sorted(want)
-        reader = load_checkpoint(latest)
         got_map = reader.get_variable_to_shape_map()
-        if sorted(got_map) != names:
-            out["problems"].append(f"keys {sorted(got_map)} != {names}")
+        if not {key(n) for n in names} <= set(got_map):
+            out["problems"].append(f"keys {sorted(got_map)} lack some of {names}")
         for n in names:
-            _compare(out, "load_checkpoint", n, reader.get_tensor(n), want[n])
+            _compare(out, "load_checkpoint", n, reader.get_tensor(key(n)), want[n])
         dtypes = [want[n].dtype if want[n].dtype != object else "string" for n in names]
         restored = saver.restore(latest, names, dtypes)
         for n in names:
@@ -252,22 +328,24 @@ def _script_argv(*args: str) -> list[str]:
 
 
 def _temp_kind(name: str) -> str:
-    if "_temp" in name:
-        return "sharded part directory"
-    if ".sktmp-" in name:
-        return "index temp" if ".index." in name else "data temp"
+    if "_temp" in name or ".saverkit-temp" in name:
+        return "part directory"
     if ".skprev-" in name:
         return "re-save backup"
-    return "meta temp" if ".meta.tmp" in name else "state file temp"
+    for kind in (".index.", ".data-", ".meta.", "checkpoint.", ".npz."):
+        if kind in name:
+            return kind.strip(".") + " temp"
+    return "other temp"
 
 
 class Lane:
     """One save directory (sharded or not) and what is known about it between kills."""
 
-    def __init__(self, root: Path, sharded: bool, api: str, seed: int) -> None:
+    def __init__(self, root: Path, sharded: bool, api: str, seed: int, mode: str = "steps") -> None:
         self.sharded = sharded
-        self.dir = root / ("sharded" if sharded else "single")
-        self.flags = ["--dir", str(self.dir), "--api", api] + (["--sharded"] if sharded else [])
+        self.dir = root / f"{mode}-{'sharded' if sharded else 'single'}"
+        self.flags = ["--dir", str(self.dir), "--api", api, "--mode", mode]
+        self.flags += ["--sharded"] if sharded else []
         self.rng = random.Random(seed)
         self.last_saved: int | None = None  # highest step known to be saved (state file updated)
         self.kills = self.mid_save = self.temps_seen = 0
@@ -332,11 +410,14 @@ class Lane:
 
 def run_campaign(kills: int, seed: int = 0, api: str = "saver", workdir: Path | None = None,
                  progress: bool = False) -> dict:
-    """`kills` SIGKILLs, half in a single-file and half in a sharded save directory; the two
-    directories are driven in parallel."""
+    """`kills` SIGKILLs spread over the lanes (every mode of saving; the bundle API only has the
+    steps lanes), all driven in parallel."""
     root = Path(tempfile.mkdtemp(prefix="sk-kill-", dir=workdir))
     started = time.monotonic()
-    lanes = [Lane(root, sharded, api, seed * 2 + sharded) for sharded in (False, True)]
+    kinds = [("steps", False), ("steps", True)]
+    if api == "saver":
+        kinds += [("same", False), ("same", True), ("manager", False), ("convert", False)]
+    lanes = [Lane(root, sharded, api, seed * 8 + i, mode) for i, (mode, sharded) in enumerate(kinds)]
     final_temps: dict[str, list[str]] = {}
 
     def drive(lane: Lane, n: int) -> None:
@@ -348,8 +429,8 @@ def run_campaign(kills: int, seed: int = 0, api: str = "saver", workdir: Path | 
         final_temps[lane.dir.name] = lane.finish()
 
     try:
-        threads = [threading.Thread(target=drive, args=(lane, kills // 2 + (lane.sharded and kills % 2)))
-                   for lane in lanes]
+        threads = [threading.Thread(target=drive, args=(lane, kills // len(lanes) + (i < kills % len(lanes))))
+                   for i, lane in enumerate(lanes)]
         for t in threads:
             t.start()
         for t in threads:
@@ -381,6 +462,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--api", choices=["saver", "bundle"], default="saver")
     p.add_argument("--saves", type=int, default=None, help="stop after this many saves")
     p.add_argument("--durable", action="store_true")
+    p.add_argument("--mode", choices=MODES, default="steps")
     p = sub.add_parser("run")
     p.add_argument("--kills", type=int, default=200)
     p.add_argument("--seed", type=int, default=0)
@@ -388,7 +470,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--report", type=Path)
     args = ap.parse_args(argv)
     if args.cmd == "child":
-        child(args.dir, args.sharded, args.api, args.saves, args.durable)
+        child(args.dir, args.sharded, args.api, args.saves, args.durable, args.mode)
         return 0
     report = run_campaign(args.kills, args.seed, args.api, progress=True)
     text = json.dumps(report, indent=1)

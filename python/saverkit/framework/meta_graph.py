@@ -22,13 +22,12 @@ import errno
 import logging
 import os
 import re
-import tempfile
 from collections.abc import Iterable
 from typing import Any
 
 from google.protobuf import text_format
 
-from saverkit import errors
+from saverkit import errors, tempfiles
 from saverkit.protobuf import graph_pb2, meta_graph_pb2, op_def_pb2, saver_pb2
 
 _logger = logging.getLogger(__name__)
@@ -435,9 +434,9 @@ def write_meta_graph_file(
         data = text_format.MessageToString(meta_graph_def).encode()
     else:
         data = meta_graph_def.SerializeToString(deterministic=True)
-    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(filename) + ".tmp", dir=dirname)
+    tmp = tempfiles.temp_path(filename)
     try:
-        with os.fdopen(fd, "wb") as f:
+        with open(tmp, "xb") as f:
             f.write(data)
             if durable:
                 f.flush()

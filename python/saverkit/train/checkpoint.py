@@ -22,14 +22,14 @@ node order with `_CHECKPOINTABLE_OBJECT_GRAPH` last.
 
 from __future__ import annotations
 
-import contextlib
 import os
+import uuid
 import warnings
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from saverkit import errors
+from saverkit import errors, tempfiles
 from saverkit.protobuf import trackable_object_graph_pb2
 from saverkit.trackable import (
     OBJECT_GRAPH_PROTO_KEY,
@@ -119,8 +119,9 @@ def write_object_checkpoint(file_prefix: str, session, root, attached_dependenci
     directory = os.path.dirname(file_prefix)
     if directory:
         os.makedirs(directory, exist_ok=True)
-    # TF2 always saves through a temporary single-shard part and merges it into place.
-    temp_dir = file_prefix + "_temp"
+    # TF2 always saves through a temporary single-shard part and merges it into place. A unique, marked
+    # part directory (saverkit.tempfiles): never a user's own "<prefix>_temp" folder.
+    temp_dir = f"{file_prefix}_temp_{uuid.uuid4().hex}"
     part = os.path.join(temp_dir, "part-00000-of-00001")
     try:
         save_tensors(
@@ -132,13 +133,9 @@ def write_object_checkpoint(file_prefix: str, session, root, attached_dependenci
             {OBJECT_GRAPH_PROTO_KEY: graph.SerializeToString()},
         )
     except BaseException:
-        # Remove what this save left behind, but never more: P_temp could be someone else's directory.
-        for leftover in (part + ".index", part + ".data-00000-of-00001"):
-            with contextlib.suppress(OSError):
-                os.remove(leftover)
-        with contextlib.suppress(OSError):
-            os.rmdir(temp_dir)
+        tempfiles.remove_part_dir(temp_dir)  # only this save's files, and the directory if then empty
         raise
+    tempfiles.remove_stale(directory or ".")  # what killed earlier saves left behind
     return file_prefix
 
 

@@ -25,11 +25,10 @@ import logging
 import math
 import os
 import re
-import uuid
 import warnings
 from collections.abc import Sequence
 
-from saverkit import checkpoint_paths, errors
+from saverkit import checkpoint_paths, errors, tempfiles
 from saverkit.protobuf.checkpoint_state_pb2 import CheckpointState
 from saverkit.protobuf.saver_pb2 import SaverDef
 
@@ -98,8 +97,8 @@ def _format_checkpoint_state(state: CheckpointState) -> str:
 
 
 def _atomic_write(filename: str, data: bytes, durable: bool) -> None:
-    """Readers see the old file or the new one, never a partial one (same temp name as TF)."""
-    tmp = f"{filename}.tmp{uuid.uuid4().hex}"
+    """Readers see the old file or the new one, never a partial one."""
+    tmp = tempfiles.temp_path(filename)
     try:
         with open(tmp, "xb") as f:
             f.write(data)

@@ -14,7 +14,7 @@ The Saver adds save/restore nodes to the graph with TensorFlow's names and op ty
     save/restore_all     NoOp                    <- restore_op_name
 
 Sharded savers (``sharded=True``) group variables by device (groups sorted by device string) and give each
-group its own ``ShardedFilename``/``SaveV2`` writing ``<prefix>_temp/part-0000k-of-0000n``;
+group its own ``ShardedFilename``/``SaveV2`` writing ``<prefix>_temp_<hex32>/part-0000k-of-0000n``;
 ``MergeV2Checkpoints`` then merges the parts into ``<prefix>.index`` + ``<prefix>.data-0000k-of-0000n`` and
 ``save/Identity`` returns the prefix. The kernels of SaveV2/RestoreV2/MergeV2Checkpoints call
 ``saverkit.bundle`` (compiled C++), so the files are TensorFlow's V2 checkpoint format.
@@ -29,14 +29,14 @@ import logging
 import math
 import operator
 import os
-import shutil
 import time
+import uuid
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
 
-from saverkit import _gc, errors
+from saverkit import _gc, errors, tempfiles
 from saverkit import dtypes as dtypes_lib
 from saverkit.framework import (
     array_ops,
@@ -54,7 +54,7 @@ from saverkit.framework import (
     variables,
 )
 from saverkit.protobuf import meta_graph_pb2, saver_pb2
-from saverkit.train import checkpoint_management, stale_files
+from saverkit.train import checkpoint_management
 
 _logger = logging.getLogger(__name__)
 SaverDef = saver_pb2.SaverDef
@@ -572,10 +572,11 @@ class BaseSaverBuilder:
         return control_flow_ops.with_dependencies([save], filename_tensor), save
 
     def _AddShardedSaveOpsForV2(self, checkpoint_prefix, per_device):  # noqa: N802
-        # Parts go to "<prefix>_temp/part-0000k-of-0000n"; MergeV2Checkpoints moves them next to <prefix> and
-        # removes the _temp directory, so a crash mid-save never leaves a half-written <prefix>.index.
+        # Parts go to "<prefix>_temp_<hex32>/part-0000k-of-0000n" (TF 1's unique name: a user's own
+        # "<prefix>_temp" folder is never written into); MergeV2Checkpoints moves them next to <prefix> and
+        # removes the directory, so a crash mid-save never leaves a half-written <prefix>.index.
         with ops.device("CPU"):
-            suffix = constant_op.constant(os.path.normpath("_temp/part"))
+            suffix = constant_op.constant(os.path.normpath(f"_temp_{uuid.uuid4().hex}/part"))
             tmp_prefix = string_ops.string_join([checkpoint_prefix, suffix])
         num_shards = len(per_device)
         num_shards_tensor = constant_op.constant(num_shards, name="num_shards")
@@ -1075,7 +1076,7 @@ class Saver:
                     result = sess.run(self.saver_def.save_tensor_name, feed)
             except errors.OpError as exc:
                 if self._sharded:  # the parts of a failed sharded save (the bundle writer removed its temps)
-                    shutil.rmtree(checkpoint_file + "_temp", ignore_errors=True)
+                    tempfiles.remove_own_part_dirs(checkpoint_file)
                 if isinstance(exc, (errors.FailedPreconditionError, errors.NotFoundError)) and (
                         save_path_parent and not os.path.isdir(save_path_parent)):
                     raise ValueError(f"Parent directory of {save_path} doesn't exist, can't save.") from exc
@@ -1111,8 +1112,8 @@ class Saver:
         if model_checkpoint_path is not None and write_state:
             # after the state file stops naming them
             self._delete_checkpoints(doomed, meta_graph_suffix, save_path_parent or ".")
-        if model_checkpoint_path is not None:  # what a killed earlier save left behind
-            stale_files.remove_stale_temp_files(checkpoint_file, latest_filename)
+        if model_checkpoint_path is not None:  # what killed earlier saves left behind
+            tempfiles.remove_stale(save_path_parent or ".")
         return model_checkpoint_path
 
     def _update_state(
