@@ -84,8 +84,11 @@ def main() -> None:
         _write(prefix, args.mib, args.tensors, with_tf)
         times: dict[str, list[float]] = {s: [] for s in systems}
         cpus: dict[str, list[float]] = {s: [] for s in systems}
-        for _ in range(args.runs):  # systems interleaved, so machine noise spreads over all of them
-            for s in systems:
+        # Systems interleaved, their order rotated every round: on the benchmark VM a process's first touch
+        # of memory is fast or ~3x slower depending on what the previous process left (run to run, not
+        # system to system), and a fixed order hands the same system the same neighbour every time.
+        for r in range(args.runs):
+            for s in systems[r % len(systems):] + systems[: r % len(systems)]:
                 out = subprocess.run([sys.executable, *_site_flag(), "-c", CHILD, s, prefix],
                                      capture_output=True, text=True, check=True)
                 r = json.loads(out.stdout.strip().splitlines()[-1])

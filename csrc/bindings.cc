@@ -334,7 +334,8 @@ class PyReader {
   // are filled into outs[i] when it is an object array of the right shape,
   // else returned as new object arrays of bytes. Returns a list holding each
   // string tensor's array (None for numeric ones). `fresh`: every numeric
-  // out was allocated for this call and not touched yet.
+  // out was allocated for this call and not touched yet (the engine may then
+  // choose its pages).
   py::list execute(const py::list& keys, const py::list& specs, const py::list& outs, bool fresh) {
     std::vector<ReadPlan> plans;
     // The same list objects as prepare() (the Python API passes its own lists, unchanged in between).

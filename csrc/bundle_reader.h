@@ -4,8 +4,9 @@
 // cost of a read follows what is read, not the size of the checkpoint.
 // Prepare() resolves a request to a plan, validating every size, offset and
 // shape against the data files before the caller allocates anything;
-// Execute() reads many plans at once, straight into caller buffers, verifying
-// CRCs (on the shared I/O pool when that pays: see UseIoPool in the .cc).
+// Execute() reads many plans at once on the shared I/O pool, straight into
+// caller buffers, verifying CRCs in parallel chunks (how a read is split and
+// which pages it fills: ReadPolicy in the .cc).
 #pragma once
 
 #include <cstdint>
@@ -111,8 +112,8 @@ class BundleReader {
   // dst[i]: buffer of plan i's bytes (numeric); strings[i] receives string
   // results. dst has one slot per plan; strings gets one per plan when any
   // plan is a string tensor and is left empty otherwise.
-  // `fresh`: every destination was just allocated for this call (no page of
-  // it touched yet), which decides where the reads run (UseIoPool).
+  // `fresh`: every numeric destination was allocated for this call and not
+  // touched yet, so the reader may choose its pages (see ReadPolicy).
   Status Execute(const std::vector<ReadPlan>& plans, const std::vector<char*>& dst,
                  std::vector<StringResult>* strings, bool fresh = false);
   // Second step for every `whole` string result of Execute(plans, ...), in

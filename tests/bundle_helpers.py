@@ -57,7 +57,7 @@ def _varint(buf: bytes, i: int) -> tuple[int, int]:
 
 
 def data_blocks(index_path) -> list[tuple[bytes, int, int]]:
-    """(index key, offset, size) of every data block of an SSTable, read through its footer and index block."""
+    """(index key, offset, size) of every data block of an SSTable, read through its footer and index."""
     data = pathlib.Path(index_path).read_bytes()
     footer = data[-48:]
     _, i = _varint(footer, 0)

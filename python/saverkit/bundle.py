@@ -310,6 +310,7 @@ def resolve_prefix(path: str | os.PathLike) -> str:
 # UnimplementedError naming it, while listing it still works.
 _MAX_NDIM = 64 if np.lib.NumpyVersion(np.__version__) >= "2.0.0" else 32
 
+
 def _as_dtype_or_data_loss(enum: int, key: bytes, prefix: str) -> DType:
     try:
         return _dtypes.as_dtype(enum)
@@ -394,7 +395,7 @@ class BundleReader:
         by_enum: dict[int, tuple[DType, np.dtype | None, bool]] = {}
         requested: dict[Any, DType] = {}
         checked = None  # (enum, requested object) last found equal: a restore asks for one dtype 10,000 times
-        fresh = True  # every numeric destination allocated here: the engine picks its threads by that
+        fresh = True  # every numeric destination allocated here: the engine may choose its pages
         for i, (enum, shape) in enumerate(plans):
             known = by_enum.get(enum)
             if known is None:
