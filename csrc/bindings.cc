@@ -224,29 +224,71 @@ class PyReader {
   int endianness() const { return reader_.header().endianness; }
 
   // Full tensors only (slice keys hidden): (key, dtype, shape, has_slices).
-  py::list list_entries() const {
+  // Reads the whole index: only listings call this.
+  py::list list_entries() {
+    std::vector<std::pair<std::string, BundleEntry>> tensors;
+    Status s;
+    {
+      py::gil_scoped_release release;
+      s = reader_.ListTensors(&tensors);
+    }
+    Check(s);
     py::list out;
-    for (const auto& kv : reader_.entries()) {
-      if (reader_.IsSliceKey(kv.first)) continue;
+    for (const auto& kv : tensors) {
       out.append(py::make_tuple(py::bytes(kv.first), kv.second.dtype, ShapeTuple(kv.second.shape),
                                 !kv.second.slices.empty()));
     }
     return out;
   }
 
-  py::list all_keys() const {
+  // Every key of the index (slice keys included, header left out).
+  py::list all_keys() {
+    std::vector<std::string> keys;
+    Status s;
+    {
+      py::gil_scoped_release release;
+      s = reader_.ForEachEntry([&](const std::string& key, const BundleEntry&) {
+        keys.push_back(key);
+        return Status::OK();
+      });
+    }
+    Check(s);
     py::list out;
-    for (const auto& kv : reader_.entries()) out.append(py::bytes(kv.first));
+    for (const std::string& k : keys) out.append(py::bytes(k));
     return out;
   }
 
-  py::dict entry(const py::handle& key) const {
+  // Whether the checkpoint holds tensor `key` (a stored slice is not one):
+  // one lookup, not a listing.
+  bool has_tensor(const py::handle& key) {
     std::string k = AsBytes(key);
-    auto it = reader_.entries().find(k);
-    if (it == reader_.entries().end()) {
+    const std::string* stored;
+    const BundleEntry* e;
+    bool is_slice = false;
+    Status s;
+    {
+      py::gil_scoped_release release;
+      s = reader_.Lookup(k, &stored, &e);
+      if (s.ok() && e != nullptr) s = reader_.IsSliceKey(k, &is_slice);
+    }
+    Check(s);
+    return e != nullptr && !is_slice;
+  }
+
+  py::dict entry(const py::handle& key) {
+    std::string k = AsBytes(key);
+    const std::string* stored;
+    const BundleEntry* found;
+    Status s;
+    {
+      py::gil_scoped_release release;
+      s = reader_.Lookup(k, &stored, &found);
+    }
+    Check(s);
+    if (found == nullptr) {
       Check(NotFound("Key " + PrintableKey(k) + " not found in checkpoint " + reader_.prefix()));
     }
-    const BundleEntry& e = it->second;
+    const BundleEntry& e = *found;
     py::dict d;
     d["dtype"] = e.dtype;
     d["shape"] = ShapeTuple(e.shape);
@@ -262,8 +304,10 @@ class PyReader {
 
   // Validates every request before anything is allocated: (dtype, shape) each.
   // Tensors of one dtype and shape share one tuple (a restore of 10,000
-  // variables has a handful of distinct ones).
-  py::list prepare(const py::list& keys, const py::list& specs) {
+  // variables has a handful of distinct ones). `max_rank`: the most
+  // dimensions the caller's arrays can have (numpy: 32 before 2.0, then 64;
+  // TF allows 254).
+  py::list prepare(const py::list& keys, const py::list& specs, size_t max_rank) {
     std::vector<ReadPlan> plans = Plan(keys, specs);
     py::list out(plans.size());
     std::map<std::pair<int, std::vector<int64_t>>, py::tuple> seen;
@@ -271,7 +315,14 @@ class PyReader {
       const ReadPlan& p = plans[i];
       auto key = std::make_pair(p.dtype, p.shape());
       auto it = seen.find(key);
-      if (it == seen.end()) it = seen.emplace(std::move(key), py::make_tuple(p.dtype, ShapeTuple(p.shape()))).first;
+      if (it == seen.end()) {
+        if (p.shape().size() > max_rank) {
+          Check(Unimplemented(StrCat("Cannot read tensor ", PrintableKey(*p.key), " of checkpoint ",
+                                     reader_.prefix(), ": its rank ", p.shape().size(),
+                                     " is above the ", max_rank, " dimensions a numpy array can have")));
+        }
+        it = seen.emplace(std::move(key), py::make_tuple(p.dtype, ShapeTuple(p.shape()))).first;
+      }
       out[i] = it->second;
     }
     // execute() usually follows with the very same lists: keep the plans (~3 us per tensor to redo).
@@ -284,8 +335,10 @@ class PyReader {
   // Fills outs[i] (numeric, sized as prepare() said) in place. String tensors
   // are filled into outs[i] when it is an object array of the right shape,
   // else returned as new object arrays of bytes. Returns a list holding each
-  // string tensor's array (None for numeric ones).
-  py::list execute(const py::list& keys, const py::list& specs, const py::list& outs) {
+  // string tensor's array (None for numeric ones). `fresh`: every numeric
+  // out was allocated for this call and not touched yet (the engine may then
+  // choose its pages).
+  py::list execute(const py::list& keys, const py::list& specs, const py::list& outs, bool fresh) {
     std::vector<ReadPlan> plans;
     // The same list objects as prepare() (the Python API passes its own lists, unchanged in between).
     if (cached_keys_.is(keys) && cached_specs_.is(specs) && keys.size() == cached_plans_.size() &&
@@ -317,7 +370,7 @@ class PyReader {
     Status s;
     {
       py::gil_scoped_release release;
-      s = reader_.Execute(plans, dst, &strings);
+      s = reader_.Execute(plans, dst, &strings, fresh);
     }
     Check(s);
     // Whole string tensors: one bytes object per element, allocated here and
@@ -402,6 +455,32 @@ class PyReader {
  private:
   std::vector<ReadPlan> Plan(const py::list& keys, const py::list& specs) {
     if (specs.size() != keys.size()) throw py::value_error("keys and shape_and_slices differ in length");
+    // Every entry looked up first, in key order: a restore names its tensors
+    // in creation order, and looked up in that order each one could cost a
+    // read of an index block. The tuple keeps the keys alive without the GIL.
+    {
+      py::tuple held(keys);
+      std::vector<std::string> converted;  // str keys, as UTF-8 (bytes are viewed in place)
+      std::vector<std::string_view> views;
+      views.reserve(held.size());
+      size_t n_str = 0;
+      for (py::handle k : held) n_str += PyBytes_Check(k.ptr()) ? 0 : 1;
+      converted.reserve(n_str);
+      for (py::handle k : held) {
+        if (PyBytes_Check(k.ptr())) {
+          views.emplace_back(PyBytes_AS_STRING(k.ptr()), static_cast<size_t>(PyBytes_GET_SIZE(k.ptr())));
+        } else {
+          converted.push_back(AsBytes(k));
+          views.emplace_back(converted.back());
+        }
+      }
+      Status s;
+      {
+        py::gil_scoped_release release;
+        s = reader_.LookupAll(std::move(views));
+      }
+      Check(s);
+    }
     // Requests made a batch at a time: all 10,000 held beside the plans
     // added ~1.3 MB to a restore's peak.
     const size_t kBatch = 512;
@@ -648,6 +727,25 @@ PYBIND11_MODULE(_core, m) {
     for (const auto& kv : kvs) out.append(py::make_tuple(py::bytes(kv.first), py::bytes(kv.second)));
     return out;
   });
+  m.def("table_get", [](const std::string& path, const std::vector<py::bytes>& keys) {
+    // Point lookups, one at a time in the order given (None: no such key).
+    RandomAccessFile f;
+    Check(f.Open(path));
+    Table t;
+    Check(t.Open(&f));
+    py::list out;
+    for (const py::bytes& k : keys) {
+      bool found;
+      std::string value;
+      Check(t.Get(std::string(k), &found, &value));
+      if (found) {
+        out.append(py::bytes(value));
+      } else {
+        out.append(py::none());
+      }
+    }
+    return out;
+  });
   m.def("snappy_uncompress", [](const py::bytes& data) {
     std::string in(data), out;
     Check(SnappyUncompress(in.data(), in.size(), "input", &out));
@@ -661,6 +759,7 @@ PYBIND11_MODULE(_core, m) {
     Check(ParseShapeAndSlice(spec, &shape, &slice));
     return py::make_tuple(ShapeTuple(shape), SliceList(slice));
   });
+  m.def("_box_operations", &BoxOperationCount);  // for tests: see tensor_slice.h
   m.def("slice_key", [](const py::object& name, const std::string& spec) {
     std::vector<int64_t> shape;
     TensorSliceProto slice;
@@ -714,7 +813,9 @@ PYBIND11_MODULE(_core, m) {
       .def_property_readonly("endianness", &PyReader::endianness)
       .def("list_entries", &PyReader::list_entries)
       .def("all_keys", &PyReader::all_keys)
+      .def("has_tensor", &PyReader::has_tensor)
       .def("entry", &PyReader::entry)
-      .def("prepare", &PyReader::prepare)
-      .def("execute", &PyReader::execute);
+      .def("prepare", &PyReader::prepare, py::arg("keys"), py::arg("specs"), py::arg("max_rank") = 64)
+      .def("execute", &PyReader::execute, py::arg("keys"), py::arg("specs"), py::arg("outs"),
+           py::arg("fresh") = false);
 }

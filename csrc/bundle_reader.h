@@ -1,22 +1,30 @@
-// Reads a tensor bundle. Open() loads and validates the index (every block
-// CRC, the header's version rules); Prepare() resolves a request to a plan,
-// validating every size, offset and shape against the data files before the
-// caller allocates anything; Execute() reads many plans at once on the shared
-// I/O pool, straight into caller buffers, verifying CRCs in parallel chunks.
+// Reads a tensor bundle. Open() reads the index's footer, its index block and
+// the header entry (the version rules); entries are looked up when a request
+// names them, reading only the index's data blocks that hold them, so the
+// cost of a read follows what is read, not the size of the checkpoint.
+// Prepare() resolves a request to a plan, validating every size, offset and
+// shape against the data files before the caller allocates anything;
+// Execute() reads many plans at once on the shared I/O pool, straight into
+// caller buffers, verifying CRCs in parallel chunks (how a read is split and
+// which pages it fills: ReadPolicy in the .cc).
 #pragma once
 
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
-#include <set>
 #include <string>
+#include <string_view>
+#include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "bundle_proto.h"
 #include "env.h"
 #include "status.h"
+#include "table.h"
 #include "tensor_slice.h"
 #include "thread_pool.h"
 
@@ -32,8 +40,8 @@ struct ReadRequest {
 // A restore makes one per tensor (10,000 at once), so a plan for a whole
 // tensor stored in one piece -- nearly every read -- is its key and entry and
 // owns no heap memory (boxes and pieces were ~250 bytes of small allocations
-// per tensor, 2.5 MB of a 10,000-tensor restore's peak). Keys point into the
-// reader's index.
+// per tensor, 2.5 MB of a 10,000-tensor restore's peak). Keys and entries
+// point into the reader's looked-up entries, which live as long as it does.
 struct ReadPlan {
   struct Piece {
     const std::string* key = nullptr;  // index key of the stored payload
@@ -83,19 +91,34 @@ class BundleReader {
 
   const std::string& prefix() const { return prefix_; }
   const BundleHeader& header() const { return header_; }
-  // Every stored entry (slice keys included), in key order.
-  const std::map<std::string, BundleEntry>& entries() const { return entries_; }
-  // True for keys that are the stored slices of a partitioned tensor.
-  bool IsSliceKey(const std::string& key) const { return slice_keys_.count(key) > 0; }
+
+  // The stored entry of `key` (slice keys included), read from the index on
+  // first use and kept for the reader's lifetime (its address is stable);
+  // *entry is null when the index has no such key. Thread-safe.
+  Status Lookup(const std::string& key, const std::string** stored_key, const BundleEntry** entry);
+  // Looks keys up in key order, so that each data block of the index is read
+  // once however the caller orders them. Missing keys are left to Prepare.
+  Status LookupAll(std::vector<std::string_view> keys);
+  // Every entry of the index in key order, header left out, decoded: reads
+  // the whole index (for listings only).
+  Status ForEachEntry(const std::function<Status(const std::string& key, const BundleEntry& entry)>& fn) const;
+  // Every stored tensor in key order, the slices of partitioned tensors left
+  // out (as TF's variable maps). Reads the whole index.
+  Status ListTensors(std::vector<std::pair<std::string, BundleEntry>>* out) const;
+  // Whether `key` is a stored slice of a partitioned tensor (its owner's
+  // entry lists it); costs a lookup and the owner's slice count.
+  Status IsSliceKey(const std::string& key, bool* is_slice);
   // How messages name a key: 'name', or 'name' (slice 0,2:-) for slice keys.
-  std::string DisplayKey(const std::string& key) const;
+  std::string DisplayKey(const std::string& key);
 
   Status Prepare(const ReadRequest& request, ReadPlan* plan);
   // dst[i]: buffer of plan i's bytes (numeric); strings[i] receives string
   // results. dst has one slot per plan; strings gets one per plan when any
   // plan is a string tensor and is left empty otherwise.
+  // `fresh`: every numeric destination was allocated for this call and not
+  // touched yet, so the reader may choose its pages (see ReadPolicy).
   Status Execute(const std::vector<ReadPlan>& plans, const std::vector<char*>& dst,
-                 std::vector<StringResult>* strings);
+                 std::vector<StringResult>* strings, bool fresh = false);
   // Second step for every `whole` string result of Execute(plans, ...), in
   // one batch (see StringByteReader to overlap it with the allocations):
   // element j of plan i goes to dst[i][j] (strings[i].lengths[j] bytes;
@@ -121,10 +144,16 @@ class BundleReader {
 
   friend class StringByteReader;
 
+  Status DecodeStored(const std::string& key, const std::string& value, BundleEntry* entry) const;
+  Status PreparePartitioned(const ReadRequest& request, const BundleEntry& full, ReadPlan* plan);
+
   std::string prefix_;
+  std::string index_path_;
   BundleHeader header_;
-  std::map<std::string, BundleEntry> entries_;
-  std::map<std::string, std::string> slice_keys_;  // slice key -> display name
+  std::unique_ptr<RandomAccessFile> index_file_;
+  Table table_;
+  std::mutex entries_mu_;
+  std::unordered_map<std::string, BundleEntry> entries_;  // looked up so far (node addresses are stable)
   std::mutex files_mu_;
   std::map<int, std::unique_ptr<RandomAccessFile>> data_files_;
 };

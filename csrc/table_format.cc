@@ -1,6 +1,7 @@
 #include "table_format.h"
 
 #include <algorithm>
+#include <string_view>
 
 #include "coding.h"
 #include "crc32c.h"
@@ -81,39 +82,143 @@ Status ReadBlock(const RandomAccessFile& file, const BlockHandle& handle, std::s
   }
 }
 
-Status ForEachBlockEntry(const std::string& block, const std::string& what,
-                         const std::function<bool(const std::string&, const char*, size_t)>& fn) {
+namespace {
+
+struct EntryHeader {
+  uint32_t shared, non_shared, value_len;
+};
+
+// Decodes the three varints of the entry at p; returns where its key bytes
+// start, or nullptr if the entry does not fit before limit.
+const char* DecodeEntryHeader(const char* p, const char* limit, EntryHeader* h) {
+  p = GetVarint32Ptr(p, limit, &h->shared);
+  if (p) p = GetVarint32Ptr(p, limit, &h->non_shared);
+  if (p) p = GetVarint32Ptr(p, limit, &h->value_len);
+  if (p == nullptr || static_cast<uint64_t>(limit - p) < uint64_t(h->non_shared) + h->value_len) return nullptr;
+  return p;
+}
+
+// Walks every entry of a block in order, checking every varint and length
+// against the block bounds and every key against the previous one.
+// fn(offset of the entry, its shared length, key, value, n) returns false to stop.
+Status WalkBlock(const std::string& block, const std::string& what,
+                 const std::function<bool(size_t, uint32_t, const std::string&, const char*, size_t)>& fn) {
   if (block.size() < 4) return DataLoss("Block too small in " + what);
   uint64_t num_restarts = DecodeFixed32(block.data() + block.size() - 4);
   uint64_t restart_bytes;
   if (num_restarts == 0 || !CheckedMul(num_restarts + 1, 4, &restart_bytes) || restart_bytes > block.size()) {
     return DataLoss(StrCat("Corrupt block restart array in ", what));
   }
-  const char* p = block.data();
-  const char* limit = block.data() + block.size() - restart_bytes;
-  std::string key;
+  const char* base = block.data();
+  const char* p = base;
+  const char* limit = base + block.size() - restart_bytes;
+  std::string key, next;
   bool first = true;
   while (p < limit) {
-    uint32_t shared, non_shared, value_len;
-    p = GetVarint32Ptr(p, limit, &shared);
-    if (p) p = GetVarint32Ptr(p, limit, &non_shared);
-    if (p) p = GetVarint32Ptr(p, limit, &value_len);
-    if (p == nullptr || shared > key.size() || (first && shared != 0) ||
-        static_cast<uint64_t>(limit - p) < uint64_t(non_shared) + value_len) {
+    EntryHeader h;
+    const char* k = DecodeEntryHeader(p, limit, &h);
+    if (k == nullptr || h.shared > key.size() || (first && h.shared != 0)) {
       return DataLoss("Corrupt block entry in " + what);
     }
-    std::string next = key.substr(0, shared);
-    next.append(p, non_shared);
+    next.assign(key, 0, h.shared);
+    next.append(k, h.non_shared);
     if (!first && !(key < next)) {
       return DataLoss("Keys out of order in " + what + " at key " + PrintableKey(next));
     }
     key.swap(next);
-    p += non_shared;
-    if (!fn(key, p, value_len)) return Status::OK();
-    p += value_len;
+    if (!fn(static_cast<size_t>(p - base), h.shared, key, k + h.non_shared, h.value_len)) return Status::OK();
+    p = k + h.non_shared + h.value_len;
     first = false;
   }
   return Status::OK();
+}
+
+}  // namespace
+
+Status ForEachBlockEntry(const std::string& block, const std::string& what,
+                         const std::function<bool(const std::string&, const char*, size_t)>& fn) {
+  return WalkBlock(block, what, [&](size_t, uint32_t, const std::string& key, const char* v, size_t n) {
+    return fn(key, v, n);
+  });
+}
+
+Status Block::Parse(std::string contents, const std::string& what, std::unique_ptr<Block>* out) {
+  auto block = std::make_unique<Block>();
+  block->contents_ = std::move(contents);
+  Block* b = block.get();
+  SK_RETURN_IF_ERROR(WalkBlock(b->contents_, what,
+                               [b](size_t offset, uint32_t shared, const std::string& key, const char* v, size_t n) {
+                                 if (shared == 0) b->anchors_.push_back(offset);
+                                 if (offset == 0) b->first_key_ = key;
+                                 ++b->num_entries_;
+                                 b->last_key_.assign(key);
+                                 b->limit_ = static_cast<size_t>(v - b->contents_.data()) + n;
+                                 return true;
+                               }));
+  *out = std::move(block);
+  return Status::OK();
+}
+
+bool Block::First(std::string* key, std::string* value) const {
+  if (anchors_.empty()) return false;
+  EntryHeader h;
+  const char* k = DecodeEntryHeader(contents_.data(), contents_.data() + limit_, &h);  // checked by Parse
+  key->assign(k, h.non_shared);  // the first entry shares nothing
+  value->assign(k + h.non_shared, h.value_len);
+  return true;
+}
+
+void Block::ForEach(const std::function<bool(const std::string&, const char*, size_t)>& fn) const {
+  const char* base = contents_.data();
+  const char* limit = base + limit_;
+  std::string key;
+  for (const char* p = base; p < limit;) {
+    EntryHeader h;
+    const char* k = DecodeEntryHeader(p, limit, &h);  // checked by Parse
+    key.resize(h.shared);
+    key.append(k, h.non_shared);
+    if (!fn(key, k + h.non_shared, h.value_len)) return;
+    p = k + h.non_shared + h.value_len;
+  }
+}
+
+bool Block::Get(std::string_view target, std::string* value) const {
+  if (anchors_.empty()) return false;
+  const char* base = contents_.data();
+  const char* limit = base + limit_;
+  // Every entry up to limit_ was checked by Parse: the decodes below cannot fail.
+  auto anchor_key = [&](size_t offset) {
+    EntryHeader h;
+    const char* k = DecodeEntryHeader(base + offset, limit, &h);
+    return std::string_view(k, h.non_shared);
+  };
+  // The last anchor whose key is <= target, then walk from it.
+  size_t lo = 0, hi = anchors_.size();
+  while (lo < hi) {
+    const size_t mid = lo + (hi - lo) / 2;
+    if (anchor_key(anchors_[mid]) <= target) {
+      lo = mid + 1;
+    } else {
+      hi = mid;
+    }
+  }
+  if (lo == 0) return false;  // below the first key
+  size_t offset = anchors_[lo - 1];
+  std::string k;
+  while (offset < limit_) {
+    EntryHeader h;
+    const char* p = DecodeEntryHeader(base + offset, limit, &h);
+    k.resize(h.shared);
+    k.append(p, h.non_shared);
+    const int c = std::string_view(k).compare(target);
+    if (c >= 0) {
+      if (c > 0) return false;
+      value->assign(p + h.non_shared, h.value_len);
+      return true;
+    }
+    offset = static_cast<size_t>(p - base) + h.non_shared + h.value_len;
+  }
+  return false;
 }
 
 void FindShortestSeparator(std::string* start, const std::string& limit) {

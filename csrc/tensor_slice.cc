@@ -1,11 +1,16 @@
 #include "tensor_slice.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstdlib>
 
 namespace saverkit {
 namespace {
+
+std::atomic<uint64_t> g_box_operations{0};
+
+void CountBoxOperations(uint64_t n) { g_box_operations.fetch_add(n, std::memory_order_relaxed); }
 
 bool ParseInt64(const std::string& s, int64_t* out) {
   if (s.empty()) return false;
@@ -162,7 +167,97 @@ std::string EncodeTensorNameSlice(const std::string& name, const TensorSliceProt
   return key;
 }
 
+bool SliceKeyTensorName(const std::string& key, std::string* name) {
+  // PutNumIncreasing(0), then the name escaped by PutStringIncreasing.
+  if (key.size() < 3 || key[0] != '\x00') return false;
+  name->clear();
+  for (size_t i = 1; i + 1 < key.size(); ++i) {
+    const char c = key[i];
+    if (c != '\x00' && c != '\xff') {
+      name->push_back(c);
+      continue;
+    }
+    const char next = key[++i];
+    if (c == '\x00' && next == '\x01') return true;  // the terminator
+    if (c == '\x00' && next == '\xff') {
+      name->push_back('\x00');
+    } else if (c == '\xff' && next == '\x00') {
+      name->push_back('\xff');
+    } else {
+      return false;
+    }
+  }
+  return false;
+}
+
+uint64_t BoxOperationCount() { return g_box_operations.load(std::memory_order_relaxed); }
+
+bool FindOverlap(const std::vector<const Box*>& boxes, size_t* a, size_t* b) {
+  if (boxes.size() < 2) return false;
+  const size_t rank = boxes[0]->start.size();
+  auto end = [&](uint32_t i, size_t d) { return boxes[i]->start[d] + boxes[i]->length[d]; };
+  // Guillotine cuts: sorted along one dimension, a group splits wherever no
+  // box reaches past the next one's start; boxes on either side of a cut
+  // cannot intersect, so only boxes left in one group need comparing. Each
+  // group is tried in every dimension in turn before its boxes are compared
+  // pairwise.
+  struct Group {
+    std::vector<uint32_t> ids;
+    size_t dim;
+    size_t tried;  // dimensions tried since the last cut
+  };
+  std::vector<Group> work(1);
+  work[0].ids.resize(boxes.size());
+  for (size_t i = 0; i < boxes.size(); ++i) work[0].ids[i] = static_cast<uint32_t>(i);
+  work[0].dim = 0;
+  work[0].tried = 0;
+  while (!work.empty()) {
+    Group g = std::move(work.back());
+    work.pop_back();
+    std::vector<uint32_t>& ids = g.ids;
+    if (ids.size() < 2) continue;
+    if (g.tried >= rank) {
+      Box unused;
+      for (size_t i = 0; i < ids.size(); ++i) {
+        for (size_t j = i + 1; j < ids.size(); ++j) {
+          if (Intersect(*boxes[ids[i]], *boxes[ids[j]], &unused)) {
+            *a = std::min(ids[i], ids[j]);
+            *b = std::max(ids[i], ids[j]);
+            return true;
+          }
+        }
+      }
+      continue;
+    }
+    const size_t d = g.dim;
+    CountBoxOperations(ids.size());
+    std::sort(ids.begin(), ids.end(), [&](uint32_t x, uint32_t y) {
+      const int64_t sx = boxes[x]->start[d], sy = boxes[y]->start[d];
+      return sx != sy ? sx < sy : end(x, d) < end(y, d);
+    });
+    std::vector<size_t> cuts;  // positions in ids where a new group starts
+    int64_t reach = end(ids[0], d);
+    for (size_t k = 1; k < ids.size(); ++k) {
+      if (boxes[ids[k]]->start[d] >= reach) cuts.push_back(k);
+      reach = std::max(reach, end(ids[k], d));
+    }
+    const size_t next_dim = (d + 1) % rank;
+    if (cuts.empty()) {
+      work.push_back({std::move(ids), next_dim, g.tried + 1});
+      continue;
+    }
+    cuts.push_back(ids.size());
+    size_t begin = 0;
+    for (size_t c : cuts) {
+      work.push_back({std::vector<uint32_t>(ids.begin() + begin, ids.begin() + c), next_dim, 0});
+      begin = c;
+    }
+  }
+  return false;
+}
+
 bool Intersect(const Box& a, const Box& b, Box* out) {
+  CountBoxOperations(1);
   out->start.resize(a.start.size());
   out->length.resize(a.start.size());
   for (size_t d = 0; d < a.start.size(); ++d) {

@@ -31,9 +31,23 @@ bool IsFullSlice(const TensorSliceProto& slice, const std::vector<int64_t>& shap
 
 // The index key of one stored slice of tensor `name` (spec section 6.3).
 std::string EncodeTensorNameSlice(const std::string& name, const TensorSliceProto& slice);
+// The tensor name a slice key starts with; false if `key` does not start
+// like one. (Whether it is a slice key is up to the tensor's entry.)
+bool SliceKeyTensorName(const std::string& key, std::string* name);
 
 // Intersection of two boxes; false if empty.
 bool Intersect(const Box& a, const Box& b, Box* out);
+
+// Whether any two of `boxes` (all of one rank) intersect; if so, *a < *b
+// name two that do. O(n log n) for the layouts partitioners produce (one
+// axis cut, or a grid: guillotine cuts); layouts no cut separates fall back
+// to comparing the boxes left together pairwise.
+bool FindOverlap(const std::vector<const Box*>& boxes, size_t* a, size_t* b);
+
+// For tests: box operations done so far in this process (Intersect calls,
+// and boxes visited while looking for overlaps), to check that assembling a
+// partitioned tensor grows linearly with its slice count.
+uint64_t BoxOperationCount();
 
 // Calls fn(src_index, dst_index, count) for each contiguous run of `region`
 // (in full-tensor coordinates) copied from a row-major array laid out as box

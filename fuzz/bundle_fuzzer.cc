@@ -26,8 +26,9 @@ using namespace saverkit;
 
 static void ReadAll(BundleReader& reader, uint64_t data_bytes) {
   std::vector<ReadRequest> requests;
-  for (const auto& kv : reader.entries()) {
-    if (reader.IsSliceKey(kv.first)) continue;
+  std::vector<std::pair<std::string, BundleEntry>> tensors;
+  (void)reader.ListTensors(&tensors);  // up to the first bad block or entry
+  for (const auto& kv : tensors) {
     ReadRequest whole;
     whole.key = kv.first;
     requests.push_back(whole);

@@ -46,6 +46,39 @@ def write_index(prefix, kvs: list[tuple[bytes, bytes]]) -> None:
     _core.write_table(str(prefix) + ".index", kvs)
 
 
+def _varint(buf: bytes, i: int) -> tuple[int, int]:
+    shift = v = 0
+    while True:
+        b = buf[i]
+        v |= (b & 0x7F) << shift
+        i += 1
+        if b < 0x80:
+            return v, i
+        shift += 7
+
+
+def data_blocks(index_path) -> list[tuple[bytes, int, int]]:
+    """(index key, offset, size) of every data block of an SSTable, read through its footer and index."""
+    data = pathlib.Path(index_path).read_bytes()
+    footer = data[-48:]
+    _, i = _varint(footer, 0)
+    _, i = _varint(footer, i)
+    off, i = _varint(footer, i)
+    size, _ = _varint(footer, i)
+    index = data[off:off + size]
+    n = int.from_bytes(index[-4:], "little")
+    body, out, i = index[: len(index) - 4 - 4 * n], [], 0
+    while i < len(body):
+        _, i = _varint(body, i)  # shared: always 0 (restart interval 1)
+        nk, i = _varint(body, i)
+        nv, i = _varint(body, i)
+        key, (boff, j) = body[i:i + nk], _varint(body, i + nk)
+        bsize, _ = _varint(body, j)
+        out.append((key, boff, bsize))
+        i += nk + nv
+    return out
+
+
 def entry_of(prefix, key: bytes) -> tensor_bundle_pb2.BundleEntryProto:
     return tensor_bundle_pb2.BundleEntryProto.FromString(dict(read_index(prefix))[key])
 

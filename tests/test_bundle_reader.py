@@ -8,14 +8,16 @@ import numpy as np
 import pytest
 from bundle_helpers import (
     FIXTURES,
+    data_blocks,
     manifest_checkpoints,
     read_index,
     replace_header,
     tensor_sha256,
     write_index,
 )
-from saverkit import bundle, dtypes, errors
+from saverkit import _core, bundle, dtypes, errors
 from saverkit.protobuf import tensor_bundle_pb2
+from saverkit.train.checkpoint_utils import load_checkpoint
 
 
 @pytest.mark.parametrize("rel,expected", manifest_checkpoints(), ids=[r for r, _ in manifest_checkpoints()])
@@ -351,6 +353,32 @@ def test_large_tensors_read_in_parallel_chunks_match(tmp_path):
         bundle.read_tensors(prefix, ["big"])
 
 
+@pytest.mark.parametrize("threads", [1, 2, 5])
+@pytest.mark.parametrize("elements", [300_001, 700_003, 2_621_447])
+def test_a_lone_tensor_read_in_parts_across_the_threads_matches(tmp_path, threads, elements):
+    # One tensor in a call is split evenly over the I/O threads (parts of 512 KiB and up, 64 KiB-aligned):
+    # odd sizes leave a short last part, and a flipped byte in any part is caught by the combined CRC.
+    prefix = str(tmp_path / "m")
+    value = np.random.default_rng(elements).integers(-2**15, 2**15, elements, dtype="i2")
+    bundle.write_bundle(prefix, ["t"], [value])
+    before = bundle.get_io_threads()
+    try:
+        bundle.set_io_threads(threads)
+        np.testing.assert_array_equal(bundle.read_tensors(prefix, ["t"])[0], value)
+        out = np.zeros_like(value)
+        bundle.read_tensors(prefix, ["t"], out=[out])
+        np.testing.assert_array_equal(out, value)
+        with open(prefix + ".data-00000-of-00001", "r+b") as f:
+            f.seek(2 * elements - 3)
+            b = f.read(1)
+            f.seek(2 * elements - 3)
+            f.write(bytes([b[0] ^ 0x01]))
+        with pytest.raises(errors.DataLossError, match=r"'t'.*stored crc32c"):
+            bundle.read_tensors(prefix, ["t"])
+    finally:
+        bundle.set_io_threads(before)
+
+
 def test_reader_context_manager_and_num_shards():
     with bundle.BundleReader(str(FIXTURES / "v1_sharded" / "model.ckpt")) as r:
         assert r.num_shards == 3
@@ -413,11 +441,211 @@ def test_the_engine_refuses_an_output_buffer_of_the_wrong_size_naming_the_tensor
     assert small.tolist() == [0] * 4
 
 
-def test_a_corrupt_index_entry_names_its_tensor_and_the_index_file(tmp_path):
+def test_a_corrupt_index_entry_names_its_tensor_and_the_index_file_when_read_or_listed(tmp_path):
     prefix = str(tmp_path / "m")
     bundle.write_bundle(prefix, ["good", "layer/bad"], [np.ones(2, "f4"), np.ones(3, "f4")])
     kvs = read_index(prefix)
     # A truncated varint: the entry cannot be decoded at all.
     write_index(prefix, [(k, b"\x08\xff" if k == b"layer/bad" else v) for k, v in kvs])
-    with pytest.raises(errors.DataLossError, match=r"BundleEntryProto for tensor 'layer/bad' in .*m\.index"):
-        bundle.BundleReader(prefix)
+    reader = bundle.BundleReader(prefix)  # opening reads the header only, as TF
+    assert reader.read("good").tolist() == [1.0, 1.0]
+    bad = r"BundleEntryProto for tensor 'layer/bad' in .*m\.index"
+    with pytest.raises(errors.DataLossError, match=bad):
+        reader.read("layer/bad")
+    with pytest.raises(errors.DataLossError, match=bad):
+        reader.entries()
+
+
+# --- a read costs what it reads, not what the checkpoint holds ------------------------------------
+
+def _varint(v: int) -> bytes:
+    out = bytearray()
+    while v >= 0x80:
+        out.append((v & 0x7F) | 0x80)
+        v >>= 7
+    out.append(v)
+    return bytes(out)
+
+
+def _write_scalar_index(prefix: str, n: int, window: int = 1024) -> None:
+    """An index of n float32 scalars 't/0000000'...; tensor i holds float(i % window) (n payloads share
+    `window` data-file slots, so that building a million entries takes about a second)."""
+    data = np.arange(window, dtype="<f4").tobytes()
+    with open(prefix + ".data-00000-of-00001", "wb") as f:
+        f.write(data)
+    # BundleEntryProto{dtype: DT_FLOAT, shape: {}, offset, size: 4, crc32c}, encoded by hand for speed.
+    crcs = [_core.crc32c_mask(_core.crc32c(data[4 * j:4 * j + 4])) for j in range(window)]
+    values = [b"\x08\x01\x12\x00" + (b"\x20" + _varint(4 * j) if j else b"") + b"\x28\x04\x35"
+              + struct.pack("<I", crcs[j]) for j in range(window)]
+    header = tensor_bundle_pb2.BundleHeaderProto(num_shards=1)
+    header.version.producer = 1
+    kvs = [(b"", header.SerializeToString())]
+    kvs += [(b"t/%07d" % i, values[i % window]) for i in range(n)]
+    write_index(prefix, kvs)
+
+
+def _rss_kib() -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+
+
+@pytest.fixture(scope="module")
+def million_entry_index(tmp_path_factory):
+    prefix = str(tmp_path_factory.mktemp("big") / "m")
+    _write_scalar_index(prefix, 1_000_000)
+    return prefix
+
+
+def test_opening_a_million_entry_index_and_reading_one_scalar_reads_almost_nothing(million_entry_index):
+    # The whole index parsed on open cost ~150 MB and ~1 s here; now: the footer, the index block and the
+    # two data blocks holding the header and the key.
+    before = _rss_kib()
+    reader = bundle.BundleReader(million_entry_index)
+    value = reader.read("t/0777777")
+    grown = _rss_kib() - before
+    assert value.shape == () and value == 777_777 % 1024
+    assert reader.has_tensor("t/0999999") and not reader.has_tensor("t/1000000")
+    assert grown < 16 * 1024, f"RSS grew by {grown} KiB"
+    ckpt = load_checkpoint(million_entry_index)
+    assert ckpt.get_tensor("t/0000003") == 3 and ckpt.has_tensor("t/0000003")
+    assert _rss_kib() - before < 16 * 1024
+
+
+def test_a_corrupt_index_data_block_is_reported_when_a_key_in_it_is_read_or_listed(tmp_path):
+    prefix = str(tmp_path / "m")
+    _write_scalar_index(prefix, 30_000)
+    blocks = data_blocks(prefix + ".index")
+    assert len(blocks) >= 3
+    sep, off, size = blocks[1]
+    with open(prefix + ".index", "r+b") as f:
+        f.seek(off + size // 2)
+        b = f.read(1)
+        f.seek(off + size // 2)
+        f.write(bytes([b[0] ^ 0x10]))
+    reader = bundle.BundleReader(prefix)
+    assert reader.read_many(["t/0000000", "t/0029999"]) == [0, 29_999 % 1024]
+    bad = rf"Block checksum mismatch in {prefix}\.index at offset {off}"
+    with pytest.raises(errors.DataLossError, match=bad):
+        reader.read(sep.decode())  # the block's last key is at most its separator: in that block
+    with pytest.raises(errors.DataLossError, match=bad):
+        reader.read_many(["t/0000000", sep.decode()])
+    with pytest.raises(errors.DataLossError, match=bad):
+        reader.entries()
+    with pytest.raises(errors.DataLossError, match=bad):
+        load_checkpoint(prefix).get_variable_to_shape_map()
+
+
+def test_many_keys_in_any_order_across_many_index_blocks_read_right(tmp_path):
+    prefix = str(tmp_path / "m")
+    _write_scalar_index(prefix, 150_000, window=150_000)
+    assert len(data_blocks(prefix + ".index")) > 8  # more than the reader keeps
+    rng = np.random.default_rng(7)
+    picks = [int(i) for i in rng.choice(150_000, 5_000, replace=False)] + [12, 12, 149_999]
+    values = bundle.read_tensors(prefix, [f"t/{i:07d}" for i in picks])
+    assert [float(v) for v in values] == [float(i) for i in picks]
+    with pytest.raises(errors.NotFoundError, match="'t/0150000' not found"):
+        bundle.read_tensors(prefix, ["t/0000001", "t/0150000"])
+
+
+# --- partitioned tensors: assembly grows linearly with the slice count ----------------------------
+
+def _write_partitioned(prefix: str, full: np.ndarray, boxes: list[tuple[tuple[int, int], ...]]) -> None:
+    """Saves `full` as the slices `boxes` (per dimension: (start, length)) of one partitioned tensor."""
+    dims = " ".join(str(d) for d in full.shape)
+    specs = [dims + " " + ":".join(f"{s},{n}" for s, n in box) for box in boxes]
+    parts = [np.ascontiguousarray(full[tuple(slice(s, s + n) for s, n in box)]) for box in boxes]
+    bundle.write_bundle(prefix, ["p"] * len(boxes), parts, specs)
+
+
+def _box_operations_to_read(prefix: str, full: np.ndarray, spec: str, want: np.ndarray) -> int:
+    reader = bundle.BundleReader(prefix)
+    before = _core._box_operations()
+    whole = reader.read("p")
+    part = reader.read_slice("p", spec)
+    count = _core._box_operations() - before
+    np.testing.assert_array_equal(whole, full)
+    np.testing.assert_array_equal(part, want)
+    return count
+
+
+@pytest.mark.parametrize("layout", ["rows", "grid"])
+def test_reading_a_partitioned_tensor_grows_linearly_with_its_slice_count(tmp_path, layout):
+    # 32,000 slices took 57 s (every slice checked against every other); the counted box operations
+    # (intersections, and boxes visited while looking for overlaps) now grow with the count, not its square.
+    counts = []
+    for n in (2_000, 8_000):
+        if layout == "rows":  # one axis cut, as TF's partitioners do
+            full = np.arange(n * 2 * 3, dtype="f4").reshape(n * 2, 3)
+            boxes = [((2 * i, 2), (0, 3)) for i in range(n)]
+            rows = n * 2
+        else:  # a grid of 4 columns of row blocks, the rows of each column offset like bricks
+            rows = n // 4 * 2
+            full = np.arange(rows * 8, dtype="i4").reshape(rows, 8)
+            boxes = []
+            for c in range(4):
+                cuts = [0] + list(range(1 + c % 2, rows, 2))[: n // 4 - 1] + [rows]
+                boxes += [((a, b - a), (2 * c, 2)) for a, b in zip(cuts, cuts[1:], strict=False)]
+            assert len(boxes) == n
+        prefix = str(tmp_path / f"{layout}{n}")
+        _write_partitioned(prefix, full, boxes)
+        lo, hi = rows // 4, rows // 2
+        counts.append(_box_operations_to_read(prefix, full, f"{rows} {full.shape[1]} {lo},{hi - lo}:1,2",
+                                              full[lo:hi, 1:3]))
+    assert counts[1] < 5 * counts[0], counts  # quadratic: 16x
+
+
+def test_slices_no_cut_separates_are_still_checked_pairwise(tmp_path):
+    # A pinwheel: five boxes tiling 3x3 that no straight cut splits, so they are compared pairwise.
+    full = np.arange(9, dtype="i8").reshape(3, 3)
+    pinwheel = [((0, 2), (0, 1)), ((0, 1), (1, 2)), ((1, 2), (2, 1)), ((2, 1), (0, 2)), ((1, 1), (1, 1))]
+    _write_partitioned(str(tmp_path / "ok"), full, pinwheel)
+    reader = bundle.BundleReader(str(tmp_path / "ok"))
+    np.testing.assert_array_equal(reader.read("p"), full)
+    np.testing.assert_array_equal(reader.read_slice("p", "3 3 1,2:0,2"), full[1:3, 0:2])
+    # The centre piece widened over its left neighbour.
+    _write_partitioned(str(tmp_path / "bad"), full, pinwheel[:4] + [((1, 1), (0, 2))])
+    overlap = r"Overlapping slices 0,2:0,1 and 1,1:0,2 stored for tensor 'p'"
+    with pytest.raises(errors.DataLossError, match=overlap):
+        bundle.read_tensors(str(tmp_path / "bad"), ["p"])
+
+
+def test_overlapping_slices_among_many_are_found(tmp_path):
+    n = 3_000
+    full = np.arange(n * 2, dtype="f4").reshape(n, 2)
+    boxes = [((i, 1), (0, 2)) for i in range(n)]
+    boxes[1_500] = ((1_499, 2), (0, 2))  # reaches into its predecessor's row
+    _write_partitioned(str(tmp_path / "m"), full, boxes)
+    with pytest.raises(errors.DataLossError, match="Overlapping slices 1499,1:0,2 and 1499,2:0,2"):
+        bundle.read_tensors(str(tmp_path / "m"), ["p"])
+    # Reading rows away from the overlap still works, as before.
+    part = bundle.read_tensors(str(tmp_path / "m"), ["p"], [f"{n} 2 0,1000:-"])[0]
+    np.testing.assert_array_equal(part, full[:1000])
+
+
+# --- ranks numpy cannot hold ----------------------------------------------------------------------
+
+def test_a_tensor_of_rank_above_numpys_limit_is_unimplemented_but_listed(tmp_path):
+    prefix = str(tmp_path / "m")
+    bundle.write_bundle(prefix, ["deep", "ok", "words"],
+                        [np.float32(2.5), np.arange(3, dtype="i4"), np.array([b"a"], dtype=object)])
+    deep = (1,) * 70  # TF allows up to 254 dimensions
+    kvs = []
+    for k, v in read_index(prefix):
+        if k in (b"deep", b"words"):
+            e = tensor_bundle_pb2.BundleEntryProto.FromString(v)
+            e.shape.ClearField("dim")
+            for d in deep:
+                e.shape.dim.add(size=d)
+            v = e.SerializeToString()
+        kvs.append((k, v))
+    write_index(prefix, kvs)
+    reader = bundle.BundleReader(prefix)
+    assert reader.entries()["deep"] == (dtypes.float32, deep)
+    assert load_checkpoint(prefix).get_variable_to_shape_map()["deep"] == list(deep)
+    for key in ("deep", "words"):
+        too_deep = rf"tensor '{key}' of checkpoint {prefix}: its rank 70"
+        with pytest.raises(errors.UnimplementedError, match=too_deep):
+            reader.read(key)
+    with pytest.raises(errors.UnimplementedError, match="rank 70"):
+        reader.read_slice("deep", " ".join(["1"] * 70) + " " + ":".join(["-"] * 70))
+    assert reader.read("ok").tolist() == [0, 1, 2]

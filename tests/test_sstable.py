@@ -1,5 +1,6 @@
 """The LevelDB table pieces on their own: blocks, trailers, index separators, footer, reader checks."""
 
+import bisect
 import pathlib
 import struct
 
@@ -237,3 +238,68 @@ def test_reader_rejects_bad_magic_and_short_files(tmp_path):
     path.write_bytes(SPEC_INDEX[:40])
     with pytest.raises(errors.DataLossError, match="too short"):
         _core.read_table(str(path))
+
+
+# --- point lookups: only the block that can hold a key is read ------------------------------------
+
+def _many_block_table(tmp_path, n=20_000):
+    path = str(tmp_path / "many.index")
+    kvs = [(f"tensor/{i:06d}".encode(), b"v%d" % i + bytes(40)) for i in range(n)]
+    _core.write_table(path, kvs)
+    blocks = _blocks(path)
+    assert len(blocks) >= 4
+    return path, kvs, blocks
+
+
+def test_lookups_find_every_key_and_only_those_keys(tmp_path):
+    path, kvs, blocks = _many_block_table(tmp_path)
+    probe = [kvs[0][0], kvs[-1][0], kvs[4_321][0], kvs[15_000][0]]
+    # Each block's last key and the first key after it; the index separators themselves (not keys).
+    keys = [k for k, _ in kvs]
+    for sep, _, _, _ in blocks:
+        i = bisect.bisect_right(keys, sep)  # keys[i - 1] ends the block, keys[i] starts the next
+        probe += keys[i - 1:i + 1]
+    missing = [b"", b"a", b"tensor/", b"tensor/004321x", b"tensor/9", b"\xff" * 3] + [s for s, *_ in blocks]
+    got = _core.table_get(path, probe + missing)
+    expected = dict(kvs)
+    assert got[: len(probe)] == [expected[k] for k in probe]
+    assert got[len(probe):] == [expected.get(k) for k in missing]
+
+
+def test_a_corrupt_data_block_is_reported_only_by_lookups_in_it(tmp_path):
+    path, kvs, blocks = _many_block_table(tmp_path)
+    _, off, size, _ = blocks[2]
+    data = bytearray(pathlib.Path(path).read_bytes())
+    data[off + size // 2] ^= 0x01
+    pathlib.Path(path).write_bytes(bytes(data))
+    in_block = [k for k, _ in kvs if blocks[1][0] < k <= blocks[2][0]]
+    assert _core.table_get(path, [kvs[0][0], kvs[-1][0]]) == [kvs[0][1], kvs[-1][1]]
+    with pytest.raises(errors.DataLossError, match=rf"many\.index at offset {off}.*expected crc32c"):
+        _core.table_get(path, [in_block[len(in_block) // 2]])
+    with pytest.raises(errors.DataLossError, match=r"many\.index"):
+        _core.read_table(path)
+
+
+def test_a_block_holding_keys_its_index_entry_does_not_cover_is_data_loss(tmp_path):
+    # Two blocks whose index separators are swapped: every CRC is valid, but a lookup would miss keys.
+    first = _core.build_block([(b"a", b"1"), (b"b", b"2")], 16)
+    second = _core.build_block([(b"c", b"3"), (b"d", b"4")], 16)
+    data = first + _core.block_trailer(first, 0)
+    second_off = len(data)
+    data += second + _core.block_trailer(second, 0)
+    meta = _core.build_block([], 16)
+    meta_off = len(data)
+    data += meta + _core.block_trailer(meta, 0)
+    index = _core.build_block([(b"a", _varint(0) + _varint(len(first))),
+                               (b"e", _varint(second_off) + _varint(len(second)))], 1)
+    index_off = len(data)
+    data += index + _core.block_trailer(index, 0)
+    handles = _varint(meta_off) + _varint(len(meta)) + _varint(index_off) + _varint(len(index))
+    data += handles + bytes(40 - len(handles)) + bytes.fromhex("57fb808b247547db")
+    path = tmp_path / "t.index"
+    path.write_bytes(data)
+    with pytest.raises(errors.DataLossError, match="out of order with the index block"):
+        _core.table_get(str(path), [b"a"])
+    with pytest.raises(errors.DataLossError, match="out of order with the index block"):
+        _core.read_table(str(path))
+    assert _core.table_get(str(path), [b"d"]) == [b"4"]  # the second block is consistent

@@ -253,6 +253,11 @@ resolve_prefix = checkpoint_paths.resolve_prefix
 
 # --- reading ------------------------------------------------------------------
 
+# The most dimensions a numpy array can have (TF allows 254): reading a tensor of higher rank is
+# UnimplementedError naming it, while listing it still works.
+_MAX_NDIM = 64 if np.lib.NumpyVersion(np.__version__) >= "2.0.0" else 32
+
+
 def _as_dtype_or_data_loss(enum: int, key: bytes, prefix: str) -> DType:
     try:
         return _dtypes.as_dtype(enum)
@@ -292,7 +297,11 @@ class BundleReader:
         return dict(self._entries)
 
     def has_tensor(self, name: str | bytes) -> bool:
-        return _as_name(_as_key(name)) in self._entries
+        if self._entries_cache is not None:
+            return _as_name(_as_key(name)) in self._entries_cache
+        if self._core is None:
+            raise errors.FailedPreconditionError(None, None, f"BundleReader for {self.prefix} is closed")
+        return self._core.has_tensor(_as_key(name))  # one index lookup, not a listing
 
     def read(self, name: str | bytes) -> np.ndarray:
         return self.read_many([name])[0]
@@ -326,13 +335,14 @@ class BundleReader:
             raise ValueError("read_tensors: names, shape_and_slices, dtypes and out must have equal lengths")
         if self._core is None:
             raise errors.FailedPreconditionError(None, None, f"BundleReader for {self.prefix} is closed")
-        plans = self._core.prepare(keys, specs)
+        plans = self._core.prepare(keys, specs, _MAX_NDIM)
         buffers: list[np.ndarray | None] = []
         results: list[np.ndarray | None] = []
         # enum -> (dtype, numpy dtype or None for strings, whether the engine can read into the array itself)
         by_enum: dict[int, tuple[DType, np.dtype | None, bool]] = {}
         requested: dict[Any, DType] = {}
         checked = None  # (enum, requested object) last found equal: a restore asks for one dtype 10,000 times
+        fresh = True  # every numeric destination allocated here: the engine may choose its pages
         for i, (enum, shape) in enumerate(plans):
             known = by_enum.get(enum)
             if known is None:
@@ -364,12 +374,14 @@ class BundleReader:
             target = out[i] if out is not None else None
             if target is None:
                 target = np.empty(shape, dtype=np_dtype)
-            elif not (type(target) is np.ndarray and target.dtype == np_dtype and target.shape == shape
-                      and target.flags.c_contiguous and target.flags.writeable):
-                _check_out(target, dtype, tuple(shape), keys[i])  # names the problem
+            else:
+                fresh = False
+                if not (type(target) is np.ndarray and target.dtype == np_dtype and target.shape == shape
+                        and target.flags.c_contiguous and target.flags.writeable):
+                    _check_out(target, dtype, tuple(shape), keys[i])  # names the problem
             results.append(target)
             buffers.append(target if builtin else _byte_view(target))
-        strings = self._core.execute(keys, specs, buffers)
+        strings = self._core.execute(keys, specs, buffers, fresh)
         for i, items in enumerate(strings):
             if items is not None:  # string tensors: object arrays of bytes (out[i] itself when given)
                 results[i] = items

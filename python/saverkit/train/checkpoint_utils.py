@@ -19,8 +19,15 @@ class CheckpointReader:
     """Reads tensors from a checkpoint, like TF's ``py_checkpoint_reader.CheckpointReader``."""
 
     def __init__(self, filepattern: str | os.PathLike) -> None:
+        # Opening reads the index's header only; the variable maps list the whole index when first asked.
         self._reader = BundleReader(filepattern)
-        self._entries = self._reader.entries()
+        self._entries_cache: dict[str, tuple[DType, tuple[int, ...]]] | None = None
+
+    @property
+    def _entries(self) -> dict[str, tuple[DType, tuple[int, ...]]]:
+        if self._entries_cache is None:
+            self._entries_cache = self._reader.entries()
+        return self._entries_cache
 
     @property
     def prefix(self) -> str:
@@ -30,7 +37,7 @@ class CheckpointReader:
         return self._reader.read(tensor_str)
 
     def has_tensor(self, tensor_str: str) -> bool:
-        return tensor_str in self._entries
+        return self._reader.has_tensor(tensor_str)
 
     def get_variable_to_shape_map(self) -> dict[str, list[int]]:
         return {name: list(shape) for name, (_, shape) in self._entries.items()}
