@@ -2,6 +2,7 @@
 
 import base64
 import hashlib
+import importlib.util
 import io
 import json
 import os
@@ -20,6 +21,10 @@ from saverkit.bundle import BundleReader, write_bundle
 FIXTURES = Path(__file__).parent / "fixtures" / "tf-2.21"
 MANIFEST = json.loads((FIXTURES / "manifest.json").read_text())
 DTYPES_PREFIX = FIXTURES / "v1_dtypes" / "model.ckpt-7"
+_spec = importlib.util.spec_from_file_location(
+    "hostile_npz", Path(__file__).parent / "hostile" / "hostile_npz.py")
+hostile_npz = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(hostile_npz)
 
 
 def manifest(case, prefix):
@@ -237,8 +242,224 @@ def test_npz_entry_claiming_more_data_than_it_holds_is_rejected_before_allocatin
     code, out, err = call(capsys, "inspect", tmp_path / "huge.npz", "--tensor", "w")
     assert code == 2
     assert err == (f"saverkit inspect: error: {tmp_path / 'huge.npz'}: entry 'w' claims shape "
-                   "[1000000, 1000000] of float64 (8000000000000 bytes) but holds only "
-                   f"{len(header.getvalue()) + 64} bytes\n")
+                   "[1000000, 1000000] of float64 (8000000000000 bytes) but holds only 64 bytes of "
+                   "data\n")
+
+
+# --- hostile .npz / .safetensors inputs (tests/hostile/hostile_npz.py builds the ZIPs by hand) -------------
+
+def _npy(arr):
+    out = io.BytesIO()
+    np.lib.format.write_array(out, arr, allow_pickle=False)
+    return out.getvalue()
+
+
+def _npz(path, members):
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name + ".npy", data)
+    return path
+
+
+def _one_line_error(code, out, err, command, path):
+    assert code == 2, out
+    assert err.count("\n") == 1 and err.startswith(f"saverkit {command}: error: {path}: "), err
+    assert "'w'" in err and not re.search(r"\b(TypeError|ValueError|MemoryError)\b", err), err
+    return err
+
+
+@pytest.mark.parametrize("array, declared, stored", [
+    (np.arange(3, dtype="f4"), "string", "float32"),
+    (np.array([b"abcd", b"efgh"]), "float32", "S4"),  # same width: once silently reinterpreted
+    (np.arange(3, dtype="i8"), "resource", "int64"),
+    (np.arange(3, dtype="f4"), "bfloat16", "float32"),
+    (np.arange(3, dtype="i4"), "float32", "int32"),  # not a bit pattern saverkit writes (those are uint)
+])
+@pytest.mark.parametrize("command", [["inspect"], ["inspect", "--all"], ["convert", "OUT"]])
+def test_npz_declaring_an_impossible_dtype_is_a_one_line_error(capsys, tmp_path, array, declared, stored,
+                                                                 command):
+    path = _npz(tmp_path / "lie.npz", {"w": _npy(array), cli.NPZ_DTYPES_KEY: _npy(
+        np.array(json.dumps({"w": declared}).encode()))})
+    argv = [a if a != "OUT" else tmp_path / "out" for a in command]
+    err = _one_line_error(*call(capsys, argv[0], path, *argv[1:]), argv[0], path)
+    assert err.endswith(f"entry 'w' is stored as {stored}, which cannot hold the {declared} that "
+                        f"{cli.NPZ_DTYPES_KEY} declares for it\n")
+    assert not (tmp_path / "out.index").exists()
+
+
+def test_npz_declared_dtype_must_be_a_dtype_name(capsys, tmp_path):
+    # json 1 once passed as_dtype(1), float32, silently.
+    path = _npz(tmp_path / "enum.npz", {"w": _npy(np.arange(3, dtype="i4")),
+                                        cli.NPZ_DTYPES_KEY: _npy(np.array(b'{"w": 1}'))})
+    err = _one_line_error(*call(capsys, "inspect", path), "inspect", path)
+    assert err.endswith(f"{cli.NPZ_DTYPES_KEY} gives 'w' the unknown dtype 1\n")
+
+
+@pytest.mark.parametrize("shape", [(-5,), (3, -5)])
+@pytest.mark.parametrize("command", [["inspect"], ["inspect", "--all"], ["convert", "OUT"]])
+def test_npz_header_with_a_negative_dimension_is_rejected(capsys, tmp_path, shape, command):
+    path = _npz(tmp_path / "neg.npz", {"w": hostile_npz.npy_header(shape) + b"\0" * 64})
+    argv = [a if a != "OUT" else tmp_path / "out" for a in command]
+    err = _one_line_error(*call(capsys, argv[0], path, *argv[1:]), argv[0], path)
+    assert err.endswith(f"entry 'w' has a negative dimension in its shape {list(shape)}\n")
+
+
+def _zeros_bomb(path, shape, n_zeros, file_size=None):
+    """An .npz of one ZIP_DEFLATED member 'w': a .npy header claiming ``shape`` of float32, then
+    ``n_zeros`` zero bytes; the ZIP directory says ``file_size`` (default: the truth)."""
+    stream, crc, size = hostile_npz.zeros_bomb(hostile_npz.npy_header(shape), n_zeros)
+    hostile_npz.zip_with_member(path, "w.npy", stream, crc, size if file_size is None else file_size)
+    return path
+
+
+GiB = 1 << 30
+
+
+def test_npz_deflate_bomb_is_refused_before_allocating_in_a_memory_limited_process(tmp_path):
+    """10 GiB of zeros in a 10 MiB file, every size telling the truth: under an address-space limit the
+    allocation fails at once, and the error names the file, the entry and the size."""
+    resource = pytest.importorskip("resource")
+    path = _zeros_bomb(tmp_path / "bomb.npz", (10 * GiB // 4,), 10 * GiB)
+    assert path.stat().st_size < 12 << 20
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_AS, (3 * GiB, 3 * GiB))
+
+    proc = subprocess.run([sys.executable, "-m", "saverkit", "convert", path, tmp_path / "out.npz"],
+                          capture_output=True, text=True, timeout=120, preexec_fn=limit)
+    assert proc.returncode == 2
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr and "MemoryError" not in proc.stderr
+    assert lines[0].startswith(f"saverkit convert: error: {path}: entry 'w' (shape [2684354560] of float32) "
+                               "needs 10.0 GiB of memory: "), lines[0]
+    assert not (tmp_path / "out.npz").exists()
+
+
+def test_npz_deflate_bomb_bigger_than_free_memory_is_refused_without_allocating(capsys, tmp_path,
+                                                                                  monkeypatch):
+    import tracemalloc
+
+    path = _zeros_bomb(tmp_path / "bomb.npz", (10 * GiB // 4,), 10 * GiB)
+    monkeypatch.setattr(cli, "_available_memory", lambda: 4 * GiB)
+    tracemalloc.start()
+    try:
+        code, out, err = call(capsys, "inspect", path, "--tensor", "w")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 << 20
+    _one_line_error(code, out, err, "inspect", path)
+    assert err.endswith("entry 'w' (shape [2684354560] of float32) needs 10.0 GiB of memory: only 4.0 GiB "
+                        "is available\n")
+
+
+def test_npz_directory_claiming_more_than_deflate_can_expand_is_refused(capsys, tmp_path):
+    import tracemalloc
+
+    # Header and directory both say 10 GiB; the member's stream expands to 1 MiB.
+    path = _zeros_bomb(tmp_path / "lie.npz", (10 * GiB // 4,), 1 << 20, file_size=10 * GiB + 128)
+    tracemalloc.start()
+    try:
+        code, out, err = call(capsys, "convert", path, tmp_path / "out.npz")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 << 20  # the 10 GiB the header promises was never asked for
+    _one_line_error(code, out, err, "convert", path)
+    assert "the ZIP directory claims 10737418368 bytes deflated into" in err
+    assert "more than deflate can expand" in err
+
+
+def test_npz_member_holding_less_than_its_header_promises_is_data_loss(capsys, tmp_path):
+    import zlib
+
+    # Plausible sizes everywhere (random data does not compress), but the stream ends after 1 MiB of the
+    # 4 MiB the header and the directory promise.
+    header = hostile_npz.npy_header((1 << 20,))
+    payload = header + np.random.default_rng(0).bytes(1 << 20)
+    comp = zlib.compressobj(6, zlib.DEFLATED, -15)
+    stream = comp.compress(payload) + comp.flush()
+    path = tmp_path / "short.npz"
+    hostile_npz.zip_with_member(path, "w.npy", stream, zlib.crc32(payload), len(header) + (4 << 20))
+    code, out, err = call(capsys, "convert", path, tmp_path / "out.npz")
+    _one_line_error(code, out, err, "convert", path)
+    assert err.endswith("entry 'w' claims shape [1048576] of float32 (4194304 bytes) but holds only "
+                        "1048576 bytes of data\n")
+
+
+def test_npz_member_expanding_beyond_its_header_is_read_only_as_far_as_the_header_says(capsys, tmp_path):
+    import tracemalloc
+
+    # A 10-element header followed by 10 GiB of zeros: reading stops after the 40 bytes promised.
+    path = _zeros_bomb(tmp_path / "tail.npz", (10,), 10 * GiB)
+    tracemalloc.start()
+    try:
+        code, out, err = call(capsys, "convert", path, tmp_path / "out.npz")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert (code, err) == (0, "") and peak < 64 << 20
+    np.testing.assert_array_equal(np.load(tmp_path / "out.npz")["w"], np.zeros(10, np.float32))
+
+
+def test_npz_with_a_bad_crc_is_data_loss(capsys, tmp_path):
+    import zlib
+
+    payload = _npy(np.arange(1000, dtype="f4"))
+    comp = zlib.compressobj(6, zlib.DEFLATED, -15)
+    path = tmp_path / "crc.npz"
+    hostile_npz.zip_with_member(path, "w.npy", comp.compress(payload) + comp.flush(),
+                                zlib.crc32(payload) ^ 1, len(payload))
+    code, out, err = call(capsys, "inspect", path, "--tensor", "w")
+    _one_line_error(code, out, err, "inspect", path)
+    assert "Bad CRC-32" in err
+
+
+def test_npz_from_a_big_endian_machine_reads_in_native_order(capsys, tmp_path):
+    path = _npz(tmp_path / "be.npz", {"w": _npy(np.arange(3, dtype=">f4"))})
+    assert call(capsys, "convert", path, tmp_path / "out")[0] == 0
+    with BundleReader(str(tmp_path / "out")) as r:
+        np.testing.assert_array_equal(r.read("w"), np.arange(3, dtype="f4"))
+
+
+def _safetensors(path, header, data=b""):
+    import struct
+
+    raw = json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(raw)) + raw + data)
+    return path
+
+
+@pytest.mark.parametrize("header, data, message", [
+    ({"w": {"dtype": "F32", "shape": [-5], "data_offsets": [0, 4]}}, b"\0" * 4, "expected usize"),
+    ({"w": {"dtype": "F32", "shape": [2**32, 2**32], "data_offsets": [0, 0]}}, b"", "overflow"),
+    ({"w": {"dtype": "U8", "shape": [2**63, 2], "data_offsets": [0, 0]}}, b"", "overflow"),
+    ({"w": {"dtype": "F32", "shape": [10], "data_offsets": [0, 40]}}, b"\0" * 8, "not fully covered"),
+    ({"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}, b"\0" * 4, "not fully covered"),
+    ({"w": {"dtype": "F32", "shape": [0, 2**62], "data_offsets": [0, 0]}}, b"", "too big"),
+])
+@pytest.mark.parametrize("command", [["inspect", "--all"], ["convert", "OUT"]])
+def test_safetensors_header_lying_about_sizes_is_a_one_line_error(capsys, tmp_path, header, data, message,
+                                                                   command):
+    pytest.importorskip("safetensors")
+    path = _safetensors(tmp_path / "lie.safetensors", header, data)
+    argv = [a if a != "OUT" else tmp_path / "out" for a in command]
+    code, out, err = call(capsys, argv[0], path, *argv[1:])
+    assert code == 2 and err.count("\n") == 1 and message in err, err
+    assert err.startswith(f"saverkit {argv[0]}: error: {path}: "), err
+
+
+def test_safetensors_header_longer_than_the_file_is_a_one_line_error(capsys, tmp_path):
+    import struct
+
+    pytest.importorskip("safetensors")
+    path = tmp_path / "long.safetensors"
+    path.write_bytes(struct.pack("<Q", 1 << 40) + b"{}")
+    code, out, err = call(capsys, "inspect", path)
+    assert code == 2 and err == (f"saverkit inspect: error: {path}: not a readable .safetensors file (Error "
+                                 "while deserializing header: header too large)\n")
 
 
 def test_traceback_flag_shows_the_exception(tmp_path):

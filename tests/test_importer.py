@@ -305,6 +305,29 @@ def _tensor_attr(dtype_enum: int, dims, content: bytes, unknown_rank: bool = Fal
     return attr
 
 
+def _const_graph(attr, dtype_enum=None):
+    gd = graph_pb2.GraphDef()
+    c = gd.node.add(name="c", op="Const")
+    c.attr["dtype"].type = attr.tensor.dtype if dtype_enum is None else dtype_enum
+    c.attr["value"].CopyFrom(attr)
+    return gd
+
+
+def _run_imported_const(attr):
+    """(dtype, shape, bytes) of the imported Const's value when run, or (error type, message)."""
+    with sk.Graph().as_default():
+        try:
+            sk.import_graph_def(_const_graph(attr), name="")
+        except ValueError as e:
+            return ValueError, str(e)
+        with sk.Session() as sess:
+            try:
+                v = sess.run("c:0")
+            except errors.OpError as e:
+                return type(e), e.message
+    return v.dtype, v.shape, v.tobytes()
+
+
 @pytest.mark.parametrize(
     "dtype, dims, content",
     [
@@ -316,41 +339,60 @@ def _tensor_attr(dtype_enum: int, dims, content: bytes, unknown_rank: bool = Fal
         (sk.int8, [0, 3], b""),
         (sk.float32, [4], b"\x00" * 15),  # too short: an error either way
         (sk.float32, [4], b"\x00" * 20),  # too long
-        (sk.float32, [-1], b"\x00" * 4),  # an unknown dimension
-        (sk.float32, [2**62, 4], b"\x00" * 4),  # absurd size
-        (sk.bfloat16, [2], b"\x00" * 4),  # not on the quick path
+        (sk.bfloat16, [2], b"\x00" * 4),
         (sk.string, [1], b"x"),  # content is not valid for strings
     ],
 )
-def test_imported_const_values_decode_as_the_generic_decoder_does(dtype, dims, content):
+def test_imported_const_runs_to_what_the_generic_decoder_gives(dtype, dims, content):
     from saverkit.framework import attrs as attrs_lib
-    from saverkit.framework import importer
 
     attr = _tensor_attr(dtype.as_datatype_enum, dims, content)
+    try:
+        v = attrs_lib.to_python(attr, "tensor")
+        expected = (v.dtype, v.shape, v.tobytes())
+    except (ValueError, TypeError) as e:
+        expected = (errors.InvalidArgumentError, str(e))
+    got = _run_imported_const(attr)
+    if expected[0] is errors.InvalidArgumentError:  # the same complaint, now naming the node, when run
+        assert got[0] is errors.InvalidArgumentError and got[1].endswith(expected[1])
+        assert got[1].startswith("Const 'c': cannot decode its value: ")
+    else:
+        assert got == expected
 
-    def decode(fn):
-        try:
-            v = fn(attr)
-        except (ValueError, TypeError) as e:
-            return type(e), str(e)
-        return v.dtype, v.shape, v.tobytes()
 
-    assert decode(importer._tensor_value) == decode(lambda a: attrs_lib.to_python(a, "tensor"))
-    # ... also on the second call, when the shape was remembered
-    assert decode(importer._tensor_value) == decode(lambda a: attrs_lib.to_python(a, "tensor"))
+@pytest.mark.parametrize("dims, problem", [
+    ([-1], "[-1] is not fully defined (a dimension is negative)"),  # TF: "Shape [-1] is not fully defined"
+    ([3, -5], "[3, -5] is not fully defined (a dimension is negative)"),
+    ([2**62, 4], "[4611686018427387904, 4] is too large (more than 2**63 - 1 elements)"),
+    ([1] * 255, "has 255 dimensions, more than TensorFlow's 254"),
+])
+def test_imported_const_with_a_shape_tensorflow_refuses_is_refused_on_import(dims, problem):
+    # As TensorFlow's import_graph_def (TensorShape::IsValidShape in the Const shape function).
+    attr = _tensor_attr(sk.float32.as_datatype_enum, dims, b"")
+    attr.tensor.float_val.append(1.0)
+    assert _run_imported_const(attr) == (ValueError, f"NodeDef 'c' (Const): the shape of its value {problem}")
 
 
-def test_imported_const_with_unknown_rank_shape_decodes_as_the_generic_decoder_does():
+def test_imported_const_with_unknown_rank_shape_runs_as_the_generic_decoder_decodes():
     from saverkit.framework import attrs as attrs_lib
-    from saverkit.framework import importer
 
     for content in (b"\x00" * 4, b"\x00" * 8):
         attr = _tensor_attr(sk.float32.as_datatype_enum, [], content, unknown_rank=True)
-        outcomes = []
-        for fn in (importer._tensor_value, lambda a: attrs_lib.to_python(a, "tensor")):
-            try:
-                v = fn(attr)
-                outcomes.append((v.dtype, v.shape, v.tobytes()))
-            except ValueError as e:
-                outcomes.append(str(e))
-        assert outcomes[0] == outcomes[1]
+        try:
+            v = attrs_lib.to_python(attr, "tensor")
+            expected = (v.dtype, v.shape, v.tobytes())
+        except ValueError as e:
+            expected = (errors.InvalidArgumentError, f"Const 'c': cannot decode its value: {e}")
+        assert _run_imported_const(attr) == expected
+
+
+def test_const_whose_value_attr_holds_no_tensor_is_refused_on_import():
+    # Regression: was an AttributeError ('NoneType' object has no attribute 'setflags').
+    for fill in (lambda a: None, lambda a: a.list.i.append(1)):
+        gd = graph_pb2.GraphDef()
+        c = gd.node.add(name="c", op="Const")
+        c.attr["dtype"].type = 1
+        fill(c.attr["value"])
+        with sk.Graph().as_default(), pytest.raises(ValueError, match=r"NodeDef 'c' \(Const\): attr 'value' "
+                                                                      "holds (nothing|list), not a tensor"):
+            sk.import_graph_def(gd)

@@ -1,12 +1,15 @@
 """saverkit.framework.meta_graph: reading/writing .meta files, collections, op lists, scopes."""
 
+import importlib.util
 import os
 import pathlib
+import re
+import tracemalloc
 
 import numpy as np
 import pytest
 import saverkit as sk
-from saverkit.framework import meta_graph, op_registry
+from saverkit.framework import meta_graph, op_registry, tensor_util
 from saverkit.protobuf import graph_pb2, meta_graph_pb2, saver_pb2
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures" / "tf-2.21"
@@ -299,3 +302,91 @@ def test_export_writes_text_and_binary(tmp_path):
     assert meta_graph.read_meta_graph_file(tmp_path / "m.pbtxt") == meta_graph.read_meta_graph_file(
         tmp_path / "m.meta"
     )
+
+
+# --- hostile files: Consts declaring far more than they hold (tests/hostile/hostile_meta.py) ----------------
+_spec = importlib.util.spec_from_file_location(
+    "hostile_meta", pathlib.Path(__file__).parent / "hostile" / "hostile_meta.py")
+hostile_meta = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(hostile_meta)
+
+
+def _value_bytes(node):
+    return node.attr["value"].SerializeToString()
+
+
+@pytest.mark.parametrize("case", hostile_meta.CASES, ids=[c[0] for c in hostile_meta.CASES])
+def test_hostile_const_imports_small_and_fails_by_name_when_run(tmp_path, case):
+    name, build, dtype, error, text = case
+    mg = hostile_meta.meta_graph_def(build, dtype)
+    path = tmp_path / f"{name}.meta"
+    path.write_bytes(mg.SerializeToString())
+    with sk.Graph().as_default() as g:
+        tracemalloc.start()
+        try:
+            sk.train.import_meta_graph(str(path))  # used to decode every Const: MemoryError / ValueError
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert peak < 4 << 20
+        big = g.get_tensor_by_name("big:0")
+        dims = mg.graph_def.node[1].attr["value"].tensor.tensor_shape.dim
+        assert big.shape.as_list() == [d.size for d in dims]
+        with sk.Session() as sess:
+            np.testing.assert_array_equal(sess.run("small:0"), np.array([1.5, 2.5], np.float32))
+            with pytest.raises(error) as info:
+                sess.run(big)
+        assert str(info.value).startswith(f"Const 'big' (from {path}): ")
+        assert text in str(info.value) and info.value.op is big.op
+        with pytest.raises(error, match=f"Const 'big' \\(from {re.escape(str(path))}\\)"):
+            tensor_util.constant_value(big)  # a user asking for the value: the same error
+        exported = meta_graph.export_scoped_meta_graph()[0].graph_def
+    # Exported back byte for byte, without being decoded.
+    assert [_value_bytes(n) for n in exported.node] == [_value_bytes(n) for n in mg.graph_def.node]
+    assert g.get_operation_by_name("big").get_attr("value") == mg.graph_def.node[1].attr["value"].tensor
+
+
+def test_hostile_const_imported_from_a_proto_names_the_node():
+    mg = hostile_meta.meta_graph_def(*hostile_meta.CASES[0][1:3])
+    with sk.Graph().as_default():
+        sk.train.import_meta_graph(mg, import_scope="x")
+        with sk.Session() as sess, pytest.raises(sk.errors.InvalidArgumentError) as info:
+            sess.run("x/big:0")
+    assert str(info.value).startswith("Const 'x/big': its value, float32 of shape [2147483648]")
+
+
+def test_const_size_limit_is_the_documented_constant(monkeypatch):
+    mg = meta_graph_pb2.MetaGraphDef()
+    for name, n in (("fits", 255), ("too_big", 256)):  # float32: 1020 and 1024 bytes
+        c = mg.graph_def.node.add(name=name, op="Const")
+        c.attr["dtype"].type = 1
+        c.attr["value"].tensor.dtype = 1
+        c.attr["value"].tensor.tensor_shape.dim.add(size=n)
+        c.attr["value"].tensor.float_val.append(3.0)
+    monkeypatch.setattr(tensor_util, "MAX_CONST_BYTES", 1024)
+    with sk.Graph().as_default():
+        sk.train.import_meta_graph(mg)
+        with sk.Session() as sess:
+            np.testing.assert_array_equal(sess.run("fits:0"), np.full(255, 3.0, np.float32))
+            with pytest.raises(sk.errors.InvalidArgumentError, match="less than 1024 bytes"):
+                sess.run("too_big:0")
+
+
+def test_tf_written_consts_run_to_their_values_and_export_unchanged():
+    src = FIXTURES / "v1_dtypes" / "model.ckpt-7.meta"
+    original = meta_graph.read_meta_graph_file(src)
+    with sk.Graph().as_default() as g:
+        sk.train.import_meta_graph(str(src))
+        consts = [op for op in g.get_operations() if op.type == "Const"]
+        assert len(consts) > 10
+        with sk.Session() as sess:
+            values = sess.run([op.outputs[0] for op in consts])
+        exported = {n.name: n for n in g.as_graph_def().node}
+    for op, got in zip(consts, values, strict=True):
+        want = tensor_util.MakeNdarray(op.get_attr("value"))
+        got = np.asarray(got, dtype=object) if want.dtype == object else got  # a string scalar runs to bytes
+        assert (got.dtype, got.shape) == (want.dtype, want.shape), op.name
+        assert got.tolist() == want.tolist(), op.name
+    for node in original.graph_def.node:
+        if node.op == "Const":
+            assert _value_bytes(exported[node.name]) == _value_bytes(node), node.name

@@ -180,3 +180,63 @@ def test_make_ndarray_repeats_the_last_value_and_checks_sizes():
     bad.tensor_shape.dim[0].size = 5
     with pytest.raises(ValueError, match="content bytes"):
         tensor_util.MakeNdarray(bad)
+
+
+@pytest.mark.parametrize("dtype, field, value, itemsize", [
+    (sk.float32, "float_val", 1.5, 4),
+    (sk.string, "string_val", b"ab", 8),  # one reference per element, to one bytes object
+    (sk.qint8, "int_val", 3, 1),
+])
+def test_make_ndarray_fills_a_repeated_value_without_temporaries(dtype, field, value, itemsize):
+    import tracemalloc
+
+    n = 4 << 20
+    proto = tensor_pb2.TensorProto(dtype=dtype.as_datatype_enum)
+    proto.tensor_shape.dim.add(size=n)
+    getattr(proto, field).append(value)
+    tracemalloc.start()
+    try:
+        out = tensor_util.MakeNdarray(proto)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    one = tensor_pb2.TensorProto(dtype=dtype.as_datatype_enum, **{field: [value]})
+    one.tensor_shape.dim.add(size=1)
+    assert out.shape == (n,) and out[[0, -1]].tolist() == tensor_util.MakeNdarray(one).tolist() * 2
+    assert peak < n * itemsize * 1.1 + (1 << 20)  # the result, not two or three copies of it
+
+
+def test_python_constants_keep_their_array_and_imported_ones_decode_on_use(graph):
+    from saverkit.framework import importer
+
+    c = sk.constant(np.arange(3, dtype=np.float32), name="c")
+    value = c.op._attrs["value"]
+    assert type(value) is np.ndarray and not value.flags.writeable
+    with sk.Graph().as_default() as g2:
+        importer.import_graph_def(graph.as_graph_def(), name="")
+        imported = g2.get_operation_by_name("c")
+        assert type(imported._attrs["value"]) is tensor_util.SerializedTensor
+        got = tensor_util.constant_value(imported.outputs[0])
+        np.testing.assert_array_equal(got, [0.0, 1.0, 2.0])
+        assert not got.flags.writeable
+        assert tensor_util.constant_value(imported.outputs[0]) is got  # one decoded copy while in use
+        assert imported.node_def == c.op.node_def
+
+
+def test_big_imported_constants_stay_decoded_only_while_in_use(graph):
+    import gc
+
+    from saverkit.framework import importer
+
+    sk.constant(np.arange(1 << 16, dtype=np.float32), name="big")  # 256 KiB: above the 64 KiB kept
+    with sk.Graph().as_default() as g2:
+        importer.import_graph_def(graph.as_graph_def(), name="")
+        big = g2.get_tensor_by_name("big:0")
+        first = tensor_util.constant_value(big)
+        assert tensor_util.constant_value(big) is first  # shared while in use (by every plan, too)
+        value = big.op._attrs["value"]
+        assert value._array is None  # not kept by the op itself
+        del first
+        gc.collect()
+        assert value._weak() is None  # freed with its last user
+        np.testing.assert_array_equal(tensor_util.constant_value(big), np.arange(1 << 16, dtype=np.float32))

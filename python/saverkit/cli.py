@@ -36,6 +36,7 @@ import sys
 import time
 import warnings
 import zipfile
+import zlib
 from collections.abc import Iterable, Sequence
 from typing import IO
 
@@ -116,14 +117,21 @@ class CheckpointSource(TensorSource):
 
 
 class NpzSource(TensorSource):
+    """An ``.npz`` read one entry at a time, trusting none of its sizes: every entry's ``.npy`` header is
+    checked against its ZIP directory entry, and the directory against the archive, before anything is
+    allocated; data is then decompressed into the array the header promises and no further (a small
+    member may expand to many GiB: a "deflate bomb")."""
+
     def __init__(self, path: str) -> None:
         self.path = path
         try:
             self._zip = zipfile.ZipFile(path)
-        except (zipfile.BadZipFile, OSError) as e:
+            self._archive_size = os.path.getsize(path)
+        except (zipfile.BadZipFile, OSError, ValueError) as e:  # ValueError: e.g. a negative offset
             raise CliError(f"{path}: not a readable .npz file ({e})") from None
         self._members = {m[:-4]: m for m in self._zip.namelist() if m.endswith(".npy")}
-        self._headers: dict[str, tuple[tuple[int, ...], np.dtype]] = {}
+        self._headers: dict[str, _NpyHeader] = {}
+        self._dtypes: dict[str, _dtypes.DType] = {}
         self._declared: dict[str, str] = {}
         if NPZ_DTYPES_KEY in self._members:
             raw = self._read(NPZ_DTYPES_KEY)
@@ -139,68 +147,214 @@ class NpzSource(TensorSource):
     def names(self) -> list[str]:
         return sorted(self._members)
 
-    def _header(self, name: str) -> tuple[tuple[int, ...], np.dtype]:
-        if name not in self._headers:
-            with self._zip.open(self._members[name]) as f:
-                try:
+    def _header(self, name: str) -> _NpyHeader:
+        header = self._headers.get(name)
+        if header is None:
+            info = self._zip.getinfo(self._members[name])
+            self._check_directory(name, info)
+            try:
+                with self._zip.open(info) as f:
                     version = np.lib.format.read_magic(f)
                     read = {(1, 0): np.lib.format.read_array_header_1_0,
                             (2, 0): np.lib.format.read_array_header_2_0}.get(version)
                     if read is None:
                         raise ValueError(f"unsupported .npy version {version}")
-                    shape, _, dtype = read(f)
-                except ValueError as e:
-                    raise CliError(f"{self.path}: entry {name!r}: {e}") from None
-            self._headers[name] = (tuple(shape), dtype)
-        return self._headers[name]
+                    shape, fortran_order, dtype = read(f)  # numpy bounds the header's own length
+                    header = _NpyHeader(tuple(shape), fortran_order, dtype, f.tell())
+            except (ValueError, EOFError, OSError, zipfile.BadZipFile, zlib.error, NotImplementedError,
+                    RuntimeError) as e:  # the last two: an unsupported compression, an encrypted entry
+                raise CliError(f"{self.path}: entry {name!r}: {e}") from None
+            self._check_header(name, info, header)
+            self._headers[name] = header
+        return header
 
-    def dtype(self, name: str) -> _dtypes.DType:
-        if name in self._declared:
-            try:
-                return _dtypes.as_dtype(self._declared[name])
-            except TypeError:
-                raise CliError(f"{self.path}: {NPZ_DTYPES_KEY} gives {name!r} the unknown dtype "
-                               f"{self._declared[name]!r}") from None
-        np_dtype = self._header(name)[1]
-        try:
-            return _dtypes.as_dtype(np_dtype)
-        except TypeError:
-            raise CliError(f"{self.path}: entry {name!r} has dtype {np_dtype} which is no TF dtype "
-                           f"(and {NPZ_DTYPES_KEY} does not name one)") from None
+    def _check_directory(self, name: str, info: zipfile.ZipInfo) -> None:
+        """The ZIP directory's sizes for an entry must be possible for this archive."""
+        problem = None
+        if info.compress_size > self._archive_size:
+            problem = f"{info.compress_size} compressed bytes in a file of {self._archive_size}"
+        elif info.compress_type == zipfile.ZIP_STORED and info.file_size != info.compress_size:
+            problem = f"{info.file_size} bytes stored uncompressed in {info.compress_size}"
+        elif (info.compress_type == zipfile.ZIP_DEFLATED
+              and info.file_size > info.compress_size * _DEFLATE_MAX_RATIO + 4096):
+            problem = (f"{info.file_size} bytes deflated into {info.compress_size}, more than deflate "
+                       "can expand")
+        if problem:
+            raise errors.DataLossError(None, None, f"{self.path}: entry {name!r}: the ZIP directory "
+                                       f"claims {problem}")
 
-    def shape(self, name: str) -> tuple[int, ...]:
-        return self._header(name)[0]
-
-    def _read(self, name: str) -> np.ndarray:
-        member = self._members[name]
-        # numpy allocates what the header claims before reading: check the claim against the entry.
-        shape, dtype = self._header(name)
-        claimed = int(np.prod(shape, dtype=object)) * dtype.itemsize
-        held = self._zip.getinfo(member).file_size
-        if dtype.kind != "O" and claimed > held:
+    def _check_header(self, name: str, info: zipfile.ZipInfo, header: _NpyHeader) -> None:
+        """The .npy header's shape and dtype must be possible, and its data must fit in the member."""
+        shape, dtype = header.shape, header.dtype
+        if any(d < 0 for d in shape):
+            raise CliError(f"{self.path}: entry {name!r} has a negative dimension in its shape "
+                           f"{list(shape)}")
+        if dtype.hasobject:
+            raise CliError(f"{self.path}: entry {name!r} holds Python objects (pickles), which saverkit "
+                           "does not load")
+        held = info.file_size - header.offset
+        if header.nbytes > held:
             raise errors.DataLossError(
                 None, None, f"{self.path}: entry {name!r} claims shape {list(shape)} of {dtype} "
-                f"({claimed} bytes) but holds only {held} bytes")
-        with self._zip.open(member) as f:
+                f"({header.nbytes} bytes) but holds only {max(held, 0)} bytes of data")
+
+    def dtype(self, name: str) -> _dtypes.DType:
+        dtype = self._dtypes.get(name)
+        if dtype is None:
+            dtype = self._dtypes[name] = self._dtype(name)
+        return dtype
+
+    def _dtype(self, name: str) -> _dtypes.DType:
+        np_dtype = _native(self._header(name).dtype)
+        if name not in self._declared:
             try:
-                return np.lib.format.read_array(f, allow_pickle=False)
-            except ValueError as e:
-                raise CliError(f"{self.path}: entry {name!r}: {e}") from None
+                return _dtypes.as_dtype(np_dtype)
+            except TypeError:
+                raise CliError(f"{self.path}: entry {name!r} has dtype {np_dtype} which is no TF dtype "
+                               f"(and {NPZ_DTYPES_KEY} does not name one)") from None
+        declared = self._declared[name]
+        try:
+            if not isinstance(declared, str):
+                raise TypeError
+            dtype = _dtypes.as_dtype(declared)
+        except TypeError:
+            raise CliError(f"{self.path}: {NPZ_DTYPES_KEY} gives {name!r} the unknown dtype "
+                           f"{declared!r}") from None
+        if not _carries(np_dtype, dtype):
+            stored = str(np_dtype).lstrip("|")  # "S4", not "|S4"
+            raise CliError(f"{self.path}: entry {name!r} is stored as {stored}, which cannot hold the "
+                           f"{dtype.name} that {NPZ_DTYPES_KEY} declares for it")
+        return dtype
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return self._header(name).shape
+
+    def _read(self, name: str) -> np.ndarray:
+        header = self._header(name)
+        shape, dtype = header.shape, header.dtype
+        # Allocated as promised (which the directory and archive sizes bound) and filled as the member
+        # is decompressed: a member holding less is an error before its promise is ever touched.
+        _check_memory(self.path, name, shape, dtype, header.nbytes)
+        try:
+            flat = np.empty(int(np.prod(shape, dtype=object)), dtype)
+        except (MemoryError, ValueError) as e:  # ValueError: e.g. more than numpy's 64 dimensions
+            if isinstance(e, MemoryError):
+                raise _out_of_memory(self.path, name, shape, dtype, header.nbytes) from None
+            raise CliError(f"{self.path}: entry {name!r}: {e}") from None
+        view = memoryview(flat.view(np.uint8)) if flat.nbytes else memoryview(b"")
+        done = 0
+        try:
+            with self._zip.open(self._members[name]) as f:
+                f.read(header.offset)
+                while done < len(view):
+                    chunk = f.read(min(len(view) - done, _READ_CHUNK))
+                    if not chunk:
+                        break
+                    view[done:done + len(chunk)] = chunk
+                    done += len(chunk)
+                if done == len(view):
+                    f.read(1)  # at the member's end, zipfile checks its CRC-32
+        except (EOFError, OSError, zipfile.BadZipFile, zlib.error) as e:
+            raise errors.DataLossError(None, None, f"{self.path}: entry {name!r}: {e}") from None
+        if done < len(view):
+            raise errors.DataLossError(
+                None, None, f"{self.path}: entry {name!r} claims shape {list(shape)} of {dtype} "
+                f"({header.nbytes} bytes) but holds only {done} bytes of data")
+        if header.fortran_order:
+            return flat.reshape(shape[::-1]).transpose()
+        try:
+            return flat.reshape(shape)
+        except ValueError as e:  # more than numpy's 64 dimensions
+            raise CliError(f"{self.path}: entry {name!r}: {e}") from None
 
     def get(self, name: str) -> np.ndarray:
-        arr = self._read(name)
         dtype = self.dtype(name)
+        arr = self._read(name)
         if dtype == _dtypes.string:
+            # One bytes object (33 bytes + its length) and one pointer per element.
+            _check_memory(self.path, name, arr.shape, arr.dtype, arr.size * (41 + arr.dtype.itemsize))
             if arr.dtype.kind == "U":
                 return np.vectorize(lambda s: s.encode("utf-8"), otypes=[object])(arr).reshape(arr.shape)
             return arr.astype(object)  # S -> bytes elements
+        if _native(arr.dtype) != arr.dtype:
+            arr = arr.astype(_native(arr.dtype))
         want = np.dtype(dtype.as_numpy_dtype)
         if arr.dtype != want:
-            if arr.dtype.itemsize != want.itemsize:
-                raise CliError(f"{self.path}: entry {name!r} holds {arr.dtype}, which cannot carry "
-                               f"{dtype.name}")
-            arr = arr.view(want)
+            arr = arr.view(want)  # a bit pattern of the same width: _carries checked it
         return arr
+
+
+class _NpyHeader:
+    """What an entry's .npy header says: shape, order, dtype, and where the data starts."""
+
+    __slots__ = ("shape", "fortran_order", "dtype", "offset", "nbytes")
+
+    def __init__(self, shape: tuple[int, ...], fortran_order: bool, dtype: np.dtype, offset: int) -> None:
+        self.shape, self.fortran_order, self.dtype, self.offset = shape, fortran_order, dtype, offset
+        n = 1
+        for d in shape:  # Python ints: the product of a hostile shape must not wrap around
+            n *= d
+        self.nbytes = n * dtype.itemsize
+
+
+# Deflate writes at least two bits per 258-byte match: no member expands more than this (zeros do).
+_DEFLATE_MAX_RATIO = 1032
+_READ_CHUNK = 1 << 20
+
+
+def _native(dt: np.dtype) -> np.dtype:
+    """``dt`` in this machine's byte order (a .npy written on a big-endian machine says '>f4')."""
+    return dt.newbyteorder("=") if dt.byteorder in "<>" else dt
+
+
+def _carries(stored: np.dtype, dtype: _dtypes.DType) -> bool:
+    """Whether an .npz array of ``stored`` dtype can hold a tensor of ``dtype``, as saverkit writes them:
+    strings as ``S`` (or ``U``) arrays, other types as themselves or as the same-width bit pattern in an
+    unsigned (or, for quantized types, any) integer."""
+    if dtype == _dtypes.string:
+        return stored.kind in "SU"
+    if dtype.is_ref_dtype or dtype in (_dtypes.resource, _dtypes.variant) or stored.kind in "SUOMm":
+        return False
+    want = np.dtype(dtype.as_numpy_dtype)
+    if stored == want:
+        return True
+    if stored.itemsize != want.itemsize or stored.fields is not None:
+        return False
+    return stored.kind == "u" or (dtype.is_quantized and stored.kind == "i")
+
+
+def _available_memory() -> int | None:
+    """Bytes of memory this machine can still give (MemAvailable), None where that is unknown."""
+    try:
+        with open("/proc/meminfo", "rb") as f:
+            for line in f:
+                if line.startswith(b"MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _check_memory(path: str, name: str, shape: tuple, dtype: np.dtype, nbytes: int) -> None:
+    """Refuse, with a clear error, an entry bigger than the memory left: numpy would raise a bare
+    MemoryError, or Linux's overcommit would let it grow until the process is killed."""
+    if nbytes < _MEMORY_CHECK_FROM:
+        return
+    available = _available_memory()
+    if available is not None and nbytes > available:
+        raise _out_of_memory(path, name, shape, dtype, nbytes, available)
+
+
+_MEMORY_CHECK_FROM = 64 << 20  # smaller entries are not worth reading /proc/meminfo for
+
+
+def _out_of_memory(path: str, name: str, shape: tuple, dtype: np.dtype, nbytes: int,
+                   available: int | None = None) -> errors.ResourceExhaustedError:
+    left = f"only {_human(available)} is available" if available is not None else "more than this " \
+        "process may allocate"
+    return errors.ResourceExhaustedError(
+        None, None, f"{path}: entry {name!r} (shape {list(shape)} of {dtype}) needs {_human(nbytes)} of "
+        f"memory: {left}")
 
 
 class SafetensorsSource(TensorSource):

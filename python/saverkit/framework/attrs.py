@@ -119,6 +119,9 @@ def fill(out: AttrValue, value: Any, attr_type: str | None) -> AttrValue:
     if isinstance(value, AttrValue):
         out.CopyFrom(value)
         return out
+    if type(value) is tensor_util.SerializedTensor:  # an imported Const's value, still encoded
+        out.MergeFromString(value.attr_bytes)
+        return out
     if attr_type is None:
         attr_type = _guess_type(value)
     if attr_type == "type":
@@ -185,6 +188,8 @@ def node_def_attr_entry(key: str, value: Any, attr_type: str | None) -> bytes:
         return _entry(key, b"\x0a" + varint(len(items)) + items)
     if kind is AttrValue:
         return _entry(key, value.SerializeToString())
+    if kind is tensor_util.SerializedTensor:  # an imported Const's value: written back as it was read
+        return _entry(key, value.attr_bytes)
     if attr_type == "tensor" and isinstance(value, np.ndarray):
         tensor = tensor_util.serialized(value, array_dtype(value))
         return _entry(key, b"\x42" + varint(len(tensor)) + tensor)  # AttrValue.tensor (8)

@@ -168,7 +168,9 @@ def _const_shape(op: ops.Operation) -> list[TensorShape]:
 
 @op_registry.register_kernel("Const", hoist=True)
 def _const_kernel(ctx: Any) -> list:
-    return [ctx.op._attrs["value"]]
+    value = ctx.op._attrs["value"]
+    # An imported Const holds its value encoded until it runs (tensor_util.SerializedTensor).
+    return [value if type(value) is np.ndarray else value.value(ctx.op)]
 
 
 def _constant_conversion(

@@ -2,20 +2,19 @@
 
 Known op types are checked against their OpDef (inputs, attrs, defaults filled
 in) and become runnable operations. Unknown op types are kept as opaque nodes:
-they export unchanged and only fail if a Session tries to run them.
+they export unchanged and only fail if a Session tries to run them. Const values
+stay encoded until they run (``tensor_util.SerializedTensor``): a GraphDef may
+declare constants far bigger than the bytes it holds.
 """
 
 from __future__ import annotations
 
 import heapq
-import sys
 from typing import Any
-
-import numpy as np
 
 from saverkit import dtypes
 from saverkit.framework import attrs as attrs_lib
-from saverkit.framework import op_registry, ops
+from saverkit.framework import op_registry, ops, tensor_util
 from saverkit.framework.tensor_shape import TensorShape
 from saverkit.protobuf import graph_pb2
 
@@ -43,12 +42,19 @@ def import_graph_def(
     """Import ``graph_def`` into the default graph, under the name scope ``name`` (None: "import";
     "": no prefix). ``input_map`` maps tensor names of the GraphDef ("x:0", "x", or "^x" for control
     inputs) to tensors/ops of this graph; ``return_elements`` names tensors/ops to return."""
+    return _import(graph_def, input_map, return_elements, name, None)
+
+
+def _import(
+    graph_def: Any, input_map: dict | None, return_elements: list | None, name: str | None, source: str | None
+) -> list | None:
+    """``import_graph_def``; ``source``: the file the GraphDef was read from, named in Const errors."""
     with ops._gc_paused():  # a bulk operation: tens of thousands of nodes, each a few objects
-        return _import_graph_def(graph_def, input_map, return_elements, name)
+        return _import_graph_def(graph_def, input_map, return_elements, name, source)
 
 
 def _import_graph_def(
-    graph_def: Any, input_map: dict | None, return_elements: list | None, name: str | None
+    graph_def: Any, input_map: dict | None, return_elements: list | None, name: str | None, source: str | None
 ) -> list | None:
     if isinstance(graph_def, bytes):
         graph_def = graph_pb2.GraphDef.FromString(graph_def)
@@ -116,7 +122,8 @@ def _import_graph_def(
                 else:
                     inputs.append(op._outputs[idx])
             created[node_name] = _create(
-                g, node, node_name, op_type, infos[op_type], inputs, controls, prefix, n_outputs, consumers
+                g, node, node_name, op_type, infos[op_type], inputs, controls, prefix, n_outputs, consumers,
+                source,
             )
     unused = sorted(set(input_map) - used_keys)
     if unused:
@@ -223,6 +230,7 @@ def _create(
     prefix: str,
     n_outputs: dict[str, int],
     consumers: dict,
+    source: str | None,
 ) -> ops.Operation:
     # Under a prefix names cannot clash; without one, clashing names get "_1"... as TF does.
     name = prefix + node_name + "/" if prefix else g.unique_name(node_name) + "/"
@@ -244,8 +252,7 @@ def _create(
             t = attr_types.get(key)
             if t is not None:
                 if t == "tensor":
-                    v = _tensor_value(value)
-                    v.setflags(write=False)
+                    v = _const_value(value, node_name, source) if op_type == "Const" else _tensor(value)
                 else:
                     # A set (non-zero) "type" is the oneof's field: its DType, without serializing.
                     v = _BY_ENUM.get(value.type) if t == "type" else None
@@ -302,44 +309,35 @@ def _create(
     return op
 
 
-def _tensor_value(value: attrs_lib.AttrValue) -> Any:
-    """``attrs_lib.to_python(value, "tensor")``, decoding the usual Const (a little-endian numeric
-    ``tensor_content``) here: the generic decoder's per-field proto reads cost more than the array."""
-    if _LITTLE_ENDIAN and value.WhichOneof("value") == "tensor":
-        tensor = value.tensor
-        np_type = _CONTENT_DTYPES.get(tensor.dtype)
-        content = tensor.tensor_content
-        if np_type is not None and content:
-            shape_bytes = tensor.tensor_shape.SerializeToString()
-            shape = _SHAPES.get(shape_bytes)
-            if shape is None:
-                shape = tuple(d.size for d in tensor.tensor_shape.dim)
-                if len(_SHAPES) < 10_000:
-                    _SHAPES[shape_bytes] = shape
-            n = 1
-            for d in shape:
-                n *= d
-            if 0 <= n and len(content) == n * np_type.itemsize and min(shape, default=0) >= 0:
-                return np.frombuffer(content, dtype=np_type).copy().reshape(shape)
-    return attrs_lib.to_python(value, "tensor")  # anything else, with its checks and errors
+def _const_value(value: attrs_lib.AttrValue, node_name: str, source: str | None
+                 ) -> tensor_util.SerializedTensor:
+    """A Const's ``value``, kept encoded: only its shape is read now (shape inference needs it), checked
+    as TensorFlow checks it on import. Dtype and size are checked when it is decoded."""
+    kind = value.WhichOneof("value")
+    where = f"NodeDef '{node_name}' (Const)" + (f" in {source}" if source else "")
+    if kind != "tensor":
+        raise ValueError(f"{where}: attr 'value' holds {kind or 'nothing'}, not a tensor")
+    tensor = value.tensor
+    shape_bytes = tensor.tensor_shape.SerializeToString()
+    shape = _SHAPES.get(shape_bytes)
+    if shape is None:
+        shape = tuple([d.size for d in tensor.tensor_shape.dim])
+        problem = tensor_util.check_const_shape(shape)
+        if problem is not None:
+            raise ValueError(f"{where}: the shape of its value {problem}")
+        if len(_SHAPES) < 10_000:
+            _SHAPES[shape_bytes] = shape
+    return tensor_util.SerializedTensor(value.SerializeToString(), tensor.dtype, shape, source)
 
 
-_LITTLE_ENDIAN = sys.byteorder == "little"
-_CONTENT_DTYPES = {  # DataType number -> numpy dtype, for types tensor_content holds as plain arrays
-    dt.as_datatype_enum: np.dtype(dt.as_numpy_dtype)
-    for dt in (
-        dtypes.float32,
-        dtypes.float64,
-        dtypes.int8,
-        dtypes.int16,
-        dtypes.int32,
-        dtypes.int64,
-        dtypes.uint8,
-        dtypes.uint16,
-        dtypes.uint32,
-        dtypes.uint64,
-    )
-}
+def _tensor(value: attrs_lib.AttrValue) -> Any:
+    """A tensor attr of an op other than Const (none is registered today), decoded now."""
+    v = attrs_lib.to_python(value, "tensor")
+    if v is None or type(v) is list:
+        raise ValueError(f"Expected a tensor attr, got {value}")
+    return v
+
+
 _SHAPES: dict[bytes, tuple[int, ...]] = {}  # serialized TensorShapeProto -> dims (Consts repeat shapes)
 _DECODED: dict[tuple[str, bytes], Any] = {}
 _BY_ENUM = {e: dt for e, dt in dtypes._BY_ENUM.items() if e}  # DataType number -> DType (0 is unset)

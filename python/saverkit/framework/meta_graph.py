@@ -496,10 +496,14 @@ def import_scoped_meta_graph(
     input_map=None,
     unbound_inputs_col_name="unbound_inputs",
     restore_collections_predicate=lambda key: True,
+    *,
+    source_file: str | None = None,
 ) -> dict:
     """Imports the graph and collections of a ``MetaGraphDef`` (or a file) into ``graph`` (default graph).
 
-    Returns ``{name without import scope: variable}`` for the imported global variables.
+    Returns ``{name without import scope: variable}`` for the imported global variables. Const values stay
+    encoded until they run, so a file declaring absurd constants imports and only their Consts fail, naming
+    the node and ``source_file`` (the file the MetaGraphDef was read from; set here when given a path).
     """
     from saverkit.framework import importer, ops
 
@@ -507,6 +511,7 @@ def import_scoped_meta_graph(
         meta_graph_def = meta_graph_or_file
     else:
         meta_graph_def = read_meta_graph_file(meta_graph_or_file)
+        source_file = os.fspath(meta_graph_or_file)
 
     if unbound_inputs_col_name and unbound_inputs_col_name in meta_graph_def.collection_def:
         col_def = meta_graph_def.collection_def[unbound_inputs_col_name]
@@ -530,7 +535,7 @@ def import_scoped_meta_graph(
             for node in input_graph_def.node:
                 node.device = ""
         scope = graph.unique_name(import_scope or "", mark_as_used=False)
-        importer.import_graph_def(input_graph_def, name=(import_scope or scope), input_map=input_map)
+        importer._import(input_graph_def, input_map, None, import_scope or scope, source_file)
 
         variable_objects: dict[bytes, Any] = {}
         for key, col_def in sorted(meta_graph_def.collection_def.items()):

@@ -4,17 +4,22 @@ Arrays of more than one element of a fixed-size type go to ``tensor_content``
 (raw little-endian bytes); scalars, strings and the rest use the typed
 ``*_val`` fields, where a short list means "repeat the last value" (that is how
 ``zeros([1000, 1000])`` stays a few bytes in a GraphDef).
+
+A Const imported from a GraphDef keeps its value encoded (:class:`SerializedTensor`) until it runs: a
+file may declare far more than it holds, and its bytes are exported back unchanged. Decoding refuses a
+value of :data:`MAX_CONST_BYTES` or more.
 """
 
 from __future__ import annotations
 
 import sys
+import weakref
 from typing import Any
 
 import numpy as np
 
-from saverkit import dtypes
-from saverkit.protobuf import tensor_pb2
+from saverkit import dtypes, errors
+from saverkit.protobuf import attr_value_pb2, tensor_pb2
 
 
 def _enums(*types: dtypes.DType) -> frozenset[int]:
@@ -188,11 +193,9 @@ def MakeNdarray(tensor: tensor_pb2.TensorProto) -> np.ndarray:  # noqa: N802 - T
             values = values.byteswap()
         return values.reshape(shape)
     if enum == _STRING:
-        values = list(tensor.string_val)
-        if n > len(values):
-            values.extend([values[-1] if values else b""] * (n - len(values)))
+        values = tensor.string_val
         out = np.empty(len(values), dtype=object)
-        out[:] = values
+        out[:] = list(values)
     elif enum in _HALF:
         out = np.array(tensor.half_val, dtype=np.uint16).view(np_type)
     elif enum in _FLOAT8:
@@ -211,8 +214,11 @@ def MakeNdarray(tensor: tensor_pb2.TensorProto) -> np.ndarray:  # noqa: N802 - T
         return np.zeros(shape, np_type) if enum != _STRING else np.full(shape, b"", dtype=object)
     if out.size > n:
         raise ValueError(f"TensorProto of shape {shape} holds {out.size} values")
-    if out.size < n:
-        out = np.concatenate([out, np.repeat(out[-1:], n - out.size)])
+    if out.size < n:  # the last value repeats: filled in place, no n-element temporaries
+        full = np.empty(n, out.dtype)
+        full[: out.size] = out
+        full[out.size :] = out[-1]
+        out = full
     return out.reshape(shape)
 
 
@@ -232,7 +238,7 @@ def constant_value(tensor: Any) -> np.ndarray | None:
     if op is None:
         return None
     if op.type == "Const":
-        return op._attrs["value"]
+        return const_value(op)
     if op.type == "Identity":
         return constant_value(op.inputs[0])
     if op.type == "Shape" and op.inputs[0].shape.is_fully_defined():
@@ -243,3 +249,114 @@ def constant_value(tensor: Any) -> np.ndarray | None:
             return None
         return np.stack(parts, axis=op._attrs["axis"])
     return None
+
+
+# --- Const values of imported graphs ----------------------------------------------------------------------
+
+MAX_CONST_BYTES = 1 << 31
+"""A Const value imported from a GraphDef is refused when it runs (InvalidArgumentError naming the node)
+if its decoded array would take this many bytes or more (strings: 8 bytes, one reference, per element).
+That is the 2 GiB TensorFlow puts on a constant (``make_tensor_proto`` refuses bigger ones; a GraphDef
+cannot hold more), but a GraphDef may still *declare* more: one ``float_val`` with the shape ``[2**40]``
+reads as "fill 4 TiB with this value". Raise it to run such graphs on a machine that can hold them."""
+
+MAX_NUMPY_RANK = 64  # numpy 2's limit; TensorFlow allows 254 (TensorShape::MaxDimensions)
+MAX_TF_RANK = 254
+
+
+def check_const_shape(dims: tuple[int, ...]) -> str | None:
+    """Why a Const value's shape is one TensorFlow would refuse when importing (TensorShape::IsValidShape),
+    or None: a negative dimension, more than 2**63 - 1 elements, more than 254 dimensions."""
+    if len(dims) > MAX_TF_RANK:
+        return f"has {len(dims)} dimensions, more than TensorFlow's {MAX_TF_RANK}"
+    n = 1
+    for d in dims:
+        if d < 0:
+            return f"{list(dims)} is not fully defined (a dimension is negative)"
+        n *= d
+    if n >= 1 << 63:
+        return f"{list(dims)} is too large (more than 2**63 - 1 elements)"
+    return None
+
+
+class SerializedTensor:
+    """The ``value`` of an imported Const: its ``AttrValue`` as serialized in the GraphDef, decoded only
+    when the Const runs or its value is asked for (:func:`const_value`).
+
+    Exports write ``attr_bytes`` back unchanged. ``shape`` (the dims, checked by the importer) is what
+    shape inference needs. A decoded value under 64 KiB is kept (a graph has thousands of those, and each
+    new session would decode them again); a bigger one only while something uses it (a weak reference),
+    so an unused graph holds its big constants once, encoded.
+    """
+
+    __slots__ = ("attr_bytes", "enum", "shape", "source", "_array", "_weak")
+
+    def __init__(self, attr_bytes: bytes, enum: int, shape: tuple[int, ...], source: str | None) -> None:
+        self.attr_bytes = attr_bytes
+        self.enum = enum  # the TensorProto's DataType number, checked when decoding
+        self.shape = shape
+        self.source = source  # the file the graph came from, for error messages
+        self._array: np.ndarray | None = None
+        self._weak: Any = None
+
+    def __repr__(self) -> str:
+        return f"<SerializedTensor dtype={self.enum} shape={list(self.shape)}>"
+
+    def value(self, op: Any = None) -> np.ndarray:
+        """The decoded, read-only array; OpErrors name ``op`` (the Const) and the source file."""
+        decoded = self._array
+        if decoded is None and self._weak is not None:
+            decoded = self._weak()
+        if decoded is not None:
+            return decoded
+        problem = self._problem(op)
+        if problem is None:
+            try:
+                decoded = MakeNdarray(attr_value_pb2.AttrValue.FromString(self.attr_bytes).tensor)
+            except (ValueError, TypeError) as e:
+                problem = errors.InvalidArgumentError, f"cannot decode its value: {e}"
+        if problem is not None:
+            error, message = problem
+            where = f"Const '{op.name}'" if op is not None else "Const value"
+            if self.source:
+                where += f" (from {self.source})"
+            raise error(op.node_def if op is not None else None, op, f"{where}: {message}") from None
+        decoded.flags.writeable = False
+        if decoded.nbytes < _KEEP_DECODED_BELOW:
+            self._array = decoded
+        else:
+            self._weak = weakref.ref(decoded)
+        return decoded
+
+    def _problem(self, op: Any) -> tuple[type, str] | None:
+        """(error class, message) if the value must not be decoded: checked before allocating anything."""
+        dt = dtypes._BY_ENUM.get(self.enum) if self.enum else None
+        if dt is None:
+            return errors.InvalidArgumentError, f"its TensorProto has the invalid dtype {self.enum}"
+        declared = op._attrs.get("dtype") if op is not None else None
+        if declared is not None and declared != dt:
+            return errors.InvalidArgumentError, (f"type mismatch between value ({dt.name}) and dtype "
+                                                 f"({declared.name})")
+        if len(self.shape) > MAX_NUMPY_RANK:
+            return errors.UnimplementedError, (
+                f"its value has rank {len(self.shape)}; saverkit holds values as numpy arrays, which have at "
+                f"most {MAX_NUMPY_RANK} dimensions")
+        n = 1
+        for d in self.shape:
+            n *= d
+        nbytes = n * (8 if self.enum == _STRING else np.dtype(dt.as_numpy_dtype).itemsize)
+        if nbytes >= MAX_CONST_BYTES:
+            return errors.InvalidArgumentError, (
+                f"its value, {dt.name} of shape {list(self.shape)}, would take {nbytes} bytes "
+                f"({nbytes / 2**30:.1f} GiB) decoded; saverkit decodes constants of less than "
+                f"{MAX_CONST_BYTES} bytes (saverkit.framework.tensor_util.MAX_CONST_BYTES)")
+        return None
+
+
+_KEEP_DECODED_BELOW = 64 << 10
+
+
+def const_value(op: Any) -> np.ndarray:
+    """The value of a Const op: its array, decoded first if the op was imported."""
+    value = op._attrs["value"]
+    return value if type(value) is np.ndarray else value.value(op)

@@ -1400,6 +1400,7 @@ def import_meta_graph(
         meta_graph_def = meta_graph_or_file
     else:
         meta_graph_def = meta_graph.read_meta_graph_file(meta_graph_or_file)
+        kwargs.setdefault("source_file", os.fspath(meta_graph_or_file))  # named in errors of its Consts
     imported_vars = meta_graph.import_scoped_meta_graph(
         meta_graph_def, clear_devices=clear_devices, import_scope=import_scope, **kwargs
     )
