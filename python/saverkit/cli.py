@@ -115,7 +115,7 @@ class CheckpointSource(TensorSource):
         return self._shapes[name]
 
     def get(self, name: str) -> np.ndarray:
-        return self._reader.get_tensor(name)
+        return self._reader._get_array(name)  # get_tensor gives 0-d tensors as scalars, as TF's reader
 
 
 class NpzSource(TensorSource):
@@ -335,7 +335,7 @@ def _nbytes(source: TensorSource, name: str) -> int | None:
         return sum(len(x) for x in source.get(name).reshape(-1))
     if dtype in (_dtypes.resource, _dtypes.variant):
         return None
-    return int(np.prod(source.shape(name), dtype=np.int64)) * np.dtype(dtype.as_numpy_dtype).itemsize
+    return int(np.prod(source.shape(name), dtype=np.int64)) * dtype.size  # no ml_dtypes import needed
 
 
 class Progress:

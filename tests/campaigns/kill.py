@@ -197,7 +197,8 @@ def check(directory: Path, sharded: bool, saver) -> dict:
 
 
 def _compare(out: dict, how: str, name: str, got, want: np.ndarray) -> None:
-    got = np.asarray(got)
+    # A 0-d string tensor read through get_tensor is bytes (as TF's reader returns it): an object scalar.
+    got = np.array(got, dtype=object) if isinstance(got, bytes) else np.asarray(got)
     if want.dtype == object:
         same = got.shape == want.shape and got.dtype == object and list(got.flat) == list(want.flat)
     else:

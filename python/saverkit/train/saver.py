@@ -1421,7 +1421,7 @@ def object_graph_key_mapping(checkpoint_path: str) -> dict[str, str]:
     reader = checkpoint_utils.load_checkpoint(checkpoint_path)
     if not reader.has_tensor(OBJECT_GRAPH_PROTO_KEY):
         raise errors.NotFoundError(None, None, f"Key {OBJECT_GRAPH_PROTO_KEY} not found in checkpoint")
-    raw = np.asarray(reader.get_tensor(OBJECT_GRAPH_PROTO_KEY)).reshape(-1)[0]
+    raw = reader.get_tensor(OBJECT_GRAPH_PROTO_KEY)  # bytes (a 0-d string tensor, as from TF's reader)
     graph = trackable_object_graph_pb2.TrackableObjectGraph.FromString(bytes(raw))
     return {a.full_name: a.checkpoint_key for node in graph.nodes for a in node.attributes}
 
