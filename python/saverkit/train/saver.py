@@ -53,6 +53,7 @@ from saverkit.framework import (
     string_ops,
     variables,
 )
+from saverkit.framework.partitioned_variables import PartitionedVariable as _PartitionedVariable
 from saverkit.protobuf import meta_graph_pb2, saver_pb2
 from saverkit.train import checkpoint_management, stale_files
 
@@ -60,8 +61,6 @@ _logger = logging.getLogger(__name__)
 SaverDef = saver_pb2.SaverDef
 
 _REF_VARIABLE_OPS = ("Variable", "VariableV2", "AutoReloadVariable")
-# saverkit's graph layer has no PartitionedVariable class (yet); lists of slices work without it.
-_PartitionedVariable = getattr(variables, "PartitionedVariable", ())
 
 
 def _all_saveable_objects(scope: str | None = None) -> list:
