@@ -36,7 +36,7 @@ _LAZY: dict[str, str] = {
     },
     "CheckpointManager": "saverkit.train.checkpoint_manager",
     "init_from_checkpoint": "saverkit.train.init_from_checkpoint",
-    "SlotVariables": "saverkit.train.checkpoint",
+    "SlotVariables": "saverkit.trackable",
 }
 
 __all__ = sorted(_LAZY)
