@@ -27,8 +27,11 @@ def manifest_checkpoints() -> list[tuple[str, dict]]:
 
 
 def tensor_sha256(arr: np.ndarray, dtype_name: str) -> str:
-    """The manifest's hashing rule (see make_tf_fixtures.py)."""
+    """The manifest's hashing rule (see make_tf_fixtures.py). ``arr`` may also be what TF's reader gives
+    for a 0-d tensor: ``bytes`` or a numpy scalar."""
     h = hashlib.sha256()
+    if isinstance(arr, bytes):
+        arr = np.array(arr, dtype=object)
     if dtype_name == "string":
         for x in arr.reshape(-1):
             h.update(len(x).to_bytes(8, "little"))

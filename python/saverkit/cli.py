@@ -1,6 +1,6 @@
 """``saverkit`` command-line tool: inspect, diff and convert checkpoints without TensorFlow.
 
-    saverkit inspect PATH [--tensor NAME ... | --all] [--full]
+    saverkit inspect PATH [--tensor NAME ... | --all] [--full] [--object-graph]
     saverkit diff A B [--quiet]
     saverkit convert SRC DST [--force]
 
@@ -113,7 +113,7 @@ class CheckpointSource(TensorSource):
         return self._shapes[name]
 
     def get(self, name: str) -> np.ndarray:
-        return self._reader.get_tensor(name)
+        return self._reader._get_array(name)  # get_tensor gives 0-d tensors as scalars, as TF's reader
 
 
 class NpzSource(TensorSource):
@@ -471,7 +471,7 @@ def _nbytes(source: TensorSource, name: str) -> int | None:
         return sum(len(x) for x in source.get(name).reshape(-1))
     if dtype in (_dtypes.resource, _dtypes.variant):
         return None
-    return int(np.prod(source.shape(name), dtype=np.int64)) * np.dtype(dtype.as_numpy_dtype).itemsize
+    return int(np.prod(source.shape(name), dtype=np.int64)) * dtype.size  # no ml_dtypes import needed
 
 
 class Progress:
@@ -507,6 +507,9 @@ class Progress:
 
 def cmd_inspect(args: argparse.Namespace) -> int:
     with open_source(args.path) as src:
+        if args.object_graph:
+            print_object_graph(src)
+            return 0
         names = src.names() if args.all else (args.tensor or [])
         for name in names:
             src.check_name(name)
@@ -537,6 +540,54 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         human = f" ({_human(total_bytes)})" if total_bytes >= 1024 else ""
         print(f"total: {len(rows)} tensors, {total_elems:,} elements, {total_bytes:,} bytes{human}{more}")
     return 0
+
+
+def print_object_graph(src: TensorSource, out: IO[str] | None = None) -> None:
+    """The object tree of an object-based checkpoint (what ``tf.train.Checkpoint`` wrote): each node with
+    its id and path, its children, its attributes with their checkpoint keys, dtypes and shapes, and its
+    slot variables, so that a program can mirror the tree to restore it."""
+    from saverkit.protobuf import trackable_object_graph_pb2
+    from saverkit.trackable import OBJECT_GRAPH_PROTO_KEY
+    from saverkit.train._checkpoint_restore import _node_names
+
+    out = out if out is not None else sys.stdout
+    if not isinstance(src, CheckpointSource):
+        raise CliError(f"{src.path}: only TF checkpoints have an object graph")
+    if OBJECT_GRAPH_PROTO_KEY not in src.names():
+        raise CliError(
+            f"{src.path}: no object graph ({OBJECT_GRAPH_PROTO_KEY}): a name-based checkpoint (a TF1 Saver "
+            "wrote it), whose keys are the variables' graph names"
+        )
+    graph = trackable_object_graph_pb2.TrackableObjectGraph()
+    try:
+        graph.ParseFromString(bytes(src.get(OBJECT_GRAPH_PROTO_KEY).reshape(())[()]))
+    except Exception as e:
+        raise CliError(f"{src.path}: {OBJECT_GRAPH_PROTO_KEY} is not a TrackableObjectGraph ({e})") from e
+    names = _node_names(graph)
+    n = len(graph.nodes)
+
+    keys = set(src.names())
+
+    def ref(node_id: int) -> str:
+        where = names.get(node_id, "(unreachable)") if 0 <= node_id < n else "(no such node)"
+        return f"[{node_id}] {where}"
+
+    print(f"object graph of {src.path}: {n} nodes", file=out)
+    for node_id, node in enumerate(graph.nodes):
+        print(ref(node_id), file=out)
+        for child in node.children:
+            print(f"    child {child.local_name!r} -> {ref(child.node_id)}", file=out)
+        for attr in node.attributes:
+            key = attr.checkpoint_key
+            if key in keys:
+                what = f"{src.dtype(key).name} {_shape_str(src.shape(key))}"
+            else:
+                what = "missing from the checkpoint"
+            full = f"  (full_name {attr.full_name!r})" if attr.full_name else ""
+            print(f"    attribute {attr.name}: {key}  {what}{full}", file=out)
+        for slot in node.slot_variables:
+            print(f"    slot {slot.slot_name!r} for {ref(slot.original_variable_node_id)} -> "
+                  f"[{slot.slot_variable_node_id}]", file=out)
 
 
 # --- diff ----------------------------------------------------------------------------------------------
@@ -785,6 +836,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tensor", action="append", metavar="NAME", help="print this tensor (repeatable)")
     p.add_argument("--all", action="store_true", help="print every tensor")
     p.add_argument("--full", action="store_true", help="print whole arrays, without '...'")
+    p.add_argument("--object-graph", action="store_true",
+                   help="print the object tree of a tf.train.Checkpoint-style checkpoint: node ids, "
+                   "children, attributes with their checkpoint keys, slot variables")
     p.set_defaults(func=cmd_inspect)
 
     p = sub.add_parser("diff", help="compare two checkpoints tensor by tensor",

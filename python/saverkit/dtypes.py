@@ -4,14 +4,19 @@ A :class:`DType` knows its DataType enum number (the number stored in
 checkpoints and graphs), its TF name (``"float32"``, ``"bfloat16"``,
 ``"string"``...) and its numpy equivalent (``ml_dtypes`` for the ML formats;
 ``object`` arrays of ``bytes`` for strings).
+
+``ml_dtypes`` is imported on first need, not with this module: importing it costs several times what
+numpy does (over a second for ml_dtypes 0.7), and most checkpoints hold none of its types. The bfloat16,
+float8, int4... DTypes exist from the start; asking one for its numpy type (``as_numpy_dtype``,
+``np_dtype``, ``size``, ``min``/``max``), or converting an ml_dtypes numpy type, imports ml_dtypes then.
 """
 
 from __future__ import annotations
 
 import builtins
+import sys
 from typing import Any
 
-import ml_dtypes
 import numpy as np
 
 _REF_OFFSET = 100
@@ -50,7 +55,11 @@ class DType:
 
     @property
     def as_numpy_dtype(self) -> Any:
-        return self.base_dtype._np
+        np_type = self.base_dtype._np
+        if np_type is None:  # an ml_dtypes type not resolved yet
+            _load_ml_dtypes()
+            np_type = self.base_dtype._np
+        return np_type
 
     @property
     def np_dtype(self) -> np.dtype:
@@ -92,17 +101,25 @@ class DType:
         """Bytes per element on disk; 0 for variable-length types."""
         if not self.is_numeric:
             return 0
+        if self.base_dtype._np is None:  # known without importing ml_dtypes: bfloat16 is 2, the rest 1
+            return 2 if self.base_dtype is bfloat16 else 1
         return np.dtype(self.as_numpy_dtype).itemsize
+
+    def _info(self) -> Any:
+        t = np.dtype(self.as_numpy_dtype)
+        if t.kind == "V":  # ml_dtypes' own types: only its finfo/iinfo know them (and it is loaded by now)
+            import ml_dtypes
+
+            return ml_dtypes.finfo(t) if self.is_floating else ml_dtypes.iinfo(t)
+        return np.finfo(t) if self.is_floating else np.iinfo(t)
 
     @property
     def min(self) -> Any:
-        t = np.dtype(self.as_numpy_dtype)
-        return (ml_dtypes.finfo(t) if self.is_floating else ml_dtypes.iinfo(t) if self.is_integer else np.iinfo(t)).min
+        return self._info().min
 
     @property
     def max(self) -> Any:
-        t = np.dtype(self.as_numpy_dtype)
-        return (ml_dtypes.finfo(t) if self.is_floating else ml_dtypes.iinfo(t) if self.is_integer else np.iinfo(t)).max
+        return self._info().max
 
     def is_compatible_with(self, other: Any) -> bool:
         return self.base_dtype == as_dtype(other).base_dtype
@@ -158,7 +175,7 @@ bool_ = _register(10, "bool", np.bool_)
 qint8 = _register(11, "qint8", np.dtype([("qint8", np.int8)]))
 quint8 = _register(12, "quint8", np.dtype([("quint8", np.uint8)]))
 qint32 = _register(13, "qint32", np.dtype([("qint32", np.int32)]))
-bfloat16 = _register(14, "bfloat16", ml_dtypes.bfloat16)
+bfloat16 = _register(14, "bfloat16", None)
 qint16 = _register(15, "qint16", np.dtype([("qint16", np.int16)]))
 quint16 = _register(16, "quint16", np.dtype([("quint16", np.uint16)]))
 uint16 = _register(17, "uint16", np.uint16)
@@ -168,16 +185,16 @@ resource = _register(20, "resource", object)
 variant = _register(21, "variant", object)
 uint32 = _register(22, "uint32", np.uint32)
 uint64 = _register(23, "uint64", np.uint64)
-float8_e5m2 = _register(24, "float8_e5m2", ml_dtypes.float8_e5m2)
-float8_e4m3fn = _register(25, "float8_e4m3fn", ml_dtypes.float8_e4m3fn)
-float8_e4m3fnuz = _register(26, "float8_e4m3fnuz", ml_dtypes.float8_e4m3fnuz)
-float8_e4m3b11fnuz = _register(27, "float8_e4m3b11fnuz", ml_dtypes.float8_e4m3b11fnuz)
-float8_e5m2fnuz = _register(28, "float8_e5m2fnuz", ml_dtypes.float8_e5m2fnuz)
-int4 = _register(29, "int4", ml_dtypes.int4)
-uint4 = _register(30, "uint4", ml_dtypes.uint4)
-int2 = _register(31, "int2", ml_dtypes.int2)
-uint2 = _register(32, "uint2", ml_dtypes.uint2)
-float4_e2m1fn = _register(33, "float4_e2m1fn", ml_dtypes.float4_e2m1fn)
+float8_e5m2 = _register(24, "float8_e5m2", None)
+float8_e4m3fn = _register(25, "float8_e4m3fn", None)
+float8_e4m3fnuz = _register(26, "float8_e4m3fnuz", None)
+float8_e4m3b11fnuz = _register(27, "float8_e4m3b11fnuz", None)
+float8_e5m2fnuz = _register(28, "float8_e5m2fnuz", None)
+int4 = _register(29, "int4", None)
+uint4 = _register(30, "uint4", None)
+int2 = _register(31, "int2", None)
+uint2 = _register(32, "uint2", None)
+float4_e2m1fn = _register(33, "float4_e2m1fn", None)
 
 half = float16
 float = float32  # noqa: A001 - TensorFlow exports these aliases too
@@ -185,12 +202,31 @@ double = float64
 bool = bool_  # noqa: A001
 
 # numpy dtype -> DType. Quantized types share numpy layouts with plain ints, so
-# only the plain types are reachable from numpy.
+# only the plain types are reachable from numpy. ml_dtypes' types join on first need.
 _BY_NUMPY: dict[np.dtype, DType] = {}
 for _d in list(_BY_ENUM.values()):
-    if _d.is_ref_dtype or _d._np is object or _d.is_quantized:
+    if _d.is_ref_dtype or _d._np is None or _d._np is object or _d.is_quantized:
         continue
     _BY_NUMPY[np.dtype(_d._np)] = _d
+
+_ML_DTYPES = [d for d in _BY_ENUM.values() if d._np is None]  # resolved (with their _ref twins) on first need
+_ml_dtypes_loaded = False
+
+
+def _load_ml_dtypes() -> None:
+    """Import ml_dtypes and give its DTypes their numpy types (once; idempotent if two threads race)."""
+    global _ml_dtypes_loaded
+    if _ml_dtypes_loaded:
+        return
+    import ml_dtypes
+
+    for d in _ML_DTYPES:
+        np_type = getattr(ml_dtypes, d._name.removesuffix("_ref"))
+        if not d.is_ref_dtype:
+            _BY_NUMPY[np.dtype(np_type)] = d
+        d._np = np_type
+    _ml_dtypes_loaded = True
+
 
 def as_dtype(type_value: Any) -> DType:
     """Convert a DType, TF enum number, name, numpy dtype or Python type to a DType."""
@@ -227,10 +263,14 @@ def as_dtype(type_value: Any) -> DType:
         raise TypeError(f"Cannot convert {type_value!r} to a DType") from None
     if npd.kind in ("O", "S", "U"):
         return string
-    try:
-        return _BY_NUMPY[npd]
-    except KeyError:
-        raise TypeError(f"Cannot convert {type_value!r} to a DType: no matching numpy type") from None
+    found = _BY_NUMPY.get(npd)
+    if found is None and npd.kind == "V" and not _ml_dtypes_loaded and "ml_dtypes" in sys.modules:
+        # The caller has an ml_dtypes array (so ml_dtypes is imported already): resolve its types.
+        _load_ml_dtypes()
+        found = _BY_NUMPY.get(npd)
+    if found is None:
+        raise TypeError(f"Cannot convert {type_value!r} to a DType: no matching numpy type")
+    return found
 
 
 def from_numpy(array: np.ndarray) -> DType:

@@ -504,3 +504,113 @@ def breadth_first_traversal(root, attached_dependencies=()):
                 paths[id(ref.ref)] = paths[id(obj)] + (ref,)
                 queue.append(ref.ref)
     return objects, paths, children
+
+
+# --- slot variables: an optimizer's per-variable state ("m" and "v" of Adam for each trained variable) ---
+
+OPTIMIZER_SLOTS_NAME = _ESCAPE_CHAR + "OPTIMIZER_SLOT"
+
+
+def slot_variable_key(variable_path: str, optimizer_path: str, slot_name: str) -> str:
+    """Key prefix of a slot variable (TF): `<variable path>/.OPTIMIZER_SLOT/<optimizer path>/<slot name>`."""
+    return f"{variable_path}/{OPTIMIZER_SLOTS_NAME}/{optimizer_path}/{escape_local_name(slot_name)}"
+
+
+def has_slots(obj) -> bool:
+    """Does `obj` hold slot variables? TF's protocol: `get_slot_names()` and `get_slot(variable, name)`."""
+    return (
+        isinstance(obj, Trackable)
+        and callable(getattr(obj, "get_slot_names", None))
+        and callable(getattr(obj, "get_slot", None))
+    )
+
+
+def slot_variables(objects: list) -> list[tuple[int, int, str, Any]]:
+    """(optimizer index, original variable index, slot name, slot variable) of every slot that the objects
+    hold for one another, in the order TF numbers their nodes: optimizers in node order, each one's slot
+    names in `get_slot_names()` order, original objects in node order."""
+    found = []
+    for opt_index, optimizer in enumerate(objects):
+        if not has_slots(optimizer):
+            continue
+        for slot_name in optimizer.get_slot_names():
+            for var_index, original in enumerate(objects):
+                try:
+                    slot = optimizer.get_slot(original, slot_name)
+                except (AttributeError, KeyError):
+                    slot = None
+                if slot is not None:
+                    found.append((opt_index, var_index, slot_name, slot))
+    return found
+
+
+class SlotVariables(AutoTrackable):
+    """Slot variables for object-based checkpoints: the part of an optimizer that a checkpoint holds.
+
+    TF's optimizers (`tf.compat.v1.train.AdamOptimizer`, `tf.keras.optimizers.legacy.*`) save, for each
+    variable they train, state variables called slots ("m" and "v" for Adam) as `slot_variables` of the
+    optimizer's node, under keys such as `model/w/.OPTIMIZER_SLOT/optimizer/m/.ATTRIBUTES/VARIABLE_VALUE`.
+    Declare them here and put this object where the optimizer sits in the checkpoint's tree:
+
+    >>> opt = saverkit.train.SlotVariables()
+    >>> opt.beta1_power = saverkit.Variable(0.9, name="beta1_power")     # non-slot state: plain attributes
+    >>> opt.add_slot(model.w, "m", saverkit.Variable(np.zeros(3, np.float32), name="w/Adam"))
+    >>> saverkit.train.Checkpoint(model=model, optimizer=opt).restore(path, session=sess).assert_consumed()
+
+    `Checkpoint` then saves and restores the slots as TF does (TF restores them into its optimizer, and
+    the reverse). A slot added after `restore` gets its value when added. `saverkit inspect --object-graph
+    CKPT` shows a checkpoint's optimizer nodes, their attributes and slots, to mirror them. Any trackable
+    with TF's `get_slot_names()`/`get_slot(var, name)` methods works the same way.
+    """
+
+    def __init__(self, **dependencies: Any) -> None:
+        object.__setattr__(self, "_self_slots", {})  # slot name -> {id(variable): (variable, slot)}
+        object.__setattr__(self, "_self_pending_slots", {})  # (id(var), name) -> (var, [CheckpointPosition])
+        for name, value in dependencies.items():
+            setattr(self, name, value)
+
+    def add_slot(self, var, slot_name: str, slot_variable=None):
+        """Declare `slot_variable` as the `slot_name` slot of `var` and return it. Without one, a variable of
+        zeros shaped like `var` named `<var's name>/<slot_name>` (not trainable) is made."""
+        if not is_variable(var):
+            raise TypeError(f"add_slot: {var!r} is not a variable")
+        if slot_variable is None:
+            slot_variable = _zeros_like_variable(var, slot_name)
+        elif not is_variable(slot_variable):
+            raise TypeError(
+                f"add_slot: the slot {slot_name!r} of {var.name!r} must be a variable, got {slot_variable!r}"
+            )
+        slots = self._self_slots.setdefault(slot_name, {})
+        existing = slots.get(id(var))
+        if existing is not None and existing[1] is not slot_variable:
+            raise ValueError(f"{var.name!r} already has a slot {slot_name!r}: {existing[1]!r}")
+        slots[id(var)] = (var, slot_variable)
+        _, positions = self._self_pending_slots.pop((id(var), slot_name), (None, ()))
+        for position in sorted(positions, key=lambda p: p.restore_uid, reverse=True):  # newest restore wins
+            position.restore(slot_variable)
+        return slot_variable
+
+    def get_slot(self, var, name: str):
+        """The `name` slot of `var`, or None."""
+        entry = self._self_slots.get(name, {}).get(id(var))
+        return None if entry is None else entry[1]
+
+    def get_slot_names(self) -> list[str]:
+        return sorted(self._self_slots)
+
+    def _defer_slot_restoration(self, var, slot_name: str, position) -> None:
+        """A checkpoint has a value for a slot not declared yet: restore it when `add_slot` declares it."""
+        self._self_pending_slots.setdefault((id(var), slot_name), (var, []))[1].append(position)
+
+
+def _zeros_like_variable(var, slot_name: str):
+    import numpy as np
+
+    from saverkit import Variable
+
+    if not var.shape.is_fully_defined():
+        raise ValueError(f"add_slot: {var.name!r} has no fully defined shape; pass the slot variable")
+    g = var.graph
+    with g.as_default(), g.name_scope(None), g.control_dependencies(None):
+        value = np.zeros(var.shape.as_list(), dtype=var.dtype.base_dtype.as_numpy_dtype)
+        return Variable(value, name=f"{var.op.name}/{slot_name}", trainable=False)

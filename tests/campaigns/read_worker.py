@@ -26,7 +26,8 @@ import saverkit.errors as errors
 
 
 def digest(value) -> dict:
-    arr = np.asarray(value)
+    # A 0-d string tensor read through get_tensor is bytes (as TF's reader returns it): an object scalar.
+    arr = np.array(value, dtype=object) if isinstance(value, bytes) else np.asarray(value)
     h = hashlib.sha256()
     if arr.dtype == object:
         for x in arr.flat:

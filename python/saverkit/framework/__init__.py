@@ -11,6 +11,7 @@ from saverkit.framework import (  # noqa: F401  (imported for their kernel regis
     io_ops,
     math_ops,
     ops,
+    partitioned_variables,
     resource_variable_ops,
     session,
     state_ops,

@@ -1,33 +1,55 @@
-"""TF-style ``train`` namespace: checkpoint inspection (more names are added by other modules)."""
+"""TF-style ``train`` namespace: Saver, Checkpoint, CheckpointManager, checkpoint inspection.
 
-from saverkit.train.checkpoint_utils import CheckpointReader as CheckpointReader
-from saverkit.train.checkpoint_utils import NewCheckpointReader as NewCheckpointReader
-from saverkit.train.checkpoint_utils import list_variables as list_variables
-from saverkit.train.checkpoint_utils import load_checkpoint as load_checkpoint
-from saverkit.train.checkpoint_utils import load_variable as load_variable
-from saverkit.train.saver import Saver as Saver
-from saverkit.train.saver import export_meta_graph as export_meta_graph
-from saverkit.train.saver import import_meta_graph as import_meta_graph
-from saverkit.train.training_util import assert_global_step as assert_global_step
-from saverkit.train.training_util import create_global_step as create_global_step
-from saverkit.train.training_util import get_global_step as get_global_step
-from saverkit.train.training_util import get_or_create_global_step as get_or_create_global_step
-from saverkit.train.training_util import global_step as global_step
+Names are imported on first use (PEP 562), like the top-level package: ``saverkit.train.load_checkpoint``
+loads the reader alone, not the graph layer that ``Saver`` and ``Checkpoint`` need.
+"""
 
-from .checkpoint import Checkpoint as Checkpoint
-from .checkpoint import CheckpointLoadStatus as CheckpointLoadStatus
-from .checkpoint import InitializationOnlyStatus as InitializationOnlyStatus
-from .checkpoint import NameBasedSaverStatus as NameBasedSaverStatus
-from .checkpoint_management import CheckpointState as CheckpointState
-from .checkpoint_management import checkpoint_exists as checkpoint_exists
-from .checkpoint_management import find_latest_checkpoint as find_latest_checkpoint
-from .checkpoint_management import generate_checkpoint_state_proto as generate_checkpoint_state_proto
-from .checkpoint_management import get_checkpoint_mtimes as get_checkpoint_mtimes
-from .checkpoint_management import get_checkpoint_state as get_checkpoint_state
-from .checkpoint_management import latest_checkpoint as latest_checkpoint
-from .checkpoint_management import meta_graph_filename as meta_graph_filename
-from .checkpoint_management import remove_checkpoint as remove_checkpoint
-from .checkpoint_management import update_checkpoint_state as update_checkpoint_state
-from .checkpoint_management import update_checkpoint_state_internal as update_checkpoint_state_internal
-from .checkpoint_manager import CheckpointManager as CheckpointManager
-from .init_from_checkpoint import init_from_checkpoint as init_from_checkpoint
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_LAZY: dict[str, str] = {
+    **{
+        name: "saverkit.train.checkpoint_utils"
+        for name in ("CheckpointReader", "NewCheckpointReader", "list_variables", "load_checkpoint",
+                     "load_variable")
+    },
+    **{name: "saverkit.train.saver" for name in ("Saver", "export_meta_graph", "import_meta_graph")},
+    **{
+        name: "saverkit.train.training_util"
+        for name in ("assert_global_step", "create_global_step", "get_global_step",
+                     "get_or_create_global_step", "global_step")
+    },
+    **{
+        name: "saverkit.train.checkpoint"
+        for name in ("Checkpoint", "CheckpointLoadStatus", "InitializationOnlyStatus", "NameBasedSaverStatus")
+    },
+    **{
+        name: "saverkit.train.checkpoint_management"
+        for name in (
+            "CheckpointState", "checkpoint_exists", "find_latest_checkpoint",
+            "generate_checkpoint_state_proto", "get_checkpoint_mtimes", "get_checkpoint_state",
+            "latest_checkpoint", "meta_graph_filename", "remove_checkpoint", "update_checkpoint_state",
+            "update_checkpoint_state_internal",
+        )
+    },
+    "CheckpointManager": "saverkit.train.checkpoint_manager",
+    "init_from_checkpoint": "saverkit.train.init_from_checkpoint",
+    "SlotVariables": "saverkit.trackable",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    module_name = _LAZY.get(name)
+    if module_name is None:
+        raise AttributeError(f"module 'saverkit.train' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module_name), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

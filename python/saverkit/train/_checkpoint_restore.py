@@ -20,9 +20,11 @@ from saverkit.trackable import (
     Trackable,
     breadth_first_traversal,
     get_update_uid,
+    has_slots,
     is_variable,
     new_uid,
     set_update_uid,
+    slot_variables,
 )
 from saverkit.train._variable_io import (
     check_compatible,
@@ -146,6 +148,15 @@ class _CheckpointRestoreCoordinator:
         self.variables_without_value: dict[int, object] = {}
         self.assigner = _Assigner(source, session, explicit)
         self.expect_partial = False
+        # Slot variables by the node of the variable they serve: (optimizer node, slot node, slot name).
+        self.slot_restorations: dict[int, list[tuple[int, int, str]]] = {}
+        for node_id, node in enumerate(object_graph_proto.nodes):
+            for slot in node.slot_variables:
+                self.slot_restorations.setdefault(slot.original_variable_node_id, []).append(
+                    (node_id, slot.slot_variable_node_id, slot.slot_name)
+                )
+        # Slots whose variable was matched before their optimizer: optimizer node -> (variable, slot, name).
+        self.deferred_slot_restorations: dict[int, list[tuple[object, int, str]]] = {}
 
 
 class CheckpointPosition:
@@ -189,6 +200,7 @@ class CheckpointPosition:
         for position, obj in queue:
             position._single_restore(obj)
             queue.extend(position._children_to_restore(obj))
+            queue.extend(position._slot_variables_to_restore(obj))
 
     def _single_restore(self, obj) -> None:
         checkpoint = self.checkpoint
@@ -207,6 +219,37 @@ class CheckpointPosition:
             others = [a.name for a in attributes]
         if others:
             checkpoint.unused_attributes.setdefault(self.proto_id, []).extend(others)
+
+    def _slot_variables_to_restore(self, obj):
+        """Slot variables this node's object unlocks (TF's _queue_slot_variables): as an optimizer, the slots
+        of variables matched before it; as a variable, its slots in optimizers matched already."""
+        checkpoint = self.checkpoint
+        found = []
+        for original, slot_id, slot_name in checkpoint.deferred_slot_restorations.pop(self.proto_id, ()):
+            found.extend(self._slot_position(obj, original, slot_id, slot_name))
+        for optimizer_id, slot_id, slot_name in checkpoint.slot_restorations.pop(self.proto_id, ()):
+            optimizer = checkpoint.object_by_proto_id.get(optimizer_id)
+            if optimizer is None:  # not matched (yet): wait for it
+                checkpoint.deferred_slot_restorations.setdefault(optimizer_id, []).append(
+                    (obj, slot_id, slot_name)
+                )
+            else:
+                found.extend(CheckpointPosition(checkpoint, optimizer_id)._slot_position(
+                    optimizer, obj, slot_id, slot_name
+                ))
+        return found
+
+    def _slot_position(self, optimizer, original, slot_id: int, slot_name: str):
+        if not has_slots(optimizer):
+            return []  # e.g. a plain Trackable standing in for the optimizer's other state
+        position = CheckpointPosition(self.checkpoint, slot_id)
+        slot = optimizer.get_slot(original, slot_name)
+        if slot is None:
+            defer = getattr(optimizer, "_defer_slot_restoration", None)
+            if defer is not None:
+                defer(original, slot_name, position)  # restored when the slot is added
+            return []
+        return [(position, slot)] if position.bind_object(slot) else []
 
     def _children_to_restore(self, obj):
         checkpoint = self.checkpoint
@@ -255,11 +298,18 @@ class _LoadStatus:
 
 
 def objects_and_paths(graph_view):
+    """Every object a save would write, slot variables included (TF's list_objects), with readable paths."""
     objects, paths, _ = breadth_first_traversal(graph_view.root, graph_view.attached_dependencies())
     names = {
         id(o): "(root)." + ".".join(r.name for r in paths[id(o)]) if paths[id(o)] else "(root)"
         for o in objects
     }
+    for opt_index, var_index, slot_name, slot in slot_variables(objects[:]):
+        if id(slot) not in names:
+            objects.append(slot)
+            names[id(slot)] = (
+                f"{names[id(objects[opt_index])]}'s state {slot_name!r} for {names[id(objects[var_index])]}"
+            )
     return objects, names
 
 

@@ -43,6 +43,8 @@ from saverkit.trackable import (
     is_variable,
     new_uid,
     object_path_to_string,
+    slot_variable_key,
+    slot_variables,
 )
 from saverkit.train._checkpoint_restore import (
     CheckpointLoadStatus,
@@ -80,17 +82,43 @@ def serialize_object_graph(root, attached_dependencies=()):
     objects, paths, children = breadth_first_traversal(root, attached_dependencies)
     node_ids = {id(o): i for i, o in enumerate(objects)}
     edges = [[node_ids[id(ref.ref)] for ref in refs] for refs in children]
-    has_values = _has_checkpoint_values([is_variable(o) for o in objects], edges)
+    names = [object_path_to_string(r.name for r in paths[id(o)]) for o in objects]
+    # Slot variables (optimizer state) become extra nodes after the others, referenced by their optimizer's
+    # node rather than by an edge, and named after the variable they serve (TF's serialize_slot_variables).
+    TrackableObject = trackable_object_graph_pb2.TrackableObjectGraph.TrackableObject  # noqa: N806
+    slot_refs: dict[int, list] = {}
+    for opt_index, var_index, slot_name, slot in slot_variables(objects[:]):
+        if not is_variable(slot):
+            raise NotImplementedError(f"Only variables can be saved as slot variables; got {slot!r}.")
+        if id(slot) in node_ids:
+            raise NotImplementedError(
+                f"A slot variable was re-used as a dependency of a Trackable object: {slot!r}. This is not "
+                "currently allowed."
+            )
+        node_ids[id(slot)] = len(objects)
+        slot_refs.setdefault(opt_index, []).append(
+            TrackableObject.SlotVariableReference(
+                original_variable_node_id=var_index, slot_name=slot_name, slot_variable_node_id=len(objects)
+            )
+        )
+        objects.append(slot)
+        children.append([])
+        edges.append([])
+        names.append(slot_variable_key(names[var_index], names[opt_index], slot_name))
+    has_values = _has_checkpoint_values(
+        [is_variable(o) or i in slot_refs for i, o in enumerate(objects)], edges
+    )
     graph = trackable_object_graph_pb2.TrackableObjectGraph()
     to_save = []
-    ObjectReference = trackable_object_graph_pb2.TrackableObjectGraph.TrackableObject.ObjectReference
-    for obj, refs, ids, flag in zip(objects, children, edges, has_values, strict=True):
+    ObjectReference = TrackableObject.ObjectReference  # noqa: N806
+    for index, (obj, refs, ids, flag) in enumerate(zip(objects, children, edges, has_values, strict=True)):
         node = graph.nodes.add()
         node.children.extend(
             ObjectReference(node_id=i, local_name=r.name) for i, r in zip(ids, refs, strict=True)
         )
+        node.slot_variables.extend(slot_refs.get(index, ()))
         if is_variable(obj):
-            key = checkpoint_key(object_path_to_string(r.name for r in paths[id(obj)]), VARIABLE_VALUE_KEY)
+            key = checkpoint_key(names[index], VARIABLE_VALUE_KEY)
             node.attributes.add(name=VARIABLE_VALUE_KEY, full_name=variable_name(obj), checkpoint_key=key)
             to_save.append((key, obj))
         node.has_checkpoint_values.value = flag

@@ -33,7 +33,16 @@ class CheckpointReader:
     def prefix(self) -> str:
         return self._reader.prefix
 
-    def get_tensor(self, tensor_str: str) -> np.ndarray:
+    def get_tensor(self, tensor_str: str) -> np.ndarray | np.generic | bytes:
+        """The tensor's value, typed as TensorFlow's reader returns it: an ndarray, except that a 0-d
+        tensor comes back as a scalar (``bytes`` for a string, a numpy scalar such as ``np.float32`` or
+        ``np.int64`` otherwise), so ``ParseFromString(reader.get_tensor("_CHECKPOINTABLE_OBJECT_GRAPH"))``
+        works as with TF."""
+        value = self._reader.read(tensor_str)
+        return value[()] if value.ndim == 0 else value
+
+    def _get_array(self, tensor_str: str) -> np.ndarray:
+        """The tensor's value as an ndarray whatever its rank (for saverkit's own tools)."""
         return self._reader.read(tensor_str)
 
     def has_tensor(self, tensor_str: str) -> bool:
@@ -66,8 +75,9 @@ def list_variables(ckpt_dir_or_file: str | os.PathLike) -> list[tuple[str, list[
     return sorted(load_checkpoint(ckpt_dir_or_file).get_variable_to_shape_map().items())
 
 
-def load_variable(ckpt_dir_or_file: str | os.PathLike, name: str) -> np.ndarray:
-    """One tensor's value. A trailing ``:0`` (a tensor, not a variable, name) is ignored, as in TF."""
+def load_variable(ckpt_dir_or_file: str | os.PathLike, name: str) -> np.ndarray | np.generic | bytes:
+    """One tensor's value, typed as ``CheckpointReader.get_tensor`` returns it (0-d tensors as scalars).
+    A trailing ``:0`` (a tensor, not a variable, name) is ignored, as in TF."""
     if name.endswith(":0"):
         name = name[:-2]
     return load_checkpoint(ckpt_dir_or_file).get_tensor(name)

@@ -163,16 +163,20 @@ def init_from_checkpoint(
     * `'ckpt_scope/': '/'`: every variable loads from `ckpt_scope/` (`w` <- `ckpt_scope/w`);
     * `'old/name': 'new/name'`: variable `new/name` loads tensor `old/name`;
     * `'old/name': variable`: that variable object loads `old/name`;
-    * `'old/name': [part_0, part_1, ...]`: the parts of a partitioned variable load their slices.
+    * `'old/name': [part_0, part_1, ...]` or a `PartitionedVariable` (from `saverkit.get_variable` with a
+      partitioner): the parts of a partitioned variable load their slices.
 
     Values are loaded when the initializers run, e.g. by `session.run(global_variables_initializer())`.
     Raises ValueError (naming the entry) for a missing tensor or variable and for a shape or dtype mismatch.
     """
     from saverkit import bundle, global_variables, local_variables
+    from saverkit.framework.partitioned_variables import PartitionedVariable
 
     prefix = _checkpoint_prefix(ckpt_dir_or_file)
     entries = bundle.BundleReader(prefix).entries()
     pairs = list(assignment_map.items()) if isinstance(assignment_map, Mapping) else list(assignment_map)
+    # A PartitionedVariable stands for its parts (TF takes only the list; the object is the same thing).
+    pairs = [(k, v.get_variable_list() if isinstance(v, PartitionedVariable) else v) for k, v in pairs]
     store = {_var_name(v): v for v in global_variables() + local_variables()}
     for tensor_name, current in sorted(pairs, key=lambda pair: pair[0]):
         entry = _entry(tensor_name, current)

@@ -53,6 +53,7 @@ from saverkit.framework import (
     string_ops,
     variables,
 )
+from saverkit.framework.partitioned_variables import PartitionedVariable as _PartitionedVariable
 from saverkit.protobuf import meta_graph_pb2, saver_pb2
 from saverkit.train import checkpoint_management
 
@@ -60,8 +61,6 @@ _logger = logging.getLogger(__name__)
 SaverDef = saver_pb2.SaverDef
 
 _REF_VARIABLE_OPS = ("Variable", "VariableV2", "AutoReloadVariable")
-# saverkit's graph layer has no PartitionedVariable class (yet); lists of slices work without it.
-_PartitionedVariable = getattr(variables, "PartitionedVariable", ())
 
 
 def _all_saveable_objects(scope: str | None = None) -> list:
@@ -1427,7 +1426,7 @@ def object_graph_key_mapping(checkpoint_path: str) -> dict[str, str]:
     reader = checkpoint_utils.load_checkpoint(checkpoint_path)
     if not reader.has_tensor(OBJECT_GRAPH_PROTO_KEY):
         raise errors.NotFoundError(None, None, f"Key {OBJECT_GRAPH_PROTO_KEY} not found in checkpoint")
-    raw = np.asarray(reader.get_tensor(OBJECT_GRAPH_PROTO_KEY)).reshape(-1)[0]
+    raw = reader.get_tensor(OBJECT_GRAPH_PROTO_KEY)  # bytes (a 0-d string tensor, as from TF's reader)
     graph = trackable_object_graph_pb2.TrackableObjectGraph.FromString(bytes(raw))
     return {a.full_name: a.checkpoint_key for node in graph.nodes for a in node.attributes}
 
