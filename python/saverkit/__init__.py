@@ -61,6 +61,7 @@ from saverkit.framework.ops import (  # noqa: E402
     register_tensor_conversion_function,
     reset_default_graph,
 )
+from saverkit.framework.run_options import RunOptions  # noqa: E402
 from saverkit.framework.session import InteractiveSession, Session, get_default_session  # noqa: E402
 from saverkit.framework.state_ops import assign, assign_add, assign_sub  # noqa: E402
 from saverkit.framework.string_ops import string_join  # noqa: E402
@@ -79,7 +80,8 @@ from saverkit.framework.variables import (  # noqa: E402
 )
 
 __all__ += [  # noqa: PLE0605
-    "Graph", "GraphKeys", "Operation", "Tensor", "TensorShape", "Session", "InteractiveSession", "Variable",
+    "Graph", "GraphKeys", "Operation", "Tensor", "TensorShape", "RunOptions", "Session", "InteractiveSession",
+    "Variable",
     "add", "add_to_collection", "add_to_collections", "assign", "assign_add", "assign_sub", "boolean_mask",
     "cast", "colocate_with", "constant", "control_dependencies", "convert_to_tensor", "device", "fill",
     "gather", "get_all_collection_keys", "get_collection", "get_collection_ref", "get_default_graph",

@@ -22,6 +22,7 @@ import numpy as np
 
 from saverkit import _gc, errors
 from saverkit.framework.ops import Operation, Tensor, _consumer_list
+from saverkit.framework.run_options import DEFAULT_RUN_OPTIONS, RunOptions
 from saverkit.framework.variable_store import (
     Ref,
     VariableStore,
@@ -34,14 +35,18 @@ from saverkit.framework.variable_store import (
 
 
 class OpKernelContext:
-    """What a kernel sees besides its inputs: its op, the session's variables, in-place output targets."""
+    """What a kernel sees besides its inputs: its op, the session's variables, the options of the run,
+    in-place output targets."""
 
-    __slots__ = ("op", "variables", "session", "_targets", "_ref")
+    __slots__ = ("op", "variables", "session", "options", "_targets", "_ref")
 
-    def __init__(self, op: Operation, variables: VariableStore, session: Any) -> None:
+    def __init__(
+        self, op: Operation, variables: VariableStore, session: Any, options: RunOptions = DEFAULT_RUN_OPTIONS
+    ) -> None:
         self.op = op
         self.variables = variables
         self.session = session
+        self.options = options  # of the Session.run call this kernel runs in (see RunOptions)
         # The template's per-output targets (see _in_place_targets), resolved by store key on use: they
         # need no per-session binding, and a kernel may use them while the plan's Refs are still being
         # made (see Plan.bind_deferred).
@@ -415,19 +420,23 @@ class Plan:
             raise error from e
         return initial
 
-    def context(self, index: int) -> OpKernelContext:
-        """The kernel context of item ``index`` (made on first use)."""
-        ctx = self.ctxs[index]
+    def context(self, index: int, options: RunOptions = DEFAULT_RUN_OPTIONS) -> OpKernelContext:
+        """The kernel context of item ``index`` for a run with ``options``. Contexts of runs with the
+        default options are kept (made on first use); a run with other options gets its own, so threads
+        running this plan with different options never see each other's."""
+        ctx = self.ctxs[index] if options is DEFAULT_RUN_OPTIONS else None
         if ctx is None:
             item = self.template.items[index]
-            ctx = OpKernelContext(item.op, self._variables, self._session)
+            ctx = OpKernelContext(item.op, self._variables, self._session, options)
             ctx._targets = item.targets
-            if self._keep_ctxs:
+            if self._keep_ctxs and options is DEFAULT_RUN_OPTIONS:
                 self.ctxs[index] = ctx
         return ctx
 
     # --- running -------------------------------------------------------------------------------
-    def run(self, feed_values: list[Any], pool_fn: Any) -> list[Any]:
+    def run(
+        self, feed_values: list[Any], pool_fn: Any, options: RunOptions = DEFAULT_RUN_OPTIONS
+    ) -> list[Any]:
         template = self.template
         vals = self._initial.copy()
         for s, v in zip(template.feed_slots, feed_values, strict=False):
@@ -435,14 +444,16 @@ class Plan:
         with np.errstate(all="ignore"), _gc.paused() if template.big else contextlib.nullcontext():
             # errstate: TF semantics (overflow / NaN are values, not errors); GC: see saverkit._gc
             if self.has_expensive:
-                self._run_scheduled(vals, pool_fn)
+                self._run_scheduled(vals, pool_fn, options)
             else:
-                self._run_items(range(len(template.items)), vals)
+                self._run_items(range(len(template.items)), vals, options)
         return [vals[s] for s in template.fetch_slots]
 
-    def _run_items(self, indices: Any, vals: list[Any]) -> None:
+    def _run_items(self, indices: Any, vals: list[Any], options: RunOptions = DEFAULT_RUN_OPTIONS) -> None:
         """Run items in order on this thread (the hot loop: gather, dereference, call, store inlined)."""
-        items, ctxs = self.template.items, self.ctxs
+        items = self.template.items
+        # Kept contexts serve only runs with the default options (see context()).
+        ctxs = self.ctxs if options is DEFAULT_RUN_OPTIONS else [None] * len(items)
         item = None
         try:
             for i in indices:
@@ -458,7 +469,7 @@ class Plan:
                     if type(args[j]) is Ref:
                         args[j] = args[j].value()
                 ctx = ctxs[i]
-                outs = item.kernel(ctx if ctx is not None else self.context(i), *args)
+                outs = item.kernel(ctx if ctx is not None else self.context(i, options), *args)
                 n = item.n_out
                 if n:
                     if len(outs) != n:
@@ -474,7 +485,7 @@ class Plan:
                 raise
             raise error from e
 
-    def _run_scheduled(self, vals: list[Any], pool_fn: Any) -> None:
+    def _run_scheduled(self, vals: list[Any], pool_fn: Any, options: RunOptions) -> None:
         t = self.template
         pool = None  # made on the first hand-off
         items, steps, consumers = t.items, t.steps, t.step_consumers
@@ -524,7 +535,7 @@ class Plan:
                     # Nothing could run beside it: run it here, sparing a thread hand-off (and, in a new
                     # session, the start of a pool thread) per save or restore.
                     try:
-                        outs = _call(items[i], self.context(i), args)
+                        outs = _call(items[i], self.context(i, options), args)
                     except Exception as e:
                         failure = _chained(as_op_error(e, items[i].op), e)
                         continue
@@ -534,10 +545,10 @@ class Plan:
                 if pool is None:
                     pool = pool_fn()
                 in_flight += 1
-                pool.submit(background, step, i, self.context(i), args)
+                pool.submit(background, step, i, self.context(i, options), args)
             else:
                 try:
-                    self._run_items(steps[step], vals)
+                    self._run_items(steps[step], vals, options)
                 except errors.OpError as e:
                     failure = e
                     continue

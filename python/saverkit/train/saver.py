@@ -53,6 +53,7 @@ from saverkit.framework import (
     string_ops,
     variables,
 )
+from saverkit.framework.run_options import RunOptions
 from saverkit.protobuf import meta_graph_pb2, saver_pb2
 from saverkit.train import checkpoint_management, stale_files
 
@@ -1069,8 +1070,8 @@ class Saver:
                 raise ValueError(f"Parent directory of {save_path} doesn't exist, can't save.")
             try:
                 feed = {self.saver_def.filename_tensor_name: checkpoint_file}
-                with io_ops.durable_writes(checkpoint_file) if durable else contextlib.nullcontext():
-                    result = sess.run(self.saver_def.save_tensor_name, feed)
+                options = RunOptions(durable=True) if durable else None
+                result = sess.run(self.saver_def.save_tensor_name, feed, options=options)
             except errors.OpError as exc:
                 if self._sharded:  # the parts of a failed sharded save (the bundle writer removed its temps)
                     shutil.rmtree(checkpoint_file + "_temp", ignore_errors=True)
