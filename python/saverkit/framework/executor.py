@@ -16,7 +16,7 @@ import heapq
 import operator
 import queue
 from collections import deque
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -356,16 +356,23 @@ def prune(
     return needed
 
 
+class _TemplateCache(NamedTuple):
+    """A graph's plan templates (``Graph._plan_templates``), valid while its edges are unchanged."""
+
+    edges_version: int
+    templates: dict[tuple, PlanTemplate]
+
+
 def template_for(
     graph: Any, fetches: list[Tensor], targets: list[Operation], feeds: list[Tensor]
 ) -> PlanTemplate:
     """The graph's cached template for this request (built on first use, dropped when an existing op's
-    edges change: ``Graph._version``)."""
-    cache = graph.__dict__.get("_plan_templates")
-    if cache is None or cache[0] != graph._version:
-        cache = graph._plan_templates = (graph._version, {})
+    edges change: ``Graph._edges_version``)."""
+    cache = graph._plan_templates
+    if cache is None or cache.edges_version != graph._edges_version:
+        cache = graph._plan_templates = _TemplateCache(graph._edges_version, {})
     key = (tuple(fetches), tuple(targets), frozenset(feeds))
-    templates = cache[1]
+    templates = cache.templates
     template = templates.get(key)
     if template is None:
         template = PlanTemplate(fetches, targets, feeds)

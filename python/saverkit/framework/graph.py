@@ -8,12 +8,12 @@ from __future__ import annotations
 import contextlib
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
-from saverkit import dtypes
+from saverkit import dtypes as dtypes_lib
 from saverkit.framework import attrs as attrs_lib
-from saverkit.framework import device_spec
+from saverkit.framework import device_spec, op_registry
 from saverkit.framework.operation import _NO_OPS, Operation, _varint
 from saverkit.framework.tensor import _UNKNOWN_SHAPE, Tensor
 from saverkit.framework.tensor_shape import TensorShape
@@ -112,16 +112,23 @@ class _ControlDependencies:
 class _NameScope:
     """``with graph.name_scope(name) as scope:`` (a class, not a generator: variables enter one each)."""
 
-    __slots__ = ("_graph", "_name", "_old", "_old_valid", "_default")
+    __slots__ = ("_graph", "_name", "_old", "_old_valid", "_default", "_exact")
 
-    def __init__(self, graph: Graph, name: str | None, make_default: bool = False) -> None:
+    def __init__(
+        self, graph: Graph, name: str | None, make_default: bool = False, exact: bool = False
+    ) -> None:
         self._graph = graph
         self._name = name
         self._default = graph.as_default() if make_default else None
+        self._exact = exact  # name is a full op name to scope under (Graph.op_inputs_scope)
 
     def __enter__(self) -> str:
         g, name = self._graph, self._name
         old = g._name_stack
+        if self._exact:
+            self._old, self._old_valid = old, g._valid_stack
+            g._name_stack = name
+            return name + "/"
         if name:
             regex = _VALID_SCOPE_NAME_REGEX if old else _VALID_OP_NAME_REGEX
             if not regex.match(name):
@@ -168,7 +175,9 @@ class Graph:
         self._attr_scope_map: dict[str, Any] = {}
         self._collections: dict[Any, list] = {}
         self._finalized = False
-        self._version = 0  # bumped when an existing op's edges change (invalidates cached run plans)
+        self._edges_version = 0  # bumped when an existing op's edges change (invalidates cached run plans)
+        self._last_colocation: tuple | None = None  # (op, its _class, groups): see _colocation_groups
+        self._plan_templates: Any = None  # the executor's cache of run plan templates (executor.template_for)
         self._graph_def_versions = versions_pb2.VersionDef(
             producer=GRAPH_DEF_VERSION, min_consumer=GRAPH_DEF_VERSION_MIN_CONSUMER
         )
@@ -217,6 +226,31 @@ class Graph:
             name = name_key if base_name_key is name else f"{name}_{i - 1}"
         return name
 
+    def unique_names(self, name: str, n: int) -> list[str]:
+        """The names ``n`` calls of ``unique_name(name)`` give, all marked as used."""
+        if n < 8:
+            return [self.unique_name(name) for _ in range(n)]
+        base = f"{self._name_stack}/{name}" if self._name_stack else name
+        in_use = self._names_in_use
+        key = base.lower()
+        start = in_use.get(key, 0)
+        # "_<i>" has no letters, so the lower-cased candidates are key + "_<i>": one set test for all of
+        # them. (Formatted per call rather than from a cache of suffixes: a first Saver paid more to fill
+        # the cache, and the cache held a string per variable for the life of the process.)
+        first = 1 if start == 0 else start
+        stop = first + n - (start == 0)
+        keys = [f"{key}_{i}" for i in range(first, stop)]
+        if not in_use.keys().isdisjoint(keys):
+            return [self.unique_name(name) for _ in range(n)]  # some taken: let unique_name skip them
+        in_use[key] = stop
+        for k in keys:
+            in_use[k] = 1
+        same = key == base  # a lower-case scope and name: the keys are the names
+        names = keys if same else [f"{base}_{i}" for i in range(first, stop)]
+        if start == 0:
+            names = [key if same else base, *names]
+        return names
+
     def get_name_scope(self) -> str:
         return self._name_stack
 
@@ -226,6 +260,11 @@ class Graph:
         ``name`` ending in ``/`` re-enters that exact scope; None or ``""`` resets to the root scope.
         """
         return _NameScope(self, name)
+
+    def op_inputs_scope(self, op_name: str) -> _NameScope:
+        """Inside, ops are named under ``op_name/`` (a full name ``unique_name`` gave, used as it is, not
+        checked again): the ops made for an op's inputs are named ``<op>/<input>``, as in TensorFlow."""
+        return _NameScope(self, op_name, exact=True)
 
     # --- devices ---------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -332,92 +371,199 @@ class Graph:
                     ret.append(c)
         return ret
 
-    # --- op creation -----------------------------------------------------------------------
+    # --- op creation -----------------------------------------------------------------------------
+    # Every op of the graph is made here: create_op (one op, TF's signature: attrs as users give them),
+    # create_ops (many single-output ops of one type, attrs complete) and _create_op (one op, attrs
+    # complete: what op builders and the importer call). Each does what the graph's context asks (control
+    # dependencies, colocation, attr scope, device functions) only when some is in effect: a graph of
+    # 10,000 variables is built without any, and the per-op cost is what decides its build time.
+    def create_op(
+        self,
+        op_type: str,
+        inputs: list[Any],
+        dtypes: list[Any] | None = None,
+        input_types: list[Any] | None = None,
+        name: str | None = None,
+        attrs: dict[str, Any] | None = None,
+        op_def: Any = None,
+        compute_shapes: bool = True,
+        compute_device: bool = True,
+        *,
+        control_inputs: Sequence[Operation] | None = None,
+    ) -> Operation:
+        """TF1's op constructor: ``inputs`` are Tensors in flat order, ``attrs`` AttrValue protos or Python
+        values; type attrs left out are inferred from the inputs, defaults filled in. ``name`` is made
+        unique in the current scope (one ending in "/" is used as is). Unknown op types are allowed when
+        ``dtypes`` (the output types) is given: the op can be exported, not run.
+
+        Beyond TF's signature: ``control_inputs``, ops this one runs after (besides those of the
+        ``control_dependencies`` blocks it is made in)."""
+        del input_types, op_def, compute_device  # TF's arguments, derived from the registered OpDef here
+        if not all(type(t) is Tensor and t._op._graph is self for t in inputs):  # else as they are
+            inputs = [self.as_graph_element(t, allow_tensor=True, allow_operation=False) for t in inputs]
+        inputs = list(inputs)
+        info = op_registry.get(op_type)
+        stored, output_types = op_registry.complete_attrs(op_type, info, inputs, attrs or {}, dtypes)
+        return self._create_op(
+            op_type,
+            inputs,
+            stored,
+            output_types,
+            name or op_type,
+            info,
+            control_inputs=control_inputs,
+            compute_shapes=compute_shapes and info is not None,
+        )
+
+    def create_ops(
+        self,
+        op_type: str,
+        inputs: Sequence[Sequence[Tensor]],
+        attrs: Sequence[dict[str, Any]],
+        dtypes: Sequence[dtypes_lib.DType],
+        name: str | None = None,
+        *,
+        shapes: Sequence[TensorShape] | None = None,
+        devices: Sequence[str] | None = None,
+    ) -> list[Operation]:
+        """Many single-output ops of the registered type ``op_type``, as ``len(inputs)`` calls of
+        ``create_op(op_type, inputs[i], [dtypes[i]], name=name, attrs=attrs[i])`` would make them (named
+        ``name``, ``name_1``... in the current scope), at a fraction of the cost (a Saver makes one Assign
+        per variable).
+
+        ``attrs[i]`` are complete Python values, as an Operation stores them (see attrs.canonicalize); ops
+        may share one dict, which is never mutated. ``shapes``: the outputs' static shapes when the caller
+        knows them (the shape function is not run). ``devices``: each op's exact device, overriding device
+        scopes and functions (an op writing a variable is placed with it). What was made stays made if one
+        op fails."""
+        n = len(inputs)
+        if not (len(attrs) == len(dtypes) == n and (shapes is None or len(shapes) == n)) or (
+            devices is not None and len(devices) != n
+        ):
+            raise ValueError(f"create_ops of {n} {op_type} ops needs as many attrs, dtypes, shapes, devices")
+        info = op_registry.get(op_type)
+        if info is None:
+            raise ValueError(f"Unknown op type {op_type!r}: saverkit has no OpDef for it.")
+        if self._finalized:
+            raise RuntimeError("Graph is finalized and cannot be modified.")
+        names = self.unique_names(name or op_type, n)
+        out: list[Operation] = []
+        if not n:
+            return out
+        # The plain case: no context to apply, names valid and free (one check each for the whole batch),
+        # shapes given. Else op by op, through _create_op.
+        if (
+            shapes is None
+            or not self._plain()
+            or not _VALID_OP_NAME_REGEX.fullmatch(names[0])
+            or not self._nodes_by_name.keys().isdisjoint(names)
+        ):
+            for i, op_name in enumerate(names):
+                out.append(
+                    self._create_op(
+                        op_type,
+                        list(inputs[i]),
+                        dict(attrs[i]),  # the context may add attrs (colocation, attr scope)
+                        [dtypes[i]],
+                        op_name + "/",
+                        info,
+                        output_shapes=None if shapes is None else [shapes[i]],
+                        device=None if devices is None else devices[i],
+                    )
+                )
+            return out
+        for ins in inputs:
+            for t in ins:
+                if t._op._graph is not self:
+                    raise ValueError(f"Tensor {t.name} must be from the same graph as the {op_type} ops.")
+        device_now = self._device_now
+        new, register, append = self._new_op, self._register, out.append
+        for i, op_name in enumerate(names):
+            op = new(
+                op_name,
+                op_type,
+                tuple(inputs[i]),
+                attrs[i],
+                info,
+                _NO_OPS,
+                device_now if devices is None else devices[i],
+                dtypes[i],
+                shapes[i],
+            )
+            register(op)
+            append(op)
+        return out
+
     def _create_op(
         self,
         op_type: str,
-        inputs: list[Tensor],
+        inputs: Sequence[Tensor],
         attrs: dict[str, Any],
-        output_types: list[dtypes.DType],
+        output_types: Sequence[dtypes_lib.DType],
         name: str,
         info: Any = None,
-        control_inputs: list[Operation] | None = None,
+        *,
+        control_inputs: Sequence[Operation] | None = None,
         compute_shapes: bool = True,
+        output_shapes: Sequence[TensorShape] | None = None,
+        colocate_with: Sequence[Operation] | None = None,
+        device: str | None = None,
     ) -> Operation:
-        """Add an op whose attrs are already complete Python values. ``name`` ending in "/" is used as is."""
+        """Add one op whose ``attrs`` are complete Python values (the dict becomes the op's unless the
+        context adds attrs to it: it is then copied). ``name`` ending in "/" is used as is, else made unique
+        in the current scope. ``info``: the op type's registry entry (None: an opaque op, never run).
+
+        ``output_shapes``: the outputs' static shapes when the caller knows them (else the shape function
+        decides, unless ``compute_shapes`` is False). ``colocate_with``: ops this one lives with, as if
+        inside ``colocate_with`` blocks for them (TF colocates ops writing a variable with it): the
+        ``_class`` attr and their device. ``device``: the exact device, overriding every scope."""
         if self._finalized:
             raise RuntimeError("Graph is finalized and cannot be modified.")
-        if name[-1:] == "/":
-            name = name[:-1]
-            self._names_in_use.setdefault(name.lower(), 1)
-            checked = False
+        stack = self._name_stack
+        if name in _VALID_BASE_NAMES and (not stack or stack == self._valid_stack):
+            name = self.unique_name(name)  # valid in full (see _op_name), which the regex need not check
+            if name in self._nodes_by_name:
+                raise ValueError(f"Duplicate node name in graph: '{name}'")
         else:
-            # "<valid scope>/<valid base>[_<n>]" is a valid name: skip the regex (see _VALID_BASE_NAMES).
-            stack = self._name_stack
-            checked = name in _VALID_BASE_NAMES and (not stack or stack == self._valid_stack)
-            if not checked and len(_VALID_BASE_NAMES) < _MAX_VALID_BASE_NAMES:
-                if _VALID_OP_NAME_REGEX.fullmatch(name):
-                    _VALID_BASE_NAMES.add(name)
-            name = self.unique_name(name)
-        if name in self._nodes_by_name:
-            raise ValueError(f"Duplicate node name in graph: '{name}'")
-        if not checked and not _VALID_OP_NAME_REGEX.match(name):
-            raise ValueError(f"'{name}' is not a valid node name")
+            name = self._op_name(name)
         for t in inputs:
             if t._op._graph is not self:
                 raise ValueError(
                     f"Tensor {t.name} must be from the same graph as the op {name!r} being created."
                 )
-        op = self._new_op(name, op_type, inputs, attrs, info)
-        if control_inputs or self._control_stack:
-            controls = list(dict.fromkeys(control_inputs)) if control_inputs else []
-            if self._control_stack:
-                known = set(controls)
-                implied = self._control_dependencies_for_inputs([t._op for t in inputs])
-                controls.extend(c for c in implied if c not in known)
-            op._control_inputs = controls
+        if len(output_types) == 1:
+            dtype, shape = output_types[0], _UNKNOWN_SHAPE if output_shapes is None else output_shapes[0]
         else:
-            op._control_inputs = _NO_OPS
-        if self._attr_scope_map:
-            for key, value in self._attr_scope_map.items():
-                attrs.setdefault(key, value)
-        device = self._device_now
-        if device is None:
-            device = self._apply_device_functions(op)
-        op._device = device
-        if self._colocation_stack:
-            stack = self._colocation_stack
-            # A tuple: immutable (so shareable), and untracked by the cyclic GC once it has seen it.
-            attrs["_class"] = tuple(
-                stack[0].colocation_groups()
-                if len(stack) == 1
-                else sorted({g for c in stack for g in c.colocation_groups()})
-            )
-            if self._colocation_stack[-1]._device:
-                op._device = self._colocation_stack[-1]._device
-        if len(output_types) == 1:  # most ops: skip the loops (and Tensor.__init__'s call)
-            t = object.__new__(Tensor)
-            t._op = op
-            t._value_index = 0
-            t._dtype = output_types[0]
-            t._shape = _UNKNOWN_SHAPE
-            t._consumers = None
-            outputs = op._outputs = (t,)  # a tuple: one allocation, not two (outputs never change)
-        else:
-            outputs = []
-            new, unknown = object.__new__, _UNKNOWN_SHAPE  # RestoreV2 of a big Saver: one per variable
-            for i, dtype in enumerate(output_types):
-                t = new(Tensor)
-                t._op = op
-                t._value_index = i
-                t._dtype = dtype
-                t._shape = unknown
-                t._consumers = None
-                outputs.append(t)
-            outputs = op._outputs = tuple(outputs)
-        shape_fn = info.shape_fn if info is not None and compute_shapes else None
-        if shape_fn is not None:
-            shapes = shape_fn(op)
+            dtype, shape = _outputs(output_types, output_shapes)
+        if (
+            control_inputs
+            or self._control_stack
+            or self._colocation_stack
+            or self._attr_scope_map
+            or self._device_now is None
+            or colocate_with and len(colocate_with) > 1
+        ):
+            op = self._new_op(name, op_type, inputs, attrs, info, _NO_OPS, "", dtype, shape)
+            self._apply_context(op, inputs, control_inputs, colocate_with)
+            if device is not None:
+                op._device = device
+        else:  # no context blocks in effect (the usual case): what _apply_context does then
+            if colocate_with:  # a variable's Assign or read: its colocation group and device
+                target = colocate_with[0]
+                last = self._last_colocation  # see _colocation_groups (its check, inline)
+                if last is not None and last[0] is target and last[1] is target._attrs.get("_class"):
+                    groups = last[2]
+                else:
+                    groups = self._colocation_groups(colocate_with)
+                attrs = {**attrs, "_class": groups}  # a new dict: never mutate the caller's
+                if device is None:
+                    device = target._device or self._device_now
+            elif device is None:
+                device = self._device_now
+            op = self._new_op(name, op_type, inputs, attrs, info, _NO_OPS, device, dtype, shape)
+        if output_shapes is None and compute_shapes and info is not None and info.shape_fn is not None:
+            shapes = info.shape_fn(op)
+            outputs = op._outputs
             if len(outputs) == 1 and type(shapes) is list and shapes:
                 if shapes[0] is not None:
                     outputs[0]._shape = shapes[0]
@@ -427,7 +573,7 @@ class Graph:
                         t._shape = s
         # Only now is the op part of the graph: a failing shape function leaves no trace.
         self._nodes_by_name[name] = op
-        for t in inputs:  # see Tensor._consumers (inline: a SaveV2 has one input per variable)
+        for t in inputs:  # see Tensor._consumers (inline, as in _add_consumer)
             c = t._consumers
             if c is None:
                 t._consumers = op
@@ -440,19 +586,43 @@ class Graph:
                 level.seen.add(op)
         return op
 
-    def _plain_name(self, name: Any) -> bool:
-        """Whether ops scoped under ``name`` get names valid without a regex run, once ``name`` itself
-        passed the scope regex: a string opening a new unique scope (no trailing "/") in a stack known
-        valid, not ending in the newline the regex's "$" lets through. For the fast paths of op builders."""
-        stack = self._name_stack
-        if type(name) is not str or not name or name[-1] in "/\n":
-            return False
-        return not stack or stack == self._valid_stack
+    def _op_name(self, name: str) -> str:
+        """The full name of a new op (see _create_op), checked free and valid, and marked in use."""
+        if name[-1:] == "/":
+            name = name[:-1]
+            self._names_in_use.setdefault(name.lower(), 1)
+            # The current scope itself (a Variable's VariableV2), when known valid: no regex run.
+            checked = bool(name) and name == self._name_stack and name == self._valid_stack
+        else:
+            # "<valid scope>/<valid base>[_<n>]" is a valid name: skip the regex (see _VALID_BASE_NAMES).
+            stack = self._name_stack
+            checked = name in _VALID_BASE_NAMES and (not stack or stack == self._valid_stack)
+            if not checked and len(_VALID_BASE_NAMES) < _MAX_VALID_BASE_NAMES:
+                if _VALID_OP_NAME_REGEX.fullmatch(name):
+                    _VALID_BASE_NAMES.add(name)
+            name = self.unique_name(name)
+        if name in self._nodes_by_name:
+            raise ValueError(f"Duplicate node name in graph: '{name}'")
+        if not checked and not _VALID_OP_NAME_REGEX.match(name):
+            raise ValueError(f"'{name}' is not a valid node name")
+        return name
 
-    def _new_op(self, name: str, op_type: str, inputs: Any, attrs: dict[str, Any], info: Any) -> Operation:
-        """An Operation of this graph with the next id; its control inputs, device and outputs are the
-        caller's to set (``_create_op`` and ``_add_plain_op``), and it is not yet registered by name."""
-        op = object.__new__(Operation)
+    def _new_op(
+        self,
+        name: str,
+        op_type: str,
+        inputs: Sequence[Tensor],
+        attrs: dict[str, Any],
+        info: Any,
+        control_inputs: list[Operation],
+        device: str,
+        dtype: Any,
+        shape: Any,
+    ) -> Operation:
+        """The one place an Operation and its output Tensors are constructed (with the next id), not yet
+        registered by name (see _register). ``dtype``/``shape``: of the one output, or (for other output
+        counts) a tuple of dtypes and a tuple of shapes (see _outputs)."""
+        op = object.__new__(Operation)  # Operation() refuses: ops are made by their graph
         op._graph = self
         op._name = name
         op._type = op_type
@@ -460,47 +630,29 @@ class Graph:
         op._attrs = attrs
         op._info = info
         op._serialized = None
+        op._control_inputs = control_inputs
+        op._device = device
         op._id = self._last_id = self._last_id + 1
+        if type(dtype) is tuple:
+            pairs = enumerate(zip(dtype, shape, strict=True))
+            op._outputs = tuple(Tensor(op, i, d, s) for i, (d, s) in pairs)
+        else:
+            op._outputs = (Tensor(op, 0, dtype, shape),)  # a tuple: one allocation (outputs never change)
         return op
 
-    def _plain(self) -> bool:
-        """No finalization, control dependencies, colocation, attr scope or device function in effect: op
-        builders may then skip what _create_op does for those (the Variable fast path)."""
-        return not (
-            self._finalized
-            or self._control_stack
-            or self._colocation_stack
-            or self._attr_scope_map
-            or self._device_now is None
-        )
+    def _register(self, op: Operation) -> None:
+        """Make ``op`` part of the graph: findable by name, a consumer of its inputs, seen by the control
+        dependency levels it was made in (what _create_op does inline)."""
+        self._nodes_by_name[op._name] = op
+        if op._inputs:
+            self._add_consumer(op)
+        if self._control_stack:
+            for level in self._control_stack:
+                level.seen.add(op)
 
-    def _add_plain_op(
-        self,
-        name: str,
-        op_type: str,
-        inputs: list[Tensor] | tuple,
-        attrs: dict[str, Any],
-        dtype: dtypes.DType,
-        info: Any,
-        shape: TensorShape,
-        device: str,
-    ) -> Operation:
-        """A single-output op exactly as _create_op makes it in a ``_plain()`` graph, with the caller having
-        done the rest: ``name`` unique (marked in use) and valid, ``shape`` what the shape function gives."""
-        if name in self._nodes_by_name:
-            raise ValueError(f"Duplicate node name in graph: '{name}'")
-        op = self._new_op(name, op_type, inputs, attrs, info)
-        op._control_inputs = _NO_OPS
-        op._device = device
-        t = object.__new__(Tensor)
-        t._op = op
-        t._value_index = 0
-        t._dtype = dtype
-        t._shape = shape
-        t._consumers = None
-        op._outputs = (t,)
-        self._nodes_by_name[name] = op
-        for t in inputs:  # see Tensor._consumers (inline: a SaveV2 has one input per variable)
+    @staticmethod
+    def _add_consumer(op: Operation) -> None:
+        for t in op._inputs:  # see Tensor._consumers (inline: a SaveV2 has one input per variable)
             c = t._consumers
             if c is None:
                 t._consumers = op
@@ -508,53 +660,67 @@ class Graph:
                 c.append(op)
             else:
                 t._consumers = [c, op]
-        return op
 
-    def _add_plain_ops(
+    def _apply_context(
         self,
-        out: list[Operation],
-        names: list[str],
-        op_type: str,
-        info: Any,
-        inputs: list[tuple],
-        attrs: list[dict[str, Any]],
-        dtypes: list[dtypes.DType],
-        shapes: list[TensorShape],
-        devices: list[str],
+        op: Operation,
+        inputs: Sequence[Tensor],
+        control_inputs: Sequence[Operation] | None,
+        colocate_with: Sequence[Operation] | None,
     ) -> None:
-        """``_add_plain_op`` for each position of these lists, appending the ops to ``out`` (what was made
-        stays made if one fails): a Saver makes one Assign per variable. The caller also checked that no name
-        is in the graph yet."""
-        add = self._add_plain_op
-        append = out.append
-        for name, ins, attr, dtype, shape, device in zip(
-            names, inputs, attrs, dtypes, shapes, devices, strict=True
-        ):
-            append(add(name, op_type, ins, attr, dtype, info, shape, device))
+        """Control dependencies, attr scope, device and colocation of the blocks ``op`` is made in."""
+        if control_inputs or self._control_stack:
+            controls = list(dict.fromkeys(control_inputs)) if control_inputs else []
+            if self._control_stack:
+                known = set(controls)
+                implied = self._control_dependencies_for_inputs([t._op for t in inputs])
+                controls.extend(c for c in implied if c not in known)
+            op._control_inputs = controls
+        # Attrs are added to a copy: the caller's dict may be shared by other ops.
+        copied = False
+        if self._attr_scope_map:
+            attrs = op._attrs
+            missing = {k: v for k, v in self._attr_scope_map.items() if k not in attrs}
+            if missing:
+                op._attrs = {**attrs, **missing}
+                copied = True
+        device = self._device_now
+        if device is None:
+            device = self._apply_device_functions(op)  # a device function sees the attrs so far
+        op._device = device
+        stack = self._colocation_stack
+        if colocate_with:
+            stack = [*stack, *colocate_with] if stack else colocate_with
+        if stack:
+            groups = self._colocation_groups(stack)
+            if copied:
+                op._attrs["_class"] = groups
+            else:
+                op._attrs = {**op._attrs, "_class": groups}
+            if stack[-1]._device:
+                op._device = stack[-1]._device
 
-    def create_op(
-        self,
-        op_type: str,
-        inputs: list[Any],
-        dtypes: list[Any] | None = None,
-        input_types: list[Any] | None = None,
-        name: str | None = None,
-        attrs: dict[str, Any] | None = None,
-        op_def: Any = None,
-        compute_shapes: bool = True,
-        compute_device: bool = True,
-    ) -> Operation:
-        """TF1's low-level op constructor: ``attrs`` may be AttrValue protos or Python values."""
-        from saverkit.framework import op_def_library
+    def _colocation_groups(self, stack: Sequence[Operation]) -> tuple[bytes, ...]:
+        """The ``_class`` attr of an op colocated with ``stack``: a tuple (immutable, so shareable, and
+        untracked by the cyclic GC once it has seen it), the same one for consecutive ops colocated with
+        the same single op (a variable's Assign and read)."""
+        if len(stack) != 1:
+            return tuple(sorted({g for c in stack for g in c.colocation_groups()}))
+        last = self._last_colocation
+        if last is not None and last[0] is stack[0] and last[1] == stack[0]._attrs.get("_class"):
+            return last[2]
+        groups = tuple(stack[0].colocation_groups())
+        self._last_colocation = (stack[0], stack[0]._attrs.get("_class"), groups)
+        return groups
 
-        return op_def_library.create_op(
-            self,
-            op_type,
-            inputs,
-            output_types=dtypes,
-            name=name,
-            attrs=attrs or {},
-            compute_shapes=compute_shapes,
+    def _plain(self) -> bool:
+        """No finalization, control dependencies, colocation, attr scope or device function in effect."""
+        return not (
+            self._finalized
+            or self._control_stack
+            or self._colocation_stack
+            or self._attr_scope_map
+            or self._device_now is None
         )
 
     # --- lookup ---------------------------------------------------------------------------------
@@ -790,3 +956,11 @@ def _get_graph_from_inputs(values: Any) -> Graph:
             elif g is not graph:
                 raise ValueError(f"{v!r} must be from the same graph as {values[0]!r}.")
     return graph or get_default_graph()
+
+
+def _outputs(types: Sequence[Any], shapes: Sequence[TensorShape] | None) -> tuple[Any, Any]:
+    """The (dtype, shape) arguments of Graph._new_op for outputs of ``types`` with ``shapes`` (None:
+    unknown): the one output's, or tuples for any other count."""
+    if len(types) == 1:
+        return types[0], _UNKNOWN_SHAPE if shapes is None else shapes[0]
+    return tuple(types), (_UNKNOWN_SHAPE,) * len(types) if shapes is None else tuple(shapes)

@@ -171,13 +171,13 @@ class Operation:
                 raise ValueError(f"{op.name} is not from the graph of {self._name}")
             if op not in self._control_inputs:
                 self._control_inputs = [*self._control_inputs, op]
-        self._graph._version += 1  # cached run plans may now miss this edge
+        self._graph._edges_version += 1  # cached run plans may now miss this edge
         self._serialized = None
 
     def _remove_all_control_inputs(self) -> None:
         self._control_inputs = []
         self._serialized = None
-        self._graph._version += 1
+        self._graph._edges_version += 1
 
     def colocation_groups(self) -> list[bytes]:
         cls = self._attrs.get("_class")

@@ -51,7 +51,7 @@ class Session:
         self._config = config
         self._variables = VariableStore()
         self._plans: dict[Any, Plan] = {}
-        self._plans_version = self._graph._version
+        self._plans_version = self._graph._edges_version
         self._closed = False
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
@@ -122,9 +122,9 @@ class Session:
     def _plan(
         self, tensors: list[ops.Tensor], targets: list[ops.Operation], feeds: dict[ops.Tensor, Any]
     ) -> Plan:
-        if self._plans_version != self._graph._version:  # an existing op gained/lost a control input
+        if self._plans_version != self._graph._edges_version:  # an existing op gained/lost a control input
             self._plans.clear()
-            self._plans_version = self._graph._version
+            self._plans_version = self._graph._edges_version
         key = (tuple(tensors), tuple(targets), frozenset(feeds))
         plan = self._plans.get(key)
         if plan is None:

@@ -11,16 +11,21 @@ if TYPE_CHECKING:
     from saverkit.framework.graph import Graph
     from saverkit.framework.operation import Operation
 
+_UNKNOWN_SHAPE = TensorShape(None)
+
+
 class Tensor:
     """The ``value_index``-th output of an Operation: a symbolic value computed when a Session runs it."""
 
     __slots__ = ("_op", "_value_index", "_dtype", "_shape", "_consumers", "__weakref__")
 
-    def __init__(self, op: Operation, value_index: int, dtype: dtypes.DType) -> None:
+    def __init__(
+        self, op: Operation, value_index: int, dtype: dtypes.DType, shape: TensorShape = _UNKNOWN_SHAPE
+    ) -> None:
         self._op = op
         self._value_index = value_index
         self._dtype = dtype
-        self._shape = _UNKNOWN_SHAPE
+        self._shape = shape  # the static shape, refined by set_shape
         # None, the one consuming Operation, or a list of them: most tensors have one consumer, and a list
         # per tensor was a tenth of a big graph's memory. Op builders add consumers inline.
         self._consumers: Operation | list[Operation] | None = None
@@ -142,9 +147,6 @@ def _binary(fn_name: str, x: Any, y: Any, reverse: bool = False) -> Tensor:
             x = ops.convert_to_tensor(x)
             y = ops.convert_to_tensor(y, dtype=x.dtype.base_dtype, name="y")
         return getattr(math_ops, fn_name)(x, y, name=name)
-
-
-_UNKNOWN_SHAPE = TensorShape(None)
 
 
 def _consumer_list(consumers: Any) -> list[Operation]:
