@@ -472,17 +472,18 @@ class Graph:
                     )
                 )
             return out
-        for ins in inputs:
+        # No context is in effect (see _plain): no control inputs, nothing seen by control levels.
+        device_now = self._device_now
+        new, nodes, append = self._new_op, self._nodes_by_name, out.append
+        for i, op_name in enumerate(names):
+            ins = tuple(inputs[i])
             for t in ins:
                 if t._op._graph is not self:
                     raise ValueError(f"Tensor {t.name} must be from the same graph as the {op_type} ops.")
-        device_now = self._device_now
-        new, register, append = self._new_op, self._register, out.append
-        for i, op_name in enumerate(names):
             op = new(
                 op_name,
                 op_type,
-                tuple(inputs[i]),
+                ins,
                 attrs[i],
                 info,
                 _NO_OPS,
@@ -490,7 +491,15 @@ class Graph:
                 dtypes[i],
                 shapes[i],
             )
-            register(op)
+            nodes[op_name] = op
+            for t in ins:  # see Tensor._consumers (as _add_consumer, inline)
+                c = t._consumers
+                if c is None:
+                    t._consumers = op
+                elif type(c) is list:
+                    c.append(op)
+                else:
+                    t._consumers = [c, op]
             append(op)
         return out
 

@@ -182,22 +182,19 @@ def _base_dtype(dtype):
 def _bulk_assigns(g, refs: list, values: list, name: str = "Assign") -> list:
     """``Assign(ref_i, value_i)`` for all i, named like consecutive ``Assign`` ops in the current scope;
     each has its variable's shape (the value has it, or the Assign fails at run time) and device."""
-    dtypes = [r.dtype for r in refs]
-    attrs = []
+    dtypes, shapes, devices, attrs = [], [], [], []
     dtype = attr = None
-    for d in dtypes:
+    for r in refs:  # one pass: this runs once per variable
+        d = r._dtype
         if d is not dtype:  # variables mostly share a dtype, and so one attrs dict
             dtype = d
             attr = _assign_attrs(d)
+        dtypes.append(d)
         attrs.append(attr)
+        shapes.append(r._shape)
+        devices.append(r._op._device)
     return g.create_ops(
-        "Assign",
-        list(zip(refs, values, strict=True)),
-        attrs,
-        dtypes,
-        name,
-        shapes=[r.shape for r in refs],
-        devices=[r.device for r in refs],
+        "Assign", list(zip(refs, values, strict=True)), attrs, dtypes, name, shapes=shapes, devices=devices
     )
 
 
@@ -268,10 +265,10 @@ def op_list_to_dict(op_list: Iterable, convert_variable_to_tensor: bool = True) 
         if type(var) is Variable and convert_variable_to_tensor and not var._save_slice_info:
             # The common case first (this loop runs once per variable): an ordinary ref variable.
             ref = var._variable
-            op = ref.op
-            if op.type not in _REF_VARIABLE_OPS:
+            op = ref._op
+            if op._type not in _REF_VARIABLE_OPS:
                 raise TypeError(f"Variable to save is not a Variable: {ref}")
-            name = op.name
+            name = op._name
             if name in names_to_saveables:
                 raise ValueError(f"At least two variables have the same name: {name}")
             names_to_saveables[name] = ref
@@ -373,11 +370,19 @@ def saveable_objects_for_op(op: Any, name: str) -> list[SaveableObject]:
 def validate_and_slice_inputs(names_to_saveables: dict[str, Any]) -> list[SaveableObject]:
     """SaveableObjects sorted by checkpoint key; each variable may appear under one key only."""
     Tensor, RVS, ref_ops = ops.Tensor, ReferenceVariableSaveable, _REF_VARIABLE_OPS  # noqa: N806
+    if all(type(n) is str for n in names_to_saveables):
+        # The common case first (plain ref variables under string keys, each once), in one pass; anything
+        # else goes the general way below, which also raises the errors.
+        out, seen_vars = [], set()
+        for name in sorted(names_to_saveables):
+            t = names_to_saveables[name]
+            if type(t) is not Tensor or t._op._type not in ref_ops or t._op in seen_vars:
+                break
+            seen_vars.add(t._op)
+            out.append(RVS(t, "", name))
+        else:
+            return out
     items = sorted(names_to_saveables.items(), key=operator.itemgetter(0))
-    if all(type(t) is Tensor and type(n) is str and t._op._type in ref_ops for n, t in items):
-        # The common case (plain ref variables), column by column.
-        if len({t._op for _, t in items}) == len(items):
-            return [RVS(t, "", n) for n, t in items]
     saveables: list[SaveableObject] = []
     seen_ops: set = set()
     append, seen = saveables.append, seen_ops.add
