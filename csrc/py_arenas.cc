@@ -18,6 +18,7 @@ struct Arena {
 // interpreters with their own GIL, which share the arena allocator.
 std::mutex g_mu;
 bool g_installed = false;
+bool g_enabled = true;          // SetArenaCacheEnabled
 PyObjectArenaAllocator g_next;  // the allocator the cache wraps
 std::vector<Arena>* g_cached;   // most recently freed last: the warmest pages first
 size_t g_cached_bytes = 0;
@@ -42,7 +43,7 @@ void CachedFree(void*, void* ptr, size_t size) {
   if (ptr == nullptr) return;
   {
     std::lock_guard<std::mutex> lock(g_mu);
-    if (g_cached_bytes + size <= kArenaCacheBytes) {
+    if (g_enabled && g_cached_bytes + size <= kArenaCacheBytes) {
       g_cached->push_back({ptr, size});
       g_cached_bytes += size;
       return;
@@ -55,12 +56,26 @@ void CachedFree(void*, void* ptr, size_t size) {
 
 void InstallArenaCache() {
   std::lock_guard<std::mutex> lock(g_mu);
-  if (g_installed) return;
+  if (g_installed || !g_enabled) return;
   g_cached = new std::vector<Arena>();  // never freed: the hook outlives every destructor
   PyObject_GetArenaAllocator(&g_next);
   PyObjectArenaAllocator cache{nullptr, CachedAlloc, CachedFree};
   PyObject_SetArenaAllocator(&cache);
   g_installed = true;
+}
+
+void SetArenaCacheEnabled(bool enabled) {
+  std::vector<Arena> release;
+  {
+    std::lock_guard<std::mutex> lock(g_mu);
+    g_enabled = enabled;
+    if (!enabled && g_installed) {
+      release.swap(*g_cached);
+      g_cached_bytes = 0;
+    }
+  }
+  // Installed stays installed (pymalloc holds arenas it got through the hook); it now passes through.
+  for (const Arena& a : release) g_next.free(g_next.ctx, a.ptr, a.size);
 }
 
 ArenaCacheStats GetArenaCacheStats() {

@@ -19,6 +19,10 @@ const size_t kArenaCacheBytes = 32u << 20;
 // nothing. Call with the GIL held, before making many objects.
 void InstallArenaCache();
 
+// Off: InstallArenaCache does nothing, and an installed cache frees what it
+// holds and passes every later call through. Call with the GIL held.
+void SetArenaCacheEnabled(bool enabled);
+
 struct ArenaCacheStats {
   bool installed = false;
   size_t cached_bytes = 0;  // freed arenas kept mapped

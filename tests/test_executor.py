@@ -246,3 +246,26 @@ def test_kernel_contexts_are_made_on_first_use(graph):
         assert plan.ctxs == [None] * len(plan.template.items)  # bound, not run: no context yet
         ctx = plan.context(0)
         assert ctx.op is plan.template.items[0].op and plan.context(0) is ctx and ctx.session is sess
+
+
+@pytest.mark.parametrize("expensive", [False, True], ids=["inline", "scheduled"])
+@pytest.mark.parametrize("returned", [[np.array(1.0)], [np.array(1.0), np.array(2.0)]])
+def test_kernels_returning_the_wrong_number_of_outputs_fail_the_same_way_in_both_run_loops(
+    monkeypatch, expensive, returned
+):
+    # One rule for every run loop: a kernel returns exactly its op's outputs (None for none). The inline
+    # loop did not check ops without outputs, the scheduled one did.
+    for op_type in ("NoOp", "Identity"):
+        info = op_registry.get(op_type)
+        monkeypatch.setattr(info, "kernel", lambda ctx, *args: returned)
+        monkeypatch.setattr(info, "expensive", expensive)
+    noop = sk.no_op(name="n")
+    ident = sk.identity(sk.constant(1.0), name="i")
+    with sk.Session() as sess:
+        with pytest.raises(errors.InternalError, match="Kernel of NoOp returned .* outputs, expected 0"):
+            sess.run(noop)
+        if len(returned) != 1:
+            with pytest.raises(errors.InternalError, match="Identity returned 2 outputs, expected 1"):
+                sess.run(ident)
+        else:
+            assert sess.run(ident) == 1.0

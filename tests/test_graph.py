@@ -513,3 +513,29 @@ def test_ops_sharing_an_attrs_dict_change_independently(graph):
     assert b"mine" in a._node_def_bytes() and b"mine" not in b._node_def_bytes()
     c = sk.Variable(np.zeros(3, np.float32), name="c").op
     assert c.get_attr("shared_name") == b"" and c.get_attr("container") == b""
+
+
+@pytest.mark.parametrize("n", [1, 7, 300])
+@pytest.mark.parametrize("scope", ["save", "Save"])  # mixed case: names and their keys differ
+@pytest.mark.parametrize("taken", [0, 1, 3, "middle"])
+def test_unique_names_are_what_as_many_unique_name_calls_give(n, scope, taken):
+    def graph():
+        g = sk.Graph()
+        with g.name_scope(scope):
+            if taken == "middle":  # one of the names the batch would take is in use already
+                g.unique_name("Assign_5")
+            else:
+                for _ in range(taken):
+                    g.unique_name("Assign")
+        return g
+
+    batch, one_by_one = graph(), graph()
+    with batch.name_scope(scope + "/"):
+        names = batch.unique_names("Assign", n)
+    with one_by_one.name_scope(scope + "/"):
+        expected = [one_by_one.unique_name("Assign") for _ in range(n)]
+    assert names == expected
+    assert batch._names_in_use == one_by_one._names_in_use
+    with batch.name_scope(scope + "/"), one_by_one.name_scope(scope + "/"):
+        assert batch.unique_name("Assign") == one_by_one.unique_name("Assign")
+

@@ -126,12 +126,11 @@ def test_select_with_a_vector_condition_picks_rows(graph):
     assert run(sk.where([False, True], t, e)).tolist() == [[10, 20], [3, 4]]
 
 
-# --- the fast path for zeros/ones with a static shape ---------------------------------------------
+# --- zeros/ones in every context ------------------------------------------------------------------
 
 
 def _filled_scenario(log: list) -> None:
-    """zeros/ones calls the fast path takes (or leaves to the general path): both must build the same
-    graph and fail the same way."""
+    """zeros/ones of every kind of shape and dtype, in every context the graph knows, recording errors."""
 
     def attempt(fn, *args, **kwargs):
         try:
@@ -183,31 +182,32 @@ def _filled_scenario(log: list) -> None:
     sk.zeros([2000])
 
 
-def test_fast_zeros_path_builds_what_the_general_path_builds(monkeypatch):
-    from saverkit.framework import array_ops
-
-    def build() -> tuple:
-        log: list = []
-        with sk.Graph().as_default() as g:
-            _filled_scenario(log)
-        ops_ = [
-            (op.name, op._id, op.device, [(t.dtype, t.shape.as_list()) for t in op.outputs],
-             [[c.name for c in t.consumers()] for t in op.outputs], op._node_def_bytes())
-            for op in g.get_operations()
-        ]
-        return ops_, dict(g._names_in_use), g.as_graph_def().SerializeToString(deterministic=True), log
-
-    taken = []
-    plain = array_ops._filled_plain
-    monkeypatch.setattr(array_ops, "_filled_plain", lambda *a: taken.append(a) or plain(*a))
-    fast = build()
-    fast_hits = len(taken)
-    monkeypatch.setattr(array_ops, "_filled_plain", lambda *a: None)
-    general = build()
-    assert fast_hits > 60
-    for part_fast, part_general in zip(fast, general, strict=True):
-        assert part_fast == part_general
-    assert len(fast[3]) >= 6  # the failures above happened on both paths
+def test_zeros_and_ones_are_a_const_or_a_fill_in_every_context():
+    log: list = []
+    with sk.Graph().as_default() as g:
+        _filled_scenario(log)
+    assert len(log) >= 6 and log[-1][0] == "RuntimeError"  # the attempts above failed
+    assert any("not a valid" in m for _, m in log)
+    for op in g.get_operations():
+        if op.type == "Fill":  # 1000 elements and more: a Fill of a shape and a value Const
+            dims, value = op.inputs
+            assert dims.op.type == value.op.type == "Const" and op.get_attr("T") == value.dtype
+            assert dims.op.name.startswith(op.name + "/shape_as_tensor") or op.name == "dynamic"
+    assert g.get_operation_by_name("zeros").type == "Const"  # [] : one element
+    assert [t.op.type for t in g.get_operation_by_name("named_1").outputs] == ["Const"]
+    assert g.get_operation_by_name("taken/shape_as_tensor_1").type == "Const"
+    assert g.get_operation_by_name("outer/on_cpu").device == "/device:CPU:0"
+    assert g.get_operation_by_name("outer/device_fn").device == "/device:GPU:0"
+    assert g.get_operation_by_name("outer/device_fn/Const").device == ""
+    assert [c.name for c in g.get_operation_by_name("controlled/shape_as_tensor").control_inputs] == ["c"]
+    assert g.get_operation_by_name("colocated").get_attr("_class") == [b"loc:@c"]
+    assert g.get_operation_by_name("slash").type == "Const"
+    for op in g.get_operations():  # every name is taken: a new op of that name gets a suffix
+        assert g.unique_name(op.name, mark_as_used=False) != op.name
+    with sk.Session(graph=g) as sess:
+        assert sess.run("named:0").tolist() == [0.0, 0.0]
+        assert sess.run("outer/zeros_1:0").tolist() == [0.0] * 2000
+        assert sess.run("dynamic:0").tolist() == [[0.0, 0.0], [0.0, 0.0]]
 
 
 def test_fast_zeros_values_run(graph):

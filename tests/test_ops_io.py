@@ -290,7 +290,7 @@ def test_restore_names_are_handed_to_the_engine_as_bytes_only_when_valid_utf8():
     assert io_ops._keys(mixed, "tensor_names") == io_ops._strings(mixed, "tensor_names") == ["a", "b"]
 
 
-def test_save_v2_is_durable_only_under_a_durable_writes_block_for_its_prefix(graph, tmp_path, monkeypatch):
+def test_save_v2_is_durable_only_in_the_runs_whose_options_ask_for_it(graph, tmp_path, monkeypatch):
     seen = []
     real = bundle.write_bundle
     monkeypatch.setattr(bundle, "write_bundle", lambda *a, **kw: (seen.append(kw["durable"]), real(*a, **kw)))
@@ -299,12 +299,9 @@ def test_save_v2_is_durable_only_under_a_durable_writes_block_for_its_prefix(gra
     a, b = str(tmp_path / "a"), str(tmp_path / "b")
     with sk.Session() as sess:
         sess.run(save, {prefix: a})
-        with io_ops.durable_writes(a):
-            sess.run(save, {prefix: a + "_temp/part-00000-of-00001"})  # a sharded part of prefix a
-            sess.run(save, {prefix: b})  # another prefix
-            with io_ops.durable_writes(a):  # overlapping saves of one prefix
-                pass
-            sess.run(save, {prefix: a})
-        sess.run(save, {prefix: a})
-    assert seen == [False, True, False, True, False]
-    assert io_ops._durable_prefixes == {}
+        sess.run(save, {prefix: a}, options=sk.RunOptions(durable=True))
+        sess.run(save, {prefix: a})  # the options of one run do not stick to the cached plan
+        sess.run(save, {prefix: b}, options=sk.RunOptions())
+        sess.run(save, {prefix: b}, options=object())  # other kinds of options (TF's proto): the defaults
+        sess.run(save, feed_dict={prefix: b}, options=sk.RunOptions(durable=True), run_metadata=None)
+    assert seen == [False, True, False, False, False, True]

@@ -1,5 +1,6 @@
 """saverkit.train.Saver: graph structure, save/restore, errors, retention, recovery, SaverDef handling."""
 
+import contextlib
 import os
 
 import ml_dtypes
@@ -621,68 +622,44 @@ def test_name_based_saver_restores_object_based_checkpoint(graph, caplog):
             sk.train.Saver().restore(sess, str(fixtures / "tf2_object" / "ckpt-4"))
 
 
-def test_bulk_assign_path_builds_the_same_graph_as_create_op(monkeypatch):
-    """The Saver writes its Assign nodes in bulk through Graph._add_plain_ops; outside a plain graph it
-    falls back to Graph._create_op per node. Both must build the same graph."""
-
-    def build(plain: bool):
-        g = sk.Graph()
-        with g.as_default():
-            for i in range(12):
-                with sk.device(f"/cpu:{i % 2}"):
-                    sk.Variable(np.full(2, i, np.float32 if i % 3 else np.int64), name=f"v{i}")
-            with monkeypatch.context() as m:
-                if not plain:
-                    m.setattr(sk.Graph, "_plain", lambda self: False)
-                add = sk.Graph._add_plain_ops
-                def spy(self, *a):
-                    bulk.extend([a[2]] * len(a[1]))  # the op type, once per op made
-                    return add(self, *a)
-
-                m.setattr(sk.Graph, "_add_plain_ops", spy)
-                sk.train.Saver()
-                sk.train.Saver([v for v in sk.global_variables()[::-1]], name="save")  # save_1/...
-        return g
-
-    bulk: list = []
-
-    fast = build(plain=True)
-    assert bulk.count("Assign") == 24  # both Savers' restore Assigns took the bulk path
-    bulk.clear()
-    slow = build(plain=False)
-    assert bulk == []
-    assert fast.as_graph_def() == slow.as_graph_def()
-    for a, b in zip(fast.get_operations(), slow.get_operations(), strict=True):
-        assert (a.name, a._id, a.device, [t.get_shape() for t in a.outputs], a._node_def_bytes()) == (
-            b.name,
-            b._id,
-            b.device,
-            [t.get_shape() for t in b.outputs],
-            b._node_def_bytes(),
-        )
-        assert [c.name for t in a.inputs for c in t.consumers()] == [
-            c.name for t in b.inputs for c in t.consumers()
-        ]
-    assert fast._names_in_use == slow._names_in_use
-    assert fast.unique_name("save/Assign") == slow.unique_name("save/Assign") == "save/Assign_12"
-
-
-@pytest.mark.parametrize("taken", [0, 1, 3])
-def test_bulk_unique_names_match_unique_name_calls(taken):
-    """_unique_names precomputes what n calls of Graph.unique_name give."""
-
-    def graphs():
-        g = sk.Graph()
-        with g.as_default(), g.name_scope("save"):
-            for _ in range(taken):
-                g.unique_name("Assign")
-        return g
-
-    fast, slow = graphs(), graphs()
-    with fast.name_scope("save/"):
-        names, keys = saver_module._unique_names(fast, "Assign", 300)
-    with slow.name_scope("save/"):
-        expected = [slow.unique_name("Assign") for _ in range(300)]
-    assert names == expected and keys == [n.lower() for n in expected]
-    fast._names_in_use.update((k, fast._names_in_use.get(k, 1)) for k in keys)  # as _bulk_assigns does
-    assert fast._names_in_use == slow._names_in_use
+@pytest.mark.parametrize("context", ["plain", "control_dependencies", "colocate_with", "device_function"])
+def test_restore_assigns_live_with_their_variables_in_every_context(context, tmp_path):
+    """One Assign per variable, named save/Assign, save/Assign_1, ... in key order, on its variable's device
+    and of its shape, whatever context the Saver is built in; and the restore works."""
+    g = sk.Graph()
+    with g.as_default():
+        vs = []
+        for i in range(12):
+            with sk.device(f"/cpu:{i % 2}"):
+                vs.append(sk.Variable(np.full(2, i, np.float32 if i % 3 else np.int64), name=f"v{i:02d}"))
+        c = sk.constant(1.0, name="c")
+        contexts = {
+            "plain": contextlib.nullcontext(),
+            "control_dependencies": sk.control_dependencies([c]),
+            "colocate_with": g.colocate_with(c.op),
+            "device_function": sk.device(lambda op: "/cpu:7"),
+        }
+        with contexts[context]:
+            saver = sk.train.Saver()
+            second = sk.train.Saver(vs[::-1], name="save")  # save_1/...
+    for scope, s in (("save", saver), ("save_1", second)):
+        assigns = [op for op in g.get_operations() if op.name.startswith(f"{scope}/Assign")]
+        expected = [f"{scope}/Assign"] + [f"{scope}/Assign_{i}" for i in range(1, 12)]
+        assert [op.name for op in assigns] == expected
+        restore = g.get_operation_by_name(f"{scope}/RestoreV2")
+        for i, (op, v) in enumerate(zip(assigns, vs, strict=True)):
+            assert op.inputs == (v._ref(), restore.outputs[i])
+            assert op.device == v.device and op.outputs[0].shape == v.shape
+            assert op.get_attr("validate_shape") and op.get_attr("use_locking")
+            # Inside control_dependencies, the RestoreV2 input already waits for c (as in TF).
+            assert not op.control_inputs
+        if context == "control_dependencies":
+            first = g.get_operation_by_name(f"{scope}/filename/input")
+            assert [x.name for x in first.control_inputs] == ["c"]
+        assert g.unique_name(f"{scope}/Assign", mark_as_used=False) == f"{scope}/Assign_12"
+        with sk.Session(graph=g) as sess:
+            sess.run([v.initializer for v in vs])
+            path = s.save(sess, str(tmp_path / scope), write_meta_graph=False)
+            sess.run([v.assign(v * 0) for v in vs])
+            s.restore(sess, path)
+            assert [sess.run(v).tolist() for v in vs] == [[i, i] for i in range(12)]

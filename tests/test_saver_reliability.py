@@ -261,6 +261,59 @@ def test_default_save_does_not_pay_for_fsync(tmp_path, io_trace_lib):
 
 
 @pytest.mark.parametrize("sharded", [False, True], ids=["single", "sharded"])
+def test_a_durable_save_does_not_make_a_parallel_save_durable(tmp_path, io_trace_lib, sharded):
+    # Durability travels with the run (RunOptions), not through a process-wide registry: while model-1 is
+    # saved durably, a plain save of model-10 (whose path model-1 prefixes) in another thread, through the
+    # same Saver, session and cached plan, syncs nothing. The engine call of model-1 waits until model-10
+    # is saved, so the two saves always overlap.
+    log = tmp_path / "trace.log"
+    d = tmp_path / "ckpt"
+    code = textwrap.dedent(f"""
+        import threading
+        import numpy as np
+        import saverkit as sk
+        from saverkit import bundle
+        real, started, done = bundle.write_bundle, threading.Event(), threading.Event()
+
+        def write_bundle(prefix, *args, **kwargs):
+            if "model-1_" in prefix or prefix.endswith("model-1"):
+                started.set()
+                assert done.wait(120)
+            return real(prefix, *args, **kwargs)
+
+        bundle.write_bundle = write_bundle
+        with sk.Graph().as_default():
+            vs = [sk.Variable(np.full(1000, float(i), np.float32), name=f"v{{i}}") for i in range(3)]
+            saver = sk.train.Saver(sharded={sharded!r})
+            with sk.Session() as sess:
+                sess.run(sk.global_variables_initializer())
+                kw = dict(write_meta_graph=False, write_state=False)
+
+                def plain():
+                    assert started.wait(120)
+                    try:
+                        saver.save(sess, {str(d / "model")!r}, global_step=10, durable=False, **kw)
+                    finally:
+                        done.set()
+
+                t = threading.Thread(target=plain)
+                t.start()
+                saver.save(sess, {str(d / "model")!r}, global_step=1, durable=True, **kw)
+                t.join()
+    """)
+    d.mkdir()
+    preload = " ".join(filter(None, [os.environ.get("LD_PRELOAD"), str(io_trace_lib)]))
+    env = dict(os.environ, LD_PRELOAD=preload, SAVERKIT_IO_TRACE=str(log))
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert sorted(f for f in os.listdir(d) if f.endswith(".index")) == ["model-1.index", "model-10.index"]
+    syncs = [line.split(" ", 1)[1] for line in log.read_text().splitlines()
+             if line.split(" ", 1)[0] in ("fsync", "fdatasync", "sync_file_range") and str(d) in line]
+    assert any("/model-1." in p for p in syncs), syncs  # the durable save did sync
+    assert not [p for p in syncs if "model-10" in p], syncs
+
+
+@pytest.mark.parametrize("sharded", [False, True], ids=["single", "sharded"])
 def test_durable_saver_starts_the_disk_writing_before_it_waits_for_it(tmp_path, io_trace_lib, sharded):
     # Saver(durable=True) hands durability to the engine, which starts writeback of each 16 MiB written
     # (sync_file_range) so that the fdatasync at the end waits for the tail, not the whole payload.

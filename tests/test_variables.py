@@ -284,12 +284,13 @@ def test_global_step_is_created_at_the_root_scope(graph):
     assert gs.name == "global_step:0"
 
 
-# --- the fast path for Variable(ndarray) ------------------------------------------------------------
+# --- Variables in every context -----------------------------------------------------------------------
 
 
 def _variable_scenario(log: list) -> None:
-    """Variables in every context the fast path must handle (or hand to the general path), recording
-    errors: both paths must build the same graph and fail the same way."""
+    """Variables in every context the graph knows (scopes, devices, device functions, control
+    dependencies, colocation, attr scopes, Tensor initial values, other graphs, finalization), recording
+    the errors."""
 
     def attempt(fn, *args, **kwargs):
         try:
@@ -365,39 +366,38 @@ def _variable_scenario(log: list) -> None:
     Variable(f32, name="v")  # v_3: after all of the above
 
 
-def _describe(g: sk.Graph, log: list) -> tuple:
-    ops_ = [
-        (
-            op.name,
-            op._id,
-            op.device,
-            [(t.dtype, t.shape.as_list() if t.shape.rank is not None else None) for t in op.outputs],
-            [[c.name for c in t.consumers()] for t in op.outputs],
-            [c.name for c in op.control_inputs],
-            op._node_def_bytes(),  # attrs in the same order too
-        )
-        for op in g.get_operations()
-    ]
-    collections = {k: [v.name for v in g.get_collection(k)] for k in g.get_all_collection_keys()}
-    graph_def = g.as_graph_def().SerializeToString(deterministic=True)
-    return ops_, collections, dict(g._names_in_use), graph_def, log
-
-
-def test_fast_variable_path_builds_what_the_general_path_builds(monkeypatch):
-    def build() -> tuple:
-        log: list = []
-        with sk.Graph().as_default() as g:
-            _variable_scenario(log)
-        return _describe(g, log)
-
-    fast_calls = []
-    init_plain = Variable._init_plain
-    monkeypatch.setattr(Variable, "_init_plain", lambda *a: fast_calls.append(a[4]) or init_plain(*a))
-    fast = build()
-    assert len(fast_calls) == 28  # those in a plain context (or failing in it like the general path)
-    monkeypatch.setattr(sk.Graph, "_plain_name", lambda g, n: False)
-    general = build()
-    assert len(fast_calls) == 28
-    for part_fast, part_general in zip(fast, general, strict=True):
-        assert part_fast == part_general
-    assert len(fast[4]) == 10  # the failures above all happened
+def test_variables_in_every_context_are_tensorflows_four_ops():
+    log: list = []
+    with sk.Graph().as_default() as g:
+        _variable_scenario(log)
+    assert len(log) == 10, log  # every attempt above failed
+    assert [kind for kind, _ in log].count("TypeError") >= 2 and log[-1][0] == "RuntimeError"
+    assert any("not a valid scope name" in m for _, m in log)
+    assert any("Duplicate node name" in m for _, m in log)
+    names = [v.op.name for v in g.get_collection(sk.GraphKeys.GLOBAL_VARIABLES)]
+    assert names[:6] == ["v", "v_1", "V_2", "Variable", "Variable_1", "Variable_2"]
+    assert {"outer/v", "outer/inner/v", "outer/again", "ends_with_slash", "v_3"} <= set(names)
+    for v in g.get_collection(sk.GraphKeys.GLOBAL_VARIABLES) + g.get_collection("mine"):
+        var, init, read = v.op, v.initializer, v.value().op
+        assert var.type == "VariableV2" and init.type == "Assign" and read.type == "Identity"
+        assert init.inputs == (v._ref(), v.initial_value) and read.inputs == (v._ref(),)
+        assert init.name.startswith(var.name + "/Assign") and read.name.startswith(var.name + "/read")
+        # The Assign and the read live with the variable (TF colocates ops writing or reading a ref).
+        assert set(var.colocation_groups()) <= set(init.get_attr("_class"))
+        assert init.get_attr("_class") == read.get_attr("_class")
+        assert init.device == read.device == var.device
+    devices = {v.op.name: v.device for v in g.get_collection(sk.GraphKeys.GLOBAL_VARIABLES)}
+    assert devices["outer/on_cpu"] == "/device:CPU:0" and devices["v"] == ""
+    assert devices["outer/device_fn"] == "/device:GPU:0"
+    assert "/job:w" in devices["outer/merged_device"] and "CPU:0" in devices["outer/merged_device"]
+    assert [c.name for c in g.get_operation_by_name("controlled/initial_value").control_inputs] == ["c"]
+    assert b"loc:@c" in g.get_operation_by_name("colocated").get_attr("_class")
+    assert "other_graph" not in names  # built in its initial value's graph, as TF does
+    assert g.get_operation_by_name("taken/read_1").type == "Identity"
+    for op in g.get_operations():  # every name is taken: a new op of that name gets a suffix
+        assert g.unique_name(op.name, mark_as_used=False) != op.name
+    with sk.Session(graph=g) as sess:  # the variables start from their initial values
+        sess.run(g.get_operation_by_name("outer/v/Assign"))
+        assert sess.run("outer/v:0").tolist() == [[0, 1, 2], [3, 4, 5]]
+        sess.run(g.get_operation_by_name("cast/Assign"))
+        assert sess.run("cast:0").dtype == np.float64

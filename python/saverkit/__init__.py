@@ -19,7 +19,10 @@ __version__ = "0.1.0"
 
 # name -> (module, attribute in it; None for the module itself). TensorFlow 1.x (tf.compat.v1) names.
 _LAZY: dict[str, tuple[str, str | None]] = {
-    **{m: (f"saverkit.{m}", None) for m in ("bundle", "cli", "framework", "module", "trackable", "train")},
+    **{
+        m: (f"saverkit.{m}", None)
+        for m in ("bundle", "cli", "config", "framework", "module", "trackable", "train")
+    },
     "Module": ("saverkit.module", "Module"),
     **{
         name: ("saverkit.framework.array_ops", name)
@@ -34,6 +37,7 @@ _LAZY: dict[str, tuple[str, str | None]] = {
         for name in ("group", "no_op", "with_dependencies", "tuple")
     },
     "import_graph_def": ("saverkit.framework.importer", "import_graph_def"),
+    "RunOptions": ("saverkit.framework.run_options", "RunOptions"),
     **{
         name: ("saverkit.framework.math_ops", name)
         for name in (

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from saverkit import _core, _gc, checkpoint_paths, errors, tempfiles
+from saverkit import config as _config  # noqa: F401 - applies SAVERKIT_ARENA_CACHE before any read
 from saverkit import dtypes as _dtypes
 from saverkit.dtypes import DType
 

@@ -35,77 +35,45 @@ def fill(dims: Any, value: Any, name: str | None = None) -> ops.Tensor:
 
 
 def _filled(value: Any, shape: Any, dtype: Any, name: str | None, default_name: str) -> ops.Tensor:
+    """``zeros``/``ones``: a scalar ``value`` filling ``shape``. Small results of a static shape become one
+    Const (TF does the same: < 1000 elements), big ones a Fill of two Consts, so GraphDefs stay small."""
     dtype = dtypes.as_dtype(dtype).base_dtype
-    if not isinstance(shape, ops.Tensor):
-        fast = _filled_plain(value, shape, dtype, default_name if name is None else name)
-        if fast is not None:
-            return fast
-    with ops.name_scope(name, default_name, [shape] if isinstance(shape, ops.Tensor) else None) as scope:
-        if not isinstance(shape, ops.Tensor):
-            try:
-                static = as_shape(shape)
-            except (TypeError, ValueError):
-                static = None
-            # Small results become one Const (TF does the same: < 1000 elements); big ones a Fill, so
-            # GraphDefs stay small either way.
-            if static is not None and static.is_fully_defined():
-                if static.num_elements() < 1000:
-                    return constant(value, dtype=dtype, shape=static, name=scope)
-                shape = constant(
-                    np.array(
-                        static.as_list(),
-                        dtype=np.int32 if max(static.as_list(), default=0) < 2**31 else np.int64,
-                    ),
-                    name="shape_as_tensor",
-                )
-            else:
-                shape = ops.convert_to_tensor(shape, dtype=dtypes.int32)
-        return fill(shape, constant(value, dtype=dtype), name=scope)
-
-
-def _filled_plain(value: Any, shape: Any, dtype: dtypes.DType, name: Any) -> ops.Tensor | None:
-    """``_filled`` for a static shape in a plain graph (``Graph._plain``): the same ops, names, attrs and
-    shapes without the name-scope and op-builder machinery, which cost more than the ops (a
-    ``Variable(zeros(shape))`` per layer is how models are built). None: take the general path, which
-    also raises its errors. tests/test_ops_array.py compares the two."""
-    g = ops.get_default_graph()
-    if not g._plain_name(name) or not g._plain():
-        return None
-    stack = g._name_stack
-    if not (ops._VALID_SCOPE_NAME_REGEX if stack else ops._VALID_OP_NAME_REGEX).match(name):
-        return None
-    try:
-        static = as_shape(shape)
-        dims = tuple(static.as_list()) if static.is_fully_defined() else None
-        value_attrs = _scalar_const_attrs(value, dtype) if dims is not None else None
-    except (TypeError, ValueError):
-        return None
-    if dims is None or value_attrs["value"].size != 1:
-        return None
-    scope = g.unique_name(name)
-    device = g._device_now
-    n = static.num_elements()
-    if n < 1000:  # one Const (constant(value, dtype, shape=static, name=scope + "/"))
-        key = ("full", type(value), value, dtype, dims)
-        attrs = _shared_attrs(key, _full_const_attrs, value_attrs, dims, n)
-        op = g._add_plain_op(scope, "Const", ops.NO_INPUTS, attrs, dtype, _CONST, shape_of(dims), device)
-        return op._outputs[0]
-    index = dtypes.int32 if max(dims, default=0) < 2**31 else dtypes.int64
-    dims_attrs = _shared_attrs(("dims", dims, index), _dims_const_attrs, dims, index)
-    g._name_stack = scope
-    try:
-        dims_op = g._add_plain_op(
-            g.unique_name("shape_as_tensor"), "Const", ops.NO_INPUTS, dims_attrs,
-            index, _CONST, shape_of((len(dims),)), device,
-        )
-        value_op = g._add_plain_op(
-            g.unique_name("Const"), "Const", ops.NO_INPUTS, value_attrs, dtype, _CONST, _SCALAR_SHAPE, device,
-        )
-    finally:
-        g._name_stack = stack
-    inputs = (dims_op._outputs[0], value_op._outputs[0])
-    attrs = _shared_attrs(("fill", index, dtype), lambda: {"index_type": index, "T": dtype})
-    return g._add_plain_op(scope, "Fill", inputs, attrs, dtype, _FILL, shape_of(dims), device)._outputs[0]
+    dynamic = isinstance(shape, ops.Tensor)
+    with ops.name_scope(name, default_name, [shape] if dynamic else None) as scope:
+        if dynamic:
+            return fill(shape, constant(value, dtype=dtype), name=scope)
+        try:
+            static = as_shape(shape)
+        except (TypeError, ValueError):
+            static = None
+        if static is None or not static.is_fully_defined():
+            dims_t = ops.convert_to_tensor(shape, dtype=dtypes.int32)
+            return fill(dims_t, constant(value, dtype=dtype), name=scope)
+        g = ops.get_default_graph()
+        dims = tuple(static.as_list())
+        value_attrs = _scalar_const_attrs(value, dtype)
+        n = static.num_elements()
+        if n < 1000:  # constant(value, dtype, shape=static, name=scope), with attrs shared by value
+            key = ("full", type(value), value, dtype, dims)
+            attrs = _shared_attrs(key, _full_const_attrs, value_attrs, dims, n)
+            op = g._create_op(
+                "Const", ops.NO_INPUTS, attrs, [dtype], scope or "Const", _CONST,
+                output_shapes=[shape_of(dims)],
+            )
+            return op._outputs[0]
+        index = dtypes.int32 if max(dims, default=0) < 2**31 else dtypes.int64
+        dims_attrs = _shared_attrs(("dims", dims, index), _dims_const_attrs, dims, index)
+        dims_t = g._create_op(
+            "Const", ops.NO_INPUTS, dims_attrs, [index], "shape_as_tensor", _CONST,
+            output_shapes=[shape_of((len(dims),))],
+        )._outputs[0]
+        value_t = g._create_op(
+            "Const", ops.NO_INPUTS, value_attrs, [dtype], "Const", _CONST, output_shapes=[_SCALAR_SHAPE]
+        )._outputs[0]
+        attrs = _shared_attrs(("fill", index, dtype), lambda: {"index_type": index, "T": dtype})
+        return g._create_op(
+            "Fill", (dims_t, value_t), attrs, [dtype], scope or "Fill", _FILL, output_shapes=[shape_of(dims)]
+        )._outputs[0]
 
 
 # Attr dicts (with their read-only arrays) shared by the ops zeros()/ones() make, by what they hold: a

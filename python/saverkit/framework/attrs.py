@@ -30,6 +30,9 @@ def canonicalize(value: Any, attr_type: str) -> Any:
         inner = attr_type[5:-1]
         if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
             raise TypeError(f"Expected a list for an attr of type {attr_type}, got {value!r}")
+        value = list(value)
+        if inner == "type" and all(type(v) is dtypes.DType for v in value):
+            return value  # already DTypes (a Saver's SaveV2 lists one per variable)
         return [canonicalize(v, inner) for v in value]
     if attr_type == "type":
         return dtypes.as_dtype(value)

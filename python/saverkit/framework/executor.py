@@ -16,12 +16,13 @@ import heapq
 import operator
 import queue
 from collections import deque
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from saverkit import _gc, errors
 from saverkit.framework.ops import Operation, Tensor, _consumer_list
+from saverkit.framework.run_options import DEFAULT_RUN_OPTIONS, RunOptions
 from saverkit.framework.variable_store import (
     Ref,
     VariableStore,
@@ -34,18 +35,22 @@ from saverkit.framework.variable_store import (
 
 
 class OpKernelContext:
-    """What a kernel sees besides its inputs: its op, the session's variables, in-place output targets."""
+    """What a kernel sees besides its inputs: its op, the session's variables, the options of the run,
+    in-place output targets."""
 
-    __slots__ = ("op", "variables", "session", "_targets", "_ref")
+    __slots__ = ("op", "variables", "session", "options", "_targets", "_ref")
 
-    def __init__(self, op: Operation, variables: VariableStore, session: Any) -> None:
+    def __init__(
+        self, op: Operation, variables: VariableStore, session: Any, options: RunOptions = DEFAULT_RUN_OPTIONS
+    ) -> None:
         self.op = op
         self.variables = variables
         self.session = session
+        self.options = options  # of the Session.run call this kernel runs in (see RunOptions)
         # The template's per-output targets (see _in_place_targets), resolved by store key on use: they
         # need no per-session binding, and a kernel may use them while the plan's Refs are still being
         # made (see Plan.bind_deferred).
-        self._targets: list[tuple | None] | None = None
+        self._targets: tuple[_Target | None, ...] | None = None
         self._ref: Ref | None = None
 
     def attr(self, name: str) -> Any:
@@ -71,9 +76,9 @@ class OpKernelContext:
         if targets is None or targets[index] is None:
             return None
         target = targets[index]
-        buf = self.variables._values.get(target[_T_KEY])
+        buf = self.variables._values.get(target.key)
         # A resource variable's earlier reads are snapshots that still share its buffer: don't overwrite.
-        if buf is None or target[_T_COW] and is_shared(buf):
+        if buf is None or target.copy_on_write and is_shared(buf):
             return None
         return buf
 
@@ -88,8 +93,8 @@ class OpKernelContext:
         out: list[np.ndarray | None] = [None] * n
         for i, target in enumerate(targets):
             if target is not None:
-                buf = values.get(target[_T_KEY])
-                if buf is not None and not (target[_T_COW] and is_shared(buf)):
+                buf = values.get(target.key)
+                if buf is not None and not (target.copy_on_write and is_shared(buf)):
                     out[i] = buf
         return out
 
@@ -101,8 +106,8 @@ class OpKernelContext:
         targets = self._targets
         if targets is None or targets[index] is None:
             return None
-        key, name, dtype, shape, cow, _ = targets[index]
-        return None if cow else self.variables.ref(key, name, dtype, shape)
+        t = targets[index]
+        return None if t.copy_on_write else self.variables.ref(t.key, t.name, t.dtype, t.shape)
 
     def adopt_outputs(self, values: list[Any], skip: list[Any]) -> None:
         """``output_target(i).adopt(values[i])`` for every output whose ``skip[i]`` is None, in one pass
@@ -113,18 +118,18 @@ class OpKernelContext:
         store = self.variables._values
         ndarray = np.ndarray
         for target, value, done in zip(targets, values, skip, strict=True):
-            if target is None or done is not None or target[_T_COW]:
+            if target is None or done is not None or target.copy_on_write:
                 continue
-            key = target[_T_KEY]
+            key = target.key
             # The usual case, decided without a call: a fresh array of exactly the variable's static
             # dtype and shape (a subset of what adopt accepts; anything else goes through adopt).
             if (key not in store and type(value) is ndarray and value.base is None
-                    and value.dtype is target[_T_NP_DTYPE] and value.shape == target[_T_SHAPE]._dims):
+                    and value.dtype is target.np_dtype and value.shape == target.shape._dims):
                 flags = value.flags
                 if flags.c_contiguous and flags.writeable:
                     store[key] = value
                     continue
-            adopt(store, key, target[_T_NP_DTYPE], target[_T_SHAPE], value)
+            adopt(store, key, target.np_dtype, target.shape, value)
 
 
 def variable_ref_args(op: Operation) -> tuple:
@@ -147,18 +152,17 @@ class _Item:
 
 class _Hoisted:
     """An input-less op computed when a template is bound (see PlanTemplate.hoisted): a third of the ops
-    of a variable-heavy plan, so it holds only what binding needs. ``variable``: a VariableV2's Ref
-    arguments while the template is built, then True (``PlanTemplate.variable_specs`` holds them)."""
+    of a variable-heavy plan, so it holds only what binding needs. ``is_variable``: a VariableV2, whose
+    output is its store entry's Ref (bound from ``PlanTemplate.variable_specs``, not by its kernel)."""
 
-    __slots__ = ("op", "kernel", "out_slot", "n_out", "variable")
+    __slots__ = ("op", "kernel", "out_slot", "n_out", "is_variable")
 
     def __init__(self, op: Operation, kernel: Any, out_slot: int) -> None:
         self.op = op
         self.kernel = kernel
         self.out_slot = out_slot
         self.n_out = len(op._outputs)
-        # A VariableV2's output is its store entry's Ref: bound straight from these arguments.
-        self.variable = variable_ref_args(op) if op._type == "VariableV2" else None
+        self.is_variable = op._type == "VariableV2"
 
 
 class PlanTemplate:
@@ -210,6 +214,7 @@ class PlanTemplate:
         ]
         items: list[_Item] = []
         hoisted: list[_Hoisted] = []
+        wants_targets: list[bool] = []  # per item: may its kernel write outputs in place?
         for op in order:
             info = op._info
             kernel = info.kernel if info is not None else None
@@ -255,33 +260,27 @@ class PlanTemplate:
             item.out_slot = slot_of[op]
             item.n_out = len(op._outputs)
             item.expensive = info.expensive
-            item.targets = info.output_buffers  # resolved below, once every hoisted op is known
             item.same = None
             items.append(item)
+            wants_targets.append(info.output_buffers)  # resolved below, once every hoisted op is known
         self.items = items
         self.hoisted = hoisted
         # What VariableStore.refs needs to bind every hoisted variable in one pass (a fresh session on a
         # 10,000-variable graph makes 10,000 Refs): (slot, key, name, base dtype, shape, numpy dtype).
+        variable_args = {it.op: variable_ref_args(it.op) for it in hoisted if it.is_variable}
         self.variable_specs = [
             (it.out_slot, key, name, dtype.base_dtype, shape, numpy_dtype(dtype))
             for it in hoisted
-            if it.variable is not None
-            for key, name, dtype, shape in (it.variable,)
+            if it.is_variable
+            for key, name, dtype, shape in (variable_args[it.op],)
         ]
         self.variable_slots = [spec[0] for spec in self.variable_specs]
-        self.hoisted_kernels = [it for it in hoisted if it.variable is None]
+        self.hoisted_kernels = [it for it in hoisted if not it.is_variable]
         hoisted_ops = {it.op for it in hoisted}
-        # Store keys already made, for _in_place_targets; the specs hold the rest of it.variable (_Hoisted).
-        var_keys = {}
-        for it in hoisted:
-            if it.variable is not None:
-                var_keys[it.op] = it.variable[0]
-                it.variable = True
-        for it in items:
-            if it.targets:
-                it.targets = _in_place_targets(it.op, needed, fetched, var_keys)
-            else:
-                it.targets = None
+        # Store keys already made, for _in_place_targets.
+        var_keys = {op: args[0] for op, args in variable_args.items()}
+        for it, wants in zip(items, wants_targets, strict=True):
+            it.targets = _in_place_targets(it.op, needed, fetched, var_keys) if wants else None
         # An Assign of a hoisted variable whose value is already the variable's buffer (a restore that read
         # straight into it, see _in_place_targets) has nothing to do: the run loop sees that from its first
         # two input slots (ref, value) without calling the kernel (what Ref.assign would find first).
@@ -351,16 +350,23 @@ def prune(
     return needed
 
 
+class _TemplateCache(NamedTuple):
+    """A graph's plan templates (``Graph._plan_templates``), valid while its edges are unchanged."""
+
+    edges_version: int
+    templates: dict[tuple, PlanTemplate]
+
+
 def template_for(
     graph: Any, fetches: list[Tensor], targets: list[Operation], feeds: list[Tensor]
 ) -> PlanTemplate:
     """The graph's cached template for this request (built on first use, dropped when an existing op's
-    edges change: ``Graph._version``)."""
-    cache = graph.__dict__.get("_plan_templates")
-    if cache is None or cache[0] != graph._version:
-        cache = graph._plan_templates = (graph._version, {})
+    edges change: ``Graph._edges_version``)."""
+    cache = graph._plan_templates
+    if cache is None or cache.edges_version != graph._edges_version:
+        cache = graph._plan_templates = _TemplateCache(graph._edges_version, {})
     key = (tuple(fetches), tuple(targets), frozenset(feeds))
-    templates = cache[1]
+    templates = cache.templates
     template = templates.get(key)
     if template is None:
         template = PlanTemplate(fetches, targets, feeds)
@@ -403,7 +409,7 @@ class Plan:
         item = None
         try:
             for item in template.hoisted:
-                if item.variable is not None:
+                if item.is_variable:
                     initial[item.out_slot] = variables.ref(*variable_ref_args(item.op))
                     continue
                 outs = item.kernel(OpKernelContext(item.op, variables, session))
@@ -415,19 +421,23 @@ class Plan:
             raise error from e
         return initial
 
-    def context(self, index: int) -> OpKernelContext:
-        """The kernel context of item ``index`` (made on first use)."""
-        ctx = self.ctxs[index]
+    def context(self, index: int, options: RunOptions = DEFAULT_RUN_OPTIONS) -> OpKernelContext:
+        """The kernel context of item ``index`` for a run with ``options``. Contexts of runs with the
+        default options are kept (made on first use); a run with other options gets its own, so threads
+        running this plan with different options never see each other's."""
+        ctx = self.ctxs[index] if options is DEFAULT_RUN_OPTIONS else None
         if ctx is None:
             item = self.template.items[index]
-            ctx = OpKernelContext(item.op, self._variables, self._session)
+            ctx = OpKernelContext(item.op, self._variables, self._session, options)
             ctx._targets = item.targets
-            if self._keep_ctxs:
+            if self._keep_ctxs and options is DEFAULT_RUN_OPTIONS:
                 self.ctxs[index] = ctx
         return ctx
 
     # --- running -------------------------------------------------------------------------------
-    def run(self, feed_values: list[Any], pool_fn: Any) -> list[Any]:
+    def run(
+        self, feed_values: list[Any], pool_fn: Any, options: RunOptions = DEFAULT_RUN_OPTIONS
+    ) -> list[Any]:
         template = self.template
         vals = self._initial.copy()
         for s, v in zip(template.feed_slots, feed_values, strict=False):
@@ -435,14 +445,16 @@ class Plan:
         with np.errstate(all="ignore"), _gc.paused() if template.big else contextlib.nullcontext():
             # errstate: TF semantics (overflow / NaN are values, not errors); GC: see saverkit._gc
             if self.has_expensive:
-                self._run_scheduled(vals, pool_fn)
+                self._run_scheduled(vals, pool_fn, options)
             else:
-                self._run_items(range(len(template.items)), vals)
+                self._run_items(range(len(template.items)), vals, options)
         return [vals[s] for s in template.fetch_slots]
 
-    def _run_items(self, indices: Any, vals: list[Any]) -> None:
+    def _run_items(self, indices: Any, vals: list[Any], options: RunOptions = DEFAULT_RUN_OPTIONS) -> None:
         """Run items in order on this thread (the hot loop: gather, dereference, call, store inlined)."""
-        items, ctxs = self.template.items, self.ctxs
+        items = self.template.items
+        # Kept contexts serve only runs with the default options (see context()).
+        ctxs = self.ctxs if options is DEFAULT_RUN_OPTIONS else [None] * len(items)
         item = None
         try:
             for i in indices:
@@ -458,15 +470,11 @@ class Plan:
                     if type(args[j]) is Ref:
                         args[j] = args[j].value()
                 ctx = ctxs[i]
-                outs = item.kernel(ctx if ctx is not None else self.context(i), *args)
+                outs = item.kernel(ctx if ctx is not None else self.context(i, options), *args)
                 n = item.n_out
+                if (0 if outs is None else len(outs)) != n:  # the rule of _call, inline
+                    raise _wrong_outputs(item, outs)
                 if n:
-                    if len(outs) != n:
-                        raise errors.InternalError(
-                            None,
-                            item.op,
-                            f"Kernel of {item.op._type} returned {len(outs)} outputs, expected {n}",
-                        )
                     vals[item.out_slot : item.out_slot + n] = outs
         except Exception as e:
             error = as_op_error(e, item.op)
@@ -474,7 +482,7 @@ class Plan:
                 raise
             raise error from e
 
-    def _run_scheduled(self, vals: list[Any], pool_fn: Any) -> None:
+    def _run_scheduled(self, vals: list[Any], pool_fn: Any, options: RunOptions) -> None:
         t = self.template
         pool = None  # made on the first hand-off
         items, steps, consumers = t.items, t.steps, t.step_consumers
@@ -524,7 +532,7 @@ class Plan:
                     # Nothing could run beside it: run it here, sparing a thread hand-off (and, in a new
                     # session, the start of a pool thread) per save or restore.
                     try:
-                        outs = _call(items[i], self.context(i), args)
+                        outs = _call(items[i], self.context(i, options), args)
                     except Exception as e:
                         failure = _chained(as_op_error(e, items[i].op), e)
                         continue
@@ -534,10 +542,10 @@ class Plan:
                 if pool is None:
                     pool = pool_fn()
                 in_flight += 1
-                pool.submit(background, step, i, self.context(i), args)
+                pool.submit(background, step, i, self.context(i, options), args)
             else:
                 try:
-                    self._run_items(steps[step], vals)
+                    self._run_items(steps[step], vals, options)
                 except errors.OpError as e:
                     failure = e
                     continue
@@ -579,7 +587,17 @@ _NONE: tuple = ()  # shared in_slots / deref of ops without inputs (never mutate
 _MAX_TEMPLATES = 256  # per graph; a program asking for more distinct fetch sets rebuilds them
 _BIG_PLAN = 1000  # ops; runs of bigger plans pause the cyclic GC
 _REF_OFFSET = 100  # DataType numbers above this are ref types
-_T_KEY, _T_SHAPE, _T_COW, _T_NP_DTYPE = 0, 3, 4, 5  # fields of an _in_place_targets entry
+
+
+class _Target(NamedTuple):
+    """The variable an op's output may be written straight into (see _in_place_targets)."""
+
+    key: Any  # its VariableStore key
+    name: str
+    dtype: Any
+    shape: Any  # TensorShape
+    copy_on_write: bool  # a resource variable: earlier reads may still share its buffer
+    np_dtype: Any
 
 
 def _chained(error: errors.OpError, cause: BaseException) -> errors.OpError:
@@ -598,15 +616,19 @@ def _gather(item: _Item, vals: list[Any]) -> list[Any]:
 
 
 def _call(item: _Item, ctx: OpKernelContext, args: list[Any]) -> Any:
+    """Run ``item``'s kernel. The one rule for what a kernel returns: a sequence of exactly ``n_out``
+    values, or None for an op without outputs."""
     outs = item.kernel(ctx, *args)
-    if item.n_out != (0 if outs is None else len(outs)):
-        raise errors.InternalError(
-            None,
-            item.op,
-            f"Kernel of {item.op._type} returned "
-            f"{0 if outs is None else len(outs)} outputs, expected {item.n_out}",
-        )
+    if (0 if outs is None else len(outs)) != item.n_out:
+        raise _wrong_outputs(item, outs)
     return outs
+
+
+def _wrong_outputs(item: _Item, outs: Any) -> errors.InternalError:
+    n = 0 if outs is None else len(outs)
+    return errors.InternalError(
+        None, item.op, f"Kernel of {item.op._type} returned {n} outputs, expected {item.n_out}"
+    )
 
 
 def _store(item: _Item, outs: Any, vals: list[Any]) -> None:
@@ -616,15 +638,14 @@ def _store(item: _Item, outs: Any, vals: list[Any]) -> None:
 
 def _in_place_targets(
     op: Operation, needed: dict, fetched: set, var_keys: dict
-) -> tuple[tuple | None, ...]:
-    """For each output of ``op``: (store key, name, dtype, shape, copy_on_write, numpy dtype) of the variable
-    it may be written straight into (the ``_T_*`` indices).
+) -> tuple[_Target | None, ...]:
+    """For each output of ``op``: the variable it may be written straight into, if any.
 
     That is when the output flows, through Identity ops only, into a single assignment of a variable
     (``Assign`` of a VariableV2, or ``AssignVariableOp`` of a VarHandleOp) and nothing else in the plan
     reads or fetches it on the way.
     """
-    targets: list[tuple | None] = []
+    targets: list[_Target | None] = []
     for t in op._outputs:
         target = None
         while t not in fetched:
@@ -644,7 +665,7 @@ def _in_place_targets(
                 else:
                     break
                 dtype = var_op._attrs["dtype"]
-                target = (key, key[-1], dtype, var_op._attrs["shape"], cow, numpy_dtype(dtype))
+                target = _Target(key, key[-1], dtype, var_op._attrs["shape"], cow, numpy_dtype(dtype))
             break
         targets.append(target)
     return tuple(targets)

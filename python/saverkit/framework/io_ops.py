@@ -9,10 +9,7 @@ outputs are assigned to, when the executor finds such an Assign.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import threading
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -131,36 +128,6 @@ def _bundle() -> Any:
     return bundle
 
 
-# Prefixes being saved durably (Saver.save(durable=True)), with a count per prefix for overlapping saves.
-# A SaveV2 writing under one of them asks the engine for a durable write: it then starts the disk writing
-# while it is still copying, instead of leaving all of it to the fsync that follows the save.
-_durable_prefixes: dict[str, int] = {}
-_durable_lock = threading.Lock()
-
-
-@contextlib.contextmanager
-def durable_writes(prefix: str) -> Iterator[None]:
-    """SaveV2 nodes run inside this block that write ``prefix`` (or its sharded parts, ``prefix_temp/...``)
-    fdatasync their files and directory. A hint for speed: callers still fsync what must be durable."""
-    with _durable_lock:
-        _durable_prefixes[prefix] = _durable_prefixes.get(prefix, 0) + 1
-    try:
-        yield
-    finally:
-        with _durable_lock:
-            if _durable_prefixes[prefix] == 1:
-                del _durable_prefixes[prefix]
-            else:
-                _durable_prefixes[prefix] -= 1
-
-
-def _is_durable(path: str) -> bool:
-    if not _durable_prefixes:
-        return False
-    with _durable_lock:
-        return any(path.startswith(p) for p in _durable_prefixes)
-
-
 @register_kernel("SaveV2", expensive=True)
 def _save_v2(ctx: Any, prefix: Any, tensor_names: Any, shape_and_slices: Any, *tensors: Any) -> list:
     names = _keys(tensor_names, "tensor_names")
@@ -174,7 +141,7 @@ def _save_v2(ctx: Any, prefix: Any, tensor_names: Any, shape_and_slices: Any, *t
     path = _path(prefix)
     _bundle().write_bundle(
         path, names, [np.asarray(t) for t in tensors], slices, list(ctx.attr("dtypes")),
-        durable=_is_durable(path),
+        durable=ctx.options.durable,  # Session.run(..., options=RunOptions(durable=True))
     )
     return []
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from saverkit import dtypes
 from saverkit.framework import attrs as attrs_lib
 from saverkit.framework import op_registry, ops
 
@@ -58,9 +57,7 @@ def _apply(
         attrs[key] = attrs_lib.canonicalize(value, t)
     inferred: set[str] = set()
     inputs: list[ops.Tensor] = []
-    old_stack = g._name_stack
-    g._name_stack = scope  # Python values become Consts named "<op>/<arg>", as in TF
-    try:
+    with g.op_inputs_scope(scope):  # Python values become Consts named "<op>/<arg>", as in TF
         for arg, value in zip(info.inputs, input_values, strict=False):
             if arg.number_attr or arg.type_list_attr:
                 if not _is_list(value):
@@ -88,8 +85,6 @@ def _apply(
                 t = _convert_typed(value, arg, attrs, info, arg.name)
                 _infer_type(attrs, inferred, arg, t, op_type)
                 inputs.append(t)
-    finally:
-        g._name_stack = old_stack
     ref_ops = []
     if info.has_ref_inputs:
         flags = info.input_is_ref(attrs)
@@ -112,15 +107,10 @@ def _apply(
                 raise TypeError(f"No argument for attr {key} of '{op_type}' Op")
     for key in info.constrained:
         info.check_attr(key, attrs[key])
-    if not ref_ops:
-        return g._create_op(op_type, inputs, attrs, info.output_types(attrs), scope + "/", info)
     # An op writing a variable lives with it (TF colocates ops with their ref inputs).
-    old_colocation = g._colocation_stack
-    g._colocation_stack = old_colocation + ref_ops
-    try:
-        return g._create_op(op_type, inputs, attrs, info.output_types(attrs), scope + "/", info)
-    finally:
-        g._colocation_stack = old_colocation
+    return g._create_op(
+        op_type, inputs, attrs, info.output_types(attrs), scope + "/", info, colocate_with=ref_ops
+    )
 
 
 def _convert_typed(
@@ -169,54 +159,3 @@ def _show(v: Any) -> str:
     if isinstance(v, list):
         return "[" + ", ".join(_show(x) for x in v) + "]"
     return getattr(v, "name", repr(v))
-
-
-def create_op(
-    g: ops.Graph,
-    op_type: str,
-    inputs: list[Any],
-    output_types: list[Any] | None = None,
-    name: str | None = None,
-    attrs: dict[str, Any] | None = None,
-    compute_shapes: bool = True,
-) -> ops.Operation:
-    """``Graph.create_op``: inputs are Tensors in flat order; ``attrs`` AttrValue protos or Python values.
-
-    Unknown op types are allowed when ``output_types`` is given (the op can be exported, not run).
-    """
-    inputs = [g.as_graph_element(t, allow_tensor=True, allow_operation=False) for t in inputs]
-    info = op_registry.get(op_type)
-    stored: dict[str, Any] = {}
-    for key, value in (attrs or {}).items():
-        t = info.attr_types.get(key) if info is not None else None
-        stored[key] = attrs_lib.canonicalize(value, t) if t is not None else value
-    if info is None:
-        if output_types is None:
-            raise ValueError(f"Unknown op type {op_type!r}: pass its output dtypes.")
-        return g._create_op(
-            op_type,
-            inputs,
-            stored,
-            [dtypes.as_dtype(t) for t in output_types],
-            name or op_type,
-            None,
-            compute_shapes=False,
-        )
-    # Type attrs left out are inferred from the inputs, as TF's C API does.
-    pos = 0
-    for arg in info.inputs:
-        for count_attr in (arg.type_list_attr, arg.number_attr):
-            if count_attr and count_attr not in stored and count_attr not in info.defaults:
-                raise ValueError(f"create_op of {op_type} needs attr {count_attr!r}")
-        if arg.type_attr and arg.type_attr not in stored and pos < len(inputs):
-            stored[arg.type_attr] = inputs[pos].dtype.base_dtype
-        pos += len(arg.types({**info.defaults, **stored}))
-    for key, default in info.defaults.items():
-        stored.setdefault(key, default)
-    missing = [k for k in info.attr_types if k not in stored]
-    if missing:
-        raise ValueError(f"create_op of {op_type} is missing attrs {missing}")
-    if len(inputs) != len(info.input_types(stored)):
-        raise ValueError(f"{op_type} takes {len(info.input_types(stored))} inputs, got {len(inputs)}")
-    types = info.output_types(stored) if output_types is None else [dtypes.as_dtype(t) for t in output_types]
-    return g._create_op(op_type, inputs, stored, types, name or op_type, info, compute_shapes=compute_shapes)

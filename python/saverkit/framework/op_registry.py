@@ -137,10 +137,15 @@ class OpInfo:
             if len(names) == 1:  # the common case (T or dtype): that value is the key
                 key = attrs[names[0]]
                 if type(key) is list:
-                    key = tuple(key)
+                    # A long list (a Saver's SaveV2: one dtype per variable) costs more to hash than to
+                    # expand, and is unlikely to come again: not cached.
+                    key = tuple(key) if len(key) <= _MAX_CACHED_LIST else None
             else:
-                key = tuple([tuple(v) if type(v) is list else v for v in [attrs[k] for k in names]])
-            cached = self._types_cache.get(key)
+                values = [attrs[k] for k in names]
+                if any(type(v) is list and len(v) > _MAX_CACHED_LIST for v in values):
+                    raise TypeError  # not cached (see above)
+                key = tuple([tuple(v) if type(v) is list else v for v in values])
+            cached = None if key is None else self._types_cache.get(key)
         except (KeyError, TypeError):  # a missing attr raises below; an unhashable one skips the cache
             key, cached = None, None
         if cached is None:
@@ -278,3 +283,46 @@ def register_shape_fn(op_type: str) -> Callable[[ShapeFn], ShapeFn]:
         return fn
 
     return decorate
+
+
+_MAX_CACHED_LIST = 16  # list attrs longer than this do not key OpInfo's types cache
+
+
+def complete_attrs(
+    op_type: str,
+    info: OpInfo | None,
+    inputs: list[Any],
+    attrs: dict[str, Any],
+    output_types: list[Any] | None,
+) -> tuple[dict[str, Any], list[dtypes.DType]]:
+    """What ``Graph.create_op`` makes of its arguments: the op's attrs as Python values (AttrValue protos
+    decoded, type attrs left out inferred from ``inputs`` as TF's C API does, defaults filled in, checked
+    complete) and its output types (``output_types`` if given). ``info`` None: an op type without an
+    OpDef, whose attrs are kept as given and whose ``output_types`` must be given."""
+    stored: dict[str, Any] = {}
+    for key, value in attrs.items():
+        t = info.attr_types.get(key) if info is not None else None
+        stored[key] = attrs_lib.canonicalize(value, t) if t is not None else value
+    if info is None:
+        if output_types is None:
+            raise ValueError(f"Unknown op type {op_type!r}: pass its output dtypes.")
+        return stored, [dtypes.as_dtype(t) for t in output_types]
+    pos = 0
+    for arg in info.inputs:
+        for count_attr in (arg.type_list_attr, arg.number_attr):
+            if count_attr and count_attr not in stored and count_attr not in info.defaults:
+                raise ValueError(f"create_op of {op_type} needs attr {count_attr!r}")
+        if arg.type_attr and arg.type_attr not in stored and pos < len(inputs):
+            stored[arg.type_attr] = inputs[pos].dtype.base_dtype
+        pos += len(arg.types({**info.defaults, **stored}))
+    for key, default in info.defaults.items():
+        stored.setdefault(key, default)
+    missing = [k for k in info.attr_types if k not in stored]
+    if missing:
+        raise ValueError(f"create_op of {op_type} is missing attrs {missing}")
+    input_types, inferred_output_types = info._types(stored)
+    if len(inputs) != len(input_types):
+        raise ValueError(f"{op_type} takes {len(input_types)} inputs, got {len(inputs)}")
+    if output_types is None:
+        return stored, list(inferred_output_types)
+    return stored, [dtypes.as_dtype(t) for t in output_types]

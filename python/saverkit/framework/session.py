@@ -14,6 +14,7 @@ import numpy as np
 from saverkit import _gc, dtypes, errors
 from saverkit.framework import constant_op, ops
 from saverkit.framework.executor import Plan, template_for
+from saverkit.framework.run_options import RunOptions, as_run_options
 from saverkit.framework.variable_store import Ref, VariableStore
 
 _MAX_CACHED_PLANS = 1024
@@ -50,7 +51,7 @@ class Session:
         self._config = config
         self._variables = VariableStore()
         self._plans: dict[Any, Plan] = {}
-        self._plans_version = self._graph._version
+        self._plans_version = self._graph._edges_version
         self._closed = False
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
@@ -71,12 +72,18 @@ class Session:
 
     # --- running ---------------------------------------------------------------------------------
     def run(
-        self, fetches: Any, feed_dict: Mapping | None = None, options: Any = None, run_metadata: Any = None
+        self,
+        fetches: Any,
+        feed_dict: Mapping | None = None,
+        options: RunOptions | None = None,
+        run_metadata: Any = None,
     ) -> Any:
         """Compute ``fetches`` (a tensor, op, variable, name, or nested list/tuple/dict/namedtuple of them).
 
         Returns values in the same structure (None for ops). ``feed_dict`` maps tensors (or their names)
-        to values that replace them for this run. ``options``/``run_metadata`` are accepted and ignored.
+        to values that replace them for this run. ``options`` (a :class:`saverkit.RunOptions`) reaches
+        the kernels of this run only; other kinds of options (TF's RunOptions proto) and ``run_metadata``
+        are accepted and ignored.
         """
         if self._closed:
             raise RuntimeError("Attempted to use a closed Session.")
@@ -95,7 +102,7 @@ class Session:
                 targets[el] = None
         feeds = self._feeds(feed_dict)
         plan = self._plan(list(tensors), list(targets), feeds)
-        values = plan.run([feeds[t] for t in plan.feeds], self._thread_pool)
+        values = plan.run([feeds[t] for t in plan.feeds], self._thread_pool, as_run_options(options))
         by_tensor = dict(zip(tensors, [_fetched(v) for v in values], strict=False))
         return _rebuild(template, [by_tensor.get(el) for el in elements])
 
@@ -115,9 +122,9 @@ class Session:
     def _plan(
         self, tensors: list[ops.Tensor], targets: list[ops.Operation], feeds: dict[ops.Tensor, Any]
     ) -> Plan:
-        if self._plans_version != self._graph._version:  # an existing op gained/lost a control input
+        if self._plans_version != self._graph._edges_version:  # an existing op gained/lost a control input
             self._plans.clear()
-            self._plans_version = self._graph._version
+            self._plans_version = self._graph._edges_version
         key = (tuple(tensors), tuple(targets), frozenset(feeds))
         plan = self._plans.get(key)
         if plan is None:

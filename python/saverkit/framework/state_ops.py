@@ -22,15 +22,28 @@ def variable_op_v2(
     """A ``VariableV2`` op; its output is a ref tensor (dtype ``<T>_ref``) naming the storage."""
     # Built directly (every attr is given): variables are the one op graphs hold by the ten thousand.
     dtype = dtypes.as_dtype(dtype).base_dtype
-    attrs = {
-        "shape": as_shape(shape),
-        "dtype": dtype,
-        "container": _bytes(container),
-        "shared_name": _bytes(shared_name),
-    }
+    shape = as_shape(shape)
+    if container or shared_name:
+        attrs = {
+            "shape": shape, "dtype": dtype, "container": _bytes(container), "shared_name": _bytes(shared_name)
+        }
+    else:
+        # Variables of one shape and dtype share one attrs dict (never mutated: Operation._attrs).
+        key = (shape._dims, dtype._enum)
+        attrs = _VARIABLE_ATTRS.get(key)
+        if attrs is None:
+            attrs = {"shape": shape, "dtype": dtype, "container": b"", "shared_name": b""}
+            if len(_VARIABLE_ATTRS) < 1000:
+                _VARIABLE_ATTRS[key] = attrs
     g = ops.get_default_graph()
-    op = g._create_op("VariableV2", ops.NO_INPUTS, attrs, [dtype._as_ref], name or "Variable", _VARIABLE_V2)
+    op = g._create_op(
+        "VariableV2", ops.NO_INPUTS, attrs, [dtype._as_ref], name or "Variable", _VARIABLE_V2,
+        output_shapes=[attrs["shape"]],
+    )
     return op._outputs[0]
+
+
+_VARIABLE_ATTRS: dict[tuple, dict[str, Any]] = {}
 
 
 def _bytes(s: str | bytes) -> bytes:
@@ -40,32 +53,32 @@ def _bytes(s: str | bytes) -> bytes:
 def _assign_to_variable(ref: ops.Tensor, value: ops.Tensor, validate_shape: bool) -> ops.Operation:
     """``assign(ref, value)`` for a Variable's initializer: both already tensors of the same dtype."""
     dtype = ref._dtype.base_dtype
-    value_dtype = value._dtype.base_dtype
-    if value_dtype is not dtype and value_dtype != dtype:  # DTypes are singletons: try identity first
+    value_dtype = value._dtype
+    if value_dtype is not dtype and value_dtype.base_dtype is not dtype:  # DTypes are singletons
+        value_dtype = value_dtype.base_dtype
         raise TypeError(
             f"Input 'value' of 'Assign' Op has type {value_dtype.name} that does not match "
             f"type {dtype.name} of argument 'ref'."
         )
-    g = ref._op._graph
     attrs = {"T": dtype, "validate_shape": validate_shape, "use_locking": True}
-    old = g._colocation_stack
-    g._colocation_stack = old + [ref._op]  # lives with its variable, like every op writing a ref
-    try:
-        return g._create_op("Assign", [ref, value], attrs, [ref._dtype], "Assign", _ASSIGN)
-    finally:
-        g._colocation_stack = old
+    # The value's shape when not validated or equal to the variable's (see _assign_shape), else the shape
+    # function decides.
+    shape = value._shape if not validate_shape or ref._shape._dims == value._shape._dims else None
+    # Lives with its variable, like every op writing a ref.
+    return ref._op._graph._create_op(
+        "Assign", (ref, value), attrs, [ref._dtype], "Assign", _ASSIGN, colocate_with=(ref._op,),
+        output_shapes=None if shape is None else [shape],
+    )
 
 
 def _snapshot(ref: ops.Tensor) -> ops.Tensor:
     """The ``<var>/read`` Identity of a Variable, colocated with it."""
-    g = ref._op._graph
-    old = g._colocation_stack
-    g._colocation_stack = old + [ref._op]
     dtype = ref._dtype.base_dtype
-    try:
-        return g._create_op("Identity", [ref], {"T": dtype}, [dtype], "read", _IDENTITY)._outputs[0]
-    finally:
-        g._colocation_stack = old
+    op = ref._op._graph._create_op(
+        "Identity", (ref,), {"T": dtype}, [dtype], "read", _IDENTITY,
+        colocate_with=(ref._op,), output_shapes=[ref._shape],
+    )
+    return op._outputs[0]
 
 
 def assign(

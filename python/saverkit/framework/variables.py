@@ -120,22 +120,9 @@ class Variable:
                 collections = list(collections) + [GraphKeys.TRAINABLE_VARIABLES]
         if constraint is not None and not callable(constraint):
             raise ValueError("The `constraint` argument must be a callable.")
-        g = ops.get_default_graph()
         if not name:  # None or "" (as TF's `name or "Variable"`)
             name = "Variable"
-        kind = type(initial_value)
-        if (
-            (kind is np.ndarray or kind is ops.Tensor and _plain_tensor(g, initial_value, dtype))
-            and caching_device is None
-            and shape is None
-            and g._plain_name(name)
-            and g._plain()
-        ):
-            self._init_plain(g, initial_value, dtype, name, validate_shape)
-        else:
-            self._init_general(
-                initial_value, init_from_fn, validate_shape, caching_device, name, dtype, shape
-            )
+        self._init_ops(initial_value, init_from_fn, validate_shape, caching_device, name, dtype, shape)
         g = self._variable._op._graph
         g.add_to_collections(collections, self)
         self._trainable = trainable
@@ -143,119 +130,34 @@ class Variable:
         self._constraint = constraint
         self._save_slice_info: Variable.SaveSliceInfo | None = None
 
-    def _init_plain(
-        self, g: ops.Graph, initial_value: np.ndarray, dtype: Any, name: str, validate_shape: bool
-    ) -> None:
-        """``_init_general`` for the common ``Variable(ndarray, name=...)`` in a plain graph (see
-        ``Graph._plain_name`` and ``Graph._plain``): the same four ops, names, attrs, shapes, devices and
-        failures, without the generic machinery (name scope object, op builders, shape functions, colocation
-        stack), which costs more than the ops themselves. tests/test_variables.py compares the GraphDefs."""
-        old = g._name_stack
-        if not (ops._VALID_SCOPE_NAME_REGEX if old else ops._VALID_OP_NAME_REGEX).match(name):
-            raise ValueError(f"'{name}' is not a valid scope name")
-        scope = g.unique_name(name)  # valid in full: a valid (or no) stack, a checked name not ending in "\n"
-        g._name_stack = scope
-        try:
-            device = g._device_now
-            in_use = g._names_in_use
-            key = scope.lower()
-            if key == scope:
-                key = scope  # one string for the scope and its key (as Graph.unique_name)
-            if type(initial_value) is ops.Tensor:  # made earlier by the caller (zeros, ones, a Const...)
-                value = initial_value
-                value_dtype = value._dtype
-                value_shape = value._shape
-                if validate_shape and not value_shape.is_fully_defined():
-                    raise ValueError(f"initial_value must have a shape specified: {value}")
-            else:
-                # constant(initial_value, dtype, name="initial_value"): a read-only copy (as_numpy's for
-                # arrays)
-                if dtype is None and initial_value.dtype.kind not in "USO":
-                    arr = initial_value.copy()
-                    value_dtype = _dtype_of(arr)
-                else:
-                    arr = as_numpy(initial_value, dtype)
-                    value_dtype = _dtype_of(arr) if dtype is None else dtypes.as_dtype(dtype)
-                arr.setflags(write=False)
-                value_shape = shape_of(arr.shape)
-                value_op = g._add_plain_op(
-                    _scoped_name(g, in_use, scope, key, "initial_value", "initial_value"),
-                    "Const",
-                    ops.NO_INPUTS,
-                    {"value": arr, "dtype": value_dtype},
-                    value_dtype,
-                    _CONST,
-                    value_shape,
-                    device,
-                )
-                value = value_op._outputs[0]
-            var_shape = value_shape if validate_shape else unknown_shape()
-            base = value_dtype.base_dtype
-            # variable_op_v2(name=scope + "/"): the name unique_name(name) just marked in use
-            # Variables of one shape and dtype share one attrs dict (never mutated: Operation._attrs).
-            attrs = _VARIABLE_ATTRS.get((var_shape._dims, base))
-            if attrs is None:
-                attrs = {"shape": var_shape, "dtype": base, "container": b"", "shared_name": b""}
-                if len(_VARIABLE_ATTRS) < 1000:
-                    _VARIABLE_ATTRS[(var_shape._dims, base)] = attrs
-            var_op = g._add_plain_op(
-                scope, "VariableV2", ops.NO_INPUTS, attrs, base._as_ref, _VAR, var_shape, device
-            )
-            ref = self._variable = var_op._outputs[0]
-            # Colocated with the variable: _class is var_op.colocation_groups(), one tuple for both ops.
-            groups = (b"loc:@" + scope.encode(),)
-            attrs = {"T": base, "validate_shape": validate_shape, "use_locking": True, "_class": groups}
-            # Assign's shape function gives the value's shape: equal to the variable's, or not validated.
-            self._initializer_op = g._add_plain_op(
-                _scoped_name(g, in_use, scope, key, "Assign", "assign"),
-                "Assign",
-                (ref, value),  # a tuple: inputs are never mutated, and it is one allocation
-                attrs,
-                ref._dtype,
-                _ASSIGN,
-                value_shape,
-                device,
-            )
-            self._initial_value = value
-            read_attrs = {"T": base, "_class": groups}
-            read = g._add_plain_op(
-                _scoped_name(g, in_use, scope, key, "read", "read"),
-                "Identity",
-                (ref,),
-                read_attrs,
-                base,
-                _IDENTITY,
-                var_shape,
-                device,
-            )
-            self._snapshot = read._outputs[0]
-        finally:
-            g._name_stack = old
-
-    def _init_general(
+    def _init_ops(
         self,
         initial_value: Any,
         init_from_fn: bool,
         validate_shape: bool,
         caching_device: Any,
-        name: str | None,
+        name: str,
         dtype: Any,
         shape: Any,
     ) -> None:
+        """TF's four ops: ``<name>/initial_value`` (unless given a Tensor), ``<name>`` (VariableV2),
+        ``<name>/Assign`` and ``<name>/read``, the last two colocated with the variable; in the graph of
+        a Tensor initial value (made the default graph meanwhile), else the default graph."""
         default = ops.get_default_graph()
         g = initial_value.graph if isinstance(initial_value, ops.Tensor) else default
-        with ops._NameScope(g, name or "Variable", make_default=g is not default) as scope:
-            true_name = scope[:-1]
+        with g.name_scope(name) if g is default else ops.name_scope(name, values=[initial_value]) as scope:
             if init_from_fn:
                 # Initializer ops built by the function live with the variable ("loc:@<name>").
-                with g._attr_scope({"_class": [b"loc:@" + true_name.encode()]}):
+                with g._attr_scope({"_class": [b"loc:@" + scope[:-1].encode()]}):
                     with g.name_scope("Initializer"), g.device(None):
                         value = initial_value()
                         value = ops.convert_to_tensor(value, name="initial_value", dtype=dtype)
                     var_shape = self._variable_shape(value, validate_shape, shape)
                     self._variable = state_ops.variable_op_v2(var_shape, value.dtype.base_dtype, name=scope)
             else:
-                if isinstance(initial_value, np.ndarray):  # the common case, straight to a Const
+                if type(initial_value) is np.ndarray:  # the common case, straight to a Const
+                    value = _array_const(g, initial_value, dtype)
+                elif isinstance(initial_value, np.ndarray):
                     value = constant(initial_value, dtype=dtype, name="initial_value")
                 else:
                     value = ops.convert_to_tensor(initial_value, name="initial_value", dtype=dtype)
@@ -439,34 +341,26 @@ class Variable:
     __hash__ = object.__hash__
 
 
-def _plain_tensor(g: ops.Graph, value: ops.Tensor, dtype: Any) -> bool:
-    """Can the fast path take this Tensor initial value as is (what convert_to_tensor would return)?"""
-    vd = value._dtype
-    return (
-        value._op._graph is g
-        and not vd.is_ref_dtype
-        and (dtype is None or dtypes.as_dtype(dtype) is vd)
+def _array_const(g: ops.Graph, array: np.ndarray, dtype: Any) -> ops.Tensor:
+    """``constant(array, dtype, name="initial_value")``: a read-only copy in a Const, its shape known."""
+    if dtype is None and array.dtype.kind not in "USO":
+        arr = array.copy()
+        value_dtype = _dtype_of(arr)
+    else:
+        arr = as_numpy(array, dtype)
+        value_dtype = _dtype_of(arr) if dtype is None else dtypes.as_dtype(dtype)
+    arr.setflags(write=False)  # Const values are shared by every run
+    attrs = {"value": arr, "dtype": value_dtype}
+    op = g._create_op(
+        "Const", ops.NO_INPUTS, attrs, [value_dtype], "initial_value", _CONST,
+        output_shapes=[shape_of(arr.shape)],
     )
+    return op._outputs[0]
 
 
-def _scoped_name(g: ops.Graph, in_use: dict, scope: str, scope_key: str, base: str, base_key: str) -> str:
-    """``g.unique_name(base)`` inside the new ``scope`` (the graph's name stack; ``scope_key`` and
-    ``base_key`` are the lower-cased forms): in a fresh scope the name is almost always free."""
-    key = f"{scope_key}/{base_key}"
-    if key in in_use:
-        return g.unique_name(base)
-    in_use[key] = 1
-    # A lower-case name is its own key: the graph then holds one string for both.
-    return key if scope_key is scope and base_key == base else f"{scope}/{base}"
-
-
-_VARIABLE_ATTRS: dict[tuple, dict[str, Any]] = {}
+_CONST = op_registry.get("Const")
 _GLOBAL_COLLECTIONS = (GraphKeys.GLOBAL_VARIABLES,)
 _TRAINABLE_COLLECTIONS = (GraphKeys.GLOBAL_VARIABLES, GraphKeys.TRAINABLE_VARIABLES)
-_CONST = op_registry.get("Const")
-_VAR = op_registry.get("VariableV2")
-_ASSIGN = op_registry.get("Assign")
-_IDENTITY = op_registry.get("Identity")
 
 ops._binary_overloads(Variable)
 RefVariable = Variable  # TF's name for the class

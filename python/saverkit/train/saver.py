@@ -45,7 +45,6 @@ from saverkit.framework import (
     device_spec,
     io_ops,
     meta_graph,
-    op_registry,
     ops,
     resource_variable_ops,
     resource_variables,
@@ -54,6 +53,7 @@ from saverkit.framework import (
     variables,
 )
 from saverkit.framework.partitioned_variables import PartitionedVariable as _PartitionedVariable
+from saverkit.framework.run_options import RunOptions
 from saverkit.protobuf import meta_graph_pb2, saver_pb2
 from saverkit.train import checkpoint_management
 
@@ -128,7 +128,7 @@ class ReferenceVariableSaveable(SaveableObject):
         if restored_shapes is not None:
             restored = array_ops.reshape(restored, restored_shapes[0])
             return state_ops.assign(self.op, restored, validate_shape=False)
-        return _assign(self.op, restored, self.op.graph.unique_name("Assign") + "/")
+        return _assign(self.op, restored)
 
 
 class ResourceVariableSaveable(SaveableObject):
@@ -151,45 +151,22 @@ class ResourceVariableSaveable(SaveableObject):
             )
 
 
-# --- cheap graph construction
-# A Saver over N variables adds N Assign nodes (TF's structure). Going through the generic op constructor
-# (input conversion, type inference, shape functions) costs ~30 us per node; the Saver knows every input type
-# and output shape already, so it creates its nodes directly with Graph._create_op.
+# --- graph construction
+# A Saver over N variables adds N Assign nodes (TF's structure). The Saver knows every input type and output
+# shape already, so it asks the graph for them in one batch (Graph.create_ops), which skips what op builders
+# infer (input conversion, type inference, shape functions).
 
 
-def _create(g, op_type: str, inputs: list, attrs: dict, output_types: list, name: str, control_inputs=None):
-    return g._create_op(
-        op_type,
-        inputs,
-        attrs,
-        output_types,
-        name,
-        op_registry.get(op_type),
-        control_inputs=control_inputs,
-        compute_shapes=False,
-    )
+def _assign_attrs(dtype) -> dict:
+    return {"T": _base_dtype(dtype), "validate_shape": True, "use_locking": True}
 
 
-def _assign(ref, value, name: str):
+def _assign(ref, value, name: str = "Assign"):
     """``Assign(ref, value)`` with validate_shape and use_locking (as TF's saver), on the variable's
-    device."""
-    dtype = ref._dtype
-    var = ref._op
-    op = var._graph._create_op(
-        "Assign",
-        [ref, value],
-        {"T": _base_dtype(dtype), "validate_shape": True, "use_locking": True},
-        [dtype],
-        name,
-        _ASSIGN_INFO,
-        compute_shapes=False,
-    )
-    op._device = var._device  # TF colocates ops that write a ref with the variable
-    op._outputs[0]._shape = ref._shape  # value has the variable's shape, or the Assign fails at run time
-    return op
+    device (TF colocates ops that write a ref with the variable)."""
+    return _bulk_assigns(ref.graph, [ref], [value], name)[0]
 
 
-_ASSIGN_INFO = op_registry.get("Assign")
 _BASE_DTYPES: dict[int, Any] = {}
 
 
@@ -201,73 +178,23 @@ def _base_dtype(dtype):
     return base
 
 
-def _unique_names(g, base_name: str, n: int) -> tuple[list[str], list[str]]:
-    """The names ``n`` calls of ``g.unique_name(base_name)`` would give, and their lower-case forms (the
-    keys the graph tracks names by), marking only the base name as used: record the others with
-    ``g._names_in_use`` once the nodes exist (as ``_create_op`` does for names ending in "/")."""
-    if n < 8 or not hasattr(g, "_names_in_use"):
-        names = [g.unique_name(base_name) for _ in range(n)]
-        return names, [x.lower() for x in names]
-    scope = g.get_name_scope()
-    base = f"{scope}/{base_name}" if scope else base_name
-    in_use = g._names_in_use
-    key = base.lower()
-    start = in_use.get(key, 0)
-    # "_<i>" has no letters, so the lower-cased candidates are key + "_<i>": one set test for all of them.
-    # (Formatted per call rather than from a cache of suffixes: a first Saver paid more to fill the cache,
-    # and the cache held a string per variable for the life of the process.)
-    first = 1 if start == 0 else start
-    stop = first + n - (start == 0)
-    keys = [f"{key}_{i}" for i in range(first, stop)]
-    if in_use.keys().isdisjoint(keys):
-        same = key == base  # a lower-case scope and name: the keys are the names
-        names = keys if same else [f"{base}_{i}" for i in range(first, stop)]
-        if start == 0:
-            keys = [key, *keys]
-            names = keys if same else [base, *names]
-        in_use[key] = stop
-        return names, keys
-    names = [g.unique_name(base_name) for _ in range(n)]  # some taken: let the graph skip them
-    return names, [x.lower() for x in names]
-
-
-def _bulk_assigns(g, refs: list, values: list) -> list:
-    """``Assign(ref_i, value_i)`` for all i, named like consecutive ``Assign`` ops in the current scope.
-
-    Equivalent to calling ``_assign`` per pair (what it falls back to outside a plain graph, see
-    ``Graph._plain``), at a third of the cost: names precomputed in one pass, ops made by
-    ``Graph._add_plain_ops`` without per-op name search, regex check or context lookups.
-    """
-    names, keys = _unique_names(g, "Assign", len(refs))
-    if not g._plain() or not g._nodes_by_name.keys().isdisjoint(names):
-        return [_assign(r, v, n + "/") for r, v, n in zip(refs, values, names, strict=True)]
-    dtypes = [r._dtype for r in refs]
-    attrs = []
+def _bulk_assigns(g, refs: list, values: list, name: str = "Assign") -> list:
+    """``Assign(ref_i, value_i)`` for all i, named like consecutive ``Assign`` ops in the current scope;
+    each has its variable's shape (the value has it, or the Assign fails at run time) and device."""
+    dtypes, shapes, devices, attrs = [], [], [], []
     dtype = attr = None
-    for d in dtypes:
+    for r in refs:  # one pass: this runs once per variable
+        d = r._dtype
         if d is not dtype:  # variables mostly share a dtype, and so one attrs dict
             dtype = d
-            attr = {"T": _base_dtype(d), "validate_shape": True, "use_locking": True}
+            attr = _assign_attrs(d)
+        dtypes.append(d)
         attrs.append(attr)
-    out: list = []
-    try:
-        # On the variable's device (TF colocates ops that write a ref with it), with its shape.
-        g._add_plain_ops(
-            out, names, "Assign", _ASSIGN_INFO, list(zip(refs, values, strict=True)), attrs, dtypes,
-            [r._shape for r in refs], [r._op._device for r in refs],
-        )
-    finally:
-        in_use = g._names_in_use  # what _create_op records for a name given with a trailing "/"
-        done = keys[: len(out)]
-        if done:
-            in_use.setdefault(done[0], 1)  # maybe the base name, whose counter _unique_names set
-            if keys[-1] not in in_use:  # _unique_names found them all free: plain stores, no second check
-                for k in done[1:]:
-                    in_use[k] = 1
-            else:  # it had Graph.unique_name mark them (with their counters)
-                for k in done[1:]:
-                    in_use.setdefault(k, 1)
-    return out
+        shapes.append(r._shape)
+        devices.append(r._op._device)
+    return g.create_ops(
+        "Assign", list(zip(refs, values, strict=True)), attrs, dtypes, name, shapes=shapes, devices=devices
+    )
 
 
 def _string_constant(g, values: list[str], name: str):
@@ -276,9 +203,7 @@ def _string_constant(g, values: list[str], name: str):
     arr = np.empty(len(values), dtype=object)
     arr[:] = [v.encode() for v in values] if any(values) else [b""] * len(values)
     arr.flags.writeable = False  # Const values are shared by every run
-    return g._create_op(
-        "Const", [], {"value": arr, "dtype": _STRING}, [_STRING], name, op_registry.get("Const")
-    )._outputs[0]
+    return g.create_op("Const", [], name=name, attrs={"value": arr, "dtype": _STRING}).outputs[0]
 
 
 _STRING = dtypes_lib.string
@@ -286,11 +211,11 @@ _STRING = dtypes_lib.string
 
 def _group(g, deps: list, name: str):
     """``group(*deps, name=name)``; one NoOp with control inputs when all deps share a device."""
-    devices = {op._device for op in deps}
+    devices = {op.device for op in deps}
     if len(devices) != 1:
         return control_flow_ops.group(*deps, name=name)
     with g.device(devices.pop() or None):
-        return _create(g, "NoOp", [], {}, [], g.unique_name(name) + "/", control_inputs=deps)
+        return g.create_op("NoOp", [], name=g.unique_name(name) + "/", control_inputs=deps)
 
 
 def _flat_specs(saveables) -> tuple[list, list, list, list]:
@@ -332,14 +257,21 @@ def op_list_to_dict(op_list: Iterable, convert_variable_to_tensor: bool = True) 
     """
     if not isinstance(op_list, (list, tuple, set)):
         raise TypeError(f"Variables to save should be passed in a dict or a list. Got {op_list}")
-    # Most lists hold only plain variables: try that before flattening (which a nested list needs).
-    fast = _plain_variables_to_dict(op_list) if convert_variable_to_tensor else None
-    if fast is not None:
-        return fast
     flat = _flatten(op_list)
     names_to_saveables: dict[str, Any] = {}
     Variable, Tensor = variables.Variable, ops.Tensor  # noqa: N806 - local aliases in the hot loop
     for var in flat:
+        if type(var) is Variable and convert_variable_to_tensor and not var._save_slice_info:
+            # The common case first (this loop runs once per variable): an ordinary ref variable.
+            ref = var._variable
+            op = ref._op
+            if op._type not in _REF_VARIABLE_OPS:
+                raise TypeError(f"Variable to save is not a Variable: {ref}")
+            name = op._name
+            if name in names_to_saveables:
+                raise ValueError(f"At least two variables have the same name: {name}")
+            names_to_saveables[name] = ref
+            continue
         if isinstance(var, Variable):
             info = var._save_slice_info
             if info:
@@ -379,31 +311,10 @@ def op_list_to_dict(op_list: Iterable, convert_variable_to_tensor: bool = True) 
     return names_to_saveables
 
 
-def _plain_variables_to_dict(flat: Iterable) -> dict[str, Any] | None:
-    """op_list_to_dict for the common case (only ordinary ref Variables, no nested lists); None when any
-    item needs the general path."""
-    Variable = variables.Variable  # noqa: N806
-    out = _PlainRefs()
-    n = 0
-    for v in flat:  # one loop, no generators: this runs once per variable
-        n += 1
-        if type(v) is not Variable or v._save_slice_info:
-            return None
-        ref = v._variable
-        op = ref._op
-        if op._type not in _REF_VARIABLE_OPS:
-            return None
-        out[op._name] = ref
-    if len(out) != n:
-        return None  # a duplicate name: the general path reports it
-    return out
-
-
-class _PlainRefs(dict):
-    """``{op name: ref tensor}`` of distinct ordinary variables, as op_list_to_dict checked them."""
-
-
 def _flatten(items: Iterable) -> list:
+    items = list(items)
+    if not any(isinstance(x, (list, tuple)) for x in items):
+        return items
     out = []
     for x in items:
         if isinstance(x, (list, tuple)):
@@ -458,13 +369,19 @@ def saveable_objects_for_op(op: Any, name: str) -> list[SaveableObject]:
 def validate_and_slice_inputs(names_to_saveables: dict[str, Any]) -> list[SaveableObject]:
     """SaveableObjects sorted by checkpoint key; each variable may appear under one key only."""
     Tensor, RVS, ref_ops = ops.Tensor, ReferenceVariableSaveable, _REF_VARIABLE_OPS  # noqa: N806
-    if type(names_to_saveables) is _PlainRefs:  # names are distinct strings: sort the names alone
-        return _plain_saveables(names_to_saveables)
+    if all(type(n) is str for n in names_to_saveables):
+        # The common case first (plain ref variables under string keys, each once), in one pass; anything
+        # else goes the general way below, which also raises the errors.
+        out, seen_vars = [], set()
+        for name in sorted(names_to_saveables):
+            t = names_to_saveables[name]
+            if type(t) is not Tensor or t._op._type not in ref_ops or t._op in seen_vars:
+                break
+            seen_vars.add(t._op)
+            out.append(RVS(t, "", name))
+        else:
+            return out
     items = sorted(names_to_saveables.items(), key=operator.itemgetter(0))
-    if all(type(t) is Tensor and type(n) is str and t._op._type in ref_ops for n, t in items):
-        # The common case (plain ref variables), column by column.
-        if len({t._op for _, t in items}) == len(items):
-            return [RVS(t, "", n) for n, t in items]
     saveables: list[SaveableObject] = []
     seen_ops: set = set()
     append, seen = saveables.append, seen_ops.add
@@ -486,19 +403,6 @@ def validate_and_slice_inputs(names_to_saveables: dict[str, Any]) -> list[Saveab
             append(saveable)
             seen(key)
     return saveables
-
-
-def _plain_saveables(refs: _PlainRefs) -> list[ReferenceVariableSaveable]:
-    """``[ReferenceVariableSaveable(ref, "", name)]`` sorted by name, without an __init__ call each."""
-    new, RVS = object.__new__, ReferenceVariableSaveable  # noqa: N806
-    out = []
-    for name in sorted(refs):
-        s = new(RVS)
-        s.op = refs[name]
-        s.slice_spec = ""
-        s.name = name
-        out.append(s)
-    return out
 
 
 # --- devices
@@ -538,8 +442,12 @@ class BaseSaverBuilder:
         with g.name_scope(name + "/"):
             names_t = _string_constant(g, names, "tensor_names")
             slices_t = _string_constant(g, slices, "shape_and_slices")
-        return _create(
-            g, "SaveV2", [filename_tensor, names_t, slices_t, *tensors], {"dtypes": dtypes}, [], name + "/"
+        return g.create_op(
+            "SaveV2",
+            [filename_tensor, names_t, slices_t, *tensors],
+            name=name + "/",
+            attrs={"dtypes": dtypes},
+            compute_shapes=False,
         )
 
     def bulk_restore(self, filename_tensor, saveables, preferred_shard, restore_sequentially, save_op=None):
@@ -550,18 +458,22 @@ class BaseSaverBuilder:
         if save_op is not None:
             # The SaveV2 node already holds the same two string constants; a second copy would only make
             # the .meta bigger.
-            names_t, slices_t = save_op._inputs[1], save_op._inputs[2]
-            dtypes = list(save_op._attrs["dtypes"])
+            names_t, slices_t = save_op.inputs[1:3]
+            dtypes = _flat_specs(saveables)[3]  # what the SaveV2 was built with
         else:
             names, _, slices, dtypes = _flat_specs(saveables)
             with g.name_scope(name + "/"):
                 names_t = _string_constant(g, names, "tensor_names")
                 slices_t = _string_constant(g, slices, "shape_and_slices")
         with g.device("/device:CPU:0"):
-            op = _create(
-                g, "RestoreV2", [filename_tensor, names_t, slices_t], {"dtypes": dtypes}, dtypes, name + "/"
+            op = g.create_op(
+                "RestoreV2",
+                [filename_tensor, names_t, slices_t],
+                name=name + "/",
+                attrs={"dtypes": dtypes},
+                compute_shapes=False,
             )
-        return list(op._outputs)  # a list, as TF's (SaveableObject.restore gets slices of it)
+        return op.outputs  # a list, as TF's (SaveableObject.restore gets slices of it)
 
     def sharded_filename(self, filename_tensor, shard: int, num_shards):
         return io_ops.sharded_filename(filename_tensor, shard, num_shards)
@@ -1071,8 +983,8 @@ class Saver:
                 raise ValueError(f"Parent directory of {save_path} doesn't exist, can't save.")
             try:
                 feed = {self.saver_def.filename_tensor_name: checkpoint_file}
-                with io_ops.durable_writes(checkpoint_file) if durable else contextlib.nullcontext():
-                    result = sess.run(self.saver_def.save_tensor_name, feed)
+                options = RunOptions(durable=True) if durable else None
+                result = sess.run(self.saver_def.save_tensor_name, feed, options=options)
             except errors.OpError as exc:
                 if self._sharded:  # the parts of a failed sharded save (the bundle writer removed its temps)
                     tempfiles.remove_own_part_dirs(checkpoint_file)

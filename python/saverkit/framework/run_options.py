@@ -1,0 +1,31 @@
+"""``RunOptions``: what one ``Session.run`` call asks of the kernels it runs (TensorFlow's name).
+
+Options travel with the run, never through process-wide state: two threads running the same graph with
+different options (a durable save of ``model-1`` beside a plain save of ``model-10``) each get their own.
+Kernels read them from their context (``ctx.options``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class RunOptions:
+    """Options for one ``Session.run(..., options=RunOptions(...))``.
+
+    ``durable``: checkpoint writers (SaveV2) fdatasync their files and directory, and start the disk
+    writing while they copy (what ``Saver.save(durable=True)`` asks for). A hint for speed and order:
+    the Saver still fsyncs what must survive a power loss.
+    """
+
+    durable: bool = False
+
+
+DEFAULT_RUN_OPTIONS = RunOptions()
+
+
+def as_run_options(options: object) -> RunOptions:
+    """``options`` as a RunOptions: None and objects of other kinds (e.g. TensorFlow's ``RunOptions``
+    proto, whose tracing and timeout fields have no meaning here) give the defaults."""
+    return options if isinstance(options, RunOptions) else DEFAULT_RUN_OPTIONS
