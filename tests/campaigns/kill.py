@@ -413,7 +413,7 @@ class Lane:
 
 
 def run_campaign(kills: int, seed: int = 0, api: str = "saver", workdir: Path | None = None,
-                 progress: bool = False) -> dict:
+                 progress: bool = False, modes: tuple[str, ...] = MODES) -> dict:
     """`kills` SIGKILLs spread over the lanes (every mode of saving; the bundle API only has the
     steps lanes), all driven in parallel."""
     root = Path(tempfile.mkdtemp(prefix="sk-kill-", dir=workdir))
@@ -421,6 +421,7 @@ def run_campaign(kills: int, seed: int = 0, api: str = "saver", workdir: Path | 
     kinds = [("steps", False), ("steps", True)]
     if api == "saver":
         kinds += [("same", False), ("same", True), ("manager", False), ("convert", False)]
+    kinds = [(mode, sharded) for mode, sharded in kinds if mode in modes]
     lanes = [Lane(root, sharded, api, seed * 8 + i, mode) for i, (mode, sharded) in enumerate(kinds)]
     final_temps: dict[str, list[str]] = {}
 
@@ -472,11 +473,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--api", choices=["saver", "bundle"], default="saver")
     p.add_argument("--report", type=Path)
+    p.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES),
+                   help="which ways of saving get lanes (same: one prefix re-saved)")
     args = ap.parse_args(argv)
     if args.cmd == "child":
         child(args.dir, args.sharded, args.api, args.saves, args.durable, args.mode)
         return 0
-    report = run_campaign(args.kills, args.seed, args.api, progress=True)
+    report = run_campaign(args.kills, args.seed, args.api, progress=True, modes=tuple(args.modes))
     text = json.dumps(report, indent=1)
     if args.report:
         args.report.write_text(text)
