@@ -390,3 +390,15 @@ def test_tf_written_consts_run_to_their_values_and_export_unchanged():
     for node in original.graph_def.node:
         if node.op == "Const":
             assert _value_bytes(exported[node.name]) == _value_bytes(node), node.name
+
+
+def test_one_name_scope_helper_pair_with_tensorflows_rules():
+    """Regression: two copies disagreed on ``a//b``; TF strips every slash after the scope."""
+    from saverkit.framework import ops
+
+    assert ops.strip_name_scope is meta_graph.strip_name_scope
+    assert ops.prepend_name_scope is meta_graph.prepend_name_scope
+    assert meta_graph.strip_name_scope("a//b", "a") == "b"
+    assert meta_graph.strip_name_scope("^a///b:0", "a/") == "^b:0"
+    assert meta_graph.strip_name_scope("a.b/w", "a*b") == "a.b/w"  # the scope is literal, not a pattern
+    assert meta_graph.prepend_name_scope("^w", "imp/") == "^imp/w"

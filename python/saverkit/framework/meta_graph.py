@@ -58,20 +58,23 @@ def _producer_version() -> str:
 
 # --- names
 def strip_name_scope(name: str, export_scope: str | None) -> str:
-    """Removes ``export_scope`` (and its ``/``) from ``name``, also inside ``^ctrl`` and ``loc:@`` forms."""
+    """``name`` without a leading ``export_scope/`` (also in ``^name`` and ``loc:@name`` forms), as
+    TensorFlow's ``ops.strip_name_scope``: ``export_scope///w`` gives ``w`` too. The one copy of this rule;
+    ``framework.ops`` re-exports it."""
     if not export_scope:
         return name
-    scope = export_scope if export_scope.endswith("/") else export_scope + "/"
-    return re.sub(r"([\^]|loc:@|^)" + re.escape(scope), r"\1", name, count=1)
+    export_scope = export_scope[:-1] if export_scope.endswith("/") else export_scope
+    return re.sub(r"([\^]|loc:@|^)" + re.escape(export_scope) + r"[\/]+(.*)", r"\1\2", name, count=1)
 
 
 def prepend_name_scope(name: str, import_scope: str | None) -> str:
-    """Prefixes ``name`` (or the name inside ``^ctrl`` / ``loc:@name``) with ``import_scope``."""
+    """``import_scope/name`` (also in ``^name`` and ``loc:@name`` forms), as TensorFlow's
+    ``ops.prepend_name_scope``."""
     if not import_scope:
         return name
-    scope = import_scope.rstrip("/")
-    m = re.match(r"([\^]|loc:@|)(.*)", name)
-    return f"{m.group(1)}{scope}/{m.group(2)}"
+    import_scope = import_scope[:-1] if import_scope.endswith("/") else import_scope
+    m = re.match(r"([\^]|loc:@|)(.*)", name, re.S)
+    return f"{m.group(1)}{import_scope}/{m.group(2)}"
 
 
 def _op_name(tensor_name: str) -> str:

@@ -7,7 +7,6 @@ devices, control dependencies, collections, tensor conversion.
 from __future__ import annotations
 
 import contextlib
-import re
 from collections.abc import Callable
 from typing import Any
 
@@ -29,6 +28,7 @@ from saverkit.framework.graph import (  # noqa: F401  (re-exported: saverkit.fra
     pushed_default,
     reset_default_graph,
 )
+from saverkit.framework.meta_graph import prepend_name_scope, strip_name_scope  # noqa: F401 (TF names)
 from saverkit.framework.operation import NO_INPUTS, Operation  # noqa: F401
 from saverkit.framework.tensor import _UNKNOWN_SHAPE, Tensor, _consumer_list  # noqa: F401
 
@@ -88,24 +88,6 @@ def clear_collection(key: Any) -> None:
 
 def name_from_scope_name(name: str) -> str:
     return name[:-1] if name and name[-1] == "/" else name
-
-
-def prepend_name_scope(name: str, import_scope: str | None) -> str:
-    """``import_scope/name`` (also for ``^name`` and ``loc:@name``)."""
-    if not import_scope:
-        return name
-    import_scope = import_scope.rstrip("/")
-    return re.sub(
-        r"([\^]|loc:@|^)(.*)", lambda m: m.group(1) + import_scope + "/" + m.group(2), name, count=1
-    )
-
-
-def strip_name_scope(name: str, export_scope: str | None) -> str:
-    """``name`` without a leading ``export_scope/`` (also for ``^name`` and ``loc:@name``)."""
-    if not export_scope:
-        return name
-    export_scope = export_scope.rstrip("/")
-    return re.sub(r"([\^]|loc:@|^)" + re.escape(export_scope) + r"[\/]+(.*)", r"\1\2", name, count=1)
 
 
 def _binary_overloads(cls: type) -> None:
