@@ -21,6 +21,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from saverkit import _gc, errors
+from saverkit.dtypes import _REF_OFFSET  # DataType numbers above this are ref types
 from saverkit.framework.ops import Operation, Tensor, _consumer_list
 from saverkit.framework.run_options import DEFAULT_RUN_OPTIONS, RunOptions
 from saverkit.framework.variable_store import (
@@ -586,7 +587,6 @@ _creation_id = operator.attrgetter("_id")
 _NONE: tuple = ()  # shared in_slots / deref of ops without inputs (never mutated)
 _MAX_TEMPLATES = 256  # per graph; a program asking for more distinct fetch sets rebuilds them
 _BIG_PLAN = 1000  # ops; runs of bigger plans pause the cyclic GC
-_REF_OFFSET = 100  # DataType numbers above this are ref types
 
 
 class _Target(NamedTuple):

@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from saverkit import _gc, errors, tempfiles
+from saverkit import _gc, errors, tempfiles, trackable
 from saverkit import dtypes as dtypes_lib
 from saverkit.framework import (
     array_ops,
@@ -1326,7 +1326,7 @@ def import_meta_graph(
     return None
 
 
-OBJECT_GRAPH_PROTO_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
+OBJECT_GRAPH_PROTO_KEY = trackable.OBJECT_GRAPH_PROTO_KEY  # re-exported: TF has it in saver.py too
 
 
 def object_graph_key_mapping(checkpoint_path: str) -> dict[str, str]:
