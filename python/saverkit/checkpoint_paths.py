@@ -191,3 +191,19 @@ def resolve_prefix(path: str | os.PathLike) -> str:
     raise errors.NotFoundError(
         None, None, f"Failed to find a checkpoint at {path}: looked for {path}.index and found {what}; "
         f"{describe_neighbours(path)}")
+
+
+def data_files(prefix: str) -> list[tuple[str, int, int]]:
+    """(path, shard, num_shards) of every ``prefix.data-SSSSS-of-NNNNN`` file (prefix taken literally)."""
+    dirname, base = os.path.split(prefix)
+    try:
+        names = os.listdir(dirname or ".")
+    except OSError:
+        return []
+    out = []
+    for name in sorted(names):
+        if name.startswith(base):
+            m = DATA_FILE_RE.fullmatch(name, len(base))
+            if m:
+                out.append((os.path.join(dirname, name), int(m.group(1)), int(m.group(2))))
+    return out

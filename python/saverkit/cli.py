@@ -113,7 +113,7 @@ class CheckpointSource(TensorSource):
         return self._shapes[name]
 
     def get(self, name: str) -> np.ndarray:
-        return self._reader._get_array(name)  # get_tensor gives 0-d tensors as scalars, as TF's reader
+        return self._reader.get_array(name)  # get_tensor gives 0-d tensors as scalars, as TF's reader
 
 
 class NpzSource(TensorSource):
@@ -792,7 +792,7 @@ def _output_format(dst: str) -> str:
 def _output_exists(dst: str, fmt: str) -> bool:
     if fmt != "tf":
         return os.path.exists(dst)
-    return os.path.exists(dst + ".index") or bool(_cm._data_files(dst))
+    return os.path.exists(dst + ".index") or bool(checkpoint_paths.data_files(dst))
 
 
 def cmd_convert(args: argparse.Namespace) -> int:

@@ -53,7 +53,6 @@ _logger = logging.getLogger(__name__)
 
 # Last 8 bytes of every complete .index file (the SSTable magic, spec §3.7).
 _TABLE_MAGIC = bytes.fromhex("57fb808b247547db")
-_DATA_FILE_RE = checkpoint_paths.DATA_FILE_RE
 _STEP_RE = re.compile(r"-(\d+)\Z")
 _GLOB_MAGIC_RE = re.compile(r"[*?[]")
 
@@ -306,25 +305,9 @@ def _index_looks_complete(index: str, size: int) -> bool:
         return False
 
 
-def _data_files(prefix: str) -> list[tuple[str, int, int]]:
-    """(path, shard, num_shards) of every ``prefix.data-SSSSS-of-NNNNN`` file (prefix taken literally)."""
-    dirname, base = os.path.split(prefix)
-    try:
-        names = os.listdir(dirname or ".")
-    except OSError:
-        return []
-    out = []
-    for name in sorted(names):
-        if name.startswith(base):
-            m = _DATA_FILE_RE.match(name, len(base))
-            if m:
-                out.append((os.path.join(dirname, name), int(m.group(1)), int(m.group(2))))
-    return out
-
-
 def _has_all_data_files(prefix: str) -> bool:
     by_count: dict[int, set[int]] = {}
-    for _, shard, n in _data_files(prefix):
+    for _, shard, n in checkpoint_paths.data_files(prefix):
         by_count.setdefault(n, set()).add(shard)
     return any(n > 0 and shards >= set(range(n)) for n, shards in by_count.items())
 
@@ -388,7 +371,7 @@ def remove_checkpoint(checkpoint_prefix: PathLike, checkpoint_format_version: in
         if _GLOB_MAGIC_RE.search(prefix):
             doomed += _matching_files(prefix + ".data-?????-of-?????")
         else:
-            doomed += [path for path, _, _ in _data_files(prefix)]
+            doomed += [path for path, _, _ in checkpoint_paths.data_files(prefix)]
     else:
         doomed += _matching_files(prefix)
     for path in dict.fromkeys(doomed):
@@ -417,7 +400,7 @@ def delete_managed_checkpoint(checkpoint_prefix: PathLike, directory: PathLike,
     if reason:
         warnings.warn(f"Not deleting {prefix!r} beyond max_to_keep: {reason}", UserWarning, stacklevel=3)
         return False
-    doomed = [prefix + ".index", *(path for path, _, _ in _data_files(prefix))]
+    doomed = [prefix + ".index", *(path for path, _, _ in checkpoint_paths.data_files(prefix))]
     meta = meta_graph_filename(prefix, meta_graph_suffix) if meta_graph_suffix is not None else None
     if meta and os.path.isfile(meta) and not os.path.islink(meta):
         doomed.append(meta)
@@ -438,7 +421,8 @@ def _why_not_managed(prefix: str, directory: str) -> str | None:
     if os.path.realpath(parent) != os.path.realpath(directory or "."):
         return f"it is not in the checkpoint directory {directory!r}"
     index = prefix + ".index"
-    if os.path.islink(index) or any(os.path.islink(path) for path, _, _ in _data_files(prefix)):
+    data = [path for path, _, _ in checkpoint_paths.data_files(prefix)]
+    if os.path.islink(index) or any(os.path.islink(path) for path in data):
         return "its files are symbolic links"
     if not os.path.isfile(index):
         return "it is not a checkpoint (no index file)"

@@ -41,8 +41,8 @@ class CheckpointReader:
         value = self._reader.read(tensor_str)
         return value[()] if value.ndim == 0 else value
 
-    def _get_array(self, tensor_str: str) -> np.ndarray:
-        """The tensor's value as an ndarray whatever its rank (for saverkit's own tools)."""
+    def get_array(self, tensor_str: str) -> np.ndarray:
+        """The tensor's value as an ndarray whatever its rank (saverkit's; TF's reader lacks it)."""
         return self._reader.read(tensor_str)
 
     def has_tensor(self, tensor_str: str) -> bool:
