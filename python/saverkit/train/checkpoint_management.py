@@ -26,7 +26,7 @@ import math
 import os
 import re
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from saverkit import checkpoint_paths, errors, tempfiles
 from saverkit.protobuf.checkpoint_state_pb2 import CheckpointState
@@ -374,7 +374,12 @@ def remove_checkpoint(checkpoint_prefix: PathLike, checkpoint_format_version: in
             doomed += [path for path, _, _ in checkpoint_paths.data_files(prefix)]
     else:
         doomed += _matching_files(prefix)
-    for path in dict.fromkeys(doomed):
+    _remove_files(dict.fromkeys(doomed))
+
+
+def _remove_files(paths: Iterable[str]) -> None:
+    """Removes each file; one already gone is logged (as TF does), any other failure raises."""
+    for path in paths:
         try:
             os.remove(path)
         except FileNotFoundError:
@@ -404,14 +409,7 @@ def delete_managed_checkpoint(checkpoint_prefix: PathLike, directory: PathLike,
     meta = meta_graph_filename(prefix, meta_graph_suffix) if meta_graph_suffix is not None else None
     if meta and os.path.isfile(meta) and not os.path.islink(meta):
         doomed.append(meta)
-    for path in doomed:
-        try:
-            os.remove(path)
-        except FileNotFoundError:
-            _logger.warning("Hit NotFoundError when deleting '%s', possibly because another "
-                            "process/thread is also deleting/moving the same file", path)
-        except OSError as e:
-            raise _op_error(e, f"Failed to delete {path}") from e
+    _remove_files(doomed)
     return True
 
 
