@@ -1,7 +1,8 @@
 // Python bindings for the saverkit engine. Kept thin: argument unpacking,
 // GIL release around I/O, and Status -> saverkit.errors translation.
 // Pipelines live in engine files; what must make Python objects along the
-// way lives in py_*.{h,cc} (py_string_restore: restored strings).
+// way lives in py_*.{h,cc} (py_string_restore: restored strings,
+// py_plan_cache: plans kept from prepare() for execute()).
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
@@ -21,6 +22,7 @@
 #include "env.h"
 #include "merge.h"
 #include "py_arenas.h"
+#include "py_plan_cache.h"
 #include "py_string_restore.h"
 #include "py_support.h"
 #include "snappy.h"
@@ -248,10 +250,7 @@ class PyReader {
       }
       out[i] = it->second;
     }
-    // execute() usually follows with the very same lists: keep the plans (~3 us per tensor to redo).
-    cached_keys_ = keys;
-    cached_specs_ = specs;
-    cached_plans_ = std::move(plans);
+    plan_cache_.Keep(keys, specs, std::move(plans));  // for the execute() that usually follows
     return out;
   }
 
@@ -263,16 +262,7 @@ class PyReader {
   // choose its pages).
   py::list execute(const py::list& keys, const py::list& specs, const py::list& outs, bool fresh) {
     std::vector<ReadPlan> plans;
-    // The same list objects as prepare() (the Python API passes its own lists, unchanged in between).
-    if (cached_keys_.is(keys) && cached_specs_.is(specs) && keys.size() == cached_plans_.size() &&
-        specs.size() == keys.size()) {
-      plans = std::move(cached_plans_);
-    } else {
-      plans = Plan(keys, specs);
-    }
-    cached_keys_ = py::object();
-    cached_specs_ = py::object();
-    cached_plans_.clear();
+    if (!plan_cache_.Take(keys, specs, &plans)) plans = Plan(keys, specs);
     if (outs.size() != plans.size()) throw py::value_error("outs must have one slot per key");
     PinnedBuffers buffers(plans.size());
     std::vector<char*> dst(plans.size(), nullptr);
@@ -298,6 +288,8 @@ class PyReader {
     Check(s);
     return RestoreStrings(&reader_, plans, &strings, outs);
   }
+
+  uint64_t plan_cache_hits() const { return plan_cache_.hits(); }
 
  private:
   std::vector<ReadPlan> Plan(const py::list& keys, const py::list& specs) {
@@ -348,9 +340,7 @@ class PyReader {
   }
 
   BundleReader reader_;
-  py::object cached_keys_;  // the keys list of the last prepare(), whose plans are cached_plans_
-  py::object cached_specs_;
-  std::vector<ReadPlan> cached_plans_;
+  PlanCache plan_cache_;
 };
 
 // Appends the elements of a C-contiguous numpy object array of bytes or str
@@ -648,5 +638,6 @@ PYBIND11_MODULE(_core, m) {
       .def("entry", &PyReader::entry)
       .def("prepare", &PyReader::prepare, py::arg("keys"), py::arg("specs"), py::arg("max_rank") = 64)
       .def("execute", &PyReader::execute, py::arg("keys"), py::arg("specs"), py::arg("outs"),
-           py::arg("fresh") = false);
+           py::arg("fresh") = false)
+      .def_property_readonly("_plan_cache_hits", &PyReader::plan_cache_hits);  // for tests
 }
