@@ -1,5 +1,8 @@
 // Python bindings for the saverkit engine. Kept thin: argument unpacking,
 // GIL release around I/O, and Status -> saverkit.errors translation.
+// Pipelines live in engine files; what must make Python objects along the
+// way lives in py_*.{h,cc} (py_string_restore: restored strings,
+// py_plan_cache: plans kept from prepare() for execute()).
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
@@ -19,6 +22,9 @@
 #include "env.h"
 #include "merge.h"
 #include "py_arenas.h"
+#include "py_plan_cache.h"
+#include "py_string_restore.h"
+#include "py_support.h"
 #include "snappy.h"
 #include "table.h"
 #include "table_builder.h"
@@ -31,17 +37,6 @@ namespace py = pybind11;
 using namespace saverkit;
 
 namespace {
-
-struct StatusError : std::exception {
-  int code;
-  std::string message;
-  explicit StatusError(const Status& s) : code(static_cast<int>(s.code())), message(s.message()) {}
-  const char* what() const noexcept override { return message.c_str(); }
-};
-
-void Check(const Status& s) {
-  if (!s.ok()) throw StatusError(s);
-}
 
 std::string AsBytes(const py::handle& h) {
   if (PyBytes_Check(h.ptr())) return std::string(PyBytes_AS_STRING(h.ptr()), PyBytes_GET_SIZE(h.ptr()));
@@ -91,76 +86,6 @@ ReadRequest MakeRequest(const py::handle& key, const py::handle& spec) {
   }
   return r;
 }
-
-// Per-element vectors of a call (a reference, a pointer or a length for each
-// string element: megabytes) are kept for the thread's next call. Fresh ones
-// are fresh pages, and faulting them in cost ~450 page faults per save of
-// 100,000 strings on the benchmark VM (with malloc returning freed memory to
-// the OS, as in the benchmark). Capped so that one huge call does not pin
-// its bookkeeping for the rest of the process.
-template <typename T>
-class Spare {
- public:
-  static std::vector<T> Take() {
-    std::vector<T> v;
-    v.swap(Slot());  // a call made while this one runs (from a finalizer) finds none: no sharing
-    return v;
-  }
-  static void Give(std::vector<T>* v) {
-    if (v->capacity() * sizeof(T) > kMaxBytes || v->capacity() <= Slot().capacity()) return;
-    v->clear();
-    v->swap(Slot());
-  }
-
- private:
-  static const size_t kMaxBytes = 8 << 20;
-  static std::vector<T>& Slot() {
-    thread_local std::vector<T> slot;
-    return slot;
-  }
-};
-
-// Python references owned by C++ code: taken to keep objects alive while
-// the GIL is released (Hold), or new objects not yet handed to Python (Adopt).
-// Released, with the GIL held, when this goes away.
-class PyRefs {
- public:
-  static const size_t kPrefetch = 16;  // elements looked ahead in loops over scattered objects
-
-  PyRefs() = default;
-  // With the vector kept from the thread's last call (see Spare).
-  static PyRefs Reused() {
-    PyRefs r;
-    r.objects_ = Spare<PyObject*>::Take();
-    return r;
-  }
-  PyRefs(PyRefs&&) = default;
-  PyRefs& operator=(PyRefs&&) = delete;
-  PyRefs(const PyRefs&) = delete;
-  PyRefs& operator=(const PyRefs&) = delete;
-  ~PyRefs() {  // callers reacquire the GIL before anything here is destroyed
-    const size_t n = objects_.size();
-    for (size_t i = 0; i < n; ++i) {
-      // Scattered objects: fetch ahead, or every decref waits on a cache miss.
-      if (i + kPrefetch < n && objects_[i + kPrefetch] != nullptr) __builtin_prefetch(objects_[i + kPrefetch], 1);
-      Py_XDECREF(objects_[i]);
-    }
-    Spare<PyObject*>::Give(&objects_);
-  }
-  void Reserve(size_t n) {
-    if (objects_.capacity() - objects_.size() < n) objects_.reserve(std::max(2 * objects_.capacity(), objects_.size() + n));
-  }
-  void Hold(PyObject* o) {
-    Py_INCREF(o);
-    objects_.push_back(o);
-  }
-  void Adopt(PyObject* o) { objects_.push_back(o); }
-  PyObject*& operator[](size_t i) { return objects_[i]; }
-  size_t size() const { return objects_.size(); }
-
- private:
-  std::vector<PyObject*> objects_;
-};
 
 // Buffers of the numeric tensors of one engine call, pinned until it ends:
 // a Py_buffer each (80 bytes), where a py::buffer_info also copies its
@@ -325,10 +250,7 @@ class PyReader {
       }
       out[i] = it->second;
     }
-    // execute() usually follows with the very same lists: keep the plans (~3 us per tensor to redo).
-    cached_keys_ = keys;
-    cached_specs_ = specs;
-    cached_plans_ = std::move(plans);
+    plan_cache_.Keep(keys, specs, std::move(plans));  // for the execute() that usually follows
     return out;
   }
 
@@ -340,16 +262,7 @@ class PyReader {
   // choose its pages).
   py::list execute(const py::list& keys, const py::list& specs, const py::list& outs, bool fresh) {
     std::vector<ReadPlan> plans;
-    // The same list objects as prepare() (the Python API passes its own lists, unchanged in between).
-    if (cached_keys_.is(keys) && cached_specs_.is(specs) && keys.size() == cached_plans_.size() &&
-        specs.size() == keys.size()) {
-      plans = std::move(cached_plans_);
-    } else {
-      plans = Plan(keys, specs);
-    }
-    cached_keys_ = py::object();
-    cached_specs_ = py::object();
-    cached_plans_.clear();
+    if (!plan_cache_.Take(keys, specs, &plans)) plans = Plan(keys, specs);
     if (outs.size() != plans.size()) throw py::value_error("outs must have one slot per key");
     PinnedBuffers buffers(plans.size());
     std::vector<char*> dst(plans.size(), nullptr);
@@ -373,84 +286,10 @@ class PyReader {
       s = reader_.Execute(plans, dst, &strings, fresh);
     }
     Check(s);
-    // Whole string tensors: one bytes object per element, allocated here and
-    // filled on the I/O pool (nothing else can see them yet), each tensor's
-    // reads starting as soon as its objects exist.
-    // All string tensors' elements in two flat vectors kept across calls
-    // (see Spare), tensor i's from first[i] on; both are sized before any
-    // read starts, so the reads' destinations never move.
-    std::vector<size_t> first(plans.size(), 0);
-    size_t total = 0;
-    for (size_t i = 0; i < plans.size(); ++i) {
-      if (plans[i].dtype != DT_STRING) continue;
-      const StringResult& r = strings[i];
-      const size_t n = r.whole ? r.lengths.size() : r.elements.size();
-      if (n != plans[i].num_elements) {
-        Check(Internal("String tensor " + PrintableKey(*plans[i].key) + " was read with the wrong element count"));
-      }
-      first[i] = total;
-      total += n;
-    }
-    if (total > 0) InstallArenaCache();  // the bytes objects below reuse the last restore's memory
-    PyRefs values = PyRefs::Reused();
-    values.Reserve(total);
-    struct Destinations {  // returned to Spare however the call ends
-      std::vector<char*> v = Spare<char*>::Take();
-      ~Destinations() { Spare<char*>::Give(&v); }
-    } destinations;
-    std::vector<char*>& element_dst = destinations.v;
-    element_dst.resize(total);
-    StringByteReader string_bytes(&reader_);  // declared after what its tasks write into: waits first
-    for (size_t i = 0; i < plans.size(); ++i) {
-      if (plans[i].dtype != DT_STRING) continue;
-      StringResult& r = strings[i];
-      const size_t n = r.whole ? r.lengths.size() : r.elements.size();
-      if (r.whole) {
-        char** dst = element_dst.data() + first[i];
-        for (size_t j = 0; j < n; ++j) {
-          PyObject* b = PyBytes_FromStringAndSize(nullptr, static_cast<py::ssize_t>(r.lengths[j]));
-          if (b == nullptr) throw py::error_already_set();
-          values.Adopt(b);
-          dst[j] = r.lengths[j] > 0 ? PyBytes_AS_STRING(b) : nullptr;
-        }
-        string_bytes.Start(plans[i], r, dst);
-      } else {
-        for (size_t j = 0; j < n; ++j) {
-          PyObject* b = PyBytes_FromStringAndSize(r.elements[j].data(), static_cast<py::ssize_t>(r.elements[j].size()));
-          if (b == nullptr) throw py::error_already_set();
-          values.Adopt(b);
-        }
-        std::vector<std::string>().swap(r.elements);
-      }
-    }
-    {
-      py::gil_scoped_release release;
-      s = string_bytes.Finish();
-    }
-    Check(s);
-    // Every read succeeded: only now are caller arrays touched.
-    py::list result;
-    for (size_t i = 0; i < plans.size(); ++i) {
-      if (plans[i].dtype != DT_STRING) {
-        result.append(py::none());
-        continue;
-      }
-      py::array arr;
-      if (outs[i].is_none()) {
-        std::vector<py::ssize_t> shape(plans[i].shape().begin(), plans[i].shape().end());
-        arr = py::array(py::dtype("O"), shape);
-      } else {
-        arr = py::reinterpret_borrow<py::array>(outs[i]);
-      }
-      // Swapped in: the array takes the new values, `values` the old ones,
-      // released after every array is consistent.
-      PyObject** items = static_cast<PyObject**>(arr.mutable_data());
-      const size_t n = static_cast<size_t>(plans[i].num_elements);
-      for (size_t j = 0; j < n; ++j) std::swap(items[j], values[first[i] + j]);
-      result.append(arr);
-    }
-    return result;
+    return RestoreStrings(&reader_, plans, &strings, outs);
   }
+
+  uint64_t plan_cache_hits() const { return plan_cache_.hits(); }
 
  private:
   std::vector<ReadPlan> Plan(const py::list& keys, const py::list& specs) {
@@ -500,24 +339,8 @@ class PyReader {
     return plans;
   }
 
-  // outs[i] for a string tensor: a writable C-contiguous object array of the result's shape.
-  static void CheckStringOut(const ReadPlan& plan, const py::handle& out) {
-    bool ok = py::isinstance<py::array>(out);
-    if (ok) {
-      py::array arr = py::reinterpret_borrow<py::array>(out);
-      std::vector<int64_t> shape(arr.shape(), arr.shape() + arr.ndim());
-      ok = arr.dtype().kind() == 'O' && (arr.flags() & py::array::c_style) && arr.writeable() && shape == plan.shape();
-    }
-    if (!ok) {
-      Check(InvalidArgument("Output array for string tensor " + PrintableKey(*plan.key) +
-                            " must be a writable C-contiguous object array of shape " + ShapeString(plan.shape())));
-    }
-  }
-
   BundleReader reader_;
-  py::object cached_keys_;  // the keys list of the last prepare(), whose plans are cached_plans_
-  py::object cached_specs_;
-  std::vector<ReadPlan> cached_plans_;
+  PlanCache plan_cache_;
 };
 
 // Appends the elements of a C-contiguous numpy object array of bytes or str
@@ -579,10 +402,7 @@ void WriteBundle(const std::string& prefix, const py::list& names, const py::lis
   // are written from the moment they are added, and the writer's destructor
   // waits for those writes when a later tensor is rejected.
   PinnedBuffers buffers(n);  // every numeric buffer, until Finish
-  struct Elements {  // returned to Spare however the call ends
-    std::vector<StringRef> v = Spare<StringRef>::Take();
-    ~Elements() { Spare<StringRef>::Give(&v); }
-  } elements;
+  SpareVector<StringRef> elements;  // kept per thread (spare.h)
   std::vector<StringRef>& all = elements.v;
   all.reserve(string_count);
   PyRefs held = PyRefs::Reused();  // the string elements being written (see StringElements)
@@ -818,5 +638,6 @@ PYBIND11_MODULE(_core, m) {
       .def("entry", &PyReader::entry)
       .def("prepare", &PyReader::prepare, py::arg("keys"), py::arg("specs"), py::arg("max_rank") = 64)
       .def("execute", &PyReader::execute, py::arg("keys"), py::arg("specs"), py::arg("outs"),
-           py::arg("fresh") = false);
+           py::arg("fresh") = false)
+      .def_property_readonly("_plan_cache_hits", &PyReader::plan_cache_hits);  // for tests
 }

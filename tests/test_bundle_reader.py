@@ -441,6 +441,42 @@ def test_the_engine_refuses_an_output_buffer_of_the_wrong_size_naming_the_tensor
     assert small.tolist() == [0] * 4
 
 
+def test_execute_reuses_prepared_plans_for_an_equal_request_but_not_for_lists_changed_in_place(tmp_path):
+    # prepare()'s plans are kept for the execute() that follows, matched by the requests' content: a new
+    # list of equal keys and specs reuses them; a list changed in place since prepare() is planned again
+    # (plans kept by list identity read the old tensor into the new one's buffer).
+    prefix = str(tmp_path / "m")
+    tensors = [np.arange(3, dtype=np.int64), np.arange(5, dtype=np.float32), np.array([b"x", b"yz"], object)]
+    bundle.write_bundle(prefix, ["a", "b", "s"], tensors)
+    reader = _core.Reader(prefix)
+    reader.prepare([b"a", b"s"], ["3 0,2", ""])
+    equal_keys = [bytes(bytearray(b"a")), bytes(bytearray(b"s"))]  # equal, but other objects
+    equal_specs = ["".join(["3 0", ",2"]), ""]
+    out_a = np.zeros(2, dtype=np.int64)
+    _, s = reader.execute(equal_keys, equal_specs, [out_a, None])
+    assert reader._plan_cache_hits == 1
+    assert out_a.tolist() == [0, 1] and s.tolist() == [b"x", b"yz"]
+
+    keys, specs = [b"a", b"s"], ["", ""]
+    reader.prepare(keys, specs)
+    keys[0] = b"b"
+    out_b = np.zeros(5, dtype=np.float32)
+    reader.execute(keys, specs, [out_b, None])
+    assert out_b.tolist() == [0, 1, 2, 3, 4]
+
+    keys, specs = [b"a"], [""]
+    reader.prepare(keys, specs)
+    specs[0] = "3 1,2"
+    out_slice = np.zeros(2, dtype=np.int64)
+    reader.execute(keys, specs, [out_slice])
+    assert out_slice.tolist() == [1, 2]
+    assert reader._plan_cache_hits == 1  # neither changed list was given the old plans
+
+    with bundle.BundleReader(prefix) as r:  # the Python API's own prepare/execute pairs hit
+        assert r.read_many(["b", "s"])[0].tolist() == [0, 1, 2, 3, 4]
+        assert r._core._plan_cache_hits == 1
+
+
 def test_a_corrupt_index_entry_names_its_tensor_and_the_index_file_when_read_or_listed(tmp_path):
     prefix = str(tmp_path / "m")
     bundle.write_bundle(prefix, ["good", "layer/bad"], [np.ones(2, "f4"), np.ones(3, "f4")])
