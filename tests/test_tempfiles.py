@@ -212,3 +212,33 @@ def test_write_bundle_removes_what_a_killed_write_of_the_same_checkpoint_left(tm
         (tmp_path / name).write_bytes(b"half")
     write_bundle(str(tmp_path / "model"), ["w"], [np.ones(3, np.float32)])
     assert sorted(os.listdir(tmp_path)) == sorted(["model.data-00000-of-00001", "model.index", *other])
+
+
+def test_a_part_directory_killed_while_being_emptied_is_removed(tmp_path):
+    """Regression (kill campaign in CI): a save killed between removing a merged part directory's marker
+    and the directory left an unmarked folder for ever. Now the directory is first renamed to a stamped
+    temporary, which remove_stale empties once its writer is gone."""
+    dead = dead_owner()
+    emptying = tmp_path / f"model-9_temp_{HEX32}.sktmp-{dead}-00000001"
+    emptying.mkdir()
+    (emptying / "part-00001-of-00002.index").write_bytes(b"x")
+    (emptying / f"part-00000-of-00002.data-00000-of-00001.sktmp-{dead}-0badf00d").write_bytes(b"x")
+    assert tempfiles.remove_stale(str(tmp_path)) == [str(emptying)]
+    assert os.listdir(tmp_path) == []
+
+
+def test_removing_a_part_directory_leaves_no_unmarked_folder_at_any_step(tmp_path, monkeypatch):
+    directory = tmp_path / f"model-9_temp_{HEX32}"
+    tempfiles.make_part_dir(str(directory / "part-00000-of-00001"))
+    (directory / "part-00000-of-00001.index").write_bytes(b"x")
+    seen = []
+    real_unlink = os.unlink
+
+    def unlink(path, *a, **k):  # what a kill at this moment would leave
+        seen.append(sorted(os.listdir(tmp_path)))
+        return real_unlink(path, *a, **k)
+
+    monkeypatch.setattr(os, "unlink", unlink)
+    tempfiles.remove_part_dir(str(directory))
+    assert os.listdir(tmp_path) == []
+    assert seen and all(len(names) == 1 and ".sktmp-" in names[0] for names in seen)

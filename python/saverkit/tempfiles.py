@@ -103,25 +103,43 @@ def _marker_owner(directory: str) -> str | None:
     return text if re.fullmatch(_OWNER, text) else None
 
 
+def _ours_in_part_dir(name: str) -> bool:
+    """A name saverkit writes inside a part directory: the marker, a part file or a part's temporary."""
+    if name == MARKER or _PART_FILE_RE.match(name):
+        return True
+    temp = _TEMP_RE.match(name)
+    return bool(temp and _PART_FILE_RE.match(temp["final"]))
+
+
+def _empty_part_dir(path: str) -> None:
+    """Deletes a part directory holding only saverkit's names: the files, the marker last, the folder."""
+    for name in _listdir(path):
+        if name != MARKER and _ours_in_part_dir(name):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(path, name))
+    _remove_building(path)
+
+
 def remove_part_dir(directory: str) -> None:
     """Removes a marked part directory: its part files (and their temporaries), then the marker, then the
-    directory if that left it empty. Anything else in it stays, and so does the directory."""
+    directory. If it holds anything else, only the part files go; the marker and the rest stay."""
     if _marker_owner(directory) is None:
         return
+    names = _listdir(directory)
+    if not all(_ours_in_part_dir(n) for n in names):
+        for name in names:
+            if name != MARKER and _ours_in_part_dir(name):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(directory, name))
+        return
+    # Renamed to a stamped temporary first: a process killed while emptying it leaves a name that
+    # remove_stale recognises, never a folder without its marker (found by the kill campaign).
+    doomed = temp_path(directory)
     try:
-        names = os.listdir(directory)
+        os.rename(directory, doomed)
     except OSError:
         return
-    for name in names:
-        temp = _TEMP_RE.match(name)
-        if _PART_FILE_RE.match(name) or temp and _PART_FILE_RE.match(temp["final"]):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(os.path.join(directory, name))
-    if all(n == MARKER or _PART_FILE_RE.match(n) or _TEMP_RE.match(n) for n in names):
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(os.path.join(directory, MARKER))
-        with contextlib.suppress(OSError):
-            os.rmdir(directory)
+    _empty_part_dir(doomed)
 
 
 def is_part_prefix(prefix: str) -> bool:
@@ -161,9 +179,9 @@ def remove_stale(directory: str, base: str | None = None) -> list[str]:
             if temp:
                 if _is_stale(temp["owner"], path):
                     if os.path.isdir(path) and not os.path.islink(path):
-                        # Killed before the rename: an empty directory or one holding just the marker.
-                        if _PART_DIR_RE.search(temp["final"]) and set(_listdir(path)) <= {MARKER}:
-                            _remove_building(path)
+                        # Killed while building or emptying a part directory: only saverkit's names.
+                        if _PART_DIR_RE.search(temp["final"]) and all(map(_ours_in_part_dir, _listdir(path))):
+                            _empty_part_dir(path)
                             done.append(path)
                     else:
                         os.unlink(path)
