@@ -685,3 +685,34 @@ def test_a_tensor_of_rank_above_numpys_limit_is_unimplemented_but_listed(tmp_pat
     with pytest.raises(errors.UnimplementedError, match="rank 70"):
         reader.read_slice("deep", " ".join(["1"] * 70) + " " + ":".join(["-"] * 70))
     assert reader.read("ok").tolist() == [0, 1, 2]
+
+
+def test_reads_into_every_alignment_of_destination_and_source(tmp_path):
+    # Destinations a few bytes ahead of the source within a page are read through a bounce buffer
+    # (env.cc): every placement of both, across piece boundaries, must give the same bytes and CRC
+    # check; a corrupt byte is still caught.
+    prefix = str(tmp_path / "a")
+    rng = np.random.default_rng(23)
+    lead = rng.integers(0, 255, 4096 + 48, dtype=np.uint8)  # the next tensor starts 48 bytes into a page
+    big = rng.integers(0, 2**31, (300 << 10) + 5, dtype=np.int32)  # > one 256 KiB bounce piece
+    bundle.write_bundle(prefix, ["a_lead", "b_big"], [lead, big])
+    raw = np.empty(big.nbytes + 8192, np.uint8)
+    base = raw.ctypes.data
+    for ahead in (0, 1, 16, 31, 32, 47, 48, 49, 63, 64, 100, 2048, 4095):
+        start = (48 + ahead - base) % 4096  # destination `ahead` bytes past the source within a page
+        out = raw[start:start + big.nbytes].view(np.int32)
+        out[:] = -1
+        bundle.BundleReader(prefix).read_many(["b_big"], out=[out])
+        assert np.array_equal(out, big), ahead
+    np.testing.assert_array_equal(bundle.BundleReader(prefix).read("b_big"), big)
+    data = prefix + ".data-00000-of-00001"
+    with open(data, "r+b") as f:
+        f.seek(lead.nbytes + 300_000)
+        byte = f.read(1)
+        f.seek(lead.nbytes + 300_000)
+        f.write(bytes([byte[0] ^ 1]))
+    for ahead in (0, 16):
+        start = (48 + ahead - base) % 4096
+        out = raw[start:start + big.nbytes].view(np.int32)
+        with pytest.raises(errors.DataLossError):
+            bundle.BundleReader(prefix).read_many(["b_big"], out=[out])
