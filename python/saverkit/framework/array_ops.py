@@ -39,26 +39,34 @@ def _filled(value: Any, shape: Any, dtype: Any, name: str | None, default_name: 
     Const (TF does the same: < 1000 elements), big ones a Fill of two Consts, so GraphDefs stay small."""
     dtype = dtypes.as_dtype(dtype).base_dtype
     dynamic = isinstance(shape, ops.Tensor)
+    static = None if dynamic else _static_shape(shape)
+    if name is None and static is not None:
+        n = static.num_elements()
+        if n < 1000:
+            # The one Const takes the name the scope below would have (default_name made unique, a name
+            # always valid as a scope): opening the scope only to leave it is most of the cost of zeros().
+            dims = static._dims
+            key = ("full", type(value), value, dtype, dims)
+            attrs = _shared_attrs(key, _full_const_attrs, _scalar_const_attrs(value, dtype), dims, n)
+            op = ops.get_default_graph()._create_op(
+                "Const", ops.NO_INPUTS, attrs, [dtype], default_name, _CONST, output_shapes=[static]
+            )
+            return op._outputs[0]
     with ops.name_scope(name, default_name, [shape] if dynamic else None) as scope:
         if dynamic:
             return fill(shape, constant(value, dtype=dtype), name=scope)
-        try:
-            static = as_shape(shape)
-        except (TypeError, ValueError):
-            static = None
-        if static is None or not static.is_fully_defined():
+        if static is None:
             dims_t = ops.convert_to_tensor(shape, dtype=dtypes.int32)
             return fill(dims_t, constant(value, dtype=dtype), name=scope)
         g = ops.get_default_graph()
-        dims = tuple(static.as_list())
+        dims = static._dims
         value_attrs = _scalar_const_attrs(value, dtype)
         n = static.num_elements()
         if n < 1000:  # constant(value, dtype, shape=static, name=scope), with attrs shared by value
             key = ("full", type(value), value, dtype, dims)
             attrs = _shared_attrs(key, _full_const_attrs, value_attrs, dims, n)
             op = g._create_op(
-                "Const", ops.NO_INPUTS, attrs, [dtype], scope or "Const", _CONST,
-                output_shapes=[shape_of(dims)],
+                "Const", ops.NO_INPUTS, attrs, [dtype], scope or "Const", _CONST, output_shapes=[static]
             )
             return op._outputs[0]
         index = dtypes.int32 if max(dims, default=0) < 2**31 else dtypes.int64
@@ -72,8 +80,19 @@ def _filled(value: Any, shape: Any, dtype: Any, name: str | None, default_name: 
         )._outputs[0]
         attrs = _shared_attrs(("fill", index, dtype), lambda: {"index_type": index, "T": dtype})
         return g._create_op(
-            "Fill", (dims_t, value_t), attrs, [dtype], scope or "Fill", _FILL, output_shapes=[shape_of(dims)]
+            "Fill", (dims_t, value_t), attrs, [dtype], scope or "Fill", _FILL, output_shapes=[static]
         )._outputs[0]
+
+
+def _static_shape(shape: Any) -> TensorShape | None:
+    """``shape`` as a fully defined TensorShape (interned: see shape_of), else None."""
+    if type(shape) in (list, tuple) and all(type(d) is int and d >= 0 for d in shape):
+        return shape_of(tuple(shape))  # the usual zeros([4]): no TensorShape built per call
+    try:
+        static = as_shape(shape)
+    except (TypeError, ValueError):
+        return None
+    return static if static.is_fully_defined() else None
 
 
 # Attr dicts (with their read-only arrays) shared by the ops zeros()/ones() make, by what they hold: a
@@ -121,13 +140,13 @@ def _dims_const_attrs(dims: tuple, index: dtypes.DType) -> dict[str, Any]:
 
 def zeros(shape: Any, dtype: Any = dtypes.float32, name: str | None = None) -> ops.Tensor:
     dt = dtypes.as_dtype(dtype)
-    zero = False if dt == dtypes.bool_ else b"" if dt == dtypes.string else 0
+    zero = False if dt is dtypes.bool_ else b"" if dt is dtypes.string else 0  # DTypes are singletons
     return _filled(zero, shape, dt, name, "zeros")
 
 
 def ones(shape: Any, dtype: Any = dtypes.float32, name: str | None = None) -> ops.Tensor:
     dt = dtypes.as_dtype(dtype)
-    return _filled(True if dt == dtypes.bool_ else 1, shape, dt, name, "ones")
+    return _filled(True if dt is dtypes.bool_ else 1, shape, dt, name, "ones")
 
 
 def stack(values: Any, axis: int = 0, name: str = "stack") -> ops.Tensor:

@@ -530,7 +530,16 @@ class Graph:
             raise RuntimeError("Graph is finalized and cannot be modified.")
         stack = self._name_stack
         if name in _VALID_BASE_NAMES and (not stack or stack == self._valid_stack):
-            name = self.unique_name(name)  # valid in full (see _op_name), which the regex need not check
+            # Valid in full (see _op_name), which the regex need not check. unique_name(name), inline for
+            # the usual case of a name still free in its scope (a variable's "Assign" and "read").
+            full = stack + "/" + name if stack else name
+            key = full.lower()
+            in_use = self._names_in_use
+            if key in in_use:
+                full = self.unique_name(name)
+            else:
+                in_use[full if key == full else key] = 1  # one string for name and key (see unique_name)
+            name = full
             if name in self._nodes_by_name:
                 raise ValueError(f"Duplicate node name in graph: '{name}'")
         else:
@@ -559,9 +568,13 @@ class Graph:
         else:  # no context blocks in effect (the usual case): what _apply_context does then
             if colocate_with:  # a variable's Assign or read: its colocation group and device
                 target = colocate_with[0]
+                cls = target._attrs.get("_class")
                 last = self._last_colocation  # see _colocation_groups (its check, inline)
-                if last is not None and last[0] is target and last[1] is target._attrs.get("_class"):
+                if last is not None and last[0] is target and last[1] is cls:
                     groups = last[2]
+                elif cls is None:  # a variable, colocated with nothing: its own group (colocation_groups)
+                    groups = (b"loc:@" + target._name.encode(),)
+                    self._last_colocation = (target, None, groups)
                 else:
                     groups = self._colocation_groups(colocate_with)
                 attrs = {**attrs, "_class": groups}  # a new dict: never mutate the caller's
@@ -646,7 +659,14 @@ class Graph:
             pairs = enumerate(zip(dtype, shape, strict=True))
             op._outputs = tuple(Tensor(op, i, d, s) for i, (d, s) in pairs)
         else:
-            op._outputs = (Tensor(op, 0, dtype, shape),)  # a tuple: one allocation (outputs never change)
+            # Tensor(op, 0, dtype, shape), its __init__ inline: most ops have this one output.
+            t = object.__new__(Tensor)
+            t._op = op
+            t._value_index = 0
+            t._dtype = dtype
+            t._shape = shape
+            t._consumers = None
+            op._outputs = (t,)  # a tuple: one allocation (outputs never change)
         return op
 
     def _register(self, op: Operation) -> None:

@@ -155,14 +155,18 @@ class Variable:
                     var_shape = self._variable_shape(value, validate_shape, shape)
                     self._variable = state_ops.variable_op_v2(var_shape, value.dtype.base_dtype, name=scope)
             else:
-                if type(initial_value) is np.ndarray:  # the common case, straight to a Const
+                kind = type(initial_value)
+                if kind is np.ndarray:  # the common case, straight to a Const
                     value = _array_const(g, initial_value, dtype)
+                elif kind is ops.Tensor and dtype is None:  # zeros(...) and the like: what convert_to_tensor
+                    value = initial_value  # returns
                 elif isinstance(initial_value, np.ndarray):
                     value = constant(initial_value, dtype=dtype, name="initial_value")
                 else:
                     value = ops.convert_to_tensor(initial_value, name="initial_value", dtype=dtype)
                 var_shape = self._variable_shape(value, validate_shape, shape)
-                self._variable = state_ops.variable_op_v2(var_shape, value.dtype.base_dtype, name=scope)
+                # variable_op_v2(var_shape, base dtype, name=scope), in g (the default graph in here)
+                self._variable = state_ops._variable(g, var_shape, value._dtype.base_dtype, scope)
             self._initial_value = value
             self._initializer_op = state_ops._assign_to_variable(self._variable, value, validate_shape)
             if caching_device is not None:
