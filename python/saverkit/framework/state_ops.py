@@ -38,13 +38,7 @@ def variable_op_v2(
 def _variable(g: ops.Graph, shape: TensorShape, dtype: dtypes.DType, name: str) -> ops.Tensor:
     """``variable_op_v2(shape, dtype, name)`` in ``g``, ``dtype`` a base DType and ``shape`` a TensorShape
     (what a Variable has at hand): variables are the one op graphs hold by the ten thousand."""
-    # Variables of one shape and dtype share one attrs dict (never mutated: Operation._attrs).
-    key = (shape._dims, dtype._enum)  # ints: DType.__hash__ is a Python call
-    attrs = _VARIABLE_ATTRS.get(key)
-    if attrs is None:
-        attrs = {"shape": shape, "dtype": dtype, "container": b"", "shared_name": b""}
-        if len(_VARIABLE_ATTRS) < 1000:
-            _VARIABLE_ATTRS[key] = attrs
+    attrs = _variable_attrs(shape, dtype)
     op = g._create_op(
         "VariableV2", ops.NO_INPUTS, attrs, [dtype._as_ref], name, _VARIABLE_V2,
         output_shapes=[attrs["shape"]],
@@ -59,17 +53,43 @@ def _bytes(s: str | bytes) -> bytes:
     return s.encode("utf-8") if isinstance(s, str) else s
 
 
+def _variable_attrs(shape: TensorShape, dtype: dtypes.DType) -> dict[str, Any]:
+    """The attrs of ``variable_op_v2(shape, dtype)`` (a base DType), shared by variables of one shape and
+    dtype (never mutated: Operation._attrs)."""
+    key = (shape._dims, dtype._enum)  # ints: DType.__hash__ is a Python call
+    attrs = _VARIABLE_ATTRS.get(key)
+    if attrs is None:
+        attrs = {"shape": shape, "dtype": dtype, "container": b"", "shared_name": b""}
+        if len(_VARIABLE_ATTRS) < 1000:
+            _VARIABLE_ATTRS[key] = attrs
+    return attrs
+
+
+def _assign_attrs(dtype: dtypes.DType, validate_shape: bool) -> dict[str, Any]:
+    """The attrs of a variable's initializer (``dtype`` its base dtype), shared."""
+    # Shared by (dtype, bool validate_shape): any other validate_shape value is stored as given.
+    key = (dtype._enum, validate_shape) if type(validate_shape) is bool else None
+    attrs = _ASSIGN_ATTRS.get(key)
+    if attrs is None:
+        attrs = {"T": dtype, "validate_shape": validate_shape, "use_locking": True}
+        if key is not None:
+            _ASSIGN_ATTRS[key] = attrs  # two per dtype: a few
+    return attrs
+
+
+def _read_attrs(dtype: dtypes.DType) -> dict[str, Any]:
+    """The attrs of a variable's ``read`` Identity (``dtype`` its base dtype), shared."""
+    attrs = _READ_ATTRS.get(dtype._enum)
+    if attrs is None:  # one per dtype: a few
+        attrs = _READ_ATTRS[dtype._enum] = {"T": dtype}
+    return attrs
+
+
 def _assign_to_variable(ref: ops.Tensor, value: ops.Tensor, validate_shape: bool) -> ops.Operation:
     """``assign(ref, value)`` for a Variable's initializer: both already tensors of the same dtype."""
     ref_dtype = ref._dtype
     value_dtype = value._dtype
-    # Shared by (ref dtype, bool validate_shape): any other validate_shape value is stored as given.
-    key = (ref_dtype._enum, validate_shape) if type(validate_shape) is bool else None
-    attrs = _ASSIGN_ATTRS.get(key)
-    if attrs is None:
-        attrs = {"T": ref_dtype.base_dtype, "validate_shape": validate_shape, "use_locking": True}
-        if key is not None:
-            _ASSIGN_ATTRS[key] = attrs  # two per dtype: a few
+    attrs = _assign_attrs(ref_dtype.base_dtype, validate_shape)
     dtype = attrs["T"]
     if value_dtype is not dtype and value_dtype.base_dtype is not dtype:  # DTypes are singletons
         value_dtype = value_dtype.base_dtype
@@ -89,9 +109,7 @@ def _assign_to_variable(ref: ops.Tensor, value: ops.Tensor, validate_shape: bool
 
 def _snapshot(ref: ops.Tensor) -> ops.Tensor:
     """The ``<var>/read`` Identity of a Variable, colocated with it."""
-    attrs = _READ_ATTRS.get(ref._dtype._enum)
-    if attrs is None:  # one per dtype: a few
-        attrs = _READ_ATTRS[ref._dtype._enum] = {"T": ref._dtype.base_dtype}
+    attrs = _read_attrs(ref._dtype.base_dtype)
     dtype = attrs["T"]
     op = ref._op._graph._create_op(
         "Identity", (ref,), attrs, [dtype], "read", _IDENTITY, colocate_with=(ref._op,),
@@ -100,8 +118,8 @@ def _snapshot(ref: ops.Tensor) -> ops.Tensor:
     return op._outputs[0]
 
 
-# The attrs of a variable's Assign and read, by its ref dtype (and validate_shape), shared: ops colocated
-# with the variable get a copy with their "_class" added (Graph._create_op), never these dicts.
+# The attrs of a variable's Assign and read, by its dtype (and validate_shape), shared: ops colocated with
+# the variable get a copy with their "_class" added (Graph._create_op), never these dicts.
 _ASSIGN_ATTRS: dict[tuple, dict[str, Any]] = {}
 _READ_ATTRS: dict[int, dict[str, Any]] = {}
 
