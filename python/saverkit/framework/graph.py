@@ -243,8 +243,7 @@ class Graph:
         if not in_use.keys().isdisjoint(keys):
             return [self.unique_name(name) for _ in range(n)]  # some taken: let unique_name skip them
         in_use[key] = stop
-        for k in keys:
-            in_use[k] = 1
+        in_use.update(dict.fromkeys(keys, 1))  # in C: a Saver reserves one name per variable
         same = key == base  # a lower-case scope and name: the keys are the names
         names = keys if same else [f"{base}_{i}" for i in range(first, stop)]
         if start == 0:
