@@ -401,3 +401,23 @@ def test_variables_in_every_context_are_tensorflows_four_ops():
         assert sess.run("outer/v:0").tolist() == [[0, 1, 2], [3, 4, 5]]
         sess.run(g.get_operation_by_name("cast/Assign"))
         assert sess.run("cast:0").dtype == np.float64
+
+
+def test_variables_made_as_one_batch_equal_those_made_op_by_op():
+    # Graph._create_variable_ops makes a variable's ops as one batch when no context block is in effect,
+    # else op by op through _create_op. A clearing control_dependencies(None) block changes nothing about
+    # the ops but makes every op take the op-by-op way: the whole scenario must give the same graph.
+    def build(op_by_op: bool):
+        log: list = []
+        with sk.Graph().as_default() as g:
+            if op_by_op:
+                with g.control_dependencies(None):
+                    _variable_scenario(log)
+            else:
+                _variable_scenario(log)
+        return g.as_graph_def(), dict(g._names_in_use), log
+
+    batched, op_by_op = build(False), build(True)
+    assert batched[0] == op_by_op[0]
+    assert batched[1] == op_by_op[1]
+    assert batched[2] == op_by_op[2]

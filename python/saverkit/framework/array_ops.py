@@ -38,31 +38,39 @@ def _filled(value: Any, shape: Any, dtype: Any, name: str | None, default_name: 
     """``zeros``/``ones``: a scalar ``value`` filling ``shape``. Small results of a static shape become one
     Const (TF does the same: < 1000 elements), big ones a Fill of two Consts, so GraphDefs stay small."""
     dtype = dtypes.as_dtype(dtype).base_dtype
-    dynamic = isinstance(shape, ops.Tensor)
-    with ops.name_scope(name, default_name, [shape] if dynamic else None) as scope:
-        if dynamic:
+    if isinstance(shape, ops.Tensor):
+        with ops.name_scope(name, default_name, [shape]) as scope:
             return fill(shape, constant(value, dtype=dtype), name=scope)
+    static = _static_shape(shape)
+    g = ops.get_default_graph()
+    n = None if static is None else static.num_elements()
+    if name is None and n is not None and n < 1000:
+        # The one Const takes the name the scope below would have (default_name made unique, a name
+        # always valid as a scope): opening the scope only to leave it is most of the cost of zeros().
+        dims = static._dims
         try:
-            static = as_shape(shape)
+            attrs = _shared_attrs(_full_key(value, dtype, dims), _full_const_attrs, value, dtype, dims)
         except (TypeError, ValueError):
-            static = None
-        if static is None or not static.is_fully_defined():
-            dims_t = ops.convert_to_tensor(shape, dtype=dtypes.int32)
-            return fill(dims_t, constant(value, dtype=dtype), name=scope)
-        g = ops.get_default_graph()
-        dims = tuple(static.as_list())
-        value_attrs = _scalar_const_attrs(value, dtype)
-        n = static.num_elements()
-        if n < 1000:  # constant(value, dtype, shape=static, name=scope), with attrs shared by value
-            key = ("full", type(value), value, dtype, dims)
-            attrs = _shared_attrs(key, _full_const_attrs, value_attrs, dims, n)
+            attrs = None  # raised again below, inside the scope, as it always was
+        if attrs is not None:
             op = g._create_op(
-                "Const", ops.NO_INPUTS, attrs, [dtype], scope or "Const", _CONST,
-                output_shapes=[shape_of(dims)],
+                "Const", ops.NO_INPUTS, attrs, [dtype], default_name, _CONST, output_shapes=[static]
             )
             return op._outputs[0]
-        index = dtypes.int32 if max(dims, default=0) < 2**31 else dtypes.int64
-        dims_attrs = _shared_attrs(("dims", dims, index), _dims_const_attrs, dims, index)
+    with g.name_scope(default_name if name is None else name) as scope:  # ops.name_scope(name, default_name)
+        if static is None:
+            dims_t = ops.convert_to_tensor(shape, dtype=dtypes.int32)
+            return fill(dims_t, constant(value, dtype=dtype), name=scope)
+        dims = static._dims
+        if n < 1000:  # constant(value, dtype, shape=static, name=scope), with attrs shared by value
+            attrs = _shared_attrs(_full_key(value, dtype, dims), _full_const_attrs, value, dtype, dims)
+            op = g._create_op(
+                "Const", ops.NO_INPUTS, attrs, [dtype], scope or "Const", _CONST, output_shapes=[static]
+            )
+            return op._outputs[0]
+        # One lookup for the three ops' attrs (DType keys would be a Python __hash__ call each: ints).
+        key = ("fill", type(value), value, dtype._enum, dims) if _shareable(value) else None
+        index, dims_attrs, value_attrs, fill_attrs = _shared_attrs(key, _fill_attrs, value, dtype, dims)
         dims_t = g._create_op(
             "Const", ops.NO_INPUTS, dims_attrs, [index], "shape_as_tensor", _CONST,
             output_shapes=[shape_of((len(dims),))],
@@ -70,10 +78,36 @@ def _filled(value: Any, shape: Any, dtype: Any, name: str | None, default_name: 
         value_t = g._create_op(
             "Const", ops.NO_INPUTS, value_attrs, [dtype], "Const", _CONST, output_shapes=[_SCALAR_SHAPE]
         )._outputs[0]
-        attrs = _shared_attrs(("fill", index, dtype), lambda: {"index_type": index, "T": dtype})
         return g._create_op(
-            "Fill", (dims_t, value_t), attrs, [dtype], scope or "Fill", _FILL, output_shapes=[shape_of(dims)]
+            "Fill", (dims_t, value_t), fill_attrs, [dtype], scope or "Fill", _FILL, output_shapes=[static]
         )._outputs[0]
+
+
+def _shareable(value: Any) -> bool:
+    """Can attrs made from ``value`` be shared by key: hashable and equal to itself (not NaN)?"""
+    return type(value) in (bool, int, float, bytes) and value == value
+
+
+def _full_key(value: Any, dtype: dtypes.DType, dims: tuple) -> tuple | None:
+    return ("full", type(value), value, dtype._enum, dims) if _shareable(value) else None
+
+
+def _fill_attrs(value: Any, dtype: dtypes.DType, dims: tuple) -> tuple:
+    """(index dtype, attrs of the dims Const, of the value Const, of the Fill) for a Fill of ``dims``."""
+    index = dtypes.int32 if max(dims, default=0) < 2**31 else dtypes.int64
+    fill_attrs = {"index_type": index, "T": dtype}
+    return index, _dims_const_attrs(dims, index), _scalar_const_attrs(value, dtype), fill_attrs
+
+
+def _static_shape(shape: Any) -> TensorShape | None:
+    """``shape`` as a fully defined TensorShape (interned: see shape_of), else None."""
+    if type(shape) in (list, tuple) and all(type(d) is int and d >= 0 for d in shape):
+        return shape_of(tuple(shape))  # the usual zeros([4]): no TensorShape built per call
+    try:
+        static = as_shape(shape)
+    except (TypeError, ValueError):
+        return None
+    return static if static.is_fully_defined() else None
 
 
 # Attr dicts (with their read-only arrays) shared by the ops zeros()/ones() make, by what they hold: a
@@ -85,29 +119,32 @@ _MAX_SHARED_ATTRS = 256
 _SCALAR_SHAPE = shape_of(())
 
 
-def _shared_attrs(key: tuple, make: Any, *args: Any) -> dict[str, Any]:
-    attrs = _SHARED_ATTRS.get(key)
+def _shared_attrs(key: tuple | None, make: Any, *args: Any) -> Any:
+    """``make(*args)``, shared by ``key`` (None: not shareable, made anew)."""
+    attrs = _SHARED_ATTRS.get(key) if key is not None else None
     if attrs is None:
         attrs = make(*args)
-        if len(_SHARED_ATTRS) < _MAX_SHARED_ATTRS:
+        if key is not None and len(_SHARED_ATTRS) < _MAX_SHARED_ATTRS:
             _SHARED_ATTRS[key] = attrs
     return attrs
 
 
 def _scalar_const_attrs(value: Any, dtype: dtypes.DType) -> dict[str, Any]:
     """``{"value": as_numpy(value, dtype) (read-only), "dtype": dtype}``, shared for Python scalars."""
-    def make() -> dict[str, Any]:
-        arr = constant_op.as_numpy(value, dtype)
-        arr.setflags(write=False)
-        return {"value": arr, "dtype": dtype}
-
-    if type(value) not in (bool, int, float, bytes) or value != value:  # hashable, equal to itself (not NaN)
-        return make()
-    return _shared_attrs(("scalar", type(value), value, dtype), make)
+    key = ("scalar", type(value), value, dtype._enum) if _shareable(value) else None
+    return _shared_attrs(key, _make_scalar_const_attrs, value, dtype)
 
 
-def _full_const_attrs(value_attrs: dict[str, Any], dims: tuple, n: int) -> dict[str, Any]:
+def _make_scalar_const_attrs(value: Any, dtype: dtypes.DType) -> dict[str, Any]:
+    arr = constant_op.as_numpy(value, dtype)
+    arr.setflags(write=False)
+    return {"value": arr, "dtype": dtype}
+
+
+def _full_const_attrs(value: Any, dtype: dtypes.DType, dims: tuple) -> dict[str, Any]:
+    value_attrs = _scalar_const_attrs(value, dtype)
     arr = value_attrs["value"]
+    n = int(np.prod(dims)) if dims else 1
     full = arr.reshape(dims) if n == 1 else constant_op._broadcast_scalar(arr, dims)
     full.setflags(write=False)
     return {"value": full, "dtype": value_attrs["dtype"]}
@@ -121,13 +158,13 @@ def _dims_const_attrs(dims: tuple, index: dtypes.DType) -> dict[str, Any]:
 
 def zeros(shape: Any, dtype: Any = dtypes.float32, name: str | None = None) -> ops.Tensor:
     dt = dtypes.as_dtype(dtype)
-    zero = False if dt == dtypes.bool_ else b"" if dt == dtypes.string else 0
+    zero = False if dt is dtypes.bool_ else b"" if dt is dtypes.string else 0  # DTypes are singletons
     return _filled(zero, shape, dt, name, "zeros")
 
 
 def ones(shape: Any, dtype: Any = dtypes.float32, name: str | None = None) -> ops.Tensor:
     dt = dtypes.as_dtype(dtype)
-    return _filled(True if dt == dtypes.bool_ else 1, shape, dt, name, "ones")
+    return _filled(True if dt is dtypes.bool_ else 1, shape, dt, name, "ones")
 
 
 def stack(values: Any, axis: int = 0, name: str = "stack") -> ops.Tensor:

@@ -243,8 +243,7 @@ class Graph:
         if not in_use.keys().isdisjoint(keys):
             return [self.unique_name(name) for _ in range(n)]  # some taken: let unique_name skip them
         in_use[key] = stop
-        for k in keys:
-            in_use[k] = 1
+        in_use.update(dict.fromkeys(keys, 1))  # in C: a Saver reserves one name per variable
         same = key == base  # a lower-case scope and name: the keys are the names
         names = keys if same else [f"{base}_{i}" for i in range(first, stop)]
         if start == 0:
@@ -492,7 +491,7 @@ class Graph:
                 shapes[i],
             )
             nodes[op_name] = op
-            for t in ins:  # see Tensor._consumers (as _add_consumer, inline)
+            for t in ins:  # see Tensor._consumers (as _register, inline)
                 c = t._consumers
                 if c is None:
                     t._consumers = op
@@ -530,7 +529,16 @@ class Graph:
             raise RuntimeError("Graph is finalized and cannot be modified.")
         stack = self._name_stack
         if name in _VALID_BASE_NAMES and (not stack or stack == self._valid_stack):
-            name = self.unique_name(name)  # valid in full (see _op_name), which the regex need not check
+            # Valid in full (see _op_name), which the regex need not check. unique_name(name), inline for
+            # the usual case of a name still free in its scope (a variable's "Assign" and "read").
+            full = stack + "/" + name if stack else name
+            key = full.lower()
+            in_use = self._names_in_use
+            if key in in_use:
+                full = self.unique_name(name)
+            else:
+                in_use[full if key == full else key] = 1  # one string for name and key (see unique_name)
+            name = full
             if name in self._nodes_by_name:
                 raise ValueError(f"Duplicate node name in graph: '{name}'")
         else:
@@ -559,9 +567,13 @@ class Graph:
         else:  # no context blocks in effect (the usual case): what _apply_context does then
             if colocate_with:  # a variable's Assign or read: its colocation group and device
                 target = colocate_with[0]
+                cls = target._attrs.get("_class")
                 last = self._last_colocation  # see _colocation_groups (its check, inline)
-                if last is not None and last[0] is target and last[1] is target._attrs.get("_class"):
+                if last is not None and last[0] is target and last[1] is cls:
                     groups = last[2]
+                elif cls is None:  # a variable, colocated with nothing: its own group (colocation_groups)
+                    groups = (b"loc:@" + target._name.encode(),)
+                    self._last_colocation = (target, None, groups)
                 else:
                     groups = self._colocation_groups(colocate_with)
                 attrs = {**attrs, "_class": groups}  # a new dict: never mutate the caller's
@@ -582,7 +594,7 @@ class Graph:
                         t._shape = s
         # Only now is the op part of the graph: a failing shape function leaves no trace.
         self._nodes_by_name[name] = op
-        for t in inputs:  # see Tensor._consumers (inline, as in _add_consumer)
+        for t in inputs:  # see Tensor._consumers (inline, as in _register)
             c = t._consumers
             if c is None:
                 t._consumers = op
@@ -594,6 +606,106 @@ class Graph:
             for level in self._control_stack:
                 level.seen.add(op)
         return op
+
+    def _create_variable_ops(
+        self,
+        name: str,
+        value: Tensor | tuple[dict[str, Any], TensorShape],
+        var_attrs: dict[str, Any],
+        assign_attrs: dict[str, Any],
+        read_attrs: dict[str, Any],
+    ) -> tuple[Tensor, Tensor, Operation, Tensor]:
+        """A ref variable's ops, named as in TensorFlow inside the new scope ``name`` (see name_scope):
+        ``<name>/initial_value`` (a Const of these attrs and shape, unless ``value`` is a Tensor already),
+        ``<name>`` (VariableV2), ``<name>/Assign`` and ``<name>/read`` (an Identity), the last two colocated
+        with the variable. Returns (initial value, variable ref, initializer, snapshot).
+
+        The same ops, names, attrs, shapes and devices as four _create_op calls in that scope (what this
+        does while any context block is in effect), made as one batch otherwise: a graph holds variables by
+        the ten thousand, and per-op scope, name and context work cost more than the ops themselves.
+        ``var_attrs["shape"]`` is the variable's shape; the Assign's shape is the value's, as its shape
+        function gives when ``assign_attrs["validate_shape"]`` is false or the two shapes are equal."""
+        infos = _VARIABLE_OP_INFOS or _variable_op_infos()
+        dtype = var_attrs["dtype"]
+        var_shape = var_attrs["shape"]
+        value_shape = value._shape if type(value) is Tensor else value[1]
+        plain_shapes = not assign_attrs["validate_shape"] or var_shape._dims == value_shape._dims
+        stack = self._name_stack
+        if not (
+            plain_shapes
+            and (type(value) is not Tensor or value._op._graph is self)
+            and self._plain()
+            and type(name) is str
+            and name
+            and name[-1] not in "/\n"
+            and (not stack or stack == self._valid_stack)  # then "<scope>/<op>[_<n>]" is valid if name is
+            and (_VALID_SCOPE_NAME_REGEX if stack else _VALID_OP_NAME_REGEX).match(name)
+        ):
+            with self.name_scope(name) as scope:
+                if type(value) is not Tensor:
+                    attrs, shape = value
+                    value = self._create_op(
+                        "Const", (), attrs, [attrs["dtype"]], "initial_value", infos[0], output_shapes=[shape]
+                    )._outputs[0]
+                ref = self._create_op(
+                    "VariableV2", (), var_attrs, [dtype._as_ref], scope, infos[1], output_shapes=[var_shape]
+                )._outputs[0]
+                assign = self._create_op(
+                    "Assign", (ref, value), assign_attrs, [ref._dtype], "Assign", infos[2],
+                    colocate_with=(ref._op,), output_shapes=[value_shape] if plain_shapes else None,
+                )
+                read = self._create_op(
+                    "Identity", (ref,), read_attrs, [dtype], "read", infos[3], colocate_with=(ref._op,),
+                    output_shapes=[var_shape],
+                )._outputs[0]
+            return value, ref, assign, read
+        # No context in effect: each op is what _create_op makes then. The scope is entered only for
+        # unique_name (sub-op names taken already, which a fresh scope rarely has).
+        scope = self.unique_name(name)
+        device = self._device_now
+        nodes = self._nodes_by_name
+        in_use = self._names_in_use
+        prefix = scope + "/"
+
+        def sub_name(base: str) -> str:  # unique_name(base) inside the scope, and checked not a node
+            full = prefix + base
+            key = full.lower()
+            if key in in_use:
+                self._name_stack = scope
+                try:
+                    full = self.unique_name(base)
+                finally:
+                    self._name_stack = stack
+            else:
+                in_use[full if key == full else key] = 1  # one string for name and key (see unique_name)
+            if full in nodes:
+                raise ValueError(f"Duplicate node name in graph: '{full}'")
+            return full
+
+        new, register = self._new_op, self._register
+        if type(value) is not Tensor:
+            attrs, shape = value
+            const_name = sub_name("initial_value")
+            op = new(const_name, "Const", (), attrs, infos[0], _NO_OPS, device, attrs["dtype"], shape)
+            register(op)
+            value = op._outputs[0]
+        if scope in nodes:
+            raise ValueError(f"Duplicate node name in graph: '{scope}'")
+        var_op = new(scope, "VariableV2", (), var_attrs, infos[1], _NO_OPS, device, dtype._as_ref, var_shape)
+        register(var_op)
+        ref = var_op._outputs[0]
+        groups = (b"loc:@" + scope.encode(),)  # var_op.colocation_groups(): it is colocated with nothing
+        assign = new(
+            sub_name("Assign"), "Assign", (ref, value), {**assign_attrs, "_class": groups}, infos[2], _NO_OPS,
+            device, ref._dtype, value_shape,
+        )
+        register(assign)
+        read_op = new(
+            sub_name("read"), "Identity", (ref,), {**read_attrs, "_class": groups}, infos[3], _NO_OPS, device,
+            dtype, var_shape,
+        )
+        register(read_op)
+        return value, ref, assign, read_op._outputs[0]
 
     def _op_name(self, name: str) -> str:
         """The full name of a new op (see _create_op), checked free and valid, and marked in use."""
@@ -643,25 +755,32 @@ class Graph:
         op._device = device
         op._id = self._last_id = self._last_id + 1
         if type(dtype) is tuple:
-            pairs = enumerate(zip(dtype, shape, strict=True))
-            op._outputs = tuple(Tensor(op, i, d, s) for i, (d, s) in pairs)
+            outputs = []
+            for i, (d, s) in enumerate(zip(dtype, shape, strict=True)):
+                t = object.__new__(Tensor)  # Tensor(op, i, d, s), inline: a RestoreV2 has one per variable
+                t._op = op
+                t._value_index = i
+                t._dtype = d
+                t._shape = s
+                t._consumers = None
+                outputs.append(t)
+            op._outputs = tuple(outputs)
         else:
-            op._outputs = (Tensor(op, 0, dtype, shape),)  # a tuple: one allocation (outputs never change)
+            # Tensor(op, 0, dtype, shape), its __init__ inline: most ops have this one output.
+            t = object.__new__(Tensor)
+            t._op = op
+            t._value_index = 0
+            t._dtype = dtype
+            t._shape = shape
+            t._consumers = None
+            op._outputs = (t,)  # a tuple: one allocation (outputs never change)
         return op
 
     def _register(self, op: Operation) -> None:
         """Make ``op`` part of the graph: findable by name, a consumer of its inputs, seen by the control
         dependency levels it was made in (what _create_op does inline)."""
         self._nodes_by_name[op._name] = op
-        if op._inputs:
-            self._add_consumer(op)
-        if self._control_stack:
-            for level in self._control_stack:
-                level.seen.add(op)
-
-    @staticmethod
-    def _add_consumer(op: Operation) -> None:
-        for t in op._inputs:  # see Tensor._consumers (inline: a SaveV2 has one input per variable)
+        for t in op._inputs:  # see Tensor._consumers (a SaveV2 has one input per variable)
             c = t._consumers
             if c is None:
                 t._consumers = op
@@ -669,6 +788,9 @@ class Graph:
                 c.append(op)
             else:
                 t._consumers = [c, op]
+        if self._control_stack:
+            for level in self._control_stack:
+                level.seen.add(op)
 
     def _apply_context(
         self,
@@ -855,8 +977,15 @@ class Graph:
 
     def add_to_collections(self, names: Any, value: Any) -> None:
         names = (names,) if isinstance(names, str) else set(names)
-        for name in names:
-            self.add_to_collection(name, value)
+        if names:
+            self._check_not_finalized()
+        collections = self._collections
+        for name in names:  # add_to_collection, inline: every Variable is added to one or two
+            coll = collections.get(name)
+            if coll is None:
+                collections[name] = [value]
+            else:
+                coll.append(value)
 
     def get_collection_ref(self, name: Any) -> list:
         """The collection's own list (mutations change the collection)."""
@@ -965,6 +1094,15 @@ def _get_graph_from_inputs(values: Any) -> Graph:
             elif g is not graph:
                 raise ValueError(f"{v!r} must be from the same graph as {values[0]!r}.")
     return graph or get_default_graph()
+
+
+_VARIABLE_OP_INFOS: list[Any] = []
+
+
+def _variable_op_infos() -> list[Any]:
+    """The registry entries of a variable's op types (see Graph._create_variable_ops), looked up once."""
+    _VARIABLE_OP_INFOS.extend(op_registry.get(t) for t in ("Const", "VariableV2", "Assign", "Identity"))
+    return _VARIABLE_OP_INFOS
 
 
 def _outputs(types: Sequence[Any], shapes: Sequence[TensorShape] | None) -> tuple[Any, Any]:

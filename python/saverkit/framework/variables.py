@@ -144,7 +144,43 @@ class Variable:
         ``<name>/Assign`` and ``<name>/read``, the last two colocated with the variable; in the graph of
         a Tensor initial value (made the default graph meanwhile), else the default graph."""
         default = ops.get_default_graph()
-        g = initial_value.graph if isinstance(initial_value, ops.Tensor) else default
+        kind = type(initial_value)
+        # The usual Variable(array) or Variable(zeros(...)): the graph makes the four ops as one batch.
+        # (Initial values needing a conversion, or not in the default graph, go the general way below,
+        # which raises its errors after opening the scope, as TF.)
+        if caching_device is None and shape is None and dtype is None:
+            value_dtype = None
+            if kind is np.ndarray:  # a numpy type saverkit has (else the general way raises)
+                value_dtype = _NUMPY_DTYPES.get(initial_value.dtype)
+            if value_dtype is not None:
+                arr = initial_value.copy()  # constant(initial_value, name="initial_value"): a read-only copy
+                arr.setflags(write=False)  # Const values are shared by every run
+                value_shape = shape_of(arr.shape)
+                value: Any = ({"value": arr, "dtype": value_dtype}, value_shape)
+            elif (
+                kind is ops.Tensor
+                and initial_value._op._graph is default
+                and not initial_value._dtype.is_ref_dtype
+                and (not validate_shape or initial_value._shape.is_fully_defined())
+            ):
+                value = initial_value
+                value_dtype = value._dtype
+                value_shape = value._shape
+            else:
+                value = None
+            if value is not None:
+                var_shape = value_shape if validate_shape else unknown_shape()
+                (
+                    self._initial_value, self._variable, self._initializer_op, self._snapshot
+                ) = default._create_variable_ops(
+                    name,
+                    value,
+                    state_ops._variable_attrs(var_shape, value_dtype),
+                    state_ops._assign_attrs(value_dtype, validate_shape),
+                    state_ops._read_attrs(value_dtype),
+                )
+                return
+        g = initial_value.graph if kind is ops.Tensor or isinstance(initial_value, ops.Tensor) else default
         with g.name_scope(name) if g is default else ops.name_scope(name, values=[initial_value]) as scope:
             if init_from_fn:
                 # Initializer ops built by the function live with the variable ("loc:@<name>").
@@ -155,14 +191,18 @@ class Variable:
                     var_shape = self._variable_shape(value, validate_shape, shape)
                     self._variable = state_ops.variable_op_v2(var_shape, value.dtype.base_dtype, name=scope)
             else:
-                if type(initial_value) is np.ndarray:  # the common case, straight to a Const
+                kind = type(initial_value)
+                if kind is np.ndarray:  # the common case, straight to a Const
                     value = _array_const(g, initial_value, dtype)
+                elif kind is ops.Tensor and dtype is None:  # zeros(...) and the like: what convert_to_tensor
+                    value = initial_value  # returns
                 elif isinstance(initial_value, np.ndarray):
                     value = constant(initial_value, dtype=dtype, name="initial_value")
                 else:
                     value = ops.convert_to_tensor(initial_value, name="initial_value", dtype=dtype)
                 var_shape = self._variable_shape(value, validate_shape, shape)
-                self._variable = state_ops.variable_op_v2(var_shape, value.dtype.base_dtype, name=scope)
+                # variable_op_v2(var_shape, base dtype, name=scope), in g (the default graph in here)
+                self._variable = state_ops._variable(g, var_shape, value._dtype.base_dtype, scope)
             self._initial_value = value
             self._initializer_op = state_ops._assign_to_variable(self._variable, value, validate_shape)
             if caching_device is not None:
@@ -359,6 +399,8 @@ def _array_const(g: ops.Graph, array: np.ndarray, dtype: Any) -> ops.Tensor:
 
 
 _CONST = op_registry.get("Const")
+# The DTypes of numpy dtypes holding numbers (what _dtype_of gives them; not strings or objects).
+_NUMPY_DTYPES = {k: v for k, v in dtypes._BY_NUMPY.items() if k.kind not in "USO"}
 _GLOBAL_COLLECTIONS = (GraphKeys.GLOBAL_VARIABLES,)
 _TRAINABLE_COLLECTIONS = (GraphKeys.GLOBAL_VARIABLES, GraphKeys.TRAINABLE_VARIABLES)
 

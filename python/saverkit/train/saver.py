@@ -218,18 +218,30 @@ def _group(g, deps: list, name: str):
         return g.create_op("NoOp", [], name=g.unique_name(name) + "/", control_inputs=deps)
 
 
+def _base_dtypes(tensors: list) -> list:
+    """The base dtypes of ``tensors`` (variables mostly share one: looked up once per run of equal ones)."""
+    dtypes = []
+    dtype = base = None
+    for t in tensors:
+        if t._dtype is not dtype:
+            dtype = t._dtype
+            base = _base_dtype(dtype)
+        dtypes.append(base)
+    return dtypes
+
+
+def _spec_dtypes(saveables) -> list:
+    """``_flat_specs(saveables)[3]``, without the other three lists."""
+    if all(type(s) is ReferenceVariableSaveable for s in saveables):
+        return _base_dtypes([s.op for s in saveables])
+    return [spec.dtype.base_dtype for saveable in saveables for spec in saveable.specs]
+
+
 def _flat_specs(saveables) -> tuple[list, list, list, list]:
     """Checkpoint keys, tensors, slice specs and dtypes of all specs of ``saveables``, in order."""
     if all(type(s) is ReferenceVariableSaveable for s in saveables):  # the common case, column by column
         tensors = [s.op for s in saveables]
-        dtypes = []
-        dtype = base = None
-        for t in tensors:
-            if t._dtype is not dtype:  # variables mostly share a dtype
-                dtype = t._dtype
-                base = _base_dtype(dtype)
-            dtypes.append(base)
-        return [s.name for s in saveables], tensors, [s.slice_spec for s in saveables], dtypes
+        return [s.name for s in saveables], tensors, [s.slice_spec for s in saveables], _base_dtypes(tensors)
     names, tensors, slices, dtypes = [], [], [], []
     for saveable in saveables:
         for spec in saveable.specs:
@@ -369,16 +381,26 @@ def saveable_objects_for_op(op: Any, name: str) -> list[SaveableObject]:
 def validate_and_slice_inputs(names_to_saveables: dict[str, Any]) -> list[SaveableObject]:
     """SaveableObjects sorted by checkpoint key; each variable may appear under one key only."""
     Tensor, RVS, ref_ops = ops.Tensor, ReferenceVariableSaveable, _REF_VARIABLE_OPS  # noqa: N806
-    if all(type(n) is str for n in names_to_saveables):
+    try:
+        names = sorted(names_to_saveables)
+    except TypeError:  # keys of several types: the general way below says which
+        names = None
+    if names is not None:
         # The common case first (plain ref variables under string keys, each once), in one pass; anything
         # else goes the general way below, which also raises the errors.
-        out, seen_vars = [], set()
-        for name in sorted(names_to_saveables):
+        out, seen_vars, new = [], set(), object.__new__
+        for name in names:
             t = names_to_saveables[name]
-            if type(t) is not Tensor or t._op._type not in ref_ops or t._op in seen_vars:
+            if type(name) is not str or type(t) is not Tensor:
+                break
+            if t._op._type not in ref_ops or t._op in seen_vars:
                 break
             seen_vars.add(t._op)
-            out.append(RVS(t, "", name))
+            s = new(RVS)  # RVS(t, "", name), without an __init__ call per variable
+            s.op = t
+            s.slice_spec = ""
+            s.name = name
+            out.append(s)
         else:
             return out
     items = sorted(names_to_saveables.items(), key=operator.itemgetter(0))
@@ -459,7 +481,7 @@ class BaseSaverBuilder:
             # The SaveV2 node already holds the same two string constants; a second copy would only make
             # the .meta bigger.
             names_t, slices_t = save_op.inputs[1:3]
-            dtypes = _flat_specs(saveables)[3]  # what the SaveV2 was built with
+            dtypes = _spec_dtypes(saveables)  # what the SaveV2 was built with
         else:
             names, _, slices, dtypes = _flat_specs(saveables)
             with g.name_scope(name + "/"):
