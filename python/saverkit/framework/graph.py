@@ -473,7 +473,7 @@ class Graph:
             return out
         # No context is in effect (see _plain): no control inputs, nothing seen by control levels.
         device_now = self._device_now
-        new, nodes, append = self._new_op, self._nodes_by_name, out.append
+        new, register, append = self._new_op, self._register, out.append
         for i, op_name in enumerate(names):
             ins = tuple(inputs[i])
             for t in ins:
@@ -490,15 +490,7 @@ class Graph:
                 dtypes[i],
                 shapes[i],
             )
-            nodes[op_name] = op
-            for t in ins:  # see Tensor._consumers (as _register, inline)
-                c = t._consumers
-                if c is None:
-                    t._consumers = op
-                elif type(c) is list:
-                    c.append(op)
-                else:
-                    t._consumers = [c, op]
+            register(op)
             append(op)
         return out
 
@@ -593,18 +585,7 @@ class Graph:
                     if s is not None:
                         t._shape = s
         # Only now is the op part of the graph: a failing shape function leaves no trace.
-        self._nodes_by_name[name] = op
-        for t in inputs:  # see Tensor._consumers (inline, as in _register)
-            c = t._consumers
-            if c is None:
-                t._consumers = op
-            elif type(c) is list:
-                c.append(op)
-            else:
-                t._consumers = [c, op]
-        if self._control_stack:
-            for level in self._control_stack:
-                level.seen.add(op)
+        self._register(op)
         return op
 
     def _create_variable_ops(
@@ -778,7 +759,7 @@ class Graph:
 
     def _register(self, op: Operation) -> None:
         """Make ``op`` part of the graph: findable by name, a consumer of its inputs, seen by the control
-        dependency levels it was made in (what _create_op does inline)."""
+        dependency levels it was made in. The one place an op joins the graph."""
         self._nodes_by_name[op._name] = op
         for t in op._inputs:  # see Tensor._consumers (a SaveV2 has one input per variable)
             c = t._consumers
