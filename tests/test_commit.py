@@ -258,7 +258,8 @@ def test_recovery_leaves_another_hosts_recent_commit_and_malformed_names_alone(t
     host, pid, inc = _core.temp_owner().split("-")
     other = f"{int(host, 16) ^ 1:08x}-{pid}-{inc}"
     prefix = mid_commit_state(tmp_path, other)
-    malformed = [f"{prefix}.index.skprev-{host}-{dead_pid()}-{inc.upper()}", f"{prefix}.index.skprev-x"]
+    # upper-case hex is not an owner token; inc.upper() was not always upper-case (all-digit counters)
+    malformed = [f"{prefix}.index.skprev-{host}-{dead_pid()}-ABCDEF12", f"{prefix}.index.skprev-x"]
     for m in malformed:
         Path(m).write_bytes(b"not ours")
     before = listing(tmp_path)
