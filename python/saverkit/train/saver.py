@@ -710,7 +710,9 @@ class Saver:
     Beyond TensorFlow: ``durable=True`` fsyncs the data and index files and the directory before the
     state file is replaced, so after a power loss ``latest_checkpoint`` never names a checkpoint that is not
     on disk;
-    ``clock`` replaces ``time.time`` for the retention timestamps (tests, simulations).
+    ``clock`` replaces ``time.time`` for the retention timestamps (tests, simulations);
+    ``coordinator`` (a ``saverkit.distributed.Coordinator``): every rank of a job saves its own variables
+    and together they write ONE checkpoint (``saverkit.train.distributed_save``).
     """
 
     def __init__(
@@ -733,6 +735,7 @@ class Saver:
         *,
         durable: bool = False,
         clock: Callable[[], float] | None = None,
+        coordinator: Any = None,
     ) -> None:
         if defer_build and var_list:
             raise ValueError(
@@ -770,6 +773,9 @@ class Saver:
             self._check_saver_def()
             self._write_version = self.saver_def.version
         self._save_relative_paths = save_relative_paths
+        # saverkit.distributed.Coordinator: every rank saves its own variables into ONE checkpoint
+        # (train/distributed_save.py); None: this process alone.
+        self._coordinator = coordinator
 
     # --- building
     def build(self) -> None:
@@ -980,6 +986,12 @@ class Saver:
             raise ValueError("'latest_filename' must not contain path components")
 
         save_path = os.fsdecode(os.fspath(save_path))
+        if self._coordinator is not None:  # one checkpoint from every rank's variables
+            from saverkit.train import distributed_save  # noqa: PLC0415 - only for distributed jobs
+
+            return distributed_save.save(
+                self, sess, save_path, global_step, latest_filename, meta_graph_suffix, write_meta_graph,
+                write_state, strip_default_attrs, durable)
         if global_step is not None:
             step = _global_step_value(sess, global_step)
             checkpoint_file = f"{save_path}-{step:08d}" if self._pad_step_number else f"{save_path}-{step}"
@@ -1108,11 +1120,15 @@ class Saver:
         matching files for ...") or a variable's key is missing; InvalidArgumentError when a shape or dtype
         differs. Errors name the variable, the key and the checkpoint.
         """
-        if self._is_empty:
+        if self._is_empty and self._coordinator is None:
             return
         if save_path is None:
             raise ValueError("Can't load save_path when it is None.")
         prefix = os.fsdecode(os.fspath(save_path))
+        if self._coordinator is not None:  # each rank restores its own variables
+            from saverkit.train import distributed_save  # noqa: PLC0415 - only for distributed jobs
+
+            return distributed_save.restore(self, sess, prefix)
         if not checkpoint_management.checkpoint_exists(prefix):
             raise _missing_checkpoint_error(prefix)
         try:

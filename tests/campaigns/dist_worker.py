@@ -1,0 +1,162 @@
+"""One rank of a distributed save/restore, under ``mpiexec`` (``--via mpi``) or as one of N processes
+joined by torch.distributed gloo on 127.0.0.1 (``--via torch``, rank/world/port from the arguments).
+
+    mpiexec -n 4 python dist_worker.py --via mpi save DIR STEP
+    python dist_worker.py --via torch --rank R --world 4 --port P save DIR STEP
+
+Commands (each rank prints one JSON line ``{"rank": r, ...}`` on stdout):
+    save DIR STEP                 the dist_helpers model of this rank, saved at STEP
+    restore PREFIX SAVED_WORLD    restore the model split over this world; checks the values
+    die DIR STEP VICTIM PHASE     save; rank VICTIM SIGKILLs itself at PHASE (after-write: its part is
+                                  written; in-commit: rank 0 merged, state file not yet written)
+    bench DIR MIB                 each rank saves MIB MiB of its own variables; prints seconds
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+import numpy as np  # noqa: E402
+import saverkit as sk  # noqa: E402
+from dist_helpers import build_rank_model, emb_full, shared  # noqa: E402
+from saverkit import distributed as dist  # noqa: E402
+
+
+def coordinator(args) -> dist.Coordinator:
+    if args.via == "mpi":
+        return dist.MPICoordinator(timeout=args.timeout)
+    import datetime
+
+    import torch.distributed as tdist
+
+    tdist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{args.port}", rank=args.rank, world_size=args.world,
+        timeout=datetime.timedelta(seconds=max(args.timeout, 30)))
+    return dist.TorchCoordinator(timeout=args.timeout)
+
+
+def report(coord, **kw) -> None:
+    print(json.dumps({"rank": coord.rank, **kw}), flush=True)
+
+
+def do_save(coord, directory, step):
+    g = sk.Graph()
+    with g.as_default():
+        build_rank_model(coord.rank, coord.world_size, step)
+        saver = sk.train.Saver(coordinator=coord)
+        with sk.Session(graph=g) as sess:
+            sess.run(sk.global_variables_initializer())
+            return saver.save(sess, os.path.join(directory, "model"), global_step=step)
+
+
+def do_restore(coord, prefix, saved_world):
+    g = sk.Graph()
+    with g.as_default():
+        model = build_rank_model(coord.rank, coord.world_size, -1, emb_world=saved_world, with_own=False)
+        saver = sk.train.Saver(coordinator=coord)
+        with sk.Session(graph=g) as sess:
+            saver.restore(sess, prefix)
+            step = int(sess.run(model["shared"])[0])
+            full = emb_full(saved_world, step)
+            bounds = np.linspace(0, full.shape[0], coord.world_size + 1).astype(int)
+            lo, hi = bounds[coord.rank], bounds[coord.rank + 1]
+            np.testing.assert_array_equal(sess.run(model["emb"]), full[lo:hi])
+            np.testing.assert_array_equal(sess.run(model["shared"]), shared(step))
+            return step
+
+
+def arm_death(coord, victim, phase):
+    if coord.rank != victim:
+        return
+    from saverkit import bundle
+
+    def die():
+        print(json.dumps({"rank": coord.rank, "dying": phase}), flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    if phase == "after-write":
+        real = bundle.write_bundle
+
+        def write_then_die(*a, **k):
+            real(*a, **k)
+            die()
+
+        bundle.write_bundle = write_then_die
+    elif phase == "in-commit":
+        from saverkit import _core
+
+        real_merge = _core.merge_bundles
+
+        def merge_then_die(*a, **k):
+            real_merge(*a, **k)
+            die()
+
+        _core.merge_bundles = merge_then_die
+    else:
+        raise ValueError(phase)
+
+
+def do_bench(coord, directory, mib, repeats=3):
+    n_vars = 16
+    per = mib * (1 << 20) // 4 // n_vars
+    g = sk.Graph()
+    with g.as_default():
+        for i in range(n_vars):
+            sk.Variable(np.full(per, coord.rank + i, np.float32), name=f"rank{coord.rank}/v{i}")
+        saver = sk.train.Saver(coordinator=coord, max_to_keep=1)
+        with sk.Session(graph=g) as sess:
+            sess.run(sk.global_variables_initializer())
+            times = []
+            for r in range(repeats):
+                coord.barrier()
+                t0 = time.perf_counter()
+                saver.save(sess, os.path.join(directory, "bench"), global_step=r, write_meta_graph=False)
+                times.append(time.perf_counter() - t0)
+            return times
+
+
+def main() -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("--via", choices=["mpi", "torch"], required=True)
+    p.add_argument("--rank", type=int, default=0)
+    p.add_argument("--world", type=int, default=1)
+    p.add_argument("--port", type=int, default=0)
+    p.add_argument("--timeout", type=float, default=30.0)
+    p.add_argument("cmd")
+    p.add_argument("args", nargs="*")
+    args = p.parse_args()
+    coord = coordinator(args)
+    try:
+        if args.cmd == "save":
+            report(coord, path=do_save(coord, args.args[0], int(args.args[1])))
+        elif args.cmd == "restore":
+            report(coord, step=do_restore(coord, args.args[0], int(args.args[1])))
+        elif args.cmd == "die":
+            directory, step, victim, phase = args.args
+            arm_death(coord, int(victim), phase)
+            t0 = time.monotonic()
+            try:
+                do_save(coord, directory, int(step))
+            except sk.errors.OpError as e:
+                report(coord, error=type(e).__name__, message=str(e)[:300], seconds=time.monotonic() - t0)
+                os._exit(0)  # a peer is dead: skip the runtime's shutdown, which may wait for it
+            report(coord, error=None)
+        elif args.cmd == "bench":
+            report(coord, times=do_bench(coord, args.args[0], int(args.args[1])))
+        else:
+            raise SystemExit(f"unknown command {args.cmd}")
+    except Exception as e:  # noqa: BLE001 - reported to the parent
+        report(coord, error=type(e).__name__, message=str(e)[:500])
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,355 @@
+"""saverkit.distributed and Saver(coordinator=...): ranks played by threads (ThreadGroup).
+
+The same protocol runs over MPI (test_distributed_mpi.py) and torch.distributed (test_distributed_torch.py).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import numpy as np
+import pytest
+import saverkit as sk
+from dist_helpers import build_rank_model, emb_full, expected_values, own, shared
+from saverkit import bundle, errors
+from saverkit import distributed as dist
+from saverkit.train import distributed_save
+
+
+def run_ranks(world: int, fn, timeout: float = 20.0, group: dist.ThreadGroup | None = None) -> list:
+    """fn(coord) on ``world`` threads; returns each rank's result or exception."""
+    group = group or dist.ThreadGroup(world, timeout=timeout)
+    out: list = [None] * world
+
+    def main(rank):
+        try:
+            out[rank] = fn(group.coordinator(rank))
+        except BaseException as e:  # noqa: BLE001 - returned to the test
+            out[rank] = e
+
+    threads = [threading.Thread(target=main, args=(r,), daemon=True) for r in range(world)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout * 3)
+        assert not t.is_alive(), "a rank hung"
+    return out
+
+
+def raise_first(results: list) -> list:
+    for r in results:
+        if isinstance(r, BaseException):
+            raise r
+    return results
+
+
+# --- the protocol
+def test_all_gather_broadcast_barrier():
+    def fn(c):
+        got = c.all_gather({"rank": c.rank})
+        b = c.broadcast(f"from {c.rank}", root=2)
+        c.barrier()
+        return got, b, c.world_size
+
+    for got, b, n in raise_first(run_ranks(4, fn)):
+        assert got == [{"rank": r} for r in range(4)] and b == "from 2" and n == 4
+
+
+def test_payloads_are_copies_not_shared_objects():
+    def fn(c):
+        x = c.broadcast([1, 2] if c.rank == 0 else None)
+        x.append(c.rank)
+        return x
+
+    assert raise_first(run_ranks(3, fn)) == [[1, 2, 0], [1, 2, 1], [1, 2, 2]]
+
+
+def test_a_missing_rank_makes_every_other_rank_time_out_and_the_coordinator_breaks():
+    def fn(c):
+        if c.rank == 1:
+            return "absent"
+        t0 = time.monotonic()
+        with pytest.raises(dist.CollectiveTimeoutError, match=r"rank\(s\) 1") as e:
+            c.all_gather(c.rank, timeout=0.3)
+        assert 0.25 < time.monotonic() - t0 < 5
+        assert isinstance(e.value, errors.DeadlineExceededError) and e.value.rank == c.rank
+        with pytest.raises(dist.DistributedError, match="unusable"):
+            c.barrier()
+        return "timed out"
+
+    assert run_ranks(3, fn) == ["timed out", "absent", "timed out"]
+
+
+def test_an_error_on_one_rank_is_raised_on_every_rank_naming_it():
+    def fn(c):
+        def step():
+            if c.rank == 2:
+                raise errors.ResourceExhaustedError(None, None, "disk full on rank two")
+            return c.rank * 10
+
+        want = "failed on rank 2: ResourceExhaustedError: disk full"
+        with pytest.raises(dist.RankFailedError, match=want) as e:
+            dist.run_everywhere(c, step, "step")
+        assert e.value.rank == 2 and e.value.error_type == "ResourceExhaustedError"
+        assert isinstance(e.value, errors.OpError) and e.value.error_code_of_rank == errors.RESOURCE_EXHAUSTED
+        assert dist.run_everywhere(c, lambda: c.rank, "again") == [0, 1, 2, 3]  # still usable
+        return True
+
+    assert raise_first(run_ranks(4, fn)) == [True] * 4
+
+
+def test_several_failed_ranks_are_all_named():
+    def fn(c):
+        def step():
+            if c.rank in (1, 3):
+                raise ValueError(f"bad {c.rank}")
+
+        with pytest.raises(dist.RankFailedError, match=r"rank 1 \(ranks 1, 3 failed\)") as e:
+            dist.run_everywhere(c, step, "step")
+        return e.value.ranks
+
+    assert raise_first(run_ranks(4, fn)) == [(1, 3)] * 4
+
+
+def test_abandoned_rank_fails_the_others_at_once():
+    group = dist.ThreadGroup(3, timeout=60)
+
+    def fn(c):
+        if c.rank == 0:
+            group.abandon(0)
+            return "dead"
+        t0 = time.monotonic()
+        with pytest.raises(dist.CollectiveTimeoutError):
+            c.all_gather(1)
+        return time.monotonic() - t0
+
+    out = run_ranks(3, fn, group=group)
+    assert out[0] == "dead" and all(t < 5 for t in out[1:])
+
+
+def test_errors_pickle_with_their_ranks():
+    import pickle
+
+    e = dist.RankFailedError(None, None, "m", rank=3, ranks=(1, 3), error_type="X", error_code_of_rank=8)
+    f = pickle.loads(pickle.dumps(e))
+    assert (type(f), f.rank, f.ranks, f.error_type, f.message) == (dist.RankFailedError, 3, (1, 3), "X", "m")
+
+
+# --- the plan
+def test_plan_writes_replicas_once_and_rejects_conflicts():
+    f32, i64 = sk.float32.as_datatype_enum, sk.int64.as_datatype_enum
+    a = [("shared", i64, (4,), ""), ("emb", f32, (12, 5), "12 5 0,6:0,5")]
+    b = [("shared", i64, (4,), ""), ("emb", f32, (12, 5), "12 5 6,6:0,5"), ("emb2", f32, (2,), "")]
+    c = [("emb", f32, (12, 5), "12 5 6,6:0,5")]  # the same slice as rank 1: written once
+    assert distributed_save.plan_save([a, b, c]) == [[0, 1], [1, 2], []]
+    with pytest.raises(errors.InvalidArgumentError, match="rank 0 saves int64\\[4\\], rank 1 saves float32"):
+        distributed_save.plan_save([a, [("shared", f32, (4,), "")]])
+    with pytest.raises(errors.InvalidArgumentError, match=r"int64\[4\], rank 1 saves int64\[5\]"):
+        distributed_save.plan_save([a, [("shared", i64, (5,), "")]])
+    with pytest.raises(errors.InvalidArgumentError, match="overlap but differ"):
+        distributed_save.plan_save([a, [("emb", f32, (12, 5), "12 5 3,6:0,5")]])
+    with pytest.raises(errors.InvalidArgumentError, match="the whole tensor"):
+        distributed_save.plan_save([a, [("emb", f32, (12, 5), "")]])
+    many = [[("e", f32, (1000, 2), f"1000 2 {r * 10},10:-")] for r in range(100)]
+    assert distributed_save.plan_save(many) == [[0]] * 100
+    many[57] = [("e", f32, (1000, 2), "1000 2 565,10:-")]
+    with pytest.raises(errors.InvalidArgumentError, match="overlap"):
+        distributed_save.plan_save(many)
+
+
+# --- Saver(coordinator=)
+def _save_rank(c, directory, step, world=None, **save_kw):
+    g = sk.Graph()
+    with g.as_default():
+        build_rank_model(c.rank, world or c.world_size, step)
+        saver = sk.train.Saver(coordinator=c, max_to_keep=2)
+        with sk.Session(graph=g) as sess:
+            sess.run(sk.global_variables_initializer())
+            return saver.save(sess, os.path.join(directory, "model"), global_step=step, **save_kw)
+
+
+def _check_checkpoint(prefix, world, step):
+    with bundle.BundleReader(prefix) as r:
+        assert r.num_shards == world
+        want = expected_values(world, step)
+        assert sorted(r.entries()) == sorted(want)
+        for k, v in want.items():
+            np.testing.assert_array_equal(r.read(k), v)
+            assert r.read(k).dtype == v.dtype
+
+
+def test_four_ranks_save_one_checkpoint(tmp_path):
+    out = raise_first(run_ranks(4, lambda c: _save_rank(c, str(tmp_path), 7)))
+    prefix = str(tmp_path / "model-7")
+    assert out == [prefix] * 4
+    names = sorted(os.listdir(tmp_path))
+    assert names == ["checkpoint", "model-7.data-00000-of-00004", "model-7.data-00001-of-00004",
+                     "model-7.data-00002-of-00004", "model-7.data-00003-of-00004", "model-7.index",
+                     "model-7.meta"]
+    _check_checkpoint(prefix, 4, 7)
+    assert sk.train.latest_checkpoint(str(tmp_path)) == prefix
+
+
+def test_retention_across_saves_and_every_rank_knows_the_checkpoints(tmp_path):
+    group = dist.ThreadGroup(3, timeout=20)
+
+    def fn(c):
+        g = sk.Graph()
+        with g.as_default():
+            build_rank_model(c.rank, 3, 0)
+            saver = sk.train.Saver(coordinator=c, max_to_keep=2)
+            with sk.Session(graph=g) as sess:
+                sess.run(sk.global_variables_initializer())
+                for step in range(4):
+                    saver.save(sess, str(tmp_path / "m"), global_step=step, write_meta_graph=False)
+                return saver.last_checkpoints
+
+    out = raise_first(run_ranks(3, fn, group=group))
+    assert out == [[str(tmp_path / "m-2"), str(tmp_path / "m-3")]] * 3
+    assert sorted(n for n in os.listdir(tmp_path) if n.endswith(".index")) == ["m-2.index", "m-3.index"]
+    state = sk.train.get_checkpoint_state(str(tmp_path))
+    assert list(state.all_model_checkpoint_paths) == [str(tmp_path / "m-2"), str(tmp_path / "m-3")]
+
+
+def test_conflicting_duplicates_fail_on_every_rank_and_leave_nothing(tmp_path):
+    def fn(c):
+        g = sk.Graph()
+        with g.as_default():
+            sk.Variable(np.zeros(3 + (c.rank == 2), np.float32), name="shared")
+            saver = sk.train.Saver(coordinator=c)
+            with sk.Session(graph=g) as sess:
+                sess.run(sk.global_variables_initializer())
+                saver.save(sess, str(tmp_path / "model"))
+
+    out = run_ranks(3, fn)
+    assert all(isinstance(e, errors.InvalidArgumentError) for e in out), out
+    assert all("rank 0 saves float32[3], rank 2 saves float32[4]" in str(e) for e in out)
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_failed_write_raises_on_every_rank_and_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    raise_first(run_ranks(3, lambda c: _save_rank(c, str(tmp_path), 1)))
+    real = bundle.write_bundle
+
+    def failing(prefix, *a, **k):
+        if "part-00001-of" in prefix:
+            raise errors.ResourceExhaustedError(None, None, f"No space left on device: {prefix}")
+        return real(prefix, *a, **k)
+
+    monkeypatch.setattr(bundle, "write_bundle", failing)
+    out = run_ranks(3, lambda c: _save_rank(c, str(tmp_path), 2))
+    assert all(isinstance(e, dist.RankFailedError) for e in out), out
+    assert all("save (write) failed on rank 1: ResourceExhaustedError: No space left" in str(e) for e in out)
+    assert sorted(os.listdir(tmp_path)) == sorted(
+        ["checkpoint", "model-1.index", "model-1.meta"]
+        + [f"model-1.data-0000{k}-of-00003" for k in range(3)])
+    assert sk.train.latest_checkpoint(str(tmp_path)) == str(tmp_path / "model-1")
+    _check_checkpoint(str(tmp_path / "model-1"), 3, 1)
+
+
+def test_a_rank_that_dies_mid_save_fails_the_others_within_the_timeout(tmp_path):
+    raise_first(run_ranks(3, lambda c: _save_rank(c, str(tmp_path), 1)))
+    group = dist.ThreadGroup(3, timeout=1.0)
+
+    def fn(c):
+        if c.rank == 1:  # dies after the prepare step: never reports its write
+            real = c._all_gather
+            calls = []
+
+            def dying(obj, *, deadline):
+                calls.append(1)
+                if len(calls) == 2:
+                    raise SystemExit("killed")
+                return real(obj, deadline=deadline)
+
+            c._all_gather = dying
+        t0 = time.monotonic()
+        try:
+            _save_rank(c, str(tmp_path), 2)
+        except BaseException as e:  # noqa: BLE001
+            return e, time.monotonic() - t0
+        return None, 0
+
+    out = run_ranks(3, fn, group=group)
+    for rank in (0, 2):
+        e, t = out[rank]
+        assert isinstance(e, dist.CollectiveTimeoutError) and t < 5, out
+    assert sk.train.latest_checkpoint(str(tmp_path)) == str(tmp_path / "model-1")
+    _check_checkpoint(str(tmp_path / "model-1"), 3, 1)
+    assert not [n for n in os.listdir(tmp_path) if "_temp_" in n]  # rank 0 removed the part directory
+
+
+def test_a_rank_may_hold_nothing_to_write(tmp_path):
+    def fn(c):
+        g = sk.Graph()
+        with g.as_default():
+            sk.Variable(shared(0), name="shared")  # every rank: written once, by rank 0
+            saver = sk.train.Saver(coordinator=c)
+            with sk.Session(graph=g) as sess:
+                sess.run(sk.global_variables_initializer())
+                return saver.save(sess, str(tmp_path / "model"))
+
+    assert raise_first(run_ranks(3, fn)) == [str(tmp_path / "model")] * 3
+    with bundle.BundleReader(str(tmp_path / "model")) as r:
+        assert r.num_shards == 1 and list(r.entries()) == ["shared"]
+
+
+# --- restore
+def _restore_rank(c, prefix, world, saved_world, coordinated=True, with_own=True):
+    g = sk.Graph()
+    with g.as_default():
+        model = build_rank_model(c.rank, world, step=-1, emb_world=saved_world, with_own=with_own)
+        saver = sk.train.Saver(coordinator=c if coordinated else None)
+        with sk.Session(graph=g) as sess:
+            saver.restore(sess, prefix)
+            return {k: sess.run(v) for k, v in model.items()}
+
+
+def _check_restored(values, rank, world, saved_world, step, with_own=True):
+    full = emb_full(saved_world, step)
+    bounds = np.linspace(0, full.shape[0], world + 1).astype(int)
+    np.testing.assert_array_equal(values["emb"], full[bounds[rank]:bounds[rank + 1]])
+    np.testing.assert_array_equal(values["shared"], shared(step))
+    if with_own:
+        np.testing.assert_array_equal(values["own"], own(rank, step))
+
+
+def test_restore_same_world_each_rank_gets_its_own(tmp_path):
+    raise_first(run_ranks(4, lambda c: _save_rank(c, str(tmp_path), 3)))
+    out = raise_first(run_ranks(4, lambda c: _restore_rank(c, str(tmp_path / "model-3"), 4, 4)))
+    for rank, values in enumerate(out):
+        _check_restored(values, rank, 4, 4, 3)
+
+
+@pytest.mark.parametrize("saved, restored", [(4, 2), (4, 1), (2, 4), (1, 3), (3, 2)])
+def test_restore_with_a_different_world_size_through_slices(tmp_path, saved, restored):
+    raise_first(run_ranks(saved, lambda c: _save_rank(c, str(tmp_path), 5)))
+    out = raise_first(run_ranks(
+        restored, lambda c: _restore_rank(c, str(tmp_path / "model-5"), restored, saved, with_own=False)))
+    for rank, values in enumerate(out):
+        _check_restored(values, rank, restored, saved, 5, with_own=False)
+
+
+def test_a_plain_saver_restores_the_whole_partitioned_variable(tmp_path):
+    raise_first(run_ranks(4, lambda c: _save_rank(c, str(tmp_path), 9)))
+    g = sk.Graph()
+    with g.as_default():
+        emb = sk.Variable(np.zeros((24, 5), np.float32), name="emb")
+        w3 = sk.Variable(np.zeros((3, 5)), name="rank3/w")
+        with sk.Session(graph=g) as sess:
+            sk.train.Saver([emb, w3]).restore(sess, str(tmp_path / "model-9"))
+            np.testing.assert_array_equal(sess.run(emb), emb_full(4, 9))
+            np.testing.assert_array_equal(sess.run(w3), own(3, 9))
+
+
+def test_restore_errors_are_raised_on_every_rank(tmp_path):
+    raise_first(run_ranks(2, lambda c: _save_rank(c, str(tmp_path), 1)))
+    # rank 2 of 3 asks for rank2/w, which a world of 2 never saved
+    out = run_ranks(3, lambda c: _restore_rank(c, str(tmp_path / "model-1"), 3, 2))
+    assert all(isinstance(e, dist.RankFailedError) for e in out), out
+    assert all("restore failed on rank 2: NotFoundError: Key rank2/w not found" in str(e) for e in out)
+    out = run_ranks(2, lambda c: _restore_rank(c, str(tmp_path / "nothing"), 2, 2))
+    assert all(isinstance(e, dist.RankFailedError) and "restore (index) failed on rank 0" in str(e)
+               for e in out), out
