@@ -7,8 +7,9 @@ joined by torch.distributed gloo on 127.0.0.1 (``--via torch``, rank/world/port 
 Commands (each rank prints one JSON line ``{"rank": r, ...}`` on stdout):
     save DIR STEP                 the dist_helpers model of this rank, saved at STEP
     restore PREFIX SAVED_WORLD    restore the model split over this world; checks the values
-    die DIR STEP VICTIM PHASE     save; rank VICTIM SIGKILLs itself at PHASE (after-write: its part is
-                                  written; in-commit: rank 0 merged, state file not yet written)
+    die DIR STEP VICTIM PHASE SIG save; rank VICTIM sends itself SIG (KILL or STOP: a hung rank) at
+                                  PHASE (after-write: its part is written; in-commit: rank 0 merged,
+                                  the state file not yet written); the others report their error
     bench DIR MIB                 each rank saves MIB MiB of its own variables; prints seconds
 """
 
@@ -43,7 +44,8 @@ def coordinator(args) -> dist.Coordinator:
 
 
 def report(coord, **kw) -> None:
-    print(json.dumps({"rank": coord.rank, **kw}), flush=True)
+    sys.stdout.write(json.dumps({"rank": coord.rank, **kw}) + "\n")  # one write: lines of ranks interleave
+    sys.stdout.flush()
 
 
 def do_save(coord, directory, step):
@@ -72,14 +74,14 @@ def do_restore(coord, prefix, saved_world):
             return step
 
 
-def arm_death(coord, victim, phase):
+def arm_death(coord, victim, phase, sig="KILL"):
     if coord.rank != victim:
         return
     from saverkit import bundle
 
     def die():
-        print(json.dumps({"rank": coord.rank, "dying": phase}), flush=True)
-        os.kill(os.getpid(), signal.SIGKILL)
+        report(coord, dying=phase, pid=os.getpid())
+        os.kill(os.getpid(), getattr(signal, "SIG" + sig))
 
     if phase == "after-write":
         real = bundle.write_bundle
@@ -139,8 +141,8 @@ def main() -> int:
         elif args.cmd == "restore":
             report(coord, step=do_restore(coord, args.args[0], int(args.args[1])))
         elif args.cmd == "die":
-            directory, step, victim, phase = args.args
-            arm_death(coord, int(victim), phase)
+            directory, step, victim, phase, sig = args.args
+            arm_death(coord, int(victim), phase, sig)
             t0 = time.monotonic()
             try:
                 do_save(coord, directory, int(step))
