@@ -353,3 +353,81 @@ def test_restore_errors_are_raised_on_every_rank(tmp_path):
     out = run_ranks(2, lambda c: _restore_rank(c, str(tmp_path / "nothing"), 2, 2))
     assert all(isinstance(e, dist.RankFailedError) and "restore (index) failed on rank 0" in str(e)
                for e in out), out
+
+
+# --- CheckpointManager(coordinator=): object-based checkpoints, object graphs merged by path
+def _manager_rank(c, directory, value, max_to_keep=2, saves=3, restore=False):
+    g = sk.Graph()
+    with g.as_default(), sk.Session(graph=g) as sess:
+        shared_v = sk.Variable(np.float32(0.0), name="shared")
+        mine = sk.Variable(np.zeros(c.rank + 1, np.float32), name=f"w{c.rank}")
+        ckpt = sk.train.Checkpoint(shared=shared_v, **{f"w{c.rank}": mine})
+        mgr = sk.train.CheckpointManager(ckpt, directory, max_to_keep=max_to_keep, coordinator=c)
+        sess.run(sk.global_variables_initializer())
+        if restore:
+            path = mgr.restore_or_initialize(session=sess)
+            return path, sess.run(shared_v), sess.run(mine)
+        paths = []
+        for i in range(saves):
+            sess.run(shared_v.assign(np.float32(value + i)))
+            sess.run(mine.assign(np.full(c.rank + 1, value + i + c.rank, np.float32)))
+            paths.append(mgr.save(session=sess))
+        return paths, mgr.checkpoints
+
+
+def test_checkpoint_manager_four_ranks_one_checkpoint_then_restore(tmp_path):
+    out = raise_first(run_ranks(4, lambda c: _manager_rank(c, str(tmp_path), 10.0)))
+    want = [str(tmp_path / f"ckpt-{i}") for i in (1, 2, 3)]
+    assert all(o == (want, want[1:]) for o in out), out
+    assert sorted(n for n in os.listdir(tmp_path) if n.endswith(".index")) == ["ckpt-2.index", "ckpt-3.index"]
+    with bundle.BundleReader(want[-1]) as r:
+        assert r.num_shards == 4
+        names = set(r.entries())
+        assert {f"w{k}/.ATTRIBUTES/VARIABLE_VALUE" for k in range(4)} <= names
+        np.testing.assert_array_equal(r.read("w3/.ATTRIBUTES/VARIABLE_VALUE"), np.full(4, 15, np.float32))
+        assert r.read("shared/.ATTRIBUTES/VARIABLE_VALUE") == 12
+    # a single process restores every rank's objects from the merged object graph
+    g = sk.Graph()
+    with g.as_default(), sk.Session(graph=g) as sess:
+        vs = {f"w{k}": sk.Variable(np.zeros(k + 1, np.float32), name=f"w{k}") for k in range(4)}
+        sk.train.Checkpoint(**vs).restore(want[-1], session=sess).assert_existing_objects_matched()
+        for k in range(4):
+            np.testing.assert_array_equal(sess.run(vs[f"w{k}"]), np.full(k + 1, 12 + k, np.float32))
+    # and the ranks restore their own (2 ranks: a smaller world finds its objects too)
+    out = raise_first(run_ranks(2, lambda c: _manager_rank(c, str(tmp_path), 0.0, restore=True)))
+    for rank, (path, s, mine) in enumerate(out):
+        assert path == want[-1] and s == 12
+        np.testing.assert_array_equal(mine, np.full(rank + 1, 12 + rank, np.float32))
+
+
+@pytest.mark.tf
+def test_tensorflow_reads_a_distributed_checkpoint_manager_checkpoint(tmp_path):
+    raise_first(run_ranks(3, lambda c: _manager_rank(c, str(tmp_path), 1.0, saves=1)))
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    tf = pytest.importorskip("tensorflow")
+    path = tf.train.latest_checkpoint(str(tmp_path))
+    assert path == str(tmp_path / "ckpt-1")
+    vs = {f"w{k}": tf.Variable(np.zeros(k + 1, np.float32)) for k in range(3)}
+    shared_v = tf.Variable(np.float32(0))
+    tf.train.Checkpoint(shared=shared_v, **vs).restore(path).assert_existing_objects_matched()
+    assert shared_v.numpy() == 1
+    for k in range(3):
+        np.testing.assert_array_equal(vs[f"w{k}"].numpy(), np.full(k + 1, 1 + k, np.float32))
+
+
+@pytest.mark.tf
+def test_tensorflow_reads_a_four_rank_saver_checkpoint(tmp_path):
+    raise_first(run_ranks(4, lambda c: _save_rank(c, str(tmp_path), 4)))
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    tf = pytest.importorskip("tensorflow")
+    prefix = tf.train.latest_checkpoint(str(tmp_path))
+    reader = tf.train.load_checkpoint(prefix)
+    for k, v in expected_values(4, 4).items():
+        np.testing.assert_array_equal(reader.get_tensor(k), v)
+    # TF's own Saver restores the partitioned variable whole
+    g = tf.Graph()
+    with g.as_default():
+        emb = tf.compat.v1.get_variable("emb", shape=[24, 5], dtype=tf.float32)
+        with tf.compat.v1.Session(graph=g) as sess:
+            tf.compat.v1.train.Saver([emb]).restore(sess, prefix)
+            np.testing.assert_array_equal(sess.run(emb), emb_full(4, 4))

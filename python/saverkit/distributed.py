@@ -193,6 +193,7 @@ def run_everywhere(coord: Coordinator, fn: Callable[[], Any], what: str, *,
     local_exc: BaseException | None = None
     try:
         payload = (_OK, fn())
+        pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)  # a result that cannot travel fails here
     except Exception as e:  # carried to every rank
         local_exc = e
         payload = _error_payload(coord.rank, e)

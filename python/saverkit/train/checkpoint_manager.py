@@ -70,8 +70,12 @@ class CheckpointManager:
         checkpoint_interval: int | None = None,
         init_fn: Callable[[], Any] | None = None,
         session: Session | None = None,
+        coordinator: Any = None,
     ):
         self._checkpoint = checkpoint
+        # saverkit.distributed.Coordinator: every rank's `checkpoint` goes into ONE checkpoint per save
+        # (object graphs merged by path), rank 0 keeps the state file and deletes old checkpoints.
+        self._coordinator = coordinator
         if max_to_keep is not None and max_to_keep <= 0:
             raise ValueError(f"Expected a positive integer or `None` for `max_to_keep`, got {max_to_keep}.")
         self._max_to_keep = max_to_keep
@@ -187,19 +191,53 @@ class CheckpointManager:
         counter_value = self._checkpoint._next_checkpoint_number(session)
         number = counter_value if checkpoint_number is None else _evaluate(checkpoint_number, session)
         prefix = f"{self._prefix}-{number}"
+        if self._coordinator is not None:
+            from saverkit.train import distributed_save
+
+            return distributed_save.write_object_checkpoint(
+                self._coordinator, self._checkpoint, prefix, session,
+                commit=self._record_new, committed=lambda path: self._record_new(path, delete=False))
         save_path = self._checkpoint.write(prefix, session=session)
+        self._record_new(save_path)
+        return save_path
+
+    def _record_new(self, save_path: str, delete: bool = True) -> None:
+        """A new checkpoint is written: the state file names it, then older ones beyond max_to_keep go.
+        (``delete=False``: a distributed job's other ranks, whose rank 0 did both.)"""
         timestamp = time.time()
         self._maybe_delete.pop(save_path, None)  # re-saving a number moves it to the newest position
         self._maybe_delete[save_path] = timestamp
         self._latest_checkpoint = save_path
+        if not delete:
+            if self._max_to_keep:
+                while len(self._maybe_delete) > self._max_to_keep:
+                    filename, stamp = self._maybe_delete.popitem(last=False)
+                    if self._keep_checkpoint_every_n_hours and (
+                        stamp - self._keep_checkpoint_every_n_hours * 3600.0 >= self._last_preserved_timestamp
+                    ):
+                        self._last_preserved_timestamp = stamp
+            return
         self._record_state()
         self._sweep()
         self._record_state()
-        return save_path
 
     def restore_or_initialize(self, session: Session | None = None) -> str | None:
         """Restore the latest checkpoint and return its path; with none, call `init_fn` and return None."""
         session = session if session is not None else self._session
+        if self._coordinator is not None:  # each rank restores its own objects; an error raises everywhere
+            from saverkit import distributed
+
+            latest = distributed.broadcast_result(
+                self._coordinator, lambda: self._latest_checkpoint, "restore_or_initialize (latest)")
+            if latest is not None:
+                distributed.run_everywhere(
+                    self._coordinator,
+                    lambda: self._checkpoint.restore(latest, session=session) and None,
+                    "restore_or_initialize")
+                self._latest_checkpoint = latest
+                if self._checkpoint_interval is not None:
+                    self._last_checkpoint_step = _evaluate(self._step_counter, session)
+                return latest
         if self._latest_checkpoint is not None:
             self._checkpoint.restore(self._latest_checkpoint, session=session)
             if self._checkpoint_interval is not None:

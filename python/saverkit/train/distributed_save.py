@@ -184,7 +184,146 @@ def _part_prefix(part_dir: str, shard: int, num_shards: int) -> str:
     return os.path.join(part_dir, f"part-{shard:05d}-of-{num_shards:05d}")
 
 
-# --- save
+# --- save: the engine
+class _Job:
+    """What one kind of save (a Saver, a Checkpoint) tells the engine; run on every rank."""
+
+    rank0_extra = False  # rank 0 writes extra tensors made from every rank's extra() (an object graph)
+
+    def checkpoint_file(self) -> str:
+        raise NotImplementedError
+
+    def tensors(self) -> tuple[list, list, list, list]:
+        """This rank's (keys, values, slice specs, dtypes)."""
+        raise NotImplementedError
+
+    def extra(self) -> Any:
+        return None
+
+    def rank0_tensors(self, extras: list) -> tuple[list, list, list, list]:
+        return [], [], [], []
+
+    def check_parent(self, checkpoint_file: str) -> None:
+        pass
+
+    def commit(self, checkpoint_file: str) -> None:
+        """Rank 0, after the merge: what makes the checkpoint the latest (state file last)."""
+
+    def committed(self, checkpoint_file: str) -> None:
+        """The other ranks, after rank 0 committed: their own bookkeeping."""
+
+
+def run_save(coord: dist.Coordinator, job: _Job, durable: bool) -> str | None:
+    """Every rank writes its tensors into a part; rank 0 merges and commits. See the module docstring."""
+    local: dict[str, Any] = {}
+
+    def prepare() -> tuple:
+        checkpoint_file = job.checkpoint_file()
+        names, values, slices, dts = job.tensors()
+        local["tensors"] = names, values, slices, dts
+        entries = [_entry(n, d, v, s) for n, d, v, s in zip(names, dts, values, slices, strict=True)]
+        part_dir = None
+        if coord.rank == 0:
+            job.check_parent(checkpoint_file)
+            part_dir = f"{checkpoint_file}_temp_{uuid.uuid4().hex}"
+            tempfiles.make_part_dir(_part_prefix(part_dir, 0, 1))  # with saverkit's marker, owned by rank 0
+            local["part_dir"] = part_dir
+        return checkpoint_file, entries, part_dir, job.extra()
+
+    try:
+        return _run_save(coord, job, prepare, local, durable)
+    except BaseException:
+        if coord.rank == 0 and local.get("part_dir") and os.path.isdir(local["part_dir"]):
+            tempfiles.remove_part_dir(local["part_dir"])
+        raise
+    finally:
+        local.clear()  # the values: never kept past the save
+
+
+def _run_save(coord, job, prepare, local, durable) -> str | None:
+    rank, n = coord.rank, coord.world_size
+    gathered = dist.run_everywhere(coord, prepare, "save (prepare)")
+    files = {g[0] for g in gathered}
+    if len(files) != 1:
+        raise errors.InvalidArgumentError(
+            None, None, "Ranks save to different checkpoints: "
+            + ", ".join(f"rank {r}: {g[0]!r}" for r, g in enumerate(gathered)))
+    checkpoint_file = gathered[0][0]
+    part_dir = gathered[0][2]
+    writes = plan_save([g[1] for g in gathered])  # the same on every rank: raises on every rank alike
+    writers = [r for r in range(n) if writes[r] or (r == 0 and job.rank0_extra)]
+    if not writers:  # every rank's saver is empty (allow_empty=True)
+        if rank == 0:
+            tempfiles.remove_part_dir(part_dir)
+        return None
+    num_shards = len(writers)
+    parts = [_part_prefix(part_dir, k, num_shards) for k in range(num_shards)]
+
+    def write() -> None:
+        names, values, slices, dts = local["tensors"]
+        mine = writes[rank]
+        out = ([names[i] for i in mine], [np.asarray(values[i]) for i in mine], [slices[i] for i in mine],
+               [dts[i] for i in mine])
+        if rank == 0 and job.rank0_extra:
+            for column, more in zip(out, job.rank0_tensors([g[3] for g in gathered]), strict=True):
+                column.extend(more)
+        if out[0]:
+            bundle.write_bundle(parts[writers.index(rank)], *out, durable=durable)
+
+    dist.run_everywhere(coord, write, "save (write)")
+    local.pop("tensors", None)
+
+    def commit() -> str:
+        from saverkit import _core  # noqa: PLC0415
+
+        _core.merge_bundles(parts, checkpoint_file, True, False, durable)
+        tempfiles.remove_part_dir(part_dir)
+        if durable:
+            from saverkit.train import saver as saver_mod  # noqa: PLC0415
+
+            saver_mod._fsync_checkpoint(checkpoint_file)
+        job.commit(checkpoint_file)
+        tempfiles.remove_stale(os.path.dirname(checkpoint_file) or ".")
+        return checkpoint_file
+
+    path = dist.broadcast_result(coord, commit, "save (commit)")
+    if rank != 0:
+        job.committed(path)
+    return path
+
+
+# --- save: Saver
+class _SaverJob(_Job):
+    def __init__(self, saver, sess, save_path, global_step, latest_filename, meta_graph_suffix,
+                 write_meta_graph, write_state, strip_default_attrs, durable):
+        self.saver, self.sess, self.save_path, self.global_step = saver, sess, save_path, global_step
+        self.latest_filename, self.meta_graph_suffix = latest_filename, meta_graph_suffix
+        self.write_meta_graph, self.write_state = write_meta_graph, write_state
+        self.strip_default_attrs, self.durable = strip_default_attrs, durable
+
+    def checkpoint_file(self) -> str:
+        return _checkpoint_file(self.saver, self.sess, self.save_path, self.global_step, self.latest_filename)
+
+    def tensors(self):
+        names, tensors, slices, dts = _local_specs(self.saver)
+        values = self.sess.run(list(tensors)) if tensors else []
+        return names, values, slices, dts
+
+    def check_parent(self, checkpoint_file: str) -> None:
+        parent = os.path.dirname(self.save_path)
+        if parent and not os.path.isdir(parent) and not os.path.isdir(os.path.dirname(parent) or "."):
+            raise ValueError(f"Parent directory of {self.save_path} doesn't exist, can't save.")
+
+    def commit(self, checkpoint_file: str) -> None:
+        _commit_saver(self.saver, self.sess, checkpoint_file, self.latest_filename, self.meta_graph_suffix,
+                      self.write_meta_graph, self.write_state, self.strip_default_attrs, self.durable)
+
+    def committed(self, checkpoint_file: str) -> None:
+        if self.write_state:  # the same retention bookkeeping as rank 0 (which deleted the files)
+            self.saver._RecordLastCheckpoint(checkpoint_file)
+            self.saver._checkpoints_to_delete()
+
+
 def save(
     saver: Any,
     sess: Any,
@@ -198,98 +337,17 @@ def save(
     durable: bool,
 ) -> str | None:
     """``Saver.save`` when the Saver has a coordinator (see the module docstring)."""
-    coord: dist.Coordinator = saver._coordinator
-    rank = coord.rank
-    local: dict[str, Any] = {}
-
-    def prepare() -> tuple:
-        checkpoint_file = _checkpoint_file(saver, sess, save_path, global_step, latest_filename)
-        names, tensors, slices, dts = _local_specs(saver)
-        values = sess.run(list(tensors)) if tensors else []
-        local["values"] = values
-        entries = [_entry(n, d, v, s) for n, d, v, s in zip(names, dts, values, slices, strict=True)]
-        part_dir = None
-        if rank == 0:
-            parent = os.path.dirname(save_path)
-            if parent and not os.path.isdir(parent) and not os.path.isdir(os.path.dirname(parent) or "."):
-                raise ValueError(f"Parent directory of {save_path} doesn't exist, can't save.")
-            part_dir = f"{checkpoint_file}_temp_{uuid.uuid4().hex}"
-            tempfiles.make_part_dir(_part_prefix(part_dir, 0, 1))  # with saverkit's marker, owned by rank 0
-            local["part_dir"] = part_dir
-        return checkpoint_file, entries, part_dir
-
-    try:
-        return _save(saver, sess, coord, prepare, local, latest_filename, meta_graph_suffix,
-                     write_meta_graph, write_state, strip_default_attrs, durable)
-    except BaseException:
-        if rank == 0 and local.get("part_dir") and os.path.isdir(local["part_dir"]):
-            tempfiles.remove_part_dir(local["part_dir"])
-        raise
-    finally:
-        local.clear()  # the values: never kept past the save
+    job = _SaverJob(saver, sess, save_path, global_step, latest_filename, meta_graph_suffix,
+                    write_meta_graph, write_state, strip_default_attrs, durable)
+    return run_save(saver._coordinator, job, durable)
 
 
-def _save(saver, sess, coord, prepare, local, latest_filename, meta_graph_suffix, write_meta_graph,
-          write_state, strip_default_attrs, durable) -> str | None:
-    rank, n = coord.rank, coord.world_size
-    gathered = dist.run_everywhere(coord, prepare, "save (prepare)")
-    files = {g[0] for g in gathered}
-    if len(files) != 1:
-        raise errors.InvalidArgumentError(
-            None, None, "Ranks save to different checkpoints: "
-            + ", ".join(f"rank {r}: {g[0]!r}" for r, g in enumerate(gathered)))
-    checkpoint_file = gathered[0][0]
-    part_dir = gathered[0][2]
-    writes = plan_save([g[1] for g in gathered])  # the same on every rank: raises on every rank alike
-    writers = [r for r in range(n) if writes[r]]
-    if not writers:  # every rank's saver is empty (allow_empty=True)
-        if rank == 0:
-            tempfiles.remove_part_dir(part_dir)
-        return None
-    num_shards = len(writers)
-    parts = [_part_prefix(part_dir, k, num_shards) for k in range(num_shards)]
-
-    def write() -> None:
-        mine = writes[rank]
-        if not mine:
-            return
-        names, _, slices, dts = _local_specs(saver)
-        values = local["values"]
-        bundle.write_bundle(
-            parts[writers.index(rank)],
-            [names[i] for i in mine],
-            [np.asarray(values[i]) for i in mine],
-            [slices[i] for i in mine],
-            [dts[i] for i in mine],
-            durable=durable,
-        )
-
-    dist.run_everywhere(coord, write, "save (write)")
-    local.pop("values", None)
-
-    def commit() -> str:
-        return _commit(saver, sess, parts, checkpoint_file, latest_filename, meta_graph_suffix,
-                       write_meta_graph, write_state, strip_default_attrs, durable)
-
-    path = dist.broadcast_result(coord, commit, "save (commit)")
-    if rank != 0 and write_state:  # the same retention bookkeeping as rank 0 (which deleted the files)
-        saver._RecordLastCheckpoint(path)
-        saver._checkpoints_to_delete()
-    return path
-
-
-def _commit(saver, sess, parts, checkpoint_file, latest_filename, meta_graph_suffix, write_meta_graph,
-            write_state, strip_default_attrs, durable) -> str:
-    """Rank 0: merge the parts into the checkpoint, then .meta, state file and retention (Saver.save's
-    order)."""
-    from saverkit import _core  # noqa: PLC0415
+def _commit_saver(saver, sess, checkpoint_file, latest_filename, meta_graph_suffix, write_meta_graph,
+                  write_state, strip_default_attrs, durable) -> None:
+    """Rank 0, after the merge: .meta, state file and retention (Saver.save's order)."""
     from saverkit.framework import ops  # noqa: PLC0415
     from saverkit.train import saver as saver_mod  # noqa: PLC0415
 
-    _core.merge_bundles(parts, checkpoint_file, True, False, durable)
-    tempfiles.remove_part_dir(os.path.dirname(parts[0]))
-    if durable:
-        saver_mod._fsync_checkpoint(checkpoint_file)
     save_dir = os.path.dirname(checkpoint_file)
     recorded = (list(saver._last_checkpoints), list(saver._checkpoints_to_be_deleted),
                 saver._next_checkpoint_time)
@@ -312,8 +370,140 @@ def _commit(saver, sess, parts, checkpoint_file, latest_filename, meta_graph_suf
         raise
     if write_state:
         saver._delete_checkpoints(doomed, meta_graph_suffix, save_dir or ".")
-    tempfiles.remove_stale(save_dir or ".")
-    return checkpoint_file
+
+
+# --- save: object-based (Checkpoint / CheckpointManager)
+class _ObjectJob(_Job):
+    rank0_extra = True
+
+    def __init__(self, checkpoint, prefix, session, commit, committed):
+        self.checkpoint, self.prefix, self.session = checkpoint, prefix, session
+        self._commit, self._committed = commit, committed
+        self.graph = None
+
+    def checkpoint_file(self) -> str:
+        return self.prefix
+
+    def tensors(self):
+        from saverkit.train import _variable_io  # noqa: PLC0415
+        from saverkit.train.checkpoint import serialize_object_graph  # noqa: PLC0415
+
+        view = self.checkpoint._graph_view
+        self.graph, to_save = serialize_object_graph(view.root, view.attached_dependencies())
+        variables = [v for _, v in to_save]
+        values = _variable_io.fetch_values(self.session, variables)
+        return ([k for k, _ in to_save], values, [""] * len(values),
+                [v.dtype.base_dtype for v in variables])
+
+    def extra(self) -> bytes:
+        return self.graph.SerializeToString()
+
+    def rank0_tensors(self, extras: list):
+        from saverkit.trackable import OBJECT_GRAPH_PROTO_KEY  # noqa: PLC0415
+
+        merged = merge_object_graphs(extras)
+        return [OBJECT_GRAPH_PROTO_KEY], [np.array(merged, dtype=object)], [""], [dtypes_lib.string]
+
+    def check_parent(self, checkpoint_file: str) -> None:
+        directory = os.path.dirname(checkpoint_file)
+        if directory:
+            os.makedirs(directory, exist_ok=True)
+
+    def commit(self, checkpoint_file: str) -> None:
+        if self._commit is not None:
+            self._commit(checkpoint_file)
+
+    def committed(self, checkpoint_file: str) -> None:
+        if self._committed is not None:
+            self._committed(checkpoint_file)
+
+
+def write_object_checkpoint(coord: dist.Coordinator, checkpoint: Any, prefix: str, session: Any,
+                            commit=None, committed=None) -> str:
+    """``Checkpoint.write`` of every rank's objects into ONE object-based checkpoint at ``prefix``.
+
+    The ranks' object graphs are merged by object path (a node is the same object on every rank that
+    reaches it by the same path; variables with the same key are replicas, written once); ``commit``
+    runs on rank 0 after the merge (the state file), ``committed`` on the others afterwards."""
+    return run_save(coord, _ObjectJob(checkpoint, prefix, session, commit, committed), durable=False)
+
+
+def _node_paths(graph) -> list:
+    """Each node's identity across ranks: its path of child names from the root (breadth first, as TF
+    names objects); a slot variable node: ("slot", variable path, optimizer path, slot name)."""
+    paths: list = [None] * len(graph.nodes)
+    paths[0] = ()
+    queue = [0]
+    while queue:
+        nxt = []
+        for i in queue:
+            for ref in graph.nodes[i].children:
+                if paths[ref.node_id] is None:
+                    paths[ref.node_id] = (*paths[i], ref.local_name)
+                    nxt.append(ref.node_id)
+        queue = nxt
+    for i, node in enumerate(graph.nodes):
+        for slot in node.slot_variables:
+            if paths[slot.slot_variable_node_id] is None:
+                paths[slot.slot_variable_node_id] = (
+                    "slot", paths[slot.original_variable_node_id], paths[i], slot.slot_name)
+    return paths
+
+
+def merge_object_graphs(serialized: list[bytes]) -> bytes:
+    """One TrackableObjectGraph holding every rank's objects (see write_object_checkpoint)."""
+    from saverkit.protobuf import trackable_object_graph_pb2  # noqa: PLC0415
+
+    if all(b == serialized[0] for b in serialized[1:]):
+        return serialized[0]
+    graphs = [trackable_object_graph_pb2.TrackableObjectGraph.FromString(b) for b in serialized]
+    merged = trackable_object_graph_pb2.TrackableObjectGraph()
+    ids: dict = {}
+    maps = []
+    for g in graphs:
+        local = {}
+        for i, path in enumerate(_node_paths(g)):
+            if path is None:
+                continue
+            if path not in ids:
+                ids[path] = len(merged.nodes)
+                merged.nodes.add()
+            local[i] = ids[path]
+        maps.append(local)
+    children: list[dict] = [{} for _ in merged.nodes]
+    attributes: list[dict] = [{} for _ in merged.nodes]
+    slots: list[dict] = [{} for _ in merged.nodes]
+    for rank, (g, local) in enumerate(zip(graphs, maps, strict=True)):
+        for i, node in enumerate(g.nodes):
+            if i not in local:
+                continue
+            m = local[i]
+            for ref in node.children:
+                children[m].setdefault(ref.local_name, local[ref.node_id])
+            for attr in node.attributes:
+                seen = attributes[m].setdefault(attr.name, (rank, attr))
+                if seen[1].checkpoint_key != attr.checkpoint_key:
+                    raise errors.InvalidArgumentError(
+                        None, None, f"Conflicting object graphs: attribute {attr.name} is "
+                        f"{seen[1].checkpoint_key!r} on rank {seen[0]} and {attr.checkpoint_key!r} "
+                        f"on rank {rank}")
+            for slot in node.slot_variables:
+                key = (local[slot.original_variable_node_id], slot.slot_name)
+                slots[m].setdefault(key, local[slot.slot_variable_node_id])
+            if node.HasField("has_checkpoint_values") and node.has_checkpoint_values.value:
+                merged.nodes[m].has_checkpoint_values.value = True
+    ref_t = trackable_object_graph_pb2.TrackableObjectGraph.TrackableObject
+    for m, node in enumerate(merged.nodes):
+        node.children.extend(
+            ref_t.ObjectReference(node_id=c, local_name=name) for name, c in children[m].items())
+        for _, attr in attributes[m].values():
+            node.attributes.add().CopyFrom(attr)
+        node.slot_variables.extend(
+            ref_t.SlotVariableReference(original_variable_node_id=v, slot_name=name, slot_variable_node_id=s)
+            for (v, name), s in slots[m].items())
+        if not node.HasField("has_checkpoint_values"):
+            node.has_checkpoint_values.value = False
+    return merged.SerializeToString()
 
 
 # --- restore
