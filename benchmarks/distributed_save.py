@@ -1,0 +1,187 @@
+"""Distributed save throughput: N = 1, 2, 4 MPI ranks each saving MIB MiB into ONE checkpoint in one
+directory, next to an N-process pwrite bound measured in the same run; restore throughput with each
+rank's slices matching the save (same world) and straddling two saved shards (the reads of a different
+world size); merge + commit time for 10,000 keys.
+
+    python benchmarks/distributed_save.py [--ranks 1 2 4] [--mib 256] [--repeats 3] [--dir DIR]
+
+The driver launches ``mpiexec -n N`` (the mpich wheel's) for each N and prints a Markdown table. The
+files go to page cache (no fsync): the bound is what N processes writing N files at once get here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROWS_PER_MIB = 1 << 16  # float32 rows of 4 values: 16 B per row
+
+
+def _pwrite_bound(coord, directory: str, nbytes: int) -> float:
+    """Seconds for every rank to write ``nbytes`` into its own new file (max over ranks)."""
+    buf = np.full(nbytes, coord.rank + 1, np.uint8)
+    chunk = 64 << 20
+    path = os.path.join(directory, f"pwrite-{coord.rank}")
+    coord.barrier()
+    t0 = time.perf_counter()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        view = memoryview(buf)
+        for off in range(0, nbytes, chunk):
+            os.pwrite(fd, view[off:off + chunk], off)
+    finally:
+        os.close(fd)
+    coord.barrier()
+    elapsed = time.perf_counter() - t0
+    os.unlink(path)
+    return elapsed
+
+
+def worker(args) -> None:
+    import saverkit as sk
+    from saverkit import distributed as dist
+
+    coord = dist.MPICoordinator(timeout=600)
+    rank, n = coord.rank, coord.world_size
+    nbytes = args.mib << 20
+    rows = args.mib * ROWS_PER_MIB
+    directory = args.dir
+    out: dict = {"ranks": n, "mib_per_rank": args.mib}
+
+    bound = [_pwrite_bound(coord, directory, nbytes) for _ in range(args.repeats)]
+
+    g = sk.Graph()
+    with g.as_default():
+        full_rows = n * rows
+        value = np.full((rows, 4), rank, np.float32)
+        v = sk.Variable(value, name=f"emb/part_{rank}")
+        v._set_save_slice_info(sk.Variable.SaveSliceInfo("emb", [full_rows, 4], [rank * rows, 0], [rows, 4]))
+        saver = sk.train.Saver([v], coordinator=coord, max_to_keep=None)
+        # the same variable read with slices that straddle two saved shards (another world size's reads)
+        shift = rows // 2 if n > 1 else 0
+        lo = (rank * rows + shift) % full_rows
+        lo = min(lo, full_rows - rows)
+        w = sk.Variable(np.zeros((rows, 4), np.float32), name=f"shifted/part_{rank}")
+        w._set_save_slice_info(sk.Variable.SaveSliceInfo("emb", [full_rows, 4], [lo, 0], [rows, 4]))
+        shifted = sk.train.Saver([w], coordinator=coord, max_to_keep=None)
+        with sk.Session(graph=g) as sess:
+            sess.run(sk.global_variables_initializer())
+            saves, restores, restores_shifted = [], [], []
+            for r in range(args.repeats):
+                prefix = os.path.join(directory, f"ckpt-{r}")
+                coord.barrier()
+                t0 = time.perf_counter()
+                saver.save(sess, prefix, write_meta_graph=False)
+                coord.barrier()
+                saves.append(time.perf_counter() - t0)
+                t0 = time.perf_counter()
+                saver.restore(sess, prefix)
+                coord.barrier()
+                restores.append(time.perf_counter() - t0)
+                t0 = time.perf_counter()
+                shifted.restore(sess, prefix)
+                coord.barrier()
+                restores_shifted.append(time.perf_counter() - t0)
+                if rank == 0:
+                    for name in os.listdir(directory):
+                        if name.startswith(f"ckpt-{r}."):
+                            os.unlink(os.path.join(directory, name))
+            got = sess.run(w)
+            assert got[0, 0] == (lo // rows), "shifted restore read the wrong rows"
+    total = n * nbytes / 1e9
+    out.update(
+        pwrite_gbps=total / min(bound),
+        save_gbps=total / min(saves),
+        restore_gbps=total / min(restores),
+        restore_other_world_gbps=total / min(restores_shifted),
+        save_seconds=min(saves),
+    )
+    out["save_vs_bound"] = out["save_gbps"] / out["pwrite_gbps"]
+    if rank == 0:
+        out.update(_merge_10k(directory, n))
+        print(json.dumps(out), flush=True)
+    coord.barrier()
+
+
+def _merge_10k(directory: str, n: int, keys: int = 10_000) -> dict:
+    """Merge + commit of ``keys`` keys written as ``max(n, 4)`` parts (what rank 0 does after the
+    writes): the engine merge, then the state file. Best of 5."""
+    from saverkit import _core, bundle, tempfiles
+    from saverkit.train import checkpoint_management
+
+    parts_n = max(n, 4)
+    best_merge, best_commit = float("inf"), float("inf")
+    for rep in range(5):
+        part_dir = os.path.join(directory, f"m{rep}_temp_{'0' * 31}{rep}")
+        parts = [os.path.join(part_dir, f"part-{k:05d}-of-{parts_n:05d}") for k in range(parts_n)]
+        per = keys // parts_n
+        for k, part in enumerate(parts):
+            names = [f"layer_{k * per + i:05d}/kernel" for i in range(per)]
+            bundle.write_bundle(part, names, [np.full(16, i, np.float32) for i in range(per)])
+        dest = os.path.join(directory, f"merged-{rep}")
+        t0 = time.perf_counter()
+        _core.merge_bundles(parts, dest, True, False, False)
+        tempfiles.remove_part_dir(part_dir)
+        t1 = time.perf_counter()
+        checkpoint_management.update_checkpoint_state_internal(
+            save_dir=directory, model_checkpoint_path=dest, all_model_checkpoint_paths=[dest])
+        t2 = time.perf_counter()
+        best_merge, best_commit = min(best_merge, t1 - t0), min(best_commit, t2 - t0)
+    return {"merge_10k_ms": best_merge * 1e3, "merge_commit_10k_ms": best_commit * 1e3}
+
+
+def driver(args) -> None:
+    mpiexec = os.path.join(os.path.dirname(sys.executable), "mpiexec")
+    if not os.path.exists(mpiexec):
+        mpiexec = shutil.which("mpiexec") or sys.exit("no mpiexec: pip install mpich mpi4py")
+    rows = []
+    for n in args.ranks:
+        directory = tempfile.mkdtemp(prefix=f"dist-bench-{n}-", dir=args.dir)
+        try:
+            cmd = [mpiexec, "-n", str(n), sys.executable, os.path.abspath(__file__), "--worker",
+                   "--mib", str(args.mib), "--repeats", str(args.repeats), "--dir", directory]
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+            line = [x for x in proc.stdout.splitlines() if x.startswith("{")]
+            if proc.returncode != 0 or not line:
+                sys.exit(f"N={n} failed:\n{proc.stdout}\n{proc.stderr}")
+            rows.append(json.loads(line[-1]))
+        finally:
+            shutil.rmtree(directory, ignore_errors=True)
+    print(f"| N | MiB/rank | pwrite bound GB/s | save GB/s | save / bound | restore GB/s (same world) "
+          f"| restore GB/s (other world's slices) | merge 10k keys ms | merge + state file 10k ms |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['ranks']} | {r['mib_per_rank']} | {r['pwrite_gbps']:.2f} | {r['save_gbps']:.2f} | "
+              f"{r['save_vs_bound']:.2f} | {r['restore_gbps']:.2f} | {r['restore_other_world_gbps']:.2f} | "
+              f"{r['merge_10k_ms']:.1f} | {r['merge_commit_10k_ms']:.1f} |")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=1)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--ranks", type=int, nargs="+", default=[1, 2, 4])
+    p.add_argument("--mib", type=int, default=256)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--dir", default=None, help="where the checkpoints go (default: the temp directory)")
+    p.add_argument("--json", default=None, help="also write the rows as JSON here")
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.worker:
+        worker(args)
+    else:
+        driver(args)
+
+
+if __name__ == "__main__":
+    main()
