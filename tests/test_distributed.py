@@ -431,3 +431,26 @@ def test_tensorflow_reads_a_four_rank_saver_checkpoint(tmp_path):
         with tf.compat.v1.Session(graph=g) as sess:
             tf.compat.v1.train.Saver([emb]).restore(sess, prefix)
             np.testing.assert_array_equal(sess.run(emb), emb_full(4, 4))
+
+
+# --- the engine's slice assembly (what a restore with another world size reads)
+@pytest.mark.parametrize("region", [
+    ((0, 6), (0, 5), (0, 4)), ((1, 4), (0, 5), (0, 4)), ((1, 4), (1, 3), (0, 4)), ((0, 6), (0, 5), (1, 2)),
+    ((2, 2), (0, 5), (0, 4)), ((5, 1), (4, 1), (3, 1)), ((0, 3), (0, 2), (0, 4)),
+])
+def test_slices_read_across_stored_slices_equal_numpy(tmp_path, region):
+    full = np.arange(6 * 5 * 4, dtype=np.float32).reshape(6, 5, 4)
+    pieces = [((0, 3), (0, 2)), ((0, 3), (2, 3)), ((3, 3), (0, 2)), ((3, 3), (2, 3))]
+    names, values, specs = [], [], []
+    for (r0, rl), (c0, cl) in pieces:
+        names.append("t")
+        values.append(full[r0:r0 + rl, c0:c0 + cl])
+        specs.append(f"6 5 4 {r0},{rl}:{c0},{cl}:-")
+    for i, (n, v, s) in enumerate(zip(names, values, specs, strict=True)):
+        bundle.write_bundle(str(tmp_path / f"p{i}"), [n], [v], [s])
+    bundle.merge_bundles([str(tmp_path / f"p{i}") for i in range(4)], str(tmp_path / "m"))
+    spec = "6 5 4 " + ":".join(f"{s},{n}" for s, n in region)
+    want = full[tuple(slice(s, s + n) for s, n in region)]
+    with bundle.BundleReader(str(tmp_path / "m")) as r:
+        np.testing.assert_array_equal(r.read_slice("t", spec), want)
+        np.testing.assert_array_equal(r.read("t"), full)
