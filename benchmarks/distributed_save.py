@@ -164,8 +164,8 @@ def driver(args) -> None:
             rows.append(json.loads(line[-1]))
         finally:
             shutil.rmtree(directory, ignore_errors=True)
-    print(f"| N | MiB/rank | pwrite bound GB/s | save GB/s | save / bound | restore GB/s (same world) "
-          f"| restore GB/s (other world's slices) | merge 10k keys ms | merge + state file 10k ms |")
+    print("| N | MiB/rank | pwrite bound GB/s | save GB/s | save / bound | restore GB/s (same world) "
+          "| restore GB/s (other world's slices) | merge 10k keys ms | merge + state file 10k ms |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['ranks']} | {r['mib_per_rank']} | {r['pwrite_gbps']:.2f} | {r['save_gbps']:.2f} | "
