@@ -138,6 +138,8 @@ class BundleReader {
   Status ReadStringLengths(const std::string& key, const BundleEntry& entry, StringResult* out);
   Status ReadWhole(const ReadPlan& plan, char* dst, StringResult* strings);
   Status CopyPiece(const ReadPlan& plan, size_t piece, char* dst, StringResult* strings);
+  Status StreamPiece(const std::string& key, const BundleEntry& entry, const Box& region, const Box& src,
+                     const Box& want, size_t elem, char* dst);
   Status ChecksumError(const std::string& key, const BundleEntry& entry, const RandomAccessFile& file,
                        uint32_t actual);
   void SwapIfBigEndian(int dtype, char* data, uint64_t n) const;
