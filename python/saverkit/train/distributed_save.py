@@ -162,8 +162,12 @@ def _local_specs(saver: Any) -> tuple[list, list, list, list]:
     return specs
 
 
+def _key(name: Any) -> str:
+    return name.decode() if isinstance(name, bytes) else str(name)
+
+
 def _entry(name: Any, dtype: Any, value: np.ndarray, spec: str) -> tuple:
-    key = name.decode() if isinstance(name, bytes) else str(name)
+    key = _key(name)
     shape = _parse_slice(spec)[0] if spec else tuple(np.shape(value))
     return (key, dtypes_lib.as_dtype(dtype).base_dtype.as_datatype_enum, shape, spec)
 
@@ -193,8 +197,12 @@ class _Job:
     def checkpoint_file(self) -> str:
         raise NotImplementedError
 
-    def tensors(self) -> tuple[list, list, list, list]:
-        """This rank's (keys, values, slice specs, dtypes)."""
+    def entries(self) -> list[tuple]:
+        """This rank's plan entries: (key, dtype enum, full shape, slice spec) per tensor."""
+        raise NotImplementedError
+
+    def write(self, part: str, mine: list[int], extra: tuple, durable: bool) -> None:
+        """Writes entries ``mine`` (indices into entries()) and the ``extra`` columns into ``part``."""
         raise NotImplementedError
 
     def extra(self) -> Any:
@@ -209,6 +217,9 @@ class _Job:
     def commit(self, checkpoint_file: str) -> None:
         """Rank 0, after the merge: what makes the checkpoint the latest (state file last)."""
 
+    def release(self) -> None:
+        """Drops what the save fetched."""
+
     def committed(self, checkpoint_file: str) -> None:
         """The other ranks, after rank 0 committed: their own bookkeeping."""
 
@@ -219,9 +230,7 @@ def run_save(coord: dist.Coordinator, job: _Job, durable: bool) -> str | None:
 
     def prepare() -> tuple:
         checkpoint_file = job.checkpoint_file()
-        names, values, slices, dts = job.tensors()
-        local["tensors"] = names, values, slices, dts
-        entries = [_entry(n, d, v, s) for n, d, v, s in zip(names, dts, values, slices, strict=True)]
+        entries = job.entries()
         part_dir = None
         if coord.rank == 0:
             job.check_parent(checkpoint_file)
@@ -237,7 +246,7 @@ def run_save(coord: dist.Coordinator, job: _Job, durable: bool) -> str | None:
             tempfiles.remove_part_dir(local["part_dir"])
         raise
     finally:
-        local.clear()  # the values: never kept past the save
+        job.release()  # values fetched for the save: never kept past it
 
 
 def _run_save(coord, job, prepare, local, durable) -> str | None:
@@ -260,18 +269,12 @@ def _run_save(coord, job, prepare, local, durable) -> str | None:
     parts = [_part_prefix(part_dir, k, num_shards) for k in range(num_shards)]
 
     def write() -> None:
-        names, values, slices, dts = local["tensors"]
-        mine = writes[rank]
-        out = ([names[i] for i in mine], [np.asarray(values[i]) for i in mine], [slices[i] for i in mine],
-               [dts[i] for i in mine])
-        if rank == 0 and job.rank0_extra:
-            for column, more in zip(out, job.rank0_tensors([g[3] for g in gathered]), strict=True):
-                column.extend(more)
-        if out[0]:
-            bundle.write_bundle(parts[writers.index(rank)], *out, durable=durable)
+        extra = job.rank0_tensors([g[3] for g in gathered]) if rank == 0 and job.rank0_extra else ([],) * 4
+        if writes[rank] or extra[0]:
+            job.write(parts[writers.index(rank)], writes[rank], extra, durable)
 
     dist.run_everywhere(coord, write, "save (write)")
-    local.pop("tensors", None)
+    job.release()
 
     def commit() -> str:
         from saverkit import _core  # noqa: PLC0415
@@ -304,10 +307,37 @@ class _SaverJob(_Job):
     def checkpoint_file(self) -> str:
         return _checkpoint_file(self.saver, self.sess, self.save_path, self.global_step, self.latest_filename)
 
-    def tensors(self):
+    def entries(self) -> list[tuple]:
         names, tensors, slices, dts = _local_specs(self.saver)
-        values = self.sess.run(list(tensors)) if tensors else []
-        return names, values, slices, dts
+        shapes = [_parse_slice(s)[0] if s else _static_shape(t) for t, s in zip(tensors, slices, strict=True)]
+        unknown = [i for i, shape in enumerate(shapes) if shape is None]
+        if unknown:  # shapes only known at run time: fetch those values (kept for the write)
+            self.values = dict(zip(unknown, self.sess.run([tensors[i] for i in unknown]), strict=True))
+            for i in unknown:
+                shapes[i] = tuple(np.shape(self.values[i]))
+        return [(_key(n), dtypes_lib.as_dtype(d).base_dtype.as_datatype_enum, tuple(shape), s)
+                for n, d, shape, s in zip(names, dts, shapes, slices, strict=True)]
+
+    def write(self, part: str, mine: list[int], extra: tuple, durable: bool) -> None:
+        names, tensors, slices, dts = _local_specs(self.saver)
+        saver_def = self.saver.saver_def
+        if len(mine) == len(names) and not self.saver._sharded and saver_def is not None:
+            # This rank writes all its variables: the Saver's own SaveV2, which reads them in place.
+            from saverkit.framework.run_options import RunOptions  # noqa: PLC0415
+
+            self.sess.run(saver_def.save_tensor_name, {saver_def.filename_tensor_name: part},
+                          options=RunOptions(durable=True) if durable else None)
+            return
+        have = getattr(self, "values", {})
+        missing = [i for i in mine if i not in have]
+        fetched = dict(zip(missing, self.sess.run([tensors[i] for i in missing]), strict=True)) \
+            if missing else {}
+        bundle.write_bundle(part, [names[i] for i in mine],
+                            [np.asarray(have[i] if i in have else fetched[i]) for i in mine],
+                            [slices[i] for i in mine], [dts[i] for i in mine], durable=durable)
+
+    def release(self) -> None:
+        self.values = {}
 
     def check_parent(self, checkpoint_file: str) -> None:
         parent = os.path.dirname(self.save_path)
@@ -384,16 +414,27 @@ class _ObjectJob(_Job):
     def checkpoint_file(self) -> str:
         return self.prefix
 
-    def tensors(self):
+    def entries(self) -> list[tuple]:
         from saverkit.train import _variable_io  # noqa: PLC0415
         from saverkit.train.checkpoint import serialize_object_graph  # noqa: PLC0415
 
         view = self.checkpoint._graph_view
         self.graph, to_save = serialize_object_graph(view.root, view.attached_dependencies())
         variables = [v for _, v in to_save]
-        values = _variable_io.fetch_values(self.session, variables)
-        return ([k for k, _ in to_save], values, [""] * len(values),
-                [v.dtype.base_dtype for v in variables])
+        self.names = [k for k, _ in to_save]
+        self.values = _variable_io.fetch_values(self.session, variables)
+        self.dtypes = [v.dtype.base_dtype for v in variables]
+        return [_entry(n, d, v, "") for n, d, v in zip(self.names, self.dtypes, self.values, strict=True)]
+
+    def write(self, part: str, mine: list[int], extra: tuple, durable: bool) -> None:
+        names, values, slices, dts = extra
+        bundle.write_bundle(part, [self.names[i] for i in mine] + list(names),
+                            [np.asarray(self.values[i]) for i in mine] + list(values),
+                            [""] * len(mine) + list(slices), [self.dtypes[i] for i in mine] + list(dts),
+                            durable=durable)
+
+    def release(self) -> None:
+        self.values = []
 
     def extra(self) -> bytes:
         return self.graph.SerializeToString()
