@@ -470,3 +470,18 @@ def test_a_corrupt_stored_slice_is_detected_when_only_part_of_it_is_read(tmp_pat
         np.testing.assert_array_equal(r.read_slice("t", "1024 64 0,100:-"), full[:100])  # other shard: fine
         with pytest.raises(errors.DataLossError, match="Checksum does not match"):
             r.read_slice("t", "1024 64 500,20:-")
+
+
+def test_durable_save_and_a_sharded_saver_per_rank(tmp_path):
+    def fn(c):
+        g = sk.Graph()
+        with g.as_default():
+            build_rank_model(c.rank, c.world_size, 6)
+            saver = sk.train.Saver(coordinator=c, sharded=c.rank == 1, durable=True)  # rank 1: its own shards
+            with sk.Session(graph=g) as sess:
+                sess.run(sk.global_variables_initializer())
+                return saver.save(sess, str(tmp_path / "model"), global_step=6)
+
+    assert raise_first(run_ranks(3, fn)) == [str(tmp_path / "model-6")] * 3
+    _check_checkpoint(str(tmp_path / "model-6"), 3, 6)
+    assert not [n for n in os.listdir(tmp_path) if "_temp_" in n or ".sktmp-" in n]
