@@ -97,3 +97,33 @@ def test_kill_9_of_a_rank_mid_save_errors_every_other_rank_within_the_timeout(tm
     latest = sk.train.latest_checkpoint(str(tmp_path))
     assert latest == str(tmp_path / "model-1")
     _read_all(latest, 4, 1)
+
+
+@pytest.mark.slow
+def test_a_hung_gloo_rank_makes_the_others_time_out(tmp_path):
+    """A SIGSTOPped peer keeps its connections open: only the per-collective timeout (work.wait) ends
+    the others' wait."""
+    port = _free_port()
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(WORKER), "--via", "torch", "--rank", str(r), "--world", "4",
+             "--port", str(port), "--timeout", "4", "die", str(tmp_path), "2", "2", "after-write", "STOP"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+        for r in range(4)
+    ]
+    outs = {}
+    try:
+        for r in (0, 1, 3):
+            outs[r], _ = procs[r].communicate(timeout=120)
+    finally:
+        procs[2].kill()  # the stopped rank
+        procs[2].communicate()
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.communicate()
+    for out in outs.values():
+        reports = [d for d in parse_reports(out) if "error" in d]
+        assert reports and reports[0]["error"] == "CollectiveTimeoutError", out
+        assert "timed out" in reports[0]["message"]
