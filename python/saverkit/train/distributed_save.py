@@ -21,9 +21,10 @@ collective time out (``CollectiveTimeoutError``). Until step 3 commits, nothing 
 changes, and the part directory of a failed save is removed (by rank 0, or later by any saverkit save
 in that directory once its creator is gone).
 
-A restore reads the index on rank 0 only and broadcasts its entries (key -> dtype, shape); each rank
-checks its own variables against them and restores only them (``RestoreV2`` with its keys and slices
-reads just those bytes). Slices make the world size free: 4 ranks that each saved one slice of a
+A restore lists the index on rank 0 and broadcasts its entries (key -> dtype, shape), so that a missing
+checkpoint or key is one error raised on every rank; each rank checks its own variables against them and
+restores only them (its ``RestoreV2``, with its keys and slices, opens the index again and reads just
+those tensors' bytes). Slices make the world size free: 4 ranks that each saved one slice of a
 partitioned variable can be restored by 2 ranks with 2-slice parts, or by one plain ``Saver``.
 """
 
