@@ -117,6 +117,16 @@ def meta_graph_for_tags(
         "EXPORT_DIR.")
 
 
+def describe(saved_model: saved_model_pb2.SavedModel) -> str:
+    """One line: each MetaGraphDef's tags and signature keys (and TF2 when it has an object graph)."""
+    parts = []
+    for m in saved_model.meta_graphs:
+        sigs = ", ".join(sorted(m.signature_def)) or "none"
+        tf2 = ", TF2 object graph" if is_tf2(m) else ""
+        parts.append(f"tags {sorted(m.meta_info_def.tags)} (signatures: {sigs}{tf2})")
+    return f"{len(parts)} MetaGraphDef(s): " + "; ".join(parts)
+
+
 def is_tf2(meta_graph_def: meta_graph_pb2.MetaGraphDef) -> bool:
     """True for a MetaGraphDef written by TF2's ``tf.saved_model.save``: it carries an object graph."""
     return len(meta_graph_def.object_graph_def.nodes) > 0
