@@ -1,7 +1,11 @@
 """SavedModels written and read by saverkit alone: TF1's layout, Builder's rules, the loader, bad input."""
 
+import json
 import os
 import pathlib
+import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -211,3 +215,33 @@ def test_a_graph_that_calls_functions_is_refused_naming_the_op(simple_export):
         sm.loader.load(sess, ["serve"], simple_export)
     assert "TF2 SavedModel" in str(e.value) and "op StatefulPartitionedCall" in str(e.value)
     assert "load_checkpoint" in str(e.value)
+
+
+def test_cli_inspect_lists_signatures_then_variables_without_the_graph_layer(simple_export):
+    script = (
+        "import contextlib, io, json, sys\nfrom saverkit import cli\n"
+        "with contextlib.redirect_stdout(io.StringIO()) as f:\n"
+        f"    code = cli.main(['inspect', {simple_export!r}])\n"
+        "heavy = [m for m in ('ml_dtypes', 'saverkit.framework', 'saverkit.train.saver')\n"
+        "         if m in sys.modules]\n"
+        "print(json.dumps({'code': code, 'text': f.getvalue(), 'heavy': heavy}))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["code"] == 0 and out["heavy"] == []
+    text = out["text"]
+    assert "MetaGraphDef with tag-set: 'serve' contains the following SignatureDefs:" in text
+    assert "signature_def['serving_default']:" in text
+    assert ("    inputs['x'] tensor_info:\n        dtype: DT_FLOAT\n        shape: (-1, 3)\n"
+            "        name: x:0") in text
+    assert "Method name is: tensorflow/serving/predict" in text
+    assert text.index("Variables (") < text.index("total: 2 tensors")
+
+
+def test_cli_inspect_of_a_saved_model_without_variables_or_corrupt(simple_export, capsys):
+    shutil.rmtree(os.path.join(simple_export, "variables"))
+    assert sk.cli.main(["inspect", simple_export]) == 0
+    assert "Variables: none" in capsys.readouterr().out
+    pathlib.Path(simple_export, "saved_model.pb").write_bytes(b"\xff\x00garbage")
+    assert sk.cli.main(["inspect", os.path.join(simple_export, "saved_model.pb")]) == 2
+    assert "Cannot parse file" in capsys.readouterr().err

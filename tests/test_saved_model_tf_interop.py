@@ -170,3 +170,17 @@ def test_tf2_saved_model_variables_are_read_and_its_functions_refused_by_name(ex
     assert "TF2 SavedModel" in str(e.value) and "StatefulPartitionedCall" in str(e.value)
     with sk.Graph().as_default(), pytest.raises(OSError, match="tf.saved_model.save.*load_checkpoint"):
         sk.train.import_meta_graph(os.path.join(export_dir, "saved_model.pb"))
+
+
+def test_tensorflows_saved_model_files_parse_and_reserialize_byte_for_byte(exchange):
+    from saverkit.protobuf import saved_model_pb2
+
+    for name in ("tf_builder", "tf_simple", "tf2"):
+        data = pathlib.Path(exchange["dirs"][name], "saved_model.pb").read_bytes()
+        saved_model = saved_model_pb2.SavedModel.FromString(data)
+        assert saved_model.SerializeToString(deterministic=True) == data, name
+    nodes = saved_model.meta_graphs[0].object_graph_def.nodes  # the TF2 export's object graph
+    kinds = [n.WhichOneof("kind") for n in nodes]
+    assert kinds.count("variable") == 3 and "function" in kinds
+    names = {nodes[c.node_id].variable.name for n in nodes for c in n.children if c.local_name in ("w", "b")}
+    assert names == {"w", "b"}
