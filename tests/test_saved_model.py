@@ -245,3 +245,23 @@ def test_cli_inspect_of_a_saved_model_without_variables_or_corrupt(simple_export
     pathlib.Path(simple_export, "saved_model.pb").write_bytes(b"\xff\x00garbage")
     assert sk.cli.main(["inspect", os.path.join(simple_export, "saved_model.pb")]) == 2
     assert "Cannot parse file" in capsys.readouterr().err
+
+
+def test_text_format_saved_model_is_loaded_and_recognised(tmp_path, capsys):
+    export_dir = str(tmp_path / "t")
+    with sk.Graph().as_default(), sk.Session() as sess:
+        x, y = _model()
+        sess.run(sk.global_variables_initializer())
+        builder = sm.SavedModelBuilder(export_dir)
+        builder.add_meta_graph_and_variables(sess, ["serve"], {"serving_default": sm.predict_signature_def(
+            {"x": x}, {"y": y})})
+        pbtxt = builder.save(as_text=True)
+    assert sorted(os.listdir(export_dir)) == [
+        "saved_model.pbtxt", "variables"]
+    with sk.Graph().as_default(), sk.Session() as sess:
+        out = _run_signature(sess, sm.loader.load(sess, ["serve"], export_dir))
+    np.testing.assert_allclose(out["y"], X @ W + B)
+    with sk.Graph().as_default(), pytest.raises(OSError, match="saved_model.pbtxt is a SavedModel"):
+        sk.train.import_meta_graph(pbtxt)
+    assert sk.cli.main(["inspect", pbtxt]) == 0
+    assert "signature_def['serving_default']:" in capsys.readouterr().out
