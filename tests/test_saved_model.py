@@ -265,3 +265,33 @@ def test_text_format_saved_model_is_loaded_and_recognised(tmp_path, capsys):
         sk.train.import_meta_graph(pbtxt)
     assert sk.cli.main(["inspect", pbtxt]) == 0
     assert "signature_def['serving_default']:" in capsys.readouterr().out
+
+
+def test_classify_and_regress_signatures_check_their_dtypes():
+    with sk.Graph().as_default():
+        examples = sk.placeholder(sk.string, [None], name="examples")
+        scores = sk.placeholder(sk.float32, [None, 2], name="scores")
+        classes = sk.placeholder(sk.string, [None, 2], name="classes")
+        regress = sm.regression_signature_def(examples, sk.placeholder(sk.float32, [None], name="p"))
+        assert regress.method_name == "tensorflow/serving/regress"
+        assert sorted(regress.inputs) == ["inputs"] and sorted(regress.outputs) == ["outputs"]
+        classify = sm.classification_signature_def(examples, classes, scores)
+        assert classify.method_name == "tensorflow/serving/classify"
+        assert sorted(classify.outputs) == ["classes", "scores"]
+        with pytest.raises(ValueError, match="must be of type string"):
+            sm.regression_signature_def(scores, scores)
+        with pytest.raises(ValueError, match="cannot both be None"):
+            sm.classification_signature_def(examples, None, None)
+
+
+def test_a_graph_without_variables_exports_an_empty_variables_directory(tmp_path):
+    export_dir = str(tmp_path / "nv")
+    with sk.Graph().as_default(), sk.Session() as sess:
+        x = sk.placeholder(sk.float32, [None], name="x")
+        y = sk.multiply(x, 2.0, name="y")
+        sm.simple_save(sess, export_dir, {"x": x}, {"y": y})
+    assert os.listdir(os.path.join(export_dir, "variables")) == []  # as TensorFlow's Builder leaves it
+    with sk.Graph().as_default(), sk.Session() as sess:
+        meta = sm.loader.load(sess, ["serve"], export_dir)
+        out = _run_signature(sess, meta, feeds={"x": np.ones(2, np.float32)})
+    np.testing.assert_array_equal(out["y"], [2.0, 2.0])

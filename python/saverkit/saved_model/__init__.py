@@ -32,15 +32,18 @@ from saverkit.saved_model.loader import load, maybe_saved_model_directory
 from saverkit.saved_model.reader import contains_saved_model, parse_saved_model, variables_prefix
 from saverkit.saved_model.signature_def_utils import (
     build_signature_def,
+    classification_signature_def,
     is_valid_signature,
     predict_signature_def,
+    regression_signature_def,
 )
 from saverkit.saved_model.simple_save import simple_save
 from saverkit.saved_model.utils import build_tensor_info, get_tensor_from_tensor_info
 
 __all__ = [
-    "Builder", "SavedModelBuilder", "build_signature_def", "build_tensor_info", "builder", "constants",
-    "contains_saved_model", "get_tensor_from_tensor_info", "is_valid_signature", "load", "loader",
-    "maybe_saved_model_directory", "parse_saved_model", "predict_signature_def", "reader",
-    "signature_constants", "signature_def_utils", "simple_save", "tag_constants", "utils", "variables_prefix",
+    "Builder", "SavedModelBuilder", "build_signature_def", "build_tensor_info", "builder",
+    "classification_signature_def", "constants", "contains_saved_model", "get_tensor_from_tensor_info",
+    "is_valid_signature", "load", "loader", "maybe_saved_model_directory", "parse_saved_model",
+    "predict_signature_def", "reader", "regression_signature_def", "signature_constants",
+    "signature_def_utils", "simple_save", "tag_constants", "utils", "variables_prefix",
 ]

@@ -47,6 +47,56 @@ def predict_signature_def(
     )
 
 
+def regression_signature_def(examples: Any, predictions: Any) -> meta_graph_pb2.SignatureDef:
+    """The Regress API's ``SignatureDef``: serialized ``tf.Example`` strings in, float predictions out."""
+    from saverkit import dtypes
+
+    if examples is None:
+        raise ValueError("Regression `examples` cannot be None.")
+    if predictions is None:
+        raise ValueError("Regression `predictions` cannot be None.")
+    if examples.dtype != dtypes.string:
+        raise ValueError(
+            f"Regression input tensors must be of type string. Found tensors of type {examples.dtype}")
+    if not predictions.dtype.is_floating:
+        raise ValueError(
+            f"Regression output tensors must be of type float. Found tensors of type {predictions.dtype}")
+    return build_signature_def(
+        {signature_constants.REGRESS_INPUTS: build_tensor_info(examples)},
+        {signature_constants.REGRESS_OUTPUTS: build_tensor_info(predictions)},
+        signature_constants.REGRESS_METHOD_NAME,
+    )
+
+
+def classification_signature_def(examples: Any, classes: Any, scores: Any) -> meta_graph_pb2.SignatureDef:
+    """The Classify API's ``SignatureDef``: serialized ``tf.Example`` strings in; string ``classes`` and/or
+    float ``scores`` out."""
+    from saverkit import dtypes
+
+    if examples is None:
+        raise ValueError("Classification `examples` cannot be None.")
+    if examples.dtype != dtypes.string:
+        raise ValueError("Classification input tensors must be of type string. Found tensors of type "
+                         f"{examples.dtype}")
+    if classes is None and scores is None:
+        raise ValueError("Classification `classes` and `scores` cannot both be None.")
+    outputs = {}
+    if classes is not None:
+        if classes.dtype != dtypes.string:
+            raise ValueError("Classification classes must be of type string Tensor. Found tensors of type "
+                             f"{classes.dtype}")
+        outputs[signature_constants.CLASSIFY_OUTPUT_CLASSES] = build_tensor_info(classes)
+    if scores is not None:
+        if not scores.dtype.is_floating:
+            raise ValueError(
+                f"Classification scores must be a float Tensor. Found tensors of type {scores.dtype}")
+        outputs[signature_constants.CLASSIFY_OUTPUT_SCORES] = build_tensor_info(scores)
+    return build_signature_def(
+        {signature_constants.CLASSIFY_INPUTS: build_tensor_info(examples)}, outputs,
+        signature_constants.CLASSIFY_METHOD_NAME,
+    )
+
+
 def is_valid_signature(signature_def: meta_graph_pb2.SignatureDef) -> bool:
     """True if every TensorInfo names a tensor and has a dtype and the method name is set (a looser
     check than TF's, which also checks the Classify/Regress contracts)."""
