@@ -295,3 +295,38 @@ def test_a_graph_without_variables_exports_an_empty_variables_directory(tmp_path
         meta = sm.loader.load(sess, ["serve"], export_dir)
         out = _run_signature(sess, meta, feeds={"x": np.ones(2, np.float32)})
     np.testing.assert_array_equal(out["y"], [2.0, 2.0])
+
+
+def test_mutated_saved_model_files_fail_cleanly_naming_the_file(simple_export):
+    """300 random byte edits, deletions and truncations of saved_model.pb: loading either works or raises
+    OSError / ValueError naming the file (or an OpError naming the node it cannot run); never a protobuf
+    DecodeError, KeyError or a crash."""
+    import random
+
+    pb = pathlib.Path(simple_export, "saved_model.pb")
+    original = pb.read_bytes()
+    rng = random.Random(22)
+    outcomes = {"loaded": 0, "named the file": 0, "op error": 0}
+    for _ in range(300):
+        data = bytearray(original)
+        for _ in range(rng.randint(1, 4)):
+            pos, what = rng.randrange(len(data)), rng.random()
+            if what < 0.6:
+                data[pos] = rng.randrange(256)
+            elif what < 0.8:
+                del data[pos:pos + rng.randint(1, 16)]
+            else:
+                del data[pos:]
+        pb.write_bytes(bytes(data))
+        with sk.Graph().as_default(), sk.Session() as sess:
+            try:
+                sm.loader.load(sess, ["serve"], simple_export)
+                outcomes["loaded"] += 1
+            except (OSError, ValueError) as e:
+                assert str(pb) in str(e), repr(e)
+                outcomes["named the file"] += 1
+            except RuntimeError as e:  # mangled tags: no MetaGraphDef tagged "serve" in this directory
+                assert simple_export in str(e), repr(e)
+            except errors.OpError:  # e.g. a mangled op type in the restore path: names the node
+                outcomes["op error"] += 1
+    assert outcomes["named the file"] > 250, outcomes

@@ -13,6 +13,8 @@ import os
 from collections.abc import Iterable
 from typing import Any
 
+from google.protobuf import message
+
 from saverkit.protobuf import meta_graph_pb2, saved_model_pb2
 from saverkit.saved_model import constants, reader, utils
 
@@ -55,7 +57,14 @@ class SavedModelLoader:
         meta_graph_def = self.get_meta_graph_def_from_tags(tags)
         reader.check_runnable(meta_graph_def, f"The SavedModel at {self._export_dir}")
         with graph.as_default():
-            saver = saver_mod.import_meta_graph(meta_graph_def, import_scope=import_scope, **saver_kwargs)
+            try:
+                saver = saver_mod.import_meta_graph(meta_graph_def, import_scope=import_scope, **saver_kwargs)
+            except (ValueError, KeyError, TypeError, message.DecodeError) as e:
+                # A damaged file can parse as a SavedModel and still hold a broken graph: name the file.
+                where = reader.saved_model_file(self._export_dir)
+                tagged = sorted(meta_graph_def.meta_info_def.tags)
+                raise ValueError(f"Cannot import the MetaGraphDef tagged {tagged} of the SavedModel {where}: "
+                                 f"{e}") from e
         return saver, None
 
     def restore_variables(self, sess: Any, saver: Any, import_scope: str | None = None) -> None:
