@@ -181,6 +181,22 @@ def test_tensorflows_saved_model_files_parse_and_reserialize_byte_for_byte(excha
         assert saved_model.SerializeToString(deterministic=True) == data, name
     nodes = saved_model.meta_graphs[0].object_graph_def.nodes  # the TF2 export's object graph
     kinds = [n.WhichOneof("kind") for n in nodes]
-    assert kinds.count("variable") == 3 and "function" in kinds
+    assert kinds.count("variable") == 7 and "function" in kinds
     names = {nodes[c.node_id].variable.name for n in nodes for c in n.children if c.local_name in ("w", "b")}
     assert names == {"w", "b"}
+
+
+def test_tf2_saved_model_objects_rebuild_as_a_module_tree_whose_functions_refuse_to_run(exchange):
+    export_dir = exchange["dirs"]["tf2"]
+    with sk.Graph().as_default(), sk.Session() as sess:
+        root = sm.load_module_tree(export_dir)
+        sess.run(sk.global_variables_initializer())
+        np.testing.assert_array_equal(sess.run(root.dense.w), W)
+        np.testing.assert_array_equal(sess.run(root.stack[1].b), B)
+        assert sess.run(root.step) == 7 and sess.run(root.extra["scale"]) == 2.5
+        np.testing.assert_array_equal(sess.run(root.stack[0]), [1, 2])
+        assert len(root.trainable_variables) == 7  # w and b twice, scale, s0, step: all trainable in TF
+        with pytest.raises(errors.UnimplementedError, match=r"dense\.__call__ is a TensorFlow function"):
+            root.dense.__call__(np.ones((1, 3), np.float32))
+        with pytest.raises(errors.UnimplementedError, match="signatures.serving_default"):
+            root.signatures["serving_default"](x=np.ones((1, 3), np.float32))

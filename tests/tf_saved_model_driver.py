@@ -90,6 +90,8 @@ def write_tf2(job):
     model = tf.Module()
     model.dense = Dense()
     model.step = tf.Variable(7, dtype=tf.int64)
+    model.extra = {"scale": tf.Variable(2.5, name="scale")}
+    model.stack = [tf.Variable([1, 2], name="s0"), Dense()]
     tf.saved_model.save(model, job["dir"], signatures={"serving_default": model.dense.__call__})
     return {}
 

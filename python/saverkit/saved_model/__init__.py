@@ -12,7 +12,8 @@ SavedModel (saverkit's or TensorFlow's) into a session and run a signature::
 
 TF2 SavedModels (``tf.saved_model.save``) run tf.function graphs, which saverkit cannot; their variables
 are a TF2 object checkpoint at ``variables_prefix(export_dir)``, which ``saverkit.train.load_checkpoint``
-and ``saverkit.train.Checkpoint.restore`` read (both accept the export directory itself).
+and ``saverkit.train.Checkpoint.restore`` read (both accept the export directory itself);
+``load_module_tree(export_dir)`` rebuilds the saved object tree with those variables.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from saverkit.saved_model import (
     builder,
     constants,
     loader,
+    objects,
     reader,
     signature_constants,
     signature_def_utils,
@@ -29,6 +31,7 @@ from saverkit.saved_model import (
 )
 from saverkit.saved_model.builder import Builder, SavedModelBuilder
 from saverkit.saved_model.loader import load, maybe_saved_model_directory
+from saverkit.saved_model.objects import UnrunnableFunction, load_module_tree
 from saverkit.saved_model.reader import contains_saved_model, parse_saved_model, variables_prefix
 from saverkit.saved_model.signature_def_utils import (
     build_signature_def,
@@ -41,9 +44,10 @@ from saverkit.saved_model.simple_save import simple_save
 from saverkit.saved_model.utils import build_tensor_info, get_tensor_from_tensor_info
 
 __all__ = [
-    "Builder", "SavedModelBuilder", "build_signature_def", "build_tensor_info", "builder",
-    "classification_signature_def", "constants", "contains_saved_model", "get_tensor_from_tensor_info",
-    "is_valid_signature", "load", "loader", "maybe_saved_model_directory", "parse_saved_model",
-    "predict_signature_def", "reader", "regression_signature_def", "signature_constants",
-    "signature_def_utils", "simple_save", "tag_constants", "utils", "variables_prefix",
+    "Builder", "SavedModelBuilder", "UnrunnableFunction", "build_signature_def", "build_tensor_info",
+    "builder", "classification_signature_def", "constants", "contains_saved_model",
+    "get_tensor_from_tensor_info", "is_valid_signature", "load", "load_module_tree", "loader",
+    "maybe_saved_model_directory", "objects", "parse_saved_model", "predict_signature_def", "reader",
+    "regression_signature_def", "signature_constants", "signature_def_utils", "simple_save", "tag_constants",
+    "utils", "variables_prefix",
 ]
