@@ -17,9 +17,7 @@ import numpy as np
 from saverkit import dtypes
 from saverkit.framework import tensor_util
 from saverkit.framework.tensor_shape import TensorShape, as_shape
-from saverkit.protobuf import attr_value_pb2
-
-AttrValue = attr_value_pb2.AttrValue
+from saverkit.protobuf.attr_value_pb2 import AttrValue
 
 
 def canonicalize(value: Any, attr_type: str) -> Any:

@@ -149,6 +149,15 @@ class _Item:
     __slots__ = (
         "op", "kernel", "in_slots", "deref", "out_slot", "n_out", "expensive", "targets", "same"
     )
+    op: Operation
+    kernel: Any
+    in_slots: tuple[int, ...]
+    deref: tuple[int, ...]
+    out_slot: int
+    n_out: int
+    expensive: bool
+    targets: tuple[_Target | None, ...] | None
+    same: bool | None
 
 
 class _Hoisted:

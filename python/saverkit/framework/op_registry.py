@@ -27,8 +27,8 @@ from google.protobuf import text_format
 from saverkit import dtypes
 from saverkit.framework import attrs as attrs_lib
 from saverkit.protobuf import op_def_pb2
+from saverkit.protobuf.op_def_pb2 import OpDef
 
-OpDef = op_def_pb2.OpDef
 Kernel = Callable[..., Any]
 ShapeFn = Callable[[Any], list]
 
