@@ -20,7 +20,11 @@ from __future__ import annotations
 
 import collections
 import itertools
-from typing import Any, NamedTuple
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, NamedTuple, SupportsIndex
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 OBJECT_GRAPH_PROTO_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
 VARIABLE_VALUE_KEY = "VARIABLE_VALUE"
@@ -98,6 +102,11 @@ class Trackable:
     State lives in `_self_*` attributes set with `object.__setattr__` so that `AutoTrackable` does not try to
     track its own bookkeeping (and `Module._flatten` skips it).
     """
+
+    # Set by _maybe_initialize_trackable (object.__setattr__).
+    _self_dependencies: list[TrackableReference]
+    _self_deferred_dependencies: dict[str, list[Any]]
+    _self_name_based_restores: list[Any]
 
     def _maybe_initialize_trackable(self) -> None:
         if "_self_dependencies" in self.__dict__:
@@ -230,6 +239,9 @@ class _ContainerTrackable(Trackable):
     visible here.
     """
 
+    _self_original: Any  # set by _init_container
+    _self_original_snapshot: Any
+
     def _init_container(self, original) -> None:
         self._maybe_initialize_trackable()
         object.__setattr__(self, "_self_original", original)
@@ -296,11 +308,11 @@ class ListWrapper(_ContainerTrackable, list):
         list.insert(self, index, self._wrap_element(value))
         self._children_changed()
 
-    def __iadd__(self, values):
+    def __iadd__(self, values: Iterable[Any]) -> Self:  # type: ignore[misc]  # any iterable, as list +=
         self.extend(values)
         return self
 
-    def __imul__(self, n):
+    def __imul__(self, n: SupportsIndex) -> Self:
         list.__imul__(self, n)
         self._children_changed()
         return self
@@ -385,7 +397,7 @@ class _DictWrapper(_ContainerTrackable, dict):
             dict.__setitem__(self, key, self._wrap_element(value))
         self._children_changed()
 
-    def __ior__(self, other):
+    def __ior__(self, other: Any) -> Self:  # type: ignore[misc]  # any mapping or pairs, as dict |=
         self.update(other)
         return self
 
@@ -459,7 +471,7 @@ def _wrap_tuple(value: tuple):
         # A subclass of both the namedtuple and Trackable keeps field access and isinstance checks working.
         wrapper_type = type(original.__name__, (_NamedTupleTrackable, original), {"__slots__": ()})
         _namedtuple_wrappers[original] = wrapper_type
-    wrapped = tuple.__new__(wrapper_type, elements)
+    wrapped: _NamedTupleTrackable = tuple.__new__(wrapper_type, elements)
     wrapped._maybe_initialize_trackable()
     return wrapped
 
@@ -468,7 +480,7 @@ class _NamedTupleTrackable(_ContainerTrackable):
     """Mixin for namedtuple wrappers; see `_wrap_tuple`."""
 
     def _content_children(self) -> dict:
-        return _TupleWrapper._content_children(self)
+        return _TupleWrapper._content_children(self)  # type: ignore[arg-type]  # a tuple too, as it needs
 
     def _trackable_children(self) -> dict:
         return self._content_children()
@@ -489,7 +501,7 @@ def breadth_first_traversal(root, attached_dependencies=()):
     save_counter), listed after the root's own.
     """
     objects = []
-    paths = {id(root): ()}
+    paths: dict[int, tuple[TrackableReference, ...]] = {id(root): ()}
     children = []
     queue = collections.deque([root])
     while queue:
@@ -562,6 +574,9 @@ class SlotVariables(AutoTrackable):
     CKPT` shows a checkpoint's optimizer nodes, their attributes and slots, to mirror them. Any trackable
     with TF's `get_slot_names()`/`get_slot(var, name)` methods works the same way.
     """
+
+    _self_slots: dict[str, dict[int, tuple[Any, Any]]]  # set by __init__ (object.__setattr__)
+    _self_pending_slots: dict[tuple[int, str], tuple[Any, list[Any]]]
 
     def __init__(self, **dependencies: Any) -> None:
         object.__setattr__(self, "_self_slots", {})  # slot name -> {id(variable): (variable, slot)}

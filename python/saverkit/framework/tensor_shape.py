@@ -53,10 +53,11 @@ class TensorShape:
         return self._dims is not None and None not in self._dims
 
     def num_elements(self) -> int | None:
-        if not self.is_fully_defined():
+        dims = self._dims
+        if dims is None or None in dims:  # not fully defined
             return None
         n = 1
-        for d in self._dims:
+        for d in dims:
             n *= d
         return n
 

@@ -10,7 +10,7 @@ graph names instead.
 from __future__ import annotations
 
 import warnings
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -35,12 +35,12 @@ from saverkit.train._variable_io import (
 )
 
 if TYPE_CHECKING:
-    from saverkit import Session
+    from saverkit.framework.session import Session
 
 
 def _node_names(object_graph_proto) -> dict[int, str]:
     """Readable paths ("(root).model.layers.0") of every node, for error messages (as TF prints them)."""
-    names = {0: ("(root)",)}
+    names: dict[int, tuple[str, ...]] = {0: ("(root)",)}
     queue = [0]
     for node_id in queue:
         for child in object_graph_proto.nodes[node_id].children:
@@ -91,8 +91,8 @@ class _Assigner:
         self.source = source
         self.session = session  # the session restore() ran with (or None): deferred matches assign there
         self.explicit = explicit  # passed by the caller, rather than the default session at restore time
-        self.bound: list[tuple[object, str, str]] = []  # every (variable, key, slice spec) matched, in order
-        self.pending: list[tuple[object, str, str]] = []  # matched but not yet assigned
+        self.bound: list[tuple[Any, str, str]] = []  # every (variable, key, slice spec) matched, in order
+        self.pending: list[tuple[Any, str, str]] = []  # matched but not yet assigned
 
     def add(self, var, key: str, spec: str = "", slice_shape=None) -> None:
         """Match `var` with tensor `key` (or the slice `spec` of it, whose shape is `slice_shape`)."""

@@ -69,7 +69,8 @@ from saverkit.train._variable_io import (
 )
 
 if TYPE_CHECKING:
-    from saverkit import Session, Variable
+    from saverkit.framework.session import Session
+    from saverkit.framework.variables import Variable
 
 __all__ = ["Checkpoint", "CheckpointLoadStatus", "InitializationOnlyStatus", "NameBasedSaverStatus"]
 
@@ -192,7 +193,13 @@ class Checkpoint(AutoTrackable):
     Every `session` argument defaults to the default session (`saverkit.get_default_session()`).
     """
 
-    def __init__(self, root: Any = None, **kwargs: Any):
+    # Set in __init__ with object.__setattr__ (not tracked as dependencies).
+    _root: Any
+    _save_counter: Any  # a Variable; None until created (_maybe_create_save_counter)
+    _attached: list[TrackableReference] | None
+    _graph_view: _GraphView
+
+    def __init__(self, root: Any = None, **kwargs: Any) -> None:
         super().__init__()
         object.__setattr__(self, "_root", root)
         object.__setattr__(self, "_save_counter", None)  # created lazily, so that restore can fill it in

@@ -61,7 +61,7 @@ def _entry(key, value) -> str:
 def _collect_partitioned_variable(name: str, store: dict):
     if name + "/part_0" not in store:
         return None
-    parts = []
+    parts: list[Any] = []
     while f"{name}/part_{len(parts)}" in store:
         parts.append(store[f"{name}/part_{len(parts)}"])
     return parts
@@ -71,7 +71,7 @@ def _slice_specs(parts, full_shape, entry: str) -> list[str]:
     """TF shape_and_slice strings ("10 6 0,4:0,6") for the parts of a partitioned variable."""
     infos = [getattr(p, "_save_slice_info", None) for p in parts]
     if all(info is not None for info in infos):
-        return [info.spec for info in infos]
+        return [info.spec for info in infos if info is not None]  # (all are)
     full = list(full_shape)
     shapes = [p.shape.as_list() for p in parts]
     if any(len(s) != len(full) or any(d is None for d in s) for s in shapes):
