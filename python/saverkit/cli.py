@@ -241,7 +241,7 @@ class NpzSource(TensorSource):
             if isinstance(e, MemoryError):
                 raise _out_of_memory(self.path, name, shape, dtype, header.nbytes) from None
             raise CliError(f"{self.path}: entry {name!r}: {e}") from None
-        view = memoryview(flat.view(np.uint8)) if flat.nbytes else memoryview(b"")
+        view = flat.view(np.uint8).data if flat.nbytes else memoryview(b"")
         done = 0
         try:
             with self._zip.open(self._members[name]) as f:
@@ -516,8 +516,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         if names:
             with np.printoptions(threshold=sys.maxsize) if args.full else contextlib.nullcontext():
                 for name in names:
-                    shape = _shape_str(src.shape(name))
-                    print(f"tensor_name: {name}  dtype: {src.dtype(name).name}  shape: {shape}")
+                    shape_str = _shape_str(src.shape(name))
+                    print(f"tensor_name: {name}  dtype: {src.dtype(name).name}  shape: {shape_str}")
                     print(repr(src.get(name)))
             return 0
         rows = []

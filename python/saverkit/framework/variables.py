@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -22,8 +22,12 @@ from saverkit.protobuf import variable_pb2
 class Variable:
     """A mutable tensor whose value persists across ``Session.run`` calls."""
 
+    _initial_value: ops.Tensor | None  # None: imported from a VariableDef without one
+
     class SaveSliceInfo:
         """Where a variable sits in a larger (partitioned) one, for checkpoint keys and slice specs."""
+
+        full_name: str | None
 
         def __init__(
             self,
@@ -52,10 +56,11 @@ class Variable:
             return full + ":".join(f"{o},{s}" for o, s in zip(self.var_offset, self.var_shape, strict=False))
 
         def to_proto(self, export_scope: str | None = None) -> variable_pb2.SaveSliceInfoDef | None:
-            if export_scope is not None and not self.full_name.startswith(export_scope):
+            full_name = cast(str, self.full_name)  # set whenever the info describes a slice
+            if export_scope is not None and not full_name.startswith(export_scope):
                 return None
             return variable_pb2.SaveSliceInfoDef(
-                full_name=ops.strip_name_scope(self.full_name, export_scope),
+                full_name=ops.strip_name_scope(full_name, export_scope),
                 full_shape=self.full_shape,
                 var_offset=self.var_offset,
                 var_shape=self.var_shape,
@@ -149,7 +154,7 @@ class Variable:
         # (Initial values needing a conversion, or not in the default graph, go the general way below,
         # which raises its errors after opening the scope, as TF.)
         if caching_device is None and shape is None and dtype is None:
-            value_dtype = None
+            value_dtype: Any = None  # a DType wherever value is set
             if kind is np.ndarray:  # a numpy type saverkit has (else the general way raises)
                 value_dtype = _NUMPY_DTYPES.get(initial_value.dtype)
             if value_dtype is not None:
@@ -283,7 +288,7 @@ class Variable:
         return self._initializer_op
 
     @property
-    def initial_value(self) -> ops.Tensor:
+    def initial_value(self) -> ops.Tensor | None:  # None: imported from a VariableDef without one
         return self._initial_value
 
     @property
