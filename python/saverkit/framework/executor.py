@@ -348,9 +348,11 @@ def prune(
         inputs = op._inputs
         deps: list[Operation] | tuple[()]
         if not inputs:  # a source, or a NoOp grouping control inputs
-            deps = op._control_inputs
+            controls = op._control_inputs
             # Sources share one empty tuple: a list each was a third of the peak of pruning an initializer.
-            deps = list(dict.fromkeys(deps)) if len(deps) > 1 else list(deps) if deps else _NONE
+            deps = (
+                list(dict.fromkeys(controls)) if len(controls) > 1 else list(controls) if controls else _NONE
+            )
         else:
             deps = [t._op for t in inputs if t not in fed] if fed else [t._op for t in inputs]
             if op._control_inputs:

@@ -22,8 +22,8 @@ import errno
 import logging
 import os
 import re
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, cast
 
 from google.protobuf import text_format
 
@@ -73,7 +73,7 @@ def prepend_name_scope(name: str, import_scope: str | None) -> str:
     if not import_scope:
         return name
     import_scope = import_scope[:-1] if import_scope.endswith("/") else import_scope
-    m = re.match(r"([\^]|loc:@|)(.*)", name, re.S)
+    m = cast("re.Match[str]", re.match(r"([\^]|loc:@|)(.*)", name, re.S))  # always matches
     return f"{m.group(1)}{import_scope}/{m.group(2)}"
 
 
@@ -352,7 +352,8 @@ def create_meta_graph_def(
     for key in keys:
         override = None
         if clear_extraneous_savers and key == ops.GraphKeys.SAVERS:
-            override = [ops.get_from_proto_function(key)(saver_def)] if saver_def else None
+            from_proto = cast(Callable, ops.get_from_proto_function(key))  # registered by saverkit.train
+            override = [from_proto(saver_def)] if saver_def else None
             if override is None:
                 continue
         add_collection_def(
@@ -463,10 +464,12 @@ def write_meta_graph_file(
 
 
 def _os_error(e: OSError, what: str) -> errors.OpError:
-    code = {errno.ENOSPC: errors.RESOURCE_EXHAUSTED, errno.EDQUOT: errors.RESOURCE_EXHAUSTED,
+    codes: dict[int | None, int] = {
+            errno.ENOSPC: errors.RESOURCE_EXHAUSTED, errno.EDQUOT: errors.RESOURCE_EXHAUSTED,
             errno.EFBIG: errors.RESOURCE_EXHAUSTED, errno.EACCES: errors.PERMISSION_DENIED,
             errno.EPERM: errors.PERMISSION_DENIED, errno.EROFS: errors.PERMISSION_DENIED,
-            errno.ENOENT: errors.NOT_FOUND}.get(e.errno, errors.UNKNOWN)
+            errno.ENOENT: errors.NOT_FOUND}
+    code = codes.get(e.errno, errors.UNKNOWN)
     return errors.exception_type_from_error_code(code)(None, None, f"{what}: {e.strerror or e}")
 
 

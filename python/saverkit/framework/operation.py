@@ -6,6 +6,7 @@ table (:mod:`saverkit.framework.op_registry`) and runs in a Session. Only :class
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -45,9 +46,9 @@ class Operation:
     _graph: Graph
     _name: str
     _type: str
-    _inputs: tuple[Tensor, ...] | list[Tensor]
-    _outputs: list[Tensor]
-    _control_inputs: list[Operation]
+    _inputs: Sequence[Tensor]
+    _outputs: tuple[Tensor, ...]
+    _control_inputs: Sequence[Operation]
     _device: str
     _attrs: dict[str, Any]
     _id: int

@@ -27,7 +27,7 @@ class Variable:
     class SaveSliceInfo:
         """Where a variable sits in a larger (partitioned) one, for checkpoint keys and slice specs."""
 
-        full_name: str | None
+        full_name: str  # given whenever the info describes a slice (else to_proto fails, as in TF)
 
         def __init__(
             self,
@@ -44,7 +44,7 @@ class Variable:
                 self.var_offset = list(save_slice_info_def.var_offset)
                 self.var_shape = list(save_slice_info_def.var_shape)
             else:
-                self.full_name = full_name
+                self.full_name = cast(str, full_name)
                 self.full_shape = list(full_shape)
                 self.var_offset = list(var_offset)
                 self.var_shape = list(var_shape)
@@ -56,11 +56,10 @@ class Variable:
             return full + ":".join(f"{o},{s}" for o, s in zip(self.var_offset, self.var_shape, strict=False))
 
         def to_proto(self, export_scope: str | None = None) -> variable_pb2.SaveSliceInfoDef | None:
-            full_name = cast(str, self.full_name)  # set whenever the info describes a slice
-            if export_scope is not None and not full_name.startswith(export_scope):
+            if export_scope is not None and not self.full_name.startswith(export_scope):
                 return None
             return variable_pb2.SaveSliceInfoDef(
-                full_name=ops.strip_name_scope(full_name, export_scope),
+                full_name=ops.strip_name_scope(self.full_name, export_scope),
                 full_shape=self.full_shape,
                 var_offset=self.var_offset,
                 var_shape=self.var_shape,

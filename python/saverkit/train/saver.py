@@ -32,7 +32,7 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 
@@ -444,9 +444,9 @@ def _set_cpu0(device: str) -> str:
 class BaseSaverBuilder:
     """Adds the save/restore subgraph for a list of SaveableObjects (TF's BaseSaverBuilder)."""
 
-    SaveSpec = SaveSpec
-    SaveableObject = SaveableObject
-    VariableSaveable = ReferenceVariableSaveable
+    SaveSpec: TypeAlias = SaveSpec
+    SaveableObject: TypeAlias = SaveableObject
+    VariableSaveable: TypeAlias = ReferenceVariableSaveable
 
     def __init__(self, write_version: int = SaverDef.V2):
         self._write_version = write_version
@@ -1401,7 +1401,7 @@ def saver_from_object_based_checkpoint(
         )
     if cached_saver is not None:
         return cached_saver
-    renamed = {}
+    renamed: dict[str, SaveableObject] = {}
     for s in saveables:
         if type(s) is ReferenceVariableSaveable:
             renamed[s.name] = ReferenceVariableSaveable(s.op, s.slice_spec, names_to_keys[s.name])
