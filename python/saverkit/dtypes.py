@@ -144,7 +144,7 @@ class DType:
     def __repr__(self) -> str:
         return f"saverkit.{self._name}"
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         return (as_dtype, (self._enum,))
 
 

@@ -62,12 +62,12 @@ class OpError(Exception):
             return f"{self._message}\n\t [[node {self._op.name}]]"
         return self._message
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         return (type(self), (None, None, self._message))
 
 
 def _make(name: str, code: int, doc: str) -> type[OpError]:
-    def __init__(self, node_def: Any, op: Any, message: str, *args: Any) -> None:
+    def __init__(self: OpError, node_def: Any, op: Any, message: str, *args: Any) -> None:
         OpError.__init__(self, node_def, op, message, code)
 
     return type(name, (OpError,), {"__init__": __init__, "__doc__": doc, "__module__": __name__})

@@ -335,21 +335,23 @@ class PartitionedVariable:
             values = np.split(arr, bounds, axis=axes[0])
         return [assign_fn(var, values[i]) for i, var in enumerate(self._variable_list)]
 
-    def assign(self, value: Any, use_locking: bool = False, name: str | None = None, read_value: bool = True):
+    def assign(
+        self, value: Any, use_locking: bool = False, name: str | None = None, read_value: bool = True
+    ) -> list:
         return self._apply_assign_fn(
             lambda var, v: var.assign(v, use_locking=use_locking, name=name, read_value=read_value), value
         )
 
     def assign_add(
         self, value: Any, use_locking: bool = False, name: str | None = None, read_value: bool = True
-    ):
+    ) -> list:
         return self._apply_assign_fn(
             lambda var, v: var.assign_add(v, use_locking=use_locking, name=name, read_value=read_value), value
         )
 
     def assign_sub(
         self, value: Any, use_locking: bool = False, name: str | None = None, read_value: bool = True
-    ):
+    ) -> list:
         return self._apply_assign_fn(
             lambda var, v: var.assign_sub(v, use_locking=use_locking, name=name, read_value=read_value), value
         )
@@ -586,19 +588,19 @@ class _VariableStore:
 
     def get_partitioned_variable(
         self,
-        name,
-        partitioner,
-        shape,
-        dtype,
-        initializer,
-        regularizer,
-        reuse,
-        trainable,
-        collections,
-        caching_device,
-        validate_shape,
-        constraint,
-    ):
+        name: str,
+        partitioner: Any,
+        shape: Any,
+        dtype: Any,
+        initializer: Any,
+        regularizer: Any,
+        reuse: Any,
+        trainable: Any,
+        collections: Any,
+        caching_device: Any,
+        validate_shape: Any,
+        constraint: Any,
+    ) -> PartitionedVariable:
         from_tensor = isinstance(initializer, ops.Tensor)
         if name in self.vars:
             raise ValueError(
@@ -708,19 +710,19 @@ class _VariableStore:
 
     def get_single_variable(
         self,
-        name,
-        shape,
-        dtype,
-        initializer,
-        regularizer,
-        partition_info,
-        reuse,
-        trainable,
-        collections,
-        caching_device,
-        validate_shape,
-        constraint,
-    ):
+        name: str,
+        shape: Any,
+        dtype: Any,
+        initializer: Any,
+        regularizer: Any,
+        partition_info: Any,
+        reuse: Any,
+        trainable: Any,
+        collections: Any,
+        caching_device: Any,
+        validate_shape: Any,
+        constraint: Any,
+    ) -> Variable:
         from_value = initializer is not None and not callable(initializer)
         if shape is not None and from_value:
             raise ValueError("If initializer is a constant, do not specify shape.")

@@ -27,7 +27,7 @@ __all__ = ["CheckpointManager"]
 _log = logging.getLogger(__name__)
 
 
-def _evaluate(value, session) -> int:
+def _evaluate(value: Any, session: Session | None) -> int:
     """An int from an int, a variable or a tensor (evaluated in `session`)."""
     if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
         return int(value)
