@@ -505,7 +505,27 @@ class Progress:
 
 # --- inspect -------------------------------------------------------------------------------------------
 
+def _show_saved_model(path: str) -> bool:
+    """For a SavedModel directory (or its saved_model.pb/.pbtxt): prints its tag sets and signatures like
+    ``saved_model_cli show --all``, then a heading for its variables; returns whether it did. False when it
+    has no variables (nothing more to list)."""
+    from saverkit.saved_model import reader, show
+
+    export_dir = reader.export_dir_of(path)
+    if not reader.contains_saved_model(export_dir):
+        return True
+    show.show_all(reader.parse_saved_model(export_dir), sys.stdout)
+    prefix = reader.variables_prefix(export_dir)
+    if not os.path.isfile(prefix + ".index"):
+        print(f"Variables: none ({prefix}.index does not exist)")
+        return False
+    print(f"Variables ({prefix}):")
+    return True
+
+
 def cmd_inspect(args: argparse.Namespace) -> int:
+    if not (args.tensor or args.all or args.object_graph) and not _show_saved_model(args.path):
+        return 0
     with open_source(args.path) as src:
         if args.object_graph:
             print_object_graph(src)
@@ -832,7 +852,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("inspect", help="list a checkpoint's tensors, or print some",
                        description="List names, dtypes, shapes and sizes; or print tensors' values.")
-    p.add_argument("path", help="checkpoint prefix, directory or file; or a .npz / .safetensors file")
+    p.add_argument("path", help="checkpoint prefix, directory or file; a SavedModel directory (its "
+                   "signatures, then its variables); or a .npz / .safetensors file")
     p.add_argument("--tensor", action="append", metavar="NAME", help="print this tensor (repeatable)")
     p.add_argument("--all", action="store_true", help="print every tensor")
     p.add_argument("--full", action="store_true", help="print whole arrays, without '...'")

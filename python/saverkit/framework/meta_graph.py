@@ -491,6 +491,7 @@ def read_meta_graph_file(filename: str | os.PathLike) -> meta_graph_pb2.MetaGrap
         raise OSError(f"File {filename} does not exist.")
     with open(filename, "rb") as f:
         content = f.read()
+    _refuse_saved_model(filename, content)
     meta_graph_def = meta_graph_pb2.MetaGraphDef()
     try:
         meta_graph_def.ParseFromString(content)
@@ -502,6 +503,31 @@ def read_meta_graph_file(filename: str | os.PathLike) -> meta_graph_pb2.MetaGrap
     except (text_format.ParseError, UnicodeDecodeError) as e:
         raise OSError(f"Cannot parse file {filename}: {e}.") from e
     return meta_graph_def
+
+
+def _refuse_saved_model(filename: str, content: bytes) -> None:
+    """A SavedModel file is not a MetaGraphDef (it holds several, one per tag set): say what the file is and
+    how to load it, instead of failing to parse it as one. Recognised by name, or by its first byte: a
+    SavedModel starts with field 1 as a varint (0x08), a MetaGraphDef with field 1 as a message (0x0a)."""
+    from saverkit.saved_model import reader
+
+    if not (reader.is_saved_model_filename(filename) or content[:1] == b"\x08"):
+        return
+    try:
+        saved_model = reader.parse_file(filename)
+    except OSError:
+        if reader.is_saved_model_filename(filename):
+            raise
+        return  # not a SavedModel after all: parse it as a MetaGraphDef below
+    if any(reader.is_tf2(m) for m in saved_model.meta_graphs):
+        how = ("It was written by TF2's tf.saved_model.save: its signatures run tf.function graphs, which "
+               "saverkit cannot run; read its variables with saverkit.train.load_checkpoint(export_dir).")
+    else:
+        how = ("Load it into a session with saverkit.saved_model.loader.load(sess, tags, export_dir), or "
+               "pass import_meta_graph one of its MetaGraphDefs: "
+               "saverkit.saved_model.reader.meta_graph_for_tags("
+               "saverkit.saved_model.parse_saved_model(export_dir), tags).")
+    raise OSError(f"{filename} is a SavedModel, not a MetaGraphDef: {reader.describe(saved_model)}. {how}")
 
 
 def import_scoped_meta_graph(
