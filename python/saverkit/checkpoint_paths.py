@@ -26,8 +26,12 @@ import re
 import stat
 import time
 import warnings
+from typing import TYPE_CHECKING
 
 from saverkit import errors
+
+if TYPE_CHECKING:
+    from saverkit.protobuf.checkpoint_state_pb2 import CheckpointState
 
 __all__ = [
     "STATE_FILE_LIMIT", "checkpoint_in_directory", "prefix_exists", "read_state_file", "resolve_prefix",
@@ -92,7 +96,7 @@ def _read_bounded(filename: str) -> str:
     return data.decode("utf-8")
 
 
-def read_state_file(checkpoint_dir: str, latest_filename: str | None = None):
+def read_state_file(checkpoint_dir: str, latest_filename: str | None = None) -> CheckpointState | None:
     """``get_checkpoint_state``: the parsed ``CheckpointState`` with entries joined onto the directory,
     or None (no file, or a file that cannot be used: logged, like TF)."""
     from google.protobuf import text_format  # after the cheap checks: most callers never get here

@@ -49,7 +49,9 @@ class SavedModelLoader:
     def get_meta_graph_def_from_tags(self, tags: Iterable[str]) -> meta_graph_pb2.MetaGraphDef:
         return reader.meta_graph_for_tags(self._saved_model, tags, where=f"at {self._export_dir}")
 
-    def load_graph(self, graph: Any, tags: Iterable[str], import_scope: str | None = None, **saver_kwargs):
+    def load_graph(
+        self, graph: Any, tags: Iterable[str], import_scope: str | None = None, **saver_kwargs: Any
+    ) -> tuple[Any, None]:
         """Imports the MetaGraphDef with ``tags`` into ``graph``; returns ``(saver, None)`` (the saver is None
         when the graph has no variables). UnimplementedError for graphs that run tf.function graphs."""
         from saverkit.train import saver as saver_mod
@@ -89,7 +91,9 @@ class SavedModelLoader:
             if init_op is not None:
                 sess.run(fetches=[init_op], feed_dict=feed)
 
-    def load(self, sess: Any, tags: Iterable[str], import_scope: str | None = None, **saver_kwargs):
+    def load(
+        self, sess: Any, tags: Iterable[str], import_scope: str | None = None, **saver_kwargs: Any
+    ) -> meta_graph_pb2.MetaGraphDef:
         with sess.graph.as_default():
             saver, _ = self.load_graph(sess.graph, tags, import_scope, **saver_kwargs)
             self.restore_variables(sess, saver, import_scope)

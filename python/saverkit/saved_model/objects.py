@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any
+from typing import Any, cast
 
 from saverkit import errors
 from saverkit.protobuf import meta_graph_pb2, saved_object_graph_pb2
@@ -41,7 +41,7 @@ class UnrunnableFunction:
         return f"<UnrunnableFunction {self.path}>"
 
 
-def _tf2_meta_graph(saved_model, export_dir: str) -> meta_graph_pb2.MetaGraphDef:
+def _tf2_meta_graph(saved_model: Any, export_dir: str) -> meta_graph_pb2.MetaGraphDef:
     for meta_graph_def in saved_model.meta_graphs:
         if reader.is_tf2(meta_graph_def):
             return meta_graph_def
@@ -71,7 +71,7 @@ def load_module_tree(export_dir: str | os.PathLike) -> Any:
     nodes = _tf2_meta_graph(reader.parse_saved_model(export_dir), export_dir).object_graph_def.nodes
     ckpt = checkpoint_utils.load_checkpoint(reader.variables_prefix(export_dir))
     ckpt_graph = trackable_object_graph_pb2.TrackableObjectGraph.FromString(
-        bytes(ckpt.get_tensor("_CHECKPOINTABLE_OBJECT_GRAPH")))
+        bytes(cast(bytes, ckpt.get_tensor("_CHECKPOINTABLE_OBJECT_GRAPH"))))  # a scalar string: bytes
     built: dict[int, Any] = {}
 
     def variable_key(node_id: int) -> str:
@@ -87,6 +87,7 @@ def load_module_tree(export_dir: str | os.PathLike) -> Any:
             return built[node_id]
         node: saved_object_graph_pb2.SavedObject = nodes[node_id]
         kind = node.WhichOneof("kind")
+        obj: Any
         if kind == "variable":
             value = np.asarray(ckpt.get_array(variable_key(node_id)))
             name = node.variable.name or _module_name(local_name)
