@@ -299,9 +299,6 @@ class ChildWatch:
         self.saved: int | None = None
         self.saving: int | None = None
         self.save_times: list[float] = []
-        # Until one save completes, a guess of the time per save; doubled after each kill that came before
-        # any save finished (on a loaded machine a fixed 0.1 s kept every kill before the first save).
-        self.save_guess = 0.1
         self._t = threading.Thread(target=self._follow, daemon=True)
         self._t.start()
 
@@ -359,6 +356,9 @@ class Lane:
         self.temp_kinds: dict[str, int] = {}  # where the kills landed, as told by what they left
         self.problems: list[str] = []
         self.save_times: list[float] = []
+        # Until one save completes, a guess of the time per save; doubled after each kill that came before
+        # any save finished (on a loaded machine a fixed 0.1 s kept every kill before the first save).
+        self.save_guess = 0.1
 
     def judge_check(self, label: str, res: dict | None, stderr: str) -> None:
         """The fresh process's view must be the last saved step, or the one in flight."""
