@@ -59,7 +59,7 @@ class DistributedError(errors.OpError):
         self.rank = rank
         self.ranks = tuple(ranks) or ((rank,) if rank is not None else ())
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple:
         return (type(self), (None, None, self._message, self._error_code, self.rank, self.ranks))
 
 
@@ -73,7 +73,7 @@ class RankFailedError(DistributedError, errors.AbortedError):
         self.error_type = error_type  # the failed rank's exception class name, e.g. "ResourceExhaustedError"
         self.error_code_of_rank = error_code_of_rank
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple:
         return (type(self), (None, None, self._message, self._error_code, self.rank, self.ranks,
                              self.error_type, self.error_code_of_rank))
 

@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import os
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -250,7 +251,8 @@ def run_save(coord: dist.Coordinator, job: _Job, durable: bool) -> str | None:
         job.release()  # values fetched for the save: never kept past it
 
 
-def _run_save(coord, job, prepare, local, durable) -> str | None:
+def _run_save(coord: dist.Coordinator, job: _Job, prepare: Callable[[], tuple], local: dict,
+              durable: bool) -> str | None:
     rank, n = coord.rank, coord.world_size
     gathered = dist.run_everywhere(coord, prepare, "save (prepare)")
     files = {g[0] for g in gathered}
@@ -298,8 +300,9 @@ def _run_save(coord, job, prepare, local, durable) -> str | None:
 
 # --- save: Saver
 class _SaverJob(_Job):
-    def __init__(self, saver, sess, save_path, global_step, latest_filename, meta_graph_suffix,
-                 write_meta_graph, write_state, strip_default_attrs, durable):
+    def __init__(self, saver: Any, sess: Any, save_path: str, global_step: Any, latest_filename: str,
+                 meta_graph_suffix: str, write_meta_graph: bool, write_state: bool, strip_default_attrs: bool,
+                 durable: bool) -> None:
         self.saver, self.sess, self.save_path, self.global_step = saver, sess, save_path, global_step
         self.latest_filename, self.meta_graph_suffix = latest_filename, meta_graph_suffix
         self.write_meta_graph, self.write_state = write_meta_graph, write_state
@@ -310,13 +313,14 @@ class _SaverJob(_Job):
 
     def entries(self) -> list[tuple]:
         names, tensors, slices, dts = _local_specs(self.saver)
-        shapes = [_parse_slice(s)[0] if s else _static_shape(t) for t, s in zip(tensors, slices, strict=True)]
+        shapes: list[tuple | None] = [
+            _parse_slice(s)[0] if s else _static_shape(t) for t, s in zip(tensors, slices, strict=True)]
         unknown = [i for i, shape in enumerate(shapes) if shape is None]
         if unknown:  # shapes only known at run time: fetch those values (kept for the write)
             self.values = dict(zip(unknown, self.sess.run([tensors[i] for i in unknown]), strict=True))
             for i in unknown:
                 shapes[i] = tuple(np.shape(self.values[i]))
-        return [(_key(n), dtypes_lib.as_dtype(d).base_dtype.as_datatype_enum, tuple(shape), s)
+        return [(_key(n), dtypes_lib.as_dtype(d).base_dtype.as_datatype_enum, tuple(shape or ()), s)
                 for n, d, shape, s in zip(names, dts, shapes, slices, strict=True)]
 
     def write(self, part: str, mine: list[int], extra: tuple, durable: bool) -> None:
@@ -373,8 +377,9 @@ def save(
     return run_save(saver._coordinator, job, durable)
 
 
-def _commit_saver(saver, sess, checkpoint_file, latest_filename, meta_graph_suffix, write_meta_graph,
-                  write_state, strip_default_attrs, durable) -> None:
+def _commit_saver(saver: Any, sess: Any, checkpoint_file: str, latest_filename: str, meta_graph_suffix: str,
+                  write_meta_graph: bool, write_state: bool, strip_default_attrs: bool,
+                  durable: bool) -> None:
     """Rank 0, after the merge: .meta, state file and retention (Saver.save's order)."""
     from saverkit.framework import ops  # noqa: PLC0415
     from saverkit.train import saver as saver_mod  # noqa: PLC0415
@@ -407,10 +412,11 @@ def _commit_saver(saver, sess, checkpoint_file, latest_filename, meta_graph_suff
 class _ObjectJob(_Job):
     rank0_extra = True
 
-    def __init__(self, checkpoint, prefix, session, commit, committed):
+    def __init__(self, checkpoint: Any, prefix: str, session: Any, commit: Callable[[str], Any] | None,
+                 committed: Callable[[str], Any] | None) -> None:
         self.checkpoint, self.prefix, self.session = checkpoint, prefix, session
         self._commit, self._committed = commit, committed
-        self.graph = None
+        self.graph: Any = None
 
     def checkpoint_file(self) -> str:
         return self.prefix
@@ -440,7 +446,7 @@ class _ObjectJob(_Job):
     def extra(self) -> bytes:
         return self.graph.SerializeToString()
 
-    def rank0_tensors(self, extras: list):
+    def rank0_tensors(self, extras: list) -> tuple[list, list, list, list]:
         from saverkit.trackable import OBJECT_GRAPH_PROTO_KEY  # noqa: PLC0415
 
         merged = merge_object_graphs(extras)
@@ -461,7 +467,8 @@ class _ObjectJob(_Job):
 
 
 def write_object_checkpoint(coord: dist.Coordinator, checkpoint: Any, prefix: str, session: Any,
-                            commit=None, committed=None) -> str:
+                            commit: Callable[[str], Any] | None = None,
+                            committed: Callable[[str], Any] | None = None) -> str | None:
     """``Checkpoint.write`` of every rank's objects into ONE object-based checkpoint at ``prefix``.
 
     The ranks' object graphs are merged by object path (a node is the same object on every rank that
@@ -470,7 +477,7 @@ def write_object_checkpoint(coord: dist.Coordinator, checkpoint: Any, prefix: st
     return run_save(coord, _ObjectJob(checkpoint, prefix, session, commit, committed), durable=False)
 
 
-def _node_paths(graph) -> list:
+def _node_paths(graph: Any) -> list:
     """Each node's identity across ranks: its path of child names from the root (breadth first, as TF
     names objects); a slot variable node: ("slot", variable path, optimizer path, slot name)."""
     paths: list = [None] * len(graph.nodes)
@@ -593,7 +600,7 @@ def restore(saver: Any, sess: Any, prefix: str) -> None:
 
 
 def _static_shape(tensor: Any) -> tuple | None:
-    shape = getattr(tensor, "shape", None)
+    shape: Any = getattr(tensor, "shape", None)
     with contextlib.suppress(Exception):
         dims = shape.as_list() if hasattr(shape, "as_list") else list(shape)
         if all(d is not None for d in dims):
