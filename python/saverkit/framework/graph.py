@@ -398,9 +398,14 @@ class Graph:
         Beyond TF's signature: ``control_inputs``, ops this one runs after (besides those of the
         ``control_dependencies`` blocks it is made in)."""
         del input_types, op_def, compute_device  # TF's arguments, derived from the registered OpDef here
-        if not all(type(t) is Tensor and t._op._graph is self for t in inputs):  # else as they are
-            inputs = [self.as_graph_element(t, allow_tensor=True, allow_operation=False) for t in inputs]
-        inputs = list(inputs)
+        # Tensors of this graph are used as they are (checked once here, not again by _create_op: a SaveV2
+        # has one input per variable); anything else is converted, which checks the graph.
+        for t in inputs:
+            if type(t) is not Tensor or t._op._graph is not self:
+                inputs = [self.as_graph_element(t, allow_tensor=True, allow_operation=False) for t in inputs]
+                break
+        else:
+            inputs = list(inputs)
         info = op_registry.get(op_type)
         stored, output_types = op_registry.complete_attrs(op_type, info, inputs, attrs or {}, dtypes)
         return self._create_op(
@@ -412,6 +417,7 @@ class Graph:
             info,
             control_inputs=control_inputs,
             compute_shapes=compute_shapes and info is not None,
+            inputs_checked=True,
         )
 
     def create_ops(
@@ -433,8 +439,9 @@ class Graph:
         ``attrs[i]`` are complete Python values, as an Operation stores them (see attrs.canonicalize); ops
         may share one dict, which is never mutated. ``shapes``: the outputs' static shapes when the caller
         knows them (the shape function is not run). ``devices``: each op's exact device, overriding device
-        scopes and functions (an op writing a variable is placed with it). What was made stays made if one
-        op fails."""
+        scopes and functions (an op writing a variable is placed with it). An input of another graph
+        raises ValueError: no op is made when no context is in effect (the batch is checked first), else
+        the ops made before the failing one stay made."""
         n = len(inputs)
         if not (len(attrs) == len(dtypes) == n and (shapes is None or len(shapes) == n)) or (
             devices is not None and len(devices) != n
@@ -471,27 +478,20 @@ class Graph:
                     )
                 )
             return out
-        # No context is in effect (see _plain): no control inputs, nothing seen by control levels.
-        device_now = self._device_now
-        new, register, append = self._new_op, self._register, out.append
-        for i, op_name in enumerate(names):
-            ins = tuple(inputs[i])
+        # No context is in effect (see _plain): no control inputs, nothing seen by control levels. The inputs
+        # are checked first, so no op is made unless all are.
+        for ins in inputs:
             for t in ins:
                 if t._op._graph is not self:
                     raise ValueError(f"Tensor {t.name} must be from the same graph as the {op_type} ops.")
-            op = new(
-                op_name,
-                op_type,
-                ins,
-                attrs[i],
-                info,
-                _NO_OPS,
-                device_now if devices is None else devices[i],
-                dtypes[i],
-                shapes[i],
-            )
-            register(op)
-            append(op)
+        new, append = self._new_op, out.append
+        if devices is None:
+            devices = [self._device_now] * n
+        for op_name, ins, attr, dtype, shape, device in zip(
+            names, inputs, attrs, dtypes, shapes, devices, strict=True
+        ):
+            append(new(op_name, op_type, tuple(ins), attr, info, _NO_OPS, device, dtype, shape))
+        self._register(*out)
         return out
 
     def _create_op(
@@ -508,6 +508,7 @@ class Graph:
         output_shapes: Sequence[TensorShape] | None = None,
         colocate_with: Sequence[Operation] | None = None,
         device: str | None = None,
+        inputs_checked: bool = False,
     ) -> Operation:
         """Add one op whose ``attrs`` are complete Python values (the dict becomes the op's unless the
         context adds attrs to it: it is then copied). ``name`` ending in "/" is used as is, else made unique
@@ -516,7 +517,8 @@ class Graph:
         ``output_shapes``: the outputs' static shapes when the caller knows them (else the shape function
         decides, unless ``compute_shapes`` is False). ``colocate_with``: ops this one lives with, as if
         inside ``colocate_with`` blocks for them (TF colocates ops writing a variable with it): the
-        ``_class`` attr and their device. ``device``: the exact device, overriding every scope."""
+        ``_class`` attr and their device. ``device``: the exact device, overriding every scope.
+        ``inputs_checked``: the caller (create_op) made sure every input is a Tensor of this graph."""
         if self._finalized:
             raise RuntimeError("Graph is finalized and cannot be modified.")
         stack = self._name_stack
@@ -535,11 +537,12 @@ class Graph:
                 raise ValueError(f"Duplicate node name in graph: '{name}'")
         else:
             name = self._op_name(name)
-        for t in inputs:
-            if t._op._graph is not self:
-                raise ValueError(
-                    f"Tensor {t.name} must be from the same graph as the op {name!r} being created."
-                )
+        if not inputs_checked:
+            for t in inputs:
+                if t._op._graph is not self:
+                    raise ValueError(
+                        f"Tensor {t.name} must be from the same graph as the op {name!r} being created."
+                    )
         if len(output_types) == 1:
             dtype, shape = output_types[0], _UNKNOWN_SHAPE if output_shapes is None else output_shapes[0]
         else:
@@ -737,8 +740,9 @@ class Graph:
         op._id = self._last_id = self._last_id + 1
         if type(dtype) is tuple:
             outputs = []
+            new = object.__new__
             for i, (d, s) in enumerate(zip(dtype, shape, strict=True)):
-                t = object.__new__(Tensor)  # Tensor(op, i, d, s), inline: a RestoreV2 has one per variable
+                t = new(Tensor)  # Tensor(op, i, d, s), inline: a RestoreV2 has one per variable
                 t._op = op
                 t._value_index = i
                 t._dtype = d
@@ -757,21 +761,24 @@ class Graph:
             op._outputs = (t,)  # a tuple: one allocation (outputs never change)
         return op
 
-    def _register(self, op: Operation) -> None:
-        """Make ``op`` part of the graph: findable by name, a consumer of its inputs, seen by the control
-        dependency levels it was made in. The one place an op joins the graph."""
-        self._nodes_by_name[op._name] = op
-        for t in op._inputs:  # see Tensor._consumers (a SaveV2 has one input per variable)
-            c = t._consumers
-            if c is None:
-                t._consumers = op
-            elif type(c) is list:
-                c.append(op)
-            else:
-                t._consumers = [c, op]
+    def _register(self, *ops: Operation) -> None:
+        """Make ``ops`` part of the graph, in order: findable by name, consumers of their inputs, seen by the
+        control dependency levels they were made in. The one place an op joins the graph (create_ops
+        registers its whole batch in one call)."""
+        nodes = self._nodes_by_name
+        for op in ops:
+            nodes[op._name] = op
+            for t in op._inputs:  # see Tensor._consumers (a SaveV2 has one input per variable)
+                c = t._consumers
+                if c is None:
+                    t._consumers = op
+                elif type(c) is list:
+                    c.append(op)
+                else:
+                    t._consumers = [c, op]
         if self._control_stack:
             for level in self._control_stack:
-                level.seen.add(op)
+                level.seen.update(ops)
 
     def _apply_context(
         self,

@@ -52,6 +52,8 @@ from saverkit.framework import (
     string_ops,
     variables,
 )
+from saverkit.framework import operation as operation_lib
+from saverkit.framework import tensor as tensor_lib
 from saverkit.framework.partitioned_variables import PartitionedVariable as _PartitionedVariable
 from saverkit.framework.run_options import RunOptions
 from saverkit.protobuf import meta_graph_pb2, saver_pb2
@@ -60,7 +62,7 @@ from saverkit.train import checkpoint_management
 _logger = logging.getLogger(__name__)
 SaverDef = saver_pb2.SaverDef
 
-_REF_VARIABLE_OPS = ("Variable", "VariableV2", "AutoReloadVariable")
+_REF_VARIABLE_OPS = variables.REF_VARIABLE_OP_TYPES
 
 
 def _all_saveable_objects(scope: str | None = None) -> list:
@@ -117,11 +119,11 @@ class ReferenceVariableSaveable(SaveableObject):
     @property
     def specs(self) -> list[SaveSpec]:
         var = self.op
-        return [SaveSpec(var, self.slice_spec, self.name, var._dtype.base_dtype, var._op._device)]
+        return [SaveSpec(var, self.slice_spec, self.name, var.dtype.base_dtype, var.device)]
 
     @property
     def device(self) -> str:
-        return self.op._op._device
+        return self.op.device
 
     def restore(self, restored_tensors, restored_shapes):
         restored = restored_tensors[0]
@@ -178,22 +180,31 @@ def _base_dtype(dtype):
     return base
 
 
+def _per_dtype(dtypes: list, fn: Callable) -> list:
+    """``[fn(d) for d in dtypes]`` with ``fn`` called once per distinct dtype, and one result object each
+    (variables mostly share a dtype, and so one attrs dict). DTypes are singletons: told apart by id, in C."""
+    if not dtypes:
+        return []
+    if dtypes.count(dtypes[0]) == len(dtypes):  # one dtype (counted in C: equal by identity first)
+        return [fn(dtypes[0])] * len(dtypes)
+    keys = list(map(id, dtypes))
+    distinct = dict(zip(keys, dtypes, strict=True))
+    results = {k: fn(d) for k, d in distinct.items()}
+    return list(map(results.__getitem__, keys))
+
+
 def _bulk_assigns(g, refs: list, values: list, name: str = "Assign") -> list:
     """``Assign(ref_i, value_i)`` for all i, named like consecutive ``Assign`` ops in the current scope;
     each has its variable's shape (the value has it, or the Assign fails at run time) and device."""
-    dtypes, shapes, devices, attrs = [], [], [], []
-    dtype = attr = None
-    for r in refs:  # one pass: this runs once per variable
-        d = r._dtype
-        if d is not dtype:  # variables mostly share a dtype, and so one attrs dict
-            dtype = d
-            attr = _assign_attrs(d)
-        dtypes.append(d)
-        attrs.append(attr)
-        shapes.append(r._shape)
-        devices.append(r._op._device)
+    dtypes = tensor_lib.dtypes_of(refs)
     return g.create_ops(
-        "Assign", list(zip(refs, values, strict=True)), attrs, dtypes, name, shapes=shapes, devices=devices
+        "Assign",
+        list(zip(refs, values, strict=True)),
+        _per_dtype(dtypes, _assign_attrs),
+        dtypes,
+        name,
+        shapes=tensor_lib.shapes_of(refs),
+        devices=tensor_lib.devices_of(refs),
     )
 
 
@@ -211,7 +222,10 @@ _STRING = dtypes_lib.string
 
 def _group(g, deps: list, name: str):
     """``group(*deps, name=name)``; one NoOp with control inputs when all deps share a device."""
-    devices = {op.device for op in deps}
+    try:
+        devices = operation_lib.distinct_devices(deps)
+    except AttributeError:  # not all Operations (a custom SaveableObject's restore)
+        devices = {op.device for op in deps}
     if len(devices) != 1:
         return control_flow_ops.group(*deps, name=name)
     with g.device(devices.pop() or None):
@@ -219,15 +233,8 @@ def _group(g, deps: list, name: str):
 
 
 def _base_dtypes(tensors: list) -> list:
-    """The base dtypes of ``tensors`` (variables mostly share one: looked up once per run of equal ones)."""
-    dtypes = []
-    dtype = base = None
-    for t in tensors:
-        if t._dtype is not dtype:
-            dtype = t._dtype
-            base = _base_dtype(dtype)
-        dtypes.append(base)
-    return dtypes
+    """The base dtypes of ``tensors`` (variables mostly share one: looked up once per distinct dtype)."""
+    return _per_dtype(tensor_lib.dtypes_of(tensors), _base_dtype)
 
 
 def _spec_dtypes(saveables) -> list:
@@ -256,7 +263,7 @@ def _flat_specs(saveables) -> tuple[list, list, list, list]:
 def _as_ref_tensor(var: Any) -> Any:
     """The ref tensor (output 0 of the variable op) of a Variable, or the tensor itself."""
     if isinstance(var, variables.Variable):
-        return var._ref()
+        return variables.ref_tensor(var)
     if isinstance(var, ops.Tensor):
         return var
     raise TypeError(f"Variable to save is not a Variable: {var}")
@@ -269,23 +276,18 @@ def op_list_to_dict(op_list: Iterable, convert_variable_to_tensor: bool = True) 
     """
     if not isinstance(op_list, (list, tuple, set)):
         raise TypeError(f"Variables to save should be passed in a dict or a list. Got {op_list}")
+    if convert_variable_to_tensor:
+        # The common case (ordinary ref variables, each once) in one pass; anything else goes the general
+        # way below, which also raises the errors.
+        plain = variables.plain_ref_variables_by_name(op_list)
+        if plain is not None:
+            return plain
     flat = _flatten(op_list)
     names_to_saveables: dict[str, Any] = {}
-    Variable, Tensor = variables.Variable, ops.Tensor  # noqa: N806 - local aliases in the hot loop
+    Variable, Tensor = variables.Variable, ops.Tensor  # noqa: N806 - local aliases in the loop
     for var in flat:
-        if type(var) is Variable and convert_variable_to_tensor and not var._save_slice_info:
-            # The common case first (this loop runs once per variable): an ordinary ref variable.
-            ref = var._variable
-            op = ref._op
-            if op._type not in _REF_VARIABLE_OPS:
-                raise TypeError(f"Variable to save is not a Variable: {ref}")
-            name = op._name
-            if name in names_to_saveables:
-                raise ValueError(f"At least two variables have the same name: {name}")
-            names_to_saveables[name] = ref
-            continue
         if isinstance(var, Variable):
-            info = var._save_slice_info
+            info = variables.save_slice_info(var)
             if info:
                 name = info.full_name
                 existing = names_to_saveables.get(name)
@@ -302,7 +304,7 @@ def op_list_to_dict(op_list: Iterable, convert_variable_to_tensor: bool = True) 
                     raise ValueError(f"At least two variables have the same name: {name}")
                 names_to_saveables[name] = var
                 continue
-            var = var._ref()
+            var = variables.ref_tensor(var)
         elif isinstance(var, SaveableObject):
             names_to_saveables[var.name] = var
             continue
@@ -313,10 +315,10 @@ def op_list_to_dict(op_list: Iterable, convert_variable_to_tensor: bool = True) 
             continue
         elif not isinstance(var, Tensor):
             raise TypeError(f"Variable to save is not a Variable: {var}")
-        op = var._op
-        if op._type not in _REF_VARIABLE_OPS:
+        op = var.op
+        if op.type not in _REF_VARIABLE_OPS:
             raise TypeError(f"Variable to save is not a Variable: {var}")
-        name = op._name
+        name = op.name
         if name in names_to_saveables:
             raise ValueError(f"At least two variables have the same name: {name}")
         names_to_saveables[name] = var
@@ -363,7 +365,7 @@ def saveable_objects_for_op(op: Any, name: str) -> list[SaveableObject]:
                 continue
             if not isinstance(variable, variables.Variable):
                 raise ValueError(f"Slices must all be Variables: {variable}")
-            info = variable._save_slice_info
+            info = variables.save_slice_info(variable)
             if not info:
                 raise ValueError(f"Slices must all be slices: {variable}")
             if slice_name is None:
@@ -373,7 +375,7 @@ def saveable_objects_for_op(op: Any, name: str) -> list[SaveableObject]:
             if isinstance(variable, resource_variables.ResourceVariable):
                 out.append(ResourceVariableSaveable(variable, info.spec, name))
             else:
-                out.append(ReferenceVariableSaveable(variable._ref(), info.spec, name))
+                out.append(ReferenceVariableSaveable(variables.ref_tensor(variable), info.spec, name))
         return out
     return saveable_objects_for_op(_as_ref_tensor(op), name)
 
@@ -385,41 +387,38 @@ def validate_and_slice_inputs(names_to_saveables: dict[str, Any]) -> list[Saveab
         names = sorted(names_to_saveables)
     except TypeError:  # keys of several types: the general way below says which
         names = None
-    if names is not None:
-        # The common case first (plain ref variables under string keys, each once), in one pass; anything
+    if names and set(map(type, names)) == {str}:
+        # The common case first (plain ref variables under string keys, each once), checked in C; anything
         # else goes the general way below, which also raises the errors.
-        out, seen_vars, new = [], set(), object.__new__
-        for name in names:
-            t = names_to_saveables[name]
-            if type(name) is not str or type(t) is not Tensor:
-                break
-            if t._op._type not in ref_ops or t._op in seen_vars:
-                break
-            seen_vars.add(t._op)
-            s = new(RVS)  # RVS(t, "", name), without an __init__ call per variable
-            s.op = t
-            s.slice_spec = ""
-            s.name = name
-            out.append(s)
-        else:
-            return out
+        values = list(map(names_to_saveables.__getitem__, names))
+        if set(map(type, values)) == {Tensor} and tensor_lib.op_types_of(values) <= ref_ops:
+            # A ref variable op has one output: distinct tensors are distinct variables.
+            if len(set(values)) == len(values):
+                out, new = [], object.__new__
+                for name, t in zip(names, values, strict=True):
+                    s = new(RVS)  # RVS(t, "", name), without an __init__ call per variable
+                    s.op = t
+                    s.slice_spec = ""
+                    s.name = name
+                    out.append(s)
+                return out
     items = sorted(names_to_saveables.items(), key=operator.itemgetter(0))
     saveables: list[SaveableObject] = []
     seen_ops: set = set()
     append, seen = saveables.append, seen_ops.add
     for name, op in items:
-        if type(op) is Tensor and type(name) is str and op._op._type in ref_ops:
+        if type(op) is Tensor and type(name) is str and op.op.type in ref_ops:
             # The common case (a plain ref variable), without the generic checks below.
-            if op._op in seen_ops:
+            if op.op in seen_ops:
                 raise ValueError(f"The same saveable will be restored with two names: {name}")
-            seen(op._op)
+            seen(op.op)
             append(RVS(op, "", name))
             continue
         for saveable in saveable_objects_for_op(op, name):
             key = saveable.op
             if isinstance(key, variables.Variable):
                 key = key.op
-            key = key._op if isinstance(key, Tensor) else key  # a variable is its op, whatever the handle
+            key = key.op if isinstance(key, Tensor) else key  # a variable is its op, whatever the handle
             if key is not None and key in seen_ops:
                 raise ValueError(f"The same saveable will be restored with two names: {saveable.name}")
             append(saveable)
@@ -789,7 +788,9 @@ class Saver:
                 raise ValueError("No variables to save")
             self._is_empty = False
             with _gc.paused():
-                self.saver_def = self._builder._build_internal(
+                # TF's Saver calls its builder's _build_internal (a method of this module's BaseSaverBuilder,
+                # which custom builders may override), not build().
+                self.saver_def = self._builder._build_internal(  # noqa: SLF001
                     self._var_list,
                     reshape=self._reshape,
                     sharded=self._sharded,
@@ -1406,7 +1407,7 @@ def saver_from_object_based_checkpoint(
         if type(s) is ReferenceVariableSaveable:
             renamed[s.name] = ReferenceVariableSaveable(s.op, s.slice_spec, names_to_keys[s.name])
         elif isinstance(s, ResourceVariableSaveable):
-            renamed[s.name] = ResourceVariableSaveable(s._var, s.specs[0].slice_spec, names_to_keys[s.name])
+            renamed[s.name] = ResourceVariableSaveable(s.op, s.specs[0].slice_spec, names_to_keys[s.name])
         else:
             for spec in s.specs:
                 spec.name = names_to_keys[spec.name]
