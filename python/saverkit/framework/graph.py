@@ -178,6 +178,7 @@ class Graph:
         self._edges_version = 0  # bumped when an existing op's edges change (invalidates cached run plans)
         self._last_colocation: tuple | None = None  # (op, its _class, groups): see _colocation_groups
         self._plan_templates: Any = None  # the executor's cache of run plan templates (executor.template_for)
+        self._layer_caches: dict[str, dict] = {}  # see layer_cache
         self._graph_def_versions = versions_pb2.VersionDef(
             producer=GRAPH_DEF_VERSION, min_consumer=GRAPH_DEF_VERSION_MIN_CONSUMER
         )
@@ -1007,6 +1008,16 @@ class Graph:
     def clear_collection(self, name: Any) -> None:
         self._check_not_finalized()
         self._collections.pop(name, None)
+
+    # --- for saverkit's own layers ------------------------------------------------------------------
+    def layer_cache(self, owner: str) -> dict:
+        """The dict this graph keeps for ``owner``, one of saverkit's own layers (e.g. ``"checkpoint"``), to
+        hold what that layer builds once per graph and reuses (a checkpoint's save and restore ops): it
+        lives and dies with the graph, and holds nothing else. Not meant for user code."""
+        cache = self._layer_caches.get(owner)
+        if cache is None:
+            cache = self._layer_caches[owner] = {}
+        return cache
 
     # --- misc -------------------------------------------------------------------------------------
     @property

@@ -91,16 +91,17 @@ def assign_target(var):
     if init is not None and init.type in ("Assign", "AssignVariableOp") and len(init.inputs) == 2:
         return init, init.inputs[1]
     # An initializer of another shape (e.g. from a hand-written meta graph): build a placeholder-fed
-    # assign once, next to the variable.
-    cached = getattr(var, "_saverkit_assign", None)
-    if cached is None:
+    # assign once per variable object, next to the variable. Cached by the graph, with the variable (which
+    # keeps its id from being reused while the entry exists).
+    cache = var.graph.layer_cache("variable_assign")
+    entry = cache.get(id(var))
+    if entry is None:
         from saverkit import placeholder
 
         with var.graph.as_default(), var.graph.name_scope(var.op.name + "/"):
             value = placeholder(var.dtype.base_dtype, shape=var.shape, name="restore_value")
-            cached = (assign_op(var, value, validate_shape=False), value)
-        var._saverkit_assign = cached
-    return cached
+            entry = cache[id(var)] = (assign_op(var, value, validate_shape=False), value, var)
+    return entry[0], entry[1]
 
 
 def check_same_graph(session, variables) -> None:
@@ -134,7 +135,7 @@ def _cached_ops(graph, signature, build):
     # The cache lives on the graph (signature of a save/restore -> its ops, plus the variables, which keeps
     # their ids from being reused while the entry exists), so it goes away with the graph. A module-level
     # weak-keyed dict would keep every graph alive: its values refer to the graph's ops.
-    cache = graph.__dict__.setdefault("_saverkit_checkpoint_ops", {})
+    cache = graph.layer_cache("checkpoint")
     entry = cache.get(signature)
     if entry is None and not graph.finalized:
         # Like TF's init_scope: the user's current name scope, device and control dependencies must not
