@@ -74,12 +74,12 @@ def sharded_filename(basename: Any, shard: Any, num_shards: Any, name: str | Non
     """``"%s-%05d-of-%05d" % (basename, shard, num_shards)``."""
     return apply_op(
         "ShardedFilename", basename=basename, shard=shard, num_shards=num_shards, name=name
-    )._outputs[0]
+    ).outputs[0]
 
 
 def sharded_filespec(basename: Any, num_shards: Any, name: str | None = None) -> ops.Tensor:
     """``"%s-?????-of-%05d" % (basename, num_shards)``."""
-    return apply_op("ShardedFilespec", basename=basename, num_shards=num_shards, name=name)._outputs[0]
+    return apply_op("ShardedFilespec", basename=basename, num_shards=num_shards, name=name).outputs[0]
 
 
 # --- kernels --------------------------------------------------------------------------------------
@@ -207,4 +207,4 @@ register_shape_fn("SaveV2")(common_shapes.no_outputs)
 register_shape_fn("MergeV2Checkpoints")(common_shapes.no_outputs)
 register_shape_fn("ShardedFilename")(common_shapes.scalar_output)
 register_shape_fn("ShardedFilespec")(common_shapes.scalar_output)
-register_shape_fn("RestoreV2")(lambda op: [unknown_shape()] * len(op._outputs))
+register_shape_fn("RestoreV2")(lambda op: [unknown_shape()] * len(op.outputs))
