@@ -237,16 +237,21 @@ def _base_dtypes(tensors: list) -> list:
     return _per_dtype(tensor_lib.dtypes_of(tensors), _base_dtype)
 
 
+def _all_ref_saveables(saveables) -> bool:
+    """Whether all ``saveables`` are plain ReferenceVariableSaveables (tested in C: one per variable)."""
+    return set(map(type, saveables)) <= {ReferenceVariableSaveable}
+
+
 def _spec_dtypes(saveables) -> list:
     """``_flat_specs(saveables)[3]``, without the other three lists."""
-    if all(type(s) is ReferenceVariableSaveable for s in saveables):
+    if _all_ref_saveables(saveables):
         return _base_dtypes([s.op for s in saveables])
     return [spec.dtype.base_dtype for saveable in saveables for spec in saveable.specs]
 
 
 def _flat_specs(saveables) -> tuple[list, list, list, list]:
     """Checkpoint keys, tensors, slice specs and dtypes of all specs of ``saveables``, in order."""
-    if all(type(s) is ReferenceVariableSaveable for s in saveables):  # the common case, column by column
+    if _all_ref_saveables(saveables):  # the common case, column by column
         tensors = [s.op for s in saveables]
         return [s.name for s in saveables], tensors, [s.slice_spec for s in saveables], _base_dtypes(tensors)
     names, tensors, slices, dtypes = [], [], [], []
@@ -380,6 +385,19 @@ def saveable_objects_for_op(op: Any, name: str) -> list[SaveableObject]:
     return saveable_objects_for_op(_as_ref_tensor(op), name)
 
 
+def _ref_saveables(names: list[str], refs: list) -> list[ReferenceVariableSaveable]:
+    """``[ReferenceVariableSaveable(ref, "", name)]`` for these (sorted, checked) names and ref tensors,
+    without an __init__ call per variable."""
+    out, new, RVS = [], object.__new__, ReferenceVariableSaveable  # noqa: N806
+    for name, t in zip(names, refs, strict=True):
+        s = new(RVS)
+        s.op = t
+        s.slice_spec = ""
+        s.name = name
+        out.append(s)
+    return out
+
+
 def validate_and_slice_inputs(names_to_saveables: dict[str, Any]) -> list[SaveableObject]:
     """SaveableObjects sorted by checkpoint key; each variable may appear under one key only."""
     Tensor, RVS, ref_ops = ops.Tensor, ReferenceVariableSaveable, _REF_VARIABLE_OPS  # noqa: N806
@@ -394,14 +412,7 @@ def validate_and_slice_inputs(names_to_saveables: dict[str, Any]) -> list[Saveab
         if set(map(type, values)) == {Tensor} and tensor_lib.op_types_of(values) <= ref_ops:
             # A ref variable op has one output: distinct tensors are distinct variables.
             if len(set(values)) == len(values):
-                out, new = [], object.__new__
-                for name, t in zip(names, values, strict=True):
-                    s = new(RVS)  # RVS(t, "", name), without an __init__ call per variable
-                    s.op = t
-                    s.slice_spec = ""
-                    s.name = name
-                    out.append(s)
-                return out
+                return _ref_saveables(names, values)
     items = sorted(names_to_saveables.items(), key=operator.itemgetter(0))
     saveables: list[SaveableObject] = []
     seen_ops: set = set()
@@ -543,7 +554,7 @@ class BaseSaverBuilder:
         )
         g = filename_tensor.graph
         assign_ops = []
-        if not reshape and all(type(s) is ReferenceVariableSaveable for s in saveables):
+        if not reshape and _all_ref_saveables(saveables):
             # The common case, in bulk: one Assign per variable, named save/Assign, save/Assign_1, ...
             assign_ops = _bulk_assigns(g, [s.op for s in saveables], all_tensors)
         else:
@@ -634,9 +645,18 @@ class BaseSaverBuilder:
             raise ValueError(
                 "save and restore operations need to be built together  when eager execution is not enabled."
             )
-        if not isinstance(names_to_saveables, dict):
-            names_to_saveables = op_list_to_dict(names_to_saveables)
-        saveables = validate_and_slice_inputs(names_to_saveables)
+        plain = None
+        if isinstance(names_to_saveables, (list, tuple, set)):
+            # Ordinary ref variables, each once (the common case): validate_and_slice_inputs(op_list_to_dict(
+            # var_list)) without checking again what plain_ref_variables_by_name checked.
+            plain = variables.plain_ref_variables_by_name(names_to_saveables)
+        if plain is not None:
+            names = sorted(plain)
+            saveables = _ref_saveables(names, list(map(plain.__getitem__, names)))
+        else:
+            if not isinstance(names_to_saveables, dict):
+                names_to_saveables = op_list_to_dict(names_to_saveables)
+            saveables = validate_and_slice_inputs(names_to_saveables)
         if max_to_keep is None:
             max_to_keep = 0
 
