@@ -185,9 +185,9 @@ def _per_dtype(dtypes: list, fn: Callable) -> list:
     (variables mostly share a dtype, and so one attrs dict). DTypes are singletons: told apart by id, in C."""
     if not dtypes:
         return []
-    if dtypes.count(dtypes[0]) == len(dtypes):  # one dtype (counted in C: equal by identity first)
-        return [fn(dtypes[0])] * len(dtypes)
     keys = list(map(id, dtypes))
+    if keys.count(keys[0]) == len(keys):  # one dtype
+        return [fn(dtypes[0])] * len(dtypes)
     distinct = dict(zip(keys, dtypes, strict=True))
     results = {k: fn(d) for k, d in distinct.items()}
     return list(map(results.__getitem__, keys))
