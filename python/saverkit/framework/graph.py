@@ -440,9 +440,8 @@ class Graph:
         ``attrs[i]`` are complete Python values, as an Operation stores them (see attrs.canonicalize); ops
         may share one dict, which is never mutated. ``shapes``: the outputs' static shapes when the caller
         knows them (the shape function is not run). ``devices``: each op's exact device, overriding device
-        scopes and functions (an op writing a variable is placed with it). An input of another graph
-        raises ValueError: no op is made when no context is in effect (the batch is checked first), else
-        the ops made before the failing one stay made."""
+        scopes and functions (an op writing a variable is placed with it). What was made stays made if one
+        op fails."""
         n = len(inputs)
         if not (len(attrs) == len(dtypes) == n and (shapes is None or len(shapes) == n)) or (
             devices is not None and len(devices) != n
@@ -479,20 +478,19 @@ class Graph:
                     )
                 )
             return out
-        # No context is in effect (see _plain): no control inputs, nothing seen by control levels. The inputs
-        # are checked first, so no op is made unless all are.
-        for ins in inputs:
-            for t in ins:
-                if t._op._graph is not self:
-                    raise ValueError(f"Tensor {t.name} must be from the same graph as the {op_type} ops.")
-        new, append = self._new_op, out.append
+        # No context is in effect (see _plain): no control inputs, nothing seen by control levels.
+        new, register, append = self._new_op, self._register, out.append
         if devices is None:
             devices = [self._device_now] * n
         for op_name, ins, attr, dtype, shape, device in zip(
             names, inputs, attrs, dtypes, shapes, devices, strict=True
         ):
-            append(new(op_name, op_type, tuple(ins), attr, info, _NO_OPS, device, dtype, shape))
-        self._register(*out)
+            for t in ins:
+                if t._op._graph is not self:
+                    raise ValueError(f"Tensor {t.name} must be from the same graph as the {op_type} ops.")
+            op = new(op_name, op_type, tuple(ins), attr, info, _NO_OPS, device, dtype, shape)
+            register(op)
+            append(op)
         return out
 
     def _create_op(
@@ -762,24 +760,21 @@ class Graph:
             op._outputs = (t,)  # a tuple: one allocation (outputs never change)
         return op
 
-    def _register(self, *ops: Operation) -> None:
-        """Make ``ops`` part of the graph, in order: findable by name, consumers of their inputs, seen by the
-        control dependency levels they were made in. The one place an op joins the graph (create_ops
-        registers its whole batch in one call)."""
-        nodes = self._nodes_by_name
-        for op in ops:
-            nodes[op._name] = op
-            for t in op._inputs:  # see Tensor._consumers (a SaveV2 has one input per variable)
-                c = t._consumers
-                if c is None:
-                    t._consumers = op
-                elif type(c) is list:
-                    c.append(op)
-                else:
-                    t._consumers = [c, op]
+    def _register(self, op: Operation) -> None:
+        """Make ``op`` part of the graph: findable by name, a consumer of its inputs, seen by the control
+        dependency levels it was made in. The one place an op joins the graph."""
+        self._nodes_by_name[op._name] = op
+        for t in op._inputs:  # see Tensor._consumers (a SaveV2 has one input per variable)
+            c = t._consumers
+            if c is None:
+                t._consumers = op
+            elif type(c) is list:
+                c.append(op)
+            else:
+                t._consumers = [c, op]
         if self._control_stack:
             for level in self._control_stack:
-                level.seen.update(ops)
+                level.seen.add(op)
 
     def _apply_context(
         self,
