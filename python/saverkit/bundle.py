@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -164,7 +164,10 @@ def _write_bundle(
     given = list(dtypes) if dtypes is not None else [None] * n
     if len(specs) != n or len(given) != n:
         raise ValueError("write_bundle: names, tensors, shape_and_slices and dtypes must have equal lengths")
-    keys, enums, shapes, datas = [], [], [], []
+    keys: list[bytes] = []
+    enums: list[int] = []
+    shapes: list[Any] = []
+    datas: list[Any] = []  # arrays, or the list of a string tensor's elements
     memo: dict = {}
     for name, value, dt in zip(names, tensors, given, strict=True):
         key = name.encode("utf-8", "surrogateescape") if type(name) is str else _as_key(name)
@@ -191,6 +194,7 @@ def _write_bundle(
         is_string = dtype == _dtypes.string if dtype is not None else (
             not isinstance(value, np.ndarray) and _looks_like_strings(value)
             or isinstance(value, np.ndarray) and value.dtype.kind in "OSU")
+        data: Any  # the string elements (list), or the tensor's bytes (array)
         if is_string:
             shape, data = _string_elements(key, value)
             dtype = _dtypes.string
@@ -272,7 +276,7 @@ class BundleReader:
 
     def __init__(self, prefix: str | os.PathLike) -> None:
         self.prefix = resolve_prefix(prefix)
-        self._core = _core.Reader(self.prefix)
+        self._core: _core.Reader | None = _core.Reader(self.prefix)
         self._entries_cache: dict[str, tuple[DType, tuple[int, ...]]] | None = None
 
     @property
@@ -291,6 +295,8 @@ class BundleReader:
 
     @property
     def num_shards(self) -> int:
+        if self._core is None:  # as every other read of a closed reader (was an AttributeError on None)
+            raise errors.FailedPreconditionError(None, None, f"BundleReader for {self.prefix} is closed")
         return self._core.num_shards
 
     def entries(self) -> dict[str, tuple[DType, tuple[int, ...]]]:
@@ -328,7 +334,10 @@ class BundleReader:
         out: Sequence[np.ndarray | None] | None,
     ) -> list[np.ndarray]:
         # Names from a RestoreV2 kernel are already bytes: 10,000 _as_key calls cost more than this check.
-        keys = list(names) if all(type(n) is bytes for n in names) else [_as_key(n) for n in names]
+        keys: list[bytes] = (
+            cast("list[bytes]", list(names)) if all(type(n) is bytes for n in names)
+            else [_as_key(n) for n in names]
+        )
         n = len(keys)
         specs = list(shape_and_slices) if shape_and_slices is not None else [""] * n
         if len(specs) != n or len(dtypes if dtypes is not None else keys) != n \
