@@ -126,6 +126,7 @@ class _NameScope:
         g, name = self._graph, self._name
         old = g._name_stack
         if self._exact:
+            assert name is not None  # an exact scope is a full op name
             self._old, self._old_valid = old, g._valid_stack
             g._name_stack = name
             return name + "/"
@@ -481,7 +482,9 @@ class Graph:
         # No context is in effect (see _plain): no control inputs, nothing seen by control levels.
         new, register, append = self._new_op, self._register, out.append
         if devices is None:
-            devices = [self._device_now] * n
+            now = self._device_now
+            assert now is not None  # _plain(): no device function in effect
+            devices = [now] * n
         for op_name, ins, attr, dtype, shape, device in zip(
             names, inputs, attrs, dtypes, shapes, devices, strict=True
         ):
@@ -611,7 +614,7 @@ class Graph:
         infos = _VARIABLE_OP_INFOS or _variable_op_infos()
         dtype = var_attrs["dtype"]
         var_shape = var_attrs["shape"]
-        value_shape = value._shape if type(value) is Tensor else value[1]
+        value_shape = value._shape if isinstance(value, Tensor) else value[1]
         plain_shapes = not assign_attrs["validate_shape"] or var_shape._dims == value_shape._dims
         stack = self._name_stack
         if not (
@@ -646,6 +649,7 @@ class Graph:
         # unique_name (sub-op names taken already, which a fresh scope rarely has).
         scope = self.unique_name(name)
         device = self._device_now
+        assert device is not None  # _plain(): no device function in effect
         nodes = self._nodes_by_name
         in_use = self._names_in_use
         prefix = scope + "/"
@@ -768,7 +772,7 @@ class Graph:
             c = t._consumers
             if c is None:
                 t._consumers = op
-            elif type(c) is list:
+            elif isinstance(c, list):
                 c.append(op)
             else:
                 t._consumers = [c, op]
@@ -805,7 +809,7 @@ class Graph:
         op._device = device
         stack = self._colocation_stack
         if colocate_with:
-            stack = [*stack, *colocate_with] if stack else colocate_with
+            stack = [*stack, *colocate_with] if stack else list(colocate_with)
         if stack:
             groups = self._colocation_groups(stack)
             if copied:
