@@ -142,6 +142,7 @@ def _save_v2(ctx: Any, prefix: Any, tensor_names: Any, shape_and_slices: Any, *t
     _bundle().write_bundle(
         path, names, [np.asarray(t) for t in tensors], slices, list(ctx.attr("dtypes")),
         durable=ctx.options.durable,  # Session.run(..., options=RunOptions(durable=True))
+        storage_options=ctx.options.storage_options,  # credentials/endpoints for a URL prefix
     )
     return []
 
@@ -164,14 +165,16 @@ def _restore_v2(ctx: Any, prefix: Any, tensor_names: Any, shape_and_slices: Any)
     values = None
     if any(o is not None for o in out):
         try:
-            values = list(engine.read_tensors(path, names, slices, dts, out=out))
+            values = list(engine.read_tensors(path, names, slices, dts, out=out,
+                                              storage_options=ctx.options.storage_options))
         except errors.InvalidArgumentError:
             # A saved shape differs from the variable's: the engine checks out= before reading anything,
             # so read into new arrays and let the assignment decide (Assign with validate_shape fails as
             # in TF, AssignVariableOp / validate_shape=False replace the variable).
             out = [None] * len(dts)
     if values is None:
-        values = list(engine.read_tensors(path, names, slices, dts))
+        values = list(engine.read_tensors(path, names, slices, dts,
+                                          storage_options=ctx.options.storage_options))
     # Arrays read fresh for an uninitialized variable become its buffer: the Assign then has nothing to
     # copy, so restoring into a new session peaks at 1x the checkpoint, not 2x.
     ctx.adopt_outputs(values, out)

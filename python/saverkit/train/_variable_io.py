@@ -150,14 +150,21 @@ def _cached_ops(graph, signature, build):
     return entry
 
 
-def save_tensors(session, file_prefix: str, part: str, variables, keys, extra_strings) -> None:
+def save_tensors(session, file_prefix: str, part: str | None, variables, keys, extra_strings) -> None:
     """Write `variables` under `keys`, then `extra_strings` (key -> bytes), into part `part` and merge
-    the part into `file_prefix` (TF2's temp-part-then-merge sequence)."""
+    the part into `file_prefix` (TF2's temp-part-then-merge sequence); `part` None: straight into
+    `file_prefix` (a URL)."""
     from saverkit import bundle, control_dependencies, dtypes, placeholder
     from saverkit.framework import io_ops
 
     check_same_graph(session, variables)
     extra_keys = list(extra_strings)
+    if part is None:  # a URL (saverkit.storage): written in place, data object then index; no part, no merge
+        values = fetch_values(session, variables)
+        tensors = values + [np.array(extra_strings[k], dtype=object) for k in extra_keys]
+        tensor_dtypes = [v.dtype.base_dtype for v in variables] + [dtypes.string] * len(extra_keys)
+        bundle.write_bundle(file_prefix, list(keys) + extra_keys, tensors, dtypes=tensor_dtypes)
+        return
     signature = ("save", tuple(keys), tuple(map(id, variables)), tuple(extra_keys))
 
     def build():

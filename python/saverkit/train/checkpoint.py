@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from saverkit import errors, tempfiles
+from saverkit import errors, storage, tempfiles
 from saverkit.protobuf import trackable_object_graph_pb2
 from saverkit.trackable import (
     OBJECT_GRAPH_PROTO_KEY,
@@ -144,6 +144,11 @@ def _has_checkpoint_values(has_attributes: list[bool], edges: list[list[int]]) -
 def write_object_checkpoint(file_prefix: str, session, root, attached_dependencies=()) -> str:
     """Write `root`'s object graph and variable values to `file_prefix` the way TF2 does."""
     graph, to_save = serialize_object_graph(root, attached_dependencies)
+    if storage.is_url(file_prefix):  # a store: no part to merge, nothing to rename (saverkit.storage)
+        save_tensors(session, file_prefix, None, [v for _, v in to_save], [k for k, _ in to_save],
+                     {OBJECT_GRAPH_PROTO_KEY: graph.SerializeToString()})
+        return file_prefix
+    file_prefix = storage.local_path(file_prefix)
     directory = os.path.dirname(file_prefix)
     if directory:
         os.makedirs(directory, exist_ok=True)
@@ -294,7 +299,7 @@ class Checkpoint(AutoTrackable):
         number = self._next_checkpoint_number(session)
         path = self.write(f"{file_prefix}-{number}", session=session)
         checkpoint_management.update_checkpoint_state_internal(
-            save_dir=os.path.dirname(path),
+            save_dir=storage.dirname(path),
             model_checkpoint_path=path,
             all_model_checkpoint_paths=[path],
             save_relative_paths=True,

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from saverkit import storage
 from saverkit.train import checkpoint_management
 
 if TYPE_CHECKING:
@@ -78,7 +79,7 @@ class CheckpointManager:
         self._keep_checkpoint_every_n_hours = keep_checkpoint_every_n_hours
         directory = os.fspath(directory)
         self._directory = directory
-        self._checkpoint_prefix = os.path.join(directory, checkpoint_name)
+        self._checkpoint_prefix = storage.join(directory, checkpoint_name)  # a URL too (saverkit.storage)
         self._init_fn = init_fn
         self._session = session
         if checkpoint_interval is not None and step_counter is None:

@@ -1,0 +1,55 @@
+"""An in-memory fsspec file system that counts what it serves and records what is written, for the
+remote-checkpoint tests (``countmem://``), and can be told to fail a write."""
+
+from __future__ import annotations
+
+import threading
+
+import fsspec
+from fsspec.implementations.memory import MemoryFileSystem
+
+
+class CountingMemoryFS(MemoryFileSystem):
+    protocol = "countmem"
+    root_marker = "/"
+    store: dict = {}  # noqa: RUF012 - fsspec's own convention: the store is a class attribute
+    pseudo_dirs = [""]  # noqa: RUF012
+    lock = threading.Lock()
+    bytes_read = 0
+    reads: list = []  # noqa: RUF012
+    writes: list = []  # noqa: RUF012
+    fail_write = None  # a predicate on the path: raise OSError instead of writing
+
+    @classmethod
+    def _strip_protocol(cls, path):
+        if path.startswith("countmem://"):
+            path = path[len("countmem://"):]
+        return MemoryFileSystem._strip_protocol(path)
+
+    @classmethod
+    def reset(cls):
+        cls.store.clear()
+        cls.pseudo_dirs[:] = [""]
+        cls.bytes_read = 0
+        cls.reads = []
+        cls.writes = []
+        cls.fail_write = None
+
+    def cat_file(self, path, start=None, end=None, **kwargs):
+        data = super().cat_file(path, start=start, end=end, **kwargs)
+        with self.lock:
+            type(self).bytes_read += len(data)
+            type(self).reads.append((self._strip_protocol(path), start, end, len(data)))
+        return data
+
+    def pipe_file(self, path, value, **kwargs):
+        p = self._strip_protocol(path)
+        fail = type(self).fail_write
+        if fail is not None and fail(p):
+            raise OSError(f"injected failure writing {p}")
+        with self.lock:
+            type(self).writes.append(p)
+        return super().pipe_file(path, value, **kwargs)
+
+
+fsspec.register_implementation("countmem", CountingMemoryFS, clobber=True)
