@@ -53,3 +53,41 @@ class CountingMemoryFS(MemoryFileSystem):
 
 
 fsspec.register_implementation("countmem", CountingMemoryFS, clobber=True)
+
+
+# --- loopback servers, started by the tests themselves ---------------------------------------------------
+
+def start_moto_s3():
+    """moto's S3 on 127.0.0.1 (a free port); returns (server, endpoint URL)."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    return server, f"http://{host}:{port}"
+
+
+S3_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+          "AWS_DEFAULT_REGION": "us-east-1", "AWS_SESSION_TOKEN": "testing"}
+
+
+class EnvPatch:
+    def __init__(self, env):
+        self.env = env
+        self.old = {}
+
+    def __enter__(self):
+        import os
+
+        self.old = {k: os.environ.get(k) for k in self.env}
+        os.environ.update(self.env)
+        return self
+
+    def __exit__(self, *exc):
+        import os
+
+        for k, v in self.old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

@@ -283,13 +283,15 @@ def _s3_multipart(fs: Any, path: str, segments: Sequence[tuple[int, Any]], size:
                 async with gate:
                     # botocore wants bytes: one part's copy, made only when the part goes out.
                     body = views[0].tobytes() if len(views) == 1 else b"".join(views)
-                    r = await fs._call_s3("upload_part",  # noqa: SLF001 Bucket=bucket, Key=key, UploadId=upload_id,
-                                          PartNumber=number, Body=body)
+                    r = await fs._call_s3(  # noqa: SLF001
+                        "upload_part", Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number,
+                        Body=body)
                     return {"PartNumber": number, "ETag": r["ETag"]}
 
             parts = await asyncio.gather(*(one(n, v) for n, v in _parts(segments, size)))
-            await fs._call_s3("complete_multipart_upload",  # noqa: SLF001 Bucket=bucket, Key=key, UploadId=upload_id,
-                              MultipartUpload={"Parts": sorted(parts, key=lambda p: p["PartNumber"])})
+            await fs._call_s3(  # noqa: SLF001
+                "complete_multipart_upload", Bucket=bucket, Key=key, UploadId=upload_id,
+                MultipartUpload={"Parts": sorted(parts, key=lambda p: p["PartNumber"])})
         except BaseException:
             try:
                 await fs._call_s3(  # noqa: SLF001
