@@ -91,3 +91,76 @@ class EnvPatch:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+class RangeHTTPServer:
+    """A read-only HTTP server over a directory on 127.0.0.1 that honours ``Range: bytes=a-b`` (206) and
+    HEAD (Content-Length), and counts the body bytes it sends."""
+
+    def __init__(self, root):
+        import http.server
+        import threading
+
+        outer = self
+        self.root = str(root)
+        self.bytes_sent = 0
+        self.requests = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def _file(self):
+                import os
+                import urllib.parse
+
+                rel = urllib.parse.unquote(self.path.split("?", 1)[0]).lstrip("/")
+                path = os.path.normpath(os.path.join(outer.root, rel))
+                if not path.startswith(outer.root) or not os.path.isfile(path):
+                    self.send_error(404)
+                    return None
+                return path
+
+            def do_HEAD(self):  # noqa: N802 - http.server's naming
+                import os
+
+                path = self._file()
+                if path is None:
+                    return
+                self.send_response(200)
+                self.send_header("Content-Length", str(os.path.getsize(path)))
+                self.send_header("Accept-Ranges", "bytes")
+                self.end_headers()
+
+            def do_GET(self):  # noqa: N802
+                path = self._file()
+                if path is None:
+                    return
+                with open(path, "rb") as f:
+                    data = f.read()
+                rng = self.headers.get("Range")
+                outer.requests.append((self.path, rng))
+                if rng and rng.startswith("bytes="):
+                    a, _, b = rng[len("bytes="):].partition("-")
+                    start = int(a) if a else len(data) - int(b)
+                    end = min(int(b) + 1, len(data)) if a and b else len(data)
+                    body = data[start:end]
+                    self.send_response(206)
+                    self.send_header("Content-Range", f"bytes {start}-{end - 1}/{len(data)}")
+                else:
+                    body = data
+                    self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.send_header("Accept-Ranges", "bytes")
+                self.end_headers()
+                self.wfile.write(body)
+                outer.bytes_sent += len(body)
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
