@@ -38,6 +38,14 @@ _EXTRA = {"s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs", "http": "http", "h
 PART_SIZE = 16 << 20
 MAX_PARTS_IN_FLIGHT = 8
 _READ_ONLY = ("http", "https")
+# S3 metadata naming the saverkit process that wrote a data object: cleanup deletes only objects it carries.
+WRITER_KEY = "saverkit-writer"
+
+
+def _owner() -> str:
+    from saverkit import _core
+
+    return _core.temp_owner()
 
 
 def _fspath(path: Any) -> str:
@@ -125,22 +133,32 @@ class Location:
         return errors.UnavailableError(None, None, f"{what} {url}: {type(e).__name__}: {e}")
 
     # --- queries
+    def _fresh(self, url: str) -> str:
+        """The backend path of ``url``, its listing cache dropped: another process may have written it
+        since (a checkpoint's existence is never taken from a cached listing)."""
+        path = self.path(url)
+        try:
+            self.fs.invalidate_cache(path)
+        except Exception:  # noqa: BLE001 - a cache is only a cache
+            pass
+        return path
+
     def exists(self, url: str) -> bool:
         try:
-            return bool(self.fs.exists(self.path(url)))
+            return bool(self.fs.exists(self._fresh(url)))
         except Exception as e:  # noqa: BLE001 - transport errors become OpErrors naming the object
             raise self._error(e, url, "Failed to look up") from e
 
     def isfile(self, url: str) -> bool:
         try:
-            return bool(self.fs.isfile(self.path(url)))
+            return bool(self.fs.isfile(self._fresh(url)))
         except Exception as e:  # noqa: BLE001
             raise self._error(e, url, "Failed to look up") from e
 
     def size(self, url: str) -> int | None:
         """Bytes of object ``url``; None when it does not exist."""
         try:
-            info = self.fs.info(self.path(url))
+            info = self.fs.info(self._fresh(url))
         except FileNotFoundError:
             return None
         except Exception as e:  # noqa: BLE001
@@ -219,6 +237,9 @@ class Location:
         try:
             if self.protocol in ("s3", "s3a") and size > PART_SIZE and hasattr(self.fs, "_call_s3"):
                 _s3_multipart(self.fs, self.path(url), segments, size)
+            elif self.protocol in ("s3", "s3a"):  # one PUT, marked as saverkit's (see clean_interrupted)
+                self.fs.pipe_file(self.path(url), b"".join(bytes(b) for _, b in segments),
+                                  Metadata={WRITER_KEY: _owner()})
             else:
                 self.fs.pipe_file(self.path(url), b"".join(bytes(b) if not isinstance(b, bytes) else b
                                                            for _, b in segments))
@@ -238,6 +259,46 @@ class Location:
             except Exception as e:  # noqa: BLE001
                 raise self._error(e, u, "Failed to delete") from e
         self.invalidate()
+
+    def clean_interrupted(self, directory: str, base: str, before: float) -> list[str]:
+        """What saves of model ``base`` in ``directory`` interrupted before ``before`` (epoch seconds) left
+        on S3: their multipart uploads (invisible, but stored) are aborted, and data objects that no index
+        names (the writer died between the data and the index) are deleted when their metadata says
+        saverkit wrote them. Returns what was removed. Other stores: nothing to do (their objects appear
+        whole, and a data object without its index is left alone)."""
+        if self.protocol not in ("s3", "s3a") or not hasattr(self.fs, "call_s3"):
+            return []
+        import re as _re
+
+        dir_path = self.path(directory).rstrip("/")
+        bucket, key_dir, _ = self.fs.split_path(dir_path)
+        key_prefix = (key_dir + "/" if key_dir else "") + base
+        ours = _re.compile(_re.escape(key_prefix) + r"(-\d+)?(\.index|\.data-\d{5,}-of-\d{5,})\Z")
+        removed = []
+        listed = self.fs.call_s3("list_multipart_uploads", Bucket=bucket, Prefix=key_prefix)
+        uploads = listed.get("Uploads", [])
+        for up in uploads:
+            if ours.match(up["Key"]) and up["Initiated"].timestamp() < before:
+                self.fs.call_s3("abort_multipart_upload", Bucket=bucket, Key=up["Key"],
+                                UploadId=up["UploadId"])
+                removed.append(f"upload {up['Key']}")
+        self.invalidate()
+        names = self.listdir(directory)
+        have = set(names)
+        for name in names:
+            m = ours.match((key_dir + "/" if key_dir else "") + name)
+            if not m or m.group(2) == ".index":
+                continue
+            prefix = name[: name.rindex(".data-")]
+            if prefix + ".index" in have:
+                continue
+            key = (key_dir + "/" if key_dir else "") + name
+            head = self.fs.call_s3("head_object", Bucket=bucket, Key=key)
+            if WRITER_KEY not in head.get("Metadata", {}) or head["LastModified"].timestamp() >= before:
+                continue
+            self.remove([join(directory, name)])
+            removed.append(join(directory, name))
+        return removed
 
     def invalidate(self) -> None:
         try:
@@ -274,7 +335,8 @@ def _s3_multipart(fs: Any, path: str, segments: Sequence[tuple[int, Any]], size:
 
     async def upload() -> None:
         # s3fs's async call (call_s3 is its sync wrapper): the multipart API under our control.
-        mpu = await fs._call_s3("create_multipart_upload", Bucket=bucket, Key=key)  # noqa: SLF001
+        mpu = await fs._call_s3(  # noqa: SLF001
+            "create_multipart_upload", Bucket=bucket, Key=key, Metadata={WRITER_KEY: _owner()})
         upload_id = mpu["UploadId"]
         try:
             gate = asyncio.Semaphore(MAX_PARTS_IN_FLIGHT)

@@ -1126,6 +1126,7 @@ class Saver:
                     f"'latest_filename' collides with 'save_path': '{latest_filename}' and '{save_path}'")
         save_dir = storage.dirname(save_path)
         loc = storage.Location(save_path, storage_options)
+        started = time.time()
         if loc.read_only:
             raise errors.PermissionDeniedError(None, None, f"Cannot save to {save_path}: read-only store")
         model_checkpoint_path = None
@@ -1181,6 +1182,11 @@ class Saver:
                                                                 storage_options=storage_options)
             except Exception as e:  # noqa: BLE001 - TF ignores failed deletions (logged) and carries on
                 _logger.warning(f"Ignoring: {e}")
+        if model_checkpoint_path is not None:  # what killed earlier saves of this model left
+            try:
+                loc.clean_interrupted(save_dir, storage.basename(save_path), started)
+            except Exception as e:  # noqa: BLE001 - cleanup is best effort; the save succeeded
+                _logger.warning("Could not clean up after interrupted saves in %s: %s", save_dir, e)
         return model_checkpoint_path
 
     def restore(self, sess, save_path: str | os.PathLike | None, *,
