@@ -326,15 +326,39 @@ class BundleReader:
                 self._core.add_data_file(shard, size)
 
     def _fetch(self, keys: list, specs: list) -> None:
-        """Remote: fetch the byte ranges the planned reads need, concurrently, into the engine's reader."""
-        pieces = self._core.pieces(keys, specs)
+        """Remote: fetch the byte ranges the planned reads need into the engine's reader. Payloads close
+        together are fetched as one range (a restore of 10,000 small tensors is a few requests, not
+        10,000), and ranges are split into requests of at most ``storage.PART_SIZE`` bytes, all sent at
+        once (concurrently on async backends)."""
+        pieces = sorted(self._core.pieces(keys, specs))
         if not pieces:
             return
         n = self._core.num_shards
-        urls = [f"{self.prefix}.data-{shard:05d}-of-{n:05d}" for shard, _, _ in pieces]
-        datas = self._remote.read_ranges(urls, [o for _, o, _ in pieces], [o + z for _, o, z in pieces])
-        for (shard, offset, _), data in zip(pieces, datas, strict=True):
-            self._core.add_range(shard, offset, data)
+        gap, most = storage.COALESCE_GAP, storage.PART_SIZE
+        groups: list[list[int]] = []  # [shard, start, end]
+        for shard, offset, size in pieces:
+            g = groups[-1] if groups else None
+            if (g is not None and g[0] == shard and offset <= g[2] + gap
+                    and max(g[2], offset + size) - g[1] <= most):
+                g[2] = max(g[2], offset + size)
+            else:
+                groups.append([shard, offset, offset + size])
+        urls, starts, ends, owner = [], [], [], []
+        for k, (shard, start, end) in enumerate(groups):
+            url = f"{self.prefix}.data-{shard:05d}-of-{n:05d}"
+            for s in range(start, end, most):
+                urls.append(url)
+                starts.append(s)
+                ends.append(min(s + most, end))
+                owner.append(k)
+        datas = self._remote.read_ranges(urls, starts, ends)
+        chunks: list[list[bytes]] = [[] for _ in groups]
+        for k, data in zip(owner, datas, strict=True):
+            chunks[k].append(data)
+        for (shard, start, _), parts in zip(groups, chunks, strict=True):
+            # A payload larger than one request arrives in pieces: joined (one copy) so the engine
+            # reads it from one buffer.
+            self._core.add_range(shard, start, parts[0] if len(parts) == 1 else b"".join(parts))
 
     @property
     def _entries(self) -> dict[str, tuple[DType, tuple[int, ...]]]:

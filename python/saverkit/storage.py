@@ -37,6 +37,9 @@ _EXTRA = {"s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs", "http": "http", "h
 # Bytes per part of a multipart upload (S3 needs >= 5 MiB for all parts but the last) and parts in flight.
 PART_SIZE = 16 << 20
 MAX_PARTS_IN_FLIGHT = 8
+# Reads: payloads at most this far apart are fetched as one range (the bytes between cost less than a
+# request).
+COALESCE_GAP = 256 << 10
 _READ_ONLY = ("http", "https")
 # S3 metadata naming the saverkit process that wrote a data object: cleanup deletes only objects it carries.
 WRITER_KEY = "saverkit-writer"
