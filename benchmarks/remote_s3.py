@@ -47,7 +47,6 @@ def main() -> None:
     os.environ.update({"AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_ACCESS_KEY_ID": "x",
                        "AWS_SECRET_ACCESS_KEY": "x", "AWS_DEFAULT_REGION": "us-east-1"})
     import s3fs
-
     from saverkit import bundle, storage
 
     fs = s3fs.S3FileSystem()
