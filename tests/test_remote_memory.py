@@ -207,3 +207,17 @@ def test_local_paths_do_not_import_fsspec(tmp_path):
         "assert 'fsspec' not in sys.modules, 'fsspec imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_resaving_a_prefix_never_pairs_the_old_index_with_new_data():
+    url = "countmem://bucket/resave/model"
+    bundle.write_bundle(url, ["a"], [np.arange(10, dtype=np.float32)])
+    CountingMemoryFS.fail_write = lambda p: p.endswith(".index")
+    with pytest.raises(errors.OpError, match="injected"):
+        bundle.write_bundle(url, ["a"], [np.arange(10, 20, dtype=np.float32)])
+    CountingMemoryFS.fail_write = None
+    # the old index is gone with the old data: no checkpoint rather than a mismatched one
+    with pytest.raises(errors.NotFoundError):
+        bundle.read_tensors(url, ["a"])
+    bundle.write_bundle(url, ["a"], [np.arange(20, 30, dtype=np.float32)])
+    np.testing.assert_array_equal(bundle.read_tensors(url, ["a"])[0], np.arange(20, 30, dtype=np.float32))

@@ -228,6 +228,10 @@ def _write_remote(prefix, names, tensors, shape_and_slices, dtypes, num_shards, 
     data_url = f"{prefix}.data-{shard_id:05d}-of-{num_shards:05d}"
     # Data first, then the index: a checkpoint is visible once its index exists, so it never is partial.
     existed = loc.isfile(data_url)
+    if loc.isfile(prefix + ".index"):
+        # A re-save of this prefix: its index goes first, so no reader pairs it with the new data (a
+        # store has no rename to swap them; until the new index is in, the prefix is no checkpoint).
+        loc.remove([prefix + ".index"])
     loc.write_segments(data_url, segments, size)
     del segments, held  # the views of the caller's arrays: no longer needed
     try:
