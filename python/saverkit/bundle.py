@@ -12,6 +12,7 @@ they round-trip.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -320,6 +321,7 @@ class BundleReader:
     def _open_remote(self, url: str, storage_options: dict | None) -> None:
         """The index fetched once; data objects' sizes looked up; tensor bytes fetched per read."""
         loc = self._remote = storage.Location(url, storage_options)
+        self._remote_lock = threading.Lock()
         self.prefix = checkpoint_paths.resolve_remote_prefix(loc, url)
         index = loc.read_bytes(self.prefix + ".index")
         self._core = _core.Reader(self.prefix, index)
@@ -472,11 +474,12 @@ class BundleReader:
             results.append(target)
             buffers.append(target if builtin else _byte_view(target))
         if self._remote is not None:
-            self._fetch(keys, specs)
-            try:
-                strings = self._core.execute(keys, specs, buffers, fresh)
-            finally:
-                self._core.clear_ranges()
+            with self._remote_lock:  # the fetched ranges belong to this read until it is done
+                self._fetch(keys, specs)
+                try:
+                    strings = self._core.execute(keys, specs, buffers, fresh)
+                finally:
+                    self._core.clear_ranges()
         else:
             strings = self._core.execute(keys, specs, buffers, fresh)
         for i, items in enumerate(strings):

@@ -241,11 +241,10 @@ class Location:
             if self.protocol in ("s3", "s3a") and size > PART_SIZE and hasattr(self.fs, "_call_s3"):
                 _s3_multipart(self.fs, self.path(url), segments, size)
             elif self.protocol in ("s3", "s3a"):  # one PUT, marked as saverkit's (see clean_interrupted)
-                self.fs.pipe_file(self.path(url), b"".join(bytes(b) for _, b in segments),
+                self.fs.pipe_file(self.path(url), b"".join(b for _, b in segments),
                                   Metadata={WRITER_KEY: _owner()})
             else:
-                self.fs.pipe_file(self.path(url), b"".join(bytes(b) if not isinstance(b, bytes) else b
-                                                           for _, b in segments))
+                self.fs.pipe_file(self.path(url), b"".join(b for _, b in segments))
         except Exception as e:  # noqa: BLE001
             raise self._error(e, url, "Failed to write") from e
 
