@@ -147,6 +147,23 @@ def test_explicit_storage_options_without_environment(s3, bucket):
         np.testing.assert_array_equal(reader.get_tensor("w"), values["w"])
         g2, sess2, saver2, vs2 = _model({k: v for k, v in values.items()})
         saver2.restore(sess2, url, storage_options=opts)
+        # the object-based API and import_meta_graph take them too
+        g3 = sk.Graph()
+        with g3.as_default(), sk.Session(graph=g3) as sess3:
+            v = sk.Variable(np.arange(4, dtype=np.float32), name="v")
+            sess3.run(v.initializer)
+            ckpt = sk.train.Checkpoint(v=v)
+            manager = sk.train.CheckpointManager(ckpt, f"s3://{bucket}/opts/mgr", max_to_keep=1,
+                                                 storage_options=opts)
+            saved = [manager.save(session=sess3) for _ in range(2)]
+            sess3.run(v.assign(np.zeros(4, np.float32)))
+            assert manager.restore_or_initialize(session=sess3) == saved[-1]
+            np.testing.assert_array_equal(sess3.run(v), np.arange(4, dtype=np.float32))
+            sess3.run(v.assign(np.zeros(4, np.float32)))
+            ckpt.restore(saved[-1], session=sess3, storage_options=opts).assert_consumed()
+            np.testing.assert_array_equal(sess3.run(v), np.arange(4, dtype=np.float32))
+        with sk.Graph().as_default():
+            sk.train.import_meta_graph(url + ".meta", storage_options=opts)
     s3fs.S3FileSystem.clear_instance_cache()
 
 

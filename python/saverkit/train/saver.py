@@ -1421,10 +1421,11 @@ def import_meta_graph(
     Returns a Saver built from its ``saver_def``; without one, a default Saver over the imported variables;
     None when there are no variables to restore.
     """
+    storage_options = kwargs.pop("storage_options", None)  # a URL's store (saverkit.storage)
     if isinstance(meta_graph_or_file, meta_graph_pb2.MetaGraphDef):
         meta_graph_def = meta_graph_or_file
     else:
-        meta_graph_def = meta_graph.read_meta_graph_file(meta_graph_or_file)
+        meta_graph_def = meta_graph.read_meta_graph_file(meta_graph_or_file, storage_options)
         kwargs.setdefault("source_file", os.fspath(meta_graph_or_file))  # named in errors of its Consts
     imported_vars = meta_graph.import_scoped_meta_graph(
         meta_graph_def, clear_devices=clear_devices, import_scope=import_scope, **kwargs
