@@ -221,3 +221,26 @@ def test_resaving_a_prefix_never_pairs_the_old_index_with_new_data():
         bundle.read_tensors(url, ["a"])
     bundle.write_bundle(url, ["a"], [np.arange(20, 30, dtype=np.float32)])
     np.testing.assert_array_equal(bundle.read_tensors(url, ["a"])[0], np.arange(20, 30, dtype=np.float32))
+
+
+@pytest.mark.parametrize(("blocked", "url", "hint"), [
+    ("fsspec", "memory://x/model", "saverkit[remote]"),
+    ("s3fs", "s3://bucket/model", "saverkit[s3]"),
+])
+def test_a_missing_optional_extra_is_a_clear_error(blocked, url, hint):
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        f"sys.modules[{blocked!r}] = None  # as if not installed\n"
+        "from saverkit import errors\n"
+        "from saverkit.train import load_checkpoint\n"
+        "try:\n"
+        f"    load_checkpoint({url!r})\n"
+        "except errors.UnimplementedError as e:\n"
+        "    print(e.message)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert hint in out.stdout and url in out.stdout
