@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
-"""saverkit's main demo: train a small graph, checkpoint every step, restore, export the meta graph.
+"""saverkit's main demo: train a small graph, checkpoint every step, restore, export for TF Serving.
 
     ./dev.sh demo            (or: .venv/bin/python examples/demo.py [--dir DIR] [--size N] [--steps K])
 
 Everything here is what ``tf.compat.v1.train.Saver`` users write, with ``saverkit`` in place of ``tf``:
-the files it produces are TensorFlow's (TensorFlow's own Saver and ``import_meta_graph`` read them).
+the files it produces are TensorFlow's (TensorFlow's own Saver and ``import_meta_graph`` read them, and
+TensorFlow Serving or ``tf.saved_model.load`` load the SavedModel in ``DIR/export/N``).
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ import saverkit as sk
 
 
 def build_model(n: int):
-    """A weight matrix, a bias, a vocabulary and a global step; a training op that updates all of them."""
+    """A weight matrix, a bias, a vocabulary and a global step; a training op that updates all of them; and
+    the serving computation y = x @ w + b."""
     # Initial values come from Fill ops, not constants: a big constant would be copied into the .meta.
     w = sk.Variable(sk.fill([n, n], 0.01), name="dense/kernel")
     b = sk.Variable(sk.zeros([n]), name="dense/bias")
@@ -32,7 +34,16 @@ def build_model(n: int):
         name="train_op",
     )
     sk.add_to_collection("train_op", train_op)
-    return w, b, vocab, step, train_op
+    x = sk.placeholder(sk.float32, [None, n], name="x")
+    y = sk.add(sk.matmul(x, w), b, name="y")
+    return w, b, vocab, step, train_op, x, y
+
+
+def next_version_dir(base: str) -> str:
+    """base/N for the next free version N, as TF Serving numbers a model's versions."""
+    os.makedirs(base, exist_ok=True)
+    versions = [int(n) for n in os.listdir(base) if n.isdigit()]
+    return os.path.join(base, str(max(versions, default=0) + 1))
 
 
 def checkpoint_bytes(prefix: str) -> int:
@@ -61,7 +72,7 @@ def main() -> None:
 
     graph = sk.Graph()
     with graph.as_default():
-        w, b, vocab, step, train_op = build_model(args.size)
+        w, b, vocab, step, train_op, x, y = build_model(args.size)
         saver = sk.train.Saver(max_to_keep=3)
         print(
             f"graph: {len(graph.get_operations())} ops; saver: {saver.saver_def.save_tensor_name} saves, "
@@ -84,6 +95,11 @@ def main() -> None:
             trained = sess.run({"w": w, "b": b, "vocab": vocab, "step": step})
             meta_file = prefix + ".meta"
             saver.export_meta_graph(meta_file)
+            # The trained model for serving: a SavedModel with a Predict signature, x -> y.
+            export_dir = next_version_dir(os.path.join(ckpt_dir, "export"))
+            sk.saved_model.simple_save(sess, export_dir, inputs={"x": x}, outputs={"y": y})
+            probe = np.linspace(-1, 1, 2 * args.size, dtype=np.float32).reshape(2, args.size)
+            served = sess.run(y, {x: probe})
     print("kept (oldest deleted):", [os.path.basename(p) for p in saver.last_checkpoints])
     print("files:")
     show_dir(ckpt_dir)
@@ -107,6 +123,20 @@ def main() -> None:
             print(f"  values match; global_step={restored['step']}; vocab={list(restored['vocab'])}")
             sess.run(sk.get_collection("train_op")[0])  # and training continues from the imported graph
             print(f"  one more step from the imported graph: global_step={sess.run('global_step:0')}")
+
+    print(f"SavedModel for TensorFlow Serving in {export_dir}:")
+    for root, _, files in sorted(os.walk(export_dir)):
+        for name in sorted(files):
+            path = os.path.join(root, name)
+            print(f"    {os.path.relpath(path, export_dir):<40} {os.path.getsize(path):>12,d} bytes")
+    with sk.Graph().as_default(), sk.Session() as sess:
+        meta_graph_def = sk.saved_model.loader.load(sess, [sk.saved_model.tag_constants.SERVING], export_dir)
+        sig = meta_graph_def.signature_def["serving_default"]
+        got = sess.run(sig.outputs["y"].name, {sig.inputs["x"].name: probe})
+        if not np.array_equal(got, served):
+            raise SystemExit("the loaded SavedModel computes a different y")
+        print(f"  loaded back: signature serving_default {sig.inputs['x'].name} -> {sig.outputs['y'].name} "
+              "gives the trained model's y")
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ def test_demo_runs_and_leaves_a_tensorflow_style_checkpoint_dir(tmp_path):
     names = sorted(os.listdir(tmp_path))
     assert names == [
         "checkpoint",
+        "export",
         "model-3.data-00000-of-00001",
         "model-3.index",
         "model-4.data-00000-of-00001",
@@ -51,3 +52,9 @@ def test_demo_runs_and_leaves_a_tensorflow_style_checkpoint_dir(tmp_path):
         want = want * np.float32(0.5) + np.float32(1.0)
     assert np.all(w == want)
     assert reader.get_tensor("global_step") == 5
+    # The SavedModel for serving: TF1 layout, version 1, loaded back by the demo itself.
+    export_dir = tmp_path / "export" / "1"
+    assert os.listdir(tmp_path / "export") == ["1"]
+    assert sorted(os.listdir(export_dir)) == ["saved_model.pb", "variables"]
+    assert "gives the trained model's y" in text
+    assert np.all(sk.train.load_variable(str(export_dir), "dense/kernel") == want)

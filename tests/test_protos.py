@@ -35,6 +35,8 @@ def test_every_proto_file_has_a_generated_module():
         ("tensor_slice_pb2", "TensorSliceProto"),
         ("trackable_object_graph_pb2", "TrackableObjectGraph"),
         ("variable_pb2", "VariableDef"),
+        ("saved_model_pb2", "SavedModel"),
+        ("saved_object_graph_pb2", "SavedObjectGraph"),
     ],
 )
 def test_message_round_trips_through_bytes(module, message):

@@ -21,7 +21,7 @@ __version__ = "0.1.0"
 _LAZY: dict[str, tuple[str, str | None]] = {
     **{
         m: (f"saverkit.{m}", None)
-        for m in ("bundle", "cli", "config", "framework", "module", "trackable", "train")
+        for m in ("bundle", "cli", "config", "framework", "module", "saved_model", "trackable", "train")
     },
     "Module": ("saverkit.module", "Module"),
     **{

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -175,7 +175,10 @@ def _write_bundle(
     given = list(dtypes) if dtypes is not None else [None] * n
     if len(specs) != n or len(given) != n:
         raise ValueError("write_bundle: names, tensors, shape_and_slices and dtypes must have equal lengths")
-    keys, enums, shapes, datas = [], [], [], []
+    keys: list[bytes] = []
+    enums: list[int] = []
+    shapes: list[Any] = []
+    datas: list[Any] = []  # arrays, or the list of a string tensor's elements
     memo: dict = {}
     for name, value, dt in zip(names, tensors, given, strict=True):
         key = name.encode("utf-8", "surrogateescape") if type(name) is str else _as_key(name)
@@ -202,6 +205,7 @@ def _write_bundle(
         is_string = dtype == _dtypes.string if dtype is not None else (
             not isinstance(value, np.ndarray) and _looks_like_strings(value)
             or isinstance(value, np.ndarray) and value.dtype.kind in "OSU")
+        data: Any  # the string elements (list), or the tensor's bytes (array)
         if is_string:
             shape, data = _string_elements(key, value)
             dtype = _dtypes.string
@@ -221,7 +225,16 @@ def _write_bundle(
     return None
 
 
-def _write_remote(prefix, names, tensors, shape_and_slices, dtypes, num_shards, shard_id, storage_options):
+def _write_remote(
+    prefix: str,
+    names: Sequence[str | bytes],
+    tensors: Sequence[Any],
+    shape_and_slices: Sequence[str] | None,
+    dtypes: Sequence[DType | int | None] | None,
+    num_shards: int,
+    shard_id: int,
+    storage_options: dict | None,
+) -> None:
     loc = storage.Location(prefix, storage_options)
     with _gc.paused():
         (segments, size, index), held = _write_bundle(
@@ -311,6 +324,7 @@ class BundleReader:
 
     def __init__(self, prefix: str | os.PathLike, storage_options: dict | None = None) -> None:
         self._remote: storage.Location | None = None
+        self._core: _core.Reader | None
         if storage.is_url(prefix):
             self._open_remote(os.fsdecode(os.fspath(prefix)), storage_options)
         else:
@@ -336,10 +350,12 @@ class BundleReader:
         together are fetched as one range (a restore of 10,000 small tensors is a few requests, not
         10,000), and ranges are split into requests of at most ``storage.PART_SIZE`` bytes, all sent at
         once (concurrently on async backends)."""
-        pieces = sorted(self._core.pieces(keys, specs))
+        core, remote = self._core, self._remote
+        assert core is not None and remote is not None
+        pieces = sorted(core.pieces(keys, specs))
         if not pieces:
             return
-        n = self._core.num_shards
+        n = core.num_shards
         gap, most = storage.COALESCE_GAP, storage.PART_SIZE
         groups: list[list[int]] = []  # [shard, start, end]
         for shard, offset, size in pieces:
@@ -357,14 +373,14 @@ class BundleReader:
                 starts.append(s)
                 ends.append(min(s + most, end))
                 owner.append(k)
-        datas = self._remote.read_ranges(urls, starts, ends)
+        datas = remote.read_ranges(urls, starts, ends)
         chunks: list[list[bytes]] = [[] for _ in groups]
         for k, data in zip(owner, datas, strict=True):
             chunks[k].append(data)
         for (shard, start, _), parts in zip(groups, chunks, strict=True):
             # A payload larger than one request arrives in pieces: joined (one copy) so the engine
             # reads it from one buffer.
-            self._core.add_range(shard, start, parts[0] if len(parts) == 1 else b"".join(parts))
+            core.add_range(shard, start, parts[0] if len(parts) == 1 else b"".join(parts))
 
     @property
     def _entries(self) -> dict[str, tuple[DType, tuple[int, ...]]]:
@@ -382,6 +398,8 @@ class BundleReader:
 
     @property
     def num_shards(self) -> int:
+        if self._core is None:  # as every other read of a closed reader (was an AttributeError on None)
+            raise errors.FailedPreconditionError(None, None, f"BundleReader for {self.prefix} is closed")
         return self._core.num_shards
 
     def entries(self) -> dict[str, tuple[DType, tuple[int, ...]]]:
@@ -419,7 +437,10 @@ class BundleReader:
         out: Sequence[np.ndarray | None] | None,
     ) -> list[np.ndarray]:
         # Names from a RestoreV2 kernel are already bytes: 10,000 _as_key calls cost more than this check.
-        keys = list(names) if all(type(n) is bytes for n in names) else [_as_key(n) for n in names]
+        keys: list[bytes] = (
+            cast("list[bytes]", list(names)) if all(type(n) is bytes for n in names)
+            else [_as_key(n) for n in names]
+        )
         n = len(keys)
         specs = list(shape_and_slices) if shape_and_slices is not None else [""] * n
         if len(specs) != n or len(dtypes if dtypes is not None else keys) != n \

@@ -26,8 +26,13 @@ import re
 import stat
 import time
 import warnings
+from typing import TYPE_CHECKING
 
 from saverkit import errors
+
+if TYPE_CHECKING:
+    from saverkit import storage
+    from saverkit.protobuf.checkpoint_state_pb2 import CheckpointState
 
 __all__ = [
     "STATE_FILE_LIMIT", "checkpoint_in_directory", "prefix_exists", "read_state_file", "resolve_prefix",
@@ -92,7 +97,7 @@ def _read_bounded(filename: str) -> str:
     return data.decode("utf-8")
 
 
-def read_state_file(checkpoint_dir: str, latest_filename: str | None = None):
+def read_state_file(checkpoint_dir: str, latest_filename: str | None = None) -> CheckpointState | None:
     """``get_checkpoint_state``: the parsed ``CheckpointState`` with entries joined onto the directory,
     or None (no file, or a file that cannot be used: logged, like TF)."""
     from google.protobuf import text_format  # after the cheap checks: most callers never get here
@@ -163,9 +168,28 @@ def checkpoint_in_directory(directory: str) -> tuple[str | None, str]:
     return None, "no 'checkpoint' state file"
 
 
+def _saved_model_variables(path: str) -> str | None:
+    """``variables/variables`` of a SavedModel directory (or of its ``saved_model.pb(txt)``) if that is
+    where ``path`` points; None otherwise. A SavedModel's variables are a plain V2 checkpoint (TF2 exports:
+    an object checkpoint), so every reader of checkpoints can take the export directory."""
+    if os.path.basename(path) in ("saved_model.pb", "saved_model.pbtxt") and os.path.isfile(path):
+        directory = os.path.dirname(path) or "."
+    elif os.path.isdir(path) and any(
+            os.path.isfile(os.path.join(path, n)) for n in ("saved_model.pb", "saved_model.pbtxt")):
+        directory = path
+    else:
+        return None
+    prefix = os.path.join(directory, "variables", "variables")
+    if not os.path.isfile(prefix + ".index"):
+        raise errors.NotFoundError(
+            None, None, f"{path} is a SavedModel without variables: {prefix}.index does not exist")
+    return prefix
+
+
 def resolve_prefix(path: str | os.PathLike) -> str:
-    """The checkpoint prefix meant by ``path``: a prefix, one of the checkpoint's own files, or a directory
-    whose ``checkpoint`` state file names one. Raises NotFoundError saying what was looked for and found."""
+    """The checkpoint prefix meant by ``path``: a prefix, one of the checkpoint's own files, a directory
+    whose ``checkpoint`` state file names one, or a SavedModel directory (its ``variables/variables``).
+    Raises NotFoundError saying what was looked for and found."""
     path = os.fsdecode(os.fspath(path))
     for suffix in (".index", ".meta"):
         if path.endswith(suffix) and os.path.isfile(path):
@@ -175,6 +199,9 @@ def resolve_prefix(path: str | os.PathLike) -> str:
         return path[: m.start()]
     if settle(path) and not os.path.isdir(path + ".index"):
         return path
+    saved_model = _saved_model_variables(path)
+    if saved_model is not None:
+        return saved_model
     if os.path.isdir(path):
         prefix, why = checkpoint_in_directory(path)
         if prefix is not None:
@@ -223,7 +250,8 @@ def _remote_state_entry(directory: str, p: str) -> str:
     return storage.join(directory, p)
 
 
-def read_remote_state_file(loc, directory: str, latest_filename: str | None = None):
+def read_remote_state_file(loc: storage.Location, directory: str, latest_filename: str | None = None
+                           ) -> CheckpointState | None:
     """``read_state_file`` for a directory URL on the store ``loc`` (a ``storage.Location``)."""
     from google.protobuf import text_format
 
@@ -249,11 +277,11 @@ def read_remote_state_file(loc, directory: str, latest_filename: str | None = No
     return ckpt
 
 
-def remote_prefix_exists(loc, prefix: str) -> bool:
+def remote_prefix_exists(loc: storage.Location, prefix: str) -> bool:
     return loc.isfile(prefix + ".index")
 
 
-def resolve_remote_prefix(loc, url: str) -> str:
+def resolve_remote_prefix(loc: storage.Location, url: str) -> str:
     """``resolve_prefix`` for a URL: a prefix, one of its objects, or a directory whose state file names
     a checkpoint. Raises NotFoundError saying what was looked for."""
     for suffix in (".index", ".meta"):

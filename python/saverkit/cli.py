@@ -37,8 +37,8 @@ import time
 import warnings
 import zipfile
 import zlib
-from collections.abc import Iterable, Sequence
-from typing import IO
+from collections.abc import Callable, Iterable, Sequence
+from typing import IO, Any
 
 import numpy as np
 
@@ -241,7 +241,7 @@ class NpzSource(TensorSource):
             if isinstance(e, MemoryError):
                 raise _out_of_memory(self.path, name, shape, dtype, header.nbytes) from None
             raise CliError(f"{self.path}: entry {name!r}: {e}") from None
-        view = memoryview(flat.view(np.uint8)) if flat.nbytes else memoryview(b"")
+        view = flat.view(np.uint8).data if flat.nbytes else memoryview(b"")
         done = 0
         try:
             with self._zip.open(self._members[name]) as f:
@@ -391,7 +391,7 @@ class SafetensorsSource(TensorSource):
         return tuple(self._file.get_slice(name).get_shape())
 
 
-def _import_safetensors():
+def _import_safetensors() -> Any:
     try:
         import safetensors
         import safetensors.numpy  # noqa: F401
@@ -517,7 +517,27 @@ class Progress:
 
 # --- inspect -------------------------------------------------------------------------------------------
 
+def _show_saved_model(path: str) -> bool:
+    """For a SavedModel directory (or its saved_model.pb/.pbtxt): prints its tag sets and signatures like
+    ``saved_model_cli show --all``, then a heading for its variables; returns whether it did. False when it
+    has no variables (nothing more to list)."""
+    from saverkit.saved_model import reader, show
+
+    export_dir = reader.export_dir_of(path)
+    if not reader.contains_saved_model(export_dir):
+        return True
+    show.show_all(reader.parse_saved_model(export_dir), sys.stdout)
+    prefix = reader.variables_prefix(export_dir)
+    if not os.path.isfile(prefix + ".index"):
+        print(f"Variables: none ({prefix}.index does not exist)")
+        return False
+    print(f"Variables ({prefix}):")
+    return True
+
+
 def cmd_inspect(args: argparse.Namespace) -> int:
+    if not (args.tensor or args.all or args.object_graph) and not _show_saved_model(args.path):
+        return 0
     with open_source(args.path) as src:
         if args.object_graph:
             print_object_graph(src)
@@ -528,8 +548,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         if names:
             with np.printoptions(threshold=sys.maxsize) if args.full else contextlib.nullcontext():
                 for name in names:
-                    shape = _shape_str(src.shape(name))
-                    print(f"tensor_name: {name}  dtype: {src.dtype(name).name}  shape: {shape}")
+                    shape_str = _shape_str(src.shape(name))
+                    print(f"tensor_name: {name}  dtype: {src.dtype(name).name}  shape: {shape_str}")
                     print(repr(src.get(name)))
             return 0
         rows = []
@@ -780,7 +800,7 @@ def _write_checkpoint(dst: str, src: TensorSource, names: Sequence[str], progres
     return kept
 
 
-def _atomic_file(dst: str, write) -> None:
+def _atomic_file(dst: str, write: Callable[[str], Any]) -> None:
     """Write via a temp name then rename: a reader (or mmap) of an old DST never sees a half file."""
     if os.path.dirname(dst):
         os.makedirs(os.path.dirname(dst), exist_ok=True)
@@ -844,7 +864,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("inspect", help="list a checkpoint's tensors, or print some",
                        description="List names, dtypes, shapes and sizes; or print tensors' values.")
-    p.add_argument("path", help="checkpoint prefix, directory or file; or a .npz / .safetensors file")
+    p.add_argument("path", help="checkpoint prefix, directory or file; a SavedModel directory (its "
+                   "signatures, then its variables); or a .npz / .safetensors file")
     p.add_argument("--tensor", action="append", metavar="NAME", help="print this tensor (repeatable)")
     p.add_argument("--all", action="store_true", help="print every tensor")
     p.add_argument("--full", action="store_true", help="print whole arrays, without '...'")
@@ -875,7 +896,9 @@ class _StderrLog(logging.Handler):
         print(f"saverkit: {record.levelname.lower()}: {record.getMessage()}", file=sys.stderr)
 
 
-def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+def _show_warning(
+    message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: str | None = None
+) -> None:
     _warn(" ".join(str(message).split()))
 
 

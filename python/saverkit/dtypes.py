@@ -42,7 +42,7 @@ class DType:
         return self._enum
 
     @property
-    def is_ref_dtype(self) -> bool:
+    def is_ref_dtype(self) -> builtins.bool:
         return self._enum > _REF_OFFSET
 
     @property
@@ -67,33 +67,33 @@ class DType:
 
     # --- classification ---------------------------------------------------------
     @property
-    def is_floating(self) -> bool:
+    def is_floating(self) -> builtins.bool:
         b = self.base_dtype
         return b in (float16, float32, float64, bfloat16) or b.name.startswith(("float8", "float4"))
 
     @property
-    def is_complex(self) -> bool:
+    def is_complex(self) -> builtins.bool:
         return self.base_dtype in (complex64, complex128)
 
     @property
-    def is_integer(self) -> bool:
+    def is_integer(self) -> builtins.bool:
         b = self.base_dtype
         return b.name.startswith(("int", "uint")) and not b.is_quantized
 
     @property
-    def is_unsigned(self) -> bool:
+    def is_unsigned(self) -> builtins.bool:
         return self.base_dtype.name.startswith(("uint", "quint")) or self.base_dtype == bool_
 
     @property
-    def is_bool(self) -> bool:
+    def is_bool(self) -> builtins.bool:
         return self.base_dtype == bool_
 
     @property
-    def is_quantized(self) -> bool:
+    def is_quantized(self) -> builtins.bool:
         return self.base_dtype.name.startswith(("qint", "quint"))
 
     @property
-    def is_numeric(self) -> bool:
+    def is_numeric(self) -> builtins.bool:
         return self.base_dtype not in (string, resource, variant)
 
     @property
@@ -121,11 +121,11 @@ class DType:
     def max(self) -> Any:
         return self._info().max
 
-    def is_compatible_with(self, other: Any) -> bool:
+    def is_compatible_with(self, other: Any) -> builtins.bool:
         return self.base_dtype == as_dtype(other).base_dtype
 
     # --- python protocol --------------------------------------------------------
-    def __eq__(self, other: object) -> bool:
+    def __eq__(self, other: object) -> builtins.bool:
         if isinstance(other, DType):
             return self._enum == other._enum
         if other is None:
@@ -135,7 +135,7 @@ class DType:
         except (TypeError, ValueError):
             return False
 
-    def __ne__(self, other: object) -> bool:
+    def __ne__(self, other: object) -> builtins.bool:
         return not self == other
 
     def __hash__(self) -> int:
@@ -144,7 +144,7 @@ class DType:
     def __repr__(self) -> str:
         return f"saverkit.{self._name}"
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         return (as_dtype, (self._enum,))
 
 

@@ -7,7 +7,7 @@ code written against ``tf.errors`` can catch the same names here.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 OK = 0
 CANCELLED = 1
@@ -62,33 +62,51 @@ class OpError(Exception):
             return f"{self._message}\n\t [[node {self._op.name}]]"
         return self._message
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         return (type(self), (None, None, self._message))
 
 
 def _make(name: str, code: int, doc: str) -> type[OpError]:
-    def __init__(self, node_def: Any, op: Any, message: str, *args: Any) -> None:
+    def __init__(self: OpError, node_def: Any, op: Any, message: str, *args: Any) -> None:
         OpError.__init__(self, node_def, op, message, code)
 
     return type(name, (OpError,), {"__init__": __init__, "__doc__": doc, "__module__": __name__})
 
 
-CancelledError = _make("CancelledError", CANCELLED, "An operation was cancelled.")
-UnknownError = _make("UnknownError", UNKNOWN, "An unknown error.")
-InvalidArgumentError = _make("InvalidArgumentError", INVALID_ARGUMENT, "An argument (dtype, shape, value) is invalid.")
-DeadlineExceededError = _make("DeadlineExceededError", DEADLINE_EXCEEDED, "A deadline expired.")
-NotFoundError = _make("NotFoundError", NOT_FOUND, "A file, tensor or key was not found.")
-AlreadyExistsError = _make("AlreadyExistsError", ALREADY_EXISTS, "An entity already exists.")
-PermissionDeniedError = _make("PermissionDeniedError", PERMISSION_DENIED, "Permission denied.")
-ResourceExhaustedError = _make("ResourceExhaustedError", RESOURCE_EXHAUSTED, "Out of space or memory.")
-FailedPreconditionError = _make("FailedPreconditionError", FAILED_PRECONDITION, "State is not ready (e.g. uninitialized variable).")
-AbortedError = _make("AbortedError", ABORTED, "An operation was aborted.")
-OutOfRangeError = _make("OutOfRangeError", OUT_OF_RANGE, "A value is out of range.")
-UnimplementedError = _make("UnimplementedError", UNIMPLEMENTED, "Not implemented or not supported.")
-InternalError = _make("InternalError", INTERNAL, "An internal invariant was broken.")
-UnavailableError = _make("UnavailableError", UNAVAILABLE, "A resource is unavailable.")
-DataLossError = _make("DataLossError", DATA_LOSS, "Unrecoverable data loss or corruption (bad checksum, truncated file).")
-UnauthenticatedError = _make("UnauthenticatedError", UNAUTHENTICATED, "Not authenticated.")
+if TYPE_CHECKING:  # the classes _make builds below, as a type checker must see them
+    class CancelledError(OpError): ...
+    class UnknownError(OpError): ...
+    class InvalidArgumentError(OpError): ...
+    class DeadlineExceededError(OpError): ...
+    class NotFoundError(OpError): ...
+    class AlreadyExistsError(OpError): ...
+    class PermissionDeniedError(OpError): ...
+    class ResourceExhaustedError(OpError): ...
+    class FailedPreconditionError(OpError): ...
+    class AbortedError(OpError): ...
+    class OutOfRangeError(OpError): ...
+    class UnimplementedError(OpError): ...
+    class InternalError(OpError): ...
+    class UnavailableError(OpError): ...
+    class DataLossError(OpError): ...
+    class UnauthenticatedError(OpError): ...
+else:
+    CancelledError = _make("CancelledError", CANCELLED, "An operation was cancelled.")
+    UnknownError = _make("UnknownError", UNKNOWN, "An unknown error.")
+    InvalidArgumentError = _make("InvalidArgumentError", INVALID_ARGUMENT, "An argument (dtype, shape, value) is invalid.")
+    DeadlineExceededError = _make("DeadlineExceededError", DEADLINE_EXCEEDED, "A deadline expired.")
+    NotFoundError = _make("NotFoundError", NOT_FOUND, "A file, tensor or key was not found.")
+    AlreadyExistsError = _make("AlreadyExistsError", ALREADY_EXISTS, "An entity already exists.")
+    PermissionDeniedError = _make("PermissionDeniedError", PERMISSION_DENIED, "Permission denied.")
+    ResourceExhaustedError = _make("ResourceExhaustedError", RESOURCE_EXHAUSTED, "Out of space or memory.")
+    FailedPreconditionError = _make("FailedPreconditionError", FAILED_PRECONDITION, "State is not ready (e.g. uninitialized variable).")
+    AbortedError = _make("AbortedError", ABORTED, "An operation was aborted.")
+    OutOfRangeError = _make("OutOfRangeError", OUT_OF_RANGE, "A value is out of range.")
+    UnimplementedError = _make("UnimplementedError", UNIMPLEMENTED, "Not implemented or not supported.")
+    InternalError = _make("InternalError", INTERNAL, "An internal invariant was broken.")
+    UnavailableError = _make("UnavailableError", UNAVAILABLE, "A resource is unavailable.")
+    DataLossError = _make("DataLossError", DATA_LOSS, "Unrecoverable data loss or corruption (bad checksum, truncated file).")
+    UnauthenticatedError = _make("UnauthenticatedError", UNAUTHENTICATED, "Not authenticated.")
 
 _CODE_TO_CLASS: dict[int, type[OpError]] = {
     CANCELLED: CancelledError,

@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 from saverkit.trackable import AutoTrackable, is_variable
+
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 _CAMEL_TO_SNAKE_R = re.compile(r"((?<=[a-z0-9])[A-Z]|(?!^)[A-Z](?=[a-z]))")
 _VALID_IDENTIFIER = re.compile(r"^[a-zA-Z_]([a-zA-Z0-9_])*$")
@@ -71,7 +75,7 @@ class Module(AutoTrackable):
         return self._name
 
     @property
-    def name_scope(self):
+    def name_scope(self) -> Any:
         """A context manager re-entering this module's (unique, absolute) name scope."""
         from saverkit import name_scope
 
@@ -95,7 +99,13 @@ class Module(AutoTrackable):
         """All modules reachable through attributes (and their attributes, recursively)."""
         return tuple(self._flatten(predicate=_is_module))
 
-    def _flatten(self, recursive=True, predicate=None, attribute_traversal_key=None, with_path=False):
+    def _flatten(
+        self,
+        recursive: bool = True,
+        predicate: Callable[[Any], bool] | None = None,
+        attribute_traversal_key: Callable[[str], Any] | None = None,
+        with_path: bool = False,
+    ) -> Iterator[Any]:
         """Leaves of this module's attributes (and, if `recursive`, of submodules) matching `predicate`.
 
         Attributes are visited in sorted name order (or by `attribute_traversal_key`); each value is
@@ -114,33 +124,33 @@ class Module(AutoTrackable):
         )
 
     @classmethod
-    def with_name_scope(cls, method):
+    def with_name_scope(cls, method: _F) -> _F:
         """Decorator: run `method` inside the module's name scope."""
 
         @functools.wraps(method)
-        def method_with_name_scope(self, *args, **kwargs):
+        def method_with_name_scope(self: Module, *args: Any, **kwargs: Any) -> Any:
             with self.name_scope:
                 return method(self, *args, **kwargs)
 
-        return method_with_name_scope
+        return method_with_name_scope  # type: ignore[return-value]  # functools.wraps keeps the signature
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<{type(self).__module__}.{type(self).__qualname__} name={self._name!r}>"
 
 
-def _is_trainable_variable(obj) -> bool:
+def _is_trainable_variable(obj: Any) -> bool:
     return is_variable(obj) and getattr(obj, "trainable", False)
 
 
-def _is_non_trainable_variable(obj) -> bool:
+def _is_non_trainable_variable(obj: Any) -> bool:
     return is_variable(obj) and not getattr(obj, "trainable", False)
 
 
-def _is_module(obj) -> bool:
+def _is_module(obj: Any) -> bool:
     return isinstance(obj, Module)
 
 
-def _flatten_with_paths(value, path=()):
+def _flatten_with_paths(value: Any, path: tuple = ()) -> Iterator[tuple[tuple, Any]]:
     """(path, leaf) pairs of a nested structure, with TF `nest` ordering (dicts by sorted key)."""
     if isinstance(value, dict):
         try:
@@ -157,16 +167,16 @@ def _flatten_with_paths(value, path=()):
 
 
 def _flatten_module(
-    module,
-    recursive,
-    predicate,
-    attribute_traversal_key,
-    attributes_to_ignore,
-    with_path,
-    module_path=(),
-    seen=None,
-    recursion_stack=None,
-):
+    module: Module,
+    recursive: bool,
+    predicate: Callable[[Any], bool],
+    attribute_traversal_key: Callable[[str], Any] | None,
+    attributes_to_ignore: Any,
+    with_path: bool,
+    module_path: tuple = (),
+    seen: set[int] | None = None,
+    recursion_stack: list[int] | None = None,
+) -> Iterator[Any]:
     # Mirrors tf.Module's traversal exactly (including its order), so `variables` lists match TF's.
     module_id = id(module)
     if seen is None:

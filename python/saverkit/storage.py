@@ -24,7 +24,7 @@ from __future__ import annotations
 import os
 import posixpath
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from saverkit import errors
@@ -81,8 +81,8 @@ def join(base: str, *names: str) -> str:
 
 
 def dirname(path: str) -> str:
-    if is_url(path):
-        m = _URL_RE.match(path)
+    m = _URL_RE.match(path) if is_url(path) else None
+    if m is not None:
         head, _ = posixpath.split(path[m.end():])
         return path[: m.end()] + head
     return os.path.dirname(path)
@@ -92,9 +92,9 @@ def basename(path: str) -> str:
     return posixpath.basename(path) if is_url(path) else os.path.basename(path)
 
 
-def _import_fsspec(url: str):
+def _import_fsspec(url: str) -> Any:
     try:
-        import fsspec
+        import fsspec  # type: ignore[import-untyped]
     except ImportError:
         raise errors.UnimplementedError(
             None, None, f"Cannot open {url}: URLs need fsspec (pip install 'saverkit[remote]', or "
@@ -110,7 +110,10 @@ class Location:
 
     def __init__(self, url: str, storage_options: Mapping[str, Any] | None = None) -> None:
         fsspec = _import_fsspec(url)
-        self.protocol = _URL_RE.match(url).group(1).lower()
+        m = _URL_RE.match(url)
+        if m is None:
+            raise errors.InvalidArgumentError(None, None, f"{url} is not a URL")
+        self.protocol = m.group(1).lower()
         try:
             self.fs, _ = fsspec.core.url_to_fs(url, **dict(storage_options or {}))
         except ImportError as e:
@@ -309,10 +312,11 @@ class Location:
             pass
 
 
-def _parts(segments: Sequence[tuple[int, Any]], size: int):
+def _parts(segments: Sequence[tuple[int, Any]], size: int) -> Iterator[tuple[int, list[memoryview]]]:
     """(part number, list of memoryviews) of PART_SIZE bytes each (the last shorter): views of the
     segments, no copy."""
-    part, used, number = [], 0, 1
+    part: list[memoryview] = []
+    used, number = 0, 1
     for _, buf in segments:
         mv = memoryview(buf).cast("B")
         at = 0
@@ -331,7 +335,7 @@ def _parts(segments: Sequence[tuple[int, Any]], size: int):
 def _s3_multipart(fs: Any, path: str, segments: Sequence[tuple[int, Any]], size: int) -> None:
     import asyncio
 
-    from fsspec.asyn import sync
+    from fsspec.asyn import sync  # type: ignore[import-untyped]
 
     bucket, key, _ = fs.split_path(path)
 

@@ -20,7 +20,11 @@ from __future__ import annotations
 
 import collections
 import itertools
-from typing import Any, NamedTuple
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, NamedTuple, SupportsIndex
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 OBJECT_GRAPH_PROTO_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
 VARIABLE_VALUE_KEY = "VARIABLE_VALUE"
@@ -40,7 +44,7 @@ def escape_local_name(name: str) -> str:
     return name.replace(_ESCAPE_CHAR, _ESCAPE_CHAR + _ESCAPE_CHAR).replace("/", _ESCAPE_CHAR + "S")
 
 
-def object_path_to_string(names) -> str:
+def object_path_to_string(names: Iterable[str]) -> str:
     """The key prefix of an object reached from the root through dependencies named `names`."""
     return "/".join(escape_local_name(n) for n in names)
 
@@ -53,7 +57,7 @@ def checkpoint_key(object_path: str, local_name: str) -> str:
 _variable_class = None
 
 
-def is_variable(obj) -> bool:
+def is_variable(obj: Any) -> bool:
     global _variable_class
     if _variable_class is None:
         # Imported on first use: saverkit/__init__ imports this module before the graph layer.
@@ -63,7 +67,7 @@ def is_variable(obj) -> bool:
     return isinstance(obj, _variable_class)
 
 
-def is_trackable(obj) -> bool:
+def is_trackable(obj: Any) -> bool:
     return isinstance(obj, Trackable) or is_variable(obj)
 
 
@@ -75,7 +79,7 @@ class TrackableReference(NamedTuple):
 class NoDependency:
     """Wrap a value in `NoDependency` before assigning it to an attribute to keep it out of checkpoints."""
 
-    def __init__(self, value):
+    def __init__(self, value: Any) -> None:
         self.value = value
 
 
@@ -84,11 +88,11 @@ class NoDependency:
 _UPDATE_UID_ATTR = "_self_update_uid"
 
 
-def get_update_uid(obj) -> int:
+def get_update_uid(obj: Any) -> int:
     return getattr(obj, _UPDATE_UID_ATTR, 0)
 
 
-def set_update_uid(obj, uid: int) -> None:
+def set_update_uid(obj: Any, uid: int) -> None:
     object.__setattr__(obj, _UPDATE_UID_ATTR, uid)
 
 
@@ -98,6 +102,11 @@ class Trackable:
     State lives in `_self_*` attributes set with `object.__setattr__` so that `AutoTrackable` does not try to
     track its own bookkeeping (and `Module._flatten` skips it).
     """
+
+    # Set by _maybe_initialize_trackable (object.__setattr__).
+    _self_dependencies: list[TrackableReference]
+    _self_deferred_dependencies: dict[str, list[Any]]
+    _self_name_based_restores: list[Any]
 
     def _maybe_initialize_trackable(self) -> None:
         if "_self_dependencies" in self.__dict__:
@@ -121,11 +130,11 @@ class Trackable:
         self._maybe_initialize_trackable()
         return {ref.name: ref.ref for ref in self._self_dependencies}
 
-    def _lookup_dependency(self, name: str, cached_children: dict | None = None):
+    def _lookup_dependency(self, name: str, cached_children: dict | None = None) -> Any:
         children = self._trackable_children() if cached_children is None else cached_children
         return children.get(name)
 
-    def _track_trackable(self, trackable, name: str, overwrite: bool = False):
+    def _track_trackable(self, trackable: Any, name: str, overwrite: bool = False) -> Any:
         """Declare that checkpoints of `self` include `trackable` under `name`."""
         self._maybe_initialize_trackable()
         if not is_trackable(trackable):
@@ -150,7 +159,7 @@ class Trackable:
         self._maybe_initialize_trackable()
         self._self_dependencies[:] = [ref for ref in self._self_dependencies if ref.name != name]
 
-    def _handle_deferred_dependencies(self, name: str, trackable) -> None:
+    def _handle_deferred_dependencies(self, name: str, trackable: Any) -> None:
         """Restore into a newly attached `trackable` any checkpoint values that were waiting for `name`."""
         self._maybe_initialize_trackable()
         if isinstance(trackable, Trackable):
@@ -170,7 +179,7 @@ class AutoTrackable(Trackable):
     keeps the old dependency; `del obj.attr` removes it.
     """
 
-    def __setattr__(self, name: str, value) -> None:
+    def __setattr__(self, name: str, value: Any) -> None:
         try:
             if getattr(self, name) is value:
                 return
@@ -195,7 +204,7 @@ def _should_wrap_tuple(t: tuple) -> bool:
     return False  # immutable and holds nothing trackable: leave it alone, as TF does
 
 
-def wrap_or_unwrap(value):
+def wrap_or_unwrap(value: Any) -> Any:
     """Turn plain lists/dicts/tuples holding trackables into tracking wrappers; unwrap `NoDependency`."""
     if isinstance(value, NoDependency):
         return value.value
@@ -210,7 +219,7 @@ def wrap_or_unwrap(value):
     return value
 
 
-def sticky_attribute_assignment(trackable: Trackable, name: str, value):
+def sticky_attribute_assignment(trackable: Trackable, name: str, value: Any) -> Any:
     """Wrap `value` if it is a container and track it (if trackable) as `name`; return what to store."""
     add_dependency = not isinstance(value, NoDependency)
     value = wrap_or_unwrap(value)
@@ -230,13 +239,16 @@ class _ContainerTrackable(Trackable):
     visible here.
     """
 
-    def _init_container(self, original) -> None:
+    _self_original: Any  # set by _init_container
+    _self_original_snapshot: Any
+
+    def _init_container(self, original: Any) -> None:
         self._maybe_initialize_trackable()
         object.__setattr__(self, "_self_original", original)
         object.__setattr__(self, "_self_original_snapshot", self._snapshot_of(original))
 
     @staticmethod
-    def _snapshot_of(original):
+    def _snapshot_of(original: Any) -> Any:
         if isinstance(original, dict):
             return [(k, id(v)) for k, v in original.items()]
         return [id(v) for v in original]
@@ -267,45 +279,45 @@ class _ContainerTrackable(Trackable):
             if name in deferred or name_based:
                 self._handle_deferred_dependencies(name, child)
 
-    def _track_trackable(self, trackable, name, overwrite=False):
+    def _track_trackable(self, trackable: Any, name: str, overwrite: bool = False) -> Any:
         raise TypeError(f"{type(self).__name__} tracks its elements; add them to the container instead.")
 
-    def _wrap_element(self, value):
+    def _wrap_element(self, value: Any) -> Any:
         return wrap_or_unwrap(value)
 
 
 class ListWrapper(_ContainerTrackable, list):
     """A list that tracks its trackable elements as children named "0", "1", ... (TF's ListWrapper)."""
 
-    def __init__(self, wrapped_list=()):
+    def __init__(self, wrapped_list: Any = ()) -> None:
         list.__init__(self, (wrap_or_unwrap(v) for v in wrapped_list))
         self._init_container(wrapped_list)
 
     def _content_children(self) -> dict:
         return {str(i): v for i, v in enumerate(self) if is_trackable(v)}
 
-    def append(self, value):
+    def append(self, value: Any) -> None:
         list.append(self, self._wrap_element(value))
         self._children_changed()
 
-    def extend(self, values):
+    def extend(self, values: Any) -> None:
         list.extend(self, [self._wrap_element(v) for v in values])
         self._children_changed()
 
-    def insert(self, index, value):
+    def insert(self, index: SupportsIndex, value: Any) -> None:
         list.insert(self, index, self._wrap_element(value))
         self._children_changed()
 
-    def __iadd__(self, values):
+    def __iadd__(self, values: Iterable[Any]) -> Self:  # type: ignore[misc]  # any iterable, as list +=
         self.extend(values)
         return self
 
-    def __imul__(self, n):
+    def __imul__(self, n: SupportsIndex) -> Self:
         list.__imul__(self, n)
         self._children_changed()
         return self
 
-    def __setitem__(self, key, value):
+    def __setitem__(self, key: Any, value: Any) -> None:
         if isinstance(key, slice):
             value = [self._wrap_element(v) for v in value]
         else:
@@ -313,35 +325,35 @@ class ListWrapper(_ContainerTrackable, list):
         list.__setitem__(self, key, value)
         self._children_changed()
 
-    def __delitem__(self, key):
+    def __delitem__(self, key: Any) -> None:
         list.__delitem__(self, key)
         self._children_changed()
 
-    def pop(self, index=-1):
+    def pop(self, index: SupportsIndex = -1) -> Any:
         value = list.pop(self, index)
         self._children_changed()
         return value
 
-    def remove(self, value):
+    def remove(self, value: Any) -> None:
         list.remove(self, value)
         self._children_changed()
 
-    def clear(self):
+    def clear(self) -> None:
         list.clear(self)
         self._children_changed()
 
-    def sort(self, *args, **kwargs):
+    def sort(self, *args: Any, **kwargs: Any) -> None:
         list.sort(self, *args, **kwargs)
         self._children_changed()
 
-    def reverse(self):
+    def reverse(self) -> None:
         list.reverse(self)
         self._children_changed()
 
-    def __copy__(self):
+    def __copy__(self) -> Any:
         return ListWrapper(list(self))
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"ListWrapper({list.__repr__(self)})"
 
     __hash__ = None
@@ -354,7 +366,7 @@ class _DictWrapper(_ContainerTrackable, dict):
     non-string key cannot be named in a checkpoint, so saving then raises, as in TF.
     """
 
-    def __init__(self, wrapped_dict=None):
+    def __init__(self, wrapped_dict: Any = None) -> None:
         wrapped_dict = {} if wrapped_dict is None else wrapped_dict
         dict.__init__(self, ((k, wrap_or_unwrap(v)) for k, v in wrapped_dict.items()))
         self._init_container(wrapped_dict)
@@ -372,46 +384,46 @@ class _DictWrapper(_ContainerTrackable, dict):
             )
         return super()._trackable_children()
 
-    def __setitem__(self, key, value):
+    def __setitem__(self, key: Any, value: Any) -> None:
         dict.__setitem__(self, key, self._wrap_element(value))
         self._children_changed()
 
-    def __delitem__(self, key):
+    def __delitem__(self, key: Any) -> None:
         dict.__delitem__(self, key)
         self._children_changed()
 
-    def update(self, *args, **kwargs):
+    def update(self, *args: Any, **kwargs: Any) -> None:
         for key, value in dict(*args, **kwargs).items():
             dict.__setitem__(self, key, self._wrap_element(value))
         self._children_changed()
 
-    def __ior__(self, other):
+    def __ior__(self, other: Any) -> Self:  # type: ignore[misc]  # any mapping or pairs, as dict |=
         self.update(other)
         return self
 
-    def setdefault(self, key, default=None):
+    def setdefault(self, key: Any, default: Any = None) -> Any:
         if key not in self:
             self[key] = default
         return self[key]
 
-    def pop(self, *args):
+    def pop(self, *args: Any) -> Any:
         value = dict.pop(self, *args)
         self._children_changed()
         return value
 
-    def popitem(self):
+    def popitem(self) -> Any:
         item = dict.popitem(self)
         self._children_changed()
         return item
 
-    def clear(self):
+    def clear(self) -> None:
         dict.clear(self)
         self._children_changed()
 
-    def __copy__(self):
+    def __copy__(self) -> Any:
         return _DictWrapper(dict(self))
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"DictWrapper({dict.__repr__(self)})"
 
     __hash__ = None
@@ -420,10 +432,10 @@ class _DictWrapper(_ContainerTrackable, dict):
 class _TupleWrapper(_ContainerTrackable, tuple):
     """An immutable tuple tracking its trackable elements by index (namedtuples also by field name)."""
 
-    def __new__(cls, values=()):
+    def __new__(cls, values: Any = ()) -> Any:
         return tuple.__new__(cls, values)
 
-    def __init__(self, values=()):
+    def __init__(self, values: Any = ()) -> None:
         self._maybe_initialize_trackable()
 
     def _content_children(self) -> dict:
@@ -437,14 +449,14 @@ class _TupleWrapper(_ContainerTrackable, tuple):
     def _trackable_children(self) -> dict:
         return self._content_children()
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"_TupleWrapper({tuple.__repr__(self)})"
 
 
 _namedtuple_wrappers: dict[type, type] = {}
 
 
-def _wrap_tuple(value: tuple):
+def _wrap_tuple(value: tuple) -> Any:
     elements = [wrap_or_unwrap(v) for v in value]
     if type(value) is tuple:
         return _TupleWrapper(elements)
@@ -459,7 +471,7 @@ def _wrap_tuple(value: tuple):
         # A subclass of both the namedtuple and Trackable keeps field access and isinstance checks working.
         wrapper_type = type(original.__name__, (_NamedTupleTrackable, original), {"__slots__": ()})
         _namedtuple_wrappers[original] = wrapper_type
-    wrapped = tuple.__new__(wrapper_type, elements)
+    wrapped: _NamedTupleTrackable = tuple.__new__(wrapper_type, elements)
     wrapped._maybe_initialize_trackable()
     return wrapped
 
@@ -468,19 +480,21 @@ class _NamedTupleTrackable(_ContainerTrackable):
     """Mixin for namedtuple wrappers; see `_wrap_tuple`."""
 
     def _content_children(self) -> dict:
-        return _TupleWrapper._content_children(self)
+        return _TupleWrapper._content_children(self)  # type: ignore[arg-type]  # a tuple too, as it needs
 
     def _trackable_children(self) -> dict:
         return self._content_children()
 
 
-def list_children(obj) -> list[TrackableReference]:
+def list_children(obj: Any) -> list[TrackableReference]:
     if isinstance(obj, Trackable):
         return [TrackableReference(n, c) for n, c in obj._trackable_children().items()]
     return []
 
 
-def breadth_first_traversal(root, attached_dependencies=()):
+def breadth_first_traversal(
+    root: Any, attached_dependencies: Iterable[TrackableReference] = ()
+) -> tuple[list[Any], dict[int, tuple[TrackableReference, ...]], list[list[TrackableReference]]]:
     """All objects reachable from `root`, in TF's node order, with the first (shortest) path to each.
 
     Returns (objects, paths, children): `paths[id(obj)]` is a tuple of TrackableReference from the root;
@@ -489,7 +503,7 @@ def breadth_first_traversal(root, attached_dependencies=()):
     save_counter), listed after the root's own.
     """
     objects = []
-    paths = {id(root): ()}
+    paths: dict[int, tuple[TrackableReference, ...]] = {id(root): ()}
     children = []
     queue = collections.deque([root])
     while queue:
@@ -516,7 +530,7 @@ def slot_variable_key(variable_path: str, optimizer_path: str, slot_name: str) -
     return f"{variable_path}/{OPTIMIZER_SLOTS_NAME}/{optimizer_path}/{escape_local_name(slot_name)}"
 
 
-def has_slots(obj) -> bool:
+def has_slots(obj: Any) -> bool:
     """Does `obj` hold slot variables? TF's protocol: `get_slot_names()` and `get_slot(variable, name)`."""
     return (
         isinstance(obj, Trackable)
@@ -563,13 +577,16 @@ class SlotVariables(AutoTrackable):
     with TF's `get_slot_names()`/`get_slot(var, name)` methods works the same way.
     """
 
+    _self_slots: dict[str, dict[int, tuple[Any, Any]]]  # set by __init__ (object.__setattr__)
+    _self_pending_slots: dict[tuple[int, str], tuple[Any, list[Any]]]
+
     def __init__(self, **dependencies: Any) -> None:
         object.__setattr__(self, "_self_slots", {})  # slot name -> {id(variable): (variable, slot)}
         object.__setattr__(self, "_self_pending_slots", {})  # (id(var), name) -> (var, [CheckpointPosition])
         for name, value in dependencies.items():
             setattr(self, name, value)
 
-    def add_slot(self, var, slot_name: str, slot_variable=None):
+    def add_slot(self, var: Any, slot_name: str, slot_variable: Any = None) -> Any:
         """Declare `slot_variable` as the `slot_name` slot of `var` and return it. Without one, a variable of
         zeros shaped like `var` named `<var's name>/<slot_name>` (not trainable) is made."""
         if not is_variable(var):
@@ -590,7 +607,7 @@ class SlotVariables(AutoTrackable):
             position.restore(slot_variable)
         return slot_variable
 
-    def get_slot(self, var, name: str):
+    def get_slot(self, var: Any, name: str) -> Any:
         """The `name` slot of `var`, or None."""
         entry = self._self_slots.get(name, {}).get(id(var))
         return None if entry is None else entry[1]
@@ -598,12 +615,12 @@ class SlotVariables(AutoTrackable):
     def get_slot_names(self) -> list[str]:
         return sorted(self._self_slots)
 
-    def _defer_slot_restoration(self, var, slot_name: str, position) -> None:
+    def _defer_slot_restoration(self, var: Any, slot_name: str, position: Any) -> None:
         """A checkpoint has a value for a slot not declared yet: restore it when `add_slot` declares it."""
         self._self_pending_slots.setdefault((id(var), slot_name), (var, []))[1].append(position)
 
 
-def _zeros_like_variable(var, slot_name: str):
+def _zeros_like_variable(var: Any, slot_name: str) -> Any:
     import numpy as np
 
     from saverkit import Variable

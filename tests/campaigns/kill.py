@@ -356,6 +356,9 @@ class Lane:
         self.temp_kinds: dict[str, int] = {}  # where the kills landed, as told by what they left
         self.problems: list[str] = []
         self.save_times: list[float] = []
+        # Until one save completes, a guess of the time per save; doubled after each kill that came before
+        # any save finished (on a loaded machine a fixed 0.1 s kept every kill before the first save).
+        self.save_guess = 0.1
 
     def judge_check(self, label: str, res: dict | None, stderr: str) -> None:
         """The fresh process's view must be the last saved step, or the one in flight."""
@@ -376,8 +379,8 @@ class Lane:
         watch = ChildWatch(_script_argv("child", *self.flags))
         if not watch.ready.wait(300):
             self.problems.append(f"kill {k}: child never became ready")
-        # land anywhere in the next few saves (the first kill uses a guess of 0.1 s per save)
-        per_save = float(np.median(self.save_times)) if self.save_times else 0.1
+        # land anywhere in the next few saves
+        per_save = float(np.median(self.save_times)) if self.save_times else self.save_guess
         time.sleep(self.rng.uniform(0, 6 * per_save))
         mid_save = watch.saving is not None and watch.saving != watch.saved
         watch.proc.send_signal(signal.SIGKILL)
@@ -392,6 +395,8 @@ class Lane:
         for kind in {_temp_kind(t) for t in (watch.check or {}).get("temps", [])}:
             self.temp_kinds[kind] = self.temp_kinds.get(kind, 0) + 1
         self.save_times += watch.save_times
+        if not self.save_times:
+            self.save_guess *= 2
         if watch.saved is not None:
             self.last_saved = watch.saved
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -44,10 +44,10 @@ def _filled(value: Any, shape: Any, dtype: Any, name: str | None, default_name: 
     static = _static_shape(shape)
     g = ops.get_default_graph()
     n = None if static is None else static.num_elements()
-    if name is None and n is not None and n < 1000:
+    if name is None and n is not None and n < 1000 and static is not None:
         # The one Const takes the name the scope below would have (default_name made unique, a name
         # always valid as a scope): opening the scope only to leave it is most of the cost of zeros().
-        dims = static._dims
+        dims = cast("tuple[int, ...]", static._dims)  # fully defined (_static_shape)
         try:
             attrs = _shared_attrs(_full_key(value, dtype, dims), _full_const_attrs, value, dtype, dims)
         except (TypeError, ValueError):
@@ -61,8 +61,8 @@ def _filled(value: Any, shape: Any, dtype: Any, name: str | None, default_name: 
         if static is None:
             dims_t = ops.convert_to_tensor(shape, dtype=dtypes.int32)
             return fill(dims_t, constant(value, dtype=dtype), name=scope)
-        dims = static._dims
-        if n < 1000:  # constant(value, dtype, shape=static, name=scope), with attrs shared by value
+        dims = cast("tuple[int, ...]", static._dims)  # fully defined: n is an int too
+        if cast(int, n) < 1000:  # constant(value, dtype, shape=static, name=scope), attrs shared by value
             attrs = _shared_attrs(_full_key(value, dtype, dims), _full_const_attrs, value, dtype, dims)
             op = g._create_op(
                 "Const", ops.NO_INPUTS, attrs, [dtype], scope or "Const", _CONST, output_shapes=[static]

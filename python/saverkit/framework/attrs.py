@@ -17,9 +17,7 @@ import numpy as np
 from saverkit import dtypes
 from saverkit.framework import tensor_util
 from saverkit.framework.tensor_shape import TensorShape, as_shape
-from saverkit.protobuf import attr_value_pb2
-
-AttrValue = attr_value_pb2.AttrValue
+from saverkit.protobuf.attr_value_pb2 import AttrValue
 
 
 def canonicalize(value: Any, attr_type: str) -> Any:
@@ -66,7 +64,7 @@ def to_python(attr: AttrValue, attr_type: str | None = None) -> Any:
     kind = attr.WhichOneof("value")
     if kind == "list":
         lst = attr.list
-        inner = attr_type[5:-1] if attr_type and attr_type.startswith("list(") else None
+        inner = attr_type[5:-1] if attr_type and attr_type.startswith("list(") else ""
         for field in ("s", "i", "f", "b", "type", "shape", "tensor", "func"):
             items = getattr(lst, field)
             if items or _LIST_FIELD.get(inner) == field:

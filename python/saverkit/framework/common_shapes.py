@@ -29,8 +29,9 @@ def broadcast(a: TensorShape, b: TensorShape) -> TensorShape:
         return unknown_shape()
     x, y = a.as_list(), b.as_list()
     n = max(len(x), len(y))
-    x = [1] * (n - len(x)) + x
-    y = [1] * (n - len(y)) + y
+    one: list[int | None] = [1]
+    x = one * (n - len(x)) + x
+    y = one * (n - len(y)) + y
     out = []
     for p, q in zip(x, y, strict=False):
         if p == 1:

@@ -21,7 +21,7 @@ def _as_op(x: Any, graph: ops.Graph) -> ops.Operation:
 
 def group(*inputs: Any, name: str | None = None) -> ops.Operation:
     """An op that runs after all ``inputs`` (ops, tensors or variables) -- one ``NoOp`` per device."""
-    flat = []
+    flat: list[Any] = []
     for x in inputs:
         flat.extend(x if isinstance(x, (list, builtins.tuple)) else [x])
     if not flat:

@@ -16,6 +16,7 @@ import heapq
 import operator
 import queue
 from collections import deque
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -74,9 +75,11 @@ class OpKernelContext:
         kernel then allocates instead.
         """
         targets = self._targets
-        if targets is None or targets[index] is None:
+        if targets is None:
             return None
         target = targets[index]
+        if target is None:
+            return None
         buf = self.variables._values.get(target.key)
         # A resource variable's earlier reads are snapshots that still share its buffer: don't overwrite.
         if buf is None or target.copy_on_write and is_shared(buf):
@@ -105,9 +108,11 @@ class OpKernelContext:
         array to the variable (``Ref.adopt``) instead of having the Assign copy it. Ref variables only:
         resource variables keep their own copy-on-write rules."""
         targets = self._targets
-        if targets is None or targets[index] is None:
+        if targets is None:
             return None
         t = targets[index]
+        if t is None:
+            return None
         return None if t.copy_on_write else self.variables.ref(t.key, t.name, t.dtype, t.shape)
 
     def adopt_outputs(self, values: list[Any], skip: list[Any]) -> None:
@@ -149,6 +154,15 @@ class _Item:
     __slots__ = (
         "op", "kernel", "in_slots", "deref", "out_slot", "n_out", "expensive", "targets", "same"
     )
+    op: Operation
+    kernel: Any
+    in_slots: tuple[int, ...]
+    deref: tuple[int, ...]
+    out_slot: int
+    n_out: int
+    expensive: bool
+    targets: tuple[_Target | None, ...] | None
+    same: bool | None
 
 
 class _Hoisted:
@@ -219,7 +233,7 @@ class PlanTemplate:
         for op in order:
             info = op._info
             kernel = info.kernel if info is not None else None
-            if kernel is None:
+            if kernel is None or info is None:  # (info is set when kernel is: the check is for mypy)
                 why = (
                     "saverkit has no OpDef for it (it was imported as an opaque node)"
                     if info is None
@@ -294,7 +308,7 @@ class PlanTemplate:
         if self.has_expensive:
             self._build_steps(needed, {it.op for it in hoisted} | shared)
 
-    def _build_steps(self, needed: dict[Operation, list[Operation]], hoisted: set[Operation]) -> None:
+    def _build_steps(self, needed: dict[Operation, Sequence[Operation]], hoisted: set[Operation]) -> None:
         step_of: dict[Operation, int] = {}
         steps: list[list[int]] = []
         step_deps: list[frozenset[int]] = []
@@ -323,19 +337,22 @@ class PlanTemplate:
 
 def prune(
     fetches: list[Tensor], targets: list[Operation], fed: dict[Tensor, int]
-) -> dict[Operation, list[Operation]]:
+) -> dict[Operation, Sequence[Operation]]:
     """Every op the fetches and targets need, stopping at fed tensors: op -> the distinct ops it waits for."""
-    needed: dict[Operation, list[Operation]] = {}
+    needed: dict[Operation, Sequence[Operation]] = {}
     stack = [t._op for t in fetches if t not in fed] + list(targets)
     while stack:
         op = stack.pop()
         if op in needed:
             continue
         inputs = op._inputs
+        deps: list[Operation] | tuple[()]
         if not inputs:  # a source, or a NoOp grouping control inputs
-            deps = op._control_inputs
+            controls = op._control_inputs
             # Sources share one empty tuple: a list each was a third of the peak of pruning an initializer.
-            deps = list(dict.fromkeys(deps)) if len(deps) > 1 else list(deps) if deps else _NONE
+            deps = (
+                list(dict.fromkeys(controls)) if len(controls) > 1 else list(controls) if controls else _NONE
+            )
         else:
             deps = [t._op for t in inputs if t not in fed] if fed else [t._op for t in inputs]
             if op._control_inputs:
@@ -407,7 +424,7 @@ class Plan:
     def _bind_one_by_one(template: PlanTemplate, variables: VariableStore, session: Any) -> list[Any]:
         """The hoisted values in template order, raising the first failure as an error naming its op."""
         initial: list[Any] = [None] * template.n_slots
-        item = None
+        item: Any = None  # the item running, for the error
         try:
             for item in template.hoisted:
                 if item.is_variable:
@@ -456,7 +473,7 @@ class Plan:
         items = self.template.items
         # Kept contexts serve only runs with the default options (see context()).
         ctxs = self.ctxs if options is DEFAULT_RUN_OPTIONS else [None] * len(items)
-        item = None
+        item: Any = None  # the item running, for the error
         try:
             for i in indices:
                 item = items[i]
@@ -555,7 +572,7 @@ class Plan:
             raise failure
 
 
-def _toposort(needed: dict[Operation, list[Operation]]) -> list[Operation]:
+def _toposort(needed: dict[Operation, Sequence[Operation]]) -> list[Operation]:
     """Ops in an order where each comes after those it waits for."""
     # Ops are created after their inputs, so creation order almost always works: check it first.
     order = sorted(needed, key=_creation_id)

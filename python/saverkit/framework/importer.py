@@ -102,7 +102,8 @@ def _import_graph_def(
     created: dict[str, ops.Operation] = {}
     with g.as_default(), g.name_scope("import" if name is None else name) as prefix:
         for node, node_name, op_type, node_inputs in order:
-            inputs, controls = [], []
+            inputs: list[ops.Tensor] = []
+            controls: list[ops.Operation] = []
             for s, src, idx, is_control in node_inputs:
                 if input_map:
                     key = "^" + src if is_control else f"{src}:{idx}"

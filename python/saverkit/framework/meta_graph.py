@@ -22,13 +22,16 @@ import errno
 import logging
 import os
 import re
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, cast
 
 from google.protobuf import text_format
 
 from saverkit import errors, tempfiles
 from saverkit.protobuf import graph_pb2, meta_graph_pb2, op_def_pb2, saver_pb2
+
+if TYPE_CHECKING:
+    from saverkit.framework.graph import Graph
 
 _logger = logging.getLogger(__name__)
 
@@ -73,7 +76,7 @@ def prepend_name_scope(name: str, import_scope: str | None) -> str:
     if not import_scope:
         return name
     import_scope = import_scope[:-1] if import_scope.endswith("/") else import_scope
-    m = re.match(r"([\^]|loc:@|)(.*)", name, re.S)
+    m = cast("re.Match[str]", re.match(r"([\^]|loc:@|)(.*)", name, re.S))  # always matches
     return f"{m.group(1)}{import_scope}/{m.group(2)}"
 
 
@@ -111,7 +114,9 @@ def ops_used_by_graph_def(graph_def: graph_pb2.GraphDef) -> list[str]:
     return [op for op in used if op not in functions]
 
 
-def stripped_op_list_for_graph(graph_def: graph_pb2.GraphDef, used_ops=None) -> op_def_pb2.OpList:
+def stripped_op_list_for_graph(
+    graph_def: graph_pb2.GraphDef, used_ops: Iterable[str] | None = None
+) -> op_def_pb2.OpList:
     """``OpList`` of exactly the op types ``graph_def`` uses (``used_ops`` if the caller knows them),
     sorted by name, from the op registry."""
     from saverkit.framework import op_registry
@@ -236,7 +241,9 @@ def _find_extraneous_saver_nodes(
     return {name for name in names if any(name.startswith(s) for s in extraneous)}
 
 
-def _node_def(from_node_def, export_scope: str | None, unbound_inputs: list, clear_devices: bool = False):
+def _node_def(
+    from_node_def: Any, export_scope: str | None, unbound_inputs: list, clear_devices: bool = False
+) -> Any:
     node_def = type(from_node_def)()
     node_def.CopyFrom(from_node_def)
     if export_scope:
@@ -260,14 +267,14 @@ def _node_def(from_node_def, export_scope: str | None, unbound_inputs: list, cle
     return node_def
 
 
-def _is_default_attr_value(op_def, attr_name: str, attr_value) -> bool:
+def _is_default_attr_value(op_def: Any, attr_name: str, attr_value: Any) -> bool:
     for attr_def in op_def.attr:
         if attr_def.name == attr_name:
             return attr_def.HasField("default_value") and _attr_equal(attr_value, attr_def.default_value)
     return False
 
 
-def _attr_equal(a, b) -> bool:
+def _attr_equal(a: Any, b: Any) -> bool:
     if a.WhichOneof("value") != b.WhichOneof("value"):
         # An empty list default ("list: {}") equals a list attr with no values.
         return (
@@ -283,7 +290,7 @@ def _strip_graph_default_valued_attrs(meta_graph_def: meta_graph_pb2.MetaGraphDe
 
     functions = {f.signature.name for f in meta_graph_def.graph_def.library.function}
 
-    def strip(node_def) -> None:
+    def strip(node_def: Any) -> None:
         op_def = None if node_def.op in functions else op_registry.get_op_def(node_def.op)
         if op_def is None:
             return
@@ -300,15 +307,15 @@ def _strip_graph_default_valued_attrs(meta_graph_def: meta_graph_pb2.MetaGraphDe
 
 # --- building
 def create_meta_graph_def(
-    meta_info_def=None,
-    graph_def=None,
-    saver_def=None,
-    collection_list=None,
-    graph=None,
-    export_scope=None,
-    exclude_nodes=None,
-    clear_extraneous_savers=False,
-    strip_default_attrs=False,
+    meta_info_def: meta_graph_pb2.MetaGraphDef.MetaInfoDef | None = None,
+    graph_def: graph_pb2.GraphDef | None = None,
+    saver_def: saver_pb2.SaverDef | None = None,
+    collection_list: Iterable[str] | None = None,
+    graph: Graph | None = None,
+    export_scope: str | None = None,
+    exclude_nodes: Any = None,
+    clear_extraneous_savers: bool = False,
+    strip_default_attrs: bool = False,
 ) -> meta_graph_pb2.MetaGraphDef:
     """Assembles a ``MetaGraphDef`` from a graph (default graph), a ``SaverDef`` and the graph's
     collections."""
@@ -352,7 +359,8 @@ def create_meta_graph_def(
     for key in keys:
         override = None
         if clear_extraneous_savers and key == ops.GraphKeys.SAVERS:
-            override = [ops.get_from_proto_function(key)(saver_def)] if saver_def else None
+            from_proto = cast(Callable, ops.get_from_proto_function(key))  # registered by saverkit.train
+            override = [from_proto(saver_def)] if saver_def else None
             if override is None:
                 continue
         add_collection_def(
@@ -368,19 +376,19 @@ def create_meta_graph_def(
 
 
 def export_scoped_meta_graph(
-    filename=None,
-    graph_def=None,
-    graph=None,
-    export_scope=None,
-    as_text=False,
-    unbound_inputs_col_name="unbound_inputs",
-    clear_devices=False,
-    saver_def=None,
-    clear_extraneous_savers=False,
-    strip_default_attrs=False,
-    meta_info_def=None,
-    collection_list=None,
-):
+    filename: str | os.PathLike | None = None,
+    graph_def: graph_pb2.GraphDef | None = None,
+    graph: Graph | None = None,
+    export_scope: str | None = None,
+    as_text: bool = False,
+    unbound_inputs_col_name: str | None = "unbound_inputs",
+    clear_devices: bool = False,
+    saver_def: saver_pb2.SaverDef | None = None,
+    clear_extraneous_savers: bool = False,
+    strip_default_attrs: bool = False,
+    meta_info_def: meta_graph_pb2.MetaGraphDef.MetaInfoDef | None = None,
+    collection_list: Iterable[str] | None = None,
+) -> tuple[meta_graph_pb2.MetaGraphDef, dict[str, Any]]:
     """Returns ``(MetaGraphDef, {name: variable})`` for the graph (or the part under ``export_scope``);
     writes the proto to ``filename`` (atomically; text when ``as_text``) if given."""
     from saverkit.framework import ops
@@ -426,7 +434,10 @@ def export_scoped_meta_graph(
 
 
 def write_meta_graph_file(
-    meta_graph_def, filename: str | os.PathLike, as_text: bool = False, durable: bool = False,
+    meta_graph_def: meta_graph_pb2.MetaGraphDef,
+    filename: str | os.PathLike,
+    as_text: bool = False,
+    durable: bool = False,
     storage_options: dict | None = None,
 ) -> str:
     """Writes ``meta_graph_def`` to ``filename`` through a temporary file and a rename, so a reader never sees
@@ -471,10 +482,12 @@ def write_meta_graph_file(
 
 
 def _os_error(e: OSError, what: str) -> errors.OpError:
-    code = {errno.ENOSPC: errors.RESOURCE_EXHAUSTED, errno.EDQUOT: errors.RESOURCE_EXHAUSTED,
+    codes: dict[int | None, int] = {
+            errno.ENOSPC: errors.RESOURCE_EXHAUSTED, errno.EDQUOT: errors.RESOURCE_EXHAUSTED,
             errno.EFBIG: errors.RESOURCE_EXHAUSTED, errno.EACCES: errors.PERMISSION_DENIED,
             errno.EPERM: errors.PERMISSION_DENIED, errno.EROFS: errors.PERMISSION_DENIED,
-            errno.ENOENT: errors.NOT_FOUND}.get(e.errno, errors.UNKNOWN)
+            errno.ENOENT: errors.NOT_FOUND}
+    code = codes.get(e.errno, errors.UNKNOWN)
     return errors.exception_type_from_error_code(code)(None, None, f"{what}: {e.strerror or e}")
 
 
@@ -497,6 +510,7 @@ def read_meta_graph_file(filename: str | os.PathLike, storage_options: dict | No
             raise OSError(f"File {filename} does not exist.")
         with open(filename, "rb") as f:
             content = f.read()
+    _refuse_saved_model(filename, content)
     meta_graph_def = meta_graph_pb2.MetaGraphDef()
     try:
         meta_graph_def.ParseFromString(content)
@@ -510,14 +524,39 @@ def read_meta_graph_file(filename: str | os.PathLike, storage_options: dict | No
     return meta_graph_def
 
 
+def _refuse_saved_model(filename: str, content: bytes) -> None:
+    """A SavedModel file is not a MetaGraphDef (it holds several, one per tag set): say what the file is and
+    how to load it, instead of failing to parse it as one. Recognised by name, or by its first byte: a
+    SavedModel starts with field 1 as a varint (0x08), a MetaGraphDef with field 1 as a message (0x0a)."""
+    from saverkit.saved_model import reader
+
+    if not (reader.is_saved_model_filename(filename) or content[:1] == b"\x08"):
+        return
+    try:
+        saved_model = reader.parse_file(filename)
+    except OSError:
+        if reader.is_saved_model_filename(filename):
+            raise
+        return  # not a SavedModel after all: parse it as a MetaGraphDef below
+    if any(reader.is_tf2(m) for m in saved_model.meta_graphs):
+        how = ("It was written by TF2's tf.saved_model.save: its signatures run tf.function graphs, which "
+               "saverkit cannot run; read its variables with saverkit.train.load_checkpoint(export_dir).")
+    else:
+        how = ("Load it into a session with saverkit.saved_model.loader.load(sess, tags, export_dir), or "
+               "pass import_meta_graph one of its MetaGraphDefs: "
+               "saverkit.saved_model.reader.meta_graph_for_tags("
+               "saverkit.saved_model.parse_saved_model(export_dir), tags).")
+    raise OSError(f"{filename} is a SavedModel, not a MetaGraphDef: {reader.describe(saved_model)}. {how}")
+
+
 def import_scoped_meta_graph(
-    meta_graph_or_file,
-    clear_devices=False,
-    graph=None,
-    import_scope=None,
-    input_map=None,
-    unbound_inputs_col_name="unbound_inputs",
-    restore_collections_predicate=lambda key: True,
+    meta_graph_or_file: meta_graph_pb2.MetaGraphDef | str | os.PathLike,
+    clear_devices: bool = False,
+    graph: Graph | None = None,
+    import_scope: str | None = None,
+    input_map: dict[str, Any] | None = None,
+    unbound_inputs_col_name: str | None = "unbound_inputs",
+    restore_collections_predicate: Callable[[str], bool] = lambda key: True,
     *,
     source_file: str | None = None,
 ) -> dict:

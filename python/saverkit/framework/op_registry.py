@@ -27,8 +27,8 @@ from google.protobuf import text_format
 from saverkit import dtypes
 from saverkit.framework import attrs as attrs_lib
 from saverkit.protobuf import op_def_pb2
+from saverkit.protobuf.op_def_pb2 import OpDef
 
-OpDef = op_def_pb2.OpDef
 Kernel = Callable[..., Any]
 ShapeFn = Callable[[Any], list]
 
@@ -39,6 +39,14 @@ class ArgSpec:
     """One input or output argument of an OpDef, in a form cheap to consult."""
 
     __slots__ = ("name", "dtype", "type_attr", "number_attr", "type_list_attr", "is_ref")
+    name: str
+    dtype: dtypes.DType | None  # fixed by the OpDef, else named by one of the attrs below
+    # Attr names, or None: the OpDef sets type_attr when dtype is None, so the lookups need no check
+    # (Any rather than str | None: their users rely on that invariant).
+    type_attr: Any
+    number_attr: Any
+    type_list_attr: Any
+    is_ref: bool
 
     def __init__(self, arg: op_def_pb2.OpDef.ArgDef) -> None:
         self.name = arg.name

@@ -6,6 +6,7 @@ table (:mod:`saverkit.framework.op_registry`) and runs in a Session. Only :class
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -18,6 +19,7 @@ from saverkit.protobuf import node_def_pb2
 
 if TYPE_CHECKING:
     from saverkit.framework.graph import Graph
+    from saverkit.framework.op_registry import OpInfo
     from saverkit.framework.tensor import Tensor
 
 _NO_OPS: list = []  # shared "no control inputs" (never mutated: adding one builds a new list)
@@ -40,6 +42,18 @@ class Operation:
         "_serialized",
         "__weakref__",
     )
+    # Set by Graph when it creates the op (no __init__: see Graph._create_op).
+    _graph: Graph
+    _name: str
+    _type: str
+    _inputs: Sequence[Tensor]
+    _outputs: tuple[Tensor, ...]
+    _control_inputs: Sequence[Operation]
+    _device: str
+    _attrs: dict[str, Any]
+    _id: int
+    _info: OpInfo | None
+    _serialized: bytes | None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         raise TypeError("Operations are created by Graph.create_op or the op functions (constant, add, ...).")

@@ -23,7 +23,7 @@ import inspect
 import math
 import weakref
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -76,7 +76,7 @@ def variable_axis_size_partitioner(
             raise ValueError(f"shape is not fully defined: {shape}")
         dtype = dtypes.as_dtype(dtype)
         element_size = bytes_per_string_element if dtype.base_dtype == dtypes.string else dtype.size
-        partitions = [1] * shape.rank
+        partitions = [1] * cast(int, shape.rank)  # fully defined
         bytes_per_slice = 1.0 * (shape.num_elements() / shape[axis]) * element_size
         # How many slices fit in one shard (at least one), and so how many shards the axis needs.
         slices_per_shard = max(1, math.floor(max_shard_bytes / bytes_per_slice))
@@ -103,7 +103,7 @@ def min_max_variable_partitioner(
             raise ValueError(f"Cannot partition variable along axis {axis} when shape is only {shape}")
         dtype = dtypes.as_dtype(dtype)
         bytes_per_element = bytes_per_string_element if dtype.base_dtype == dtypes.string else dtype.size
-        partitions = shape.num_elements() * bytes_per_element / min_slice_size
+        partitions = cast(int, shape.num_elements()) * bytes_per_element / min_slice_size
         partitions_list = [1] * len(shape)
         # No more parts than the axis has rows, nor than max_partitions allows.
         partitions_list[axis] = max(1, min(shape[axis], max_partitions, int(math.ceil(partitions))))
@@ -159,7 +159,7 @@ class constant_initializer:  # noqa: N801 - TF's name
 
     def __call__(self, shape: Any, dtype: Any = None, partition_info: Any = None) -> ops.Tensor:
         dtype = dtypes.as_dtype(dtype or self.dtype)
-        shape = [int(d) for d in as_shape(shape).as_list()]
+        shape = [int(d) for d in cast("list[int]", as_shape(shape).as_list())]  # None: TypeError, as TF
         value = np.asarray(self.value)
         if value.size == 1:
             value = np.full(shape, value.reshape(()), dtype=dtype.as_numpy_dtype)
@@ -185,7 +185,7 @@ class glorot_uniform_initializer:  # noqa: N801 - TF's name
         dtype = dtypes.as_dtype(dtype or self.dtype)
         if not dtype.is_floating:
             raise ValueError(f"glorot_uniform_initializer needs a floating type, got {dtype.name}")
-        shape = [int(d) for d in as_shape(shape).as_list()]
+        shape = [int(d) for d in cast("list[int]", as_shape(shape).as_list())]
         fan_in, fan_out = _compute_fans(partition_info.full_shape if partition_info is not None else shape)
         limit = math.sqrt(6.0 / max(1.0, fan_in + fan_out))
         value = self._rng.uniform(-limit, limit, size=shape).astype(dtype.as_numpy_dtype)
@@ -319,6 +319,7 @@ class PartitionedVariable:
         axes = self._partition_axes()
         if len(axes) > 1:
             raise NotImplementedError(f"Cannot do assign action along more than one dimension: {axes}.")
+        values: list[Any]
         if isinstance(value, PartitionedVariable):
             values = list(value)
         elif isinstance(value, list):
@@ -334,21 +335,23 @@ class PartitionedVariable:
             values = np.split(arr, bounds, axis=axes[0])
         return [assign_fn(var, values[i]) for i, var in enumerate(self._variable_list)]
 
-    def assign(self, value: Any, use_locking: bool = False, name: str | None = None, read_value: bool = True):
+    def assign(
+        self, value: Any, use_locking: bool = False, name: str | None = None, read_value: bool = True
+    ) -> list:
         return self._apply_assign_fn(
             lambda var, v: var.assign(v, use_locking=use_locking, name=name, read_value=read_value), value
         )
 
     def assign_add(
         self, value: Any, use_locking: bool = False, name: str | None = None, read_value: bool = True
-    ):
+    ) -> list:
         return self._apply_assign_fn(
             lambda var, v: var.assign_add(v, use_locking=use_locking, name=name, read_value=read_value), value
         )
 
     def assign_sub(
         self, value: Any, use_locking: bool = False, name: str | None = None, read_value: bool = True
-    ):
+    ) -> list:
         return self._apply_assign_fn(
             lambda var, v: var.assign_sub(v, use_locking=use_locking, name=name, read_value=read_value), value
         )
@@ -407,7 +410,7 @@ def _concat_v2_shape(op: ops.Operation) -> list:
     from saverkit.framework import tensor_util
 
     *values, axis_t = op._inputs
-    axis = tensor_util.constant_value(axis_t)
+    axis: Any = tensor_util.constant_value(axis_t)
     shapes = [t._shape for t in values]
     if axis is None or any(s.rank is None for s in shapes):
         rank = next((s.rank for s in shapes if s.rank is not None), None)
@@ -425,7 +428,8 @@ def _concat_v2_shape(op: ops.Operation) -> list:
             raise ValueError(f"ConcatV2 inputs must all have rank {rank}; got shapes {shapes}")
         for i, d in enumerate(s.as_list()):
             if i == axis:
-                dims[axis] = None if dims[axis] is None or d is None else dims[axis] + d
+                total = dims[axis]
+                dims[axis] = None if total is None or d is None else total + d
             elif dims[i] is None:
                 dims[i] = d
     return [TensorShape(dims)]
@@ -584,19 +588,19 @@ class _VariableStore:
 
     def get_partitioned_variable(
         self,
-        name,
-        partitioner,
-        shape,
-        dtype,
-        initializer,
-        regularizer,
-        reuse,
-        trainable,
-        collections,
-        caching_device,
-        validate_shape,
-        constraint,
-    ):
+        name: str,
+        partitioner: Any,
+        shape: Any,
+        dtype: Any,
+        initializer: Any,
+        regularizer: Any,
+        reuse: Any,
+        trainable: Any,
+        collections: Any,
+        caching_device: Any,
+        validate_shape: Any,
+        constraint: Any,
+    ) -> PartitionedVariable:
         from_tensor = isinstance(initializer, ops.Tensor)
         if name in self.vars:
             raise ValueError(
@@ -607,7 +611,7 @@ class _VariableStore:
         if from_tensor:
             shape = shape.merge_with(initializer.shape)
             dtype = initializer.dtype.base_dtype  # the parts take the tensor's type, as in TF
-        full_value = None
+        full_value: Any = None  # an array when the initializer is a value
         if initializer is not None and not callable(initializer) and not from_tensor:
             # TF converts the value to the variable's dtype, then slices it.
             full_value = as_numpy(initializer, dtype)
@@ -643,6 +647,7 @@ class _VariableStore:
                 f"PartitionedVariable {name} does not exist, or was not created with tf.get_variable(). "
                 "Did you mean to set reuse=False or reuse=tf.AUTO_REUSE in VarScope?"
             )
+        partitions = cast("list[int]", partitions)  # as TF: set unless reusing an existing variable
         slice_dim, num_slices = _get_slice_dim_and_num_slices(partitions)
         if f"{name}/part_0" in self.vars:
             if f"{name}/part_{num_slices - 1}" not in self.vars:
@@ -705,19 +710,19 @@ class _VariableStore:
 
     def get_single_variable(
         self,
-        name,
-        shape,
-        dtype,
-        initializer,
-        regularizer,
-        partition_info,
-        reuse,
-        trainable,
-        collections,
-        caching_device,
-        validate_shape,
-        constraint,
-    ):
+        name: str,
+        shape: Any,
+        dtype: Any,
+        initializer: Any,
+        regularizer: Any,
+        partition_info: Any,
+        reuse: Any,
+        trainable: Any,
+        collections: Any,
+        caching_device: Any,
+        validate_shape: Any,
+        constraint: Any,
+    ) -> Variable:
         from_value = initializer is not None and not callable(initializer)
         if shape is not None and from_value:
             raise ValueError("If initializer is a constant, do not specify shape.")
@@ -754,7 +759,7 @@ class _VariableStore:
             initializer = _default_initializer(name, dtype)
         if from_value:
             # The variable takes the value's own type (TF: convert_to_tensor's inference).
-            init_val = initializer if isinstance(initializer, ops.Tensor) else as_numpy(initializer)
+            init_val: Any = initializer if isinstance(initializer, ops.Tensor) else as_numpy(initializer)
             variable_dtype = None
         else:
             if inspect.isclass(initializer):
@@ -815,7 +820,7 @@ def _call_partitioner(partitioner: Callable, shape: TensorShape, dtype: dtypes.D
         raise ValueError(
             f"Shape of a new partitioned variable must be fully defined, but instead was {shape}."
         )
-    if shape.rank < 1:
+    if cast(int, shape.rank) < 1:
         raise ValueError(f"A partitioned Variable must have rank at least 1, shape: {shape}")
     slicing = partitioner(shape=shape, dtype=dtype)
     if not isinstance(slicing, Sequence):
@@ -964,6 +969,7 @@ def variable_scope(
                 local = name_or_scope
             else:
                 # default_name is made unique among the scopes of the parent, as in TF
+                default_name = cast(str, default_name)  # set: checked on entry
                 prefix = f"{parent.name}/{default_name}" if parent.name else default_name
                 count = state.scope_counts.get(prefix, 0)
                 local = default_name if count == 0 else f"{default_name}_{count}"

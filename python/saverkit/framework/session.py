@@ -203,14 +203,16 @@ class InteractiveSession(Session):
 
     def __init__(self, target: str = "", graph: ops.Graph | None = None, config: Any = None) -> None:
         super().__init__(target, graph, config)
-        self._interactive = contextlib.ExitStack()
-        self._interactive.enter_context(self._graph.as_default())
-        self._interactive.enter_context(self.as_default())
+        interactive = contextlib.ExitStack()
+        self._interactive: contextlib.ExitStack | None = interactive
+        interactive.enter_context(self._graph.as_default())
+        interactive.enter_context(self.as_default())
 
     def close(self) -> None:
         super().close()
-        if getattr(self, "_interactive", None) is not None:
-            self._interactive.close()
+        interactive = getattr(self, "_interactive", None)
+        if interactive is not None:
+            interactive.close()
             self._interactive = None
 
 

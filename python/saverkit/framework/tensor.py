@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from saverkit import dtypes
 from saverkit.framework.tensor_shape import TensorShape, as_shape
@@ -92,10 +92,10 @@ class Tensor:
     def __bool__(self) -> bool:
         raise TypeError("Using a saverkit Tensor as a Python bool is not allowed; run it in a Session.")
 
-    def __iter__(self):
+    def __iter__(self) -> NoReturn:
         raise TypeError("A symbolic Tensor is not iterable.")
 
-    def __array__(self, dtype: Any = None, copy: Any = None):
+    def __array__(self, dtype: Any = None, copy: Any = None) -> NoReturn:
         raise TypeError(
             f"Cannot convert a symbolic Tensor ({self.name}) to a numpy array; run it in a Session."
         )

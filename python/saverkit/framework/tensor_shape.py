@@ -53,10 +53,11 @@ class TensorShape:
         return self._dims is not None and None not in self._dims
 
     def num_elements(self) -> int | None:
-        if not self.is_fully_defined():
+        dims = self._dims
+        if dims is None or None in dims:  # not fully defined
             return None
         n = 1
-        for d in self._dims:
+        for d in dims:
             n *= d
         return n
 
@@ -141,7 +142,7 @@ class TensorShape:
             return f"({self._dims[0]},)"
         return "(" + ", ".join(str(d) for d in self._dims) + ")"
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         return (TensorShape, (self.dims,))
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import sys
 import weakref
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -247,7 +247,7 @@ def constant_value(tensor: Any) -> np.ndarray | None:
         parts = [constant_value(t) for t in op.inputs]
         if any(p is None for p in parts):
             return None
-        return np.stack(parts, axis=op._attrs["axis"])
+        return np.stack(cast("list[np.ndarray]", parts), axis=op._attrs["axis"])
     return None
 
 
@@ -321,6 +321,7 @@ class SerializedTensor:
             if self.source:
                 where += f" (from {self.source})"
             raise error(op.node_def if op is not None else None, op, f"{where}: {message}") from None
+        assert decoded is not None  # no problem: decoded above
         decoded.flags.writeable = False
         if decoded.nbytes < _KEEP_DECODED_BELOW:
             self._array = decoded

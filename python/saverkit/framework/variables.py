@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -22,8 +22,12 @@ from saverkit.protobuf import variable_pb2
 class Variable:
     """A mutable tensor whose value persists across ``Session.run`` calls."""
 
+    _initial_value: ops.Tensor | None  # None: imported from a VariableDef without one
+
     class SaveSliceInfo:
         """Where a variable sits in a larger (partitioned) one, for checkpoint keys and slice specs."""
+
+        full_name: str  # given whenever the info describes a slice (else to_proto fails, as in TF)
 
         def __init__(
             self,
@@ -40,7 +44,7 @@ class Variable:
                 self.var_offset = list(save_slice_info_def.var_offset)
                 self.var_shape = list(save_slice_info_def.var_shape)
             else:
-                self.full_name = full_name
+                self.full_name = cast(str, full_name)
                 self.full_shape = list(full_shape)
                 self.var_offset = list(var_offset)
                 self.var_shape = list(var_shape)
@@ -149,7 +153,7 @@ class Variable:
         # (Initial values needing a conversion, or not in the default graph, go the general way below,
         # which raises its errors after opening the scope, as TF.)
         if caching_device is None and shape is None and dtype is None:
-            value_dtype = None
+            value_dtype: Any = None  # a DType wherever value is set
             if kind is np.ndarray:  # a numpy type saverkit has (else the general way raises)
                 value_dtype = _NUMPY_DTYPES.get(initial_value.dtype)
             if value_dtype is not None:
@@ -283,7 +287,7 @@ class Variable:
         return self._initializer_op
 
     @property
-    def initial_value(self) -> ops.Tensor:
+    def initial_value(self) -> ops.Tensor | None:  # None: imported from a VariableDef without one
         return self._initial_value
 
     @property

@@ -10,7 +10,7 @@ graph names instead.
 from __future__ import annotations
 
 import warnings
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import numpy as np
 
@@ -35,12 +35,14 @@ from saverkit.train._variable_io import (
 )
 
 if TYPE_CHECKING:
-    from saverkit import Session
+    from typing_extensions import Self
+
+    from saverkit.framework.session import Session
 
 
-def _node_names(object_graph_proto) -> dict[int, str]:
+def _node_names(object_graph_proto: Any) -> dict[int, str]:
     """Readable paths ("(root).model.layers.0") of every node, for error messages (as TF prints them)."""
-    names = {0: ("(root)",)}
+    names: dict[int, tuple[str, ...]] = {0: ("(root)",)}
     queue = [0]
     for node_id in queue:
         for child in object_graph_proto.nodes[node_id].children:
@@ -88,14 +90,14 @@ class _ValueSource:
 class _Assigner:
     """Restorations (variable <- checkpoint key) of one restore call: pending until a session runs them."""
 
-    def __init__(self, source: _ValueSource, session, explicit: bool):
+    def __init__(self, source: _ValueSource, session: Any, explicit: bool) -> None:
         self.source = source
         self.session = session  # the session restore() ran with (or None): deferred matches assign there
         self.explicit = explicit  # passed by the caller, rather than the default session at restore time
-        self.bound: list[tuple[object, str, str]] = []  # every (variable, key, slice spec) matched, in order
-        self.pending: list[tuple[object, str, str]] = []  # matched but not yet assigned
+        self.bound: list[tuple[Any, str, str]] = []  # every (variable, key, slice spec) matched, in order
+        self.pending: list[tuple[Any, str, str]] = []  # matched but not yet assigned
 
-    def add(self, var, key: str, spec: str = "", slice_shape=None) -> None:
+    def add(self, var: Any, key: str, spec: str = "", slice_shape: Any = None) -> None:
         """Match `var` with tensor `key` (or the slice `spec` of it, whose shape is `slice_shape`)."""
         source = self.source
         if key not in source.dtype_map:
@@ -119,7 +121,7 @@ class _Assigner:
         if pending:
             self.run(self.session, pending)
 
-    def pick_session(self, session, what: str):
+    def pick_session(self, session: Any, what: str) -> Any:
         """`session`, else the default session, else the one restore() ran with: the first open one on
         the graph of the matched variables."""
         if session is not None:
@@ -131,7 +133,7 @@ class _Assigner:
                     return candidate
         return require_session(None, what)
 
-    def run(self, session, triples) -> None:
+    def run(self, session: Any, triples: Any) -> None:
         restore_tensors(session, self.source, triples)
         done = {id(v) for v, _, _ in triples}
         self.pending = [t for t in self.pending if id(t[0]) not in done]
@@ -140,7 +142,7 @@ class _Assigner:
 class _CheckpointRestoreCoordinator:
     """State of one object-based restore: which proto node is bound to which Python object, and so on."""
 
-    def __init__(self, object_graph_proto, source: _ValueSource, session, explicit: bool):
+    def __init__(self, object_graph_proto: Any, source: _ValueSource, session: Any, explicit: bool) -> None:
         self.object_graph_proto = object_graph_proto
         self.save_path = source.save_path
         self.restore_uid = new_uid()
@@ -172,16 +174,16 @@ class CheckpointPosition:
         return self.checkpoint.restore_uid
 
     @property
-    def object_proto(self):
+    def object_proto(self) -> Any:
         return self.checkpoint.object_graph_proto.nodes[self.proto_id]
 
-    def restore(self, trackable) -> None:
+    def restore(self, trackable: Any) -> None:
         """Bind `trackable` to this node, match its descendants (deferring missing ones), assign values."""
         if self.bind_object(trackable):
             self._restore_descendants()
         self.checkpoint.assigner.flush()
 
-    def bind_object(self, trackable) -> bool:
+    def bind_object(self, trackable: Any) -> bool:
         checkpoint = self.checkpoint
         current = checkpoint.object_by_proto_id.get(self.proto_id)
         if current is None:
@@ -203,7 +205,7 @@ class CheckpointPosition:
             queue.extend(position._children_to_restore(obj))
             queue.extend(position._slot_variables_to_restore(obj))
 
-    def _single_restore(self, obj) -> None:
+    def _single_restore(self, obj: Any) -> None:
         checkpoint = self.checkpoint
         if get_update_uid(obj) >= checkpoint.restore_uid:
             return  # already restored by this restore or a newer one
@@ -221,7 +223,7 @@ class CheckpointPosition:
         if others:
             checkpoint.unused_attributes.setdefault(self.proto_id, []).extend(others)
 
-    def _slot_variables_to_restore(self, obj):
+    def _slot_variables_to_restore(self, obj: Any) -> Any:
         """Slot variables this node's object unlocks (TF's _queue_slot_variables): as an optimizer, the slots
         of variables matched before it; as a variable, its slots in optimizers matched already."""
         checkpoint = self.checkpoint
@@ -240,7 +242,7 @@ class CheckpointPosition:
                 ))
         return found
 
-    def _slot_position(self, optimizer, original, slot_id: int, slot_name: str):
+    def _slot_position(self, optimizer: Any, original: Any, slot_id: int, slot_name: str) -> Any:
         if not has_slots(optimizer):
             return []  # e.g. a plain Trackable standing in for the optimizer's other state
         position = CheckpointPosition(self.checkpoint, slot_id)
@@ -252,7 +254,7 @@ class CheckpointPosition:
             return []
         return [(position, slot)] if position.bind_object(slot) else []
 
-    def _children_to_restore(self, obj):
+    def _children_to_restore(self, obj: Any) -> Any:
         checkpoint = self.checkpoint
         if not isinstance(obj, Trackable):
             return []
@@ -279,26 +281,26 @@ class CheckpointPosition:
 class _LoadStatus:
     """Common interface of the objects `Checkpoint.restore` returns."""
 
-    def assert_consumed(self):
+    def assert_consumed(self) -> Self:
         raise NotImplementedError
 
-    def assert_existing_objects_matched(self):
+    def assert_existing_objects_matched(self) -> Self:
         raise NotImplementedError
 
-    def assert_nontrivial_match(self):
+    def assert_nontrivial_match(self) -> Self:
         raise NotImplementedError
 
-    def run_restore_ops(self, session=None):
+    def run_restore_ops(self, session: Session | None = None) -> Any:
         raise NotImplementedError
 
-    def initialize_or_restore(self, session=None):
+    def initialize_or_restore(self, session: Session | None = None) -> Self:
         raise NotImplementedError
 
-    def expect_partial(self):
+    def expect_partial(self) -> Self:
         return self
 
 
-def objects_and_paths(graph_view):
+def objects_and_paths(graph_view: Any) -> Any:
     """Every object a save would write, slot variables included (TF's list_objects), with readable paths."""
     objects, paths, _ = breadth_first_traversal(graph_view.root, graph_view.attached_dependencies())
     names = {
@@ -322,7 +324,7 @@ class CheckpointLoadStatus(_LoadStatus):
     session is around, `run_restore_ops(session)` / `initialize_or_restore(session)` assign them.
     """
 
-    def __init__(self, checkpoint: _CheckpointRestoreCoordinator, graph_view):
+    def __init__(self, checkpoint: _CheckpointRestoreCoordinator, graph_view: Any) -> None:
         self._checkpoint = checkpoint
         self._graph_view = graph_view
 
@@ -428,28 +430,28 @@ class InitializationOnlyStatus(_LoadStatus):
     """Returned by `restore(None)` (no checkpoint yet): assertions fail, `initialize_or_restore` initializes
     the variables."""
 
-    def __init__(self, graph_view, restore_uid: int):
+    def __init__(self, graph_view: Any, restore_uid: int) -> None:
         self._graph_view = graph_view
         self._restore_uid = restore_uid
 
-    def _fail(self):
+    def _fail(self) -> NoReturn:
         raise AssertionError("No checkpoint specified (save_path=None); nothing is being restored.")
 
-    def assert_consumed(self):
+    def assert_consumed(self) -> Self:
         self._fail()
 
-    def assert_existing_objects_matched(self):
+    def assert_existing_objects_matched(self) -> Self:
         self._fail()
 
-    def assert_nontrivial_match(self):
+    def assert_nontrivial_match(self) -> Self:
         self._fail()
 
-    def run_restore_ops(self, session=None):
+    def run_restore_ops(self, session: Session | None = None) -> Any:
         raise AssertionError(
             "No checkpoint specified, so no restore ops are available (save_path=None to Checkpoint.restore)."
         )
 
-    def initialize_or_restore(self, session=None):
+    def initialize_or_restore(self, session: Session | None = None) -> Self:
         session = require_session(session, "initialize_or_restore()")
         objects, _ = objects_and_paths(self._graph_view)
         initializers = [
@@ -468,14 +470,14 @@ class InitializationOnlyStatus(_LoadStatus):
 class _NameBasedRestoreCoordinator:
     """Restores variables from a name-keyed checkpoint by their graph names (`dense/kernel`)."""
 
-    def __init__(self, source: _ValueSource, session, explicit: bool):
+    def __init__(self, source: _ValueSource, session: Any, explicit: bool) -> None:
         self.save_path = source.save_path
         self.restore_uid = new_uid()
         self.assigner = _Assigner(source, session, explicit)
         self.matched: dict[str, str] = {}  # variable name -> checkpoint key
         self.unmatched: dict[str, object] = {}  # variable name -> variable without a key of that name
 
-    def restore_objects(self, objects) -> None:
+    def restore_objects(self, objects: Any) -> None:
         keys = self.assigner.source.dtype_map
         for obj in objects:
             if isinstance(obj, Trackable) and self not in obj._name_based_restores:
@@ -498,7 +500,7 @@ class _NameBasedRestoreCoordinator:
                 self.unmatched[name] = obj
         self.assigner.flush()
 
-    def restore_new_object(self, obj) -> None:
+    def restore_new_object(self, obj: Any) -> None:
         objects, _, _ = breadth_first_traversal(obj)
         self.restore_objects(objects)
 
@@ -511,12 +513,12 @@ class NameBasedSaverStatus(_LoadStatus):
     restored.
     """
 
-    def __init__(self, checkpoint: _NameBasedRestoreCoordinator, graph_view):
+    def __init__(self, checkpoint: _NameBasedRestoreCoordinator, graph_view: Any) -> None:
         self._checkpoint = checkpoint
         self._graph_view = graph_view
         self._optionally_restored: list = []
 
-    def add_to_optionally_restored(self, var) -> None:
+    def add_to_optionally_restored(self, var: Any) -> None:
         """Do not fail assertions because of `var` (e.g. a `save_counter` a TF1 Saver never wrote)."""
         self._optionally_restored.append(var)
 
@@ -546,11 +548,11 @@ class NameBasedSaverStatus(_LoadStatus):
             )
         return self
 
-    def assert_existing_objects_matched(self):
+    def assert_existing_objects_matched(self) -> NameBasedSaverStatus:
         # A name-based checkpoint has no object information, so this is the same check (as in TF).
         return self.assert_consumed()
 
-    def assert_nontrivial_match(self):
+    def assert_nontrivial_match(self) -> NameBasedSaverStatus:
         return self.assert_consumed()
 
     def run_restore_ops(self, session: Session | None = None) -> NameBasedSaverStatus:
@@ -565,7 +567,7 @@ class NameBasedSaverStatus(_LoadStatus):
         return self.run_restore_ops(session)
 
 
-def validate_object_graph(proto, save_path: str) -> None:
+def validate_object_graph(proto: Any, save_path: str) -> None:
     """Reject object graphs whose node references point nowhere (a corrupt or foreign checkpoint)."""
     n = len(proto.nodes)
     if n == 0:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import os
 import uuid
 import warnings
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -69,12 +70,16 @@ from saverkit.train._variable_io import (
 )
 
 if TYPE_CHECKING:
-    from saverkit import Session, Variable
+    from saverkit.framework.graph import Graph
+    from saverkit.framework.session import Session
+    from saverkit.framework.variables import Variable
 
 __all__ = ["Checkpoint", "CheckpointLoadStatus", "InitializationOnlyStatus", "NameBasedSaverStatus"]
 
 
-def serialize_object_graph(root, attached_dependencies=()):
+def serialize_object_graph(
+    root: Any, attached_dependencies: Iterable[TrackableReference] = ()
+) -> tuple[Any, list[tuple[str, Any]]]:
     """Build TF's TrackableObjectGraph for `root`.
 
     Returns (proto, [(checkpoint key, variable)] in node order).
@@ -141,8 +146,10 @@ def _has_checkpoint_values(has_attributes: list[bool], edges: list[list[int]]) -
     return marked
 
 
-def write_object_checkpoint(file_prefix: str, session, root, attached_dependencies=(),
-                            storage_options: dict | None = None) -> str:
+def write_object_checkpoint(
+    file_prefix: str, session: Session, root: Any, attached_dependencies: Iterable[TrackableReference] = (),
+    storage_options: dict | None = None,
+) -> str:
     """Write `root`'s object graph and variable values to `file_prefix` the way TF2 does."""
     graph, to_save = serialize_object_graph(root, attached_dependencies)
     if storage.is_url(file_prefix):  # a store: no part to merge, nothing to rename (saverkit.storage)
@@ -176,11 +183,11 @@ def write_object_checkpoint(file_prefix: str, session, root, attached_dependenci
 class _GraphView:
     """What a Checkpoint saves: a root plus extra root children (TF's ObjectGraphView)."""
 
-    def __init__(self, root, attached: list | None):
+    def __init__(self, root: Any, attached: list | None) -> None:
         self.root = root
         self._attached = attached
 
-    def attached_dependencies(self):
+    def attached_dependencies(self) -> list[TrackableReference]:
         return list(self._attached or ())
 
 
@@ -198,7 +205,13 @@ class Checkpoint(AutoTrackable):
     Every `session` argument defaults to the default session (`saverkit.get_default_session()`).
     """
 
-    def __init__(self, root: Any = None, **kwargs: Any):
+    # Set in __init__ with object.__setattr__ (not tracked as dependencies).
+    _root: Any
+    _save_counter: Any  # a Variable; None until created (_maybe_create_save_counter)
+    _attached: list[TrackableReference] | None
+    _graph_view: _GraphView
+
+    def __init__(self, root: Any = None, **kwargs: Any) -> None:
         super().__init__()
         object.__setattr__(self, "_root", root)
         object.__setattr__(self, "_save_counter", None)  # created lazily, so that restore can fill it in
@@ -232,7 +245,7 @@ class Checkpoint(AutoTrackable):
 
     # -- save counter ---------------------------------------------------------------------------------
 
-    def _maybe_create_save_counter(self, graph=None) -> bool:
+    def _maybe_create_save_counter(self, graph: Graph | None = None) -> bool:
         """Create the int64 `save_counter` variable if needed; return True if it was just created."""
         if self._save_counter is not None:
             return False
@@ -255,7 +268,7 @@ class Checkpoint(AutoTrackable):
                     position.restore(counter)
         return True
 
-    def _objects_graph(self):
+    def _objects_graph(self) -> Graph | None:
         """The graph of the first checkpointed variable (where a new save_counter belongs), if any."""
         view = self._graph_view
         objects, _, _ = breadth_first_traversal(view.root, view.attached_dependencies())
@@ -267,7 +280,7 @@ class Checkpoint(AutoTrackable):
         self._maybe_create_save_counter()
         return self._save_counter
 
-    def _next_checkpoint_number(self, session) -> int:
+    def _next_checkpoint_number(self, session: Session) -> int:
         if self._maybe_create_save_counter(session.graph):
             session.run(self._save_counter.initializer)
         counter = self._save_counter
@@ -384,7 +397,9 @@ class Checkpoint(AutoTrackable):
             status.add_to_optionally_restored(self._save_counter)
         return status
 
-    def _restore_name_based(self, source: _ValueSource, session, explicit: bool):
+    def _restore_name_based(
+        self, source: _ValueSource, session: Session | None, explicit: bool
+    ) -> NameBasedSaverStatus:
         coordinator = _NameBasedRestoreCoordinator(source, session, explicit)
         objects, _ = objects_and_paths(self._graph_view)
         coordinator.restore_objects(objects)

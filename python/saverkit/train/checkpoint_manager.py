@@ -12,7 +12,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -20,7 +20,7 @@ from saverkit import storage
 from saverkit.train import checkpoint_management
 
 if TYPE_CHECKING:
-    from saverkit import Session
+    from saverkit.framework.session import Session
     from saverkit.train.checkpoint import Checkpoint
 
 __all__ = ["CheckpointManager"]
@@ -28,7 +28,7 @@ __all__ = ["CheckpointManager"]
 _log = logging.getLogger(__name__)
 
 
-def _evaluate(value, session) -> int:
+def _evaluate(value: Any, session: Session | None) -> int:
     """An int from an int, a variable or a tensor (evaluated in `session`)."""
     if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
         return int(value)
@@ -88,7 +88,7 @@ class CheckpointManager:
         if checkpoint_interval is not None and step_counter is None:
             raise ValueError("`step_counter` should be passed if `checkpoint_interval` is not None.")
         self._step_counter = step_counter
-        self._last_checkpoint_step = None
+        self._last_checkpoint_step: int | None = None
         self._checkpoint_interval = checkpoint_interval
 
         recovered = checkpoint_management.get_checkpoint_state(directory, storage_options=storage_options)
@@ -160,7 +160,7 @@ class CheckpointManager:
         filenames, timestamps = zip(*self._maybe_delete.items(), strict=True)
         checkpoint_management.update_checkpoint_state_internal(
             self._directory,
-            model_checkpoint_path=self.latest_checkpoint,
+            model_checkpoint_path=cast(str, self.latest_checkpoint),  # set: there is a checkpoint to record
             all_model_checkpoint_paths=filenames,
             all_model_checkpoint_timestamps=timestamps,
             last_preserved_timestamp=self._last_preserved_timestamp,

@@ -18,23 +18,23 @@ from __future__ import annotations
 import difflib
 import os
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 __all__ = ["init_from_checkpoint"]
 
 
-def _is_variable(x) -> bool:
+def _is_variable(x: Any) -> bool:
     from saverkit.trackable import is_variable
 
     return is_variable(x)
 
 
-def _var_name(var) -> str:
+def _var_name(var: Any) -> str:
     return var.op.name
 
 
-def _checkpoint_prefix(ckpt_dir_or_file) -> str:
+def _checkpoint_prefix(ckpt_dir_or_file: Any) -> str:
     from saverkit import bundle, checkpoint_paths, storage
 
     if storage.is_url(ckpt_dir_or_file):  # a store (saverkit.storage): resolved by the reader
@@ -42,12 +42,12 @@ def _checkpoint_prefix(ckpt_dir_or_file) -> str:
     return checkpoint_paths.resolve_prefix(storage.local_path(ckpt_dir_or_file))
 
 
-def _close(name: str, candidates) -> str:
+def _close(name: str, candidates: Iterable[str]) -> str:
     matches = difflib.get_close_matches(name, list(candidates), n=5, cutoff=0.5)
     return f" Closest names there: {matches}." if matches else ""
 
 
-def _entry(key, value) -> str:
+def _entry(key: Any, value: Any) -> str:
     shown = (
         f"<variable {_var_name(value)!r}>"
         if _is_variable(value)
@@ -60,20 +60,20 @@ def _entry(key, value) -> str:
     return f"assignment map entry {key!r}: {shown}"
 
 
-def _collect_partitioned_variable(name: str, store: dict):
+def _collect_partitioned_variable(name: str, store: dict) -> list[Any] | None:
     if name + "/part_0" not in store:
         return None
-    parts = []
+    parts: list[Any] = []
     while f"{name}/part_{len(parts)}" in store:
         parts.append(store[f"{name}/part_{len(parts)}"])
     return parts
 
 
-def _slice_specs(parts, full_shape, entry: str) -> list[str]:
+def _slice_specs(parts: Sequence[Any], full_shape: Any, entry: str) -> list[str]:
     """TF shape_and_slice strings ("10 6 0,4:0,6") for the parts of a partitioned variable."""
     infos = [getattr(p, "_save_slice_info", None) for p in parts]
     if all(info is not None for info in infos):
-        return [info.spec for info in infos]
+        return [info.spec for info in infos if info is not None]  # (all are)
     full = list(full_shape)
     shapes = [p.shape.as_list() for p in parts]
     if any(len(s) != len(full) or any(d is None for d in s) for s in shapes):
@@ -101,7 +101,7 @@ def _slice_specs(parts, full_shape, entry: str) -> list[str]:
     return specs
 
 
-def _set_checkpoint_initializer(variable, prefix: str, tensor_name: str, slice_spec: str) -> None:
+def _set_checkpoint_initializer(variable: Any, prefix: str, tensor_name: str, slice_spec: str) -> None:
     """Replace the variable's initializer with `Assign(variable, RestoreV2(prefix, tensor_name))`."""
     from saverkit.framework import io_ops
     from saverkit.train._variable_io import assign_op
@@ -117,7 +117,7 @@ def _set_checkpoint_initializer(variable, prefix: str, tensor_name: str, slice_s
     variable._initial_value = restored
 
 
-def _check_tensor(var_or_parts, tensor_name: str, prefix: str, entries: dict, entry: str) -> None:
+def _check_tensor(var_or_parts: Any, tensor_name: str, prefix: str, entries: dict, entry: str) -> None:
     if tensor_name not in entries:
         raise ValueError(
             f"init_from_checkpoint ({entry}): tensor {tensor_name!r} is not in checkpoint {prefix} "
@@ -140,7 +140,7 @@ def _check_tensor(var_or_parts, tensor_name: str, prefix: str, entries: dict, en
         )
 
 
-def _initialize(var_or_parts, prefix: str, tensor_name: str, entries: dict, entry: str) -> None:
+def _initialize(var_or_parts: Any, prefix: str, tensor_name: str, entries: dict, entry: str) -> None:
     _check_tensor(var_or_parts, tensor_name, prefix, entries, entry)
     if isinstance(var_or_parts, (list, tuple)):
         specs = _slice_specs(var_or_parts, entries[tensor_name][1], entry)
@@ -213,7 +213,9 @@ def init_from_checkpoint(
         _initialize_scope(tensor_name, current, store, prefix, entries, entry)
 
 
-def _initialize_scope(tensor_scope: str, var_scope: str, store: dict, prefix: str, entries: dict, entry: str):
+def _initialize_scope(
+    tensor_scope: str, var_scope: str, store: dict, prefix: str, entries: dict, entry: str
+) -> None:
     scope = var_scope[: var_scope.rindex("/")]
     names = set()
     for name in store:

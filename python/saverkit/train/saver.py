@@ -32,7 +32,7 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import numpy as np
 
@@ -56,6 +56,9 @@ from saverkit.framework.partitioned_variables import PartitionedVariable as _Par
 from saverkit.framework.run_options import RunOptions
 from saverkit.protobuf import meta_graph_pb2, saver_pb2
 from saverkit.train import checkpoint_management
+
+if TYPE_CHECKING:
+    from saverkit.framework.session import Session
 
 _logger = logging.getLogger(__name__)
 SaverDef = saver_pb2.SaverDef
@@ -444,9 +447,9 @@ def _set_cpu0(device: str) -> str:
 class BaseSaverBuilder:
     """Adds the save/restore subgraph for a list of SaveableObjects (TF's BaseSaverBuilder)."""
 
-    SaveSpec = SaveSpec
-    SaveableObject = SaveableObject
-    VariableSaveable = ReferenceVariableSaveable
+    SaveSpec: TypeAlias = SaveSpec
+    SaveableObject: TypeAlias = SaveableObject
+    VariableSaveable: TypeAlias = ReferenceVariableSaveable
 
     def __init__(self, write_version: int = SaverDef.V2):
         self._write_version = write_version
@@ -715,7 +718,7 @@ class Saver:
 
     def __init__(
         self,
-        var_list=None,
+        var_list: Any = None,
         reshape: bool = False,
         sharded: bool = False,
         max_to_keep: int | None = 5,
@@ -950,7 +953,7 @@ class Saver:
     # --- save
     def save(
         self,
-        sess,
+        sess: Session,
         save_path: str | os.PathLike,
         global_step: Any = None,
         latest_filename: str | None = None,
@@ -1078,14 +1081,14 @@ class Saver:
     # --- meta graph
     def export_meta_graph(
         self,
-        filename=None,
-        collection_list=None,
-        as_text=False,
-        export_scope=None,
-        clear_devices=False,
-        clear_extraneous_savers=False,
-        strip_default_attrs=False,
-    ):
+        filename: str | os.PathLike | None = None,
+        collection_list: Iterable[str] | None = None,
+        as_text: bool = False,
+        export_scope: str | None = None,
+        clear_devices: bool = False,
+        clear_extraneous_savers: bool = False,
+        strip_default_attrs: bool = False,
+    ) -> meta_graph_pb2.MetaGraphDef:
         """Returns (and writes to ``filename`` if given) the ``MetaGraphDef`` of the default graph with this
         saver's ``SaverDef``."""
         return export_meta_graph(
@@ -1106,7 +1109,7 @@ class Saver:
         meta_graph.write_meta_graph_file(meta_graph_def, filename, durable=durable)
 
     # --- restore
-    def _save_remote(self, sess, save_path: str, global_step: Any, latest_filename: str,
+    def _save_remote(self, sess: Session, save_path: str, global_step: Any, latest_filename: str,
                      meta_graph_suffix: str, write_meta_graph: bool, write_state: bool,
                      strip_default_attrs: bool, storage_options: dict | None) -> str | None:
         """``save`` to a URL. The same order as a local save, which on a store is the commit: the data
@@ -1189,7 +1192,7 @@ class Saver:
                 _logger.warning("Could not clean up after interrupted saves in %s: %s", save_dir, e)
         return model_checkpoint_path
 
-    def restore(self, sess, save_path: str | os.PathLike | None, *,
+    def restore(self, sess: Session, save_path: str | os.PathLike | None, *,
                 storage_options: dict | None = None) -> None:
         """Restores the variables from the checkpoint ``save_path`` (a prefix, as ``save`` returns).
 
@@ -1384,17 +1387,17 @@ def _wrap_restore_error_with_msg(
 
 # --- meta graph functions
 def export_meta_graph(
-    filename=None,
-    meta_info_def=None,
-    graph_def=None,
-    saver_def=None,
-    collection_list=None,
-    as_text=False,
-    graph=None,
-    export_scope=None,
-    clear_devices=False,
-    clear_extraneous_savers=False,
-    strip_default_attrs=False,
+    filename: str | os.PathLike | None = None,
+    meta_info_def: meta_graph_pb2.MetaGraphDef.MetaInfoDef | None = None,
+    graph_def: Any = None,
+    saver_def: saver_pb2.SaverDef | None = None,
+    collection_list: Iterable[str] | None = None,
+    as_text: bool = False,
+    graph: ops.Graph | None = None,
+    export_scope: str | None = None,
+    clear_devices: bool = False,
+    clear_extraneous_savers: bool = False,
+    strip_default_attrs: bool = False,
 ) -> meta_graph_pb2.MetaGraphDef:
     """Returns the ``MetaGraphDef`` of ``graph`` (default graph); writes it to ``filename`` if given."""
     meta_graph_def, _ = meta_graph.export_scoped_meta_graph(
@@ -1414,7 +1417,10 @@ def export_meta_graph(
 
 
 def import_meta_graph(
-    meta_graph_or_file, clear_devices: bool = False, import_scope: str | None = None, **kwargs
+    meta_graph_or_file: meta_graph_pb2.MetaGraphDef | str | os.PathLike,
+    clear_devices: bool = False,
+    import_scope: str | None = None,
+    **kwargs: Any,
 ) -> Saver | None:
     """Imports a ``MetaGraphDef`` (or a binary/text ``.meta`` file) into the default graph.
 
@@ -1459,7 +1465,11 @@ def object_graph_key_mapping(checkpoint_path: str) -> dict[str, str]:
 
 
 def saver_from_object_based_checkpoint(
-    checkpoint_path: str, var_list=None, builder=None, names_to_keys=None, cached_saver=None
+    checkpoint_path: str,
+    var_list: Any = None,
+    builder: BaseSaverBuilder | None = None,
+    names_to_keys: dict[str, str] | None = None,
+    cached_saver: Saver | None = None,
 ) -> Saver:
     """A Saver that restores ``var_list`` (default: all saveables) from an object-based checkpoint, each
     variable from the key its name had when the checkpoint was written (TF's fallback for name-based
@@ -1494,7 +1504,7 @@ def saver_from_object_based_checkpoint(
         )
     if cached_saver is not None:
         return cached_saver
-    renamed = {}
+    renamed: dict[str, SaveableObject] = {}
     for s in saveables:
         if type(s) is ReferenceVariableSaveable:
             renamed[s.name] = ReferenceVariableSaveable(s.op, s.slice_spec, names_to_keys[s.name])
