@@ -142,8 +142,15 @@ def _save_v2(ctx: Any, prefix: Any, tensor_names: Any, shape_and_slices: Any, *t
     _bundle().write_bundle(
         path, names, [np.asarray(t) for t in tensors], slices, list(ctx.attr("dtypes")),
         durable=ctx.options.durable,  # Session.run(..., options=RunOptions(durable=True))
+        **_storage(ctx),
     )
     return []
+
+
+def _storage(ctx: Any) -> dict:
+    """The run's storage options for a URL prefix (saverkit.storage), passed only when given."""
+    so = ctx.options.storage_options
+    return {} if so is None else {"storage_options": so}
 
 
 @register_kernel("RestoreV2", expensive=True, output_buffers=True)
@@ -164,14 +171,14 @@ def _restore_v2(ctx: Any, prefix: Any, tensor_names: Any, shape_and_slices: Any)
     values = None
     if any(o is not None for o in out):
         try:
-            values = list(engine.read_tensors(path, names, slices, dts, out=out))
+            values = list(engine.read_tensors(path, names, slices, dts, out=out, **_storage(ctx)))
         except errors.InvalidArgumentError:
             # A saved shape differs from the variable's: the engine checks out= before reading anything,
             # so read into new arrays and let the assignment decide (Assign with validate_shape fails as
             # in TF, AssignVariableOp / validate_shape=False replace the variable).
             out = [None] * len(dts)
     if values is None:
-        values = list(engine.read_tensors(path, names, slices, dts))
+        values = list(engine.read_tensors(path, names, slices, dts, **_storage(ctx)))
     # Arrays read fresh for an uninitialized variable become its buffer: the Assign then has nothing to
     # copy, so restoring into a new session peaks at 1x the checkpoint, not 2x.
     ctx.adopt_outputs(values, out)

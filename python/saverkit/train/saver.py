@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 import numpy as np
 
-from saverkit import _gc, errors, tempfiles, trackable
+from saverkit import _gc, errors, storage, tempfiles, trackable
 from saverkit import dtypes as dtypes_lib
 from saverkit.framework import (
     array_ops,
@@ -984,6 +984,7 @@ class Saver:
         strip_default_attrs: bool = False,
         *,
         durable: bool | None = None,
+        storage_options: dict | None = None,
     ) -> str | None:
         """Saves the variables; returns the checkpoint prefix (``save_path`` or ``save_path-<step>``).
 
@@ -1003,7 +1004,11 @@ class Saver:
         if os.path.split(latest_filename)[0]:
             raise ValueError("'latest_filename' must not contain path components")
 
-        save_path = os.fsdecode(os.fspath(save_path))
+        if storage.is_url(save_path):  # s3://, gs://, memory://, ...: see saverkit.storage
+            return self._save_remote(sess, os.fsdecode(os.fspath(save_path)), global_step, latest_filename,
+                                     meta_graph_suffix, write_meta_graph, write_state, strip_default_attrs,
+                                     storage_options)
+        save_path = storage.local_path(save_path)
         if global_step is not None:
             step = _global_step_value(sess, global_step)
             checkpoint_file = f"{save_path}-{step:08d}" if self._pad_step_number else f"{save_path}-{step}"
@@ -1125,7 +1130,91 @@ class Saver:
         meta_graph.write_meta_graph_file(meta_graph_def, filename, durable=durable)
 
     # --- restore
-    def restore(self, sess: Session, save_path: str | os.PathLike | None) -> None:
+    def _save_remote(self, sess: Session, save_path: str, global_step: Any, latest_filename: str,
+                     meta_graph_suffix: str, write_meta_graph: bool, write_state: bool,
+                     strip_default_attrs: bool, storage_options: dict | None) -> str | None:
+        """``save`` to a URL. The same order as a local save, which on a store is the commit: the data
+        object, then the index (the SaveV2 kernel: the checkpoint is visible from then on), then the
+        ``.meta``, then the state file; then retention. A failure before the state file names the new
+        checkpoint deletes what it had written (never objects it did not write)."""
+        if self._sharded:
+            raise errors.UnimplementedError(
+                None, None, f"Sharded saves to a URL ({save_path}) are not supported yet: use sharded=False")
+        if global_step is not None:
+            step = _global_step_value(sess, global_step)
+            checkpoint_file = f"{save_path}-{step:08d}" if self._pad_step_number else f"{save_path}-{step}"
+        else:
+            checkpoint_file = save_path
+            if storage.basename(save_path) == latest_filename:
+                raise ValueError(
+                    f"'latest_filename' collides with 'save_path': '{latest_filename}' and '{save_path}'")
+        save_dir = storage.dirname(save_path)
+        loc = storage.Location(save_path, storage_options)
+        started = time.time()
+        if loc.read_only:
+            raise errors.PermissionDeniedError(None, None, f"Cannot save to {save_path}: read-only store")
+        model_checkpoint_path = None
+        written: list[str] = []
+        recorded = (list(self._last_checkpoints), list(self._checkpoints_to_be_deleted),
+                    self._next_checkpoint_time)
+        doomed: list[str] = []
+        try:
+            if not self._is_empty:
+                existed = loc.isfile(checkpoint_file + ".index")
+                feed = {self.saver_def.filename_tensor_name: checkpoint_file}
+                result = sess.run(self.saver_def.save_tensor_name, feed,
+                                  options=RunOptions(storage_options=storage_options))
+                model_checkpoint_path = _as_str(result)
+                if not existed:
+                    written += [model_checkpoint_path + ".index",
+                                model_checkpoint_path + ".data-00000-of-00001"]
+            if write_meta_graph:
+                meta_file = checkpoint_management.meta_graph_filename(checkpoint_file, meta_graph_suffix)
+                if not loc.isfile(meta_file):
+                    written.append(meta_file)
+                graph = getattr(sess, "graph", None) or ops.get_default_graph()
+                with graph.as_default():
+                    meta_graph_def, _ = meta_graph.export_scoped_meta_graph(
+                        saver_def=self.saver_def, strip_default_attrs=strip_default_attrs)
+                meta_graph.write_meta_graph_file(meta_graph_def, meta_file, storage_options=storage_options)
+            if model_checkpoint_path is not None and write_state:
+                self._RecordLastCheckpoint(model_checkpoint_path)
+                doomed = self._checkpoints_to_delete()
+                paths = self.last_checkpoints
+                stamps = [t for _, t in self._last_checkpoints]
+                if not paths or paths[-1] != model_checkpoint_path:
+                    paths.append(model_checkpoint_path)
+                    stamps.append(self._clock())
+                checkpoint_management.update_checkpoint_state_internal(
+                    save_dir=save_dir, model_checkpoint_path=model_checkpoint_path,
+                    all_model_checkpoint_paths=paths, latest_filename=latest_filename,
+                    save_relative_paths=self._save_relative_paths,
+                    all_model_checkpoint_timestamps=(
+                        stamps if all(math.isfinite(t) for t in stamps) else None),
+                    last_preserved_timestamp=self._last_preserved_timestamp(),
+                    storage_options=storage_options)
+        except BaseException:
+            self._last_checkpoints, self._checkpoints_to_be_deleted, self._next_checkpoint_time = recorded
+            try:  # the index first: the checkpoint stops being visible before its data goes
+                loc.remove(written)
+            except errors.OpError as e:
+                _logger.warning("Could not remove the objects of the failed save %s: %s", checkpoint_file, e)
+            raise
+        for path in doomed:  # after the state file stops naming them
+            try:
+                checkpoint_management.delete_managed_checkpoint(path, save_dir, meta_graph_suffix,
+                                                                storage_options=storage_options)
+            except Exception as e:  # noqa: BLE001 - TF ignores failed deletions (logged) and carries on
+                _logger.warning(f"Ignoring: {e}")
+        if model_checkpoint_path is not None:  # what killed earlier saves of this model left
+            try:
+                loc.clean_interrupted(save_dir, storage.basename(save_path), started)
+            except Exception as e:  # noqa: BLE001 - cleanup is best effort; the save succeeded
+                _logger.warning("Could not clean up after interrupted saves in %s: %s", save_dir, e)
+        return model_checkpoint_path
+
+    def restore(self, sess: Session, save_path: str | os.PathLike | None, *,
+                storage_options: dict | None = None) -> None:
         """Restores the variables from the checkpoint ``save_path`` (a prefix, as ``save`` returns).
 
         Raises ValueError for ``None``; NotFoundError when no checkpoint is there ("Failed to find any
@@ -1137,10 +1226,13 @@ class Saver:
         if save_path is None:
             raise ValueError("Can't load save_path when it is None.")
         prefix = os.fsdecode(os.fspath(save_path))
-        if not checkpoint_management.checkpoint_exists(prefix):
+        remote = storage.is_url(prefix)  # s3://, gs://, ...: see saverkit.storage
+        prefix = prefix if remote else storage.local_path(prefix)
+        if not checkpoint_management.checkpoint_exists(prefix, storage_options):
             raise _missing_checkpoint_error(prefix)
         try:
-            sess.run(self.saver_def.restore_op_name, {self.saver_def.filename_tensor_name: prefix})
+            sess.run(self.saver_def.restore_op_name, {self.saver_def.filename_tensor_name: prefix},
+                     options=RunOptions(storage_options=storage_options) if remote else None)
         except errors.NotFoundError as err:
             # Missing keys: either the graph changed, or this is an object-based (tf.train.Checkpoint)
             # checkpoint, whose keys are object paths; TF then restores through the object graph's names.
@@ -1356,10 +1448,11 @@ def import_meta_graph(
     Returns a Saver built from its ``saver_def``; without one, a default Saver over the imported variables;
     None when there are no variables to restore.
     """
+    storage_options = kwargs.pop("storage_options", None)  # a URL's store (saverkit.storage)
     if isinstance(meta_graph_or_file, meta_graph_pb2.MetaGraphDef):
         meta_graph_def = meta_graph_or_file
     else:
-        meta_graph_def = meta_graph.read_meta_graph_file(meta_graph_or_file)
+        meta_graph_def = meta_graph.read_meta_graph_file(meta_graph_or_file, storage_options)
         kwargs.setdefault("source_file", os.fspath(meta_graph_or_file))  # named in errors of its Consts
     imported_vars = meta_graph.import_scoped_meta_graph(
         meta_graph_def, clear_devices=clear_devices, import_scope=import_scope, **kwargs
