@@ -17,9 +17,14 @@ class RunOptions:
     ``durable``: checkpoint writers (SaveV2) fdatasync their files and directory, and start the disk
     writing while they copy (what ``Saver.save(durable=True)`` asks for). A hint for speed and order:
     the Saver still fsyncs what must survive a power loss.
+
+    ``storage_options``: for checkpoint paths that are URLs (``s3://...``), the keyword arguments of the
+    fsspec file system (credentials, endpoint; see :mod:`saverkit.storage`). None: the backend's own
+    environment (``AWS_ENDPOINT_URL``, ...).
     """
 
     durable: bool = False
+    storage_options: dict | None = dataclasses.field(default=None, hash=False, compare=False)
 
 
 DEFAULT_RUN_OPTIONS = RunOptions()

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from saverkit import errors, tempfiles
+from saverkit import errors, storage, tempfiles
 from saverkit.protobuf import trackable_object_graph_pb2
 from saverkit.trackable import (
     OBJECT_GRAPH_PROTO_KEY,
@@ -147,10 +147,16 @@ def _has_checkpoint_values(has_attributes: list[bool], edges: list[list[int]]) -
 
 
 def write_object_checkpoint(
-    file_prefix: str, session: Session, root: Any, attached_dependencies: Iterable[TrackableReference] = ()
+    file_prefix: str, session: Session, root: Any, attached_dependencies: Iterable[TrackableReference] = (),
+    storage_options: dict | None = None,
 ) -> str:
     """Write `root`'s object graph and variable values to `file_prefix` the way TF2 does."""
     graph, to_save = serialize_object_graph(root, attached_dependencies)
+    if storage.is_url(file_prefix):  # a store: no part to merge, nothing to rename (saverkit.storage)
+        save_tensors(session, file_prefix, None, [v for _, v in to_save], [k for k, _ in to_save],
+                     {OBJECT_GRAPH_PROTO_KEY: graph.SerializeToString()}, storage_options=storage_options)
+        return file_prefix
+    file_prefix = storage.local_path(file_prefix)
     directory = os.path.dirname(file_prefix)
     if directory:
         os.makedirs(directory, exist_ok=True)
@@ -290,33 +296,39 @@ class Checkpoint(AutoTrackable):
 
     # -- writing --------------------------------------------------------------------------------------
 
-    def write(self, file_prefix: str | os.PathLike, session: Session | None = None) -> str:
-        """Write a checkpoint to exactly `file_prefix`: no numbering, no state file (read it with `read`)."""
+    def write(self, file_prefix: str | os.PathLike, session: Session | None = None, *,
+              storage_options: dict | None = None) -> str:
+        """Write a checkpoint to exactly `file_prefix`: no numbering, no state file (read it with `read`).
+        `file_prefix` may be a URL (saverkit.storage; `storage_options` for its store)."""
         file_prefix = os.fspath(file_prefix)
         session = require_session(session, "Checkpoint.write()")
         return write_object_checkpoint(
-            file_prefix, session, self._graph_view.root, self._graph_view.attached_dependencies()
+            file_prefix, session, self._graph_view.root, self._graph_view.attached_dependencies(),
+            storage_options=storage_options,
         )
 
-    def save(self, file_prefix: str | os.PathLike, session: Session | None = None) -> str:
+    def save(self, file_prefix: str | os.PathLike, session: Session | None = None, *,
+             storage_options: dict | None = None) -> str:
         """Increment `save_counter`, write `file_prefix-<counter>`, record it in the directory state file."""
         from saverkit.train import checkpoint_management
 
         file_prefix = os.fspath(file_prefix)
         session = require_session(session, "Checkpoint.save()")
         number = self._next_checkpoint_number(session)
-        path = self.write(f"{file_prefix}-{number}", session=session)
+        path = self.write(f"{file_prefix}-{number}", session=session, storage_options=storage_options)
         checkpoint_management.update_checkpoint_state_internal(
-            save_dir=os.path.dirname(path),
+            save_dir=storage.dirname(path),
             model_checkpoint_path=path,
             all_model_checkpoint_paths=[path],
             save_relative_paths=True,
+            storage_options=storage_options,
         )
         return path
 
     # -- reading --------------------------------------------------------------------------------------
 
-    def read(self, save_path: str | os.PathLike | None, session: Session | None = None) -> _LoadStatus:
+    def read(self, save_path: str | os.PathLike | None, session: Session | None = None, *,
+             storage_options: dict | None = None) -> _LoadStatus:
         """Restore a checkpoint written by `write` (does not expect a `save_counter`); see `restore`."""
         view = self._graph_view
         if save_path is None:
@@ -326,7 +338,7 @@ class Checkpoint(AutoTrackable):
         if session is None:
             session = default_session()
         try:
-            source = open_checkpoint(save_path)
+            source = open_checkpoint(save_path, storage_options)
         except errors.NotFoundError as e:
             raise errors.NotFoundError(
                 None,
@@ -361,7 +373,8 @@ class Checkpoint(AutoTrackable):
         return CheckpointLoadStatus(coordinator, view)
 
     def restore(
-        self, save_path: str | os.PathLike | None, session: Session | None = None
+        self, save_path: str | os.PathLike | None, session: Session | None = None, *,
+        storage_options: dict | None = None,
     ) -> _LoadStatus:
         """Restore a checkpoint written by `save` (or by TF), matching objects by their dependency names.
 
@@ -375,7 +388,7 @@ class Checkpoint(AutoTrackable):
         an `InitializationOnlyStatus` if `save_path` is None, or a `NameBasedSaverStatus` for a
         checkpoint written by a name-based `Saver`.
         """
-        status = self.read(save_path, session=session)
+        status = self.read(save_path, session=session, storage_options=storage_options)
         try:
             self._maybe_create_save_counter(session.graph if session is not None else None)
         except RuntimeError:

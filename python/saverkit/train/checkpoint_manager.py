@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
+from saverkit import storage
 from saverkit.train import checkpoint_management
 
 if TYPE_CHECKING:
@@ -70,9 +71,12 @@ class CheckpointManager:
         checkpoint_interval: int | None = None,
         init_fn: Callable[[], Any] | None = None,
         session: Session | None = None,
+        *,
+        storage_options: dict | None = None,
         coordinator: Any = None,
     ):
         self._checkpoint = checkpoint
+        self._storage_options = storage_options  # for a URL directory (saverkit.storage)
         # saverkit.distributed.Coordinator: every rank's `checkpoint` goes into ONE checkpoint per save
         # (object graphs merged by path), rank 0 keeps the state file and deletes old checkpoints.
         self._coordinator = coordinator
@@ -82,7 +86,7 @@ class CheckpointManager:
         self._keep_checkpoint_every_n_hours = keep_checkpoint_every_n_hours
         directory = os.fspath(directory)
         self._directory = directory
-        self._checkpoint_prefix = os.path.join(directory, checkpoint_name)
+        self._checkpoint_prefix = storage.join(directory, checkpoint_name)  # a URL too (saverkit.storage)
         self._init_fn = init_fn
         self._session = session
         if checkpoint_interval is not None and step_counter is None:
@@ -91,7 +95,7 @@ class CheckpointManager:
         self._last_checkpoint_step: int | None = None
         self._checkpoint_interval = checkpoint_interval
 
-        recovered = checkpoint_management.get_checkpoint_state(directory)
+        recovered = checkpoint_management.get_checkpoint_state(directory, storage_options=storage_options)
         current_clock = time.time()
         self._maybe_delete: collections.OrderedDict[str, float] = collections.OrderedDict()
         if recovered is None:
@@ -153,7 +157,8 @@ class CheckpointManager:
                 self._last_preserved_timestamp = timestamp
                 continue
             # TF's manager deletes no `.meta` (a Checkpoint writes none).
-            checkpoint_management.delete_managed_checkpoint(filename, self._directory, meta_graph_suffix=None)
+            checkpoint_management.delete_managed_checkpoint(filename, self._directory, meta_graph_suffix=None,
+                                                            storage_options=self._storage_options)
 
     def _record_state(self) -> None:
         filenames, timestamps = zip(*self._maybe_delete.items(), strict=True)
@@ -164,6 +169,7 @@ class CheckpointManager:
             all_model_checkpoint_timestamps=timestamps,
             last_preserved_timestamp=self._last_preserved_timestamp,
             save_relative_paths=True,
+            storage_options=self._storage_options,
         )
 
     def save(
@@ -197,7 +203,7 @@ class CheckpointManager:
             return distributed_save.write_object_checkpoint(
                 self._coordinator, self._checkpoint, prefix, session,
                 commit=self._record_new, committed=lambda path: self._record_new(path, delete=False))
-        save_path = self._checkpoint.write(prefix, session=session)
+        save_path = self._checkpoint.write(prefix, session=session, storage_options=self._storage_options)
         self._record_new(save_path)
         return save_path
 
@@ -239,7 +245,8 @@ class CheckpointManager:
                     self._last_checkpoint_step = _evaluate(self._step_counter, session)
                 return latest
         if self._latest_checkpoint is not None:
-            self._checkpoint.restore(self._latest_checkpoint, session=session)
+            self._checkpoint.restore(self._latest_checkpoint, session=session,
+                                     storage_options=self._storage_options)
             if self._checkpoint_interval is not None:
                 self._last_checkpoint_step = _evaluate(self._step_counter, session)
             return self._latest_checkpoint
