@@ -168,8 +168,24 @@ def main() -> int:
             raise SystemExit(f"unknown command {args.cmd}")
     except Exception as e:  # noqa: BLE001 - reported to the parent
         report(coord, error=type(e).__name__, message=str(e)[:500])
-        return 1
-    return 0
+        return finish(args, coord, 1)
+    return finish(args, coord, 0)
+
+
+def finish(args, coord, rc: int) -> int:
+    """gloo may abort a process whose peers close their connections during interpreter shutdown
+    (exit status -6 after a successful save): leave together, tear the group down, skip the rest."""
+    if args.via != "torch":
+        return rc
+    import torch.distributed as tdist
+
+    try:
+        coord.barrier(timeout=30)
+        tdist.destroy_process_group()
+    except Exception:  # noqa: BLE001 - a peer already gone: nothing left to agree on
+        pass
+    sys.stdout.flush()
+    os._exit(rc)
 
 
 if __name__ == "__main__":
