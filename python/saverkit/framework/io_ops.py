@@ -139,6 +139,11 @@ def _save_v2(ctx: Any, prefix: Any, tensor_names: Any, shape_and_slices: Any, *t
             f"Expected {len(tensors)} tensor_names and shape_and_slices, got {len(names)} and {len(slices)}",
         )
     path = _path(prefix)
+    snapshot = ctx.options.snapshot
+    if snapshot is not None and snapshot.add_write(
+        path, names, tensors, slices, list(ctx.attr("dtypes")), ctx.options.durable
+    ):
+        return []  # copied into the async save's staging memory; its background thread writes it
     _bundle().write_bundle(
         path, names, [np.asarray(t) for t in tensors], slices, list(ctx.attr("dtypes")),
         durable=ctx.options.durable,  # Session.run(..., options=RunOptions(durable=True))
@@ -181,12 +186,14 @@ def _restore_v2(ctx: Any, prefix: Any, tensor_names: Any, shape_and_slices: Any)
 @register_kernel("MergeV2Checkpoints", expensive=True)
 def _merge_v2_checkpoints(ctx: Any, checkpoint_prefixes: Any, destination_prefix: Any) -> list:
     prefixes = [os.fsdecode(p) for p in np.asarray(checkpoint_prefixes, dtype=object).reshape(-1)]
-    _bundle().merge_bundles(
-        prefixes,
-        _path(destination_prefix, "destination_prefix"),
-        delete_old_dirs=ctx.attr("delete_old_dirs"),
-        allow_missing_files=ctx.attr("allow_missing_files"),
-    )
+    args = (prefixes, _path(destination_prefix, "destination_prefix"))
+    kwargs = {
+        "delete_old_dirs": ctx.attr("delete_old_dirs"), "allow_missing_files": ctx.attr("allow_missing_files")
+    }
+    if ctx.options.snapshot is not None:  # an async save: merged by its background thread, after the writes
+        ctx.options.snapshot.add_merge(*args, **kwargs)
+        return []
+    _bundle().merge_bundles(*args, **kwargs)
     return []
 
 

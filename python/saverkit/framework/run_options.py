@@ -8,6 +8,7 @@ Kernels read them from their context (``ctx.options``).
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 
 @dataclasses.dataclass(frozen=True)
@@ -17,9 +18,15 @@ class RunOptions:
     ``durable``: checkpoint writers (SaveV2) fdatasync their files and directory, and start the disk
     writing while they copy (what ``Saver.save(durable=True)`` asks for). A hint for speed and order:
     the Saver still fsyncs what must survive a power loss.
+
+    ``snapshot``: the snapshot of an asynchronous save (``saverkit.train.async_save``). Set, the
+    checkpoint writers write nothing: SaveV2 copies its tensors into the snapshot's staging memory and
+    MergeV2Checkpoints records its merge; the save's background thread writes them later, in the same
+    order. None (the default): kernels write as usual.
     """
 
     durable: bool = False
+    snapshot: Any = None
 
 
 DEFAULT_RUN_OPTIONS = RunOptions()

@@ -163,7 +163,11 @@ class CheckpointManager:
         )
 
     def save(
-        self, checkpoint_number: Any = None, check_interval: bool = True, session: Session | None = None
+        self,
+        checkpoint_number: Any = None,
+        check_interval: bool = True,
+        session: Session | None = None,
+        options: Any = None,
     ) -> str | None:
         """Write a new checkpoint, record it in the state file, and delete the ones beyond `max_to_keep`.
 
@@ -171,6 +175,10 @@ class CheckpointManager:
         else by the checkpoint's `save_counter`, which is incremented either way. With a
         `checkpoint_interval`, returns None (and saves nothing) unless the step counter advanced by at least
         the interval since the last save (`check_interval=False`: unless it did not advance at all).
+
+        `options=CheckpointOptions(enable_async=True)`: return once the values are copied; the write, then
+        the state file and the deletion of old checkpoints, complete in the background (as in TF:
+        `latest_checkpoint` and `checkpoints` change then). `sync()` waits.
         """
         from saverkit.train._variable_io import require_session
 
@@ -184,18 +192,21 @@ class CheckpointManager:
                     return None
             self._last_checkpoint_step = current_step
         session = require_session(session, "CheckpointManager.save()")
+        self._checkpoint.sync()  # the previous save completes (or raises) before the counter moves
         counter_value = self._checkpoint._next_checkpoint_number(session)
         number = counter_value if checkpoint_number is None else _evaluate(checkpoint_number, session)
-        prefix = f"{self._prefix}-{number}"
-        save_path = self._checkpoint.write(prefix, session=session)
-        timestamp = time.time()
-        self._maybe_delete.pop(save_path, None)  # re-saving a number moves it to the newest position
-        self._maybe_delete[save_path] = timestamp
-        self._latest_checkpoint = save_path
-        self._record_state()
-        self._sweep()
-        self._record_state()
-        return save_path
+        save_path = f"{self._prefix}-{number}"
+
+        def record_and_sweep():  # once the checkpoint is complete (TF's write_done_callback)
+            timestamp = time.time()
+            self._maybe_delete.pop(save_path, None)  # re-saving a number moves it to the newest position
+            self._maybe_delete[save_path] = timestamp
+            self._latest_checkpoint = save_path
+            self._record_state()
+            self._sweep()
+            self._record_state()
+
+        return self._checkpoint._write(save_path, session, options, after=record_and_sweep)
 
     def restore_or_initialize(self, session: Session | None = None) -> str | None:
         """Restore the latest checkpoint and return its path; with none, call `init_fn` and return None."""
@@ -211,6 +222,6 @@ class CheckpointManager:
         return None
 
     def sync(self) -> None:
-        """Wait for outstanding saves (saverkit saves synchronously, so there are none)."""
+        """Wait for the asynchronous save in flight; raise its error if it failed."""
         if self._checkpoint is not None:
             self._checkpoint.sync()
