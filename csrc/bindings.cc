@@ -472,8 +472,8 @@ uint32_t BufferCrc(const py::buffer& data, uint32_t init, int which) {
 // array of `srcs` that exports a C-contiguous buffer into `dst`, from
 // `offset` on, each at the next multiple of `align`, with the GIL released.
 // Returns (end, offsets): the offset after the last copy and each array's
-// offset in `dst` (-1: not copied, e.g. an object array or a non-contiguous
-// one; the caller copies those). When they do not fit, copies nothing and
+// offset in `dst` (-1: not copied: object or structured dtypes, strided
+// arrays, other objects; the caller copies those). When they do not fit, copies nothing and
 // returns (-(bytes needed from `offset`), None).
 py::tuple StageCopy(const py::buffer& dst, int64_t offset, const py::sequence& srcs, int64_t align, int threads) {
   if (offset < 0 || align <= 0 || (align & (align - 1)) != 0) throw py::value_error("bad offset or align");
@@ -502,6 +502,10 @@ py::tuple StageCopy(const py::buffer& dst, int64_t offset, const py::sequence& s
   uint64_t pos = static_cast<uint64_t>(offset);
   for (size_t i = 0; i < n; ++i) {
     if (!py::isinstance<py::array>(items[i])) continue;
+    // Object arrays export their pointers as bytes: never copy those (no references would be taken).
+    // Structured dtypes ('V') may hold objects too: the caller copies both.
+    const char kind = py::reinterpret_borrow<py::array>(items[i]).dtype().kind();
+    if (kind == 'O' || kind == 'V') continue;
     Py_buffer v;
     if (PyObject_GetBuffer(items[i], &v, PyBUF_C_CONTIGUOUS) != 0) {  // object dtype, strided...
       PyErr_Clear();
