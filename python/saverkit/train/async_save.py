@@ -10,8 +10,9 @@ How, in order:
 
 1. The save's previous asynchronous save is waited for, and its error raised (at most one in flight).
 2. The save's graph runs as usual, with ``RunOptions(snapshot=...)``: the SaveV2 kernels copy their tensors
-   into the owner's **staging memory** (``saverkit._core.stage_copy``: one call per SaveV2, memcpy with the
-   GIL released, split over 2 threads) and MergeV2Checkpoints records its merge. Nothing is written yet.
+   into the owner's **staging memory** (``saverkit._core.stage_copy``: one call per SaveV2, the GIL
+   released, non-temporal stores so that many tensors of a few KiB or MiB copy at the speed of one big
+   memcpy) and MergeV2Checkpoints records its merge. Nothing is written yet.
    String tensors are copied as object arrays (their bytes objects are immutable).
 3. The call returns. The checkpoint holds the values of this moment: later updates of the variables are
    not in it.
@@ -50,6 +51,9 @@ from saverkit import _core, errors
 __all__ = ["CheckpointOptions"]
 
 _ALIGN = 64  # each staged tensor starts on a cache line
+# One copying thread: with non-temporal stores one thread already copies at memcpy speed, and a second
+# measured no faster on the 2-core benchmark machine (memory-bound; slower when the cores are busy).
+_COPY_THREADS = 1
 _EMPTY = np.empty(0, dtype=np.uint8)
 
 
@@ -165,7 +169,7 @@ class _Staging:
         for what was not copied. None (nothing copied) when they would exceed ``limit``."""
         with self.lock:
             arena = self.arena if self.arena is not None else _EMPTY
-            end, offsets = _core.stage_copy(arena, self.used, tensors, _ALIGN)
+            end, offsets = _core.stage_copy(arena, self.used, tensors, _ALIGN, _COPY_THREADS)
             if end >= 0:
                 self.staged += end - self.used
                 self.used = end
@@ -174,7 +178,7 @@ class _Staging:
             if self.staged + needed > limit:
                 return None
             chunk = np.empty(needed, dtype=np.uint8)
-            end, offsets = _core.stage_copy(chunk, 0, tensors, _ALIGN)
+            end, offsets = _core.stage_copy(chunk, 0, tensors, _ALIGN, _COPY_THREADS)
             self.chunks.append(chunk)
             self.staged += needed
             return chunk, offsets
