@@ -191,7 +191,10 @@ def save_tensors(
     tensors = values + [np.array(extra_strings[k], dtype=object) for k in extra_keys]
     tensor_dtypes = [v.dtype.base_dtype for v in variables] + [dtypes.string] * len(extra_keys)
     specs = [""] * len(names)
-    if snapshot is None or not snapshot.add_write(part, names, tensors, specs, tensor_dtypes, False):
+    staged = snapshot is not None and snapshot.add_write(
+        part, tensors, tensor_dtypes, False, names=lambda: (names, specs)
+    )
+    if not staged:
         bundle.write_bundle(part, names, tensors, dtypes=tensor_dtypes)
     if snapshot is not None:
         snapshot.add_merge([part], file_prefix, delete_old_dirs=True)

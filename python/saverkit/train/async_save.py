@@ -195,9 +195,11 @@ class Snapshot:
         self._lock = threading.Lock()
 
     def add_write(
-        self, prefix: str, names: list, tensors: Any, slices: list, dtypes: list, durable: bool
+        self, prefix: str, tensors: Any, dtypes: list, durable: bool, names: Callable[[], tuple[list, list]]
     ) -> bool:
-        """Stage a SaveV2's tensors. False when they exceed the staging limit: the caller writes now."""
+        """Stage a SaveV2's tensors; ``names()`` gives (tensor names, shape_and_slices) when it is written
+        (may raise: the error is the write's). False when they exceed the staging limit: nothing was
+        staged, and the caller writes now."""
         staged = self._staging.stage(tensors, self._limit)
         if staged is None:
             return False
@@ -206,7 +208,7 @@ class Snapshot:
         copies = {i: np.array(tensors[i], copy=True) for i, off in enumerate(offsets) if off < 0}
         with self._lock:
             self._ops.append(
-                ("write", prefix, names, tuple(tensors), slices, dtypes, durable, buffer, offsets, copies)
+                ("write", prefix, names, tuple(tensors), dtypes, durable, buffer, offsets, copies)
             )
         return True
 
@@ -261,7 +263,7 @@ def _as_op_errors(fn: Callable[[], Any]) -> Any:
 
 
 def _replay_write(op: tuple) -> None:
-    _, prefix, names, tensors, slices, dtypes, durable, buffer, offsets, copies = op
+    _, prefix, names, tensors, dtypes, durable, buffer, offsets, copies = op
     arrays = []
     ndarray = np.ndarray
     for i, (t, off) in enumerate(zip(tensors, offsets, strict=True)):
@@ -270,7 +272,12 @@ def _replay_write(op: tuple) -> None:
         else:
             arrays.append(copies[i])
     del tensors
-    _as_op_errors(lambda: _bundle().write_bundle(prefix, names, arrays, slices, dtypes, durable=durable))
+
+    def write() -> None:
+        keys, slices = names()
+        _bundle().write_bundle(prefix, keys, arrays, slices, dtypes, durable=durable)
+
+    _as_op_errors(write)
 
 
 # --- the background writer of one owner (a Checkpoint or a Saver) -------------------------------------
@@ -282,10 +289,18 @@ _ATTR = "_saverkit_async_writer"
 
 
 class AsyncWriter:
-    """Runs one owner's background saves, one at a time, and keeps the error of a failed one."""
+    """Runs one owner's background saves, one at a time, on a thread of its own, and keeps the error of a
+    failed one. The thread stays for the next save (handing it a job costs no thread start while the
+    caller blocks) and ends after ``_IDLE_SECONDS`` without one."""
+
+    _IDLE_SECONDS = 30.0
 
     def __init__(self) -> None:
+        self._cv = threading.Condition()
+        self._job: tuple[Callable[[], Any], str] | None = None
         self._thread: threading.Thread | None = None
+        self._done = threading.Event()  # no save in flight
+        self._done.set()
         self._error: BaseException | None = None
         self.staging = _Staging()
         with _registry_lock:
@@ -293,8 +308,7 @@ class AsyncWriter:
 
     @property
     def in_flight(self) -> bool:
-        t = self._thread
-        return t is not None and t.is_alive()
+        return not self._done.is_set()
 
     @property
     def pending_error(self) -> BaseException | None:
@@ -306,9 +320,8 @@ class AsyncWriter:
 
     def wait(self) -> None:
         """Wait for the save in flight, if any (a no-op on the writer's own thread)."""
-        t = self._thread
-        if t is not None and t is not threading.current_thread():
-            t.join()
+        if not self.on_own_thread():
+            self._done.wait()
 
     def sync(self) -> None:
         """Wait for the save in flight, then raise the error of a failed background save (once)."""
@@ -327,9 +340,25 @@ class AsyncWriter:
         return Snapshot(self.staging, limit)
 
     def start(self, job: Callable[[], Any], what: str) -> None:
-        """Run ``job`` on a new background thread; its error is kept for ``sync``."""
+        """Run ``job`` on the background thread; its error is kept for ``sync``. No save may be in flight."""
+        with self._cv:
+            self._done.clear()
+            self._job = (job, what)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="saverkit-async-save", daemon=True)
+                self._thread.start()
+            else:
+                self._cv.notify()
 
-        def run() -> None:
+    def _loop(self) -> None:
+        while True:
+            with self._cv:
+                if self._job is None:
+                    self._cv.wait(timeout=self._IDLE_SECONDS)
+                if self._job is None:
+                    self._thread = None
+                    return
+                (job, what), self._job = self._job, None
             try:
                 job()
             except BaseException as e:  # noqa: BLE001 - kept, raised by the next save / sync / at exit
@@ -338,10 +367,9 @@ class AsyncWriter:
                 self._error = e
                 with _registry_lock:
                     _failed.add(self)
-
-        thread = threading.Thread(target=run, name=f"saverkit-async-save:{what}", daemon=True)
-        self._thread = thread
-        thread.start()
+            finally:
+                del job
+                self._done.set()
 
 
 def writer_for(owner: Any, create: bool = True) -> AsyncWriter | None:
