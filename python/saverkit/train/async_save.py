@@ -216,10 +216,6 @@ class Snapshot:
         with self._lock:
             self._ops.append(("merge", prefixes, destination, kwargs))
 
-    @property
-    def empty(self) -> bool:
-        return not self._ops
-
     def replay(self) -> None:
         """Write what was recorded: consecutive writes (the shards of a sharded save) in parallel, then each
         merge in order. Errors are OpErrors, as from the synchronous kernels."""
