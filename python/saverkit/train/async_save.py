@@ -42,7 +42,7 @@ import traceback
 import weakref
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, cast  # cast: numpy arrays are buffers, which mypy's Buffer protocol misses
 
 import numpy as np
 
@@ -164,13 +164,13 @@ class _Staging:
         self.used = 0
         self.staged = 0
 
-    def stage(self, tensors: Any, limit: int) -> tuple[np.ndarray | None, list[int]] | None:
+    def stage(self, tensors: Any, limit: int) -> tuple[np.ndarray, list[int]] | None:
         """Copy the numeric arrays of ``tensors`` into staging memory: (buffer, offsets), offsets[i] == -1
         for what was not copied. None (nothing copied) when they would exceed ``limit``."""
         with self.lock:
             arena = self.arena if self.arena is not None else _EMPTY
-            end, offsets = _core.stage_copy(arena, self.used, tensors, _ALIGN, _COPY_THREADS)
-            if end >= 0:
+            end, offsets = _core.stage_copy(cast(Any, arena), self.used, tensors, _ALIGN, _COPY_THREADS)
+            if offsets is not None:
                 self.staged += end - self.used
                 self.used = end
                 return arena, offsets
@@ -178,7 +178,8 @@ class _Staging:
             if self.staged + needed > limit:
                 return None
             chunk = np.empty(needed, dtype=np.uint8)
-            end, offsets = _core.stage_copy(chunk, 0, tensors, _ALIGN, _COPY_THREADS)
+            end, offsets = _core.stage_copy(cast(Any, chunk), 0, tensors, _ALIGN, _COPY_THREADS)
+            assert offsets is not None  # sized for them
             self.chunks.append(chunk)
             self.staged += needed
             return chunk, offsets
@@ -368,9 +369,10 @@ class AsyncWriter:
                 self._done.set()
 
 
-def writer_for(owner: Any, create: bool = True) -> AsyncWriter | None:
-    writer = owner.__dict__.get(_ATTR)
-    if writer is None and create:
+def writer_for(owner: Any) -> AsyncWriter:
+    """``owner``'s writer (made on first use), kept in its ``__dict__``."""
+    writer: AsyncWriter | None = owner.__dict__.get(_ATTR)
+    if writer is None:
         writer = AsyncWriter()
         object.__setattr__(owner, _ATTR, writer)
     return writer

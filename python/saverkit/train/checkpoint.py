@@ -25,7 +25,7 @@ from __future__ import annotations
 import os
 import uuid
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -155,7 +155,13 @@ def write_object_checkpoint(
     return stage_object_checkpoint(file_prefix, session, root, attached_dependencies)()
 
 
-def stage_object_checkpoint(file_prefix: str, session, root, attached_dependencies=(), snapshot=None):
+def stage_object_checkpoint(
+    file_prefix: str,
+    session: Session,
+    root: Any,
+    attached_dependencies: Iterable[TrackableReference] = (),
+    snapshot: async_save.Snapshot | None = None,
+) -> Callable[[], str]:
     """Run the save of `root` (see `write_object_checkpoint`); return what completes it.
 
     Without `snapshot` the files are written here and the returned function only cleans up. With one (an
@@ -171,7 +177,7 @@ def stage_object_checkpoint(file_prefix: str, session, root, attached_dependenci
     temp_dir = f"{file_prefix}_temp_{uuid.uuid4().hex}"
     part = os.path.join(temp_dir, "part-00000-of-00001")
 
-    def attempt(fn):
+    def attempt(fn: Callable[[], Any]) -> None:
         try:
             fn()
         except BaseException:
@@ -199,7 +205,7 @@ def stage_object_checkpoint(file_prefix: str, session, root, attached_dependenci
     return complete
 
 
-def _session_and_options(session, options):
+def _session_and_options(session: Any, options: Any) -> tuple[Any, Any]:
     """TF's signatures take `options` second (`ckpt.save(prefix, options)`); ours take the session there."""
     if options is None and isinstance(session, CheckpointOptions):
         return None, session
@@ -335,7 +341,9 @@ class Checkpoint(AutoTrackable):
         session, options = _session_and_options(session, options)
         return self._write(os.fspath(file_prefix), require_session(session, "Checkpoint.write()"), options)
 
-    def _write(self, file_prefix: str, session, options, after=None) -> str:
+    def _write(
+        self, file_prefix: str, session: Session, options: Any, after: Callable[[], Any] | None = None
+    ) -> str:
         """Write `file_prefix`, then call `after()` (once the files are complete: in the background for an
         asynchronous save)."""
         view = self._graph_view
@@ -346,7 +354,7 @@ class Checkpoint(AutoTrackable):
                 after()
             return file_prefix
 
-        def stage(snapshot):
+        def stage(snapshot: async_save.Snapshot) -> Callable[[], str]:
             return stage_object_checkpoint(
                 file_prefix, session, view.root, view.attached_dependencies(), snapshot=snapshot
             )
@@ -373,7 +381,7 @@ class Checkpoint(AutoTrackable):
         number = self._next_checkpoint_number(session)
         path = f"{file_prefix}-{number}"
 
-        def record_state():
+        def record_state() -> None:
             checkpoint_management.update_checkpoint_state_internal(
                 save_dir=os.path.dirname(path),
                 model_checkpoint_path=path,

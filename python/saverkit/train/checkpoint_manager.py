@@ -197,7 +197,7 @@ class CheckpointManager:
         number = counter_value if checkpoint_number is None else _evaluate(checkpoint_number, session)
         save_path = f"{self._prefix}-{number}"
 
-        def record_and_sweep():  # once the checkpoint is complete (TF's write_done_callback)
+        def record_and_sweep() -> None:  # once the checkpoint is complete (TF's write_done_callback)
             timestamp = time.time()
             self._maybe_delete.pop(save_path, None)  # re-saving a number moves it to the newest position
             self._maybe_delete[save_path] = timestamp
