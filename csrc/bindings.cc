@@ -9,6 +9,8 @@
 
 #include <algorithm>
 #include <map>
+#include <set>
+#include <tuple>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -143,6 +145,58 @@ class PyReader {
       s = reader_.Open(prefix);
     }
     Check(s);
+  }
+
+  // A remote checkpoint from its index's bytes (see BundleReader::OpenFetched).
+  PyReader(const std::string& prefix, const py::bytes& index) {
+    std::string bytes = index;
+    Status s;
+    {
+      py::gil_scoped_release release;
+      s = reader_.OpenFetched(prefix, std::move(bytes));
+    }
+    Check(s);
+  }
+
+  // Remote: data file `shard_id` has `size` bytes (its reads come from add_range).
+  void add_data_file(int shard_id, uint64_t size) { reader_.AddFetchedDataFile(shard_id, size); }
+
+  // Remote: the byte ranges of data files that reading keys[i] with specs[i]
+  // reads, as (shard_id, offset, size), each payload once. Keeps the plans
+  // for the execute() that follows.
+  py::list pieces(const py::list& keys, const py::list& specs) {
+    std::vector<ReadPlan> plans;
+    if (!plan_cache_.Take(keys, specs, &plans)) plans = Plan(keys, specs);
+    std::set<std::tuple<int, int64_t, int64_t>> seen;
+    py::list out;
+    for (const ReadPlan& p : plans) {
+      const size_t n = p.region ? p.region->pieces.size() : 1;
+      for (size_t i = 0; i < n; ++i) {
+        const BundleEntry& e = p.piece_entry(i);
+        if (e.size <= 0) continue;
+        if (seen.emplace(e.shard_id, e.offset, e.size).second) out.append(py::make_tuple(e.shard_id, e.offset, e.size));
+      }
+    }
+    plan_cache_.Keep(keys, specs, std::move(plans));
+    return out;
+  }
+
+  // Remote: bytes of data file `shard_id` from `offset`, fetched by the
+  // caller; held until clear_ranges().
+  void add_range(int shard_id, uint64_t offset, const py::object& data) {
+    std::shared_ptr<FetchedRanges> ranges = reader_.Fetched(shard_id);
+    if (!ranges) throw py::value_error(StrCat("add_range: no data file ", shard_id, " was added"));
+    py::buffer_info info = py::buffer(data).request();
+    held_.append(data);
+    ranges->Add(offset, static_cast<const char*>(info.ptr), static_cast<size_t>(info.size * info.itemsize));
+  }
+
+  void clear_ranges() {
+    for (int id = 0; id < num_shards(); ++id) {
+      std::shared_ptr<FetchedRanges> r = reader_.Fetched(id);
+      if (r) r->Clear();
+    }
+    held_ = py::list();
   }
 
   std::string prefix() const { return reader_.prefix(); }
@@ -293,6 +347,7 @@ class PyReader {
   uint64_t plan_cache_hits() const { return plan_cache_.hits(); }
 
  private:
+  py::list held_;  // remote: the fetched ranges' buffers
   std::vector<ReadPlan> Plan(const py::list& keys, const py::list& specs) {
     if (specs.size() != keys.size()) throw py::value_error("keys and shape_and_slices differ in length");
     // Every entry looked up first, in key order: a restore names its tensors
@@ -377,17 +432,13 @@ void StringElements(const std::string& key, const py::array& arr, PyRefs* held, 
   }
 }
 
-void WriteBundle(const std::string& prefix, const py::list& names, const py::list& specs,
-                 const std::vector<int>& dtypes, const py::list& shapes, const py::list& datas, int num_shards,
-                 int shard_id, bool durable) {
+void WriteBundleWith(const std::string& prefix, const py::list& names, const py::list& specs,
+                     const std::vector<int>& dtypes, const py::list& shapes, const py::list& datas,
+                     const BundleWriterOptions& options) {
   size_t n = names.size();
   if (specs.size() != n || dtypes.size() != n || shapes.size() != n || datas.size() != n) {
     throw py::value_error("write_bundle: argument lists differ in length");
   }
-  BundleWriterOptions options;
-  options.num_shards = num_shards;
-  options.shard_id = shard_id;
-  options.durable = durable;
   // Every string element of the call, tensor after tensor, in one vector
   // sized up front: the writer points into it from AddStrings on.
   size_t string_count = 0;
@@ -455,6 +506,56 @@ void WriteBundle(const std::string& prefix, const py::list& names, const py::lis
     s = writer.Finish();
   }
   Check(s);
+}
+
+void WriteBundle(const std::string& prefix, const py::list& names, const py::list& specs,
+                 const std::vector<int>& dtypes, const py::list& shapes, const py::list& datas, int num_shards,
+                 int shard_id, bool durable) {
+  BundleWriterOptions options;
+  options.num_shards = num_shards;
+  options.shard_id = shard_id;
+  options.durable = durable;
+  WriteBundleWith(prefix, names, specs, dtypes, shapes, datas, options);
+}
+
+// A bundle for a remote store (saverkit.storage): nothing is written; returns
+// (data segments, data size, index bytes). Segments are (offset, buffer) in
+// offset order, covering the data file without gaps; numeric payloads are
+// memoryviews of the callers' arrays (valid while the caller keeps `datas`),
+// string payloads bytes.
+py::tuple EncodeBundle(const std::string& prefix, const py::list& names, const py::list& specs,
+                       const std::vector<int>& dtypes, const py::list& shapes, const py::list& datas, int num_shards,
+                       int shard_id) {
+  BundleWriterOptions options;
+  options.num_shards = num_shards;
+  options.shard_id = shard_id;
+  options.data_memory = std::make_shared<MemoryFile>();
+  options.index_memory = std::make_shared<MemoryFile>();
+  WriteBundleWith(prefix, names, specs, dtypes, shapes, datas, options);
+  MemoryFile& data = *options.data_memory;
+  std::vector<const MemoryFile::Segment*> order;
+  for (const auto& seg : data.segments) {
+    if (seg.size > 0) order.push_back(&seg);
+  }
+  std::stable_sort(order.begin(), order.end(), [](auto* a, auto* b) { return a->offset < b->offset; });
+  py::list segments;
+  uint64_t at = 0;
+  for (const MemoryFile::Segment* seg : order) {
+    if (seg->offset != at) {
+      Check(Internal(StrCat("encode_bundle: data of ", prefix, " has a gap or overlap at offset ", at)));
+    }
+    py::object buf = seg->borrowed != nullptr
+                         ? py::object(py::memoryview::from_memory(seg->borrowed, static_cast<ssize_t>(seg->size)))
+                         : py::object(py::bytes(seg->owned));
+    segments.append(py::make_tuple(seg->offset, buf));
+    at += seg->size;
+  }
+  if (at != data.size) Check(Internal("encode_bundle: data of " + prefix + " is not contiguous"));
+  std::string index;
+  MemoryFile& idx = *options.index_memory;
+  index.resize(idx.size);
+  for (const auto& seg : idx.segments) std::memcpy(&index[seg.offset], seg.data(), seg.size);
+  return py::make_tuple(segments, data.size, py::bytes(index));
 }
 
 uint32_t BufferCrc(const py::buffer& data, uint32_t init, int which) {
@@ -659,6 +760,8 @@ PYBIND11_MODULE(_core, m) {
   m.def("write_bundle", &WriteBundle, py::arg("prefix"), py::arg("names"), py::arg("shape_and_slices"),
         py::arg("dtypes"), py::arg("shapes"), py::arg("datas"), py::arg("num_shards") = 1, py::arg("shard_id") = 0,
         py::arg("durable") = false);
+  m.def("encode_bundle", &EncodeBundle, py::arg("prefix"), py::arg("names"), py::arg("shape_and_slices"),
+        py::arg("dtypes"), py::arg("shapes"), py::arg("datas"), py::arg("num_shards") = 1, py::arg("shard_id") = 0);
   m.def("merge_bundles", [](const std::vector<std::string>& prefixes, const std::string& dest, bool delete_old_dirs,
                             bool allow_missing_files, bool durable) {
     Status s;
@@ -698,6 +801,11 @@ PYBIND11_MODULE(_core, m) {
 
   py::class_<PyReader>(m, "Reader")
       .def(py::init<const std::string&>())
+      .def(py::init<const std::string&, const py::bytes&>(), py::arg("prefix"), py::arg("index"))
+      .def("add_data_file", &PyReader::add_data_file, py::arg("shard_id"), py::arg("size"))
+      .def("pieces", &PyReader::pieces, py::arg("keys"), py::arg("specs"))
+      .def("add_range", &PyReader::add_range, py::arg("shard_id"), py::arg("offset"), py::arg("data"))
+      .def("clear_ranges", &PyReader::clear_ranges)
       .def_property_readonly("prefix", &PyReader::prefix)
       .def_property_readonly("num_shards", &PyReader::num_shards)
       .def_property_readonly("endianness", &PyReader::endianness)

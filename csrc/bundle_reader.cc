@@ -194,6 +194,54 @@ Status BundleReader::OpenOnce(const std::string& prefix, int attempt, bool* agai
     return NotFound(msg);
   }
   SK_RETURN_IF_ERROR(s);
+  SK_RETURN_IF_ERROR(ReadHeader(prefix));
+  // The data files are opened now, while they match the index (checked
+  // below). One that cannot be opened is tried again, and reported, when a
+  // tensor in it is read. Beyond kEagerShards they are opened on first use.
+  if (header_.num_shards <= kEagerShards) {
+    for (int id = 0; id < header_.num_shards; ++id) {
+      auto f = std::make_unique<RandomAccessFile>();
+      if (f->Open(DataFilename(prefix, id, header_.num_shards)).ok()) data_files_.emplace(id, std::move(f));
+    }
+  }
+  if (!StatFile(index_path_, &after).ok() || after.dev != before.dev || after.ino != before.ino ||
+      after.ctime != before.ctime) {
+    *again = true;
+    return Status(Code::kUnknown, StrCat("Checkpoint ", prefix, " kept being re-saved while it was opened (for ",
+                                         kCommitWaitSeconds, " s)"));
+  }
+  return Status::OK();
+}
+
+Status BundleReader::OpenFetched(const std::string& prefix, std::string index) {
+  prefix_ = prefix;
+  header_ = BundleHeader();
+  remote_ = true;
+  index_path_ = MetaFilename(prefix);
+  index_bytes_ = std::move(index);
+  auto ranges = std::make_shared<FetchedRanges>();
+  ranges->Add(0, index_bytes_.data(), index_bytes_.size());
+  index_file_ = std::make_unique<RandomAccessFile>();
+  index_file_->OpenFetched(index_path_, index_bytes_.size(), ranges);
+  return ReadHeader(prefix);
+}
+
+void BundleReader::AddFetchedDataFile(int shard_id, uint64_t size) {
+  std::lock_guard<std::mutex> lock(files_mu_);
+  auto ranges = std::make_shared<FetchedRanges>();
+  auto f = std::make_unique<RandomAccessFile>();
+  f->OpenFetched(DataFilename(prefix_, shard_id, header_.num_shards), size, ranges);
+  data_files_[shard_id] = std::move(f);
+  fetched_[shard_id] = ranges;
+}
+
+std::shared_ptr<FetchedRanges> BundleReader::Fetched(int shard_id) {
+  std::lock_guard<std::mutex> lock(files_mu_);
+  auto it = fetched_.find(shard_id);
+  return it == fetched_.end() ? nullptr : it->second;
+}
+
+Status BundleReader::ReadHeader(const std::string& prefix) {
   SK_RETURN_IF_ERROR(table_.Open(index_file_.get()));
   // The header is the table's first entry, under the empty key.
   bool found;
@@ -221,21 +269,6 @@ Status BundleReader::OpenOnce(const std::string& prefix, int attempt, bool* agai
   }
   if (header_.endianness != kLittle && header_.endianness != kBig) {
     return DataLoss(StrCat("Checkpoint index ", index_path_, " header has invalid endianness ", header_.endianness));
-  }
-  // The data files are opened now, while they match the index (checked
-  // below). One that cannot be opened is tried again, and reported, when a
-  // tensor in it is read. Beyond kEagerShards they are opened on first use.
-  if (header_.num_shards <= kEagerShards) {
-    for (int id = 0; id < header_.num_shards; ++id) {
-      auto f = std::make_unique<RandomAccessFile>();
-      if (f->Open(DataFilename(prefix, id, header_.num_shards)).ok()) data_files_.emplace(id, std::move(f));
-    }
-  }
-  if (!StatFile(index_path_, &after).ok() || after.dev != before.dev || after.ino != before.ino ||
-      after.ctime != before.ctime) {
-    *again = true;
-    return Status(Code::kUnknown, StrCat("Checkpoint ", prefix, " kept being re-saved while it was opened (for ",
-                                         kCommitWaitSeconds, " s)"));
   }
   return Status::OK();
 }
@@ -383,7 +416,7 @@ Status BundleReader::DataFile(const std::string& key, const BundleEntry& entry, 
   if (it == data_files_.end()) {
     auto f = std::make_unique<RandomAccessFile>();
     std::string path = DataFilename(prefix_, entry.shard_id, header_.num_shards);
-    Status s = f->Open(path);
+    Status s = remote_ ? NotFound(path) : f->Open(path);
     if (s.code() == Code::kNotFound) {
       return NotFound("Data file " + path + " of checkpoint " + prefix_ + " (holding tensor " + DisplayKey(key) +
                       ") does not exist: the checkpoint is incomplete");

@@ -88,6 +88,14 @@ class BundleReader {
   // re-save of the prefix is committing (commit.h) it waits for the commit
   // (up to 30 s) and reads the new checkpoint.
   Status Open(const std::string& prefix);
+  // A remote checkpoint (saverkit.storage): the index's bytes are given; the
+  // data files are added with their sizes and read from the ranges the
+  // caller fetched for the plans (pieces() in the binding) before Execute.
+  Status OpenFetched(const std::string& prefix, std::string index);
+  void AddFetchedDataFile(int shard_id, uint64_t size);
+  // The fetched ranges of data file `shard_id` (null when not added).
+  std::shared_ptr<FetchedRanges> Fetched(int shard_id);
+  bool remote() const { return remote_; }
 
   const std::string& prefix() const { return prefix_; }
   const BundleHeader& header() const { return header_; }
@@ -130,6 +138,7 @@ class BundleReader {
  private:
   // One attempt (0, 1, ...); *again: a re-save of the prefix may have got in the way.
   Status OpenOnce(const std::string& prefix, int attempt, bool* again);
+  Status ReadHeader(const std::string& prefix);
   Status DataFile(const std::string& key, const BundleEntry& entry, const RandomAccessFile** file);
   Status CheckStored(const std::string& key, const BundleEntry& entry, uint64_t* num_elements);
   Status ReadNumeric(const std::string& key, const BundleEntry& entry, char* dst);
@@ -156,6 +165,9 @@ class BundleReader {
   std::unordered_map<std::string, BundleEntry> entries_;  // looked up so far (node addresses are stable)
   std::mutex files_mu_;
   std::map<int, std::unique_ptr<RandomAccessFile>> data_files_;
+  bool remote_ = false;
+  std::string index_bytes_;  // remote: the index, whole
+  std::map<int, std::shared_ptr<FetchedRanges>> fetched_;
 };
 
 // Second step of whole string reads, tensor by tensor: Start() schedules a

@@ -133,7 +133,11 @@ BundleWriter::BundleWriter(const std::string& prefix, const BundleWriterOptions&
   }
   data_path_ = DataFilename(prefix, options.shard_id, options.num_shards);
   index_path_ = MetaFilename(prefix);
-  status_ = CreateDirs(Dirname(prefix));
+  if (in_memory() != (options.index_memory != nullptr)) {
+    status_ = InvalidArgument("BundleWriter: data and index must both be in memory or both files");
+    return;
+  }
+  if (!in_memory()) status_ = CreateDirs(Dirname(prefix));
 }
 
 BundleWriter::~BundleWriter() {
@@ -142,7 +146,12 @@ BundleWriter::~BundleWriter() {
 }
 
 Status BundleWriter::OpenData() {
-  if (!data_tmp_.empty()) return Status::OK();
+  if (data_open_) return Status::OK();
+  data_open_ = true;
+  if (in_memory()) {
+    data_.CreateInMemory(data_path_, options_.data_memory);
+    return Status::OK();
+  }
   data_tmp_ = TempFilename(data_path_);
   return data_.Create(data_tmp_);
 }
@@ -427,7 +436,8 @@ Status BundleWriter::WriteNumeric(const WritableFile* file, std::vector<NumericC
   uint64_t writeback_from = 0, writeback_to = 0;
   auto flush = [&]() -> Status {
     if (iov.empty()) return Status::OK();
-    Status s = file->PWriteV(start, iov.data(), static_cast<int>(iov.size()));
+    // The payloads are the caller's tensors: a file in memory points at them.
+    Status s = file->PWriteVBorrowed(start, iov.data(), static_cast<int>(iov.size()));
     iov.clear();
     if (options_.durable && s.ok()) {
       if (start != writeback_to) writeback_from = start;  // a gap: strings were written there already
@@ -472,7 +482,11 @@ Status BundleWriter::WriteNumeric(const WritableFile* file, std::vector<NumericC
 
 Status BundleWriter::WriteIndex(const std::string& path) {
   WritableFile file;
-  SK_RETURN_IF_ERROR(file.Create(path));
+  if (in_memory()) {
+    file.CreateInMemory(index_path_, options_.index_memory);
+  } else {
+    SK_RETURN_IF_ERROR(file.Create(path));
+  }
   TableBuilder table(&file);
   BundleHeader header;
   header.num_shards = options_.num_shards;
@@ -504,6 +518,12 @@ Status BundleWriter::Finish() {
     p.crc_known = true;
   }
   SK_RETURN_IF_ERROR(OpenData());
+  if (in_memory()) {
+    SK_RETURN_IF_ERROR(WritePayloads(&data_));
+    SK_RETURN_IF_ERROR(WriteIndex(index_path_));
+    finished_ = true;
+    return Status::OK();
+  }
   index_tmp_ = TempFilename(index_path_);
   SK_RETURN_IF_ERROR(WritePayloads(&data_));
   if (options_.durable) SK_RETURN_IF_ERROR(data_.Sync());

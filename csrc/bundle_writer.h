@@ -46,6 +46,10 @@ struct BundleWriterOptions {
   int num_shards = 1;
   int shard_id = 0;
   bool durable = false;  // fdatasync files and fsync the directory
+  // Remote checkpoints: the data file and the index are produced in memory
+  // (numeric payloads as pointers to the caller's tensors) and nothing is
+  // written, renamed or committed here: saverkit.storage uploads them.
+  std::shared_ptr<MemoryFile> data_memory, index_memory;
 };
 
 class BundleWriter {
@@ -127,6 +131,7 @@ class BundleWriter {
   // helper has claimed (claimed[k] is chunk k's flag).
   Status WriteNumeric(const WritableFile* file, std::vector<NumericChunk>* chunks, std::atomic<bool>* claimed) const;
   Status WriteIndex(const std::string& path);
+  bool in_memory() const { return options_.data_memory != nullptr; }
   void RemoveTemps();
 
   std::string prefix_;
@@ -137,6 +142,7 @@ class BundleWriter {
   uint64_t data_size_ = 0;
   std::string data_path_, data_tmp_, index_path_, index_tmp_;
   bool finished_ = false;
+  bool data_open_ = false;
   WritableFile data_;            // open from the first string tensor or Finish() on
   std::mutex string_write_mu_;   // string tasks' pwrites (see GatherWriter)
   TaskGroup string_tasks_;       // last member, destroyed first: its tasks use the ones above

@@ -86,6 +86,43 @@ Status IOError(const std::string& context, int err) {
   }
 }
 
+void MemoryFile::Add(uint64_t offset, const char* data, size_t n, bool borrow) {
+  std::lock_guard<std::mutex> lock(mu);
+  if (borrow && !segments.empty()) {  // a tensor written in pieces: one segment
+    Segment& last = segments.back();
+    if (last.borrowed != nullptr && last.offset + last.size == offset && last.borrowed + last.size == data) {
+      last.size += n;
+      size = std::max(size, offset + n);
+      return;
+    }
+  }
+  Segment seg{offset, borrow ? data : nullptr, n, borrow ? std::string() : std::string(data, n)};
+  segments.push_back(std::move(seg));
+  size = std::max(size, offset + n);
+}
+
+void FetchedRanges::Add(uint64_t offset, const char* data, size_t n) {
+  std::lock_guard<std::mutex> lock(mu);
+  auto& r = ranges[offset];
+  if (r.second < n) r = {data, n};
+}
+
+void FetchedRanges::Clear() {
+  std::lock_guard<std::mutex> lock(mu);
+  ranges.clear();
+}
+
+const char* FetchedRanges::Find(uint64_t offset, size_t n) {
+  std::lock_guard<std::mutex> lock(mu);
+  auto it = ranges.upper_bound(offset);
+  // Ranges may overlap (two plans reading one payload): try the nearest few.
+  for (int tries = 0; tries < 64 && it != ranges.begin(); ++tries) {
+    --it;
+    if (offset - it->first + n <= it->second.second) return it->second.first + (offset - it->first);
+  }
+  return nullptr;
+}
+
 RandomAccessFile::~RandomAccessFile() {
   if (fd_ >= 0) ::close(fd_);
 }
@@ -101,12 +138,29 @@ Status RandomAccessFile::Open(const std::string& path) {
   return Status::OK();
 }
 
+void RandomAccessFile::OpenFetched(const std::string& path, uint64_t size, std::shared_ptr<FetchedRanges> ranges) {
+  path_ = path;
+  size_ = size;
+  fetched_ = std::move(ranges);
+}
+
+Status RandomAccessFile::ReadFetched(uint64_t offset, size_t n, char* dst) const {
+  if (n == 0) return Status::OK();
+  const char* src = fetched_->Find(offset, n);
+  if (src == nullptr) {
+    return Internal(StrCat("Bytes [", offset, ", ", offset + n, ") of ", path_, " were read but not fetched"));
+  }
+  std::memcpy(dst, src, n);
+  return Status::OK();
+}
+
 Status RandomAccessFile::Read(uint64_t offset, size_t n, char* dst) const {
   uint64_t end;
   if (!CheckedAdd(offset, n, &end) || end > size_) {
     return DataLoss(StrCat("Read of ", n, " bytes at offset ", offset, " runs past the end of ", path_,
                            " (", size_, " bytes): file truncated or corrupt"));
   }
+  if (fetched_) return ReadFetched(offset, n, dst);
   const bool bounce = n >= kBounceMin && Aliases(offset, reinterpret_cast<uintptr_t>(dst)) &&
                      BounceBuffer(offset) != nullptr;  // no buffer (out of memory): the slow copy
   while (n > 0) {
@@ -169,6 +223,13 @@ Status RandomAccessFile::ReadV(uint64_t offset, struct iovec* iov, int count) co
     return DataLoss(StrCat("Read of ", n, " bytes at offset ", offset, " runs past the end of ", path_,
                            " (", size_, " bytes): file truncated or corrupt"));
   }
+  if (fetched_) {
+    for (int i = 0; i < count; ++i) {
+      SK_RETURN_IF_ERROR(ReadFetched(offset, iov[i].iov_len, static_cast<char*>(iov[i].iov_base)));
+      offset += iov[i].iov_len;
+    }
+    return Status::OK();
+  }
   int k = 0;
   while (k < count && iov[k].iov_len == 0) ++k;
   while (k < count) {
@@ -196,7 +257,26 @@ Status WritableFile::Create(const std::string& path) {
   return Status::OK();
 }
 
+void WritableFile::CreateInMemory(const std::string& path, std::shared_ptr<MemoryFile> memory) {
+  path_ = path;
+  memory_ = std::move(memory);
+  pos_ = 0;
+}
+
+Status WritableFile::PWriteVBorrowed(uint64_t offset, struct iovec* iov, int count) const {
+  if (!memory_) return PWriteV(offset, iov, count);
+  for (int i = 0; i < count; ++i) {
+    memory_->Add(offset, static_cast<const char*>(iov[i].iov_base), iov[i].iov_len, /*borrow=*/true);
+    offset += iov[i].iov_len;
+  }
+  return Status::OK();
+}
+
 Status WritableFile::PWrite(uint64_t offset, const char* data, size_t n) const {
+  if (memory_) {
+    memory_->Add(offset, data, n, /*borrow=*/false);
+    return Status::OK();
+  }
   while (n > 0) {
     size_t want = n > (1u << 30) ? (1u << 30) : n;
     ssize_t put = ::pwrite(fd_, data, want, static_cast<off_t>(offset));
@@ -212,6 +292,13 @@ Status WritableFile::PWrite(uint64_t offset, const char* data, size_t n) const {
 }
 
 Status WritableFile::PWriteV(uint64_t offset, struct iovec* iov, int count) const {
+  if (memory_) {
+    for (int i = 0; i < count; ++i) {
+      memory_->Add(offset, static_cast<const char*>(iov[i].iov_base), iov[i].iov_len, /*borrow=*/false);
+      offset += iov[i].iov_len;
+    }
+    return Status::OK();
+  }
   int k = 0;
   while (k < count && iov[k].iov_len == 0) ++k;
   while (k < count) {
@@ -235,7 +322,7 @@ Status WritableFile::Append(const char* data, size_t n) {
 }
 
 Status WritableFile::Reserve(uint64_t total_size) const {
-  if (total_size == 0) return Status::OK();
+  if (total_size == 0 || memory_) return Status::OK();
   int err = ::posix_fallocate(fd_, 0, static_cast<off_t>(total_size));
   // File systems without fallocate support just skip the early check.
   if (err == 0 || err == EINVAL || err == EOPNOTSUPP) return Status::OK();
@@ -243,11 +330,13 @@ Status WritableFile::Reserve(uint64_t total_size) const {
 }
 
 Status WritableFile::Sync() const {
+  if (memory_) return Status::OK();
   if (::fdatasync(fd_) != 0) return IOError("fdatasync failed on " + path_, errno);
   return Status::OK();
 }
 
 void WritableFile::StartWriteback(uint64_t offset, uint64_t n) const {
+  if (memory_) return;
 #if defined(__linux__)
   (void)::sync_file_range(fd_, static_cast<off_t>(offset), static_cast<off_t>(n), SYNC_FILE_RANGE_WRITE);
 #else

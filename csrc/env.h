@@ -5,6 +5,9 @@
 #include <sys/uio.h>
 
 #include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -14,6 +17,36 @@ namespace saverkit {
 
 Status IOError(const std::string& context, int err);
 
+// Files of a remote checkpoint (saverkit.storage moves the bytes; the engine
+// computes). What a writer produced: segments at file offsets, each either
+// borrowed (caller memory: the tensors' own buffers, valid while the caller
+// keeps them) or owned (copied: string payloads, the index).
+struct MemoryFile {
+  struct Segment {
+    uint64_t offset;
+    const char* borrowed;  // null: `owned` holds the bytes
+    size_t size;
+    std::string owned;
+    const char* data() const { return borrowed != nullptr ? borrowed : owned.data(); }
+  };
+  std::mutex mu;
+  std::vector<Segment> segments;  // in write order
+  uint64_t size = 0;              // end of the furthest write
+  void Add(uint64_t offset, const char* data, size_t n, bool borrow);
+};
+
+// Byte ranges of a remote file fetched so far, each in memory the caller
+// keeps alive (Python bytes objects held by the binding); reads outside
+// them fail (the caller fetches every range a plan reads before executing).
+struct FetchedRanges {
+  std::mutex mu;
+  std::map<uint64_t, std::pair<const char*, size_t>> ranges;  // offset -> bytes
+  void Add(uint64_t offset, const char* data, size_t n);
+  void Clear();
+  // The range holding [offset, offset + n), or null.
+  const char* Find(uint64_t offset, size_t n);
+};
+
 class RandomAccessFile {
  public:
   RandomAccessFile() = default;
@@ -22,6 +55,8 @@ class RandomAccessFile {
   RandomAccessFile& operator=(const RandomAccessFile&) = delete;
 
   Status Open(const std::string& path);
+  // A remote file of `size` bytes, read from `ranges` (see FetchedRanges).
+  void OpenFetched(const std::string& path, uint64_t size, std::shared_ptr<FetchedRanges> ranges);
   // Reads exactly n bytes at offset (pread loop; safe from many threads).
   // A short file is DATA_LOSS naming the file.
   Status Read(uint64_t offset, size_t n, char* dst) const;
@@ -32,9 +67,11 @@ class RandomAccessFile {
   const std::string& path() const { return path_; }
 
  private:
+  Status ReadFetched(uint64_t offset, size_t n, char* dst) const;
   int fd_ = -1;
   uint64_t size_ = 0;
   std::string path_;
+  std::shared_ptr<FetchedRanges> fetched_;
 };
 
 class WritableFile {
@@ -45,11 +82,17 @@ class WritableFile {
   WritableFile& operator=(const WritableFile&) = delete;
 
   Status Create(const std::string& path);
+  // Writes go to `memory` instead of a file (remote checkpoints).
+  void CreateInMemory(const std::string& path, std::shared_ptr<MemoryFile> memory);
+  bool in_memory() const { return memory_ != nullptr; }
   Status Append(const char* data, size_t n);               // at the current end
   Status PWrite(uint64_t offset, const char* data, size_t n) const;  // thread-safe
   // Writes iov[0..count) back to back at offset (a pwritev loop; count <=
   // IOV_MAX). Consumes iov. Thread-safe.
   Status PWriteV(uint64_t offset, struct iovec* iov, int count) const;
+  // PWriteV of memory that stays valid and unchanged as long as the caller's
+  // tensors do: a file in memory keeps pointers to it rather than copies.
+  Status PWriteVBorrowed(uint64_t offset, struct iovec* iov, int count) const;
   Status Reserve(uint64_t total_size) const;               // preallocate; early ENOSPC
   Status Sync() const;                                     // fdatasync
   // Starts writing [offset, offset + n) back to the disk without waiting
@@ -64,6 +107,7 @@ class WritableFile {
   int fd_ = -1;
   uint64_t pos_ = 0;
   std::string path_;
+  std::shared_ptr<MemoryFile> memory_;
 };
 
 bool FileExists(const std::string& path);

@@ -461,3 +461,14 @@ def test_sigkill_during_async_saves_leaves_a_complete_latest_checkpoint():
     assert report["problems"] == []
     assert report["kills_mid_save"] >= 4
     assert report["temps_not_cleaned"] == []
+
+
+def test_async_options_with_a_url_save_synchronously():
+    pytest.importorskip("fsspec")
+    m = Model()
+    m.set(3)
+    path = m.saver.save(m.sess, "memory://async-url/model", global_step=3, options=ASYNC)
+    m.set(4)
+    Model.expect(load_checkpoint(path), 3)
+    ck = m.ckpt.save("memory://async-url/ckpt", m.sess, ASYNC)
+    Model.expect(load_checkpoint(ck), 4, ckpt_key)

@@ -795,3 +795,18 @@ def test_cached_checkpoint_ops_do_not_keep_graphs_alive(tmp_path):
         del g, v, ckpt, s
     gc.collect()
     assert [r() for r in refs] == [None, None, None]
+
+
+def test_assign_target_of_an_unusual_initializer_is_built_once_per_variable():
+    from saverkit.train import _variable_io
+
+    g = sk.Graph()
+    with g.as_default():
+        v = sk.Variable(np.zeros(2, np.float32), name="v")
+        v._initializer_op = sk.no_op(name="odd_init")  # not Assign(v, value): nothing to feed
+        op, value = _variable_io.assign_target(v)
+        assert _variable_io.assign_target(v) == (op, value)
+        assert value.op.name == "v/restore_value" and op.type == "Assign"
+        with sk.Session() as sess:
+            sess.run(op, feed_dict={value: np.array([1.0, 2.0], np.float32)})
+            np.testing.assert_array_equal(sess.run(v), [1.0, 2.0])

@@ -539,3 +539,91 @@ def test_unique_names_are_what_as_many_unique_name_calls_give(n, scope, taken):
     with batch.name_scope(scope + "/"), one_by_one.name_scope(scope + "/"):
         assert batch.unique_name("Assign") == one_by_one.unique_name("Assign")
 
+
+
+# --- batched op creation and what saverkit's own layers read (issue 18) ---------------------------
+def _assign_batch(graph, refs, values, **kwargs):
+    attrs = [{"T": r.dtype.base_dtype, "validate_shape": True, "use_locking": True} for r in refs]
+    return graph.create_ops(
+        "Assign", list(zip(refs, values, strict=True)), attrs, [r.dtype for r in refs], "Assign", **kwargs
+    )
+
+
+def test_create_ops_makes_what_create_op_would(graph):
+    vs = [sk.Variable(np.zeros(3, np.float32), name=f"v{i}") for i in range(10)]  # >= 8: names in one batch
+    refs = [v.op.outputs[0] for v in vs]
+    values = [sk.constant(np.ones(3, np.float32)) for _ in vs]
+    made = _assign_batch(graph, refs, values, shapes=[r.shape for r in refs], devices=["/device:CPU:0"] * 10)
+    assert [op.name for op in made] == ["Assign", *(f"Assign_{i}" for i in range(1, 10))]
+    for op, ref, value in zip(made, refs, values, strict=True):
+        assert op.type == "Assign" and list(op.inputs) == [ref, value]
+        assert op.outputs[0].dtype == ref.dtype and op.outputs[0].shape == ref.shape
+        assert op.device == "/device:CPU:0" and op.control_inputs == []
+        assert graph.get_operation_by_name(op.name) is op and op in value.consumers()
+    # Op by op (no shapes given): the same names continue, shapes from the shape function.
+    more = _assign_batch(graph, refs[:2], values[:2])
+    assert [op.name for op in more] == ["Assign_10", "Assign_11"]
+    assert more[0].outputs[0].shape == refs[0].shape
+
+
+def test_create_ops_inside_a_context_applies_it(graph):
+    vs = [sk.Variable(np.zeros(2, np.float32), name=f"v{i}") for i in range(9)]
+    refs = [v.op.outputs[0] for v in vs]
+    dep = sk.no_op(name="first")
+    with graph.control_dependencies([dep]), graph.name_scope("restore"):
+        made = _assign_batch(graph, refs, [v.initial_value for v in vs], shapes=[r.shape for r in refs])
+    assert made[0].name == "restore/Assign" and all(op.control_inputs == [dep] for op in made)
+
+
+def test_create_ops_rejects_a_tensor_of_another_graph(graph):
+    vs = [sk.Variable(np.zeros(2, np.float32), name=f"v{i}") for i in range(9)]
+    refs = [v.op.outputs[0] for v in vs]
+    with sk.Graph().as_default():
+        foreign = sk.constant(np.ones(2, np.float32))
+    values = [v.initial_value for v in vs[:-1]] + [foreign]
+    before = len(graph.get_operations())
+    with pytest.raises(ValueError, match="must be from the same graph"):
+        _assign_batch(graph, refs, values, shapes=[r.shape for r in refs])
+    assert len(graph.get_operations()) == before + 8  # what was made stays made
+
+
+def test_layer_cache_is_per_graph_and_per_owner(graph):
+    cache = graph.layer_cache("checkpoint")
+    assert cache == {} and graph.layer_cache("checkpoint") is cache
+    assert graph.layer_cache("variable_assign") is not cache
+    assert sk.Graph().layer_cache("checkpoint") is not cache
+
+
+def test_bulk_readers_match_the_public_properties(graph):
+    from saverkit.framework import operation, tensor, variables
+
+    with graph.device("/cpu:0"):
+        a = sk.Variable(np.zeros((2, 3), np.float32), name="a")
+    b = sk.Variable(np.zeros(4, np.int64), name="b")
+    ts = [a.op.outputs[0], b.op.outputs[0], a.value()]
+    assert tensor.dtypes_of(ts) == [t.dtype for t in ts]
+    assert tensor.shapes_of(ts) == [t.shape for t in ts]
+    assert tensor.devices_of(ts) == [t.device for t in ts]
+    assert tensor.ops_of(ts) == [t.op for t in ts]
+    assert tensor.op_types_of(ts) == {"VariableV2", "Identity"}
+    assert operation.distinct_devices([a.op, b.op, a.initializer]) == {a.device, b.device}
+    assert variables.ref_tensor(a) is a.op.outputs[0]
+    assert variables.save_slice_info(a) is None
+
+
+def test_plain_ref_variables_by_name(graph):
+    from saverkit.framework import variables
+
+    a = sk.Variable(1.0, name="a")
+    b = sk.Variable(2.0, name="s/b")
+    assert variables.plain_ref_variables_by_name([a, b]) == {"a": a.op.outputs[0], "s/b": b.op.outputs[0]}
+    assert variables.plain_ref_variables_by_name((b,)) == {"s/b": b.op.outputs[0]}
+    # Anything else is left to the caller's general path: None.
+    assert variables.plain_ref_variables_by_name([]) is None
+    assert variables.plain_ref_variables_by_name([a, a]) is None  # one name twice
+    assert variables.plain_ref_variables_by_name([a, [b]]) is None  # nested
+    assert variables.plain_ref_variables_by_name([a, b.op.outputs[0]]) is None  # a tensor
+    part = sk.get_variable(
+        "p", shape=[4], partitioner=sk.fixed_size_partitioner(2), initializer=sk.zeros_initializer()
+    )
+    assert variables.plain_ref_variables_by_name([a, *part]) is None  # slices of a partitioned variable

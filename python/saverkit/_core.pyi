@@ -1,7 +1,7 @@
 # Types of the compiled engine (csrc/bindings.cc). Private: the curated API is saverkit.bundle and up.
 # tests/test_core_stub.py checks that this file and the built module name the same things.
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, overload
 
 from typing_extensions import Buffer
 
@@ -10,7 +10,15 @@ _ARENA_CACHE_BYTES: int
 class Reader:
     """An open tensor bundle (BundleReader): index looked up lazily, data files opened with it."""
 
+    @overload
     def __init__(self, prefix: str) -> None: ...
+    @overload
+    def __init__(self, prefix: str, index: bytes) -> None: ...
+    # Remote checkpoints (saverkit.storage): data files by size, bytes fetched per read.
+    def add_data_file(self, shard_id: int, size: int) -> None: ...
+    def pieces(self, keys: list[bytes], specs: list[str]) -> list[tuple[int, int, int]]: ...
+    def add_range(self, shard_id: int, offset: int, data: Buffer) -> None: ...
+    def clear_ranges(self) -> None: ...
     @property
     def prefix(self) -> str: ...
     @property
@@ -39,6 +47,16 @@ def write_bundle(
     shard_id: int = 0,
     durable: bool = False,
 ) -> None: ...
+def encode_bundle(
+    prefix: str,
+    names: list[bytes],
+    shape_and_slices: list[str],
+    dtypes: Sequence[int],
+    shapes: list[Any],
+    datas: list[Any],
+    num_shards: int = 1,
+    shard_id: int = 0,
+) -> tuple[list[tuple[int, memoryview | bytes]], int, bytes]: ...
 def merge_bundles(
     checkpoint_prefixes: Sequence[str],
     destination_prefix: str,

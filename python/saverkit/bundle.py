@@ -12,12 +12,13 @@ they round-trip.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Sequence
 from typing import Any, cast
 
 import numpy as np
 
-from saverkit import _core, _gc, checkpoint_paths, errors, tempfiles
+from saverkit import _core, _gc, checkpoint_paths, errors, storage, tempfiles
 from saverkit import config as _config  # noqa: F401 - applies SAVERKIT_ARENA_CACHE before any read
 from saverkit import dtypes as _dtypes
 from saverkit.dtypes import DType
@@ -130,13 +131,22 @@ def write_bundle(
     num_shards: int = 1,
     shard_id: int = 0,
     durable: bool = False,
+    storage_options: dict | None = None,
 ) -> None:
     """Write tensors to ``prefix.index`` + ``prefix.data-<shard_id>-of-<num_shards>``, like SaveV2.
 
     ``shape_and_slices[i]`` (TF syntax, e.g. ``"10 4 0,4:-"``) saves ``tensors[i]`` as that slice of a
     partitioned tensor; ``""`` saves a whole tensor. ``dtypes`` overrides the dtype inferred from numpy
     (needed for quantized types). String tensors are object arrays or lists of bytes/str.
+
+    ``prefix`` may be a URL (``s3://bucket/dir/model``, see :mod:`saverkit.storage`): the data object is
+    uploaded first, then the index, so the checkpoint appears only complete.
     """
+    if storage.is_url(prefix):
+        _write_remote(os.fsdecode(os.fspath(prefix)), names, tensors, shape_and_slices, dtypes, num_shards,
+                      shard_id, storage_options)
+        return
+    prefix = storage.local_path(prefix)
     tempfiles.make_part_dir(os.fspath(prefix))  # a sharded save's part: marked as saverkit's temporary
     with _gc.paused():  # 10,000 tensors are tens of thousands of objects: see saverkit._gc
         _write_bundle(prefix, names, tensors, shape_and_slices, dtypes, num_shards, shard_id, durable)
@@ -155,7 +165,8 @@ def _write_bundle(
     num_shards: int,
     shard_id: int,
     durable: bool,
-) -> None:
+    encode: bool = False,
+) -> Any:
     prefix = os.fspath(prefix)
     n = len(names)
     if len(tensors) != n:
@@ -208,7 +219,44 @@ def _write_bundle(
         enums.append(dtype.as_datatype_enum)
         shapes.append(shape)
         datas.append(data)
+    if encode:  # a remote checkpoint: bytes in memory (numeric payloads as views of `datas`)
+        return _core.encode_bundle(prefix, keys, specs, enums, shapes, datas, num_shards, shard_id), datas
     _core.write_bundle(prefix, keys, specs, enums, shapes, datas, num_shards, shard_id, durable)
+    return None
+
+
+def _write_remote(
+    prefix: str,
+    names: Sequence[str | bytes],
+    tensors: Sequence[Any],
+    shape_and_slices: Sequence[str] | None,
+    dtypes: Sequence[DType | int | None] | None,
+    num_shards: int,
+    shard_id: int,
+    storage_options: dict | None,
+) -> None:
+    loc = storage.Location(prefix, storage_options)
+    with _gc.paused():
+        (segments, size, index), held = _write_bundle(
+            prefix, names, tensors, shape_and_slices, dtypes, num_shards, shard_id, False, encode=True)
+    data_url = f"{prefix}.data-{shard_id:05d}-of-{num_shards:05d}"
+    # Data first, then the index: a checkpoint is visible once its index exists, so it never is partial.
+    existed = loc.isfile(data_url)
+    if loc.isfile(prefix + ".index"):
+        # A re-save of this prefix: its index goes first, so no reader pairs it with the new data (a
+        # store has no rename to swap them; until the new index is in, the prefix is no checkpoint).
+        loc.remove([prefix + ".index"])
+    loc.write_segments(data_url, segments, size)
+    del segments, held  # the views of the caller's arrays: no longer needed
+    try:
+        loc.write_bytes(prefix + ".index", index)
+    except BaseException:
+        if not existed:  # ours, and no index names it: remove it (never what was there before)
+            try:
+                loc.remove([data_url])
+            except errors.OpError:
+                pass
+        raise
 
 
 def _looks_like_strings(value: Any) -> bool:
@@ -274,10 +322,65 @@ def _as_dtype_or_data_loss(enum: int, key: bytes, prefix: str) -> DType:
 class BundleReader:
     """An open checkpoint: list its tensors and read them (``with BundleReader(p) as r: ...``)."""
 
-    def __init__(self, prefix: str | os.PathLike) -> None:
-        self.prefix = resolve_prefix(prefix)
-        self._core: _core.Reader | None = _core.Reader(self.prefix)
+    def __init__(self, prefix: str | os.PathLike, storage_options: dict | None = None) -> None:
+        self._remote: storage.Location | None = None
+        self._core: _core.Reader | None
+        if storage.is_url(prefix):
+            self._open_remote(os.fsdecode(os.fspath(prefix)), storage_options)
+        else:
+            self.prefix = resolve_prefix(storage.local_path(prefix))
+            self._core = _core.Reader(self.prefix)
         self._entries_cache: dict[str, tuple[DType, tuple[int, ...]]] | None = None
+
+    def _open_remote(self, url: str, storage_options: dict | None) -> None:
+        """The index fetched once; data objects' sizes looked up; tensor bytes fetched per read."""
+        loc = self._remote = storage.Location(url, storage_options)
+        self._remote_lock = threading.Lock()
+        self.prefix = checkpoint_paths.resolve_remote_prefix(loc, url)
+        index = loc.read_bytes(self.prefix + ".index")
+        self._core = _core.Reader(self.prefix, index)
+        n = self._core.num_shards
+        for shard in range(n):
+            size = loc.size(f"{self.prefix}.data-{shard:05d}-of-{n:05d}")
+            if size is not None:  # a missing one is NotFoundError naming it when a tensor in it is read
+                self._core.add_data_file(shard, size)
+
+    def _fetch(self, keys: list, specs: list) -> None:
+        """Remote: fetch the byte ranges the planned reads need into the engine's reader. Payloads close
+        together are fetched as one range (a restore of 10,000 small tensors is a few requests, not
+        10,000), and ranges are split into requests of at most ``storage.PART_SIZE`` bytes, all sent at
+        once (concurrently on async backends)."""
+        core, remote = self._core, self._remote
+        assert core is not None and remote is not None
+        pieces = sorted(core.pieces(keys, specs))
+        if not pieces:
+            return
+        n = core.num_shards
+        gap, most = storage.COALESCE_GAP, storage.PART_SIZE
+        groups: list[list[int]] = []  # [shard, start, end]
+        for shard, offset, size in pieces:
+            g = groups[-1] if groups else None
+            if (g is not None and g[0] == shard and offset <= g[2] + gap
+                    and max(g[2], offset + size) - g[1] <= most):
+                g[2] = max(g[2], offset + size)
+            else:
+                groups.append([shard, offset, offset + size])
+        urls, starts, ends, owner = [], [], [], []
+        for k, (shard, start, end) in enumerate(groups):
+            url = f"{self.prefix}.data-{shard:05d}-of-{n:05d}"
+            for s in range(start, end, most):
+                urls.append(url)
+                starts.append(s)
+                ends.append(min(s + most, end))
+                owner.append(k)
+        datas = remote.read_ranges(urls, starts, ends)
+        chunks: list[list[bytes]] = [[] for _ in groups]
+        for k, data in zip(owner, datas, strict=True):
+            chunks[k].append(data)
+        for (shard, start, _), parts in zip(groups, chunks, strict=True):
+            # A payload larger than one request arrives in pieces: joined (one copy) so the engine
+            # reads it from one buffer.
+            core.add_range(shard, start, parts[0] if len(parts) == 1 else b"".join(parts))
 
     @property
     def _entries(self) -> dict[str, tuple[DType, tuple[int, ...]]]:
@@ -391,7 +494,15 @@ class BundleReader:
                     _check_out(target, dtype, tuple(shape), keys[i])  # names the problem
             results.append(target)
             buffers.append(target if builtin else _byte_view(target))
-        strings = self._core.execute(keys, specs, buffers, fresh)
+        if self._remote is not None:
+            with self._remote_lock:  # the fetched ranges belong to this read until it is done
+                self._fetch(keys, specs)
+                try:
+                    strings = self._core.execute(keys, specs, buffers, fresh)
+                finally:
+                    self._core.clear_ranges()
+        else:
+            strings = self._core.execute(keys, specs, buffers, fresh)
         for i, items in enumerate(strings):
             if items is not None:  # string tensors: object arrays of bytes (out[i] itself when given)
                 results[i] = items
@@ -429,6 +540,7 @@ def read_tensors(
     shape_and_slices: Sequence[str] | None = None,
     dtypes: Sequence[DType | int | None] | None = None,
     out: Sequence[np.ndarray | None] | None = None,
+    storage_options: dict | None = None,
 ) -> list[np.ndarray]:
     """Read tensors (or slices, in TF shape_and_slice syntax) like RestoreV2, in one parallel batch.
 
@@ -437,4 +549,4 @@ def read_tensors(
     after every tensor of the call was read and checked (numeric ``out`` arrays are read into directly,
     so a failed call may leave them partly overwritten).
     """
-    return BundleReader(prefix).read_many(names, shape_and_slices, dtypes, out)
+    return BundleReader(prefix, storage_options).read_many(names, shape_and_slices, dtypes, out)

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 from saverkit import errors
 
 if TYPE_CHECKING:
+    from saverkit import storage
     from saverkit.protobuf.checkpoint_state_pb2 import CheckpointState
 
 __all__ = [
@@ -233,3 +234,74 @@ def data_files(prefix: str) -> list[tuple[str, int, int]]:
             if m:
                 out.append((os.path.join(dirname, name), int(m.group(1)), int(m.group(2))))
     return out
+
+
+# --- remote checkpoints (URLs: saverkit.storage) ---------------------------------------------------------
+# The same meanings over an object store: no renames happen there (a checkpoint is visible once its index
+# exists, uploaded last), so there is nothing to settle.
+
+def _remote_state_entry(directory: str, p: str) -> str:
+    from saverkit import storage
+
+    if storage.is_url(p):
+        return p
+    if p.startswith("/"):  # an absolute local path in a remote state file: TF's; look beside it
+        return storage.join(directory, os.path.basename(p))
+    return storage.join(directory, p)
+
+
+def read_remote_state_file(loc: storage.Location, directory: str, latest_filename: str | None = None
+                           ) -> CheckpointState | None:
+    """``read_state_file`` for a directory URL on the store ``loc`` (a ``storage.Location``)."""
+    from google.protobuf import text_format
+
+    from saverkit import storage
+    from saverkit.protobuf.checkpoint_state_pb2 import CheckpointState
+
+    filename = storage.join(directory, "checkpoint" if latest_filename is None else latest_filename)
+    try:
+        content = loc.read_bytes(filename, limit=STATE_FILE_LIMIT).decode("utf-8")
+        ckpt = CheckpointState()
+        text_format.Merge(content, ckpt)
+    except errors.NotFoundError:
+        return None
+    except (errors.FailedPreconditionError, UnicodeDecodeError, text_format.ParseError) as e:
+        _logger.warning("%s: %s", type(e).__name__, e)
+        _logger.warning("%s: Checkpoint ignored", filename)
+        return None
+    if not ckpt.model_checkpoint_path:
+        raise ValueError("Invalid checkpoint state loaded from " + directory)
+    ckpt.model_checkpoint_path = _remote_state_entry(directory, ckpt.model_checkpoint_path)
+    ckpt.all_model_checkpoint_paths[:] = [_remote_state_entry(directory, p)
+                                          for p in ckpt.all_model_checkpoint_paths]
+    return ckpt
+
+
+def remote_prefix_exists(loc: storage.Location, prefix: str) -> bool:
+    return loc.isfile(prefix + ".index")
+
+
+def resolve_remote_prefix(loc: storage.Location, url: str) -> str:
+    """``resolve_prefix`` for a URL: a prefix, one of its objects, or a directory whose state file names
+    a checkpoint. Raises NotFoundError saying what was looked for."""
+    for suffix in (".index", ".meta"):
+        if url.endswith(suffix) and loc.isfile(url):
+            return url[: -len(suffix)]
+    m = DATA_FILE_RE.search(url)
+    if m and loc.isfile(url):
+        return url[: m.start()]
+    if remote_prefix_exists(loc, url):
+        return url
+    try:
+        state = read_remote_state_file(loc, url.rstrip("/"))
+    except ValueError:
+        state = None
+    if state is not None and remote_prefix_exists(loc, state.model_checkpoint_path):
+        return state.model_checkpoint_path
+    if state is not None:
+        raise errors.NotFoundError(
+            None, None, f"Couldn't find a checkpoint in directory {url}: its 'checkpoint' state file names "
+            f"{state.model_checkpoint_path}, which does not exist")
+    raise errors.NotFoundError(
+        None, None, f"Failed to find a checkpoint at {url}: looked for {url}.index (and a 'checkpoint' state "
+        "file under it) and found nothing")

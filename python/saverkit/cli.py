@@ -403,7 +403,19 @@ def _import_safetensors() -> Any:
 
 def resolve_checkpoint(path: str) -> str:
     """The checkpoint prefix meant by ``path`` (saverkit.checkpoint_paths.resolve_prefix); a directory whose
-    state file is missing or stale falls back, with a warning, to its newest complete checkpoint."""
+    state file is missing or stale falls back, with a warning, to its newest complete checkpoint.
+    A URL (``s3://...``, saverkit.storage) names a prefix, one of its objects, or a directory whose state
+    file names one."""
+    from saverkit import storage
+
+    if storage.is_url(path):
+        from saverkit.bundle import BundleReader
+
+        try:
+            return BundleReader(path).prefix
+        except errors.NotFoundError as e:
+            raise CliError(f"{path}: {e.message}") from None
+    path = storage.local_path(path)
     try:
         return checkpoint_paths.resolve_prefix(path)
     except errors.NotFoundError:

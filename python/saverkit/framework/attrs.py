@@ -29,7 +29,7 @@ def canonicalize(value: Any, attr_type: str) -> Any:
         if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
             raise TypeError(f"Expected a list for an attr of type {attr_type}, got {value!r}")
         value = list(value)
-        if inner == "type" and all(type(v) is dtypes.DType for v in value):
+        if inner == "type" and value and set(map(type, value)) == {dtypes.DType}:
             return value  # already DTypes (a Saver's SaveV2 lists one per variable)
         return [canonicalize(v, inner) for v in value]
     if attr_type == "type":

@@ -126,6 +126,7 @@ class _NameScope:
         g, name = self._graph, self._name
         old = g._name_stack
         if self._exact:
+            assert name is not None  # an exact scope is a full op name
             self._old, self._old_valid = old, g._valid_stack
             g._name_stack = name
             return name + "/"
@@ -178,6 +179,7 @@ class Graph:
         self._edges_version = 0  # bumped when an existing op's edges change (invalidates cached run plans)
         self._last_colocation: tuple | None = None  # (op, its _class, groups): see _colocation_groups
         self._plan_templates: Any = None  # the executor's cache of run plan templates (executor.template_for)
+        self._layer_caches: dict[str, dict] = {}  # see layer_cache
         self._graph_def_versions = versions_pb2.VersionDef(
             producer=GRAPH_DEF_VERSION, min_consumer=GRAPH_DEF_VERSION_MIN_CONSUMER
         )
@@ -398,9 +400,14 @@ class Graph:
         Beyond TF's signature: ``control_inputs``, ops this one runs after (besides those of the
         ``control_dependencies`` blocks it is made in)."""
         del input_types, op_def, compute_device  # TF's arguments, derived from the registered OpDef here
-        if not all(type(t) is Tensor and t._op._graph is self for t in inputs):  # else as they are
-            inputs = [self.as_graph_element(t, allow_tensor=True, allow_operation=False) for t in inputs]
-        inputs = list(inputs)
+        # Tensors of this graph are used as they are (checked once here, not again by _create_op: a SaveV2
+        # has one input per variable); anything else is converted, which checks the graph.
+        for t in inputs:
+            if type(t) is not Tensor or t._op._graph is not self:
+                inputs = [self.as_graph_element(t, allow_tensor=True, allow_operation=False) for t in inputs]
+                break
+        else:
+            inputs = list(inputs)
         info = op_registry.get(op_type)
         stored, output_types = op_registry.complete_attrs(op_type, info, inputs, attrs or {}, dtypes)
         return self._create_op(
@@ -412,6 +419,7 @@ class Graph:
             info,
             control_inputs=control_inputs,
             compute_shapes=compute_shapes and info is not None,
+            inputs_checked=True,
         )
 
     def create_ops(
@@ -472,24 +480,18 @@ class Graph:
                 )
             return out
         # No context is in effect (see _plain): no control inputs, nothing seen by control levels.
-        device_now = self._device_now
         new, register, append = self._new_op, self._register, out.append
-        for i, op_name in enumerate(names):
-            ins = tuple(inputs[i])
+        if devices is None:
+            now = self._device_now
+            assert now is not None  # _plain(): no device function in effect
+            devices = [now] * n
+        for op_name, ins, attr, dtype, shape, device in zip(
+            names, inputs, attrs, dtypes, shapes, devices, strict=True
+        ):
             for t in ins:
                 if t._op._graph is not self:
                     raise ValueError(f"Tensor {t.name} must be from the same graph as the {op_type} ops.")
-            op = new(
-                op_name,
-                op_type,
-                ins,
-                attrs[i],
-                info,
-                _NO_OPS,
-                device_now if devices is None else devices[i],
-                dtypes[i],
-                shapes[i],
-            )
+            op = new(op_name, op_type, tuple(ins), attr, info, _NO_OPS, device, dtype, shape)
             register(op)
             append(op)
         return out
@@ -508,6 +510,7 @@ class Graph:
         output_shapes: Sequence[TensorShape] | None = None,
         colocate_with: Sequence[Operation] | None = None,
         device: str | None = None,
+        inputs_checked: bool = False,
     ) -> Operation:
         """Add one op whose ``attrs`` are complete Python values (the dict becomes the op's unless the
         context adds attrs to it: it is then copied). ``name`` ending in "/" is used as is, else made unique
@@ -516,7 +519,8 @@ class Graph:
         ``output_shapes``: the outputs' static shapes when the caller knows them (else the shape function
         decides, unless ``compute_shapes`` is False). ``colocate_with``: ops this one lives with, as if
         inside ``colocate_with`` blocks for them (TF colocates ops writing a variable with it): the
-        ``_class`` attr and their device. ``device``: the exact device, overriding every scope."""
+        ``_class`` attr and their device. ``device``: the exact device, overriding every scope.
+        ``inputs_checked``: the caller (create_op) made sure every input is a Tensor of this graph."""
         if self._finalized:
             raise RuntimeError("Graph is finalized and cannot be modified.")
         stack = self._name_stack
@@ -535,11 +539,12 @@ class Graph:
                 raise ValueError(f"Duplicate node name in graph: '{name}'")
         else:
             name = self._op_name(name)
-        for t in inputs:
-            if t._op._graph is not self:
-                raise ValueError(
-                    f"Tensor {t.name} must be from the same graph as the op {name!r} being created."
-                )
+        if not inputs_checked:
+            for t in inputs:
+                if t._op._graph is not self:
+                    raise ValueError(
+                        f"Tensor {t.name} must be from the same graph as the op {name!r} being created."
+                    )
         if len(output_types) == 1:
             dtype, shape = output_types[0], _UNKNOWN_SHAPE if output_shapes is None else output_shapes[0]
         else:
@@ -609,7 +614,7 @@ class Graph:
         infos = _VARIABLE_OP_INFOS or _variable_op_infos()
         dtype = var_attrs["dtype"]
         var_shape = var_attrs["shape"]
-        value_shape = value._shape if type(value) is Tensor else value[1]
+        value_shape = value._shape if isinstance(value, Tensor) else value[1]
         plain_shapes = not assign_attrs["validate_shape"] or var_shape._dims == value_shape._dims
         stack = self._name_stack
         if not (
@@ -644,6 +649,7 @@ class Graph:
         # unique_name (sub-op names taken already, which a fresh scope rarely has).
         scope = self.unique_name(name)
         device = self._device_now
+        assert device is not None  # _plain(): no device function in effect
         nodes = self._nodes_by_name
         in_use = self._names_in_use
         prefix = scope + "/"
@@ -737,8 +743,9 @@ class Graph:
         op._id = self._last_id = self._last_id + 1
         if type(dtype) is tuple:
             outputs = []
+            new = object.__new__
             for i, (d, s) in enumerate(zip(dtype, shape, strict=True)):
-                t = object.__new__(Tensor)  # Tensor(op, i, d, s), inline: a RestoreV2 has one per variable
+                t = new(Tensor)  # Tensor(op, i, d, s), inline: a RestoreV2 has one per variable
                 t._op = op
                 t._value_index = i
                 t._dtype = d
@@ -765,7 +772,7 @@ class Graph:
             c = t._consumers
             if c is None:
                 t._consumers = op
-            elif type(c) is list:
+            elif isinstance(c, list):
                 c.append(op)
             else:
                 t._consumers = [c, op]
@@ -802,7 +809,7 @@ class Graph:
         op._device = device
         stack = self._colocation_stack
         if colocate_with:
-            stack = [*stack, *colocate_with] if stack else colocate_with
+            stack = [*stack, *colocate_with] if stack else list(colocate_with)
         if stack:
             groups = self._colocation_groups(stack)
             if copied:
@@ -1000,6 +1007,16 @@ class Graph:
     def clear_collection(self, name: Any) -> None:
         self._check_not_finalized()
         self._collections.pop(name, None)
+
+    # --- for saverkit's own layers ------------------------------------------------------------------
+    def layer_cache(self, owner: str) -> dict:
+        """The dict this graph keeps for ``owner``, one of saverkit's own layers (e.g. ``"checkpoint"``), to
+        hold what that layer builds once per graph and reuses (a checkpoint's save and restore ops): it
+        lives and dies with the graph, and holds nothing else. Not meant for user code."""
+        cache = self._layer_caches.get(owner)
+        if cache is None:
+            cache = self._layer_caches[owner] = {}
+        return cache
 
     # --- misc -------------------------------------------------------------------------------------
     @property

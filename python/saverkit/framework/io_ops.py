@@ -74,12 +74,12 @@ def sharded_filename(basename: Any, shard: Any, num_shards: Any, name: str | Non
     """``"%s-%05d-of-%05d" % (basename, shard, num_shards)``."""
     return apply_op(
         "ShardedFilename", basename=basename, shard=shard, num_shards=num_shards, name=name
-    )._outputs[0]
+    ).outputs[0]
 
 
 def sharded_filespec(basename: Any, num_shards: Any, name: str | None = None) -> ops.Tensor:
     """``"%s-?????-of-%05d" % (basename, num_shards)``."""
-    return apply_op("ShardedFilespec", basename=basename, num_shards=num_shards, name=name)._outputs[0]
+    return apply_op("ShardedFilespec", basename=basename, num_shards=num_shards, name=name).outputs[0]
 
 
 # --- kernels --------------------------------------------------------------------------------------
@@ -156,8 +156,15 @@ def _save_v2(ctx: Any, prefix: Any, tensor_names: Any, shape_and_slices: Any, *t
     _bundle().write_bundle(
         path, names, [np.asarray(t) for t in tensors], slices, list(ctx.attr("dtypes")),
         durable=ctx.options.durable,  # Session.run(..., options=RunOptions(durable=True))
+        **_storage(ctx),
     )
     return []
+
+
+def _storage(ctx: Any) -> dict:
+    """The run's storage options for a URL prefix (saverkit.storage), passed only when given."""
+    so = ctx.options.storage_options
+    return {} if so is None else {"storage_options": so}
 
 
 @register_kernel("RestoreV2", expensive=True, output_buffers=True)
@@ -178,14 +185,14 @@ def _restore_v2(ctx: Any, prefix: Any, tensor_names: Any, shape_and_slices: Any)
     values = None
     if any(o is not None for o in out):
         try:
-            values = list(engine.read_tensors(path, names, slices, dts, out=out))
+            values = list(engine.read_tensors(path, names, slices, dts, out=out, **_storage(ctx)))
         except errors.InvalidArgumentError:
             # A saved shape differs from the variable's: the engine checks out= before reading anything,
             # so read into new arrays and let the assignment decide (Assign with validate_shape fails as
             # in TF, AssignVariableOp / validate_shape=False replace the variable).
             out = [None] * len(dts)
     if values is None:
-        values = list(engine.read_tensors(path, names, slices, dts))
+        values = list(engine.read_tensors(path, names, slices, dts, **_storage(ctx)))
     # Arrays read fresh for an uninitialized variable become its buffer: the Assign then has nothing to
     # copy, so restoring into a new session peaks at 1x the checkpoint, not 2x.
     ctx.adopt_outputs(values, out)
@@ -223,4 +230,4 @@ register_shape_fn("SaveV2")(common_shapes.no_outputs)
 register_shape_fn("MergeV2Checkpoints")(common_shapes.no_outputs)
 register_shape_fn("ShardedFilename")(common_shapes.scalar_output)
 register_shape_fn("ShardedFilespec")(common_shapes.scalar_output)
-register_shape_fn("RestoreV2")(lambda op: [unknown_shape()] * len(op._outputs))
+register_shape_fn("RestoreV2")(lambda op: [unknown_shape()] * len(op.outputs))

@@ -438,16 +438,24 @@ def write_meta_graph_file(
     filename: str | os.PathLike,
     as_text: bool = False,
     durable: bool = False,
+    storage_options: dict | None = None,
 ) -> str:
     """Writes ``meta_graph_def`` to ``filename`` through a temporary file and a rename, so a reader never sees
-    a half-written file. Creates the parent directory like TF's ``write_graph``."""
-    filename = os.fspath(filename)
-    dirname = os.path.dirname(filename) or "."
-    os.makedirs(dirname, exist_ok=True)
+    a half-written file. Creates the parent directory like TF's ``write_graph``. A URL ``filename``
+    (:mod:`saverkit.storage`) is written as one object (``storage_options``: the store's options)."""
+    from saverkit import storage
+
     if as_text:
         data = text_format.MessageToString(meta_graph_def).encode()
     else:
         data = meta_graph_def.SerializeToString(deterministic=True)
+    if storage.is_url(filename):
+        storage.Location(os.fsdecode(os.fspath(filename)), storage_options).write_bytes(
+            os.fsdecode(os.fspath(filename)), data)
+        return os.fsdecode(os.fspath(filename))
+    filename = storage.local_path(filename)
+    dirname = os.path.dirname(filename) or "."
+    os.makedirs(dirname, exist_ok=True)
     tmp = tempfiles.temp_path(filename)
     try:
         with open(tmp, "xb") as f:
@@ -484,13 +492,24 @@ def _os_error(e: OSError, what: str) -> errors.OpError:
 
 
 # --- reading and importing
-def read_meta_graph_file(filename: str | os.PathLike) -> meta_graph_pb2.MetaGraphDef:
-    """Parses a ``.meta`` file: binary first, then text format (``.pbtxt``). IOError if neither works."""
-    filename = os.fspath(filename)
-    if not os.path.isfile(filename):
-        raise OSError(f"File {filename} does not exist.")
-    with open(filename, "rb") as f:
-        content = f.read()
+def read_meta_graph_file(filename: str | os.PathLike, storage_options: dict | None = None
+                         ) -> meta_graph_pb2.MetaGraphDef:
+    """Parses a ``.meta`` file: binary first, then text format (``.pbtxt``). IOError if neither works.
+    ``filename`` may be a URL (:mod:`saverkit.storage`)."""
+    from saverkit import errors, storage
+
+    if storage.is_url(filename):
+        filename = os.fsdecode(os.fspath(filename))
+        try:
+            content = storage.Location(filename, storage_options).read_bytes(filename)
+        except errors.NotFoundError:
+            raise OSError(f"File {filename} does not exist.") from None
+    else:
+        filename = storage.local_path(filename)
+        if not os.path.isfile(filename):
+            raise OSError(f"File {filename} does not exist.")
+        with open(filename, "rb") as f:
+            content = f.read()
     _refuse_saved_model(filename, content)
     meta_graph_def = meta_graph_pb2.MetaGraphDef()
     try:

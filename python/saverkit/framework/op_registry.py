@@ -157,10 +157,13 @@ class OpInfo:
         except (KeyError, TypeError):  # a missing attr raises below; an unhashable one skips the cache
             key, cached = None, None
         if cached is None:
-            cached = (
-                [t for a in self.inputs for t in a.types(attrs)],
-                [t for a in self.outputs for t in a.types(attrs)],
-            )
+            inputs: list = []
+            outputs: list = []
+            for a in self.inputs:  # extend, not a nested comprehension: a list arg may be 10,000 long
+                inputs.extend(a.types(attrs))
+            for a in self.outputs:
+                outputs.extend(a.types(attrs))
+            cached = (inputs, outputs)
             if key is not None and len(self._types_cache) < 1000:
                 self._types_cache[key] = cached
         return cached

@@ -6,7 +6,7 @@ table (:mod:`saverkit.framework.op_registry`) and runs in a Session. Only :class
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -211,6 +211,12 @@ class Operation:
 
     def __str__(self) -> str:
         return str(self.node_def)
+
+
+def distinct_devices(ops: Iterable[Operation]) -> set[str]:
+    """``{op.device for op in ops}``, read from the slots: for saverkit's own layers (a Saver groups one
+    Assign per variable)."""
+    return {op._device for op in ops}
 
 
 def _read_only(a: np.ndarray) -> np.ndarray:

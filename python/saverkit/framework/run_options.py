@@ -23,9 +23,14 @@ class RunOptions:
     checkpoint writers write nothing: SaveV2 copies its tensors into the snapshot's staging memory and
     MergeV2Checkpoints records its merge; the save's background thread writes them later, in the same
     order. None (the default): kernels write as usual.
+
+    ``storage_options``: for checkpoint paths that are URLs (``s3://...``), the keyword arguments of the
+    fsspec file system (credentials, endpoint; see :mod:`saverkit.storage`). None: the backend's own
+    environment (``AWS_ENDPOINT_URL``, ...).
     """
 
     durable: bool = False
+    storage_options: dict | None = dataclasses.field(default=None, hash=False, compare=False)
     snapshot: Any = None
 
 

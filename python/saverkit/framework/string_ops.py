@@ -15,14 +15,14 @@ from saverkit.framework.op_registry import register_kernel, register_shape_fn
 
 def string_join(inputs: Any, separator: str = "", name: str | None = None) -> ops.Tensor:
     """Elementwise concatenation of string tensors (scalars broadcast), with ``separator`` between."""
-    return apply_op("StringJoin", inputs=list(inputs), separator=separator, name=name)._outputs[0]
+    return apply_op("StringJoin", inputs=list(inputs), separator=separator, name=name).outputs[0]
 
 
 def regex_full_match(input: Any, pattern: str | bytes, name: str | None = None) -> ops.Tensor:  # noqa: A002
     """Elementwise: does the whole string match ``pattern``? (a constant pattern, as StaticRegexFullMatch)"""
     if not isinstance(pattern, (str, bytes)):
         raise TypeError("regex_full_match supports constant (str/bytes) patterns only")
-    return apply_op("StaticRegexFullMatch", input=input, pattern=pattern, name=name)._outputs[0]
+    return apply_op("StaticRegexFullMatch", input=input, pattern=pattern, name=name).outputs[0]
 
 
 def _elementwise_strings(inputs: list[Any], what: str) -> tuple[tuple[int, ...], list[Any], list[np.ndarray]]:

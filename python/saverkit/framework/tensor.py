@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from saverkit import dtypes
@@ -147,6 +148,33 @@ def _binary(fn_name: str, x: Any, y: Any, reverse: bool = False) -> Tensor:
             x = ops.convert_to_tensor(x)
             y = ops.convert_to_tensor(y, dtype=x.dtype.base_dtype, name="y")
         return getattr(math_ops, fn_name)(x, y, name=name)
+
+
+# --- bulk readers, for saverkit's own layers: a Saver reads these once per variable of a model, and a loop
+# over the slots costs half of what the public properties do.
+def dtypes_of(tensors: Iterable[Tensor]) -> list[dtypes.DType]:
+    """``[t.dtype for t in tensors]``."""
+    return [t._dtype for t in tensors]
+
+
+def shapes_of(tensors: Iterable[Tensor]) -> list[TensorShape]:
+    """``[t.shape for t in tensors]``."""
+    return [t._shape for t in tensors]
+
+
+def devices_of(tensors: Iterable[Tensor]) -> list[str]:
+    """``[t.device for t in tensors]``."""
+    return [t._op._device for t in tensors]
+
+
+def ops_of(tensors: Iterable[Tensor]) -> list[Operation]:
+    """``[t.op for t in tensors]``."""
+    return [t._op for t in tensors]
+
+
+def op_types_of(tensors: Iterable[Tensor]) -> set[str]:
+    """``{t.op.type for t in tensors}``."""
+    return {t._op._type for t in tensors}
 
 
 def _consumer_list(consumers: Any) -> list[Operation]:

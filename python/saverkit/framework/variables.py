@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import operator
 from typing import Any, cast
 
 import numpy as np
@@ -410,6 +411,43 @@ _TRAINABLE_COLLECTIONS = (GraphKeys.GLOBAL_VARIABLES, GraphKeys.TRAINABLE_VARIAB
 
 ops._binary_overloads(Variable)
 RefVariable = Variable  # TF's name for the class
+
+
+# --- what saverkit's own layers (the Saver, checkpoints) read of a Variable -----------------------------
+REF_VARIABLE_OP_TYPES = frozenset({"Variable", "VariableV2", "AutoReloadVariable"})
+
+
+def ref_tensor(var: Variable) -> ops.Tensor:
+    """The tensor ``var`` is saved from and restored into: a ref variable's ref output (``w:0``), a
+    resource variable's handle (TF's ``var._ref()``)."""
+    return var._ref()
+
+
+def save_slice_info(var: Variable) -> Variable.SaveSliceInfo | None:
+    """Where ``var`` sits in a partitioned variable (TF's ``var._save_slice_info``), or None."""
+    return var._save_slice_info
+
+
+def plain_ref_variables_by_name(var_list: Any) -> dict[str, ops.Tensor] | None:
+    """``{op name: ref tensor}`` of ``var_list`` (a list, tuple or set) when it holds only Variables of
+    this very class that are no slices of a partitioned variable, each of its own name; else None.
+
+    The Saver's common case (its ``op_list_to_dict``), read in C: it runs once per variable of a model."""
+    if set(map(type, var_list)) != {Variable} or any(map(_SAVE_SLICE_INFO, var_list)):
+        return None
+    refs = list(map(_REF, var_list))
+    var_ops = list(map(_OP, refs))
+    if not set(map(_OP_TYPE, var_ops)) <= REF_VARIABLE_OP_TYPES:
+        return None
+    out = dict(zip(map(_OP_NAME, var_ops), refs, strict=True))
+    return out if len(out) == len(refs) else None
+
+
+_SAVE_SLICE_INFO = operator.attrgetter("_save_slice_info")
+_REF = operator.attrgetter("_variable")  # Variable._ref(), for this class
+_OP = operator.attrgetter("_op")
+_OP_TYPE = operator.attrgetter("_type")
+_OP_NAME = operator.attrgetter("_name")
 
 
 def _variable_to_tensor(

@@ -66,10 +66,11 @@ class _ValueSource:
     each would otherwise hold the checkpoint's files open for as long as the objects live.
     """
 
-    def __init__(self, save_path: str):
+    def __init__(self, save_path: str, storage_options: dict | None = None):
         from saverkit import bundle
 
-        with bundle.BundleReader(save_path) as reader:
+        self.storage_options = storage_options  # a URL's store (saverkit.storage)
+        with bundle.BundleReader(save_path, storage_options) as reader:
             self.prefix = reader.prefix
             entries = reader.entries()
         self.save_path = self.prefix
@@ -82,7 +83,7 @@ class _ValueSource:
     def read(self, keys: list[str], specs: list[str] | None = None) -> list[np.ndarray]:
         from saverkit import bundle
 
-        with bundle.BundleReader(self.prefix) as reader:
+        with bundle.BundleReader(self.prefix, self.storage_options) as reader:
             return reader.read_many(keys, specs)
 
 
@@ -584,5 +585,5 @@ def validate_object_graph(proto: Any, save_path: str) -> None:
             )
 
 
-def open_checkpoint(save_path: str) -> _ValueSource:
-    return _ValueSource(save_path)
+def open_checkpoint(save_path: str, storage_options: dict | None = None) -> _ValueSource:
+    return _ValueSource(save_path, storage_options)

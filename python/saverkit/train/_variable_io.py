@@ -91,16 +91,17 @@ def assign_target(var):
     if init is not None and init.type in ("Assign", "AssignVariableOp") and len(init.inputs) == 2:
         return init, init.inputs[1]
     # An initializer of another shape (e.g. from a hand-written meta graph): build a placeholder-fed
-    # assign once, next to the variable.
-    cached = getattr(var, "_saverkit_assign", None)
-    if cached is None:
+    # assign once per variable object, next to the variable. Cached by the graph, with the variable (which
+    # keeps its id from being reused while the entry exists).
+    cache = var.graph.layer_cache("variable_assign")
+    entry = cache.get(id(var))
+    if entry is None:
         from saverkit import placeholder
 
         with var.graph.as_default(), var.graph.name_scope(var.op.name + "/"):
             value = placeholder(var.dtype.base_dtype, shape=var.shape, name="restore_value")
-            cached = (assign_op(var, value, validate_shape=False), value)
-        var._saverkit_assign = cached
-    return cached
+            entry = cache[id(var)] = (assign_op(var, value, validate_shape=False), value, var)
+    return entry[0], entry[1]
 
 
 def check_same_graph(session, variables) -> None:
@@ -134,7 +135,7 @@ def _cached_ops(graph, signature, build):
     # The cache lives on the graph (signature of a save/restore -> its ops, plus the variables, which keeps
     # their ids from being reused while the entry exists), so it goes away with the graph. A module-level
     # weak-keyed dict would keep every graph alive: its values refer to the graph's ops.
-    cache = graph.__dict__.setdefault("_saverkit_checkpoint_ops", {})
+    cache = graph.layer_cache("checkpoint")
     entry = cache.get(signature)
     if entry is None and not graph.finalized:
         # Like TF's init_scope: the user's current name scope, device and control dependencies must not
@@ -150,20 +151,27 @@ def _cached_ops(graph, signature, build):
     return entry
 
 
-def save_tensors(
-    session, file_prefix: str, part: str, variables, keys, extra_strings, snapshot=None
-) -> None:
+def save_tensors(session, file_prefix: str, part: str | None, variables, keys, extra_strings,
+                 storage_options: dict | None = None, snapshot=None) -> None:
     """Write `variables` under `keys`, then `extra_strings` (key -> bytes), into part `part` and merge
-    the part into `file_prefix` (TF2's temp-part-then-merge sequence).
+    the part into `file_prefix` (TF2's temp-part-then-merge sequence); `part` None: straight into
+    `file_prefix` (a URL).
 
-    With `snapshot` (an asynchronous save), nothing is written: the values are copied into it and the
-    write and merge recorded (`saverkit.train.async_save`)."""
+    With `snapshot` (an asynchronous save; local paths only), nothing is written: the values are copied
+    into it and the write and merge recorded (`saverkit.train.async_save`)."""
     from saverkit import bundle, control_dependencies, dtypes, placeholder
     from saverkit.framework import io_ops
     from saverkit.framework.run_options import RunOptions
 
     check_same_graph(session, variables)
     extra_keys = list(extra_strings)
+    if part is None:  # a URL (saverkit.storage): written in place, data object then index; no part, no merge
+        values = fetch_values(session, variables)
+        tensors = values + [np.array(extra_strings[k], dtype=object) for k in extra_keys]
+        tensor_dtypes = [v.dtype.base_dtype for v in variables] + [dtypes.string] * len(extra_keys)
+        bundle.write_bundle(file_prefix, list(keys) + extra_keys, tensors, dtypes=tensor_dtypes,
+                            storage_options=storage_options)
+        return
     signature = ("save", tuple(keys), tuple(map(id, variables)), tuple(extra_keys))
 
     def build():
@@ -224,7 +232,11 @@ def restore_tensors(session, source, triples) -> None:
     entry = _cached_ops(session.graph, signature, build)
     if entry is not None:
         op, prefix_ph, _ = entry
-        session.run(op, feed_dict={prefix_ph: source.prefix})
+        from saverkit.framework.run_options import RunOptions
+
+        so = getattr(source, "storage_options", None)  # a URL's store options ride with the run
+        session.run(op, feed_dict={prefix_ph: source.prefix},
+                    options=None if so is None else RunOptions(storage_options=so))
         return
     values = source.read([k for _, k, _ in triples], [s for _, _, s in triples])
     assign_values(session, list(zip(variables, values, strict=True)))

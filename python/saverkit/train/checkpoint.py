@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from saverkit import errors, tempfiles
+from saverkit import errors, storage, tempfiles
 from saverkit.protobuf import trackable_object_graph_pb2
 from saverkit.trackable import (
     OBJECT_GRAPH_PROTO_KEY,
@@ -149,10 +149,11 @@ def _has_checkpoint_values(has_attributes: list[bool], edges: list[list[int]]) -
 
 
 def write_object_checkpoint(
-    file_prefix: str, session: Session, root: Any, attached_dependencies: Iterable[TrackableReference] = ()
+    file_prefix: str, session: Session, root: Any, attached_dependencies: Iterable[TrackableReference] = (),
+    storage_options: dict | None = None,
 ) -> str:
     """Write `root`'s object graph and variable values to `file_prefix` the way TF2 does."""
-    return stage_object_checkpoint(file_prefix, session, root, attached_dependencies)()
+    return stage_object_checkpoint(file_prefix, session, root, attached_dependencies, storage_options)()
 
 
 def stage_object_checkpoint(
@@ -160,15 +161,21 @@ def stage_object_checkpoint(
     session: Session,
     root: Any,
     attached_dependencies: Iterable[TrackableReference] = (),
+    storage_options: dict | None = None,
     snapshot: async_save.Snapshot | None = None,
 ) -> Callable[[], str]:
     """Run the save of `root` (see `write_object_checkpoint`); return what completes it.
 
     Without `snapshot` the files are written here and the returned function only cleans up. With one (an
     asynchronous save, `saverkit.train.async_save`), the values are only copied into the snapshot: the
-    returned function (called by the background thread) writes them.
+    returned function (called by the background thread) writes them. A URL is always written here.
     """
     graph, to_save = serialize_object_graph(root, attached_dependencies)
+    if storage.is_url(file_prefix):  # a store: no part to merge, nothing to rename (saverkit.storage)
+        save_tensors(session, file_prefix, None, [v for _, v in to_save], [k for k, _ in to_save],
+                     {OBJECT_GRAPH_PROTO_KEY: graph.SerializeToString()}, storage_options=storage_options)
+        return lambda: file_prefix
+    file_prefix = storage.local_path(file_prefix)
     directory = os.path.dirname(file_prefix)
     if directory:
         os.makedirs(directory, exist_ok=True)
@@ -333,30 +340,44 @@ class Checkpoint(AutoTrackable):
         file_prefix: str | os.PathLike,
         session: Session | None = None,
         options: CheckpointOptions | None = None,
+        *,
+        storage_options: dict | None = None,
     ) -> str:
         """Write a checkpoint to exactly `file_prefix`: no numbering, no state file (read it with `read`).
+        `file_prefix` may be a URL (saverkit.storage; `storage_options` for its store).
 
         `options=CheckpointOptions(enable_async=True)`: return once the values are copied and write in the
-        background (`sync()` waits; see `saverkit.train.async_save`)."""
+        background (`sync()` waits; see `saverkit.train.async_save`). URLs are written synchronously."""
         session, options = _session_and_options(session, options)
-        return self._write(os.fspath(file_prefix), require_session(session, "Checkpoint.write()"), options)
+        return self._write(
+            os.fspath(file_prefix), require_session(session, "Checkpoint.write()"), options,
+            storage_options=storage_options,
+        )
 
     def _write(
-        self, file_prefix: str, session: Session, options: Any, after: Callable[[], Any] | None = None
+        self,
+        file_prefix: str,
+        session: Session,
+        options: Any,
+        after: Callable[[], Any] | None = None,
+        storage_options: dict | None = None,
     ) -> str:
         """Write `file_prefix`, then call `after()` (once the files are complete: in the background for an
         asynchronous save)."""
         view = self._graph_view
-        if not async_save.is_async(options):
+        if not async_save.is_async(options) or storage.is_url(file_prefix):
             async_save.before_sync_save(self)
-            write_object_checkpoint(file_prefix, session, view.root, view.attached_dependencies())
+            write_object_checkpoint(
+                file_prefix, session, view.root, view.attached_dependencies(), storage_options=storage_options
+            )
             if after is not None:
                 after()
             return file_prefix
 
         def stage(snapshot: async_save.Snapshot) -> Callable[[], str]:
             return stage_object_checkpoint(
-                file_prefix, session, view.root, view.attached_dependencies(), snapshot=snapshot
+                storage.local_path(file_prefix), session, view.root, view.attached_dependencies(),
+                snapshot=snapshot,
             )
 
         async_save.checkpoint_write(self, stage, options, file_prefix, after)
@@ -367,6 +388,8 @@ class Checkpoint(AutoTrackable):
         file_prefix: str | os.PathLike,
         session: Session | None = None,
         options: CheckpointOptions | None = None,
+        *,
+        storage_options: dict | None = None,
     ) -> str:
         """Increment `save_counter`, write `file_prefix-<counter>`, record it in the directory state file.
 
@@ -383,13 +406,14 @@ class Checkpoint(AutoTrackable):
 
         def record_state() -> None:
             checkpoint_management.update_checkpoint_state_internal(
-                save_dir=os.path.dirname(path),
+                save_dir=storage.dirname(path),
                 model_checkpoint_path=path,
                 all_model_checkpoint_paths=[path],
                 save_relative_paths=True,
+                storage_options=storage_options,
             )
 
-        return self._write(path, session, options, after=record_state)
+        return self._write(path, session, options, after=record_state, storage_options=storage_options)
 
     def sync(self) -> None:
         """Wait for this Checkpoint's asynchronous save in flight; raise its error if it failed."""
@@ -402,6 +426,8 @@ class Checkpoint(AutoTrackable):
         save_path: str | os.PathLike | None,
         session: Session | None = None,
         options: CheckpointOptions | None = None,
+        *,
+        storage_options: dict | None = None,
     ) -> _LoadStatus:
         """Restore a checkpoint written by `write` (does not expect a `save_counter`); see `restore`."""
         session, _ = _session_and_options(session, options)
@@ -414,7 +440,7 @@ class Checkpoint(AutoTrackable):
         if session is None:
             session = default_session()
         try:
-            source = open_checkpoint(save_path)
+            source = open_checkpoint(save_path, storage_options)
         except errors.NotFoundError as e:
             raise errors.NotFoundError(
                 None,
@@ -453,6 +479,8 @@ class Checkpoint(AutoTrackable):
         save_path: str | os.PathLike | None,
         session: Session | None = None,
         options: CheckpointOptions | None = None,
+        *,
+        storage_options: dict | None = None,
     ) -> _LoadStatus:
         """Restore a checkpoint written by `save` (or by TF), matching objects by their dependency names.
 
@@ -467,7 +495,7 @@ class Checkpoint(AutoTrackable):
         checkpoint written by a name-based `Saver`.
         """
         session, _ = _session_and_options(session, options)
-        status = self.read(save_path, session=session)
+        status = self.read(save_path, session=session, storage_options=storage_options)
         try:
             self._maybe_create_save_counter(session.graph if session is not None else None)
         except RuntimeError:

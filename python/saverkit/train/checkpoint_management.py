@@ -28,7 +28,7 @@ import re
 import warnings
 from collections.abc import Iterable, Sequence
 
-from saverkit import checkpoint_paths, errors, tempfiles
+from saverkit import checkpoint_paths, errors, storage, tempfiles
 from saverkit.protobuf.checkpoint_state_pb2 import CheckpointState
 from saverkit.protobuf.saver_pb2 import SaverDef
 
@@ -95,8 +95,15 @@ def _format_checkpoint_state(state: CheckpointState) -> str:
     return "".join(line + "\n" for line in lines)
 
 
-def _atomic_write(filename: str, data: bytes, durable: bool) -> None:
-    """Readers see the old file or the new one, never a partial one."""
+def _isabs(p: str) -> bool:
+    return storage.is_url(p) or os.path.isabs(p)
+
+
+def _atomic_write(filename: str, data: bytes, durable: bool, storage_options: dict | None = None) -> None:
+    """Readers see the old file or the new one, never a partial one (a URL: one object, one PUT)."""
+    if storage.is_url(filename):
+        storage.Location(filename, storage_options).write_bytes(filename, data)
+        return
     tmp = tempfiles.temp_path(filename)
     try:
         with open(tmp, "xb") as f:
@@ -161,10 +168,10 @@ def generate_checkpoint_state_proto(
         raise ValueError(
             "Checkpoint timestamps, if provided, must match checkpoint paths (got paths "
             f"{paths} and timestamps {list(all_model_checkpoint_timestamps)})")
-    if not os.path.isabs(save_dir):
-        if not os.path.isabs(model_checkpoint_path):
+    if not _isabs(save_dir):
+        if not _isabs(model_checkpoint_path):
             model_checkpoint_path = os.path.relpath(model_checkpoint_path, save_dir)
-        paths = [p if os.path.isabs(p) else os.path.relpath(p, save_dir) for p in paths]
+        paths = [p if _isabs(p) else os.path.relpath(p, save_dir) for p in paths]
     for p in [model_checkpoint_path, *paths]:
         try:
             p.encode("utf-8")
@@ -207,6 +214,7 @@ def update_checkpoint_state_internal(
     last_preserved_timestamp: float | None = None,
     *,
     durable: bool = False,
+    storage_options: dict | None = None,
 ) -> None:
     """Writes the state file atomically; ``save_relative_paths`` stores absolute paths relative to save_dir.
 
@@ -214,10 +222,15 @@ def update_checkpoint_state_internal(
     """
     save_dir = _path(save_dir)
     filename = _state_filename(save_dir, latest_filename)
+    if storage.is_url(save_dir):
+        filename = storage.join(save_dir, "checkpoint" if latest_filename is None else _path(latest_filename))
     model_checkpoint_path = _path(model_checkpoint_path)
     paths = [_path(p) for p in (all_model_checkpoint_paths or [])]
     if save_relative_paths:
         def rel(p: str) -> str:
+            if storage.is_url(p):
+                inside = save_dir.rstrip("/") + "/"
+                return p[len(inside):] if p.startswith(inside) else p
             return os.path.relpath(p, save_dir) if os.path.isabs(p) else p
 
         model_checkpoint_path = rel(model_checkpoint_path)
@@ -232,13 +245,13 @@ def update_checkpoint_state_internal(
         raise RuntimeError(
             f"Save path '{model_checkpoint_path}' conflicts with path used for checkpoint state.  "
             "Please use a different save path.")
-    _atomic_write(filename, _format_checkpoint_state(ckpt).encode("utf-8"), durable)
+    _atomic_write(filename, _format_checkpoint_state(ckpt).encode("utf-8"), durable, storage_options)
 
 
 # --- reading the state ---------------------------------------------------------------------------------
 
-def get_checkpoint_state(checkpoint_dir: PathLike, latest_filename: PathLike | None = None
-                         ) -> CheckpointState | None:
+def get_checkpoint_state(checkpoint_dir: PathLike, latest_filename: PathLike | None = None,
+                         storage_options: dict | None = None) -> CheckpointState | None:
     """Reads the state file; relative paths come back joined onto ``checkpoint_dir``.
 
     Returns None when the file does not exist, cannot be read or does not parse (logged, like TF), or
@@ -246,17 +259,25 @@ def get_checkpoint_state(checkpoint_dir: PathLike, latest_filename: PathLike | N
     ``ValueError`` when it parses but names no ``model_checkpoint_path``. An absolute entry whose
     checkpoint no longer exists, while one with the same basename exists in ``checkpoint_dir``, is
     replaced by that one with a ``UserWarning`` (the directory was moved after saving).
+    ``checkpoint_dir`` may be a URL (:mod:`saverkit.storage`; ``storage_options`` for its store).
     """
+    if storage.is_url(checkpoint_dir):
+        d = _path(checkpoint_dir).rstrip("/")
+        return checkpoint_paths.read_remote_state_file(
+            storage.Location(d, storage_options), d,
+            None if latest_filename is None else _path(latest_filename))
+    checkpoint_dir = storage.local_path(checkpoint_dir)
     return checkpoint_paths.read_state_file(
         _path(checkpoint_dir), None if latest_filename is None else _path(latest_filename))
 
 
-def latest_checkpoint(checkpoint_dir: PathLike, latest_filename: PathLike | None = None) -> str | None:
+def latest_checkpoint(checkpoint_dir: PathLike, latest_filename: PathLike | None = None,
+                      storage_options: dict | None = None) -> str | None:
     """The prefix named by the state file, if that checkpoint's files exist (V2 ``.index`` or V1 file)."""
-    ckpt = get_checkpoint_state(checkpoint_dir, latest_filename)
+    ckpt = get_checkpoint_state(checkpoint_dir, latest_filename, storage_options)
     if ckpt is None or not ckpt.model_checkpoint_path:
         return None
-    if checkpoint_exists(ckpt.model_checkpoint_path):
+    if checkpoint_exists(ckpt.model_checkpoint_path, storage_options):
         return ckpt.model_checkpoint_path
     _logger.error("Couldn't match files for checkpoint %s", ckpt.model_checkpoint_path)
     return None
@@ -340,9 +361,12 @@ def _matching_files(pattern: str) -> list[str]:
     return [p for p in _glob(pattern) if os.path.isfile(p)] if _GLOB_MAGIC_RE.search(pattern) else []
 
 
-def checkpoint_exists(checkpoint_prefix: PathLike) -> bool:
+def checkpoint_exists(checkpoint_prefix: PathLike, storage_options: dict | None = None) -> bool:
     """True if a V2 (``prefix.index``) or V1 (the prefix itself) checkpoint exists; globs allowed."""
-    prefix = _path(checkpoint_prefix)
+    if storage.is_url(checkpoint_prefix):
+        url = _path(checkpoint_prefix)
+        return checkpoint_paths.remote_prefix_exists(storage.Location(url, storage_options), url)
+    prefix = storage.local_path(checkpoint_prefix)
     checkpoint_paths.settle(prefix)
     return bool(_matching_files(prefix + ".index") or _matching_files(prefix))
 
@@ -390,7 +414,8 @@ def _remove_files(paths: Iterable[str]) -> None:
 
 
 def delete_managed_checkpoint(checkpoint_prefix: PathLike, directory: PathLike,
-                              meta_graph_suffix: str | None = "meta") -> bool:
+                              meta_graph_suffix: str | None = "meta",
+                              storage_options: dict | None = None) -> bool:
     """Retention's one deletion routine (``Saver`` and ``CheckpointManager``): deletes the ``.index``,
     ``.data-NNNNN-of-NNNNN`` and ``.meta`` (unless ``meta_graph_suffix`` is None) files of
     ``checkpoint_prefix``, taken literally (never as a glob),
@@ -400,6 +425,9 @@ def delete_managed_checkpoint(checkpoint_prefix: PathLike, directory: PathLike,
     included; a state file edited by hand, or copied from another run, then deletes other people's data.
     Anything else is left alone with a ``UserWarning`` naming the entry and why. Returns whether it deleted.
     """
+    if storage.is_url(checkpoint_prefix):
+        return _delete_remote_checkpoint(_path(checkpoint_prefix), _path(directory), meta_graph_suffix,
+                                         storage_options)
     prefix = _path(checkpoint_prefix)
     reason = _why_not_managed(prefix, _path(directory))
     if reason:
@@ -410,6 +438,31 @@ def delete_managed_checkpoint(checkpoint_prefix: PathLike, directory: PathLike,
     if meta and os.path.isfile(meta) and not os.path.islink(meta):
         doomed.append(meta)
     _remove_files(doomed)
+    return True
+
+
+def _delete_remote_checkpoint(prefix: str, directory: str, meta_graph_suffix: str | None,
+                              storage_options: dict | None) -> bool:
+    """Retention on a store: the same rules (only a checkpoint of ``directory``, taken literally); the
+    index goes first, so the checkpoint stops being visible before its data objects go."""
+    if storage.dirname(prefix).rstrip("/") != directory.rstrip("/"):
+        warnings.warn(f"Not deleting {prefix!r} beyond max_to_keep: it is not in the checkpoint directory "
+                      f"{directory!r}", UserWarning, stacklevel=3)
+        return False
+    loc = storage.Location(prefix, storage_options)
+    if not loc.isfile(prefix + ".index"):
+        warnings.warn(f"Not deleting {prefix!r} beyond max_to_keep: it is not a checkpoint (no index file)",
+                      UserWarning, stacklevel=3)
+        return False
+    base = storage.basename(prefix)
+    data = [storage.join(directory, n) for n in loc.listdir(directory)
+            if n.startswith(base) and checkpoint_paths.DATA_FILE_RE.fullmatch(n, len(base))]
+    doomed = [prefix + ".index", *data]
+    if meta_graph_suffix is not None:
+        meta = meta_graph_filename(prefix, meta_graph_suffix)
+        if loc.isfile(meta):
+            doomed.append(meta)
+    loc.remove(doomed)
     return True
 
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
+from saverkit import storage
 from saverkit.train import checkpoint_management
 
 if TYPE_CHECKING:
@@ -70,15 +71,18 @@ class CheckpointManager:
         checkpoint_interval: int | None = None,
         init_fn: Callable[[], Any] | None = None,
         session: Session | None = None,
+        *,
+        storage_options: dict | None = None,
     ):
         self._checkpoint = checkpoint
+        self._storage_options = storage_options  # for a URL directory (saverkit.storage)
         if max_to_keep is not None and max_to_keep <= 0:
             raise ValueError(f"Expected a positive integer or `None` for `max_to_keep`, got {max_to_keep}.")
         self._max_to_keep = max_to_keep
         self._keep_checkpoint_every_n_hours = keep_checkpoint_every_n_hours
         directory = os.fspath(directory)
         self._directory = directory
-        self._checkpoint_prefix = os.path.join(directory, checkpoint_name)
+        self._checkpoint_prefix = storage.join(directory, checkpoint_name)  # a URL too (saverkit.storage)
         self._init_fn = init_fn
         self._session = session
         if checkpoint_interval is not None and step_counter is None:
@@ -87,7 +91,7 @@ class CheckpointManager:
         self._last_checkpoint_step: int | None = None
         self._checkpoint_interval = checkpoint_interval
 
-        recovered = checkpoint_management.get_checkpoint_state(directory)
+        recovered = checkpoint_management.get_checkpoint_state(directory, storage_options=storage_options)
         current_clock = time.time()
         self._maybe_delete: collections.OrderedDict[str, float] = collections.OrderedDict()
         if recovered is None:
@@ -149,7 +153,8 @@ class CheckpointManager:
                 self._last_preserved_timestamp = timestamp
                 continue
             # TF's manager deletes no `.meta` (a Checkpoint writes none).
-            checkpoint_management.delete_managed_checkpoint(filename, self._directory, meta_graph_suffix=None)
+            checkpoint_management.delete_managed_checkpoint(filename, self._directory, meta_graph_suffix=None,
+                                                            storage_options=self._storage_options)
 
     def _record_state(self) -> None:
         filenames, timestamps = zip(*self._maybe_delete.items(), strict=True)
@@ -160,6 +165,7 @@ class CheckpointManager:
             all_model_checkpoint_timestamps=timestamps,
             last_preserved_timestamp=self._last_preserved_timestamp,
             save_relative_paths=True,
+            storage_options=self._storage_options,
         )
 
     def save(
@@ -206,13 +212,16 @@ class CheckpointManager:
             self._sweep()
             self._record_state()
 
-        return self._checkpoint._write(save_path, session, options, after=record_and_sweep)
+        return self._checkpoint._write(
+            save_path, session, options, after=record_and_sweep, storage_options=self._storage_options
+        )
 
     def restore_or_initialize(self, session: Session | None = None) -> str | None:
         """Restore the latest checkpoint and return its path; with none, call `init_fn` and return None."""
         session = session if session is not None else self._session
         if self._latest_checkpoint is not None:
-            self._checkpoint.restore(self._latest_checkpoint, session=session)
+            self._checkpoint.restore(self._latest_checkpoint, session=session,
+                                     storage_options=self._storage_options)
             if self._checkpoint_interval is not None:
                 self._last_checkpoint_step = _evaluate(self._step_counter, session)
             return self._latest_checkpoint

@@ -18,9 +18,10 @@ _ENUM_NAMES = {"float32": "DT_FLOAT", "float64": "DT_DOUBLE", "float16": "DT_HAL
 class CheckpointReader:
     """Reads tensors from a checkpoint, like TF's ``py_checkpoint_reader.CheckpointReader``."""
 
-    def __init__(self, filepattern: str | os.PathLike) -> None:
+    def __init__(self, filepattern: str | os.PathLike, storage_options: dict | None = None) -> None:
         # Opening reads the index's header only; the variable maps list the whole index when first asked.
-        self._reader = BundleReader(filepattern)
+        # A URL (saverkit.storage) fetches the index once, then each tensor's bytes when it is read.
+        self._reader = BundleReader(filepattern, storage_options)
         self._entries_cache: dict[str, tuple[DType, tuple[int, ...]]] | None = None
 
     @property
@@ -65,21 +66,25 @@ class CheckpointReader:
 NewCheckpointReader = CheckpointReader
 
 
-def load_checkpoint(ckpt_dir_or_file: str | os.PathLike) -> CheckpointReader:
-    """A reader for a checkpoint prefix, one of its files, or a directory with a ``checkpoint`` state file."""
-    return CheckpointReader(ckpt_dir_or_file)
+def load_checkpoint(ckpt_dir_or_file: str | os.PathLike, storage_options: dict | None = None
+                    ) -> CheckpointReader:
+    """A reader for a checkpoint prefix, one of its files, or a directory with a ``checkpoint`` state file
+    (local, or a URL: ``s3://...``, see :mod:`saverkit.storage`)."""
+    return CheckpointReader(ckpt_dir_or_file, storage_options)
 
 
-def list_variables(ckpt_dir_or_file: str | os.PathLike) -> list[tuple[str, list[int]]]:
+def list_variables(ckpt_dir_or_file: str | os.PathLike, storage_options: dict | None = None
+                   ) -> list[tuple[str, list[int]]]:
     """(name, shape) of every tensor in the checkpoint, sorted by name."""
-    return sorted(load_checkpoint(ckpt_dir_or_file).get_variable_to_shape_map().items())
+    return sorted(load_checkpoint(ckpt_dir_or_file, storage_options).get_variable_to_shape_map().items())
 
 
-def load_variable(ckpt_dir_or_file: str | os.PathLike, name: str) -> np.ndarray | np.generic | bytes:
+def load_variable(ckpt_dir_or_file: str | os.PathLike, name: str, storage_options: dict | None = None
+                  ) -> np.ndarray | np.generic | bytes:
     """One tensor's value, typed as ``CheckpointReader.get_tensor`` returns it (0-d tensors as scalars).
     A trailing ``:0`` (a tensor, not a variable, name) is ignored, as in TF."""
     if name.endswith(":0"):
         name = name[:-2]
-    return load_checkpoint(ckpt_dir_or_file).get_tensor(name)
+    return load_checkpoint(ckpt_dir_or_file, storage_options).get_tensor(name)
 
 

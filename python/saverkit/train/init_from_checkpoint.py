@@ -35,9 +35,11 @@ def _var_name(var: Any) -> str:
 
 
 def _checkpoint_prefix(ckpt_dir_or_file: Any) -> str:
-    from saverkit import checkpoint_paths
+    from saverkit import bundle, checkpoint_paths, storage
 
-    return checkpoint_paths.resolve_prefix(ckpt_dir_or_file)
+    if storage.is_url(ckpt_dir_or_file):  # a store (saverkit.storage): resolved by the reader
+        return bundle.BundleReader(ckpt_dir_or_file).prefix
+    return checkpoint_paths.resolve_prefix(storage.local_path(ckpt_dir_or_file))
 
 
 def _close(name: str, candidates: Iterable[str]) -> str:

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 import numpy as np
 
-from saverkit import _gc, errors, tempfiles, trackable
+from saverkit import _gc, errors, storage, tempfiles, trackable
 from saverkit import dtypes as dtypes_lib
 from saverkit.framework import (
     array_ops,
@@ -52,6 +52,8 @@ from saverkit.framework import (
     string_ops,
     variables,
 )
+from saverkit.framework import operation as operation_lib
+from saverkit.framework import tensor as tensor_lib
 from saverkit.framework.partitioned_variables import PartitionedVariable as _PartitionedVariable
 from saverkit.framework.run_options import RunOptions
 from saverkit.protobuf import meta_graph_pb2, saver_pb2
@@ -63,7 +65,7 @@ if TYPE_CHECKING:
 _logger = logging.getLogger(__name__)
 SaverDef = saver_pb2.SaverDef
 
-_REF_VARIABLE_OPS = ("Variable", "VariableV2", "AutoReloadVariable")
+_REF_VARIABLE_OPS = variables.REF_VARIABLE_OP_TYPES
 
 
 def _all_saveable_objects(scope: str | None = None) -> list:
@@ -120,11 +122,11 @@ class ReferenceVariableSaveable(SaveableObject):
     @property
     def specs(self) -> list[SaveSpec]:
         var = self.op
-        return [SaveSpec(var, self.slice_spec, self.name, var._dtype.base_dtype, var._op._device)]
+        return [SaveSpec(var, self.slice_spec, self.name, var.dtype.base_dtype, var.device)]
 
     @property
     def device(self) -> str:
-        return self.op._op._device
+        return self.op.device
 
     def restore(self, restored_tensors, restored_shapes):
         restored = restored_tensors[0]
@@ -181,22 +183,31 @@ def _base_dtype(dtype):
     return base
 
 
+def _per_dtype(dtypes: list, fn: Callable) -> list:
+    """``[fn(d) for d in dtypes]`` with ``fn`` called once per distinct dtype, and one result object each
+    (variables mostly share a dtype, and so one attrs dict). DTypes are singletons: told apart by id, in C."""
+    if not dtypes:
+        return []
+    keys = list(map(id, dtypes))
+    if keys.count(keys[0]) == len(keys):  # one dtype
+        return [fn(dtypes[0])] * len(dtypes)
+    distinct = dict(zip(keys, dtypes, strict=True))
+    results = {k: fn(d) for k, d in distinct.items()}
+    return list(map(results.__getitem__, keys))
+
+
 def _bulk_assigns(g, refs: list, values: list, name: str = "Assign") -> list:
     """``Assign(ref_i, value_i)`` for all i, named like consecutive ``Assign`` ops in the current scope;
     each has its variable's shape (the value has it, or the Assign fails at run time) and device."""
-    dtypes, shapes, devices, attrs = [], [], [], []
-    dtype = attr = None
-    for r in refs:  # one pass: this runs once per variable
-        d = r._dtype
-        if d is not dtype:  # variables mostly share a dtype, and so one attrs dict
-            dtype = d
-            attr = _assign_attrs(d)
-        dtypes.append(d)
-        attrs.append(attr)
-        shapes.append(r._shape)
-        devices.append(r._op._device)
+    dtypes = tensor_lib.dtypes_of(refs)
     return g.create_ops(
-        "Assign", list(zip(refs, values, strict=True)), attrs, dtypes, name, shapes=shapes, devices=devices
+        "Assign",
+        list(zip(refs, values, strict=True)),
+        _per_dtype(dtypes, _assign_attrs),
+        dtypes,
+        name,
+        shapes=tensor_lib.shapes_of(refs),
+        devices=tensor_lib.devices_of(refs),
     )
 
 
@@ -214,7 +225,10 @@ _STRING = dtypes_lib.string
 
 def _group(g, deps: list, name: str):
     """``group(*deps, name=name)``; one NoOp with control inputs when all deps share a device."""
-    devices = {op.device for op in deps}
+    try:
+        devices = operation_lib.distinct_devices(deps)
+    except AttributeError:  # not all Operations (a custom SaveableObject's restore)
+        devices = {op.device for op in deps}
     if len(devices) != 1:
         return control_flow_ops.group(*deps, name=name)
     with g.device(devices.pop() or None):
@@ -222,27 +236,25 @@ def _group(g, deps: list, name: str):
 
 
 def _base_dtypes(tensors: list) -> list:
-    """The base dtypes of ``tensors`` (variables mostly share one: looked up once per run of equal ones)."""
-    dtypes = []
-    dtype = base = None
-    for t in tensors:
-        if t._dtype is not dtype:
-            dtype = t._dtype
-            base = _base_dtype(dtype)
-        dtypes.append(base)
-    return dtypes
+    """The base dtypes of ``tensors`` (variables mostly share one: looked up once per distinct dtype)."""
+    return _per_dtype(tensor_lib.dtypes_of(tensors), _base_dtype)
+
+
+def _all_ref_saveables(saveables) -> bool:
+    """Whether all ``saveables`` are plain ReferenceVariableSaveables (tested in C: one per variable)."""
+    return set(map(type, saveables)) <= {ReferenceVariableSaveable}
 
 
 def _spec_dtypes(saveables) -> list:
     """``_flat_specs(saveables)[3]``, without the other three lists."""
-    if all(type(s) is ReferenceVariableSaveable for s in saveables):
+    if _all_ref_saveables(saveables):
         return _base_dtypes([s.op for s in saveables])
     return [spec.dtype.base_dtype for saveable in saveables for spec in saveable.specs]
 
 
 def _flat_specs(saveables) -> tuple[list, list, list, list]:
     """Checkpoint keys, tensors, slice specs and dtypes of all specs of ``saveables``, in order."""
-    if all(type(s) is ReferenceVariableSaveable for s in saveables):  # the common case, column by column
+    if _all_ref_saveables(saveables):  # the common case, column by column
         tensors = [s.op for s in saveables]
         return [s.name for s in saveables], tensors, [s.slice_spec for s in saveables], _base_dtypes(tensors)
     names, tensors, slices, dtypes = [], [], [], []
@@ -259,7 +271,7 @@ def _flat_specs(saveables) -> tuple[list, list, list, list]:
 def _as_ref_tensor(var: Any) -> Any:
     """The ref tensor (output 0 of the variable op) of a Variable, or the tensor itself."""
     if isinstance(var, variables.Variable):
-        return var._ref()
+        return variables.ref_tensor(var)
     if isinstance(var, ops.Tensor):
         return var
     raise TypeError(f"Variable to save is not a Variable: {var}")
@@ -272,23 +284,18 @@ def op_list_to_dict(op_list: Iterable, convert_variable_to_tensor: bool = True) 
     """
     if not isinstance(op_list, (list, tuple, set)):
         raise TypeError(f"Variables to save should be passed in a dict or a list. Got {op_list}")
+    if convert_variable_to_tensor:
+        # The common case (ordinary ref variables, each once) in one pass; anything else goes the general
+        # way below, which also raises the errors.
+        plain = variables.plain_ref_variables_by_name(op_list)
+        if plain is not None:
+            return plain
     flat = _flatten(op_list)
     names_to_saveables: dict[str, Any] = {}
-    Variable, Tensor = variables.Variable, ops.Tensor  # noqa: N806 - local aliases in the hot loop
+    Variable, Tensor = variables.Variable, ops.Tensor  # noqa: N806 - local aliases in the loop
     for var in flat:
-        if type(var) is Variable and convert_variable_to_tensor and not var._save_slice_info:
-            # The common case first (this loop runs once per variable): an ordinary ref variable.
-            ref = var._variable
-            op = ref._op
-            if op._type not in _REF_VARIABLE_OPS:
-                raise TypeError(f"Variable to save is not a Variable: {ref}")
-            name = op._name
-            if name in names_to_saveables:
-                raise ValueError(f"At least two variables have the same name: {name}")
-            names_to_saveables[name] = ref
-            continue
         if isinstance(var, Variable):
-            info = var._save_slice_info
+            info = variables.save_slice_info(var)
             if info:
                 name = info.full_name
                 existing = names_to_saveables.get(name)
@@ -305,7 +312,7 @@ def op_list_to_dict(op_list: Iterable, convert_variable_to_tensor: bool = True) 
                     raise ValueError(f"At least two variables have the same name: {name}")
                 names_to_saveables[name] = var
                 continue
-            var = var._ref()
+            var = variables.ref_tensor(var)
         elif isinstance(var, SaveableObject):
             names_to_saveables[var.name] = var
             continue
@@ -316,10 +323,10 @@ def op_list_to_dict(op_list: Iterable, convert_variable_to_tensor: bool = True) 
             continue
         elif not isinstance(var, Tensor):
             raise TypeError(f"Variable to save is not a Variable: {var}")
-        op = var._op
-        if op._type not in _REF_VARIABLE_OPS:
+        op = var.op
+        if op.type not in _REF_VARIABLE_OPS:
             raise TypeError(f"Variable to save is not a Variable: {var}")
-        name = op._name
+        name = op.name
         if name in names_to_saveables:
             raise ValueError(f"At least two variables have the same name: {name}")
         names_to_saveables[name] = var
@@ -366,7 +373,7 @@ def saveable_objects_for_op(op: Any, name: str) -> list[SaveableObject]:
                 continue
             if not isinstance(variable, variables.Variable):
                 raise ValueError(f"Slices must all be Variables: {variable}")
-            info = variable._save_slice_info
+            info = variables.save_slice_info(variable)
             if not info:
                 raise ValueError(f"Slices must all be slices: {variable}")
             if slice_name is None:
@@ -376,9 +383,22 @@ def saveable_objects_for_op(op: Any, name: str) -> list[SaveableObject]:
             if isinstance(variable, resource_variables.ResourceVariable):
                 out.append(ResourceVariableSaveable(variable, info.spec, name))
             else:
-                out.append(ReferenceVariableSaveable(variable._ref(), info.spec, name))
+                out.append(ReferenceVariableSaveable(variables.ref_tensor(variable), info.spec, name))
         return out
     return saveable_objects_for_op(_as_ref_tensor(op), name)
+
+
+def _ref_saveables(names: list[str], refs: list) -> list[ReferenceVariableSaveable]:
+    """``[ReferenceVariableSaveable(ref, "", name)]`` for these (sorted, checked) names and ref tensors,
+    without an __init__ call per variable."""
+    out, new, RVS = [], object.__new__, ReferenceVariableSaveable  # noqa: N806
+    for name, t in zip(names, refs, strict=True):
+        s = new(RVS)
+        s.op = t
+        s.slice_spec = ""
+        s.name = name
+        out.append(s)
+    return out
 
 
 def validate_and_slice_inputs(names_to_saveables: dict[str, Any]) -> list[SaveableObject]:
@@ -388,41 +408,31 @@ def validate_and_slice_inputs(names_to_saveables: dict[str, Any]) -> list[Saveab
         names = sorted(names_to_saveables)
     except TypeError:  # keys of several types: the general way below says which
         names = None
-    if names is not None:
-        # The common case first (plain ref variables under string keys, each once), in one pass; anything
+    if names and set(map(type, names)) == {str}:
+        # The common case first (plain ref variables under string keys, each once), checked in C; anything
         # else goes the general way below, which also raises the errors.
-        out, seen_vars, new = [], set(), object.__new__
-        for name in names:
-            t = names_to_saveables[name]
-            if type(name) is not str or type(t) is not Tensor:
-                break
-            if t._op._type not in ref_ops or t._op in seen_vars:
-                break
-            seen_vars.add(t._op)
-            s = new(RVS)  # RVS(t, "", name), without an __init__ call per variable
-            s.op = t
-            s.slice_spec = ""
-            s.name = name
-            out.append(s)
-        else:
-            return out
+        values = list(map(names_to_saveables.__getitem__, names))
+        if set(map(type, values)) == {Tensor} and tensor_lib.op_types_of(values) <= ref_ops:
+            # A ref variable op has one output: distinct tensors are distinct variables.
+            if len(set(values)) == len(values):
+                return _ref_saveables(names, values)
     items = sorted(names_to_saveables.items(), key=operator.itemgetter(0))
     saveables: list[SaveableObject] = []
     seen_ops: set = set()
     append, seen = saveables.append, seen_ops.add
     for name, op in items:
-        if type(op) is Tensor and type(name) is str and op._op._type in ref_ops:
+        if type(op) is Tensor and type(name) is str and op.op.type in ref_ops:
             # The common case (a plain ref variable), without the generic checks below.
-            if op._op in seen_ops:
+            if op.op in seen_ops:
                 raise ValueError(f"The same saveable will be restored with two names: {name}")
-            seen(op._op)
+            seen(op.op)
             append(RVS(op, "", name))
             continue
         for saveable in saveable_objects_for_op(op, name):
             key = saveable.op
             if isinstance(key, variables.Variable):
                 key = key.op
-            key = key._op if isinstance(key, Tensor) else key  # a variable is its op, whatever the handle
+            key = key.op if isinstance(key, Tensor) else key  # a variable is its op, whatever the handle
             if key is not None and key in seen_ops:
                 raise ValueError(f"The same saveable will be restored with two names: {saveable.name}")
             append(saveable)
@@ -547,7 +557,7 @@ class BaseSaverBuilder:
         )
         g = filename_tensor.graph
         assign_ops = []
-        if not reshape and all(type(s) is ReferenceVariableSaveable for s in saveables):
+        if not reshape and _all_ref_saveables(saveables):
             # The common case, in bulk: one Assign per variable, named save/Assign, save/Assign_1, ...
             assign_ops = _bulk_assigns(g, [s.op for s in saveables], all_tensors)
         else:
@@ -638,9 +648,18 @@ class BaseSaverBuilder:
             raise ValueError(
                 "save and restore operations need to be built together  when eager execution is not enabled."
             )
-        if not isinstance(names_to_saveables, dict):
-            names_to_saveables = op_list_to_dict(names_to_saveables)
-        saveables = validate_and_slice_inputs(names_to_saveables)
+        plain = None
+        if isinstance(names_to_saveables, (list, tuple, set)):
+            # Ordinary ref variables, each once (the common case): validate_and_slice_inputs(op_list_to_dict(
+            # var_list)) without checking again what plain_ref_variables_by_name checked.
+            plain = variables.plain_ref_variables_by_name(names_to_saveables)
+        if plain is not None:
+            names = sorted(plain)
+            saveables = _ref_saveables(names, list(map(plain.__getitem__, names)))
+        else:
+            if not isinstance(names_to_saveables, dict):
+                names_to_saveables = op_list_to_dict(names_to_saveables)
+            saveables = validate_and_slice_inputs(names_to_saveables)
         if max_to_keep is None:
             max_to_keep = 0
 
@@ -792,7 +811,9 @@ class Saver:
                 raise ValueError("No variables to save")
             self._is_empty = False
             with _gc.paused():
-                self.saver_def = self._builder._build_internal(
+                # TF's Saver calls its builder's _build_internal (a method of this module's BaseSaverBuilder,
+                # which custom builders may override), not build().
+                self.saver_def = self._builder._build_internal(  # noqa: SLF001
                     self._var_list,
                     reshape=self._reshape,
                     sharded=self._sharded,
@@ -964,6 +985,7 @@ class Saver:
         *,
         durable: bool | None = None,
         options: Any = None,
+        storage_options: dict | None = None,
     ) -> str | None:
         """Saves the variables; returns the checkpoint prefix (``save_path`` or ``save_path-<step>``).
 
@@ -975,9 +997,10 @@ class Saver:
 
         ``options=saverkit.train.CheckpointOptions(enable_async=True)``: returns once the values are copied
         (the checkpoint holds them as they were then) and writes in the background; ``sync()`` waits and
-        raises a background error, as does the next save. See ``saverkit.train.async_save``.
+        raises a background error, as does the next save. See ``saverkit.train.async_save``. A URL
+        ``save_path`` (``s3://``...) is saved synchronously.
         """
-        if async_save.is_async(options):
+        if async_save.is_async(options) and not storage.is_url(save_path):  # URLs: saved synchronously
             return async_save.saver_save(
                 self, sess, save_path, global_step, options, latest_filename=latest_filename,
                 meta_graph_suffix=meta_graph_suffix, write_meta_graph=write_meta_graph,
@@ -993,7 +1016,11 @@ class Saver:
         if os.path.split(latest_filename)[0]:
             raise ValueError("'latest_filename' must not contain path components")
 
-        save_path = os.fsdecode(os.fspath(save_path))
+        if storage.is_url(save_path):  # s3://, gs://, memory://, ...: see saverkit.storage
+            return self._save_remote(sess, os.fsdecode(os.fspath(save_path)), global_step, latest_filename,
+                                     meta_graph_suffix, write_meta_graph, write_state, strip_default_attrs,
+                                     storage_options)
+        save_path = storage.local_path(save_path)
         if global_step is not None:
             step = _global_step_value(sess, global_step)
             checkpoint_file = f"{save_path}-{step:08d}" if self._pad_step_number else f"{save_path}-{step}"
@@ -1115,7 +1142,91 @@ class Saver:
         meta_graph.write_meta_graph_file(meta_graph_def, filename, durable=durable)
 
     # --- restore
-    def restore(self, sess: Session, save_path: str | os.PathLike | None) -> None:
+    def _save_remote(self, sess: Session, save_path: str, global_step: Any, latest_filename: str,
+                     meta_graph_suffix: str, write_meta_graph: bool, write_state: bool,
+                     strip_default_attrs: bool, storage_options: dict | None) -> str | None:
+        """``save`` to a URL. The same order as a local save, which on a store is the commit: the data
+        object, then the index (the SaveV2 kernel: the checkpoint is visible from then on), then the
+        ``.meta``, then the state file; then retention. A failure before the state file names the new
+        checkpoint deletes what it had written (never objects it did not write)."""
+        if self._sharded:
+            raise errors.UnimplementedError(
+                None, None, f"Sharded saves to a URL ({save_path}) are not supported yet: use sharded=False")
+        if global_step is not None:
+            step = _global_step_value(sess, global_step)
+            checkpoint_file = f"{save_path}-{step:08d}" if self._pad_step_number else f"{save_path}-{step}"
+        else:
+            checkpoint_file = save_path
+            if storage.basename(save_path) == latest_filename:
+                raise ValueError(
+                    f"'latest_filename' collides with 'save_path': '{latest_filename}' and '{save_path}'")
+        save_dir = storage.dirname(save_path)
+        loc = storage.Location(save_path, storage_options)
+        started = time.time()
+        if loc.read_only:
+            raise errors.PermissionDeniedError(None, None, f"Cannot save to {save_path}: read-only store")
+        model_checkpoint_path = None
+        written: list[str] = []
+        recorded = (list(self._last_checkpoints), list(self._checkpoints_to_be_deleted),
+                    self._next_checkpoint_time)
+        doomed: list[str] = []
+        try:
+            if not self._is_empty:
+                existed = loc.isfile(checkpoint_file + ".index")
+                feed = {self.saver_def.filename_tensor_name: checkpoint_file}
+                result = sess.run(self.saver_def.save_tensor_name, feed,
+                                  options=RunOptions(storage_options=storage_options))
+                model_checkpoint_path = _as_str(result)
+                if not existed:
+                    written += [model_checkpoint_path + ".index",
+                                model_checkpoint_path + ".data-00000-of-00001"]
+            if write_meta_graph:
+                meta_file = checkpoint_management.meta_graph_filename(checkpoint_file, meta_graph_suffix)
+                if not loc.isfile(meta_file):
+                    written.append(meta_file)
+                graph = getattr(sess, "graph", None) or ops.get_default_graph()
+                with graph.as_default():
+                    meta_graph_def, _ = meta_graph.export_scoped_meta_graph(
+                        saver_def=self.saver_def, strip_default_attrs=strip_default_attrs)
+                meta_graph.write_meta_graph_file(meta_graph_def, meta_file, storage_options=storage_options)
+            if model_checkpoint_path is not None and write_state:
+                self._RecordLastCheckpoint(model_checkpoint_path)
+                doomed = self._checkpoints_to_delete()
+                paths = self.last_checkpoints
+                stamps = [t for _, t in self._last_checkpoints]
+                if not paths or paths[-1] != model_checkpoint_path:
+                    paths.append(model_checkpoint_path)
+                    stamps.append(self._clock())
+                checkpoint_management.update_checkpoint_state_internal(
+                    save_dir=save_dir, model_checkpoint_path=model_checkpoint_path,
+                    all_model_checkpoint_paths=paths, latest_filename=latest_filename,
+                    save_relative_paths=self._save_relative_paths,
+                    all_model_checkpoint_timestamps=(
+                        stamps if all(math.isfinite(t) for t in stamps) else None),
+                    last_preserved_timestamp=self._last_preserved_timestamp(),
+                    storage_options=storage_options)
+        except BaseException:
+            self._last_checkpoints, self._checkpoints_to_be_deleted, self._next_checkpoint_time = recorded
+            try:  # the index first: the checkpoint stops being visible before its data goes
+                loc.remove(written)
+            except errors.OpError as e:
+                _logger.warning("Could not remove the objects of the failed save %s: %s", checkpoint_file, e)
+            raise
+        for path in doomed:  # after the state file stops naming them
+            try:
+                checkpoint_management.delete_managed_checkpoint(path, save_dir, meta_graph_suffix,
+                                                                storage_options=storage_options)
+            except Exception as e:  # noqa: BLE001 - TF ignores failed deletions (logged) and carries on
+                _logger.warning(f"Ignoring: {e}")
+        if model_checkpoint_path is not None:  # what killed earlier saves of this model left
+            try:
+                loc.clean_interrupted(save_dir, storage.basename(save_path), started)
+            except Exception as e:  # noqa: BLE001 - cleanup is best effort; the save succeeded
+                _logger.warning("Could not clean up after interrupted saves in %s: %s", save_dir, e)
+        return model_checkpoint_path
+
+    def restore(self, sess: Session, save_path: str | os.PathLike | None, *,
+                storage_options: dict | None = None) -> None:
         """Restores the variables from the checkpoint ``save_path`` (a prefix, as ``save`` returns).
 
         Raises ValueError for ``None``; NotFoundError when no checkpoint is there ("Failed to find any
@@ -1128,10 +1239,13 @@ class Saver:
         if save_path is None:
             raise ValueError("Can't load save_path when it is None.")
         prefix = os.fsdecode(os.fspath(save_path))
-        if not checkpoint_management.checkpoint_exists(prefix):
+        remote = storage.is_url(prefix)  # s3://, gs://, ...: see saverkit.storage
+        prefix = prefix if remote else storage.local_path(prefix)
+        if not checkpoint_management.checkpoint_exists(prefix, storage_options):
             raise _missing_checkpoint_error(prefix)
         try:
-            sess.run(self.saver_def.restore_op_name, {self.saver_def.filename_tensor_name: prefix})
+            sess.run(self.saver_def.restore_op_name, {self.saver_def.filename_tensor_name: prefix},
+                     options=RunOptions(storage_options=storage_options) if remote else None)
         except errors.NotFoundError as err:
             # Missing keys: either the graph changed, or this is an object-based (tf.train.Checkpoint)
             # checkpoint, whose keys are object paths; TF then restores through the object graph's names.
@@ -1352,10 +1466,11 @@ def import_meta_graph(
     Returns a Saver built from its ``saver_def``; without one, a default Saver over the imported variables;
     None when there are no variables to restore.
     """
+    storage_options = kwargs.pop("storage_options", None)  # a URL's store (saverkit.storage)
     if isinstance(meta_graph_or_file, meta_graph_pb2.MetaGraphDef):
         meta_graph_def = meta_graph_or_file
     else:
-        meta_graph_def = meta_graph.read_meta_graph_file(meta_graph_or_file)
+        meta_graph_def = meta_graph.read_meta_graph_file(meta_graph_or_file, storage_options)
         kwargs.setdefault("source_file", os.fspath(meta_graph_or_file))  # named in errors of its Consts
     imported_vars = meta_graph.import_scoped_meta_graph(
         meta_graph_def, clear_devices=clear_devices, import_scope=import_scope, **kwargs
@@ -1433,7 +1548,7 @@ def saver_from_object_based_checkpoint(
         if type(s) is ReferenceVariableSaveable:
             renamed[s.name] = ReferenceVariableSaveable(s.op, s.slice_spec, names_to_keys[s.name])
         elif isinstance(s, ResourceVariableSaveable):
-            renamed[s.name] = ResourceVariableSaveable(s._var, s.specs[0].slice_spec, names_to_keys[s.name])
+            renamed[s.name] = ResourceVariableSaveable(s.op, s.specs[0].slice_spec, names_to_keys[s.name])
         else:
             for spec in s.specs:
                 spec.name = names_to_keys[spec.name]

@@ -1,0 +1,246 @@
+"""Checkpoints at fsspec URLs (saverkit.storage), over in-memory stores: memory:// and a byte-counting
+countmem:// (tests/remote_helpers.py), and file:// URLs (local paths). The engine encodes and checks;
+fsspec moves the bytes; the commit order is data, index, .meta, state file."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+pytest.importorskip("fsspec")
+
+import saverkit as sk  # noqa: E402
+from remote_helpers import CountingMemoryFS  # noqa: E402
+from saverkit import bundle, errors, storage  # noqa: E402
+from saverkit.train import checkpoint_management, checkpoint_utils  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _clean_stores():
+    from fsspec.implementations.memory import MemoryFileSystem
+
+    CountingMemoryFS.reset()
+    MemoryFileSystem.store.clear()
+    yield
+    CountingMemoryFS.reset()
+    MemoryFileSystem.store.clear()
+
+
+def _objects():
+    return sorted(CountingMemoryFS.store)
+
+
+def _model(values):
+    g = sk.Graph()
+    with g.as_default():
+        vs = {name: sk.Variable(v, name=name) for name, v in values.items()}
+        saver = sk.train.Saver(max_to_keep=2)
+    sess = sk.Session(graph=g)
+    with g.as_default():
+        sess.run([v.initializer for v in vs.values()])
+    return g, sess, saver, vs
+
+
+VALUES = {
+    "w": np.arange(12, dtype=np.float32).reshape(3, 4),
+    "b": np.array([1.5, -2.0], dtype=np.float64),
+    "step": np.int64(7),
+    "names": np.array([b"alpha", b"", b"\x00\xff" * 70], dtype=object),
+}
+
+
+def test_is_url_and_local_paths():
+    assert storage.is_url("s3://b/k") and storage.is_url("memory://x") and storage.is_url("gs://b/x")
+    assert not storage.is_url("/tmp/x") and not storage.is_url("file:///tmp/x") and not storage.is_url("a/b")
+    assert storage.local_path("file:///tmp/x") == "/tmp/x"
+    assert storage.join("s3://b/d", "model") == "s3://b/d/model"
+    assert storage.dirname("s3://b/d/model-1") == "s3://b/d"
+
+
+def test_bundle_round_trip_every_kind_of_tensor():
+    names = ["f", "i8", "s", "scalar", "empty", "part"]
+    tensors = [np.random.default_rng(0).standard_normal((5, 7)).astype(np.float32),
+               np.arange(10, dtype=np.int8), np.array([b"x", b"yz" * 1000, b""], dtype=object),
+               np.float64(3.25), np.zeros((0, 3), np.int32), np.arange(6, dtype=np.float32).reshape(2, 3)]
+    specs = ["", "", "", "", "", "4 3 0,2:-"]
+    bundle.write_bundle("memory://ck/b/model", names, tensors, specs)
+    got = bundle.read_tensors("memory://ck/b/model", names[:5])
+    for want, have in zip(tensors[:5], got, strict=True):
+        np.testing.assert_array_equal(np.asarray(want), have)
+    (part,) = bundle.read_tensors("memory://ck/b/model", ["part"], ["4 3 0,2:-"])
+    np.testing.assert_array_equal(part, tensors[5])
+    # the full partitioned tensor's rows not saved are not there: reading it whole is an error
+    with pytest.raises(errors.OpError):
+        bundle.read_tensors("memory://ck/b/model", ["part"])
+
+
+def test_saver_save_restore_latest_and_retention_on_memory_store():
+    g, sess, saver, vs = _model(VALUES)
+    base = "countmem://bucket/run"
+    paths = [saver.save(sess, base + "/model", global_step=s) for s in (1, 2, 3)]
+    assert paths == [f"{base}/model-{s}" for s in (1, 2, 3)]
+    assert checkpoint_management.latest_checkpoint(base) == paths[-1]
+    state = checkpoint_management.get_checkpoint_state(base)
+    assert list(state.all_model_checkpoint_paths) == paths[1:]
+    # max_to_keep=2: model-1's objects are gone, the others complete
+    objs = _objects()
+    assert not any("model-1." in o for o in objs)
+    for p in paths[1:]:
+        stem = CountingMemoryFS._strip_protocol(p)
+        assert {stem + ".index", stem + ".data-00000-of-00001", stem + ".meta"} <= set(objs)
+    # restore into a fresh graph/session, values exact
+    zeros = {k: np.array([b""] * 3, dtype=object) if k == "names" else np.zeros_like(v)
+             for k, v in VALUES.items()}
+    g2, sess2, saver2, vs2 = _model(zeros)
+    saver2.restore(sess2, checkpoint_management.latest_checkpoint(base))
+    with g2.as_default():
+        for k, v in VALUES.items():
+            np.testing.assert_array_equal(sess2.run(vs2[k]), v)
+    # inspection
+    assert [n for n, _ in checkpoint_utils.list_variables(base)] == sorted(VALUES)
+    np.testing.assert_array_equal(checkpoint_utils.load_variable(base, "w"), VALUES["w"])
+    assert checkpoint_utils.load_checkpoint(paths[-1] + ".index").get_tensor("step") == 7
+
+
+def test_commit_order_is_data_index_meta_state_file():
+    g, sess, saver, vs = _model(VALUES)
+    saver.save(sess, "countmem://bucket/order/model", global_step=5)
+    assert CountingMemoryFS.writes == [
+        "/bucket/order/model-5.data-00000-of-00001", "/bucket/order/model-5.index",
+        "/bucket/order/model-5.meta", "/bucket/order/checkpoint"]
+
+
+@pytest.mark.parametrize("failing", [".index", ".meta", "checkpoint"])
+def test_failed_save_leaves_previous_checkpoint_latest_and_no_new_objects(failing):
+    g, sess, saver, vs = _model(VALUES)
+    base = "countmem://bucket/fail"
+    first = saver.save(sess, base + "/model", global_step=1)
+    before = {k: bytes(v.getbuffer()) for k, v in CountingMemoryFS.store.items()}
+    CountingMemoryFS.fail_write = lambda p: p.endswith(failing) and "model-1" not in p
+    with pytest.raises(errors.OpError, match="injected failure"):
+        saver.save(sess, base + "/model", global_step=2)
+    CountingMemoryFS.fail_write = None
+    after = {k: bytes(v.getbuffer()) for k, v in CountingMemoryFS.store.items()}
+    assert after == before  # nothing of step 2 visible (no data object without its index either)
+    assert checkpoint_management.latest_checkpoint(base) == first
+    # and the next save works and is found
+    assert saver.save(sess, base + "/model", global_step=3) == base + "/model-3"
+    assert checkpoint_management.latest_checkpoint(base) == base + "/model-3"
+
+
+def test_lazy_get_tensor_fetches_the_index_once_and_only_that_tensors_bytes():
+    rng = np.random.default_rng(1)
+    names = [f"layer{i:02d}/kernel" for i in range(16)]
+    tensors = [rng.standard_normal(1 << 20).astype(np.float32) for _ in names]  # 4 MiB each, 64 MiB in all
+    url = "countmem://bucket/big/model"
+    bundle.write_bundle(url, names, tensors)
+    index_size = len(CountingMemoryFS.store["/bucket/big/model.index"].getbuffer())
+    CountingMemoryFS.bytes_read = 0
+    CountingMemoryFS.reads = []
+    reader = checkpoint_utils.load_checkpoint(url)
+    value = reader.get_tensor("layer05/kernel")
+    np.testing.assert_array_equal(value, tensors[5])
+    fetched = CountingMemoryFS.bytes_read
+    assert fetched <= index_size + 1.1 * tensors[5].nbytes, (fetched, index_size, CountingMemoryFS.reads)
+    # a second tensor costs only its own bytes (the index is not fetched again)
+    CountingMemoryFS.bytes_read = 0
+    np.testing.assert_array_equal(reader.get_tensor("layer11/kernel"), tensors[11])
+    assert CountingMemoryFS.bytes_read == tensors[11].nbytes
+
+
+def test_corrupt_and_truncated_remote_objects_are_clear_errors():
+    url = "countmem://bucket/bad/model"
+    bundle.write_bundle(url, ["a", "b"], [np.arange(1000, dtype=np.float32), np.ones(10, np.int64)])
+    data = "/bucket/bad/model.data-00000-of-00001"
+    buf = bytearray(CountingMemoryFS.store[data].getbuffer())
+    buf[100] ^= 0x40
+    CountingMemoryFS.store[data].seek(0)
+    CountingMemoryFS.store[data].write(bytes(buf))
+    with pytest.raises(errors.DataLossError, match="a"):
+        bundle.read_tensors(url, ["a"])
+    np.testing.assert_array_equal(bundle.read_tensors(url, ["b"])[0], np.ones(10, np.int64))
+    CountingMemoryFS.store[data].truncate(2000)
+    with pytest.raises(errors.DataLossError, match="model.data-00000-of-00001"):
+        bundle.read_tensors(url, ["b"])
+    index = "/bucket/bad/model.index"
+    CountingMemoryFS.store[index].truncate(10)
+    with pytest.raises(errors.DataLossError, match="model.index"):
+        bundle.read_tensors(url, ["b"])
+
+
+def test_missing_objects_and_bad_urls_name_what_was_looked_for():
+    with pytest.raises(errors.NotFoundError, match="countmem://bucket/none/model"):
+        checkpoint_utils.load_checkpoint("countmem://bucket/none/model")
+    assert checkpoint_management.latest_checkpoint("countmem://bucket/none") is None
+    bundle.write_bundle("countmem://bucket/nodata/model", ["a"], [np.ones(3, np.float32)])
+    del CountingMemoryFS.store["/bucket/nodata/model.data-00000-of-00001"]
+    with pytest.raises(errors.NotFoundError, match="data-00000-of-00001"):
+        bundle.read_tensors("countmem://bucket/nodata/model", ["a"])
+    with pytest.raises(errors.InvalidArgumentError, match="nosuchproto"):
+        checkpoint_utils.load_checkpoint("nosuchproto://x/y")
+    g, sess, saver, vs = _model(VALUES)
+    with pytest.raises(errors.NotFoundError):
+        saver.restore(sess, "countmem://bucket/none/model-3")
+
+
+def test_file_urls_are_local_paths(tmp_path):
+    g, sess, saver, vs = _model(VALUES)
+    url = "file://" + str(tmp_path / "model")
+    prefix = saver.save(sess, url, global_step=1)
+    assert os.path.exists(str(tmp_path / "model-1.index"))
+    assert checkpoint_management.latest_checkpoint("file://" + str(tmp_path)) is not None
+    np.testing.assert_array_equal(checkpoint_utils.load_variable(prefix, "w"), VALUES["w"])
+    saver.restore(sess, prefix)
+
+
+def test_local_paths_do_not_import_fsspec(tmp_path):
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, numpy as np, saverkit as sk\n"
+        "from saverkit import bundle\n"
+        f"bundle.write_bundle({str(tmp_path / 'm')!r}, ['a'], [np.ones(3)])\n"
+        f"bundle.read_tensors({str(tmp_path / 'm')!r}, ['a'])\n"
+        "assert 'fsspec' not in sys.modules, 'fsspec imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_resaving_a_prefix_never_pairs_the_old_index_with_new_data():
+    url = "countmem://bucket/resave/model"
+    bundle.write_bundle(url, ["a"], [np.arange(10, dtype=np.float32)])
+    CountingMemoryFS.fail_write = lambda p: p.endswith(".index")
+    with pytest.raises(errors.OpError, match="injected"):
+        bundle.write_bundle(url, ["a"], [np.arange(10, 20, dtype=np.float32)])
+    CountingMemoryFS.fail_write = None
+    # the old index is gone with the old data: no checkpoint rather than a mismatched one
+    with pytest.raises(errors.NotFoundError):
+        bundle.read_tensors(url, ["a"])
+    bundle.write_bundle(url, ["a"], [np.arange(20, 30, dtype=np.float32)])
+    np.testing.assert_array_equal(bundle.read_tensors(url, ["a"])[0], np.arange(20, 30, dtype=np.float32))
+
+
+@pytest.mark.parametrize(("blocked", "url", "hint"), [
+    ("fsspec", "memory://x/model", "saverkit[remote]"),
+    ("s3fs", "s3://bucket/model", "saverkit[s3]"),
+])
+def test_a_missing_optional_extra_is_a_clear_error(blocked, url, hint):
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        f"sys.modules[{blocked!r}] = None  # as if not installed\n"
+        "from saverkit import errors\n"
+        "from saverkit.train import load_checkpoint\n"
+        "try:\n"
+        f"    load_checkpoint({url!r})\n"
+        "except errors.UnimplementedError as e:\n"
+        "    print(e.message)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert hint in out.stdout and url in out.stdout
