@@ -28,6 +28,7 @@
 #include "py_string_restore.h"
 #include "py_support.h"
 #include "snappy.h"
+#include "snapshot_copy.h"
 #include "table.h"
 #include "table_builder.h"
 #include "table_format.h"
@@ -568,6 +569,72 @@ uint32_t BufferCrc(const py::buffer& data, uint32_t init, int which) {
   return crc32c::Extend(init, p, n);
 }
 
+// The snapshot of an asynchronous save: copies the bytes of every numpy
+// array of `srcs` that exports a C-contiguous buffer into `dst`, from
+// `offset` on, each at the next multiple of `align`, with the GIL released.
+// Returns (end, offsets): the offset after the last copy and each array's
+// offset in `dst` (-1: not copied: object or structured dtypes, strided
+// arrays, other objects; the caller copies those). When they do not fit, copies nothing and
+// returns (-(bytes needed from `offset`), None).
+py::tuple StageCopy(const py::buffer& dst, int64_t offset, const py::sequence& srcs, int64_t align, int threads) {
+  if (offset < 0 || align <= 0 || (align & (align - 1)) != 0) throw py::value_error("bad offset or align");
+  Py_buffer out;
+  if (PyObject_GetBuffer(dst.ptr(), &out, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE) != 0) throw py::error_already_set();
+  struct Release {
+    Py_buffer* v;
+    ~Release() { PyBuffer_Release(v); }
+  } release_out{&out};
+  py::object fast = py::reinterpret_steal<py::object>(PySequence_Fast(srcs.ptr(), "srcs must be a sequence"));
+  if (!fast) throw py::error_already_set();
+  const size_t n = static_cast<size_t>(PySequence_Fast_GET_SIZE(fast.ptr()));
+  PyObject** items = PySequence_Fast_ITEMS(fast.ptr());
+  std::vector<Py_buffer> views;
+  views.reserve(n);
+  struct ReleaseAll {
+    std::vector<Py_buffer>* v;
+    ~ReleaseAll() {
+      for (Py_buffer& b : *v) PyBuffer_Release(&b);
+    }
+  } release_views{&views};
+  std::vector<int64_t> offsets(n, -1);
+  std::vector<CopyRun> runs;
+  runs.reserve(n);
+  const uint64_t mask = static_cast<uint64_t>(align) - 1;
+  uint64_t pos = static_cast<uint64_t>(offset);
+  for (size_t i = 0; i < n; ++i) {
+    if (!py::isinstance<py::array>(items[i])) continue;
+    // Object arrays export their pointers as bytes: never copy those (no references would be taken).
+    // Structured dtypes ('V') may hold objects too: the caller copies both.
+    const char kind = py::reinterpret_borrow<py::array>(items[i]).dtype().kind();
+    if (kind == 'O' || kind == 'V') continue;
+    Py_buffer v;
+    if (PyObject_GetBuffer(items[i], &v, PyBUF_C_CONTIGUOUS) != 0) {  // object dtype, strided...
+      PyErr_Clear();
+      continue;
+    }
+    views.push_back(v);
+    pos = (pos + mask) & ~mask;
+    offsets[i] = static_cast<int64_t>(pos);
+    runs.push_back(CopyRun{static_cast<const char*>(v.buf), nullptr, static_cast<size_t>(v.len)});
+    pos += static_cast<uint64_t>(v.len);
+  }
+  if (pos > static_cast<uint64_t>(out.len)) {
+    return py::make_tuple(-static_cast<int64_t>(pos - static_cast<uint64_t>(offset)), py::none());
+  }
+  char* base = static_cast<char*>(out.buf);
+  size_t r = 0;
+  for (size_t i = 0; i < n; ++i) {
+    if (offsets[i] >= 0) runs[r++].dst = base + offsets[i];
+  }
+  {
+    py::gil_scoped_release release;
+    CopyRuns(runs, threads);
+  }
+  py::list out_offsets(n);
+  for (size_t i = 0; i < n; ++i) PyList_SET_ITEM(out_offsets.ptr(), i, PyLong_FromLongLong(offsets[i]));
+  return py::make_tuple(static_cast<int64_t>(pos), out_offsets);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
@@ -705,6 +772,8 @@ PYBIND11_MODULE(_core, m) {
     Check(s);
   }, py::arg("checkpoint_prefixes"), py::arg("destination_prefix"), py::arg("delete_old_dirs") = true,
         py::arg("allow_missing_files") = false, py::arg("durable") = false);
+  m.def("stage_copy", &StageCopy, py::arg("dst"), py::arg("offset"), py::arg("srcs"), py::arg("align") = 64,
+        py::arg("threads") = 2);
   m.def("recover_bundle", [](const std::string& prefix) {
     Status s;
     {

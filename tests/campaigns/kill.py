@@ -13,7 +13,12 @@ per way of saving (``--mode``):
 * ``same``: ``Saver.save`` to the same prefix every time (no global_step: the step is read from the
   ``global_step`` tensor), single-file and sharded — every save replaces the only checkpoint;
 * ``manager``: ``CheckpointManager.save(checkpoint_number=step)`` of a ``Checkpoint``;
-* ``convert``: ``saverkit convert SRC DST --force`` into the same DST prefix every time.
+* ``convert``: ``saverkit convert SRC DST --force`` into the same DST prefix every time;
+* ``async`` (not in the default lanes): ``Saver.save(..., options=CheckpointOptions(enable_async=True))``,
+  single-file and sharded, and ``async-manager``: the same through ``CheckpointManager.save``. Right
+  after each save returns the child overwrites every variable with garbage, then waits (``sync()``) and
+  reports the step saved: kills land in the background write, and a checkpoint holding the garbage (a
+  snapshot that was not one) is a wrong value.
 
 Leftover temporary files are allowed right after a kill, but the next completed save in the same
 directory must remove them: the campaign ends with one clean save per directory and then requires
@@ -46,7 +51,8 @@ MAX_TO_KEEP = 3
 # previous files of a re-saved prefix "<final>.skprev-<owner>", and a sharded save's marked part
 # directory "<prefix>_temp_<hex32>/"; TF's temp names too, in case anything still made them.
 TEMP_PATTERN = re.compile(r"\.sktmp-|\.skprev-|_temp|\.saverkit-temp$|\.tempstate\d+|\.tmp[0-9a-f]{32}$")
-MODES = ("steps", "same", "manager", "convert")
+DEFAULT_MODES = ("steps", "same", "manager", "convert")
+MODES = (*DEFAULT_MODES, "async", "async-manager")
 
 
 def model_values(step: int, sharded: bool) -> dict[str, np.ndarray]:
@@ -152,6 +158,31 @@ class SaverSaver:
         return dict(zip(names, self.sess.run([self.vars[n] for n in names]), strict=True))
 
 
+def _async_options():
+    from saverkit.train import CheckpointOptions
+
+    return CheckpointOptions(enable_async=True)
+
+
+def _scribble(saver: SaverSaver, step: int) -> None:
+    """Overwrite every variable right after an async save returned: none of it may reach the checkpoint."""
+    for var in saver.vars.values():
+        value = saver.sess.run(var)
+        var.load(np.full_like(value, b"garbage" if value.dtype == object else -step), saver.sess)
+
+
+class AsyncSaverSaver(SaverSaver):
+    """Saver.save(..., options=CheckpointOptions(enable_async=True)), then garbage, then sync()."""
+
+    def save(self, values: dict[str, np.ndarray], step: int) -> str:
+        for name, var in self.vars.items():
+            var.load(values[name], self.sess)
+        path = self.saver.save(self.sess, str(self.dir / "model"), global_step=step, options=_async_options())
+        _scribble(self, step)
+        self.saver.sync()
+        return path
+
+
 class ManagerSaver(SaverSaver):
     """A Checkpoint of the same variables, saved by a CheckpointManager as ckpt-<step>."""
 
@@ -175,6 +206,18 @@ class ManagerSaver(SaverSaver):
         for name, var in self.vars.items():
             var.load(values[name], self.sess)
         return self.manager.save(checkpoint_number=step)
+
+
+class AsyncManagerSaver(ManagerSaver):
+    """CheckpointManager.save(..., options=CheckpointOptions(enable_async=True)), garbage, then sync()."""
+
+    def save(self, values: dict[str, np.ndarray], step: int) -> str:
+        for name, var in self.vars.items():
+            var.load(values[name], self.sess)
+        path = self.manager.save(checkpoint_number=step, options=_async_options())
+        _scribble(self, step)
+        self.manager.sync()
+        return path
 
     def restore(self, prefix: str, names: list[str], dtypes: list) -> dict[str, np.ndarray]:
         self.ckpt.restore(prefix, session=self.sess).assert_existing_objects_matched()
@@ -212,6 +255,10 @@ class ConvertSaver:
 def make_saver(api: str, directory: Path, sharded: bool, durable: bool = False, mode: str = "steps"):
     if mode == "manager":
         return ManagerSaver(directory)
+    if mode == "async-manager":
+        return AsyncManagerSaver(directory)
+    if mode == "async":
+        return AsyncSaverSaver(directory, sharded, durable)
     if mode == "convert":
         return ConvertSaver(directory)
     if api == "saver":
@@ -418,14 +465,15 @@ class Lane:
 
 
 def run_campaign(kills: int, seed: int = 0, api: str = "saver", workdir: Path | None = None,
-                 progress: bool = False, modes: tuple[str, ...] = MODES) -> dict:
+                 progress: bool = False, modes: tuple[str, ...] = DEFAULT_MODES) -> dict:
     """`kills` SIGKILLs spread over the lanes (every mode of saving; the bundle API only has the
     steps lanes), all driven in parallel."""
     root = Path(tempfile.mkdtemp(prefix="sk-kill-", dir=workdir))
     started = time.monotonic()
     kinds = [("steps", False), ("steps", True)]
     if api == "saver":
-        kinds += [("same", False), ("same", True), ("manager", False), ("convert", False)]
+        kinds += [("same", False), ("same", True), ("manager", False), ("convert", False),
+                  ("async", False), ("async", True), ("async-manager", False)]
     kinds = [(mode, sharded) for mode, sharded in kinds if mode in modes]
     lanes = [Lane(root, sharded, api, seed * 8 + i, mode) for i, (mode, sharded) in enumerate(kinds)]
     final_temps: dict[str, list[str]] = {}
@@ -478,7 +526,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--api", choices=["saver", "bundle"], default="saver")
     p.add_argument("--report", type=Path)
-    p.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES),
+    p.add_argument("--modes", nargs="+", choices=MODES, default=list(DEFAULT_MODES),
                    help="which ways of saving get lanes (same: one prefix re-saved)")
     args = ap.parse_args(argv)
     if args.cmd == "child":

@@ -128,17 +128,31 @@ def _bundle() -> Any:
     return bundle
 
 
-@register_kernel("SaveV2", expensive=True)
-def _save_v2(ctx: Any, prefix: Any, tensor_names: Any, shape_and_slices: Any, *tensors: Any) -> list:
+def _save_v2_names(tensor_names: Any, shape_and_slices: Any, n: int) -> tuple[list, list[str]]:
     names = _keys(tensor_names, "tensor_names")
     slices = _strings(shape_and_slices, "shape_and_slices")
-    if len(names) != len(tensors) or len(slices) != len(tensors):
+    if len(names) != n or len(slices) != n:
         raise errors.InvalidArgumentError(
-            None,
-            None,
-            f"Expected {len(tensors)} tensor_names and shape_and_slices, got {len(names)} and {len(slices)}",
+            None, None, f"Expected {n} tensor_names and shape_and_slices, got {len(names)} and {len(slices)}"
         )
+    return names, slices
+
+
+@register_kernel("SaveV2", expensive=True)
+def _save_v2(ctx: Any, prefix: Any, tensor_names: Any, shape_and_slices: Any, *tensors: Any) -> list:
     path = _path(prefix)
+    snapshot = ctx.options.snapshot
+    if snapshot is not None:
+        # An async save: the tensors are copied into its staging memory now; the names (10,000 decodes for a
+        # big model) are read by its background thread, which writes the checkpoint.
+        names_arr, slices_arr = np.array(tensor_names, dtype=object), np.array(shape_and_slices, dtype=object)
+        n = len(tensors)
+        if snapshot.add_write(
+            path, tensors, list(ctx.attr("dtypes")), ctx.options.durable,
+            names=lambda: _save_v2_names(names_arr, slices_arr, n),
+        ):
+            return []
+    names, slices = _save_v2_names(tensor_names, shape_and_slices, len(tensors))
     _bundle().write_bundle(
         path, names, [np.asarray(t) for t in tensors], slices, list(ctx.attr("dtypes")),
         durable=ctx.options.durable,  # Session.run(..., options=RunOptions(durable=True))
@@ -188,12 +202,14 @@ def _restore_v2(ctx: Any, prefix: Any, tensor_names: Any, shape_and_slices: Any)
 @register_kernel("MergeV2Checkpoints", expensive=True)
 def _merge_v2_checkpoints(ctx: Any, checkpoint_prefixes: Any, destination_prefix: Any) -> list:
     prefixes = [os.fsdecode(p) for p in np.asarray(checkpoint_prefixes, dtype=object).reshape(-1)]
-    _bundle().merge_bundles(
-        prefixes,
-        _path(destination_prefix, "destination_prefix"),
-        delete_old_dirs=ctx.attr("delete_old_dirs"),
-        allow_missing_files=ctx.attr("allow_missing_files"),
-    )
+    args = (prefixes, _path(destination_prefix, "destination_prefix"))
+    kwargs = {
+        "delete_old_dirs": ctx.attr("delete_old_dirs"), "allow_missing_files": ctx.attr("allow_missing_files")
+    }
+    if ctx.options.snapshot is not None:  # an async save: merged by its background thread, after the writes
+        ctx.options.snapshot.add_merge(*args, **kwargs)
+        return []
+    _bundle().merge_bundles(*args, **kwargs)
     return []
 
 

@@ -8,6 +8,7 @@ Kernels read them from their context (``ctx.options``).
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 
 @dataclasses.dataclass(frozen=True)
@@ -18,6 +19,11 @@ class RunOptions:
     writing while they copy (what ``Saver.save(durable=True)`` asks for). A hint for speed and order:
     the Saver still fsyncs what must survive a power loss.
 
+    ``snapshot``: the snapshot of an asynchronous save (``saverkit.train.async_save``). Set, the
+    checkpoint writers write nothing: SaveV2 copies its tensors into the snapshot's staging memory and
+    MergeV2Checkpoints records its merge; the save's background thread writes them later, in the same
+    order. None (the default): kernels write as usual.
+
     ``storage_options``: for checkpoint paths that are URLs (``s3://...``), the keyword arguments of the
     fsspec file system (credentials, endpoint; see :mod:`saverkit.storage`). None: the backend's own
     environment (``AWS_ENDPOINT_URL``, ...).
@@ -25,6 +31,7 @@ class RunOptions:
 
     durable: bool = False
     storage_options: dict | None = dataclasses.field(default=None, hash=False, compare=False)
+    snapshot: Any = None
 
 
 DEFAULT_RUN_OPTIONS = RunOptions()

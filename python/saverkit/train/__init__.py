@@ -35,6 +35,7 @@ _LAZY: dict[str, str] = {
         )
     },
     "CheckpointManager": "saverkit.train.checkpoint_manager",
+    "CheckpointOptions": "saverkit.train.async_save",
     "init_from_checkpoint": "saverkit.train.init_from_checkpoint",
     "SlotVariables": "saverkit.trackable",
 }

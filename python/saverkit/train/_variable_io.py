@@ -152,12 +152,16 @@ def _cached_ops(graph, signature, build):
 
 
 def save_tensors(session, file_prefix: str, part: str | None, variables, keys, extra_strings,
-                 storage_options: dict | None = None) -> None:
+                 storage_options: dict | None = None, snapshot=None) -> None:
     """Write `variables` under `keys`, then `extra_strings` (key -> bytes), into part `part` and merge
     the part into `file_prefix` (TF2's temp-part-then-merge sequence); `part` None: straight into
-    `file_prefix` (a URL)."""
+    `file_prefix` (a URL).
+
+    With `snapshot` (an asynchronous save; local paths only), nothing is written: the values are copied
+    into it and the write and merge recorded (`saverkit.train.async_save`)."""
     from saverkit import bundle, control_dependencies, dtypes, placeholder
     from saverkit.framework import io_ops
+    from saverkit.framework.run_options import RunOptions
 
     check_same_graph(session, variables)
     extra_keys = list(extra_strings)
@@ -187,13 +191,22 @@ def save_tensors(session, file_prefix: str, part: str | None, variables, keys, e
         feed = {part_ph: part, parts_ph: np.array([part], dtype=object), prefix_ph: file_prefix}
         for ph, key in zip(extra_phs, extra_keys, strict=True):
             feed[ph] = np.array(extra_strings[key], dtype=object)
-        session.run(merge, feed_dict=feed)
+        options = None if snapshot is None else RunOptions(snapshot=snapshot)
+        session.run(merge, feed_dict=feed, options=options)
         return
     values = fetch_values(session, variables)
     names = list(keys) + extra_keys
     tensors = values + [np.array(extra_strings[k], dtype=object) for k in extra_keys]
     tensor_dtypes = [v.dtype.base_dtype for v in variables] + [dtypes.string] * len(extra_keys)
-    bundle.write_bundle(part, names, tensors, dtypes=tensor_dtypes)
+    specs = [""] * len(names)
+    staged = snapshot is not None and snapshot.add_write(
+        part, tensors, tensor_dtypes, False, names=lambda: (names, specs)
+    )
+    if not staged:
+        bundle.write_bundle(part, names, tensors, dtypes=tensor_dtypes)
+    if snapshot is not None:
+        snapshot.add_merge([part], file_prefix, delete_old_dirs=True)
+        return
     bundle.merge_bundles([part], file_prefix, delete_old_dirs=True)
 
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 import os
 import uuid
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -47,6 +47,7 @@ from saverkit.trackable import (
     slot_variable_key,
     slot_variables,
 )
+from saverkit.train import async_save
 from saverkit.train._checkpoint_restore import (
     CheckpointLoadStatus,
     CheckpointPosition,
@@ -68,6 +69,7 @@ from saverkit.train._variable_io import (
     save_tensors,
     variable_name,
 )
+from saverkit.train.async_save import CheckpointOptions
 
 if TYPE_CHECKING:
     from saverkit.framework.graph import Graph
@@ -151,11 +153,28 @@ def write_object_checkpoint(
     storage_options: dict | None = None,
 ) -> str:
     """Write `root`'s object graph and variable values to `file_prefix` the way TF2 does."""
+    return stage_object_checkpoint(file_prefix, session, root, attached_dependencies, storage_options)()
+
+
+def stage_object_checkpoint(
+    file_prefix: str,
+    session: Session,
+    root: Any,
+    attached_dependencies: Iterable[TrackableReference] = (),
+    storage_options: dict | None = None,
+    snapshot: async_save.Snapshot | None = None,
+) -> Callable[[], str]:
+    """Run the save of `root` (see `write_object_checkpoint`); return what completes it.
+
+    Without `snapshot` the files are written here and the returned function only cleans up. With one (an
+    asynchronous save, `saverkit.train.async_save`), the values are only copied into the snapshot: the
+    returned function (called by the background thread) writes them. A URL is always written here.
+    """
     graph, to_save = serialize_object_graph(root, attached_dependencies)
     if storage.is_url(file_prefix):  # a store: no part to merge, nothing to rename (saverkit.storage)
         save_tensors(session, file_prefix, None, [v for _, v in to_save], [k for k, _ in to_save],
                      {OBJECT_GRAPH_PROTO_KEY: graph.SerializeToString()}, storage_options=storage_options)
-        return file_prefix
+        return lambda: file_prefix
     file_prefix = storage.local_path(file_prefix)
     directory = os.path.dirname(file_prefix)
     if directory:
@@ -164,20 +183,40 @@ def write_object_checkpoint(
     # part directory (saverkit.tempfiles): never a user's own "<prefix>_temp" folder.
     temp_dir = f"{file_prefix}_temp_{uuid.uuid4().hex}"
     part = os.path.join(temp_dir, "part-00000-of-00001")
-    try:
-        save_tensors(
+
+    def attempt(fn: Callable[[], Any]) -> None:
+        try:
+            fn()
+        except BaseException:
+            tempfiles.remove_part_dir(temp_dir)  # only this save's files, and the directory if then empty
+            raise
+
+    attempt(
+        lambda: save_tensors(
             session,
             file_prefix,
             part,
             [v for _, v in to_save],
             [k for k, _ in to_save],
             {OBJECT_GRAPH_PROTO_KEY: graph.SerializeToString()},
+            snapshot=snapshot,
         )
-    except BaseException:
-        tempfiles.remove_part_dir(temp_dir)  # only this save's files, and the directory if then empty
-        raise
-    tempfiles.remove_stale(directory or ".")  # what killed earlier saves left behind
-    return file_prefix
+    )
+
+    def complete() -> str:
+        if snapshot is not None:
+            attempt(snapshot.replay)
+        tempfiles.remove_stale(directory or ".")  # what killed earlier saves left behind
+        return file_prefix
+
+    return complete
+
+
+def _session_and_options(session: Any, options: Any) -> tuple[Any, Any]:
+    """TF's signatures take `options` second (`ckpt.save(prefix, options)`); ours take the session there."""
+    if options is None and isinstance(session, CheckpointOptions):
+        return None, session
+    return session, options
 
 
 class _GraphView:
@@ -296,40 +335,103 @@ class Checkpoint(AutoTrackable):
 
     # -- writing --------------------------------------------------------------------------------------
 
-    def write(self, file_prefix: str | os.PathLike, session: Session | None = None, *,
-              storage_options: dict | None = None) -> str:
+    def write(
+        self,
+        file_prefix: str | os.PathLike,
+        session: Session | None = None,
+        options: CheckpointOptions | None = None,
+        *,
+        storage_options: dict | None = None,
+    ) -> str:
         """Write a checkpoint to exactly `file_prefix`: no numbering, no state file (read it with `read`).
-        `file_prefix` may be a URL (saverkit.storage; `storage_options` for its store)."""
-        file_prefix = os.fspath(file_prefix)
-        session = require_session(session, "Checkpoint.write()")
-        return write_object_checkpoint(
-            file_prefix, session, self._graph_view.root, self._graph_view.attached_dependencies(),
+        `file_prefix` may be a URL (saverkit.storage; `storage_options` for its store).
+
+        `options=CheckpointOptions(enable_async=True)`: return once the values are copied and write in the
+        background (`sync()` waits; see `saverkit.train.async_save`). URLs are written synchronously."""
+        session, options = _session_and_options(session, options)
+        return self._write(
+            os.fspath(file_prefix), require_session(session, "Checkpoint.write()"), options,
             storage_options=storage_options,
         )
 
-    def save(self, file_prefix: str | os.PathLike, session: Session | None = None, *,
-             storage_options: dict | None = None) -> str:
-        """Increment `save_counter`, write `file_prefix-<counter>`, record it in the directory state file."""
+    def _write(
+        self,
+        file_prefix: str,
+        session: Session,
+        options: Any,
+        after: Callable[[], Any] | None = None,
+        storage_options: dict | None = None,
+    ) -> str:
+        """Write `file_prefix`, then call `after()` (once the files are complete: in the background for an
+        asynchronous save)."""
+        view = self._graph_view
+        if not async_save.is_async(options) or storage.is_url(file_prefix):
+            async_save.before_sync_save(self)
+            write_object_checkpoint(
+                file_prefix, session, view.root, view.attached_dependencies(), storage_options=storage_options
+            )
+            if after is not None:
+                after()
+            return file_prefix
+
+        def stage(snapshot: async_save.Snapshot) -> Callable[[], str]:
+            return stage_object_checkpoint(
+                storage.local_path(file_prefix), session, view.root, view.attached_dependencies(),
+                snapshot=snapshot,
+            )
+
+        async_save.checkpoint_write(self, stage, options, file_prefix, after)
+        return file_prefix
+
+    def save(
+        self,
+        file_prefix: str | os.PathLike,
+        session: Session | None = None,
+        options: CheckpointOptions | None = None,
+        *,
+        storage_options: dict | None = None,
+    ) -> str:
+        """Increment `save_counter`, write `file_prefix-<counter>`, record it in the directory state file.
+
+        `options=CheckpointOptions(enable_async=True)`: return once the values are copied; the write and
+        then the state file complete in the background (`sync()` waits)."""
         from saverkit.train import checkpoint_management
 
         file_prefix = os.fspath(file_prefix)
+        session, options = _session_and_options(session, options)
         session = require_session(session, "Checkpoint.save()")
+        async_save.sync(self)  # the previous save completes (or raises) before the counter moves
         number = self._next_checkpoint_number(session)
-        path = self.write(f"{file_prefix}-{number}", session=session, storage_options=storage_options)
-        checkpoint_management.update_checkpoint_state_internal(
-            save_dir=storage.dirname(path),
-            model_checkpoint_path=path,
-            all_model_checkpoint_paths=[path],
-            save_relative_paths=True,
-            storage_options=storage_options,
-        )
-        return path
+        path = f"{file_prefix}-{number}"
+
+        def record_state() -> None:
+            checkpoint_management.update_checkpoint_state_internal(
+                save_dir=storage.dirname(path),
+                model_checkpoint_path=path,
+                all_model_checkpoint_paths=[path],
+                save_relative_paths=True,
+                storage_options=storage_options,
+            )
+
+        return self._write(path, session, options, after=record_state, storage_options=storage_options)
+
+    def sync(self) -> None:
+        """Wait for this Checkpoint's asynchronous save in flight; raise its error if it failed."""
+        async_save.sync(self)
 
     # -- reading --------------------------------------------------------------------------------------
 
-    def read(self, save_path: str | os.PathLike | None, session: Session | None = None, *,
-             storage_options: dict | None = None) -> _LoadStatus:
+    def read(
+        self,
+        save_path: str | os.PathLike | None,
+        session: Session | None = None,
+        options: CheckpointOptions | None = None,
+        *,
+        storage_options: dict | None = None,
+    ) -> _LoadStatus:
         """Restore a checkpoint written by `write` (does not expect a `save_counter`); see `restore`."""
+        session, _ = _session_and_options(session, options)
+        async_save.wait_for(self)  # an asynchronous save in flight completes first
         view = self._graph_view
         if save_path is None:
             return InitializationOnlyStatus(view, new_uid())
@@ -373,7 +475,11 @@ class Checkpoint(AutoTrackable):
         return CheckpointLoadStatus(coordinator, view)
 
     def restore(
-        self, save_path: str | os.PathLike | None, session: Session | None = None, *,
+        self,
+        save_path: str | os.PathLike | None,
+        session: Session | None = None,
+        options: CheckpointOptions | None = None,
+        *,
         storage_options: dict | None = None,
     ) -> _LoadStatus:
         """Restore a checkpoint written by `save` (or by TF), matching objects by their dependency names.
@@ -388,6 +494,7 @@ class Checkpoint(AutoTrackable):
         an `InitializationOnlyStatus` if `save_path` is None, or a `NameBasedSaverStatus` for a
         checkpoint written by a name-based `Saver`.
         """
+        session, _ = _session_and_options(session, options)
         status = self.read(save_path, session=session, storage_options=storage_options)
         try:
             self._maybe_create_save_counter(session.graph if session is not None else None)
@@ -417,5 +524,3 @@ class Checkpoint(AutoTrackable):
         )
         return status
 
-    def sync(self) -> None:
-        """Saves are synchronous; present for TF API compatibility."""

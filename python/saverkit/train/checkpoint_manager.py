@@ -173,7 +173,11 @@ class CheckpointManager:
         )
 
     def save(
-        self, checkpoint_number: Any = None, check_interval: bool = True, session: Session | None = None
+        self,
+        checkpoint_number: Any = None,
+        check_interval: bool = True,
+        session: Session | None = None,
+        options: Any = None,
     ) -> str | None:
         """Write a new checkpoint, record it in the state file, and delete the ones beyond `max_to_keep`.
 
@@ -181,6 +185,10 @@ class CheckpointManager:
         else by the checkpoint's `save_counter`, which is incremented either way. With a
         `checkpoint_interval`, returns None (and saves nothing) unless the step counter advanced by at least
         the interval since the last save (`check_interval=False`: unless it did not advance at all).
+
+        `options=CheckpointOptions(enable_async=True)`: return once the values are copied; the write, then
+        the state file and the deletion of old checkpoints, complete in the background (as in TF:
+        `latest_checkpoint` and `checkpoints` change then). `sync()` waits.
         """
         from saverkit.train._variable_io import require_session
 
@@ -194,6 +202,7 @@ class CheckpointManager:
                     return None
             self._last_checkpoint_step = current_step
         session = require_session(session, "CheckpointManager.save()")
+        self._checkpoint.sync()  # the previous save completes (or raises) before the counter moves
         counter_value = self._checkpoint._next_checkpoint_number(session)
         number = counter_value if checkpoint_number is None else _evaluate(checkpoint_number, session)
         prefix = f"{self._prefix}-{number}"
@@ -203,9 +212,12 @@ class CheckpointManager:
             return distributed_save.write_object_checkpoint(
                 self._coordinator, self._checkpoint, prefix, session,
                 commit=self._record_new, committed=lambda path: self._record_new(path, delete=False))
-        save_path = self._checkpoint.write(prefix, session=session, storage_options=self._storage_options)
-        self._record_new(save_path)
-        return save_path
+        # The state file and retention move once the checkpoint is complete (TF's write_done_callback):
+        # after the background write of an asynchronous save.
+        return self._checkpoint._write(
+            prefix, session, options, after=lambda: self._record_new(prefix),
+            storage_options=self._storage_options,
+        )
 
     def _record_new(self, save_path: str, delete: bool = True) -> None:
         """A new checkpoint is written: the state file names it, then older ones beyond max_to_keep go.
@@ -256,6 +268,6 @@ class CheckpointManager:
         return None
 
     def sync(self) -> None:
-        """Wait for outstanding saves (saverkit saves synchronously, so there are none)."""
+        """Wait for the asynchronous save in flight; raise its error if it failed."""
         if self._checkpoint is not None:
             self._checkpoint.sync()

@@ -57,7 +57,7 @@ from saverkit.framework import tensor as tensor_lib
 from saverkit.framework.partitioned_variables import PartitionedVariable as _PartitionedVariable
 from saverkit.framework.run_options import RunOptions
 from saverkit.protobuf import meta_graph_pb2, saver_pb2
-from saverkit.train import checkpoint_management
+from saverkit.train import async_save, checkpoint_management
 
 if TYPE_CHECKING:
     from saverkit.framework.session import Session
@@ -990,6 +990,7 @@ class Saver:
         strip_default_attrs: bool = False,
         *,
         durable: bool | None = None,
+        options: Any = None,
         storage_options: dict | None = None,
     ) -> str | None:
         """Saves the variables; returns the checkpoint prefix (``save_path`` or ``save_path-<step>``).
@@ -999,7 +1000,19 @@ class Saver:
         first, then the ``.meta`` (unless ``write_meta_graph=False``), then the ``checkpoint`` state file
         (unless ``write_state=False``), and finally checkpoints beyond ``max_to_keep`` are deleted.
         Returns None for an empty saver (``allow_empty=True`` and no variables).
+
+        ``options=saverkit.train.CheckpointOptions(enable_async=True)``: returns once the values are copied
+        (the checkpoint holds them as they were then) and writes in the background; ``sync()`` waits and
+        raises a background error, as does the next save. See ``saverkit.train.async_save``. A URL
+        ``save_path`` (``s3://``...), and a save coordinated over ranks (``coordinator=``), are saved
+        synchronously.
         """
+        if async_save.is_async(options) and not storage.is_url(save_path) and self._coordinator is None:
+            return async_save.saver_save(
+                self, sess, save_path, global_step, options, latest_filename=latest_filename,
+                meta_graph_suffix=meta_graph_suffix, write_meta_graph=write_meta_graph,
+                write_state=write_state, strip_default_attrs=strip_default_attrs, durable=durable)
+        async_save.before_sync_save(self)  # at most one save in flight: wait for it, raise its error
         if not self._is_built:
             raise RuntimeError("`build()` should be called before save if defer_build==True")
         durable = self._durable if durable is None else durable
@@ -1234,6 +1247,7 @@ class Saver:
         matching files for ...") or a variable's key is missing; InvalidArgumentError when a shape or dtype
         differs. Errors name the variable, the key and the checkpoint.
         """
+        async_save.wait_for(self)  # an asynchronous save in flight completes first
         if self._is_empty and self._coordinator is None:
             return
         if save_path is None:
@@ -1276,6 +1290,11 @@ class Saver:
             raise _wrap_restore_error_with_msg(
                 err, "a mismatch between the current graph and the graph", self._diagnose(prefix)
             ) from err
+
+    def sync(self) -> None:
+        """Wait for this Saver's asynchronous save in flight (``save(..., options=CheckpointOptions(
+        enable_async=True))``) and raise its error if it failed."""
+        async_save.sync(self)
 
     def _diagnose(self, prefix: str) -> str:
         """On a failed restore: which of our variables' keys are missing or differ in the checkpoint."""

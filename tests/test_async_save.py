@@ -1,0 +1,474 @@
+"""Asynchronous saves (issue 21): CheckpointOptions(enable_async=True) for Saver, Checkpoint and
+CheckpointManager.
+
+* the checkpoint holds the values of the moment save returned (later updates are not in it), for numeric
+  and string variables, single-file, sharded and durable saves, and the engine-direct (finalized graph) path;
+* the state file and retention move only after the write completed; the next save and a restore wait
+  for the save in flight;
+* a background error is raised by sync() or the next save (once), and printed at exit if nobody asked;
+  out of space and a read-only file system surface at sync;
+* the staging memory is reused between saves, and a staging limit too small for the payload still saves;
+* SIGKILL during background writes never leaves latest_checkpoint naming an incomplete checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import saverkit as sk
+import saverkit.errors as errors
+from saverkit import _core, bundle
+from saverkit.train import CheckpointOptions, async_save, latest_checkpoint, load_checkpoint
+
+ASYNC = CheckpointOptions(enable_async=True)
+
+
+# --- the staging copy -----------------------------------------------------------------------------------
+
+
+def test_stage_copy_places_each_array_aligned_and_skips_what_it_cannot_copy():
+    a = np.arange(10, dtype=np.float32)
+    b = np.arange(7, dtype=np.int8)
+    s = np.array([b"x", b"yy"], dtype=object)  # no buffer: the caller copies it
+    strided = np.arange(20, dtype=np.int64)[::2]  # not contiguous: the caller copies it
+    c = np.ones((3, 5), dtype=np.float64)
+    dst = np.zeros(1024, dtype=np.uint8)
+    end, offsets = _core.stage_copy(dst, 3, [a, s, b, strided, c, b"not an array"], 64)
+    assert offsets == [64, -1, 128, -1, 192, -1]
+    assert end == 192 + c.nbytes
+    assert np.array_equal(dst[64:104].view(np.float32), a)
+    assert np.array_equal(dst[128:135].view(np.int8), b)
+    assert np.array_equal(dst[192:312].view(np.float64).reshape(3, 5), c)
+
+
+def test_stage_copy_reports_the_bytes_needed_and_copies_nothing_when_short():
+    dst = np.zeros(100, dtype=np.uint8)
+    end, offsets = _core.stage_copy(dst, 10, [np.ones(50, np.uint8), np.ones(50, np.uint8)], 64)
+    assert (end, offsets) == (-(128 + 50 - 10), None)  # at 64 and 128, aligned
+    assert not dst.any()
+
+
+def test_stage_copy_in_parallel_is_exact():
+    rng = np.random.default_rng(0)
+    srcs = [rng.integers(0, 255, size=n, dtype=np.uint8) for n in rng.integers(1, 3 << 20, size=9)]
+    srcs.append(rng.integers(0, 255, size=(5 << 20) + 3, dtype=np.uint8))
+    dst = np.empty(sum(s.nbytes + 64 for s in srcs), dtype=np.uint8)
+    end, offsets = _core.stage_copy(dst, 0, srcs, 64, 2)
+    for s, off in zip(srcs, offsets, strict=True):
+        assert off % 64 == 0 and np.array_equal(dst[off : off + s.nbytes], s)
+    assert end == offsets[-1] + srcs[-1].nbytes
+
+
+# --- helpers ---------------------------------------------------------------------------------------------
+
+
+class Model:
+    def __init__(self, sharded=False, finalize=False, **saver_kwargs):
+        self.graph = sk.Graph()
+        with self.graph.as_default():
+            with sk.device("/cpu:0"):
+                self.w = sk.Variable(np.arange(100_000, dtype=np.float32), name="w")
+                self.words = sk.Variable(np.array([b"a", b"bb"], dtype=object), name="words")
+            with sk.device("/cpu:1" if sharded else "/cpu:0"):
+                self.step = sk.Variable(np.int64(0), name="step")
+                self.b = sk.Variable(np.zeros((3, 4), np.float64), name="b")
+            self.saver = sk.train.Saver(sharded=sharded, **saver_kwargs)
+            self.ckpt = sk.train.Checkpoint(w=self.w, words=self.words, step=self.step, b=self.b)
+            self.ckpt.save_counter  # noqa: B018 - created before a finalize
+            self.init = sk.global_variables_initializer()
+        self.sess = sk.Session(graph=self.graph)
+        self.sess.run(self.init)
+        if finalize:
+            self.graph.finalize()
+
+    def set(self, k):
+        self.w.load(np.arange(100_000, dtype=np.float32) + k, self.sess)
+        self.words.load(np.array([b"gen%d" % k, b""], dtype=object), self.sess)
+        self.step.load(np.int64(k), self.sess)
+        self.b.load(np.full((3, 4), k, np.float64), self.sess)
+
+    @staticmethod
+    def expect(reader, k, key=lambda n: n):
+        assert np.array_equal(reader.get_tensor(key("w")), np.arange(100_000, dtype=np.float32) + k)
+        assert reader.get_tensor(key("words")).tolist() == [b"gen%d" % k, b""]
+        assert int(reader.get_tensor(key("step"))) == k
+        assert np.array_equal(reader.get_tensor(key("b")), np.full((3, 4), k, np.float64))
+
+
+def ckpt_key(name):
+    return f"{name}/.ATTRIBUTES/VARIABLE_VALUE"
+
+
+@pytest.fixture
+def blocked_writes(monkeypatch):
+    """Background writes wait until `release` is set (the snapshot has long been taken by then)."""
+    release = threading.Event()
+    started = threading.Event()
+    real = bundle.write_bundle
+
+    def write_bundle(*args, **kwargs):
+        started.set()
+        assert release.wait(30)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(bundle, "write_bundle", write_bundle)
+    yield started, release
+    release.set()
+
+
+# --- the snapshot ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["single", "sharded", "durable"])
+def test_saver_async_save_holds_the_values_of_the_moment_it_returned(tmp_path, kind):
+    m = Model(sharded=kind == "sharded", durable=kind == "durable")
+    m.set(1)
+    path = m.saver.save(m.sess, str(tmp_path / "model"), global_step=m.step, options=ASYNC)
+    assert path == str(tmp_path / "model-1")
+    m.set(99)  # training goes on while the checkpoint is written
+    m.saver.sync()
+    assert latest_checkpoint(str(tmp_path)) == path
+    Model.expect(load_checkpoint(path), 1)
+    assert os.path.exists(path + ".meta")
+    m.saver.restore(m.sess, path)
+    assert m.sess.run(m.step) == 1 and m.sess.run(m.words).tolist() == [b"gen1", b""]
+
+
+def test_saver_async_saves_in_a_row_keep_max_to_keep(tmp_path):
+    m = Model(max_to_keep=2)
+    paths = []
+    for k in range(1, 6):
+        m.set(k)
+        paths.append(m.saver.save(m.sess, str(tmp_path / "model"), global_step=k, options=ASYNC))
+        m.set(-k)
+    m.saver.sync()
+    assert m.saver.last_checkpoints == paths[-2:]
+    assert sorted(p.name for p in tmp_path.glob("*.index")) == ["model-4.index", "model-5.index"]
+    for k in (4, 5):
+        Model.expect(load_checkpoint(paths[k - 1]), k)
+    state = sk.train.get_checkpoint_state(str(tmp_path))
+    assert list(state.all_model_checkpoint_paths) == paths[-2:]
+
+
+@pytest.mark.parametrize("finalize", [False, True], ids=["graph-ops", "finalized-graph"])
+def test_checkpoint_async_save_and_write_hold_the_snapshot(tmp_path, finalize):
+    m = Model(finalize=finalize)
+    m.set(1)
+    path = m.ckpt.save(str(tmp_path / "ckpt"), m.sess, ASYNC)  # TF's positional order works too
+    m.set(50)
+    w = m.ckpt.write(str(tmp_path / "exact"), session=m.sess, options=ASYNC)  # waits for the save first
+    m.set(77)
+    m.ckpt.sync()
+    assert latest_checkpoint(str(tmp_path)) == path == str(tmp_path / "ckpt-1")
+    Model.expect(load_checkpoint(path), 1, ckpt_key)
+    Model.expect(load_checkpoint(w), 50, ckpt_key)
+    m.ckpt.restore(path, session=m.sess).assert_consumed()
+    assert m.sess.run(m.step) == 1
+    assert not [p for p in tmp_path.iterdir() if "_temp" in p.name]
+
+
+def test_checkpoint_manager_async_save_records_and_sweeps_after_the_write(tmp_path, blocked_writes):
+    started, release = blocked_writes
+    m = Model()
+    manager = sk.train.CheckpointManager(m.ckpt, str(tmp_path), max_to_keep=1, session=m.sess)
+    release.set()
+    m.set(1)
+    first = manager.save(options=ASYNC)
+    manager.sync()
+    assert manager.latest_checkpoint == first
+    release.clear()
+    started.clear()
+    m.set(2)
+    second = manager.save(options=CheckpointOptions(experimental_enable_async_checkpoint=True))
+    m.set(3)
+    assert started.wait(10)
+    # in flight: neither the manager nor the state file nor retention has moved
+    assert manager.latest_checkpoint == first and latest_checkpoint(str(tmp_path)) == first
+    assert os.path.exists(first + ".index") and not os.path.exists(second + ".index")
+    release.set()
+    manager.sync()
+    assert manager.latest_checkpoint == second == latest_checkpoint(str(tmp_path))
+    assert manager.checkpoints == [second] and not os.path.exists(first + ".index")
+    Model.expect(load_checkpoint(second), 2, ckpt_key)
+
+
+# --- ordering: state file, next save, restore ------------------------------------------------------------
+
+
+def test_state_file_moves_only_after_the_write_completed(tmp_path, blocked_writes):
+    started, release = blocked_writes
+    m = Model()
+    m.set(1)
+    release.set()
+    first = m.saver.save(m.sess, str(tmp_path / "model"), global_step=1)
+    release.clear()
+    m.set(2)
+    second = m.saver.save(m.sess, str(tmp_path / "model"), global_step=2, options=ASYNC)
+    assert started.wait(10)
+    time.sleep(0.1)
+    assert latest_checkpoint(str(tmp_path)) == first
+    assert not os.path.exists(second + ".index") and not os.path.exists(second + ".meta")
+    assert m.saver.last_checkpoints == [first]
+    release.set()
+    m.saver.sync()
+    assert latest_checkpoint(str(tmp_path)) == second
+    assert m.saver.last_checkpoints == [first, second]
+
+
+def test_next_save_and_restore_wait_for_the_save_in_flight(tmp_path, blocked_writes):
+    started, release = blocked_writes
+    m = Model()
+    m.set(1)
+    first = m.saver.save(m.sess, str(tmp_path / "model"), global_step=1, options=ASYNC)
+    assert started.wait(10)
+    done = {}
+
+    def restore():
+        m.saver.restore(m.sess, first)  # the checkpoint being written: must wait for it
+        done["restore"] = time.monotonic()
+
+    t = threading.Thread(target=restore)
+    t.start()
+    time.sleep(0.3)
+    assert "restore" not in done
+    released = time.monotonic()
+    release.set()
+    t.join(30)
+    assert done["restore"] >= released
+    m.set(2)
+    second = m.saver.save(m.sess, str(tmp_path / "model"), global_step=2, options=ASYNC)
+    m.saver.sync()
+    Model.expect(load_checkpoint(first), 1)
+    Model.expect(load_checkpoint(second), 2)
+
+
+def test_a_synchronous_save_waits_for_the_async_one(tmp_path, blocked_writes):
+    started, release = blocked_writes
+    m = Model()
+    m.set(1)
+    first = m.saver.save(m.sess, str(tmp_path / "model"), global_step=1, options=ASYNC)
+    assert started.wait(10)
+    threading.Timer(0.3, release.set).start()
+    m.set(2)
+    second = m.saver.save(m.sess, str(tmp_path / "model"), global_step=2)
+    assert m.saver.last_checkpoints == [first, second]
+    assert latest_checkpoint(str(tmp_path)) == second
+    Model.expect(load_checkpoint(first), 1)
+
+
+# --- errors ----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def failing_writes(monkeypatch):
+    def write_bundle(*args, **kwargs):
+        raise errors.ResourceExhaustedError(None, None, "injected: No space left on device")
+
+    monkeypatch.setattr(bundle, "write_bundle", write_bundle)
+
+
+def test_background_error_is_raised_by_sync_once_and_leaves_nothing(tmp_path, monkeypatch):
+    m = Model()
+    m.set(1)
+    first = m.saver.save(m.sess, str(tmp_path / "model"), global_step=1)
+    before = sorted(os.listdir(tmp_path))
+
+    def fail(*args, **kwargs):
+        raise errors.ResourceExhaustedError(None, None, "injected: No space left on device")
+
+    monkeypatch.setattr(bundle, "write_bundle", fail)
+    m.set(2)
+    m.saver.save(m.sess, str(tmp_path / "model"), global_step=2, options=ASYNC)  # the write fails later
+    with pytest.raises(errors.ResourceExhaustedError, match="injected") as info:
+        m.saver.sync()
+    assert any("model-2" in note for note in getattr(info.value, "__notes__", []))
+    m.saver.sync()  # reported once
+    assert sorted(os.listdir(tmp_path)) == before
+    assert latest_checkpoint(str(tmp_path)) == first and m.saver.last_checkpoints == [first]
+
+
+def test_background_error_is_raised_by_the_next_save(tmp_path, failing_writes):
+    m = Model()
+    m.set(1)
+    m.ckpt.save(str(tmp_path / "ckpt"), m.sess, ASYNC)
+    with pytest.raises(errors.ResourceExhaustedError, match="injected"):
+        m.ckpt.save(str(tmp_path / "ckpt"), m.sess, ASYNC)
+    assert latest_checkpoint(str(tmp_path)) is None
+    assert not [p for p in tmp_path.iterdir() if "_temp" in p.name]
+
+
+def test_background_error_nobody_collected_is_printed_at_exit(tmp_path):
+    script = textwrap.dedent(f"""
+        import numpy as np, saverkit as sk, saverkit.errors as errors
+        from saverkit import bundle
+        from saverkit.train import CheckpointOptions
+        def fail(*a, **k):
+            raise errors.PermissionDeniedError(None, None, "injected at-exit failure")
+        bundle.write_bundle = fail
+        with sk.Graph().as_default():
+            v = sk.Variable(np.ones(10, np.float32), name="v")
+            saver = sk.train.Saver()
+            sess = sk.Session()
+            sess.run(sk.global_variables_initializer())
+            saver.save(sess, {str(tmp_path / "model")!r}, options=CheckpointOptions(enable_async=True))
+        del saver
+        print("main done", flush=True)
+    """)
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert "main done" in r.stdout
+    assert "asynchronous checkpoint save failed" in r.stderr
+    assert "PermissionDeniedError" in r.stderr and "injected at-exit failure" in r.stderr
+
+
+def test_at_exit_waits_for_the_save_in_flight(tmp_path):
+    script = textwrap.dedent(f"""
+        import time, numpy as np, saverkit as sk
+        from saverkit import bundle
+        from saverkit.train import CheckpointOptions
+        real = bundle.write_bundle
+        def slow(*a, **k):
+            time.sleep(0.5)
+            return real(*a, **k)
+        bundle.write_bundle = slow
+        with sk.Graph().as_default():
+            v = sk.Variable(np.arange(10, dtype=np.float32), name="v")
+            saver = sk.train.Saver()
+            sess = sk.Session()
+            sess.run(sk.global_variables_initializer())
+            saver.save(sess, {str(tmp_path / "model")!r}, global_step=3,
+                       options=CheckpointOptions(enable_async=True))
+    """)
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=120)
+    assert latest_checkpoint(str(tmp_path)) == str(tmp_path / "model-3")
+    assert load_checkpoint(str(tmp_path / "model-3")).get_tensor("v").tolist() == list(range(10))
+
+
+@pytest.fixture
+def tiny_fs(tmp_path):
+    """A 4 MiB tmpfs mounted for the test and unmounted after (root only)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    r = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)], capture_output=True, text=True
+    )
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+@pytest.mark.parametrize("sharded", [False, True], ids=["single", "sharded"])
+def test_out_of_space_in_the_background_raises_at_sync(tiny_fs, sharded):
+    m = Model(sharded=sharded)
+    m.set(1)
+    first = m.saver.save(m.sess, str(tiny_fs / "model"), global_step=1, write_meta_graph=False)
+    before = sorted(os.listdir(tiny_fs))
+    with m.graph.as_default():
+        big = sk.Variable(np.ones(2 << 20, np.float32), name="big")  # 8 MiB: more than the file system
+        saver = sk.train.Saver(sharded=sharded)
+    m.sess.run(big.initializer)
+    saver.save(m.sess, str(tiny_fs / "model"), global_step=2, write_meta_graph=False, options=ASYNC)
+    with pytest.raises(errors.ResourceExhaustedError, match="No space left on device"):
+        saver.sync()
+    assert sorted(os.listdir(tiny_fs)) == before
+    assert latest_checkpoint(str(tiny_fs)) == first
+
+
+def test_read_only_file_system_in_the_background_raises_at_sync(tiny_fs, blocked_writes):
+    started, release = blocked_writes
+    m = Model()
+    m.set(1)
+    release.set()
+    first = m.saver.save(m.sess, str(tiny_fs / "model"), global_step=1)
+    release.clear()
+    m.saver.save(m.sess, str(tiny_fs / "model"), global_step=2, options=ASYNC)
+    assert started.wait(10)
+    r = subprocess.run(["mount", "-o", "remount,ro", str(tiny_fs)], capture_output=True, text=True)
+    if r.returncode != 0:
+        release.set()
+        pytest.skip(f"cannot remount read-only: {r.stderr.strip()}")
+    release.set()
+    with pytest.raises(errors.OpError, match="Read-only file system"):
+        m.saver.sync()
+    assert latest_checkpoint(str(tiny_fs)) == first
+
+
+# --- staging memory --------------------------------------------------------------------------------------
+
+
+def test_staging_memory_is_reused_between_saves(tmp_path):
+    m = Model()
+    arenas = []
+    for k in range(3):
+        m.set(k)
+        m.saver.save(m.sess, str(tmp_path / "model"), global_step=k, options=ASYNC)
+        m.saver.sync()
+        arenas.append(async_save.writer_for(m.saver).staging)
+    staging = arenas[0]
+    assert arenas[1] is staging and arenas[2] is staging
+    # the first save grew the arena to the snapshot's size; later ones fit in it
+    assert staging.arena is not None and staging.arena.nbytes >= 400_000 and not staging.chunks
+
+
+def test_a_staging_limit_below_the_payload_still_saves_exactly(tmp_path):
+    m = Model()
+    m.set(4)
+    opts = CheckpointOptions(enable_async=True, staging_limit_bytes=1000)
+    path = m.saver.save(m.sess, str(tmp_path / "model"), global_step=4, options=opts)
+    m.set(5)
+    m.saver.sync()
+    Model.expect(load_checkpoint(path), 4)
+    assert async_save.writer_for(m.saver).staging.arena is None
+
+
+def test_an_empty_saver_saves_synchronously(tmp_path):
+    with sk.Graph().as_default():
+        saver = sk.train.Saver(var_list=[], allow_empty=True)
+        sess = sk.Session()
+        assert saver.save(sess, str(tmp_path / "model"), options=ASYNC) is None
+        saver.sync()
+
+
+def test_options_accept_both_spellings_and_reject_unsupported():
+    assert CheckpointOptions(enable_async=True).enable_async
+    assert CheckpointOptions(experimental_enable_async_checkpoint=True).enable_async
+    assert not CheckpointOptions().enable_async
+    with pytest.raises(NotImplementedError):
+        CheckpointOptions(experimental_skip_slot_variables=True)
+
+
+# --- SIGKILL during background writes --------------------------------------------------------------------
+
+
+def test_sigkill_during_async_saves_leaves_a_complete_latest_checkpoint():
+    sys.path.insert(0, str(Path(__file__).parent))
+    from campaigns import kill
+
+    report = kill.run_campaign(9, seed=5, modes=("async", "async-manager"))
+    assert report["kills"] == 9
+    assert report["problems"] == []
+    assert report["kills_mid_save"] >= 4
+    assert report["temps_not_cleaned"] == []
+
+
+def test_async_options_with_a_url_save_synchronously():
+    pytest.importorskip("fsspec")
+    m = Model()
+    m.set(3)
+    path = m.saver.save(m.sess, "memory://async-url/model", global_step=3, options=ASYNC)
+    m.set(4)
+    Model.expect(load_checkpoint(path), 3)
+    ck = m.ckpt.save("memory://async-url/ckpt", m.sess, ASYNC)
+    Model.expect(load_checkpoint(ck), 4, ckpt_key)
