@@ -30,7 +30,7 @@ GRAPH_ROWS = {
     "run initializer": "run initializer, cached plan (CPU ms)",
     "fetch all variables": "fetch all variables, cached plan (CPU ms)",
 }
-IO_OPS = ("save", "restore fresh", "restore in place")
+IO_OPS = ("save", "restore", "restore_inplace")  # io_throughput's names: restore = into a new session
 
 
 def run(checkout: str, args: list[str], timeout: float = 3600) -> str:

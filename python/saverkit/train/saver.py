@@ -119,8 +119,9 @@ class ReferenceVariableSaveable(SaveableObject):
         self.slice_spec = slice_spec
         self.name = name
 
+    # TF's SaveableObject.specs is an attribute; here it is built on demand.
     @property
-    def specs(self) -> list[SaveSpec]:
+    def specs(self) -> list[SaveSpec]:  # type: ignore[override]
         var = self.op
         return [SaveSpec(var, self.slice_spec, self.name, var.dtype.base_dtype, var.device)]
 
@@ -388,10 +389,11 @@ def saveable_objects_for_op(op: Any, name: str) -> list[SaveableObject]:
     return saveable_objects_for_op(_as_ref_tensor(op), name)
 
 
-def _ref_saveables(names: list[str], refs: list) -> list[ReferenceVariableSaveable]:
+def _ref_saveables(names: list[str], refs: list) -> list[SaveableObject]:
     """``[ReferenceVariableSaveable(ref, "", name)]`` for these (sorted, checked) names and ref tensors,
     without an __init__ call per variable."""
-    out, new, RVS = [], object.__new__, ReferenceVariableSaveable  # noqa: N806
+    out: list[SaveableObject] = []
+    new, RVS = object.__new__, ReferenceVariableSaveable  # noqa: N806
     for name, t in zip(names, refs, strict=True):
         s = new(RVS)
         s.op = t
@@ -527,7 +529,7 @@ class BaseSaverBuilder:
         num_shards = len(per_device)
         num_shards_tensor = constant_op.constant(num_shards, name="num_shards")
         sharded_saves, sharded_prefixes, save_ops = [], [], []
-        last_device = None
+        last_device = ""  # per_device is never empty: an empty Saver builds no save ops
         for shard, (device, saveables) in enumerate(per_device):
             last_device = device
             with ops.device(_set_cpu0(device)):
@@ -775,7 +777,8 @@ class Saver:
             if not isinstance(saver_def, saver_pb2.SaverDef):
                 raise ValueError(f"saver_def must be a saver_pb2.SaverDef: {saver_def}")
             saver_def = _copy_saver_def(saver_def)  # scoping below edits it; never edit the caller's proto
-        self.saver_def = saver_def
+        # Any: None until build() (defer_build=True), a SaverDef after; protobuf messages are Any to mypy.
+        self.saver_def: Any = saver_def
         self._builder = builder
         self._is_built = False
         self._allow_empty = allow_empty
@@ -1108,12 +1111,12 @@ class Saver:
         self, save_dir: str, model_checkpoint_path: str, latest_filename: str, durable: bool
     ) -> None:
         paths = self.last_checkpoints
-        stamps = [t for _, t in self._last_checkpoints]
+        times = [t for _, t in self._last_checkpoints]
         if not paths or paths[-1] != model_checkpoint_path:  # max_to_keep=0: the state lists only the latest
             paths.append(model_checkpoint_path)
-            stamps.append(self._clock())
-        if not all(math.isfinite(t) for t in stamps):
-            stamps = None  # set_last_checkpoints() entries have no real time; write none rather than "inf"
+            times.append(self._clock())
+        # set_last_checkpoints() entries have no real time: write none rather than "inf"
+        stamps = times if all(math.isfinite(t) for t in times) else None
         checkpoint_management.update_checkpoint_state_internal(
             save_dir=save_dir,
             model_checkpoint_path=model_checkpoint_path,
@@ -1517,7 +1520,10 @@ def object_graph_key_mapping(checkpoint_path: str) -> dict[str, str]:
     if not reader.has_tensor(OBJECT_GRAPH_PROTO_KEY):
         raise errors.NotFoundError(None, None, f"Key {OBJECT_GRAPH_PROTO_KEY} not found in checkpoint")
     raw = reader.get_tensor(OBJECT_GRAPH_PROTO_KEY)  # bytes (a 0-d string tensor, as from TF's reader)
-    graph = trackable_object_graph_pb2.TrackableObjectGraph.FromString(bytes(raw))
+    if not isinstance(raw, bytes):
+        raise errors.DataLossError(
+            None, None, f"{OBJECT_GRAPH_PROTO_KEY} of checkpoint {checkpoint_path} is not a string scalar")
+    graph = trackable_object_graph_pb2.TrackableObjectGraph.FromString(raw)
     return {a.full_name: a.checkpoint_key for node in graph.nodes for a in node.attributes}
 
 
