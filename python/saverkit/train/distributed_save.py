@@ -380,32 +380,9 @@ def save(
 def _commit_saver(saver: Any, sess: Any, checkpoint_file: str, latest_filename: str, meta_graph_suffix: str,
                   write_meta_graph: bool, write_state: bool, strip_default_attrs: bool,
                   durable: bool) -> None:
-    """Rank 0, after the merge: .meta, state file and retention (Saver.save's order)."""
-    from saverkit.framework import ops  # noqa: PLC0415
-    from saverkit.train import saver as saver_mod  # noqa: PLC0415
-
-    save_dir = os.path.dirname(checkpoint_file)
-    recorded = (list(saver._last_checkpoints), list(saver._checkpoints_to_be_deleted),
-                saver._next_checkpoint_time)
-    doomed: list[str] = []
-    try:
-        if write_meta_graph:
-            meta_file = checkpoint_management.meta_graph_filename(checkpoint_file, meta_graph_suffix)
-            graph = getattr(sess, "graph", None) or ops.get_default_graph()
-            with graph.as_default():
-                saver._export_meta_graph_file(meta_file, strip_default_attrs=strip_default_attrs,
-                                              durable=durable)
-        if write_state:
-            saver._RecordLastCheckpoint(checkpoint_file)
-            doomed = saver._checkpoints_to_delete()
-            saver._update_state(save_dir, checkpoint_file, latest_filename, durable)
-    except (errors.OpError, OSError):
-        saver._last_checkpoints, saver._checkpoints_to_be_deleted, saver._next_checkpoint_time = recorded
-        saver_mod._remove_unrecorded(checkpoint_file, meta_graph_suffix, save_dir, latest_filename,
-                                     [p for p, _ in recorded[0]])
-        raise
-    if write_state:
-        saver._delete_checkpoints(doomed, meta_graph_suffix, save_dir or ".")
+    """Rank 0, after the merge: .meta, state file and retention, as a local Saver.save commits."""
+    saver._commit(sess, checkpoint_file, checkpoint_file, os.path.dirname(checkpoint_file), latest_filename,
+                  meta_graph_suffix, write_meta_graph, write_state, strip_default_attrs, durable)
 
 
 # --- save: object-based (Checkpoint / CheckpointManager)

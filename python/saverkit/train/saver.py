@@ -1076,6 +1076,18 @@ class Saver:
             if durable:
                 _fsync_checkpoint(model_checkpoint_path)
 
+        self._commit(sess, checkpoint_file, model_checkpoint_path, save_path_parent, latest_filename,
+                     meta_graph_suffix, write_meta_graph, write_state, strip_default_attrs, durable)
+        if model_checkpoint_path is not None:  # what killed earlier saves left behind
+            tempfiles.remove_stale(save_path_parent or ".")
+        return model_checkpoint_path
+
+    def _commit(self, sess: Session, checkpoint_file: str, model_checkpoint_path: str | None, save_dir: str,
+                latest_filename: str, meta_graph_suffix: str, write_meta_graph: bool, write_state: bool,
+                strip_default_attrs: bool, durable: bool) -> None:
+        """What a local save does once its bundle is written (``model_checkpoint_path``; None for a Saver
+        without variables): the ``.meta``, then the state file, then retention. Also the commit of a save
+        coordinated over ranks (rank 0, after the merge: see distributed_save)."""
         recorded = (list(self._last_checkpoints), list(self._checkpoints_to_be_deleted),
                     self._next_checkpoint_time)
         doomed: list[str] = []
@@ -1092,23 +1104,21 @@ class Saver:
             if model_checkpoint_path is not None and write_state:
                 self._RecordLastCheckpoint(model_checkpoint_path)
                 doomed = self._checkpoints_to_delete()  # decided first: last_preserved_timestamp is current
-                self._update_state(save_path_parent, model_checkpoint_path, latest_filename, durable)
+                self._update_state(save_dir, model_checkpoint_path, latest_filename, durable)
         except (errors.OpError, OSError):
             # Out of space/I/O error after the bundle was written: the save failed, so leave the directory
             # as it was (unless that prefix is a checkpoint the state already names: never delete those).
             self._last_checkpoints, self._checkpoints_to_be_deleted, self._next_checkpoint_time = recorded
-            _remove_unrecorded(checkpoint_file, meta_graph_suffix, save_path_parent, latest_filename,
+            _remove_unrecorded(checkpoint_file, meta_graph_suffix, save_dir, latest_filename,
                                [p for p, _ in recorded[0]])
             raise
         if model_checkpoint_path is not None and write_state:
             # after the state file stops naming them
-            self._delete_checkpoints(doomed, meta_graph_suffix, save_path_parent or ".")
-        if model_checkpoint_path is not None:  # what killed earlier saves left behind
-            tempfiles.remove_stale(save_path_parent or ".")
-        return model_checkpoint_path
+            self._delete_checkpoints(doomed, meta_graph_suffix, save_dir or ".")
 
     def _update_state(
-        self, save_dir: str, model_checkpoint_path: str, latest_filename: str, durable: bool
+        self, save_dir: str, model_checkpoint_path: str, latest_filename: str, durable: bool,
+        storage_options: dict | None = None,
     ) -> None:
         paths = self.last_checkpoints
         times = [t for _, t in self._last_checkpoints]
@@ -1126,6 +1136,7 @@ class Saver:
             all_model_checkpoint_timestamps=stamps,
             last_preserved_timestamp=self._last_preserved_timestamp(),
             durable=durable,
+            storage_options=storage_options,
         )
 
     # --- meta graph
@@ -1209,19 +1220,8 @@ class Saver:
             if model_checkpoint_path is not None and write_state:
                 self._RecordLastCheckpoint(model_checkpoint_path)
                 doomed = self._checkpoints_to_delete()
-                paths = self.last_checkpoints
-                stamps = [t for _, t in self._last_checkpoints]
-                if not paths or paths[-1] != model_checkpoint_path:
-                    paths.append(model_checkpoint_path)
-                    stamps.append(self._clock())
-                checkpoint_management.update_checkpoint_state_internal(
-                    save_dir=save_dir, model_checkpoint_path=model_checkpoint_path,
-                    all_model_checkpoint_paths=paths, latest_filename=latest_filename,
-                    save_relative_paths=self._save_relative_paths,
-                    all_model_checkpoint_timestamps=(
-                        stamps if all(math.isfinite(t) for t in stamps) else None),
-                    last_preserved_timestamp=self._last_preserved_timestamp(),
-                    storage_options=storage_options)
+                self._update_state(save_dir, model_checkpoint_path, latest_filename, durable=False,
+                                   storage_options=storage_options)
         except BaseException:
             self._last_checkpoints, self._checkpoints_to_be_deleted, self._next_checkpoint_time = recorded
             try:  # the index first: the checkpoint stops being visible before its data goes
