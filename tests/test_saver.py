@@ -663,3 +663,12 @@ def test_restore_assigns_live_with_their_variables_in_every_context(context, tmp
             sess.run([v.assign(v * 0) for v in vs])
             s.restore(sess, path)
             assert [sess.run(v).tolist() for v in vs] == [[i, i] for i in range(12)]
+
+
+def test_object_graph_key_that_is_not_a_string_scalar_is_data_loss_naming_the_checkpoint(tmp_path):
+    from saverkit import bundle
+
+    prefix = str(tmp_path / "ckpt")
+    bundle.write_bundle(prefix, ["_CHECKPOINTABLE_OBJECT_GRAPH"], [np.zeros(3, np.float32)])
+    with pytest.raises(errors.DataLossError, match="_CHECKPOINTABLE_OBJECT_GRAPH .*ckpt is not a string scalar"):
+        saver_module.object_graph_key_mapping(prefix)
