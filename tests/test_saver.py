@@ -670,5 +670,6 @@ def test_object_graph_key_that_is_not_a_string_scalar_is_data_loss_naming_the_ch
 
     prefix = str(tmp_path / "ckpt")
     bundle.write_bundle(prefix, ["_CHECKPOINTABLE_OBJECT_GRAPH"], [np.zeros(3, np.float32)])
-    with pytest.raises(errors.DataLossError, match=r"OBJECT_GRAPH of checkpoint .*ckpt is not a string scalar"):
+    expected = r"OBJECT_GRAPH of checkpoint .*ckpt is not a string scalar"
+    with pytest.raises(errors.DataLossError, match=expected):
         saver_module.object_graph_key_mapping(prefix)
