@@ -55,10 +55,9 @@ class DType:
 
     @property
     def as_numpy_dtype(self) -> Any:
-        np_type = self.base_dtype._np
+        np_type = self._np  # a _ref type has its base type's numpy type
         if np_type is None:  # an ml_dtypes type not resolved yet
-            _load_ml_dtypes()
-            np_type = self.base_dtype._np
+            np_type = self._np = _ml_dtypes_type(self._name)
         return np_type
 
     @property
@@ -101,7 +100,7 @@ class DType:
         """Bytes per element on disk; 0 for variable-length types."""
         if not self.is_numeric:
             return 0
-        if self.base_dtype._np is None:  # known without importing ml_dtypes: bfloat16 is 2, the rest 1
+        if self._np is None:  # known without importing ml_dtypes: bfloat16 is 2, the rest 1
             return 2 if self.base_dtype is bfloat16 else 1
         return np.dtype(self.as_numpy_dtype).itemsize
 
@@ -150,6 +149,10 @@ class DType:
 
 _BY_ENUM: dict[int, DType] = {}
 _BY_NAME: dict[str, DType] = {}
+# numpy dtype -> DType. Quantized types share numpy layouts with plain ints, so
+# only the plain types are reachable from numpy. ml_dtypes' types join on first need.
+_BY_NUMPY: dict[np.dtype, DType] = {}
+_ML_DTYPES: list[DType] = []  # their numpy types are in ml_dtypes, imported on first need
 
 
 def _register(enum: int, name: str, np_type: Any) -> DType:
@@ -159,6 +162,10 @@ def _register(enum: int, name: str, np_type: Any) -> DType:
     ref = DType(enum + _REF_OFFSET, name + "_ref", np_type)
     _BY_ENUM[enum + _REF_OFFSET] = ref
     _BY_NAME[name + "_ref"] = ref
+    if np_type is None:
+        _ML_DTYPES.append(d)
+    elif np_type is not object and not d.is_quantized:
+        _BY_NUMPY[np.dtype(np_type)] = d
     return d
 
 
@@ -201,31 +208,28 @@ float = float32  # noqa: A001 - TensorFlow exports these aliases too
 double = float64
 bool = bool_  # noqa: A001
 
-# numpy dtype -> DType. Quantized types share numpy layouts with plain ints, so
-# only the plain types are reachable from numpy. ml_dtypes' types join on first need.
-_BY_NUMPY: dict[np.dtype, DType] = {}
-for _d in list(_BY_ENUM.values()):
-    if _d.is_ref_dtype or _d._np is None or _d._np is object or _d.is_quantized:
-        continue
-    _BY_NUMPY[np.dtype(_d._np)] = _d
-
-_ML_DTYPES = [d for d in _BY_ENUM.values() if d._np is None]  # resolved (with their _ref twins) on first need
 _ml_dtypes_loaded = False
 
 
 def _load_ml_dtypes() -> None:
-    """Import ml_dtypes and give its DTypes their numpy types (once; idempotent if two threads race)."""
+    """Import ml_dtypes and make its types convertible to DTypes (once; idempotent if two threads race).
+    Each of its DTypes then takes its numpy type from ml_dtypes when first asked (`as_numpy_dtype`)."""
     global _ml_dtypes_loaded
     if _ml_dtypes_loaded:
         return
     import ml_dtypes
 
     for d in _ML_DTYPES:
-        np_type = getattr(ml_dtypes, d._name.removesuffix("_ref"))
-        if not d.is_ref_dtype:
-            _BY_NUMPY[np.dtype(np_type)] = d
-        d._np = np_type
+        _BY_NUMPY[np.dtype(getattr(ml_dtypes, d.name))] = d
     _ml_dtypes_loaded = True
+
+
+def _ml_dtypes_type(name: str) -> Any:
+    """The numpy type of the ml_dtypes DType ``name`` (``"bfloat16"``, ``"int4_ref"``...)."""
+    _load_ml_dtypes()
+    import ml_dtypes
+
+    return getattr(ml_dtypes, name.removesuffix("_ref"))
 
 
 def as_dtype(type_value: Any) -> DType:
