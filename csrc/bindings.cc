@@ -796,7 +796,7 @@ PYBIND11_MODULE(_core, m) {
     ArenaCacheStats s = GetArenaCacheStats();
     return py::make_tuple(s.installed, s.cached_bytes, s.reused);
   });
-  m.def("_set_arena_cache", &SetArenaCacheEnabled);  // saverkit.config.set_arena_cache
+  m.def("set_arena_cache", &SetArenaCacheEnabled);  // saverkit.config.set_arena_cache
   m.attr("_ARENA_CACHE_BYTES") = kArenaCacheBytes;
 
   py::class_<PyReader>(m, "Reader")

@@ -38,7 +38,7 @@ def set_arena_cache(enabled: bool) -> None:
     global _arena_cache
     from saverkit import _core
 
-    _core._set_arena_cache(bool(enabled))
+    _core.set_arena_cache(bool(enabled))
     _arena_cache = bool(enabled)
 
 
