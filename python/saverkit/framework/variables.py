@@ -428,6 +428,13 @@ def save_slice_info(var: Variable) -> Variable.SaveSliceInfo | None:
     return var._save_slice_info
 
 
+def set_initializer(var: Variable, initializer: ops.Operation, initial_value: ops.Tensor) -> None:
+    """Make ``initializer`` (which assigns ``initial_value``) ``var``'s initializer: what
+    ``init_from_checkpoint`` does to a variable, as TF's does (``var._initializer_op``/``_initial_value``)."""
+    var._initializer_op = initializer
+    var._initial_value = initial_value
+
+
 def plain_ref_variables_by_name(var_list: Any) -> dict[str, ops.Tensor] | None:
     """``{op name: ref tensor}`` of ``var_list`` (a list, tuple or set) when it holds only Variables of
     this very class that are no slices of a partitioned variable, each of its own name; else None.

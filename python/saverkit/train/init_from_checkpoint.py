@@ -103,7 +103,7 @@ def _slice_specs(parts: Sequence[Any], full_shape: Any, entry: str) -> list[str]
 
 def _set_checkpoint_initializer(variable: Any, prefix: str, tensor_name: str, slice_spec: str) -> None:
     """Replace the variable's initializer with `Assign(variable, RestoreV2(prefix, tensor_name))`."""
-    from saverkit.framework import io_ops
+    from saverkit.framework import io_ops, variables
     from saverkit.train._variable_io import assign_op
 
     with variable.graph.as_default():
@@ -113,8 +113,7 @@ def _set_checkpoint_initializer(variable: Any, prefix: str, tensor_name: str, sl
         restored.set_shape(variable.shape)
         init = assign_op(variable, restored)
     # What TF's init_from_checkpoint does to a variable: initializer and initial value now read the file.
-    variable._initializer_op = init
-    variable._initial_value = restored
+    variables.set_initializer(variable, init, restored)
 
 
 def _check_tensor(var_or_parts: Any, tensor_name: str, prefix: str, entries: dict, entry: str) -> None:
