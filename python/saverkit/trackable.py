@@ -439,18 +439,23 @@ class _TupleWrapper(_ContainerTrackable, tuple):
         self._maybe_initialize_trackable()
 
     def _content_children(self) -> dict:
-        children = {}
-        fields = getattr(self, "_fields", None)
-        if fields is not None:  # TF names namedtuple elements by field first, then by index
-            children.update({f: v for f, v in zip(fields, self, strict=True) if is_trackable(v)})
-        children.update({str(i): v for i, v in enumerate(self) if is_trackable(v)})
-        return children
+        return _tuple_children(self)
 
     def _trackable_children(self) -> dict:
         return self._content_children()
 
     def __repr__(self) -> str:
         return f"_TupleWrapper({tuple.__repr__(self)})"
+
+
+def _tuple_children(values: tuple) -> dict:
+    """The children of a wrapped tuple: trackable elements by index (namedtuples' by field name too)."""
+    children = {}
+    fields = getattr(values, "_fields", None)
+    if fields is not None:  # TF names namedtuple elements by field first, then by index
+        children.update({f: v for f, v in zip(fields, values, strict=True) if is_trackable(v)})
+    children.update({str(i): v for i, v in enumerate(values) if is_trackable(v)})
+    return children
 
 
 _namedtuple_wrappers: dict[type, type] = {}
@@ -480,7 +485,7 @@ class _NamedTupleTrackable(_ContainerTrackable):
     """Mixin for namedtuple wrappers; see `_wrap_tuple`."""
 
     def _content_children(self) -> dict:
-        return _TupleWrapper._content_children(self)  # type: ignore[arg-type]  # a tuple too, as it needs
+        return _tuple_children(self)  # type: ignore[arg-type]  # a namedtuple too (see _wrap_tuple)
 
     def _trackable_children(self) -> dict:
         return self._content_children()

@@ -201,11 +201,14 @@ class CheckpointPosition:
     def _restore_descendants(self) -> None:
         queue = [(self, self.checkpoint.object_by_proto_id[self.proto_id])]
         for position, obj in queue:
-            position._single_restore(obj)
-            queue.extend(position._children_to_restore(obj))
-            queue.extend(position._slot_variables_to_restore(obj))
+            position.single_restore(obj)
+            queue.extend(position.children_to_restore(obj))
+            queue.extend(position.slot_variables_to_restore(obj))
 
-    def _single_restore(self, obj: Any) -> None:
+    # The steps of _restore_descendants, which runs them on the positions it reaches: single_restore, then
+    # children_to_restore and slot_variables_to_restore return the (position, object) pairs to visit next.
+    def single_restore(self, obj: Any) -> None:
+        """Queue `obj`'s own value (a variable's VARIABLE_VALUE) for assignment, once per restore."""
         checkpoint = self.checkpoint
         if get_update_uid(obj) >= checkpoint.restore_uid:
             return  # already restored by this restore or a newer one
@@ -223,7 +226,7 @@ class CheckpointPosition:
         if others:
             checkpoint.unused_attributes.setdefault(self.proto_id, []).extend(others)
 
-    def _slot_variables_to_restore(self, obj: Any) -> Any:
+    def slot_variables_to_restore(self, obj: Any) -> Any:
         """Slot variables this node's object unlocks (TF's _queue_slot_variables): as an optimizer, the slots
         of variables matched before it; as a variable, its slots in optimizers matched already."""
         checkpoint = self.checkpoint
@@ -237,9 +240,8 @@ class CheckpointPosition:
                     (obj, slot_id, slot_name)
                 )
             else:
-                found.extend(CheckpointPosition(checkpoint, optimizer_id)._slot_position(
-                    optimizer, obj, slot_id, slot_name
-                ))
+                optimizer_position = CheckpointPosition(checkpoint, optimizer_id)
+                found.extend(optimizer_position._slot_position(optimizer, obj, slot_id, slot_name))
         return found
 
     def _slot_position(self, optimizer: Any, original: Any, slot_id: int, slot_name: str) -> Any:
@@ -254,7 +256,8 @@ class CheckpointPosition:
             return []
         return [(position, slot)] if position.bind_object(slot) else []
 
-    def _children_to_restore(self, obj: Any) -> Any:
+    def children_to_restore(self, obj: Any) -> Any:
+        """`obj`'s children that this node's children bind to; missing ones wait on `obj` (deferred)."""
         checkpoint = self.checkpoint
         if not isinstance(obj, Trackable):
             return []
