@@ -319,7 +319,11 @@ class Checkpoint(AutoTrackable):
         self._maybe_create_save_counter()
         return self._save_counter
 
-    def _next_checkpoint_number(self, session: Session) -> int:
+    # -- for CheckpointManager and saves coordinated over ranks (train/distributed_save.py); not TF's API
+
+    def next_checkpoint_number(self, session: Session) -> int:
+        """Increment `save_counter` in `session` (creating and initializing it if needed) and return its new
+        value: the number `save()` gives the checkpoint it writes, and CheckpointManager's by default."""
         if self._maybe_create_save_counter(session.graph):
             session.run(self._save_counter.initializer)
         counter = self._save_counter
@@ -332,6 +336,12 @@ class Checkpoint(AutoTrackable):
         number = int(value) + 1
         assign_values(session, [(counter, np.asarray(number, dtype=np.int64))])
         return number
+
+    def object_graph_to_save(self) -> tuple[Any, list[tuple[str, Any]]]:
+        """What a save writes now: TF's TrackableObjectGraph of the checkpointed objects and their
+        (checkpoint key, variable) pairs in node order (see `serialize_object_graph`)."""
+        view = self._graph_view
+        return serialize_object_graph(view.root, view.attached_dependencies())
 
     # -- writing --------------------------------------------------------------------------------------
 
@@ -349,12 +359,12 @@ class Checkpoint(AutoTrackable):
         `options=CheckpointOptions(enable_async=True)`: return once the values are copied and write in the
         background (`sync()` waits; see `saverkit.train.async_save`). URLs are written synchronously."""
         session, options = _session_and_options(session, options)
-        return self._write(
+        return self.write_then(
             os.fspath(file_prefix), require_session(session, "Checkpoint.write()"), options,
             storage_options=storage_options,
         )
 
-    def _write(
+    def write_then(
         self,
         file_prefix: str,
         session: Session,
@@ -362,8 +372,8 @@ class Checkpoint(AutoTrackable):
         after: Callable[[], Any] | None = None,
         storage_options: dict | None = None,
     ) -> str:
-        """Write `file_prefix`, then call `after()` (once the files are complete: in the background for an
-        asynchronous save)."""
+        """`write()`, then call `after()` once the files are complete (in the background for an asynchronous
+        save): how `save()` and CheckpointManager record a new checkpoint in the state file."""
         view = self._graph_view
         if not async_save.is_async(options) or storage.is_url(file_prefix):
             async_save.before_sync_save(self)
@@ -401,7 +411,7 @@ class Checkpoint(AutoTrackable):
         session, options = _session_and_options(session, options)
         session = require_session(session, "Checkpoint.save()")
         async_save.sync(self)  # the previous save completes (or raises) before the counter moves
-        number = self._next_checkpoint_number(session)
+        number = self.next_checkpoint_number(session)
         path = f"{file_prefix}-{number}"
 
         def record_state() -> None:
@@ -413,7 +423,7 @@ class Checkpoint(AutoTrackable):
                 storage_options=storage_options,
             )
 
-        return self._write(path, session, options, after=record_state, storage_options=storage_options)
+        return self.write_then(path, session, options, after=record_state, storage_options=storage_options)
 
     def sync(self) -> None:
         """Wait for this Checkpoint's asynchronous save in flight; raise its error if it failed."""

@@ -203,7 +203,7 @@ class CheckpointManager:
             self._last_checkpoint_step = current_step
         session = require_session(session, "CheckpointManager.save()")
         self._checkpoint.sync()  # the previous save completes (or raises) before the counter moves
-        counter_value = self._checkpoint._next_checkpoint_number(session)
+        counter_value = self._checkpoint.next_checkpoint_number(session)
         number = counter_value if checkpoint_number is None else _evaluate(checkpoint_number, session)
         prefix = f"{self._prefix}-{number}"
         if self._coordinator is not None:
@@ -214,7 +214,7 @@ class CheckpointManager:
                 commit=self._record_new, committed=lambda path: self._record_new(path, delete=False))
         # The state file and retention move once the checkpoint is complete (TF's write_done_callback):
         # after the background write of an asynchronous save.
-        return self._checkpoint._write(
+        return self._checkpoint.write_then(
             prefix, session, options, after=lambda: self._record_new(prefix),
             storage_options=self._storage_options,
         )

@@ -146,22 +146,8 @@ def plan_save(entries_per_rank: list[list[tuple]]) -> list[list[int]]:
 
 # --- this rank's tensors
 def _local_specs(saver: Any) -> tuple[list, list, list, list]:
-    """Keys, tensors, slice specs and dtypes of this rank's saver (cached: resource variables add a read
-    op to the graph when turned into saveables)."""
-    cached = getattr(saver, "_distributed_specs", None)
-    if cached is not None:
-        return cached
-    from saverkit.train import saver as saver_mod  # noqa: PLC0415 - saver imports this module lazily
-
-    if saver._is_empty:
-        specs: tuple[list, list, list, list] = ([], [], [], [])
-    else:
-        var_list = saver._var_list
-        names_to_saveables = var_list if isinstance(var_list, dict) else saver_mod.op_list_to_dict(var_list)
-        saveables = saver_mod.validate_and_slice_inputs(names_to_saveables)
-        specs = saver_mod._flat_specs(saveables)
-    saver._distributed_specs = specs
-    return specs
+    """Keys, tensors, slice specs and dtypes of this rank's saver (none for an empty one)."""
+    return saver.save_specs() or ([], [], [], [])
 
 
 def _key(name: Any) -> str:
@@ -175,11 +161,8 @@ def _entry(name: Any, dtype: Any, value: np.ndarray, spec: str) -> tuple:
 
 
 def _checkpoint_file(saver: Any, sess: Any, save_path: str, global_step: Any, latest_filename: str) -> str:
-    from saverkit.train import saver as saver_mod  # noqa: PLC0415
-
     if global_step is not None:
-        step = saver_mod._global_step_value(sess, global_step)
-        return f"{save_path}-{step:08d}" if saver._pad_step_number else f"{save_path}-{step}"
+        return saver.checkpoint_prefix(sess, save_path, global_step)
     if os.path.basename(save_path) == latest_filename:
         raise ValueError(
             f"'latest_filename' collides with 'save_path': '{latest_filename}' and '{save_path}'")
@@ -217,7 +200,8 @@ class _Job:
         pass
 
     def commit(self, checkpoint_file: str) -> None:
-        """Rank 0, after the merge: what makes the checkpoint the latest (state file last)."""
+        """Rank 0, after the merge: what makes the checkpoint the latest (a durable save's fsync first,
+        the state file last)."""
 
     def release(self) -> None:
         """Drops what the save fetched."""
@@ -284,10 +268,6 @@ def _run_save(coord: dist.Coordinator, job: _Job, prepare: Callable[[], tuple], 
 
         _core.merge_bundles(parts, checkpoint_file, True, False, durable)
         tempfiles.remove_part_dir(part_dir)
-        if durable:
-            from saverkit.train import saver as saver_mod  # noqa: PLC0415
-
-            saver_mod._fsync_checkpoint(checkpoint_file)
         job.commit(checkpoint_file)
         tempfiles.remove_stale(os.path.dirname(checkpoint_file) or ".")
         return checkpoint_file
@@ -326,7 +306,7 @@ class _SaverJob(_Job):
     def write(self, part: str, mine: list[int], extra: tuple, durable: bool) -> None:
         names, tensors, slices, dts = _local_specs(self.saver)
         saver_def = self.saver.saver_def
-        if len(mine) == len(names) and not self.saver._sharded and saver_def is not None:
+        if len(mine) == len(names) and not self.saver.sharded and saver_def is not None:
             # This rank writes all its variables: the Saver's own SaveV2, which reads them in place.
             from saverkit.framework.run_options import RunOptions  # noqa: PLC0415
 
@@ -350,13 +330,13 @@ class _SaverJob(_Job):
             raise ValueError(f"Parent directory of {self.save_path} doesn't exist, can't save.")
 
     def commit(self, checkpoint_file: str) -> None:
-        _commit_saver(self.saver, self.sess, checkpoint_file, self.latest_filename, self.meta_graph_suffix,
-                      self.write_meta_graph, self.write_state, self.strip_default_attrs, self.durable)
+        self.saver.commit_merged(self.sess, checkpoint_file, self.latest_filename, self.meta_graph_suffix,
+                                 self.write_meta_graph, self.write_state, self.strip_default_attrs,
+                                 self.durable)
 
     def committed(self, checkpoint_file: str) -> None:
         if self.write_state:  # the same retention bookkeeping as rank 0 (which deleted the files)
-            self.saver._RecordLastCheckpoint(checkpoint_file)
-            self.saver._checkpoints_to_delete()
+            self.saver.record_committed(checkpoint_file)
 
 
 def save(
@@ -374,15 +354,7 @@ def save(
     """``Saver.save`` when the Saver has a coordinator (see the module docstring)."""
     job = _SaverJob(saver, sess, save_path, global_step, latest_filename, meta_graph_suffix,
                     write_meta_graph, write_state, strip_default_attrs, durable)
-    return run_save(saver._coordinator, job, durable)
-
-
-def _commit_saver(saver: Any, sess: Any, checkpoint_file: str, latest_filename: str, meta_graph_suffix: str,
-                  write_meta_graph: bool, write_state: bool, strip_default_attrs: bool,
-                  durable: bool) -> None:
-    """Rank 0, after the merge: .meta, state file and retention, as a local Saver.save commits."""
-    saver._commit(sess, checkpoint_file, checkpoint_file, os.path.dirname(checkpoint_file), latest_filename,
-                  meta_graph_suffix, write_meta_graph, write_state, strip_default_attrs, durable)
+    return run_save(saver.coordinator, job, durable)
 
 
 # --- save: object-based (Checkpoint / CheckpointManager)
@@ -400,10 +372,8 @@ class _ObjectJob(_Job):
 
     def entries(self) -> list[tuple]:
         from saverkit.train import _variable_io  # noqa: PLC0415
-        from saverkit.train.checkpoint import serialize_object_graph  # noqa: PLC0415
 
-        view = self.checkpoint._graph_view
-        self.graph, to_save = serialize_object_graph(view.root, view.attached_dependencies())
+        self.graph, to_save = self.checkpoint.object_graph_to_save()
         variables = [v for _, v in to_save]
         self.names = [k for k, _ in to_save]
         self.values = _variable_io.fetch_values(self.session, variables)
@@ -538,20 +508,21 @@ def restore(saver: Any, sess: Any, prefix: str) -> None:
     entries; each rank checks and restores its own variables; a failure anywhere raises everywhere."""
     from saverkit.train import saver as saver_mod  # noqa: PLC0415
 
-    coord: dist.Coordinator = saver._coordinator
+    coord: dist.Coordinator = saver.coordinator
 
     def read_index() -> dict:
         if not checkpoint_management.checkpoint_exists(prefix):
-            raise saver_mod._missing_checkpoint_error(prefix)
+            raise saver_mod.missing_checkpoint_error(prefix)
         with bundle.BundleReader(prefix) as reader:
             return {k: (dt.as_datatype_enum, tuple(shape)) for k, (dt, shape) in reader.entries().items()}
 
     entries = dist.broadcast_result(coord, read_index, "restore (index)")
 
     def restore_here() -> None:
-        if saver._is_empty:
+        specs = saver.save_specs()
+        if specs is None:  # a Saver without variables (allow_empty=True)
             return
-        names, tensors, slices, dts = _local_specs(saver)
+        names, tensors, slices, dts = specs
         for name, tensor, spec, dt in zip(names, tensors, slices, dts, strict=True):
             key = name.decode() if isinstance(name, bytes) else str(name)
             found = entries.get(key)
@@ -567,11 +538,7 @@ def restore(saver: Any, sess: Any, prefix: str) -> None:
                 raise errors.InvalidArgumentError(
                     None, None, f"Checkpoint {prefix} has {key} with shape {list(found[1])}, the variable "
                     f"{'is a slice of' if spec else 'has'} {list(full)}")
-        try:
-            sess.run(saver.saver_def.restore_op_name, {saver.saver_def.filename_tensor_name: prefix})
-        except errors.InvalidArgumentError as err:
-            raise saver_mod._wrap_restore_error_with_msg(
-                err, "a mismatch between the current graph and the graph", "") from err
+        saver.run_restore_op(sess, prefix)
 
     dist.run_everywhere(coord, restore_here, "restore")
 

@@ -792,6 +792,7 @@ class Saver:
         self._checkpoints_to_be_deleted: list[tuple[str, float]] = []
         self._next_checkpoint_time = 0.0
         self._object_restore_saver: Saver | None = None  # built on demand for object-based checkpoints
+        self._save_specs: tuple[list, list, list, list] | None = None  # save_specs(), computed once
         if not defer_build:
             self.build()
         if self.saver_def:
@@ -1139,6 +1140,63 @@ class Saver:
             storage_options=storage_options,
         )
 
+    # --- the steps of a save or restore coordinated over ranks (train/distributed_save.py); not TF's API
+    @property
+    def coordinator(self) -> Any:
+        """The ``coordinator`` this Saver was made with (a ``saverkit.distributed.Coordinator``), or None."""
+        return self._coordinator
+
+    @property
+    def sharded(self) -> bool:
+        """Whether this Saver writes one bundle per device and merges them (``sharded=True``)."""
+        return self._sharded
+
+    def save_specs(self) -> tuple[list, list, list, list] | None:
+        """Checkpoint keys, tensors, slice specs and dtypes of this Saver's variables, in the order its
+        SaveV2 writes them; None for a Saver without variables (``allow_empty=True``). Computed once:
+        turning resource variables into saveables adds read ops to the graph."""
+        if self._is_empty:
+            return None
+        if self._save_specs is None:
+            var_list = self._var_list
+            names_to_saveables = var_list if isinstance(var_list, dict) else op_list_to_dict(var_list)
+            self._save_specs = _flat_specs(validate_and_slice_inputs(names_to_saveables))
+        return self._save_specs
+
+    def checkpoint_prefix(self, sess: Session, save_path: str, global_step: Any) -> str:
+        """The prefix ``save`` writes for ``save_path`` and ``global_step`` (evaluated in ``sess``):
+        ``save_path-<step>`` (8 digits with ``pad_step_number``), or ``save_path`` without a step."""
+        if global_step is None:
+            return save_path
+        step = _global_step_value(sess, global_step)
+        return f"{save_path}-{step:08d}" if self._pad_step_number else f"{save_path}-{step}"
+
+    def commit_merged(self, sess: Session, checkpoint_file: str, latest_filename: str, meta_graph_suffix: str,
+                      write_meta_graph: bool, write_state: bool, strip_default_attrs: bool,
+                      durable: bool) -> None:
+        """Rank 0, once every rank's part is merged into ``checkpoint_file``: the rest of a local ``save``
+        (with ``durable``, fsync the checkpoint; then the ``.meta``, the state file and retention)."""
+        if durable:
+            _fsync_checkpoint(checkpoint_file)
+        self._commit(sess, checkpoint_file, checkpoint_file, os.path.dirname(checkpoint_file),
+                     latest_filename, meta_graph_suffix, write_meta_graph, write_state, strip_default_attrs,
+                     durable)
+
+    def record_committed(self, checkpoint_file: str) -> None:
+        """The other ranks, once rank 0 committed ``checkpoint_file`` (and deleted the checkpoints beyond
+        ``max_to_keep``): the same retention bookkeeping, so that every rank's ``last_checkpoints`` agree."""
+        self._RecordLastCheckpoint(checkpoint_file)
+        self._checkpoints_to_delete()
+
+    def run_restore_op(self, sess: Session, prefix: str) -> None:
+        """Each rank, once its variables are checked against the checkpoint's index: run this Saver's
+        restore op on ``prefix``; a mismatch is an InvalidArgumentError worded as ``restore`` words it."""
+        try:
+            sess.run(self.saver_def.restore_op_name, {self.saver_def.filename_tensor_name: prefix})
+        except errors.InvalidArgumentError as err:
+            raise _wrap_restore_error_with_msg(
+                err, "a mismatch between the current graph and the graph", "") from err
+
     # --- meta graph
     def export_meta_graph(
         self,
@@ -1263,7 +1321,7 @@ class Saver:
         remote = storage.is_url(prefix)  # s3://, gs://, ...: see saverkit.storage
         prefix = prefix if remote else storage.local_path(prefix)
         if not checkpoint_management.checkpoint_exists(prefix, storage_options):
-            raise _missing_checkpoint_error(prefix)
+            raise missing_checkpoint_error(prefix)
         try:
             sess.run(self.saver_def.restore_op_name, {self.saver_def.filename_tensor_name: prefix},
                      options=RunOptions(storage_options=storage_options) if remote else None)
@@ -1405,7 +1463,9 @@ class CheckpointNotFoundError(errors.NotFoundError, ValueError):
     """No checkpoint at the given prefix. Also a ValueError: TensorFlow's Saver raises ValueError here."""
 
 
-def _missing_checkpoint_error(prefix: str) -> errors.NotFoundError:
+def missing_checkpoint_error(prefix: str) -> errors.NotFoundError:
+    """The error of a restore from ``prefix`` where there is no checkpoint: what was looked for, and what
+    the directory holds instead (also raised by restores coordinated over ranks)."""
     dirname = os.path.dirname(prefix) or "."
     base = os.path.basename(prefix)
     looked = f"{prefix}.index and {prefix}.data-?????-of-?????"
