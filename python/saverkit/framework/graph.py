@@ -653,26 +653,22 @@ class Graph:
         nodes = self._nodes_by_name
         in_use = self._names_in_use
         prefix = scope + "/"
-
-        def sub_name(base: str) -> str:  # unique_name(base) inside the scope, and checked not a node
-            full = prefix + base
-            key = full.lower()
-            if key in in_use:
-                self._name_stack = scope
-                try:
-                    full = self.unique_name(base)
-                finally:
-                    self._name_stack = stack
-            else:
-                in_use[full if key == full else key] = 1  # one string for name and key (see unique_name)
-            if full in nodes:
-                raise ValueError(f"Duplicate node name in graph: '{full}'")
-            return full
-
+        # The sub-op names' keys (unique_name's lower-cased names): the scope's key and a lower-case base.
+        # A lower-case scope (the usual case) makes each name its own key: one string held for both.
+        key_prefix = prefix.lower()
+        lower = key_prefix == prefix
         new, register = self._new_op, self._register
         if type(value) is not Tensor:
             attrs, shape = value
-            const_name = sub_name("initial_value")
+            const_name = key_prefix + "initial_value"
+            if const_name in in_use:
+                const_name = self._sub_op_name(scope, "initial_value")
+            else:
+                in_use[const_name] = 1
+                if not lower:
+                    const_name = prefix + "initial_value"
+            if const_name in nodes:
+                raise ValueError(f"Duplicate node name in graph: '{const_name}'")
             op = new(const_name, "Const", (), attrs, infos[0], _NO_OPS, device, attrs["dtype"], shape)
             register(op)
             value = op._outputs[0]
@@ -682,17 +678,43 @@ class Graph:
         register(var_op)
         ref = var_op._outputs[0]
         groups = (b"loc:@" + scope.encode(),)  # var_op.colocation_groups(): it is colocated with nothing
+        assign_name = key_prefix + "assign"
+        if assign_name in in_use:
+            assign_name = self._sub_op_name(scope, "Assign")
+        else:
+            in_use[assign_name] = 1
+            assign_name = prefix + "Assign"
+        if assign_name in nodes:
+            raise ValueError(f"Duplicate node name in graph: '{assign_name}'")
         assign = new(
-            sub_name("Assign"), "Assign", (ref, value), {**assign_attrs, "_class": groups}, infos[2], _NO_OPS,
+            assign_name, "Assign", (ref, value), {**assign_attrs, "_class": groups}, infos[2], _NO_OPS,
             device, ref._dtype, value_shape,
         )
         register(assign)
+        read_name = key_prefix + "read"
+        if read_name in in_use:
+            read_name = self._sub_op_name(scope, "read")
+        else:
+            in_use[read_name] = 1
+            if not lower:
+                read_name = prefix + "read"
+        if read_name in nodes:
+            raise ValueError(f"Duplicate node name in graph: '{read_name}'")
         read_op = new(
-            sub_name("read"), "Identity", (ref,), {**read_attrs, "_class": groups}, infos[3], _NO_OPS, device,
+            read_name, "Identity", (ref,), {**read_attrs, "_class": groups}, infos[3], _NO_OPS, device,
             dtype, var_shape,
         )
         register(read_op)
         return value, ref, assign, read_op._outputs[0]
+
+    def _sub_op_name(self, scope: str, base: str) -> str:
+        """``unique_name(base)`` inside the name scope ``scope`` (for _create_variable_ops, when the plain
+        ``<scope>/<base>`` is taken already)."""
+        stack, self._name_stack = self._name_stack, scope
+        try:
+            return self.unique_name(base)
+        finally:
+            self._name_stack = stack
 
     def _op_name(self, name: str) -> str:
         """The full name of a new op (see _create_op), checked free and valid, and marked in use."""
