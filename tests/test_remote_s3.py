@@ -157,6 +157,32 @@ def test_multipart_parts_are_sent_from_the_arrays_memory(s3, bucket, monkeypatch
     np.testing.assert_array_equal(bundle.read_tensors(url, ["w"])[0], w)
 
 
+def test_single_put_is_sent_from_the_arrays_memory(s3, bucket, monkeypatch):
+    """A data object of one part: one PUT whose body is views of the arrays; an empty one works too."""
+    fs, _ = s3
+    w = np.arange(1000, dtype=np.float64)
+    real = fs._call_s3  # noqa: SLF001
+    bodies = []
+
+    async def spy(method, *args, **kwargs):
+        if method == "put_object" and ".data-" in kwargs["Key"]:
+            bodies.append(kwargs["Body"])
+        return await real(method, *args, **kwargs)
+
+    monkeypatch.setattr(fs, "_call_s3", spy)
+    bundle.write_bundle(f"s3://{bucket}/small/model", ["w", "s"], [w, np.array([b"x"], dtype=object)])
+    bundle.write_bundle(f"s3://{bucket}/empty/model", [], [])
+    monkeypatch.setattr(fs, "_call_s3", real)
+    assert len(bodies) == 2
+    assert any(np.shares_memory(np.frombuffer(v, np.uint8), w.view(np.uint8)) for v in bodies[0].views)
+    assert len(bodies[1]) == 0
+    got = bundle.read_tensors(f"s3://{bucket}/small/model", ["w", "s"])
+    np.testing.assert_array_equal(got[0], w)
+    assert list(got[1]) == [b"x"]
+    assert fs.cat_file(f"{bucket}/empty/model.data-00000-of-00001") == b""
+    assert bundle.BundleReader(f"s3://{bucket}/empty/model").entries() == {}
+
+
 def test_part_body_reads_seeks_and_iterates_its_views():
     """What botocore (read/seek/tell/len, again after a rewind to retry) and aiohttp (async iteration)
     use of a part's body gives its bytes exactly, across views of any size, empty ones included."""

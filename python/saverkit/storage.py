@@ -244,6 +244,8 @@ class Location:
         try:
             if self.protocol in ("s3", "s3a") and size > PART_SIZE and hasattr(self.fs, "_call_s3"):
                 _s3_multipart(self.fs, self.path(url), segments, size)
+            elif self.protocol in ("s3", "s3a") and hasattr(self.fs, "_call_s3"):
+                _s3_put(self.fs, self.path(url), segments)
             elif self.protocol in ("s3", "s3a"):  # one PUT, marked as saverkit's (see clean_interrupted)
                 self.fs.pipe_file(self.path(url), b"".join(b for _, b in segments),
                                   Metadata={WRITER_KEY: _owner()})
@@ -387,6 +389,18 @@ class _PartBody:
     async def __aiter__(self) -> Any:
         while self._pos < self._size:
             yield self.read(self.CHUNK)
+
+
+def _s3_put(fs: Any, path: str, segments: Sequence[tuple[int, Any]]) -> None:
+    """A data object of at most PART_SIZE bytes: one PUT, its body the segments' views (no copy), marked
+    as saverkit's (see clean_interrupted)."""
+    from fsspec.asyn import sync  # type: ignore[import-untyped]
+
+    bucket, key, _ = fs.split_path(path)
+    views = [memoryview(buf).cast("B") for _, buf in segments]
+    sync(fs.loop, fs._call_s3, "put_object", Bucket=bucket, Key=key,  # noqa: SLF001 - see _s3_multipart
+         Body=_PartBody(views), Metadata={WRITER_KEY: _owner()})
+    fs.invalidate_cache(path)
 
 
 def _s3_multipart(fs: Any, path: str, segments: Sequence[tuple[int, Any]], size: int) -> None:
