@@ -406,7 +406,7 @@ def _s3_put(fs: Any, path: str, segments: Sequence[tuple[int, Any]]) -> None:
 def _s3_multipart(fs: Any, path: str, segments: Sequence[tuple[int, Any]], size: int) -> None:
     import asyncio
 
-    from fsspec.asyn import sync  # type: ignore[import-untyped]
+    from fsspec.asyn import sync
 
     bucket, key, _ = fs.split_path(path)
 
