@@ -21,6 +21,7 @@ fsspec and the backend packages are optional (``pip install saverkit[s3]``, ``sa
 
 from __future__ import annotations
 
+import bisect
 import os
 import posixpath
 import re
@@ -243,6 +244,8 @@ class Location:
         try:
             if self.protocol in ("s3", "s3a") and size > PART_SIZE and hasattr(self.fs, "_call_s3"):
                 _s3_multipart(self.fs, self.path(url), segments, size)
+            elif self.protocol in ("s3", "s3a") and hasattr(self.fs, "_call_s3"):
+                _s3_put(self.fs, self.path(url), segments)
             elif self.protocol in ("s3", "s3a"):  # one PUT, marked as saverkit's (see clean_interrupted)
                 self.fs.pipe_file(self.path(url), b"".join(b for _, b in segments),
                                   Metadata={WRITER_KEY: _owner()})
@@ -332,10 +335,78 @@ def _parts(segments: Sequence[tuple[int, Any]], size: int) -> Iterator[tuple[int
         yield number, part
 
 
+class _PartBody:
+    """One multipart part's bytes as botocore and aiohttp send them without copying: the memoryviews of
+    the arrays' buffers (from ``_parts``), not a ``bytes`` made of them.
+
+    botocore accepts a ``Body`` that is bytes or has ``read`` (bytes would be wrapped in a BytesIO, which
+    aiohttp copies again); it reads it through ``read``/``seek``/``tell`` for the payload's length,
+    checksum and signature, and rewinds it with ``seek`` to retry. aiohttp sends it as an async iterable
+    (this is not an ``io.IOBase``, so aiobotocore hands it over as it is): chunks are views, written to
+    the socket from the arrays' memory."""
+
+    CHUNK = 1 << 20  # bytes per chunk handed to aiohttp (a view, not a copy)
+
+    def __init__(self, views: Sequence[memoryview]) -> None:
+        self.views = list(views)
+        self._starts: list[int] = []
+        at = 0
+        for v in self.views:
+            self._starts.append(at)
+            at += len(v)
+        self._size = at
+        self._pos = 0
+
+    def __len__(self) -> int:
+        return self._size - self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        base = (0, self._pos, self._size)[whence]
+        self._pos = min(max(base + offset, 0), self._size)
+        return self._pos
+
+    def _view_at(self, pos: int, most: int) -> memoryview:
+        """A view of up to ``most`` bytes from ``pos``, within one of the views (a short read at a
+        view's end: readers loop until an empty read)."""
+        i = bisect.bisect_right(self._starts, pos) - 1
+        at = pos - self._starts[i]
+        v = self.views[i]
+        while at == len(v) and i + 1 < len(self.views):  # empty views
+            i, at, v = i + 1, 0, self.views[i + 1]
+        return v[at:at + most]
+
+    def read(self, n: int = -1) -> memoryview:
+        if self._pos >= self._size:
+            return memoryview(b"")
+        most = self._size - self._pos if n is None or n < 0 else n
+        chunk = self._view_at(self._pos, most)
+        self._pos += len(chunk)
+        return chunk
+
+    async def __aiter__(self) -> Any:
+        while self._pos < self._size:
+            yield self.read(self.CHUNK)
+
+
+def _s3_put(fs: Any, path: str, segments: Sequence[tuple[int, Any]]) -> None:
+    """A data object of at most PART_SIZE bytes: one PUT, its body the segments' views (no copy), marked
+    as saverkit's (see clean_interrupted)."""
+    from fsspec.asyn import sync  # type: ignore[import-untyped]
+
+    bucket, key, _ = fs.split_path(path)
+    views = [memoryview(buf).cast("B") for _, buf in segments]
+    sync(fs.loop, fs._call_s3, "put_object", Bucket=bucket, Key=key,  # noqa: SLF001 - see _s3_multipart
+         Body=_PartBody(views), Metadata={WRITER_KEY: _owner()})
+    fs.invalidate_cache(path)
+
+
 def _s3_multipart(fs: Any, path: str, segments: Sequence[tuple[int, Any]], size: int) -> None:
     import asyncio
 
-    from fsspec.asyn import sync  # type: ignore[import-untyped]
+    from fsspec.asyn import sync
 
     bucket, key, _ = fs.split_path(path)
 
@@ -349,11 +420,9 @@ def _s3_multipart(fs: Any, path: str, segments: Sequence[tuple[int, Any]], size:
 
             async def one(number: int, views: list) -> dict:
                 async with gate:
-                    # botocore wants bytes: one part's copy, made only when the part goes out.
-                    body = views[0].tobytes() if len(views) == 1 else b"".join(views)
                     r = await fs._call_s3(  # noqa: SLF001
                         "upload_part", Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number,
-                        Body=body)
+                        Body=_PartBody(views))
                     return {"PartNumber": number, "ETag": r["ETag"]}
 
             parts = await asyncio.gather(*(one(n, v) for n, v in _parts(segments, size)))
