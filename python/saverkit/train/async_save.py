@@ -9,18 +9,22 @@ file, retention).
 How, in order:
 
 1. The save's previous asynchronous save is waited for, and its error raised (at most one in flight).
-2. The save's graph runs as usual, with ``RunOptions(snapshot=...)``: the SaveV2 kernels copy their tensors
-   into the owner's **staging memory** (``saverkit._core.stage_copy``: one call per SaveV2, the GIL
-   released, non-temporal stores so that many tensors of a few KiB or MiB copy at the speed of one big
-   memcpy) and MergeV2Checkpoints records its merge. Nothing is written yet.
-   String tensors are copied as object arrays (their bytes objects are immutable).
-3. The call returns. The checkpoint holds the values of this moment: later updates of the variables are
-   not in it.
-4. The background thread replays the writes and merges in order, then finishes the save exactly as a
-   synchronous one does: fsync (``durable``), ``.meta``, the ``checkpoint`` state file, retention, cleanup
+2. The save's graph runs as usual, with ``RunOptions(snapshot=...)``: each SaveV2 kernel lays its tensors
+   out in the owner's **staging memory** and copies them there (``saverkit._core.stage_plan``: one call per
+   SaveV2, the GIL released, non-temporal stores so that many tensors of a few KiB or MiB copy at the speed
+   of one big memcpy); MergeV2Checkpoints records its merge. String tensors are copied as object arrays
+   (their bytes objects are immutable).
+   The SaveV2's write (the engine's writer, on the owner's write pool) starts before the copy when the
+   tensors are big (``_PIPELINE_MIN_AVERAGE_BYTES``): it reads each byte range of the staging memory only
+   once the copy has passed it (``BundleWriterOptions::staged``), so the write overlaps the copy. For small
+   tensors it starts once the copy is done (its per-tensor Python work would hold up the caller).
+3. The call returns once every copy is done. The checkpoint holds the values of this moment: later
+   updates of the variables are not in it (the writes read only staging memory).
+4. The background thread waits for the writes, runs the merges in order, then finishes the save exactly as
+   a synchronous one does: fsync (``durable``), ``.meta``, the ``checkpoint`` state file, retention, cleanup
    of temporaries. The state file and retention move only after the data is complete, so a crash at any
    moment leaves ``latest_checkpoint`` naming a complete checkpoint (the previous one while the new one is
-   in flight).
+   in flight). If the save fails before it returns, the writes it started end before its error is raised.
 
 Errors of the background write are kept and raised, with a note naming the checkpoint, by the owner's
 next save, ``sync()``, or at interpreter exit (printed with their traceback: never lost). A restore by the
@@ -51,9 +55,9 @@ from saverkit import _core, errors
 __all__ = ["CheckpointOptions"]
 
 _ALIGN = 64  # each staged tensor starts on a cache line
-# One copying thread: with non-temporal stores one thread already copies at memcpy speed, and a second
-# measured no faster on the 2-core benchmark machine (memory-bound; slower when the cores are busy).
-_COPY_THREADS = 1
+# One thread copies a snapshot (the caller's; stage_plan copies in address order, which the pipelined write
+# follows): with non-temporal stores one thread already copies at memcpy speed, and a second measured no
+# faster on the 2-core benchmark machine (memory-bound; slower when the cores are busy).
 _EMPTY = np.empty(0, dtype=np.uint8)
 # The write of a snapshot starts before its copy (and reads each tensor once copied) when its tensors
 # average at least this many bytes. Smaller ones cost the write more Python work per byte (names, views,
