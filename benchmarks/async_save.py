@@ -9,8 +9,8 @@ For each workload (W1, W2 of workloads.py) one fresh process per system:
   the payload (``np.copyto`` of one contiguous buffer into a touched one), the reference for blocking,
   alternating with async saves whose blocking time is the one reported;
 * saverkit-durable: the same with ``Saver(durable=True)`` (fsync before the save counts as done);
-  (an async save writes each snapshot while it is copied when its tensors average >= 1 MiB, W1, and after
-  the copy otherwise, W2; ``--pipeline-min-bytes`` overrides that, to compare both);
+  (an async save writes each snapshot while it is copied when its tensors average >= 1 MiB, W1, on machines
+  with 4+ cores, and after the copy otherwise; ``--pipeline-min-bytes`` overrides that, to compare both);
 * tensorflow (if importable): TF2 ``tf.train.Checkpoint.write`` synchronous, and with
   ``tf.train.CheckpointOptions(experimental_enable_async_checkpoint=True)`` (blocking until write returns,
   total until ``sync()``).
@@ -187,7 +187,7 @@ def main() -> None:
                     help="saverkit-durable: Saver(durable=True), where the write, not the copy, dominates")
     ap.add_argument("--pipeline-min-bytes", type=int,
                     help="saverkit rows: write a snapshot while it is copied when its tensors average at "
-                         "least this many bytes (default: the library's, 1 MiB; 0: always; huge: never)")
+                         "least this many bytes (default: the library's; 0: always; huge: never)")
     ap.add_argument("--json", help="write the raw results here")
     args = ap.parse_args()
     results = []

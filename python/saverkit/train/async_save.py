@@ -15,9 +15,9 @@ How, in order:
    of one big memcpy); MergeV2Checkpoints records its merge. String tensors are copied as object arrays
    (their bytes objects are immutable).
    The SaveV2's write (the engine's writer, on the owner's write pool) starts before the copy when the
-   tensors are big (``_PIPELINE_MIN_AVERAGE_BYTES``): it reads each byte range of the staging memory only
-   once the copy has passed it (``BundleWriterOptions::staged``), so the write overlaps the copy. For small
-   tensors it starts once the copy is done (its per-tensor Python work would hold up the caller).
+   tensors are big and the machine has 4 cores or more (``_PIPELINE_MIN_AVERAGE_BYTES``): it reads each
+   byte range of the staging memory only once the copy has passed it (``BundleWriterOptions::staged``), so
+   the write overlaps the copy. Otherwise it starts once the copy is done (see the constant for why).
 3. The call returns once every copy is done. The checkpoint holds the values of this moment: later
    updates of the variables are not in it (the writes read only staging memory).
 4. The background thread waits for the writes, runs the merges in order, then finishes the save exactly as
@@ -60,11 +60,13 @@ _ALIGN = 64  # each staged tensor starts on a cache line
 # faster on the 2-core benchmark machine (memory-bound; slower when the cores are busy).
 _EMPTY = np.empty(0, dtype=np.uint8)
 # The write of a snapshot starts before its copy (and reads each tensor once copied) when its tensors
-# average at least this many bytes. Smaller ones cost the write more Python work per byte (names, views,
-# the engine's per-tensor arguments, all under the GIL) than they cost the copy: begun beside the copy, that
-# work holds up the caller, who needs the GIL back when its copy is done. (A 10,000-variable snapshot of
-# 26 KiB tensors blocked 20% longer pipelined, for a 13% shorter save.)
-_PIPELINE_MIN_AVERAGE_BYTES = 1 << 20
+# average at least this many bytes, on machines with cores to spare. Smaller tensors cost the write more
+# Python work per byte (names, views, the engine's per-tensor arguments, under the GIL) than they cost the
+# copy: begun beside the copy, that work holds up the caller, who needs the GIL back when its copy is done
+# (10,000 tensors of 26 KiB blocked 20% longer pipelined). On 2 cores the write also takes the copy's
+# memory bandwidth and CPU: W1 (64 x 16 MiB) blocked 2.4x a memcpy pipelined against 0.8-1.3x after the
+# copy, for no total gain measurable on the loaded benchmark VM, so 2-3 core machines do not pipeline.
+_PIPELINE_MIN_AVERAGE_BYTES = 1 << 20 if (os.cpu_count() or 1) >= 4 else 1 << 62
 
 
 def _physical_memory() -> int:
