@@ -9,6 +9,8 @@ For each workload (W1, W2 of workloads.py) one fresh process per system:
   the payload (``np.copyto`` of one contiguous buffer into a touched one), the reference for blocking,
   alternating with async saves whose blocking time is the one reported;
 * saverkit-durable: the same with ``Saver(durable=True)`` (fsync before the save counts as done);
+  (an async save writes each snapshot while it is copied when its tensors average >= 1 MiB, W1, on machines
+  with 4+ cores, and after the copy otherwise; ``--pipeline-min-bytes`` overrides that, to compare both);
 * tensorflow (if importable): TF2 ``tf.train.Checkpoint.write`` synchronous, and with
   ``tf.train.CheckpointOptions(experimental_enable_async_checkpoint=True)`` (blocking until write returns,
   total until ``sync()``).
@@ -60,8 +62,10 @@ root = tempfile.mkdtemp(prefix="sk-async-bench-", dir=os.environ.get("BENCH_DIR"
 out = {"workload": name, "system": system, "payload_bytes": wl.nbytes}
 if system.startswith("saverkit"):
     import saverkit
-    from saverkit.train import CheckpointOptions
+    from saverkit.train import CheckpointOptions, async_save as sk_async
     from systems import SaverkitSaver, SaverkitSaverDurable
+    if os.environ.get("SK_PIPELINE_MIN_BYTES"):  # --pipeline-min-bytes
+        sk_async._PIPELINE_MIN_AVERAGE_BYTES = int(os.environ["SK_PIPELINE_MIN_BYTES"])
     base = status_kb("VmRSS")
     s = SaverkitSaverDurable() if system == "saverkit-durable" else SaverkitSaver()
     s.load()
@@ -135,8 +139,12 @@ print("RESULT " + json.dumps(out))
 """
 
 
-def run_child(workload: str, scale: float, reps: int, system: str) -> dict | None:
+def run_child(
+    workload: str, scale: float, reps: int, system: str, pipeline_min: int | None = None
+) -> dict | None:
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_=str(MiB))
+    if pipeline_min is not None:
+        env["SK_PIPELINE_MIN_BYTES"] = str(pipeline_min)
     r = subprocess.run([sys.executable, "-c", CHILD, HERE, workload, str(scale), str(reps), system],
                        capture_output=True, text=True, env=env)
     for line in r.stdout.splitlines():
@@ -177,12 +185,15 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--systems", nargs="+", default=["saverkit", "saverkit-durable", "tensorflow"],
                     help="saverkit-durable: Saver(durable=True), where the write, not the copy, dominates")
+    ap.add_argument("--pipeline-min-bytes", type=int,
+                    help="saverkit rows: write a snapshot while it is copied when its tensors average at "
+                         "least this many bytes (default: the library's; 0: always; huge: never)")
     ap.add_argument("--json", help="write the raw results here")
     args = ap.parse_args()
     results = []
     for w in args.workloads:
         for s in args.systems:
-            r = run_child(w, args.scale, args.reps, s)
+            r = run_child(w, args.scale, args.reps, s, args.pipeline_min_bytes)
             if r is not None:
                 results.append(r)
                 print(json.dumps(r), file=sys.stderr)

@@ -399,6 +399,147 @@ class PyReader {
   PlanCache plan_cache_;
 };
 
+// Where the numpy arrays of `srcs` that export a C-contiguous buffer go in a
+// staging buffer `dst`: from `offset` on, each at the next multiple of
+// `align`. Holds `dst` and every source buffer pinned until destroyed (with
+// the GIL held). offsets[i] == -1: not staged (object or structured dtypes,
+// strided arrays, other objects; the caller copies those).
+class StageLayout {
+ public:
+  StageLayout(const py::buffer& dst, int64_t offset, const py::sequence& srcs, int64_t align) {
+    if (offset < 0 || align <= 0 || (align & (align - 1)) != 0) throw py::value_error("bad offset or align");
+    if (PyObject_GetBuffer(dst.ptr(), &out_, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE) != 0) throw py::error_already_set();
+    out_held_ = true;
+    py::object fast = py::reinterpret_steal<py::object>(PySequence_Fast(srcs.ptr(), "srcs must be a sequence"));
+    if (!fast) throw py::error_already_set();
+    const size_t n = static_cast<size_t>(PySequence_Fast_GET_SIZE(fast.ptr()));
+    PyObject** items = PySequence_Fast_ITEMS(fast.ptr());
+    views_.reserve(n);
+    offsets_.assign(n, -1);
+    runs_.reserve(n);
+    const uint64_t mask = static_cast<uint64_t>(align) - 1;
+    uint64_t pos = static_cast<uint64_t>(offset);
+    for (size_t i = 0; i < n; ++i) {
+      if (!py::isinstance<py::array>(items[i])) continue;
+      // Object arrays export their pointers as bytes: never copy those (no references would be taken).
+      // Structured dtypes ('V') may hold objects too: the caller copies both.
+      const char kind = py::reinterpret_borrow<py::array>(items[i]).dtype().kind();
+      if (kind == 'O' || kind == 'V') continue;
+      Py_buffer v;
+      if (PyObject_GetBuffer(items[i], &v, PyBUF_C_CONTIGUOUS) != 0) {  // object dtype, strided...
+        PyErr_Clear();
+        continue;
+      }
+      views_.push_back(v);
+      pos = (pos + mask) & ~mask;
+      offsets_[i] = static_cast<int64_t>(pos);
+      runs_.push_back(CopyRun{static_cast<const char*>(v.buf), nullptr, static_cast<size_t>(v.len)});
+      pos += static_cast<uint64_t>(v.len);
+    }
+    begin_ = static_cast<uint64_t>(offset);
+    end_ = pos;
+    fits_ = pos <= static_cast<uint64_t>(out_.len);
+    if (!fits_) return;
+    char* base = static_cast<char*>(out_.buf);
+    size_t r = 0;
+    for (size_t i = 0; i < n; ++i) {
+      if (offsets_[i] >= 0) runs_[r++].dst = base + offsets_[i];
+    }
+  }
+  ~StageLayout() { Release(); }
+  StageLayout(const StageLayout&) = delete;
+  StageLayout& operator=(const StageLayout&) = delete;
+
+  // Unpins every buffer (GIL held).
+  void Release() {
+    for (Py_buffer& b : views_) PyBuffer_Release(&b);
+    views_.clear();
+    if (out_held_) PyBuffer_Release(&out_);
+    out_held_ = false;
+  }
+
+  bool fits() const { return fits_; }
+  // (end, offsets) as stage_copy returns them; (-(bytes needed from offset), None) when they do not fit.
+  py::tuple Result() const {
+    if (!fits_) return py::make_tuple(-static_cast<int64_t>(end_ - begin_), py::none());
+    py::list out_offsets(offsets_.size());
+    for (size_t i = 0; i < offsets_.size(); ++i) {
+      PyList_SET_ITEM(out_offsets.ptr(), i, PyLong_FromLongLong(offsets_[i]));
+    }
+    return py::make_tuple(static_cast<int64_t>(end_), out_offsets);
+  }
+  const std::vector<CopyRun>& runs() const { return runs_; }
+  const char* staged_begin() const { return static_cast<const char*>(out_.buf) + begin_; }
+  const char* staged_end() const { return static_cast<const char*>(out_.buf) + end_; }
+
+ private:
+  Py_buffer out_;
+  bool out_held_ = false;
+  std::vector<Py_buffer> views_;
+  std::vector<int64_t> offsets_;
+  std::vector<CopyRun> runs_;
+  uint64_t begin_ = 0, end_ = 0;
+  bool fits_ = false;
+};
+
+// The snapshot of an asynchronous save: copies the arrays of `srcs` into
+// `dst` as StageLayout places them, with the GIL released. Returns (end,
+// offsets): the offset after the last copy and each array's offset in `dst`
+// (-1: not copied). When they do not fit, copies nothing and returns
+// (-(bytes needed from `offset`), None).
+py::tuple StageCopy(const py::buffer& dst, int64_t offset, const py::sequence& srcs, int64_t align, int threads) {
+  StageLayout layout(dst, offset, srcs, align);
+  if (layout.fits()) {
+    py::gil_scoped_release release;
+    CopyRuns(layout.runs(), threads);
+  }
+  return layout.Result();
+}
+
+// A pipelined snapshot (stage_plan): laid out when made, copied by copy();
+// a write_bundle given it as `staged` may start before the copy and reads
+// each staged byte range only once the copy has passed it.
+class StagePlan {
+ public:
+  explicit StagePlan(std::unique_ptr<StageLayout> layout)
+      : layout_(std::move(layout)),
+        progress_(std::make_shared<CopyProgress>(layout_->staged_begin(), layout_->staged_end())) {}
+  ~StagePlan() {
+    if (!copied_) progress_->Abort();  // never leave a writer waiting
+  }
+
+  // Copies, in address order, reporting progress; then unpins the sources.
+  void Copy() {
+    if (copied_ || layout_ == nullptr) throw py::value_error("stage_plan: copy() called twice or after abort()");
+    {
+      py::gil_scoped_release release;
+      CopyRunsInOrder(layout_->runs(), progress_.get());
+    }
+    copied_ = true;
+    layout_->Release();
+  }
+  // The copy will not happen: a writer waiting for it fails.
+  void Abort() {
+    if (copied_) return;
+    progress_->Abort();
+    layout_.reset();
+  }
+  std::shared_ptr<const CopyProgress> progress() const { return progress_; }
+
+ private:
+  std::unique_ptr<StageLayout> layout_;
+  std::shared_ptr<CopyProgress> progress_;
+  bool copied_ = false;
+};
+
+// (end, offsets, plan); (-(bytes needed), None, None) when they do not fit.
+py::tuple StagePlanFor(const py::buffer& dst, int64_t offset, const py::sequence& srcs, int64_t align) {
+  auto layout = std::make_unique<StageLayout>(dst, offset, srcs, align);
+  py::tuple result = layout->Result();
+  if (!layout->fits()) return py::make_tuple(result[0], py::none(), py::none());
+  return py::make_tuple(result[0], result[1], py::cast(new StagePlan(std::move(layout)), py::return_value_policy::take_ownership));
+}
+
 // Appends the elements of a C-contiguous numpy object array of bytes or str
 // (str saved as UTF-8), without a Python-level pass over them. Each element
 // is held: the GIL is released while they are written, and another thread
@@ -463,6 +604,12 @@ void WriteBundleWith(const std::string& prefix, const py::list& names, const py:
   writer.Reserve(n);
   std::vector<int64_t> shape;
   for (size_t i = 0; i < n; ++i) {
+    // A pipelined asynchronous save adds its tensors while the caller it snapshots waits for the GIL
+    // once its copy is done: let that thread through now and then (a thread asking for the GIL gets
+    // it when the holder releases it).
+    if (options.staged && i % 256 == 255) {
+      py::gil_scoped_release let_through;
+    }
     std::string name = AsBytes(names[i]);
     // None: a numeric buffer whose own shape is the tensor's (spares the
     // caller 10,000 shape tuples).
@@ -510,11 +657,12 @@ void WriteBundleWith(const std::string& prefix, const py::list& names, const py:
 
 void WriteBundle(const std::string& prefix, const py::list& names, const py::list& specs,
                  const std::vector<int>& dtypes, const py::list& shapes, const py::list& datas, int num_shards,
-                 int shard_id, bool durable) {
+                 int shard_id, bool durable, const StagePlan* staged) {
   BundleWriterOptions options;
   options.num_shards = num_shards;
   options.shard_id = shard_id;
   options.durable = durable;
+  if (staged != nullptr) options.staged = staged->progress();
   WriteBundleWith(prefix, names, specs, dtypes, shapes, datas, options);
 }
 
@@ -567,72 +715,6 @@ uint32_t BufferCrc(const py::buffer& data, uint32_t init, int which) {
   if (which == 2) return crc32c::ExtendHardware(init, p, n);
   if (which == 3) return crc32c::ExtendFolding(init, p, n);
   return crc32c::Extend(init, p, n);
-}
-
-// The snapshot of an asynchronous save: copies the bytes of every numpy
-// array of `srcs` that exports a C-contiguous buffer into `dst`, from
-// `offset` on, each at the next multiple of `align`, with the GIL released.
-// Returns (end, offsets): the offset after the last copy and each array's
-// offset in `dst` (-1: not copied: object or structured dtypes, strided
-// arrays, other objects; the caller copies those). When they do not fit, copies nothing and
-// returns (-(bytes needed from `offset`), None).
-py::tuple StageCopy(const py::buffer& dst, int64_t offset, const py::sequence& srcs, int64_t align, int threads) {
-  if (offset < 0 || align <= 0 || (align & (align - 1)) != 0) throw py::value_error("bad offset or align");
-  Py_buffer out;
-  if (PyObject_GetBuffer(dst.ptr(), &out, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE) != 0) throw py::error_already_set();
-  struct Release {
-    Py_buffer* v;
-    ~Release() { PyBuffer_Release(v); }
-  } release_out{&out};
-  py::object fast = py::reinterpret_steal<py::object>(PySequence_Fast(srcs.ptr(), "srcs must be a sequence"));
-  if (!fast) throw py::error_already_set();
-  const size_t n = static_cast<size_t>(PySequence_Fast_GET_SIZE(fast.ptr()));
-  PyObject** items = PySequence_Fast_ITEMS(fast.ptr());
-  std::vector<Py_buffer> views;
-  views.reserve(n);
-  struct ReleaseAll {
-    std::vector<Py_buffer>* v;
-    ~ReleaseAll() {
-      for (Py_buffer& b : *v) PyBuffer_Release(&b);
-    }
-  } release_views{&views};
-  std::vector<int64_t> offsets(n, -1);
-  std::vector<CopyRun> runs;
-  runs.reserve(n);
-  const uint64_t mask = static_cast<uint64_t>(align) - 1;
-  uint64_t pos = static_cast<uint64_t>(offset);
-  for (size_t i = 0; i < n; ++i) {
-    if (!py::isinstance<py::array>(items[i])) continue;
-    // Object arrays export their pointers as bytes: never copy those (no references would be taken).
-    // Structured dtypes ('V') may hold objects too: the caller copies both.
-    const char kind = py::reinterpret_borrow<py::array>(items[i]).dtype().kind();
-    if (kind == 'O' || kind == 'V') continue;
-    Py_buffer v;
-    if (PyObject_GetBuffer(items[i], &v, PyBUF_C_CONTIGUOUS) != 0) {  // object dtype, strided...
-      PyErr_Clear();
-      continue;
-    }
-    views.push_back(v);
-    pos = (pos + mask) & ~mask;
-    offsets[i] = static_cast<int64_t>(pos);
-    runs.push_back(CopyRun{static_cast<const char*>(v.buf), nullptr, static_cast<size_t>(v.len)});
-    pos += static_cast<uint64_t>(v.len);
-  }
-  if (pos > static_cast<uint64_t>(out.len)) {
-    return py::make_tuple(-static_cast<int64_t>(pos - static_cast<uint64_t>(offset)), py::none());
-  }
-  char* base = static_cast<char*>(out.buf);
-  size_t r = 0;
-  for (size_t i = 0; i < n; ++i) {
-    if (offsets[i] >= 0) runs[r++].dst = base + offsets[i];
-  }
-  {
-    py::gil_scoped_release release;
-    CopyRuns(runs, threads);
-  }
-  py::list out_offsets(n);
-  for (size_t i = 0; i < n; ++i) PyList_SET_ITEM(out_offsets.ptr(), i, PyLong_FromLongLong(offsets[i]));
-  return py::make_tuple(static_cast<int64_t>(pos), out_offsets);
 }
 
 }  // namespace
@@ -759,7 +841,7 @@ PYBIND11_MODULE(_core, m) {
   // --- bundles ---
   m.def("write_bundle", &WriteBundle, py::arg("prefix"), py::arg("names"), py::arg("shape_and_slices"),
         py::arg("dtypes"), py::arg("shapes"), py::arg("datas"), py::arg("num_shards") = 1, py::arg("shard_id") = 0,
-        py::arg("durable") = false);
+        py::arg("durable") = false, py::arg("staged") = nullptr);
   m.def("encode_bundle", &EncodeBundle, py::arg("prefix"), py::arg("names"), py::arg("shape_and_slices"),
         py::arg("dtypes"), py::arg("shapes"), py::arg("datas"), py::arg("num_shards") = 1, py::arg("shard_id") = 0);
   m.def("merge_bundles", [](const std::vector<std::string>& prefixes, const std::string& dest, bool delete_old_dirs,
@@ -774,6 +856,10 @@ PYBIND11_MODULE(_core, m) {
         py::arg("allow_missing_files") = false, py::arg("durable") = false);
   m.def("stage_copy", &StageCopy, py::arg("dst"), py::arg("offset"), py::arg("srcs"), py::arg("align") = 64,
         py::arg("threads") = 2);
+  py::class_<StagePlan>(m, "StagePlan")
+      .def("copy", &StagePlan::Copy)
+      .def("abort", &StagePlan::Abort);
+  m.def("stage_plan", &StagePlanFor, py::arg("dst"), py::arg("offset"), py::arg("srcs"), py::arg("align") = 64);
   m.def("recover_bundle", [](const std::string& prefix) {
     Status s;
     {

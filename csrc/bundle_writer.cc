@@ -403,9 +403,14 @@ Status BundleWriter::WritePayloads(WritableFile* file) {
   Status st = RunParallel(helpers, [&](size_t t) -> Status {
     if (t == 0) return WriteNumeric(file, &numeric, claimed.get());
     if (g_numeric_writers.load(std::memory_order_relaxed) > 1) return Status::OK();
+    // While a snapshot is still being copied (a pipelined asynchronous save), only the writer follows
+    // it: helpers checksumming beside it would take the copying thread's core and slow the copy that
+    // the caller is blocked on. They help once the copy is complete.
+    if (options_.staged) SK_RETURN_IF_ERROR(options_.staged->WaitComplete());
     for (size_t k = next_numeric.fetch_add(1); k < numeric.size(); k = next_numeric.fetch_add(1)) {
       if (claimed[k].exchange(true)) continue;  // the writer got there first
       NumericChunk& c = numeric[k];
+      SK_RETURN_IF_ERROR(Staged(payloads_[c.payload].data + c.begin, c.len));
       c.crc = crc32c::Value(payloads_[c.payload].data + c.begin, c.len);
       return Status::OK();
     }
@@ -462,6 +467,7 @@ Status BundleWriter::WriteNumeric(const WritableFile* file, std::vector<NumericC
     const Payload& p = payloads_[c.payload];
     const char* data = p.data + c.begin;
     const uint64_t at = p.offset + c.begin;
+    SK_RETURN_IF_ERROR(Staged(data, c.len));
     if (claimed[k].exchange(true)) {  // a helper checksums it
       SK_RETURN_IF_ERROR(add(at, data, c.len));
       if (batch >= kWriteBatch) SK_RETURN_IF_ERROR(flush());

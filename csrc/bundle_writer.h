@@ -18,6 +18,7 @@
 
 #include "bundle_proto.h"
 #include "env.h"
+#include "snapshot_copy.h"
 #include "status.h"
 #include "thread_pool.h"
 
@@ -50,6 +51,10 @@ struct BundleWriterOptions {
   // (numeric payloads as pointers to the caller's tensors) and nothing is
   // written, renamed or committed here: saverkit.storage uploads them.
   std::shared_ptr<MemoryFile> data_memory, index_memory;
+  // A pipelined asynchronous save: numeric payloads may point into a staging
+  // buffer still being filled; each byte range is read only once the copy has
+  // passed it (the writer starts while the snapshot is taken).
+  std::shared_ptr<const CopyProgress> staged;
 };
 
 class BundleWriter {
@@ -130,6 +135,11 @@ class BundleWriter {
   // Every numeric payload, in pwritev batches; checksums the chunks no
   // helper has claimed (claimed[k] is chunk k's flag).
   Status WriteNumeric(const WritableFile* file, std::vector<NumericChunk>* chunks, std::atomic<bool>* claimed) const;
+  // Waits until a payload's bytes [data, data + n) may be read (see
+  // BundleWriterOptions::staged).
+  Status Staged(const char* data, uint64_t n) const {
+    return options_.staged ? options_.staged->WaitReady(data, static_cast<size_t>(n)) : Status::OK();
+  }
   Status WriteIndex(const std::string& path);
   bool in_memory() const { return options_.data_memory != nullptr; }
   void RemoveTemps();

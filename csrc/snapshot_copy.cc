@@ -71,6 +71,52 @@ void CopyRange(const std::vector<CopyRun>& runs, size_t begin, size_t end) {
 
 }  // namespace
 
+void CopyProgress::Advance(const char* upto) {
+  if (upto <= ready_.load(std::memory_order_relaxed)) return;
+  ready_.store(upto, std::memory_order_release);
+  std::lock_guard<std::mutex> lock(mu_);  // a waiter between its check and its wait sees the store
+  if (waiters_ > 0) cv_.notify_all();
+}
+
+void CopyProgress::Abort() {
+  std::lock_guard<std::mutex> lock(mu_);
+  aborted_ = true;
+  cv_.notify_all();
+}
+
+Status CopyProgress::WaitReady(const char* p, size_t n) const {
+  if (n == 0 || p + n <= begin_ || p >= end_) return Status::OK();
+  const char* need = std::min(p + n, end_);
+  if (ready_.load(std::memory_order_acquire) >= need) return Status::OK();
+  std::unique_lock<std::mutex> lock(mu_);
+  ++waiters_;
+  cv_.wait(lock, [&] { return ready_.load(std::memory_order_acquire) >= need || aborted_; });
+  --waiters_;
+  if (ready_.load(std::memory_order_acquire) >= need) return Status::OK();
+  return FailedPrecondition("the snapshot of an asynchronous save was abandoned before it was complete");
+}
+
+void CopyRunsInOrder(const std::vector<CopyRun>& runs, CopyProgress* progress) {
+  size_t unreported = 0;
+  const char* copied = nullptr;  // end of the last copy
+  for (const CopyRun& r : runs) {
+    for (size_t done = 0; done < r.n;) {
+      const size_t n = std::min(kProgressBytes - unreported, r.n - done);
+      Copy(r.dst + done, r.src + done, n);
+      done += n;
+      unreported += n;
+      copied = r.dst + done;
+      if (unreported == kProgressBytes) {
+        Fence();  // the streamed stores are visible before the writer is told
+        progress->Advance(copied);
+        unreported = 0;
+      }
+    }
+  }
+  Fence();
+  if (copied != nullptr) progress->Advance(copied);
+}
+
 void CopyRuns(const std::vector<CopyRun>& runs, int threads) {
   size_t total = 0;
   for (const CopyRun& r : runs) total += r.n;

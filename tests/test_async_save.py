@@ -31,6 +31,13 @@ from saverkit.train import CheckpointOptions, async_save, latest_checkpoint, loa
 ASYNC = CheckpointOptions(enable_async=True)
 
 
+@pytest.fixture(params=[True, False], ids=["pipelined", "after-copy"])
+def pipelined(request, monkeypatch):
+    """Whether a snapshot's write starts before its copy (the default for big tensors) or after it."""
+    monkeypatch.setattr(async_save, "_PIPELINE_MIN_AVERAGE_BYTES", 0 if request.param else 1 << 62)
+    return request.param
+
+
 # --- the staging copy -----------------------------------------------------------------------------------
 
 
@@ -65,6 +72,68 @@ def test_stage_copy_in_parallel_is_exact():
     for s, off in zip(srcs, offsets, strict=True):
         assert off % 64 == 0 and np.array_equal(dst[off : off + s.nbytes], s)
     assert end == offsets[-1] + srcs[-1].nbytes
+
+
+def test_stage_plan_lays_out_like_stage_copy_and_copies_on_copy():
+    a = np.arange(10, dtype=np.float32)
+    s = np.array([b"x"], dtype=object)
+    c = np.ones((3, 5), dtype=np.float64)
+    dst = np.zeros(1024, dtype=np.uint8)
+    end, offsets, plan = _core.stage_plan(dst, 3, [a, s, c], 64)
+    assert (end, offsets) == (128 + c.nbytes, [64, -1, 128])
+    assert not dst.any()  # laid out, not copied yet
+    plan.copy()
+    assert np.array_equal(dst[64:104].view(np.float32), a)
+    assert np.array_equal(dst[128 : 128 + c.nbytes].view(np.float64).reshape(3, 5), c)
+    with pytest.raises(ValueError):
+        plan.copy()
+    assert _core.stage_plan(np.zeros(10, np.uint8), 0, [a], 64) == (-40, None, None)
+
+
+def _staged_views(dst, srcs, offsets):
+    return [np.ndarray(t.shape, t.dtype, buffer=dst, offset=o) for t, o in zip(srcs, offsets, strict=True)]
+
+
+def test_a_write_started_before_the_copy_reads_each_tensor_once_it_is_copied(tmp_path):
+    rng = np.random.default_rng(1)
+    # Several progress steps per tensor, and tensors smaller than one step.
+    srcs = [rng.standard_normal(n).astype(np.float32) for n in (3 << 20, 1000, 700_000, 5, 2 << 20)]
+    dst = np.zeros(sum(t.nbytes + 64 for t in srcs), dtype=np.uint8)
+    end, offsets, plan = _core.stage_plan(dst, 0, srcs, 64)
+    names = [f"t{i}" for i in range(len(srcs))]
+    prefix = str(tmp_path / "pipelined")
+    views = _staged_views(dst, srcs, offsets)
+    writer = threading.Thread(target=lambda: bundle.write_bundle(prefix, names, views, staged=plan))
+    writer.start()
+    time.sleep(0.2)  # the writer waits for the copy: reading now would save zeros
+    assert writer.is_alive()
+    plan.copy()
+    writer.join(30)
+    reader = load_checkpoint(prefix)
+    for name, t in zip(names, srcs, strict=True):
+        assert np.array_equal(reader.get_tensor(name), t)
+
+
+def test_an_abandoned_copy_fails_the_waiting_write_and_leaves_no_files(tmp_path):
+    srcs = [np.ones(1 << 20, np.float32)]
+    dst = np.zeros(srcs[0].nbytes + 64, dtype=np.uint8)
+    _, offsets, plan = _core.stage_plan(dst, 0, srcs, 64)
+    failure = {}
+
+    def write():
+        try:
+            bundle.write_bundle(str(tmp_path / "m"), ["t"], _staged_views(dst, srcs, offsets), staged=plan)
+        except errors.OpError as e:
+            failure["error"] = e
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    time.sleep(0.1)
+    plan.abort()
+    writer.join(30)
+    assert isinstance(failure.get("error"), errors.FailedPreconditionError)
+    assert "abandoned" in str(failure["error"])
+    assert os.listdir(tmp_path) == []
 
 
 # --- helpers ---------------------------------------------------------------------------------------------
@@ -128,7 +197,7 @@ def blocked_writes(monkeypatch):
 
 
 @pytest.mark.parametrize("kind", ["single", "sharded", "durable"])
-def test_saver_async_save_holds_the_values_of_the_moment_it_returned(tmp_path, kind):
+def test_saver_async_save_holds_the_values_of_the_moment_it_returned(tmp_path, kind, pipelined):
     m = Model(sharded=kind == "sharded", durable=kind == "durable")
     m.set(1)
     path = m.saver.save(m.sess, str(tmp_path / "model"), global_step=m.step, options=ASYNC)
@@ -159,7 +228,7 @@ def test_saver_async_saves_in_a_row_keep_max_to_keep(tmp_path):
 
 
 @pytest.mark.parametrize("finalize", [False, True], ids=["graph-ops", "finalized-graph"])
-def test_checkpoint_async_save_and_write_hold_the_snapshot(tmp_path, finalize):
+def test_checkpoint_async_save_and_write_hold_the_snapshot(tmp_path, finalize, pipelined):
     m = Model(finalize=finalize)
     m.set(1)
     path = m.ckpt.save(str(tmp_path / "ckpt"), m.sess, ASYNC)  # TF's positional order works too
@@ -173,6 +242,48 @@ def test_checkpoint_async_save_and_write_hold_the_snapshot(tmp_path, finalize):
     m.ckpt.restore(path, session=m.sess).assert_consumed()
     assert m.sess.run(m.step) == 1
     assert not [p for p in tmp_path.iterdir() if "_temp" in p.name]
+
+
+def test_values_set_while_a_pipelined_write_is_in_flight_are_not_in_it(tmp_path, blocked_writes, pipelined):
+    started, release = blocked_writes  # the write waits, after the snapshot was taken, until released
+    m = Model(sharded=True)
+    m.set(1)
+    path = m.saver.save(m.sess, str(tmp_path / "model"), global_step=1, options=ASYNC)
+    assert started.wait(10)
+    m.set(2)  # into the variables, while the write of their snapshot has not read it yet
+    release.set()
+    m.saver.sync()
+    Model.expect(load_checkpoint(path), 1)
+    assert latest_checkpoint(str(tmp_path)) == path
+
+
+def test_a_save_failing_after_its_snapshot_ends_its_started_writes_and_leaves_nothing(
+    tmp_path, monkeypatch, pipelined
+):
+    m = Model()
+    m.set(1)
+    first = m.ckpt.save(str(tmp_path / "ckpt"), m.sess)
+    before = sorted(os.listdir(tmp_path))
+    ended = []
+    real = bundle.write_bundle
+
+    def write_bundle(*args, **kwargs):
+        time.sleep(0.2)  # still writing when the save fails
+        real(*args, **kwargs)
+        ended.append(args[0])
+
+    def fail(*args, **kwargs):
+        raise errors.InvalidArgumentError(None, None, "injected merge failure")
+
+    monkeypatch.setattr(bundle, "write_bundle", write_bundle)
+    monkeypatch.setattr(async_save.Snapshot, "add_merge", fail)
+    with pytest.raises(errors.InvalidArgumentError, match="injected merge failure"):
+        m.ckpt.save(str(tmp_path / "ckpt"), m.sess, ASYNC)
+    assert len(ended) == 1  # the started write ended before the error was raised, and its part is gone
+    assert sorted(os.listdir(tmp_path)) == before
+    monkeypatch.undo()
+    m.ckpt.sync()  # nothing pending
+    assert latest_checkpoint(str(tmp_path)) == first
 
 
 def test_checkpoint_manager_async_save_records_and_sweeps_after_the_write(tmp_path, blocked_writes):
@@ -370,7 +481,7 @@ def tiny_fs(tmp_path):
 
 
 @pytest.mark.parametrize("sharded", [False, True], ids=["single", "sharded"])
-def test_out_of_space_in_the_background_raises_at_sync(tiny_fs, sharded):
+def test_out_of_space_in_the_background_raises_at_sync(tiny_fs, sharded, pipelined):
     m = Model(sharded=sharded)
     m.set(1)
     first = m.saver.save(m.sess, str(tiny_fs / "model"), global_step=1, write_meta_graph=False)

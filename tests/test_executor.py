@@ -269,3 +269,27 @@ def test_kernels_returning_the_wrong_number_of_outputs_fail_the_same_way_in_both
                 sess.run(ident)
         else:
             assert sess.run(ident) == 1.0
+
+
+def test_runs_with_options_keep_cheap_kernels_contexts_and_give_expensive_ones_the_runs(monkeypatch, graph):
+    # Only the expensive (I/O) kernels read run options: a durable or asynchronous save of 10,000 variables
+    # must not make 10,000 contexts per run, and concurrent runs must still see their own options.
+    seen: dict[str, list] = {"cheap": [], "expensive": []}
+    for op_type, kind in (("Identity", "cheap"), ("SlowIdentityForTest", "expensive")):
+        info = op_registry.get(op_type)
+
+        def kernel(ctx, x, real=info.kernel, kind=kind):
+            seen[kind].append((ctx, ctx.options))
+            return real(ctx, x)
+
+        monkeypatch.setattr(info, "kernel", kernel)
+    out = slow_identity(sk.identity(sk.constant([1.0, 2.0]), name="cheap"))
+    durable, plain = sk.RunOptions(durable=True), sk.RunOptions()
+    runs = (durable, plain, None, durable)
+    with sk.Session() as sess:
+        for options in runs:
+            assert sess.run(out, options=options).tolist() == [1.0, 2.0]
+    assert len({id(ctx) for ctx, _ in seen["cheap"]}) == 1  # one kept context, whatever the options
+    assert all(options == sk.RunOptions() for _, options in seen["cheap"])
+    assert [options for _, options in seen["expensive"]] == [durable, plain, sk.RunOptions(), durable]
+    assert seen["expensive"][0][0] is not seen["expensive"][3][0]  # a run with options: a context of its own

@@ -132,12 +132,16 @@ def write_bundle(
     shard_id: int = 0,
     durable: bool = False,
     storage_options: dict | None = None,
+    staged: Any = None,
 ) -> None:
     """Write tensors to ``prefix.index`` + ``prefix.data-<shard_id>-of-<num_shards>``, like SaveV2.
 
     ``shape_and_slices[i]`` (TF syntax, e.g. ``"10 4 0,4:-"``) saves ``tensors[i]`` as that slice of a
     partitioned tensor; ``""`` saves a whole tensor. ``dtypes`` overrides the dtype inferred from numpy
     (needed for quantized types). String tensors are object arrays or lists of bytes/str.
+
+    ``staged`` (``saverkit.train.async_save``): a ``_core.stage_plan`` whose copy into the tensors' staging
+    memory may still be running; each tensor's bytes are read once the copy has passed them.
 
     ``prefix`` may be a URL (``s3://bucket/dir/model``, see :mod:`saverkit.storage`): the data object is
     uploaded first, then the index, so the checkpoint appears only complete.
@@ -149,7 +153,8 @@ def write_bundle(
     prefix = storage.local_path(prefix)
     tempfiles.make_part_dir(os.fspath(prefix))  # a sharded save's part: marked as saverkit's temporary
     with _gc.paused():  # 10,000 tensors are tens of thousands of objects: see saverkit._gc
-        _write_bundle(prefix, names, tensors, shape_and_slices, dtypes, num_shards, shard_id, durable)
+        _write_bundle(prefix, names, tensors, shape_and_slices, dtypes, num_shards, shard_id, durable,
+                      staged=staged)
     prefix = os.fspath(prefix)
     if not tempfiles.is_part_prefix(prefix):  # a part's directory is removed whole after the merge
         # What a killed earlier write of this checkpoint left (only a dead writer's).
@@ -166,6 +171,7 @@ def _write_bundle(
     shard_id: int,
     durable: bool,
     encode: bool = False,
+    staged: Any = None,
 ) -> Any:
     prefix = os.fspath(prefix)
     n = len(names)
@@ -221,7 +227,7 @@ def _write_bundle(
         datas.append(data)
     if encode:  # a remote checkpoint: bytes in memory (numeric payloads as views of `datas`)
         return _core.encode_bundle(prefix, keys, specs, enums, shapes, datas, num_shards, shard_id), datas
-    _core.write_bundle(prefix, keys, specs, enums, shapes, datas, num_shards, shard_id, durable)
+    _core.write_bundle(prefix, keys, specs, enums, shapes, datas, num_shards, shard_id, durable, staged)
     return None
 
 

@@ -18,7 +18,8 @@ per way of saving (``--mode``):
   single-file and sharded, and ``async-manager``: the same through ``CheckpointManager.save``. Right
   after each save returns the child overwrites every variable with garbage, then waits (``sync()``) and
   reports the step saved: kills land in the background write, and a checkpoint holding the garbage (a
-  snapshot that was not one) is a wrong value.
+  snapshot that was not one) is a wrong value. Odd steps write while the snapshot is copied (pipelined),
+  even ones after it.
 
 Leftover temporary files are allowed right after a kill, but the next completed save in the same
 directory must remove them: the campaign ends with one clean save per directory and then requires
@@ -158,9 +159,12 @@ class SaverSaver:
         return dict(zip(names, self.sess.run([self.vars[n] for n in names]), strict=True))
 
 
-def _async_options():
-    from saverkit.train import CheckpointOptions
+def _async_options(step: int):
+    """Async options; odd steps write each snapshot while it is copied (pipelined, as for big tensors),
+    even steps after the copy (as for this model's small ones)."""
+    from saverkit.train import CheckpointOptions, async_save
 
+    async_save._PIPELINE_MIN_AVERAGE_BYTES = 0 if step % 2 else 1 << 62  # noqa: SLF001 - both paths
     return CheckpointOptions(enable_async=True)
 
 
@@ -177,7 +181,8 @@ class AsyncSaverSaver(SaverSaver):
     def save(self, values: dict[str, np.ndarray], step: int) -> str:
         for name, var in self.vars.items():
             var.load(values[name], self.sess)
-        path = self.saver.save(self.sess, str(self.dir / "model"), global_step=step, options=_async_options())
+        options = _async_options(step)
+        path = self.saver.save(self.sess, str(self.dir / "model"), global_step=step, options=options)
         _scribble(self, step)
         self.saver.sync()
         return path
@@ -214,7 +219,7 @@ class AsyncManagerSaver(ManagerSaver):
     def save(self, values: dict[str, np.ndarray], step: int) -> str:
         for name, var in self.vars.items():
             var.load(values[name], self.sess)
-        path = self.manager.save(checkpoint_number=step, options=_async_options())
+        path = self.manager.save(checkpoint_number=step, options=_async_options(step))
         _scribble(self, step)
         self.manager.sync()
         return path

@@ -416,9 +416,11 @@ class Plan:
         self._variables = variables
         self._session = session
         # Kernel contexts are made on first use: a restore's 10,000 Assigns usually skip their kernel. Big
-        # plans (initializers, restores: run once or rarely) make them per run instead of keeping one per op.
+        # plans (initializers, restores: run once or rarely) make them per run instead of keeping one per op,
+        # until they run a second time (a save of 10,000 variables runs again and again).
         self.ctxs: list[OpKernelContext | None] = [None] * len(template.items)
         self._keep_ctxs = not template.big
+        self._ran = False
 
     @staticmethod
     def _bind_one_by_one(template: PlanTemplate, variables: VariableStore, session: Any) -> list[Any]:
@@ -440,12 +442,16 @@ class Plan:
         return initial
 
     def context(self, index: int, options: RunOptions = DEFAULT_RUN_OPTIONS) -> OpKernelContext:
-        """The kernel context of item ``index`` for a run with ``options``. Contexts of runs with the
-        default options are kept (made on first use); a run with other options gets its own, so threads
-        running this plan with different options never see each other's."""
-        ctx = self.ctxs[index] if options is DEFAULT_RUN_OPTIONS else None
+        """The kernel context of item ``index`` for a run with ``options``. Contexts with the default
+        options are kept (made on first use). Run options are for the expensive (I/O) kernels, the only
+        ones that read them: in a run with other options those get a context of their own, so threads
+        running this plan with different options never see each other's, and every other kernel its
+        kept default one (a durable or asynchronous save of 10,000 variables makes no 10,000 contexts)."""
+        item = self.template.items[index]
+        ctx = self.ctxs[index] if options is DEFAULT_RUN_OPTIONS or not item.expensive else None
         if ctx is None:
-            item = self.template.items[index]
+            if options is not DEFAULT_RUN_OPTIONS and not item.expensive:
+                options = DEFAULT_RUN_OPTIONS  # kept below, for every run
             ctx = OpKernelContext(item.op, self._variables, self._session, options)
             ctx._targets = item.targets
             if self._keep_ctxs and options is DEFAULT_RUN_OPTIONS:
@@ -457,6 +463,9 @@ class Plan:
         self, feed_values: list[Any], pool_fn: Any, options: RunOptions = DEFAULT_RUN_OPTIONS
     ) -> list[Any]:
         template = self.template
+        if not self._keep_ctxs:
+            self._keep_ctxs = self._ran
+            self._ran = True
         vals = self._initial.copy()
         for s, v in zip(template.feed_slots, feed_values, strict=False):
             vals[s] = v
@@ -471,8 +480,8 @@ class Plan:
     def _run_items(self, indices: Any, vals: list[Any], options: RunOptions = DEFAULT_RUN_OPTIONS) -> None:
         """Run items in order on this thread (the hot loop: gather, dereference, call, store inlined)."""
         items = self.template.items
-        # Kept contexts serve only runs with the default options (see context()).
-        ctxs = self.ctxs if options is DEFAULT_RUN_OPTIONS else [None] * len(items)
+        ctxs = self.ctxs
+        plain = options is DEFAULT_RUN_OPTIONS  # else expensive kernels get contexts of their own: context()
         item: Any = None  # the item running, for the error
         try:
             for i in indices:
@@ -488,7 +497,9 @@ class Plan:
                     if type(args[j]) is Ref:
                         args[j] = args[j].value()
                 ctx = ctxs[i]
-                outs = item.kernel(ctx if ctx is not None else self.context(i, options), *args)
+                if ctx is None or not plain and item.expensive:
+                    ctx = self.context(i, options)
+                outs = item.kernel(ctx, *args)
                 n = item.n_out
                 if (0 if outs is None else len(outs)) != n:  # the rule of _call, inline
                     raise _wrong_outputs(item, outs)

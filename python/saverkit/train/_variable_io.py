@@ -191,8 +191,14 @@ def save_tensors(session, file_prefix: str, part: str | None, variables, keys, e
         feed = {part_ph: part, parts_ph: np.array([part], dtype=object), prefix_ph: file_prefix}
         for ph, key in zip(extra_phs, extra_keys, strict=True):
             feed[ph] = np.array(extra_strings[key], dtype=object)
-        options = None if snapshot is None else RunOptions(snapshot=snapshot)
-        session.run(merge, feed_dict=feed, options=options)
+        if snapshot is None:
+            session.run(merge, feed_dict=feed)
+            return
+        try:
+            session.run(merge, feed_dict=feed, options=RunOptions(snapshot=snapshot))
+        except BaseException:
+            snapshot.abandon()  # its started writes end before the caller removes the part directory
+            raise
         return
     values = fetch_values(session, variables)
     names = list(keys) + extra_keys

@@ -9,18 +9,22 @@ file, retention).
 How, in order:
 
 1. The save's previous asynchronous save is waited for, and its error raised (at most one in flight).
-2. The save's graph runs as usual, with ``RunOptions(snapshot=...)``: the SaveV2 kernels copy their tensors
-   into the owner's **staging memory** (``saverkit._core.stage_copy``: one call per SaveV2, the GIL
-   released, non-temporal stores so that many tensors of a few KiB or MiB copy at the speed of one big
-   memcpy) and MergeV2Checkpoints records its merge. Nothing is written yet.
-   String tensors are copied as object arrays (their bytes objects are immutable).
-3. The call returns. The checkpoint holds the values of this moment: later updates of the variables are
-   not in it.
-4. The background thread replays the writes and merges in order, then finishes the save exactly as a
-   synchronous one does: fsync (``durable``), ``.meta``, the ``checkpoint`` state file, retention, cleanup
+2. The save's graph runs as usual, with ``RunOptions(snapshot=...)``: each SaveV2 kernel lays its tensors
+   out in the owner's **staging memory** and copies them there (``saverkit._core.stage_plan``: one call per
+   SaveV2, the GIL released, non-temporal stores so that many tensors of a few KiB or MiB copy at the speed
+   of one big memcpy); MergeV2Checkpoints records its merge. String tensors are copied as object arrays
+   (their bytes objects are immutable).
+   The SaveV2's write (the engine's writer, on the owner's write pool) starts before the copy when the
+   tensors are big and the machine has 4 cores or more (``_PIPELINE_MIN_AVERAGE_BYTES``): it reads each
+   byte range of the staging memory only once the copy has passed it (``BundleWriterOptions::staged``), so
+   the write overlaps the copy. Otherwise it starts once the copy is done (see the constant for why).
+3. The call returns once every copy is done. The checkpoint holds the values of this moment: later
+   updates of the variables are not in it (the writes read only staging memory).
+4. The background thread waits for the writes, runs the merges in order, then finishes the save exactly as
+   a synchronous one does: fsync (``durable``), ``.meta``, the ``checkpoint`` state file, retention, cleanup
    of temporaries. The state file and retention move only after the data is complete, so a crash at any
    moment leaves ``latest_checkpoint`` naming a complete checkpoint (the previous one while the new one is
-   in flight).
+   in flight). If the save fails before it returns, the writes it started end before its error is raised.
 
 Errors of the background write are kept and raised, with a note naming the checkpoint, by the owner's
 next save, ``sync()``, or at interpreter exit (printed with their traceback: never lost). A restore by the
@@ -41,7 +45,7 @@ import threading
 import traceback
 import weakref
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any, cast  # cast: numpy arrays are buffers, which mypy's Buffer protocol misses
 
 import numpy as np
@@ -51,10 +55,18 @@ from saverkit import _core, errors
 __all__ = ["CheckpointOptions"]
 
 _ALIGN = 64  # each staged tensor starts on a cache line
-# One copying thread: with non-temporal stores one thread already copies at memcpy speed, and a second
-# measured no faster on the 2-core benchmark machine (memory-bound; slower when the cores are busy).
-_COPY_THREADS = 1
+# One thread copies a snapshot (the caller's; stage_plan copies in address order, which the pipelined write
+# follows): with non-temporal stores one thread already copies at memcpy speed, and a second measured no
+# faster on the 2-core benchmark machine (memory-bound; slower when the cores are busy).
 _EMPTY = np.empty(0, dtype=np.uint8)
+# The write of a snapshot starts before its copy (and reads each tensor once copied) when its tensors
+# average at least this many bytes, on machines with cores to spare. Smaller tensors cost the write more
+# Python work per byte (names, views, the engine's per-tensor arguments, under the GIL) than they cost the
+# copy: begun beside the copy, that work holds up the caller, who needs the GIL back when its copy is done
+# (10,000 tensors of 26 KiB blocked 20% longer pipelined). On 2 cores the write also takes the copy's
+# memory bandwidth and CPU: W1 (64 x 16 MiB) blocked 2.4x a memcpy pipelined against 0.8-1.3x after the
+# copy, for no total gain measurable on the loaded benchmark VM, so 2-3 core machines do not pipeline.
+_PIPELINE_MIN_AVERAGE_BYTES = 1 << 20 if (os.cpu_count() or 1) >= 4 else 1 << 62
 
 
 def _physical_memory() -> int:
@@ -164,62 +176,88 @@ class _Staging:
         self.used = 0
         self.staged = 0
 
-    def stage(self, tensors: Any, limit: int) -> tuple[np.ndarray, list[int]] | None:
-        """Copy the numeric arrays of ``tensors`` into staging memory: (buffer, offsets), offsets[i] == -1
-        for what was not copied. None (nothing copied) when they would exceed ``limit``."""
-        with self.lock:
+    def plan(self, tensors: Any, limit: int) -> tuple[np.ndarray, list[int], Any, int] | None:
+        """Reserve staging memory for the numeric arrays of ``tensors``: (buffer, offsets, plan, bytes
+        reserved), where ``plan.copy()`` copies them (``_core.stage_plan``) and offsets[i] == -1 marks what
+        it does not copy. None (nothing reserved) when they would exceed ``limit``."""
+        with self.lock:  # the copies themselves run outside it: a sharded save's kernels copy in parallel
             arena = self.arena if self.arena is not None else _EMPTY
-            end, offsets = _core.stage_copy(cast(Any, arena), self.used, tensors, _ALIGN, _COPY_THREADS)
+            end, offsets, plan = _core.stage_plan(cast(Any, arena), self.used, tensors, _ALIGN)
             if offsets is not None:
-                self.staged += end - self.used
+                nbytes = end - self.used
+                self.staged += nbytes
                 self.used = end
-                return arena, offsets
+                return arena, offsets, plan, nbytes
             needed = -end
             if self.staged + needed > limit:
                 return None
             chunk = np.empty(needed, dtype=np.uint8)
-            end, offsets = _core.stage_copy(cast(Any, chunk), 0, tensors, _ALIGN, _COPY_THREADS)
+            end, offsets, plan = _core.stage_plan(cast(Any, chunk), 0, tensors, _ALIGN)
             assert offsets is not None  # sized for them
             self.chunks.append(chunk)
             self.staged += needed
-            return chunk, offsets
+            return chunk, offsets, plan, needed
 
 
 class Snapshot:
-    """What one asynchronous save's kernels recorded: staged writes and merges, replayed in order by the
-    background thread (``RunOptions.snapshot``)."""
+    """What one asynchronous save's kernels recorded: its writes, started as soon as their tensors are
+    laid out in staging memory (each byte written once the copy has passed it: the write overlaps the
+    copy), and its merges, which the background thread runs in order once the writes are complete
+    (``RunOptions.snapshot``)."""
 
-    def __init__(self, staging: _Staging, limit: int) -> None:
+    def __init__(self, staging: _Staging, limit: int, pool: Callable[[], ThreadPoolExecutor]) -> None:
         self._staging = staging
         self._limit = limit
+        self._pool = pool
         self._ops: list[tuple] = []
         self._lock = threading.Lock()
 
     def add_write(
         self, prefix: str, tensors: Any, dtypes: list, durable: bool, names: Callable[[], tuple[list, list]]
     ) -> bool:
-        """Stage a SaveV2's tensors; ``names()`` gives (tensor names, shape_and_slices) when it is written
-        (may raise: the error is the write's). False when they exceed the staging limit: nothing was
-        staged, and the caller writes now."""
-        staged = self._staging.stage(tensors, self._limit)
+        """Snapshot a SaveV2's tensors and start writing them; returns once they are copied. ``names()``
+        gives (tensor names, shape_and_slices) when they are written (may raise: the error is the
+        write's). False when they exceed the staging limit: nothing was staged, and the caller writes
+        now."""
+        staged = self._staging.plan(tensors, self._limit)
         if staged is None:
             return False
-        buffer, offsets = staged
-        # What was not staged (strings, non-contiguous arrays, other objects) is copied here.
-        copies = {i: np.array(tensors[i], copy=True) for i, off in enumerate(offsets) if off < 0}
+        buffer, offsets, plan, nbytes = staged
+        future: Future | None = None
+        try:
+            # What is not staged (strings, non-contiguous arrays, other objects) is copied here.
+            unstaged = offsets.count(-1)
+            copies = {}
+            if unstaged:
+                copies = {i: np.array(tensors[i], copy=True) for i, off in enumerate(offsets) if off < 0}
+            args = (prefix, names, tuple(tensors), dtypes, durable, buffer, offsets, copies, plan)
+            if nbytes >= _PIPELINE_MIN_AVERAGE_BYTES * (len(offsets) - unstaged):
+                future = self._pool().submit(_write_staged, *args)
+            plan.copy()  # the write reads each tensor once this has copied it
+            if future is None:
+                future = self._pool().submit(_write_staged, *args)
+        except BaseException:
+            plan.abort()  # a write waiting for the copy fails now
+            if future is not None:
+                wait([future])
+            raise
         with self._lock:
-            self._ops.append(
-                ("write", prefix, names, tuple(tensors), dtypes, durable, buffer, offsets, copies)
-            )
+            self._ops.append(("write", future))
         return True
 
     def add_merge(self, prefixes: list[str], destination: str, **kwargs: Any) -> None:
         with self._lock:
             self._ops.append(("merge", prefixes, destination, kwargs))
 
+    def abandon(self) -> None:
+        """The save failed before its background part started: wait for the writes it started (their
+        errors do not matter: the save's own error is raised)."""
+        ops, self._ops = self._ops, []
+        wait([op[1] for op in ops if op[0] == "write"])
+
     def replay(self) -> None:
-        """Write what was recorded: consecutive writes (the shards of a sharded save) in parallel, then each
-        merge in order. Errors are OpErrors, as from the synchronous kernels."""
+        """Complete what was recorded: wait for the writes (the first error once every write has ended),
+        then run each merge in order. Errors are OpErrors, as from the synchronous kernels."""
         ops, self._ops = self._ops, []
         i = 0
         while i < len(ops):
@@ -227,14 +265,10 @@ class Snapshot:
             while j < len(ops) and ops[j][0] == "write":
                 j += 1
             if j > i:
-                writes = ops[i:j]
-                if len(writes) == 1:
-                    _replay_write(writes[0])
-                else:
-                    with ThreadPoolExecutor(max_workers=min(len(writes), 4)) as pool:
-                        futures = [pool.submit(_replay_write, w) for w in writes]
-                    for f in futures:
-                        f.result()  # the first error, once every shard has finished
+                futures = [op[1] for op in ops[i:j]]
+                wait(futures)
+                for f in futures:
+                    f.result()
                 i = j
                 continue
             _, prefixes, destination, kwargs = ops[i]
@@ -259,20 +293,22 @@ def _as_op_errors(fn: Callable[[], Any]) -> Any:
         raise as_op_error(e, None) from e
 
 
-def _replay_write(op: tuple) -> None:
-    _, prefix, names, tensors, dtypes, durable, buffer, offsets, copies = op
-    arrays = []
+def _write_staged(
+    prefix: str, names: Callable[[], tuple[list, list]], tensors: tuple, dtypes: list, durable: bool,
+    buffer: np.ndarray, offsets: list[int], copies: dict[int, np.ndarray], plan: Any,
+) -> None:
+    """Write a snapshot's tensors from staging memory, while ``plan`` may still be copying them (the engine
+    waits for each byte range). Runs on the writer's pool."""
     ndarray = np.ndarray
-    for i, (t, off) in enumerate(zip(tensors, offsets, strict=True)):
-        if off >= 0:
-            arrays.append(ndarray(t.shape, t.dtype, buffer=buffer, offset=off))
-        else:
-            arrays.append(copies[i])
+    arrays = [
+        ndarray(t.shape, t.dtype, buffer=buffer, offset=off) if off >= 0 else copies[i]
+        for i, (t, off) in enumerate(zip(tensors, offsets, strict=True))
+    ]
     del tensors
 
     def write() -> None:
         keys, slices = names()
-        _bundle().write_bundle(prefix, keys, arrays, slices, dtypes, durable=durable)
+        _bundle().write_bundle(prefix, keys, arrays, slices, dtypes, durable=durable, staged=plan)
 
     _as_op_errors(write)
 
@@ -300,6 +336,7 @@ class AsyncWriter:
         self._done.set()
         self._error: BaseException | None = None
         self.staging = _Staging()
+        self._pool: ThreadPoolExecutor | None = None  # the snapshot's writes (see Snapshot.add_write)
         with _registry_lock:
             _writers.add(self)
 
@@ -334,7 +371,15 @@ class AsyncWriter:
         """A new snapshot; call with no save in flight (after ``sync``)."""
         limit = _limit(options)
         self.staging.begin(limit)
-        return Snapshot(self.staging, limit)
+        return Snapshot(self.staging, limit, self._writes)
+
+    def _writes(self) -> ThreadPoolExecutor:
+        """The pool that writes snapshots while they are taken (made on first use, kept: no thread start
+        while the caller blocks). Four threads: the shards of a sharded save write in parallel."""
+        with self._cv:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="saverkit-async-write")
+            return self._pool
 
     def start(self, job: Callable[[], Any], what: str) -> None:
         """Run ``job`` on the background thread; its error is kept for ``sync``. No save may be in flight."""
@@ -501,6 +546,9 @@ def saver_save(saver: Any, sess: Any, save_path: Any, global_step: Any, options:
         result = saver.save(_SnapshotSession(sess, name, snapshot), save_path, step, **kwargs)
     except _Snapshotted as done:
         result = done.result
+    except BaseException:
+        snapshot.abandon()  # the writes it started end before the error is raised
+        raise
     else:
         return result  # an empty Saver (allow_empty): nothing to snapshot, saved synchronously
     replay = _ReplaySession(sess, name, snapshot, result)
@@ -526,7 +574,12 @@ def checkpoint_write(
     ``after`` (the state file, retention)."""
     writer = writer_for(owner)
     writer.sync()
-    complete = stage(writer.snapshot(options))
+    snapshot = writer.snapshot(options)
+    try:
+        complete = stage(snapshot)
+    except BaseException:
+        snapshot.abandon()  # the writes it started end before the error is raised
+        raise
 
     def job() -> None:
         complete()
