@@ -107,9 +107,13 @@ def test_saver_save_restore_latest_and_retention_on_memory_store():
 def test_commit_order_is_data_index_meta_state_file():
     g, sess, saver, vs = _model(VALUES)
     saver.save(sess, "countmem://bucket/order/model", global_step=5)
-    assert CountingMemoryFS.writes == [
+    intent, *rest = CountingMemoryFS.writes
+    # the intent object (what the save is about to write: see saverkit.remote_bundle), deleted at the end
+    assert intent.startswith("/bucket/order/model-5.skwrite-")
+    assert rest == [
         "/bucket/order/model-5.data-00000-of-00001", "/bucket/order/model-5.index",
         "/bucket/order/model-5.meta", "/bucket/order/checkpoint"]
+    assert _objects() == sorted(rest)
 
 
 @pytest.mark.parametrize("failing", [".index", ".meta", "checkpoint"])
@@ -209,18 +213,27 @@ def test_local_paths_do_not_import_fsspec(tmp_path):
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-def test_resaving_a_prefix_never_pairs_the_old_index_with_new_data():
+def test_a_failed_resave_of_a_prefix_keeps_the_previous_checkpoint():
     url = "countmem://bucket/resave/model"
     bundle.write_bundle(url, ["a"], [np.arange(10, dtype=np.float32)])
-    CountingMemoryFS.fail_write = lambda p: p.endswith(".index")
-    with pytest.raises(errors.OpError, match="injected"):
-        bundle.write_bundle(url, ["a"], [np.arange(10, 20, dtype=np.float32)])
-    CountingMemoryFS.fail_write = None
-    # the old index is gone with the old data: no checkpoint rather than a mismatched one
-    with pytest.raises(errors.NotFoundError):
-        bundle.read_tensors(url, ["a"])
+    before = {k: bytes(v.getbuffer()) for k, v in CountingMemoryFS.store.items()}
+    for failing in (".data-00000-of-00002", ".data-00001-of-00002", ".index"):
+        CountingMemoryFS.fail_write = lambda p, f=failing: p.endswith(f)
+        with pytest.raises(errors.OpError, match="injected"):
+            bundle.write_bundle(url, ["a"], [np.arange(10, 20, dtype=np.float32)])
+        CountingMemoryFS.fail_write = None
+        # the old checkpoint is untouched, and nothing of the failed re-save is left
+        assert {k: bytes(v.getbuffer()) for k, v in CountingMemoryFS.store.items()} == before
+        np.testing.assert_array_equal(bundle.read_tensors(url, ["a"])[0], np.arange(10, dtype=np.float32))
     bundle.write_bundle(url, ["a"], [np.arange(20, 30, dtype=np.float32)])
     np.testing.assert_array_equal(bundle.read_tensors(url, ["a"])[0], np.arange(20, 30, dtype=np.float32))
+    # the re-save took an extra, empty shard so its names differ from the replaced ones (deleted)
+    assert _objects() == ["/bucket/resave/model.data-00000-of-00002", "/bucket/resave/model.data-00001-of-00002",
+                          "/bucket/resave/model.index"]
+    assert CountingMemoryFS.store["/bucket/resave/model.data-00001-of-00002"].getbuffer().nbytes == 0
+    bundle.write_bundle(url, ["a"], [np.arange(30, 40, dtype=np.float32)])  # and back to one shard
+    assert _objects() == ["/bucket/resave/model.data-00000-of-00001", "/bucket/resave/model.index"]
+    np.testing.assert_array_equal(bundle.read_tensors(url, ["a"])[0], np.arange(30, 40, dtype=np.float32))
 
 
 @pytest.mark.parametrize(("blocked", "url", "hint"), [

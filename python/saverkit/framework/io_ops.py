@@ -209,7 +209,7 @@ def _merge_v2_checkpoints(ctx: Any, checkpoint_prefixes: Any, destination_prefix
     if ctx.options.snapshot is not None:  # an async save: merged by its background thread, after the writes
         ctx.options.snapshot.add_merge(*args, **kwargs)
         return []
-    _bundle().merge_bundles(*args, **kwargs)
+    _bundle().merge_bundles(*args, **kwargs, **_storage(ctx))
     return []
 
 

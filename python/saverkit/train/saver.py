@@ -1177,9 +1177,6 @@ class Saver:
         object, then the index (the SaveV2 kernel: the checkpoint is visible from then on), then the
         ``.meta``, then the state file; then retention. A failure before the state file names the new
         checkpoint deletes what it had written (never objects it did not write)."""
-        if self._sharded:
-            raise errors.UnimplementedError(
-                None, None, f"Sharded saves to a URL ({save_path}) are not supported yet: use sharded=False")
         if global_step is not None:
             step = _global_step_value(sess, global_step)
             checkpoint_file = f"{save_path}-{step:08d}" if self._pad_step_number else f"{save_path}-{step}"
@@ -1188,12 +1185,15 @@ class Saver:
             if storage.basename(save_path) == latest_filename:
                 raise ValueError(
                     f"'latest_filename' collides with 'save_path': '{latest_filename}' and '{save_path}'")
+        from saverkit import remote_bundle  # noqa: PLC0415 - the engine: only when saving
+
         save_dir = storage.dirname(save_path)
         loc = storage.Location(save_path, storage_options)
         started = time.time()
         if loc.read_only:
             raise errors.PermissionDeniedError(None, None, f"Cannot save to {save_path}: read-only store")
         model_checkpoint_path = None
+        created = False  # a checkpoint under a new prefix: removed whole if a later step fails
         written: list[str] = []
         recorded = (list(self._last_checkpoints), list(self._checkpoints_to_be_deleted),
                     self._next_checkpoint_time)
@@ -1202,12 +1202,13 @@ class Saver:
             if not self._is_empty:
                 existed = loc.isfile(checkpoint_file + ".index")
                 feed = {self.saver_def.filename_tensor_name: checkpoint_file}
-                result = sess.run(self.saver_def.save_tensor_name, feed,
-                                  options=RunOptions(storage_options=storage_options))
+                try:
+                    result = sess.run(self.saver_def.save_tensor_name, feed,
+                                      options=RunOptions(storage_options=storage_options))
+                finally:  # parts of a sharded save that failed before its merge
+                    remote_bundle.drop_parts(checkpoint_file)
                 model_checkpoint_path = _as_str(result)
-                if not existed:
-                    written += [model_checkpoint_path + ".index",
-                                model_checkpoint_path + ".data-00000-of-00001"]
+                created = not existed
             if write_meta_graph:
                 meta_file = checkpoint_management.meta_graph_filename(checkpoint_file, meta_graph_suffix)
                 if not loc.isfile(meta_file):
@@ -1225,6 +1226,8 @@ class Saver:
         except BaseException:
             self._last_checkpoints, self._checkpoints_to_be_deleted, self._next_checkpoint_time = recorded
             try:  # the index first: the checkpoint stops being visible before its data goes
+                if created and model_checkpoint_path is not None:
+                    remote_bundle.remove_checkpoint(loc, model_checkpoint_path)
                 loc.remove(written)
             except errors.OpError as e:
                 _logger.warning("Could not remove the objects of the failed save %s: %s", checkpoint_file, e)
