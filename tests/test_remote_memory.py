@@ -257,3 +257,117 @@ def test_a_missing_optional_extra_is_a_clear_error(blocked, url, hint):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert hint in out.stdout and url in out.stdout
+
+
+def _sharded_model(values):
+    """Variables on three devices: a sharded Saver writes one data file per device."""
+    g = sk.Graph()
+    with g.as_default():
+        vs = {}
+        for i, (name, v) in enumerate(values.items()):
+            with sk.device(f"/cpu:{i % 3}"):
+                vs[name] = sk.Variable(v, name=name)
+        saver = sk.train.Saver(sharded=True, max_to_keep=2)
+    sess = sk.Session(graph=g)
+    with g.as_default():
+        sess.run([v.initializer for v in vs.values()])
+    return g, sess, saver, vs
+
+
+def test_sharded_save_writes_each_shard_in_place_with_the_bytes_of_a_local_sharded_save(tmp_path):
+    g, sess, saver, vs = _sharded_model(VALUES)
+    local = saver.save(sess, str(tmp_path / "model"), global_step=4)
+    remote = saver.save(sess, "countmem://bucket/sharded/model", global_step=4)
+    assert remote == "countmem://bucket/sharded/model-4"
+    names = sorted(n for n in os.listdir(tmp_path) if n.startswith("model-4.") and not n.endswith(".meta"))
+    assert names == ["model-4.data-00000-of-00003", "model-4.data-00001-of-00003",
+                     "model-4.data-00002-of-00003", "model-4.index"]
+    for n in names:  # identical objects: TF reads them as it reads the local checkpoint
+        with open(tmp_path / n, "rb") as f:
+            assert bytes(CountingMemoryFS.store["/bucket/sharded/" + n].getbuffer()) == f.read(), n
+    # each data object written once, in place (no temporary objects, no copies); the index after them
+    data = [w for w in CountingMemoryFS.writes if ".data-" in w]
+    assert sorted(data) == ["/bucket/sharded/" + n for n in names[:3]]
+    assert CountingMemoryFS.writes.index("/bucket/sharded/model-4.index") > max(
+        CountingMemoryFS.writes.index(d) for d in data)
+    assert not [k for k in CountingMemoryFS.store if "_temp" in k or "skwrite" in k]
+    assert checkpoint_management.latest_checkpoint("countmem://bucket/sharded") == remote
+    zeros = {k: np.array([b""] * len(v), dtype=object) if getattr(v, "dtype", None) == object
+             else np.zeros_like(v) for k, v in VALUES.items()}
+    g2, sess2, saver2, vs2 = _sharded_model(zeros)
+    saver2.restore(sess2, remote)
+    with g2.as_default():
+        for k, v in VALUES.items():
+            np.testing.assert_array_equal(sess2.run(vs2[k]), v)
+
+
+def test_failed_sharded_save_publishes_nothing_and_leaves_no_staged_part():
+    from saverkit import remote_bundle
+
+    g, sess, saver, vs = _sharded_model(VALUES)
+    first = saver.save(sess, "countmem://bucket/sfail/model", global_step=1)
+    before = {k: bytes(v.getbuffer()) for k, v in CountingMemoryFS.store.items()}
+    CountingMemoryFS.fail_write = lambda p: p.endswith(".data-00001-of-00003")
+    with pytest.raises(errors.OpError, match="injected"):
+        saver.save(sess, "countmem://bucket/sfail/model", global_step=2)
+    CountingMemoryFS.fail_write = None
+    assert {k: bytes(v.getbuffer()) for k, v in CountingMemoryFS.store.items()} == before
+    assert checkpoint_management.latest_checkpoint("countmem://bucket/sfail") == first
+    assert remote_bundle._staged == {}  # noqa: SLF001 - no part of the failed save is kept in memory
+
+
+def _read_all(url):
+    return {k: checkpoint_utils.load_variable(url, k) for k in checkpoint_utils.load_checkpoint(url)
+            .get_variable_to_shape_map()}
+
+
+def _named_objects(fs, prefix):
+    """The prefix's index and the data objects its header names."""
+    r = bundle.BundleReader(prefix)
+    n = r.num_shards
+    return {f"{prefix}.index", *(f"{prefix}.data-{k:05d}-of-{n:05d}" for k in range(n))}
+
+
+@pytest.mark.parametrize("sharded", [False, True])
+def test_a_resave_killed_at_any_step_keeps_the_previous_or_the_new_checkpoint(monkeypatch, sharded):
+    """The re-save of one prefix (no global_step) killed at each of its changes to the store in turn:
+    the prefix always holds a complete checkpoint, the old values until the index is written and the new
+    ones after; the next save removes what the killed one left and nothing else."""
+    from fsspec.implementations.memory import MemoryFileSystem
+    from remote_helpers import KillAt, Killed
+
+    fs = MemoryFileSystem()
+    old = {k: (v * 2 if getattr(v, "dtype", None) != object else v) for k, v in VALUES.items()}
+    new = {k: (v * 3 if getattr(v, "dtype", None) != object else v[::-1].copy()) for k, v in VALUES.items()}
+    make = _sharded_model if sharded else _model
+    url = "memory://bucket/same/model"
+    steps = None
+    at = 0
+    while steps is None or at < steps:
+        MemoryFileSystem.store.clear()
+        g, sess, saver, vs = make(old)
+        saver.save(sess, url, write_meta_graph=False)
+        with g.as_default():
+            sess.run([vs[k].assign(v) for k, v in new.items()])
+        with monkeypatch.context() as m:
+            killer = KillAt(m, fs, None if steps is None else at)
+            if steps is None:  # a first, uninterrupted run counts the steps
+                saver.save(sess, url, write_meta_graph=False)
+                steps = len(killer.changes)
+                assert steps >= 6, killer.changes  # intent, data, index, deletions, state file
+                continue
+            with pytest.raises(Killed):
+                saver.save(sess, url, write_meta_graph=False)
+        # a fresh reader finds a complete checkpoint: the old values, or the new ones
+        fs.invalidate_cache()
+        got = _read_all(url)
+        want = new if np.array_equal(got["w"], new["w"]) else old
+        for k, v in want.items():
+            np.testing.assert_array_equal(got[k], v)
+        # the next save (this process's earlier owner counts as gone once its save is over) cleans up
+        saver.save(sess, url, write_meta_graph=False)
+        left = {"memory:/" + k for k in MemoryFileSystem.store}
+        assert left == _named_objects(fs, url) | {"memory://bucket/same/checkpoint"}, (at, killer.changes)
+        for k, v in new.items():
+            np.testing.assert_array_equal(_read_all(url)[k], v)
+        at += 1

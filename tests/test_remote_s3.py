@@ -275,6 +275,100 @@ def test_saverkit_written_to_s3_is_read_by_tensorflow(s3, bucket, tmp_path):
     assert storage.basename(url) == "model-3"
 
 
+def _sharded_model(values):
+    g = sk.Graph()
+    with g.as_default():
+        vs = {}
+        for i, (name, v) in enumerate(values.items()):
+            with sk.device(f"/cpu:{i % 2}"):
+                vs[name] = sk.Variable(v, name=name)
+        saver = sk.train.Saver(sharded=True)
+    sess = sk.Session(graph=g)
+    with g.as_default():
+        sess.run([v.initializer for v in vs.values()])
+    return g, sess, saver, vs
+
+
+def test_sharded_and_resaved_checkpoints_on_s3_are_a_local_saves_bytes_and_read_by_tensorflow(
+        s3, bucket, tmp_path, monkeypatch):
+    fs, _ = s3
+    monkeypatch.setattr(storage, "PART_SIZE", 5 << 20)
+    values = _values(9, big=True)  # "w" is a 2-part multipart upload
+    g, sess, saver, vs = _sharded_model(values)
+    local = tmp_path / "local"
+    local.mkdir()
+    saver.save(sess, str(local / "model"), global_step=1)
+    url = saver.save(sess, f"s3://{bucket}/sh/model", global_step=1)
+    names = sorted(n for n in os.listdir(local) if n.startswith("model-1.") and not n.endswith(".meta"))
+    assert names == ["model-1.data-00000-of-00002", "model-1.data-00001-of-00002", "model-1.index"]
+    for n in names:
+        assert fs.cat_file(f"{bucket}/sh/{n}") == (local / n).read_bytes(), n
+    _assert_restores(url, values)
+    # a re-save of one prefix, sharded and not: an extra, empty shard keeps its names new
+    saver.save(sess, f"s3://{bucket}/sh/same")
+    saver.save(sess, f"s3://{bucket}/sh/same")
+    g1, sess1, saver1, _ = _model(values)
+    saver1.save(sess1, f"s3://{bucket}/sh/single")
+    saver1.save(sess1, f"s3://{bucket}/sh/single")
+    keys = _keys(fs, bucket)
+    assert [k for k in keys if k.startswith("sh/same.data")] == [
+        f"sh/same.data-0000{k}-of-00003" for k in range(3)]
+    assert [k for k in keys if k.startswith("sh/single.data")] == [
+        "sh/single.data-00000-of-00002", "sh/single.data-00001-of-00002"]
+    assert fs.size(f"{bucket}/sh/single.data-00001-of-00002") == 0
+    assert not [k for k in keys if "skwrite" in k] and _uploads_in_progress(fs, bucket) == []
+    _assert_restores(f"s3://{bucket}/sh/single", values)
+    pytest.importorskip("tensorflow")
+    down = tmp_path / "down"
+    fs.get(f"{bucket}/sh/", str(down) + "/", recursive=True)
+    code = (
+        "import sys, numpy as np, tensorflow as tf\n"
+        "for i, p in enumerate(sys.argv[2:]):\n"
+        "    r = tf.train.load_checkpoint(p)\n"
+        "    np.save(f'{sys.argv[1]}/{i}.npy', r.get_tensor('w'))\n"
+        "    assert r.get_tensor('step') == 9 and list(r.get_tensor('names')) == [b'a', b'bc' * 50]\n"
+    )
+    prefixes = [str(down / p) for p in ("model-1", "same", "single")]
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path), *prefixes],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    for i in range(3):
+        np.testing.assert_array_equal(np.load(tmp_path / f"{i}.npy"), values["w"])
+
+
+def test_a_resave_on_s3_killed_at_any_step_keeps_a_complete_checkpoint(s3, bucket, monkeypatch):
+    from remote_helpers import KillAt, Killed
+
+    fs, _ = s3
+    old, new = _values(10), _values(11)
+    url = f"s3://{bucket}/same/model"
+    steps, at = None, 0
+    while steps is None or at < steps:
+        g, sess, saver, vs = _model(old)
+        saver.save(sess, url, write_meta_graph=False)
+        with g.as_default():
+            sess.run([vs[k].assign(v) for k, v in new.items()])
+        with monkeypatch.context() as m:
+            killer = KillAt(m, fs, None if steps is None else at)
+            if steps is None:
+                saver.save(sess, url, write_meta_graph=False)
+                steps = len(killer.changes)
+                continue
+            with pytest.raises(Killed):
+                saver.save(sess, url, write_meta_graph=False)
+        reader = checkpoint_utils.load_checkpoint(url)
+        want = new if reader.get_tensor("step") == 11 else old
+        for k, v in want.items():
+            np.testing.assert_array_equal(reader.get_tensor(k), v)
+        saver.save(sess, url, write_meta_graph=False)  # cleans up what the killed save left
+        n = bundle.BundleReader(url).num_shards
+        assert _keys(fs, bucket) == sorted(
+            ["same/checkpoint", "same/model.index", *(f"same/model.data-{k:05d}-of-{n:05d}" for k in range(n))])
+        _assert_restores(url, new)
+        at += 1
+    assert steps == 7  # intent, 2 data objects, index, the old data object, intent, state file
+
+
 def test_next_save_cleans_what_interrupted_saves_of_this_model_left_and_nothing_else(s3, bucket):
     import time
 
