@@ -336,7 +336,7 @@ def test_a_resave_killed_at_any_step_keeps_the_previous_or_the_new_checkpoint(mo
     from fsspec.implementations.memory import MemoryFileSystem
     from remote_helpers import KillAt, Killed
 
-    fs = MemoryFileSystem()
+    fs = storage.Location("memory://bucket").fs  # the instance the saves use
     old = {k: (v * 2 if getattr(v, "dtype", None) != object else v) for k, v in VALUES.items()}
     new = {k: (v * 3 if getattr(v, "dtype", None) != object else v[::-1].copy()) for k, v in VALUES.items()}
     make = _sharded_model if sharded else _model

@@ -349,7 +349,7 @@ def test_a_resave_on_s3_killed_at_any_step_keeps_a_complete_checkpoint(s3, bucke
         with g.as_default():
             sess.run([vs[k].assign(v) for k, v in new.items()])
         with monkeypatch.context() as m:
-            killer = KillAt(m, fs, None if steps is None else at)
+            killer = KillAt(m, storage.Location(url).fs, None if steps is None else at)  # the save's
             if steps is None:
                 saver.save(sess, url, write_meta_graph=False)
                 steps = len(killer.changes)
@@ -407,7 +407,10 @@ with g.as_default():
     sess.run([w.initializer, step.initializer])
     for s in range(int(sys.argv[2]), 10**6):
         sess.run([w.assign(np.full(N, s, np.float32)), step.assign(np.int64(s))])
-        saver.save(sess, url + "/model", global_step=s)
+        if sys.argv[3] == "same":  # one prefix re-saved: the old checkpoint must survive a killed re-save
+            saver.save(sess, url + "/model")
+        else:
+            saver.save(sess, url + "/model", global_step=s)
         print(s, flush=True)
 """
 
@@ -415,7 +418,8 @@ with g.as_default():
 KILLS = int(os.environ.get("SAVERKIT_S3_KILLS", "3"))  # the long run: SAVERKIT_S3_KILLS=100
 
 
-def test_sigkill_during_s3_saves_loses_no_checkpoint_and_shows_no_partial_object(s3, bucket):
+@pytest.mark.parametrize("mode", ["steps", "same"])
+def test_sigkill_during_s3_saves_loses_no_checkpoint_and_shows_no_partial_object(s3, bucket, mode):
     import random
     import signal
     import time
@@ -425,7 +429,7 @@ def test_sigkill_during_s3_saves_loses_no_checkpoint_and_shows_no_partial_object
     url = f"s3://{bucket}/kill"
     next_step, last_saved, kills, orphans_seen = 1, 0, 0, 0
     for _ in range(KILLS):
-        child = subprocess.Popen([sys.executable, "-c", _KILL_CHILD, url, str(next_step)],
+        child = subprocess.Popen([sys.executable, "-c", _KILL_CHILD, url, str(next_step), mode],
                                  stdout=subprocess.PIPE, text=True, env=os.environ.copy())
         first = child.stdout.readline()  # one save done: the next is in flight from here on
         assert first, "child failed before its first save"
@@ -438,9 +442,9 @@ def test_sigkill_during_s3_saves_loses_no_checkpoint_and_shows_no_partial_object
             last_saved = int(line)
         # a fresh reader: the latest checkpoint is complete, exact, and the last saved or the one in flight
         latest = checkpoint_management.latest_checkpoint(url)
-        step = int(latest.rsplit("-", 1)[1])
-        assert step in (last_saved, last_saved + 1), (step, last_saved)
         reader = checkpoint_utils.load_checkpoint(latest)
+        step = int(reader.get_tensor("step")) if mode == "same" else int(latest.rsplit("-", 1)[1])
+        assert step in (last_saved, last_saved + 1), (step, last_saved)
         assert reader.get_tensor("step") == step
         np.testing.assert_array_equal(reader.get_tensor("w"), np.full(_N, step, np.float32))
         # every checkpoint object visible is whole: each index's data reads back with its CRCs
@@ -456,10 +460,15 @@ def test_sigkill_during_s3_saves_loses_no_checkpoint_and_shows_no_partial_object
     # one more save in a fresh process cleans up what the kills left
     time.sleep(1.1)
     once = _KILL_CHILD.replace("10**6", "int(sys.argv[2]) + 1")
-    done = subprocess.run([sys.executable, "-c", once, url, str(next_step)], capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-c", once, url, str(next_step), mode], capture_output=True, text=True,
                           env=os.environ.copy(), timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     keys = _keys(fs, bucket)
     assert all(k[: k.index(".data-")] + ".index" in keys for k in keys if ".data-" in k), keys
+    for k in keys:  # and no data object beside an index that does not name it, nor an intent object
+        assert "skwrite" not in k, keys
+        if ".data-" in k:
+            n = bundle.BundleReader(f"s3://{bucket}/{k[: k.index('.data-')]}").num_shards
+            assert k.endswith(f"-of-{n:05d}"), keys
     assert _uploads_in_progress(fs, bucket) == []
     assert kills == KILLS
