@@ -164,6 +164,20 @@ def test_explicit_storage_options_without_environment(s3, bucket):
             np.testing.assert_array_equal(sess3.run(v), np.arange(4, dtype=np.float32))
         with sk.Graph().as_default():
             sk.train.import_meta_graph(url + ".meta", storage_options=opts)
+            # export_meta_graph (function and Saver method) and init_from_checkpoint too
+            sk.train.export_meta_graph(f"s3://{bucket}/opts/exported.meta", storage_options=opts)
+            w = sk.Variable(np.zeros_like(values["w"]), name="other_w")
+            sk.train.init_from_checkpoint(f"s3://{bucket}/opts", {"w": w}, storage_options=opts)
+            saver5 = sk.train.Saver([w])
+            saver5.export_meta_graph(f"s3://{bucket}/opts/saver.meta", storage_options=opts)
+            with sk.Session() as s5:  # the initializer's run has no storage_options: bound to its op
+                s5.run(sk.global_variables_initializer())
+                np.testing.assert_array_equal(s5.run(w), values["w"])
+            graph_def = sk.get_default_graph().as_graph_def().SerializeToString()
+            assert b"testing" not in graph_def  # the credentials stay out of the graph (and of .meta files)
+        for name in ("exported.meta", "saver.meta"):
+            with sk.Graph().as_default():
+                sk.train.import_meta_graph(f"s3://{bucket}/opts/{name}", storage_options=opts)
     s3fs.S3FileSystem.clear_instance_cache()
 
 

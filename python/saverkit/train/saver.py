@@ -1149,9 +1149,11 @@ class Saver:
         clear_devices: bool = False,
         clear_extraneous_savers: bool = False,
         strip_default_attrs: bool = False,
+        *,
+        storage_options: dict | None = None,
     ) -> meta_graph_pb2.MetaGraphDef:
         """Returns (and writes to ``filename`` if given) the ``MetaGraphDef`` of the default graph with this
-        saver's ``SaverDef``."""
+        saver's ``SaverDef``. A URL ``filename`` is written with ``storage_options`` (saverkit.storage)."""
         return export_meta_graph(
             filename=filename,
             saver_def=self.saver_def,
@@ -1161,6 +1163,7 @@ class Saver:
             clear_devices=clear_devices,
             clear_extraneous_savers=clear_extraneous_savers,
             strip_default_attrs=strip_default_attrs,
+            storage_options=storage_options,
         )
 
     def _export_meta_graph_file(self, filename: str, strip_default_attrs: bool, durable: bool) -> None:
@@ -1461,8 +1464,11 @@ def export_meta_graph(
     clear_devices: bool = False,
     clear_extraneous_savers: bool = False,
     strip_default_attrs: bool = False,
+    *,
+    storage_options: dict | None = None,
 ) -> meta_graph_pb2.MetaGraphDef:
-    """Returns the ``MetaGraphDef`` of ``graph`` (default graph); writes it to ``filename`` if given."""
+    """Returns the ``MetaGraphDef`` of ``graph`` (default graph); writes it to ``filename`` if given (a URL
+    with ``storage_options``: see saverkit.storage)."""
     meta_graph_def, _ = meta_graph.export_scoped_meta_graph(
         filename=filename,
         meta_info_def=meta_info_def,
@@ -1475,6 +1481,7 @@ def export_meta_graph(
         clear_devices=clear_devices,
         clear_extraneous_savers=clear_extraneous_savers,
         strip_default_attrs=strip_default_attrs,
+        storage_options=storage_options,
     )
     return meta_graph_def
 
@@ -1483,14 +1490,16 @@ def import_meta_graph(
     meta_graph_or_file: meta_graph_pb2.MetaGraphDef | str | os.PathLike,
     clear_devices: bool = False,
     import_scope: str | None = None,
+    *,
+    storage_options: dict | None = None,
     **kwargs: Any,
 ) -> Saver | None:
     """Imports a ``MetaGraphDef`` (or a binary/text ``.meta`` file) into the default graph.
 
     Returns a Saver built from its ``saver_def``; without one, a default Saver over the imported variables;
-    None when there are no variables to restore.
+    None when there are no variables to restore. A URL file (``s3://...``) is read with ``storage_options``
+    (saverkit.storage).
     """
-    storage_options = kwargs.pop("storage_options", None)  # a URL's store (saverkit.storage)
     if isinstance(meta_graph_or_file, meta_graph_pb2.MetaGraphDef):
         meta_graph_def = meta_graph_or_file
     else:
