@@ -228,8 +228,8 @@ def test_a_failed_resave_of_a_prefix_keeps_the_previous_checkpoint():
     bundle.write_bundle(url, ["a"], [np.arange(20, 30, dtype=np.float32)])
     np.testing.assert_array_equal(bundle.read_tensors(url, ["a"])[0], np.arange(20, 30, dtype=np.float32))
     # the re-save took an extra, empty shard so its names differ from the replaced ones (deleted)
-    assert _objects() == ["/bucket/resave/model.data-00000-of-00002", "/bucket/resave/model.data-00001-of-00002",
-                          "/bucket/resave/model.index"]
+    assert _objects() == ["/bucket/resave/model.data-00000-of-00002",
+                          "/bucket/resave/model.data-00001-of-00002", "/bucket/resave/model.index"]
     assert CountingMemoryFS.store["/bucket/resave/model.data-00001-of-00002"].getbuffer().nbytes == 0
     bundle.write_bundle(url, ["a"], [np.arange(30, 40, dtype=np.float32)])  # and back to one shard
     assert _objects() == ["/bucket/resave/model.data-00000-of-00001", "/bucket/resave/model.index"]
@@ -276,7 +276,7 @@ def _sharded_model(values):
 
 def test_sharded_save_writes_each_shard_in_place_with_the_bytes_of_a_local_sharded_save(tmp_path):
     g, sess, saver, vs = _sharded_model(VALUES)
-    local = saver.save(sess, str(tmp_path / "model"), global_step=4)
+    assert saver.save(sess, str(tmp_path / "model"), global_step=4) == str(tmp_path / "model-4")
     remote = saver.save(sess, "countmem://bucket/sharded/model", global_step=4)
     assert remote == "countmem://bucket/sharded/model-4"
     names = sorted(n for n in os.listdir(tmp_path) if n.startswith("model-4.") and not n.endswith(".meta"))
@@ -292,7 +292,7 @@ def test_sharded_save_writes_each_shard_in_place_with_the_bytes_of_a_local_shard
         CountingMemoryFS.writes.index(d) for d in data)
     assert not [k for k in CountingMemoryFS.store if "_temp" in k or "skwrite" in k]
     assert checkpoint_management.latest_checkpoint("countmem://bucket/sharded") == remote
-    zeros = {k: np.array([b""] * len(v), dtype=object) if getattr(v, "dtype", None) == object
+    zeros = {k: np.array([b""] * len(v), dtype=object) if np.asarray(v).dtype.kind == "O"
              else np.zeros_like(v) for k, v in VALUES.items()}
     g2, sess2, saver2, vs2 = _sharded_model(zeros)
     saver2.restore(sess2, remote)
@@ -337,8 +337,8 @@ def test_a_resave_killed_at_any_step_keeps_the_previous_or_the_new_checkpoint(mo
     from remote_helpers import KillAt, Killed
 
     fs = storage.Location("memory://bucket").fs  # the instance the saves use
-    old = {k: (v * 2 if getattr(v, "dtype", None) != object else v) for k, v in VALUES.items()}
-    new = {k: (v * 3 if getattr(v, "dtype", None) != object else v[::-1].copy()) for k, v in VALUES.items()}
+    old = {k: (v * 2 if np.asarray(v).dtype.kind != "O" else v) for k, v in VALUES.items()}
+    new = {k: (v * 3 if np.asarray(v).dtype.kind != "O" else v[::-1].copy()) for k, v in VALUES.items()}
     make = _sharded_model if sharded else _model
     url = "memory://bucket/same/model"
     steps = None
@@ -371,3 +371,49 @@ def test_a_resave_killed_at_any_step_keeps_the_previous_or_the_new_checkpoint(mo
         for k, v in new.items():
             np.testing.assert_array_equal(_read_all(url)[k], v)
         at += 1
+
+
+def test_convert_to_and_from_urls_in_every_format(tmp_path, capsys):
+    from saverkit import cli
+
+    src = str(tmp_path / "src")
+    bundle.write_bundle(src, list(VALUES), list(VALUES.values()))
+    dst = "countmem://bucket/conv/model"
+    assert cli.main(["convert", src, dst]) == 0
+    assert cli.main(["convert", src, str(tmp_path / "model")]) == 0
+    for n in ("model.index", "model.data-00000-of-00001"):  # a local conversion's bytes
+        with open(tmp_path / n, "rb") as f:
+            assert bytes(CountingMemoryFS.store["/bucket/conv/" + n].getbuffer()) == f.read()
+    # URL -> URL as .npz and back, URL -> local; every hop keeps every value
+    assert cli.main(["convert", dst, "countmem://bucket/conv/m.npz"]) == 0
+    assert cli.main(["convert", "countmem://bucket/conv/m.npz", "countmem://bucket/conv/back"]) == 0
+    assert cli.main(["convert", "countmem://bucket/conv/back", str(tmp_path / "local")]) == 0
+    assert cli.main(["diff", src, str(tmp_path / "local")]) == 0
+    capsys.readouterr()
+    # an existing destination needs --force; with it, the checkpoint is replaced as a re-save is
+    assert cli.main(["convert", src, dst]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert cli.main(["convert", "countmem://bucket/conv/m.npz", "countmem://bucket/conv/m.npz"]) == 2
+    assert cli.main(["convert", src, dst, "--force"]) == 0
+    assert cli.main(["diff", src, dst]) == 0
+    assert not [k for k in CountingMemoryFS.store if "skwrite" in k or "saverkit-convert" in k]
+    # the Python function
+    assert sorted(cli.convert(src, "countmem://bucket/conv/fn.npz")) == sorted(VALUES)
+    assert cli.main(["convert", "countmem://bucket/conv/nope.npz", str(tmp_path / "x")]) == 2
+    assert "nope.npz: no such object" in capsys.readouterr().err
+
+
+def test_convert_failing_upload_leaves_the_previous_destination():
+    from saverkit import cli
+
+    bundle.write_bundle("countmem://bucket/cf/src", ["a"], [np.arange(5, dtype=np.float32)])
+    bundle.write_bundle("countmem://bucket/cf/dst", ["a"], [np.zeros(5, dtype=np.float32)])
+    cli.convert("countmem://bucket/cf/src", "countmem://bucket/cf/x.npz")
+    before = {k: bytes(v.getbuffer()) for k, v in CountingMemoryFS.store.items()}
+    CountingMemoryFS.fail_write = lambda p: "/cf/dst." in p or p.endswith("/cf/x.npz")
+    with pytest.raises(errors.OpError, match="injected"):
+        cli.convert("countmem://bucket/cf/src", "countmem://bucket/cf/dst", force=True)
+    with pytest.raises(errors.OpError, match="injected"):
+        cli.convert("countmem://bucket/cf/src", "countmem://bucket/cf/x.npz", force=True)
+    CountingMemoryFS.fail_write = None
+    assert {k: bytes(v.getbuffer()) for k, v in CountingMemoryFS.store.items()} == before

@@ -239,6 +239,27 @@ def test_cli_inspects_a_checkpoint_on_s3(s3, bucket):
     assert out.returncode != 0 and "nope" in out.stderr and "Traceback" not in out.stderr
 
 
+def test_cli_converts_between_s3_and_local_in_both_directions(s3, bucket, tmp_path):
+    fs, _ = s3
+    values = _values(12)
+    g, sess, saver, vs = _model(values)
+    url = saver.save(sess, f"s3://{bucket}/conv/model", global_step=1)
+
+    def cli(*argv):
+        return subprocess.run([sys.executable, "-m", "saverkit", *argv], capture_output=True, text=True,
+                              env=os.environ.copy(), timeout=120)
+
+    npz, back = f"s3://{bucket}/conv/m.npz", f"s3://{bucket}/conv/back"
+    for argv in ([url, npz], [npz, back], [back, str(tmp_path / "local")], [url, back, "--force"]):
+        out = cli("convert", *argv)
+        assert out.returncode == 0, (argv, out.stderr)
+    assert cli("diff", url, str(tmp_path / "local")).returncode == 0
+    assert cli("diff", url, f"s3://{bucket}/conv/back").returncode == 0
+    keys = _keys(fs, bucket)
+    assert "conv/m.npz" in keys and not [k for k in keys if "skwrite" in k]
+    _assert_restores(f"s3://{bucket}/conv/back", values)
+
+
 def test_missing_and_corrupt_objects(s3, bucket):
     fs, _ = s3
     with pytest.raises(errors.NotFoundError, match=f"s3://{bucket}/none/model"):
@@ -376,8 +397,8 @@ def test_a_resave_on_s3_killed_at_any_step_keeps_a_complete_checkpoint(s3, bucke
             np.testing.assert_array_equal(reader.get_tensor(k), v)
         saver.save(sess, url, write_meta_graph=False)  # cleans up what the killed save left
         n = bundle.BundleReader(url).num_shards
-        assert _keys(fs, bucket) == sorted(
-            ["same/checkpoint", "same/model.index", *(f"same/model.data-{k:05d}-of-{n:05d}" for k in range(n))])
+        data = [f"same/model.data-{k:05d}-of-{n:05d}" for k in range(n)]
+        assert _keys(fs, bucket) == sorted(["same/checkpoint", "same/model.index", *data])
         _assert_restores(url, new)
         at += 1
     assert steps == 7  # intent, 2 data objects, index, the old data object, intent, state file
@@ -474,8 +495,8 @@ def test_sigkill_during_s3_saves_loses_no_checkpoint_and_shows_no_partial_object
     # one more save in a fresh process cleans up what the kills left
     time.sleep(1.1)
     once = _KILL_CHILD.replace("10**6", "int(sys.argv[2]) + 1")
-    done = subprocess.run([sys.executable, "-c", once, url, str(next_step), mode], capture_output=True, text=True,
-                          env=os.environ.copy(), timeout=120)
+    done = subprocess.run([sys.executable, "-c", once, url, str(next_step), mode], capture_output=True,
+                          text=True, env=os.environ.copy(), timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     keys = _keys(fs, bucket)
     assert all(k[: k.index(".data-")] + ".index" in keys for k in keys if ".data-" in k), keys

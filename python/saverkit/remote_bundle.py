@@ -141,7 +141,6 @@ def publish(loc: storage.Location, prefix: str, parts: Sequence[Part]) -> list[s
         loc.write_bytes(intent, json.dumps({
             "prefix": base, "num_shards": num_shards,
             "write": [storage.basename(u) for u in data], "replace": replaced}).encode())
-        committed = False
         try:
             _write_data(loc, data, by_shard)
             try:
@@ -149,7 +148,6 @@ def publish(loc: storage.Location, prefix: str, parts: Sequence[Part]) -> list[s
             except BaseException:
                 if not _is_ours(loc, index_url, index):  # a lost response after the PUT succeeded
                     raise
-            committed = True
         except BaseException:
             # Nothing of ours is named by an index: remove it (the old checkpoint stays as it was).
             _remove_quietly(loc, data)
@@ -160,7 +158,6 @@ def publish(loc: storage.Location, prefix: str, parts: Sequence[Part]) -> list[s
             loc.remove([intent])
         except errors.OpError as e:  # the new checkpoint is complete: the next save finishes this
             _logger.warning("Could not delete the data objects %s replaced by %s: %s", replaced, prefix, e)
-        del committed
     finally:
         _active.discard(intent)
     try:
@@ -235,7 +232,8 @@ def _age(loc: storage.Location, url: str) -> float | None:
             from datetime import datetime
 
             with contextlib.suppress(ValueError):
-                return max(0.0, time.time() - datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp())
+                stamp = datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+                return max(0.0, time.time() - stamp)
     return 0.0  # unknown: only a dead process of this host counts as gone
 
 
@@ -246,7 +244,8 @@ def _intents(names: Sequence[str]) -> Iterator[tuple[str, str, str]]:
             yield name, m.group("prefix"), m.group("owner")
 
 
-def clean_stale_intents(loc: storage.Location, directory: str, names: Sequence[str] | None = None) -> list[str]:
+def clean_stale_intents(loc: storage.Location, directory: str,
+                        names: Sequence[str] | None = None) -> list[str]:
     """Settles the intent objects (in ``names``, the listing of ``directory``; listed when None) of
     publishes whose writer is gone: deletes the data objects they list that the prefix's index does not
     name, then the intent object. Returns the URLs deleted."""
