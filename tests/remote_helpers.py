@@ -164,3 +164,32 @@ class RangeHTTPServer:
     def stop(self):
         self.server.shutdown()
         self.server.server_close()
+
+
+# --- a writer "killed" at its k-th change to a store ------------------------------------------------------
+
+class Killed(BaseException):  # noqa: N818 - not an error: the writer's end
+    """Raised where the writer dies; not an Exception, so no handler of the code under test swallows it."""
+
+
+class KillAt:
+    """Makes an fsspec file system instance behave, from its ``at``-th change (0-based: PUT or DELETE) on,
+    like a store whose writer was SIGKILLed: that change and every later one never happen (they raise
+    :class:`Killed`). Reads keep working, as for the next process. ``changes`` counts the changes asked
+    for (with ``at=None``: none fail, to count a save's steps)."""
+
+    def __init__(self, monkeypatch, fs, at):
+        self.at, self.changes, self.dead = at, [], False
+        for name in ("pipe_file", "rm_file"):
+            real = getattr(fs, name)
+            monkeypatch.setattr(fs, name, self._wrap(name, real))
+
+    def _wrap(self, name, real):
+        def change(path, *args, **kwargs):
+            self.changes.append((name, path))
+            if self.dead or self.at is not None and len(self.changes) > self.at:
+                self.dead = True
+                raise Killed(f"killed at {name} {path}")
+            return real(path, *args, **kwargs)
+
+        return change

@@ -119,3 +119,47 @@ def test_gcs_save_restore_retention(gcs):
             np.testing.assert_array_equal(sess2.run(vs2[k]), v)
     reader = checkpoint_utils.load_checkpoint(base, storage_options=opts)
     np.testing.assert_array_equal(reader.get_tensor("w"), VALUES["w"])
+
+
+GCS_OPTS = {"token": "anon", "project": "test"}
+
+
+# aiohttp warns about a body of more than 1 MiB given as bytes (gcsfs passes them so): a speed matter.
+@pytest.mark.filterwarnings("ignore:Sending a large body directly:ResourceWarning")
+def test_gcs_failure_mid_resumable_upload_publishes_nothing(gcs, monkeypatch):
+    """gcsfs uploads an object of a chunk or more as a resumable upload, finalized only by its last chunk;
+    a failure before that cancels the session: no partial object is ever visible."""
+    import gcsfs.core
+
+    big = {"w": np.random.default_rng(0).standard_normal(1 << 20).astype(np.float32), "b": np.ones(2)}
+    g, sess, saver, vs = _model(big)
+    base = "gs://gbucket/resumable"
+    first = saver.save(sess, base + "/model", global_step=1, storage_options=GCS_OPTS)
+    gcs.invalidate_cache()
+    before = sorted(gcs.find("gbucket/resumable"))
+    # chunks of 1 MiB (gcsfs's default is 50 MiB): the 4 MiB data object takes 4 of them
+    fn = gcsfs.core.GCSFileSystem._pipe_file  # noqa: SLF001
+    defaults = list(fn.__defaults__)
+    defaults[fn.__code__.co_varnames[fn.__code__.co_argcount - len(defaults):fn.__code__.co_argcount]
+             .index("chunksize")] = 1 << 20
+    monkeypatch.setattr(fn, "__defaults__", tuple(defaults))
+    real, sent = gcsfs.core.upload_chunk, []
+
+    async def flaky(fs, location, data, offset, size, content_type):
+        sent.append(offset)
+        if len(sent) == 2:
+            raise ConnectionResetError("injected: connection lost during chunk 2")
+        return await real(fs, location, data, offset, size, content_type)
+
+    monkeypatch.setattr(gcsfs.core, "upload_chunk", flaky)
+    with pytest.raises(errors.OpError, match="injected"):
+        saver.save(sess, base + "/model", global_step=2, storage_options=GCS_OPTS)
+    assert len(sent) == 2  # the failure came mid-upload
+    monkeypatch.setattr(gcsfs.core, "upload_chunk", real)
+    gcs.invalidate_cache()
+    assert sorted(gcs.find("gbucket/resumable")) == before
+    assert checkpoint_management.latest_checkpoint(base, storage_options=GCS_OPTS) == first
+    # and a resumable upload that completes is the whole object
+    second = saver.save(sess, base + "/model", global_step=3, storage_options=GCS_OPTS)
+    np.testing.assert_array_equal(
+        checkpoint_utils.load_checkpoint(second, storage_options=GCS_OPTS).get_tensor("w"), big["w"])

@@ -107,9 +107,13 @@ def test_saver_save_restore_latest_and_retention_on_memory_store():
 def test_commit_order_is_data_index_meta_state_file():
     g, sess, saver, vs = _model(VALUES)
     saver.save(sess, "countmem://bucket/order/model", global_step=5)
-    assert CountingMemoryFS.writes == [
+    intent, *rest = CountingMemoryFS.writes
+    # the intent object (what the save is about to write: see saverkit.remote_bundle), deleted at the end
+    assert intent.startswith("/bucket/order/model-5.skwrite-")
+    assert rest == [
         "/bucket/order/model-5.data-00000-of-00001", "/bucket/order/model-5.index",
         "/bucket/order/model-5.meta", "/bucket/order/checkpoint"]
+    assert _objects() == sorted(rest)
 
 
 @pytest.mark.parametrize("failing", [".index", ".meta", "checkpoint"])
@@ -209,18 +213,27 @@ def test_local_paths_do_not_import_fsspec(tmp_path):
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-def test_resaving_a_prefix_never_pairs_the_old_index_with_new_data():
+def test_a_failed_resave_of_a_prefix_keeps_the_previous_checkpoint():
     url = "countmem://bucket/resave/model"
     bundle.write_bundle(url, ["a"], [np.arange(10, dtype=np.float32)])
-    CountingMemoryFS.fail_write = lambda p: p.endswith(".index")
-    with pytest.raises(errors.OpError, match="injected"):
-        bundle.write_bundle(url, ["a"], [np.arange(10, 20, dtype=np.float32)])
-    CountingMemoryFS.fail_write = None
-    # the old index is gone with the old data: no checkpoint rather than a mismatched one
-    with pytest.raises(errors.NotFoundError):
-        bundle.read_tensors(url, ["a"])
+    before = {k: bytes(v.getbuffer()) for k, v in CountingMemoryFS.store.items()}
+    for failing in (".data-00000-of-00002", ".data-00001-of-00002", ".index"):
+        CountingMemoryFS.fail_write = lambda p, f=failing: p.endswith(f)
+        with pytest.raises(errors.OpError, match="injected"):
+            bundle.write_bundle(url, ["a"], [np.arange(10, 20, dtype=np.float32)])
+        CountingMemoryFS.fail_write = None
+        # the old checkpoint is untouched, and nothing of the failed re-save is left
+        assert {k: bytes(v.getbuffer()) for k, v in CountingMemoryFS.store.items()} == before
+        np.testing.assert_array_equal(bundle.read_tensors(url, ["a"])[0], np.arange(10, dtype=np.float32))
     bundle.write_bundle(url, ["a"], [np.arange(20, 30, dtype=np.float32)])
     np.testing.assert_array_equal(bundle.read_tensors(url, ["a"])[0], np.arange(20, 30, dtype=np.float32))
+    # the re-save took an extra, empty shard so its names differ from the replaced ones (deleted)
+    assert _objects() == ["/bucket/resave/model.data-00000-of-00002",
+                          "/bucket/resave/model.data-00001-of-00002", "/bucket/resave/model.index"]
+    assert CountingMemoryFS.store["/bucket/resave/model.data-00001-of-00002"].getbuffer().nbytes == 0
+    bundle.write_bundle(url, ["a"], [np.arange(30, 40, dtype=np.float32)])  # and back to one shard
+    assert _objects() == ["/bucket/resave/model.data-00000-of-00001", "/bucket/resave/model.index"]
+    np.testing.assert_array_equal(bundle.read_tensors(url, ["a"])[0], np.arange(30, 40, dtype=np.float32))
 
 
 @pytest.mark.parametrize(("blocked", "url", "hint"), [
@@ -244,3 +257,163 @@ def test_a_missing_optional_extra_is_a_clear_error(blocked, url, hint):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert hint in out.stdout and url in out.stdout
+
+
+def _sharded_model(values):
+    """Variables on three devices: a sharded Saver writes one data file per device."""
+    g = sk.Graph()
+    with g.as_default():
+        vs = {}
+        for i, (name, v) in enumerate(values.items()):
+            with sk.device(f"/cpu:{i % 3}"):
+                vs[name] = sk.Variable(v, name=name)
+        saver = sk.train.Saver(sharded=True, max_to_keep=2)
+    sess = sk.Session(graph=g)
+    with g.as_default():
+        sess.run([v.initializer for v in vs.values()])
+    return g, sess, saver, vs
+
+
+def test_sharded_save_writes_each_shard_in_place_with_the_bytes_of_a_local_sharded_save(tmp_path):
+    g, sess, saver, vs = _sharded_model(VALUES)
+    assert saver.save(sess, str(tmp_path / "model"), global_step=4) == str(tmp_path / "model-4")
+    remote = saver.save(sess, "countmem://bucket/sharded/model", global_step=4)
+    assert remote == "countmem://bucket/sharded/model-4"
+    names = sorted(n for n in os.listdir(tmp_path) if n.startswith("model-4.") and not n.endswith(".meta"))
+    assert names == ["model-4.data-00000-of-00003", "model-4.data-00001-of-00003",
+                     "model-4.data-00002-of-00003", "model-4.index"]
+    for n in names:  # identical objects: TF reads them as it reads the local checkpoint
+        with open(tmp_path / n, "rb") as f:
+            assert bytes(CountingMemoryFS.store["/bucket/sharded/" + n].getbuffer()) == f.read(), n
+    # each data object written once, in place (no temporary objects, no copies); the index after them
+    data = [w for w in CountingMemoryFS.writes if ".data-" in w]
+    assert sorted(data) == ["/bucket/sharded/" + n for n in names[:3]]
+    assert CountingMemoryFS.writes.index("/bucket/sharded/model-4.index") > max(
+        CountingMemoryFS.writes.index(d) for d in data)
+    assert not [k for k in CountingMemoryFS.store if "_temp" in k or "skwrite" in k]
+    assert checkpoint_management.latest_checkpoint("countmem://bucket/sharded") == remote
+    zeros = {k: np.array([b""] * len(v), dtype=object) if np.asarray(v).dtype.kind == "O"
+             else np.zeros_like(v) for k, v in VALUES.items()}
+    g2, sess2, saver2, vs2 = _sharded_model(zeros)
+    saver2.restore(sess2, remote)
+    with g2.as_default():
+        for k, v in VALUES.items():
+            np.testing.assert_array_equal(sess2.run(vs2[k]), v)
+
+
+def test_failed_sharded_save_publishes_nothing_and_leaves_no_staged_part():
+    from saverkit import remote_bundle
+
+    g, sess, saver, vs = _sharded_model(VALUES)
+    first = saver.save(sess, "countmem://bucket/sfail/model", global_step=1)
+    before = {k: bytes(v.getbuffer()) for k, v in CountingMemoryFS.store.items()}
+    CountingMemoryFS.fail_write = lambda p: p.endswith(".data-00001-of-00003")
+    with pytest.raises(errors.OpError, match="injected"):
+        saver.save(sess, "countmem://bucket/sfail/model", global_step=2)
+    CountingMemoryFS.fail_write = None
+    assert {k: bytes(v.getbuffer()) for k, v in CountingMemoryFS.store.items()} == before
+    assert checkpoint_management.latest_checkpoint("countmem://bucket/sfail") == first
+    assert remote_bundle._staged == {}  # noqa: SLF001 - no part of the failed save is kept in memory
+
+
+def _read_all(url):
+    return {k: checkpoint_utils.load_variable(url, k) for k in checkpoint_utils.load_checkpoint(url)
+            .get_variable_to_shape_map()}
+
+
+def _named_objects(fs, prefix):
+    """The prefix's index and the data objects its header names."""
+    r = bundle.BundleReader(prefix)
+    n = r.num_shards
+    return {f"{prefix}.index", *(f"{prefix}.data-{k:05d}-of-{n:05d}" for k in range(n))}
+
+
+@pytest.mark.parametrize("sharded", [False, True])
+def test_a_resave_killed_at_any_step_keeps_the_previous_or_the_new_checkpoint(monkeypatch, sharded):
+    """The re-save of one prefix (no global_step) killed at each of its changes to the store in turn:
+    the prefix always holds a complete checkpoint, the old values until the index is written and the new
+    ones after; the next save removes what the killed one left and nothing else."""
+    from fsspec.implementations.memory import MemoryFileSystem
+    from remote_helpers import KillAt, Killed
+
+    fs = storage.Location("memory://bucket").fs  # the instance the saves use
+    old = {k: (v * 2 if np.asarray(v).dtype.kind != "O" else v) for k, v in VALUES.items()}
+    new = {k: (v * 3 if np.asarray(v).dtype.kind != "O" else v[::-1].copy()) for k, v in VALUES.items()}
+    make = _sharded_model if sharded else _model
+    url = "memory://bucket/same/model"
+    steps = None
+    at = 0
+    while steps is None or at < steps:
+        MemoryFileSystem.store.clear()
+        g, sess, saver, vs = make(old)
+        saver.save(sess, url, write_meta_graph=False)
+        with g.as_default():
+            sess.run([vs[k].assign(v) for k, v in new.items()])
+        with monkeypatch.context() as m:
+            killer = KillAt(m, fs, None if steps is None else at)
+            if steps is None:  # a first, uninterrupted run counts the steps
+                saver.save(sess, url, write_meta_graph=False)
+                steps = len(killer.changes)
+                assert steps >= 6, killer.changes  # intent, data, index, deletions, state file
+                continue
+            with pytest.raises(Killed):
+                saver.save(sess, url, write_meta_graph=False)
+        # a fresh reader finds a complete checkpoint: the old values, or the new ones
+        fs.invalidate_cache()
+        got = _read_all(url)
+        want = new if np.array_equal(got["w"], new["w"]) else old
+        for k, v in want.items():
+            np.testing.assert_array_equal(got[k], v)
+        # the next save (this process's earlier owner counts as gone once its save is over) cleans up
+        saver.save(sess, url, write_meta_graph=False)
+        left = {"memory:/" + k for k in MemoryFileSystem.store}
+        assert left == _named_objects(fs, url) | {"memory://bucket/same/checkpoint"}, (at, killer.changes)
+        for k, v in new.items():
+            np.testing.assert_array_equal(_read_all(url)[k], v)
+        at += 1
+
+
+def test_convert_to_and_from_urls_in_every_format(tmp_path, capsys):
+    from saverkit import cli
+
+    src = str(tmp_path / "src")
+    bundle.write_bundle(src, list(VALUES), list(VALUES.values()))
+    dst = "countmem://bucket/conv/model"
+    assert cli.main(["convert", src, dst]) == 0
+    assert cli.main(["convert", src, str(tmp_path / "model")]) == 0
+    for n in ("model.index", "model.data-00000-of-00001"):  # a local conversion's bytes
+        with open(tmp_path / n, "rb") as f:
+            assert bytes(CountingMemoryFS.store["/bucket/conv/" + n].getbuffer()) == f.read()
+    # URL -> URL as .npz and back, URL -> local; every hop keeps every value
+    assert cli.main(["convert", dst, "countmem://bucket/conv/m.npz"]) == 0
+    assert cli.main(["convert", "countmem://bucket/conv/m.npz", "countmem://bucket/conv/back"]) == 0
+    assert cli.main(["convert", "countmem://bucket/conv/back", str(tmp_path / "local")]) == 0
+    assert cli.main(["diff", src, str(tmp_path / "local")]) == 0
+    capsys.readouterr()
+    # an existing destination needs --force; with it, the checkpoint is replaced as a re-save is
+    assert cli.main(["convert", src, dst]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert cli.main(["convert", "countmem://bucket/conv/m.npz", "countmem://bucket/conv/m.npz"]) == 2
+    assert cli.main(["convert", src, dst, "--force"]) == 0
+    assert cli.main(["diff", src, dst]) == 0
+    assert not [k for k in CountingMemoryFS.store if "skwrite" in k or "saverkit-convert" in k]
+    # the Python function
+    assert sorted(cli.convert(src, "countmem://bucket/conv/fn.npz")) == sorted(VALUES)
+    assert cli.main(["convert", "countmem://bucket/conv/nope.npz", str(tmp_path / "x")]) == 2
+    assert "nope.npz: no such object" in capsys.readouterr().err
+
+
+def test_convert_failing_upload_leaves_the_previous_destination():
+    from saverkit import cli
+
+    bundle.write_bundle("countmem://bucket/cf/src", ["a"], [np.arange(5, dtype=np.float32)])
+    bundle.write_bundle("countmem://bucket/cf/dst", ["a"], [np.zeros(5, dtype=np.float32)])
+    cli.convert("countmem://bucket/cf/src", "countmem://bucket/cf/x.npz")
+    before = {k: bytes(v.getbuffer()) for k, v in CountingMemoryFS.store.items()}
+    CountingMemoryFS.fail_write = lambda p: "/cf/dst." in p or p.endswith("/cf/x.npz")
+    with pytest.raises(errors.OpError, match="injected"):
+        cli.convert("countmem://bucket/cf/src", "countmem://bucket/cf/dst", force=True)
+    with pytest.raises(errors.OpError, match="injected"):
+        cli.convert("countmem://bucket/cf/src", "countmem://bucket/cf/x.npz", force=True)
+    CountingMemoryFS.fail_write = None
+    assert {k: bytes(v.getbuffer()) for k, v in CountingMemoryFS.store.items()} == before

@@ -272,6 +272,20 @@ def test_explicit_storage_options_without_environment(s3, bucket):
             np.testing.assert_array_equal(sess3.run(v), np.arange(4, dtype=np.float32))
         with sk.Graph().as_default():
             sk.train.import_meta_graph(url + ".meta", storage_options=opts)
+            # export_meta_graph (function and Saver method) and init_from_checkpoint too
+            sk.train.export_meta_graph(f"s3://{bucket}/opts/exported.meta", storage_options=opts)
+            w = sk.Variable(np.zeros_like(values["w"]), name="other_w")
+            sk.train.init_from_checkpoint(f"s3://{bucket}/opts", {"w": w}, storage_options=opts)
+            saver5 = sk.train.Saver([w])
+            saver5.export_meta_graph(f"s3://{bucket}/opts/saver.meta", storage_options=opts)
+            with sk.Session() as s5:  # the initializer's run has no storage_options: bound to its op
+                s5.run(sk.global_variables_initializer())
+                np.testing.assert_array_equal(s5.run(w), values["w"])
+            graph_def = sk.get_default_graph().as_graph_def().SerializeToString()
+            assert b"testing" not in graph_def  # the credentials stay out of the graph (and of .meta files)
+        for name in ("exported.meta", "saver.meta"):
+            with sk.Graph().as_default():
+                sk.train.import_meta_graph(f"s3://{bucket}/opts/{name}", storage_options=opts)
     s3fs.S3FileSystem.clear_instance_cache()
 
 
@@ -333,6 +347,27 @@ def test_cli_inspects_a_checkpoint_on_s3(s3, bucket):
     assert out.returncode != 0 and "nope" in out.stderr and "Traceback" not in out.stderr
 
 
+def test_cli_converts_between_s3_and_local_in_both_directions(s3, bucket, tmp_path):
+    fs, _ = s3
+    values = _values(12)
+    g, sess, saver, vs = _model(values)
+    url = saver.save(sess, f"s3://{bucket}/conv/model", global_step=1)
+
+    def cli(*argv):
+        return subprocess.run([sys.executable, "-m", "saverkit", *argv], capture_output=True, text=True,
+                              env=os.environ.copy(), timeout=120)
+
+    npz, back = f"s3://{bucket}/conv/m.npz", f"s3://{bucket}/conv/back"
+    for argv in ([url, npz], [npz, back], [back, str(tmp_path / "local")], [url, back, "--force"]):
+        out = cli("convert", *argv)
+        assert out.returncode == 0, (argv, out.stderr)
+    assert cli("diff", url, str(tmp_path / "local")).returncode == 0
+    assert cli("diff", url, f"s3://{bucket}/conv/back").returncode == 0
+    keys = _keys(fs, bucket)
+    assert "conv/m.npz" in keys and not [k for k in keys if "skwrite" in k]
+    _assert_restores(f"s3://{bucket}/conv/back", values)
+
+
 def test_missing_and_corrupt_objects(s3, bucket):
     fs, _ = s3
     with pytest.raises(errors.NotFoundError, match=f"s3://{bucket}/none/model"):
@@ -383,6 +418,100 @@ def test_saverkit_written_to_s3_is_read_by_tensorflow(s3, bucket, tmp_path):
     assert storage.basename(url) == "model-3"
 
 
+def _sharded_model(values):
+    g = sk.Graph()
+    with g.as_default():
+        vs = {}
+        for i, (name, v) in enumerate(values.items()):
+            with sk.device(f"/cpu:{i % 2}"):
+                vs[name] = sk.Variable(v, name=name)
+        saver = sk.train.Saver(sharded=True)
+    sess = sk.Session(graph=g)
+    with g.as_default():
+        sess.run([v.initializer for v in vs.values()])
+    return g, sess, saver, vs
+
+
+def test_sharded_and_resaved_checkpoints_on_s3_are_a_local_saves_bytes_and_read_by_tensorflow(
+        s3, bucket, tmp_path, monkeypatch):
+    fs, _ = s3
+    monkeypatch.setattr(storage, "PART_SIZE", 5 << 20)
+    values = _values(9, big=True)  # "w" is a 2-part multipart upload
+    g, sess, saver, vs = _sharded_model(values)
+    local = tmp_path / "local"
+    local.mkdir()
+    saver.save(sess, str(local / "model"), global_step=1)
+    url = saver.save(sess, f"s3://{bucket}/sh/model", global_step=1)
+    names = sorted(n for n in os.listdir(local) if n.startswith("model-1.") and not n.endswith(".meta"))
+    assert names == ["model-1.data-00000-of-00002", "model-1.data-00001-of-00002", "model-1.index"]
+    for n in names:
+        assert fs.cat_file(f"{bucket}/sh/{n}") == (local / n).read_bytes(), n
+    _assert_restores(url, values)
+    # a re-save of one prefix, sharded and not: an extra, empty shard keeps its names new
+    saver.save(sess, f"s3://{bucket}/sh/same")
+    saver.save(sess, f"s3://{bucket}/sh/same")
+    g1, sess1, saver1, _ = _model(values)
+    saver1.save(sess1, f"s3://{bucket}/sh/single")
+    saver1.save(sess1, f"s3://{bucket}/sh/single")
+    keys = _keys(fs, bucket)
+    assert [k for k in keys if k.startswith("sh/same.data")] == [
+        f"sh/same.data-0000{k}-of-00003" for k in range(3)]
+    assert [k for k in keys if k.startswith("sh/single.data")] == [
+        "sh/single.data-00000-of-00002", "sh/single.data-00001-of-00002"]
+    assert fs.size(f"{bucket}/sh/single.data-00001-of-00002") == 0
+    assert not [k for k in keys if "skwrite" in k] and _uploads_in_progress(fs, bucket) == []
+    _assert_restores(f"s3://{bucket}/sh/single", values)
+    pytest.importorskip("tensorflow")
+    down = tmp_path / "down"
+    fs.get(f"{bucket}/sh/", str(down) + "/", recursive=True)
+    code = (
+        "import sys, numpy as np, tensorflow as tf\n"
+        "for i, p in enumerate(sys.argv[2:]):\n"
+        "    r = tf.train.load_checkpoint(p)\n"
+        "    np.save(f'{sys.argv[1]}/{i}.npy', r.get_tensor('w'))\n"
+        "    assert r.get_tensor('step') == 9 and list(r.get_tensor('names')) == [b'a', b'bc' * 50]\n"
+    )
+    prefixes = [str(down / p) for p in ("model-1", "same", "single")]
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path), *prefixes],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    for i in range(3):
+        np.testing.assert_array_equal(np.load(tmp_path / f"{i}.npy"), values["w"])
+
+
+def test_a_resave_on_s3_killed_at_any_step_keeps_a_complete_checkpoint(s3, bucket, monkeypatch):
+    from remote_helpers import KillAt, Killed
+
+    fs, _ = s3
+    old, new = _values(10), _values(11)
+    url = f"s3://{bucket}/same/model"
+    steps, at = None, 0
+    while steps is None or at < steps:
+        g, sess, saver, vs = _model(old)
+        saver.save(sess, url, write_meta_graph=False)
+        with g.as_default():
+            sess.run([vs[k].assign(v) for k, v in new.items()])
+        with monkeypatch.context() as m:
+            killer = KillAt(m, storage.Location(url).fs, None if steps is None else at)  # the save's
+            if steps is None:
+                saver.save(sess, url, write_meta_graph=False)
+                steps = len(killer.changes)
+                continue
+            with pytest.raises(Killed):
+                saver.save(sess, url, write_meta_graph=False)
+        reader = checkpoint_utils.load_checkpoint(url)
+        want = new if reader.get_tensor("step") == 11 else old
+        for k, v in want.items():
+            np.testing.assert_array_equal(reader.get_tensor(k), v)
+        saver.save(sess, url, write_meta_graph=False)  # cleans up what the killed save left
+        n = bundle.BundleReader(url).num_shards
+        data = [f"same/model.data-{k:05d}-of-{n:05d}" for k in range(n)]
+        assert _keys(fs, bucket) == sorted(["same/checkpoint", "same/model.index", *data])
+        _assert_restores(url, new)
+        at += 1
+    assert steps == 7  # intent, 2 data objects, index, the old data object, intent, state file
+
+
 def test_next_save_cleans_what_interrupted_saves_of_this_model_left_and_nothing_else(s3, bucket):
     import time
 
@@ -421,7 +550,10 @@ with g.as_default():
     sess.run([w.initializer, step.initializer])
     for s in range(int(sys.argv[2]), 10**6):
         sess.run([w.assign(np.full(N, s, np.float32)), step.assign(np.int64(s))])
-        saver.save(sess, url + "/model", global_step=s)
+        if sys.argv[3] == "same":  # one prefix re-saved: the old checkpoint must survive a killed re-save
+            saver.save(sess, url + "/model")
+        else:
+            saver.save(sess, url + "/model", global_step=s)
         print(s, flush=True)
 """
 
@@ -429,7 +561,8 @@ with g.as_default():
 KILLS = int(os.environ.get("SAVERKIT_S3_KILLS", "3"))  # the long run: SAVERKIT_S3_KILLS=100
 
 
-def test_sigkill_during_s3_saves_loses_no_checkpoint_and_shows_no_partial_object(s3, bucket):
+@pytest.mark.parametrize("mode", ["steps", "same"])
+def test_sigkill_during_s3_saves_loses_no_checkpoint_and_shows_no_partial_object(s3, bucket, mode):
     import random
     import signal
     import time
@@ -439,7 +572,7 @@ def test_sigkill_during_s3_saves_loses_no_checkpoint_and_shows_no_partial_object
     url = f"s3://{bucket}/kill"
     next_step, last_saved, kills, orphans_seen = 1, 0, 0, 0
     for _ in range(KILLS):
-        child = subprocess.Popen([sys.executable, "-c", _KILL_CHILD, url, str(next_step)],
+        child = subprocess.Popen([sys.executable, "-c", _KILL_CHILD, url, str(next_step), mode],
                                  stdout=subprocess.PIPE, text=True, env=os.environ.copy())
         first = child.stdout.readline()  # one save done: the next is in flight from here on
         assert first, "child failed before its first save"
@@ -452,9 +585,9 @@ def test_sigkill_during_s3_saves_loses_no_checkpoint_and_shows_no_partial_object
             last_saved = int(line)
         # a fresh reader: the latest checkpoint is complete, exact, and the last saved or the one in flight
         latest = checkpoint_management.latest_checkpoint(url)
-        step = int(latest.rsplit("-", 1)[1])
-        assert step in (last_saved, last_saved + 1), (step, last_saved)
         reader = checkpoint_utils.load_checkpoint(latest)
+        step = int(reader.get_tensor("step")) if mode == "same" else int(latest.rsplit("-", 1)[1])
+        assert step in (last_saved, last_saved + 1), (step, last_saved)
         assert reader.get_tensor("step") == step
         np.testing.assert_array_equal(reader.get_tensor("w"), np.full(_N, step, np.float32))
         # every checkpoint object visible is whole: each index's data reads back with its CRCs
@@ -470,10 +603,15 @@ def test_sigkill_during_s3_saves_loses_no_checkpoint_and_shows_no_partial_object
     # one more save in a fresh process cleans up what the kills left
     time.sleep(1.1)
     once = _KILL_CHILD.replace("10**6", "int(sys.argv[2]) + 1")
-    done = subprocess.run([sys.executable, "-c", once, url, str(next_step)], capture_output=True, text=True,
-                          env=os.environ.copy(), timeout=120)
+    done = subprocess.run([sys.executable, "-c", once, url, str(next_step), mode], capture_output=True,
+                          text=True, env=os.environ.copy(), timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     keys = _keys(fs, bucket)
     assert all(k[: k.index(".data-")] + ".index" in keys for k in keys if ".data-" in k), keys
+    for k in keys:  # and no data object beside an index that does not name it, nor an intent object
+        assert "skwrite" not in k, keys
+        if ".data-" in k:
+            n = bundle.BundleReader(f"s3://{bucket}/{k[: k.index('.data-')]}").num_shards
+            assert k.endswith(f"-of-{n:05d}"), keys
     assert _uploads_in_progress(fs, bucket) == []
     assert kills == KILLS

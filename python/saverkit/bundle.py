@@ -241,17 +241,22 @@ def _write_remote(
     shard_id: int,
     storage_options: dict | None,
 ) -> None:
-    loc = storage.Location(prefix, storage_options)
+    from saverkit import remote_bundle
+
     with _gc.paused():
         (segments, size, index), held = _write_bundle(
             prefix, names, tensors, shape_and_slices, dtypes, num_shards, shard_id, False, encode=True)
+    if remote_bundle.is_part(prefix) and (num_shards, shard_id) == (1, 0):
+        # A part of a sharded save: published with the others by MergeV2Checkpoints (merge_bundles).
+        remote_bundle.stage_part(prefix, (segments, size, index, held))
+        return
+    loc = storage.Location(prefix, storage_options)
+    if (num_shards, shard_id) == (1, 0):
+        remote_bundle.publish(loc, prefix, [(segments, size, index, held)])
+        return
+    # One shard of a bundle the caller assembles itself: data first, then the index.
     data_url = f"{prefix}.data-{shard_id:05d}-of-{num_shards:05d}"
-    # Data first, then the index: a checkpoint is visible once its index exists, so it never is partial.
     existed = loc.isfile(data_url)
-    if loc.isfile(prefix + ".index"):
-        # A re-save of this prefix: its index goes first, so no reader pairs it with the new data (a
-        # store has no rename to swap them; until the new index is in, the prefix is no checkpoint).
-        loc.remove([prefix + ".index"])
     loc.write_segments(data_url, segments, size)
     del segments, held  # the views of the caller's arrays: no longer needed
     try:
@@ -279,13 +284,35 @@ def merge_bundles(
     destination_prefix: str,
     delete_old_dirs: bool = True,
     allow_missing_files: bool = False,
+    storage_options: dict | None = None,
 ) -> None:
-    """MergeV2Checkpoints: merge single-shard bundles into ``destination_prefix`` (data files are renamed)."""
+    """MergeV2Checkpoints: merge single-shard bundles into ``destination_prefix`` (data files are renamed).
+
+    A URL ``destination_prefix``: the parts are those its sharded save staged in memory (see
+    :mod:`saverkit.remote_bundle`), published in place as its data objects, the merged index last."""
     prefixes = [os.fspath(p) for p in checkpoint_prefixes]
+    if storage.is_url(destination_prefix):
+        _merge_remote(prefixes, os.fsdecode(os.fspath(destination_prefix)), allow_missing_files,
+                      storage_options)
+        return
     _core.merge_bundles(prefixes, os.fspath(destination_prefix), delete_old_dirs, allow_missing_files)
     if delete_old_dirs:  # the engine leaves a part directory that still holds saverkit's marker
         for directory in {os.path.dirname(p) for p in prefixes}:
             tempfiles.remove_part_dir(directory)
+
+
+def _merge_remote(prefixes: list[str], destination: str, allow_missing_files: bool,
+                  storage_options: dict | None) -> None:
+    from saverkit import remote_bundle
+
+    parts = remote_bundle.take_parts(prefixes)
+    present = [p for p in parts if p is not None]
+    missing = [prefix for prefix, p in zip(prefixes, parts, strict=True) if p is None]
+    if missing and not allow_missing_files or not present:
+        raise errors.NotFoundError(
+            None, None, f"Cannot merge checkpoint {missing[0] if missing else destination} into "
+            f"{destination}: a part of a sharded save to a URL is published only by the save that wrote it")
+    remote_bundle.publish(storage.Location(destination, storage_options), destination, present)
 
 
 def recover_bundle(prefix: str | os.PathLike) -> None:

@@ -94,11 +94,11 @@ class TensorSource:
 
 
 class CheckpointSource(TensorSource):
-    def __init__(self, prefix: str) -> None:
+    def __init__(self, prefix: str, storage_options: dict | None = None) -> None:
         from saverkit.train import load_checkpoint  # imports the compiled engine: only when needed
 
         self.path = prefix
-        self._reader = load_checkpoint(prefix)
+        self._reader = load_checkpoint(prefix, storage_options)
         # Partitioned tensors appear whole, as TF's reader shows them.
         self._dtypes = self._reader.get_variable_to_dtype_map()
         self._shapes = {k: tuple(v) for k, v in self._reader.get_variable_to_shape_map().items()}
@@ -401,7 +401,7 @@ def _import_safetensors() -> Any:
     return safetensors
 
 
-def resolve_checkpoint(path: str) -> str:
+def resolve_checkpoint(path: str, storage_options: dict | None = None) -> str:
     """The checkpoint prefix meant by ``path`` (saverkit.checkpoint_paths.resolve_prefix); a directory whose
     state file is missing or stale falls back, with a warning, to its newest complete checkpoint.
     A URL (``s3://...``, saverkit.storage) names a prefix, one of its objects, or a directory whose state
@@ -412,7 +412,7 @@ def resolve_checkpoint(path: str) -> str:
         from saverkit.bundle import BundleReader
 
         try:
-            return BundleReader(path).prefix
+            return BundleReader(path, storage_options).prefix
         except errors.NotFoundError as e:
             raise CliError(f"{path}: {e.message}") from None
     path = storage.local_path(path)
@@ -444,8 +444,15 @@ def _not_found_message(path: str) -> str:
     return f"{path}: no such checkpoint (neither {path} nor {path}.index exists){hint}"
 
 
-def open_source(path: str) -> TensorSource:
+def open_source(path: str, storage_options: dict | None = None) -> TensorSource:
+    """A checkpoint, ``.npz`` or ``.safetensors`` file; a URL too (saverkit.storage): a checkpoint is read
+    in place (ranged reads), a file is downloaded to a temporary file first (removed on close)."""
+    from saverkit import storage
+
     lowered = path.lower()
+    if storage.is_url(path) and lowered.endswith((".npz", ".safetensors")):
+        return _downloaded(path, storage_options)
+    path = storage.local_path(path) if not storage.is_url(path) else path
     if lowered.endswith(".npz"):
         if not os.path.isfile(path):
             raise CliError(f"{path}: no such file")
@@ -454,7 +461,36 @@ def open_source(path: str) -> TensorSource:
         if not os.path.isfile(path):
             raise CliError(f"{path}: no such file")
         return SafetensorsSource(path)
-    return CheckpointSource(resolve_checkpoint(path))
+    return CheckpointSource(resolve_checkpoint(path, storage_options), storage_options)
+
+
+def _downloaded(url: str, storage_options: dict | None) -> TensorSource:
+    import tempfile
+
+    from saverkit import storage
+
+    loc = storage.Location(url, storage_options)
+    if not loc.isfile(url):
+        raise CliError(f"{url}: no such object")
+    tmp = tempfile.mkdtemp(prefix="saverkit-convert-")
+    local = os.path.join(tmp, storage.basename(url))
+    try:
+        loc.fs.get_file(loc.path(url), local)
+        src: TensorSource = NpzSource(local) if url.lower().endswith(".npz") else SafetensorsSource(local)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    src.path = url  # errors name the URL
+    close = src.close
+
+    def close_and_remove() -> None:
+        try:
+            close()
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    src.close = close_and_remove  # type: ignore[method-assign]
+    return src
 
 
 # --- output helpers ------------------------------------------------------------------------------------
@@ -733,7 +769,8 @@ def _npz_array(name: str, arr: np.ndarray, dtype: _dtypes.DType) -> tuple[np.nda
     return arr.view(f"u{arr.dtype.itemsize}"), True
 
 
-def _write_npz(dst: str, src: TensorSource, names: Sequence[str], progress: Progress) -> list[str]:
+def _write_npz(dst: str, src: TensorSource, names: Sequence[str], progress: Progress,
+               storage_options: dict | None = None) -> list[str]:
     declared: dict[str, str] = {}
     written = []
 
@@ -763,11 +800,12 @@ def _write_npz(dst: str, src: TensorSource, names: Sequence[str], progress: Prog
         with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
             write(zf)
 
-    _atomic_file(dst, writer)
+    _atomic_file(dst, writer, storage_options)
     return written
 
 
-def _write_safetensors(dst: str, src: TensorSource, names: Sequence[str], progress: Progress) -> list[str]:
+def _write_safetensors(dst: str, src: TensorSource, names: Sequence[str], progress: Progress,
+                       storage_options: dict | None = None) -> list[str]:
     safetensors = _import_safetensors()
     tensors = {}
     for i, name in enumerate(names):
@@ -777,11 +815,12 @@ def _write_safetensors(dst: str, src: TensorSource, names: Sequence[str], progre
             _warn(f"skipping {dtype.name} tensor {name!r}: not a safetensors dtype saverkit can read back")
             continue
         tensors[name] = _contiguous(src.get(name))
-    _atomic_file(dst, lambda tmp: safetensors.numpy.save_file(tensors, tmp))
+    _atomic_file(dst, lambda tmp: safetensors.numpy.save_file(tensors, tmp), storage_options)
     return list(tensors)
 
 
-def _write_checkpoint(dst: str, src: TensorSource, names: Sequence[str], progress: Progress) -> list[str]:
+def _write_checkpoint(dst: str, src: TensorSource, names: Sequence[str], progress: Progress,
+                      storage_options: dict | None = None) -> list[str]:
     from saverkit.bundle import write_bundle  # imports the compiled engine: only when needed
 
     kept, tensors, kept_dtypes = [], [], []
@@ -794,14 +833,24 @@ def _write_checkpoint(dst: str, src: TensorSource, names: Sequence[str], progres
         kept.append(name)
         tensors.append(src.get(name))
         kept_dtypes.append(dtype)
-    if os.path.dirname(dst):
+    from saverkit import storage
+
+    if not storage.is_url(dst) and os.path.dirname(dst):
         os.makedirs(os.path.dirname(dst), exist_ok=True)
-    write_bundle(dst, kept, tensors, dtypes=kept_dtypes)
+    # A URL: published as a re-save is (saverkit.remote_bundle): a replaced DST stays whole until the new
+    # index is in.
+    write_bundle(dst, kept, tensors, dtypes=kept_dtypes, storage_options=storage_options)
     return kept
 
 
-def _atomic_file(dst: str, write: Callable[[str], Any]) -> None:
-    """Write via a temp name then rename: a reader (or mmap) of an old DST never sees a half file."""
+def _atomic_file(dst: str, write: Callable[[str], Any], storage_options: dict | None = None) -> None:
+    """Write via a temp name then rename: a reader (or mmap) of an old DST never sees a half file. A URL:
+    written locally first, then uploaded as one object (saverkit.storage: complete or not at all)."""
+    from saverkit import storage
+
+    if storage.is_url(dst):
+        _upload_file(dst, write, storage_options)
+        return
     if os.path.dirname(dst):
         os.makedirs(os.path.dirname(dst), exist_ok=True)
     tmp = tempfiles.temp_path(dst)
@@ -816,40 +865,86 @@ def _atomic_file(dst: str, write: Callable[[str], Any]) -> None:
         raise
 
 
+def _upload_file(dst: str, write: Callable[[str], Any], storage_options: dict | None) -> None:
+    import mmap
+    import tempfile
+
+    from saverkit import storage
+
+    loc = storage.Location(dst, storage_options)
+    with tempfile.TemporaryDirectory(prefix="saverkit-convert-") as tmp:
+        local = os.path.join(tmp, storage.basename(dst))
+        write(local)
+        size = os.path.getsize(local)
+        with open(local, "rb") as f:
+            if size == 0:
+                loc.write_bytes(dst, b"")
+                return
+            with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as view:
+                loc.write_segments(dst, [(0, view)], size)
+
+
 def _output_format(dst: str) -> str:
     lowered = dst.lower()
     return "npz" if lowered.endswith(".npz") else "safetensors" if lowered.endswith(".safetensors") else "tf"
 
 
-def _output_exists(dst: str, fmt: str) -> bool:
+def _output_exists(dst: str, fmt: str, storage_options: dict | None = None) -> bool:
+    from saverkit import storage
+
+    if storage.is_url(dst):
+        loc = storage.Location(dst, storage_options)
+        if fmt != "tf":
+            return loc.exists(dst)
+        base = storage.basename(dst)
+        return loc.isfile(dst + ".index") or any(
+            n.startswith(base + ".data-") and checkpoint_paths.DATA_FILE_RE.fullmatch(n, len(base))
+            for n in loc.listdir(storage.dirname(dst)))
     if fmt != "tf":
         return os.path.exists(dst)
     return os.path.exists(dst + ".index") or bool(checkpoint_paths.data_files(dst))
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    fmt = _output_format(args.dst)
+    convert(args.src, args.dst, force=args.force)
+    return 0
+
+
+def convert(src_path: str, dst: str, *, force: bool = False,
+            storage_options: dict | None = None) -> list[str]:
+    """``saverkit convert SRC DST``: write the tensors of ``src_path`` (a TF checkpoint, ``.npz`` or
+    ``.safetensors``) to ``dst`` in the format its extension names (``.npz``, ``.safetensors``, otherwise
+    a TF checkpoint prefix). Either may be a URL (``s3://...``, saverkit.storage; ``storage_options``:
+    the store's options): a checkpoint DST is published like a save (its index last, a replaced one kept
+    whole until then), a file DST is uploaded as one object. Returns the names written; raises
+    :class:`CliError` for problems worth one line (an existing DST without ``force``...)."""
+    from saverkit import storage
+
+    fmt = _output_format(dst)
     if fmt == "safetensors":
         _import_safetensors()  # fail before reading anything
-    if os.path.isdir(args.dst):
+    remote = storage.is_url(dst)
+    dst = dst if remote else storage.local_path(dst)
+    if not remote and os.path.isdir(dst):
         # A checkpoint "into" a folder would land beside it as DST.index, where nobody looks for it.
-        example = os.path.join(args.dst, "model" if fmt == "tf" else f"model.{fmt}")
-        raise CliError(f"{args.dst}: is an existing directory; give the output's file name or checkpoint "
+        example = os.path.join(dst, "model" if fmt == "tf" else f"model.{fmt}")
+        raise CliError(f"{dst}: is an existing directory; give the output's file name or checkpoint "
                        f"prefix inside it, such as {example}")
-    if _output_exists(args.dst, fmt) and not args.force:
-        raise CliError(f"{args.dst}: already exists (pass --force to overwrite)")
-    with open_source(args.src) as src:
+    if _output_exists(dst, fmt, storage_options) and not force:
+        raise CliError(f"{dst}: already exists (pass --force to overwrite)")
+    with open_source(src_path, storage_options) as src:
         names = src.names()
         progress = Progress("convert", len(names))
         try:
             write = {"npz": _write_npz, "safetensors": _write_safetensors, "tf": _write_checkpoint}[fmt]
-            written = write(args.dst, src, names, progress)
+            written = write(dst, src, names, progress, storage_options)
         finally:
             progress.close()
-    tempfiles.remove_stale(os.path.dirname(args.dst) or ".")  # what killed earlier conversions left
+    if not remote:
+        tempfiles.remove_stale(os.path.dirname(dst) or ".")  # what killed earlier conversions left
     skipped = len(names) - len(written)
-    print(f"wrote {args.dst}: {len(written)} tensors" + (f", {skipped} skipped" if skipped else ""))
-    return 0
+    print(f"wrote {dst}: {len(written)} tensors" + (f", {skipped} skipped" if skipped else ""))
+    return written
 
 
 # --- entry point ---------------------------------------------------------------------------------------

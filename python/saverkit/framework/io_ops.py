@@ -10,6 +10,7 @@ outputs are assigned to, when the executor finds such an Assign.
 from __future__ import annotations
 
 import os
+import weakref
 from typing import Any
 
 import numpy as np
@@ -161,9 +162,24 @@ def _save_v2(ctx: Any, prefix: Any, tensor_names: Any, shape_and_slices: Any, *t
     return []
 
 
+# Storage options bound to an op when it was built (init_from_checkpoint's initializers run later, in a
+# run that knows nothing of the store). Kept beside the graph, never in it: credentials must not end up in
+# a GraphDef or a .meta file.
+_op_storage_options: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def bind_storage_options(op: Any, storage_options: dict | None) -> None:
+    """The storage options a checkpoint op uses when its run gives none (see :func:`_storage`)."""
+    if storage_options is not None:
+        _op_storage_options[op] = dict(storage_options)
+
+
 def _storage(ctx: Any) -> dict:
-    """The run's storage options for a URL prefix (saverkit.storage), passed only when given."""
+    """The storage options for a URL prefix (saverkit.storage): the run's, else those bound to the op;
+    passed only when given."""
     so = ctx.options.storage_options
+    if so is None:
+        so = _op_storage_options.get(ctx.op)
     return {} if so is None else {"storage_options": so}
 
 
@@ -209,7 +225,7 @@ def _merge_v2_checkpoints(ctx: Any, checkpoint_prefixes: Any, destination_prefix
     if ctx.options.snapshot is not None:  # an async save: merged by its background thread, after the writes
         ctx.options.snapshot.add_merge(*args, **kwargs)
         return []
-    _bundle().merge_bundles(*args, **kwargs)
+    _bundle().merge_bundles(*args, **kwargs, **_storage(ctx))
     return []
 
 

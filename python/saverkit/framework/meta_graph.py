@@ -388,9 +388,11 @@ def export_scoped_meta_graph(
     strip_default_attrs: bool = False,
     meta_info_def: meta_graph_pb2.MetaGraphDef.MetaInfoDef | None = None,
     collection_list: Iterable[str] | None = None,
+    storage_options: dict | None = None,
 ) -> tuple[meta_graph_pb2.MetaGraphDef, dict[str, Any]]:
     """Returns ``(MetaGraphDef, {name: variable})`` for the graph (or the part under ``export_scope``);
-    writes the proto to ``filename`` (atomically; text when ``as_text``) if given."""
+    writes the proto to ``filename`` (atomically; text when ``as_text``; a URL with ``storage_options``,
+    see :mod:`saverkit.storage`) if given."""
     from saverkit.framework import ops
 
     graph = graph or ops.get_default_graph()
@@ -429,7 +431,7 @@ def export_scoped_meta_graph(
         strip_default_attrs=strip_default_attrs,
     )
     if filename:
-        write_meta_graph_file(meta_graph_def, filename, as_text=as_text)
+        write_meta_graph_file(meta_graph_def, filename, as_text=as_text, storage_options=storage_options)
     return meta_graph_def, var_list
 
 

@@ -34,11 +34,11 @@ def _var_name(var: Any) -> str:
     return var.op.name
 
 
-def _checkpoint_prefix(ckpt_dir_or_file: Any) -> str:
+def _checkpoint_prefix(ckpt_dir_or_file: Any, storage_options: dict | None = None) -> str:
     from saverkit import bundle, checkpoint_paths, storage
 
     if storage.is_url(ckpt_dir_or_file):  # a store (saverkit.storage): resolved by the reader
-        return bundle.BundleReader(ckpt_dir_or_file).prefix
+        return bundle.BundleReader(ckpt_dir_or_file, storage_options).prefix
     return checkpoint_paths.resolve_prefix(storage.local_path(ckpt_dir_or_file))
 
 
@@ -101,8 +101,10 @@ def _slice_specs(parts: Sequence[Any], full_shape: Any, entry: str) -> list[str]
     return specs
 
 
-def _set_checkpoint_initializer(variable: Any, prefix: str, tensor_name: str, slice_spec: str) -> None:
-    """Replace the variable's initializer with `Assign(variable, RestoreV2(prefix, tensor_name))`."""
+def _set_checkpoint_initializer(variable: Any, prefix: str, tensor_name: str, slice_spec: str,
+                                storage_options: dict | None = None) -> None:
+    """Replace the variable's initializer with `Assign(variable, RestoreV2(prefix, tensor_name))`
+    (a URL prefix's `storage_options` bound to the RestoreV2 op, outside the graph: see io_ops)."""
     from saverkit.framework import io_ops, variables
     from saverkit.train._variable_io import assign_op
 
@@ -111,6 +113,7 @@ def _set_checkpoint_initializer(variable: Any, prefix: str, tensor_name: str, sl
             prefix, [tensor_name], [slice_spec], [variable.dtype.base_dtype], name="checkpoint_initializer"
         )[0]
         restored.set_shape(variable.shape)
+        io_ops.bind_storage_options(restored.op, storage_options)
         init = assign_op(variable, restored)
     # What TF's init_from_checkpoint does to a variable: initializer and initial value now read the file.
     variables.set_initializer(variable, init, restored)
@@ -139,18 +142,20 @@ def _check_tensor(var_or_parts: Any, tensor_name: str, prefix: str, entries: dic
         )
 
 
-def _initialize(var_or_parts: Any, prefix: str, tensor_name: str, entries: dict, entry: str) -> None:
+def _initialize(var_or_parts: Any, prefix: str, tensor_name: str, entries: dict, entry: str,
+                storage_options: dict | None = None) -> None:
     _check_tensor(var_or_parts, tensor_name, prefix, entries, entry)
     if isinstance(var_or_parts, (list, tuple)):
         specs = _slice_specs(var_or_parts, entries[tensor_name][1], entry)
         for var, spec in zip(var_or_parts, specs, strict=True):
-            _set_checkpoint_initializer(var, prefix, tensor_name, spec)
+            _set_checkpoint_initializer(var, prefix, tensor_name, spec, storage_options)
     else:
-        _set_checkpoint_initializer(var_or_parts, prefix, tensor_name, "")
+        _set_checkpoint_initializer(var_or_parts, prefix, tensor_name, "", storage_options)
 
 
 def init_from_checkpoint(
-    ckpt_dir_or_file: str | os.PathLike, assignment_map: Mapping[str, Any] | Iterable[tuple[str, Any]]
+    ckpt_dir_or_file: str | os.PathLike, assignment_map: Mapping[str, Any] | Iterable[tuple[str, Any]],
+    *, storage_options: dict | None = None,
 ) -> None:
     """Make the mapped variables' initializers load values from a checkpoint (TF1's init_from_checkpoint).
 
@@ -169,12 +174,15 @@ def init_from_checkpoint(
 
     Values are loaded when the initializers run, e.g. by `session.run(global_variables_initializer())`.
     Raises ValueError (naming the entry) for a missing tensor or variable and for a shape or dtype mismatch.
+
+    A URL `ckpt_dir_or_file` (`s3://...`, see saverkit.storage) is read with `storage_options` (credentials,
+    endpoint), now and when the initializers run; they are kept beside the graph, never written into it.
     """
     from saverkit import bundle, global_variables, local_variables
     from saverkit.framework.partitioned_variables import PartitionedVariable
 
-    prefix = _checkpoint_prefix(ckpt_dir_or_file)
-    entries = bundle.BundleReader(prefix).entries()
+    prefix = _checkpoint_prefix(ckpt_dir_or_file, storage_options)
+    entries = bundle.BundleReader(prefix, storage_options).entries()
     pairs = list(assignment_map.items()) if isinstance(assignment_map, Mapping) else list(assignment_map)
     # A PartitionedVariable stands for its parts (TF takes only the list; the object is the same thing).
     pairs = [(k, v.get_variable_list() if isinstance(v, PartitionedVariable) else v) for k, v in pairs]
@@ -185,7 +193,8 @@ def init_from_checkpoint(
             isinstance(current, (list, tuple)) and current and all(_is_variable(v) for v in current)
         ):
             _initialize(
-                list(current) if isinstance(current, tuple) else current, prefix, tensor_name, entries, entry
+                list(current) if isinstance(current, tuple) else current, prefix, tensor_name, entries, entry,
+                storage_options,
             )
             continue
         if not isinstance(current, str):
@@ -195,7 +204,7 @@ def init_from_checkpoint(
             )
         var = store.get(current) or _collect_partitioned_variable(current, store)
         if var is not None:
-            _initialize(var, prefix, tensor_name, entries, entry)
+            _initialize(var, prefix, tensor_name, entries, entry, storage_options)
             continue
         if not tensor_name.endswith("/") or not current.endswith("/"):
             if current.endswith("/") or tensor_name.endswith("/"):
@@ -209,11 +218,12 @@ def init_from_checkpoint(
                 f"{_close(current, store)} To map a whole scope, end both names with '/' "
                 "('ckpt_scope/': 'scope/')."
             )
-        _initialize_scope(tensor_name, current, store, prefix, entries, entry)
+        _initialize_scope(tensor_name, current, store, prefix, entries, entry, storage_options)
 
 
 def _initialize_scope(
-    tensor_scope: str, var_scope: str, store: dict, prefix: str, entries: dict, entry: str
+    tensor_scope: str, var_scope: str, store: dict, prefix: str, entries: dict, entry: str,
+    storage_options: dict | None = None,
 ) -> None:
     scope = var_scope[: var_scope.rindex("/")]
     names = set()
@@ -236,4 +246,4 @@ def _initialize_scope(
         if tensor_name.endswith("/"):
             tensor_name = tensor_name[:-1]
         var = store.get(name) or _collect_partitioned_variable(name, store)
-        _initialize(var, prefix, tensor_name, entries, f"{entry}, variable {name!r}")
+        _initialize(var, prefix, tensor_name, entries, f"{entry}, variable {name!r}", storage_options)

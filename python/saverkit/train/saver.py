@@ -1207,9 +1207,11 @@ class Saver:
         clear_devices: bool = False,
         clear_extraneous_savers: bool = False,
         strip_default_attrs: bool = False,
+        *,
+        storage_options: dict | None = None,
     ) -> meta_graph_pb2.MetaGraphDef:
         """Returns (and writes to ``filename`` if given) the ``MetaGraphDef`` of the default graph with this
-        saver's ``SaverDef``."""
+        saver's ``SaverDef``. A URL ``filename`` is written with ``storage_options`` (saverkit.storage)."""
         return export_meta_graph(
             filename=filename,
             saver_def=self.saver_def,
@@ -1219,6 +1221,7 @@ class Saver:
             clear_devices=clear_devices,
             clear_extraneous_savers=clear_extraneous_savers,
             strip_default_attrs=strip_default_attrs,
+            storage_options=storage_options,
         )
 
     def _export_meta_graph_file(self, filename: str, strip_default_attrs: bool, durable: bool) -> None:
@@ -1235,9 +1238,6 @@ class Saver:
         object, then the index (the SaveV2 kernel: the checkpoint is visible from then on), then the
         ``.meta``, then the state file; then retention. A failure before the state file names the new
         checkpoint deletes what it had written (never objects it did not write)."""
-        if self._sharded:
-            raise errors.UnimplementedError(
-                None, None, f"Sharded saves to a URL ({save_path}) are not supported yet: use sharded=False")
         if global_step is not None:
             step = _global_step_value(sess, global_step)
             checkpoint_file = f"{save_path}-{step:08d}" if self._pad_step_number else f"{save_path}-{step}"
@@ -1246,12 +1246,15 @@ class Saver:
             if storage.basename(save_path) == latest_filename:
                 raise ValueError(
                     f"'latest_filename' collides with 'save_path': '{latest_filename}' and '{save_path}'")
+        from saverkit import remote_bundle  # noqa: PLC0415 - the engine: only when saving
+
         save_dir = storage.dirname(save_path)
         loc = storage.Location(save_path, storage_options)
         started = time.time()
         if loc.read_only:
             raise errors.PermissionDeniedError(None, None, f"Cannot save to {save_path}: read-only store")
         model_checkpoint_path = None
+        created = False  # a checkpoint under a new prefix: removed whole if a later step fails
         written: list[str] = []
         recorded = (list(self._last_checkpoints), list(self._checkpoints_to_be_deleted),
                     self._next_checkpoint_time)
@@ -1260,12 +1263,13 @@ class Saver:
             if not self._is_empty:
                 existed = loc.isfile(checkpoint_file + ".index")
                 feed = {self.saver_def.filename_tensor_name: checkpoint_file}
-                result = sess.run(self.saver_def.save_tensor_name, feed,
-                                  options=RunOptions(storage_options=storage_options))
+                try:
+                    result = sess.run(self.saver_def.save_tensor_name, feed,
+                                      options=RunOptions(storage_options=storage_options))
+                finally:  # parts of a sharded save that failed before its merge
+                    remote_bundle.drop_parts(checkpoint_file)
                 model_checkpoint_path = _as_str(result)
-                if not existed:
-                    written += [model_checkpoint_path + ".index",
-                                model_checkpoint_path + ".data-00000-of-00001"]
+                created = not existed
             if write_meta_graph:
                 meta_file = checkpoint_management.meta_graph_filename(checkpoint_file, meta_graph_suffix)
                 if not loc.isfile(meta_file):
@@ -1283,6 +1287,8 @@ class Saver:
         except BaseException:
             self._last_checkpoints, self._checkpoints_to_be_deleted, self._next_checkpoint_time = recorded
             try:  # the index first: the checkpoint stops being visible before its data goes
+                if created and model_checkpoint_path is not None:
+                    remote_bundle.remove_checkpoint(loc, model_checkpoint_path)
                 loc.remove(written)
             except errors.OpError as e:
                 _logger.warning("Could not remove the objects of the failed save %s: %s", checkpoint_file, e)
@@ -1518,8 +1524,11 @@ def export_meta_graph(
     clear_devices: bool = False,
     clear_extraneous_savers: bool = False,
     strip_default_attrs: bool = False,
+    *,
+    storage_options: dict | None = None,
 ) -> meta_graph_pb2.MetaGraphDef:
-    """Returns the ``MetaGraphDef`` of ``graph`` (default graph); writes it to ``filename`` if given."""
+    """Returns the ``MetaGraphDef`` of ``graph`` (default graph); writes it to ``filename`` if given (a URL
+    with ``storage_options``: see saverkit.storage)."""
     meta_graph_def, _ = meta_graph.export_scoped_meta_graph(
         filename=filename,
         meta_info_def=meta_info_def,
@@ -1532,6 +1541,7 @@ def export_meta_graph(
         clear_devices=clear_devices,
         clear_extraneous_savers=clear_extraneous_savers,
         strip_default_attrs=strip_default_attrs,
+        storage_options=storage_options,
     )
     return meta_graph_def
 
@@ -1540,14 +1550,16 @@ def import_meta_graph(
     meta_graph_or_file: meta_graph_pb2.MetaGraphDef | str | os.PathLike,
     clear_devices: bool = False,
     import_scope: str | None = None,
+    *,
+    storage_options: dict | None = None,
     **kwargs: Any,
 ) -> Saver | None:
     """Imports a ``MetaGraphDef`` (or a binary/text ``.meta`` file) into the default graph.
 
     Returns a Saver built from its ``saver_def``; without one, a default Saver over the imported variables;
-    None when there are no variables to restore.
+    None when there are no variables to restore. A URL file (``s3://...``) is read with ``storage_options``
+    (saverkit.storage).
     """
-    storage_options = kwargs.pop("storage_options", None)  # a URL's store (saverkit.storage)
     if isinstance(meta_graph_or_file, meta_graph_pb2.MetaGraphDef):
         meta_graph_def = meta_graph_or_file
     else:
