@@ -147,13 +147,14 @@ class PyReader {
     Check(s);
   }
 
-  // A remote checkpoint from its index's bytes (see BundleReader::OpenFetched).
-  PyReader(const std::string& prefix, const py::bytes& index) {
+  // A checkpoint from its index's bytes (see BundleReader::OpenFetched): a
+  // remote one, or with `local_data` local data files.
+  PyReader(const std::string& prefix, const py::bytes& index, bool local_data) {
     std::string bytes = index;
     Status s;
     {
       py::gil_scoped_release release;
-      s = reader_.OpenFetched(prefix, std::move(bytes));
+      s = reader_.OpenFetched(prefix, std::move(bytes), local_data);
     }
     Check(s);
   }
@@ -801,7 +802,8 @@ PYBIND11_MODULE(_core, m) {
 
   py::class_<PyReader>(m, "Reader")
       .def(py::init<const std::string&>())
-      .def(py::init<const std::string&, const py::bytes&>(), py::arg("prefix"), py::arg("index"))
+      .def(py::init<const std::string&, const py::bytes&, bool>(), py::arg("prefix"), py::arg("index"),
+           py::arg("local_data") = false)
       .def("add_data_file", &PyReader::add_data_file, py::arg("shard_id"), py::arg("size"))
       .def("pieces", &PyReader::pieces, py::arg("keys"), py::arg("specs"))
       .def("add_range", &PyReader::add_range, py::arg("shard_id"), py::arg("offset"), py::arg("data"))

@@ -213,10 +213,10 @@ Status BundleReader::OpenOnce(const std::string& prefix, int attempt, bool* agai
   return Status::OK();
 }
 
-Status BundleReader::OpenFetched(const std::string& prefix, std::string index) {
+Status BundleReader::OpenFetched(const std::string& prefix, std::string index, bool local_data) {
   prefix_ = prefix;
   header_ = BundleHeader();
-  remote_ = true;
+  remote_ = !local_data;
   index_path_ = MetaFilename(prefix);
   index_bytes_ = std::move(index);
   auto ranges = std::make_shared<FetchedRanges>();

@@ -91,7 +91,10 @@ class BundleReader {
   // A remote checkpoint (saverkit.storage): the index's bytes are given; the
   // data files are added with their sizes and read from the ranges the
   // caller fetched for the plans (pieces() in the binding) before Execute.
-  Status OpenFetched(const std::string& prefix, std::string index);
+  // `local_data`: the index's bytes are given (read once by another process
+  // of a coordinated restore) but the data files are local, opened on first
+  // use as Open() would.
+  Status OpenFetched(const std::string& prefix, std::string index, bool local_data = false);
   void AddFetchedDataFile(int shard_id, uint64_t size);
   // The fetched ranges of data file `shard_id` (null when not added).
   std::shared_ptr<FetchedRanges> Fetched(int shard_id);

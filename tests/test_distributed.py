@@ -485,3 +485,157 @@ def test_durable_save_and_a_sharded_saver_per_rank(tmp_path):
     assert raise_first(run_ranks(3, fn)) == [str(tmp_path / "model-6")] * 3
     _check_checkpoint(str(tmp_path / "model-6"), 3, 6)
     assert not [n for n in os.listdir(tmp_path) if "_temp_" in n or ".sktmp-" in n]
+
+
+# --- restore: the index read once, each rank reading its own bytes
+def _index_opens(monkeypatch) -> list:
+    """Records (rank, how) each time a checkpoint index is opened: a Reader opened from the file, or the
+    file read; ranks are known by the thread's name (set by _named)."""
+    from saverkit import _core
+
+    opened: list = []
+    real_reader, real_open = _core.Reader, open
+
+    def reader(prefix, *args):
+        if not args:
+            opened.append((threading.current_thread().name, "Reader"))
+        return real_reader(prefix, *args)
+
+    def tracking_open(path, *args, **kwargs):
+        if str(path).endswith(".index"):
+            opened.append((threading.current_thread().name, "open"))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(_core, "Reader", reader)
+    monkeypatch.setattr("builtins.open", tracking_open)
+    return opened
+
+
+def _named(fn):
+    def run(c):
+        threading.current_thread().name = f"rank{c.rank}"
+        return fn(c)
+    return run
+
+
+def test_only_rank_0_reads_the_index_and_every_rank_restores_its_own(tmp_path, monkeypatch):
+    raise_first(run_ranks(4, lambda c: _save_rank(c, str(tmp_path), 3)))
+    opened = _index_opens(monkeypatch)
+    out = raise_first(run_ranks(4, _named(lambda c: _restore_rank(c, str(tmp_path / "model-3"), 4, 4))))
+    for rank, values in enumerate(out):
+        _check_restored(values, rank, 4, 4, 3)
+    assert opened == [("rank0", "open")]
+
+
+def _partitioned(tmp_path, full: np.ndarray, bounds: list[int] | None) -> str:
+    """``full`` saved as stored slices of rows [bounds[k], bounds[k+1]) (one data file each); None: as
+    one unpartitioned tensor."""
+    rows = full.shape[0]
+    if bounds is None:  # one unpartitioned tensor
+        bundle.write_bundle(str(tmp_path / "m"), ["t"], [full])
+        return str(tmp_path / "m")
+    spec_dims = " ".join(str(d) for d in full.shape)
+    parts = []
+    for k, (lo, hi) in enumerate(zip(bounds, bounds[1:], strict=False)):
+        parts.append(str(tmp_path / f"p{k}"))
+        bundle.write_bundle(parts[-1], ["t"], [full[lo:hi]],
+                            [f"{spec_dims} {lo},{hi - lo}" + ":-" * (full.ndim - 1)])
+    assert bounds[0] == 0 and bounds[-1] == rows
+    bundle.merge_bundles(parts, str(tmp_path / "m"))
+    return str(tmp_path / "m")
+
+
+def _restore_rows(prefix: str, full: np.ndarray, rows_of_rank: list[tuple[int, int]]):
+    """fn(coord): rank r restores rows rows_of_rank[r] of ``t`` with a coordinated Saver."""
+    def fn(c):
+        lo, hi = rows_of_rank[c.rank]
+        g = sk.Graph()
+        with g.as_default():
+            v = sk.Variable(np.zeros((hi - lo, *full.shape[1:]), full.dtype), name=f"t/part_{c.rank}")
+            v._set_save_slice_info(sk.Variable.SaveSliceInfo(
+                "t", list(full.shape), [lo] + [0] * (full.ndim - 1), [hi - lo, *full.shape[1:]]))
+            saver = sk.train.Saver([v], coordinator=c)
+            with sk.Session(graph=g) as sess:
+                sess.run(sk.global_variables_initializer())
+                saver.restore(sess, prefix)
+                return sess.run(v)
+    return fn
+
+
+def _count_run_reads(monkeypatch) -> dict:
+    read: dict = {}
+    real = distributed_save._pread_into
+
+    def counting(fd, view, offset, path):
+        name = threading.current_thread().name
+        read[name] = read.get(name, 0) + len(view)
+        return real(fd, view, offset, path)
+
+    monkeypatch.setattr(distributed_save, "_pread_into", counting)
+    return read
+
+
+@pytest.mark.parametrize("bounds, rows_of_rank", [
+    ([0, 512, 1024], [(0, 256), (256, 512), (512, 768), (768, 1024)]),  # 2 saved, 4 restore
+    ([0, 256, 512, 768, 1024], [(0, 341), (341, 682), (682, 1024)]),   # 4 saved, 3 restore
+    ([0, 1024], [(0, 300), (300, 1024)]),                              # one stored slice, 2 restore
+    (None, [(0, 300), (300, 1000), (1000, 1024)]),                     # saved unpartitioned, 3 restore
+])
+def test_a_stored_slice_shared_by_ranks_is_read_once_in_all(tmp_path, monkeypatch, bounds, rows_of_rank):
+    full = np.arange(1024 * 64, dtype=np.float32).reshape(1024, 64)
+    prefix = _partitioned(tmp_path, full, bounds)
+    read = _count_run_reads(monkeypatch)
+    out = raise_first(run_ranks(len(rows_of_rank), _named(_restore_rows(prefix, full, rows_of_rank))))
+    for (lo, hi), got in zip(rows_of_rank, out, strict=True):
+        np.testing.assert_array_equal(got, full[lo:hi])
+    # every byte of the tensor read once, by the rank that needs it (not each stored slice by each rank)
+    assert read == {f"rank{r}": (hi - lo) * 64 * 4 for r, (lo, hi) in enumerate(rows_of_rank)}
+
+
+def test_bytes_no_rank_needs_are_read_once_for_the_checksum(tmp_path, monkeypatch):
+    full = np.arange(1024 * 64, dtype=np.float32).reshape(1024, 64)
+    prefix = _partitioned(tmp_path, full, [0, 512, 1024])
+    read = _count_run_reads(monkeypatch)
+    rows = [(100, 200), (400, 700)]  # rows [0, 100), [200, 400) and [700, 1024) are nobody's
+    out = raise_first(run_ranks(2, _named(_restore_rows(prefix, full, rows))))
+    for (lo, hi), got in zip(rows, out, strict=True):
+        np.testing.assert_array_equal(got, full[lo:hi])
+    assert sum(read.values()) == full.nbytes
+
+
+def test_ranks_reading_the_same_rows_check_them_once(tmp_path):
+    full = np.arange(1024 * 64, dtype=np.float32).reshape(1024, 64)
+    prefix = _partitioned(tmp_path, full, [0, 512, 1024])
+    rows = [(0, 700), (300, 700), (300, 512), (512, 1024)]  # overlaps, a whole stored slice, a replica
+    out = raise_first(run_ranks(4, _restore_rows(prefix, full, rows)))
+    for (lo, hi), got in zip(rows, out, strict=True):
+        np.testing.assert_array_equal(got, full[lo:hi])
+
+
+@pytest.mark.parametrize("corrupt_row", [150, 50, 900])  # a rank's rows; nobody's rows; a whole-read slice
+def test_a_corrupt_stored_slice_read_in_parts_fails_every_rank(tmp_path, corrupt_row):
+    full = np.arange(1024 * 64, dtype=np.float32).reshape(1024, 64)
+    prefix = _partitioned(tmp_path, full, [0, 512, 1024])
+    shard = corrupt_row // 512
+    data = tmp_path / f"m.data-{shard:05d}-of-00002"
+    raw = bytearray(data.read_bytes())
+    raw[(corrupt_row - 512 * shard) * 256 + 7] ^= 0x10
+    data.write_bytes(bytes(raw))
+    rows = [(100, 200), (200, 400), (400, 1024)]
+    out = run_ranks(3, _restore_rows(prefix, full, rows))
+    assert all(isinstance(e, errors.DataLossError) for e in out), out
+    assert all("t" in str(e) and "m" in str(e) for e in out)
+
+
+def test_verification_plan_covers_every_byte_once():
+    ident = (0, 0, 100)
+    touches = [[(ident, (10, 40), 0, b"t")], [(ident, (30, 60), 0, b"t")], [], [(ident, (80, 100), 0, b"t")]]
+    plan = distributed_save._VerificationPlan(touches)
+    segs = plan.segments[ident]
+    assert [(a, b) for a, b, _ in segs] == [(0, 10), (10, 30), (30, 40), (40, 60), (60, 80), (80, 100)]
+    owners = {(a, b): r for a, b, r in segs}
+    assert owners[(10, 30)] == 0 and owners[(30, 40)] == 0 and owners[(40, 60)] == 1
+    assert owners[(80, 100)] == 3 and owners[(0, 10)] in (0, 1, 3) and owners[(60, 80)] in (0, 1, 3)
+    # a stored slice some rank reads whole (checked by its reader) needs no segments
+    plan = distributed_save._VerificationPlan([[(ident, (10, 40), 0, b"t")], [(ident, None, None, None)]])
+    assert plan.segments == {}

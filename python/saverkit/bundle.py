@@ -322,22 +322,33 @@ def _as_dtype_or_data_loss(enum: int, key: bytes, prefix: str) -> DType:
 class BundleReader:
     """An open checkpoint: list its tensors and read them (``with BundleReader(p) as r: ...``)."""
 
-    def __init__(self, prefix: str | os.PathLike, storage_options: dict | None = None) -> None:
+    def __init__(self, prefix: str | os.PathLike, storage_options: dict | None = None, *,
+                 index: bytes | None = None) -> None:
+        """``index``: the bytes of the checkpoint's ``.index``, already read (by rank 0 of a coordinated
+        restore, see saverkit.train.distributed_save): the index file is then not opened here, only the
+        data files are (local), or their byte ranges fetched (URL)."""
         self._remote: storage.Location | None = None
         self._core: _core.Reader | None
         if storage.is_url(prefix):
-            self._open_remote(os.fsdecode(os.fspath(prefix)), storage_options)
+            self._open_remote(os.fsdecode(os.fspath(prefix)), storage_options, index)
+        elif index is not None:
+            self.prefix = storage.local_path(os.fsdecode(os.fspath(prefix)))
+            self._core = _core.Reader(self.prefix, index, True)
         else:
             self.prefix = resolve_prefix(storage.local_path(prefix))
             self._core = _core.Reader(self.prefix)
         self._entries_cache: dict[str, tuple[DType, tuple[int, ...]]] | None = None
 
-    def _open_remote(self, url: str, storage_options: dict | None) -> None:
-        """The index fetched once; data objects' sizes looked up; tensor bytes fetched per read."""
+    def _open_remote(self, url: str, storage_options: dict | None, index: bytes | None = None) -> None:
+        """The index fetched once (unless given); data objects' sizes looked up; tensor bytes fetched per
+        read."""
         loc = self._remote = storage.Location(url, storage_options)
         self._remote_lock = threading.Lock()
-        self.prefix = checkpoint_paths.resolve_remote_prefix(loc, url)
-        index = loc.read_bytes(self.prefix + ".index")
+        if index is None:
+            self.prefix = checkpoint_paths.resolve_remote_prefix(loc, url)
+            index = loc.read_bytes(self.prefix + ".index")
+        else:
+            self.prefix = url
         self._core = _core.Reader(self.prefix, index)
         n = self._core.num_shards
         for shard in range(n):

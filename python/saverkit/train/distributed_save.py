@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from saverkit import bundle, errors, tempfiles
+from saverkit import bundle, errors, storage, tempfiles
 from saverkit import distributed as dist
 from saverkit import dtypes as dtypes_lib
 from saverkit.train import checkpoint_management
@@ -533,47 +533,430 @@ def merge_object_graphs(serialized: list[bytes]) -> bytes:
 
 
 # --- restore
-def restore(saver: Any, sess: Any, prefix: str) -> None:
-    """``Saver.restore`` when the Saver has a coordinator: rank 0 reads the index and broadcasts its
-    entries; each rank checks and restores its own variables; a failure anywhere raises everywhere."""
+def _read_index(prefix: str) -> tuple[str, bytes]:
+    """Rank 0: the checkpoint's prefix (resolved as a reader resolves it) and its index's bytes."""
     from saverkit.train import saver as saver_mod  # noqa: PLC0415
 
+    if not checkpoint_management.checkpoint_exists(prefix):
+        raise saver_mod._missing_checkpoint_error(prefix)
+    if storage.is_url(prefix):
+        return prefix, storage.Location(prefix).read_bytes(prefix + ".index")
+    resolved = bundle.resolve_prefix(storage.local_path(prefix))
+    try:
+        with open(resolved + ".index", "rb") as f:
+            return resolved, f.read()
+    except FileNotFoundError:  # deleted (or being re-saved) since it was found
+        raise saver_mod._missing_checkpoint_error(prefix) from None
+
+
+def restore(saver: Any, sess: Any, prefix: str) -> None:
+    """``Saver.restore`` when the Saver has a coordinator.
+
+    Rank 0 reads the index once and broadcasts its bytes; every rank opens the checkpoint from them
+    (``BundleReader(prefix, index=...)``: no rank but 0 opens the index), checks its own variables'
+    keys, dtypes and shapes, and restores them through its ``RestoreV2`` reading from that reader
+    (``RunOptions.readers``), so each rank reads only its own variables' bytes. Stored slices that
+    several ranks read parts of are verified together (see :class:`_RankReader`). A failure anywhere
+    raises everywhere."""
     coord: dist.Coordinator = saver._coordinator
+    resolved, index = dist.broadcast_result(coord, lambda: _read_index(prefix), "restore (index)")
+    local: dict[str, Any] = {}
 
-    def read_index() -> dict:
-        if not checkpoint_management.checkpoint_exists(prefix):
-            raise saver_mod._missing_checkpoint_error(prefix)
-        with bundle.BundleReader(prefix) as reader:
-            return {k: (dt.as_datatype_enum, tuple(shape)) for k, (dt, shape) in reader.entries().items()}
-
-    entries = dist.broadcast_result(coord, read_index, "restore (index)")
-
-    def restore_here() -> None:
+    def plan_here() -> list:
+        local["reader"] = reader = bundle.BundleReader(resolved, index=index)
         if saver._is_empty:
-            return
-        names, tensors, slices, dts = _local_specs(saver)
-        for name, tensor, spec, dt in zip(names, tensors, slices, dts, strict=True):
-            key = name.decode() if isinstance(name, bytes) else str(name)
-            found = entries.get(key)
-            if found is None:
-                raise errors.NotFoundError(None, None, f"Key {key} not found in checkpoint {prefix}")
-            want = dtypes_lib.as_dtype(dt).base_dtype.as_datatype_enum
-            if found[0] != want:
-                raise errors.InvalidArgumentError(
-                    None, None, f"Checkpoint {prefix} has {key} as {_describe(*found)}, the variable is "
-                    f"{dtypes_lib.as_dtype(dt).base_dtype.name}")
-            full = _parse_slice(spec)[0] if spec else _static_shape(tensor)
-            if full is not None and tuple(full) != tuple(found[1]):
-                raise errors.InvalidArgumentError(
-                    None, None, f"Checkpoint {prefix} has {key} with shape {list(found[1])}, the variable "
-                    f"{'is a slice of' if spec else 'has'} {list(full)}")
+            return []
+        requests = _check_variables(saver, reader, index, resolved)
+        local["geometry"] = geometry = _Geometry(reader, index)
+        return geometry.touches(requests)
+
+    touches = dist.run_everywhere(coord, plan_here, "restore")
+    plan = _VerificationPlan(touches)
+
+    def restore_here() -> list:
+        if saver._is_empty:
+            return []
+        from saverkit.framework.run_options import RunOptions  # noqa: PLC0415
+        from saverkit.train import saver as saver_mod  # noqa: PLC0415
+
+        ranked = _RankReader(local["reader"], local["geometry"], plan, coord.rank)
         try:
-            sess.run(saver.saver_def.restore_op_name, {saver.saver_def.filename_tensor_name: prefix})
+            sess.run(saver.saver_def.restore_op_name, {saver.saver_def.filename_tensor_name: prefix},
+                     options=RunOptions(readers={prefix: ranked}))
         except errors.InvalidArgumentError as err:
             raise saver_mod._wrap_restore_error_with_msg(
                 err, "a mismatch between the current graph and the graph", "") from err
+        finally:
+            ranked.close()
+        return ranked.crcs
 
-    dist.run_everywhere(coord, restore_here, "restore")
+    try:
+        crcs = dist.run_everywhere(coord, restore_here, "restore")
+    finally:
+        local.clear()
+    plan.verify(crcs, resolved)  # the same verdict on every rank
+
+
+def _index_reader(prefix: str, index: bytes) -> Any:
+    """The engine's reader of ``index`` (for lookups of entries: no data file is opened)."""
+    from saverkit import _core  # noqa: PLC0415
+
+    return _core.Reader(prefix, index, not storage.is_url(prefix))
+
+
+def _check_variables(saver: Any, reader: bundle.BundleReader, index: bytes,
+                     prefix: str) -> list[tuple[str, str]]:
+    """This rank's (key, slice spec) requests, each checked against the index (key, dtype, shape)."""
+    names, tensors, slices, dts = _local_specs(saver)
+    core = _index_reader(reader.prefix, index)
+    requests = []
+    for name, tensor, spec, dt in zip(names, tensors, slices, dts, strict=True):
+        key = _key(name)
+        if not core.has_tensor(key.encode()):
+            raise errors.NotFoundError(None, None, f"Key {key} not found in checkpoint {prefix}")
+        found = core.entry(key.encode())
+        stored_shape = tuple(found["shape"])
+        want = dtypes_lib.as_dtype(dt).base_dtype.as_datatype_enum
+        if found["dtype"] != want:
+            raise errors.InvalidArgumentError(
+                None, None, f"Checkpoint {prefix} has {key} as {_describe(found['dtype'], stored_shape)}, "
+                f"the variable is {dtypes_lib.as_dtype(dt).base_dtype.name}")
+        full = _parse_slice(spec)[0] if spec else _static_shape(tensor)
+        if full is not None and tuple(full) != stored_shape:
+            raise errors.InvalidArgumentError(
+                None, None, f"Checkpoint {prefix} has {key} with shape {list(stored_shape)}, the variable "
+                f"{'is a slice of' if spec else 'has'} {list(full)}")
+        requests.append((key, spec))
+    return requests
+
+
+# --- restore: stored slices shared between ranks
+# A stored tensor (or stored slice) carries ONE checksum over all its bytes. A rank that needs only part
+# of it (another world size's slice straddling two saved slices, or a slice of a tensor saved whole)
+# would have to read all of it to check it: with N ranks each straddling two stored slices, twice the
+# bytes of a same-world restore. Instead the ranks split the check: every rank reads just the byte run it
+# needs, straight into its variable, and checksums the segments of it that the plan gives it; bytes no
+# rank needs are checksummed by one of the ranks that touch that stored slice; the segment checksums
+# are gathered with the restore's outcome and combined (crc32c_combine), and every rank compares them
+# with the index's. Each stored byte is read about once in all, and checked exactly once.
+
+_CHUNK = 1 << 20  # bytes read and checksummed at a time (while in cache)
+
+
+class _Piece:
+    """A stored payload overlapped by a request: where it is, its checksum, and what of it is needed."""
+
+    __slots__ = ("crc", "dst_offset", "ident", "key", "nbytes", "run", "shard")
+
+    def __init__(self, key: bytes, entry: dict, run: tuple[int, int], dst_offset: int) -> None:
+        self.key, self.shard, self.crc = key, entry["shard_id"], entry["crc32c"]
+        self.ident = (entry["shard_id"], entry["offset"], entry["size"])
+        self.nbytes = entry["size"]
+        self.run = run  # bytes [start, end) of the payload that the request needs
+        self.dst_offset = dst_offset  # where they go in the request's buffer (bytes)
+
+
+def _run_of(box: list[tuple[int, int]], within: list[tuple[int, int]]) -> tuple[int, int] | None:
+    """(first element, count) of ``box`` inside the row-major array ``within``, when it is one run."""
+    shape = [length for _, length in within]
+    k = 0  # dims from k on must be whole, dim k-1 may be partial, earlier ones of length 1
+    for d in range(len(box) - 1, -1, -1):
+        if box[d] != within[d]:
+            k = d
+            break
+    else:
+        return 0, int(np.prod(shape, dtype=np.int64)) if shape else 1
+    if any(box[d][1] != 1 for d in range(k)):
+        return None
+    first, stride = 0, 1
+    for d in range(len(box) - 1, -1, -1):
+        first += (box[d][0] - within[d][0]) * stride
+        stride *= shape[d]
+    inner = int(np.prod(shape[k + 1:], dtype=np.int64)) if k + 1 < len(shape) else 1
+    return first, box[k][1] * inner
+
+
+class _Geometry:
+    """Which stored payloads each (key, spec) request overlaps, and whether it can be read by runs."""
+
+    def __init__(self, reader: bundle.BundleReader, index: bytes) -> None:
+        self.reader = reader
+        self.core = _index_reader(reader.prefix, index)
+        self.local = not storage.is_url(reader.prefix)
+        self.split: dict[tuple[str, str], list[_Piece]] = {}  # requests read by runs
+
+    def _box(self, shape: tuple, extents: list) -> list[tuple[int, int]]:
+        if not extents:
+            return [(0, n) for n in shape]
+        return [(0, n) if e is None else (int(e[0]), int(e[1])) for n, e in zip(shape, extents, strict=True)]
+
+    def _pieces(self, key: str, spec: str) -> tuple[list[_Piece], list[tuple], bool] | None:
+        """The payloads request (key, spec) overlaps (as _Piece) and whether it can be read by runs;
+        None for a request the reader reads itself as it always does (a whole unpartitioned tensor)."""
+        entry = self.core.entry(key.encode())
+        shape = tuple(entry["shape"])
+        want = self._box(shape, _core_slice(spec)[1]) if spec else [(0, n) for n in shape]
+        stored = [(self._box(shape, ext), _core_slice_key(key, shape, ext))
+                  for ext in entry["slices"]] or [([(0, n) for n in shape], key.encode())]
+        if len(stored) == 1 and stored[0][0] == want:
+            return None  # the stored payload is the request: read directly, checked by the reader
+        elem = _elem_size(entry["dtype"])
+        runnable = self.local and elem is not None and (elem == 1 or self.core.endianness == 0) \
+            and _little_endian_host()
+        pieces: list[_Piece] = []
+        ids: list[tuple[tuple, tuple[int, int] | None]] = []
+        for box, pkey in stored:
+            region = [(max(s, w), min(s + n, w + m) - max(s, w))
+                      for (s, n), (w, m) in zip(box, want, strict=True)]
+            if any(n <= 0 for _, n in region) and shape:
+                continue
+            pentry = self.core.entry(pkey)
+            src, dst = _run_of(region, box), _run_of(region, want)
+            nelem = int(np.prod([n for _, n in box], dtype=np.int64)) if box else 1
+            if src is None or dst is None or elem is None or pentry["size"] != nelem * elem:
+                runnable = False
+                ids.append(((pentry["shard_id"], pentry["offset"], pentry["size"]), None))
+                continue
+            piece = _Piece(pkey, pentry, (src[0] * elem, (src[0] + src[1]) * elem), dst[0] * elem)
+            pieces.append(piece)
+            ids.append((piece.ident, piece.run))
+        return pieces, ids, runnable
+
+    def touches(self, requests: list[tuple[str, str]]) -> list[tuple]:
+        """This rank's touches of stored payloads: (payload, (start, end)) for a run it reads itself,
+        (payload, None) for a payload the reader reads (and checks) whole."""
+        out: list[tuple] = []
+        for key, spec in requests:
+            found = self._pieces(key, spec)
+            if found is None:
+                continue
+            pieces, ids, runnable = found
+            if runnable and any(p.run != (0, p.nbytes) for p in pieces):
+                self.split[(key, spec)] = pieces
+                out += [(p.ident, p.run, p.crc, p.key) for p in pieces]
+            else:
+                out += [(ident, None, None, None) for ident, _ in ids]
+        return out
+
+
+def _core_slice(spec: str) -> tuple:
+    from saverkit import _core  # noqa: PLC0415
+
+    return _core.parse_shape_and_slice(spec)
+
+
+def _core_slice_key(key: str, shape: tuple, extents: list) -> bytes:
+    """The index key of the stored slice with these extents (None: a whole dimension, written "-" as in
+    the stored slice: the key encodes the two differently)."""
+    from saverkit import _core  # noqa: PLC0415
+
+    if not extents:
+        extents = [None] * len(shape)
+    dims = ":".join("-" if e is None else f"{e[0]},{e[1]}" for e in extents)
+    return _core.slice_key(key, " ".join(str(n) for n in shape) + " " + dims)
+
+
+def _elem_size(enum: int) -> int | None:
+    try:
+        d = dtypes_lib.as_dtype(enum)
+    except TypeError:
+        return None
+    if d == dtypes_lib.string or d.np_dtype is None or d.np_dtype.hasobject:
+        return None
+    return int(d.np_dtype.itemsize)
+
+
+def _little_endian_host() -> bool:
+    import sys  # noqa: PLC0415
+
+    return sys.byteorder == "little"
+
+
+class _VerificationPlan:
+    """Who checksums which bytes of the stored payloads read by runs (the same on every rank).
+
+    Each such payload is cut at every run's ends into segments; a segment inside some rank's run goes
+    to the lowest such rank, one inside no run (bytes nobody needs) to the touching rank with the least
+    bytes so far. A payload some rank reads whole through its reader is checked there: no segments."""
+
+    def __init__(self, touches: list[list[tuple]]) -> None:
+        runs: dict[tuple, list[tuple[int, int, int]]] = {}
+        self.meta: dict[tuple, tuple[int, bytes]] = {}
+        whole: set[tuple] = set()
+        for rank, mine in enumerate(touches):
+            for ident, run, crc, key in mine:
+                if run is None:
+                    whole.add(ident)
+                else:
+                    runs.setdefault(ident, []).append((rank, run[0], run[1]))
+                    self.meta[ident] = (crc, key)
+        load = [0] * len(touches)
+        # per payload: [(start, end, rank)] covering [0, size)
+        self.segments: dict[tuple, list[tuple[int, int, int]]] = {}
+        for ident in sorted(runs):
+            if ident in whole:
+                continue
+            size = ident[2]
+            cuts = sorted({0, size, *(a for _, a, _ in runs[ident]), *(b for _, _, b in runs[ident])})
+            segs = []
+            for a, b in zip(cuts, cuts[1:], strict=False):
+                covering = [r for r, s, e in runs[ident] if s <= a and b <= e]
+                if covering:
+                    owner = min(covering)
+                else:
+                    toucher = sorted({r for r, _, _ in runs[ident]})
+                    owner = min(toucher, key=lambda r: (load[r], r))
+                load[owner] += b - a
+                segs.append((a, b, owner))
+            self.segments[ident] = segs
+
+    def mine(self, ident: tuple, rank: int) -> list[tuple[int, int]]:
+        return [(a, b) for a, b, r in self.segments.get(ident, ()) if r == rank]
+
+    def verify(self, crcs_per_rank: list[list[tuple]], prefix: str) -> None:
+        """Combines every rank's segment checksums; DataLossError (on every rank) naming a bad payload."""
+        from saverkit import _core  # noqa: PLC0415
+
+        got: dict[tuple, dict[int, int]] = {}
+        for crcs in crcs_per_rank:
+            for ident, a, crc in crcs:
+                got.setdefault(ident, {})[a] = crc
+        for ident, segs in self.segments.items():
+            crc, key = self.meta[ident]
+            have = got.get(ident, {})
+            combined = 0
+            for a, b, _ in segs:
+                if a not in have:  # a rank did not report: its restore failed, and said so already
+                    raise errors.DataLossError(
+                        None, None, f"Checksum of a slice of {_display(key)} in {prefix} was not computed")
+                combined = _core.crc32c_combine(combined, have[a], b - a) if a else have[a]
+            if combined != _core.crc32c_unmask(crc):
+                raise errors.DataLossError(
+                    None, None, f"Checksum does not match for {_display(key)} in "
+                    f"{prefix}.data-{ident[0]:05d}-of-*: stored {_core.crc32c_unmask(crc):#010x}, "
+                    f"calculated {combined:#010x} (the bytes read may be wrong)")
+
+
+
+def _display(key: bytes) -> str:
+    if key.startswith(b"\x00"):  # a slice key: name it by its tensor
+        name = key[1:].split(b"\x00", 1)[0]
+        return f"a stored slice of {name.decode(errors='replace')!r}"
+    return repr(key.decode(errors="replace"))
+
+
+class _RankReader:
+    """What this rank's RestoreV2 reads through (``RunOptions.readers``): the BundleReader opened from
+    the broadcast index, except for the requests read by runs (see _VerificationPlan), which are read
+    here straight into their buffers, checksummed by segment; ``crcs`` lists those checksums."""
+
+    def __init__(self, reader: bundle.BundleReader, geometry: _Geometry, plan: _VerificationPlan,
+                 rank: int) -> None:
+        self.reader, self.geometry, self.plan, self.rank = reader, geometry, plan, rank
+        self.crcs: list[tuple] = []
+        self._fds: dict[int, int] = {}
+        self._done: set[tuple] = set()  # payload segments already checksummed (a payload read twice)
+
+    def close(self) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
+
+    def _fd(self, shard: int) -> tuple[int, str]:
+        core = self.geometry.core
+        path = f"{self.reader.prefix}.data-{shard:05d}-of-{core.num_shards:05d}"
+        fd = self._fds.get(shard)
+        if fd is None:
+            try:
+                fd = self._fds[shard] = os.open(path, os.O_RDONLY)
+            except FileNotFoundError:
+                raise errors.NotFoundError(
+                    None, None, f"Data file {path} of checkpoint {self.reader.prefix} does not exist: "
+                    "the checkpoint is incomplete") from None
+        return fd, path
+
+    def read_many(self, names: list, specs: list | None = None, dtypes: list | None = None,
+                  out: list | None = None) -> list:
+        n = len(names)
+        specs = list(specs) if specs is not None else [""] * n
+        keys = [_key(x) for x in names]
+        split = [i for i in range(n) if (keys[i], specs[i]) in self.geometry.split]
+        if not split:
+            return self.reader.read_many(names, specs, dtypes, out)
+        core = self.geometry.core
+        plans = core.prepare([keys[i].encode() for i in split], [specs[i] for i in split])
+        targets = {}
+        for i, (enum, shape) in zip(split, plans, strict=True):  # every check before any read
+            dt = dtypes_lib.as_dtype(enum)
+            if dtypes is not None and dtypes[i] is not None and dtypes_lib.as_dtype(dtypes[i]) != dt:
+                raise errors.InvalidArgumentError(
+                    None, None, f"Tensor {keys[i]!r} in checkpoint {self.reader.prefix} has dtype "
+                    f"{dt.name}, but {dtypes_lib.as_dtype(dtypes[i]).name} was requested")
+            target = out[i] if out is not None else None
+            if target is None:
+                target = np.empty(shape, dtype=dt.np_dtype)
+            elif not (isinstance(target, np.ndarray) and target.dtype == dt.np_dtype
+                      and target.shape == tuple(shape) and target.flags.c_contiguous
+                      and target.flags.writeable):
+                raise errors.InvalidArgumentError(
+                    None, None, f"Output array for tensor {keys[i]!r} does not fit {dt.name}{list(shape)}")
+            targets[i] = target
+        rest = [i for i in range(n) if i not in targets]
+        results: list = [None] * n
+        if rest:
+            got = self.reader.read_many(
+                [names[i] for i in rest], [specs[i] for i in rest],
+                [dtypes[i] for i in rest] if dtypes is not None else None,
+                [out[i] for i in rest] if out is not None else None)
+            for i, value in zip(rest, got, strict=True):
+                results[i] = value
+        for i in split:
+            self._read_runs(self.geometry.split[(keys[i], specs[i])], targets[i])
+            results[i] = targets[i]
+        return results
+
+    def _read_runs(self, pieces: list[_Piece], target: np.ndarray) -> None:
+        from saverkit import _core  # noqa: PLC0415
+
+        dst = memoryview(target.reshape(-1).view(np.uint8).data)
+        for p in pieces:
+            fd, path = self._fd(p.shard)
+            base = p.ident[1]
+            mine = [(a, b) for a, b in self.plan.mine(p.ident, self.rank) if (p.ident, a) not in self._done]
+            start, end = p.run
+            # the run, cut where segments start or end, read chunk by chunk into place
+            cuts = sorted({start, end, *(x for a, b in mine for x in (a, b) if start < x < end)})
+            crcs: dict[int, int] = {}
+            for lo, hi in zip(cuts, cuts[1:], strict=False):
+                seg = next((a for a, b in mine if a <= lo and hi <= b), None)
+                for at in range(lo, hi, _CHUNK):
+                    m = min(_CHUNK, hi - at)
+                    view = dst[p.dst_offset + at - start: p.dst_offset + at - start + m]
+                    _pread_into(fd, view, base + at, path)
+                    if seg is not None:
+                        crcs[seg] = _core.crc32c(view, crcs.get(seg, 0))
+            scratch = None
+            for a, b in mine:  # segments outside the run: bytes nobody needs, read only to checksum
+                if a >= start and b <= end:
+                    continue
+                scratch = scratch if scratch is not None else memoryview(bytearray(_CHUNK))
+                for at in range(a, b, _CHUNK):
+                    m = min(_CHUNK, b - at)
+                    _pread_into(fd, scratch[:m], base + at, path)
+                    crcs[a] = _core.crc32c(scratch[:m], crcs.get(a, 0))
+            for a, _ in mine:
+                self._done.add((p.ident, a))
+                self.crcs.append((p.ident, a, crcs.get(a, 0)))
+
+
+def _pread_into(fd: int, view: memoryview, offset: int, path: str) -> None:
+    done = 0
+    while done < len(view):
+        got = os.preadv(fd, [view[done:]], offset + done)
+        if got <= 0:
+            raise errors.DataLossError(
+                None, None, f"{path} is shorter than its index says (read at {offset + done}): truncated")
+        done += got
 
 
 def _static_shape(tensor: Any) -> tuple | None:
