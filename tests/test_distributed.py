@@ -6,6 +6,7 @@ The same protocol runs over MPI (test_distributed_mpi.py) and torch.distributed 
 from __future__ import annotations
 
 import os
+import re
 import threading
 import time
 
@@ -564,11 +565,14 @@ def _restore_rows(prefix: str, full: np.ndarray, rows_of_rank: list[tuple[int, i
 
 def _count_run_reads(monkeypatch) -> dict:
     read: dict = {}
+    lock = threading.Lock()
     real = distributed_save._pread_into
 
     def counting(fd, view, offset, path):
-        name = threading.current_thread().name
-        read[name] = read.get(name, 0) + len(view)
+        # the rank's thread ("rank1") or its reading threads ("saverkit-restore-rank1_0")
+        name = re.search(r"rank\d+", threading.current_thread().name).group()
+        with lock:
+            read[name] = read.get(name, 0) + len(view)
         return real(fd, view, offset, path)
 
     monkeypatch.setattr(distributed_save, "_pread_into", counting)
@@ -639,3 +643,45 @@ def test_verification_plan_covers_every_byte_once():
     # a stored slice some rank reads whole (checked by its reader) needs no segments
     plan = distributed_save._VerificationPlan([[(ident, (10, 40), 0, b"t")], [(ident, None, None, None)]])
     assert plan.segments == {}
+
+
+def test_ranks_restore_an_object_based_checkpoint_by_name_as_tf_falls_back(caplog):
+    """TensorFlow's fallback for a name-based Saver (keys from the checkpoint's object graph), each rank
+    its own variables: rank 0 the counter, rank 1 a kernel of a TF 2.21 object-based checkpoint."""
+    import json
+    import pathlib
+
+    fixtures = pathlib.Path(__file__).parent / "fixtures" / "tf-2.21"
+    records = json.loads((fixtures / "manifest.json").read_text())["cases"]["tf2_object"]["checkpoints"][
+        "tf2_object/ckpt-4"]
+
+    def fn(c):
+        g = sk.Graph()
+        with g.as_default():
+            v = sk.Variable(np.int64(0), name="save_counter") if c.rank == 0 else \
+                sk.Variable(np.zeros((3, 2), np.float32), name="kernel")
+            with sk.Session(graph=g) as sess:
+                sk.train.Saver([v], coordinator=c).restore(sess, str(fixtures / "tf2_object" / "ckpt-4"))
+                return sess.run(v)
+
+    counter, kernel = raise_first(run_ranks(2, fn))
+    assert counter == 4
+    assert kernel.tobytes().hex() == records["model/layers/1/kernel/.ATTRIBUTES/VARIABLE_VALUE"]["hex"]
+    assert "object-based checkpoint using a name-based saver" in caplog.text
+
+
+def test_a_saver_def_only_saver_with_a_coordinator_is_a_clear_error(tmp_path):
+    def fn(c):
+        g = sk.Graph()
+        with g.as_default():
+            sk.Variable(np.zeros(3, np.float32), name=f"v{c.rank}")
+            saver_def = sk.train.Saver().saver_def
+            saver = sk.train.Saver(saver_def=saver_def, coordinator=c)
+            with sk.Session(graph=g) as sess:
+                sess.run(sk.global_variables_initializer())
+                saver.save(sess, str(tmp_path / "model"))
+
+    out = run_ranks(2, fn)
+    assert all(isinstance(e, dist.RankFailedError) and "UnimplementedError" in str(e)
+               and "saver_def" in str(e) for e in out), out
+    assert not [n for n in os.listdir(tmp_path) if not n.startswith(".")]

@@ -31,9 +31,12 @@ partitioned variable can be restored by 2 ranks with 2-slice parts, or by one pl
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import threading
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -44,6 +47,8 @@ from saverkit import dtypes as dtypes_lib
 from saverkit.train import checkpoint_management
 
 __all__ = ["plan_save", "restore", "save"]
+
+_logger = logging.getLogger(__name__)
 
 
 # --- plan
@@ -155,6 +160,12 @@ def _local_specs(saver: Any) -> tuple[list, list, list, list]:
 
     if saver._is_empty:
         specs: tuple[list, list, list, list] = ([], [], [], [])
+    elif saver._var_list is None:
+        # Saver(saver_def=...): op names only. TF has no coordinated saves at all; a rank's share of
+        # the checkpoint is its variables, which such a Saver does not know.
+        raise errors.UnimplementedError(
+            None, None, "A Saver built from a saver_def cannot save or restore with a coordinator: it "
+            "does not know its variables. Build each rank's Saver from its variables (var_list).")
     else:
         var_list = saver._var_list
         names_to_saveables = var_list if isinstance(var_list, dict) else saver_mod.op_list_to_dict(var_list)
@@ -566,8 +577,8 @@ def restore(saver: Any, sess: Any, prefix: str) -> None:
         local["reader"] = reader = bundle.BundleReader(resolved, index=index)
         if saver._is_empty:
             return []
-        requests = _check_variables(saver, reader, index, resolved)
-        local["geometry"] = geometry = _Geometry(reader, index)
+        requests, renamed = _check_variables(saver, reader, index, resolved)
+        local["geometry"] = geometry = _Geometry(reader, index, renamed)
         return geometry.touches(requests)
 
     touches = dist.run_everywhere(coord, plan_here, "restore")
@@ -604,16 +615,46 @@ def _index_reader(prefix: str, index: bytes) -> Any:
     return _core.Reader(prefix, index, not storage.is_url(prefix))
 
 
+def _object_keys(reader: bundle.BundleReader, core: Any, prefix: str) -> dict[str, str] | None:
+    """``{variable name: checkpoint key}`` of an object-based checkpoint (read from this rank's reader,
+    not by opening the index again); None for a name-based one."""
+    from saverkit.protobuf import trackable_object_graph_pb2  # noqa: PLC0415
+    from saverkit.trackable import OBJECT_GRAPH_PROTO_KEY  # noqa: PLC0415
+
+    if not core.has_tensor(OBJECT_GRAPH_PROTO_KEY.encode()):
+        return None
+    raw = reader.read(OBJECT_GRAPH_PROTO_KEY)
+    raw = raw.item() if isinstance(raw, np.ndarray) and raw.shape == () else raw
+    if not isinstance(raw, bytes):
+        raise errors.DataLossError(
+            None, None, f"{OBJECT_GRAPH_PROTO_KEY} of checkpoint {prefix} is not a string scalar")
+    graph = trackable_object_graph_pb2.TrackableObjectGraph.FromString(raw)
+    return {a.full_name: a.checkpoint_key for node in graph.nodes for a in node.attributes}
+
+
 def _check_variables(saver: Any, reader: bundle.BundleReader, index: bytes,
-                     prefix: str) -> list[tuple[str, str]]:
-    """This rank's (key, slice spec) requests, each checked against the index (key, dtype, shape)."""
+                     prefix: str) -> tuple[list[tuple[str, str]], dict[str, str]]:
+    """This rank's (checkpoint key, slice spec) requests, each checked against the index (key, dtype,
+    shape), and the variables' names read under another key: an object-based checkpoint restored by a
+    name-based Saver reads each variable from the key its name had when saved (TF's fallback)."""
     names, tensors, slices, dts = _local_specs(saver)
     core = _index_reader(reader.prefix, index)
     requests = []
+    renamed: dict[str, str] = {}
+    object_keys: dict[str, str] | None = None
     for name, tensor, spec, dt in zip(names, tensors, slices, dts, strict=True):
         key = _key(name)
         if not core.has_tensor(key.encode()):
-            raise errors.NotFoundError(None, None, f"Key {key} not found in checkpoint {prefix}")
+            if object_keys is None:
+                object_keys = _object_keys(reader, core, prefix) or {}
+                if object_keys:
+                    _logger.warning(
+                        "Restoring an object-based checkpoint using a name-based saver: each variable is "
+                        "read from the key its name had when the checkpoint was written.")
+            mapped = object_keys.get(key)
+            if mapped is None or not core.has_tensor(mapped.encode()):
+                raise errors.NotFoundError(None, None, f"Key {key} not found in checkpoint {prefix}")
+            renamed[key] = key = mapped
         found = core.entry(key.encode())
         stored_shape = tuple(found["shape"])
         want = dtypes_lib.as_dtype(dt).base_dtype.as_datatype_enum
@@ -627,7 +668,7 @@ def _check_variables(saver: Any, reader: bundle.BundleReader, index: bytes,
                 None, None, f"Checkpoint {prefix} has {key} with shape {list(stored_shape)}, the variable "
                 f"{'is a slice of' if spec else 'has'} {list(full)}")
         requests.append((key, spec))
-    return requests
+    return requests, renamed
 
 
 # --- restore: stored slices shared between ranks
@@ -640,7 +681,7 @@ def _check_variables(saver: Any, reader: bundle.BundleReader, index: bytes,
 # are gathered with the restore's outcome and combined (crc32c_combine), and every rank compares them
 # with the index's. Each stored byte is read about once in all, and checked exactly once.
 
-_CHUNK = 1 << 20  # bytes read and checksummed at a time (while in cache)
+_CHUNK = 1 << 20  # bytes read and checksummed at a time (while in cache), one task of the I/O threads
 
 
 class _Piece:
@@ -679,8 +720,9 @@ def _run_of(box: list[tuple[int, int]], within: list[tuple[int, int]]) -> tuple[
 class _Geometry:
     """Which stored payloads each (key, spec) request overlaps, and whether it can be read by runs."""
 
-    def __init__(self, reader: bundle.BundleReader, index: bytes) -> None:
+    def __init__(self, reader: bundle.BundleReader, index: bytes, renamed: dict[str, str]) -> None:
         self.reader = reader
+        self.renamed = renamed  # variable name -> its key in an object-based checkpoint
         self.core = _index_reader(reader.prefix, index)
         self.local = not storage.is_url(reader.prefix)
         self.split: dict[tuple[str, str], list[_Piece]] = {}  # requests read by runs
@@ -880,6 +922,9 @@ class _RankReader:
         n = len(names)
         specs = list(specs) if specs is not None else [""] * n
         keys = [_key(x) for x in names]
+        if self.geometry.renamed:
+            keys = [self.geometry.renamed.get(k, k) for k in keys]
+            names = keys
         split = [i for i in range(n) if (keys[i], specs[i]) in self.geometry.split]
         if not split:
             return self.reader.read_many(names, specs, dtypes, out)
@@ -916,37 +961,65 @@ class _RankReader:
         return results
 
     def _read_runs(self, pieces: list[_Piece], target: np.ndarray) -> None:
+        """Each piece's run straight into ``target``, and the segments the plan gives this rank
+        checksummed (those outside the run read into scratch memory for that alone). Chunks are read on
+        the engine's number of I/O threads (pread and crc32c release the GIL); a segment's checksum is
+        its chunks' checksums combined in order."""
         from saverkit import _core  # noqa: PLC0415
 
         dst = memoryview(target.reshape(-1).view(np.uint8).data)
+        tasks: list[tuple] = []  # (fd, path, file offset, dest view or None, nbytes, segment key or None)
         for p in pieces:
             fd, path = self._fd(p.shard)
             base = p.ident[1]
             mine = [(a, b) for a, b in self.plan.mine(p.ident, self.rank) if (p.ident, a) not in self._done]
             start, end = p.run
-            # the run, cut where segments start or end, read chunk by chunk into place
+            # the run, cut where segments start or end, then into chunks read in place
             cuts = sorted({start, end, *(x for a, b in mine for x in (a, b) if start < x < end)})
-            crcs: dict[int, int] = {}
             for lo, hi in zip(cuts, cuts[1:], strict=False):
                 seg = next((a for a, b in mine if a <= lo and hi <= b), None)
                 for at in range(lo, hi, _CHUNK):
                     m = min(_CHUNK, hi - at)
-                    view = dst[p.dst_offset + at - start: p.dst_offset + at - start + m]
-                    _pread_into(fd, view, base + at, path)
-                    if seg is not None:
-                        crcs[seg] = _core.crc32c(view, crcs.get(seg, 0))
-            scratch = None
+                    at_dst = p.dst_offset + at - start
+                    tasks.append((fd, path, base + at, dst[at_dst:at_dst + m], m,
+                                  None if seg is None else (p.ident, seg)))
             for a, b in mine:  # segments outside the run: bytes nobody needs, read only to checksum
-                if a >= start and b <= end:
-                    continue
-                scratch = scratch if scratch is not None else memoryview(bytearray(_CHUNK))
-                for at in range(a, b, _CHUNK):
-                    m = min(_CHUNK, b - at)
-                    _pread_into(fd, scratch[:m], base + at, path)
-                    crcs[a] = _core.crc32c(scratch[:m], crcs.get(a, 0))
+                if not (a >= start and b <= end):
+                    tasks += [(fd, path, base + at, None, min(_CHUNK, b - at), (p.ident, a))
+                              for at in range(a, b, _CHUNK)]
             for a, _ in mine:
                 self._done.add((p.ident, a))
-                self.crcs.append((p.ident, a, crcs.get(a, 0)))
+        local = threading.local()
+
+        def run(task: tuple) -> int | None:
+            fd, path, offset, view, m, seg = task
+            if view is None:
+                scratch = getattr(local, "scratch", None)
+                if scratch is None:
+                    scratch = local.scratch = memoryview(bytearray(_CHUNK))
+                view = scratch[:m]
+            _pread_into(fd, view, offset, path)
+            return _core.crc32c(view) if seg is not None else None
+
+        threads = max(1, min(_core.get_io_threads(), len(tasks)))
+        if threads == 1:
+            crcs = [run(t) for t in tasks]
+        else:
+            with ThreadPoolExecutor(threads, thread_name_prefix=f"saverkit-restore-rank{self.rank}") as pool:
+                crcs = list(pool.map(run, tasks))
+        combined: dict[tuple, int] = {}
+        order: list[tuple] = []
+        for task, crc in zip(tasks, crcs, strict=True):  # tasks of a segment are in file order
+            seg, m = task[5], task[4]
+            if seg is None or crc is None:
+                continue
+            if seg in combined:
+                combined[seg] = _core.crc32c_combine(combined[seg], crc, m)
+            else:
+                combined[seg] = crc
+                order.append(seg)
+        for ident, a in order:
+            self.crcs.append((ident, a, combined[(ident, a)]))
 
 
 def _pread_into(fd: int, view: memoryview, offset: int, path: str) -> None:
