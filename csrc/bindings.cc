@@ -773,6 +773,19 @@ PYBIND11_MODULE(_core, m) {
     Check(s);
   }, py::arg("checkpoint_prefixes"), py::arg("destination_prefix"), py::arg("delete_old_dirs") = true,
         py::arg("allow_missing_files") = false, py::arg("durable") = false);
+  // The merged index of a remote sharded save (see MergeIndexes): (index bytes, each part's shard id or -1).
+  m.def("merge_indexes", [](const std::vector<py::bytes>& indexes, const std::string& dest, int64_t num_shards) {
+    std::vector<std::string> parts(indexes.begin(), indexes.end());
+    std::string merged;
+    std::vector<int> part_shards;
+    Status s;
+    {
+      py::gil_scoped_release release;
+      s = MergeIndexes(parts, dest, num_shards, &merged, &part_shards);
+    }
+    Check(s);
+    return py::make_tuple(py::bytes(merged), part_shards);
+  }, py::arg("indexes"), py::arg("destination_prefix"), py::arg("num_shards") = 0);
   m.def("stage_copy", &StageCopy, py::arg("dst"), py::arg("offset"), py::arg("srcs"), py::arg("align") = 64,
         py::arg("threads") = 2);
   m.def("recover_bundle", [](const std::string& prefix) {

@@ -1,6 +1,8 @@
 #include "merge.h"
 
+#include <cstring>
 #include <map>
+#include <memory>
 
 #include "bundle_proto.h"
 #include "bundle_writer.h"
@@ -28,12 +30,11 @@ bool SameVersion(const VersionDef& a, const VersionDef& b) {
   return a.producer == b.producer && a.min_consumer == b.min_consumer && a.bad_consumers == b.bad_consumers;
 }
 
-Status MergeOne(const std::string& prefix, MergeState* state) {
-  const std::string index_path = MetaFilename(prefix);
-  RandomAccessFile index;
-  SK_RETURN_IF_ERROR(index.Open(index_path));
+// Adds the entries of the index `index` (of bundle `prefix`, named index_path) to `state`.
+Status MergeTable(const RandomAccessFile* index, const std::string& prefix, const std::string& index_path,
+                  MergeState* state) {
   Table table;
-  SK_RETURN_IF_ERROR(table.Open(&index));
+  SK_RETURN_IF_ERROR(table.Open(index));
   BundleHeader header;
   bool first = true;
   // Entries are staged so an empty part can be skipped as a whole.
@@ -96,7 +97,70 @@ Status MergeOne(const std::string& prefix, MergeState* state) {
   return Status::OK();
 }
 
+Status MergeOne(const std::string& prefix, MergeState* state) {
+  const std::string index_path = MetaFilename(prefix);
+  RandomAccessFile index;
+  SK_RETURN_IF_ERROR(index.Open(index_path));
+  return MergeTable(&index, prefix, index_path, state);
+}
+
+// The merged index: the first part's header with `num_shards`, then every entry in key order.
+Status WriteMergedIndex(const MergeState& state, int64_t num_shards, WritableFile* file) {
+  TableBuilder table(file);
+  BundleHeader header = state.header;
+  header.num_shards = static_cast<int32_t>(num_shards);
+  std::string value;
+  EncodeHeader(header, &value);
+  SK_RETURN_IF_ERROR(table.Add("", value));
+  for (const auto& kv : state.entries) {
+    value.clear();
+    EncodeEntry(kv.second, &value);
+    SK_RETURN_IF_ERROR(table.Add(kv.first, value));
+  }
+  return table.Finish();
+}
+
 }  // namespace
+
+Status MergeIndexes(const std::vector<std::string>& indexes, const std::string& merged_prefix, int64_t num_shards,
+                    std::string* merged, std::vector<int>* part_shards) {
+  if (indexes.empty()) return InvalidArgument("merge_indexes: no index to merge into " + merged_prefix);
+  MergeState state;
+  std::vector<std::string> part_prefixes;
+  for (size_t i = 0; i < indexes.size(); ++i) {
+    // Each part is named for its errors and so its data file maps to one new shard id.
+    part_prefixes.push_back(StrCat(merged_prefix, " (part ", i, ")"));
+    auto ranges = std::make_shared<FetchedRanges>();
+    ranges->Add(0, indexes[i].data(), indexes[i].size());
+    RandomAccessFile file;
+    file.OpenFetched(MetaFilename(part_prefixes.back()), indexes[i].size(), ranges);
+    SK_RETURN_IF_ERROR(MergeTable(&file, part_prefixes.back(), MetaFilename(part_prefixes.back()), &state));
+  }
+  const int64_t total_files = static_cast<int64_t>(state.data_files.size());
+  if (total_files != state.num_shards) {
+    return InvalidArgument(StrCat("merge_indexes: the parts of ", merged_prefix,
+                                  " must be single-shard bundles (", total_files, " data files, ", state.num_shards,
+                                  " shards)"));
+  }
+  if (num_shards == 0) num_shards = total_files;
+  if (num_shards < total_files || num_shards > 99999) {
+    return InvalidArgument(StrCat("merge_indexes: ", merged_prefix, " has ", total_files,
+                                  " non-empty parts; num_shards ", num_shards, " is out of range"));
+  }
+  part_shards->assign(indexes.size(), -1);
+  for (size_t i = 0; i < indexes.size(); ++i) {
+    auto it = state.data_file_ids.find(DataFilename(part_prefixes[i], 0, 1));
+    if (it != state.data_file_ids.end()) (*part_shards)[i] = it->second;
+  }
+  auto memory = std::make_shared<MemoryFile>();
+  WritableFile file;
+  file.CreateInMemory(MetaFilename(merged_prefix), memory);
+  SK_RETURN_IF_ERROR(WriteMergedIndex(state, num_shards, &file));
+  SK_RETURN_IF_ERROR(file.Close());
+  merged->assign(memory->size, '\0');
+  for (const auto& seg : memory->segments) std::memcpy(&(*merged)[seg.offset], seg.data(), seg.size);
+  return Status::OK();
+}
 
 Status MergeBundles(const std::vector<std::string>& prefixes, const std::string& merged_prefix,
                     bool delete_old_dirs, bool allow_missing_files, bool durable) {
@@ -128,18 +192,7 @@ Status MergeBundles(const std::vector<std::string>& prefixes, const std::string&
     WritableFile file;
     SK_RETURN_IF_ERROR(file.Create(tmp));
     Status s = [&]() -> Status {
-      TableBuilder table(&file);
-      BundleHeader header = state.header;
-      header.num_shards = static_cast<int32_t>(state.num_shards);
-      std::string value;
-      EncodeHeader(header, &value);
-      SK_RETURN_IF_ERROR(table.Add("", value));
-      for (const auto& kv : state.entries) {
-        value.clear();
-        EncodeEntry(kv.second, &value);
-        SK_RETURN_IF_ERROR(table.Add(kv.first, value));
-      }
-      SK_RETURN_IF_ERROR(table.Finish());
+      SK_RETURN_IF_ERROR(WriteMergedIndex(state, state.num_shards, &file));
       if (durable) SK_RETURN_IF_ERROR(file.Sync());
       return file.Close();
     }();

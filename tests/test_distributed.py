@@ -685,3 +685,87 @@ def test_a_saver_def_only_saver_with_a_coordinator_is_a_clear_error(tmp_path):
     assert all(isinstance(e, dist.RankFailedError) and "UnimplementedError" in str(e)
                and "saver_def" in str(e) for e in out), out
     assert not [n for n in os.listdir(tmp_path) if not n.startswith(".")]
+
+
+# --- URLs (saverkit.storage): each rank writes its data object in place, rank 0 the index last
+@pytest.fixture
+def countmem():
+    pytest.importorskip("fsspec")
+    from remote_helpers import CountingMemoryFS
+
+    CountingMemoryFS.reset()
+    yield CountingMemoryFS
+    CountingMemoryFS.reset()
+
+
+def _stored(fs, prefix_path):
+    return {k: bytes(v.getbuffer()) for k, v in fs.store.items() if k.startswith(prefix_path)}
+
+
+def test_four_ranks_save_one_checkpoint_to_a_url_byte_for_byte_a_local_one(tmp_path, countmem):
+    base = "countmem://bucket/job"
+    out = raise_first(run_ranks(4, lambda c: _save_rank(c, base, 7)))
+    assert out == [base + "/model-7"] * 4
+    writes = countmem.writes
+    data = [f"/bucket/job/model-7.data-{k:05d}-of-00004" for k in range(4)]
+    assert sorted(writes[:4]) == data  # the data objects in place (no temporary names, no copies) ...
+    assert writes[4:] == ["/bucket/job/model-7.index", "/bucket/job/model-7.meta", "/bucket/job/checkpoint"]
+    raise_first(run_ranks(4, lambda c: _save_rank(c, str(tmp_path), 7)))
+    for name in ["model-7.index", *(d.rsplit("/", 1)[1] for d in data)]:
+        assert countmem.store["/bucket/job/" + name].getvalue() == (tmp_path / name).read_bytes(), name
+    assert sk.train.latest_checkpoint(base) == base + "/model-7"
+    # restored by another world size, each rank reading through the index rank 0 fetched once
+    countmem.reads = []
+    got = raise_first(run_ranks(3, lambda c: _restore_rank(c, base + "/model-7", 3, 4, with_own=False)))
+    for rank, values in enumerate(got):
+        _check_restored(values, rank, 3, 4, 7, with_own=False)
+    assert [r[0] for r in countmem.reads].count("/bucket/job/model-7.index") == 1
+
+
+def test_a_url_resave_never_overwrites_the_data_of_the_checkpoint_it_replaces(countmem):
+    def save(c):
+        g = sk.Graph()
+        with g.as_default():
+            build_rank_model(c.rank, c.world_size, 1)
+            saver = sk.train.Saver(coordinator=c)
+            with sk.Session(graph=g) as sess:
+                sess.run(sk.global_variables_initializer())
+                return saver.save(sess, "countmem://bucket/re/model", write_meta_graph=False)
+
+    raise_first(run_ranks(2, save))
+    first = _stored(countmem, "/bucket/re/model.")
+    countmem.writes = []
+    raise_first(run_ranks(2, save))
+    # the new data objects take a shard count the old index does not name; the old ones go after
+    assert sorted(countmem.writes[:3]) == ["/bucket/re/model.data-00000-of-00003",
+                                           "/bucket/re/model.data-00001-of-00003",
+                                           "/bucket/re/model.data-00002-of-00003"]
+    assert countmem.writes[3] == "/bucket/re/model.index"
+    assert not any(k in _stored(countmem, "/bucket/re/model.") for k in first if ".data-" in k)
+    _check_values = bundle.read_tensors("countmem://bucket/re/model", ["shared"])[0]
+    np.testing.assert_array_equal(_check_values, shared(1))
+
+
+def test_a_failed_rank_write_to_a_url_leaves_the_previous_checkpoint_and_nothing_else(countmem):
+    base = "countmem://bucket/f"
+    raise_first(run_ranks(3, lambda c: _save_rank(c, base, 1)))
+    before = _stored(countmem, "/bucket/f/")
+    countmem.fail_write = lambda p: p.endswith("model-2.data-00001-of-00003")
+    out = run_ranks(3, lambda c: _save_rank(c, base, 2))
+    assert all(isinstance(e, dist.RankFailedError) and e.rank == 1 and "injected failure" in str(e)
+               for e in out), out
+    countmem.fail_write = None
+    assert _stored(countmem, "/bucket/f/") == before
+    assert sk.train.latest_checkpoint(base) == base + "/model-1"
+
+
+def test_checkpoint_manager_ranks_save_to_a_url(countmem):
+    base = "countmem://bucket/mgr"
+    out = raise_first(run_ranks(4, lambda c: _manager_rank(c, base, 10.0)))
+    want = [f"{base}/ckpt-{i}" for i in (1, 2, 3)]
+    assert all(o == (want, want[1:]) for o in out), out
+    assert sorted(k for k in countmem.store if k.endswith(".index")) == [
+        "/bucket/mgr/ckpt-2.index", "/bucket/mgr/ckpt-3.index"]
+    with bundle.BundleReader(want[-1]) as r:
+        assert r.num_shards == 4
+        np.testing.assert_array_equal(r.read("w3/.ATTRIBUTES/VARIABLE_VALUE"), np.full(4, 15, np.float32))

@@ -64,6 +64,9 @@ def merge_bundles(
     allow_missing_files: bool = False,
     durable: bool = False,
 ) -> None: ...
+def merge_indexes(
+    indexes: Sequence[bytes], destination_prefix: str, num_shards: int = 0
+) -> tuple[bytes, list[int]]: ...
 def recover_bundle(prefix: str) -> None: ...
 
 # The snapshot of an asynchronous save (saverkit.train.async_save): copies every C-contiguous numpy array

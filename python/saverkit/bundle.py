@@ -225,6 +225,25 @@ def _write_bundle(
     return None
 
 
+def encode_bundle(
+    prefix: str,
+    names: Sequence[str | bytes],
+    tensors: Sequence[Any],
+    shape_and_slices: Sequence[str] | None = None,
+    dtypes: Sequence[DType | int | None] | None = None,
+) -> tuple[Sequence[tuple[int, Any]], int, bytes, Any]:
+    """A single-shard bundle encoded in memory, nothing written: ``(segments, size, index, held)`` — the
+    data file's bytes as (offset, buffer) segments (numeric payloads are views of the tensors), its
+    size, the index's bytes, and what the segments view (keep it until they are written). For writers
+    that move the bytes themselves: each rank of a coordinated save to a URL writes its data object
+    (saverkit.train.distributed_save), the indexes merged by ``_core.merge_indexes``."""
+    with _gc.paused():
+        (segments, size, index), held = _write_bundle(
+            os.fsdecode(os.fspath(prefix)), names, tensors, shape_and_slices, dtypes, 1, 0, False,
+            encode=True)
+    return segments, size, index, held
+
+
 def _write_remote(
     prefix: str,
     names: Sequence[str | bytes],

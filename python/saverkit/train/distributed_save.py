@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import threading
 import uuid
 from collections.abc import Callable
@@ -216,6 +217,10 @@ class _Job:
 
     def write(self, part: str, mine: list[int], extra: tuple, durable: bool) -> None:
         """Writes entries ``mine`` (indices into entries()) and the ``extra`` columns into ``part``."""
+        bundle.write_bundle(part, *self.tensors(mine, extra), durable=durable)
+
+    def tensors(self, mine: list[int], extra: tuple) -> tuple[list, list, list, list]:
+        """Names, values, slice specs and dtypes of entries ``mine`` and the ``extra`` columns."""
         raise NotImplementedError
 
     def extra(self) -> Any:
@@ -239,6 +244,8 @@ class _Job:
 
 def run_save(coord: dist.Coordinator, job: _Job, durable: bool) -> str | None:
     """Every rank writes its tensors into a part; rank 0 merges and commits. See the module docstring."""
+    if storage.is_url(job.checkpoint_file()):
+        return run_save_remote(coord, job)
     local: dict[str, Any] = {}
 
     def prepare() -> tuple:
@@ -309,6 +316,116 @@ def _run_save(coord: dist.Coordinator, job: _Job, prepare: Callable[[], tuple], 
     return path
 
 
+# --- save: to a URL
+_DATA_RE = re.compile(r"^(?P<base>.+)\.data-(?P<shard>\d{5,})-of-(?P<num>\d{5,})\Z")
+
+
+def _shard_counts(loc: storage.Location, checkpoint_file: str) -> tuple[set[int], int | None]:
+    """The shard counts of the data objects of ``checkpoint_file`` on the store, and the count its
+    current index names (None: no index)."""
+    base = storage.basename(checkpoint_file)
+    taken = set()
+    for name in loc.listdir(storage.dirname(checkpoint_file)):
+        m = _DATA_RE.match(name)
+        if m and m.group("base") == base:
+            taken.add(int(m.group("num")))
+    try:
+        index = loc.read_bytes(checkpoint_file + ".index")
+    except errors.NotFoundError:
+        return taken, None
+    return taken, _index_reader(checkpoint_file, index).num_shards
+
+
+def run_save_remote(coord: dist.Coordinator, job: _Job) -> str | None:
+    """A coordinated save to a URL (``s3://``, ``memory://``...; see saverkit.storage). A store has no
+    rename, so nothing is written under a temporary name: each writing rank encodes its tensors and
+    writes its data object ``<prefix>.data-0000k-of-0000n`` in place; rank 0 merges the ranks' indexes
+    in memory (``_core.merge_indexes``) and writes the index last (the commit: before it the prefix is
+    the previous checkpoint or none), then the ``.meta``, then the state file. ``n`` is a shard count
+    that no data object of the prefix has, so a re-save never overwrites the data of the checkpoint it
+    replaces (whose data objects rank 0 deletes after the commit). A failure before the commit removes
+    what every rank wrote."""
+    from saverkit import _core  # noqa: PLC0415
+
+    rank = coord.rank
+    local: dict[str, Any] = {}
+
+    def prepare() -> tuple:
+        checkpoint_file = job.checkpoint_file()
+        entries = job.entries()
+        counts = None
+        if rank == 0:
+            loc = storage.Location(checkpoint_file)
+            if loc.read_only:
+                raise errors.PermissionDeniedError(
+                    None, None, f"Cannot save to {checkpoint_file}: read-only store")
+            counts = _shard_counts(loc, checkpoint_file)
+        return checkpoint_file, entries, counts, job.extra()
+
+    try:
+        gathered = dist.run_everywhere(coord, prepare, "save (prepare)")
+        files = {g[0] for g in gathered}
+        if len(files) != 1:
+            raise errors.InvalidArgumentError(
+                None, None, "Ranks save to different checkpoints: "
+                + ", ".join(f"rank {r}: {g[0]!r}" for r, g in enumerate(gathered)))
+        checkpoint_file = gathered[0][0]
+        taken, current = gathered[0][2]
+        writes = plan_save([g[1] for g in gathered])
+        writers = [r for r in range(coord.world_size) if writes[r] or (r == 0 and job.rank0_extra)]
+        if not writers:
+            return None
+        num_shards = len(writers)
+        while num_shards in taken:  # never a data object an index may name
+            num_shards += 1
+        loc = storage.Location(checkpoint_file)
+        urls = [f"{checkpoint_file}.data-{s:05d}-of-{num_shards:05d}" for s in range(num_shards)]
+
+        def write() -> bytes | None:
+            extra = job.rank0_tensors([g[3] for g in gathered]) if rank == 0 and job.rank0_extra \
+                else ([],) * 4
+            if not (writes[rank] or extra[0]):
+                return None
+            segments, size, index, held = bundle.encode_bundle(
+                checkpoint_file, *job.tensors(writes[rank], extra))
+            local["written"] = [urls[writers.index(rank)]]
+            loc.write_segments(urls[writers.index(rank)], segments, size)
+            del segments, held
+            return index
+
+        indexes = dist.run_everywhere(coord, write, "save (write)")
+        job.release()
+
+        def commit() -> str:
+            local["written"] = local.get("written", []) + urls[len(writers):]
+            for url in urls[len(writers):]:  # shards past the writers' (a taken count skipped): empty
+                loc.write_segments(url, [], 0)
+            merged, shard_of = _core.merge_indexes([indexes[r] for r in writers], checkpoint_file, num_shards)
+            if list(shard_of) != list(range(len(writers))):
+                raise errors.InternalError(
+                    None, None, f"Merged index of {checkpoint_file} numbers the ranks' data objects "
+                    f"{list(shard_of)}, not in rank order")
+            loc.write_bytes(checkpoint_file + ".index", merged)
+            local["committed"] = True
+            if current is not None and current != num_shards:  # the replaced checkpoint's data objects
+                with contextlib.suppress(errors.OpError):
+                    loc.remove([f"{checkpoint_file}.data-{s:05d}-of-{current:05d}" for s in range(current)])
+            job.commit(checkpoint_file)
+            return checkpoint_file
+
+        path = dist.broadcast_result(coord, commit, "save (commit)")
+    except BaseException:
+        if local.get("written") and not local.get("committed"):
+            with contextlib.suppress(Exception):  # the first error is the one to report
+                storage.Location(local["written"][0]).remove(local["written"])
+        raise
+    finally:
+        job.release()
+    if rank != 0:
+        job.committed(path)
+    return path
+
+
 # --- save: Saver
 class _SaverJob(_Job):
     def __init__(self, saver: Any, sess: Any, save_path: str, global_step: Any, latest_filename: str,
@@ -337,25 +454,30 @@ class _SaverJob(_Job):
     def write(self, part: str, mine: list[int], extra: tuple, durable: bool) -> None:
         names, tensors, slices, dts = _local_specs(self.saver)
         saver_def = self.saver.saver_def
-        if len(mine) == len(names) and not self.saver._sharded and saver_def is not None:
+        if len(mine) == len(names) and not self.saver._sharded and saver_def is not None and not extra[0]:
             # This rank writes all its variables: the Saver's own SaveV2, which reads them in place.
             from saverkit.framework.run_options import RunOptions  # noqa: PLC0415
 
             self.sess.run(saver_def.save_tensor_name, {saver_def.filename_tensor_name: part},
                           options=RunOptions(durable=True) if durable else None)
             return
+        super().write(part, mine, extra, durable)
+
+    def tensors(self, mine: list[int], extra: tuple) -> tuple[list, list, list, list]:
+        names, tensors, slices, dts = _local_specs(self.saver)
         have = getattr(self, "values", {})
         missing = [i for i in mine if i not in have]
         fetched = dict(zip(missing, self.sess.run([tensors[i] for i in missing]), strict=True)) \
             if missing else {}
-        bundle.write_bundle(part, [names[i] for i in mine],
-                            [np.asarray(have[i] if i in have else fetched[i]) for i in mine],
-                            [slices[i] for i in mine], [dts[i] for i in mine], durable=durable)
+        return ([names[i] for i in mine], [np.asarray(have[i] if i in have else fetched[i]) for i in mine],
+                [slices[i] for i in mine], [dts[i] for i in mine])
 
     def release(self) -> None:
         self.values = {}
 
     def check_parent(self, checkpoint_file: str) -> None:
+        if storage.is_url(checkpoint_file):
+            return  # a store has no directories to create
         parent = os.path.dirname(self.save_path)
         if parent and not os.path.isdir(parent) and not os.path.isdir(os.path.dirname(parent) or "."):
             raise ValueError(f"Parent directory of {self.save_path} doesn't exist, can't save.")
@@ -421,12 +543,11 @@ class _ObjectJob(_Job):
         self.dtypes = [v.dtype.base_dtype for v in variables]
         return [_entry(n, d, v, "") for n, d, v in zip(self.names, self.dtypes, self.values, strict=True)]
 
-    def write(self, part: str, mine: list[int], extra: tuple, durable: bool) -> None:
+    def tensors(self, mine: list[int], extra: tuple) -> tuple[list, list, list, list]:
         names, values, slices, dts = extra
-        bundle.write_bundle(part, [self.names[i] for i in mine] + list(names),
-                            [np.asarray(self.values[i]) for i in mine] + list(values),
-                            [""] * len(mine) + list(slices), [self.dtypes[i] for i in mine] + list(dts),
-                            durable=durable)
+        return ([self.names[i] for i in mine] + list(names),
+                [np.asarray(self.values[i]) for i in mine] + list(values),
+                [""] * len(mine) + list(slices), [self.dtypes[i] for i in mine] + list(dts))
 
     def release(self) -> None:
         self.values = []
@@ -441,6 +562,8 @@ class _ObjectJob(_Job):
         return [OBJECT_GRAPH_PROTO_KEY], [np.array(merged, dtype=object)], [""], [dtypes_lib.string]
 
     def check_parent(self, checkpoint_file: str) -> None:
+        if storage.is_url(checkpoint_file):
+            return
         directory = os.path.dirname(checkpoint_file)
         if directory:
             os.makedirs(directory, exist_ok=True)
