@@ -138,6 +138,17 @@ class BundleReader {
   Status ReadStringBytes(const std::vector<ReadPlan>& plans, const std::vector<StringResult>& strings,
                          const std::vector<std::vector<char*>>& dst);
 
+  // Byte ranges of data files, read on the I/O pool: range i is sizes[i]
+  // bytes of shard shards[i] from file offset offsets[i], into dst[i] (null:
+  // read only for its checksum, through a small buffer). (*crcs)[i] gets the
+  // range's CRC32C (unmasked). Nothing is compared with the index here: a
+  // coordinated restore (saverkit.train.distributed_save) reads the parts of
+  // a stored slice that each rank needs, and the ranks combine the ranges'
+  // checksums into the slice's.
+  Status ReadRanges(const std::vector<int>& shards, const std::vector<uint64_t>& offsets,
+                    const std::vector<uint64_t>& sizes, const std::vector<char*>& dst,
+                    std::vector<uint32_t>* crcs);
+
  private:
   // One attempt (0, 1, ...); *again: a re-save of the prefix may have got in the way.
   Status OpenOnce(const std::string& prefix, int attempt, bool* again);

@@ -564,18 +564,18 @@ def _restore_rows(prefix: str, full: np.ndarray, rows_of_rank: list[tuple[int, i
 
 
 def _count_run_reads(monkeypatch) -> dict:
+    """Bytes each rank reads by ranges (its runs and the bytes it checksums for others)."""
     read: dict = {}
     lock = threading.Lock()
-    real = distributed_save._pread_into
+    real = distributed_save._read_ranges
 
-    def counting(fd, view, offset, path):
-        # the rank's thread ("rank1") or its reading threads ("saverkit-restore-rank1_0")
+    def counting(core, shards, offsets, sizes, outs):
         name = re.search(r"rank\d+", threading.current_thread().name).group()
         with lock:
-            read[name] = read.get(name, 0) + len(view)
-        return real(fd, view, offset, path)
+            read[name] = read.get(name, 0) + sum(sizes)
+        return real(core, shards, offsets, sizes, outs)
 
-    monkeypatch.setattr(distributed_save, "_pread_into", counting)
+    monkeypatch.setattr(distributed_save, "_read_ranges", counting)
     return read
 
 

@@ -35,6 +35,10 @@ class Reader:
     def execute(
         self, keys: list[bytes], specs: list[str], outs: list[Any], fresh: bool = False
     ) -> list[Any]: ...
+    # Coordinated restores: byte ranges of data files (into outs[i], or only checksummed for None).
+    def read_ranges(
+        self, shards: list[int], offsets: list[int], sizes: list[int], outs: list[Any]
+    ) -> list[int]: ...
 
 def write_bundle(
     prefix: str,

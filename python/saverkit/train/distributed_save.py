@@ -34,10 +34,8 @@ import contextlib
 import logging
 import os
 import re
-import threading
 import uuid
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -804,9 +802,6 @@ def _check_variables(saver: Any, reader: bundle.BundleReader, index: bytes,
 # are gathered with the restore's outcome and combined (crc32c_combine), and every rank compares them
 # with the index's. Each stored byte is read about once in all, and checked exactly once.
 
-_CHUNK = 1 << 20  # bytes read and checksummed at a time (while in cache), one task of the I/O threads
-
-
 class _Piece:
     """A stored payload overlapped by a request: where it is, its checksum, and what of it is needed."""
 
@@ -1019,26 +1014,10 @@ class _RankReader:
                  rank: int) -> None:
         self.reader, self.geometry, self.plan, self.rank = reader, geometry, plan, rank
         self.crcs: list[tuple] = []
-        self._fds: dict[int, int] = {}
         self._done: set[tuple] = set()  # payload segments already checksummed (a payload read twice)
 
     def close(self) -> None:
-        for fd in self._fds.values():
-            os.close(fd)
-        self._fds.clear()
-
-    def _fd(self, shard: int) -> tuple[int, str]:
-        core = self.geometry.core
-        path = f"{self.reader.prefix}.data-{shard:05d}-of-{core.num_shards:05d}"
-        fd = self._fds.get(shard)
-        if fd is None:
-            try:
-                fd = self._fds[shard] = os.open(path, os.O_RDONLY)
-            except FileNotFoundError:
-                raise errors.NotFoundError(
-                    None, None, f"Data file {path} of checkpoint {self.reader.prefix} does not exist: "
-                    "the checkpoint is incomplete") from None
-        return fd, path
+        """Nothing held: the engine's reader owns the data files."""
 
     def read_many(self, names: list, specs: list | None = None, dtypes: list | None = None,
                   out: list | None = None) -> list:
@@ -1085,74 +1064,57 @@ class _RankReader:
 
     def _read_runs(self, pieces: list[_Piece], target: np.ndarray) -> None:
         """Each piece's run straight into ``target``, and the segments the plan gives this rank
-        checksummed (those outside the run read into scratch memory for that alone). Chunks are read on
-        the engine's number of I/O threads (pread and crc32c release the GIL); a segment's checksum is
-        its chunks' checksums combined in order."""
+        checksummed (those outside the run read for that alone), by the engine on its I/O threads; a
+        segment's checksum is its ranges' checksums combined in order."""
         from saverkit import _core  # noqa: PLC0415
 
         dst = memoryview(target.reshape(-1).view(np.uint8).data)
-        tasks: list[tuple] = []  # (fd, path, file offset, dest view or None, nbytes, segment key or None)
+        shards: list[int] = []
+        offsets: list[int] = []
+        sizes: list[int] = []
+        outs: list[Any] = []
+        segs: list[tuple | None] = []
         for p in pieces:
-            fd, path = self._fd(p.shard)
             base = p.ident[1]
             mine = [(a, b) for a, b in self.plan.mine(p.ident, self.rank) if (p.ident, a) not in self._done]
             start, end = p.run
-            # the run, cut where segments start or end, then into chunks read in place
+            # the run, cut where segments start or end, read in place
             cuts = sorted({start, end, *(x for a, b in mine for x in (a, b) if start < x < end)})
             for lo, hi in zip(cuts, cuts[1:], strict=False):
                 seg = next((a for a, b in mine if a <= lo and hi <= b), None)
-                for at in range(lo, hi, _CHUNK):
-                    m = min(_CHUNK, hi - at)
-                    at_dst = p.dst_offset + at - start
-                    tasks.append((fd, path, base + at, dst[at_dst:at_dst + m], m,
-                                  None if seg is None else (p.ident, seg)))
+                at = p.dst_offset + lo - start
+                shards.append(p.shard)
+                offsets.append(base + lo)
+                sizes.append(hi - lo)
+                outs.append(dst[at:at + hi - lo])
+                segs.append(None if seg is None else (p.ident, seg))
             for a, b in mine:  # segments outside the run: bytes nobody needs, read only to checksum
                 if not (a >= start and b <= end):
-                    tasks += [(fd, path, base + at, None, min(_CHUNK, b - at), (p.ident, a))
-                              for at in range(a, b, _CHUNK)]
+                    shards.append(p.shard)
+                    offsets.append(base + a)
+                    sizes.append(b - a)
+                    outs.append(None)
+                    segs.append((p.ident, a))
             for a, _ in mine:
                 self._done.add((p.ident, a))
-        local = threading.local()
-
-        def run(task: tuple) -> int | None:
-            fd, path, offset, view, m, seg = task
-            if view is None:
-                scratch = getattr(local, "scratch", None)
-                if scratch is None:
-                    scratch = local.scratch = memoryview(bytearray(_CHUNK))
-                view = scratch[:m]
-            _pread_into(fd, view, offset, path)
-            return _core.crc32c(view) if seg is not None else None
-
-        threads = max(1, min(_core.get_io_threads(), len(tasks)))
-        if threads == 1:
-            crcs = [run(t) for t in tasks]
-        else:
-            with ThreadPoolExecutor(threads, thread_name_prefix=f"saverkit-restore-rank{self.rank}") as pool:
-                crcs = list(pool.map(run, tasks))
+        crcs = _read_ranges(self.geometry.core, shards, offsets, sizes, outs)
         combined: dict[tuple, int] = {}
         order: list[tuple] = []
-        for task, crc in zip(tasks, crcs, strict=True):  # tasks of a segment are in file order
-            seg, m = task[5], task[4]
-            if seg is None or crc is None:
+        for which, m, crc in zip(segs, sizes, crcs, strict=True):  # a segment's ranges are in file order
+            if which is None:
                 continue
-            if seg in combined:
-                combined[seg] = _core.crc32c_combine(combined[seg], crc, m)
+            if which in combined:
+                combined[which] = _core.crc32c_combine(combined[which], crc, m)
             else:
-                combined[seg] = crc
-                order.append(seg)
+                combined[which] = crc
+                order.append(which)
         for ident, a in order:
             self.crcs.append((ident, a, combined[(ident, a)]))
 
 
-def _pread_into(fd: int, view: memoryview, offset: int, path: str) -> None:
-    done = 0
-    while done < len(view):
-        got = os.preadv(fd, [view[done:]], offset + done)
-        if got <= 0:
-            raise errors.DataLossError(
-                None, None, f"{path} is shorter than its index says (read at {offset + done}): truncated")
-        done += got
+def _read_ranges(core: Any, shards: list[int], offsets: list[int], sizes: list[int], outs: list) -> list[int]:
+    """The engine reads the ranges (see _core.Reader.read_ranges); one place for tests to watch."""
+    return core.read_ranges(shards, offsets, sizes, outs)
 
 
 def _static_shape(tensor: Any) -> tuple | None:
