@@ -21,11 +21,19 @@ collective time out (``CollectiveTimeoutError``). Until step 3 commits, nothing 
 changes, and the part directory of a failed save is removed (by rank 0, or later by any saverkit save
 in that directory once its creator is gone).
 
-A restore lists the index on rank 0 and broadcasts its entries (key -> dtype, shape), so that a missing
-checkpoint or key is one error raised on every rank; each rank checks its own variables against them and
-restores only them (its ``RestoreV2``, with its keys and slices, opens the index again and reads just
-those tensors' bytes). Slices make the world size free: 4 ranks that each saved one slice of a
-partitioned variable can be restored by 2 ranks with 2-slice parts, or by one plain ``Saver``.
+A URL prefix (``s3://``, ``memory://``...: saverkit.storage) has no part directory and no rename: each
+writing rank writes its data object ``<prefix>.data-0000k-of-0000n`` in place, rank 0 merges the ranks'
+indexes in memory and writes the index last, then the ``.meta`` and the state file (run_save_remote).
+
+A restore reads the index once: rank 0 reads its bytes and broadcasts them, and every rank opens the
+checkpoint from them (no other rank opens the index), checks its own variables' keys, dtypes and shapes
+(a missing checkpoint or key is one error raised on every rank) and restores only them, its RestoreV2
+reading through that reader (``RunOptions.readers``). Slices make the world size free: 4 ranks that each
+saved one slice of a partitioned variable can be restored by 3 ranks whose slices straddle the saved
+ones, by 2, or by one plain ``Saver``. A stored slice that several ranks need parts of is not read whole
+by each of them (its CRC covers all of it): each reads only its part, and the ranks split its checksum
+(see _VerificationPlan). An object-based checkpoint restored by a name-based Saver maps each variable to
+the key its name had when saved, as TensorFlow falls back.
 """
 
 from __future__ import annotations
