@@ -734,7 +734,7 @@ def restore(saver: Any, sess: Any, prefix: str) -> None:
         crcs = dist.run_everywhere(coord, restore_here, "restore")
     finally:
         local.clear()
-    plan.verify(crcs, resolved)  # the same verdict on every rank
+    plan.verify(crcs, resolved, _index_reader(resolved, index).num_shards)  # the same verdict everywhere
 
 
 def _index_reader(prefix: str, index: bytes) -> Any:
@@ -981,7 +981,7 @@ class _VerificationPlan:
     def mine(self, ident: tuple, rank: int) -> list[tuple[int, int]]:
         return [(a, b) for a, b, r in self.segments.get(ident, ()) if r == rank]
 
-    def verify(self, crcs_per_rank: list[list[tuple]], prefix: str) -> None:
+    def verify(self, crcs_per_rank: list[list[tuple]], prefix: str, num_shards: int) -> None:
         """Combines every rank's segment checksums; DataLossError (on every rank) naming a bad payload."""
         from saverkit import _core  # noqa: PLC0415
 
@@ -1001,7 +1001,8 @@ class _VerificationPlan:
             if combined != _core.crc32c_unmask(crc):
                 raise errors.DataLossError(
                     None, None, f"Checksum does not match for {_display(key)} in "
-                    f"{prefix}.data-{ident[0]:05d}-of-*: stored {_core.crc32c_unmask(crc):#010x}, "
+                    f"{prefix}.data-{ident[0]:05d}-of-{num_shards:05d}: stored "
+                    f"{_core.crc32c_unmask(crc):#010x}, "
                     f"calculated {combined:#010x} (the bytes read may be wrong)")
 
 
