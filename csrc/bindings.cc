@@ -147,13 +147,14 @@ class PyReader {
     Check(s);
   }
 
-  // A remote checkpoint from its index's bytes (see BundleReader::OpenFetched).
-  PyReader(const std::string& prefix, const py::bytes& index) {
+  // A checkpoint from its index's bytes (see BundleReader::OpenFetched): a
+  // remote one, or with `local_data` local data files.
+  PyReader(const std::string& prefix, const py::bytes& index, bool local_data) {
     std::string bytes = index;
     Status s;
     {
       py::gil_scoped_release release;
-      s = reader_.OpenFetched(prefix, std::move(bytes));
+      s = reader_.OpenFetched(prefix, std::move(bytes), local_data);
     }
     Check(s);
   }
@@ -342,6 +343,31 @@ class PyReader {
     }
     Check(s);
     return RestoreStrings(&reader_, plans, &strings, outs);
+  }
+
+  // Coordinated restores: byte ranges of data files into buffers (None: only
+  // checksummed), returning each range's CRC32C (see BundleReader::ReadRanges).
+  std::vector<uint32_t> read_ranges(const std::vector<int>& shards, const std::vector<uint64_t>& offsets,
+                                    const std::vector<uint64_t>& sizes, const py::list& outs) {
+    if (outs.size() != shards.size()) throw py::value_error("read_ranges: one buffer (or None) per range");
+    PinnedBuffers buffers(outs.size());
+    std::vector<char*> dst(outs.size(), nullptr);
+    for (size_t i = 0; i < outs.size(); ++i) {
+      if (outs[i].is_none()) continue;
+      const Py_buffer view = buffers.Pin(outs[i], /*writable=*/true, "read_ranges");
+      if (static_cast<uint64_t>(view.len) != sizes[i]) {
+        throw py::value_error(StrCat("read_ranges: buffer ", i, " holds ", view.len, " bytes, not ", sizes[i]));
+      }
+      dst[i] = static_cast<char*>(view.buf);
+    }
+    std::vector<uint32_t> crcs;
+    Status s;
+    {
+      py::gil_scoped_release release;
+      s = reader_.ReadRanges(shards, offsets, sizes, dst, &crcs);
+    }
+    Check(s);
+    return crcs;
   }
 
   uint64_t plan_cache_hits() const { return plan_cache_.hits(); }
@@ -900,7 +926,8 @@ PYBIND11_MODULE(_core, m) {
 
   py::class_<PyReader>(m, "Reader")
       .def(py::init<const std::string&>())
-      .def(py::init<const std::string&, const py::bytes&>(), py::arg("prefix"), py::arg("index"))
+      .def(py::init<const std::string&, const py::bytes&, bool>(), py::arg("prefix"), py::arg("index"),
+           py::arg("local_data") = false)
       .def("add_data_file", &PyReader::add_data_file, py::arg("shard_id"), py::arg("size"))
       .def("pieces", &PyReader::pieces, py::arg("keys"), py::arg("specs"))
       .def("add_range", &PyReader::add_range, py::arg("shard_id"), py::arg("offset"), py::arg("data"))
@@ -915,5 +942,7 @@ PYBIND11_MODULE(_core, m) {
       .def("prepare", &PyReader::prepare, py::arg("keys"), py::arg("specs"), py::arg("max_rank") = 64)
       .def("execute", &PyReader::execute, py::arg("keys"), py::arg("specs"), py::arg("outs"),
            py::arg("fresh") = false)
+      .def("read_ranges", &PyReader::read_ranges, py::arg("shards"), py::arg("offsets"), py::arg("sizes"),
+           py::arg("outs"))
       .def_property_readonly("_plan_cache_hits", &PyReader::plan_cache_hits);  // for tests
 }

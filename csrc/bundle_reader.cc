@@ -213,10 +213,10 @@ Status BundleReader::OpenOnce(const std::string& prefix, int attempt, bool* agai
   return Status::OK();
 }
 
-Status BundleReader::OpenFetched(const std::string& prefix, std::string index) {
+Status BundleReader::OpenFetched(const std::string& prefix, std::string index, bool local_data) {
   prefix_ = prefix;
   header_ = BundleHeader();
-  remote_ = true;
+  remote_ = !local_data;
   index_path_ = MetaFilename(prefix);
   index_bytes_ = std::move(index);
   auto ranges = std::make_shared<FetchedRanges>();
@@ -871,6 +871,59 @@ Status BundleReader::StreamPiece(const std::string& key, const BundleEntry& e, c
     if (!fill()) return status;
   }
   if (crc != crc32c::Unmask(e.crc32c)) return ChecksumError(key, e, *file, crc);
+  return Status::OK();
+}
+
+Status BundleReader::ReadRanges(const std::vector<int>& shards, const std::vector<uint64_t>& offsets,
+                               const std::vector<uint64_t>& sizes, const std::vector<char*>& dst,
+                               std::vector<uint32_t>* crcs) {
+  const size_t n = shards.size();
+  if (offsets.size() != n || sizes.size() != n || dst.size() != n) {
+    return InvalidArgument("ReadRanges: shards, offsets, sizes and buffers differ in length");
+  }
+  // Tasks of at most kReadChunk bytes, each read in cache-sized pieces checksummed while in cache.
+  struct Task {
+    size_t range;
+    uint64_t begin, len;  // bytes of the range
+    uint32_t crc = 0;
+  };
+  std::vector<Task> tasks;
+  std::vector<const RandomAccessFile*> files(n, nullptr);
+  for (size_t i = 0; i < n; ++i) {
+    BundleEntry e;
+    e.shard_id = shards[i];
+    SK_RETURN_IF_ERROR(DataFile(StrCat("bytes of shard ", shards[i]), e, &files[i]));
+    uint64_t end;
+    if (__builtin_add_overflow(offsets[i], sizes[i], &end) || end > files[i]->size()) {
+      return DataLoss(StrCat("Bytes [", offsets[i], ", ", offsets[i] + sizes[i], ") of ", files[i]->path(),
+                             " are past its end (", files[i]->size(), " bytes): truncated?"));
+    }
+    for (uint64_t b = 0; b < sizes[i]; b += kReadChunk) tasks.push_back({i, b, std::min(kReadChunk, sizes[i] - b)});
+  }
+  Status s = RunParallel(tasks.size(), [&](size_t t) -> Status {
+    Task& task = tasks[t];
+    const size_t i = task.range;
+    thread_local std::string scratch;
+    if (dst[i] == nullptr && scratch.size() < kCachePiece) scratch.resize(kCachePiece);
+    uint32_t crc = 0;
+    for (uint64_t done = 0; done < task.len;) {
+      const uint64_t m = std::min<uint64_t>(kCachePiece, task.len - done);
+      char* to = dst[i] != nullptr ? dst[i] + task.begin + done : &scratch[0];
+      SK_RETURN_IF_ERROR(files[i]->Read(offsets[i] + task.begin + done, m, to));
+      crc = crc32c::Extend(crc, to, m);
+      done += m;
+    }
+    task.crc = crc;
+    return Status::OK();
+  });
+  SK_RETURN_IF_ERROR(s);
+  crcs->assign(n, 0);
+  std::vector<bool> started(n, false);
+  for (const Task& task : tasks) {  // in order within each range
+    uint32_t& c = (*crcs)[task.range];
+    c = started[task.range] ? crc32c::Combine(c, task.crc, task.len) : task.crc;
+    started[task.range] = true;
+  }
   return Status::OK();
 }
 

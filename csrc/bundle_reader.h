@@ -91,7 +91,10 @@ class BundleReader {
   // A remote checkpoint (saverkit.storage): the index's bytes are given; the
   // data files are added with their sizes and read from the ranges the
   // caller fetched for the plans (pieces() in the binding) before Execute.
-  Status OpenFetched(const std::string& prefix, std::string index);
+  // `local_data`: the index's bytes are given (read once by another process
+  // of a coordinated restore) but the data files are local, opened on first
+  // use as Open() would.
+  Status OpenFetched(const std::string& prefix, std::string index, bool local_data = false);
   void AddFetchedDataFile(int shard_id, uint64_t size);
   // The fetched ranges of data file `shard_id` (null when not added).
   std::shared_ptr<FetchedRanges> Fetched(int shard_id);
@@ -134,6 +137,17 @@ class BundleReader {
   // has been checked.
   Status ReadStringBytes(const std::vector<ReadPlan>& plans, const std::vector<StringResult>& strings,
                          const std::vector<std::vector<char*>>& dst);
+
+  // Byte ranges of data files, read on the I/O pool: range i is sizes[i]
+  // bytes of shard shards[i] from file offset offsets[i], into dst[i] (null:
+  // read only for its checksum, through a small buffer). (*crcs)[i] gets the
+  // range's CRC32C (unmasked). Nothing is compared with the index here: a
+  // coordinated restore (saverkit.train.distributed_save) reads the parts of
+  // a stored slice that each rank needs, and the ranks combine the ranges'
+  // checksums into the slice's.
+  Status ReadRanges(const std::vector<int>& shards, const std::vector<uint64_t>& offsets,
+                    const std::vector<uint64_t>& sizes, const std::vector<char*>& dst,
+                    std::vector<uint32_t>* crcs);
 
  private:
   // One attempt (0, 1, ...); *again: a re-save of the prefix may have got in the way.

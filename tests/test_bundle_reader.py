@@ -716,3 +716,19 @@ def test_reads_into_every_alignment_of_destination_and_source(tmp_path):
         out = raw[start:start + big.nbytes].view(np.int32)
         with pytest.raises(errors.DataLossError):
             bundle.BundleReader(prefix).read_many(["b_big"], out=[out])
+
+
+def test_a_reader_opened_from_the_index_bytes_never_opens_the_index_file(tmp_path):
+    prefix = str(tmp_path / "m")
+    value = np.arange(40, dtype=np.float32).reshape(8, 5)
+    bundle.write_bundle(prefix, ["w", "s"], [value, np.array([b"a", b"bc"], dtype=object)])
+    index = (tmp_path / "m.index").read_bytes()
+    os.rename(tmp_path / "m.index", tmp_path / "elsewhere")  # another process read it: not here
+    with bundle.BundleReader(prefix, index=index) as r:
+        assert r.entries() == {"w": (dtypes.float32, (8, 5)), "s": (dtypes.string, (2,))}
+        np.testing.assert_array_equal(r.read("w"), value)
+        np.testing.assert_array_equal(r.read_slice("w", "8 5 2,3:-"), value[2:5])
+        assert list(r.read("s")) == [b"a", b"bc"]
+    os.remove(tmp_path / "m.data-00000-of-00001")
+    with pytest.raises(errors.NotFoundError, match="m.data-00000-of-00001"):
+        bundle.BundleReader(prefix, index=index).read("w")

@@ -6,6 +6,7 @@ The same protocol runs over MPI (test_distributed_mpi.py) and torch.distributed 
 from __future__ import annotations
 
 import os
+import re
 import threading
 import time
 
@@ -485,3 +486,315 @@ def test_durable_save_and_a_sharded_saver_per_rank(tmp_path):
     assert raise_first(run_ranks(3, fn)) == [str(tmp_path / "model-6")] * 3
     _check_checkpoint(str(tmp_path / "model-6"), 3, 6)
     assert not [n for n in os.listdir(tmp_path) if "_temp_" in n or ".sktmp-" in n]
+
+
+# --- restore: the index read once, each rank reading its own bytes
+def _index_opens(monkeypatch) -> list:
+    """Records (rank, how) each time a checkpoint index is opened: a Reader opened from the file, or the
+    file read; ranks are known by the thread's name (set by _named)."""
+    from saverkit import _core
+
+    opened: list = []
+    real_reader, real_open = _core.Reader, open
+
+    def reader(prefix, *args):
+        if not args:
+            opened.append((threading.current_thread().name, "Reader"))
+        return real_reader(prefix, *args)
+
+    def tracking_open(path, *args, **kwargs):
+        if str(path).endswith(".index"):
+            opened.append((threading.current_thread().name, "open"))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(_core, "Reader", reader)
+    monkeypatch.setattr("builtins.open", tracking_open)
+    return opened
+
+
+def _named(fn):
+    def run(c):
+        threading.current_thread().name = f"rank{c.rank}"
+        return fn(c)
+    return run
+
+
+def test_only_rank_0_reads_the_index_and_every_rank_restores_its_own(tmp_path, monkeypatch):
+    raise_first(run_ranks(4, lambda c: _save_rank(c, str(tmp_path), 3)))
+    opened = _index_opens(monkeypatch)
+    out = raise_first(run_ranks(4, _named(lambda c: _restore_rank(c, str(tmp_path / "model-3"), 4, 4))))
+    for rank, values in enumerate(out):
+        _check_restored(values, rank, 4, 4, 3)
+    assert opened == [("rank0", "open")]
+
+
+def _partitioned(tmp_path, full: np.ndarray, bounds: list[int] | None) -> str:
+    """``full`` saved as stored slices of rows [bounds[k], bounds[k+1]) (one data file each); None: as
+    one unpartitioned tensor."""
+    rows = full.shape[0]
+    if bounds is None:  # one unpartitioned tensor
+        bundle.write_bundle(str(tmp_path / "m"), ["t"], [full])
+        return str(tmp_path / "m")
+    spec_dims = " ".join(str(d) for d in full.shape)
+    parts = []
+    for k, (lo, hi) in enumerate(zip(bounds, bounds[1:], strict=False)):
+        parts.append(str(tmp_path / f"p{k}"))
+        bundle.write_bundle(parts[-1], ["t"], [full[lo:hi]],
+                            [f"{spec_dims} {lo},{hi - lo}" + ":-" * (full.ndim - 1)])
+    assert bounds[0] == 0 and bounds[-1] == rows
+    bundle.merge_bundles(parts, str(tmp_path / "m"))
+    return str(tmp_path / "m")
+
+
+def _restore_rows(prefix: str, full: np.ndarray, rows_of_rank: list[tuple[int, int]]):
+    """fn(coord): rank r restores rows rows_of_rank[r] of ``t`` with a coordinated Saver."""
+    def fn(c):
+        lo, hi = rows_of_rank[c.rank]
+        g = sk.Graph()
+        with g.as_default():
+            v = sk.Variable(np.zeros((hi - lo, *full.shape[1:]), full.dtype), name=f"t/part_{c.rank}")
+            v._set_save_slice_info(sk.Variable.SaveSliceInfo(
+                "t", list(full.shape), [lo] + [0] * (full.ndim - 1), [hi - lo, *full.shape[1:]]))
+            saver = sk.train.Saver([v], coordinator=c)
+            with sk.Session(graph=g) as sess:
+                sess.run(sk.global_variables_initializer())
+                saver.restore(sess, prefix)
+                return sess.run(v)
+    return fn
+
+
+def _count_run_reads(monkeypatch) -> dict:
+    """Bytes each rank reads by ranges (its runs and the bytes it checksums for others)."""
+    read: dict = {}
+    lock = threading.Lock()
+    real = distributed_save._read_ranges
+
+    def counting(core, shards, offsets, sizes, outs):
+        name = re.search(r"rank\d+", threading.current_thread().name).group()
+        with lock:
+            read[name] = read.get(name, 0) + sum(sizes)
+        return real(core, shards, offsets, sizes, outs)
+
+    monkeypatch.setattr(distributed_save, "_read_ranges", counting)
+    return read
+
+
+@pytest.mark.parametrize("bounds, rows_of_rank", [
+    ([0, 512, 1024], [(0, 256), (256, 512), (512, 768), (768, 1024)]),  # 2 saved, 4 restore
+    ([0, 256, 512, 768, 1024], [(0, 341), (341, 682), (682, 1024)]),   # 4 saved, 3 restore
+    ([0, 1024], [(0, 300), (300, 1024)]),                              # one stored slice, 2 restore
+    (None, [(0, 300), (300, 1000), (1000, 1024)]),                     # saved unpartitioned, 3 restore
+])
+def test_a_stored_slice_shared_by_ranks_is_read_once_in_all(tmp_path, monkeypatch, bounds, rows_of_rank):
+    full = np.arange(1024 * 64, dtype=np.float32).reshape(1024, 64)
+    prefix = _partitioned(tmp_path, full, bounds)
+    read = _count_run_reads(monkeypatch)
+    out = raise_first(run_ranks(len(rows_of_rank), _named(_restore_rows(prefix, full, rows_of_rank))))
+    for (lo, hi), got in zip(rows_of_rank, out, strict=True):
+        np.testing.assert_array_equal(got, full[lo:hi])
+    # every byte of the tensor read once, by the rank that needs it (not each stored slice by each rank)
+    assert read == {f"rank{r}": (hi - lo) * 64 * 4 for r, (lo, hi) in enumerate(rows_of_rank)}
+
+
+def test_bytes_no_rank_needs_are_read_once_for_the_checksum(tmp_path, monkeypatch):
+    full = np.arange(1024 * 64, dtype=np.float32).reshape(1024, 64)
+    prefix = _partitioned(tmp_path, full, [0, 512, 1024])
+    read = _count_run_reads(monkeypatch)
+    rows = [(100, 200), (400, 700)]  # rows [0, 100), [200, 400) and [700, 1024) are nobody's
+    out = raise_first(run_ranks(2, _named(_restore_rows(prefix, full, rows))))
+    for (lo, hi), got in zip(rows, out, strict=True):
+        np.testing.assert_array_equal(got, full[lo:hi])
+    assert sum(read.values()) == full.nbytes
+
+
+def test_ranks_reading_the_same_rows_check_them_once(tmp_path):
+    full = np.arange(1024 * 64, dtype=np.float32).reshape(1024, 64)
+    prefix = _partitioned(tmp_path, full, [0, 512, 1024])
+    rows = [(0, 700), (300, 700), (300, 512), (512, 1024)]  # overlaps, a whole stored slice, a replica
+    out = raise_first(run_ranks(4, _restore_rows(prefix, full, rows)))
+    for (lo, hi), got in zip(rows, out, strict=True):
+        np.testing.assert_array_equal(got, full[lo:hi])
+
+
+@pytest.mark.parametrize("corrupt_row", [150, 50, 900])  # a rank's rows; nobody's rows; a whole-read slice
+def test_a_corrupt_stored_slice_read_in_parts_fails_every_rank(tmp_path, corrupt_row):
+    full = np.arange(1024 * 64, dtype=np.float32).reshape(1024, 64)
+    prefix = _partitioned(tmp_path, full, [0, 512, 1024])
+    shard = corrupt_row // 512
+    data = tmp_path / f"m.data-{shard:05d}-of-00002"
+    raw = bytearray(data.read_bytes())
+    raw[(corrupt_row - 512 * shard) * 256 + 7] ^= 0x10
+    data.write_bytes(bytes(raw))
+    rows = [(100, 200), (200, 400), (400, 1024)]
+    out = run_ranks(3, _restore_rows(prefix, full, rows))
+    assert all(isinstance(e, errors.DataLossError) for e in out), out
+    assert all("'t'" in str(e) and f"m.data-{shard:05d}-of-00002" in str(e) for e in out), out
+
+
+def test_verification_plan_covers_every_byte_once():
+    ident = (0, 0, 100)
+    touches = [[(ident, (10, 40), 0, b"t")], [(ident, (30, 60), 0, b"t")], [], [(ident, (80, 100), 0, b"t")]]
+    plan = distributed_save._VerificationPlan(touches)
+    segs = plan.segments[ident]
+    assert [(a, b) for a, b, _ in segs] == [(0, 10), (10, 30), (30, 40), (40, 60), (60, 80), (80, 100)]
+    owners = {(a, b): r for a, b, r in segs}
+    assert owners[(10, 30)] == 0 and owners[(30, 40)] == 0 and owners[(40, 60)] == 1
+    assert owners[(80, 100)] == 3 and owners[(0, 10)] in (0, 1, 3) and owners[(60, 80)] in (0, 1, 3)
+    # a stored slice some rank reads whole (checked by its reader) needs no segments
+    plan = distributed_save._VerificationPlan([[(ident, (10, 40), 0, b"t")], [(ident, None, None, None)]])
+    assert plan.segments == {}
+
+
+def test_ranks_restore_an_object_based_checkpoint_by_name_as_tf_falls_back(caplog):
+    """TensorFlow's fallback for a name-based Saver (keys from the checkpoint's object graph), each rank
+    its own variables: rank 0 the counter, rank 1 a kernel of a TF 2.21 object-based checkpoint."""
+    import json
+    import pathlib
+
+    fixtures = pathlib.Path(__file__).parent / "fixtures" / "tf-2.21"
+    records = json.loads((fixtures / "manifest.json").read_text())["cases"]["tf2_object"]["checkpoints"][
+        "tf2_object/ckpt-4"]
+
+    def fn(c):
+        g = sk.Graph()
+        with g.as_default():
+            v = sk.Variable(np.int64(0), name="save_counter") if c.rank == 0 else \
+                sk.Variable(np.zeros((3, 2), np.float32), name="kernel")
+            with sk.Session(graph=g) as sess:
+                sk.train.Saver([v], coordinator=c).restore(sess, str(fixtures / "tf2_object" / "ckpt-4"))
+                return sess.run(v)
+
+    counter, kernel = raise_first(run_ranks(2, fn))
+    assert counter == 4
+    assert kernel.tobytes().hex() == records["model/layers/1/kernel/.ATTRIBUTES/VARIABLE_VALUE"]["hex"]
+    assert "object-based checkpoint using a name-based saver" in caplog.text
+
+
+def test_a_saver_def_only_saver_with_a_coordinator_is_a_clear_error(tmp_path):
+    def fn(c):
+        g = sk.Graph()
+        with g.as_default():
+            sk.Variable(np.zeros(3, np.float32), name=f"v{c.rank}")
+            saver_def = sk.train.Saver().saver_def
+            saver = sk.train.Saver(saver_def=saver_def, coordinator=c)
+            with sk.Session(graph=g) as sess:
+                sess.run(sk.global_variables_initializer())
+                saver.save(sess, str(tmp_path / "model"))
+
+    out = run_ranks(2, fn)
+    assert all(isinstance(e, dist.RankFailedError) and "UnimplementedError" in str(e)
+               and "saver_def" in str(e) for e in out), out
+    assert not [n for n in os.listdir(tmp_path) if not n.startswith(".")]
+
+
+# --- URLs (saverkit.storage): each rank writes its data object in place, rank 0 the index last
+@pytest.fixture
+def countmem():
+    pytest.importorskip("fsspec")
+    from remote_helpers import CountingMemoryFS
+
+    CountingMemoryFS.reset()
+    yield CountingMemoryFS
+    CountingMemoryFS.reset()
+
+
+def _stored(fs, prefix_path):
+    return {k: bytes(v.getbuffer()) for k, v in fs.store.items() if k.startswith(prefix_path)}
+
+
+def test_four_ranks_save_one_checkpoint_to_a_url_byte_for_byte_a_local_one(tmp_path, countmem):
+    base = "countmem://bucket/job"
+    out = raise_first(run_ranks(4, lambda c: _save_rank(c, base, 7)))
+    assert out == [base + "/model-7"] * 4
+    writes = countmem.writes
+    data = [f"/bucket/job/model-7.data-{k:05d}-of-00004" for k in range(4)]
+    assert sorted(writes[:4]) == data  # the data objects in place (no temporary names, no copies) ...
+    assert writes[4:] == ["/bucket/job/model-7.index", "/bucket/job/model-7.meta", "/bucket/job/checkpoint"]
+    raise_first(run_ranks(4, lambda c: _save_rank(c, str(tmp_path), 7)))
+    for name in ["model-7.index", *(d.rsplit("/", 1)[1] for d in data)]:
+        assert countmem.store["/bucket/job/" + name].getvalue() == (tmp_path / name).read_bytes(), name
+    assert sk.train.latest_checkpoint(base) == base + "/model-7"
+    # restored by another world size, each rank reading through the index rank 0 fetched once
+    countmem.reads = []
+    got = raise_first(run_ranks(3, lambda c: _restore_rank(c, base + "/model-7", 3, 4, with_own=False)))
+    for rank, values in enumerate(got):
+        _check_restored(values, rank, 3, 4, 7, with_own=False)
+    assert [r[0] for r in countmem.reads].count("/bucket/job/model-7.index") == 1
+
+
+def test_a_url_resave_never_overwrites_the_data_of_the_checkpoint_it_replaces(countmem):
+    def save(c):
+        g = sk.Graph()
+        with g.as_default():
+            build_rank_model(c.rank, c.world_size, 1)
+            saver = sk.train.Saver(coordinator=c)
+            with sk.Session(graph=g) as sess:
+                sess.run(sk.global_variables_initializer())
+                return saver.save(sess, "countmem://bucket/re/model", write_meta_graph=False)
+
+    raise_first(run_ranks(2, save))
+    first = _stored(countmem, "/bucket/re/model.")
+    countmem.writes = []
+    raise_first(run_ranks(2, save))
+    # the new data objects take a shard count the old index does not name; the old ones go after
+    assert sorted(countmem.writes[:3]) == ["/bucket/re/model.data-00000-of-00003",
+                                           "/bucket/re/model.data-00001-of-00003",
+                                           "/bucket/re/model.data-00002-of-00003"]
+    assert countmem.writes[3] == "/bucket/re/model.index"
+    assert not any(k in _stored(countmem, "/bucket/re/model.") for k in first if ".data-" in k)
+    _check_values = bundle.read_tensors("countmem://bucket/re/model", ["shared"])[0]
+    np.testing.assert_array_equal(_check_values, shared(1))
+
+
+def test_a_failed_rank_write_to_a_url_leaves_the_previous_checkpoint_and_nothing_else(countmem):
+    base = "countmem://bucket/f"
+    raise_first(run_ranks(3, lambda c: _save_rank(c, base, 1)))
+    before = _stored(countmem, "/bucket/f/")
+    countmem.fail_write = lambda p: p.endswith("model-2.data-00001-of-00003")
+    out = run_ranks(3, lambda c: _save_rank(c, base, 2))
+    assert all(isinstance(e, dist.RankFailedError) and e.rank == 1 and "injected failure" in str(e)
+               for e in out), out
+    countmem.fail_write = None
+    assert _stored(countmem, "/bucket/f/") == before
+    assert sk.train.latest_checkpoint(base) == base + "/model-1"
+
+
+def test_checkpoint_manager_ranks_save_to_a_url(countmem):
+    base = "countmem://bucket/mgr"
+    out = raise_first(run_ranks(4, lambda c: _manager_rank(c, base, 10.0)))
+    want = [f"{base}/ckpt-{i}" for i in (1, 2, 3)]
+    assert all(o == (want, want[1:]) for o in out), out
+    assert sorted(k for k in countmem.store if k.endswith(".index")) == [
+        "/bucket/mgr/ckpt-2.index", "/bucket/mgr/ckpt-3.index"]
+    with bundle.BundleReader(want[-1]) as r:
+        assert r.num_shards == 4
+        np.testing.assert_array_equal(r.read("w3/.ATTRIBUTES/VARIABLE_VALUE"), np.full(4, 15, np.float32))
+
+
+def test_four_ranks_save_to_s3_and_three_restore(tmp_path):
+    """The same against moto's S3 on 127.0.0.1 (s3fs): data objects in place, index last."""
+    pytest.importorskip("s3fs")
+    pytest.importorskip("moto")
+    from remote_helpers import S3_ENV, EnvPatch, start_moto_s3
+
+    server, endpoint = start_moto_s3()
+    try:
+        with EnvPatch({**S3_ENV, "AWS_ENDPOINT_URL": endpoint}):
+            import s3fs
+
+            s3fs.S3FileSystem.clear_instance_cache()
+            fs = s3fs.S3FileSystem()
+            fs.mkdir("dist")
+            base = "s3://dist/job"
+            raise_first(run_ranks(4, lambda c: _save_rank(c, base, 5)))
+            fs.invalidate_cache()
+            assert sorted(p.rsplit("/", 1)[1] for p in fs.find("dist")) == [
+                "checkpoint", "model-5.data-00000-of-00004", "model-5.data-00001-of-00004",
+                "model-5.data-00002-of-00004", "model-5.data-00003-of-00004", "model-5.index", "model-5.meta"]
+            got = raise_first(run_ranks(
+                3, lambda c: _restore_rank(c, base + "/model-5", 3, 4, with_own=False)))
+            for rank, values in enumerate(got):
+                _check_restored(values, rank, 3, 4, 5, with_own=False)
+            s3fs.S3FileSystem.clear_instance_cache()
+    finally:
+        server.stop()

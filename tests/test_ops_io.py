@@ -305,3 +305,25 @@ def test_save_v2_is_durable_only_in_the_runs_whose_options_ask_for_it(graph, tmp
         sess.run(save, {prefix: b}, options=object())  # other kinds of options (TF's proto): the defaults
         sess.run(save, feed_dict={prefix: b}, options=sk.RunOptions(durable=True), run_metadata=None)
     assert seen == [False, True, False, False, False, True]
+
+
+def test_restore_v2_reads_through_the_reader_the_run_options_give(graph, tmp_path):
+    from saverkit.framework.run_options import RunOptions
+
+    prefix = str(tmp_path / "ckpt")
+    bundle.write_bundle(prefix, ["w"], [np.arange(6, dtype=np.float32)])
+    asked = []
+
+    class Reader:  # what a coordinated restore hands each rank (saverkit.train.distributed_save)
+        def read_many(self, names, specs, dtypes, out=None):
+            asked.append((list(names), list(specs)))
+            return [np.full(6, 7, np.float32)]
+
+    (restored,) = io_ops.restore_v2(prefix, ["w"], [""], [sk.float32])
+    with sk.Session() as sess:
+        got = sess.run(restored, options=RunOptions(readers={prefix: Reader()}))
+        np.testing.assert_array_equal(got, np.full(6, 7, np.float32))
+        assert asked == [([b"w"], [""])]
+        # another prefix is read from its files as usual
+        np.testing.assert_array_equal(sess.run(restored, options=RunOptions(readers={"x": Reader()})),
+                                      np.arange(6, dtype=np.float32))

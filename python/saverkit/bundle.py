@@ -231,6 +231,25 @@ def _write_bundle(
     return None
 
 
+def encode_bundle(
+    prefix: str,
+    names: Sequence[str | bytes],
+    tensors: Sequence[Any],
+    shape_and_slices: Sequence[str] | None = None,
+    dtypes: Sequence[DType | int | None] | None = None,
+) -> tuple[Sequence[tuple[int, Any]], int, bytes, Any]:
+    """A single-shard bundle encoded in memory, nothing written: ``(segments, size, index, held)`` — the
+    data file's bytes as (offset, buffer) segments (numeric payloads are views of the tensors), its
+    size, the index's bytes, and what the segments view (keep it until they are written). For writers
+    that move the bytes themselves: each rank of a coordinated save to a URL writes its data object
+    (saverkit.train.distributed_save), the indexes merged by ``_core.merge_indexes``."""
+    with _gc.paused():
+        (segments, size, index), held = _write_bundle(
+            os.fsdecode(os.fspath(prefix)), names, tensors, shape_and_slices, dtypes, 1, 0, False,
+            encode=True)
+    return segments, size, index, held
+
+
 def _write_remote(
     prefix: str,
     names: Sequence[str | bytes],
@@ -355,22 +374,33 @@ def _as_dtype_or_data_loss(enum: int, key: bytes, prefix: str) -> DType:
 class BundleReader:
     """An open checkpoint: list its tensors and read them (``with BundleReader(p) as r: ...``)."""
 
-    def __init__(self, prefix: str | os.PathLike, storage_options: dict | None = None) -> None:
+    def __init__(self, prefix: str | os.PathLike, storage_options: dict | None = None, *,
+                 index: bytes | None = None) -> None:
+        """``index``: the bytes of the checkpoint's ``.index``, already read (by rank 0 of a coordinated
+        restore, see saverkit.train.distributed_save): the index file is then not opened here, only the
+        data files are (local), or their byte ranges fetched (URL)."""
         self._remote: storage.Location | None = None
         self._core: _core.Reader | None
         if storage.is_url(prefix):
-            self._open_remote(os.fsdecode(os.fspath(prefix)), storage_options)
+            self._open_remote(os.fsdecode(os.fspath(prefix)), storage_options, index)
+        elif index is not None:
+            self.prefix = storage.local_path(os.fsdecode(os.fspath(prefix)))
+            self._core = _core.Reader(self.prefix, index, True)
         else:
             self.prefix = resolve_prefix(storage.local_path(prefix))
             self._core = _core.Reader(self.prefix)
         self._entries_cache: dict[str, tuple[DType, tuple[int, ...]]] | None = None
 
-    def _open_remote(self, url: str, storage_options: dict | None) -> None:
-        """The index fetched once; data objects' sizes looked up; tensor bytes fetched per read."""
+    def _open_remote(self, url: str, storage_options: dict | None, index: bytes | None = None) -> None:
+        """The index fetched once (unless given); data objects' sizes looked up; tensor bytes fetched per
+        read."""
         loc = self._remote = storage.Location(url, storage_options)
         self._remote_lock = threading.Lock()
-        self.prefix = checkpoint_paths.resolve_remote_prefix(loc, url)
-        index = loc.read_bytes(self.prefix + ".index")
+        if index is None:
+            self.prefix = checkpoint_paths.resolve_remote_prefix(loc, url)
+            index = loc.read_bytes(self.prefix + ".index")
+        else:
+            self.prefix = url
         self._core = _core.Reader(self.prefix, index)
         n = self._core.num_shards
         for shard in range(n):

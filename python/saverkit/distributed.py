@@ -19,7 +19,7 @@ naming the rank(s) on every rank, so no rank is left waiting for a peer that alr
 Adapters: :class:`ThreadCoordinator` (threads of one process: tests), :class:`MPICoordinator` (mpi4py,
 nonblocking point-to-point messages polled until the deadline: mpi4py's own collectives block forever)
 and :class:`TorchCoordinator` (``torch.distributed``, e.g. gloo on CPU; asynchronous collectives waited
-on with the timeout).
+on with the timeout), :class:`JaxCoordinator` (``jax.distributed``'s key-value store, as orbax uses it).
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ __all__ = [
     "CollectiveTimeoutError",
     "Coordinator",
     "DistributedError",
+    "JaxCoordinator",
     "MPICoordinator",
     "RankFailedError",
     "ThreadCoordinator",
@@ -464,3 +465,71 @@ class TorchCoordinator(Coordinator):
         buf = t if t is not None else torch.empty(int(size.item()), dtype=torch.uint8)
         self._wait(dist.broadcast(buf, src, group=self.group, async_op=True), "broadcast", deadline)
         return obj if self.rank == root else pickle.loads(buf.numpy().tobytes())
+
+
+# --- JAX (jax.distributed)
+class JaxCoordinator(Coordinator):
+    """Coordinator over ``jax.distributed`` (call ``jax.distributed.initialize(...)`` first): the
+    distributed runtime client's key-value store, which is what orbax coordinates checkpoints with.
+
+    A collective is keys under ``<namespace>/<step>/``: each rank sets its own (``key_value_set_bytes``)
+    and reads the others' with ``blocking_key_value_get_bytes`` bounded by the remaining time. A rank
+    deletes its keys of earlier steps once an all_gather (which every rank reached) completes."""
+
+    def __init__(self, client: Any = None, timeout: float = DEFAULT_TIMEOUT,
+                 namespace: str = "saverkit") -> None:
+        super().__init__(timeout)
+        import jax  # noqa: PLC0415 - optional dependency (saverkit[jax])
+        from jax._src import distributed as jax_distributed  # noqa: PLC0415 - the client orbax uses too
+
+        client = jax_distributed.global_state.client if client is None else client
+        if client is None:
+            raise ValueError("jax.distributed is not initialized: call jax.distributed.initialize first")
+        self.client = client
+        self.rank = jax.process_index()
+        self.world_size = jax.process_count()
+        self.namespace = namespace
+        self._seq = 0
+        self._mine: list[str] = []  # keys this rank set and has not deleted
+
+    def _key(self, seq: int, rank: int) -> str:
+        return f"{self.namespace}/{seq}/{rank}"
+
+    def _set(self, seq: int, obj: Any) -> None:
+        key = self._key(seq, self.rank)
+        self.client.key_value_set_bytes(key, pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))
+        self._mine.append(key)
+
+    def _get(self, seq: int, rank: int, what: str, deadline: float) -> Any:
+        ms = int(_remaining(deadline) * 1000)
+        if ms <= 0:
+            raise self._timeout_error(what, f"nothing from rank {rank}")
+        try:
+            data = self.client.blocking_key_value_get_bytes(self._key(seq, rank), ms)
+        except Exception as e:
+            if "DEADLINE_EXCEEDED" in str(e) or "timed out" in str(e).lower():
+                raise self._timeout_error(what, f"nothing from rank {rank}") from e
+            raise
+        return pickle.loads(data)
+
+    def _all_gather(self, obj: Any, *, deadline: float) -> list:
+        self._seq += 1
+        seq = self._seq
+        self._set(seq, obj)
+        values = [obj if r == self.rank else self._get(seq, r, "all_gather", deadline)
+                  for r in range(self.world_size)]
+        # Every rank has set its key of this step, so each finished every earlier step: ours can go.
+        done, self._mine = self._mine[:-1], self._mine[-1:]
+        for key in done:
+            try:
+                self.client.key_value_delete(key)
+            except Exception:  # noqa: BLE001, S110 - a leftover key costs memory only
+                pass
+        return values
+
+    def _broadcast(self, obj: Any, root: int, *, deadline: float) -> Any:
+        self._seq += 1
+        if self.rank == root:
+            self._set(self._seq, obj)
+            return obj
+        return self._get(self._seq, root, "broadcast", deadline)

@@ -33,6 +33,12 @@ from saverkit import distributed as dist  # noqa: E402
 def coordinator(args) -> dist.Coordinator:
     if args.via == "mpi":
         return dist.MPICoordinator(timeout=args.timeout)
+    if args.via == "jax":
+        import jax
+
+        jax.distributed.initialize(coordinator_address=f"127.0.0.1:{args.port}", num_processes=args.world,
+                                   process_id=args.rank, initialization_timeout=60)
+        return dist.JaxCoordinator(timeout=args.timeout)
     import datetime
 
     import torch.distributed as tdist
@@ -126,7 +132,7 @@ def do_bench(coord, directory, mib, repeats=3):
 
 def main() -> int:
     p = argparse.ArgumentParser()
-    p.add_argument("--via", choices=["mpi", "torch"], required=True)
+    p.add_argument("--via", choices=["mpi", "torch", "jax"], required=True)
     p.add_argument("--rank", type=int, default=0)
     p.add_argument("--world", type=int, default=1)
     p.add_argument("--port", type=int, default=0)

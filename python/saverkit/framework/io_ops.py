@@ -197,18 +197,26 @@ def _restore_v2(ctx: Any, prefix: Any, tensor_names: Any, shape_and_slices: Any)
     # Tensors are read straight into the variable they are restored to: numeric ones into its buffer,
     # string ones by replacing the elements of its object array (only once every read has succeeded).
     out = ctx.output_buffers(len(dts))
-    path, engine = _path(prefix), _bundle()
+    path = _path(prefix)
+    given = ctx.options.readers.get(path) if ctx.options.readers else None  # see RunOptions.readers
+    if given is not None:
+        read = given.read_many
+    else:
+        engine, storage = _bundle(), _storage(ctx)
+
+        def read(names: Any, slices: Any, dts: Any, out: Any = None) -> Any:
+            return engine.read_tensors(path, names, slices, dts, out=out, **storage)
     values = None
     if any(o is not None for o in out):
         try:
-            values = list(engine.read_tensors(path, names, slices, dts, out=out, **_storage(ctx)))
+            values = list(read(names, slices, dts, out=out))
         except errors.InvalidArgumentError:
             # A saved shape differs from the variable's: the engine checks out= before reading anything,
             # so read into new arrays and let the assignment decide (Assign with validate_shape fails as
             # in TF, AssignVariableOp / validate_shape=False replace the variable).
             out = [None] * len(dts)
     if values is None:
-        values = list(engine.read_tensors(path, names, slices, dts, **_storage(ctx)))
+        values = list(read(names, slices, dts))
     # Arrays read fresh for an uninitialized variable become its buffer: the Assign then has nothing to
     # copy, so restoring into a new session peaks at 1x the checkpoint, not 2x.
     ctx.adopt_outputs(values, out)

@@ -8,6 +8,7 @@ Kernels read them from their context (``ctx.options``).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from typing import Any
 
 
@@ -27,11 +28,17 @@ class RunOptions:
     ``storage_options``: for checkpoint paths that are URLs (``s3://...``), the keyword arguments of the
     fsspec file system (credentials, endpoint; see :mod:`saverkit.storage`). None: the backend's own
     environment (``AWS_ENDPOINT_URL``, ...).
+
+    ``readers``: checkpoint prefix -> an open reader (``read_many(names, shape_and_slices, dtypes, out)``,
+    as :class:`saverkit.bundle.BundleReader`) that RestoreV2 reads that prefix through instead of opening
+    it: a coordinated restore (``saverkit.train.distributed_save``) hands each rank a reader made from
+    the index rank 0 read once.
     """
 
     durable: bool = False
     storage_options: dict | None = dataclasses.field(default=None, hash=False, compare=False)
     snapshot: Any = None
+    readers: Mapping[str, Any] | None = dataclasses.field(default=None, hash=False, compare=False)
 
 
 DEFAULT_RUN_OPTIONS = RunOptions()

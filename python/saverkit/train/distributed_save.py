@@ -21,29 +21,41 @@ collective time out (``CollectiveTimeoutError``). Until step 3 commits, nothing 
 changes, and the part directory of a failed save is removed (by rank 0, or later by any saverkit save
 in that directory once its creator is gone).
 
-A restore lists the index on rank 0 and broadcasts its entries (key -> dtype, shape), so that a missing
-checkpoint or key is one error raised on every rank; each rank checks its own variables against them and
-restores only them (its ``RestoreV2``, with its keys and slices, opens the index again and reads just
-those tensors' bytes). Slices make the world size free: 4 ranks that each saved one slice of a
-partitioned variable can be restored by 2 ranks with 2-slice parts, or by one plain ``Saver``.
+A URL prefix (``s3://``, ``memory://``...: saverkit.storage) has no part directory and no rename: each
+writing rank writes its data object ``<prefix>.data-0000k-of-0000n`` in place, rank 0 merges the ranks'
+indexes in memory and writes the index last, then the ``.meta`` and the state file (run_save_remote).
+
+A restore reads the index once: rank 0 reads its bytes and broadcasts them, and every rank opens the
+checkpoint from them (no other rank opens the index), checks its own variables' keys, dtypes and shapes
+(a missing checkpoint or key is one error raised on every rank) and restores only them, its RestoreV2
+reading through that reader (``RunOptions.readers``). Slices make the world size free: 4 ranks that each
+saved one slice of a partitioned variable can be restored by 3 ranks whose slices straddle the saved
+ones, by 2, or by one plain ``Saver``. A stored slice that several ranks need parts of is not read whole
+by each of them (its CRC covers all of it): each reads only its part, and the ranks split its checksum
+(see _VerificationPlan). An object-based checkpoint restored by a name-based Saver maps each variable to
+the key its name had when saved, as TensorFlow falls back.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import re
 import uuid
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from saverkit import bundle, errors, tempfiles
+from saverkit import bundle, errors, storage, tempfiles
 from saverkit import distributed as dist
 from saverkit import dtypes as dtypes_lib
 from saverkit.train import checkpoint_management
 
 __all__ = ["plan_save", "restore", "save"]
+
+_logger = logging.getLogger(__name__)
 
 
 # --- plan
@@ -188,6 +200,10 @@ class _Job:
 
     def write(self, part: str, mine: list[int], extra: tuple, durable: bool) -> None:
         """Writes entries ``mine`` (indices into entries()) and the ``extra`` columns into ``part``."""
+        bundle.write_bundle(part, *self.tensors(mine, extra), durable=durable)
+
+    def tensors(self, mine: list[int], extra: tuple) -> tuple[list, list, list, list]:
+        """Names, values, slice specs and dtypes of entries ``mine`` and the ``extra`` columns."""
         raise NotImplementedError
 
     def extra(self) -> Any:
@@ -212,6 +228,8 @@ class _Job:
 
 def run_save(coord: dist.Coordinator, job: _Job, durable: bool) -> str | None:
     """Every rank writes its tensors into a part; rank 0 merges and commits. See the module docstring."""
+    if storage.is_url(job.checkpoint_file()):
+        return run_save_remote(coord, job)
     local: dict[str, Any] = {}
 
     def prepare() -> tuple:
@@ -278,6 +296,116 @@ def _run_save(coord: dist.Coordinator, job: _Job, prepare: Callable[[], tuple], 
     return path
 
 
+# --- save: to a URL
+_DATA_RE = re.compile(r"^(?P<base>.+)\.data-(?P<shard>\d{5,})-of-(?P<num>\d{5,})\Z")
+
+
+def _shard_counts(loc: storage.Location, checkpoint_file: str) -> tuple[set[int], int | None]:
+    """The shard counts of the data objects of ``checkpoint_file`` on the store, and the count its
+    current index names (None: no index)."""
+    base = storage.basename(checkpoint_file)
+    taken = set()
+    for name in loc.listdir(storage.dirname(checkpoint_file)):
+        m = _DATA_RE.match(name)
+        if m and m.group("base") == base:
+            taken.add(int(m.group("num")))
+    try:
+        index = loc.read_bytes(checkpoint_file + ".index")
+    except errors.NotFoundError:
+        return taken, None
+    return taken, _index_reader(checkpoint_file, index).num_shards
+
+
+def run_save_remote(coord: dist.Coordinator, job: _Job) -> str | None:
+    """A coordinated save to a URL (``s3://``, ``memory://``...; see saverkit.storage). A store has no
+    rename, so nothing is written under a temporary name: each writing rank encodes its tensors and
+    writes its data object ``<prefix>.data-0000k-of-0000n`` in place; rank 0 merges the ranks' indexes
+    in memory (``_core.merge_indexes``) and writes the index last (the commit: before it the prefix is
+    the previous checkpoint or none), then the ``.meta``, then the state file. ``n`` is a shard count
+    that no data object of the prefix has, so a re-save never overwrites the data of the checkpoint it
+    replaces (whose data objects rank 0 deletes after the commit). A failure before the commit removes
+    what every rank wrote."""
+    from saverkit import _core  # noqa: PLC0415
+
+    rank = coord.rank
+    local: dict[str, Any] = {}
+
+    def prepare() -> tuple:
+        checkpoint_file = job.checkpoint_file()
+        entries = job.entries()
+        counts = None
+        if rank == 0:
+            loc = storage.Location(checkpoint_file)
+            if loc.read_only:
+                raise errors.PermissionDeniedError(
+                    None, None, f"Cannot save to {checkpoint_file}: read-only store")
+            counts = _shard_counts(loc, checkpoint_file)
+        return checkpoint_file, entries, counts, job.extra()
+
+    try:
+        gathered = dist.run_everywhere(coord, prepare, "save (prepare)")
+        files = {g[0] for g in gathered}
+        if len(files) != 1:
+            raise errors.InvalidArgumentError(
+                None, None, "Ranks save to different checkpoints: "
+                + ", ".join(f"rank {r}: {g[0]!r}" for r, g in enumerate(gathered)))
+        checkpoint_file = gathered[0][0]
+        taken, current = gathered[0][2]
+        writes = plan_save([g[1] for g in gathered])
+        writers = [r for r in range(coord.world_size) if writes[r] or (r == 0 and job.rank0_extra)]
+        if not writers:
+            return None
+        num_shards = len(writers)
+        while num_shards in taken:  # never a data object an index may name
+            num_shards += 1
+        loc = storage.Location(checkpoint_file)
+        urls = [f"{checkpoint_file}.data-{s:05d}-of-{num_shards:05d}" for s in range(num_shards)]
+
+        def write() -> bytes | None:
+            extra = job.rank0_tensors([g[3] for g in gathered]) if rank == 0 and job.rank0_extra \
+                else ([],) * 4
+            if not (writes[rank] or extra[0]):
+                return None
+            segments, size, index, held = bundle.encode_bundle(
+                checkpoint_file, *job.tensors(writes[rank], extra))
+            local["written"] = [urls[writers.index(rank)]]
+            loc.write_segments(urls[writers.index(rank)], segments, size)
+            del segments, held
+            return index
+
+        indexes = dist.run_everywhere(coord, write, "save (write)")
+        job.release()
+
+        def commit() -> str:
+            local["written"] = local.get("written", []) + urls[len(writers):]
+            for url in urls[len(writers):]:  # shards past the writers' (a taken count skipped): empty
+                loc.write_segments(url, [], 0)
+            merged, shard_of = _core.merge_indexes([indexes[r] for r in writers], checkpoint_file, num_shards)
+            if list(shard_of) != list(range(len(writers))):
+                raise errors.InternalError(
+                    None, None, f"Merged index of {checkpoint_file} numbers the ranks' data objects "
+                    f"{list(shard_of)}, not in rank order")
+            loc.write_bytes(checkpoint_file + ".index", merged)
+            local["committed"] = True
+            if current is not None and current != num_shards:  # the replaced checkpoint's data objects
+                with contextlib.suppress(errors.OpError):
+                    loc.remove([f"{checkpoint_file}.data-{s:05d}-of-{current:05d}" for s in range(current)])
+            job.commit(checkpoint_file)
+            return checkpoint_file
+
+        path = dist.broadcast_result(coord, commit, "save (commit)")
+    except BaseException:
+        if local.get("written") and not local.get("committed"):
+            with contextlib.suppress(Exception):  # the first error is the one to report
+                storage.Location(local["written"][0]).remove(local["written"])
+        raise
+    finally:
+        job.release()
+    if rank != 0:
+        job.committed(path)
+    return path
+
+
 # --- save: Saver
 class _SaverJob(_Job):
     def __init__(self, saver: Any, sess: Any, save_path: str, global_step: Any, latest_filename: str,
@@ -306,25 +434,30 @@ class _SaverJob(_Job):
     def write(self, part: str, mine: list[int], extra: tuple, durable: bool) -> None:
         names, tensors, slices, dts = _local_specs(self.saver)
         saver_def = self.saver.saver_def
-        if len(mine) == len(names) and not self.saver.sharded and saver_def is not None:
+        if len(mine) == len(names) and not self.saver.sharded and saver_def is not None and not extra[0]:
             # This rank writes all its variables: the Saver's own SaveV2, which reads them in place.
             from saverkit.framework.run_options import RunOptions  # noqa: PLC0415
 
             self.sess.run(saver_def.save_tensor_name, {saver_def.filename_tensor_name: part},
                           options=RunOptions(durable=True) if durable else None)
             return
+        super().write(part, mine, extra, durable)
+
+    def tensors(self, mine: list[int], extra: tuple) -> tuple[list, list, list, list]:
+        names, tensors, slices, dts = _local_specs(self.saver)
         have = getattr(self, "values", {})
         missing = [i for i in mine if i not in have]
         fetched = dict(zip(missing, self.sess.run([tensors[i] for i in missing]), strict=True)) \
             if missing else {}
-        bundle.write_bundle(part, [names[i] for i in mine],
-                            [np.asarray(have[i] if i in have else fetched[i]) for i in mine],
-                            [slices[i] for i in mine], [dts[i] for i in mine], durable=durable)
+        return ([names[i] for i in mine], [np.asarray(have[i] if i in have else fetched[i]) for i in mine],
+                [slices[i] for i in mine], [dts[i] for i in mine])
 
     def release(self) -> None:
         self.values = {}
 
     def check_parent(self, checkpoint_file: str) -> None:
+        if storage.is_url(checkpoint_file):
+            return  # a store has no directories to create
         parent = os.path.dirname(self.save_path)
         if parent and not os.path.isdir(parent) and not os.path.isdir(os.path.dirname(parent) or "."):
             raise ValueError(f"Parent directory of {self.save_path} doesn't exist, can't save.")
@@ -380,12 +513,11 @@ class _ObjectJob(_Job):
         self.dtypes = [v.dtype.base_dtype for v in variables]
         return [_entry(n, d, v, "") for n, d, v in zip(self.names, self.dtypes, self.values, strict=True)]
 
-    def write(self, part: str, mine: list[int], extra: tuple, durable: bool) -> None:
+    def tensors(self, mine: list[int], extra: tuple) -> tuple[list, list, list, list]:
         names, values, slices, dts = extra
-        bundle.write_bundle(part, [self.names[i] for i in mine] + list(names),
-                            [np.asarray(self.values[i]) for i in mine] + list(values),
-                            [""] * len(mine) + list(slices), [self.dtypes[i] for i in mine] + list(dts),
-                            durable=durable)
+        return ([self.names[i] for i in mine] + list(names),
+                [np.asarray(self.values[i]) for i in mine] + list(values),
+                [""] * len(mine) + list(slices), [self.dtypes[i] for i in mine] + list(dts))
 
     def release(self) -> None:
         self.values = []
@@ -400,6 +532,8 @@ class _ObjectJob(_Job):
         return [OBJECT_GRAPH_PROTO_KEY], [np.array(merged, dtype=object)], [""], [dtypes_lib.string]
 
     def check_parent(self, checkpoint_file: str) -> None:
+        if storage.is_url(checkpoint_file):
+            return
         directory = os.path.dirname(checkpoint_file)
         if directory:
             os.makedirs(directory, exist_ok=True)
@@ -503,44 +637,452 @@ def merge_object_graphs(serialized: list[bytes]) -> bytes:
 
 
 # --- restore
-def restore(saver: Any, sess: Any, prefix: str) -> None:
-    """``Saver.restore`` when the Saver has a coordinator: rank 0 reads the index and broadcasts its
-    entries; each rank checks and restores its own variables; a failure anywhere raises everywhere."""
+def _read_index(prefix: str) -> tuple[str, bytes]:
+    """Rank 0: the checkpoint's prefix (resolved as a reader resolves it) and its index's bytes."""
     from saverkit.train import saver as saver_mod  # noqa: PLC0415
 
+    if not checkpoint_management.checkpoint_exists(prefix):
+        raise saver_mod.missing_checkpoint_error(prefix)
+    if storage.is_url(prefix):
+        return prefix, storage.Location(prefix).read_bytes(prefix + ".index")
+    resolved = bundle.resolve_prefix(storage.local_path(prefix))
+    try:
+        with open(resolved + ".index", "rb") as f:
+            return resolved, f.read()
+    except FileNotFoundError:  # deleted (or being re-saved) since it was found
+        raise saver_mod.missing_checkpoint_error(prefix) from None
+
+
+def restore(saver: Any, sess: Any, prefix: str) -> None:
+    """``Saver.restore`` when the Saver has a coordinator.
+
+    Rank 0 reads the index once and broadcasts its bytes; every rank opens the checkpoint from them
+    (``BundleReader(prefix, index=...)``: no rank but 0 opens the index), checks its own variables'
+    keys, dtypes and shapes, and restores them through its ``RestoreV2`` reading from that reader
+    (``RunOptions.readers``), so each rank reads only its own variables' bytes. Stored slices that
+    several ranks read parts of are verified together (see :class:`_RankReader`). A failure anywhere
+    raises everywhere."""
     coord: dist.Coordinator = saver.coordinator
+    resolved, index = dist.broadcast_result(coord, lambda: _read_index(prefix), "restore (index)")
+    local: dict[str, Any] = {}
 
-    def read_index() -> dict:
-        if not checkpoint_management.checkpoint_exists(prefix):
-            raise saver_mod.missing_checkpoint_error(prefix)
-        with bundle.BundleReader(prefix) as reader:
-            return {k: (dt.as_datatype_enum, tuple(shape)) for k, (dt, shape) in reader.entries().items()}
+    def plan_here() -> list:
+        local["reader"] = reader = bundle.BundleReader(resolved, index=index)
+        if saver.save_specs() is None:
+            return []
+        requests, renamed = _check_variables(saver, reader, index, resolved)
+        local["geometry"] = geometry = _Geometry(reader, index, renamed)
+        return geometry.touches(requests)
 
-    entries = dist.broadcast_result(coord, read_index, "restore (index)")
+    touches = dist.run_everywhere(coord, plan_here, "restore")
+    plan = _VerificationPlan(touches)
 
-    def restore_here() -> None:
-        specs = saver.save_specs()
-        if specs is None:  # a Saver without variables (allow_empty=True)
-            return
-        names, tensors, slices, dts = specs
-        for name, tensor, spec, dt in zip(names, tensors, slices, dts, strict=True):
-            key = name.decode() if isinstance(name, bytes) else str(name)
-            found = entries.get(key)
-            if found is None:
+    def restore_here() -> list:
+        if saver.save_specs() is None:
+            return []
+        from saverkit.framework.run_options import RunOptions  # noqa: PLC0415
+
+        ranked = _RankReader(local["reader"], local["geometry"], plan, coord.rank)
+        try:
+            saver.run_restore_op(sess, prefix, options=RunOptions(readers={prefix: ranked}))
+        finally:
+            ranked.close()
+        return ranked.crcs
+
+    try:
+        crcs = dist.run_everywhere(coord, restore_here, "restore")
+    finally:
+        local.clear()
+    plan.verify(crcs, resolved, _index_reader(resolved, index).num_shards)  # the same verdict everywhere
+
+
+def _index_reader(prefix: str, index: bytes) -> Any:
+    """The engine's reader of ``index`` (for lookups of entries: no data file is opened)."""
+    from saverkit import _core  # noqa: PLC0415
+
+    return _core.Reader(prefix, index, not storage.is_url(prefix))
+
+
+def _object_keys(reader: bundle.BundleReader, core: Any, prefix: str) -> dict[str, str] | None:
+    """``{variable name: checkpoint key}`` of an object-based checkpoint (read from this rank's reader,
+    not by opening the index again); None for a name-based one."""
+    from saverkit.protobuf import trackable_object_graph_pb2  # noqa: PLC0415
+    from saverkit.trackable import OBJECT_GRAPH_PROTO_KEY  # noqa: PLC0415
+
+    if not core.has_tensor(OBJECT_GRAPH_PROTO_KEY.encode()):
+        return None
+    raw = reader.read(OBJECT_GRAPH_PROTO_KEY)
+    raw = raw.item() if isinstance(raw, np.ndarray) and raw.shape == () else raw
+    if not isinstance(raw, bytes):
+        raise errors.DataLossError(
+            None, None, f"{OBJECT_GRAPH_PROTO_KEY} of checkpoint {prefix} is not a string scalar")
+    graph = trackable_object_graph_pb2.TrackableObjectGraph.FromString(raw)
+    return {a.full_name: a.checkpoint_key for node in graph.nodes for a in node.attributes}
+
+
+def _check_variables(saver: Any, reader: bundle.BundleReader, index: bytes,
+                     prefix: str) -> tuple[list[tuple[str, str]], dict[str, str]]:
+    """This rank's (checkpoint key, slice spec) requests, each checked against the index (key, dtype,
+    shape), and the variables' names read under another key: an object-based checkpoint restored by a
+    name-based Saver reads each variable from the key its name had when saved (TF's fallback)."""
+    names, tensors, slices, dts = _local_specs(saver)
+    core = _index_reader(reader.prefix, index)
+    requests = []
+    renamed: dict[str, str] = {}
+    object_keys: dict[str, str] | None = None
+    for name, tensor, spec, dt in zip(names, tensors, slices, dts, strict=True):
+        key = _key(name)
+        if not core.has_tensor(key.encode()):
+            if object_keys is None:
+                object_keys = _object_keys(reader, core, prefix) or {}
+                if object_keys:
+                    _logger.warning(
+                        "Restoring an object-based checkpoint using a name-based saver: each variable is "
+                        "read from the key its name had when the checkpoint was written.")
+            mapped = object_keys.get(key)
+            if mapped is None or not core.has_tensor(mapped.encode()):
                 raise errors.NotFoundError(None, None, f"Key {key} not found in checkpoint {prefix}")
-            want = dtypes_lib.as_dtype(dt).base_dtype.as_datatype_enum
-            if found[0] != want:
-                raise errors.InvalidArgumentError(
-                    None, None, f"Checkpoint {prefix} has {key} as {_describe(*found)}, the variable is "
-                    f"{dtypes_lib.as_dtype(dt).base_dtype.name}")
-            full = _parse_slice(spec)[0] if spec else _static_shape(tensor)
-            if full is not None and tuple(full) != tuple(found[1]):
-                raise errors.InvalidArgumentError(
-                    None, None, f"Checkpoint {prefix} has {key} with shape {list(found[1])}, the variable "
-                    f"{'is a slice of' if spec else 'has'} {list(full)}")
-        saver.run_restore_op(sess, prefix)
+            renamed[key] = key = mapped
+        found = core.entry(key.encode())
+        stored_shape = tuple(found["shape"])
+        want = dtypes_lib.as_dtype(dt).base_dtype.as_datatype_enum
+        if found["dtype"] != want:
+            raise errors.InvalidArgumentError(
+                None, None, f"Checkpoint {prefix} has {key} as {_describe(found['dtype'], stored_shape)}, "
+                f"the variable is {dtypes_lib.as_dtype(dt).base_dtype.name}")
+        full = _parse_slice(spec)[0] if spec else _static_shape(tensor)
+        if full is not None and tuple(full) != stored_shape:
+            raise errors.InvalidArgumentError(
+                None, None, f"Checkpoint {prefix} has {key} with shape {list(stored_shape)}, the variable "
+                f"{'is a slice of' if spec else 'has'} {list(full)}")
+        requests.append((key, spec))
+    return requests, renamed
 
-    dist.run_everywhere(coord, restore_here, "restore")
+
+# --- restore: stored slices shared between ranks
+# A stored tensor (or stored slice) carries ONE checksum over all its bytes. A rank that needs only part
+# of it (another world size's slice straddling two saved slices, or a slice of a tensor saved whole)
+# would have to read all of it to check it: with N ranks each straddling two stored slices, twice the
+# bytes of a same-world restore. Instead the ranks split the check: every rank reads just the byte run it
+# needs, straight into its variable, and checksums the segments of it that the plan gives it; bytes no
+# rank needs are checksummed by one of the ranks that touch that stored slice; the segment checksums
+# are gathered with the restore's outcome and combined (crc32c_combine), and every rank compares them
+# with the index's. Each stored byte is read about once in all, and checked exactly once.
+
+class _Piece:
+    """A stored payload overlapped by a request: where it is, its checksum, and what of it is needed."""
+
+    __slots__ = ("crc", "dst_offset", "ident", "key", "nbytes", "run", "shard")
+
+    def __init__(self, key: bytes, entry: dict, run: tuple[int, int], dst_offset: int) -> None:
+        self.key, self.shard, self.crc = key, entry["shard_id"], entry["crc32c"]
+        self.ident = (entry["shard_id"], entry["offset"], entry["size"])
+        self.nbytes = entry["size"]
+        self.run = run  # bytes [start, end) of the payload that the request needs
+        self.dst_offset = dst_offset  # where they go in the request's buffer (bytes)
+
+
+def _run_of(box: list[tuple[int, int]], within: list[tuple[int, int]]) -> tuple[int, int] | None:
+    """(first element, count) of ``box`` inside the row-major array ``within``, when it is one run."""
+    shape = [length for _, length in within]
+    k = 0  # dims from k on must be whole, dim k-1 may be partial, earlier ones of length 1
+    for d in range(len(box) - 1, -1, -1):
+        if box[d] != within[d]:
+            k = d
+            break
+    else:
+        return 0, int(np.prod(shape, dtype=np.int64)) if shape else 1
+    if any(box[d][1] != 1 for d in range(k)):
+        return None
+    first, stride = 0, 1
+    for d in range(len(box) - 1, -1, -1):
+        first += (box[d][0] - within[d][0]) * stride
+        stride *= shape[d]
+    inner = int(np.prod(shape[k + 1:], dtype=np.int64)) if k + 1 < len(shape) else 1
+    return first, box[k][1] * inner
+
+
+class _Geometry:
+    """Which stored payloads each (key, spec) request overlaps, and whether it can be read by runs."""
+
+    def __init__(self, reader: bundle.BundleReader, index: bytes, renamed: dict[str, str]) -> None:
+        self.reader = reader
+        self.renamed = renamed  # variable name -> its key in an object-based checkpoint
+        self.core = _index_reader(reader.prefix, index)
+        self.local = not storage.is_url(reader.prefix)
+        self.split: dict[tuple[str, str], list[_Piece]] = {}  # requests read by runs
+
+    def _box(self, shape: tuple, extents: list) -> list[tuple[int, int]]:
+        if not extents:
+            return [(0, n) for n in shape]
+        return [(0, n) if e is None else (int(e[0]), int(e[1])) for n, e in zip(shape, extents, strict=True)]
+
+    def _pieces(self, key: str, spec: str) -> tuple[list[_Piece], list[tuple], bool] | None:
+        """The payloads request (key, spec) overlaps (as _Piece) and whether it can be read by runs;
+        None for a request the reader reads itself as it always does (a whole unpartitioned tensor)."""
+        entry = self.core.entry(key.encode())
+        shape = tuple(entry["shape"])
+        want = self._box(shape, _core_slice(spec)[1]) if spec else [(0, n) for n in shape]
+        stored = [(self._box(shape, ext), _core_slice_key(key, shape, ext))
+                  for ext in entry["slices"]] or [([(0, n) for n in shape], key.encode())]
+        if len(stored) == 1 and stored[0][0] == want:
+            return None  # the stored payload is the request: read directly, checked by the reader
+        elem = _elem_size(entry["dtype"])
+        runnable = self.local and elem is not None and (elem == 1 or self.core.endianness == 0) \
+            and _little_endian_host()
+        pieces: list[_Piece] = []
+        ids: list[tuple[tuple, tuple[int, int] | None]] = []
+        for box, pkey in stored:
+            region = [(max(s, w), min(s + n, w + m) - max(s, w))
+                      for (s, n), (w, m) in zip(box, want, strict=True)]
+            if any(n <= 0 for _, n in region) and shape:
+                continue
+            pentry = self.core.entry(pkey)
+            src, dst = _run_of(region, box), _run_of(region, want)
+            nelem = int(np.prod([n for _, n in box], dtype=np.int64)) if box else 1
+            if src is None or dst is None or elem is None or pentry["size"] != nelem * elem:
+                runnable = False
+                ids.append(((pentry["shard_id"], pentry["offset"], pentry["size"]), None))
+                continue
+            piece = _Piece(pkey, pentry, (src[0] * elem, (src[0] + src[1]) * elem), dst[0] * elem)
+            pieces.append(piece)
+            ids.append((piece.ident, piece.run))
+        return pieces, ids, runnable
+
+    def touches(self, requests: list[tuple[str, str]]) -> list[tuple]:
+        """This rank's touches of stored payloads: (payload, (start, end)) for a run it reads itself,
+        (payload, None) for a payload the reader reads (and checks) whole."""
+        out: list[tuple] = []
+        for key, spec in requests:
+            found = self._pieces(key, spec)
+            if found is None:
+                continue
+            pieces, ids, runnable = found
+            if runnable and any(p.run != (0, p.nbytes) for p in pieces):
+                self.split[(key, spec)] = pieces
+                out += [(p.ident, p.run, p.crc, p.key) for p in pieces]
+            else:
+                out += [(ident, None, None, None) for ident, _ in ids]
+        return out
+
+
+def _core_slice(spec: str) -> tuple:
+    from saverkit import _core  # noqa: PLC0415
+
+    return _core.parse_shape_and_slice(spec)
+
+
+def _core_slice_key(key: str, shape: tuple, extents: list) -> bytes:
+    """The index key of the stored slice with these extents (None: a whole dimension, written "-" as in
+    the stored slice: the key encodes the two differently)."""
+    from saverkit import _core  # noqa: PLC0415
+
+    if not extents:
+        extents = [None] * len(shape)
+    dims = ":".join("-" if e is None else f"{e[0]},{e[1]}" for e in extents)
+    return _core.slice_key(key, " ".join(str(n) for n in shape) + " " + dims)
+
+
+def _elem_size(enum: int) -> int | None:
+    try:
+        d = dtypes_lib.as_dtype(enum)
+    except TypeError:
+        return None
+    if d == dtypes_lib.string or d.np_dtype is None or d.np_dtype.hasobject:
+        return None
+    return int(d.np_dtype.itemsize)
+
+
+def _little_endian_host() -> bool:
+    import sys  # noqa: PLC0415
+
+    return sys.byteorder == "little"
+
+
+class _VerificationPlan:
+    """Who checksums which bytes of the stored payloads read by runs (the same on every rank).
+
+    Each such payload is cut at every run's ends into segments; a segment inside some rank's run goes
+    to the lowest such rank, one inside no run (bytes nobody needs) to the touching rank with the least
+    bytes so far. A payload some rank reads whole through its reader is checked there: no segments."""
+
+    def __init__(self, touches: list[list[tuple]]) -> None:
+        runs: dict[tuple, list[tuple[int, int, int]]] = {}
+        self.meta: dict[tuple, tuple[int, bytes]] = {}
+        whole: set[tuple] = set()
+        for rank, mine in enumerate(touches):
+            for ident, run, crc, key in mine:
+                if run is None:
+                    whole.add(ident)
+                else:
+                    runs.setdefault(ident, []).append((rank, run[0], run[1]))
+                    self.meta[ident] = (crc, key)
+        load = [0] * len(touches)
+        # per payload: [(start, end, rank)] covering [0, size)
+        self.segments: dict[tuple, list[tuple[int, int, int]]] = {}
+        for ident in sorted(runs):
+            if ident in whole:
+                continue
+            size = ident[2]
+            cuts = sorted({0, size, *(a for _, a, _ in runs[ident]), *(b for _, _, b in runs[ident])})
+            segs = []
+            for a, b in zip(cuts, cuts[1:], strict=False):
+                covering = [r for r, s, e in runs[ident] if s <= a and b <= e]
+                if covering:
+                    owner = min(covering)
+                else:
+                    toucher = sorted({r for r, _, _ in runs[ident]})
+                    owner = min(toucher, key=lambda r: (load[r], r))
+                load[owner] += b - a
+                segs.append((a, b, owner))
+            self.segments[ident] = segs
+
+    def mine(self, ident: tuple, rank: int) -> list[tuple[int, int]]:
+        return [(a, b) for a, b, r in self.segments.get(ident, ()) if r == rank]
+
+    def verify(self, crcs_per_rank: list[list[tuple]], prefix: str, num_shards: int) -> None:
+        """Combines every rank's segment checksums; DataLossError (on every rank) naming a bad payload."""
+        from saverkit import _core  # noqa: PLC0415
+
+        got: dict[tuple, dict[int, int]] = {}
+        for crcs in crcs_per_rank:
+            for ident, a, crc in crcs:
+                got.setdefault(ident, {})[a] = crc
+        for ident, segs in self.segments.items():
+            crc, key = self.meta[ident]
+            have = got.get(ident, {})
+            combined = 0
+            for a, b, _ in segs:
+                if a not in have:  # a rank did not report: its restore failed, and said so already
+                    raise errors.DataLossError(
+                        None, None, f"Checksum of a slice of {_display(key)} in {prefix} was not computed")
+                combined = _core.crc32c_combine(combined, have[a], b - a) if a else have[a]
+            if combined != _core.crc32c_unmask(crc):
+                raise errors.DataLossError(
+                    None, None, f"Checksum does not match for {_display(key)} in "
+                    f"{prefix}.data-{ident[0]:05d}-of-{num_shards:05d}: stored "
+                    f"{_core.crc32c_unmask(crc):#010x}, "
+                    f"calculated {combined:#010x} (the bytes read may be wrong)")
+
+
+
+def _display(key: bytes) -> str:
+    if key.startswith(b"\x00"):  # a slice key: name it by its tensor
+        name = key[1:].split(b"\x00", 1)[0]
+        return f"a stored slice of {name.decode(errors='replace')!r}"
+    return repr(key.decode(errors="replace"))
+
+
+class _RankReader:
+    """What this rank's RestoreV2 reads through (``RunOptions.readers``): the BundleReader opened from
+    the broadcast index, except for the requests read by runs (see _VerificationPlan), which are read
+    here straight into their buffers, checksummed by segment; ``crcs`` lists those checksums."""
+
+    def __init__(self, reader: bundle.BundleReader, geometry: _Geometry, plan: _VerificationPlan,
+                 rank: int) -> None:
+        self.reader, self.geometry, self.plan, self.rank = reader, geometry, plan, rank
+        self.crcs: list[tuple] = []
+        self._done: set[tuple] = set()  # payload segments already checksummed (a payload read twice)
+
+    def close(self) -> None:
+        """Nothing held: the engine's reader owns the data files."""
+
+    def read_many(self, names: list, specs: list | None = None, dtypes: list | None = None,
+                  out: list | None = None) -> list:
+        n = len(names)
+        specs = list(specs) if specs is not None else [""] * n
+        keys = [_key(x) for x in names]
+        if self.geometry.renamed:
+            keys = [self.geometry.renamed.get(k, k) for k in keys]
+            names = keys
+        split = [i for i in range(n) if (keys[i], specs[i]) in self.geometry.split]
+        if not split:
+            return self.reader.read_many(names, specs, dtypes, out)
+        core = self.geometry.core
+        plans = core.prepare([keys[i].encode() for i in split], [specs[i] for i in split])
+        targets = {}
+        for i, (enum, shape) in zip(split, plans, strict=True):  # every check before any read
+            dt = dtypes_lib.as_dtype(enum)
+            if dtypes is not None and dtypes[i] is not None and dtypes_lib.as_dtype(dtypes[i]) != dt:
+                raise errors.InvalidArgumentError(
+                    None, None, f"Tensor {keys[i]!r} in checkpoint {self.reader.prefix} has dtype "
+                    f"{dt.name}, but {dtypes_lib.as_dtype(dtypes[i]).name} was requested")
+            target = out[i] if out is not None else None
+            if target is None:
+                target = np.empty(shape, dtype=dt.np_dtype)
+            elif not (isinstance(target, np.ndarray) and target.dtype == dt.np_dtype
+                      and target.shape == tuple(shape) and target.flags.c_contiguous
+                      and target.flags.writeable):
+                raise errors.InvalidArgumentError(
+                    None, None, f"Output array for tensor {keys[i]!r} does not fit {dt.name}{list(shape)}")
+            targets[i] = target
+        rest = [i for i in range(n) if i not in targets]
+        results: list = [None] * n
+        if rest:
+            got = self.reader.read_many(
+                [names[i] for i in rest], [specs[i] for i in rest],
+                [dtypes[i] for i in rest] if dtypes is not None else None,
+                [out[i] for i in rest] if out is not None else None)
+            for i, value in zip(rest, got, strict=True):
+                results[i] = value
+        for i in split:
+            self._read_runs(self.geometry.split[(keys[i], specs[i])], targets[i])
+            results[i] = targets[i]
+        return results
+
+    def _read_runs(self, pieces: list[_Piece], target: np.ndarray) -> None:
+        """Each piece's run straight into ``target``, and the segments the plan gives this rank
+        checksummed (those outside the run read for that alone), by the engine on its I/O threads; a
+        segment's checksum is its ranges' checksums combined in order."""
+        from saverkit import _core  # noqa: PLC0415
+
+        dst = memoryview(target.reshape(-1).view(np.uint8).data)
+        shards: list[int] = []
+        offsets: list[int] = []
+        sizes: list[int] = []
+        outs: list[Any] = []
+        segs: list[tuple | None] = []
+        for p in pieces:
+            base = p.ident[1]
+            mine = [(a, b) for a, b in self.plan.mine(p.ident, self.rank) if (p.ident, a) not in self._done]
+            start, end = p.run
+            # the run, cut where segments start or end, read in place
+            cuts = sorted({start, end, *(x for a, b in mine for x in (a, b) if start < x < end)})
+            for lo, hi in zip(cuts, cuts[1:], strict=False):
+                seg = next((a for a, b in mine if a <= lo and hi <= b), None)
+                at = p.dst_offset + lo - start
+                shards.append(p.shard)
+                offsets.append(base + lo)
+                sizes.append(hi - lo)
+                outs.append(dst[at:at + hi - lo])
+                segs.append(None if seg is None else (p.ident, seg))
+            for a, b in mine:  # segments outside the run: bytes nobody needs, read only to checksum
+                if not (a >= start and b <= end):
+                    shards.append(p.shard)
+                    offsets.append(base + a)
+                    sizes.append(b - a)
+                    outs.append(None)
+                    segs.append((p.ident, a))
+            for a, _ in mine:
+                self._done.add((p.ident, a))
+        crcs = _read_ranges(self.geometry.core, shards, offsets, sizes, outs)
+        combined: dict[tuple, int] = {}
+        order: list[tuple] = []
+        for which, m, crc in zip(segs, sizes, crcs, strict=True):  # a segment's ranges are in file order
+            if which is None:
+                continue
+            if which in combined:
+                combined[which] = _core.crc32c_combine(combined[which], crc, m)
+            else:
+                combined[which] = crc
+                order.append(which)
+        for ident, a in order:
+            self.crcs.append((ident, a, combined[(ident, a)]))
+
+
+def _read_ranges(core: Any, shards: list[int], offsets: list[int], sizes: list[int], outs: list) -> list[int]:
+    """The engine reads the ranges (see _core.Reader.read_ranges); one place for tests to watch."""
+    return core.read_ranges(shards, offsets, sizes, outs)
 
 
 def _static_shape(tensor: Any) -> tuple | None:

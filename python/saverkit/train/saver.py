@@ -1159,6 +1159,12 @@ class Saver:
             return None
         if self._save_specs is None:
             var_list = self._var_list
+            if var_list is None:
+                # Saver(saver_def=...): op names only. TF has no coordinated saves at all; a rank's share
+                # of the checkpoint is its variables, which such a Saver does not know.
+                raise errors.UnimplementedError(
+                    None, None, "A Saver built from a saver_def cannot save or restore with a coordinator: "
+                    "it does not know its variables. Build each rank's Saver from its variables (var_list).")
             names_to_saveables = var_list if isinstance(var_list, dict) else op_list_to_dict(var_list)
             self._save_specs = _flat_specs(validate_and_slice_inputs(names_to_saveables))
         return self._save_specs
@@ -1188,11 +1194,13 @@ class Saver:
         self._RecordLastCheckpoint(checkpoint_file)
         self._checkpoints_to_delete()
 
-    def run_restore_op(self, sess: Session, prefix: str) -> None:
+    def run_restore_op(self, sess: Session, prefix: str, options: Any = None) -> None:
         """Each rank, once its variables are checked against the checkpoint's index: run this Saver's
-        restore op on ``prefix``; a mismatch is an InvalidArgumentError worded as ``restore`` words it."""
+        restore op on ``prefix`` (with the run's ``options``, e.g. the readers of a coordinated restore);
+        a mismatch is an InvalidArgumentError worded as ``restore`` words it."""
         try:
-            sess.run(self.saver_def.restore_op_name, {self.saver_def.filename_tensor_name: prefix})
+            sess.run(self.saver_def.restore_op_name, {self.saver_def.filename_tensor_name: prefix},
+                     options=options)
         except errors.InvalidArgumentError as err:
             raise _wrap_restore_error_with_msg(
                 err, "a mismatch between the current graph and the graph", "") from err
