@@ -994,7 +994,7 @@ Status BundleReader::Execute(const std::vector<ReadPlan>& plans, const std::vect
     uint32_t crc = 0;
     for (uint64_t done = 0; done < task.len;) {
       const uint64_t n = std::min(kCachePiece, task.len - done);
-      if (helper) Populate(out + done, n);  // this piece's pages, unless the helper was there first
+      if (helper && !helper->Faulted(done)) Populate(out + done, n);  // unless the helper was there first
       SK_RETURN_IF_ERROR(file->Read(at + done, n, out + done));
       crc = crc32c::Extend(crc, out + done, n);
       done += n;

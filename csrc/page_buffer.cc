@@ -140,7 +140,7 @@ void Prefaulter::Run(const std::shared_ptr<State>& state) {
   state->buffer.reset();
 }
 
-void Prefaulter::RunPieces(const State& state) {
+void Prefaulter::RunPieces(State& state) {
   const uint64_t size = state.size;
   char* data = state.buffer->data();
   // Pieces end on page boundaries counted from the buffer's first whole page.
@@ -154,6 +154,7 @@ void Prefaulter::RunPieces(const State& state) {
     if (next <= lead || next < reader + kPrefaultPiece) return;
     if (!Populate(data + next, low - next)) return;  // refused: the reader faults its pages itself
     low = next;
+    state.helper_low.store(low, std::memory_order_relaxed);
   }
 }
 

@@ -77,6 +77,8 @@ class Prefaulter {
   explicit Prefaulter(std::shared_ptr<PageBuffer> buffer);
   // The reader has filled the first `bytes` of the buffer.
   void Advance(uint64_t bytes) { state_->reader_done.store(bytes, std::memory_order_relaxed); }
+  // Whether the helper has faulted in every page from byte `begin` on.
+  bool Faulted(uint64_t begin) const { return begin >= state_->helper_low.load(std::memory_order_relaxed); }
   // The read is over: a helper not yet started never will, and lets go of
   // the buffer now (one that is running stops at its next piece).
   ~Prefaulter();
@@ -87,10 +89,11 @@ class Prefaulter {
     std::shared_ptr<PageBuffer> buffer;  // released by whichever of reader and helper is last to need it
     uint64_t size = 0;
     std::atomic<uint64_t> reader_done{0};
+    std::atomic<uint64_t> helper_low{~0ull};  // the helper has faulted in the pages from here on
     std::atomic<int> phase{kWaiting};
   };
   static void Run(const std::shared_ptr<State>& state);
-  static void RunPieces(const State& state);
+  static void RunPieces(State& state);
   std::shared_ptr<State> state_;
 };
 
