@@ -23,6 +23,7 @@
 #include "dtype.h"
 #include "env.h"
 #include "merge.h"
+#include "page_buffer.h"
 #include "py_arenas.h"
 #include "py_plan_cache.h"
 #include "py_string_restore.h"
@@ -134,6 +135,12 @@ class PinnedBuffers {
  private:
   std::vector<PyObject*> objects_;
   std::vector<Py_buffer> views_;
+};
+
+// A tensor's bytes in a PageBuffer, exported as a writable byte buffer: the
+// array viewing it (np.frombuffer) keeps it alive as its base.
+struct PyPageBuffer {
+  std::shared_ptr<PageBuffer> buffer;
 };
 
 class PyReader {
@@ -316,15 +323,31 @@ class PyReader {
   // string tensor's array (None for numeric ones). `fresh`: every numeric
   // out was allocated for this call and not touched yet (the engine may then
   // choose its pages).
+  //
+  // A numeric outs[i] of None is read into a new PageBuffer (page_buffer.h)
+  // mapped here, returned in its slot for the caller to view as an array.
   py::list execute(const py::list& keys, const py::list& specs, const py::list& outs, bool fresh) {
     std::vector<ReadPlan> plans;
     if (!plan_cache_.Take(keys, specs, &plans)) plans = Plan(keys, specs);
     if (outs.size() != plans.size()) throw py::value_error("outs must have one slot per key");
     PinnedBuffers buffers(plans.size());
     std::vector<char*> dst(plans.size(), nullptr);
+    std::vector<std::shared_ptr<PageBuffer>> pages;
     for (size_t i = 0; i < plans.size(); ++i) {
       if (plans[i].dtype == DT_STRING) {
         if (!outs[i].is_none()) CheckStringOut(plans[i], outs[i]);
+        continue;
+      }
+      if (outs[i].is_none()) {
+        const uint64_t bytes = plans[i].num_elements * DataTypeSize(plans[i].dtype);
+        // Where the bytes start in their file (a plan of several pieces: no one place).
+        const uint64_t phase = plans[i].direct ? static_cast<uint64_t>(plans[i].piece_entry(0).offset) : 0;
+        pages.resize(plans.size());
+        if (bytes > 0) {
+          Status s = PageBuffer::Allocate(bytes, phase, &pages[i]);
+          if (!s.ok()) Check(Status(s.code(), s.message() + " (tensor " + PrintableKey(*plans[i].key) + ")"));
+          dst[i] = pages[i]->data();
+        }
         continue;
       }
       const Py_buffer view = buffers.Pin(outs[i], /*writable=*/true, *plans[i].key);
@@ -339,10 +362,14 @@ class PyReader {
     Status s;
     {
       py::gil_scoped_release release;
-      s = reader_.Execute(plans, dst, &strings, fresh);
+      s = reader_.Execute(plans, dst, &strings, fresh, pages.empty() ? nullptr : &pages);
     }
     Check(s);
-    return RestoreStrings(&reader_, plans, &strings, outs);
+    py::list out = RestoreStrings(&reader_, plans, &strings, outs);
+    for (size_t i = 0; i < pages.size(); ++i) {
+      if (pages[i]) out[i] = py::cast(PyPageBuffer{std::move(pages[i])});
+    }
+    return out;
   }
 
   // Coordinated restores: byte ranges of data files into buffers (None: only
@@ -923,6 +950,20 @@ PYBIND11_MODULE(_core, m) {
   });
   m.def("set_arena_cache", &SetArenaCacheEnabled);  // saverkit.config.set_arena_cache
   m.attr("_ARENA_CACHE_BYTES") = kArenaCacheBytes;
+
+  py::class_<PyPageBuffer>(m, "PageBuffer", py::buffer_protocol())
+      .def_buffer([](PyPageBuffer& b) {
+        return py::buffer_info(b.buffer->data(), 1, py::format_descriptor<uint8_t>::format(), 1,
+                               {static_cast<py::ssize_t>(b.buffer->size())}, {1}, /*readonly=*/false);
+      })
+      .def_property_readonly("fresh", [](const PyPageBuffer& b) { return b.buffer->fresh(); });  // for tests
+  m.def("_page_cache_stats", [] {  // for tests: (bytes kept mapped for reuse, allocations served from them)
+    std::pair<uint64_t, uint64_t> s = PageCacheStats();
+    return py::make_tuple(s.first, s.second);
+  });
+  m.def("_clear_page_cache", &ClearPageCache);  // for tests
+  m.def("_set_populate_disabled", &SetPopulateDisabledForTesting);  // for tests: as without MADV_POPULATE_WRITE
+  m.attr("_PAGE_CACHE_BYTES") = kPageCacheBytes;
 
   py::class_<PyReader>(m, "Reader")
       .def(py::init<const std::string&>())

@@ -14,6 +14,7 @@
 #include "coding.h"
 #include "crc32c.h"
 #include "dtype.h"
+#include "page_buffer.h"
 #include "thread_pool.h"
 
 namespace saverkit {
@@ -87,6 +88,20 @@ bool SameBox(const Box& a, const Box& b) { return a.start == b.start && a.length
 // 16 MiB) finds the huge pages the last one freed, and small pages there
 // cost 430 ms against 300-430 ms. Arrays the caller passes in are never
 // advised.
+//
+// Placement. Since issue 23's last round a lone tensor of more than
+// kGroupBytes read into a new array (get_tensor) goes into a PageBuffer the
+// binding maps at the tensor's offset within a page (page_buffer.h): one
+// copy out of the page cache at full speed, where numpy's arrays needed the
+// bounce buffer of env.cc. Below kSplitBytes it is read on the calling
+// thread, front to back, while a pool thread faults its pages in from the
+// back (Prefaulter): the reader never waits for a helper, so a busy machine
+// that does not schedule the helper in time leaves it no slower than one
+// thread; split into parts instead, the caller waited for the part a
+// descheduled helper had claimed. Larger tensors are still split.
+// Measured on the 2-core VM (500 MiB in 50 tensors, fresh processes, CPU s /
+// wall s): see benchmarks/RESULTS.md, issue 23.
+const uint64_t kSplitBytes = 64ull << 20;
 const uint64_t kMinPart = 512ull << 10;
 const uint64_t kPartAlign = 64ull << 10;  // a multiple of every swap unit
 const uint64_t kHugePage = 2ull << 20;
@@ -122,19 +137,6 @@ void AdviseSmallPages(char* data, uint64_t bytes) {
   const uintptr_t begin = (reinterpret_cast<uintptr_t>(data) + kHugePage - 1) & ~(kHugePage - 1);
   const uintptr_t end = (reinterpret_cast<uintptr_t>(data) + bytes) & ~(kHugePage - 1);
   if (end > begin) (void)madvise(reinterpret_cast<void*>(begin), end - begin, MADV_NOHUGEPAGE);
-}
-
-#ifndef MADV_POPULATE_WRITE
-#define MADV_POPULATE_WRITE 23
-#endif
-
-// Faults in the whole pages of [data, data + bytes) of a new array at once.
-// Advice only: older kernels refuse it (EINVAL), and the read faults them in.
-void Populate(char* data, uint64_t bytes) {
-  const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
-  const uintptr_t begin = (reinterpret_cast<uintptr_t>(data) + page - 1) & ~(page - 1);
-  const uintptr_t end = (reinterpret_cast<uintptr_t>(data) + bytes) & ~(page - 1);
-  if (end > begin) (void)madvise(reinterpret_cast<void*>(begin), end - begin, MADV_POPULATE_WRITE);
 }
 
 }  // namespace
@@ -928,7 +930,8 @@ Status BundleReader::ReadRanges(const std::vector<int>& shards, const std::vecto
 }
 
 Status BundleReader::Execute(const std::vector<ReadPlan>& plans, const std::vector<char*>& dst,
-                             std::vector<StringResult>* strings, bool fresh) {
+                             std::vector<StringResult>* strings, bool fresh,
+                             const std::vector<std::shared_ptr<PageBuffer>>* pages) {
   // A task is one chunk of a large directly-read numeric tensor; a run of
   // consecutive whole plans (small tensors, strings, slices) grouped up to
   // about kGroupBytes, so that 10,000 small tensors are a few hundred tasks,
@@ -940,6 +943,7 @@ Status BundleReader::Execute(const std::vector<ReadPlan>& plans, const std::vect
     size_t plan;
     uint64_t begin, len;  // chunk: byte range of the tensor; group: plans from `plan`; pieces: piece range
     uint32_t crc;
+    bool prefault = false;  // chunk: the whole of a new PageBuffer, its pages faulted in by a helper
   };
   std::vector<Task> tasks;
   // Only calls with string tensors get a result slot per plan (~80 bytes
@@ -949,9 +953,14 @@ Status BundleReader::Execute(const std::vector<ReadPlan>& plans, const std::vect
   strings->clear();
   if (any_string) strings->resize(plans.size());
   const ReadPolicy policy = ChooseReadPolicy(plans.size(), fresh);
+  auto page_buffer = [&](size_t i) -> PageBuffer* {
+    return pages != nullptr && i < pages->size() ? (*pages)[i].get() : nullptr;
+  };
   if (policy.small_pages) {
     for (size_t i = 0; i < plans.size(); ++i) {
-      if (plans[i].dtype != DT_STRING) AdviseSmallPages(dst[i], plans[i].num_elements * DataTypeSize(plans[i].dtype));
+      if (plans[i].dtype != DT_STRING && page_buffer(i) == nullptr) {
+        AdviseSmallPages(dst[i], plans[i].num_elements * DataTypeSize(plans[i].dtype));
+      }
     }
   }
   uint64_t group_bytes = 0;
@@ -966,6 +975,11 @@ Status BundleReader::Execute(const std::vector<ReadPlan>& plans, const std::vect
     }
     if (plan.dtype != DT_STRING && plan.direct && stored > kGroupBytes) {
       grouping = false;
+      PageBuffer* buffer = page_buffer(i);
+      if (buffer != nullptr && buffer->fresh() && stored < kSplitBytes) {
+        tasks.push_back({kChunk, i, 0, stored, 0, true});
+        continue;
+      }
       const uint64_t chunk = policy.ChunkBytes(stored);
       for (uint64_t off = 0; off < stored; off += chunk) {
         tasks.push_back({kChunk, i, off, std::min(chunk, stored - off), 0});
@@ -1021,16 +1035,23 @@ Status BundleReader::Execute(const std::vector<ReadPlan>& plans, const std::vect
     SK_RETURN_IF_ERROR(DataFile(plan.piece_key(0), entry, &file));
     char* out = dst[task.plan] + task.begin;
     const uint64_t at = static_cast<uint64_t>(entry.offset) + task.begin;
-    if (policy.small_pages) Populate(out, task.len);
+    std::unique_ptr<Prefaulter> helper;
+    if (task.prefault) {
+      helper = std::make_unique<Prefaulter>((*pages)[task.plan]);
+    } else if (policy.small_pages) {
+      Populate(out, task.len);
+    }
     // Checksum each piece right after reading it, while it is still in this
     // core's L2: the CRC then runs at cache speed (~3x its speed from DRAM,
     // where it cost three quarters of the copy when run over whole chunks).
     uint32_t crc = 0;
     for (uint64_t done = 0; done < task.len;) {
       const uint64_t n = std::min(kCachePiece, task.len - done);
+      if (helper && !helper->Faulted(done)) Populate(out + done, n);  // unless the helper was there first
       SK_RETURN_IF_ERROR(file->Read(at + done, n, out + done));
       crc = crc32c::Extend(crc, out + done, n);
       done += n;
+      if (helper) helper->Advance(done);
     }
     task.crc = crc;
     SwapIfBigEndian(plan.dtype, out, task.len);

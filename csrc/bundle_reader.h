@@ -23,6 +23,7 @@
 
 #include "bundle_proto.h"
 #include "env.h"
+#include "page_buffer.h"
 #include "status.h"
 #include "table.h"
 #include "tensor_slice.h"
@@ -128,8 +129,11 @@ class BundleReader {
   // plan is a string tensor and is left empty otherwise.
   // `fresh`: every numeric destination was allocated for this call and not
   // touched yet, so the reader may choose its pages (see ReadPolicy).
+  // `pages[i]`, when given and not null, is the PageBuffer behind dst[i]
+  // (page_buffer.h): a new one gets its pages faulted in by a helper.
   Status Execute(const std::vector<ReadPlan>& plans, const std::vector<char*>& dst,
-                 std::vector<StringResult>* strings, bool fresh = false);
+                 std::vector<StringResult>* strings, bool fresh = false,
+                 const std::vector<std::shared_ptr<PageBuffer>>* pages = nullptr);
   // Second step for every `whole` string result of Execute(plans, ...), in
   // one batch (see StringByteReader to overlap it with the allocations):
   // element j of plan i goes to dst[i][j] (strings[i].lengths[j] bytes;

@@ -3,6 +3,7 @@
 import os
 import shutil
 import struct
+import time
 
 import numpy as np
 import pytest
@@ -732,3 +733,138 @@ def test_a_reader_opened_from_the_index_bytes_never_opens_the_index_file(tmp_pat
     os.remove(tmp_path / "m.data-00000-of-00001")
     with pytest.raises(errors.NotFoundError, match="m.data-00000-of-00001"):
         bundle.BundleReader(prefix, index=index).read("w")
+
+
+@pytest.fixture
+def page_test_state():
+    """I/O threads, populate and the page-buffer cache as tests left them: restored afterwards."""
+    before = bundle.get_io_threads()
+    yield
+    bundle.set_io_threads(before)
+    _core._set_populate_disabled(False)
+    _core._clear_page_cache()
+
+
+def _flip(path, offset):
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        b = f.read(1)
+        f.seek(offset)
+        f.write(bytes([b[0] ^ 0x40]))
+
+
+@pytest.mark.parametrize("lead", [0, 4, 16, 48, 4095])
+@pytest.mark.parametrize("dtype", ["f4", "i1", "c16", "bfloat16"])
+def test_a_lone_large_tensor_is_read_into_memory_placed_like_its_bytes_in_the_file(tmp_path, lead, dtype):
+    # get_tensor of more than 1 MiB: a PageBuffer at the tensor's offset within a page (no bounce copy).
+    prefix = str(tmp_path / "p")
+    np_dtype = dtypes.as_dtype(dtype).np_dtype
+    value = (np.arange((3 << 20) // np_dtype.itemsize + 7) % 251).astype(np_dtype).reshape(-1, 1)
+    bundle.write_bundle(prefix, ["a_lead", "b"], [np.zeros(lead, np.uint8), value])
+    reader = load_checkpoint(prefix)
+    got = reader.get_tensor("b")
+    offset = reader._reader._core.entry(b"b")["offset"]
+    assert offset == lead
+    assert isinstance(got.base, _core.PageBuffer)
+    assert got.ctypes.data % 4096 == offset % 4096
+    assert got.dtype == np_dtype and got.shape == value.shape
+    assert got.flags.writeable and got.flags.c_contiguous
+    np.testing.assert_array_equal(got, value)
+    del reader
+    got[0] = 1  # the array's memory outlives the reader, and is its own
+    np.testing.assert_array_equal(got[1:], value[1:])
+    np.testing.assert_array_equal(load_checkpoint(prefix).get_tensor("b"), value)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("populate", [True, False])
+@pytest.mark.parametrize("where", [0, 0.5, -1])
+def test_a_flipped_byte_anywhere_in_a_paged_read_is_data_loss_naming_file_and_key(
+        tmp_path, page_test_state, threads, populate, where):
+    # The reader checks the CRC of every byte whether or not the helper faulted its page in first, and
+    # where the kernel refuses MADV_POPULATE_WRITE (older than 5.14) the read faults the pages itself.
+    bundle.set_io_threads(threads)
+    _core._set_populate_disabled(not populate)
+    prefix = str(tmp_path / "c")
+    value = np.random.default_rng(3).standard_normal(1_500_001).astype("f4")  # ~5.7 MiB
+    bundle.write_bundle(prefix, ["s", "t"], [np.arange(3, dtype="i8"), value])
+    reader = load_checkpoint(prefix)
+    np.testing.assert_array_equal(reader.get_tensor("t"), value)
+    data = prefix + ".data-00000-of-00001"
+    _flip(data, 24 + int(where * value.nbytes) % value.nbytes)
+    with pytest.raises(errors.DataLossError, match=rf"'t' in {data}.*stored crc32c"):
+        load_checkpoint(prefix).get_tensor("t")
+    assert load_checkpoint(prefix).get_tensor("s").tolist() == [0, 1, 2]
+
+
+def test_freed_page_buffers_are_reused_and_fully_overwritten(tmp_path, page_test_state):
+    prefix = str(tmp_path / "r")
+    rng = np.random.default_rng(5)
+    values = [rng.standard_normal(700_000).astype("f4") for _ in range(3)]  # 2.7 MB each
+    bundle.write_bundle(prefix, ["a", "b", "c"], values)
+    _core._clear_page_cache()
+    reader = load_checkpoint(prefix)
+    first = reader.get_tensor("a")
+    assert first.base.fresh
+    del first
+    # Freed now, or (rarely) once the helper that was faulting its pages in lets go of it.
+    deadline = time.monotonic() + 10
+    while _core._page_cache_stats()[0] < values[0].nbytes and time.monotonic() < deadline:
+        time.sleep(0.01)
+    cached, reused = _core._page_cache_stats()
+    assert cached >= values[0].nbytes
+    second = reader.get_tensor("b")  # in the memory "a" had: every byte rewritten, the CRC checked
+    assert not second.base.fresh
+    assert _core._page_cache_stats()[1] == reused + 1
+    np.testing.assert_array_equal(second, values[1])
+    np.testing.assert_array_equal(reader.get_tensor("c"), values[2])
+
+
+def test_the_page_buffer_cache_keeps_no_more_than_its_cap(tmp_path, page_test_state):
+    prefix = str(tmp_path / "cap")
+    n = 5
+    values = [np.full(5 << 20, i, np.float32) for i in range(n)]
+    bundle.write_bundle(prefix, [f"t{i}" for i in range(n)], values)
+    reader = load_checkpoint(prefix)
+    arrays = [reader.get_tensor(f"t{i}") for i in range(n)]  # 100 MiB
+    assert [int(a[123]) for a in arrays] == list(range(n))
+    del arrays
+    assert 0 < _core._page_cache_stats()[0] <= _core._PAGE_CACHE_BYTES
+
+
+def test_only_lone_large_reads_into_new_arrays_are_paged(tmp_path):
+    prefix = str(tmp_path / "o")
+    big = np.arange(1 << 19, dtype="i4")  # 2 MiB
+    small = np.arange(1 << 18, dtype="i4")  # 1 MiB: numpy's, as before
+    bundle.write_bundle(prefix, ["big", "small"], [big, small])
+    reader = bundle.BundleReader(prefix)
+    assert isinstance(reader.read("big").base, _core.PageBuffer)
+    assert reader.read("small").base is None
+    assert all(a.base is None for a in reader.read_many(["big", "small"]))  # a batch: numpy's arrays
+    out = np.zeros_like(big)
+    assert reader.read_many(["big"], out=[out])[0] is out
+    np.testing.assert_array_equal(out, big)
+    assert reader.read_slice("big", "524288 0,1000").base is None
+
+
+def test_lone_paged_reads_of_a_partitioned_and_of_a_very_large_tensor_match(tmp_path, page_test_state):
+    # A tensor assembled from slices has no one place in the file (phase 0); above 64 MiB the read is
+    # split over the threads into the PageBuffer.
+    prefix = str(tmp_path / "v")
+    huge = (np.arange((64 << 20) + 4096 + 3) % 253).astype(np.uint8)
+    part = np.random.default_rng(7).standard_normal((2000, 300)).astype("f4")
+    bundle.write_bundle(prefix, ["huge", "part", "part"], [huge, part[:1000], part[1000:]],
+                        ["", "2000 300 0,1000:-", "2000 300 1000,1000:-"])
+    for threads in (1, 2):
+        bundle.set_io_threads(threads)
+        reader = load_checkpoint(prefix)
+        got = reader.get_tensor("huge")
+        assert isinstance(got.base, _core.PageBuffer)
+        np.testing.assert_array_equal(got, huge)
+        del got
+        got = reader.get_tensor("part")
+        assert isinstance(got.base, _core.PageBuffer)
+        np.testing.assert_array_equal(got, part)
+    _flip(prefix + ".data-00000-of-00001", huge.nbytes - 5)
+    with pytest.raises(errors.DataLossError, match="'huge'"):
+        load_checkpoint(prefix).get_tensor("huge")

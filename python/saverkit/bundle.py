@@ -11,6 +11,7 @@ they round-trip.
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 from collections.abc import Sequence
@@ -362,6 +363,12 @@ resolve_prefix = checkpoint_paths.resolve_prefix
 # UnimplementedError naming it, while listing it still works.
 _MAX_NDIM = 64 if np.lib.NumpyVersion(np.__version__) >= "2.0.0" else 32
 
+# A lone numeric tensor of more than this many bytes read into a new array (get_tensor) goes into memory
+# the engine maps for it (a _core.PageBuffer, the array's base): placed like the tensor in its file, so it is
+# copied out of the page cache once and at full speed, and faulted in by a helper thread while it is read.
+# Smaller ones (and batches, whose arrays a repeated restore gets back from malloc's heap) are numpy's.
+_PAGE_BUFFER_MIN = 1 << 20
+
 
 def _as_dtype_or_data_loss(enum: int, key: bytes, prefix: str) -> DType:
     try:
@@ -519,6 +526,8 @@ class BundleReader:
         requested: dict[Any, DType] = {}
         checked = None  # (enum, requested object) last found equal: a restore asks for one dtype 10,000 times
         fresh = True  # every numeric destination allocated here: the engine may choose its pages
+        lone = n == 1 and out is None and self._remote is None
+        paged: list[tuple[int, np.dtype, tuple[int, ...]]] = []  # read into a PageBuffer: (i, dtype, shape)
         for i, (enum, shape) in enumerate(plans):
             known = by_enum.get(enum)
             if known is None:
@@ -548,6 +557,11 @@ class BundleReader:
                 results.append(None)
                 continue
             target = out[i] if out is not None else None
+            if lone and np_dtype.itemsize * math.prod(shape) > _PAGE_BUFFER_MIN:
+                paged.append((i, np_dtype, shape))
+                buffers.append(None)
+                results.append(None)
+                continue
             if target is None:
                 target = np.empty(shape, dtype=np_dtype)
             else:
@@ -566,6 +580,9 @@ class BundleReader:
                     self._core.clear_ranges()
         else:
             strings = self._core.execute(keys, specs, buffers, fresh)
+        for i, np_dtype, shape in paged:
+            results[i] = np.ndarray(shape, dtype=np_dtype, buffer=strings[i])  # base: the PageBuffer
+            strings[i] = None
         for i, items in enumerate(strings):
             if items is not None:  # string tensors: object arrays of bytes (out[i] itself when given)
                 results[i] = items
