@@ -298,13 +298,13 @@ def test_a_rank_may_hold_nothing_to_write(tmp_path):
 
 
 # --- restore
-def _restore_rank(c, prefix, world, saved_world, coordinated=True, with_own=True):
+def _restore_rank(c, prefix, world, saved_world, coordinated=True, with_own=True, **restore_kw):
     g = sk.Graph()
     with g.as_default():
         model = build_rank_model(c.rank, world, step=-1, emb_world=saved_world, with_own=with_own)
         saver = sk.train.Saver(coordinator=c if coordinated else None)
         with sk.Session(graph=g) as sess:
-            saver.restore(sess, prefix)
+            saver.restore(sess, prefix, **restore_kw)
             return {k: sess.run(v) for k, v in model.items()}
 
 
@@ -357,13 +357,14 @@ def test_restore_errors_are_raised_on_every_rank(tmp_path):
 
 
 # --- CheckpointManager(coordinator=): object-based checkpoints, object graphs merged by path
-def _manager_rank(c, directory, value, max_to_keep=2, saves=3, restore=False):
+def _manager_rank(c, directory, value, max_to_keep=2, saves=3, restore=False, storage_options=None):
     g = sk.Graph()
     with g.as_default(), sk.Session(graph=g) as sess:
         shared_v = sk.Variable(np.float32(0.0), name="shared")
         mine = sk.Variable(np.zeros(c.rank + 1, np.float32), name=f"w{c.rank}")
         ckpt = sk.train.Checkpoint(shared=shared_v, **{f"w{c.rank}": mine})
-        mgr = sk.train.CheckpointManager(ckpt, directory, max_to_keep=max_to_keep, coordinator=c)
+        mgr = sk.train.CheckpointManager(ckpt, directory, max_to_keep=max_to_keep, coordinator=c,
+                                         storage_options=storage_options)
         sess.run(sk.global_variables_initializer())
         if restore:
             path = mgr.restore_or_initialize(session=sess)
@@ -759,6 +760,36 @@ def test_a_failed_rank_write_to_a_url_leaves_the_previous_checkpoint_and_nothing
     assert sk.train.latest_checkpoint(base) == base + "/model-1"
 
 
+@pytest.mark.parametrize("failing", ["model-2.meta", "checkpoint"])
+def test_a_failed_meta_or_state_write_after_a_new_url_index_removes_that_checkpoint(countmem, failing):
+    base = "countmem://bucket/late"
+    raise_first(run_ranks(3, lambda c: _save_rank(c, base, 1)))
+    before = _stored(countmem, "/bucket/late/")
+    countmem.fail_write = lambda p: p == "/bucket/late/" + failing
+    out = run_ranks(3, lambda c: _save_rank(c, base, 2))
+    assert all(isinstance(e, dist.RankFailedError) and e.rank == 0 and "injected failure" in str(e)
+               for e in out), out
+    countmem.fail_write = None
+    assert _stored(countmem, "/bucket/late/") == before  # model-2's index went first, then its data
+    assert sk.train.latest_checkpoint(base) == base + "/model-1"
+    raise_first(run_ranks(3, lambda c: _save_rank(c, base, 2)))  # and the next save goes through
+    _check_checkpoint(base + "/model-2", 3, 2)
+
+
+def test_a_failed_state_write_of_a_checkpoint_manager_on_a_url_removes_the_new_checkpoint(countmem):
+    base = "countmem://bucket/mlate"
+    # the state file fails once ckpt-2's index is in: ckpt-1 (saved first) must be all that is left
+    countmem.fail_write = lambda p: (p == "/bucket/mlate/checkpoint"
+                                     and "/bucket/mlate/ckpt-2.index" in countmem.store)
+    out = run_ranks(2, lambda c: _manager_rank(c, base, 1.0, saves=2))
+    assert all(isinstance(e, dist.RankFailedError) and "injected failure" in str(e) for e in out), out
+    countmem.fail_write = None
+    assert sorted(_stored(countmem, "/bucket/mlate/")) == [
+        "/bucket/mlate/checkpoint", "/bucket/mlate/ckpt-1.data-00000-of-00002",
+        "/bucket/mlate/ckpt-1.data-00001-of-00002", "/bucket/mlate/ckpt-1.index"]
+    assert sk.train.latest_checkpoint(base) == base + "/ckpt-1"
+
+
 def test_checkpoint_manager_ranks_save_to_a_url(countmem):
     base = "countmem://bucket/mgr"
     out = raise_first(run_ranks(4, lambda c: _manager_rank(c, base, 10.0)))
@@ -779,22 +810,31 @@ def test_four_ranks_save_to_s3_and_three_restore(tmp_path):
 
     server, endpoint = start_moto_s3()
     try:
-        with EnvPatch({**S3_ENV, "AWS_ENDPOINT_URL": endpoint}):
+        # the endpoint only in storage_options: a wrong one in the environment must not be used
+        opts = {"endpoint_url": endpoint, "key": "testing", "secret": "testing"}
+        with EnvPatch({**S3_ENV, "AWS_ENDPOINT_URL": "http://127.0.0.1:9"}):
             import s3fs
 
             s3fs.S3FileSystem.clear_instance_cache()
-            fs = s3fs.S3FileSystem()
+            fs = s3fs.S3FileSystem(**opts)
             fs.mkdir("dist")
             base = "s3://dist/job"
-            raise_first(run_ranks(4, lambda c: _save_rank(c, base, 5)))
+            raise_first(run_ranks(4, lambda c: _save_rank(c, base, 5, storage_options=opts)))
             fs.invalidate_cache()
             assert sorted(p.rsplit("/", 1)[1] for p in fs.find("dist")) == [
                 "checkpoint", "model-5.data-00000-of-00004", "model-5.data-00001-of-00004",
                 "model-5.data-00002-of-00004", "model-5.data-00003-of-00004", "model-5.index", "model-5.meta"]
             got = raise_first(run_ranks(
-                3, lambda c: _restore_rank(c, base + "/model-5", 3, 4, with_own=False)))
+                3, lambda c: _restore_rank(c, base + "/model-5", 3, 4, with_own=False, storage_options=opts)))
             for rank, values in enumerate(got):
                 _check_restored(values, rank, 3, 4, 5, with_own=False)
+            mgr = raise_first(run_ranks(
+                2, lambda c: _manager_rank(c, "s3://dist/mgr", 1.0, storage_options=opts)))
+            want = ["s3://dist/mgr/ckpt-1", "s3://dist/mgr/ckpt-2", "s3://dist/mgr/ckpt-3"]
+            assert all(o == (want, want[1:]) for o in mgr), mgr
+            back = raise_first(run_ranks(2, lambda c: _manager_rank(c, "s3://dist/mgr", 0.0, restore=True,
+                                                                    storage_options=opts)))
+            assert [b[0] for b in back] == [want[-1]] * 2 and all(b[1] == 3.0 for b in back), back
             s3fs.S3FileSystem.clear_instance_cache()
     finally:
         server.stop()

@@ -211,7 +211,8 @@ class CheckpointManager:
 
             return distributed_save.write_object_checkpoint(
                 self._coordinator, self._checkpoint, prefix, session,
-                commit=self._record_new, committed=lambda path: self._record_new(path, delete=False))
+                commit=self._record_new, committed=lambda path: self._record_new(path, delete=False),
+                storage_options=self._storage_options)
         # The state file and retention move once the checkpoint is complete (TF's write_done_callback):
         # after the background write of an asynchronous save.
         return self._checkpoint.write_then(
@@ -250,7 +251,8 @@ class CheckpointManager:
             if latest is not None:
                 distributed.run_everywhere(
                     self._coordinator,
-                    lambda: self._checkpoint.restore(latest, session=session) and None,
+                    lambda: self._checkpoint.restore(latest, session=session,
+                                                     storage_options=self._storage_options) and None,
                     "restore_or_initialize")
                 self._latest_checkpoint = latest
                 if self._checkpoint_interval is not None:

@@ -190,6 +190,7 @@ class _Job:
     """What one kind of save (a Saver, a Checkpoint) tells the engine; run on every rank."""
 
     rank0_extra = False  # rank 0 writes extra tensors made from every rank's extra() (an object graph)
+    storage_options: dict | None = None  # a URL prefix's store (saverkit.storage)
 
     def checkpoint_file(self) -> str:
         raise NotImplementedError
@@ -324,7 +325,8 @@ def run_save_remote(coord: dist.Coordinator, job: _Job) -> str | None:
     the previous checkpoint or none), then the ``.meta``, then the state file. ``n`` is a shard count
     that no data object of the prefix has, so a re-save never overwrites the data of the checkpoint it
     replaces (whose data objects rank 0 deletes after the commit). A failure before the commit removes
-    what every rank wrote."""
+    what every rank wrote, and so does a failure of the ``.meta`` or state file after the index of a new
+    prefix (a re-saved prefix's index already names the new data: that checkpoint stands)."""
     from saverkit import _core  # noqa: PLC0415
 
     rank = coord.rank
@@ -335,7 +337,7 @@ def run_save_remote(coord: dist.Coordinator, job: _Job) -> str | None:
         entries = job.entries()
         counts = None
         if rank == 0:
-            loc = storage.Location(checkpoint_file)
+            loc = storage.Location(checkpoint_file, job.storage_options)
             if loc.read_only:
                 raise errors.PermissionDeniedError(
                     None, None, f"Cannot save to {checkpoint_file}: read-only store")
@@ -358,7 +360,7 @@ def run_save_remote(coord: dist.Coordinator, job: _Job) -> str | None:
         num_shards = len(writers)
         while num_shards in taken:  # never a data object an index may name
             num_shards += 1
-        loc = storage.Location(checkpoint_file)
+        loc = storage.Location(checkpoint_file, job.storage_options)
         urls = [f"{checkpoint_file}.data-{s:05d}-of-{num_shards:05d}" for s in range(num_shards)]
 
         def write() -> bytes | None:
@@ -386,18 +388,24 @@ def run_save_remote(coord: dist.Coordinator, job: _Job) -> str | None:
                     None, None, f"Merged index of {checkpoint_file} numbers the ranks' data objects "
                     f"{list(shard_of)}, not in rank order")
             loc.write_bytes(checkpoint_file + ".index", merged)
-            local["committed"] = True
-            if current is not None and current != num_shards:  # the replaced checkpoint's data objects
-                with contextlib.suppress(errors.OpError):
-                    loc.remove([f"{checkpoint_file}.data-{s:05d}-of-{current:05d}" for s in range(current)])
+            if current is None:  # a new prefix: until the state file names it, a failure removes it
+                # the index first: the checkpoint is invisible before its data goes
+                local["written"].insert(0, checkpoint_file + ".index")
+            else:
+                local["committed"] = True
+                if current != num_shards:  # the replaced checkpoint's data objects
+                    with contextlib.suppress(errors.OpError):
+                        loc.remove([f"{checkpoint_file}.data-{s:05d}-of-{current:05d}"
+                                    for s in range(current)])
             job.commit(checkpoint_file)
+            local["committed"] = True
             return checkpoint_file
 
         path = dist.broadcast_result(coord, commit, "save (commit)")
     except BaseException:
         if local.get("written") and not local.get("committed"):
             with contextlib.suppress(Exception):  # the first error is the one to report
-                storage.Location(local["written"][0]).remove(local["written"])
+                storage.Location(local["written"][0], job.storage_options).remove(local["written"])
         raise
     finally:
         job.release()
@@ -410,8 +418,9 @@ def run_save_remote(coord: dist.Coordinator, job: _Job) -> str | None:
 class _SaverJob(_Job):
     def __init__(self, saver: Any, sess: Any, save_path: str, global_step: Any, latest_filename: str,
                  meta_graph_suffix: str, write_meta_graph: bool, write_state: bool, strip_default_attrs: bool,
-                 durable: bool) -> None:
+                 durable: bool, storage_options: dict | None) -> None:
         self.saver, self.sess, self.save_path, self.global_step = saver, sess, save_path, global_step
+        self.storage_options = storage_options
         self.latest_filename, self.meta_graph_suffix = latest_filename, meta_graph_suffix
         self.write_meta_graph, self.write_state = write_meta_graph, write_state
         self.strip_default_attrs, self.durable = strip_default_attrs, durable
@@ -465,7 +474,7 @@ class _SaverJob(_Job):
     def commit(self, checkpoint_file: str) -> None:
         self.saver.commit_merged(self.sess, checkpoint_file, self.latest_filename, self.meta_graph_suffix,
                                  self.write_meta_graph, self.write_state, self.strip_default_attrs,
-                                 self.durable)
+                                 self.durable, self.storage_options)
 
     def committed(self, checkpoint_file: str) -> None:
         if self.write_state:  # the same retention bookkeeping as rank 0 (which deleted the files)
@@ -483,10 +492,11 @@ def save(
     write_state: bool,
     strip_default_attrs: bool,
     durable: bool,
+    storage_options: dict | None = None,
 ) -> str | None:
     """``Saver.save`` when the Saver has a coordinator (see the module docstring)."""
     job = _SaverJob(saver, sess, save_path, global_step, latest_filename, meta_graph_suffix,
-                    write_meta_graph, write_state, strip_default_attrs, durable)
+                    write_meta_graph, write_state, strip_default_attrs, durable, storage_options)
     return run_save(saver.coordinator, job, durable)
 
 
@@ -495,8 +505,9 @@ class _ObjectJob(_Job):
     rank0_extra = True
 
     def __init__(self, checkpoint: Any, prefix: str, session: Any, commit: Callable[[str], Any] | None,
-                 committed: Callable[[str], Any] | None) -> None:
+                 committed: Callable[[str], Any] | None, storage_options: dict | None = None) -> None:
         self.checkpoint, self.prefix, self.session = checkpoint, prefix, session
+        self.storage_options = storage_options
         self._commit, self._committed = commit, committed
         self.graph: Any = None
 
@@ -549,13 +560,15 @@ class _ObjectJob(_Job):
 
 def write_object_checkpoint(coord: dist.Coordinator, checkpoint: Any, prefix: str, session: Any,
                             commit: Callable[[str], Any] | None = None,
-                            committed: Callable[[str], Any] | None = None) -> str | None:
+                            committed: Callable[[str], Any] | None = None,
+                            storage_options: dict | None = None) -> str | None:
     """``Checkpoint.write`` of every rank's objects into ONE object-based checkpoint at ``prefix``.
 
     The ranks' object graphs are merged by object path (a node is the same object on every rank that
     reaches it by the same path; variables with the same key are replicas, written once); ``commit``
     runs on rank 0 after the merge (the state file), ``committed`` on the others afterwards."""
-    return run_save(coord, _ObjectJob(checkpoint, prefix, session, commit, committed), durable=False)
+    return run_save(coord, _ObjectJob(checkpoint, prefix, session, commit, committed, storage_options),
+                    durable=False)
 
 
 def _node_paths(graph: Any) -> list:
@@ -637,14 +650,14 @@ def merge_object_graphs(serialized: list[bytes]) -> bytes:
 
 
 # --- restore
-def _read_index(prefix: str) -> tuple[str, bytes]:
+def _read_index(prefix: str, storage_options: dict | None = None) -> tuple[str, bytes]:
     """Rank 0: the checkpoint's prefix (resolved as a reader resolves it) and its index's bytes."""
     from saverkit.train import saver as saver_mod  # noqa: PLC0415
 
-    if not checkpoint_management.checkpoint_exists(prefix):
+    if not checkpoint_management.checkpoint_exists(prefix, storage_options):
         raise saver_mod.missing_checkpoint_error(prefix)
     if storage.is_url(prefix):
-        return prefix, storage.Location(prefix).read_bytes(prefix + ".index")
+        return prefix, storage.Location(prefix, storage_options).read_bytes(prefix + ".index")
     resolved = bundle.resolve_prefix(storage.local_path(prefix))
     try:
         with open(resolved + ".index", "rb") as f:
@@ -653,7 +666,7 @@ def _read_index(prefix: str) -> tuple[str, bytes]:
         raise saver_mod.missing_checkpoint_error(prefix) from None
 
 
-def restore(saver: Any, sess: Any, prefix: str) -> None:
+def restore(saver: Any, sess: Any, prefix: str, storage_options: dict | None = None) -> None:
     """``Saver.restore`` when the Saver has a coordinator.
 
     Rank 0 reads the index once and broadcasts its bytes; every rank opens the checkpoint from them
@@ -663,11 +676,12 @@ def restore(saver: Any, sess: Any, prefix: str) -> None:
     several ranks read parts of are verified together (see :class:`_RankReader`). A failure anywhere
     raises everywhere."""
     coord: dist.Coordinator = saver.coordinator
-    resolved, index = dist.broadcast_result(coord, lambda: _read_index(prefix), "restore (index)")
+    resolved, index = dist.broadcast_result(coord, lambda: _read_index(prefix, storage_options),
+                                            "restore (index)")
     local: dict[str, Any] = {}
 
     def plan_here() -> list:
-        local["reader"] = reader = bundle.BundleReader(resolved, index=index)
+        local["reader"] = reader = bundle.BundleReader(resolved, storage_options, index=index)
         if saver.save_specs() is None:
             return []
         requests, renamed = _check_variables(saver, reader, index, resolved)

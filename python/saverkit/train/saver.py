@@ -971,10 +971,12 @@ class Saver:
             doomed.append(path)
         return doomed
 
-    def _delete_checkpoints(self, paths: list[str], meta_graph_suffix: str, directory: str) -> None:
+    def _delete_checkpoints(self, paths: list[str], meta_graph_suffix: str, directory: str,
+                            storage_options: dict | None = None) -> None:
         for path in paths:
             try:
-                checkpoint_management.delete_managed_checkpoint(path, directory, meta_graph_suffix)
+                checkpoint_management.delete_managed_checkpoint(path, directory, meta_graph_suffix,
+                                                                storage_options=storage_options)
             except Exception as e:  # noqa: BLE001 - TF ignores failed deletions (logged) and carries on
                 _logger.warning(f"Ignoring: {e}")
 
@@ -1032,8 +1034,8 @@ class Saver:
 
             return distributed_save.save(
                 self, sess, os.fsdecode(os.fspath(save_path)), global_step, latest_filename,
-                meta_graph_suffix,
-                write_meta_graph, write_state, strip_default_attrs, durable)
+                meta_graph_suffix, write_meta_graph, write_state, strip_default_attrs, durable,
+                storage_options)
         if storage.is_url(save_path):  # s3://, gs://, memory://, ...: see saverkit.storage
             return self._save_remote(sess, os.fsdecode(os.fspath(save_path)), global_step, latest_filename,
                                      meta_graph_suffix, write_meta_graph, write_state, strip_default_attrs,
@@ -1085,10 +1087,11 @@ class Saver:
 
     def _commit(self, sess: Session, checkpoint_file: str, model_checkpoint_path: str | None, save_dir: str,
                 latest_filename: str, meta_graph_suffix: str, write_meta_graph: bool, write_state: bool,
-                strip_default_attrs: bool, durable: bool) -> None:
+                strip_default_attrs: bool, durable: bool, storage_options: dict | None = None) -> None:
         """What a local save does once its bundle is written (``model_checkpoint_path``; None for a Saver
         without variables): the ``.meta``, then the state file, then retention. Also the commit of a save
-        coordinated over ranks (rank 0, after the merge: see distributed_save)."""
+        coordinated over ranks (rank 0, after the merge: see distributed_save), whose prefix may be a URL
+        (``storage_options`` for its store)."""
         recorded = (list(self._last_checkpoints), list(self._checkpoints_to_be_deleted),
                     self._next_checkpoint_time)
         doomed: list[str] = []
@@ -1099,23 +1102,24 @@ class Saver:
                 graph = getattr(sess, "graph", None) or ops.get_default_graph()
                 with graph.as_default():
                     self._export_meta_graph_file(
-                        meta_file, strip_default_attrs=strip_default_attrs, durable=durable
+                        meta_file, strip_default_attrs=strip_default_attrs, durable=durable,
+                        storage_options=storage_options,
                     )
 
             if model_checkpoint_path is not None and write_state:
                 self._RecordLastCheckpoint(model_checkpoint_path)
                 doomed = self._checkpoints_to_delete()  # decided first: last_preserved_timestamp is current
-                self._update_state(save_dir, model_checkpoint_path, latest_filename, durable)
+                self._update_state(save_dir, model_checkpoint_path, latest_filename, durable, storage_options)
         except (errors.OpError, OSError):
             # Out of space/I/O error after the bundle was written: the save failed, so leave the directory
             # as it was (unless that prefix is a checkpoint the state already names: never delete those).
             self._last_checkpoints, self._checkpoints_to_be_deleted, self._next_checkpoint_time = recorded
             _remove_unrecorded(checkpoint_file, meta_graph_suffix, save_dir, latest_filename,
-                               [p for p, _ in recorded[0]])
+                               [p for p, _ in recorded[0]], storage_options)
             raise
         if model_checkpoint_path is not None and write_state:
             # after the state file stops naming them
-            self._delete_checkpoints(doomed, meta_graph_suffix, save_dir or ".")
+            self._delete_checkpoints(doomed, meta_graph_suffix, save_dir or ".", storage_options)
 
     def _update_state(
         self, save_dir: str, model_checkpoint_path: str, latest_filename: str, durable: bool,
@@ -1179,14 +1183,17 @@ class Saver:
 
     def commit_merged(self, sess: Session, checkpoint_file: str, latest_filename: str, meta_graph_suffix: str,
                       write_meta_graph: bool, write_state: bool, strip_default_attrs: bool,
-                      durable: bool) -> None:
-        """Rank 0, once every rank's part is merged into ``checkpoint_file``: the rest of a local ``save``
-        (with ``durable``, fsync the checkpoint; then the ``.meta``, the state file and retention)."""
-        if durable:
+                      durable: bool, storage_options: dict | None = None) -> None:
+        """Rank 0, once every rank's part is merged into ``checkpoint_file``: the rest of a ``save`` (with
+        ``durable``, fsync a local checkpoint; then the ``.meta``, the state file and retention; a URL's
+        with ``storage_options``)."""
+        remote = storage.is_url(checkpoint_file)
+        if durable and not remote:
             _fsync_checkpoint(checkpoint_file)
-        self._commit(sess, checkpoint_file, checkpoint_file, os.path.dirname(checkpoint_file),
+        self._commit(sess, checkpoint_file, checkpoint_file,
+                     storage.dirname(checkpoint_file) if remote else os.path.dirname(checkpoint_file),
                      latest_filename, meta_graph_suffix, write_meta_graph, write_state, strip_default_attrs,
-                     durable)
+                     durable and not remote, storage_options)
 
     def record_committed(self, checkpoint_file: str) -> None:
         """The other ranks, once rank 0 committed ``checkpoint_file`` (and deleted the checkpoints beyond
@@ -1232,11 +1239,13 @@ class Saver:
             storage_options=storage_options,
         )
 
-    def _export_meta_graph_file(self, filename: str, strip_default_attrs: bool, durable: bool) -> None:
+    def _export_meta_graph_file(self, filename: str, strip_default_attrs: bool, durable: bool,
+                                storage_options: dict | None = None) -> None:
         meta_graph_def, _ = meta_graph.export_scoped_meta_graph(
             saver_def=self.saver_def, strip_default_attrs=strip_default_attrs
         )
-        meta_graph.write_meta_graph_file(meta_graph_def, filename, durable=durable)
+        meta_graph.write_meta_graph_file(meta_graph_def, filename, durable=durable,
+                                         storage_options=storage_options)
 
     # --- restore
     def _save_remote(self, sess: Session, save_path: str, global_step: Any, latest_filename: str,
@@ -1331,7 +1340,7 @@ class Saver:
         if self._coordinator is not None:  # each rank restores its own variables
             from saverkit.train import distributed_save  # noqa: PLC0415 - only for distributed jobs
 
-            return distributed_save.restore(self, sess, prefix)
+            return distributed_save.restore(self, sess, prefix, storage_options)
         remote = storage.is_url(prefix)  # s3://, gs://, ...: see saverkit.storage
         prefix = prefix if remote else storage.local_path(prefix)
         if not checkpoint_management.checkpoint_exists(prefix, storage_options):
@@ -1441,18 +1450,21 @@ def _global_step_value(sess, global_step: Any) -> int:
 
 
 def _remove_unrecorded(checkpoint_file: str, meta_graph_suffix: str, save_dir: str, latest_filename: str,
-                      recorded: list[str]) -> None:
+                      recorded: list[str], storage_options: dict | None = None) -> None:
     """Removes the files of a failed save, unless the state file or this saver names that prefix."""
     named = set(recorded)
     with contextlib.suppress(Exception):  # an unreadable state file names nothing we can trust
-        state = checkpoint_management.get_checkpoint_state(save_dir or ".", latest_filename)
+        state = checkpoint_management.get_checkpoint_state(save_dir or ".", latest_filename, storage_options)
         if state is not None:
             named |= {state.model_checkpoint_path, *state.all_model_checkpoint_paths}
-    if os.path.abspath(checkpoint_file) in {os.path.abspath(p) for p in named}:
+    remote = storage.is_url(checkpoint_file)
+    same = (lambda p: p) if remote else os.path.abspath
+    if same(checkpoint_file) in {same(p) for p in named}:
         return
+    directory = storage.dirname(checkpoint_file) if remote else (os.path.dirname(checkpoint_file) or ".")
     with contextlib.suppress(errors.OpError, UserWarning):  # the caller re-raises the error that matters
-        checkpoint_management.delete_managed_checkpoint(
-            checkpoint_file, os.path.dirname(checkpoint_file) or ".", meta_graph_suffix)
+        checkpoint_management.delete_managed_checkpoint(checkpoint_file, directory, meta_graph_suffix,
+                                                        storage_options=storage_options)
 
 
 def _fsync_checkpoint(prefix: str) -> None:
