@@ -104,6 +104,27 @@ def test_saver_save_restore_latest_and_retention_on_memory_store():
     assert checkpoint_utils.load_checkpoint(paths[-1] + ".index").get_tensor("step") == 7
 
 
+def test_checkpoint_mtimes_and_remove_checkpoint_on_a_store():
+    import time
+
+    g, sess, saver, vs = _model(VALUES)
+    base = "countmem://bucket/tools"
+    before = time.time()
+    p1 = saver.save(sess, base + "/model", global_step=1)
+    p2 = saver.save(sess, base + "/model", global_step=2, write_meta_graph=False)
+    bundle.write_bundle(base + "/model-10", ["x"], [np.zeros(2)], [""])  # a prefix starting alike: kept
+    mtimes = checkpoint_management.get_checkpoint_mtimes([p1, base + "/missing", p2])
+    assert len(mtimes) == 2 and all(before - 1 <= t <= time.time() + 1 for t in mtimes), mtimes
+    checkpoint_management.remove_checkpoint(p1)
+    checkpoint_management.remove_checkpoint(p2)  # no .meta: nothing to complain about
+    assert not any("/model-1." in o or "/model-2." in o for o in _objects()), _objects()
+    assert "/bucket/tools/model-10.index" in _objects()
+    assert not checkpoint_management.checkpoint_exists(p1)
+    assert checkpoint_management.get_checkpoint_mtimes([p1, p2]) == []
+    with pytest.raises(errors.InvalidArgumentError, match="V2"):
+        checkpoint_management.remove_checkpoint(p1, checkpoint_format_version=1)
+
+
 def test_commit_order_is_data_index_meta_state_file():
     g, sess, saver, vs = _model(VALUES)
     saver.save(sess, "countmem://bucket/order/model", global_step=5)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -286,6 +287,12 @@ def test_explicit_storage_options_without_environment(s3, bucket):
         for name in ("exported.meta", "saver.meta"):
             with sk.Graph().as_default():
                 sk.train.import_meta_graph(f"s3://{bucket}/opts/{name}", storage_options=opts)
+        # TF1's checkpoint_management helpers
+        (mtime,) = checkpoint_management.get_checkpoint_mtimes([url], storage_options=opts)
+        assert abs(mtime - time.time()) < 300, mtime
+        checkpoint_management.remove_checkpoint(url, storage_options=opts)
+        assert not checkpoint_management.checkpoint_exists(url, storage_options=opts)
+        assert checkpoint_management.get_checkpoint_mtimes([url], storage_options=opts) == []
     s3fs.S3FileSystem.clear_instance_cache()
 
 

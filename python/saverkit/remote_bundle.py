@@ -216,25 +216,12 @@ def remove_checkpoint(loc: storage.Location, prefix: str) -> None:
 
 def _age(loc: storage.Location, url: str) -> float | None:
     """Seconds since object ``url`` was written; None when it is gone."""
-    try:
-        info = loc.fs.info(loc.path(url))
-    except FileNotFoundError:
+    if not loc.exists(url):
         return None
-    for key in ("LastModified", "updated", "mtime", "created", "timeCreated"):
-        value = info.get(key)
-        if value is None:
-            continue
-        if hasattr(value, "timestamp"):
-            return max(0.0, time.time() - value.timestamp())
-        if isinstance(value, (int, float)):
-            return max(0.0, time.time() - float(value))
-        if isinstance(value, str):
-            from datetime import datetime
-
-            with contextlib.suppress(ValueError):
-                stamp = datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-                return max(0.0, time.time() - stamp)
-    return 0.0  # unknown: only a dead process of this host counts as gone
+    stamp = loc.mtime(url)
+    if stamp is None:
+        return 0.0  # unknown: only a dead process of this host counts as gone
+    return max(0.0, time.time() - stamp)
 
 
 def _intents(names: Sequence[str]) -> Iterator[tuple[str, str, str]]:

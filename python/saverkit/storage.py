@@ -22,6 +22,7 @@ fsspec and the backend packages are optional (``pip install saverkit[s3]``, ``sa
 from __future__ import annotations
 
 import bisect
+import contextlib
 import os
 import posixpath
 import re
@@ -176,6 +177,30 @@ class Location:
         if size is None:
             raise errors.UnavailableError(None, None, f"{url}: the server does not report its size")
         return int(size)
+
+    def mtime(self, url: str) -> float | None:
+        """When object ``url`` was last written (seconds since the epoch), from what its store reports
+        (S3's LastModified, GCS's updated, ...); None when it does not exist or the store reports no time."""
+        try:
+            info = self.fs.info(self._fresh(url))
+        except FileNotFoundError:
+            return None
+        except Exception as e:  # noqa: BLE001
+            raise self._error(e, url, "Failed to look up") from e
+        for key in ("LastModified", "updated", "mtime", "created", "timeCreated"):
+            value = info.get(key)
+            if value is None:
+                continue
+            if hasattr(value, "timestamp"):
+                return float(value.timestamp())
+            if isinstance(value, (int, float)):
+                return float(value)
+            if isinstance(value, str):
+                from datetime import datetime  # noqa: PLC0415
+
+                with contextlib.suppress(ValueError):
+                    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+        return None
 
     def listdir(self, url: str) -> list[str]:
         """Names (not paths) of the objects directly under directory ``url``; [] when there is none."""

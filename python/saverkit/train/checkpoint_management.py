@@ -371,11 +371,18 @@ def checkpoint_exists(checkpoint_prefix: PathLike, storage_options: dict | None 
     return bool(_matching_files(prefix + ".index") or _matching_files(prefix))
 
 
-def get_checkpoint_mtimes(checkpoint_prefixes: Sequence[PathLike]) -> list[float]:
-    """Modification times (seconds) of the checkpoints that exist; missing ones are skipped, like TF."""
+def get_checkpoint_mtimes(checkpoint_prefixes: Sequence[PathLike],
+                          storage_options: dict | None = None) -> list[float]:
+    """Modification times (seconds) of the checkpoints that exist; missing ones are skipped, like TF.
+    A URL prefix's time is its index object's, as its store reports it."""
     mtimes = []
     for p in checkpoint_prefixes:
         prefix = _path(p)
+        if storage.is_url(prefix):
+            stamp = storage.Location(prefix, storage_options).mtime(prefix + ".index")
+            if stamp is not None:
+                mtimes.append(stamp)
+            continue
         files = _matching_files(prefix + ".index") or _matching_files(prefix)
         if files:
             mtimes.append(os.stat(files[0]).st_mtime_ns / 1e9)
@@ -383,12 +390,26 @@ def get_checkpoint_mtimes(checkpoint_prefixes: Sequence[PathLike]) -> list[float
 
 
 def remove_checkpoint(checkpoint_prefix: PathLike, checkpoint_format_version: int = SaverDef.V2,
-                      meta_graph_suffix: str = "meta") -> None:
+                      meta_graph_suffix: str = "meta", storage_options: dict | None = None) -> None:
     """Deletes a checkpoint's files: ``.meta``, then ``.index`` and every ``.data-*`` (V2) or the V1 file.
 
-    Files that do not exist (or vanish meanwhile, another process deleting them) are ignored.
+    Files that do not exist (or vanish meanwhile, another process deleting them) are ignored. A URL
+    prefix (V2 only, taken literally): its ``.meta``, then its index (the checkpoint stops being visible),
+    then the data objects of its shard count(s).
     """
     prefix = _path(checkpoint_prefix)
+    if storage.is_url(prefix):
+        if checkpoint_format_version != SaverDef.V2:
+            raise errors.InvalidArgumentError(
+                None, None, f"Cannot remove {prefix}: only V2 checkpoints on a store")
+        loc = storage.Location(prefix, storage_options)
+        directory, base = storage.dirname(prefix), storage.basename(prefix)
+        data = [storage.join(directory, n) for n in loc.listdir(directory)
+                if n.startswith(base) and checkpoint_paths.DATA_FILE_RE.fullmatch(n, len(base))]
+        loc.remove([meta_graph_filename(prefix, meta_graph_suffix)])
+        loc.remove([prefix + ".index"])
+        loc.remove(data)
+        return
     doomed = _matching_files(meta_graph_filename(prefix, meta_graph_suffix))
     if checkpoint_format_version == SaverDef.V2:
         doomed += _matching_files(prefix + ".index")
