@@ -8,7 +8,11 @@ in memory (``_core.encode_bundle``, ``_core.Reader(prefix, index)``) and fsspec 
 * writes: the data object (a multipart upload on S3, whose parts are sent in parallel and which is
   aborted on any error: a failed writer never publishes a partial object), then the index, then the
   ``.meta``, then the state file. A checkpoint is visible when its index exists, so the order is the
-  commit protocol: no rename is needed;
+  commit protocol: no rename is needed. A re-save of an existing prefix writes its data under a shard
+  count the current index does not name and deletes the old data objects only after the new index is in;
+  an intent object (``<prefix>.skwrite-<owner>-<rand>``) lists what a save is about to write, so that the
+  next save removes what a killed one left (saverkit.remote_bundle). On S3, :meth:`Location.clean_interrupted`
+  also aborts the multipart uploads of killed saves;
 * reads: the index once, then, per read, only the byte ranges of the tensors asked for (``cat_ranges``,
   concurrent on async backends), checked by the engine (CRC32C, sizes, offsets) as for local files.
 
