@@ -949,6 +949,8 @@ PYBIND11_MODULE(_core, m) {
     return py::make_tuple(s.installed, s.cached_bytes, s.reused);
   });
   m.def("set_arena_cache", &SetArenaCacheEnabled);  // saverkit.config.set_arena_cache
+  m.def("_set_read_bounce", &SetReadBounceMode, py::arg("mode"));  // tests: -1 by CPU, 0 never, 1 always
+  m.def("_read_bounce_active", &ReadBounceActive);
   m.attr("_ARENA_CACHE_BYTES") = kArenaCacheBytes;
 
   py::class_<PyPageBuffer>(m, "PageBuffer", py::buffer_protocol())

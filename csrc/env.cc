@@ -10,9 +10,14 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#endif
 
 namespace saverkit {
 
@@ -27,11 +32,37 @@ namespace {
 // at ~2.5 GB/s instead of ~9 (cold destination, pieces of 256 KiB). Such a
 // read goes through a small per-thread buffer placed to alias neither the
 // source nor the destination: one more copy, but in user space from a
-// cache-hot buffer.
+// cache-hot buffer. On other CPUs (this project's Intel Xeon VMs: 5.6-5.9
+// GB/s at 0, 16, 64 or 2048 bytes ahead) the second copy is pure cost (W1
+// in-place restore 10.9 -> 8.2 GB/s), so by default only AMD CPUs bounce.
 const uint64_t kPage = 4096;
 const uint64_t kAliasWindow = 32;      // destination fewer bytes than this ahead of the source: slow
 const size_t kBounceMin = 4096;        // smaller reads: not worth the second copy
 const size_t kBouncePiece = 256 << 10;  // fits a core's L2 with the destination's lines
+
+bool CpuIsAmd() {
+#if defined(__x86_64__) || defined(__i386__)
+  unsigned int eax = 0, ebx = 0, ecx = 0, edx = 0;
+  if (__get_cpuid(0, &eax, &ebx, &ecx, &edx) == 0) return false;
+  char vendor[13];
+  std::memcpy(vendor, &ebx, 4);
+  std::memcpy(vendor + 4, &edx, 4);
+  std::memcpy(vendor + 8, &ecx, 4);
+  vendor[12] = '\0';
+  return std::strcmp(vendor, "AuthenticAMD") == 0 || std::strcmp(vendor, "HygonGenuine") == 0;
+#else
+  return false;
+#endif
+}
+
+std::atomic<int> g_read_bounce{-1};  // ReadBounceMode: -1 by the CPU, 0 never, 1 always
+
+bool BounceAliasedReads() {
+  const int mode = g_read_bounce.load(std::memory_order_relaxed);
+  if (mode >= 0) return mode == 1;
+  static const bool amd = CpuIsAmd();
+  return amd;
+}
 
 bool Aliases(uint64_t from, uint64_t to) {
   const uint64_t ahead = (to - from) & (kPage - 1);
@@ -55,6 +86,10 @@ char* BounceBuffer(uint64_t offset) {
 }
 
 }  // namespace
+
+void SetReadBounceMode(int mode) { g_read_bounce.store(mode < 0 ? -1 : (mode > 0 ? 1 : 0)); }
+
+bool ReadBounceActive() { return BounceAliasedReads(); }
 
 Status IOError(const std::string& context, int err) {
   std::string msg = context + ": " + std::strerror(err);
@@ -162,7 +197,7 @@ Status RandomAccessFile::Read(uint64_t offset, size_t n, char* dst) const {
   }
   if (fetched_) return ReadFetched(offset, n, dst);
   const bool bounce = n >= kBounceMin && Aliases(offset, reinterpret_cast<uintptr_t>(dst)) &&
-                     BounceBuffer(offset) != nullptr;  // no buffer (out of memory): the slow copy
+                     BounceAliasedReads() && BounceBuffer(offset) != nullptr;  // no buffer (out of memory): the slow copy
   while (n > 0) {
     // Large reads are split: some kernels cap a single pread at ~2 GiB.
     size_t want = n > (1u << 30) ? (1u << 30) : n;

@@ -110,6 +110,12 @@ class WritableFile {
   std::shared_ptr<MemoryFile> memory_;
 };
 
+// Whether a read whose destination aliases its page-cache source goes through
+// a bounce buffer (see env.cc): -1 decides by the CPU (AMD: yes), 0 never,
+// 1 always. For tests and measurements.
+void SetReadBounceMode(int mode);
+bool ReadBounceActive();
+
 bool FileExists(const std::string& path);
 bool IsDirectory(const std::string& path);
 Status RenameFile(const std::string& from, const std::string& to);

@@ -688,7 +688,16 @@ def test_a_tensor_of_rank_above_numpys_limit_is_unimplemented_but_listed(tmp_pat
     assert reader.read("ok").tolist() == [0, 1, 2]
 
 
-def test_reads_into_every_alignment_of_destination_and_source(tmp_path):
+@pytest.fixture(params=[1, 0], ids=["bounced", "direct"])
+def read_bounce(request):
+    # env.cc bounces aliased reads only on AMD CPUs by default: test both paths on every machine
+    _core._set_read_bounce(request.param)
+    assert _core._read_bounce_active() == bool(request.param)
+    yield
+    _core._set_read_bounce(-1)
+
+
+def test_reads_into_every_alignment_of_destination_and_source(tmp_path, read_bounce):
     # Destinations a few bytes ahead of the source within a page are read through a bounce buffer
     # (env.cc): every placement of both, across piece boundaries, must give the same bytes and CRC
     # check; a corrupt byte is still caught.
