@@ -125,6 +125,26 @@ def test_checkpoint_mtimes_and_remove_checkpoint_on_a_store():
         checkpoint_management.remove_checkpoint(p1, checkpoint_format_version=1)
 
 
+def test_find_latest_checkpoint_from_the_objects_of_a_store_directory():
+    g, sess, saver, vs = _model(VALUES)
+    base = "countmem://bucket/find"
+    assert checkpoint_management.find_latest_checkpoint(base) is None
+    for step in (2, 10, 9):
+        saver.save(sess, base + "/model", global_step=step, write_state=False)
+    # higher steps whose data objects are missing (an index without its data): not complete
+    store = CountingMemoryFS.store
+    store["/bucket/find/model-11.index"] = store["/bucket/find/model-10.index"]
+    bundle.write_bundle(base + "/other-12", ["x"], [np.zeros(2)], [""])
+    del CountingMemoryFS.store["/bucket/find/other-12.data-00000-of-00001"]
+    assert checkpoint_management.find_latest_checkpoint(base) == base + "/model-10"
+    assert checkpoint_management.latest_checkpoint(base) is None  # no state file: TF's answer
+    from saverkit import cli  # the CLI falls back to it, with a warning, as for a local directory
+
+    assert cli.resolve_checkpoint(base) == base + "/model-10"
+    with pytest.raises(cli.CliError, match="countmem://bucket/nothing"):
+        cli.resolve_checkpoint("countmem://bucket/nothing")
+
+
 def test_commit_order_is_data_index_meta_state_file():
     g, sess, saver, vs = _model(VALUES)
     saver.save(sess, "countmem://bucket/order/model", global_step=5)

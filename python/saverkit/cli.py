@@ -414,7 +414,11 @@ def resolve_checkpoint(path: str, storage_options: dict | None = None) -> str:
         try:
             return BundleReader(path, storage_options).prefix
         except errors.NotFoundError as e:
-            raise CliError(f"{path}: {e.message}") from None
+            found = _cm.find_latest_checkpoint(path, storage_options)  # a directory without a usable state
+            if found is None:
+                raise CliError(f"{path}: {e.message}") from None
+            _warn(f"{path}: {e.message}; using the newest complete checkpoint {found}")
+            return found
     path = storage.local_path(path)
     try:
         return checkpoint_paths.resolve_prefix(path)

@@ -283,15 +283,18 @@ def latest_checkpoint(checkpoint_dir: PathLike, latest_filename: PathLike | None
     return None
 
 
-def find_latest_checkpoint(checkpoint_dir: PathLike) -> str | None:
+def find_latest_checkpoint(checkpoint_dir: PathLike, storage_options: dict | None = None) -> str | None:
     """The newest complete V2 checkpoint in ``checkpoint_dir``, found from its files alone.
 
     Fallback for a missing or stale state file. A prefix is complete when its ``.index`` ends with the
     table magic and ``.data-00000-of-N`` ... ``.data-(N-1)-of-N`` all exist. The newest is the one with
     the highest trailing ``-<step>`` number (prefixes without one count as step -1); ties are broken by
     the ``.index`` modification time, then by name. Returns None if there is none (or no directory).
+    A URL directory (saverkit.storage) is listed on its store, where an index object exists only whole.
     """
     checkpoint_dir = _path(checkpoint_dir)
+    if storage.is_url(checkpoint_dir):
+        return _find_latest_remote(checkpoint_dir, storage_options)
     try:
         names = os.listdir(checkpoint_dir)
     except OSError:
@@ -310,6 +313,29 @@ def find_latest_checkpoint(checkpoint_dir: PathLike) -> str | None:
             continue
         step = _STEP_RE.search(os.path.basename(prefix))
         key = (int(step.group(1)) if step else -1, st.st_mtime_ns, prefix)
+        if best_key is None or key > best_key:
+            best_key, best = key, prefix
+    return best
+
+
+def _find_latest_remote(directory: str, storage_options: dict | None) -> str | None:
+    loc = storage.Location(directory, storage_options)
+    names = loc.listdir(directory)
+    shards: dict[str, dict[int, set[int]]] = {}
+    for name in names:
+        m = checkpoint_paths.DATA_FILE_RE.search(name)
+        if m:
+            shards.setdefault(name[: m.start()], {}).setdefault(int(m.group(2)), set()).add(int(m.group(1)))
+    best_key, best = None, None
+    for name in names:
+        if not name.endswith(".index"):
+            continue
+        base = name[: -len(".index")]
+        if not any(n > 0 and have >= set(range(n)) for n, have in shards.get(base, {}).items()):
+            continue
+        prefix = storage.join(directory, base)
+        step = _STEP_RE.search(base)
+        key = (int(step.group(1)) if step else -1, loc.mtime(prefix + ".index") or 0.0, prefix)
         if best_key is None or key > best_key:
             best_key, best = key, prefix
     return best
