@@ -1,6 +1,6 @@
 """Saver(coordinator=JaxCoordinator()) with 3 processes joined by jax.distributed on 127.0.0.1 (its key-value
-store, as orbax coordinates): one checkpoint, restored by 2 processes. The program of each process is
-tests/campaigns/dist_worker.py."""
+store, as orbax coordinates): one checkpoint, restored by 2 processes; a rank killed mid-save makes the
+others raise at the timeout. The program of each process is tests/campaigns/dist_worker.py."""
 
 from __future__ import annotations
 
@@ -52,3 +52,17 @@ def test_three_jax_processes_save_one_checkpoint_and_two_restore_it(tmp_path):
     assert sk.train.latest_checkpoint(str(tmp_path)) == str(tmp_path / "model-3")
     codes, lines, out = jax_run(2, "restore", str(tmp_path / "model-3"), "3")
     assert codes == [0, 0] and [d.get("step") for d in lines] == [3, 3], out
+
+
+def test_kill_9_of_a_jax_rank_mid_save_errors_the_others_within_the_timeout(tmp_path):
+    codes, _, out = jax_run(3, "save", str(tmp_path), "1")
+    assert codes == [0] * 3, out
+    codes, lines, out = jax_run(3, "--timeout", "10", "die", str(tmp_path), "2", "1", "after-write", "KILL")
+    assert codes[1] == -9 and codes[0] == codes[2] == 0, out  # the survivors report and exit cleanly
+    errs = {d["rank"]: d for d in lines if "error" in d}
+    assert sorted(errs) == [0, 2], out
+    for d in errs.values():  # the key-value store cannot tell a dead peer from a slow one: the timeout does
+        assert d["error"] == "CollectiveTimeoutError" and "rank 1" in d["message"] and d["seconds"] < 30, d
+    latest = sk.train.latest_checkpoint(str(tmp_path))
+    assert latest == str(tmp_path / "model-1")
+    _read_all(latest, 3, 1)
