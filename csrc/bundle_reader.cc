@@ -94,7 +94,7 @@ bool SameBox(const Box& a, const Box& b) { return a.start == b.start && a.length
 // binding maps at the tensor's offset within a page (page_buffer.h): one
 // copy out of the page cache at full speed, where numpy's arrays needed the
 // bounce buffer of env.cc. Below kSplitBytes it is read on the calling
-// thread, front to back, while a pool thread faults its pages in from the
+// thread, front to back, while a helper thread faults its pages in from the
 // back (Prefaulter): the reader never waits for a helper, so a busy machine
 // that does not schedule the helper in time leaves it no slower than one
 // thread; split into parts instead, the caller waited for the part a

@@ -73,7 +73,7 @@ void SetPopulateDisabledForTesting(bool disabled);
 // still be running after the read returned.
 class Prefaulter {
  public:
-  // Schedules the helper on the I/O pool.
+  // Schedules the helper on the prefaulters' own thread (page_buffer.cc).
   explicit Prefaulter(std::shared_ptr<PageBuffer> buffer);
   // The reader has filled the first `bytes` of the buffer.
   void Advance(uint64_t bytes) { state_->reader_done.store(bytes, std::memory_order_relaxed); }
