@@ -196,8 +196,9 @@ Status RandomAccessFile::Read(uint64_t offset, size_t n, char* dst) const {
                            " (", size_, " bytes): file truncated or corrupt"));
   }
   if (fetched_) return ReadFetched(offset, n, dst);
+  // No buffer (out of memory): the slow copy.
   const bool bounce = n >= kBounceMin && Aliases(offset, reinterpret_cast<uintptr_t>(dst)) &&
-                     BounceAliasedReads() && BounceBuffer(offset) != nullptr;  // no buffer (out of memory): the slow copy
+                     BounceAliasedReads() && BounceBuffer(offset) != nullptr;
   while (n > 0) {
     // Large reads are split: some kernels cap a single pread at ~2 GiB.
     size_t want = n > (1u << 30) ? (1u << 30) : n;

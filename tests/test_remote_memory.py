@@ -137,6 +137,10 @@ def test_find_latest_checkpoint_from_the_objects_of_a_store_directory():
     bundle.write_bundle(base + "/other-12", ["x"], [np.zeros(2)], [""])
     del CountingMemoryFS.store["/bucket/find/other-12.data-00000-of-00001"]
     assert checkpoint_management.find_latest_checkpoint(base) == base + "/model-10"
+    # the same step: the newer index wins (its name sorts first, so the time decides)
+    bundle.write_bundle(base + "/a-10", ["x"], [np.zeros(2)], [""])
+    assert checkpoint_management.find_latest_checkpoint(base) == base + "/a-10"
+    del store["/bucket/find/a-10.index"]
     assert checkpoint_management.latest_checkpoint(base) is None  # no state file: TF's answer
     from saverkit import cli  # the CLI falls back to it, with a warning, as for a local directory
 

@@ -216,9 +216,10 @@ def remove_checkpoint(loc: storage.Location, prefix: str) -> None:
 
 def _age(loc: storage.Location, url: str) -> float | None:
     """Seconds since object ``url`` was written; None when it is gone."""
-    if not loc.exists(url):
+    info = loc.info(url)  # one request: whether it is there, and when it was written
+    if info is None:
         return None
-    stamp = loc.mtime(url)
+    stamp = storage.modified_time(info)
     if stamp is None:
         return 0.0  # unknown: only a dead process of this host counts as gone
     return max(0.0, time.time() - stamp)

@@ -167,15 +167,19 @@ class Location:
         except Exception as e:  # noqa: BLE001
             raise self._error(e, url, "Failed to look up") from e
 
-    def size(self, url: str) -> int | None:
-        """Bytes of object ``url``; None when it does not exist."""
+    def info(self, url: str) -> dict[str, Any] | None:
+        """What the store reports of object ``url`` (fsspec's ``info``); None when it does not exist."""
         try:
-            info = self.fs.info(self._fresh(url))
+            return dict(self.fs.info(self._fresh(url)))
         except FileNotFoundError:
             return None
         except Exception as e:  # noqa: BLE001
             raise self._error(e, url, "Failed to look up") from e
-        if info.get("type") == "directory":
+
+    def size(self, url: str) -> int | None:
+        """Bytes of object ``url``; None when it does not exist."""
+        info = self.info(url)
+        if info is None or info.get("type") == "directory":
             return None
         size = info.get("size")
         if size is None:
@@ -183,28 +187,10 @@ class Location:
         return int(size)
 
     def mtime(self, url: str) -> float | None:
-        """When object ``url`` was last written (seconds since the epoch), from what its store reports
-        (S3's LastModified, GCS's updated, ...); None when it does not exist or the store reports no time."""
-        try:
-            info = self.fs.info(self._fresh(url))
-        except FileNotFoundError:
-            return None
-        except Exception as e:  # noqa: BLE001
-            raise self._error(e, url, "Failed to look up") from e
-        for key in ("LastModified", "updated", "mtime", "created", "timeCreated"):
-            value = info.get(key)
-            if value is None:
-                continue
-            if hasattr(value, "timestamp"):
-                return float(value.timestamp())
-            if isinstance(value, (int, float)):
-                return float(value)
-            if isinstance(value, str):
-                from datetime import datetime  # noqa: PLC0415
-
-                with contextlib.suppress(ValueError):
-                    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-        return None
+        """When object ``url`` was last written (seconds since the epoch), from what its store reports;
+        None when it does not exist or the store reports no time."""
+        info = self.info(url)
+        return None if info is None else modified_time(info)
 
     def listdir(self, url: str) -> list[str]:
         """Names (not paths) of the objects directly under directory ``url``; [] when there is none."""
@@ -468,6 +454,25 @@ def _s3_multipart(fs: Any, path: str, segments: Sequence[tuple[int, Any]], size:
 
     sync(fs.loop, upload)
     fs.invalidate_cache(path)
+
+
+def modified_time(info: Mapping[str, Any]) -> float | None:
+    """The last-write time (seconds since the epoch) in an object's ``info`` (S3's LastModified, GCS's
+    updated, ...); None when the store reports none."""
+    for key in ("LastModified", "updated", "mtime", "created", "timeCreated"):
+        value = info.get(key)
+        if value is None:
+            continue
+        if hasattr(value, "timestamp"):
+            return float(value.timestamp())
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            from datetime import datetime  # noqa: PLC0415
+
+            with contextlib.suppress(ValueError):
+                return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    return None
 
 
 def locate(path: Any, storage_options: Mapping[str, Any] | None = None) -> Location | None:

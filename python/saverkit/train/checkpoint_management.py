@@ -326,19 +326,28 @@ def _find_latest_remote(directory: str, storage_options: dict | None) -> str | N
         m = checkpoint_paths.DATA_FILE_RE.search(name)
         if m:
             shards.setdefault(name[: m.start()], {}).setdefault(int(m.group(2)), set()).add(int(m.group(1)))
-    best_key, best = None, None
+    complete = []  # (step, prefix)
     for name in names:
-        if not name.endswith(".index"):
-            continue
         base = name[: -len(".index")]
-        if not any(n > 0 and have >= set(range(n)) for n, have in shards.get(base, {}).items()):
-            continue
-        prefix = storage.join(directory, base)
-        step = _STEP_RE.search(base)
-        key = (int(step.group(1)) if step else -1, loc.mtime(prefix + ".index") or 0.0, prefix)
-        if best_key is None or key > best_key:
-            best_key, best = key, prefix
-    return best
+        if name.endswith(".index") and any(n > 0 and have >= set(range(n))
+                                           for n, have in shards.get(base, {}).items()):
+            step = _STEP_RE.search(base)
+            complete.append((int(step.group(1)) if step else -1, storage.join(directory, base)))
+    if not complete:
+        return None
+    top = max(step for step, _ in complete)
+    tied = [prefix for step, prefix in complete if step == top]
+    if len(tied) == 1:
+        return tied[0]
+    # the index's time breaks a tie (one request per tied prefix, not per checkpoint), then the name
+    return max(tied, key=lambda prefix: (loc.mtime(prefix + ".index") or 0.0, prefix))
+
+
+def _remote_data_objects(loc: storage.Location, prefix: str) -> list[str]:
+    """The data objects of ``prefix`` (any shard count) listed in its directory, taken literally."""
+    directory, base = storage.dirname(prefix), storage.basename(prefix)
+    return [storage.join(directory, n) for n in loc.listdir(directory)
+            if n.startswith(base) and checkpoint_paths.DATA_FILE_RE.fullmatch(n, len(base))]
 
 
 def _index_looks_complete(index: str, size: int) -> bool:
@@ -429,9 +438,7 @@ def remove_checkpoint(checkpoint_prefix: PathLike, checkpoint_format_version: in
             raise errors.InvalidArgumentError(
                 None, None, f"Cannot remove {prefix}: only V2 checkpoints on a store")
         loc = storage.Location(prefix, storage_options)
-        directory, base = storage.dirname(prefix), storage.basename(prefix)
-        data = [storage.join(directory, n) for n in loc.listdir(directory)
-                if n.startswith(base) and checkpoint_paths.DATA_FILE_RE.fullmatch(n, len(base))]
+        data = _remote_data_objects(loc, prefix)
         loc.remove([meta_graph_filename(prefix, meta_graph_suffix)])
         loc.remove([prefix + ".index"])
         loc.remove(data)
@@ -501,10 +508,7 @@ def _delete_remote_checkpoint(prefix: str, directory: str, meta_graph_suffix: st
         warnings.warn(f"Not deleting {prefix!r} beyond max_to_keep: it is not a checkpoint (no index file)",
                       UserWarning, stacklevel=3)
         return False
-    base = storage.basename(prefix)
-    data = [storage.join(directory, n) for n in loc.listdir(directory)
-            if n.startswith(base) and checkpoint_paths.DATA_FILE_RE.fullmatch(n, len(base))]
-    doomed = [prefix + ".index", *data]
+    doomed = [prefix + ".index", *_remote_data_objects(loc, prefix)]
     if meta_graph_suffix is not None:
         meta = meta_graph_filename(prefix, meta_graph_suffix)
         if loc.isfile(meta):
