@@ -673,3 +673,19 @@ def test_object_graph_key_that_is_not_a_string_scalar_is_data_loss_naming_the_ch
     expected = r"OBJECT_GRAPH of checkpoint .*ckpt is not a string scalar"
     with pytest.raises(errors.DataLossError, match=expected):
         saver_module.object_graph_key_mapping(prefix)
+
+
+@pytest.mark.parametrize("sharded", [False, True])
+def test_saver_over_variables_of_two_graphs_raises(sharded):
+    """As TF, a Saver is built in its variables' graph; variables of two graphs are refused. The restore's
+    Assigns skip the graph check (their refs were the SaveV2's inputs), so the SaveV2 must refuse them
+    before any Assign is made."""
+    g1, g2 = sk.Graph(), sk.Graph()
+    with g1.as_default():
+        mine = [sk.Variable(np.zeros(2, np.float32), name=f"a{i}") for i in range(3)]
+    with g2.as_default():
+        theirs = [sk.Variable(np.zeros(2, np.float32), name=f"b{i}") for i in range(3)]
+    with g1.as_default(), pytest.raises(ValueError, match="b0:0.*not an element of this graph"):
+        sk.train.Saver(mine + theirs, sharded=sharded)
+    made = [op for g in (g1, g2) for op in g.get_operations()]
+    assert not [op for op in made if op.type == "Assign" and op.name.startswith("save")]

@@ -197,9 +197,10 @@ def _per_dtype(dtypes: list, fn: Callable) -> list:
     return list(map(results.__getitem__, keys))
 
 
-def _bulk_assigns(g, refs: list, values: list, name: str = "Assign") -> list:
+def _bulk_assigns(g, refs: list, values: list, name: str = "Assign", inputs_checked: bool = False) -> list:
     """``Assign(ref_i, value_i)`` for all i, named like consecutive ``Assign`` ops in the current scope;
-    each has its variable's shape (the value has it, or the Assign fails at run time) and device."""
+    each has its variable's shape (the value has it, or the Assign fails at run time) and device.
+    ``inputs_checked``: all are tensors of ``g`` (see Graph.create_ops)."""
     dtypes = tensor_lib.dtypes_of(refs)
     return g.create_ops(
         "Assign",
@@ -209,6 +210,7 @@ def _bulk_assigns(g, refs: list, values: list, name: str = "Assign") -> list:
         name,
         shapes=tensor_lib.shapes_of(refs),
         devices=tensor_lib.devices_of(refs),
+        inputs_checked=inputs_checked,
     )
 
 
@@ -561,7 +563,11 @@ class BaseSaverBuilder:
         assign_ops = []
         if not reshape and _all_ref_saveables(saveables):
             # The common case, in bulk: one Assign per variable, named save/Assign, save/Assign_1, ...
-            assign_ops = _bulk_assigns(g, [s.op for s in saveables], all_tensors)
+            # With save_op, the refs were the SaveV2's inputs (checked to be of g there); the values are
+            # the outputs of a RestoreV2 just made in g.
+            assign_ops = _bulk_assigns(
+                g, [s.op for s in saveables], all_tensors, inputs_checked=save_op is not None
+            )
         else:
             idx = 0
             for saveable in saveables:
