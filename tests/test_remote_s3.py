@@ -391,6 +391,49 @@ def test_missing_and_corrupt_objects(s3, bucket):
         bundle.read_tensors(url, ["a"])
 
 
+def _s3_calls(monkeypatch):
+    """Every S3 API call made from now on, as (method, key)."""
+    import s3fs
+
+    calls = []
+    real = s3fs.S3FileSystem._call_s3
+
+    async def call(self, method, *args, **kwargs):
+        calls.append((method, kwargs.get("Key")))
+        return await real(self, method, *args, **kwargs)
+
+    monkeypatch.setattr(s3fs.S3FileSystem, "_call_s3", call)
+    return calls
+
+
+def test_a_restore_asks_the_store_only_what_it_needs(s3, bucket, monkeypatch, tmp_path):
+    """Each request before the tensor bytes is a round trip a restore waits for: one GET of the index, one
+    HEAD per data object (the shards' all at once), then the ranged GETs; no HEAD of the index first."""
+    fs, _ = s3
+    values = [np.full(1000, i, np.float32) for i in range(3)]
+    parts = [str(tmp_path / f"part-{k}" / "p") for k in range(3)]
+    for k, part in enumerate(parts):
+        bundle.write_bundle(part, [f"v{k}"], [values[k]])
+    bundle.merge_bundles(parts, str(tmp_path / "model"))
+    for name in os.listdir(tmp_path):
+        if name.startswith("model."):
+            fs.put(str(tmp_path / name), f"{bucket}/rt/{name}")
+    url = f"s3://{bucket}/rt/model"
+    data = {f"rt/model.data-{k:05d}-of-00003" for k in range(3)}
+    calls = _s3_calls(monkeypatch)
+    got = bundle.read_tensors(url, ["v0", "v1", "v2"])
+    assert all(np.array_equal(g, v) for g, v in zip(got, values, strict=True))
+    keys = list(calls)
+    assert keys[0] == ("get_object", "rt/model.index"), keys
+    assert sorted(keys[1:4]) == sorted(("head_object", d) for d in data), keys
+    assert {m for m, _ in keys[4:]} == {"get_object"} and {k for _, k in keys[4:]} == data, keys
+
+    # Other spellings still resolve: the index's own URL, a directory with a state file.
+    assert bundle.read_tensors(url + ".index", ["v1"])[0][0] == 1
+    checkpoint_management.update_checkpoint_state_internal(f"s3://{bucket}/rt", url)
+    assert bundle.read_tensors(f"s3://{bucket}/rt", ["v2"])[0][0] == 2
+
+
 @pytest.mark.parametrize("fixture", ["v1_dtypes", "v1_sharded", "v1_partitioned", "tf2_object"])
 def test_tf_written_fixtures_uploaded_are_read(s3, bucket, fixture):
     fs, _ = s3

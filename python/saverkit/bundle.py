@@ -378,6 +378,19 @@ def _as_dtype_or_data_loss(enum: int, key: bytes, prefix: str) -> DType:
             None, None, f"Tensor {key!r} in {prefix} has invalid dtype {enum}") from None
 
 
+def _read_remote_index(loc: storage.Location, url: str) -> tuple[str, bytes]:
+    """(prefix, its index bytes) of the checkpoint ``url`` names. A plain prefix, the common case, costs one
+    GET (each round trip to a store is ~10-50 ms); anything else (an object's URL, a directory with a state
+    file) goes through checkpoint_paths.resolve_remote_prefix after that GET finds nothing."""
+    if not checkpoint_paths.names_an_object(url):
+        try:
+            return url, loc.read_bytes(url + ".index")
+        except errors.NotFoundError:
+            pass
+    prefix = checkpoint_paths.resolve_remote_prefix(loc, url)
+    return prefix, loc.read_bytes(prefix + ".index")
+
+
 class BundleReader:
     """An open checkpoint: list its tensors and read them (``with BundleReader(p) as r: ...``)."""
 
@@ -404,14 +417,20 @@ class BundleReader:
         loc = self._remote = storage.Location(url, storage_options)
         self._remote_lock = threading.Lock()
         if index is None:
-            self.prefix = checkpoint_paths.resolve_remote_prefix(loc, url)
-            index = loc.read_bytes(self.prefix + ".index")
+            self.prefix, index = _read_remote_index(loc, url)
         else:
             self.prefix = url
         self._core = _core.Reader(self.prefix, index)
         n = self._core.num_shards
-        for shard in range(n):
-            size = loc.size(f"{self.prefix}.data-{shard:05d}-of-{n:05d}")
+        urls = [f"{self.prefix}.data-{shard:05d}-of-{n:05d}" for shard in range(n)]
+        if n == 1:
+            sizes = [loc.size(urls[0])]
+        else:  # one round trip for all, not one per shard (a 4-rank checkpoint has 4 data objects)
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(min(n, 16)) as pool:
+                sizes = list(pool.map(loc.size, urls))
+        for shard, size in enumerate(sizes):
             if size is not None:  # a missing one is NotFoundError naming it when a tensor in it is read
                 self._core.add_data_file(shard, size)
 

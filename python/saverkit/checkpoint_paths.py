@@ -281,6 +281,12 @@ def remote_prefix_exists(loc: storage.Location, prefix: str) -> bool:
     return loc.isfile(prefix + ".index")
 
 
+def names_an_object(url: str) -> bool:
+    """Whether ``url`` ends like one of a checkpoint's own objects (``.index``, ``.meta``, a data file)
+    rather than like a prefix."""
+    return url.endswith((".index", ".meta")) or DATA_FILE_RE.search(url) is not None
+
+
 def resolve_remote_prefix(loc: storage.Location, url: str) -> str:
     """``resolve_prefix`` for a URL: a prefix, one of its objects, or a directory whose state file names
     a checkpoint. Raises NotFoundError saying what was looked for."""

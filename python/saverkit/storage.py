@@ -108,6 +108,21 @@ def _import_fsspec(url: str) -> Any:
     return fsspec
 
 
+def _whole_read_kwargs(fs: Any) -> dict[str, Any]:
+    """Arguments of ``cat_file`` for reading a whole object in one GET. s3fs (2024.12+) first asks the
+    object's size (a HEAD: one more round trip before every index, state file or .meta) to decide
+    whether to fetch it in concurrent ranges; the objects read whole here are small, so it is told not
+    to."""
+    import inspect
+
+    impl = getattr(type(fs), "_cat_file", None)
+    try:
+        params = inspect.signature(impl).parameters if impl is not None else {}
+    except (TypeError, ValueError):
+        params = {}
+    return {"max_concurrency": 1} if "max_concurrency" in params else {}
+
+
 class Location:
     """A checkpoint store reached through fsspec: the file system and how to address objects on it.
 
@@ -130,6 +145,7 @@ class Location:
         except ValueError as e:
             raise errors.InvalidArgumentError(None, None, f"Cannot open {url}: {e}") from None
         self.read_only = self.protocol in _READ_ONLY
+        self._whole_read = _whole_read_kwargs(self.fs)
 
     def path(self, url: str) -> str:
         """The backend's path of ``url`` (protocol stripped)."""
@@ -215,7 +231,7 @@ class Location:
                 if size > limit:
                     raise errors.FailedPreconditionError(
                         None, None, f"{url} is larger than {limit} bytes")
-            return self.fs.cat_file(self.path(url))
+            return self.fs.cat_file(self.path(url), **self._whole_read)
         except Exception as e:  # noqa: BLE001
             raise self._error(e, url, "Failed to read") from e
 
