@@ -4,6 +4,7 @@ gs:// (gcsfs against fake-gcs-server, started by the test)."""
 from __future__ import annotations
 
 import os
+import threading
 
 # gcsfs reads this when imported: without it, it probes the fake server for hierarchical-namespace
 # buckets over gRPC/TLS, which it does not speak (a minute of retries per call).
@@ -77,6 +78,14 @@ def test_http_is_read_only_and_missing_objects_are_not_found(http_dir):
     assert checkpoint_management.latest_checkpoint(server.url + "/nothing") is None
 
 
+def _drain(stream) -> None:
+    try:
+        while stream.read(1 << 16):
+            pass
+    except (OSError, ValueError):  # closed at teardown
+        pass
+
+
 @pytest.fixture(scope="module")
 def gcs():
     pytest.importorskip("gcsfs")
@@ -86,6 +95,10 @@ def gcs():
         server.start()
     except Exception as e:  # noqa: BLE001 - no binary for this platform
         pytest.skip(f"fake-gcs-server did not start: {e}")
+    # The wrapper gives the server's stderr to a pipe nobody reads, and the server logs every request
+    # there: once the pipe's 64 KiB are full, the server blocks and every later request hangs.
+    drain = threading.Thread(target=_drain, args=(server._process.stderr,), daemon=True)  # noqa: SLF001
+    drain.start()
     with EnvPatch({"STORAGE_EMULATOR_HOST": server.url, "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false"}):
         import gcsfs
 
@@ -163,3 +176,48 @@ def test_gcs_failure_mid_resumable_upload_publishes_nothing(gcs, monkeypatch):
     second = saver.save(sess, base + "/model", global_step=3, storage_options=GCS_OPTS)
     np.testing.assert_array_equal(
         checkpoint_utils.load_checkpoint(second, storage_options=GCS_OPTS).get_tensor("w"), big["w"])
+
+
+def test_a_resave_on_gcs_killed_at_any_step_keeps_a_complete_checkpoint(gcs, monkeypatch):
+    """The commit protocol on GCS (objects written whole through gcsfs): a re-save of one prefix whose
+    writer dies at each of its changes in turn leaves the old checkpoint or the new one, complete, and
+    the next save leaves exactly one checkpoint's objects."""
+    from remote_helpers import KillAt, Killed
+    from saverkit import storage
+
+    def values(seed):
+        rng = np.random.default_rng(seed)
+        return {"w": rng.standard_normal(5000).astype(np.float32), "step": np.int64(seed),
+                "names": np.array([b"a", b"bc" * 50], dtype=object)}
+
+    old, new = values(10), values(11)
+    url = "gs://gbucket/killed/model"
+    steps, at = None, 0
+    while steps is None or at < steps:
+        g, sess, saver, vs = _model(old)
+        saver.save(sess, url, write_meta_graph=False, storage_options=GCS_OPTS)
+        with g.as_default():
+            sess.run([vs[k].assign(v) for k, v in new.items()])
+        with monkeypatch.context() as m:
+            killer = KillAt(m, storage.Location(url, GCS_OPTS).fs, None if steps is None else at)
+            if steps is None:  # a first, whole save counts the steps
+                saver.save(sess, url, write_meta_graph=False, storage_options=GCS_OPTS)
+                steps = len(killer.changes)
+                continue
+            with pytest.raises(Killed):
+                saver.save(sess, url, write_meta_graph=False, storage_options=GCS_OPTS)
+        reader = checkpoint_utils.load_checkpoint(url, storage_options=GCS_OPTS)
+        want = new if reader.get_tensor("step") == 11 else old
+        for k, v in want.items():
+            np.testing.assert_array_equal(reader.get_tensor(k), v)
+        saver.save(sess, url, write_meta_graph=False, storage_options=GCS_OPTS)  # cleans up the rest
+        n = bundle.BundleReader(url, GCS_OPTS).num_shards
+        gcs.invalidate_cache()
+        names = sorted(os.path.basename(p) for p in gcs.find("gbucket/killed"))
+        data = [f"model.data-{k:05d}-of-{n:05d}" for k in range(n)]
+        assert names == sorted(["checkpoint", "model.index", *data])
+        got = checkpoint_utils.load_checkpoint(url, storage_options=GCS_OPTS)
+        for k, v in new.items():
+            np.testing.assert_array_equal(got.get_tensor(k), v)
+        at += 1
+    assert steps == 7  # intent, 2 data objects, index, the old data object, intent, state file
