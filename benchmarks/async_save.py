@@ -15,7 +15,9 @@ For each workload (W1, W2 of workloads.py) one fresh process per system:
   ``tf.train.CheckpointOptions(experimental_enable_async_checkpoint=True)`` (blocking until write returns,
   total until ``sync()``).
 
-Each repetition saves into an emptied directory after ``os.sync()``. Medians of N repetitions after one
+Each repetition saves into an emptied directory after ``os.sync()``; the synchronous and the asynchronous
+save take turns going first (on a VM whose balloon reports freed pages to its host, a write's speed
+depends on its place in such a sequence: see page_reporting.py). Medians of N repetitions after one
 warm-up (which, for saverkit, sizes the staging memory: later saves reuse it). Peak RSS is the kernel's
 high-water mark during the repetitions minus the RSS after imports (so it includes the variables, 1x).
 
@@ -86,10 +88,13 @@ if system.startswith("saverkit"):
     for f in (sync_save, async_save):  # warm-up (sizes the staging memory)
         fresh(root + "/w"); f(root + "/w")
     reset_peak()
-    for r in range(reps):
-        fresh(root + "/s"); runs["sync"].append(sync_save(root + "/s")[0])
-        fresh(root + "/a"); total, blocking = async_save(root + "/a")
-        runs["async"].append(total); runs["blocking"].append(blocking)
+    for r in range(reps):  # which goes first alternates: see "Each repetition" in the docstring
+        for kind in (("sync", "async") if r % 2 == 0 else ("async", "sync")):
+            if kind == "sync":
+                fresh(root + "/s"); runs["sync"].append(sync_save(root + "/s")[0])
+            else:
+                fresh(root + "/a"); total, blocking = async_save(root + "/a")
+                runs["async"].append(total); runs["blocking"].append(blocking)
     out["peak_rss_bytes"] = (status_kb("VmHWM") - base) * 1024
     r = saverkit.train.load_checkpoint(root + "/a/m")
     last = wl.expected(wl.count - 1).view(np.uint32)
@@ -128,10 +133,13 @@ else:
     for f in (sync_save, async_save):
         fresh(root + "/w"); f(root + "/w")
     reset_peak()
-    for r in range(reps):
-        fresh(root + "/s"); runs["sync"].append(sync_save(root + "/s")[0])
-        fresh(root + "/a"); total, blocking = async_save(root + "/a")
-        runs["async"].append(total); runs["blocking"].append(blocking)
+    for r in range(reps):  # which goes first alternates: see "Each repetition" in the docstring
+        for kind in (("sync", "async") if r % 2 == 0 else ("async", "sync")):
+            if kind == "sync":
+                fresh(root + "/s"); runs["sync"].append(sync_save(root + "/s")[0])
+            else:
+                fresh(root + "/a"); total, blocking = async_save(root + "/a")
+                runs["async"].append(total); runs["blocking"].append(blocking)
     out["peak_rss_bytes"] = (status_kb("VmHWM") - base) * 1024
     out.update({k + "_s": statistics.median(v) for k, v in runs.items()})
 shutil.rmtree(root, ignore_errors=True)
