@@ -574,12 +574,64 @@ def test_sigkill_during_async_saves_leaves_a_complete_latest_checkpoint():
     assert report["temps_not_cleaned"] == []
 
 
-def test_async_options_with_a_url_save_synchronously():
+_url_counter = [0]
+
+
+def _url_dir():
+    """A fresh memory:// directory (fsspec's memory store is one per process)."""
+    _url_counter[0] += 1
+    return f"memory://async-url-{os.getpid()}-{_url_counter[0]}"
+
+
+@pytest.mark.parametrize("kind", ["saver", "saver-sharded", "checkpoint", "manager"])
+def test_an_async_save_to_a_url_uploads_in_the_background(kind, blocked_writes):
+    """On a store as on a disk: save returns once the values are copied, the upload runs in the background
+    (here held until released), later updates are not in it, and the state file moves only after it."""
     pytest.importorskip("fsspec")
-    m = Model()
+    started, release = blocked_writes
+    m = Model(sharded=kind == "saver-sharded")
+    directory = _url_dir()
     m.set(3)
-    path = m.saver.save(m.sess, "memory://async-url/model", global_step=3, options=ASYNC)
+    if kind.startswith("saver"):
+        path = m.saver.save(m.sess, directory + "/model", global_step=3, options=ASYNC)
+        sync, key = m.saver.sync, (lambda n: n)
+    elif kind == "checkpoint":
+        path = m.ckpt.save(directory + "/ckpt", m.sess, ASYNC)
+        sync, key = m.ckpt.sync, ckpt_key
+    else:
+        manager = sk.train.CheckpointManager(m.ckpt, directory, max_to_keep=1, session=m.sess)
+        path = manager.save(options=ASYNC)
+        sync, key = manager.sync, ckpt_key
+    assert started.wait(10)  # the upload began after save returned, and is waiting
     m.set(4)
-    Model.expect(load_checkpoint(path), 3)
-    ck = m.ckpt.save("memory://async-url/ckpt", m.sess, ASYNC)
-    Model.expect(load_checkpoint(ck), 4, ckpt_key)
+    assert latest_checkpoint(directory) is None
+    release.set()
+    sync()
+    assert latest_checkpoint(directory) == path
+    Model.expect(load_checkpoint(path), 3, key)
+
+
+def test_a_failed_background_upload_raises_at_sync_and_publishes_nothing(monkeypatch):
+    pytest.importorskip("fsspec")
+    from saverkit import storage
+
+    m = Model()
+    directory = _url_dir()
+    m.set(1)
+    first = m.saver.save(m.sess, directory + "/model", global_step=1)
+    real = storage.Location.write_segments
+
+    def fail(self, url, *args, **kwargs):
+        if "model-2" in url:
+            raise errors.UnavailableError(None, None, f"injected: connection reset writing {url}")
+        return real(self, url, *args, **kwargs)
+
+    monkeypatch.setattr(storage.Location, "write_segments", fail)
+    m.set(2)
+    second = m.saver.save(m.sess, directory + "/model", global_step=2, options=ASYNC)
+    with pytest.raises(errors.UnavailableError, match="injected"):
+        m.saver.sync()
+    assert latest_checkpoint(directory) == first
+    with pytest.raises(errors.NotFoundError):
+        load_checkpoint(second)
+    Model.expect(load_checkpoint(first), 1)

@@ -241,6 +241,41 @@ def test_checksum_error_in_a_multipart_object_names_the_object(s3, bucket, monke
         bundle.read_tensors(url, ["a", "b", "c"])
 
 
+@pytest.mark.parametrize("big", [False, True], ids=["one-put", "multipart"])
+def test_async_saves_to_s3_upload_in_the_background_with_storage_options(s3, bucket, monkeypatch, big):
+    """CheckpointOptions(enable_async=True) on S3: the values of the moment save returned, uploaded in the
+    background through the store given only by storage_options (a wrong endpoint in the environment)."""
+    from saverkit.train import CheckpointOptions
+
+    _, endpoint = s3
+    monkeypatch.setattr(storage, "PART_SIZE", 5 << 20)
+    opts = {"endpoint_url": endpoint, "key": "testing", "secret": "testing"}
+    values, later = _values(5, big=big), _values(6, big=big)
+    g, sess, saver, vs = _model(values)
+    ckpt = sk.train.Checkpoint(**vs)
+    asynchronous = CheckpointOptions(enable_async=True)
+    with EnvPatch({"AWS_ENDPOINT_URL": "http://127.0.0.1:9"}):
+        import s3fs
+
+        s3fs.S3FileSystem.clear_instance_cache()
+        url = saver.save(sess, f"s3://{bucket}/async/model", global_step=5, options=asynchronous,
+                         storage_options=opts)
+        manager = sk.train.CheckpointManager(ckpt, f"s3://{bucket}/async-tf2", max_to_keep=1, session=sess,
+                                             storage_options=opts)
+        saver.sync()
+        managed = manager.save(options=asynchronous)
+        with g.as_default():
+            sess.run([vs[k].assign(v) for k, v in later.items()])  # after both returned: in neither
+        manager.sync()
+        assert checkpoint_management.latest_checkpoint(f"s3://{bucket}/async", storage_options=opts) == url
+        assert manager.latest_checkpoint == managed
+        for path, key in ((url, "{}"), (managed, "{}/.ATTRIBUTES/VARIABLE_VALUE")):
+            reader = checkpoint_utils.load_checkpoint(path, storage_options=opts)
+            for k, v in values.items():
+                np.testing.assert_array_equal(reader.get_tensor(key.format(k)), v)
+    s3fs.S3FileSystem.clear_instance_cache()
+
+
 def test_explicit_storage_options_without_environment(s3, bucket):
     _, endpoint = s3
     opts = {"endpoint_url": endpoint, "key": "testing", "secret": "testing"}

@@ -150,7 +150,7 @@ def _save_v2(ctx: Any, prefix: Any, tensor_names: Any, shape_and_slices: Any, *t
         n = len(tensors)
         if snapshot.add_write(
             path, tensors, list(ctx.attr("dtypes")), ctx.options.durable,
-            names=lambda: _save_v2_names(names_arr, slices_arr, n),
+            names=lambda: _save_v2_names(names_arr, slices_arr, n), **_storage(ctx),
         ):
             return []
     names, slices = _save_v2_names(tensor_names, shape_and_slices, len(tensors))
@@ -231,7 +231,7 @@ def _merge_v2_checkpoints(ctx: Any, checkpoint_prefixes: Any, destination_prefix
         "delete_old_dirs": ctx.attr("delete_old_dirs"), "allow_missing_files": ctx.attr("allow_missing_files")
     }
     if ctx.options.snapshot is not None:  # an async save: merged by its background thread, after the writes
-        ctx.options.snapshot.add_merge(*args, **kwargs)
+        ctx.options.snapshot.add_merge(*args, **kwargs, **_storage(ctx))
         return []
     _bundle().merge_bundles(*args, **kwargs, **_storage(ctx))
     return []

@@ -157,8 +157,8 @@ def save_tensors(session, file_prefix: str, part: str | None, variables, keys, e
     the part into `file_prefix` (TF2's temp-part-then-merge sequence); `part` None: straight into
     `file_prefix` (a URL).
 
-    With `snapshot` (an asynchronous save; local paths only), nothing is written: the values are copied
-    into it and the write and merge recorded (`saverkit.train.async_save`)."""
+    With `snapshot` (an asynchronous save), nothing is written: the values are copied into it and the write
+    (and the merge of a part) recorded (`saverkit.train.async_save`)."""
     from saverkit import bundle, control_dependencies, dtypes, placeholder
     from saverkit.framework import io_ops
     from saverkit.framework.run_options import RunOptions
@@ -169,7 +169,13 @@ def save_tensors(session, file_prefix: str, part: str | None, variables, keys, e
         values = fetch_values(session, variables)
         tensors = values + [np.array(extra_strings[k], dtype=object) for k in extra_keys]
         tensor_dtypes = [v.dtype.base_dtype for v in variables] + [dtypes.string] * len(extra_keys)
-        bundle.write_bundle(file_prefix, list(keys) + extra_keys, tensors, dtypes=tensor_dtypes,
+        names = list(keys) + extra_keys
+        if snapshot is not None and snapshot.add_write(
+            file_prefix, tensors, tensor_dtypes, False, names=lambda: (names, [""] * len(names)),
+            storage_options=storage_options,
+        ):
+            return
+        bundle.write_bundle(file_prefix, names, tensors, dtypes=tensor_dtypes,
                             storage_options=storage_options)
         return
     signature = ("save", tuple(keys), tuple(map(id, variables)), tuple(extra_keys))

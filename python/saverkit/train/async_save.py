@@ -18,6 +18,9 @@ How, in order:
    tensors are big and the machine has 4 cores or more (``_PIPELINE_MIN_AVERAGE_BYTES``): it reads each
    byte range of the staging memory only once the copy has passed it (``BundleWriterOptions::staged``), so
    the write overlaps the copy. Otherwise it starts once the copy is done (see the constant for why).
+   A URL prefix (``s3://``, ``gs://``, ...; saverkit.storage) is always uploaded after the copy, through
+   the same commit protocol as a synchronous remote save, with the save's ``storage_options``. A save
+   coordinated over ranks (``coordinator=``) is synchronous.
 3. The call returns once every copy is done. The checkpoint holds the values of this moment: later
    updates of the variables are not in it (the writes read only staging memory).
 4. The background thread waits for the writes, runs the merges in order, then finishes the save exactly as
@@ -50,7 +53,7 @@ from typing import Any, cast  # cast: numpy arrays are buffers, which mypy's Buf
 
 import numpy as np
 
-from saverkit import _core, errors
+from saverkit import _core, errors, storage
 
 __all__ = ["CheckpointOptions"]
 
@@ -213,12 +216,14 @@ class Snapshot:
         self._lock = threading.Lock()
 
     def add_write(
-        self, prefix: str, tensors: Any, dtypes: list, durable: bool, names: Callable[[], tuple[list, list]]
+        self, prefix: str, tensors: Any, dtypes: list, durable: bool, names: Callable[[], tuple[list, list]],
+        storage_options: dict | None = None,
     ) -> bool:
         """Snapshot a SaveV2's tensors and start writing them; returns once they are copied. ``names()``
         gives (tensor names, shape_and_slices) when they are written (may raise: the error is the
         write's). False when they exceed the staging limit: nothing was staged, and the caller writes
-        now."""
+        now. A URL ``prefix`` (``storage_options`` for its store) is uploaded once the copy is complete:
+        the upload reads whole buffers, not the engine's byte ranges that follow the copy."""
         staged = self._staging.plan(tensors, self._limit)
         if staged is None:
             return False
@@ -230,8 +235,10 @@ class Snapshot:
             copies = {}
             if unstaged:
                 copies = {i: np.array(tensors[i], copy=True) for i, off in enumerate(offsets) if off < 0}
-            args = (prefix, names, tuple(tensors), dtypes, durable, buffer, offsets, copies, plan)
-            if nbytes >= _PIPELINE_MIN_AVERAGE_BYTES * (len(offsets) - unstaged):
+            args = (prefix, names, tuple(tensors), dtypes, durable, buffer, offsets, copies, plan,
+                    storage_options)
+            remote = storage.is_url(prefix)
+            if not remote and nbytes >= _PIPELINE_MIN_AVERAGE_BYTES * (len(offsets) - unstaged):
                 future = self._pool().submit(_write_staged, *args)
             plan.copy()  # the write reads each tensor once this has copied it
             if future is None:
@@ -296,9 +303,10 @@ def _as_op_errors(fn: Callable[[], Any]) -> Any:
 def _write_staged(
     prefix: str, names: Callable[[], tuple[list, list]], tensors: tuple, dtypes: list, durable: bool,
     buffer: np.ndarray, offsets: list[int], copies: dict[int, np.ndarray], plan: Any,
+    storage_options: dict | None = None,
 ) -> None:
     """Write a snapshot's tensors from staging memory, while ``plan`` may still be copying them (the engine
-    waits for each byte range). Runs on the writer's pool."""
+    waits for each byte range; a URL is written only after the copy). Runs on the writer's pool."""
     ndarray = np.ndarray
     arrays = [
         ndarray(t.shape, t.dtype, buffer=buffer, offset=off) if off >= 0 else copies[i]
@@ -308,7 +316,10 @@ def _write_staged(
 
     def write() -> None:
         keys, slices = names()
-        _bundle().write_bundle(prefix, keys, arrays, slices, dtypes, durable=durable, staged=plan)
+        if storage.is_url(prefix):
+            _bundle().write_bundle(prefix, keys, arrays, slices, dtypes, storage_options=storage_options)
+        else:
+            _bundle().write_bundle(prefix, keys, arrays, slices, dtypes, durable=durable, staged=plan)
 
     _as_op_errors(write)
 
@@ -502,7 +513,10 @@ class _SnapshotSession(_SessionProxy):
             return self._sess.run(fetches, feed_dict, options=options, run_metadata=run_metadata)
         from saverkit.framework.run_options import RunOptions, as_run_options
 
-        run_options = RunOptions(durable=as_run_options(options).durable, snapshot=self._snapshot)
+        given = as_run_options(options)
+        run_options = RunOptions(
+            durable=given.durable, storage_options=given.storage_options, snapshot=self._snapshot
+        )
         raise _Snapshotted(self._sess.run(fetches, feed_dict, options=run_options))
 
 

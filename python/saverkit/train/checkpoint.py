@@ -168,13 +168,20 @@ def stage_object_checkpoint(
 
     Without `snapshot` the files are written here and the returned function only cleans up. With one (an
     asynchronous save, `saverkit.train.async_save`), the values are only copied into the snapshot: the
-    returned function (called by the background thread) writes them. A URL is always written here.
+    returned function (called by the background thread) writes them.
     """
     graph, to_save = serialize_object_graph(root, attached_dependencies)
     if storage.is_url(file_prefix):  # a store: no part to merge, nothing to rename (saverkit.storage)
         save_tensors(session, file_prefix, None, [v for _, v in to_save], [k for k, _ in to_save],
-                     {OBJECT_GRAPH_PROTO_KEY: graph.SerializeToString()}, storage_options=storage_options)
-        return lambda: file_prefix
+                     {OBJECT_GRAPH_PROTO_KEY: graph.SerializeToString()}, storage_options=storage_options,
+                     snapshot=snapshot)
+
+        def uploaded() -> str:
+            if snapshot is not None:
+                snapshot.replay()
+            return file_prefix
+
+        return uploaded
     file_prefix = storage.local_path(file_prefix)
     directory = os.path.dirname(file_prefix)
     if directory:
@@ -357,7 +364,7 @@ class Checkpoint(AutoTrackable):
         `file_prefix` may be a URL (saverkit.storage; `storage_options` for its store).
 
         `options=CheckpointOptions(enable_async=True)`: return once the values are copied and write in the
-        background (`sync()` waits; see `saverkit.train.async_save`). URLs are written synchronously."""
+        background (`sync()` waits; see `saverkit.train.async_save`), to a URL too."""
         session, options = _session_and_options(session, options)
         return self.write_then(
             os.fspath(file_prefix), require_session(session, "Checkpoint.write()"), options,
@@ -375,7 +382,7 @@ class Checkpoint(AutoTrackable):
         """`write()`, then call `after()` once the files are complete (in the background for an asynchronous
         save): how `save()` and CheckpointManager record a new checkpoint in the state file."""
         view = self._graph_view
-        if not async_save.is_async(options) or storage.is_url(file_prefix):
+        if not async_save.is_async(options):
             async_save.before_sync_save(self)
             write_object_checkpoint(
                 file_prefix, session, view.root, view.attached_dependencies(), storage_options=storage_options
@@ -386,8 +393,8 @@ class Checkpoint(AutoTrackable):
 
         def stage(snapshot: async_save.Snapshot) -> Callable[[], str]:
             return stage_object_checkpoint(
-                storage.local_path(file_prefix), session, view.root, view.attached_dependencies(),
-                snapshot=snapshot,
+                file_prefix, session, view.root, view.attached_dependencies(),
+                storage_options=storage_options, snapshot=snapshot,
             )
 
         async_save.checkpoint_write(self, stage, options, file_prefix, after)

@@ -1016,14 +1016,15 @@ class Saver:
         ``options=saverkit.train.CheckpointOptions(enable_async=True)``: returns once the values are copied
         (the checkpoint holds them as they were then) and writes in the background; ``sync()`` waits and
         raises a background error, as does the next save. See ``saverkit.train.async_save``. A URL
-        ``save_path`` (``s3://``...), and a save coordinated over ranks (``coordinator=``), are saved
-        synchronously.
+        ``save_path`` (``s3://``...) is uploaded in the background too; a save coordinated over ranks
+        (``coordinator=``) is saved synchronously.
         """
-        if async_save.is_async(options) and not storage.is_url(save_path) and self._coordinator is None:
+        if async_save.is_async(options) and self._coordinator is None:
             return async_save.saver_save(
                 self, sess, save_path, global_step, options, latest_filename=latest_filename,
                 meta_graph_suffix=meta_graph_suffix, write_meta_graph=write_meta_graph,
-                write_state=write_state, strip_default_attrs=strip_default_attrs, durable=durable)
+                write_state=write_state, strip_default_attrs=strip_default_attrs, durable=durable,
+                storage_options=storage_options)
         async_save.before_sync_save(self)  # at most one save in flight: wait for it, raise its error
         if not self._is_built:
             raise RuntimeError("`build()` should be called before save if defer_build==True")
