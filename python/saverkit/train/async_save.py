@@ -249,7 +249,7 @@ class Snapshot:
                 wait([future])
             raise
         with self._lock:
-            self._ops.append(("write", future))
+            self._ops.append(("write", future, prefix))
         return True
 
     def add_merge(self, prefixes: list[str], destination: str, **kwargs: Any) -> None:
@@ -258,9 +258,15 @@ class Snapshot:
 
     def abandon(self) -> None:
         """The save failed before its background part started: wait for the writes it started (their
-        errors do not matter: the save's own error is raised)."""
+        errors do not matter: the save's own error is raised), and forget the parts of a sharded save to
+        a URL they staged in memory (no merge will publish them)."""
         ops, self._ops = self._ops, []
         wait([op[1] for op in ops if op[0] == "write"])
+        parts = [op[2] for op in ops if op[0] == "write" and storage.is_url(op[2])]
+        if parts:
+            from saverkit import remote_bundle
+
+            remote_bundle.take_parts(parts)
 
     def replay(self) -> None:
         """Complete what was recorded: wait for the writes (the first error once every write has ended),
@@ -507,6 +513,10 @@ class _SessionProxy:
 class _SnapshotSession(_SessionProxy):
     """The session as Saver.save sees it in the foreground: its save op runs with the snapshot and then
     the save stops (raising _Snapshotted)."""
+
+    # Read by Saver.save: this run only copies; the writes (and the parts of a sharded save to a URL,
+    # which its MergeV2Checkpoints publishes) belong to the background pass.
+    takes_snapshot = True
 
     def run(self, fetches: Any, feed_dict: Any = None, options: Any = None, run_metadata: Any = None) -> Any:
         if not (isinstance(fetches, str) and fetches == self._save_tensor_name):

@@ -1283,15 +1283,19 @@ class Saver:
         recorded = (list(self._last_checkpoints), list(self._checkpoints_to_be_deleted),
                     self._next_checkpoint_time)
         doomed: list[str] = []
+        # The foreground of an asynchronous save (saverkit.train.async_save) only copies the values: what
+        # the store holds is looked up, and staged parts dropped, by its background pass.
+        snapshot_pass = getattr(sess, "takes_snapshot", False)
         try:
             if not self._is_empty:
-                existed = loc.isfile(checkpoint_file + ".index")
+                existed = snapshot_pass or loc.isfile(checkpoint_file + ".index")
                 feed = {self.saver_def.filename_tensor_name: checkpoint_file}
                 try:
                     result = sess.run(self.saver_def.save_tensor_name, feed,
                                       options=RunOptions(storage_options=storage_options))
                 finally:  # parts of a sharded save that failed before its merge
-                    remote_bundle.drop_parts(checkpoint_file)
+                    if not snapshot_pass:
+                        remote_bundle.drop_parts(checkpoint_file)
                 model_checkpoint_path = _as_str(result)
                 created = not existed
             if write_meta_graph:
