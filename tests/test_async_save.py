@@ -626,6 +626,44 @@ def test_a_sharded_async_save_to_a_url_keeps_the_parts_its_merge_publishes():
     assert latest_checkpoint(directory) == path
 
 
+def test_a_sharded_async_url_save_failing_in_the_foreground_forgets_its_staged_parts(monkeypatch):
+    """A part of a sharded save to a URL waits in memory for its merge. When the save fails before it
+    returns (here the second shard's copy), no merge will come: the parts its writes staged are dropped,
+    not kept (with views of the staging memory the next save reuses) for the rest of the process."""
+    pytest.importorskip("fsspec")
+    from saverkit import remote_bundle
+
+    m = Model(sharded=True)
+    directory = _url_dir()
+    staged = []
+    real_stage = remote_bundle.stage_part
+
+    def stage_part(prefix, part):
+        staged.append(prefix)
+        real_stage(prefix, part)
+
+    monkeypatch.setattr(remote_bundle, "stage_part", stage_part)
+    real_add, calls = async_save.Snapshot.add_write, []
+
+    def add_write(self, *args, **kwargs):
+        calls.append(args[0])
+        if len(calls) == 2:
+            raise errors.InternalError(None, None, "injected: the second shard's copy failed")
+        return real_add(self, *args, **kwargs)
+
+    monkeypatch.setattr(async_save.Snapshot, "add_write", add_write)
+    m.set(1)
+    with pytest.raises(errors.InternalError, match="injected"):
+        m.saver.save(m.sess, directory + "/model", global_step=1, options=ASYNC)
+    assert len(calls) == 2 and staged == calls[:1]  # the first shard's write ran and staged its part
+    assert remote_bundle.take_parts(staged) == [None]
+    assert latest_checkpoint(directory) is None
+    monkeypatch.setattr(async_save.Snapshot, "add_write", real_add)
+    path = m.saver.save(m.sess, directory + "/model", global_step=2, options=ASYNC)  # the next one works
+    m.saver.sync()
+    Model.expect(load_checkpoint(path), 1)
+
+
 def test_a_failed_background_upload_raises_at_sync_and_publishes_nothing(monkeypatch):
     pytest.importorskip("fsspec")
     from saverkit import storage
