@@ -59,6 +59,22 @@ def fresh(d):
     os.makedirs(d)
     os.sync()
 
+def repetitions(sync_save, async_save):
+    # One warm-up of each (for saverkit it sizes the staging memory), the peak RSS reset, then reps
+    # repetitions in which the two take turns going first (see "Each repetition" in the docstring).
+    runs = {"sync": [], "async": [], "blocking": []}
+    for f in (sync_save, async_save):
+        fresh(root + "/w"); f(root + "/w")
+    reset_peak()
+    for r in range(reps):
+        for kind in (("sync", "async") if r % 2 == 0 else ("async", "sync")):
+            if kind == "sync":
+                fresh(root + "/s"); runs["sync"].append(sync_save(root + "/s")[0])
+            else:
+                fresh(root + "/a"); total, blocking = async_save(root + "/a")
+                runs["async"].append(total); runs["blocking"].append(blocking)
+    return runs
+
 wl = Workload.make(name, scale)
 root = tempfile.mkdtemp(prefix="sk-async-bench-", dir=os.environ.get("BENCH_DIR"))
 out = {"workload": name, "system": system, "payload_bytes": wl.nbytes}
@@ -84,17 +100,7 @@ if system.startswith("saverkit"):
         t1 = time.perf_counter()
         saver.sync()
         return time.perf_counter() - t0, t1 - t0
-    runs = {"sync": [], "async": [], "blocking": []}
-    for f in (sync_save, async_save):  # warm-up (sizes the staging memory)
-        fresh(root + "/w"); f(root + "/w")
-    reset_peak()
-    for r in range(reps):  # which goes first alternates: see "Each repetition" in the docstring
-        for kind in (("sync", "async") if r % 2 == 0 else ("async", "sync")):
-            if kind == "sync":
-                fresh(root + "/s"); runs["sync"].append(sync_save(root + "/s")[0])
-            else:
-                fresh(root + "/a"); total, blocking = async_save(root + "/a")
-                runs["async"].append(total); runs["blocking"].append(blocking)
+    runs = repetitions(sync_save, async_save)
     out["peak_rss_bytes"] = (status_kb("VmHWM") - base) * 1024
     r = saverkit.train.load_checkpoint(root + "/a/m")
     last = wl.expected(wl.count - 1).view(np.uint32)
@@ -129,17 +135,7 @@ else:
         t0 = time.perf_counter(); ckpt.write(d + "/m", options=opts); t1 = time.perf_counter()
         ckpt.sync()
         return time.perf_counter() - t0, t1 - t0
-    runs = {"sync": [], "async": [], "blocking": []}
-    for f in (sync_save, async_save):
-        fresh(root + "/w"); f(root + "/w")
-    reset_peak()
-    for r in range(reps):  # which goes first alternates: see "Each repetition" in the docstring
-        for kind in (("sync", "async") if r % 2 == 0 else ("async", "sync")):
-            if kind == "sync":
-                fresh(root + "/s"); runs["sync"].append(sync_save(root + "/s")[0])
-            else:
-                fresh(root + "/a"); total, blocking = async_save(root + "/a")
-                runs["async"].append(total); runs["blocking"].append(blocking)
+    runs = repetitions(sync_save, async_save)
     out["peak_rss_bytes"] = (status_kb("VmHWM") - base) * 1024
     out.update({k + "_s": statistics.median(v) for k, v in runs.items()})
 shutil.rmtree(root, ignore_errors=True)
