@@ -378,19 +378,6 @@ def _as_dtype_or_data_loss(enum: int, key: bytes, prefix: str) -> DType:
             None, None, f"Tensor {key!r} in {prefix} has invalid dtype {enum}") from None
 
 
-def _read_remote_index(loc: storage.Location, url: str) -> tuple[str, bytes]:
-    """(prefix, its index bytes) of the checkpoint ``url`` names. A plain prefix, the common case, costs one
-    GET (each round trip to a store is ~10-50 ms); anything else (an object's URL, a directory with a state
-    file) goes through checkpoint_paths.resolve_remote_prefix after that GET finds nothing."""
-    if not checkpoint_paths.names_an_object(url):
-        try:
-            return url, loc.read_bytes(url + ".index")
-        except errors.NotFoundError:
-            pass
-    prefix = checkpoint_paths.resolve_remote_prefix(loc, url)
-    return prefix, loc.read_bytes(prefix + ".index")
-
-
 class BundleReader:
     """An open checkpoint: list its tensors and read them (``with BundleReader(p) as r: ...``)."""
 
@@ -417,7 +404,7 @@ class BundleReader:
         loc = self._remote = storage.Location(url, storage_options)
         self._remote_lock = threading.Lock()
         if index is None:
-            self.prefix, index = _read_remote_index(loc, url)
+            self.prefix, index = checkpoint_paths.read_remote_index(loc, url)
         else:
             self.prefix = url
         self._core = _core.Reader(self.prefix, index)

@@ -281,10 +281,18 @@ def remote_prefix_exists(loc: storage.Location, prefix: str) -> bool:
     return loc.isfile(prefix + ".index")
 
 
-def names_an_object(url: str) -> bool:
-    """Whether ``url`` ends like one of a checkpoint's own objects (``.index``, ``.meta``, a data file)
-    rather than like a prefix."""
-    return url.endswith((".index", ".meta")) or DATA_FILE_RE.search(url) is not None
+def read_remote_index(loc: storage.Location, url: str) -> tuple[str, bytes]:
+    """(prefix, its index bytes) of the checkpoint ``url`` names, as ``resolve_remote_prefix`` resolves it.
+    A plain prefix, the common case, costs one GET (each round trip to a store is ~10-50 ms); a URL ending
+    like one of a checkpoint's objects, or a directory with a state file, is resolved first (or after
+    that GET finds nothing)."""
+    if not (url.endswith((".index", ".meta")) or DATA_FILE_RE.search(url)):
+        try:
+            return url, loc.read_bytes(url + ".index")
+        except errors.NotFoundError:
+            pass
+    prefix = resolve_remote_prefix(loc, url)
+    return prefix, loc.read_bytes(prefix + ".index")
 
 
 def resolve_remote_prefix(loc: storage.Location, url: str) -> str:

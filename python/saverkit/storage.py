@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import functools
 import os
 import posixpath
 import re
@@ -108,14 +109,15 @@ def _import_fsspec(url: str) -> Any:
     return fsspec
 
 
-def _whole_read_kwargs(fs: Any) -> dict[str, Any]:
+@functools.cache
+def _whole_read_kwargs(fs_type: Any) -> dict[str, Any]:
     """Arguments of ``cat_file`` for reading a whole object in one GET. s3fs (2024.12+) first asks the
     object's size (a HEAD: one more round trip before every index, state file or .meta) to decide
     whether to fetch it in concurrent ranges; the objects read whole here are small, so it is told not
     to."""
     import inspect
 
-    impl = getattr(type(fs), "_cat_file", None)
+    impl = getattr(fs_type, "_cat_file", None)
     try:
         params = inspect.signature(impl).parameters if impl is not None else {}
     except (TypeError, ValueError):
@@ -145,7 +147,7 @@ class Location:
         except ValueError as e:
             raise errors.InvalidArgumentError(None, None, f"Cannot open {url}: {e}") from None
         self.read_only = self.protocol in _READ_ONLY
-        self._whole_read = _whole_read_kwargs(self.fs)
+        self._whole_read = _whole_read_kwargs(self.fs.__class__)  # one signature look-up per backend
 
     def path(self, url: str) -> str:
         """The backend's path of ``url`` (protocol stripped)."""
