@@ -2,7 +2,10 @@
 directory, next to an N-process pwrite bound measured in the same run; restore throughput with each
 rank's slices matching the save (same world) and shifted by half a part, so that each stored slice is
 split between two ranks (the reads of a different world size: every row read once, each rank reading
-one part's bytes); merge + commit time for 10,000 keys.
+one part's bytes); merge + commit time for 10,000 keys; and an asynchronous save of the same variables
+(``CheckpointOptions(enable_async=True)``): how long each rank blocks (the longest rank), next to a
+memcpy of the payload that every rank makes at once in the same run, and its total time (until every
+rank's ``sync()`` returned) next to the synchronous save's.
 
     python benchmarks/distributed_save.py [--ranks 1 2 4] [--mib 256] [--repeats 3] [--dir DIR]
 
@@ -88,6 +91,9 @@ def worker(args) -> None:
         with sk.Session(graph=g) as sess:
             sess.run(sk.global_variables_initializer())
             saves, restores, restores_shifted = [], [], []
+            copies, blocked, async_totals = [], [], []
+            scratch = np.empty_like(value)
+            options = sk.train.CheckpointOptions(enable_async=True)
             for r in range(args.repeats):  # the bound and the save measured alike, interleaved
                 _settle(coord)
                 bound.append(_pwrite_bound(coord, directory, nbytes))
@@ -105,9 +111,21 @@ def worker(args) -> None:
                 shifted.restore(sess, prefix)
                 coord.barrier()
                 restores_shifted.append(time.perf_counter() - t0)
+                _settle(coord)
+                t0 = time.perf_counter()
+                np.copyto(scratch, value)
+                copies.append(max(coord.all_gather(time.perf_counter() - t0)))
+                _settle(coord)
+                t0 = time.perf_counter()
+                saver.save(sess, prefix + "-async", write_meta_graph=False, options=options)
+                t1 = time.perf_counter()
+                saver.sync()
+                coord.barrier()
+                async_totals.append(time.perf_counter() - t0)
+                blocked.append(max(coord.all_gather(t1 - t0)))
                 if rank == 0:
                     for name in os.listdir(directory):
-                        if name.startswith(f"ckpt-{r}."):
+                        if name.startswith((f"ckpt-{r}.", f"ckpt-{r}-async.")):
                             os.unlink(os.path.join(directory, name))
             for w, (lo, length) in zip(shifted_vars, ranges, strict=True):
                 got = sess.run(w)
@@ -120,6 +138,9 @@ def worker(args) -> None:
         restore_gbps=total / min(restores),
         restore_other_world_gbps=total / min(restores_shifted),
         save_seconds=min(saves),
+        memcpy_ms=min(copies) * 1e3,
+        async_blocks_ms=min(blocked) * 1e3,
+        async_total_vs_sync=min(async_totals) / min(saves),
     )
     out["save_vs_bound"] = out["save_gbps"] / out["pwrite_gbps"]
     if rank == 0:
@@ -174,13 +195,16 @@ def driver(args) -> None:
             shutil.rmtree(directory, ignore_errors=True)
     print("| N | MiB/rank | pwrite bound GB/s | save GB/s | save / bound | restore GB/s (same world) "
           "| restore GB/s (other world's slices) | other / same | merge 10k keys ms "
-          "| merge + state file 10k ms |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "| merge + state file 10k ms | async blocks ms | memcpy ms | blocks / memcpy "
+          "| async total / sync |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['ranks']} | {r['mib_per_rank']} | {r['pwrite_gbps']:.2f} | {r['save_gbps']:.2f} | "
               f"{r['save_vs_bound']:.2f} | {r['restore_gbps']:.2f} | {r['restore_other_world_gbps']:.2f} | "
               f"{r['restore_other_world_gbps'] / r['restore_gbps']:.2f} | "
-              f"{r['merge_10k_ms']:.1f} | {r['merge_commit_10k_ms']:.1f} |")
+              f"{r['merge_10k_ms']:.1f} | {r['merge_commit_10k_ms']:.1f} | {r['async_blocks_ms']:.1f} | "
+              f"{r['memcpy_ms']:.1f} | {r['async_blocks_ms'] / r['memcpy_ms']:.2f} | "
+              f"{r['async_total_vs_sync']:.2f} |")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)

@@ -838,3 +838,219 @@ def test_four_ranks_save_to_s3_and_three_restore(tmp_path):
             s3fs.S3FileSystem.clear_instance_cache()
     finally:
         server.stop()
+
+
+# --- asynchronous saves coordinated over ranks: the collectives run on a duplicate, in the background
+ASYNC = sk.train.CheckpointOptions(enable_async=True)
+
+
+def test_duplicated_coordinators_talk_on_their_own_channel():
+    def fn(c):
+        d = c.duplicate()
+        got = {}
+
+        def background():
+            got["dup"] = [d.all_gather(("dup", c.rank, i)) for i in range(3)]
+
+        t = threading.Thread(target=background)
+        t.start()  # both channels at once: no message of one reaches the other
+        main = [c.all_gather(("main", c.rank, i)) for i in range(3)]
+        t.join(10)
+        return main, got["dup"]
+
+    for main, dup in raise_first(run_ranks(3, fn)):
+        assert main == [[("main", r, i) for r in range(3)] for i in range(3)]
+        assert dup == [[("dup", r, i) for r in range(3)] for i in range(3)]
+
+
+def test_a_coordinator_that_cannot_duplicate_says_so_and_stays_usable():
+    class Minimal(dist.Coordinator):
+        def _all_gather(self, obj, *, deadline):
+            return [obj]
+
+    c = Minimal()
+    with pytest.raises(NotImplementedError, match="Minimal cannot duplicate"):
+        c.duplicate()
+    assert c.broken is None and c.all_gather(1) == [1]
+
+
+def _held_writes(monkeypatch) -> threading.Event:
+    """bundle.write_bundle waits until the returned event is set (at most 20 s)."""
+    release = threading.Event()
+    real = bundle.write_bundle
+
+    def held(*a, **k):
+        release.wait(20)
+        return real(*a, **k)
+
+    monkeypatch.setattr(bundle, "write_bundle", held)
+    return release
+
+
+def test_async_coordinated_save_holds_the_values_of_the_call_and_commits_in_the_background(
+        tmp_path, monkeypatch):
+    raise_first(run_ranks(3, lambda c: _save_rank(c, str(tmp_path), 1)))
+    release = _held_writes(monkeypatch)
+
+    def fn(c):
+        g = sk.Graph()
+        with g.as_default():
+            model = build_rank_model(c.rank, 3, 2)
+            saver = sk.train.Saver(coordinator=c, max_to_keep=2)
+            with sk.Session(graph=g) as sess:
+                sess.run(sk.global_variables_initializer())
+                path = saver.save(sess, str(tmp_path / "model"), global_step=2, options=ASYNC)
+                latest_then = sk.train.latest_checkpoint(str(tmp_path))
+                for v in model.values():  # training goes on: not in the checkpoint
+                    sess.run(v.assign(np.zeros(v.shape, v.dtype.as_numpy_dtype)))
+                # ... and so do the job's own collectives, while the save's are pending
+                seen = c.all_gather(c.rank)
+                c.barrier()
+                release.set()
+                saver.sync()
+                return path, latest_then, seen, saver.last_checkpoints
+
+    out = raise_first(run_ranks(3, fn))
+    prefix = str(tmp_path / "model-2")
+    for path, latest_then, seen, last in out:
+        assert path == prefix and latest_then == str(tmp_path / "model-1") and seen == [0, 1, 2]
+        assert last == [prefix]
+    _check_checkpoint(prefix, 3, 2)
+    assert sk.train.latest_checkpoint(str(tmp_path)) == prefix
+    assert os.path.exists(prefix + ".meta")
+    assert not [n for n in os.listdir(tmp_path) if "_temp_" in n]
+
+
+def test_a_failed_background_write_raises_on_every_rank_at_sync_and_the_next_save_works(
+        tmp_path, monkeypatch):
+    raise_first(run_ranks(3, lambda c: _save_rank(c, str(tmp_path), 1)))
+    real = bundle.write_bundle
+    failing = {"on": True}
+
+    def write(prefix, *a, **k):
+        if failing["on"] and "part-00002-of" in prefix:
+            raise errors.ResourceExhaustedError(None, None, f"No space left on device: {prefix}")
+        return real(prefix, *a, **k)
+
+    monkeypatch.setattr(bundle, "write_bundle", write)
+
+    def fn(c):
+        g = sk.Graph()
+        with g.as_default():
+            build_rank_model(c.rank, 3, 2)
+            saver = sk.train.Saver(coordinator=c)
+            with sk.Session(graph=g) as sess:
+                sess.run(sk.global_variables_initializer())
+                saver.save(sess, str(tmp_path / "model"), global_step=2, options=ASYNC)
+                try:
+                    saver.sync()
+                except errors.OpError as e:
+                    first = e
+                else:
+                    first = None
+                c.barrier()
+                failing["on"] = False
+                again = saver.save(sess, str(tmp_path / "model"), global_step=3, options=ASYNC)
+                saver.sync()
+                return first, again
+
+    out = raise_first(run_ranks(3, fn))
+    for first, again in out:
+        assert isinstance(first, dist.RankFailedError), out
+        assert "save (write) failed on rank 2: ResourceExhaustedError: No space left" in str(first)
+        assert again == str(tmp_path / "model-3")
+    assert not os.path.exists(tmp_path / "model-2.index")
+    _check_checkpoint(str(tmp_path / "model-3"), 3, 2)  # the values of step 2, saved as step 3
+    assert sk.train.latest_checkpoint(str(tmp_path)) == str(tmp_path / "model-3")
+
+
+def test_a_rank_that_hangs_in_the_background_fails_the_others_at_their_next_save(tmp_path, monkeypatch):
+    raise_first(run_ranks(3, lambda c: _save_rank(c, str(tmp_path), 1)))
+    group = dist.ThreadGroup(3, timeout=1.0)
+    real = bundle.write_bundle
+    hang = threading.Event()
+
+    def write(prefix, *a, **k):
+        if "part-00001-of" in prefix:
+            hang.wait(10)  # rank 1 never reports its write in time
+        return real(prefix, *a, **k)
+
+    monkeypatch.setattr(bundle, "write_bundle", write)
+
+    def fn(c):
+        g = sk.Graph()
+        with g.as_default():
+            build_rank_model(c.rank, 3, 2)
+            saver = sk.train.Saver(coordinator=c)
+            with sk.Session(graph=g) as sess:
+                sess.run(sk.global_variables_initializer())
+                saver.save(sess, str(tmp_path / "model"), global_step=2, options=ASYNC)
+                if c.rank == 1:
+                    return saver
+                t0 = time.monotonic()
+                with pytest.raises(dist.CollectiveTimeoutError) as info:
+                    saver.save(sess, str(tmp_path / "model"), global_step=3, options=ASYNC)
+                assert c.broken is None  # the job's own coordinator is not the save's
+                return info.value, time.monotonic() - t0
+
+    out = run_ranks(3, fn, group=group)
+    hang.set()
+    with pytest.raises(dist.CollectiveTimeoutError, match="rank 1 of 3"):  # the hung rank, once it wakes
+        out[1].sync()
+    for rank in (0, 2):
+        assert not isinstance(out[rank], BaseException), out
+        assert out[rank][1] < 5
+    assert sk.train.latest_checkpoint(str(tmp_path)) == str(tmp_path / "model-1")
+    _check_checkpoint(str(tmp_path / "model-1"), 3, 1)
+
+
+def test_async_checkpoint_manager_over_ranks(tmp_path, monkeypatch):
+    release = _held_writes(monkeypatch)
+
+    def fn(c):
+        g = sk.Graph()
+        with g.as_default(), sk.Session(graph=g) as sess:
+            mine = sk.Variable(np.zeros(c.rank + 1, np.float32), name=f"w{c.rank}")
+            ckpt = sk.train.Checkpoint(**{f"w{c.rank}": mine})
+            mgr = sk.train.CheckpointManager(ckpt, str(tmp_path), max_to_keep=1, coordinator=c)
+            sess.run(sk.global_variables_initializer())
+            paths = []
+            for i in range(2):
+                sess.run(mine.assign(np.full(c.rank + 1, 10 * i + c.rank, np.float32)))
+                paths.append(mgr.save(session=sess, options=ASYNC))
+                before = mgr.latest_checkpoint
+                sess.run(mine.assign(np.full(c.rank + 1, -1, np.float32)))
+                c.barrier()
+                release.set()
+            latest = mgr.restore_or_initialize(session=sess)  # waits for the save in flight
+            return paths, before, latest, sess.run(mine), mgr.checkpoints
+
+    out = raise_first(run_ranks(3, fn))
+    want = [str(tmp_path / "ckpt-1"), str(tmp_path / "ckpt-2")]
+    for rank, (paths, before, latest, value, kept) in enumerate(out):
+        assert paths == want and before == want[0] and latest == want[1] and kept == want[1:]
+        np.testing.assert_array_equal(value, np.full(rank + 1, 10 + rank, np.float32))
+    assert sorted(n for n in os.listdir(tmp_path) if n.endswith(".index")) == ["ckpt-2.index"]
+
+
+def test_async_coordinated_save_to_a_url(countmem):
+    base = "countmem://bucket/async"
+
+    def fn(c):
+        g = sk.Graph()
+        with g.as_default():
+            model = build_rank_model(c.rank, 3, 5)
+            saver = sk.train.Saver(coordinator=c)
+            with sk.Session(graph=g) as sess:
+                sess.run(sk.global_variables_initializer())
+                path = saver.save(sess, base + "/model", global_step=5, options=ASYNC)
+                for v in model.values():
+                    sess.run(v.assign(np.zeros(v.shape, v.dtype.as_numpy_dtype)))
+                saver.sync()
+                return path
+
+    assert raise_first(run_ranks(3, fn)) == [base + "/model-5"] * 3
+    assert sk.train.latest_checkpoint(base) == base + "/model-5"
+    reader = sk.train.load_checkpoint(base + "/model-5")
+    for k, v in expected_values(3, 5).items():
+        np.testing.assert_array_equal(reader.get_tensor(k), v)

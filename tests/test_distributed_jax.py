@@ -54,6 +54,14 @@ def test_three_jax_processes_save_one_checkpoint_and_two_restore_it(tmp_path):
     assert codes == [0, 0] and [d.get("step") for d in lines] == [3, 3], out
 
 
+def test_three_jax_processes_async_save_commits_in_a_namespace_of_its_own(tmp_path):
+    from test_distributed_mpi import _check_async
+
+    codes, lines, out = jax_run(3, "async-save", str(tmp_path), "4")
+    assert codes == [0] * 3, out
+    _check_async(lines, tmp_path, 3, 4)
+
+
 def test_kill_9_of_a_jax_rank_mid_save_errors_the_others_within_the_timeout(tmp_path):
     codes, _, out = jax_run(3, "save", str(tmp_path), "1")
     assert codes == [0] * 3, out

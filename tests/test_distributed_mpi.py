@@ -88,6 +88,33 @@ def test_mpiexec_4_ranks_save_one_checkpoint_that_tensorflow_reads(tmp_path):
     assert tf.train.latest_checkpoint(str(tmp_path)) == prefix
 
 
+def _check_async(lines: list[dict], directory, world: int, step: int) -> None:
+    """What dist_worker.py's async-save reports: the save returned before its commit; the job's own
+    collectives ran meanwhile; the checkpoint holds the values of the call."""
+    prefix = str(directory / f"model-{step}")
+    assert len(lines) == world and all(d.get("error") is None for d in lines), lines
+    for d in lines:
+        assert d["path"] == prefix and d["latest_then"] is None
+        assert d["seen"] == [[r * 10 + i for r in range(world)] for i in range(5)]
+    assert sk.train.latest_checkpoint(str(directory)) == prefix
+    _read_all(prefix, world, step)
+
+
+def test_mpiexec_4_ranks_async_save_commits_on_a_duplicated_communicator(tmp_path):
+    rc, lines, out = mpirun(4, "async-save", str(tmp_path), "4")
+    assert rc == 0, out
+    _check_async(lines, tmp_path, 4, 4)
+
+
+def test_async_save_under_mpi_without_thread_multiple_is_a_clear_error(tmp_path):
+    rc, lines, out = mpirun(2, "--thread-level", "serialized", "async-save", str(tmp_path), "4")
+    assert rc != 0 and len(lines) == 2, out
+    for d in lines:
+        assert d["error"] == "FailedPreconditionError", out
+        assert "MPI_THREAD_SERIALIZED" in d["message"] and "MPI_THREAD_MULTIPLE" in d["message"], out
+    assert os.listdir(tmp_path) == []
+
+
 @pytest.mark.parametrize("saved, restored", [(4, 2), (2, 4)])
 def test_mpiexec_restore_with_another_world_size(tmp_path, saved, restored):
     rc, _, out = mpirun(saved, "save", str(tmp_path), "5")

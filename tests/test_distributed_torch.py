@@ -83,6 +83,14 @@ def test_four_gloo_processes_save_one_checkpoint_and_two_restore_it(tmp_path):
     assert codes == [0, 0] and [d.get("step") for d in lines] == [3, 3], out
 
 
+def test_four_gloo_processes_async_save_commits_on_a_group_of_its_own(tmp_path):
+    from test_distributed_mpi import _check_async
+
+    codes, lines, out = gloo_run(4, "async-save", str(tmp_path), "4")
+    assert codes == [0] * 4, out
+    _check_async(lines, tmp_path, 4, 4)
+
+
 @pytest.mark.parametrize("victim, phase", [
     (1, "after-write"), pytest.param(0, "in-commit", marks=pytest.mark.slow)])
 def test_kill_9_of_a_rank_mid_save_errors_every_other_rank_within_the_timeout(tmp_path, victim, phase):

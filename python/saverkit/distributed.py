@@ -8,7 +8,10 @@ checkpoint. A coordinator offers four things, each collective bounded by a timeo
 * ``rank`` and ``world_size``;
 * ``barrier()``;
 * ``all_gather(obj)``: every rank's picklable ``obj``, as a list indexed by rank, on every rank;
-* ``broadcast(obj, root=0)``: ``root``'s ``obj`` on every rank.
+* ``broadcast(obj, root=0)``: ``root``'s ``obj`` on every rank;
+* ``duplicate()`` (optional): a coordinator over the same ranks on a channel of its own, whose
+  collectives may run on another thread while this one's run (an asynchronous save's background
+  commit: MPI ``Idup``, a new gloo group, another key namespace).
 
 A collective that does not complete within its timeout raises :class:`CollectiveTimeoutError` (a peer
 died or hangs) and the coordinator is then *broken*: every later call raises at once, since messages of
@@ -115,6 +118,14 @@ class Coordinator:
         """Returns once every rank has called ``barrier``."""
         self._call("barrier", self._barrier, timeout)
 
+    def duplicate(self, *, timeout: float | None = None) -> Coordinator:
+        """A coordinator over the same ranks whose collectives never meet this one's, so that one thread
+        may run collectives on it while another thread uses this one (an asynchronous save's background
+        thread, beside a training loop's own collectives). Collective: every rank calls it, in the same
+        order. NotImplementedError for a coordinator that cannot (the base class)."""
+        self._check_duplicate()
+        return self._call("duplicate", self._duplicate, timeout)
+
     @property
     def broken(self) -> str | None:
         """Why this coordinator can no longer be used (after a timeout), or None."""
@@ -132,7 +143,7 @@ class Coordinator:
         except CollectiveTimeoutError as e:
             self._broken = e.message
             raise
-        except DistributedError:
+        except (DistributedError, NotImplementedError):  # NotImplementedError: no message was sent
             raise
         except Exception as e:  # the runtime's own error (a peer's connection closed, ...)
             self._broken = f"{type(e).__name__}: {e}"
@@ -156,6 +167,14 @@ class Coordinator:
 
     def _barrier(self, *, deadline: float) -> None:
         self._all_gather(None, deadline=deadline)
+
+    def _duplicate(self, *, deadline: float) -> Coordinator:
+        raise NotImplementedError(
+            f"{type(self).__name__} cannot duplicate itself, so it cannot run a save's collectives on a "
+            "background thread (an asynchronous save coordinated over ranks): implement _duplicate")
+
+    def _check_duplicate(self) -> None:
+        """Raises (an OpError, leaving this coordinator usable) if a duplicate could not be used."""
 
 
 def _remaining(deadline: float) -> float:
@@ -244,6 +263,7 @@ class ThreadGroup:
         self._cond = threading.Condition()
         self._slots: dict[int, dict] = {}
         self._dead: set[int] = set()
+        self._children: dict[int, ThreadGroup] = {}  # the channels of duplicated coordinators
 
     def coordinator(self, rank: int, timeout: float | None = None) -> ThreadCoordinator:
         return ThreadCoordinator(self, rank, self.timeout if timeout is None else timeout)
@@ -251,7 +271,20 @@ class ThreadGroup:
     def abandon(self, rank: int) -> None:
         with self._cond:
             self._dead.add(rank)
+            children = list(self._children.values())
             self._cond.notify_all()
+        for child in children:  # a dead rank is dead on every channel
+            child.abandon(rank)
+
+    def child(self, index: int) -> ThreadGroup:
+        """The channel of every rank's ``index``-th duplicated coordinator (made by the first rank)."""
+        with self._cond:
+            group = self._children.get(index)
+            if group is None:
+                group = ThreadGroup(self.world_size, self.timeout)
+                group._dead = set(self._dead)
+                self._children[index] = group
+            return group
 
     def exchange(self, rank: int, seq: int, what: str, obj: Any, deadline: float) -> list:
         with self._cond:
@@ -292,6 +325,7 @@ class ThreadCoordinator(Coordinator):
         self.rank = rank
         self.world_size = group.world_size
         self._seq = 0
+        self._duplicates = 0
 
     def _next(self) -> int:
         self._seq += 1
@@ -309,6 +343,10 @@ class ThreadCoordinator(Coordinator):
 
     def _barrier(self, *, deadline: float) -> None:
         self.group.exchange(self.rank, self._next(), "barrier", None, deadline)
+
+    def _duplicate(self, *, deadline: float) -> ThreadCoordinator:
+        self._duplicates += 1
+        return ThreadCoordinator(self.group.child(self._duplicates), self.rank, self.timeout)
 
 
 # --- MPI (mpi4py)
@@ -335,18 +373,43 @@ class MPICoordinator(Coordinator):
     collective here is made of nonblocking sends (``isend``) and probed receives (``iprobe`` then
     ``recv``), polled until the deadline. Gather goes through rank 0 (N-1 messages in, N-1 out)."""
 
-    def __init__(self, comm: Any = None, timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(self, comm: Any = None, timeout: float = DEFAULT_TIMEOUT, *,
+                 duplicate_comm: bool = True) -> None:
         super().__init__(timeout)
         from mpi4py import MPI  # noqa: PLC0415 - optional dependency (saverkit[mpi])
 
         self._MPI = MPI
         base = MPI.COMM_WORLD if comm is None else comm
-        self.comm = base.Dup()
-        self.rank = self.comm.Get_rank()
-        self.world_size = self.comm.Get_size()
+        # duplicate_comm=False: ``comm`` is saverkit's alone already (a duplicate's Idup)
+        comm = base.Dup() if duplicate_comm else base
+        self.comm = comm
+        self.rank = comm.Get_rank()
+        self.world_size = comm.Get_size()
         self._seq = 0
-        ub = self.comm.Get_attr(MPI.TAG_UB) or 32767
+        ub = comm.Get_attr(self._MPI.TAG_UB) or 32767
         self._tag_span = max(1, min(int(ub), 1 << 20) - 1)
+
+    def _check_duplicate(self) -> None:
+        MPI = self._MPI  # noqa: N806 - mpi4py's name
+        level = MPI.Query_thread()
+        if level != MPI.THREAD_MULTIPLE:
+            names = {MPI.THREAD_SINGLE: "MPI_THREAD_SINGLE", MPI.THREAD_FUNNELED: "MPI_THREAD_FUNNELED",
+                     MPI.THREAD_SERIALIZED: "MPI_THREAD_SERIALIZED"}
+            raise errors.FailedPreconditionError(
+                None, None,
+                f"rank {self.rank}: MPI runs at thread level {names.get(level, level)}; collectives on a "
+                "background thread (an asynchronous save) need MPI_THREAD_MULTIPLE, which mpi4py requests "
+                "unless mpi4py.rc.thread_level says otherwise")
+
+    def _duplicate(self, *, deadline: float) -> MPICoordinator:
+        # Idup, polled: a blocking Dup would wait forever for a dead peer.
+        comm, request = self.comm.Idup()
+        poll = _Poller()
+        while not request.Test():
+            if _remaining(deadline) <= 0:
+                raise self._timeout_error("duplicate")
+            poll.wait()
+        return MPICoordinator(comm, self.timeout, duplicate_comm=False)
 
     def _tag(self) -> int:
         self._seq += 1
@@ -440,6 +503,17 @@ class TorchCoordinator(Coordinator):
         if ok is False:
             raise self._timeout_error(what)
 
+    def _duplicate(self, *, deadline: float) -> TorchCoordinator:
+        dist = self._dist
+        remaining = _remaining(deadline)
+        if remaining <= 0:
+            raise self._timeout_error("duplicate")
+        # gloo: the objects travel as CPU tensors. Only the group's members take part in making it.
+        ranks = None if self.group is None else dist.get_process_group_ranks(self.group)
+        group = dist.new_group(ranks=ranks, backend="gloo", timeout=timedelta(seconds=remaining),
+                               use_local_synchronization=ranks is not None)
+        return TorchCoordinator(group, self.timeout)
+
     def _bytes_tensor(self, obj: Any) -> Any:
         data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
         return self._torch.frombuffer(bytearray(data), dtype=self._torch.uint8) if data else \
@@ -494,6 +568,12 @@ class JaxCoordinator(Coordinator):
         self.namespace = namespace
         self._seq = 0
         self._mine: list[str] = []  # keys this rank set and has not deleted
+        self._duplicates = 0
+
+    def _duplicate(self, *, deadline: float) -> JaxCoordinator:
+        # Every rank numbers its duplicates alike, so a namespace of its own needs no message.
+        self._duplicates += 1
+        return JaxCoordinator(self.client, self.timeout, namespace=f"{self.namespace}/dup{self._duplicates}")
 
     def _key(self, seq: int, rank: int) -> str:
         return f"{self.namespace}/{seq}/{rank}"

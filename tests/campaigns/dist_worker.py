@@ -10,6 +10,9 @@ Commands (each rank prints one JSON line ``{"rank": r, ...}`` on stdout):
     die DIR STEP VICTIM PHASE SIG save; rank VICTIM sends itself SIG (KILL or STOP: a hung rank) at
                                   PHASE (after-write: its part is written; in-commit: rank 0 merged,
                                   the state file not yet written); the others report their error
+    async-save DIR STEP           an asynchronous save at STEP: rank 0's write is held while every rank
+                                  changes its variables and runs collectives of its own on the job's
+                                  coordinator (the save's are on a duplicate); then sync
     bench DIR MIB                 each rank saves MIB MiB of its own variables; prints seconds
 """
 
@@ -32,6 +35,10 @@ from saverkit import distributed as dist  # noqa: E402
 
 def coordinator(args) -> dist.Coordinator:
     if args.via == "mpi":
+        if args.thread_level:
+            import mpi4py
+
+            mpi4py.rc.thread_level = args.thread_level
         return dist.MPICoordinator(timeout=args.timeout)
     if args.via == "jax":
         import jax
@@ -78,6 +85,38 @@ def do_restore(coord, prefix, saved_world):
             np.testing.assert_array_equal(sess.run(model["emb"]), full[lo:hi])
             np.testing.assert_array_equal(sess.run(model["shared"]), shared(step))
             return step
+
+
+def do_async_save(coord, directory, step):
+    import threading
+
+    from saverkit import bundle
+
+    release = threading.Event()
+    if coord.rank == 0:  # the other ranks' background threads wait in the save's write collective
+        real = bundle.write_bundle
+
+        def held(*a, **k):
+            release.wait(60)
+            return real(*a, **k)
+
+        bundle.write_bundle = held
+    g = sk.Graph()
+    with g.as_default():
+        model = build_rank_model(coord.rank, coord.world_size, step)
+        saver = sk.train.Saver(coordinator=coord)
+        with sk.Session(graph=g) as sess:
+            sess.run(sk.global_variables_initializer())
+            path = saver.save(sess, os.path.join(directory, "model"), global_step=step,
+                              options=sk.train.CheckpointOptions(enable_async=True))
+            latest_then = sk.train.latest_checkpoint(directory)
+            for v in model.values():  # later training: not in the checkpoint
+                sess.run(v.assign(np.zeros(v.shape, v.dtype.as_numpy_dtype)))
+            seen = [coord.all_gather(coord.rank * 10 + i) for i in range(5)]
+            coord.barrier()
+            release.set()
+            saver.sync()
+            return {"path": path, "latest_then": latest_then, "seen": seen}
 
 
 def arm_death(coord, victim, phase, sig="KILL"):
@@ -137,6 +176,7 @@ def main() -> int:
     p.add_argument("--world", type=int, default=1)
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--timeout", type=float, default=30.0)
+    p.add_argument("--thread-level", default="")  # mpi4py.rc.thread_level
     p.add_argument("cmd")
     p.add_argument("args", nargs="*")
     args = p.parse_args()
@@ -168,6 +208,8 @@ def main() -> int:
                 report(coord, error=type(e).__name__, message=str(e)[:300], seconds=waited)
                 os._exit(0)  # a peer is dead: skip the runtime's shutdown, which may wait for it
             report(coord, error=None)
+        elif args.cmd == "async-save":
+            report(coord, **do_async_save(coord, args.args[0], int(args.args[1])))
         elif args.cmd == "bench":
             report(coord, times=do_bench(coord, args.args[0], int(args.args[1])))
         else:

@@ -20,7 +20,9 @@ How, in order:
    the write overlaps the copy. Otherwise it starts once the copy is done (see the constant for why).
    A URL prefix (``s3://``, ``gs://``, ...; saverkit.storage) is always uploaded after the copy, through
    the same commit protocol as a synchronous remote save, with the save's ``storage_options``. A save
-   coordinated over ranks (``coordinator=``) is synchronous.
+   coordinated over ranks (``coordinator=``) snapshots by fetching this rank's values instead, and its
+   background thread runs the ranks' collectives on a duplicate of the coordinator (see
+   saverkit.train.distributed_save).
 3. The call returns once every copy is done. The checkpoint holds the values of this moment: later
    updates of the variables are not in it (the writes read only staging memory).
 4. The background thread waits for the writes, runs the merges in order, then finishes the save exactly as
@@ -429,6 +431,27 @@ class AsyncWriter:
             finally:
                 del job
                 self._done.set()
+
+
+_COORD_ATTR = "_saverkit_async_coordinator"
+_exit_hook_again = False
+
+
+def background_coordinator(owner: Any, coord: Any) -> Any:
+    """``owner``'s duplicate of ``coord`` (made on its first asynchronous save: a collective), on which its
+    background thread runs a coordinated save's collectives."""
+    global _exit_hook_again
+    made = owner.__dict__.get(_COORD_ATTR)
+    if made is None or made[0] is not coord:
+        made = (coord, coord.duplicate())
+        object.__setattr__(owner, _COORD_ATTR, made)
+        if not _exit_hook_again:
+            # Exit hooks run last-registered first; the runtime's own (mpi4py's MPI_Finalize, JAX's
+            # shutdown) were registered when it was imported, after this module. A save in flight at exit
+            # needs the runtime: wait for it before they run.
+            atexit.register(_at_exit)
+            _exit_hook_again = True
+    return made[1]
 
 
 def writer_for(owner: Any) -> AsyncWriter:

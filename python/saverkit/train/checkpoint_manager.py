@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, cast
 import numpy as np
 
 from saverkit import storage
-from saverkit.train import checkpoint_management
+from saverkit.train import async_save, checkpoint_management
 
 if TYPE_CHECKING:
     from saverkit.framework.session import Session
@@ -212,7 +212,7 @@ class CheckpointManager:
             return distributed_save.write_object_checkpoint(
                 self._coordinator, self._checkpoint, prefix, session,
                 commit=self._record_new, committed=lambda path: self._record_new(path, delete=False),
-                storage_options=self._storage_options)
+                storage_options=self._storage_options, asynchronous=async_save.is_async(options))
         # The state file and retention move once the checkpoint is complete (TF's write_done_callback):
         # after the background write of an asynchronous save.
         return self._checkpoint.write_then(
@@ -243,6 +243,8 @@ class CheckpointManager:
     def restore_or_initialize(self, session: Session | None = None) -> str | None:
         """Restore the latest checkpoint and return its path; with none, call `init_fn` and return None."""
         session = session if session is not None else self._session
+        if self._checkpoint is not None:
+            async_save.wait_for(self._checkpoint)  # an asynchronous save in flight is the latest once done
         if self._coordinator is not None:  # each rank restores its own objects; an error raises everywhere
             from saverkit import distributed
 

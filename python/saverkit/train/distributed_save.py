@@ -25,6 +25,17 @@ A URL prefix (``s3://``, ``memory://``...: saverkit.storage) has no part directo
 writing rank writes its data object ``<prefix>.data-0000k-of-0000n`` in place, rank 0 merges the ranks'
 indexes in memory and writes the index last, then the ``.meta`` and the state file (run_save_remote).
 
+An asynchronous save (``options=CheckpointOptions(enable_async=True)``) takes each rank's values in the
+call: its variables are fetched, which copies them, and the checkpoint name and plan entries are fixed
+(a ``global_step`` is evaluated then). It returns without any collective. The owner's background thread
+(saverkit.train.async_save) then runs the three steps above on a **duplicate** of the coordinator
+(``Coordinator.duplicate()``, made once per Saver or Checkpoint on its first asynchronous save): a
+channel of its own, so they never meet collectives that the training loop runs on the coordinator
+meanwhile. An error of any rank, or a dead peer, is raised on every rank by its next save or ``sync()``.
+The copy is this rank's values, held until the write is done (``staging_limit_bytes`` does not apply to
+it). Every rank must save asynchronously, or none: a rank saving synchronously meanwhile meets nobody in
+its collectives and times out, as do the others.
+
 A restore reads the index once: rank 0 reads its bytes and broadcasts them, and every rank opens the
 checkpoint from them (no other rank opens the index), checks its own variables' keys, dtypes and shapes
 (a missing checkpoint or key is one error raised on every rank) and restores only them, its RestoreV2
@@ -297,6 +308,66 @@ def _run_save(coord: dist.Coordinator, job: _Job, prepare: Callable[[], tuple], 
     return path
 
 
+class _Frozen(_Job):
+    """An asynchronous save's job: ``job``'s checkpoint name, entries and values, all taken when it is
+    made (the values are fetched copies); the background steps read only these."""
+
+    def __init__(self, job: _Job) -> None:
+        self._job = job
+        self.rank0_extra = job.rank0_extra
+        self.storage_options = job.storage_options
+        try:
+            self._file = job.checkpoint_file()
+            self._entries = job.entries()
+            self._extra = job.extra()
+            self._columns: tuple | None = job.tensors(list(range(len(self._entries))), ([],) * 4)
+        finally:
+            job.release()
+
+    def checkpoint_file(self) -> str:
+        return self._file
+
+    def entries(self) -> list[tuple]:
+        return self._entries
+
+    def extra(self) -> Any:
+        return self._extra
+
+    def tensors(self, mine: list[int], extra: tuple) -> tuple[list, list, list, list]:
+        if self._columns is None:
+            raise errors.InternalError(None, None, f"The snapshot of {self._file} was already released")
+        return tuple([column[i] for i in mine] + list(more)  # type: ignore[return-value]
+                     for column, more in zip(self._columns, extra, strict=True))
+
+    def rank0_tensors(self, extras: list) -> tuple[list, list, list, list]:
+        return self._job.rank0_tensors(extras)
+
+    def check_parent(self, checkpoint_file: str) -> None:
+        self._job.check_parent(checkpoint_file)
+
+    def commit(self, checkpoint_file: str) -> None:
+        self._job.commit(checkpoint_file)
+
+    def committed(self, checkpoint_file: str) -> None:
+        self._job.committed(checkpoint_file)
+
+    def release(self) -> None:
+        self._columns = None
+
+
+def run_save_async(coord: dist.Coordinator, job: _Job, durable: bool, owner: Any) -> str:
+    """Takes this rank's snapshot of ``job`` and hands the coordinated save to ``owner``'s background
+    thread, on ``owner``'s duplicate of ``coord``; returns the checkpoint's prefix. The caller has waited
+    for ``owner``'s previous save (and raised its error)."""
+    from saverkit.train import async_save  # noqa: PLC0415
+
+    background = async_save.background_coordinator(owner, coord)
+    frozen = _Frozen(job)
+    path = frozen.checkpoint_file()
+    async_save.writer_for(owner).start(lambda: run_save(background, frozen, durable), path)
+    return path
+
+
 # --- save: to a URL
 _DATA_RE = re.compile(r"^(?P<base>.+)\.data-(?P<shard>\d{5,})-of-(?P<num>\d{5,})\Z")
 
@@ -493,10 +564,13 @@ def save(
     strip_default_attrs: bool,
     durable: bool,
     storage_options: dict | None = None,
+    asynchronous: bool = False,
 ) -> str | None:
     """``Saver.save`` when the Saver has a coordinator (see the module docstring)."""
     job = _SaverJob(saver, sess, save_path, global_step, latest_filename, meta_graph_suffix,
                     write_meta_graph, write_state, strip_default_attrs, durable, storage_options)
+    if asynchronous:
+        return run_save_async(saver.coordinator, job, durable, saver)
     return run_save(saver.coordinator, job, durable)
 
 
@@ -561,14 +635,16 @@ class _ObjectJob(_Job):
 def write_object_checkpoint(coord: dist.Coordinator, checkpoint: Any, prefix: str, session: Any,
                             commit: Callable[[str], Any] | None = None,
                             committed: Callable[[str], Any] | None = None,
-                            storage_options: dict | None = None) -> str | None:
+                            storage_options: dict | None = None, asynchronous: bool = False) -> str | None:
     """``Checkpoint.write`` of every rank's objects into ONE object-based checkpoint at ``prefix``.
 
     The ranks' object graphs are merged by object path (a node is the same object on every rank that
     reaches it by the same path; variables with the same key are replicas, written once); ``commit``
     runs on rank 0 after the merge (the state file), ``committed`` on the others afterwards."""
-    return run_save(coord, _ObjectJob(checkpoint, prefix, session, commit, committed, storage_options),
-                    durable=False)
+    job = _ObjectJob(checkpoint, prefix, session, commit, committed, storage_options)
+    if asynchronous:  # the Checkpoint's background thread, as for its own asynchronous saves
+        return run_save_async(coord, job, False, checkpoint)
+    return run_save(coord, job, durable=False)
 
 
 def _node_paths(graph: Any) -> list:

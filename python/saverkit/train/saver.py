@@ -1016,8 +1016,10 @@ class Saver:
         ``options=saverkit.train.CheckpointOptions(enable_async=True)``: returns once the values are copied
         (the checkpoint holds them as they were then) and writes in the background; ``sync()`` waits and
         raises a background error, as does the next save. See ``saverkit.train.async_save``. A URL
-        ``save_path`` (``s3://``...) is uploaded in the background too; a save coordinated over ranks
-        (``coordinator=``) is saved synchronously.
+        ``save_path`` (``s3://``...) is uploaded in the background too. A save coordinated over ranks
+        (``coordinator=``) returns once this rank's values are fetched (copied), and every rank's background
+        thread writes and commits the checkpoint together (``saverkit.train.distributed_save``); every
+        rank must pass the same options.
         """
         if async_save.is_async(options) and self._coordinator is None:
             return async_save.saver_save(
@@ -1042,7 +1044,7 @@ class Saver:
             return distributed_save.save(
                 self, sess, os.fsdecode(os.fspath(save_path)), global_step, latest_filename,
                 meta_graph_suffix, write_meta_graph, write_state, strip_default_attrs, durable,
-                storage_options)
+                storage_options, asynchronous=async_save.is_async(options))
         if storage.is_url(save_path):  # s3://, gs://, memory://, ...: see saverkit.storage
             return self._save_remote(sess, os.fsdecode(os.fspath(save_path)), global_step, latest_filename,
                                      meta_graph_suffix, write_meta_graph, write_state, strip_default_attrs,
