@@ -544,6 +544,25 @@ def test_a_staging_limit_below_the_payload_still_saves_exactly(tmp_path):
     assert async_save.writer_for(m.saver).staging.arena is None
 
 
+def test_fetches_of_a_run_with_a_snapshot_are_copied_into_its_staging_memory():
+    g = sk.Graph()
+    with g.as_default(), sk.Session(graph=g) as sess:
+        v = sk.Variable(np.arange(1000, dtype=np.float32), name="v")
+        s = sk.Variable(np.array([b"a", b"bc"], dtype=object), name="s")
+        n = sk.Variable(np.int64(3), name="n")
+        sess.run(sk.global_variables_initializer())
+        writer = async_save.writer_for(sess)
+        writer.staging.staged = 8192  # as if an earlier snapshot had been this big: the arena takes it
+        snapshot = writer.snapshot(CheckpointOptions(enable_async=True))
+        got, strings, scalar = sess.run([v, s, n], options=sk.RunOptions(snapshot=snapshot))
+        arena = writer.staging.arena
+        assert arena is not None and np.shares_memory(got, arena) and got.flags.writeable
+        assert not np.shares_memory(strings, arena) and list(strings) == [b"a", b"bc"]  # copied as usual
+        assert scalar == 3
+        sess.run(v.assign(np.zeros(1000, np.float32)))
+        np.testing.assert_array_equal(got, np.arange(1000, dtype=np.float32))  # a copy, not the variable
+
+
 def test_an_empty_saver_saves_synchronously(tmp_path):
     with sk.Graph().as_default():
         saver = sk.train.Saver(var_list=[], allow_empty=True)

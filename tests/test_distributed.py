@@ -1054,3 +1054,36 @@ def test_async_coordinated_save_to_a_url(countmem):
     reader = sk.train.load_checkpoint(base + "/model-5")
     for k, v in expected_values(3, 5).items():
         np.testing.assert_array_equal(reader.get_tensor(k), v)
+
+
+@pytest.mark.parametrize("limit", [None, 0])
+def test_async_coordinated_saves_fetch_into_reused_staging_memory_within_its_limit(tmp_path, limit):
+    from saverkit.train import async_save
+
+    options = sk.train.CheckpointOptions(enable_async=True, staging_limit_bytes=limit)
+
+    def fn(c):
+        g = sk.Graph()
+        with g.as_default():
+            model = build_rank_model(c.rank, 2, 3)
+            saver = sk.train.Saver(coordinator=c)
+            arenas = []
+            with sk.Session(graph=g) as sess:
+                sess.run(sk.global_variables_initializer())
+                for step in (3, 4, 5):
+                    saver.save(sess, str(tmp_path / "model"), global_step=step, options=options)
+                    for v in model.values():
+                        sess.run(v.assign(np.zeros(v.shape, v.dtype.as_numpy_dtype)))
+                    saver.sync()
+                    arenas.append(async_save.writer_for(saver).staging.arena)
+                return arenas
+
+    for arenas in raise_first(run_ranks(2, fn)):
+        if limit == 0:  # ordinary copies
+            assert arenas == [None, None, None]
+        else:  # sized by the first save, then kept
+            assert arenas[0] is None and arenas[1] is not None and arenas[1].nbytes > 0
+            assert arenas[2] is arenas[1]
+    _check_checkpoint(str(tmp_path / "model-3"), 2, 3)
+    with bundle.BundleReader(str(tmp_path / "model-4")) as r:  # the zeros of the first save's aftermath
+        assert not r.read("shared").any()

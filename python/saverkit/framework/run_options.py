@@ -23,7 +23,8 @@ class RunOptions:
     ``snapshot``: the snapshot of an asynchronous save (``saverkit.train.async_save``). Set, the
     checkpoint writers write nothing: SaveV2 copies its tensors into the snapshot's staging memory and
     MergeV2Checkpoints records its merge; the save's background thread writes them later, in the same
-    order. None (the default): kernels write as usual.
+    order. The run's fetched values are copied into the same staging memory (a save coordinated over
+    ranks fetches its snapshot). None (the default): kernels write as usual.
 
     ``storage_options``: for checkpoint paths that are URLs (``s3://...``), the keyword arguments of the
     fsspec file system (credentials, endpoint; see :mod:`saverkit.storage`). None: the backend's own

@@ -102,7 +102,10 @@ class Session:
                 targets[el] = None
         feeds = self._feeds(feed_dict)
         plan = self._plan(list(tensors), list(targets), feeds)
-        values = plan.run([feeds[t] for t in plan.feeds], self._thread_pool, as_run_options(options))
+        run_options = as_run_options(options)
+        values = plan.run([feeds[t] for t in plan.feeds], self._thread_pool, run_options)
+        if run_options.snapshot is not None:  # an asynchronous save's fetches: into its staging memory
+            values = run_options.snapshot.stage_fetches([v.value() if type(v) is Ref else v for v in values])
         by_tensor = dict(zip(tensors, [_fetched(v) for v in values], strict=False))
         return _rebuild(template, [by_tensor.get(el) for el in elements])
 

@@ -42,12 +42,13 @@ def variable_name(var) -> str:
     return var.op.name
 
 
-def fetch_values(session, variables) -> list[np.ndarray]:
-    """Current values of `variables` in `session`, fetched together through their existing read tensors."""
+def fetch_values(session, variables, options=None) -> list[np.ndarray]:
+    """Current values of `variables` in `session`, fetched together through their existing read tensors
+    (`options`: the run's RunOptions)."""
     check_same_graph(session, variables)
     if not variables:
         return []
-    return list(session.run([v.value() for v in variables]))
+    return list(session.run([v.value() for v in variables], options=options))
 
 
 def assign_values(session, pairs) -> None:

@@ -254,6 +254,31 @@ class Snapshot:
             self._ops.append(("write", future, prefix))
         return True
 
+    def stage_fetches(self, values: list) -> list:
+        """``values`` fetched by a run with this snapshot, the views of session-owned arrays (variables)
+        copied into staging memory instead of fresh arrays (``stage_plan``: the GIL released, memory reused
+        by the next save, no page faults after the first). What does not fit under the limit, or is not
+        a plain numeric array, is left for Session.run to copy as usual."""
+        picked = [i for i, v in enumerate(values)
+                  if isinstance(v, np.ndarray) and v.ndim and not v.flags.writeable and v.dtype.kind != "O"]
+        if not picked:
+            return values
+        tensors = [values[i] for i in picked]
+        staged = self._staging.plan(tensors, self._limit)
+        if staged is None:
+            return values
+        buffer, offsets, plan, _ = staged
+        try:
+            plan.copy()
+        except BaseException:
+            plan.abort()
+            raise
+        out = list(values)
+        for i, t, off in zip(picked, tensors, offsets, strict=True):
+            if off >= 0:
+                out[i] = np.ndarray(t.shape, t.dtype, buffer=buffer, offset=off)
+        return out
+
     def add_merge(self, prefixes: list[str], destination: str, **kwargs: Any) -> None:
         with self._lock:
             self._ops.append(("merge", prefixes, destination, kwargs))

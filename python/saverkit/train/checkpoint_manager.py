@@ -212,7 +212,7 @@ class CheckpointManager:
             return distributed_save.write_object_checkpoint(
                 self._coordinator, self._checkpoint, prefix, session,
                 commit=self._record_new, committed=lambda path: self._record_new(path, delete=False),
-                storage_options=self._storage_options, asynchronous=async_save.is_async(options))
+                storage_options=self._storage_options, options=options)
         # The state file and retention move once the checkpoint is complete (TF's write_done_callback):
         # after the background write of an asynchronous save.
         return self._checkpoint.write_then(

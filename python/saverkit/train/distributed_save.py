@@ -27,14 +27,16 @@ indexes in memory and writes the index last, then the ``.meta`` and the state fi
 
 An asynchronous save (``options=CheckpointOptions(enable_async=True)``) takes each rank's values in the
 call: its variables are fetched, which copies them, and the checkpoint name and plan entries are fixed
-(a ``global_step`` is evaluated then). It returns without any collective. The owner's background thread
+(a ``global_step`` is evaluated then). It returns without a collective (but for the first,
+which makes the duplicate). The owner's background thread
 (saverkit.train.async_save) then runs the three steps above on a **duplicate** of the coordinator
 (``Coordinator.duplicate()``, made once per Saver or Checkpoint on its first asynchronous save): a
 channel of its own, so they never meet collectives that the training loop runs on the coordinator
 meanwhile. An error of any rank, or a dead peer, is raised on every rank by its next save or ``sync()``.
-The copy is this rank's values, held until the write is done (``staging_limit_bytes`` does not apply to
-it). Every rank must save asynchronously, or none: a rank saving synchronously meanwhile meets nobody in
-its collectives and times out, as do the others.
+The values are fetched into the owner's staging memory (reused by its next saves; what exceeds
+``staging_limit_bytes`` is fetched as ordinary copies, held until the write is done). Every rank must
+save asynchronously, or none: a rank saving synchronously meanwhile meets nobody in its collectives and
+times out, as do the others.
 
 A restore reads the index once: rank 0 reads its bytes and broadcasts them, and every rank opens the
 checkpoint from them (no other rank opens the index), checks its own variables' keys, dtypes and shapes
@@ -202,6 +204,7 @@ class _Job:
 
     rank0_extra = False  # rank 0 writes extra tensors made from every rank's extra() (an object graph)
     storage_options: dict | None = None  # a URL prefix's store (saverkit.storage)
+    fetch_options: Any = None  # the RunOptions of the runs that fetch values (an async save's snapshot)
 
     def checkpoint_file(self) -> str:
         raise NotImplementedError
@@ -355,16 +358,20 @@ class _Frozen(_Job):
         self._columns = None
 
 
-def run_save_async(coord: dist.Coordinator, job: _Job, durable: bool, owner: Any) -> str:
-    """Takes this rank's snapshot of ``job`` and hands the coordinated save to ``owner``'s background
-    thread, on ``owner``'s duplicate of ``coord``; returns the checkpoint's prefix. The caller has waited
-    for ``owner``'s previous save (and raised its error)."""
+def run_save_async(coord: dist.Coordinator, job: _Job, durable: bool, owner: Any, options: Any) -> str:
+    """Takes this rank's snapshot of ``job`` (its values fetched into ``owner``'s staging memory, within
+    ``options.staging_limit_bytes``) and hands the coordinated save to ``owner``'s background thread, on
+    ``owner``'s duplicate of ``coord``; returns the checkpoint's prefix."""
+    from saverkit.framework.run_options import RunOptions  # noqa: PLC0415
     from saverkit.train import async_save  # noqa: PLC0415
 
+    writer = async_save.writer_for(owner)
+    writer.sync()  # at most one save in flight; its staging memory is free once it is done
     background = async_save.background_coordinator(owner, coord)
+    job.fetch_options = RunOptions(snapshot=writer.snapshot(options))
     frozen = _Frozen(job)
     path = frozen.checkpoint_file()
-    async_save.writer_for(owner).start(lambda: run_save(background, frozen, durable), path)
+    writer.start(lambda: run_save(background, frozen, durable), path)
     return path
 
 
@@ -505,7 +512,8 @@ class _SaverJob(_Job):
             _parse_slice(s)[0] if s else _static_shape(t) for t, s in zip(tensors, slices, strict=True)]
         unknown = [i for i, shape in enumerate(shapes) if shape is None]
         if unknown:  # shapes only known at run time: fetch those values (kept for the write)
-            self.values = dict(zip(unknown, self.sess.run([tensors[i] for i in unknown]), strict=True))
+            self.values = dict(zip(unknown, self.sess.run([tensors[i] for i in unknown],
+                                                          options=self.fetch_options), strict=True))
             for i in unknown:
                 shapes[i] = tuple(np.shape(self.values[i]))
         return [(_key(n), dtypes_lib.as_dtype(d).base_dtype.as_datatype_enum, tuple(shape or ()), s)
@@ -527,8 +535,8 @@ class _SaverJob(_Job):
         names, tensors, slices, dts = _local_specs(self.saver)
         have = getattr(self, "values", {})
         missing = [i for i in mine if i not in have]
-        fetched = dict(zip(missing, self.sess.run([tensors[i] for i in missing]), strict=True)) \
-            if missing else {}
+        fetched = dict(zip(missing, self.sess.run([tensors[i] for i in missing], options=self.fetch_options),
+                           strict=True)) if missing else {}
         return ([names[i] for i in mine], [np.asarray(have[i] if i in have else fetched[i]) for i in mine],
                 [slices[i] for i in mine], [dts[i] for i in mine])
 
@@ -564,13 +572,16 @@ def save(
     strip_default_attrs: bool,
     durable: bool,
     storage_options: dict | None = None,
-    asynchronous: bool = False,
+    options: Any = None,
 ) -> str | None:
-    """``Saver.save`` when the Saver has a coordinator (see the module docstring)."""
+    """``Saver.save`` when the Saver has a coordinator (see the module docstring); ``options``: its
+    CheckpointOptions (asynchronous or not)."""
+    from saverkit.train import async_save  # noqa: PLC0415
+
     job = _SaverJob(saver, sess, save_path, global_step, latest_filename, meta_graph_suffix,
                     write_meta_graph, write_state, strip_default_attrs, durable, storage_options)
-    if asynchronous:
-        return run_save_async(saver.coordinator, job, durable, saver)
+    if async_save.is_async(options):
+        return run_save_async(saver.coordinator, job, durable, saver, options)
     return run_save(saver.coordinator, job, durable)
 
 
@@ -594,7 +605,7 @@ class _ObjectJob(_Job):
         self.graph, to_save = self.checkpoint.object_graph_to_save()
         variables = [v for _, v in to_save]
         self.names = [k for k, _ in to_save]
-        self.values = _variable_io.fetch_values(self.session, variables)
+        self.values = _variable_io.fetch_values(self.session, variables, self.fetch_options)
         self.dtypes = [v.dtype.base_dtype for v in variables]
         return [_entry(n, d, v, "") for n, d, v in zip(self.names, self.dtypes, self.values, strict=True)]
 
@@ -635,15 +646,17 @@ class _ObjectJob(_Job):
 def write_object_checkpoint(coord: dist.Coordinator, checkpoint: Any, prefix: str, session: Any,
                             commit: Callable[[str], Any] | None = None,
                             committed: Callable[[str], Any] | None = None,
-                            storage_options: dict | None = None, asynchronous: bool = False) -> str | None:
+                            storage_options: dict | None = None, options: Any = None) -> str | None:
     """``Checkpoint.write`` of every rank's objects into ONE object-based checkpoint at ``prefix``.
 
     The ranks' object graphs are merged by object path (a node is the same object on every rank that
     reaches it by the same path; variables with the same key are replicas, written once); ``commit``
     runs on rank 0 after the merge (the state file), ``committed`` on the others afterwards."""
+    from saverkit.train import async_save  # noqa: PLC0415
+
     job = _ObjectJob(checkpoint, prefix, session, commit, committed, storage_options)
-    if asynchronous:  # the Checkpoint's background thread, as for its own asynchronous saves
-        return run_save_async(coord, job, False, checkpoint)
+    if async_save.is_async(options):  # the Checkpoint's background thread, as for its own async saves
+        return run_save_async(coord, job, False, checkpoint, options)
     return run_save(coord, job, durable=False)
 
 

@@ -1044,7 +1044,7 @@ class Saver:
             return distributed_save.save(
                 self, sess, os.fsdecode(os.fspath(save_path)), global_step, latest_filename,
                 meta_graph_suffix, write_meta_graph, write_state, strip_default_attrs, durable,
-                storage_options, asynchronous=async_save.is_async(options))
+                storage_options, options=options)
         if storage.is_url(save_path):  # s3://, gs://, memory://, ...: see saverkit.storage
             return self._save_remote(sess, os.fsdecode(os.fspath(save_path)), global_step, latest_filename,
                                      meta_graph_suffix, write_meta_graph, write_state, strip_default_attrs,
