@@ -123,14 +123,17 @@ def test_mpiexec_restore_with_another_world_size(tmp_path, saved, restored):
     assert rc == 0 and [d.get("step") for d in lines] == [5] * restored, out
 
 
-@pytest.mark.parametrize("victim, phase", [(1, "after-write"), (0, "in-commit")])
-def test_kill_9_of_a_rank_mid_save_keeps_the_latest_checkpoint_complete(tmp_path, victim, phase):
+@pytest.mark.parametrize("victim, phase, mode", [
+    (1, "after-write", "sync"), (0, "in-commit", "sync"), (1, "after-write", "async"),
+    (0, "in-commit", "async")])
+def test_kill_9_of_a_rank_mid_save_keeps_the_latest_checkpoint_complete(tmp_path, victim, phase, mode):
     rc, _, out = mpirun(4, "save", str(tmp_path), "1")
     assert rc == 0, out
     t0 = time.monotonic()
     # MPICH without fault tolerance ends the whole job when a rank dies: no rank is left hanging.
-    rc, lines, out = mpirun(4, "--timeout", "5", "die", str(tmp_path), "2", str(victim), phase, "KILL",
-                            extra=["-disable-auto-cleanup"], timeout=60)
+    flags = ["--async"] if mode == "async" else []
+    rc, lines, out = mpirun(4, "--timeout", "5", *flags, "die", str(tmp_path), "2", str(victim), phase,
+                            "KILL", extra=["-disable-auto-cleanup"], timeout=60)
     assert rc != 0 and time.monotonic() - t0 < 40, out
     assert any(d.get("dying") == phase for d in lines), out
     for d in lines:  # a rank that outlived the victim long enough to report got an error, not success

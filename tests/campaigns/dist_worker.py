@@ -10,6 +10,7 @@ Commands (each rank prints one JSON line ``{"rank": r, ...}`` on stdout):
     die DIR STEP VICTIM PHASE SIG save; rank VICTIM sends itself SIG (KILL or STOP: a hung rank) at
                                   PHASE (after-write: its part is written; in-commit: rank 0 merged,
                                   the state file not yet written); the others report their error
+                                  (--async: an asynchronous save, killed in its background write)
     async-save DIR STEP           an asynchronous save at STEP: rank 0's write is held while every rank
                                   changes its variables and runs collectives of its own on the job's
                                   coordinator (the save's are on a duplicate); then sync
@@ -61,14 +62,17 @@ def report(coord, **kw) -> None:
     sys.stdout.flush()
 
 
-def do_save(coord, directory, step):
+def do_save(coord, directory, step, asynchronous=False):
     g = sk.Graph()
     with g.as_default():
         build_rank_model(coord.rank, coord.world_size, step)
         saver = sk.train.Saver(coordinator=coord)
         with sk.Session(graph=g) as sess:
             sess.run(sk.global_variables_initializer())
-            return saver.save(sess, os.path.join(directory, "model"), global_step=step)
+            options = sk.train.CheckpointOptions(enable_async=asynchronous)
+            path = saver.save(sess, os.path.join(directory, "model"), global_step=step, options=options)
+            saver.sync()
+            return path
 
 
 def do_restore(coord, prefix, saved_world):
@@ -177,6 +181,7 @@ def main() -> int:
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--timeout", type=float, default=30.0)
     p.add_argument("--thread-level", default="")  # mpi4py.rc.thread_level
+    p.add_argument("--async", dest="asynchronous", action="store_true")  # die: an asynchronous save
     p.add_argument("cmd")
     p.add_argument("args", nargs="*")
     args = p.parse_args()
@@ -201,7 +206,7 @@ def main() -> int:
             arm_death(coord, int(victim), phase, sig)
             t0 = time.monotonic()
             try:
-                do_save(coord, directory, int(step))
+                do_save(coord, directory, int(step), asynchronous=args.asynchronous)
             except sk.errors.OpError as e:
                 # seconds: since this rank's part was written (about when the victim died), else since start
                 waited = time.monotonic() - written.get("at", t0)
