@@ -173,7 +173,8 @@ def table(results: list[dict]) -> str:
         pay = r["payload_bytes"]
         ratio = f"{r['blocking_s'] / m:.2f}x" if m else "-"
         rows.append(
-            f"| {r['workload']} | {r['system']} | {m * 1e3:.1f} ms | {r['blocking_s'] * 1e3:.1f} ms "
+            f"| {r['workload']} | {r['system']} | {f'{m * 1e3:.1f} ms' if m else '-'} "
+            f"| {r['blocking_s'] * 1e3:.1f} ms "
             f"| {ratio} "
             f"| {r['sync_s'] * 1e3:.1f} ms | {r['async_s'] * 1e3:.1f} ms | {r['async_s'] / r['sync_s']:.2f}x "
             f"| {r['peak_rss_bytes'] / MiB:.0f} MiB | {r['peak_rss_bytes'] / pay:.2f}x "
