@@ -13,7 +13,8 @@ Commands (each rank prints one JSON line ``{"rank": r, ...}`` on stdout):
                                   (--async: an asynchronous save, killed in its background write)
     async-save DIR STEP           an asynchronous save at STEP: rank 0's write is held while every rank
                                   changes its variables and runs collectives of its own on the job's
-                                  coordinator (the save's are on a duplicate); then sync
+                                  coordinator (the save's are on a duplicate); then sync (--no-sync:
+                                  exit with the save in flight)
     bench DIR MIB                 each rank saves MIB MiB of its own variables; prints seconds
 """
 
@@ -32,6 +33,10 @@ import numpy as np  # noqa: E402
 import saverkit as sk  # noqa: E402
 from dist_helpers import build_rank_model, emb_full, shared  # noqa: E402
 from saverkit import distributed as dist  # noqa: E402
+
+# Imported before the runtime starts, as a user's script may: its exit hook then runs after the
+# runtime's own (see async_save.background_coordinator).
+from saverkit.train import async_save  # noqa: E402, F401
 
 
 def coordinator(args) -> dist.Coordinator:
@@ -91,7 +96,7 @@ def do_restore(coord, prefix, saved_world):
             return step
 
 
-def do_async_save(coord, directory, step):
+def do_async_save(coord, directory, step, wait=True):
     import threading
 
     from saverkit import bundle
@@ -119,7 +124,9 @@ def do_async_save(coord, directory, step):
             seen = [coord.all_gather(coord.rank * 10 + i) for i in range(5)]
             coord.barrier()
             release.set()
-            saver.sync()
+            if wait:
+                saver.sync()
+            # else the interpreter's exit completes the save, before the runtime shuts down
             return {"path": path, "latest_then": latest_then, "seen": seen}
 
 
@@ -182,6 +189,7 @@ def main() -> int:
     p.add_argument("--timeout", type=float, default=30.0)
     p.add_argument("--thread-level", default="")  # mpi4py.rc.thread_level
     p.add_argument("--async", dest="asynchronous", action="store_true")  # die: an asynchronous save
+    p.add_argument("--no-sync", action="store_true")  # async-save: exit with the save in flight
     p.add_argument("cmd")
     p.add_argument("args", nargs="*")
     args = p.parse_args()
@@ -214,7 +222,7 @@ def main() -> int:
                 os._exit(0)  # a peer is dead: skip the runtime's shutdown, which may wait for it
             report(coord, error=None)
         elif args.cmd == "async-save":
-            report(coord, **do_async_save(coord, args.args[0], int(args.args[1])))
+            report(coord, **do_async_save(coord, args.args[0], int(args.args[1]), wait=not args.no_sync))
         elif args.cmd == "bench":
             report(coord, times=do_bench(coord, args.args[0], int(args.args[1])))
         else:
