@@ -630,6 +630,39 @@ def test_an_async_save_to_a_url_uploads_in_the_background(kind, blocked_writes):
     Model.expect(load_checkpoint(path), 3, key)
 
 
+@pytest.mark.parametrize("limit", [None, 0])
+def test_an_async_checkpoint_save_to_a_url_copies_each_value_once(limit, monkeypatch):
+    """The values are fetched straight into staging memory (before, the fetch copied them and the
+    snapshot copied the copy); over the staging limit, they are fetched as copies and written now."""
+    pytest.importorskip("fsspec")
+    from saverkit.framework import session as session_mod
+
+    real = session_mod._fetched
+    copied = []
+
+    def fetched(value):
+        out = real(value)
+        if isinstance(value, np.ndarray) and value.dtype.kind != "O" and value.size > 1 and out is not value:
+            copied.append(value.shape)  # numeric (strings are copied as object arrays, as ever)
+        return out
+
+    monkeypatch.setattr(session_mod, "_fetched", fetched)
+    m = Model()
+    directory = _url_dir()
+    options = CheckpointOptions(enable_async=True, staging_limit_bytes=limit)
+    for step in (3, 4):
+        m.set(step)
+        path = m.ckpt.save(directory + "/ckpt", m.sess, options)
+        m.set(step + 10)
+        m.ckpt.sync()
+        Model.expect(load_checkpoint(path), step, ckpt_key)
+    if limit == 0:
+        assert copied and async_save.writer_for(m.ckpt).staging.arena is None
+    else:
+        assert copied == []
+        assert async_save.writer_for(m.ckpt).staging.arena is not None
+
+
 def test_a_sharded_async_save_to_a_url_keeps_the_parts_its_merge_publishes():
     """Regression: the foreground pass of Saver.save dropped the in-memory parts of a sharded save to a
     URL as it returned, racing the background writes that stage them (19 of 20 such saves failed at

@@ -166,15 +166,18 @@ def save_tensors(session, file_prefix: str, part: str | None, variables, keys, e
 
     check_same_graph(session, variables)
     extra_keys = list(extra_strings)
+    # An asynchronous save fetches its values straight into the snapshot's staging memory (one copy); what
+    # exceeds its limit comes back as ordinary copies, and is then written now, synchronously.
+    fetch_options = RunOptions(snapshot=snapshot) if snapshot is not None else None
     if part is None:  # a URL (saverkit.storage): written in place, data object then index; no part, no merge
-        values = fetch_values(session, variables)
+        values = fetch_values(session, variables, fetch_options)
         tensors = values + [np.array(extra_strings[k], dtype=object) for k in extra_keys]
         tensor_dtypes = [v.dtype.base_dtype for v in variables] + [dtypes.string] * len(extra_keys)
         names = list(keys) + extra_keys
-        if snapshot is not None and snapshot.add_write(
-            file_prefix, tensors, tensor_dtypes, False, names=lambda: (names, [""] * len(names)),
-            storage_options=storage_options,
-        ):
+        if snapshot is not None and not snapshot.fetches_over_limit:
+            snapshot.add_fetched_write(file_prefix, tensors, tensor_dtypes,
+                                       names=lambda: (names, [""] * len(names)),
+                                       storage_options=storage_options)
             return
         bundle.write_bundle(file_prefix, names, tensors, dtypes=tensor_dtypes,
                             storage_options=storage_options)
@@ -207,15 +210,14 @@ def save_tensors(session, file_prefix: str, part: str | None, variables, keys, e
             snapshot.abandon()  # its started writes end before the caller removes the part directory
             raise
         return
-    values = fetch_values(session, variables)
+    values = fetch_values(session, variables, fetch_options)
     names = list(keys) + extra_keys
     tensors = values + [np.array(extra_strings[k], dtype=object) for k in extra_keys]
     tensor_dtypes = [v.dtype.base_dtype for v in variables] + [dtypes.string] * len(extra_keys)
     specs = [""] * len(names)
-    staged = snapshot is not None and snapshot.add_write(
-        part, tensors, tensor_dtypes, False, names=lambda: (names, specs)
-    )
-    if not staged:
+    if snapshot is not None and not snapshot.fetches_over_limit:
+        snapshot.add_fetched_write(part, tensors, tensor_dtypes, names=lambda: (names, specs))
+    else:
         bundle.write_bundle(part, names, tensors, dtypes=tensor_dtypes)
     if snapshot is not None:
         snapshot.add_merge([part], file_prefix, delete_old_dirs=True)

@@ -216,6 +216,7 @@ class Snapshot:
         self._pool = pool
         self._ops: list[tuple] = []
         self._lock = threading.Lock()
+        self.fetches_over_limit = False  # stage_fetches left some values as copies: over the limit
 
     def add_write(
         self, prefix: str, tensors: Any, dtypes: list, durable: bool, names: Callable[[], tuple[list, list]],
@@ -266,6 +267,7 @@ class Snapshot:
         tensors = [values[i] for i in picked]
         staged = self._staging.plan(tensors, self._limit)
         if staged is None:
+            self.fetches_over_limit = True
             return values
         buffer, offsets, plan, _ = staged
         try:
@@ -278,6 +280,18 @@ class Snapshot:
             if off >= 0:
                 out[i] = np.ndarray(t.shape, t.dtype, buffer=buffer, offset=off)
         return out
+
+    def add_fetched_write(
+        self, prefix: str, tensors: list, dtypes: list, names: Callable[[], tuple[list, list]],
+        storage_options: dict | None = None,
+    ) -> None:
+        """Record and start the write of ``tensors`` that a run with this snapshot fetched (already in
+        staging memory: see stage_fetches; or arrays of their own), without copying them again."""
+        n = len(tensors)
+        future = self._pool().submit(_write_staged, prefix, names, tuple(tensors), dtypes, False, _EMPTY,
+                                     [-1] * n, dict(enumerate(tensors)), None, storage_options)
+        with self._lock:
+            self._ops.append(("write", future, prefix))
 
     def add_merge(self, prefixes: list[str], destination: str, **kwargs: Any) -> None:
         with self._lock:
