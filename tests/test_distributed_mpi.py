@@ -107,6 +107,12 @@ def test_mpiexec_4_ranks_async_save_commits_on_a_duplicated_communicator(tmp_pat
     rc, lines, out = mpirun(4, *flags, "async-save", str(tmp_path), "4")
     assert rc == 0, out
     _check_async(lines, tmp_path, 4, 4)
+    if wait == "sync":
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        tf = pytest.importorskip("tensorflow")
+        reader = tf.train.load_checkpoint(str(tmp_path / "model-4"))
+        for k, v in expected_values(4, 4).items():
+            np.testing.assert_array_equal(reader.get_tensor(k), v)
 
 
 def test_async_save_under_mpi_without_thread_multiple_is_a_clear_error(tmp_path):
