@@ -485,9 +485,9 @@ def background_coordinator(owner: Any, coord: Any) -> Any:
         made = (coord, coord.duplicate())
         object.__setattr__(owner, _COORD_ATTR, made)
         if not _exit_hook_again:
-            # Exit hooks run last-registered first; the runtime's own (mpi4py's MPI_Finalize, JAX's
-            # shutdown) were registered when it was imported, after this module. A save in flight at exit
-            # needs the runtime: wait for it before they run.
+            # Exit hooks run last-registered first, and the runtime's own (JAX's shutdown) may have been
+            # registered after this module's. A save in flight at exit needs the runtime: wait for it
+            # before that hook runs.
             atexit.register(_at_exit)
             _exit_hook_again = True
     return made[1]

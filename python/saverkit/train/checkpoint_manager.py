@@ -188,7 +188,9 @@ class CheckpointManager:
 
         `options=CheckpointOptions(enable_async=True)`: return once the values are copied; the write, then
         the state file and the deletion of old checkpoints, complete in the background (as in TF:
-        `latest_checkpoint` and `checkpoints` change then). `sync()` waits.
+        `latest_checkpoint` and `checkpoints` change then). `sync()` waits. With a `coordinator`, every rank
+        passes the same options; the ranks' background threads write and commit together
+        (`saverkit.train.distributed_save`).
         """
         from saverkit.train._variable_io import require_session
 

@@ -26,17 +26,16 @@ writing rank writes its data object ``<prefix>.data-0000k-of-0000n`` in place, r
 indexes in memory and writes the index last, then the ``.meta`` and the state file (run_save_remote).
 
 An asynchronous save (``options=CheckpointOptions(enable_async=True)``) takes each rank's values in the
-call: its variables are fetched, which copies them, and the checkpoint name and plan entries are fixed
-(a ``global_step`` is evaluated then). It returns without a collective (but for the first,
-which makes the duplicate). The owner's background thread
-(saverkit.train.async_save) then runs the three steps above on a **duplicate** of the coordinator
+call: its variables are fetched into the owner's staging memory (saverkit.train.async_save: reused by
+its next saves; past ``staging_limit_bytes`` they are fetched as ordinary copies, held until the write
+is done), and the checkpoint name and plan entries are fixed (a ``global_step`` is evaluated then). It
+returns without a collective (but for the first, which makes the duplicate below). The owner's
+background thread then runs the three steps above on a **duplicate** of the coordinator
 (``Coordinator.duplicate()``, made once per Saver or Checkpoint on its first asynchronous save): a
 channel of its own, so they never meet collectives that the training loop runs on the coordinator
 meanwhile. An error of any rank, or a dead peer, is raised on every rank by its next save or ``sync()``.
-The values are fetched into the owner's staging memory (reused by its next saves; what exceeds
-``staging_limit_bytes`` is fetched as ordinary copies, held until the write is done). Every rank must
-save asynchronously, or none: a rank saving synchronously meanwhile meets nobody in its collectives and
-times out, as do the others.
+Every rank must save asynchronously, or none: a rank saving synchronously meanwhile meets nobody in its
+collectives and times out, as do the others.
 
 A restore reads the index once: rank 0 reads its bytes and broadcasts them, and every rank opens the
 checkpoint from them (no other rank opens the index), checks its own variables' keys, dtypes and shapes
