@@ -5,6 +5,7 @@ The same protocol runs over MPI (test_distributed_mpi.py) and torch.distributed 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import threading
@@ -874,6 +875,18 @@ def test_a_coordinator_that_cannot_duplicate_says_so_and_stays_usable():
     assert c.broken is None and c.all_gather(1) == [1]
 
 
+@contextlib.contextmanager
+def _rank_saver(c, world: int, step: int, **saver_kw):
+    """(model, Saver(coordinator=c), session with the variables initialized) of rank ``c`` at ``step``."""
+    g = sk.Graph()
+    with g.as_default():
+        model = build_rank_model(c.rank, world, step)
+        saver = sk.train.Saver(coordinator=c, **saver_kw)
+        with sk.Session(graph=g) as sess:
+            sess.run(sk.global_variables_initializer())
+            yield model, saver, sess
+
+
 def _held_writes(monkeypatch) -> threading.Event:
     """bundle.write_bundle waits until the returned event is set (at most 20 s)."""
     release = threading.Event()
@@ -893,22 +906,17 @@ def test_async_coordinated_save_holds_the_values_of_the_call_and_commits_in_the_
     release = _held_writes(monkeypatch)
 
     def fn(c):
-        g = sk.Graph()
-        with g.as_default():
-            model = build_rank_model(c.rank, 3, 2)
-            saver = sk.train.Saver(coordinator=c, max_to_keep=2)
-            with sk.Session(graph=g) as sess:
-                sess.run(sk.global_variables_initializer())
-                path = saver.save(sess, str(tmp_path / "model"), global_step=2, options=ASYNC)
-                latest_then = sk.train.latest_checkpoint(str(tmp_path))
-                for v in model.values():  # training goes on: not in the checkpoint
-                    sess.run(v.assign(np.zeros(v.shape, v.dtype.as_numpy_dtype)))
-                # ... and so do the job's own collectives, while the save's are pending
-                seen = c.all_gather(c.rank)
-                c.barrier()
-                release.set()
-                saver.sync()
-                return path, latest_then, seen, saver.last_checkpoints
+        with _rank_saver(c, 3, 2, max_to_keep=2) as (model, saver, sess):
+            path = saver.save(sess, str(tmp_path / "model"), global_step=2, options=ASYNC)
+            latest_then = sk.train.latest_checkpoint(str(tmp_path))
+            for v in model.values():  # training goes on: not in the checkpoint
+                sess.run(v.assign(np.zeros(v.shape, v.dtype.as_numpy_dtype)))
+            # ... and so do the job's own collectives, while the save's are pending
+            seen = c.all_gather(c.rank)
+            c.barrier()
+            release.set()
+            saver.sync()
+            return path, latest_then, seen, saver.last_checkpoints
 
     out = raise_first(run_ranks(3, fn))
     prefix = str(tmp_path / "model-2")
@@ -935,24 +943,19 @@ def test_a_failed_background_write_raises_on_every_rank_at_sync_and_the_next_sav
     monkeypatch.setattr(bundle, "write_bundle", write)
 
     def fn(c):
-        g = sk.Graph()
-        with g.as_default():
-            build_rank_model(c.rank, 3, 2)
-            saver = sk.train.Saver(coordinator=c)
-            with sk.Session(graph=g) as sess:
-                sess.run(sk.global_variables_initializer())
-                saver.save(sess, str(tmp_path / "model"), global_step=2, options=ASYNC)
-                try:
-                    saver.sync()
-                except errors.OpError as e:
-                    first = e
-                else:
-                    first = None
-                c.barrier()
-                failing["on"] = False
-                again = saver.save(sess, str(tmp_path / "model"), global_step=3, options=ASYNC)
+        with _rank_saver(c, 3, 2) as (_, saver, sess):
+            saver.save(sess, str(tmp_path / "model"), global_step=2, options=ASYNC)
+            try:
                 saver.sync()
-                return first, again
+            except errors.OpError as e:
+                first = e
+            else:
+                first = None
+            c.barrier()
+            failing["on"] = False
+            again = saver.save(sess, str(tmp_path / "model"), global_step=3, options=ASYNC)
+            saver.sync()
+            return first, again
 
     out = raise_first(run_ranks(3, fn))
     for first, again in out:
@@ -978,20 +981,15 @@ def test_a_rank_that_hangs_in_the_background_fails_the_others_at_their_next_save
     monkeypatch.setattr(bundle, "write_bundle", write)
 
     def fn(c):
-        g = sk.Graph()
-        with g.as_default():
-            build_rank_model(c.rank, 3, 2)
-            saver = sk.train.Saver(coordinator=c)
-            with sk.Session(graph=g) as sess:
-                sess.run(sk.global_variables_initializer())
-                saver.save(sess, str(tmp_path / "model"), global_step=2, options=ASYNC)
-                if c.rank == 1:
-                    return saver
-                t0 = time.monotonic()
-                with pytest.raises(dist.CollectiveTimeoutError) as info:
-                    saver.save(sess, str(tmp_path / "model"), global_step=3, options=ASYNC)
-                assert c.broken is None  # the job's own coordinator is not the save's
-                return info.value, time.monotonic() - t0
+        with _rank_saver(c, 3, 2) as (_, saver, sess):
+            saver.save(sess, str(tmp_path / "model"), global_step=2, options=ASYNC)
+            if c.rank == 1:
+                return saver
+            t0 = time.monotonic()
+            with pytest.raises(dist.CollectiveTimeoutError) as info:
+                saver.save(sess, str(tmp_path / "model"), global_step=3, options=ASYNC)
+            assert c.broken is None  # the job's own coordinator is not the save's
+            return info.value, time.monotonic() - t0
 
     out = run_ranks(3, fn, group=group)
     hang.set()
@@ -1037,17 +1035,12 @@ def test_async_coordinated_save_to_a_url(countmem):
     base = "countmem://bucket/async"
 
     def fn(c):
-        g = sk.Graph()
-        with g.as_default():
-            model = build_rank_model(c.rank, 3, 5)
-            saver = sk.train.Saver(coordinator=c)
-            with sk.Session(graph=g) as sess:
-                sess.run(sk.global_variables_initializer())
-                path = saver.save(sess, base + "/model", global_step=5, options=ASYNC)
-                for v in model.values():
-                    sess.run(v.assign(np.zeros(v.shape, v.dtype.as_numpy_dtype)))
-                saver.sync()
-                return path
+        with _rank_saver(c, 3, 5) as (model, saver, sess):
+            path = saver.save(sess, base + "/model", global_step=5, options=ASYNC)
+            for v in model.values():
+                sess.run(v.assign(np.zeros(v.shape, v.dtype.as_numpy_dtype)))
+            saver.sync()
+            return path
 
     assert raise_first(run_ranks(3, fn)) == [base + "/model-5"] * 3
     assert sk.train.latest_checkpoint(base) == base + "/model-5"
@@ -1063,20 +1056,15 @@ def test_async_coordinated_saves_fetch_into_reused_staging_memory_within_its_lim
     options = sk.train.CheckpointOptions(enable_async=True, staging_limit_bytes=limit)
 
     def fn(c):
-        g = sk.Graph()
-        with g.as_default():
-            model = build_rank_model(c.rank, 2, 3)
-            saver = sk.train.Saver(coordinator=c)
-            arenas = []
-            with sk.Session(graph=g) as sess:
-                sess.run(sk.global_variables_initializer())
-                for step in (3, 4, 5):
-                    saver.save(sess, str(tmp_path / "model"), global_step=step, options=options)
-                    for v in model.values():
-                        sess.run(v.assign(np.zeros(v.shape, v.dtype.as_numpy_dtype)))
-                    saver.sync()
-                    arenas.append(async_save.writer_for(saver).staging.arena)
-                return arenas
+        arenas = []
+        with _rank_saver(c, 2, 3) as (model, saver, sess):
+            for step in (3, 4, 5):
+                saver.save(sess, str(tmp_path / "model"), global_step=step, options=options)
+                for v in model.values():
+                    sess.run(v.assign(np.zeros(v.shape, v.dtype.as_numpy_dtype)))
+                saver.sync()
+                arenas.append(async_save.writer_for(saver).staging.arena)
+            return arenas
 
     for arenas in raise_first(run_ranks(2, fn)):
         if limit == 0:  # ordinary copies
