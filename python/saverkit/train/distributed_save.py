@@ -336,8 +336,7 @@ class _Frozen(_Job):
         return self._extra
 
     def tensors(self, mine: list[int], extra: tuple) -> tuple[list, list, list, list]:
-        if self._columns is None:
-            raise errors.InternalError(None, None, f"The snapshot of {self._file} was already released")
+        assert self._columns is not None, "read after release()"  # run_save releases only at its end
         return tuple([column[i] for i in mine] + list(more)  # type: ignore[return-value]
                      for column, more in zip(self._columns, extra, strict=True))
 
