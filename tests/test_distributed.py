@@ -864,6 +864,19 @@ def test_duplicated_coordinators_talk_on_their_own_channel():
         assert dup == [[("dup", r, i) for r in range(3)] for i in range(3)]
 
 
+def test_an_abandoned_rank_is_dead_on_every_duplicated_channel():
+    group = dist.ThreadGroup(2, timeout=20)
+    c = group.coordinator(0)
+    before = c.duplicate()  # its channel exists when rank 1 dies
+    group.abandon(1)
+    after = c.duplicate()  # and this one is made afterwards
+    for d in (before, after):
+        t0 = time.monotonic()
+        with pytest.raises(dist.CollectiveTimeoutError, match=r"timed out waiting for rank\(s\) 1"):
+            d.all_gather(0)
+        assert time.monotonic() - t0 < 5  # at once, not after the 20 s timeout
+
+
 def test_a_coordinator_that_cannot_duplicate_says_so_and_stays_usable():
     class Minimal(dist.Coordinator):
         def _all_gather(self, obj, *, deadline):

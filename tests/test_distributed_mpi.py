@@ -124,6 +124,15 @@ def test_async_save_under_mpi_without_thread_multiple_is_a_clear_error(tmp_path)
     assert os.listdir(tmp_path) == []
 
 
+def test_a_duplicate_that_a_peer_does_not_join_in_time_raises_a_timeout():
+    # MPICH ends the job once rank 0 exits: rank 1, which never joins, does not hang it
+    _, lines, out = mpirun(2, "dup-timeout", timeout=60)
+    assert [d["rank"] for d in lines] == [0], out
+    (d,) = lines
+    assert d["error"] == "CollectiveTimeoutError" and "rank 0 of 2: duplicate timed out" in d["message"], out
+    assert 1.5 < d["seconds"] < 4 and d["broken"], out
+
+
 @pytest.mark.parametrize("saved, restored", [(4, 2), (2, 4)])
 def test_mpiexec_restore_with_another_world_size(tmp_path, saved, restored):
     rc, _, out = mpirun(saved, "save", str(tmp_path), "5")

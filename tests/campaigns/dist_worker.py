@@ -15,6 +15,8 @@ Commands (each rank prints one JSON line ``{"rank": r, ...}`` on stdout):
                                   changes its variables and runs collectives of its own on the job's
                                   coordinator (the save's are on a duplicate); then sync (--no-sync:
                                   exit with the save in flight)
+    dup-timeout                   rank 0 duplicates the coordinator with a 2 s timeout, which the others
+                                  never join; it reports its error and seconds
     bench DIR MIB                 each rank saves MIB MiB of its own variables; prints seconds
 """
 
@@ -223,6 +225,19 @@ def main() -> int:
             report(coord, error=None)
         elif args.cmd == "async-save":
             report(coord, **do_async_save(coord, args.args[0], int(args.args[1]), wait=not args.no_sync))
+        elif args.cmd == "dup-timeout":
+            if coord.rank != 0:
+                time.sleep(30)  # ended by the job's end once rank 0 exits
+                os._exit(0)
+            t0 = time.monotonic()
+            try:
+                coord.duplicate(timeout=2)
+            except sk.errors.OpError as e:
+                report(coord, error=type(e).__name__, message=str(e)[:300], seconds=time.monotonic() - t0,
+                       broken=coord.broken is not None)
+            else:
+                report(coord, error=None, seconds=time.monotonic() - t0)
+            os._exit(0)  # a duplicate is half made: skip the runtime's shutdown, which would wait for it
         elif args.cmd == "bench":
             report(coord, times=do_bench(coord, args.args[0], int(args.args[1])))
         else:
