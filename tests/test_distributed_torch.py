@@ -135,3 +135,19 @@ def test_a_hung_gloo_rank_makes_the_others_time_out(tmp_path):
         reports = [d for d in parse_reports(out) if "error" in d]
         assert reports and reports[0]["error"] == "CollectiveTimeoutError", out
         assert "timed out" in reports[0]["message"]
+
+
+def test_a_duplicate_asked_with_no_time_left_times_out_before_making_a_group():
+    import torch.distributed as tdist
+    from saverkit import distributed as dist
+
+    tdist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{_free_port()}", rank=0, world_size=1)
+    try:
+        coord = dist.TorchCoordinator(timeout=30)
+        with pytest.raises(dist.CollectiveTimeoutError, match="rank 0 of 1: duplicate timed out"):
+            coord.duplicate(timeout=1e-9)  # no time left to give torch's new_group
+        assert coord.broken is not None
+        fresh = dist.TorchCoordinator(timeout=30).duplicate()  # with time: a group of its own
+        assert fresh.group is not None and fresh.all_gather("x") == ["x"]
+    finally:
+        tdist.destroy_process_group()
