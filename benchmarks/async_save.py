@@ -19,7 +19,11 @@ Each repetition saves into an emptied directory after ``os.sync()``; the synchro
 save take turns going first (on a VM whose balloon reports freed pages to its host, a write's speed
 depends on its place in such a sequence: see page_reporting.py). Medians of N repetitions after one
 warm-up (which, for saverkit, sizes the staging memory: later saves reuse it). Peak RSS is the kernel's
-high-water mark during the repetitions minus the RSS after imports (so it includes the variables, 1x).
+high-water mark during the repetitions minus the RSS after imports and a first use of the library (one
+small variable saved, sync and async, in a throwaway graph: saverkit loads its graph framework, protobuf
+and ml_dtypes only then, ~13 MiB, while `import tensorflow` loads everything). It includes the variables
+(1x), the model's graph, Saver and session. The JSON also has the peak over the RSS right after imports
+(``peak_rss_over_imports_bytes``, this table's figure before 2026-12-07).
 
 Targets: blocking <= 1.3x memcpy; async total <= 1.1x sync; peak RSS <= 2x payload + 64 MiB.
 
@@ -84,6 +88,22 @@ if system.startswith("saverkit"):
     from systems import SaverkitSaver, SaverkitSaverDurable
     if os.environ.get("SK_PIPELINE_MIN_BYTES"):  # --pipeline-min-bytes
         sk_async._PIPELINE_MIN_AVERAGE_BYTES = int(os.environ["SK_PIPELINE_MIN_BYTES"])
+    imports = status_kb("VmRSS")
+    os.makedirs(root + "/warm")
+    # The library's first use (one small variable saved, sync and async, in a graph of its own) loads
+    # what `import saverkit` leaves for later: the graph framework, protobuf and ml_dtypes (~13 MiB).
+    # That is library code, as TensorFlow's whole framework is in its row's baseline: not the save's.
+    warm_g = saverkit.Graph()
+    with warm_g.as_default():
+        warm_v = saverkit.Variable(saverkit.zeros([1024], dtype=saverkit.float32), name="warm")
+        warm_saver = saverkit.train.Saver([warm_v])
+        warm_sess = saverkit.Session(graph=warm_g)
+        warm_sess.run(warm_v.initializer)
+        warm_saver.save(warm_sess, root + "/warm/m", write_meta_graph=False, write_state=False)
+        warm_saver.save(warm_sess, root + "/warm/m", write_meta_graph=False, write_state=False,
+                        options=CheckpointOptions(enable_async=True))
+        warm_saver.sync()
+    del warm_g, warm_v, warm_saver, warm_sess
     base = status_kb("VmRSS")
     s = SaverkitSaverDurable() if system == "saverkit-durable" else SaverkitSaver()
     s.load()
@@ -102,6 +122,7 @@ if system.startswith("saverkit"):
         return time.perf_counter() - t0, t1 - t0
     runs = repetitions(sync_save, async_save)
     out["peak_rss_bytes"] = (status_kb("VmHWM") - base) * 1024
+    out["peak_rss_over_imports_bytes"] = (status_kb("VmHWM") - imports) * 1024
     r = saverkit.train.load_checkpoint(root + "/a/m")
     last = wl.expected(wl.count - 1).view(np.uint32)
     assert np.array_equal(r.get_tensor(wl.names[-1]).view(np.uint32), last)
@@ -123,6 +144,16 @@ if system.startswith("saverkit"):
 else:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import tensorflow as tf
+    imports = status_kb("VmRSS")
+    os.makedirs(root + "/warm")
+    warm_v = tf.Variable(np.zeros(1024, np.float32), name="warm")  # TF's first use, as saverkit's above
+    warm_ckpt = tf.train.Checkpoint(v=warm_v)
+    warm_ckpt.write(root + "/warm/m")
+    warm_ckpt.write(
+        root + "/warm/m", options=tf.train.CheckpointOptions(experimental_enable_async_checkpoint=True)
+    )
+    warm_ckpt.sync()
+    del warm_v, warm_ckpt
     base = status_kb("VmRSS")
     arrays = wl.arrays()
     variables = [tf.Variable(a, name=n) for a, n in zip(arrays, wl.names)]
@@ -137,6 +168,7 @@ else:
         return time.perf_counter() - t0, t1 - t0
     runs = repetitions(sync_save, async_save)
     out["peak_rss_bytes"] = (status_kb("VmHWM") - base) * 1024
+    out["peak_rss_over_imports_bytes"] = (status_kb("VmHWM") - imports) * 1024
     out.update({k + "_s": statistics.median(v) for k, v in runs.items()})
 shutil.rmtree(root, ignore_errors=True)
 print("RESULT " + json.dumps(out))
@@ -161,8 +193,8 @@ def run_child(
 def table(results: list[dict]) -> str:
     rows = [
         "| workload | system | memcpy of payload | blocking | blocking / memcpy | sync save | async total "
-        "| async / sync | peak RSS | RSS / payload |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| async / sync | peak RSS | RSS / payload | peak RSS over imports |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     memcpy: dict[str, float] = {}
     for r in results:
@@ -178,7 +210,8 @@ def table(results: list[dict]) -> str:
             f"| {ratio} "
             f"| {r['sync_s'] * 1e3:.1f} ms | {r['async_s'] * 1e3:.1f} ms | {r['async_s'] / r['sync_s']:.2f}x "
             f"| {r['peak_rss_bytes'] / MiB:.0f} MiB | {r['peak_rss_bytes'] / pay:.2f}x "
-            f"(limit {(2 * pay + 64 * MiB) / MiB:.0f} MiB) |"
+            f"(limit {(2 * pay + 64 * MiB) / MiB:.0f} MiB) "
+            f"| {r.get('peak_rss_over_imports_bytes', r['peak_rss_bytes']) / MiB:.0f} MiB |"
         )
     return "\n".join(rows)
 
