@@ -2,7 +2,7 @@
 here), next to the transport bound and the staging alternatives ('save locally then upload', 'download
 then read').
 
-    python benchmarks/remote_s3.py [--scale 0.25] [--repeat 3] [--workloads W1,W2]
+    python benchmarks/remote_s3.py [--scale 0.25] [--repeat 3] [--workloads W1,W2] [--lazy-mib 1024]
 
 The transport bound is the same bytes as one object, sent and fetched by the same client (s3fs) in the
 same run: uploads by saverkit's own upload routine (parts from the array's memory, in parallel) with
@@ -10,7 +10,8 @@ saverkit's part size and concurrency and with a few others, and by s3fs's pipe_f
 ranged GETs of saverkit's request size and larger ones, and as one whole-object GET. The ratios line
 compares saverkit with its own setting ("own") and with the best of all of them ("best"). "restore,
 ranges prefetched" is a restore whose ranges were fetched beforehand: the engine's share (plan, copy
-into the arrays, CRC32C).
+into the arrays, CRC32C). Last, the lazy read: the bytes ``load_checkpoint(url).get_tensor(name)`` fetches
+for one 4 MiB tensor of a 1 GiB checkpoint (the issue's target: at most the index + 1.1x the tensor).
 
 moto is a Python server: its throughput, not the network's, bounds every figure here, and it serves a
 ranged GET by reading the whole object, so on moto fewer, larger GETs always win (not so on S3). Needs
@@ -87,6 +88,8 @@ def main() -> None:
     ap.add_argument("--scale", type=float, default=0.25)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--workloads", default="W1,W2")
+    ap.add_argument("--lazy-mib", type=int, default=1024,
+                    help="size of the checkpoint for the lazy-read count (4 MiB tensors; 0: skip it)")
     args = ap.parse_args()
 
     from moto.server import ThreadedMotoServer
@@ -105,7 +108,7 @@ def main() -> None:
     ratios: dict = {}
     load = os.getloadavg()
     try:
-        for name in args.workloads.split(","):
+        for name in [w for w in args.workloads.split(",") if w]:
             w = Workload.make(name, args.scale)
             arrays, names = w.arrays(), w.names
             nbytes = w.nbytes
@@ -186,6 +189,7 @@ def main() -> None:
             shutil.rmtree(tmp, ignore_errors=True)
             for label, t in results.items():
                 rows.append((name, w.count, nbytes, label, t, nbytes / t / 1e6))
+        lazy = _lazy_read(fs, args.lazy_mib) if args.lazy_mib else None
     finally:
         server.stop()
     print(f"scale {args.scale}, best of {args.repeat}, moto S3 on 127.0.0.1, {os.cpu_count()} cores, "
@@ -196,6 +200,48 @@ def main() -> None:
     print()
     for name, r in ratios.items():
         print(f"{name}: " + ", ".join(f"{k} {v:.2f}x" for k, v in r.items()))
+    if lazy is not None:
+        total, index, tensor, counted = lazy
+        fetched = counted["bytes"]
+        print(f"\nlazy read: load_checkpoint(url).get_tensor() of one {tensor / 2**20:.0f} MiB tensor of a "
+              f"{total / 2**20:.0f} MiB checkpoint fetched {fetched} bytes ({counted['objects']} whole "
+              f"objects, {counted['ranges']} ranges) = the index ({index} bytes) + "
+              f"{(fetched - index) / tensor:.4f}x the tensor's {tensor} bytes (target: <= index + 1.1x)")
+
+
+def _lazy_read(fs, mib):
+    """Bytes a lazy reader fetches for one 4 MiB tensor of a ``mib`` MiB checkpoint on the store, counted
+    at saverkit's two ways of reading a store (``Location.read_bytes``: whole objects, the index;
+    ``read_ranges``: byte ranges), as the bodies the store returned."""
+    from saverkit import bundle, storage, train
+
+    n, size = max(mib // 4, 2), 1 << 20  # float32 elements: 4 MiB a tensor
+    names = [f"layer_{i:04d}/kernel" for i in range(n)]
+    bundle.write_bundle("s3://bench/lazy/model", names, [np.full(size, i, np.float32) for i in range(n)])
+    total = sum(fs.size(p) for p in fs.ls("bench/lazy"))
+    index = fs.size("bench/lazy/model.index")
+    counted = {"bytes": 0, "objects": 0, "ranges": 0}
+    real_bytes, real_ranges = storage.Location.read_bytes, storage.Location.read_ranges
+
+    def read_bytes(self, url, limit=None):
+        data = real_bytes(self, url, limit)
+        counted["bytes"] += len(data)
+        counted["objects"] += 1
+        return data
+
+    def read_ranges(self, urls, starts, ends):
+        out = real_ranges(self, urls, starts, ends)
+        counted["bytes"] += sum(len(d) for d in out)
+        counted["ranges"] += len(out)
+        return out
+
+    storage.Location.read_bytes, storage.Location.read_ranges = read_bytes, read_ranges
+    try:
+        value = train.load_checkpoint("s3://bench/lazy/model").get_tensor(names[n // 2])
+    finally:
+        storage.Location.read_bytes, storage.Location.read_ranges = real_bytes, real_ranges
+    assert np.array_equal(value, np.full(size, n // 2, np.float32))
+    return total, index, value.nbytes, counted
 
 
 if __name__ == "__main__":
