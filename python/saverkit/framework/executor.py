@@ -152,12 +152,13 @@ class _Item:
     """
 
     __slots__ = (
-        "op", "kernel", "in_slots", "deref", "out_slot", "n_out", "expensive", "targets", "same"
+        "op", "kernel", "in_slots", "deref", "read", "out_slot", "n_out", "expensive", "targets", "same"
     )
     op: Operation
     kernel: Any
     in_slots: tuple[int, ...]
     deref: tuple[int, ...]
+    read: Any  # how the deref inputs are read: Ref.value, or Ref.buffer_value (OpInfo.reads_buffers)
     out_slot: int
     n_out: int
     expensive: bool
@@ -272,6 +273,7 @@ class PlanTemplate:
                     is_ref = info.input_is_ref(op._attrs)
                     deref = [i for i in deref if not is_ref[i]]
                 item.deref = tuple(deref) if deref else _NONE
+            item.read = Ref.buffer_value if info.reads_buffers else Ref.value
             item.out_slot = slot_of[op]
             item.n_out = len(op._outputs)
             item.expensive = info.expensive
@@ -495,7 +497,7 @@ class Plan:
                 args = [vals[s] for s in item.in_slots]
                 for j in item.deref:
                     if type(args[j]) is Ref:
-                        args[j] = args[j].value()
+                        args[j] = item.read(args[j])
                 ctx = ctxs[i]
                 if ctx is None or not plain and item.expensive:
                     ctx = self.context(i, options)
@@ -639,7 +641,7 @@ def _gather(item: _Item, vals: list[Any]) -> list[Any]:
     for j in item.deref:
         a = args[j]
         if type(a) is Ref:
-            args[j] = a.value()
+            args[j] = item.read(a)
     return args
 
 

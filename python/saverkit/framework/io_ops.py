@@ -139,7 +139,7 @@ def _save_v2_names(tensor_names: Any, shape_and_slices: Any, n: int) -> tuple[li
     return names, slices
 
 
-@register_kernel("SaveV2", expensive=True)
+@register_kernel("SaveV2", expensive=True, reads_buffers=True)
 def _save_v2(ctx: Any, prefix: Any, tensor_names: Any, shape_and_slices: Any, *tensors: Any) -> list:
     path = _path(prefix)
     snapshot = ctx.options.snapshot

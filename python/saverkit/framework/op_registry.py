@@ -85,6 +85,7 @@ class OpInfo:
         "expensive",
         "output_buffers",
         "hoist",
+        "reads_buffers",
         "shape_fn",
         "has_ref_inputs",
         "is_stateful",
@@ -131,6 +132,7 @@ class OpInfo:
         self.expensive = False
         self.output_buffers = False
         self.hoist = False
+        self.reads_buffers = False
         self.shape_fn: ShapeFn | None = None
 
     def input_types(self, attrs: dict[str, Any]) -> list[dtypes.DType]:
@@ -193,7 +195,7 @@ class OpInfo:
 
 _lock = threading.Lock()
 _OPS: dict[str, OpInfo] = {}
-_KERNELS: dict[str, tuple[Kernel, bool, bool, bool]] = {}
+_KERNELS: dict[str, tuple[Kernel, bool, bool, bool, bool]] = {}
 _SHAPE_FNS: dict[str, ShapeFn] = {}
 _loaded = False
 
@@ -212,7 +214,7 @@ def _load() -> None:
 def _add(op_def: OpDef) -> OpInfo:
     info = OpInfo(op_def)
     if info.name in _KERNELS:
-        info.kernel, info.expensive, info.output_buffers, info.hoist = _KERNELS[info.name]
+        _bind(info, _KERNELS[info.name])
     info.shape_fn = _SHAPE_FNS.get(info.name)
     _OPS[info.name] = info
     return info
@@ -261,8 +263,18 @@ def register_op_def(op_def: OpDef | str) -> OpInfo:
         return _add(op_def)
 
 
+def _bind(info: OpInfo, entry: tuple) -> None:
+    """Give ``info`` its kernel and the kernel's flags (an entry of ``_KERNELS``)."""
+    info.kernel, info.expensive, info.output_buffers, info.hoist, info.reads_buffers = entry
+
+
 def register_kernel(
-    op_type: str, *, expensive: bool = False, output_buffers: bool = False, hoist: bool = False
+    op_type: str,
+    *,
+    expensive: bool = False,
+    output_buffers: bool = False,
+    hoist: bool = False,
+    reads_buffers: bool = False,
 ) -> Callable[[Kernel], Kernel]:
     """Decorator: ``@register_kernel("Add")`` on ``def add(ctx, x, y): return [x + y]``.
 
@@ -271,13 +283,16 @@ def register_kernel(
     ``hoist``: for input-less ops whose outputs are the same on every run of a session (a Const's value,
     a variable's handle): the executor computes them once per session and plan, not once per run, so a
     graph of 10,000 variables does not pay 10,000 kernel calls per step.
+    ``reads_buffers``: the kernel only reads its inputs, and holds none past its call but to copy it
+    (SaveV2): variables reach it as their own buffers, not as read-only views (a view per variable was
+    ~40% of the Python work of saving 10,000 variables).
     """
 
     def decorate(fn: Kernel) -> Kernel:
-        _KERNELS[op_type] = (fn, expensive, output_buffers, hoist)
+        _KERNELS[op_type] = (fn, expensive, output_buffers, hoist, reads_buffers)
         info = _OPS.get(op_type)
         if info is not None:
-            info.kernel, info.expensive, info.output_buffers, info.hoist = _KERNELS[op_type]
+            _bind(info, _KERNELS[op_type])
         return fn
 
     return decorate

@@ -55,6 +55,16 @@ class Ref:
         view.setflags(write=False)  # a quarter of the cost of .flags.writeable (10,000 reads per save)
         return view
 
+    def buffer_value(self) -> np.ndarray:
+        """The variable's own buffer, for kernels registered with ``reads_buffers`` (they never write it);
+        FailedPreconditionError if uninitialized."""
+        buf = self._values.get(self.key)
+        if buf is None:
+            raise errors.FailedPreconditionError(
+                None, None, f"Attempting to use uninitialized value {self.name}"
+            )
+        return buf
+
     def assign(self, value: Any, validate_shape: bool = True, copy_on_write: bool = False) -> None:
         """Store ``value``: copied into the existing buffer when dtype and shape match (no allocation).
 
