@@ -561,12 +561,22 @@ class StagePlan {
     if (!copied_) progress_->Abort();  // never leave a writer waiting
   }
 
-  // Copies, in address order, reporting progress; then unpins the sources.
-  void Copy() {
+  // Copies, then unpins the sources. threads == 1: in address order,
+  // reporting progress as it goes (a write started before the copy follows
+  // it). threads > 1: split over that many threads, reported once complete
+  // (for a write that starts after the copy: the copy ends sooner).
+  void Copy(int threads) {
     if (copied_ || layout_ == nullptr) throw py::value_error("stage_plan: copy() called twice or after abort()");
+    if (threads < 1) throw py::value_error("stage_plan: copy() needs threads >= 1");
     {
       py::gil_scoped_release release;
-      CopyRunsInOrder(layout_->runs(), progress_.get());
+      const std::vector<CopyRun>& runs = layout_->runs();
+      if (threads == 1) {
+        CopyRunsInOrder(runs, progress_.get());
+      } else {
+        CopyRuns(runs, threads);  // each thread fences its stores; join orders them before this
+        if (!runs.empty()) progress_->Advance(runs.back().dst + runs.back().n);
+      }
     }
     copied_ = true;
     layout_->Release();
@@ -923,7 +933,7 @@ PYBIND11_MODULE(_core, m) {
   m.def("stage_copy", &StageCopy, py::arg("dst"), py::arg("offset"), py::arg("srcs"), py::arg("align") = 64,
         py::arg("threads") = 2);
   py::class_<StagePlan>(m, "StagePlan")
-      .def("copy", &StagePlan::Copy)
+      .def("copy", &StagePlan::Copy, py::arg("threads") = 1)
       .def("abort", &StagePlan::Abort);
   m.def("stage_plan", &StagePlanFor, py::arg("dst"), py::arg("offset"), py::arg("srcs"), py::arg("align") = 64);
   m.def("recover_bundle", [](const std::string& prefix) {

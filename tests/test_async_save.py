@@ -114,6 +114,34 @@ def test_a_write_started_before_the_copy_reads_each_tensor_once_it_is_copied(tmp
         assert np.array_equal(reader.get_tensor(name), t)
 
 
+def test_a_plan_copied_on_several_threads_is_exact_and_then_releases_a_waiting_write(tmp_path):
+    # A copy no write follows runs on the caller's idle cores (threads > 1): split by bytes, a tensor may
+    # be copied by two threads; the progress a writer waits on is reported once, at the end.
+    rng = np.random.default_rng(2)
+    srcs = [rng.integers(0, 255, size=n, dtype=np.uint8) for n in (5 << 20, 3, 1 << 20, (3 << 20) + 1)]
+    dst = np.zeros(sum(t.nbytes + 64 for t in srcs), dtype=np.uint8)
+    end, offsets, plan = _core.stage_plan(dst, 0, srcs, 64)
+    names = [f"t{i}" for i in range(len(srcs))]
+    prefix = str(tmp_path / "threaded")
+    writer = threading.Thread(
+        target=lambda: bundle.write_bundle(prefix, names, _staged_views(dst, srcs, offsets), staged=plan)
+    )
+    writer.start()
+    time.sleep(0.1)
+    assert writer.is_alive()  # waiting for the copy
+    plan.copy(threads=3)
+    writer.join(30)
+    assert not writer.is_alive()
+    for t, off in zip(srcs, offsets, strict=True):
+        assert np.array_equal(dst[off : off + t.nbytes], t)
+    reader = load_checkpoint(prefix)
+    for name, t in zip(names, srcs, strict=True):
+        assert np.array_equal(reader.get_tensor(name), t)
+    _, _, other = _core.stage_plan(np.zeros(128, np.uint8), 0, [np.ones(4, np.uint8)], 64)
+    with pytest.raises(ValueError, match="threads >= 1"):
+        other.copy(threads=0)
+
+
 def test_an_abandoned_copy_fails_the_waiting_write_and_leaves_no_files(tmp_path):
     srcs = [np.ones(1 << 20, np.float32)]
     dst = np.zeros(srcs[0].nbytes + 64, dtype=np.uint8)
@@ -139,12 +167,17 @@ def test_an_abandoned_copy_fails_the_waiting_write_and_leaves_no_files(tmp_path)
 # --- helpers ---------------------------------------------------------------------------------------------
 
 
+# 6 MiB: over the size from which a snapshot copy that no write follows uses several threads.
+BIG_W = 1_500_000
+
+
 class Model:
-    def __init__(self, sharded=False, finalize=False, **saver_kwargs):
+    def __init__(self, sharded=False, finalize=False, w_size=100_000, **saver_kwargs):
+        self.w_size = w_size
         self.graph = sk.Graph()
         with self.graph.as_default():
             with sk.device("/cpu:0"):
-                self.w = sk.Variable(np.arange(100_000, dtype=np.float32), name="w")
+                self.w = sk.Variable(np.arange(w_size, dtype=np.float32), name="w")
                 self.words = sk.Variable(np.array([b"a", b"bb"], dtype=object), name="words")
             with sk.device("/cpu:1" if sharded else "/cpu:0"):
                 self.step = sk.Variable(np.int64(0), name="step")
@@ -159,14 +192,15 @@ class Model:
             self.graph.finalize()
 
     def set(self, k):
-        self.w.load(np.arange(100_000, dtype=np.float32) + k, self.sess)
+        self.w.load(np.arange(self.w_size, dtype=np.float32) + k, self.sess)
         self.words.load(np.array([b"gen%d" % k, b""], dtype=object), self.sess)
         self.step.load(np.int64(k), self.sess)
         self.b.load(np.full((3, 4), k, np.float64), self.sess)
 
     @staticmethod
     def expect(reader, k, key=lambda n: n):
-        assert np.array_equal(reader.get_tensor(key("w")), np.arange(100_000, dtype=np.float32) + k)
+        w = reader.get_tensor(key("w"))
+        assert w.size in (100_000, BIG_W) and np.array_equal(w, np.arange(w.size, dtype=np.float32) + k)
         assert reader.get_tensor(key("words")).tolist() == [b"gen%d" % k, b""]
         assert int(reader.get_tensor(key("step"))) == k
         assert np.array_equal(reader.get_tensor(key("b")), np.full((3, 4), k, np.float64))
@@ -198,7 +232,7 @@ def blocked_writes(monkeypatch):
 
 @pytest.mark.parametrize("kind", ["single", "sharded", "durable"])
 def test_saver_async_save_holds_the_values_of_the_moment_it_returned(tmp_path, kind, pipelined):
-    m = Model(sharded=kind == "sharded", durable=kind == "durable")
+    m = Model(sharded=kind == "sharded", durable=kind == "durable", w_size=BIG_W)
     m.set(1)
     path = m.saver.save(m.sess, str(tmp_path / "model"), global_step=m.step, options=ASYNC)
     assert path == str(tmp_path / "model-1")
@@ -229,7 +263,7 @@ def test_saver_async_saves_in_a_row_keep_max_to_keep(tmp_path):
 
 @pytest.mark.parametrize("finalize", [False, True], ids=["graph-ops", "finalized-graph"])
 def test_checkpoint_async_save_and_write_hold_the_snapshot(tmp_path, finalize, pipelined):
-    m = Model(finalize=finalize)
+    m = Model(finalize=finalize, w_size=BIG_W)
     m.set(1)
     path = m.ckpt.save(str(tmp_path / "ckpt"), m.sess, ASYNC)  # TF's positional order works too
     m.set(50)
@@ -246,7 +280,7 @@ def test_checkpoint_async_save_and_write_hold_the_snapshot(tmp_path, finalize, p
 
 def test_values_set_while_a_pipelined_write_is_in_flight_are_not_in_it(tmp_path, blocked_writes, pipelined):
     started, release = blocked_writes  # the write waits, after the snapshot was taken, until released
-    m = Model(sharded=True)
+    m = Model(sharded=True, w_size=BIG_W)
     m.set(1)
     path = m.saver.save(m.sess, str(tmp_path / "model"), global_step=1, options=ASYNC)
     assert started.wait(10)
