@@ -12,8 +12,8 @@ How, in order:
 2. The save's graph runs as usual, with ``RunOptions(snapshot=...)``: each SaveV2 kernel lays its tensors
    out in the owner's **staging memory** and copies them there (``saverkit._core.stage_plan``: one call per
    SaveV2, the GIL released, non-temporal stores so that many tensors of a few KiB or MiB copy at the speed
-   of one big memcpy); MergeV2Checkpoints records its merge. String tensors are copied as object arrays
-   (their bytes objects are immutable).
+   of one big memcpy, on up to 4 threads unless a write runs beside it); MergeV2Checkpoints records its
+   merge. String tensors are copied as object arrays (their bytes objects are immutable).
    The SaveV2's write (the engine's writer, on the owner's write pool) starts before the copy when the
    tensors are big and the machine has 4 cores or more (``_PIPELINE_MIN_AVERAGE_BYTES``): it reads each
    byte range of the staging memory only once the copy has passed it (``BundleWriterOptions::staged``), so
@@ -60,9 +60,6 @@ from saverkit import _core, errors, storage
 __all__ = ["CheckpointOptions"]
 
 _ALIGN = 64  # each staged tensor starts on a cache line
-# One thread copies a snapshot (the caller's; stage_plan copies in address order, which the pipelined write
-# follows): with non-temporal stores one thread already copies at memcpy speed, and a second measured no
-# faster on the 2-core benchmark machine (memory-bound; slower when the cores are busy).
 _EMPTY = np.empty(0, dtype=np.uint8)
 # The write of a snapshot starts before its copy (and reads each tensor once copied) when its tensors
 # average at least this many bytes, on machines with cores to spare. Smaller tensors cost the write more
@@ -73,9 +70,11 @@ _EMPTY = np.empty(0, dtype=np.uint8)
 # copy, for no total gain measurable on the loaded benchmark VM, so 2-3 core machines do not pipeline.
 _PIPELINE_MIN_AVERAGE_BYTES = 1 << 20 if (os.cpu_count() or 1) >= 4 else 1 << 62
 # Threads of a snapshot copy that no write follows while it runs: the caller waits for it, idle, so its
-# spare cores copy too (2 threads on the 2-core VM: W1 62.6 -> 48.3 ms, 10,000 tensors of 26 KiB
-# 21.7 -> 16.7 ms; one thread is short of memory bandwidth). A pipelined copy stays on one thread, in
-# address order: the write beside it follows its progress.
+# spare cores copy too. On the 2-core AMD VM of 2026-12-07 one thread was short of memory bandwidth (two
+# copies at once: 22.3 GB/s against 18.3) and 2 threads copied W1 in 48.3 ms against 62.6 (10,000
+# tensors of 26 KiB: 16.7 against 21.7); on the loaded Intel VM of 2026-12-05 a second thread had
+# measured no faster. A pipelined copy stays on the caller's thread, in address order: the write beside
+# it follows its progress.
 _COPY_THREADS = max(1, min(os.cpu_count() or 1, 4))
 
 
