@@ -52,7 +52,7 @@ class Ref:
                 None, None, f"Attempting to use uninitialized value {self.name}"
             )
         view = buf.view()
-        view.setflags(write=False)  # a quarter of the cost of .flags.writeable (10,000 reads per save)
+        view.setflags(write=False)  # a quarter of the cost of .flags.writeable (a fetch of 10,000 variables)
         return view
 
     def buffer_value(self) -> np.ndarray:
