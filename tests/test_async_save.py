@@ -74,6 +74,25 @@ def test_stage_copy_in_parallel_is_exact():
     assert end == offsets[-1] + srcs[-1].nbytes
 
 
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="no CPU affinity on this platform")
+def test_copy_threads_and_pipelining_follow_the_cores_the_process_may_use():
+    # A process pinned to one core (taskset, a cpuset, an MPI launcher binding each rank) copies on one
+    # thread and never pipelines: threads for cores it cannot use would only take turns.
+    probe = (
+        "import os, sys\n"
+        "if sys.argv[1] == 'one': os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})\n"
+        "from saverkit.train import async_save as a\n"
+        "print(a._COPY_THREADS, a._PIPELINE_MIN_AVERAGE_BYTES, len(os.sched_getaffinity(0)))\n"
+    )
+    for cores in ("one", "all"):
+        out = subprocess.run([sys.executable, "-c", probe, cores], capture_output=True, text=True, check=True)
+        threads, pipeline_min, usable = map(int, out.stdout.split())
+        assert threads == min(usable, 4)
+        assert (pipeline_min == 1 << 20) == (usable >= 4)
+        if cores == "one":
+            assert (threads, pipeline_min) == (1, 1 << 62)
+
+
 def test_stage_plan_lays_out_like_stage_copy_and_copies_on_copy():
     a = np.arange(10, dtype=np.float32)
     s = np.array([b"x"], dtype=object)

@@ -61,6 +61,17 @@ __all__ = ["CheckpointOptions"]
 
 _ALIGN = 64  # each staged tensor starts on a cache line
 _EMPTY = np.empty(0, dtype=np.uint8)
+
+
+def _usable_cores() -> int:
+    """The cores this process may run on: its affinity mask (set by taskset, a cpuset, or an MPI launcher
+    binding each rank), else the machine's count. Ranks sharing a machine each see only their own."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        return os.cpu_count() or 1
+
+
 # The write of a snapshot starts before its copy (and reads each tensor once copied) when its tensors
 # average at least this many bytes, on machines with cores to spare. Smaller tensors cost the write more
 # Python work per byte (names, views, the engine's per-tensor arguments, under the GIL) than they cost the
@@ -68,14 +79,14 @@ _EMPTY = np.empty(0, dtype=np.uint8)
 # (10,000 tensors of 26 KiB blocked 20% longer pipelined). On 2 cores the write also takes the copy's
 # memory bandwidth and CPU: W1 (64 x 16 MiB) blocked 2.4x a memcpy pipelined against 0.8-1.3x after the
 # copy, for no total gain measurable on the loaded benchmark VM, so 2-3 core machines do not pipeline.
-_PIPELINE_MIN_AVERAGE_BYTES = 1 << 20 if (os.cpu_count() or 1) >= 4 else 1 << 62
+_PIPELINE_MIN_AVERAGE_BYTES = 1 << 20 if _usable_cores() >= 4 else 1 << 62
 # Threads of a snapshot copy that no write follows while it runs: the caller waits for it, idle, so its
 # spare cores copy too. On the 2-core AMD VM of 2026-12-07 one thread was short of memory bandwidth (two
 # copies at once: 22.3 GB/s against 18.3) and 2 threads copied W1 in 48.3 ms against 62.6 (10,000
 # tensors of 26 KiB: 16.7 against 21.7); on the loaded Intel VM of 2026-12-05 a second thread had
 # measured no faster. A pipelined copy stays on the caller's thread, in address order: the write beside
 # it follows its progress.
-_COPY_THREADS = max(1, min(os.cpu_count() or 1, 4))
+_COPY_THREADS = max(1, min(_usable_cores(), 4))
 
 
 def _physical_memory() -> int:
