@@ -512,7 +512,8 @@ class StageLayout {
   }
 
   bool fits() const { return fits_; }
-  // (end, offsets) as stage_copy returns them; (-(bytes needed from offset), None) when they do not fit.
+  // (end, offsets): the offset after the last array and each array's offset in
+  // dst (-1: not copied); (-(bytes needed from offset), None) when they do not fit.
   py::tuple Result() const {
     if (!fits_) return py::make_tuple(-static_cast<int64_t>(end_ - begin_), py::none());
     py::list out_offsets(offsets_.size());
@@ -534,20 +535,6 @@ class StageLayout {
   uint64_t begin_ = 0, end_ = 0;
   bool fits_ = false;
 };
-
-// The snapshot of an asynchronous save: copies the arrays of `srcs` into
-// `dst` as StageLayout places them, with the GIL released. Returns (end,
-// offsets): the offset after the last copy and each array's offset in `dst`
-// (-1: not copied). When they do not fit, copies nothing and returns
-// (-(bytes needed from `offset`), None).
-py::tuple StageCopy(const py::buffer& dst, int64_t offset, const py::sequence& srcs, int64_t align, int threads) {
-  StageLayout layout(dst, offset, srcs, align);
-  if (layout.fits()) {
-    py::gil_scoped_release release;
-    CopyRuns(layout.runs(), threads);
-  }
-  return layout.Result();
-}
 
 // A pipelined snapshot (stage_plan): laid out when made, copied by copy();
 // a write_bundle given it as `staged` may start before the copy and reads
@@ -930,8 +917,6 @@ PYBIND11_MODULE(_core, m) {
     Check(s);
     return py::make_tuple(py::bytes(merged), part_shards);
   }, py::arg("indexes"), py::arg("destination_prefix"), py::arg("num_shards") = 0);
-  m.def("stage_copy", &StageCopy, py::arg("dst"), py::arg("offset"), py::arg("srcs"), py::arg("align") = 64,
-        py::arg("threads") = 2);
   py::class_<StagePlan>(m, "StagePlan")
       .def("copy", &StagePlan::Copy, py::arg("threads") = 1)
       .def("abort", &StagePlan::Abort);

@@ -41,34 +41,41 @@ def pipelined(request, monkeypatch):
 # --- the staging copy -----------------------------------------------------------------------------------
 
 
-def test_stage_copy_places_each_array_aligned_and_skips_what_it_cannot_copy():
+def test_stage_plan_places_each_array_aligned_skips_what_it_cannot_copy_and_copies_on_copy():
     a = np.arange(10, dtype=np.float32)
     b = np.arange(7, dtype=np.int8)
     s = np.array([b"x", b"yy"], dtype=object)  # no buffer: the caller copies it
     strided = np.arange(20, dtype=np.int64)[::2]  # not contiguous: the caller copies it
     c = np.ones((3, 5), dtype=np.float64)
     dst = np.zeros(1024, dtype=np.uint8)
-    end, offsets = _core.stage_copy(dst, 3, [a, s, b, strided, c, b"not an array"], 64)
+    end, offsets, plan = _core.stage_plan(dst, 3, [a, s, b, strided, c, b"not an array"], 64)
     assert offsets == [64, -1, 128, -1, 192, -1]
     assert end == 192 + c.nbytes
+    assert not dst.any()  # laid out, not copied yet
+    plan.copy()
     assert np.array_equal(dst[64:104].view(np.float32), a)
     assert np.array_equal(dst[128:135].view(np.int8), b)
     assert np.array_equal(dst[192:312].view(np.float64).reshape(3, 5), c)
+    with pytest.raises(ValueError):
+        plan.copy()
 
 
-def test_stage_copy_reports_the_bytes_needed_and_copies_nothing_when_short():
+def test_stage_plan_reports_the_bytes_needed_and_lays_out_nothing_when_short():
     dst = np.zeros(100, dtype=np.uint8)
-    end, offsets = _core.stage_copy(dst, 10, [np.ones(50, np.uint8), np.ones(50, np.uint8)], 64)
-    assert (end, offsets) == (-(128 + 50 - 10), None)  # at 64 and 128, aligned
+    got = _core.stage_plan(dst, 10, [np.ones(50, np.uint8), np.ones(50, np.uint8)], 64)
+    assert got == (-(128 + 50 - 10), None, None)  # at 64 and 128, aligned
     assert not dst.any()
+    floats = [np.arange(10, dtype=np.float32)]
+    assert _core.stage_plan(np.zeros(10, np.uint8), 0, floats, 64) == (-40, None, None)
 
 
-def test_stage_copy_in_parallel_is_exact():
+def test_stage_plan_copied_in_parallel_is_exact():
     rng = np.random.default_rng(0)
     srcs = [rng.integers(0, 255, size=n, dtype=np.uint8) for n in rng.integers(1, 3 << 20, size=9)]
     srcs.append(rng.integers(0, 255, size=(5 << 20) + 3, dtype=np.uint8))
     dst = np.empty(sum(s.nbytes + 64 for s in srcs), dtype=np.uint8)
-    end, offsets = _core.stage_copy(dst, 0, srcs, 64, 2)
+    end, offsets, plan = _core.stage_plan(dst, 0, srcs, 64)
+    plan.copy(threads=2)
     for s, off in zip(srcs, offsets, strict=True):
         assert off % 64 == 0 and np.array_equal(dst[off : off + s.nbytes], s)
     assert end == offsets[-1] + srcs[-1].nbytes
@@ -91,22 +98,6 @@ def test_copy_threads_and_pipelining_follow_the_cores_the_process_may_use():
         assert (pipeline_min == 1 << 20) == (usable >= 4)
         if cores == "one":
             assert (threads, pipeline_min) == (1, 1 << 62)
-
-
-def test_stage_plan_lays_out_like_stage_copy_and_copies_on_copy():
-    a = np.arange(10, dtype=np.float32)
-    s = np.array([b"x"], dtype=object)
-    c = np.ones((3, 5), dtype=np.float64)
-    dst = np.zeros(1024, dtype=np.uint8)
-    end, offsets, plan = _core.stage_plan(dst, 3, [a, s, c], 64)
-    assert (end, offsets) == (128 + c.nbytes, [64, -1, 128])
-    assert not dst.any()  # laid out, not copied yet
-    plan.copy()
-    assert np.array_equal(dst[64:104].view(np.float32), a)
-    assert np.array_equal(dst[128 : 128 + c.nbytes].view(np.float64).reshape(3, 5), c)
-    with pytest.raises(ValueError):
-        plan.copy()
-    assert _core.stage_plan(np.zeros(10, np.uint8), 0, [a], 64) == (-40, None, None)
 
 
 def _staged_views(dst, srcs, offsets):

@@ -82,17 +82,13 @@ def merge_indexes(
 ) -> tuple[bytes, list[int]]: ...
 def recover_bundle(prefix: str) -> None: ...
 
-# The snapshot of an asynchronous save (saverkit.train.async_save): copies every C-contiguous numpy array
-# of srcs into dst from offset on (each aligned to align), GIL released; returns (end offset, each array's
-# offset or -1 if not copied), or (-(bytes needed), None) and copies nothing when they do not fit.
-def stage_copy(
-    dst: Buffer, offset: int, srcs: Sequence[Any], align: int = 64, threads: int = 2
-) -> tuple[int, list[int] | None]: ...
-
 class StagePlan:
     def copy(self, threads: int = 1) -> None: ...
     def abort(self) -> None: ...
 
+# The snapshot of an asynchronous save (saverkit.train.async_save): lays out every C-contiguous numpy array
+# of srcs in dst from offset on (each aligned to align); returns (end offset, each array's offset or -1 if
+# not copied, the plan whose copy() copies them, GIL released), or (-(bytes needed), None, None).
 def stage_plan(
     dst: Buffer, offset: int, srcs: Sequence[Any], align: int = 64
 ) -> tuple[int, list[int], StagePlan] | tuple[int, None, None]: ...
