@@ -81,7 +81,7 @@ def test_uninitialized_read_raises_failed_precondition(graph):
         assert info.value.op.name == "w/read"
         with pytest.raises(errors.FailedPreconditionError, match="uninitialized value w"):
             sess.run(w)
-        with pytest.raises(errors.FailedPreconditionError):
+        with pytest.raises(errors.FailedPreconditionError, match="Attempting to use uninitialized value w"):
             sess.run(w.assign_add(1.0))
 
 
